@@ -1,0 +1,23 @@
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import { TaskService } from "../gen/task/v1/task_pb.js";
+import type { Logger } from "../logger.js";
+import { toConnectError } from "./connect-errors.js";
+import { createTaskService, type TaskServiceDeps } from "./task-service.js";
+
+/** Maps whatever a handler throws to a Connect error, in one place. */
+export function errorMappingInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      throw toConnectError(err, logger.child({ rpc: req.method.name }));
+    }
+  };
+}
+
+/** Registers every service on a router. */
+export function routes(deps: TaskServiceDeps): (router: ConnectRouter) => void {
+  return (router) => {
+    router.service(TaskService, createTaskService(deps));
+  };
+}

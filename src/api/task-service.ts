@@ -1,0 +1,153 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { Kysely } from "kysely";
+import type { Config } from "../config.js";
+import { IdempotencyConflictError, InvalidArgumentError, InvalidTransitionError, TaskNotFoundError } from "../errors.js";
+import {
+  TaskService,
+  TaskStatusCountSchema,
+  TaskTypeSchema,
+  type CreateTaskRequest,
+} from "../gen/task/v1/task_pb.js";
+import type { Logger } from "../logger.js";
+import type { PluginRegistry } from "../plugins/registry.js";
+import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
+import { listTaskHistory } from "../store/task-history.js";
+import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, listTasks, type NewTask } from "../store/tasks.js";
+import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
+import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
+import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+
+/** What the handlers need. */
+export interface TaskServiceDeps {
+  db: Kysely<Database>;
+  registry: PluginRegistry;
+  config: Pick<Config, "maxBatchSize">;
+  logger: Logger;
+}
+
+/** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
+export function createTaskService({ db, registry, config }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+  /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
+  async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
+    const tasks = requests.map((req, i) => validateCreateTask(req, registry, prefix(i)));
+    const keyed = tasks.some((t) => t.idempotencyKey !== null);
+    if (!keyed) {
+      const rows = await insertTasks(db, tasks);
+      return rows.map((row) => ({ row, created: true }));
+    }
+    // With idempotency keys, inserting and checking the replays must commit or fail together.
+    return db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasks(trx, tasks), trx));
+  }
+
+  async function resolveIdempotent(tasks: NewTask[], inserted: TaskRow[], trx: Kysely<Database>) {
+    const keys = [...new Set(tasks.flatMap((t) => (t.idempotencyKey === null ? [] : [t.idempotencyKey])))];
+    const byKey = new Map((await findTasksByIdempotencyKeys(trx, keys)).map((row) => [row.idempotency_key!, row]));
+    const insertedIds = new Set(inserted.map((row) => row.id));
+    const unkeyed = inserted.filter((row) => row.idempotency_key === null);
+    let next = 0;
+    return tasks.map((task) => {
+      if (task.idempotencyKey === null) return { row: unkeyed[next++]!, created: true };
+      const row = byKey.get(task.idempotencyKey)!;
+      if (row.request_hash !== task.requestHash) throw new IdempotencyConflictError(task.idempotencyKey, row.id);
+      return { row, created: insertedIds.has(row.id) };
+    });
+  }
+
+  return {
+    async createTask(req) {
+      const [first] = await createMany([req], () => "");
+      return { task: taskToProto(first!.row), created: first!.created };
+    },
+
+    async createTasks(req) {
+      if (req.tasks.length === 0) throw InvalidArgumentError.of("tasks", "must contain at least one task");
+      if (req.tasks.length > config.maxBatchSize) {
+        throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
+      }
+      const created = await createMany(req.tasks, (i) => `tasks[${i}].`);
+      return { tasks: created.map(({ row }) => taskToProto(row)) };
+    },
+
+    async getTask(req) {
+      const id = validateTaskId(req.id);
+      const row = await findTask(db, id);
+      if (!row) throw new TaskNotFoundError(id);
+      return { task: taskToProto(row) };
+    },
+
+    async listTasks(req) {
+      const filter = validateListTasks(req);
+      // One extra row tells whether another page exists.
+      const { rows, total } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
+      const page = rows.slice(0, filter.pageSize);
+      const last = page.at(-1);
+      return {
+        tasks: page.map(taskToProto),
+        nextPageToken: rows.length > filter.pageSize && last ? encodePageToken(last.id) : "",
+        totalCount: BigInt(total),
+        pageSize: filter.pageSize,
+        pageNumber: filter.pageNumber,
+      };
+    },
+
+    async getTaskHistory(req) {
+      const id = validateTaskId(req.id);
+      const rows = await listTaskHistory(db, id);
+      // A task always has at least its "created" row, so none means no such task.
+      if (rows.length === 0 && !(await findTask(db, id))) throw new TaskNotFoundError(id);
+      return { history: rows.map(historyToProto) };
+    },
+
+    async getTaskStatusCounts() {
+      const counts = await countTasksByStatus(db);
+      let total = 0n;
+      const entries = taskStatuses.map((status) => {
+        const count = BigInt(counts.get(status) ?? 0);
+        total += count;
+        return create(TaskStatusCountSchema, { status: statusToProto(status), count });
+      });
+      return { counts: entries, total };
+    },
+
+    async cancelTask(req) {
+      const id = validateTaskId(req.id);
+      const reason = req.reason.trim();
+      if (reason.length > 500) throw InvalidArgumentError.of("reason", "must be at most 500 characters");
+      const details = reason ? `cancelled by request: ${reason}` : "cancelled by request";
+      const row = (await cancelWaitingTask(db, id, details)) ?? (await requestCancelRunningTask(db, id));
+      if (row) return { task: taskToProto(row) };
+      const current = await findTask(db, id);
+      if (!current) throw new TaskNotFoundError(id);
+      throw new InvalidTransitionError(id, current.status, "cancel");
+    },
+
+    async retryTask(req) {
+      const id = validateTaskId(req.id);
+      const before = await findTask(db, id);
+      if (!before) throw new TaskNotFoundError(id);
+      const details = `manual retry: back to queued with attempts reset (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? "" : "s"})`;
+      const row = await requeueFinishedTask(db, id, details);
+      if (!row) {
+        const current = (await findTask(db, id)) ?? before;
+        throw new InvalidTransitionError(id, current.status, "retry");
+      }
+      return { task: taskToProto(row) };
+    },
+
+    async listTaskTypes() {
+      return {
+        types: registry.list().map((plugin) =>
+          create(TaskTypeSchema, {
+            name: plugin.name,
+            description: plugin.description,
+            parameterSchema: registry.jsonSchema(plugin) as never,
+            enabled: plugin.disabledReason === undefined,
+            defaultMaxAttempts: plugin.defaults.maxAttempts,
+            defaultTimeout: durationFromMs(plugin.defaults.timeoutMs),
+          }),
+        ),
+      };
+    },
+  };
+}

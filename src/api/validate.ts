@@ -1,0 +1,144 @@
+import { createHash } from "node:crypto";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { InvalidArgumentError, type FieldViolation } from "../errors.js";
+import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb.js";
+import type { PluginRegistry } from "../plugins/registry.js";
+import type { TaskStatus } from "../store/schema.js";
+import type { NewTask, TaskFilter } from "../store/tasks.js";
+import { durationToMs, statusFromProto } from "./convert.js";
+
+export const MAX_PRIORITY = 1000;
+export const MAX_ATTEMPTS_LIMIT = 100;
+export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 1000;
+const MAX_PARAMETERS_BYTES = 256 * 1024;
+
+/** Collects violations so a request reports all of its problems at once. */
+class Violations {
+  readonly list: FieldViolation[] = [];
+  add(field: string, reason: string): void {
+    this.list.push({ field, reason });
+  }
+  throwIfAny(): void {
+    if (this.list.length > 0) throw new InvalidArgumentError(this.list);
+  }
+}
+
+/**
+ * Checks a create request and resolves it into a row to insert: type known and enabled, parameters
+ * valid for the type (defaults applied), limits respected. `prefix` names the request in a batch.
+ */
+export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegistry, prefix = ""): NewTask {
+  const v = new Violations();
+  const name = req.name.trim();
+  if (name.length === 0) v.add(`${prefix}name`, "is required");
+  else if (name.length > 200) v.add(`${prefix}name`, "must be at most 200 characters");
+  if (req.type === "") v.add(`${prefix}type`, "is required");
+  if (!Number.isInteger(req.priority) || Math.abs(req.priority) > MAX_PRIORITY) {
+    v.add(`${prefix}priority`, `must be between -${MAX_PRIORITY} and ${MAX_PRIORITY}`);
+  }
+  if (req.maxAttempts < 0 || req.maxAttempts > MAX_ATTEMPTS_LIMIT) {
+    v.add(`${prefix}max_attempts`, `must be between 1 and ${MAX_ATTEMPTS_LIMIT} (0 for the type's default)`);
+  }
+  let timeoutMs: number | undefined;
+  if (req.timeout) {
+    timeoutMs = durationToMs(req.timeout);
+    if (!(timeoutMs >= 1) || timeoutMs > MAX_TIMEOUT_MS) v.add(`${prefix}timeout`, "must be between 1ms and 24h");
+  }
+  if (req.idempotencyKey.length > 200) v.add(`${prefix}idempotency_key`, "must be at most 200 characters");
+  let runAt: Date | null = null;
+  if (req.runAt) {
+    runAt = timestampDate(req.runAt);
+    if (Number.isNaN(runAt.getTime())) v.add(`${prefix}run_at`, "is not a valid time");
+  }
+  if (req.parameters && JSON.stringify(req.parameters).length > MAX_PARAMETERS_BYTES) {
+    v.add(`${prefix}parameters`, `must be at most ${MAX_PARAMETERS_BYTES} bytes of JSON`);
+  }
+  v.throwIfAny();
+
+  // Type and parameter checks come after the cheap ones so one message lists what is fixable at once.
+  const plugin = registry.resolve(req.type, `${prefix}type`);
+  const parameters = registry.parse(plugin, req.parameters ?? {}, `${prefix}parameters`);
+  const maxAttempts = req.maxAttempts || plugin.defaults.maxAttempts;
+  const resolvedTimeout = Math.round(timeoutMs ?? plugin.defaults.timeoutMs);
+  const idempotencyKey = req.idempotencyKey === "" ? null : req.idempotencyKey;
+  return {
+    name,
+    type: req.type,
+    parameters,
+    priority: req.priority,
+    maxAttempts,
+    timeoutMs: resolvedTimeout,
+    runAt,
+    idempotencyKey,
+    requestHash: idempotencyKey === null ? null : requestHash({ name, type: req.type, parameters, priority: req.priority, maxAttempts, timeoutMs: resolvedTimeout, runAt: runAt?.toISOString() ?? null }),
+  };
+}
+
+/** A stable fingerprint of what a create request asks for (key order does not matter). */
+function requestHash(value: unknown): string {
+  return createHash("sha256").update(canonicalJson(value)).digest("hex");
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+/** A task id from a request: positive, or InvalidArgument naming the field. */
+export function validateTaskId(id: bigint, field = "id"): string {
+  if (id <= 0n) throw InvalidArgumentError.of(field, "must be a positive task id");
+  return id.toString();
+}
+
+const PAGE_TOKEN_PREFIX = "v1:";
+
+/** An opaque page token for the page after the task with this id. */
+export function encodePageToken(lastId: string): string {
+  return Buffer.from(`${PAGE_TOKEN_PREFIX}${lastId}`).toString("base64url");
+}
+
+function decodePageToken(token: string): string | undefined {
+  const text = Buffer.from(token, "base64url").toString("utf8");
+  const id = text.startsWith(PAGE_TOKEN_PREFIX) ? text.slice(PAGE_TOKEN_PREFIX.length) : "";
+  return /^[1-9]\d{0,18}$/.test(id) ? id : undefined;
+}
+
+/** Checks list filters and paging and turns them into a store filter. */
+export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSize: number; pageNumber: number } {
+  const v = new Violations();
+  const statuses: TaskStatus[] = [];
+  req.statuses.forEach((s, i) => {
+    const status = statusFromProto(s);
+    if (status) statuses.push(status);
+    else v.add(`statuses[${i}]`, `is not a valid status (${s})`);
+  });
+  req.types.forEach((t, i) => {
+    if (t.trim() === "") v.add(`types[${i}]`, "must not be empty");
+  });
+  if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) v.add("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
+  if (req.pageNumber < 0) v.add("page_number", "must be 1 or more");
+  if (req.pageNumber > 0 && req.pageToken !== "") v.add("page_token", "cannot be combined with page_number");
+  let beforeId: string | undefined;
+  if (req.pageToken !== "") {
+    beforeId = decodePageToken(req.pageToken);
+    if (beforeId === undefined) v.add("page_token", "is malformed");
+  }
+  v.throwIfAny();
+  const pageSize = req.pageSize || DEFAULT_PAGE_SIZE;
+  const pageNumber = req.pageNumber;
+  return {
+    statuses,
+    types: req.types,
+    beforeId,
+    offset: pageNumber > 1 ? (pageNumber - 1) * pageSize : undefined,
+    limit: pageSize,
+    pageSize,
+    pageNumber,
+  };
+}

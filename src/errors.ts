@@ -1,0 +1,99 @@
+/** One field that failed validation: where it is and what is wrong with it. */
+export interface FieldViolation {
+  field: string;
+  reason: string;
+}
+
+/** Input that cannot be accepted; carries every field-level violation found. */
+export class InvalidArgumentError extends Error {
+  override name = "InvalidArgumentError";
+  constructor(readonly violations: FieldViolation[]) {
+    super(violations.map((v) => `${v.field}: ${v.reason}`).join("; "));
+  }
+
+  /** One violation. */
+  static of(field: string, reason: string): InvalidArgumentError {
+    return new InvalidArgumentError([{ field, reason }]);
+  }
+}
+
+/** A task id that does not exist. */
+export class TaskNotFoundError extends Error {
+  override name = "TaskNotFoundError";
+  constructor(readonly taskId: string) {
+    super(`task ${taskId} not found`);
+  }
+}
+
+/** The task is in a state that does not allow the operation (e.g. cancelling a finished task). */
+export class InvalidTransitionError extends Error {
+  override name = "InvalidTransitionError";
+  constructor(
+    readonly taskId: string,
+    readonly status: string,
+    readonly operation: string,
+  ) {
+    super(`cannot ${operation} task ${taskId}: it is ${status}`);
+  }
+}
+
+/** A task type the operator has not enabled (e.g. shell without --enable-shell). */
+export class TaskTypeDisabledError extends Error {
+  override name = "TaskTypeDisabledError";
+  constructor(readonly taskType: string, hint: string) {
+    super(`task type "${taskType}" is disabled on this server: ${hint}`);
+  }
+}
+
+/** An idempotency key reused with a request that differs from the one that made the task. */
+export class IdempotencyConflictError extends Error {
+  override name = "IdempotencyConflictError";
+  constructor(
+    readonly idempotencyKey: string,
+    readonly taskId: string,
+  ) {
+    super(`idempotency key "${idempotencyKey}" was already used by task ${taskId} with a different request`);
+  }
+}
+
+/** The database cannot be reached right now; the caller may retry. */
+export class DatabaseUnavailableError extends Error {
+  override name = "DatabaseUnavailableError";
+  constructor(cause: unknown) {
+    super(`database unavailable: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/** A failure that retrying cannot fix (e.g. invalid parameters): the task goes straight to FAILED. */
+export class PermanentTaskError extends Error {
+  override name = "PermanentTaskError";
+}
+
+/** Coerces a caught unknown into an Error once, so callers can rely on .message. */
+export function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** The message of anything thrown. */
+export function errorMessage(err: unknown): string {
+  return toError(err).message;
+}
+
+const unavailableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "57P01", "57P02", "57P03", "53300"]);
+
+/**
+ * Whether an error means PostgreSQL is unreachable or going away (as opposed to a bad query):
+ * connection refused/reset, admin shutdown, "cannot connect now", pool connect time-out.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (err instanceof DatabaseUnavailableError) return true;
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === "string" && (unavailableCodes.has(code) || code.startsWith("08"))) return true;
+  if (/Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connect ECONNREFUSED/i.test(err.message)) {
+    return true;
+  }
+  const nested = (err as { errors?: unknown }).errors; // AggregateError from dual-stack connects
+  if (Array.isArray(nested) && nested.some(isDatabaseUnavailable)) return true;
+  return err.cause !== undefined && err.cause !== err && isDatabaseUnavailable(err.cause);
+}

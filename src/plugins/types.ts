@@ -1,0 +1,43 @@
+import type { z } from "zod";
+import type { Logger } from "../logger.js";
+
+/** Where a plugin's output lines go (stored in task_logs, batched and capped). */
+export interface LogSink {
+  write(stream: "stdout" | "stderr" | "system", line: string): void;
+}
+
+/** What a plugin gets for one attempt. */
+export interface PluginContext {
+  /** Fires on timeout, cancellation or worker shutdown; plugins must stop promptly. */
+  signal: AbortSignal;
+  taskId: string;
+  /** 1-based attempt number, so plugins can be idempotent where the outside world allows. */
+  attempt: number;
+  logger: Logger;
+  output: LogSink;
+}
+
+/** Defaults a plugin applies when the request leaves them out. */
+export interface PluginDefaults {
+  timeoutMs: number;
+  maxAttempts: number;
+}
+
+/**
+ * A task type as the control plane knows it: its name, what it does, the schema its parameters must
+ * satisfy (checked when a task is created and again before it runs) and defaults.
+ */
+export interface TaskType<S extends z.ZodType = z.ZodType> {
+  name: string;
+  description: string;
+  parameters: S;
+  defaults: PluginDefaults;
+  /** Why the type is unavailable on this deployment, or undefined when it is enabled. */
+  disabledReason?: string;
+}
+
+/** A task type plus the code that runs one attempt of it (the data plane). */
+export interface Plugin<S extends z.ZodType = z.ZodType> extends TaskType<S> {
+  /** Runs one attempt; resolves to a small JSON summary stored as the task's result. */
+  run(params: z.output<S>, ctx: PluginContext): Promise<Record<string, unknown>>;
+}

@@ -1,0 +1,44 @@
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import type { Logger } from "../logger.js";
+import type { Database } from "./schema.js";
+
+/** A Kysely handle plus the pool under it (graphile-worker and LISTEN need the raw pool). */
+export interface Db {
+  kysely: Kysely<Database>;
+  pool: pg.Pool;
+  close(): Promise<void>;
+}
+
+
+/** Options for a pool. */
+export interface DbOptions {
+  connectionString: string;
+  max?: number;
+  /** Fail a request fast when PostgreSQL is unreachable instead of hanging. */
+  connectionTimeoutMillis?: number;
+  /** Upper bound for any statement the service runs. */
+  statementTimeoutMillis?: number;
+  applicationName?: string;
+}
+
+/** Opens a pool. Idle-client errors (PostgreSQL restarting) are logged, never fatal. */
+export function openDb(options: DbOptions, logger: Logger): Db {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max ?? 10,
+    connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5_000,
+    statement_timeout: options.statementTimeoutMillis ?? 60_000,
+    application_name: options.applicationName ?? "task-service",
+  });
+  // A client error while PostgreSQL restarts must not crash the process; the pool replaces it.
+  pool.on("error", (err) => logger.warn({ err: err.message }, "idle database connection failed"));
+  pool.on("connect", (client) => client.on("error", (err) => logger.warn({ err: err.message }, "database connection failed")));
+  const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  let closed: Promise<void> | undefined;
+  return {
+    kysely,
+    pool,
+    close: () => (closed ??= kysely.destroy()),
+  };
+}

@@ -1,0 +1,59 @@
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { runMigrations } from "graphile-worker";
+import { Migrator, sql, type Migration, type MigrationProvider } from "kysely";
+import type { Logger } from "../logger.js";
+import { graphileLogger } from "../queue/graphile-logger.js";
+import type { Db } from "./db.js";
+
+/** The folder of numbered SQL migrations shipped with the service. */
+export const migrationsDir = fileURLToPath(new URL("../../migrations/", import.meta.url));
+
+// One session-level advisory lock around both migration sets, so two processes starting at once
+// run them one after the other. The key is arbitrary but fixed ("task" in ASCII).
+const MIGRATION_LOCK_KEY = 0x7461736b;
+
+/** Reads migrations/NNNN_name.sql files; each runs as one migration, in name order. */
+class SqlFileMigrationProvider implements MigrationProvider {
+  constructor(private readonly dir: string) {}
+
+  async getMigrations(): Promise<Record<string, Migration>> {
+    const files = (await readdir(this.dir)).filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f)).sort();
+    const migrations: Record<string, Migration> = {};
+    for (const file of files) {
+      const text = await readFile(path.join(this.dir, file), "utf8");
+      migrations[file.replace(/\.sql$/, "")] = { up: async (db) => void (await sql.raw(text).execute(db)) };
+    }
+    return migrations;
+  }
+}
+
+/** What a migration run applied. */
+export interface MigrateResult {
+  applied: string[];
+}
+
+/**
+ * Brings the database up to date: graphile-worker's schema first (our SQL calls its functions), then
+ * ours. Safe to run concurrently from several processes and any number of times.
+ */
+export async function migrate(db: Db, logger: Logger, dir = migrationsDir): Promise<MigrateResult> {
+  const lockClient = await db.pool.connect();
+  try {
+    await lockClient.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+    await runMigrations({ pgPool: db.pool, logger: graphileLogger(logger) });
+    const migrator = new Migrator({ db: db.kysely, provider: new SqlFileMigrationProvider(dir) });
+    const { error, results = [] } = await migrator.migrateToLatest();
+    const applied = results.filter((r) => r.status === "Success").map((r) => r.migrationName);
+    if (error) {
+      const failed = results.find((r) => r.status === "Error")?.migrationName ?? "unknown";
+      throw new Error(`migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    if (applied.length > 0) logger.info({ applied }, "migrations applied");
+    return { applied };
+  } finally {
+    await lockClient.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => undefined);
+    lockClient.release();
+  }
+}

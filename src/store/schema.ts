@@ -1,0 +1,67 @@
+import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
+
+/** Task statuses as stored in the task_status enum. */
+export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
+export type TaskStatus = (typeof taskStatuses)[number];
+/** Statuses a task never leaves on its own. */
+export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "cancelled"];
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+/** jsonb: read as parsed JSON, written as a JSON string (pg would send arrays as Postgres arrays). */
+type Json<T> = ColumnType<T, string, string>;
+/** bigint ids come back from pg as strings; keep them as strings to avoid precision loss. */
+type BigIntId = ColumnType<string, never, never>;
+
+export interface TasksTable {
+  id: BigIntId;
+  name: string;
+  type: string;
+  status: ColumnType<TaskStatus, TaskStatus | undefined, TaskStatus>;
+  parameters: Json<Record<string, unknown>>;
+  priority: ColumnType<number, number | undefined, number>;
+  attempts: ColumnType<number, number | undefined, number>;
+  max_attempts: number;
+  timeout_ms: number;
+  run_at: Timestamp;
+  idempotency_key: string | null;
+  request_hash: string | null;
+  result: Json<Record<string, unknown> | null>;
+  last_error: string | null;
+  worker_id: string | null;
+  heartbeat_at: NullableTimestamp;
+  cancel_requested_at: NullableTimestamp;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  started_at: NullableTimestamp;
+  finished_at: NullableTimestamp;
+}
+
+export interface TaskHistoryTable {
+  id: BigIntId;
+  task_id: ColumnType<string, string, never>;
+  status: TaskStatus;
+  attempt: number;
+  details: string;
+  created_at: Generated<Date>;
+}
+
+export interface TaskLogsTable {
+  task_id: ColumnType<string, string, never>;
+  seq: number;
+  attempt: number;
+  stream: "stdout" | "stderr" | "system";
+  line: string;
+  created_at: Generated<Date>;
+}
+
+/** The service's tables, as Kysely sees them. */
+export interface Database {
+  tasks: TasksTable;
+  task_history: TaskHistoryTable;
+  task_logs: TaskLogsTable;
+}
+
+export type TaskRow = Selectable<TasksTable>;
+export type NewTaskRow = Insertable<TasksTable>;
+export type TaskHistoryRow = Selectable<TaskHistoryTable>;

@@ -1,0 +1,54 @@
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { inject } from "vitest";
+import { createLogger, type Logger } from "../../src/logger.js";
+import { openDb, type Db } from "../../src/store/db.js";
+
+/** The migrated database every test database is cloned from. */
+export const TEMPLATE_DATABASE = "task_template";
+
+/** A fresh, migrated database of the test's own. */
+export interface TestDatabase {
+  name: string;
+  url: string;
+  db: Db;
+  logger: Logger;
+  /** Closes the pool and drops the database. */
+  drop(): Promise<void>;
+}
+
+/** The URL of another database on the test cluster. */
+export function urlForDatabase(name: string): string {
+  const url = new URL(inject("pgAdminUrl"));
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: inject("pgAdminUrl") });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Clones the migrated template into a new database (fast: a file copy inside PostgreSQL). */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `test_${randomBytes(6).toString("hex")}`;
+  await admin((c) => c.query(`create database ${name} template ${TEMPLATE_DATABASE}`));
+  const url = urlForDatabase(name);
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? "silent");
+  const db = openDb({ connectionString: url, max: 10 }, logger);
+  return {
+    name,
+    url,
+    db,
+    logger,
+    async drop() {
+      await db.close();
+      await admin((c) => c.query(`drop database if exists ${name} with (force)`));
+    },
+  };
+}
