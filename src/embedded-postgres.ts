@@ -81,7 +81,7 @@ async function stopOrphanedPostmaster(pgdata: string, logger: Logger): Promise<v
   if (ppid !== 1) {
     throw new Error(`the embedded PostgreSQL in ${pgdata} is already running (pid ${pid}); is another task-cli using this data directory?`);
   }
-  logger.warn({ pid }, "stopping an orphaned embedded PostgreSQL left by a killed process");
+  logger.warn({ postgresPid: pid }, "stopping an orphaned embedded PostgreSQL left by a killed process");
   process.kill(pid, "SIGINT");
   for (let i = 0; i < 100; i++) {
     try {

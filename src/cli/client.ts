@@ -1,0 +1,30 @@
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { TaskService } from "../gen/task/v1/task_pb.js";
+import { UsageError } from "./io.js";
+
+/** Connection options shared by every command that talks to a server. */
+export interface ClientOptions {
+  address: string;
+  token?: string;
+}
+
+/** A TaskService client for the configured address (Connect protocol; HTTP/1.1 or h2c). */
+export function taskClient(options: ClientOptions): Client<typeof TaskService> {
+  let url: URL;
+  try {
+    url = new URL(options.address);
+  } catch {
+    throw new UsageError(`--address: "${options.address}" is not a URL (expected e.g. http://127.0.0.1:8080)`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new UsageError(`--address: must be http:// or https://`);
+  const interceptors: Interceptor[] = [];
+  if (options.token) {
+    const header = `Bearer ${options.token}`;
+    interceptors.push((next) => (req) => {
+      req.header.set("authorization", header);
+      return next(req);
+    });
+  }
+  return createClient(TaskService, createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors }));
+}

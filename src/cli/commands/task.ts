@@ -1,0 +1,185 @@
+import { readFile } from "node:fs/promises";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Command, Option } from "commander";
+import { durationFromMs } from "../../api/convert.js";
+import {
+  CancelTaskResponseSchema,
+  CreateTaskResponseSchema,
+  GetTaskHistoryResponseSchema,
+  GetTaskResponseSchema,
+  GetTaskStatusCountsResponseSchema,
+  ListTasksResponseSchema,
+  ListTaskTypesResponseSchema,
+  RetryTaskResponseSchema,
+  TaskStatus,
+  CreateTaskRequestSchema,
+} from "../../gen/task/v1/task_pb.js";
+import { taskClient } from "../client.js";
+import type { CliIO } from "../io.js";
+import { UsageError } from "../io.js";
+import { printMessage } from "../output.js";
+import { parseDuration, parseInteger, parseJsonObject, parseKeyValues, parseTaskId, parseTime } from "../parse.js";
+import type { GlobalOptions } from "../program.js";
+import { historyTable, statusCountsTable, taskListTable, taskTable, taskTypesTable } from "../views.js";
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** Parses a --status value (case-insensitive, with or without the TASK_STATUS_ prefix). */
+function parseStatus(value: string): TaskStatus {
+  const name = value.toUpperCase().replace(/^TASK_STATUS_/, "");
+  const status = TaskStatus[name as keyof typeof TaskStatus];
+  if (status === undefined || status === TaskStatus.UNSPECIFIED) {
+    throw new UsageError(`--status: "${value}" is not one of queued, running, retrying, succeeded, failed, cancelled`);
+  }
+  return status;
+}
+
+const idOption = () => new Option("--id <id>", "task id").makeOptionMandatory();
+
+interface CreateFlags {
+  type: string;
+  param?: string[];
+  paramsJson?: string;
+  priority?: string;
+  maxAttempts?: string;
+  timeout?: string;
+  runAt?: string;
+  delay?: string;
+  idempotencyKey?: string;
+}
+
+async function buildCreateRequest(name: string, flags: CreateFlags) {
+  let parameters: Record<string, unknown> = {};
+  if (flags.paramsJson !== undefined) {
+    const text = flags.paramsJson.startsWith("@") ? await readFile(flags.paramsJson.slice(1), "utf8") : flags.paramsJson;
+    parameters = parseJsonObject(text, "--params-json");
+  }
+  parameters = { ...parameters, ...parseKeyValues(flags.param ?? []) };
+  if (flags.runAt !== undefined && flags.delay !== undefined) throw new UsageError("--run-at and --delay cannot be combined");
+  let runAt: Date | undefined;
+  if (flags.runAt !== undefined) runAt = parseTime(flags.runAt, "--run-at");
+  if (flags.delay !== undefined) runAt = new Date(Date.now() + parseDuration(flags.delay, "--delay"));
+  return create(CreateTaskRequestSchema, {
+    name,
+    type: flags.type,
+    parameters: parameters as never,
+    priority: flags.priority === undefined ? 0 : parseInteger(flags.priority, "--priority", -1000, 1000),
+    maxAttempts: flags.maxAttempts === undefined ? 0 : parseInteger(flags.maxAttempts, "--max-attempts", 1, 100),
+    timeout: flags.timeout === undefined ? undefined : durationFromMs(parseDuration(flags.timeout, "--timeout")),
+    runAt: runAt ? timestampFromDate(runAt) : undefined,
+    idempotencyKey: flags.idempotencyKey ?? "",
+  });
+}
+
+/** `history --id N`, registered both at the top level and under `task`. */
+function addHistoryCommand(parent: Command, io: CliIO): void {
+  parent
+    .command("history")
+    .alias("h")
+    .description("Show every state change of a task, oldest first")
+    .addOption(idOption())
+    .action(async (flags: { id: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).getTaskHistory({ id: parseTaskId(flags.id) });
+      printMessage(io, g.output, GetTaskHistoryResponseSchema, res, historyTable);
+    });
+}
+
+/** Registers `task` (alias `t`) and its subcommands, plus top-level `history`. */
+export function registerTaskCommands(program: Command, io: CliIO): void {
+  const task = program.command("task").alias("t").description("Create, inspect and control tasks on a running server");
+
+  task
+    .command("create")
+    .alias("c")
+    .description("Create a task; prints it (id first)")
+    .argument("<name>", "a label for people")
+    .requiredOption("--type <type>", "task type (see `task-cli task types`)")
+    .option("-p, --param <key=value>", "a parameter; repeatable. JSON values (numbers, true, [..]) are parsed", collect)
+    .option("--params-json <json>", "parameters as a JSON object, or @file to read them from a file")
+    .option("--priority <n>", "higher runs first (-1000..1000)")
+    .option("--max-attempts <n>", "attempts before FAILED (default: the type's)")
+    .option("--timeout <duration>", "limit per attempt, e.g. 30s, 5m (default: the type's)")
+    .option("--run-at <time>", "not before this ISO-8601 time")
+    .option("--delay <duration>", "not before this long from now, e.g. 5m")
+    .option("--idempotency-key <key>", "repeat-safe key: the same key and request return the same task")
+    .action(async (name: string, flags: CreateFlags, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).createTask(await buildCreateRequest(name, flags));
+      printMessage(io, g.output, CreateTaskResponseSchema, res, (r) => taskTable(r.task));
+    });
+
+  task
+    .command("get")
+    .alias("g")
+    .description("Show one task")
+    .addOption(idOption())
+    .action(async (flags: { id: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).getTask({ id: parseTaskId(flags.id) });
+      printMessage(io, g.output, GetTaskResponseSchema, res, (r) => taskTable(r.task));
+    });
+
+  task
+    .command("list")
+    .aliases(["l", "ls"])
+    .description("List tasks, newest first (all statuses unless --status is given)")
+    .option("--status <status>", "only this status; repeatable", collect)
+    .option("--type <type>", "only this type; repeatable", collect)
+    .option("-n, --page-number <n>", "1-based page number", "1")
+    .option("-c, --page-size <n>", "tasks per page (1-1000)", "50")
+    .action(async (flags: { status?: string[]; type?: string[]; pageNumber: string; pageSize: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).listTasks({
+        statuses: (flags.status ?? []).map(parseStatus),
+        types: flags.type ?? [],
+        pageNumber: parseInteger(flags.pageNumber, "--page-number", 1, 1_000_000),
+        pageSize: parseInteger(flags.pageSize, "--page-size", 1, 1000),
+      });
+      printMessage(io, g.output, ListTasksResponseSchema, res, taskListTable);
+    });
+
+  task
+    .command("status")
+    .aliases(["s", "stat"])
+    .description("Count tasks in every status")
+    .action(async (_flags: unknown, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).getTaskStatusCounts({});
+      printMessage(io, g.output, GetTaskStatusCountsResponseSchema, res, statusCountsTable);
+    });
+
+  task
+    .command("cancel")
+    .description("Cancel a task that has not finished")
+    .addOption(idOption())
+    .option("--reason <text>", "recorded in the task's history")
+    .action(async (flags: { id: string; reason?: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).cancelTask({ id: parseTaskId(flags.id), reason: flags.reason ?? "" });
+      printMessage(io, g.output, CancelTaskResponseSchema, res, (r) => taskTable(r.task));
+    });
+
+  task
+    .command("retry")
+    .description("Queue a FAILED or CANCELLED task again, with its attempts reset")
+    .addOption(idOption())
+    .action(async (flags: { id: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).retryTask({ id: parseTaskId(flags.id) });
+      printMessage(io, g.output, RetryTaskResponseSchema, res, (r) => taskTable(r.task));
+    });
+
+  task
+    .command("types")
+    .description("List the registered task types and their parameters")
+    .action(async (_flags: unknown, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const res = await taskClient(g).listTaskTypes({});
+      printMessage(io, g.output, ListTaskTypesResponseSchema, res, taskTypesTable);
+    });
+
+  addHistoryCommand(task, io);
+  addHistoryCommand(program, io);
+}

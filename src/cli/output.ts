@@ -1,0 +1,83 @@
+import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import Table from "cli-table3";
+import YAML from "yaml";
+import { TaskStatus } from "../gen/task/v1/task_pb.js";
+import type { CliIO } from "./io.js";
+import { UsageError } from "./io.js";
+
+export const outputFormats = ["table", "json", "yaml"] as const;
+export type OutputFormat = (typeof outputFormats)[number];
+
+/** Parses -o/--output, rejecting anything else (never silently falling back to a default). */
+export function parseOutputFormat(value: string): OutputFormat {
+  if ((outputFormats as readonly string[]).includes(value)) return value as OutputFormat;
+  throw new UsageError(`--output: "${value}" is not one of ${outputFormats.join(", ")}`);
+}
+
+/**
+ * Prints a response message: JSON is the message's protobuf JSON (stable for scripts, zero values
+ * included), YAML the same data, and table whatever the command lays out for people.
+ */
+export function printMessage<Desc extends DescMessage>(
+  io: CliIO,
+  format: OutputFormat,
+  schema: Desc,
+  message: MessageShape<Desc>,
+  table: (message: MessageShape<Desc>) => string,
+): void {
+  if (format === "table") {
+    io.stdout.write(`${table(message)}\n`);
+    return;
+  }
+  const json = toJson(schema, message, { alwaysEmitImplicit: true });
+  io.stdout.write(format === "json" ? `${JSON.stringify(json, null, 2)}\n` : YAML.stringify(json));
+}
+
+/** A borderless table that fits ~100 columns. */
+export function makeTable(head: string[]): Table.Table {
+  return new Table({
+    head,
+    style: { head: [], border: [], compact: true },
+    chars: { mid: "", "left-mid": "", "mid-mid": "", "right-mid": "", top: "", "top-mid": "", "top-left": "", "top-right": "", bottom: "", "bottom-mid": "", "bottom-left": "", "bottom-right": "", left: "", right: "", middle: "  " },
+  });
+}
+
+/** Key/value rows for one object. */
+export function keyValueTable(rows: [string, string][]): string {
+  const table = makeTable([]);
+  for (const row of rows) table.push(row);
+  return table.toString();
+}
+
+/** Shortens text to `max` characters with an ellipsis, on one line. */
+export function truncate(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, " ");
+  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
+}
+
+/** The enum name without its prefix: TASK_STATUS_RUNNING -> RUNNING. */
+export function statusName(status: TaskStatus): string {
+  return TaskStatus[status] ?? String(status);
+}
+
+/** "12s ago", "3m ago", "in 5m", "2d ago"; "-" when unset. */
+export function humanTime(ts: Timestamp | undefined, now = Date.now()): string {
+  if (!ts) return "-";
+  const diff = now - timestampDate(ts).getTime();
+  const abs = Math.abs(diff);
+  const units: [number, string][] = [
+    [86_400_000, "d"],
+    [3_600_000, "h"],
+    [60_000, "m"],
+    [1_000, "s"],
+  ];
+  const [size, unit] = units.find(([size]) => abs >= size) ?? [1_000, "s"];
+  const amount = Math.floor(abs / size);
+  return diff >= 0 ? `${amount}${unit} ago` : `in ${amount}${unit}`;
+}
+
+/** An ISO timestamp, or "-". */
+export function isoTime(ts: Timestamp | undefined): string {
+  return ts ? timestampDate(ts).toISOString() : "-";
+}

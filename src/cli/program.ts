@@ -1,0 +1,31 @@
+import { Command, Option } from "commander";
+import { registerServiceCommands } from "./commands/service.js";
+import { registerTaskCommands } from "./commands/task.js";
+import type { CliIO } from "./io.js";
+import { parseOutputFormat, type OutputFormat } from "./output.js";
+
+/** Options every command sees (commander merges them with the command's own). */
+export interface GlobalOptions {
+  address: string;
+  token?: string;
+  logLevel: string;
+  output: OutputFormat;
+}
+
+const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+
+/** The task-cli program; commands write to `io`, so tests can run it in-process. */
+export function buildProgram(io: CliIO): Command {
+  const program = new Command("task-cli")
+    .description("Run background tasks reliably: a Connect API, workers and a CLI over PostgreSQL.")
+    .showHelpAfterError()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .exitOverride()
+    .addOption(new Option("--address <url>", "API address of a running server").env("TASK_ADDRESS").default("http://127.0.0.1:8080"))
+    .addOption(new Option("--token <token>", "bearer token sent to the server").env("TASK_TOKEN"))
+    .addOption(new Option("--log-level <level>", "log level for server-side commands").env("LOG_LEVEL").choices(logLevels).default("info"))
+    .addOption(new Option("-o, --output <format>", "output format: table, json or yaml").default("table").argParser(parseOutputFormat));
+  registerServiceCommands(program, io);
+  registerTaskCommands(program, io);
+  return program;
+}
