@@ -83,12 +83,15 @@ describe("CreateTask", () => {
     expect(stored.task?.name).toBe("x");
   });
 
-  it("answers malformed JSON with invalid_argument over plain HTTP", async () => {
+  it.each([
+    ["not JSON at all", "{name: x"],
+    ["a field of the wrong JSON type", JSON.stringify({ name: 5, type: "noop" })],
+  ])("answers %s with invalid_argument over plain HTTP", async (_label, body) => {
     const before = await rowCounts(api.database.db.kysely);
     const res = await fetch(`${api.server.url}/task.v1.TaskService/CreateTask`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ name: "x", type: "noop", bogus_field: 1 }),
+      body,
     });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ code: "invalid_argument" });
@@ -116,7 +119,7 @@ describe("CreateTask", () => {
     const high = await api.client.createTask(taskRequest({ priority: 500 }));
     for (const { task } of [low, high]) {
       const job = await jobOf(api.database.db.kysely, task!.id);
-      expect(job).toMatchObject({ key: `task:${task!.id}`, priority: -task!.priority, payload: { taskId: String(task!.id), attempt: 1 } });
+      expect(job).toMatchObject({ key: `task:${task!.id}`, priority: 0 - task!.priority, payload: { taskId: String(task!.id), attempt: 1 } });
       expect(job!.run_at).toEqual(timestampDate(task!.runAt!));
     }
     const counts = await rowCounts(api.database.db.kysely);
