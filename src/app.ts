@@ -1,13 +1,13 @@
 import type { Config } from "./config.js";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded-postgres.js";
 import type { Logger } from "./logger.js";
-import { PluginRegistry } from "./plugins/registry.js";
-import { builtinTaskTypes } from "./plugins/task-types.js";
+import { builtinPlugins, type BuiltinPlugins } from "./plugins/builtin.js";
 import { openDb, type Db } from "./store/db.js";
 import { migrate } from "./store/migrate.js";
 
-/** A database to work against: the configured one, or an embedded cluster this process started. */
+/** A database to work against (the configured one, or an embedded cluster this process started) and the plugins. */
 export interface Runtime {
+  /** The configuration, with the embedded playground added to the run_query targets. */
   config: Config;
   logger: Logger;
   db: Db;
@@ -15,29 +15,34 @@ export interface Runtime {
   databaseUrl: string;
   /** Set when this process started an embedded PostgreSQL. */
   embedded?: EmbeddedDatabase;
-  /** Closes the pool, then stops the embedded PostgreSQL if any. */
+  plugins: BuiltinPlugins;
+  /** Closes plugins and the pool, then stops the embedded PostgreSQL if any. */
   close(): Promise<void>;
 }
 
 /** Options for openRuntime. */
 export interface RuntimeOptions {
-  /** Start an embedded PostgreSQL when DATABASE_URL is unset (server, up); otherwise it is required. */
+  /** Start an embedded PostgreSQL when DATABASE_URL is unset (server, up, migrate); otherwise it is required. */
   allowEmbedded: boolean;
   /** Bring the schema up to date before returning. */
   migrate: boolean;
 }
 
-/** Connects to (or starts) PostgreSQL and optionally migrates it. */
-export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions): Promise<Runtime> {
+/** Connects to (or starts) PostgreSQL, optionally migrates it, and builds the plugin registry. */
+export async function openRuntime(baseConfig: Config, logger: Logger, options: RuntimeOptions): Promise<Runtime> {
   let embedded: EmbeddedDatabase | undefined;
-  let databaseUrl = config.databaseUrl;
+  let databaseUrl = baseConfig.databaseUrl;
+  let config = baseConfig;
   if (!databaseUrl) {
-    if (!options.allowEmbedded) throw new Error("DATABASE_URL is not set (use `task-cli up` for an embedded database)");
+    if (!options.allowEmbedded) throw new Error("DATABASE_URL is not set (run `task-cli up`, which starts an embedded database, or set DATABASE_URL)");
     embedded = await startEmbeddedPostgres(config.dataDir, logger);
     databaseUrl = embedded.url;
+    config = { ...config, queryTargets: { playground: embedded.playgroundUrl, ...config.queryTargets } };
   }
   const db = openDb({ connectionString: databaseUrl, max: config.dbPoolSize }, logger);
+  const plugins = builtinPlugins(config, logger);
   const close = async () => {
+    await plugins.close();
     await db.close();
     await embedded?.stop();
   };
@@ -47,12 +52,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     await close();
     throw err;
   }
-  return { config, logger, db, databaseUrl, embedded, close };
-}
-
-/** The task types this deployment accepts. */
-export function taskTypeRegistry(config: Config): PluginRegistry {
-  return new PluginRegistry(builtinTaskTypes(config));
+  return { config, logger, db, databaseUrl, embedded, plugins, close };
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */

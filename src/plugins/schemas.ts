@@ -15,17 +15,29 @@ export const sendEmailParameters = z.strictObject({
   cc: addresses.optional().describe("carbon-copy address, or a list of them"),
 });
 
-/** Parameters of run_query. */
-export const runQueryParameters = z.strictObject({
-  sql: z.string().min(1).max(100_000).describe("one SQL statement"),
-  params: z.array(z.union([z.string(), z.number(), z.boolean(), z.null()])).max(100).default([]).describe("values for $1, $2, ..."),
-  target: z
-    .string()
-    .regex(/^[a-z][a-z0-9_]*$/, "must be a configured target name (lowercase letters, digits, _)")
-    .default("playground")
-    .describe("name of a configured target database; never a connection string"),
-  max_rows: z.number().int().min(1).max(1000).default(100).describe("most rows kept in the result"),
-});
+/**
+ * Parameters of run_query, for the targets this deployment configures: naming another target is
+ * rejected when the task is created, and read_only=false only where the operator allows writes.
+ */
+export function runQueryParameters(targets: string[], writableTargets: string[]) {
+  const known = targets.length > 0 ? targets.join(", ") : "none configured";
+  return z
+    .strictObject({
+      sql: z.string().min(1).max(100_000).describe("one SQL statement"),
+      params: z.array(z.union([z.string(), z.number(), z.boolean(), z.null()])).max(100).default([]).describe("values for $1, $2, ..."),
+      target: z
+        .string()
+        .default("playground")
+        .refine((t) => targets.includes(t), { message: `is not a configured target (known: ${known})` })
+        .describe("name of a configured target database; never a connection string"),
+      max_rows: z.number().int().min(1).max(1000).default(100).describe("most rows kept in the result"),
+      read_only: z.boolean().default(true).describe("run in a read-only transaction (false only on writable targets)"),
+    })
+    .refine((p) => p.read_only || writableTargets.includes(p.target), {
+      message: "read_only=false is not allowed on this target",
+      path: ["read_only"],
+    });
+}
 
 /** Parameters of shell. */
 export const shellParameters = z.strictObject({

@@ -32,13 +32,22 @@ export function openDb(options: DbOptions, logger: Logger): Db {
     application_name: options.applicationName ?? "task-service",
   });
   // A client error while PostgreSQL restarts must not crash the process; the pool replaces it.
-  pool.on("error", (err) => logger.warn({ err: err.message }, "idle database connection failed"));
-  pool.on("connect", (client) => client.on("error", (err) => logger.warn({ err: err.message }, "database connection failed")));
+  // pool.end() resolves before the sockets close, so errors after close() are expected noise.
+  let closing = false;
+  const onError = (what: string) => (err: Error) => {
+    if (!closing) logger.warn({ err: err.message }, what);
+  };
+  pool.on("error", onError("idle database connection failed"));
+  pool.on("connect", (client) => client.on("error", onError("database connection failed")));
   const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   let closed: Promise<void> | undefined;
   return {
     kysely,
     pool,
-    close: () => (closed ??= kysely.destroy()),
+    // Kysely ends the pool only if it ever used it; graphile-worker may be its only user.
+    close: () =>
+      (closed ??= ((closing = true), kysely.destroy()).then(async () => {
+        if (!pool.ended) await pool.end();
+      })),
   };
 }

@@ -3,9 +3,8 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { loadConfig, type ConfigOverrides } from "../../src/config.js";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { TaskService } from "../../src/gen/task/v1/task_pb.js";
-import { PluginRegistry } from "../../src/plugins/registry.js";
-import { builtinTaskTypes } from "../../src/plugins/task-types.js";
-import { createTestDatabase, type TestDatabase } from "./database.js";
+import { builtinPlugins } from "../../src/plugins/builtin.js";
+import { createTestDatabase, PLAYGROUND_DATABASE, urlForDatabase, type TestDatabase } from "./database.js";
 
 /** A real API server on 127.0.0.1 and a free port, over its own test database. */
 export interface TestApi {
@@ -30,9 +29,12 @@ export interface TestApiOptions {
 /** Starts a server with shell enabled (unless overridden) and clients for each protocol. */
 export async function startTestApi(options: TestApiOptions = {}): Promise<TestApi> {
   const database = await createTestDatabase();
-  const config = loadConfig({ host: "127.0.0.1", port: 0, enableShell: true, ...options.config }, {});
-  const registry = new PluginRegistry(builtinTaskTypes(config));
-  const server = await startApiServer({ db: database.db.kysely, registry, config, logger: database.logger });
+  const config = loadConfig(
+    { host: "127.0.0.1", port: 0, enableShell: true, queryTargets: { playground: urlForDatabase(PLAYGROUND_DATABASE) }, ...options.config },
+    {},
+  );
+  const plugins = builtinPlugins(config, database.logger);
+  const server = await startApiServer({ db: database.db.kysely, registry: plugins.registry, config, logger: database.logger });
   const interceptors = options.interceptors ?? [];
   return {
     server,
@@ -42,6 +44,7 @@ export async function startTestApi(options: TestApiOptions = {}): Promise<TestAp
     grpcWeb: createClient(TaskService, createGrpcWebTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors })),
     async close() {
       await server.close();
+      await plugins.close();
       await database.drop();
     },
   };

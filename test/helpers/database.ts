@@ -6,6 +6,8 @@ import { openDb, type Db } from "../../src/store/db.js";
 
 /** The migrated database every test database is cloned from. */
 export const TEMPLATE_DATABASE = "task_template";
+/** The database run_query's "playground" target points at in tests. */
+export const PLAYGROUND_DATABASE = "playground";
 
 /** A fresh, migrated database of the test's own. */
 export interface TestDatabase {

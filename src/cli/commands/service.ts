@@ -1,11 +1,13 @@
 import { Command, Option } from "commander";
-import { openRuntime, taskTypeRegistry, waitForShutdownSignal } from "../../app.js";
-import { startApiServer } from "../../api/server.js";
+import { openRuntime, waitForShutdownSignal, type Runtime } from "../../app.js";
+import { startApiServer, type ApiServer } from "../../api/server.js";
+import { startWorkers, type Workers } from "../../queue/runner.js";
 import { configEnvNames, loadConfig, type ConfigOverrides } from "../../config.js";
 import { createLogger } from "../../logger.js";
 import { migrate } from "../../store/migrate.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
+import { parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
 interface ServerFlags {
@@ -38,58 +40,105 @@ function addServerFlags(cmd: Command): Command {
 }
 
 function serverOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
+  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure };
+}
+
+function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
   return {
-    host: flags.host,
-    port: flags.port === undefined ? undefined : parsePort(flags.port),
     dataDir: flags.dataDir,
-    apiTokens: flags.apiToken,
-    allowInsecure: flags.insecure,
     enableShell: flags.enableShell,
     logLevel: globals.logLevel as ConfigOverrides["logLevel"],
   };
 }
 
-/** Runs the API (and, later, workers) until SIGINT/SIGTERM, then shuts everything down in order. */
-async function runServer(io: CliIO, flags: ServerFlags, globals: GlobalOptions, announce: boolean): Promise<void> {
-  const config = loadConfig(serverOverrides(flags, globals));
+/** What runServices starts. */
+interface ServiceSet {
+  api: boolean;
+  workers: number;
+  announce: boolean;
+  allowEmbedded: boolean;
+}
+
+/**
+ * Runs the API and/or workers until SIGINT/SIGTERM, then shuts down in order: stop accepting
+ * requests and jobs, let running attempts finish (or abort and release them after the grace
+ * period), close the pool, stop the embedded PostgreSQL last.
+ */
+async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSet): Promise<void> {
+  const config = loadConfig({ ...overrides, workerConcurrency: set.workers });
   const logger = createLogger(config.logLevel);
-  const runtime = await openRuntime(config, logger, { allowEmbedded: true, migrate: true });
-  let server;
+  const runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
+  let server: ApiServer | undefined;
+  let workers: Workers | undefined;
   try {
-    server = await startApiServer({ db: runtime.db.kysely, registry: taskTypeRegistry(config), config, logger });
+    if (set.api) server = await startApiServer({ db: runtime.db.kysely, registry: runtime.plugins.registry, config: runtime.config, logger });
+    if (set.workers > 0) {
+      workers = await startWorkers({ databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger });
+    }
   } catch (err) {
+    await server?.close();
     await runtime.close();
     throw err;
   }
-  if (announce) {
-    io.stdout.write(`task service listening on ${server.url}\n`);
-    io.stdout.write(`database: ${runtime.embedded ? `embedded PostgreSQL (data in ${runtime.embedded.dataDir})` : "DATABASE_URL"}\n`);
-    if (runtime.embedded) {
-      io.stdout.write(`attach more workers with: DATABASE_URL='${runtime.databaseUrl}' task-cli serve -n 10\n`);
-    }
-    io.stdout.write(`try: task-cli --address ${server.url} task create hello --type noop\n`);
-  }
+  if (set.announce) announce(io, runtime, server, set.workers);
   await waitForShutdownSignal(logger);
-  await server.close();
+  await Promise.all([server?.close(), workers?.stop()]);
   await runtime.close();
   logger.info("stopped");
 }
 
+function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, workers: number): void {
+  const lines: string[] = [];
+  if (server) lines.push(`task service listening on ${server.url}`);
+  lines.push(`workers: ${workers === 0 ? "none (--workers 0)" : workers}`);
+  if (runtime.embedded) {
+    lines.push(`database: embedded PostgreSQL, data in ${runtime.embedded.dataDir}`);
+    lines.push(`database URL: ${runtime.databaseUrl}`);
+    const targets = `playground=${runtime.embedded.playgroundUrl}`;
+    lines.push(`attach more workers: DATABASE_URL='${runtime.databaseUrl}' TASK_QUERY_TARGETS='${targets}' task-cli serve -n 10`);
+  } else {
+    lines.push("database: DATABASE_URL");
+  }
+  if (server) lines.push(`try: task-cli --address ${server.url} task create hello --type noop`);
+  io.stdout.write(`${lines.join("\n")}\n`);
+}
+
 /** Registers `server`, `up` and `migrate`. */
 export function registerServiceCommands(program: Command, io: CliIO): void {
+  const envHelp = "\nEnvironment: DATABASE_URL, TASK_HOST, TASK_PORT, TASK_DATA_DIR, TASK_API_TOKENS, TASK_ALLOW_INSECURE, TASK_ENABLE_SHELL,\nTASK_WORKERS, TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS, TASK_SHUTDOWN_GRACE_MS, SMTP_URL, SMTP_FROM, TASK_QUERY_TARGETS, LOG_LEVEL\n(see the README's configuration table).";
+
   addServerFlags(
     program
       .command("server")
-      .description("Run the API server (Connect, gRPC and gRPC-Web on one port). Uses DATABASE_URL, or an embedded PostgreSQL when it is unset.")
-      .addHelpText("after", "\nEnvironment: DATABASE_URL, TASK_HOST, TASK_PORT, TASK_DATA_DIR, TASK_API_TOKENS, TASK_ALLOW_INSECURE, TASK_ENABLE_SHELL, LOG_LEVEL."),
-  ).action(async (flags: ServerFlags, cmd: Command) => runServer(io, flags, cmd.optsWithGlobals<GlobalOptions>(), false));
+      .description("Run the API server alone (Connect, gRPC and gRPC-Web on one port). Uses DATABASE_URL, or an embedded PostgreSQL when it is unset.")
+      .addHelpText("after", envHelp),
+  ).action(async (flags: ServerFlags, cmd: Command) =>
+    runServices(io, serverOverrides(flags, cmd.optsWithGlobals<GlobalOptions>()), { api: true, workers: 0, announce: false, allowEmbedded: true }),
+  );
 
   addServerFlags(
     program
       .command("up")
-      .description("Run everything on this machine: an embedded PostgreSQL (unless DATABASE_URL is set) and the API server. Prints the address and the database URL.")
-      .addHelpText("after", "\nEnvironment: DATABASE_URL, TASK_HOST, TASK_PORT, TASK_DATA_DIR, TASK_API_TOKENS, TASK_ALLOW_INSECURE, TASK_ENABLE_SHELL, LOG_LEVEL."),
-  ).action(async (flags: ServerFlags, cmd: Command) => runServer(io, flags, cmd.optsWithGlobals<GlobalOptions>(), true));
+      .description("Run everything on this machine: an embedded PostgreSQL (unless DATABASE_URL is set), the API server and workers. Prints the address and the database URL.")
+      .option("--workers <n>", `worker concurrency in this process; 0 runs the API alone (env ${configEnvNames.workerConcurrency}, default 10)`)
+      .addHelpText("after", envHelp),
+  ).action(async (flags: ServerFlags & { workers?: string }, cmd: Command) => {
+    const overrides = serverOverrides(flags, cmd.optsWithGlobals<GlobalOptions>());
+    const workers = flags.workers === undefined ? loadConfig(overrides).workerConcurrency : parseInteger(flags.workers, "--workers", 0, 1000);
+    await runServices(io, overrides, { api: true, workers, announce: true, allowEmbedded: true });
+  });
+
+  program
+    .command("serve")
+    .description("Run workers that execute tasks (needs DATABASE_URL; `up` prints one). Any number of worker processes may share a database.")
+    .option("-n, --concurrency <n>", `tasks run at once (env ${configEnvNames.workerConcurrency}, default 10)`)
+    .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`)
+    .addHelpText("after", envHelp)
+    .action(async (flags: ServerFlags & { concurrency?: string }, cmd: Command) => {
+      const overrides = workerOverrides(flags, cmd.optsWithGlobals<GlobalOptions>());
+      const workers = flags.concurrency === undefined ? loadConfig(overrides).workerConcurrency : parseInteger(flags.concurrency, "--concurrency", 1, 1000);
+      await runServices(io, overrides, { api: false, workers, announce: false, allowEmbedded: false });
+    });
 
   program
     .command("migrate")

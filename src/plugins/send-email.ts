@@ -1,0 +1,54 @@
+import { mkdir, rename, writeFile } from "node:fs/promises";
+import path from "node:path";
+import nodemailer from "nodemailer";
+import { abortable } from "./abortable.js";
+import { sendEmailParameters } from "./schemas.js";
+import type { Plugin } from "./types.js";
+
+/** Where mail goes: an SMTP server, or .eml files in a directory when none is configured. */
+export interface SendEmailOptions {
+  smtpUrl?: string;
+  outboxDir: string;
+  defaultFrom: string;
+}
+
+/**
+ * Sends one message. The Message-ID is derived from the task id, so a retried send carries the same
+ * id and receiving systems can drop the duplicate.
+ */
+export function sendEmailPlugin(options: SendEmailOptions): Plugin<typeof sendEmailParameters> {
+  const smtp = options.smtpUrl ? nodemailer.createTransport(options.smtpUrl) : undefined;
+  const outbox = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "unix" });
+  return {
+    name: "send_email",
+    description: "Sends an email through the configured SMTP server (or into the local outbox when none is set).",
+    parameters: sendEmailParameters,
+    defaults: { timeoutMs: 60_000, maxAttempts: 5 },
+    async run(params, ctx) {
+      const messageId = `<task-${ctx.taskId}@task-service>`;
+      const message = {
+        from: params.from ?? options.defaultFrom,
+        to: params.to,
+        cc: params.cc,
+        subject: params.subject,
+        text: params.body,
+        html: params.html,
+        messageId,
+        headers: { "X-Task-Id": ctx.taskId, "X-Task-Attempt": String(ctx.attempt) },
+      };
+      if (smtp) {
+        const info = await abortable(ctx.signal, smtp.sendMail(message));
+        ctx.output.write("system", `sent to ${info.accepted.join(", ")}: ${info.response}`);
+        return { message_id: messageId, accepted: info.accepted.map(String), rejected: info.rejected.map(String), response: info.response };
+      }
+      const info = await abortable(ctx.signal, outbox.sendMail(message));
+      await mkdir(options.outboxDir, { recursive: true });
+      const file = path.join(options.outboxDir, `task-${ctx.taskId}.eml`);
+      // Write then rename, so a reader never sees half a message.
+      await writeFile(`${file}.tmp`, info.message as Buffer);
+      await rename(`${file}.tmp`, file);
+      ctx.output.write("system", `no SMTP_URL configured: wrote ${file}`);
+      return { message_id: messageId, accepted: params.to, outbox_file: file };
+    },
+  };
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from "node:crypto";
+import os from "node:os";
+import { run, type Runner } from "graphile-worker";
+import type { Config } from "../config.js";
+import { errorMessage } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { PluginRegistry } from "../plugins/registry.js";
+import type { Plugin } from "../plugins/types.js";
+import { heartbeat } from "../store/attempts.js";
+import { openDb } from "../store/db.js";
+import { listenForCancellations } from "./cancel-listener.js";
+import { AttemptAborted, executeTask, parsePayload, type ExecuteDeps } from "./execute-task.js";
+import { graphileLogger } from "./graphile-logger.js";
+import { RUN_TASK } from "./jobs.js";
+
+/** A running worker process's pool. */
+export interface Workers {
+  workerId: string;
+  /** Attempts in flight right now. */
+  inFlight(): number;
+  /**
+   * Graceful stop: take no new jobs, let running attempts finish within the grace period, then
+   * abort the rest (they are recorded as interrupted and retried elsewhere).
+   */
+  stop(): Promise<void>;
+}
+
+/** What startWorkers needs. */
+export interface WorkerOptions {
+  databaseUrl: string;
+  registry: PluginRegistry<Plugin>;
+  config: Pick<Config, "workerConcurrency" | "backoffBaseMs" | "backoffMaxMs" | "shutdownGraceMs" | "heartbeatIntervalMs" | "pollIntervalMs" | "maxLogLinesPerTask">;
+  logger: Logger;
+}
+
+/**
+ * Starts graphile-worker with `concurrency` slots running task attempts, plus the heartbeat loop
+ * and the cancel listener. Uses its own pool, sized for the concurrency.
+ */
+export async function startWorkers(options: WorkerOptions): Promise<Workers> {
+  const { config } = options;
+  const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const logger = options.logger.child({ component: "worker", workerId });
+  const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
+  const inFlight = new Map<string, AbortController>();
+  const cancel = (taskId: string) => inFlight.get(taskId)?.abort(new AttemptAborted("cancel", "cancelled by request"));
+  const deps: ExecuteDeps = {
+    db: db.kysely,
+    registry: options.registry,
+    workerId,
+    logger,
+    backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
+    maxLogLinesPerTask: config.maxLogLinesPerTask,
+    inFlight,
+  };
+
+  const listener = listenForCancellations(options.databaseUrl, logger, cancel);
+  const beat = setInterval(() => {
+    heartbeat(db.kysely, workerId, [...inFlight.keys()]).then(
+      (cancelled) => cancelled.forEach(cancel),
+      (err: unknown) => logger.warn({ err: errorMessage(err) }, "heartbeat failed"),
+    );
+  }, config.heartbeatIntervalMs);
+
+  let runner: Runner;
+  try {
+    runner = await run({
+      pgPool: db.pool,
+      concurrency: config.workerConcurrency,
+      noHandleSignals: true,
+      pollInterval: config.pollIntervalMs,
+      logger: graphileLogger(logger),
+      gracefulShutdownAbortTimeout: config.shutdownGraceMs,
+      crontab: "",
+      taskList: {
+        [RUN_TASK]: async (payload, helpers) => {
+          const parsed = parsePayload(payload);
+          if (!parsed) {
+            logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
+            return;
+          }
+          await executeTask(deps, parsed, helpers.abortSignal);
+        },
+      },
+    });
+  } catch (err) {
+    clearInterval(beat);
+    await listener.close();
+    await db.close();
+    throw err;
+  }
+  logger.info({ concurrency: config.workerConcurrency }, "workers started");
+  let stopping: Promise<void> | undefined;
+  return {
+    workerId,
+    inFlight: () => inFlight.size,
+    stop: () =>
+      (stopping ??= (async () => {
+        logger.info({ inFlight: inFlight.size, graceMs: config.shutdownGraceMs }, "stopping workers");
+        await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
+        clearInterval(beat);
+        await listener.close();
+        await db.close();
+        logger.info("workers stopped");
+      })()),
+  };
+}

@@ -1,0 +1,90 @@
+import { sql, type Kysely } from "kysely";
+import type { Database, TaskRow } from "./schema.js";
+import { jobSpecsFrom } from "./jobs.js";
+
+/**
+ * Starts attempt `attempt` of a task: QUEUED/RETRYING -> RUNNING, attempts incremented, owner and
+ * heartbeat set, history row written, in one guarded statement. Returns undefined when the task is
+ * not waiting for exactly this attempt (a stale or duplicate job), or a cancel is pending.
+ */
+export async function claimAttempt(db: Kysely<Database>, taskId: string, attempt: number, workerId: string): Promise<TaskRow | undefined> {
+  const { rows } = await sql<TaskRow>`
+    with claimed as (
+      update tasks set
+        status = 'running', attempts = attempts + 1, worker_id = ${workerId}, heartbeat_at = now(),
+        started_at = now(), updated_at = now()
+      where id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1}
+        and cancel_requested_at is null
+      returning *
+    ),
+    history as (
+      insert into task_history (task_id, status, attempt, details)
+      select id, 'running', attempts, 'attempt ' || attempts || ' started on ' || ${workerId} from claimed
+    )
+    select * from claimed
+  `.execute(db);
+  return rows[0];
+}
+
+/** How an attempt ended, as the store records it. */
+export type AttemptOutcome =
+  | { kind: "succeeded"; result: Record<string, unknown>; details: string }
+  | { kind: "retrying"; error: string; details: string; retryAt: Date }
+  | { kind: "failed"; error: string; details: string }
+  | { kind: "cancelled"; details: string };
+
+/**
+ * Records the outcome of a RUNNING attempt this worker owns: status, result or error, history row
+ * and (for a retry) the next job, in one guarded statement. Returns undefined when someone else
+ * already recorded an outcome for it (the reconciler after a lost heartbeat, say): then this
+ * worker's result is discarded rather than recorded twice.
+ */
+export async function recordOutcome(
+  db: Kysely<Database>,
+  taskId: string,
+  attempt: number,
+  workerId: string,
+  outcome: AttemptOutcome,
+): Promise<TaskRow | undefined> {
+  const result = outcome.kind === "succeeded" ? JSON.stringify(outcome.result) : null;
+  const error = outcome.kind === "retrying" || outcome.kind === "failed" ? outcome.error : null;
+  const retryAt = outcome.kind === "retrying" ? outcome.retryAt : null;
+  const finished = outcome.kind !== "retrying";
+  const { rows } = await sql<TaskRow>`
+    with updated as (
+      update tasks set
+        status = ${outcome.kind}::task_status,
+        result = coalesce(${result}::jsonb, result),
+        last_error = coalesce(${error}, last_error),
+        run_at = coalesce(${retryAt}::timestamptz, run_at),
+        finished_at = case when ${finished} then now() else null end,
+        worker_id = null, heartbeat_at = null, updated_at = now()
+      where id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}
+      returning *
+    ),
+    history as (
+      insert into task_history (task_id, status, attempt, details)
+      select id, status, attempts, ${outcome.details} from updated
+    ),
+    retry as (
+      select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("updated")})
+      where ${outcome.kind === "retrying"}
+    )
+    select updated.* from updated cross join retry
+  `.execute(db);
+  return rows[0];
+}
+
+/**
+ * Refreshes the heartbeat of every task this worker is running, in one statement, and returns the
+ * ids among them whose cancellation was requested (a fallback for missed notifications).
+ */
+export async function heartbeat(db: Kysely<Database>, workerId: string, taskIds: string[]): Promise<string[]> {
+  if (taskIds.length === 0) return [];
+  const { rows } = await sql<{ id: string; cancel_requested_at: Date | null }>`
+    update tasks set heartbeat_at = now()
+    where id = any(${taskIds}::bigint[]) and status = 'running' and worker_id = ${workerId}
+    returning id, cancel_requested_at
+  `.execute(db);
+  return rows.filter((r) => r.cancel_requested_at !== null).map((r) => r.id);
+}
