@@ -58,6 +58,15 @@ export const configSchema = z.object({
   shutdownGraceMs: z.coerce.number().int().min(0).default(30_000),
   /** TASK_HEARTBEAT_MS: how often a worker records that its running tasks are alive. */
   heartbeatIntervalMs: z.coerce.number().int().min(100).default(3_000),
+  /** TASK_LEASE_MS: a running task whose heartbeat is older than this is treated as lost by the reconciler. */
+  leaseMs: z.coerce.number().int().min(1_000).default(15_000),
+  /** TASK_RECONCILE_CRON: graphile-worker cron schedule of the full reconcile pass (lost attempts, missing jobs, pending cancels). */
+  reconcileCron: z
+    .string()
+    .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '* * * * *'")
+    .default("* * * * *"),
+  /** TASK_RECONCILE_INTERVAL_MS: how often each worker process also checks for lost attempts (cron runs at most once a minute); 0 turns it off. */
+  reconcileIntervalMs: z.coerce.number().int().min(0).default(5_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
   /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
@@ -108,6 +117,9 @@ const envNames: Record<keyof Config, string> = {
   shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",
   heartbeatIntervalMs: "TASK_HEARTBEAT_MS",
   pollIntervalMs: "TASK_POLL_INTERVAL_MS",
+  leaseMs: "TASK_LEASE_MS",
+  reconcileCron: "TASK_RECONCILE_CRON",
+  reconcileIntervalMs: "TASK_RECONCILE_INTERVAL_MS",
   maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
   shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
   smtpUrl: "SMTP_URL",

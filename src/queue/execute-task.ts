@@ -53,10 +53,10 @@ function formatMs(ms: number): string {
  * Be careful about what can throw here: once the task is claimed it is RUNNING and owned by this
  * worker, so every path must reach recordOutcome, or leave the task for the reconciler to rescue.
  */
-export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, shutdown: AbortSignal): Promise<void> {
+export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal): Promise<void> {
   const { taskId, attempt } = payload;
   const logger = deps.logger.child({ taskId, attempt });
-  const task = await claimAttempt(deps.db, taskId, attempt, deps.workerId);
+  const task = await claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId);
   if (!task) {
     logger.debug("stale or duplicate job: task is not waiting for this attempt");
     return;
@@ -81,7 +81,8 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, sh
   } finally {
     clearTimeout(timer);
     shutdown.removeEventListener("abort", onShutdown);
-    deps.inFlight.delete(taskId);
+    // A reconciler may have re-enqueued this task and a newer attempt may be running here already.
+    if (deps.inFlight.get(taskId) === controller) deps.inFlight.delete(taskId);
     await sink.close();
   }
   const recorded = await recordWithRetry(deps, task, outcome, logger);

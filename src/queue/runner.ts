@@ -12,11 +12,12 @@ import { listenForCancellations } from "./cancel-listener.js";
 import { AttemptAborted, executeTask, parsePayload, type ExecuteDeps } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
 import { RUN_TASK } from "./jobs.js";
+import { reconcile, RECONCILE_TASK, rescueLostAttempts } from "./reconcile.js";
 
 /** A running worker process's pool. */
 export interface Workers {
   workerId: string;
-  /** Attempts in flight right now. */
+  /** run_task jobs being handled right now (including attempts another worker has since taken over). */
   inFlight(): number;
   /**
    * Graceful stop: take no new jobs, let running attempts finish within the grace period, then
@@ -29,7 +30,19 @@ export interface Workers {
 export interface WorkerOptions {
   databaseUrl: string;
   registry: PluginRegistry<Plugin>;
-  config: Pick<Config, "workerConcurrency" | "backoffBaseMs" | "backoffMaxMs" | "shutdownGraceMs" | "heartbeatIntervalMs" | "pollIntervalMs" | "maxLogLinesPerTask">;
+  config: Pick<
+    Config,
+    | "workerConcurrency"
+    | "backoffBaseMs"
+    | "backoffMaxMs"
+    | "shutdownGraceMs"
+    | "heartbeatIntervalMs"
+    | "pollIntervalMs"
+    | "maxLogLinesPerTask"
+    | "leaseMs"
+    | "reconcileCron"
+    | "reconcileIntervalMs"
+  >;
   logger: Logger;
 }
 
@@ -62,6 +75,16 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     );
   }, config.heartbeatIntervalMs);
 
+  // One full reconcile pass at start-up, so tasks orphaned while no worker ran are rescued now.
+  await reconcile(db.kysely, config.leaseMs, logger).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "start-up reconcile failed"));
+  const rescue =
+    config.reconcileIntervalMs > 0
+      ? setInterval(() => {
+          rescueLostAttempts(db.kysely, config.leaseMs, logger).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "lost-attempt check failed"));
+        }, config.reconcileIntervalMs)
+      : undefined;
+
+  let active = 0;
   let runner: Runner;
   try {
     runner = await run({
@@ -71,7 +94,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       pollInterval: config.pollIntervalMs,
       logger: graphileLogger(logger),
       gracefulShutdownAbortTimeout: config.shutdownGraceMs,
-      crontab: "",
+      // jobKey: one pending reconcile job however many worker processes schedule it.
+      crontab: `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
       taskList: {
         [RUN_TASK]: async (payload, helpers) => {
           const parsed = parsePayload(payload);
@@ -79,12 +103,22 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
             logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
             return;
           }
-          await executeTask(deps, parsed, helpers.abortSignal);
+          active++;
+          try {
+            await executeTask(deps, parsed, String(helpers.job.id), helpers.abortSignal);
+          } finally {
+            active--;
+          }
+        },
+        [RECONCILE_TASK]: async () => {
+          const result = await reconcile(db.kysely, config.leaseMs, logger);
+          logger.debug(result, "reconcile pass");
         },
       },
     });
   } catch (err) {
     clearInterval(beat);
+    clearInterval(rescue);
     await listener.close();
     await db.close();
     throw err;
@@ -93,12 +127,13 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   let stopping: Promise<void> | undefined;
   return {
     workerId,
-    inFlight: () => inFlight.size,
+    inFlight: () => active,
     stop: () =>
       (stopping ??= (async () => {
         logger.info({ inFlight: inFlight.size, graceMs: config.shutdownGraceMs }, "stopping workers");
         await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
         clearInterval(beat);
+        clearInterval(rescue);
         await listener.close();
         await db.close();
         logger.info("workers stopped");

@@ -7,11 +7,11 @@ import { jobSpecsFrom } from "./jobs.js";
  * heartbeat set, history row written, in one guarded statement. Returns undefined when the task is
  * not waiting for exactly this attempt (a stale or duplicate job), or a cancel is pending.
  */
-export async function claimAttempt(db: Kysely<Database>, taskId: string, attempt: number, workerId: string): Promise<TaskRow | undefined> {
+export async function claimAttempt(db: Kysely<Database>, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
   const { rows } = await sql<TaskRow>`
     with claimed as (
       update tasks set
-        status = 'running', attempts = attempts + 1, worker_id = ${workerId}, heartbeat_at = now(),
+        status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(),
         started_at = now(), updated_at = now()
       where id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1}
         and cancel_requested_at is null

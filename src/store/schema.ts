@@ -29,6 +29,7 @@ export interface TasksTable {
   result: Json<Record<string, unknown> | null>;
   last_error: string | null;
   worker_id: string | null;
+  job_id: string | null;
   heartbeat_at: NullableTimestamp;
   cancel_requested_at: NullableTimestamp;
   created_at: Timestamp;

@@ -1,0 +1,126 @@
+import { sql, type Kysely } from "kysely";
+import type { Database, TaskRow } from "./schema.js";
+import { jobSpecsFrom } from "./jobs.js";
+
+/**
+ * Settles attempts whose worker stopped heartbeating for longer than the lease: the attempt counts,
+ * and the task goes to CANCELLED (a cancel was pending), RETRYING (re-enqueued at once: the worker
+ * died, not the task) or FAILED (no attempts left), with a history row naming the lost worker. The
+ * dead worker's graphile-worker lock on the job is released and the job removed, so nothing stays
+ * locked for graphile-worker's 4-hour timeout.
+ *
+ * Safe against live workers and other reconcilers: candidates are locked with SKIP LOCKED and the
+ * update is guarded on status; a slow worker that wakes up later finds its guarded outcome update
+ * matching nothing, so one outcome is ever recorded.
+ */
+export async function settleLostAttempts(db: Kysely<Database>, leaseMs: number, limit: number): Promise<TaskRow[]> {
+  return db.transaction().execute(async (trx) => {
+    const { rows: lost } = await sql<{ id: string; job_id: string | null }>`
+      select id, job_id from tasks
+      where status = 'running' and heartbeat_at < now() - make_interval(secs => ${leaseMs / 1000})
+      order by heartbeat_at
+      limit ${limit}
+      for update skip locked
+    `.execute(trx);
+    if (lost.length === 0) return [];
+    const ids = lost.map((r) => r.id);
+    const jobIds = lost.flatMap((r) => (r.job_id ? [r.job_id] : []));
+    if (jobIds.length > 0) {
+      await sql`
+        select graphile_worker.force_unlock_workers(array(
+          select distinct locked_by from graphile_worker.jobs where id = any(${jobIds}::bigint[]) and locked_by is not null))
+      `.execute(trx);
+      await sql`select count(*) from graphile_worker.complete_jobs(${jobIds}::bigint[])`.execute(trx);
+    }
+    const lease = `${Math.round(leaseMs / 1000)}s`;
+    const { rows } = await sql<TaskRow>`
+      with before as (
+        select id, worker_id from tasks where id = any(${ids}::bigint[])
+      ),
+      updated as (
+        update tasks set
+          status = (case
+            when cancel_requested_at is not null then 'cancelled'
+            when attempts < max_attempts then 'retrying'
+            else 'failed' end)::task_status,
+          last_error = case when cancel_requested_at is null then 'worker lost: no heartbeat for ' || ${lease} else last_error end,
+          finished_at = case when cancel_requested_at is not null or attempts >= max_attempts then now() end,
+          run_at = now(), worker_id = null, heartbeat_at = null, job_id = null, updated_at = now()
+        where id = any(${ids}::bigint[]) and status = 'running'
+        returning *
+      ),
+      history as (
+        insert into task_history (task_id, status, attempt, details)
+        select u.id, u.status, u.attempts,
+          'attempt ' || u.attempts || ' lost: worker ' || coalesce(b.worker_id, '?') || ' sent no heartbeat for ' || ${lease} || case u.status
+            when 'cancelled' then '; cancellation completed'
+            when 'retrying' then '; retrying now'
+            else '; giving up after ' || u.attempts || ' attempts' end
+        from updated u join before b on b.id = u.id
+      ),
+      retry as (
+        select * from updated where status = 'retrying'
+      ),
+      jobs as (
+        select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("retry")})
+      )
+      select updated.* from updated cross join jobs
+    `.execute(trx);
+    return rows;
+  });
+}
+
+/**
+ * Re-enqueues QUEUED/RETRYING tasks that have no runnable job (removed by hand, or exhausted by
+ * graphile-worker's own retries while the database was unreachable). Tasks changed in the last few
+ * seconds are left alone.
+ */
+export async function requeueOrphans(db: Kysely<Database>, limit: number): Promise<string[]> {
+  const { rows } = await sql<{ id: string }>`
+    with orphans as (
+      select t.id, t.run_at, t.priority, t.attempts from tasks t
+      where t.status in ('queued', 'retrying') and t.cancel_requested_at is null
+        and t.updated_at < now() - interval '5 seconds'
+        and not exists (
+          select 1 from graphile_worker.jobs j
+          where j.key = 'task:' || t.id::text and (j.locked_at is not null or j.attempts < j.max_attempts))
+      order by t.id
+      limit ${limit}
+      for update of t skip locked
+    ),
+    jobs as (
+      select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("orphans")})
+    )
+    select orphans.id from orphans cross join jobs
+  `.execute(db);
+  return rows.map((r) => r.id);
+}
+
+/**
+ * Finishes cancellations that a worker could not (the task went back to waiting, or its worker
+ * died, before it saw the request): QUEUED/RETRYING tasks with a pending cancel become CANCELLED.
+ */
+export async function finishPendingCancels(db: Kysely<Database>, limit: number): Promise<string[]> {
+  const { rows } = await sql<{ id: string }>`
+    with pending as (
+      select id from tasks
+      where status in ('queued', 'retrying') and cancel_requested_at is not null
+      limit ${limit}
+      for update skip locked
+    ),
+    updated as (
+      update tasks t set status = 'cancelled', finished_at = now(), updated_at = now()
+      from pending where t.id = pending.id and t.status in ('queued', 'retrying')
+      returning t.id, t.attempts
+    ),
+    history as (
+      insert into task_history (task_id, status, attempt, details)
+      select id, 'cancelled', attempts, 'cancelled: the request arrived while the task was between attempts' from updated
+    ),
+    removed as (
+      select graphile_worker.remove_job('task:' || id::text) from updated
+    )
+    select updated.id from updated where (select count(*) from removed) >= 0
+  `.execute(db);
+  return rows.map((r) => r.id);
+}

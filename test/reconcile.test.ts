@@ -1,0 +1,94 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
+import { reconcile } from "../src/queue/reconcile.js";
+import { startTestApi, type TestApi } from "./helpers/api.js";
+import { spawnCli } from "./helpers/process.js";
+import { waitFor } from "./helpers/wait.js";
+import { startTestWorkers } from "./helpers/workers.js";
+
+let api: TestApi;
+beforeAll(async () => {
+  api = await startTestApi();
+});
+afterAll(async () => api?.close());
+
+const sqlQuery = (text: string, values: unknown[] = []) => api.database.db.pool.query(text, values);
+
+async function statusOf(id: bigint): Promise<TaskStatus | undefined> {
+  return (await api.client.getTask({ id })).task?.status;
+}
+
+async function historyOf(id: bigint): Promise<string[]> {
+  const { history } = await api.client.getTaskHistory({ id });
+  return history.map((h) => `${TaskStatus[h.status]}:${h.attempt}`);
+}
+
+describe("reconciler", () => {
+  it("kill -9 of a worker mid-task: another worker finishes it within the lease plus one reconcile interval", async () => {
+    const leaseMs = 1_500;
+    const victim = spawnCli(["serve", "-n", "2"], { DATABASE_URL: api.database.url, TASK_HEARTBEAT_MS: "200", LOG_LEVEL: "warn" });
+    const { task } = await api.client.createTask({ name: "survivor", type: "noop", parameters: { sleep_ms: 2_000 } });
+    await waitFor(async () => (await statusOf(task!.id)) === TaskStatus.RUNNING, "the victim to start the task", 30_000);
+    victim.child.kill("SIGKILL");
+    await victim.exited;
+
+    const rescuer = await startTestWorkers(api.database, { leaseMs, reconcileIntervalMs: 250 });
+    try {
+      // Lease + one reconcile interval + the task's own 2 s run, with room for a slow machine.
+      await waitFor(async () => (await statusOf(task!.id)) === TaskStatus.SUCCEEDED, "the rescued task to succeed", leaseMs + 250 + 2_000 + 5_000);
+    } finally {
+      await rescuer.stop();
+    }
+    expect(await historyOf(task!.id)).toEqual(["QUEUED:0", "RUNNING:1", "RETRYING:1", "RUNNING:2", "SUCCEEDED:2"]);
+    const { history } = await api.client.getTaskHistory({ id: task!.id });
+    expect(history[2]!.details).toMatch(/^attempt 1 lost: worker \S+ sent no heartbeat for \d+s; retrying now$/);
+    // The dead worker's job was released and removed: nothing is left locked.
+    const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where locked_at is not null and task_identifier = 'run_task'");
+    expect(locked.rows[0].n).toBe(0);
+  }, 60_000);
+
+  it("re-enqueues a task whose job was deleted", async () => {
+    const { task } = await api.client.createTask({ name: "orphan", type: "noop", runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
+    const id = task!.id.toString();
+    await sqlQuery("select graphile_worker.remove_job($1)", [`task:${id}`]);
+    // Recently changed tasks are left alone; age it past that guard.
+    await sqlQuery("update tasks set updated_at = now() - interval '1 minute' where id = $1", [id]);
+    expect((await sqlQuery("select count(*)::int as n from graphile_worker.jobs where key = $1", [`task:${id}`])).rows[0].n).toBe(0);
+
+    const result = await reconcile(api.database.db.kysely, 15_000, api.database.logger);
+    expect(result.requeued).toBe(1);
+    const job = await sqlQuery("select run_at from graphile_worker.jobs where key = $1", [`task:${id}`]);
+    expect(job.rows).toHaveLength(1);
+    expect(new Date(job.rows[0].run_at).getTime()).toBe(Number(task!.runAt!.seconds) * 1000);
+    // A second pass finds nothing more to do.
+    expect(await reconcile(api.database.db.kysely, 15_000, api.database.logger)).toEqual({ lost: 0, requeued: 0, cancelled: 0 });
+  });
+
+  it("racing a live worker: only one outcome is recorded per attempt", async () => {
+    // A worker that heartbeats rarely, so we can make its attempt look lost while it still runs.
+    const slow = await startTestWorkers(api.database, { heartbeatIntervalMs: 60_000, reconcileIntervalMs: 0 });
+    try {
+      const { task } = await api.client.createTask({ name: "contested", type: "noop", parameters: { sleep_ms: 1_500 } });
+      const id = task!.id.toString();
+      await waitFor(async () => (await statusOf(task!.id)) === TaskStatus.RUNNING, "the task to start");
+      await sqlQuery("update tasks set heartbeat_at = now() - interval '1 hour' where id = $1", [id]);
+      const result = await reconcile(api.database.db.kysely, 15_000, api.database.logger);
+      expect(result.lost).toBe(1);
+      // Attempt 1's worker finishes later and must not record a second outcome for it.
+      await waitFor(async () => (await statusOf(task!.id)) === TaskStatus.SUCCEEDED, "attempt 2 to succeed");
+      await waitFor(() => slow.inFlight() === 0, "attempt 1's late finish to be handled");
+      expect(await historyOf(task!.id)).toEqual(["QUEUED:0", "RUNNING:1", "RETRYING:1", "RUNNING:2", "SUCCEEDED:2"]);
+    } finally {
+      await slow.stop();
+    }
+  }, 30_000);
+
+  it("finishes a cancellation requested of a task that went back to waiting", async () => {
+    const { task } = await api.client.createTask({ name: "late-cancel", type: "noop", runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
+    await sqlQuery("update tasks set cancel_requested_at = now() where id = $1", [task!.id.toString()]);
+    const result = await reconcile(api.database.db.kysely, 15_000, api.database.logger);
+    expect(result.cancelled).toBe(1);
+    expect(await statusOf(task!.id)).toBe(TaskStatus.CANCELLED);
+    expect((await sqlQuery("select count(*)::int as n from graphile_worker.jobs where key = $1", [`task:${task!.id}`])).rows[0].n).toBe(0);
+  });
+});
