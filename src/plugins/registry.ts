@@ -50,9 +50,14 @@ export class PluginRegistry<P extends TaskType = TaskType> {
   }
 }
 
-/** Zod's default for a missing field reads "expected string, received undefined"; say it plainly. */
-function requiredMessage(issue: { code?: string; input?: unknown }): string | undefined {
-  return issue.code === "invalid_type" && issue.input === undefined ? "is required" : undefined;
+/**
+ * Plainer messages than zod's defaults: a missing field (even one that accepts several shapes) "is
+ * required", and a bad record key says what the key's own schema says is wrong.
+ */
+function requiredMessage(issue: { code?: string; input?: unknown; issues?: { message: string }[] }): string | undefined {
+  if ((issue.code === "invalid_type" || issue.code === "invalid_union") && issue.input === undefined) return "is required";
+  if (issue.code === "invalid_key" && issue.issues?.length) return issue.issues.map((i) => i.message).join("; ");
+  return undefined;
 }
 
 function fieldPath(prefix: string, path: PropertyKey[]): string {

@@ -50,8 +50,12 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
       ctx.signal.addEventListener("abort", cancel, { once: true });
       let broken: Error | undefined;
       try {
+        // An abort while we waited for a connection fired before the listener existed.
+        ctx.signal.throwIfAborted();
         await client.query(params.read_only ? "begin read only" : "begin");
         await client.query("select set_config('statement_timeout', $1, true)", [`${options.statementTimeoutMs}ms`]);
+        // A server-side cancel between statements would cancel nothing.
+        ctx.signal.throwIfAborted();
         const cursor = client.query(new Cursor(params.sql, params.params));
         const rows: unknown[] = [];
         let rowCount = 0;

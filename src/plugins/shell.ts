@@ -17,9 +17,10 @@ function cleanEnv(taskId: string, attempt: number, extra: Record<string, string>
     PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     HOME: os.homedir(),
     LANG: "C.UTF-8",
+    ...extra,
+    // Last, so a task's own env cannot disguise which task and attempt it is.
     TASK_ID: taskId,
     TASK_ATTEMPT: String(attempt),
-    ...extra,
   };
 }
 

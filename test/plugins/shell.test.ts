@@ -1,0 +1,187 @@
+import { mkdtemp, realpath, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { shellPlugin } from "../../src/plugins/shell.js";
+import { eventually, isRunning, pluginContext, settleWithin, type TestPluginContext } from "../helpers/plugin-context.js";
+
+const shell = shellPlugin({ enabled: true, killGraceMs: 500 });
+
+function run(raw: unknown, ctx: TestPluginContext) {
+  return shell.run(shell.parameters.parse(raw), ctx);
+}
+
+/** The pids a command printed on stdout (one number per line), once `count` have appeared. */
+async function printedPids(ctx: TestPluginContext, count: number): Promise<number[]> {
+  const pids = await eventually(() => {
+    const found = ctx.linesOf("stdout").filter((l) => /^\d+$/.test(l));
+    return found.length >= count ? found.map(Number) : undefined;
+  }, `${count} pids on stdout`);
+  for (const pid of pids) expect(isRunning(pid), `pid ${pid} runs before the abort`).toBe(true);
+  return pids;
+}
+
+async function expectAllGone(pids: number[]): Promise<void> {
+  await eventually(() => pids.every((pid) => !isRunning(pid)), `pids ${pids.join(", ")} to exit`);
+}
+
+const envBefore = { DATABASE_URL: process.env.DATABASE_URL, SOME_SECRET: process.env.SOME_SECRET };
+
+afterEach(() => {
+  for (const [name, value] of Object.entries(envBefore)) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+});
+
+describe("shell plugin", () => {
+  it("captures stdout and stderr lines in order per stream, including a last line without newline", async () => {
+    const ctx = pluginContext();
+    const result = await run({ command: "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf 'out3'" }, ctx);
+
+    expect(ctx.linesOf("stdout")).toEqual(["out1", "out2", "out3"]);
+    expect(ctx.linesOf("stderr")).toEqual(["err1", "err2"]);
+    expect(result).toEqual({ exit_code: 0, stdout_lines: 3, stderr_lines: 2 });
+  });
+
+  it("rejects a non-zero exit with the exit code and the last stderr line", async () => {
+    const ctx = pluginContext();
+    const outcome = run({ command: "echo first >&2; echo 'disk is full' >&2; exit 3" }, ctx);
+
+    await expect(outcome).rejects.toThrow(Error);
+    await expect(outcome).rejects.toThrow(/exit code 3: disk is full/);
+    expect(ctx.linesOf("stderr")).toEqual(["first", "disk is full"]);
+  });
+
+  it("runs the command in a clean environment with the task's variables and its own env", async () => {
+    process.env.DATABASE_URL = "postgres://admin:pw@db.internal/prod";
+    process.env.SOME_SECRET = "hunter2-secret-value";
+    const ctx = pluginContext({ taskId: "4242", attempt: 2 });
+
+    await run({ command: "env", env: { GREETING: "hello world", EMPTY: "" } }, ctx);
+
+    const output = ctx.linesOf("stdout");
+    const env = new Map(output.map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+    expect(env.has("DATABASE_URL")).toBe(false);
+    expect(env.has("SOME_SECRET")).toBe(false);
+    expect(output.join("\n")).not.toContain("hunter2-secret-value");
+    expect(output.join("\n")).not.toContain("db.internal");
+    expect(env.get("TASK_ID")).toBe("4242");
+    expect(env.get("TASK_ATTEMPT")).toBe("2");
+    expect(env.get("GREETING")).toBe("hello world");
+    expect(env.get("EMPTY")).toBe("");
+    expect(env.get("PATH")).toBeDefined();
+  });
+
+  it("runs the command in the given working directory", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "shell-cwd-"));
+    try {
+      const ctx = pluginContext();
+      await run({ command: "pwd -P", cwd: dir }, ctx);
+      expect(ctx.linesOf("stdout")).toEqual([await realpath(dir)]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("on abort kills the whole process group and rejects with the abort reason", async () => {
+    const ctx = pluginContext();
+    const outcome = run({ command: "sleep 600 & echo $!; sleep 600 & echo $!; wait" }, ctx);
+    const pids = await printedPids(ctx, 2);
+
+    const reason = new Error("x");
+    ctx.controller.abort(reason);
+
+    const settled = await settleWithin(outcome, 10_000);
+    expect(settled).toEqual({ state: "rejected", reason });
+    await expectAllGone(pids);
+  });
+
+  it("sends SIGTERM first, so a command can clean up before it goes", async () => {
+    const ctx = pluginContext();
+    const outcome = run({ command: "trap 'echo cleaning up; exit 0' TERM; echo ready; sleep 600 & wait" }, ctx);
+    await eventually(() => ctx.linesOf("stdout").includes("ready"), "the command to start");
+
+    ctx.controller.abort(new Error("cancelled"));
+
+    await expect(outcome).rejects.toThrow("cancelled");
+    expect(ctx.linesOf("stdout")).toEqual(["ready", "cleaning up"]);
+  });
+
+  it("SIGKILLs a command that ignores SIGTERM once the grace period is over", async () => {
+    const ctx = pluginContext();
+    const outcome = run({ command: "trap '' TERM; sleep 600 & echo $!; wait" }, ctx);
+    const pids = await printedPids(ctx, 1);
+
+    const reason = new Error("timed out");
+    ctx.controller.abort(reason);
+    // SIGTERM is ignored, so only the SIGKILL after killGraceMs (500 ms) can end it.
+    const settled = await settleWithin(outcome, 10_000);
+
+    expect(settled).toEqual({ state: "rejected", reason });
+    await expectAllGone(pids);
+  });
+
+  it("kills what the command left running in the background when it exits", async () => {
+    const ctx = pluginContext();
+    // The background sleep does not hold the output pipes, so nothing but the group kill stops it.
+    const result = await run({ command: "sleep 600 >/dev/null 2>&1 & echo $!" }, ctx);
+
+    expect(result).toEqual({ exit_code: 0, stdout_lines: 1, stderr_lines: 0 });
+    const [pid] = ctx.linesOf("stdout").map(Number);
+    await expectAllGone([pid!]);
+  });
+
+  it("does not start the command when the signal is already aborted", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "shell-aborted-"));
+    try {
+      const ctx = pluginContext();
+      const reason = new Error("shutting down");
+      ctx.controller.abort(reason);
+      await expect(run({ command: "touch started", cwd: dir }, ctx)).rejects.toBe(reason);
+      await expect(realpath(path.join(dir, "started"))).rejects.toThrow(/ENOENT/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("rejects a working directory that does not exist", async () => {
+    const ctx = pluginContext();
+    await expect(run({ command: "true", cwd: "/nonexistent/dir/for/shell/test" }, ctx)).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe("shell parameters", () => {
+  const issues = (raw: unknown) => {
+    const parsed = shell.parameters.safeParse(raw);
+    expect(parsed.success).toBe(false);
+    return parsed.error!.issues.map((i) => ({ path: i.path.join("."), message: i.message, code: i.code }));
+  };
+
+  it("requires a command", () => {
+    expect(issues({})).toEqual([expect.objectContaining({ path: "command" })]);
+    expect(issues({ command: "" })).toEqual([expect.objectContaining({ path: "command", code: "too_small" })]);
+  });
+
+  it("rejects unknown keys", () => {
+    expect(issues({ command: "true", shell: "/bin/zsh" })).toEqual([expect.objectContaining({ code: "unrecognized_keys" })]);
+  });
+
+  it("rejects an environment variable with an invalid name", () => {
+    const found = issues({ command: "true", env: { "1BAD": "x" } });
+    expect(found).toEqual([expect.objectContaining({ path: "env.1BAD", code: "invalid_key" })]);
+    expect(issues({ command: "true", env: { "A-B": "x" } })).toHaveLength(1);
+  });
+
+  it("accepts a command with env and cwd", () => {
+    const params = shell.parameters.parse({ command: "ls", env: { A_1: "x" }, cwd: "/tmp" });
+    expect(params).toEqual({ command: "ls", env: { A_1: "x" }, cwd: "/tmp" });
+  });
+});
+
+describe("shell enablement", () => {
+  it("is disabled, with a hint, unless enabled", () => {
+    expect(shellPlugin({ enabled: false, killGraceMs: 500 }).disabledReason).toMatch(/enable-shell/);
+    expect(shell.disabledReason).toBeUndefined();
+  });
+});
