@@ -2,7 +2,7 @@ import type { Config } from "./config.js";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded-postgres.js";
 import type { Logger } from "./logger.js";
 import { builtinPlugins, type BuiltinPlugins } from "./plugins/builtin.js";
-import { openDb, type Db } from "./store/db.js";
+import { openDb, retryWhileUnavailable, type Db } from "./store/db.js";
 import { migrate } from "./store/migrate.js";
 
 /** A database to work against (the configured one, or an embedded cluster this process started) and the plugins. */
@@ -47,13 +47,16 @@ export async function openRuntime(baseConfig: Config, logger: Logger, options: R
     await embedded?.stop();
   };
   try {
-    if (options.migrate) await migrate(db, logger);
+    if (options.migrate) await retryWhileUnavailable(() => migrate(db, logger), "migrating at start-up", STARTUP_PATIENCE_MS, logger);
   } catch (err) {
     await close();
     throw err;
   }
   return { config, logger, db, databaseUrl, embedded, plugins, close };
 }
+
+/** A worker restarted during a database restart waits for it rather than crashing. */
+const STARTUP_PATIENCE_MS = 60_000;
 
 /** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
 export function waitForShutdownSignal(logger: Logger): Promise<NodeJS.Signals> {

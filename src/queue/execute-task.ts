@@ -1,14 +1,20 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Kysely } from "kysely";
-import { errorMessage, InvalidArgumentError, isDatabaseUnavailable, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
+import { errorMessage, InvalidArgumentError, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attempts.js";
+import { retryWhileUnavailable } from "../store/db.js";
 import type { Database, TaskRow } from "../store/schema.js";
 import { backoffDelayMs, formatDelay, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
 import { TaskLogSink } from "./log-sink.js";
+
+/**
+ * If PostgreSQL stays down past this while an outcome waits to be recorded, the error propagates;
+ * the task stays RUNNING with a stale heartbeat and the reconciler settles it.
+ */
+const RECORD_PATIENCE_MS = 60_000;
 
 /** Why an attempt was aborted; carried as the AbortSignal's reason. */
 export class AttemptAborted extends Error {
@@ -85,7 +91,12 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     if (deps.inFlight.get(taskId) === controller) deps.inFlight.delete(taskId);
     await sink.close();
   }
-  const recorded = await recordWithRetry(deps, task, outcome, logger);
+  const recorded = await retryWhileUnavailable(
+    () => recordOutcome(deps.db, task.id, task.attempts, deps.workerId, outcome),
+    "recording an outcome",
+    RECORD_PATIENCE_MS,
+    logger,
+  );
   if (recorded) logger.info({ status: recorded.status }, outcome.details);
   else logger.warn({ outcome: outcome.kind }, "outcome not recorded: the task was already settled by someone else");
 }
@@ -110,24 +121,4 @@ function failureOutcome(deps: ExecuteDeps, task: TaskRow, err: unknown): Attempt
     retryAt: new Date(Date.now() + delay),
     details: `attempt ${attempt} failed: ${message}; ${delay === 0 ? "retrying now" : `retrying in ${formatDelay(delay)}`}`,
   };
-}
-
-const RECORD_DEADLINE_MS = 60_000;
-
-/**
- * Records the outcome, riding out a short database outage (PostgreSQL restarting). If it stays down
- * past the deadline the error propagates; the task stays RUNNING with a stale heartbeat and the
- * reconciler settles it.
- */
-async function recordWithRetry(deps: ExecuteDeps, task: TaskRow, outcome: AttemptOutcome, logger: Logger): Promise<TaskRow | undefined> {
-  const deadline = Date.now() + RECORD_DEADLINE_MS;
-  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
-    try {
-      return await recordOutcome(deps.db, task.id, task.attempts, deps.workerId, outcome);
-    } catch (err) {
-      if (!isDatabaseUnavailable(err) || Date.now() + wait > deadline) throw err;
-      logger.warn({ err: errorMessage(err), retryInMs: wait }, "database unavailable while recording the outcome; retrying");
-      await sleep(wait);
-    }
-  }
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import os from "node:os";
 import { run, type Runner } from "graphile-worker";
 import type { Config } from "../config.js";
@@ -103,6 +104,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
             logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
             return;
           }
+          // Every in-flight attempt listens on the pool's one shutdown signal.
+          setMaxListeners(config.workerConcurrency + 10, helpers.abortSignal);
           active++;
           try {
             await executeTask(deps, parsed, String(helpers.job.id), helpers.abortSignal);

@@ -1,5 +1,7 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
+import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Database } from "./schema.js";
 
@@ -50,4 +52,22 @@ export function openDb(options: DbOptions, logger: Logger): Db {
         if (!pool.ended) await pool.end();
       })),
   };
+}
+
+/**
+ * Runs `step`, retrying with capped exponential backoff while PostgreSQL is unreachable (restarting,
+ * failing over), until `patienceMs` has passed; any other error, or running out of patience,
+ * propagates.
+ */
+export async function retryWhileUnavailable<T>(step: () => Promise<T>, what: string, patienceMs: number, logger: Logger): Promise<T> {
+  const deadline = Date.now() + patienceMs;
+  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) || Date.now() + wait > deadline) throw err;
+      logger.warn({ err: errorMessage(err), retryInMs: wait }, `database unavailable while ${what}; retrying`);
+      await sleep(wait);
+    }
+  }
 }

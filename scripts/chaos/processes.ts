@@ -1,0 +1,80 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/task-cli.js");
+
+/** Settings that make the chaos run converge quickly: short lease, frequent checks, quick retries. */
+const chaosEnv = {
+  TASK_ENABLE_SHELL: "true",
+  TASK_LEASE_MS: "3000",
+  TASK_HEARTBEAT_MS: "500",
+  TASK_RECONCILE_INTERVAL_MS: "1000",
+  TASK_BACKOFF_BASE_MS: "100",
+  TASK_BACKOFF_MAX_MS: "2000",
+  TASK_POLL_INTERVAL_MS: "500",
+  TASK_SHUTDOWN_GRACE_MS: "3000",
+  LOG_LEVEL: "error",
+};
+
+/** The server and worker processes of a chaos run. */
+export class ChaosProcesses {
+  private server: ChildProcess | undefined;
+  private readonly workers = new Set<ChildProcess>();
+
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly concurrency: number,
+  ) {}
+
+  private spawn(args: string[]): ChildProcess {
+    return spawn(process.execPath, [cli, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: this.databaseUrl, ...chaosEnv },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+  }
+
+  /** Starts the API server alone and resolves with its address. */
+  startServer(): Promise<string> {
+    const server = this.spawn(["up", "--workers", "0", "--port", "0"]);
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      let out = "";
+      server.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        const match = /listening on (http:\S+)/.exec(out);
+        if (match) resolve(match[1]!);
+      });
+      server.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
+    });
+  }
+
+  /** Starts one more worker process. */
+  startWorker(): void {
+    const worker = this.spawn(["serve", "-n", String(this.concurrency)]);
+    worker.stdout!.resume();
+    this.workers.add(worker);
+    worker.once("exit", () => this.workers.delete(worker));
+  }
+
+  /** kill -9 of a random live worker; resolves with its pid once it is gone. */
+  async killRandomWorker(): Promise<number> {
+    const live = [...this.workers];
+    const victim = live[Math.floor(Math.random() * live.length)]!;
+    const gone = new Promise((resolve) => victim.once("exit", resolve));
+    victim.kill("SIGKILL");
+    await gone;
+    return victim.pid!;
+  }
+
+  /** SIGTERM to everything, waiting for clean exits. */
+  async stopAll(): Promise<void> {
+    const all = [...this.workers, ...(this.server ? [this.server] : [])].filter((p) => p.exitCode === null);
+    await Promise.all(all.map((p) => new Promise((resolve) => (p.once("exit", resolve), p.kill("SIGTERM")))));
+  }
+
+  /** SIGKILL to anything still running (cleanup after a failure). */
+  async killAll(): Promise<void> {
+    for (const p of [...this.workers, ...(this.server ? [this.server] : [])]) if (p.exitCode === null) p.kill("SIGKILL");
+  }
+}

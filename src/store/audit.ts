@@ -1,0 +1,33 @@
+import { sql, type Kysely } from "kysely";
+import type { Database } from "./schema.js";
+
+/** A task with its whole history, for consistency checks (chaos test, operators' audits). */
+export interface TaskWithHistory {
+  id: string;
+  name: string;
+  status: string;
+  attempts: number;
+  last_error: string | null;
+  history: { status: string; attempt: number; details: string }[];
+}
+
+/** Tasks whose name starts with `prefix`, each with its history in order. */
+export async function loadTasksWithHistory(db: Kysely<Database>, prefix: string): Promise<TaskWithHistory[]> {
+  const { rows } = await sql<TaskWithHistory>`
+    select t.id, t.name, t.status, t.attempts, t.last_error,
+      coalesce((select json_agg(json_build_object('status', h.status, 'attempt', h.attempt, 'details', h.details) order by h.id)
+        from task_history h where h.task_id = t.id), '[]') as history
+    from tasks t where t.name like ${`${prefix}%`}
+    order by t.id
+  `.execute(db);
+  return rows;
+}
+
+/** graphile-worker run_task jobs still present, and how many of them are locked. */
+export async function pendingJobCounts(db: Kysely<Database>): Promise<{ jobs: number; locked: number }> {
+  const { rows } = await sql<{ jobs: number; locked: number }>`
+    select count(*)::int as jobs, count(*) filter (where locked_at is not null)::int as locked
+    from graphile_worker.jobs where task_identifier = 'run_task'
+  `.execute(db);
+  return rows[0] ?? { jobs: 0, locked: 0 };
+}
