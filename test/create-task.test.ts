@@ -62,10 +62,19 @@ describe("CreateTask", () => {
     // Defaults of the schema are applied to the stored parameters; a single address becomes a list.
     expect(email.task?.parameters).toEqual({ to: ["a@example.com"], subject: "s", body: "b" });
 
-    const query = await api.client.createTask(taskRequest({ type: "run_query", parameters: { sql: "select 1" }, maxAttempts: 9, timeout: seconds(5) }));
-    expect(query.task?.maxAttempts).toBe(9);
-    expect(query.task?.timeout?.seconds).toBe(5n);
-    expect(query.task?.parameters).toEqual({ sql: "select 1", params: [], target: "playground", max_rows: 100 });
+    const noop = await api.client.createTask(taskRequest({ parameters: {}, maxAttempts: 9, timeout: seconds(5) }));
+    expect(noop.task?.maxAttempts).toBe(9);
+    expect(noop.task?.timeout?.seconds).toBe(5n);
+    expect(noop.task?.parameters).toEqual({ sleep_ms: 0 });
+  });
+
+  it("accepts values at the limits", async () => {
+    const high = await api.client.createTask(taskRequest({ priority: 1000, maxAttempts: 100, timeout: seconds(24 * 3600) }));
+    expect(high.task).toMatchObject({ priority: 1000, maxAttempts: 100, timeout: { seconds: 86_400n } });
+    const low = await api.client.createTask(taskRequest({ priority: -1000, maxAttempts: 1, timeout: create(DurationSchema, { nanos: 1_000_000 }) }));
+    expect(low.task).toMatchObject({ priority: -1000, maxAttempts: 1, timeout: { seconds: 0n, nanos: 1_000_000 } });
+    expect(await jobOf(api.database.db.kysely, high.task!.id)).toMatchObject({ priority: -1000 });
+    expect(await jobOf(api.database.db.kysely, low.task!.id)).toMatchObject({ priority: 1000 });
   });
 
   it("accepts the JSON example from the issue over plain HTTP", async () => {
@@ -168,7 +177,9 @@ describe("CreateTask rejects bad input and writes nothing", () => {
   it.each<[string, CreateTaskInput, string]>([
     ["a NUL character in the name", taskRequest({ name: "a\u0000b" }), "name"],
     ["a NUL character in a parameter", taskRequest({ type: "shell", parameters: { command: "echo \u0000" } }), "parameters.command"],
+    ["a NUL character in the idempotency key", taskRequest({ idempotencyKey: "key\u0000" }), "idempotency_key"],
     ["a run_at beyond year 9999", taskRequest({ runAt: timestampFromDate(new Date("+010000-01-01T00:00:00Z")) }), "run_at"],
+    ["a run_at before year 1", taskRequest({ runAt: timestampFromDate(new Date("-000001-06-01T00:00:00Z")) }), "run_at"],
   ])("rejects %s as InvalidArgument", async (_label, request, field) => {
     const before = await rowCounts(api.database.db.kysely);
     await expectConnectError(api.client.createTask(request), Code.InvalidArgument, field);

@@ -17,7 +17,7 @@ describe("CreateTasks", () => {
     const requests = [
       taskRequest({ name: "b-first", type: "shell", parameters: { command: "true" } }),
       taskRequest({ name: "a-second", type: "send_email", parameters: { to: "x@example.com", subject: "s", body: "b" } }),
-      taskRequest({ name: "d-third", type: "run_query", parameters: { sql: "select 1" }, priority: 3 }),
+      taskRequest({ name: "d-third", parameters: { sleep_ms: 10 }, priority: 3 }),
       taskRequest({ name: "c-fourth" }),
       taskRequest({ name: "e-fifth", priority: -3 }),
     ];
@@ -33,6 +33,16 @@ describe("CreateTasks", () => {
       const { history } = await api.client.getTaskHistory({ id: task.id });
       expect(history.map((h) => h.details)).toEqual(["created"]);
     }
+  });
+
+  it("keeps request order in a large batch", async () => {
+    const requests = Array.from({ length: 1000 }, (_, i) => taskRequest({ name: `bulk-${i}`, priority: (i * 7) % 100 }));
+    const { tasks } = await api.client.createTasks({ tasks: requests });
+    expect(tasks.map((t) => t.name)).toEqual(requests.map((r) => r.name));
+    expect(tasks.map((t) => t.priority)).toEqual(requests.map((r) => r.priority));
+    for (let i = 1; i < tasks.length; i++) expect(tasks[i]!.id).toBeGreaterThan(tasks[i - 1]!.id);
+    const stored = await api.database.db.kysely.selectFrom("tasks").select(["id", "name"]).where("name", "like", "bulk-%").orderBy("id").execute();
+    expect(stored.map((r) => r.name)).toEqual(requests.map((r) => r.name));
   });
 
   it("writes nothing when one task of many is invalid, and names it", async () => {

@@ -44,7 +44,7 @@ describe("CreateTask with an idempotency key", () => {
     ["parameters", { parameters: { sleep_ms: 5 } }],
     ["name", { name: "other name" }],
     ["priority", { priority: 1 }],
-    ["type", { type: "run_query", parameters: { sql: "select 1" } }],
+    ["type", { type: "shell", parameters: { command: "true" } }],
   ])("answers AlreadyExists when the key is reused with a different %s, and writes nothing", async (_label, change) => {
     const key = `conflict-${_label}`;
     const original = taskRequest({ name: "original", idempotencyKey: key });

@@ -176,7 +176,7 @@ describe("cancellation", () => {
     expect(res.task?.status).toBe(TaskStatus.RUNNING);
     const done = await waitForStatus(task!.id, TaskStatus.CANCELLED);
     expect(done.finishedAt).toBeDefined();
-    expect((await history(task!.id)).at(-1)).toEqual(["CANCELLED", 1, "attempt 1 cancelled by request while running"]);
+    expect((await history(task!.id)).at(-1)).toEqual(["CANCELLED", 1, "attempt 1 cancelled by request while running: changed my mind"]);
     await waitFor(() => !processAlive(pid), `shell ${pid} to be killed`);
     await expect(api.client.cancelTask({ id: task!.id })).rejects.toMatchObject({ code: 9 /* FailedPrecondition */ });
   });

@@ -16,7 +16,7 @@ import { listTaskHistory } from "../store/task-history.js";
 import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
-import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { containsNul, encodePageToken, NUL_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
 /** What the handlers need. */
 export interface TaskServiceDeps {
@@ -114,8 +114,9 @@ export function createTaskService({ db, registry, config }: TaskServiceDeps): Se
       const id = validateTaskId(req.id);
       const reason = req.reason.trim();
       if (reason.length > 500) throw InvalidArgumentError.of("reason", "must be at most 500 characters");
+      if (containsNul(reason)) throw InvalidArgumentError.of("reason", NUL_REASON);
       const details = reason ? `cancelled by request: ${reason}` : "cancelled by request";
-      const row = (await cancelWaitingTask(db, id, details)) ?? (await requestCancelRunningTask(db, id));
+      const row = (await cancelWaitingTask(db, id, details, reason || null)) ?? (await requestCancelRunningTask(db, id, reason || null));
       if (row) return { task: taskToProto(row) };
       const current = await findTask(db, id);
       if (!current) throw new TaskNotFoundError(id);

@@ -14,6 +14,40 @@ export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 1000;
 const MAX_PARAMETERS_BYTES = 256 * 1024;
 
+/** PostgreSQL cannot store U+0000 in text or jsonb; reject it up front rather than fail inside. */
+export const NUL_REASON = "must not contain NUL (\\u0000) characters";
+
+/**
+ * The path of the first string holding U+0000 in a value (searching arrays and objects, keys
+ * included), or undefined when there is none.
+ */
+export function findNul(value: unknown, path: string): string | undefined {
+  if (typeof value === "string") return value.includes("\u0000") ? path : undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = findNul(value[i], `${path}[${i}]`);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (value && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      const found = findNul(k, path) ?? findNul(v, `${path}.${k}`);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+/** Whether a value holds U+0000 anywhere. */
+export function containsNul(value: unknown): boolean {
+  return findNul(value, "") !== undefined;
+}
+
+/** run_at must fit PostgreSQL's timestamptz and mean something: years 1970 to 9999. */
+const MIN_RUN_AT = Date.UTC(1970, 0, 1);
+const MAX_RUN_AT = Date.UTC(9999, 11, 31, 23, 59, 59);
+
 /** Collects violations so a request reports all of its problems at once. */
 class Violations {
   readonly list: FieldViolation[] = [];
@@ -34,6 +68,7 @@ export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegis
   const name = req.name.trim();
   if (name.length === 0) v.add(`${prefix}name`, "is required");
   else if (name.length > 200) v.add(`${prefix}name`, "must be at most 200 characters");
+  else if (containsNul(name)) v.add(`${prefix}name`, NUL_REASON);
   if (req.type === "") v.add(`${prefix}type`, "is required");
   if (!Number.isInteger(req.priority) || Math.abs(req.priority) > MAX_PRIORITY) {
     v.add(`${prefix}priority`, `must be between -${MAX_PRIORITY} and ${MAX_PRIORITY}`);
@@ -47,13 +82,18 @@ export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegis
     if (!(timeoutMs >= 1) || timeoutMs > MAX_TIMEOUT_MS) v.add(`${prefix}timeout`, "must be between 1ms and 24h");
   }
   if (req.idempotencyKey.length > 200) v.add(`${prefix}idempotency_key`, "must be at most 200 characters");
+  else if (containsNul(req.idempotencyKey)) v.add(`${prefix}idempotency_key`, NUL_REASON);
   let runAt: Date | null = null;
   if (req.runAt) {
     runAt = timestampDate(req.runAt);
-    if (Number.isNaN(runAt.getTime())) v.add(`${prefix}run_at`, "is not a valid time");
+    const t = runAt.getTime();
+    if (Number.isNaN(t) || t < MIN_RUN_AT || t > MAX_RUN_AT) v.add(`${prefix}run_at`, "must be a time between 1970 and 9999");
   }
   if (req.parameters && JSON.stringify(req.parameters).length > MAX_PARAMETERS_BYTES) {
     v.add(`${prefix}parameters`, `must be at most ${MAX_PARAMETERS_BYTES} bytes of JSON`);
+  } else {
+    const nulAt = findNul(req.parameters, `${prefix}parameters`);
+    if (nulAt) v.add(nulAt, NUL_REASON);
   }
   v.throwIfAny();
 
@@ -118,8 +158,13 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
     if (status) statuses.push(status);
     else v.add(`statuses[${i}]`, `is not a valid status (${s})`);
   });
+  if (req.ids.length > MAX_PAGE_SIZE) v.add("ids", `must list at most ${MAX_PAGE_SIZE} ids`);
+  req.ids.forEach((id, i) => {
+    if (id <= 0n) v.add(`ids[${i}]`, "must be a positive task id");
+  });
   req.types.forEach((t, i) => {
     if (t.trim() === "") v.add(`types[${i}]`, "must not be empty");
+    else if (containsNul(t)) v.add(`types[${i}]`, NUL_REASON);
   });
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) v.add("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
   if (req.pageNumber < 0) v.add("page_number", "must be 1 or more");
@@ -135,6 +180,7 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
   return {
     statuses,
     types: req.types,
+    ids: req.ids.map(String),
     beforeId,
     offset: pageNumber > 1 ? (pageNumber - 1) * pageSize : undefined,
     limit: pageSize,

@@ -1,4 +1,5 @@
 import { Command, Option } from "commander";
+import { registerEnd2EndCommand } from "./commands/end2end.js";
 import { registerServiceCommands } from "./commands/service.js";
 import { registerTaskCommands } from "./commands/task.js";
 import type { CliIO } from "./io.js";
@@ -27,5 +28,6 @@ export function buildProgram(io: CliIO): Command {
     .addOption(new Option("-o, --output <format>", "output format: table, json or yaml").default("table").argParser(parseOutputFormat));
   registerServiceCommands(program, io);
   registerTaskCommands(program, io);
+  registerEnd2EndCommand(program, io);
   return program;
 }

@@ -69,7 +69,6 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
         }
         await cursor.close();
         await client.query("commit");
-        ctx.output.write("system", `${rowCount} row${rowCount === 1 ? "" : "s"} from ${params.target}`);
         return { target: params.target, row_count: rowCount, columns, rows, truncated: rowCount > rows.length };
       } catch (err) {
         await client.query("rollback").catch((e: unknown) => (broken = e as Error));

@@ -38,7 +38,6 @@ export function sendEmailPlugin(options: SendEmailOptions): Plugin<typeof sendEm
       };
       if (smtp) {
         const info = await abortable(ctx.signal, smtp.sendMail(message));
-        ctx.output.write("system", `sent to ${info.accepted.join(", ")}: ${info.response}`);
         return { message_id: messageId, accepted: info.accepted.map(String), rejected: info.rejected.map(String), response: info.response };
       }
       const info = await abortable(ctx.signal, outbox.sendMail(message));
@@ -47,7 +46,6 @@ export function sendEmailPlugin(options: SendEmailOptions): Plugin<typeof sendEm
       // Write then rename, so a reader never sees half a message.
       await writeFile(`${file}.tmp`, info.message as Buffer);
       await rename(`${file}.tmp`, file);
-      ctx.output.write("system", `no SMTP_URL configured: wrote ${file}`);
       return { message_id: messageId, accepted: params.to, outbox_file: file };
     },
   };

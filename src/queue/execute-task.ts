@@ -73,8 +73,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   shutdown.addEventListener("abort", onShutdown, { once: true });
   if (shutdown.aborted) onShutdown();
   const timer = setTimeout(() => controller.abort(new AttemptAborted("timeout", `timed out after ${formatMs(task.timeout_ms)}`)), task.timeout_ms);
-  const output = await TaskLogSink.open(deps.db, taskId, attempt, deps.maxLogLinesPerTask, logger).catch(() => undefined);
-  const sink = output ?? { write: () => undefined, close: async () => undefined };
+  const sink = new TaskLogSink(deps.db, taskId, attempt, deps.maxLogLinesPerTask, logger);
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);

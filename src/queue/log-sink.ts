@@ -2,52 +2,38 @@ import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
 import type { LogSink } from "../plugins/types.js";
 import type { Database } from "../store/schema.js";
-import { appendLogLines, lastLogSeq, type LogLine } from "../store/task-logs.js";
+import { appendLogLines, type LogLine } from "../store/task-logs.js";
 
 const FLUSH_INTERVAL_MS = 250;
 const FLUSH_BATCH = 500;
 const MAX_LINE_CHARS = 8_192;
 
 /**
- * Collects a task's output lines and appends them to task_logs in batches (one statement per batch,
- * at most every 250 ms), numbering them after what earlier attempts stored. Past the per-task cap
- * one truncation marker is written and the rest dropped. Storage failures are logged, never fatal
- * to the task: output is a convenience, the outcome is what must be recorded.
+ * Collects an attempt's output lines and appends them to task_logs in batches (one statement per
+ * batch, at most every 250 ms), numbered after what earlier attempts stored. A task keeps at most
+ * `cap` lines plus one truncation marker; once the cap is hit this sink drops the rest. An attempt
+ * that prints nothing costs no database work. Storage failures are logged, never fatal to the
+ * task: output is a convenience, the outcome is what must be recorded.
  */
 export class TaskLogSink implements LogSink {
-  private buffer: LogLine[] = [];
-  private truncated = false;
+  private buffer: Pick<LogLine, "stream" | "line">[] = [];
+  private full = false;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
 
-  private constructor(
+  constructor(
     private readonly db: Kysely<Database>,
     private readonly taskId: string,
     private readonly attempt: number,
-    private seq: number,
     private readonly cap: number,
     private readonly logger: Logger,
   ) {}
 
-  /** A sink that appends after the task's existing lines. */
-  static async open(db: Kysely<Database>, taskId: string, attempt: number, cap: number, logger: Logger): Promise<TaskLogSink> {
-    return new TaskLogSink(db, taskId, attempt, await lastLogSeq(db, taskId), cap, logger);
-  }
-
   write(stream: LogLine["stream"], line: string): void {
-    if (this.seq >= this.cap) {
-      if (this.truncated) return;
-      this.truncated = true;
-      this.push("system", `[output truncated: more than ${this.cap} lines]`);
-      return;
-    }
-    this.push(stream, line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}…` : line);
-  }
-
-  private push(stream: LogLine["stream"], line: string): void {
-    this.buffer.push({ seq: ++this.seq, attempt: this.attempt, stream, line });
-    if (this.buffer.length >= FLUSH_BATCH) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), FLUSH_INTERVAL_MS);
+    if (this.full) return;
+    this.buffer.push({ stream, line: line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}…` : line });
+    if (this.buffer.length >= FLUSH_BATCH) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_INTERVAL_MS);
   }
 
   private flush(): Promise<void> {
@@ -56,12 +42,16 @@ export class TaskLogSink implements LogSink {
     const batch = this.buffer;
     this.buffer = [];
     if (batch.length > 0) {
-      // Chain so batches land in order.
-      this.flushing = this.flushing.then(() =>
-        appendLogLines(this.db, this.taskId, batch).catch((err: unknown) =>
-          this.logger.warn({ err: err instanceof Error ? err.message : String(err), lines: batch.length }, "dropped task output lines"),
-        ),
-      );
+      // Chained, so batches are numbered in order.
+      this.flushing = this.flushing.then(async () => {
+        if (this.full) return;
+        try {
+          const kept = await appendLogLines(this.db, this.taskId, this.attempt, batch, this.cap);
+          if (kept < batch.length) this.full = true;
+        } catch (err) {
+          this.logger.warn({ err: err instanceof Error ? err.message : String(err), lines: batch.length }, "dropped task output lines");
+        }
+      });
     }
     return this.flushing;
   }

@@ -64,7 +64,9 @@ export async function recordOutcome(
     ),
     history as (
       insert into task_history (task_id, status, attempt, details)
-      select id, status, attempts, ${outcome.details} from updated
+      select id, status, attempts,
+        case when status = 'cancelled' and cancel_reason is not null then ${outcome.details} || ': ' || cancel_reason else ${outcome.details} end
+      from updated
     ),
     retry as (
       select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("updated")})

@@ -17,7 +17,7 @@ export async function settleLostAttempts(db: Kysely<Database>, leaseMs: number, 
   return db.transaction().execute(async (trx) => {
     const { rows: lost } = await sql<{ id: string; job_id: string | null }>`
       select id, job_id from tasks
-      where status = 'running' and heartbeat_at < now() - make_interval(secs => ${leaseMs / 1000})
+      where status = 'running' and (heartbeat_at < now() - make_interval(secs => ${leaseMs / 1000}) or heartbeat_at is null)
       order by heartbeat_at
       limit ${limit}
       for update skip locked
@@ -53,7 +53,7 @@ export async function settleLostAttempts(db: Kysely<Database>, leaseMs: number, 
         insert into task_history (task_id, status, attempt, details)
         select u.id, u.status, u.attempts,
           'attempt ' || u.attempts || ' lost: worker ' || coalesce(b.worker_id, '?') || ' sent no heartbeat for ' || ${lease} || case u.status
-            when 'cancelled' then '; cancellation completed'
+            when 'cancelled' then '; cancellation completed' || coalesce(': ' || u.cancel_reason, '')
             when 'retrying' then '; retrying now'
             else '; giving up after ' || u.attempts || ' attempts' end
         from updated u join before b on b.id = u.id
@@ -111,11 +111,12 @@ export async function finishPendingCancels(db: Kysely<Database>, limit: number):
     updated as (
       update tasks t set status = 'cancelled', finished_at = now(), updated_at = now()
       from pending where t.id = pending.id and t.status in ('queued', 'retrying')
-      returning t.id, t.attempts
+      returning t.id, t.attempts, t.cancel_reason
     ),
     history as (
       insert into task_history (task_id, status, attempt, details)
-      select id, 'cancelled', attempts, 'cancelled: the request arrived while the task was between attempts' from updated
+      select id, 'cancelled', attempts, 'cancelled: the request arrived while the task was between attempts' || coalesce(': ' || cancel_reason, '')
+      from updated
     ),
     removed as (
       select graphile_worker.remove_job('task:' || id::text) from updated

@@ -32,6 +32,7 @@ export interface TasksTable {
   job_id: string | null;
   heartbeat_at: NullableTimestamp;
   cancel_requested_at: NullableTimestamp;
+  cancel_reason: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
   started_at: NullableTimestamp;

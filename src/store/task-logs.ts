@@ -9,25 +9,39 @@ export interface LogLine {
   line: string;
 }
 
-/** The highest sequence number stored for a task (0 when none), so a new attempt appends after it. */
-export async function lastLogSeq(db: Kysely<Database>, taskId: string): Promise<number> {
-  const row = await db
-    .selectFrom("task_logs")
-    .select((eb) => eb.fn.max("seq").as("seq"))
-    .where("task_id", "=", taskId)
-    .executeTakeFirst();
-  return Number(row?.seq ?? 0);
-}
-
-/** Appends a batch of lines in one statement. */
-export async function appendLogLines(db: Kysely<Database>, taskId: string, lines: LogLine[]): Promise<void> {
-  if (lines.length === 0) return;
-  await sql`
+/**
+ * Appends a batch of an attempt's lines after whatever the task already stored, numbering them in
+ * SQL (no read first), keeping at most `cap` lines per task and writing one truncation marker at
+ * seq cap+1 the first time the cap is passed. Returns how many of the lines were kept.
+ */
+export async function appendLogLines(
+  db: Kysely<Database>,
+  taskId: string,
+  attempt: number,
+  lines: Pick<LogLine, "stream" | "line">[],
+  cap: number,
+): Promise<number> {
+  if (lines.length === 0) return 0;
+  const json = JSON.stringify(lines.map((l, i) => ({ i: i + 1, stream: l.stream, line: l.line })));
+  const { rows } = await sql<{ seq: number }>`
+    with base as (
+      select coalesce(max(seq), 0) as m from task_logs where task_id = ${taskId}
+    ),
+    numbered as (
+      select base.m + x.i as seq, x.stream, x.line
+      from base, jsonb_to_recordset(${json}::jsonb) as x(i int, stream text, line text)
+    ),
+    kept as (
+      select seq, stream, line from numbered where seq <= ${cap}
+      union all
+      (select ${cap}::int + 1, 'system', ${`[output truncated: more than ${cap} lines]`} from numbered where seq > ${cap} limit 1)
+    )
     insert into task_logs (task_id, seq, attempt, stream, line)
-    select ${taskId}::bigint, seq, attempt, stream, line
-    from jsonb_to_recordset(${JSON.stringify(lines)}::jsonb) as x(seq int, attempt int, stream text, line text)
+    select ${taskId}::bigint, seq, ${attempt}, stream, line from kept
     on conflict do nothing
+    returning seq
   `.execute(db);
+  return rows.filter((r) => r.seq <= cap).length;
 }
 
 /** A task's lines after `afterSeq`, in order. */

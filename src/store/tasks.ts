@@ -81,6 +81,7 @@ export async function findTask(db: Kysely<Database>, id: string): Promise<TaskRo
 export interface TaskFilter {
   statuses: TaskStatus[];
   types: string[];
+  ids: string[];
   /** Only ids below this (keyset paging, newest first). */
   beforeId?: string;
   offset?: number;
@@ -92,6 +93,7 @@ export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promi
   let base = db.selectFrom("tasks");
   if (filter.statuses.length > 0) base = base.where("status", "in", filter.statuses);
   if (filter.types.length > 0) base = base.where("type", "in", filter.types);
+  if (filter.ids.length > 0) base = base.where("id", "in", filter.ids);
   let page = base.selectAll().orderBy("id", "desc").limit(filter.limit);
   if (filter.beforeId !== undefined) page = page.where("id", "<", filter.beforeId);
   if (filter.offset) page = page.offset(filter.offset);

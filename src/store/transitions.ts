@@ -9,10 +9,11 @@ export const CANCEL_CHANNEL = "task_cancel";
  * Cancels a task that has not started (QUEUED or RETRYING): status, history row and removal of its
  * pending job in one statement. Returns undefined when the task is not in one of those states.
  */
-export async function cancelWaitingTask(db: Kysely<Database>, id: string, details: string): Promise<TaskRow | undefined> {
+export async function cancelWaitingTask(db: Kysely<Database>, id: string, details: string, reason: string | null): Promise<TaskRow | undefined> {
   const { rows } = await sql<TaskRow>`
     with updated as (
-      update tasks set status = 'cancelled', finished_at = now(), updated_at = now(), cancel_requested_at = coalesce(cancel_requested_at, now())
+      update tasks set status = 'cancelled', finished_at = now(), updated_at = now(),
+        cancel_requested_at = coalesce(cancel_requested_at, now()), cancel_reason = coalesce(${reason}, cancel_reason)
       where id = ${id} and status in ('queued', 'retrying')
       returning *
     ),
@@ -29,14 +30,15 @@ export async function cancelWaitingTask(db: Kysely<Database>, id: string, detail
 }
 
 /**
- * Asks the worker running a task to abort it: marks cancel_requested_at and notifies workers. The
+ * Asks the worker running a task to abort it: marks cancel_requested_at (and the reason, which the
+ * CANCELLED history row will quote) and notifies workers. The
  * worker records the CANCELLED outcome (and the reconciler does if that worker is gone).
  * Returns undefined when the task is not RUNNING.
  */
-export async function requestCancelRunningTask(db: Kysely<Database>, id: string): Promise<TaskRow | undefined> {
+export async function requestCancelRunningTask(db: Kysely<Database>, id: string, reason: string | null): Promise<TaskRow | undefined> {
   const { rows } = await sql<TaskRow>`
     with updated as (
-      update tasks set cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+      update tasks set cancel_requested_at = coalesce(cancel_requested_at, now()), cancel_reason = coalesce(${reason}, cancel_reason), updated_at = now()
       where id = ${id} and status = 'running'
       returning *
     )

@@ -1,12 +1,22 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { sql, type Kysely } from "kysely";
 import { expect } from "vitest";
-import { CreateTaskRequestSchema, type Task, type TaskService } from "../../src/gen/task/v1/task_pb.js";
+import type { Task, TaskService } from "../../src/gen/task/v1/task_pb.js";
 import type { Database, TaskStatus } from "../../src/store/schema.js";
 
-/** A CreateTask request as the generated client accepts it. */
-export type CreateTaskInput = MessageInitShape<typeof CreateTaskRequestSchema>;
+/** A CreateTask request as the generated client accepts it (name and type always set). */
+export interface CreateTaskInput {
+  name: string;
+  type: string;
+  parameters?: JsonObject;
+  priority?: number;
+  maxAttempts?: number;
+  timeout?: Duration;
+  runAt?: Timestamp;
+  idempotencyKey?: string;
+}
 
 let sequence = 0;
 

@@ -23,8 +23,8 @@ async function newTaskId(): Promise<string> {
   return row!.id;
 }
 
-function open(taskId: string, attempt: number, cap: number): Promise<TaskLogSink> {
-  return TaskLogSink.open(database.db.kysely, taskId, attempt, cap, database.logger);
+function open(taskId: string, attempt: number, cap: number): TaskLogSink {
+  return new TaskLogSink(database.db.kysely, taskId, attempt, cap, database.logger);
 }
 
 function stored(taskId: string) {
@@ -34,7 +34,7 @@ function stored(taskId: string) {
 describe("TaskLogSink", () => {
   it("keeps the first `cap` lines in order, then one truncation marker", async () => {
     const taskId = await newTaskId();
-    const sink = await open(taskId, 1, 5);
+    const sink = open(taskId, 1, 5);
     for (let i = 1; i <= 8; i++) sink.write(i % 2 === 0 ? "stderr" : "stdout", `line ${i}`);
     await sink.close();
 
@@ -48,38 +48,37 @@ describe("TaskLogSink", () => {
     ]);
   });
 
-  it("past the cap, a later attempt adds only its own truncation marker", async () => {
+  it("past the cap, a later attempt adds nothing: one marker per task", async () => {
     const taskId = await newTaskId();
-    const first = await open(taskId, 1, 5);
+    const first = open(taskId, 1, 5);
     for (let i = 1; i <= 8; i++) first.write("stdout", `first ${i}`);
     await first.close();
 
-    const second = await open(taskId, 2, 5);
+    const second = open(taskId, 2, 5);
     for (let i = 1; i <= 4; i++) second.write("stdout", `second ${i}`);
     await second.close();
 
     const lines = await stored(taskId);
-    expect(lines).toHaveLength(7);
+    expect(lines).toHaveLength(6);
     expect(lines.filter((l) => l.line.startsWith("second"))).toEqual([]);
     expect(lines.filter((l) => l.stream === "system")).toEqual([
       { seq: 6, attempt: 1, stream: "system", line: "[output truncated: more than 5 lines]" },
-      { seq: 7, attempt: 2, stream: "system", line: "[output truncated: more than 5 lines]" },
     ]);
 
     // An attempt that writes nothing adds nothing.
-    const third = await open(taskId, 3, 5);
+    const third = open(taskId, 3, 5);
     await third.close();
-    expect(await stored(taskId)).toHaveLength(7);
+    expect(await stored(taskId)).toHaveLength(6);
   });
 
   it("numbers a later attempt's lines after the earlier ones", async () => {
     const taskId = await newTaskId();
-    const first = await open(taskId, 1, 100);
+    const first = open(taskId, 1, 100);
     first.write("stdout", "a");
     first.write("stderr", "b");
     await first.close();
 
-    const second = await open(taskId, 2, 100);
+    const second = open(taskId, 2, 100);
     second.write("system", "retrying");
     second.write("stdout", "c");
     await second.close();
@@ -94,7 +93,7 @@ describe("TaskLogSink", () => {
 
   it("stores lines while the attempt is still running", async () => {
     const taskId = await newTaskId();
-    const sink = await open(taskId, 1, 100);
+    const sink = open(taskId, 1, 100);
     sink.write("stdout", "progress 10%");
 
     await eventually(async () => (await stored(taskId)).length === 1, "the line to be flushed without close()");
@@ -104,7 +103,7 @@ describe("TaskLogSink", () => {
 
   it("keeps order across many batches", async () => {
     const taskId = await newTaskId();
-    const sink = await open(taskId, 1, 10_000);
+    const sink = open(taskId, 1, 10_000);
     for (let i = 1; i <= 1_234; i++) sink.write("stdout", `n${i}`);
     await sink.close();
 
@@ -115,7 +114,7 @@ describe("TaskLogSink", () => {
 
   it("shortens a very long line", async () => {
     const taskId = await newTaskId();
-    const sink = await open(taskId, 1, 100);
+    const sink = open(taskId, 1, 100);
     sink.write("stdout", "x".repeat(20_000));
     await sink.close();
 
@@ -125,7 +124,7 @@ describe("TaskLogSink", () => {
 
   it("does not fail the attempt when the lines cannot be stored", async () => {
     const missingTask = "999999999";
-    const sink = await open(missingTask, 1, 100);
+    const sink = open(missingTask, 1, 100);
     sink.write("stdout", "goes nowhere");
     await expect(sink.close()).resolves.toBeUndefined();
     expect(await stored(missingTask)).toEqual([]);

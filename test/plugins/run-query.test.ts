@@ -75,7 +75,6 @@ describe("run_query", () => {
       rows: Array.from({ length: 10 }, (_, i) => ({ id: i + 1, label: `row ${i + 1}` })),
       truncated: true,
     });
-    expect(ctx.linesOf("system")).toEqual(["250 rows from playground"]);
   });
 
   it("is not truncated when every row fits, and counts past one cursor batch", async () => {

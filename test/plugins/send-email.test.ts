@@ -112,7 +112,6 @@ describe("send_email over SMTP", () => {
     expect(headers.get("content-type")).toMatch(/^multipart\/alternative/);
     expect(message!.raw).toContain("The report is attached in spirit.");
     expect(message!.raw).toContain("<p>The <b>report</b> is ready.</p>");
-    expect(ctx.linesOf("system")).toEqual([expect.stringContaining("sent to alice@example.com, bob@example.com, carol@example.com")]);
   });
 
   it("uses the task's sender when given, and the same Message-ID on every attempt", async () => {
@@ -173,7 +172,6 @@ describe("send_email without SMTP", () => {
     expect(headers.get("from")).toBe("svc@example.com");
     expect(headers.get("message-id")).toBe(`<task-${ctx.taskId}@task-service>`);
     expect(raw).toContain("Body kept on disk.");
-    expect(ctx.linesOf("system")).toEqual([expect.stringContaining(file)]);
   });
 });
 

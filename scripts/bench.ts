@@ -1,0 +1,118 @@
+/**
+ * Throughput benchmark: our whole pipeline (create through the API, claim, run, record) against a
+ * baseline of bare graphile-worker (bulk add_jobs, a handler that does nothing) on the same embedded
+ * PostgreSQL, in this same process. Prints figures and ratios; asserts nothing.
+ * Usage: npm run bench -- --tasks 5000 --concurrency 10
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { Command } from "commander";
+import { run } from "graphile-worker";
+import { startApiServer } from "../src/api/server.js";
+import { loadConfig } from "../src/config.js";
+import { startEmbeddedPostgres } from "../src/embedded-postgres.js";
+import { TaskService } from "../src/gen/task/v1/task_pb.js";
+import { createLogger } from "../src/logger.js";
+import { builtinPlugins } from "../src/plugins/builtin.js";
+import { startWorkers } from "../src/queue/runner.js";
+import { openDb, type Db } from "../src/store/db.js";
+import { migrate } from "../src/store/migrate.js";
+
+const opts = new Command("bench")
+  .option("--tasks <n>", "tasks (and baseline jobs) per run", "5000")
+  .option("--concurrency <n>", "worker slots", "10")
+  .option("--batch <n>", "tasks per CreateTasks call", "500")
+  .parse()
+  .opts<{ tasks: string; concurrency: string; batch: string }>();
+const N = Number(opts.tasks);
+const concurrency = Number(opts.concurrency);
+const batch = Number(opts.batch);
+const logger = createLogger("silent");
+
+async function count(db: Db, text: string): Promise<number> {
+  return Number((await db.pool.query(text)).rows[0].n);
+}
+
+async function waitUntil(probe: () => Promise<boolean>): Promise<void> {
+  while (!(await probe())) await sleep(20);
+}
+
+/** Bare graphile-worker: N jobs added in one statement, a handler that returns at once. */
+async function baseline(db: Db, url: string): Promise<{ enqueuePerSec: number; runPerSec: number }> {
+  const t0 = performance.now();
+  for (let i = 0; i < N; i += batch) {
+    const n = Math.min(batch, N - i);
+    await db.pool.query(
+      `select count(*) from graphile_worker.add_jobs(array(select row('bench_noop', json_build_object('i', g), null, null, 10, null, 0, null)::graphile_worker.job_spec from generate_series(1, $1) g))`,
+      [n],
+    );
+  }
+  const enqueued = performance.now();
+  let done = 0;
+  const runner = await run({ connectionString: url, concurrency, noHandleSignals: true, pollInterval: 2000, crontab: "", logger: undefined, taskList: { bench_noop: async () => void done++ } });
+  const start = performance.now();
+  await waitUntil(async () => done >= N);
+  const end = performance.now();
+  await runner.stop();
+  return { enqueuePerSec: N / ((enqueued - t0) / 1000), runPerSec: N / ((end - start) / 1000) };
+}
+
+/** Ours: CreateTasks over HTTP, then workers claim, run noop, record; timed to the last SUCCEEDED. */
+async function ours(db: Db, url: string): Promise<{ createPerSec: number; runPerSec: number; endToEndPerSec: number }> {
+  const config = loadConfig({ port: 0, workerConcurrency: concurrency, heartbeatIntervalMs: 3000, reconcileIntervalMs: 0 }, {});
+  const plugins = builtinPlugins(config, logger);
+  const server = await startApiServer({ db: db.kysely, registry: plugins.registry, config, logger });
+  const client = createClient(TaskService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
+  const t0 = performance.now();
+  for (let i = 0; i < N; i += batch) {
+    const n = Math.min(batch, N - i);
+    await client.createTasks({ tasks: Array.from({ length: n }, (_, j) => ({ name: `bench-${i + j}`, type: "noop" })) });
+  }
+  const created = performance.now();
+  const workers = await startWorkers({ databaseUrl: url, registry: plugins.registry, config, logger });
+  const start = performance.now();
+  await waitUntil(async () => (await count(db, "select count(*) as n from tasks where status = 'succeeded'")) >= N);
+  const end = performance.now();
+  await workers.stop();
+  await server.close();
+  await plugins.close();
+  return { createPerSec: N / ((created - t0) / 1000), runPerSec: N / ((end - start) / 1000), endToEndPerSec: N / ((end - t0) / 1000) };
+}
+
+async function main() {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-"));
+  const cluster = await startEmbeddedPostgres(dir, logger);
+  const db = openDb({ connectionString: cluster.url, max: 10 }, logger);
+  try {
+    await migrate(db, logger);
+    const base = await baseline(db, cluster.url);
+    const mine = await ours(db, cluster.url);
+    const f = (n: number) => n.toFixed(0).padStart(7);
+    const r = (a: number, b: number) => (a / b).toFixed(2);
+    process.stdout.write(
+      [
+        `bench: ${N} tasks, concurrency ${concurrency}, batches of ${batch}, node ${process.version}, ${os.cpus().length} cores`,
+        `  enqueue  baseline add_jobs ${f(base.enqueuePerSec)}/s   ours CreateTasks over HTTP ${f(mine.createPerSec)}/s   ratio ${r(mine.createPerSec, base.enqueuePerSec)}`,
+        `  execute  baseline no-op job ${f(base.runPerSec)}/s   ours noop task (claim+run+record) ${f(mine.runPerSec)}/s   ratio ${r(mine.runPerSec, base.runPerSec)}`,
+        `  ours end to end (create → last SUCCEEDED) ${f(mine.endToEndPerSec)}/s`,
+        "",
+      ].join("\n"),
+    );
+  } finally {
+    await db.close();
+    await cluster.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);
