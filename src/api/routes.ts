@@ -7,11 +7,26 @@ import { createTaskService, type TaskServiceDeps } from "./task-service.js";
 /** Maps whatever a handler throws to a Connect error, in one place. */
 export function errorMappingInterceptor(logger: Logger): Interceptor {
   return (next) => async (req) => {
+    const rpcLogger = logger.child({ rpc: req.method.name });
+    let res;
     try {
-      return await next(req);
+      res = await next(req);
     } catch (err) {
-      throw toConnectError(err, logger.child({ rpc: req.method.name }));
+      throw toConnectError(err, rpcLogger);
     }
+    if (!res.stream) return res;
+    // A server stream fails while it is being read, after next() has returned.
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } catch (err) {
+          throw toConnectError(err, rpcLogger);
+        }
+      })(),
+    };
   };
 }
 

@@ -7,10 +7,13 @@ import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { bearerAuthInterceptor } from "./auth.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
+import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
 
 /** What the API server needs. */
-export interface ApiServerDeps extends TaskServiceDeps {
+export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
+  /** For LISTEN (WatchTask wake-ups); without it, watchers poll. */
+  databaseUrl?: string;
   config: Pick<Config, "host" | "port" | "apiTokens" | "allowInsecure" | "maxRequestBytes" | "maxBatchSize">;
 }
 
@@ -35,7 +38,7 @@ export function checkListenSecurity(config: ApiServerDeps["config"]): void {
  * The request handler: Connect, gRPC and gRPC-Web routes, plus /healthz (the process is up) and
  * /readyz (the database answers).
  */
-export function buildHandler(deps: ApiServerDeps): (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void {
+export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"] }): (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void {
   const interceptors = [errorMappingInterceptor(deps.logger)];
   if (deps.config.apiTokens.length > 0) interceptors.unshift(bearerAuthInterceptor(deps.config.apiTokens));
   return connectNodeAdapter({
@@ -70,7 +73,8 @@ const HTTP2_PREFACE_START = "PRI";
  */
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
-  const handler = buildHandler(deps);
+  const events = new TaskEvents(deps.databaseUrl, deps.logger);
+  const handler = buildHandler({ ...deps, events });
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);
   const sockets = new Set<net.Socket>();
@@ -111,6 +115,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
         front.close(() => resolve());
+        void events.close();
         for (const session of sessions) session.close();
         h1.closeIdleConnections();
         // In-flight unary requests are short; give them a moment, then drop what is left.

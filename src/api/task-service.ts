@@ -16,18 +16,22 @@ import { listTaskHistory } from "../store/task-history.js";
 import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
+import type { TaskEvents } from "./task-events.js";
+import { getTaskLogs, watchTask } from "./task-watch.js";
 import { containsNul, encodePageToken, NUL_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
 /** What the handlers need. */
 export interface TaskServiceDeps {
   db: Kysely<Database>;
+  /** Wakes WatchTask streams; see TaskEvents. */
+  events: TaskEvents;
   registry: PluginRegistry;
   config: Pick<Config, "maxBatchSize">;
   logger: Logger;
 }
 
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
-export function createTaskService({ db, registry, config }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+export function createTaskService({ db, events, registry, config }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
     const tasks = requests.map((req, i) => validateCreateTask(req, registry, prefix(i)));
@@ -135,6 +139,10 @@ export function createTaskService({ db, registry, config }: TaskServiceDeps): Se
       }
       return { task: taskToProto(row) };
     },
+
+    getTaskLogs: (req) => getTaskLogs(db, req),
+
+    watchTask: (req, ctx) => watchTask(db, events, req, ctx),
 
     async listTaskTypes() {
       return {

@@ -9,7 +9,8 @@ import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { heartbeat } from "../store/attempts.js";
 import { openDb } from "../store/db.js";
-import { listenForCancellations } from "./cancel-listener.js";
+import { listen } from "../store/listen.js";
+import { CANCEL_CHANNEL } from "../store/transitions.js";
 import { AttemptAborted, executeTask, parsePayload, type ExecuteDeps } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
 import { RUN_TASK } from "./jobs.js";
@@ -68,7 +69,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     inFlight,
   };
 
-  const listener = listenForCancellations(options.databaseUrl, logger, cancel);
+  const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
   const beat = setInterval(() => {
     heartbeat(db.kysely, workerId, [...inFlight.keys()]).then(
       (cancelled) => cancelled.forEach(cancel),

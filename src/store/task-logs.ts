@@ -9,6 +9,9 @@ export interface LogLine {
   line: string;
 }
 
+/** A stored line, with when it was stored. */
+export type StoredLogLine = LogLine & { created_at: Date };
+
 /**
  * Appends a batch of an attempt's lines after whatever the task already stored, numbering them in
  * SQL (no read first), keeping at most `cap` lines per task and writing one truncation marker at
@@ -45,10 +48,10 @@ export async function appendLogLines(
 }
 
 /** A task's lines after `afterSeq`, in order. */
-export async function listLogLines(db: Kysely<Database>, taskId: string, afterSeq = 0, limit = 1000): Promise<LogLine[]> {
+export async function listLogLines(db: Kysely<Database>, taskId: string, afterSeq = 0, limit = 1000): Promise<StoredLogLine[]> {
   return db
     .selectFrom("task_logs")
-    .select(["seq", "attempt", "stream", "line"])
+    .select(["seq", "attempt", "stream", "line", "created_at"])
     .where("task_id", "=", taskId)
     .where("seq", ">", afterSeq)
     .orderBy("seq")

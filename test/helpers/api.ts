@@ -34,7 +34,7 @@ export async function startTestApi(options: TestApiOptions = {}): Promise<TestAp
     {},
   );
   const plugins = builtinPlugins(config, database.logger);
-  const server = await startApiServer({ db: database.db.kysely, registry: plugins.registry, config, logger: database.logger });
+  const server = await startApiServer({ db: database.db.kysely, databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger });
   const interceptors = options.interceptors ?? [];
   return {
     server,

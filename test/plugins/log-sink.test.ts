@@ -27,8 +27,9 @@ function open(taskId: string, attempt: number, cap: number): TaskLogSink {
   return new TaskLogSink(database.db.kysely, taskId, attempt, cap, database.logger);
 }
 
-function stored(taskId: string) {
-  return listLogLines(database.db.kysely, taskId, 0, 10_000);
+async function stored(taskId: string) {
+  const lines = await listLogLines(database.db.kysely, taskId, 0, 10_000);
+  return lines.map(({ created_at: _, ...line }) => line);
 }
 
 describe("TaskLogSink", () => {

@@ -71,7 +71,9 @@ async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSe
   let server: ApiServer | undefined;
   let workers: Workers | undefined;
   try {
-    if (set.api) server = await startApiServer({ db: runtime.db.kysely, registry: runtime.plugins.registry, config: runtime.config, logger });
+    if (set.api) {
+      server = await startApiServer({ db: runtime.db.kysely, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger });
+    }
     if (set.workers > 0) {
       workers = await startWorkers({ databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger });
     }

@@ -16,6 +16,7 @@ import {
   CreateTaskRequestSchema,
 } from "../../gen/task/v1/task_pb.js";
 import { taskClient } from "../client.js";
+import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
@@ -182,4 +183,5 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
 
   addHistoryCommand(task, io);
   addHistoryCommand(program, io);
+  registerObserveCommands([task, program], io);
 }

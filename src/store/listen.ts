@@ -2,35 +2,34 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { CANCEL_CHANNEL } from "../store/transitions.js";
 
 /**
- * Listens for cancellation requests (NOTIFY task_cancel, payload = task id) on a dedicated
- * connection, reconnecting with backoff when PostgreSQL goes away. Notifications missed while
- * disconnected are caught by the heartbeat, which also reports pending cancellations.
+ * LISTENs on a channel on a dedicated connection and calls `onPayload` for each notification,
+ * reconnecting with backoff when PostgreSQL goes away. Notifications sent while disconnected are
+ * lost, so every user has a fallback (workers' heartbeats report pending cancels; watchers poll).
  */
-export function listenForCancellations(connectionString: string, logger: Logger, onCancel: (taskId: string) => void): { close(): Promise<void> } {
+export function listen(connectionString: string, channel: string, logger: Logger, onPayload: (payload: string) => void): { close(): Promise<void> } {
   let stopped = false;
   let client: pg.Client | undefined;
   const loop = async () => {
     for (let wait = 500; !stopped; wait = Math.min(wait * 2, 10_000)) {
-      const c = new pg.Client({ connectionString, application_name: "task-service cancel listener" });
+      const c = new pg.Client({ connectionString, application_name: `task-service listen ${channel}` });
       client = c;
       try {
         const ended = new Promise<void>((resolve) => {
           c.once("error", (err) => {
-            logger.warn({ err: err.message }, "cancel listener connection lost");
+            logger.warn({ channel, err: err.message }, "listen connection lost");
             resolve();
           });
           c.once("end", () => resolve());
         });
         await c.connect();
-        c.on("notification", (msg) => msg.payload && onCancel(msg.payload));
-        await c.query(`LISTEN ${CANCEL_CHANNEL}`);
+        c.on("notification", (msg) => msg.payload && onPayload(msg.payload));
+        await c.query(`LISTEN ${c.escapeIdentifier(channel)}`);
         wait = 500;
         await ended;
       } catch (err) {
-        if (!stopped) logger.warn({ err: errorMessage(err) }, "cancel listener cannot connect; retrying");
+        if (!stopped) logger.warn({ channel, err: errorMessage(err) }, "cannot LISTEN; retrying");
       }
       await c.end().catch(() => undefined);
       if (!stopped) await sleep(wait);
