@@ -24,12 +24,19 @@ describe("WatchTask", () => {
   it("streams the task, its history and its output live until it finishes", async () => {
     const { task } = await api.client.createTask({ name: "chatty", type: "shell", parameters: { command: "echo one; sleep 0.5; echo two >&2; sleep 0.5; echo three" } });
     const events: string[] = [];
+    const watchers = async () =>
+      (await api.database.db.pool.query("select count(*)::int as n from task_watchers where task_id = $1 and expires_at > now()", [task!.id.toString()])).rows[0].n;
+    let registered = 0;
     for await (const res of api.grpc.watchTask({ id: task!.id, includeLogs: true })) {
+      // While the stream is open, the server has asked for this task's notifications.
+      if (events.length === 0) registered = await watchers();
       const e = res.event;
       if (e.case === "history") events.push(`history:${TaskStatus[e.value.status]}`);
       if (e.case === "log") events.push(`log:${e.value.stream}:${e.value.line}`);
       if (e.case === "task") events.push(`task:${TaskStatus[e.value.status]}`);
     }
+    expect(registered).toBe(1);
+    expect(await waitFor(async () => (await watchers()) === 0, "the watch registration to be dropped")).toBe(true);
     expect(events.filter((e) => e.startsWith("log:"))).toEqual(["log:stdout:one", "log:stderr:two", "log:stdout:three"]);
     expect(events.filter((e) => e.startsWith("history:"))).toEqual(["history:QUEUED", "history:RUNNING", "history:SUCCEEDED"]);
     expect(events.at(0)).toMatch(/^task:/);

@@ -73,7 +73,7 @@ const HTTP2_PREFACE_START = "PRI";
  */
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
-  const events = new TaskEvents(deps.databaseUrl, deps.logger);
+  const events = new TaskEvents(deps.db, deps.databaseUrl, deps.logger);
   const handler = buildHandler({ ...deps, events });
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);

@@ -56,39 +56,48 @@ export async function* watchTask(db: Kysely<Database>, events: TaskEvents, req: 
   let lastSeq = 0;
   let lastUpdated = 0;
   let lastHistoryStatus: string | undefined;
-  while (!ctx.signal.aborted) {
-    // Subscribe before reading, so a change between the reads and the wait is not missed.
-    const changed = events.wait(id, WATCH_FALLBACK_POLL_MS, ctx.signal);
-    const task = await findTask(db, id);
-    if (!task) throw new TaskNotFoundError(id);
-    const history = await listTaskHistory(db, id, lastHistoryId);
-    const lines = req.includeLogs ? await listLogLines(db, id, lastSeq, DEFAULT_LOG_LIMIT) : [];
-    if (task.updated_at.getTime() !== lastUpdated) {
-      lastUpdated = task.updated_at.getTime();
-      yield create(WatchTaskResponseSchema, { event: { case: "task", value: taskToProto(task) } });
-    }
-    // Interleave history and output in the order they were stored (output first on a tie: it is
-    // flushed before the outcome is recorded).
-    let h = 0;
-    let l = 0;
-    while (h < history.length || l < lines.length) {
-      const row = history[h];
-      const line = lines[l];
-      if (line && (!row || line.created_at.getTime() <= row.created_at.getTime())) {
-        lastSeq = line.seq;
-        l++;
-        yield create(WatchTaskResponseSchema, { event: { case: "log", value: lineToProto(line) } });
-      } else if (row) {
-        lastHistoryId = row.id;
-        lastHistoryStatus = row.status;
-        h++;
-        yield create(WatchTaskResponseSchema, { event: { case: "history", value: historyToProto(row) } });
+  const unsubscribe = await events.subscribe(id);
+  try {
+    yield* follow();
+  } finally {
+    await unsubscribe();
+  }
+
+  async function* follow(): AsyncIterable<WatchTaskResponse> {
+    while (!ctx.signal.aborted) {
+      // Subscribe before reading, so a change between the reads and the wait is not missed.
+      const changed = events.wait(id, WATCH_FALLBACK_POLL_MS, ctx.signal);
+      const task = await findTask(db, id);
+      if (!task) throw new TaskNotFoundError(id);
+      const history = await listTaskHistory(db, id, lastHistoryId);
+      const lines = req.includeLogs ? await listLogLines(db, id, lastSeq, DEFAULT_LOG_LIMIT) : [];
+      if (task.updated_at.getTime() !== lastUpdated) {
+        lastUpdated = task.updated_at.getTime();
+        yield create(WatchTaskResponseSchema, { event: { case: "task", value: taskToProto(task) } });
       }
+      // Interleave history and output in the order they were stored (output first on a tie: it is
+      // flushed before the outcome is recorded).
+      let h = 0;
+      let l = 0;
+      while (h < history.length || l < lines.length) {
+        const row = history[h];
+        const line = lines[l];
+        if (line && (!row || line.created_at.getTime() <= row.created_at.getTime())) {
+          lastSeq = line.seq;
+          l++;
+          yield create(WatchTaskResponseSchema, { event: { case: "log", value: lineToProto(line) } });
+        } else if (row) {
+          lastHistoryId = row.id;
+          lastHistoryStatus = row.status;
+          h++;
+          yield create(WatchTaskResponseSchema, { event: { case: "history", value: historyToProto(row) } });
+        }
+      }
+      if (lines.length === DEFAULT_LOG_LIMIT) continue;
+      // Output is stored before the outcome is recorded, so once the terminal history row is sent
+      // there is nothing more to come.
+      if (terminalStatuses.includes(task.status) && lastHistoryStatus === task.status) return;
+      await changed;
     }
-    if (lines.length === DEFAULT_LOG_LIMIT) continue;
-    // Output is stored before the outcome is recorded, so once the terminal history row is sent
-    // there is nothing more to come.
-    if (terminalStatuses.includes(task.status) && lastHistoryStatus === task.status) return;
-    await changed;
   }
 }

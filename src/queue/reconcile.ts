@@ -2,6 +2,7 @@ import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
 import { finishPendingCancels, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
+import { deleteExpiredWatchers } from "../store/task-watchers.js";
 
 /** The graphile-worker task identifier of the reconciler's cron job. */
 export const RECONCILE_TASK = "reconcile";
@@ -41,5 +42,6 @@ export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: L
   if (requeued.length > 0) logger.warn({ taskIds: requeued }, "re-enqueued tasks that had no job");
   const cancelled = await finishPendingCancels(db, BATCH);
   if (cancelled.length > 0) logger.info({ taskIds: cancelled }, "finished pending cancellations");
+  await deleteExpiredWatchers(db);
   return { lost, requeued: requeued.length, cancelled: cancelled.length };
 }

@@ -57,11 +57,18 @@ export interface TaskLogsTable {
   created_at: Generated<Date>;
 }
 
+export interface TaskWatchersTable {
+  task_id: string;
+  server_id: string;
+  expires_at: Date;
+}
+
 /** The service's tables, as Kysely sees them. */
 export interface Database {
   tasks: TasksTable;
   task_history: TaskHistoryTable;
   task_logs: TaskLogsTable;
+  task_watchers: TaskWatchersTable;
 }
 
 export type TaskRow = Selectable<TasksTable>;
