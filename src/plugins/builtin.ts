@@ -23,6 +23,7 @@ export function builtinPlugins(config: Config, logger: Logger): BuiltinPlugins {
     targets: config.queryTargets,
     writableTargets: config.queryWritableTargets,
     statementTimeoutMs: config.queryStatementTimeoutMs,
+    poolSize: Math.max(1, Math.min(config.workerConcurrency, 50)),
     logger: logger.child({ plugin: "run_query" }),
   });
   const plugins: Plugin[] = [

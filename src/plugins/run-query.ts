@@ -10,6 +10,8 @@ export interface RunQueryOptions {
   writableTargets: string[];
   /** Upper bound per statement (the task's own timeout applies too). */
   statementTimeoutMs: number;
+  /** Connections per target; as many as the worker runs tasks at once. */
+  poolSize: number;
   logger: Logger;
 }
 
@@ -28,7 +30,7 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
   const poolFor = (target: string) => {
     let pool = pools.get(target);
     if (!pool) {
-      pool = new pg.Pool({ connectionString: options.targets[target], max: 5, connectionTimeoutMillis: 10_000, application_name: "task-service run_query" });
+      pool = new pg.Pool({ connectionString: options.targets[target], max: options.poolSize, connectionTimeoutMillis: 10_000, application_name: "task-service run_query" });
       pool.on("error", (err) => options.logger.warn({ target, err: err.message }, "run_query connection failed"));
       pools.set(target, pool);
     }
@@ -52,8 +54,9 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
       try {
         // An abort while we waited for a connection fired before the listener existed.
         ctx.signal.throwIfAborted();
-        await client.query(params.read_only ? "begin read only" : "begin");
-        await client.query("select set_config('statement_timeout', $1, true)", [`${options.statementTimeoutMs}ms`]);
+        // One round trip: the timeout is an integer from configuration, never request data.
+        const timeoutMs = Math.floor(options.statementTimeoutMs);
+        await client.query(`${params.read_only ? "begin read only" : "begin"}; set local statement_timeout = ${timeoutMs}`);
         // A server-side cancel between statements would cancel nothing.
         ctx.signal.throwIfAborted();
         const cursor = client.query(new Cursor(params.sql, params.params));
@@ -67,7 +70,7 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
           for (const row of batch) if (rows.length < params.max_rows) rows.push(row);
           if (batch.length < BATCH_ROWS) break;
         }
-        await cursor.close();
+        // The cursor is exhausted; commit closes its portal.
         await client.query("commit");
         return { target: params.target, row_count: rowCount, columns, rows, truncated: rowCount > rows.length };
       } catch (err) {

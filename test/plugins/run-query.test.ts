@@ -18,6 +18,7 @@ function plugin(overrides: Partial<RunQueryOptions> = {}): RunQueryPlugin {
     targets: { playground: urlForDatabase(PLAYGROUND_DATABASE) },
     writableTargets: [],
     statementTimeoutMs: 2000,
+    poolSize: 5,
     logger,
     ...overrides,
   });
