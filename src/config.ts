@@ -48,6 +48,8 @@ export const configSchema = z.object({
   maxBatchSize: z.coerce.number().int().min(1).default(5000),
   /** TASK_DB_POOL_SIZE: PostgreSQL connections per process for the API and store. */
   dbPoolSize: z.coerce.number().int().min(1).default(10),
+  /** TASK_METRICS_PORT: `serve` exposes /metrics on this port (0: off; the API server always has /metrics). */
+  metricsPort: z.coerce.number().int().min(0).max(65535).default(0),
   /** TASK_WORKERS: jobs a worker process runs at once (`serve -n`, `up --workers`). */
   workerConcurrency: z.coerce.number().int().min(0).max(1000).default(10),
   /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
@@ -111,6 +113,7 @@ const envNames: Record<keyof Config, string> = {
   maxRequestBytes: "TASK_MAX_REQUEST_BYTES",
   maxBatchSize: "TASK_MAX_BATCH_SIZE",
   dbPoolSize: "TASK_DB_POOL_SIZE",
+  metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",
   backoffMaxMs: "TASK_BACKOFF_MAX_MS",

@@ -7,11 +7,17 @@ import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { bearerAuthInterceptor } from "./auth.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
+import type { Metrics } from "../metrics.js";
+import { taskStatuses } from "../store/schema.js";
+import { countTasksByStatus } from "../store/tasks.js";
+import { metricsInterceptor } from "./metrics-interceptor.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
 
 /** What the API server needs. */
 export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
+  /** Exposed at /metrics, with RPC counts and a tasks-by-status gauge added. */
+  metrics?: Metrics;
   /** For LISTEN (WatchTask wake-ups); without it, watchers poll. */
   databaseUrl?: string;
   config: Pick<Config, "host" | "port" | "apiTokens" | "allowInsecure" | "maxRequestBytes" | "maxBatchSize">;
@@ -38,9 +44,10 @@ export function checkListenSecurity(config: ApiServerDeps["config"]): void {
  * The request handler: Connect, gRPC and gRPC-Web routes, plus /healthz (the process is up) and
  * /readyz (the database answers).
  */
-export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"] }): (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void {
+export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics }): (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void {
   const interceptors = [errorMappingInterceptor(deps.logger)];
   if (deps.config.apiTokens.length > 0) interceptors.unshift(bearerAuthInterceptor(deps.config.apiTokens));
+  if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
   return connectNodeAdapter({
     routes: routes(deps),
     interceptors,
@@ -52,6 +59,17 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
       };
       const path = (req.url ?? "").split("?")[0];
       if (path === "/healthz") return reply(200, "ok");
+      if (path === "/metrics" && deps.metrics) {
+        const registry = deps.metrics.registry;
+        registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { "content-type": registry.contentType });
+            res.end(text);
+          },
+          () => reply(500, "metrics unavailable"),
+        );
+        return;
+      }
       if (path === "/readyz") {
         sql`select 1`.execute(deps.db).then(
           () => reply(200, "ready"),
@@ -74,6 +92,7 @@ const HTTP2_PREFACE_START = "PRI";
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db, deps.databaseUrl, deps.logger);
+  deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db), taskStatuses);
   const handler = buildHandler({ ...deps, events });
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);

@@ -10,6 +10,7 @@ import {
   type CreateTaskRequest,
 } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
@@ -28,20 +29,21 @@ export interface TaskServiceDeps {
   registry: PluginRegistry;
   config: Pick<Config, "maxBatchSize">;
   logger: Logger;
+  metrics?: Metrics;
 }
 
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
-export function createTaskService({ db, events, registry, config }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+export function createTaskService({ db, events, registry, config, metrics }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
     const tasks = requests.map((req, i) => validateCreateTask(req, registry, prefix(i)));
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
-    if (!keyed) {
-      const rows = await insertTasks(db, tasks);
-      return rows.map((row) => ({ row, created: true }));
-    }
-    // With idempotency keys, inserting and checking the replays must commit or fail together.
-    return db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasks(trx, tasks), trx));
+    const results = keyed
+      ? // With idempotency keys, inserting and checking the replays must commit or fail together.
+        await db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasks(trx, tasks), trx))
+      : (await insertTasks(db, tasks)).map((row) => ({ row, created: true }));
+    for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
+    return results;
   }
 
   async function resolveIdempotent(tasks: NewTask[], inserted: TaskRow[], trx: Kysely<Database>) {

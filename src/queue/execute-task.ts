@@ -1,6 +1,7 @@
 import type { Kysely } from "kysely";
 import { errorMessage, InvalidArgumentError, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attempts.js";
@@ -37,6 +38,7 @@ export interface ExecuteDeps {
   maxLogLinesPerTask: number;
   /** Attempts running in this process, by task id: heartbeats and cancel notifications use it. */
   inFlight: Map<string, AbortController>;
+  metrics?: Metrics;
 }
 
 /** Checks a job payload; anything else is a job we did not write and ignore. */
@@ -79,7 +81,12 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     const plugin = deps.registry.resolve(task.type);
     const params = deps.registry.parse(plugin, task.parameters);
     logger.debug({ type: task.type }, "attempt started");
-    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink });
+    const stopTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
+    deps.metrics?.attemptsInFlight.inc();
+    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink }).finally(() => {
+      stopTimer?.();
+      deps.metrics?.attemptsInFlight.dec();
+    });
     outcome = { kind: "succeeded", result: result ?? {}, details: `attempt ${attempt} succeeded` };
   } catch (err) {
     outcome = failureOutcome(deps, task, controller.signal.aborted ? controller.signal.reason : err);
@@ -96,6 +103,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     RECORD_PATIENCE_MS,
     logger,
   );
+  deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
   if (recorded) logger.info({ status: recorded.status }, outcome.details);
   else logger.warn({ outcome: outcome.kind }, "outcome not recorded: the task was already settled by someone else");
 }

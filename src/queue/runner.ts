@@ -5,6 +5,7 @@ import { run, type Runner } from "graphile-worker";
 import type { Config } from "../config.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { heartbeat } from "../store/attempts.js";
@@ -46,6 +47,7 @@ export interface WorkerOptions {
     | "reconcileIntervalMs"
   >;
   logger: Logger;
+  metrics?: Metrics;
 }
 
 /**
@@ -67,6 +69,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     maxLogLinesPerTask: config.maxLogLinesPerTask,
     inFlight,
+    metrics: options.metrics,
   };
 
   const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);

@@ -1,6 +1,7 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { loadConfig, type ConfigOverrides } from "../../src/config.js";
+import type { Metrics } from "../../src/metrics.js";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
@@ -24,6 +25,7 @@ export interface TestApiOptions {
   config?: ConfigOverrides;
   /** Sent with every client call (e.g. an Authorization header). */
   interceptors?: Interceptor[];
+  metrics?: Metrics;
 }
 
 /** Starts a server with shell enabled (unless overridden) and clients for each protocol. */
@@ -34,7 +36,7 @@ export async function startTestApi(options: TestApiOptions = {}): Promise<TestAp
     {},
   );
   const plugins = builtinPlugins(config, database.logger);
-  const server = await startApiServer({ db: database.db.kysely, databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger });
+  const server = await startApiServer({ db: database.db.kysely, databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger, metrics: options.metrics });
   const interceptors = options.interceptors ?? [];
   return {
     server,

@@ -1,4 +1,5 @@
 import { loadConfig, type ConfigOverrides } from "../../src/config.js";
+import type { Metrics } from "../../src/metrics.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
 import { startWorkers, type Workers } from "../../src/queue/runner.js";
 import { PLAYGROUND_DATABASE, urlForDatabase, type TestDatabase } from "./database.js";
@@ -16,10 +17,10 @@ export const fastWorkerConfig: ConfigOverrides = {
 };
 
 /** In-process workers over a test database; stop() also closes their plugins. */
-export async function startTestWorkers(database: TestDatabase, overrides: ConfigOverrides = {}): Promise<Workers> {
+export async function startTestWorkers(database: TestDatabase, overrides: ConfigOverrides = {}, metrics?: Metrics): Promise<Workers> {
   const config = loadConfig({ ...fastWorkerConfig, queryTargets: { playground: urlForDatabase(PLAYGROUND_DATABASE) }, ...overrides }, {});
   const plugins = builtinPlugins(config, database.logger);
-  const workers = await startWorkers({ databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger });
+  const workers = await startWorkers({ databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger, metrics });
   return {
     ...workers,
     async stop() {

@@ -4,6 +4,7 @@ import { startApiServer, type ApiServer } from "../../api/server.js";
 import { startWorkers, type Workers } from "../../queue/runner.js";
 import { configEnvNames, loadConfig, type ConfigOverrides } from "../../config.js";
 import { createLogger } from "../../logger.js";
+import { Metrics, startMetricsServer } from "../../metrics.js";
 import { migrate } from "../../store/migrate.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
@@ -68,23 +69,30 @@ async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSe
   const config = loadConfig({ ...overrides, workerConcurrency: set.workers });
   const logger = createLogger(config.logLevel);
   const runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
+  const metrics = new Metrics();
   let server: ApiServer | undefined;
+  let metricsServer: { close(): Promise<void> } | undefined;
   let workers: Workers | undefined;
   try {
     if (set.api) {
-      server = await startApiServer({ db: runtime.db.kysely, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger });
+      server = await startApiServer({ db: runtime.db.kysely, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
+    } else if (config.metricsPort > 0) {
+      const started = await startMetricsServer(metrics, config.host, config.metricsPort);
+      logger.info({ url: started.url }, "metrics listening");
+      metricsServer = started;
     }
     if (set.workers > 0) {
-      workers = await startWorkers({ databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger });
+      workers = await startWorkers({ databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
     }
   } catch (err) {
     await server?.close();
+    await metricsServer?.close();
     await runtime.close();
     throw err;
   }
   if (set.announce) announce(io, runtime, server, set.workers);
   await waitForShutdownSignal(logger);
-  await Promise.all([server?.close(), workers?.stop()]);
+  await Promise.all([server?.close(), metricsServer?.close(), workers?.stop()]);
   await runtime.close();
   logger.info("stopped");
 }
@@ -107,7 +115,7 @@ function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, wo
 
 /** Registers `server`, `up` and `migrate`. */
 export function registerServiceCommands(program: Command, io: CliIO): void {
-  const envHelp = "\nEnvironment: DATABASE_URL, TASK_HOST, TASK_PORT, TASK_DATA_DIR, TASK_API_TOKENS, TASK_ALLOW_INSECURE, TASK_ENABLE_SHELL,\nTASK_WORKERS, TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS, TASK_SHUTDOWN_GRACE_MS, SMTP_URL, SMTP_FROM, TASK_QUERY_TARGETS, LOG_LEVEL\n(see the README's configuration table).";
+  const envHelp = "\nEnvironment: DATABASE_URL, TASK_HOST, TASK_PORT, TASK_DATA_DIR, TASK_API_TOKENS, TASK_ALLOW_INSECURE, TASK_ENABLE_SHELL,\nTASK_WORKERS, TASK_METRICS_PORT, TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS, TASK_SHUTDOWN_GRACE_MS, SMTP_URL, SMTP_FROM, TASK_QUERY_TARGETS, LOG_LEVEL\n(see the README's configuration table).";
 
   addServerFlags(
     program
