@@ -1,4 +1,5 @@
 import { durationToMs } from "../api/convert.js";
+import { formatDuration } from "../duration.js";
 import type {
   GetTaskHistoryResponse,
   GetTaskStatusCountsResponse,
@@ -7,13 +8,6 @@ import type {
   Task,
 } from "../gen/task/v1/task_pb.js";
 import { humanTime, isoTime, keyValueTable, makeTable, statusName, truncate } from "./output.js";
-
-function formatMs(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
 
 /** One task, as key/value lines. */
 export function taskTable(task: Task | undefined): string {
@@ -25,7 +19,7 @@ export function taskTable(task: Task | undefined): string {
     ["Status", statusName(task.status)],
     ["Attempts", `${task.attempts}/${task.maxAttempts}`],
     ["Priority", String(task.priority)],
-    ["Timeout", task.timeout ? formatMs(durationToMs(task.timeout)) : "-"],
+    ["Timeout", task.timeout ? formatDuration(durationToMs(task.timeout)) : "-"],
     ["Parameters", truncate(JSON.stringify(task.parameters ?? {}), 80)],
     ["Created", `${isoTime(task.createdAt)} (${humanTime(task.createdAt)})`],
     ["Run at", `${isoTime(task.runAt)} (${humanTime(task.runAt)})`],

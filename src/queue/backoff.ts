@@ -12,12 +12,3 @@ export function backoffDelayMs(policy: BackoffPolicy, attempt: number, random: (
   const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
   return Math.round(exp / 2 + random() * (exp / 2));
 }
-
-/** "250ms", "12s", "3m20s": for history rows people read. */
-export function formatDelay(ms: number): string {
-  if (ms < 1000) return `${ms}ms`;
-  const s = Math.round(ms / 1000);
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  return s % 60 === 0 ? `${m}m` : `${m}m${s % 60}s`;
-}

@@ -7,7 +7,8 @@ import type { Plugin } from "../plugins/types.js";
 import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attempts.js";
 import { retryWhileUnavailable } from "../store/db.js";
 import type { Database, TaskRow } from "../store/schema.js";
-import { backoffDelayMs, formatDelay, type BackoffPolicy } from "./backoff.js";
+import { formatDuration } from "../duration.js";
+import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
 import { TaskLogSink } from "./log-sink.js";
 
@@ -49,10 +50,6 @@ export function parsePayload(payload: unknown): RunTaskPayload | undefined {
   return { taskId: p.taskId, attempt: p.attempt };
 }
 
-function formatMs(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
-}
-
 /**
  * Runs one attempt of one task: claim it (guarded), run its plugin with a timeout and an
  * AbortSignal, record the outcome (guarded). A job that is stale (its attempt already ran, the task
@@ -74,7 +71,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   const onShutdown = () => controller.abort(new AttemptAborted("shutdown", "interrupted: the worker shut down"));
   shutdown.addEventListener("abort", onShutdown, { once: true });
   if (shutdown.aborted) onShutdown();
-  const timer = setTimeout(() => controller.abort(new AttemptAborted("timeout", `timed out after ${formatMs(task.timeout_ms)}`)), task.timeout_ms);
+  const timer = setTimeout(() => controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)), task.timeout_ms);
   const sink = new TaskLogSink(deps.db, taskId, attempt, deps.maxLogLinesPerTask, logger);
   let outcome: AttemptOutcome;
   try {
@@ -126,6 +123,6 @@ function failureOutcome(deps: ExecuteDeps, task: TaskRow, err: unknown): Attempt
     kind: "retrying",
     error: message,
     retryAt: new Date(Date.now() + delay),
-    details: `attempt ${attempt} failed: ${message}; ${delay === 0 ? "retrying now" : `retrying in ${formatDelay(delay)}`}`,
+    details: `attempt ${attempt} failed: ${message}; ${delay === 0 ? "retrying now" : `retrying in ${formatDuration(delay)}`}`,
   };
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { backoffDelayMs, formatDelay } from "../../src/queue/backoff.js";
+import { formatDuration } from "../../src/duration.js";
+import { backoffDelayMs } from "../../src/queue/backoff.js";
 
 const policy = { baseMs: 1_000, maxMs: 60_000 };
 const lowest = () => 0;
@@ -43,7 +44,7 @@ describe("backoffDelayMs", () => {
   });
 });
 
-describe("formatDelay", () => {
+describe("formatDuration", () => {
   it.each([
     [0, "0ms"],
     [250, "250ms"],
@@ -55,8 +56,10 @@ describe("formatDelay", () => {
     [60_000, "1m"],
     [120_000, "2m"],
     [200_000, "3m20s"],
-    [3_600_000, "60m"],
+    [1_500, "1.5s"],
+    [3_600_000, "1h"],
+    [5_400_000, "1h30m"],
   ])("formats %i ms as %s", (ms, text) => {
-    expect(formatDelay(ms)).toBe(text);
+    expect(formatDuration(ms)).toBe(text);
   });
 });
