@@ -123,6 +123,15 @@ describe("reading tasks", () => {
     const res = await cli("task", "types");
     expect(res.stdout).toMatch(/shell\s+yes\s+command/);
   });
+
+  it("keeps tables within 100 columns", async () => {
+    await cli("task", "create", "x".repeat(150), "--type", "shell", "-p", `command=echo ${"y".repeat(200)}`);
+    for (const args of [["task", "types"], ["task", "list"], ["task", "get", "--id", "1"], ["task", "status"], ["history", "--id", "1"]]) {
+      const res = await cli(...args);
+      expect(res.code).toBe(0);
+      for (const line of res.stdout.split("\n")) expect(line.length, `${args.join(" ")}: ${line}`).toBeLessThanOrEqual(100);
+    }
+  });
 });
 
 describe("global flags", () => {

@@ -65,7 +65,7 @@ export function taskTypesTable(res: ListTaskTypesResponse): string {
     const schema = (t.parameterSchema ?? {}) as { properties?: Record<string, unknown>; required?: string[] };
     const required = new Set(schema.required ?? []);
     const params = Object.keys(schema.properties ?? {}).map((p) => (required.has(p) ? p : `${p}?`));
-    table.push([t.name, t.enabled ? "yes" : "no", truncate(params.join(", "), 34), truncate(t.description, 40)]);
+    table.push([t.name, t.enabled ? "yes" : "no", truncate(params.join(", "), 32), truncate(t.description, 30)]);
   }
   return table.toString();
 }
