@@ -143,6 +143,7 @@ async function main(): Promise<number> {
 
     // Wait for every task to be terminal.
     for (let lastReport = 0; ; await sleep(500)) {
+      if (procs.serverDied) throw new Error(procs.serverDied);
       const counts = await client.getTaskStatusCounts({}).catch(() => undefined);
       if (counts) {
         const done = counts.counts.filter((c) => [TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED].includes(c.status)).reduce((n, c) => n + Number(c.count), 0);

@@ -21,6 +21,9 @@ const chaosEnv = {
 export class ChaosProcesses {
   private server: ChildProcess | undefined;
   private readonly workers = new Set<ChildProcess>();
+  private stopping = false;
+  /** Set when the server died on its own: the run cannot finish, so it should stop at once. */
+  serverDied: string | undefined;
 
   constructor(
     private readonly databaseUrl: string,
@@ -45,7 +48,10 @@ export class ChaosProcesses {
         const match = /listening on (http:\S+)/.exec(out);
         if (match) resolve(match[1]!);
       });
-      server.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
+      server.once("exit", (code, signal) => {
+        if (!this.stopping) this.serverDied = `the server exited (${code ?? signal})`;
+        reject(new Error(`server exited with ${code ?? signal}`));
+      });
     });
   }
 
@@ -69,12 +75,14 @@ export class ChaosProcesses {
 
   /** SIGTERM to everything, waiting for clean exits. */
   async stopAll(): Promise<void> {
+    this.stopping = true;
     const all = [...this.workers, ...(this.server ? [this.server] : [])].filter((p) => p.exitCode === null);
     await Promise.all(all.map((p) => new Promise((resolve) => (p.once("exit", resolve), p.kill("SIGTERM")))));
   }
 
   /** SIGKILL to anything still running (cleanup after a failure). */
   async killAll(): Promise<void> {
+    this.stopping = true;
     for (const p of [...this.workers, ...(this.server ? [this.server] : [])]) if (p.exitCode === null) p.kill("SIGKILL");
   }
 }
