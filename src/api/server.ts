@@ -35,7 +35,7 @@ export interface ApiServer {
 export function checkListenSecurity(config: ApiServerDeps["config"]): void {
   if (!isLoopbackHost(config.host) && config.apiTokens.length === 0 && !config.allowInsecure) {
     throw new Error(
-      `refusing to listen on ${config.host} without API tokens: set TASK_API_TOKENS (or --token), or pass --insecure to accept unauthenticated access`,
+      `refusing to listen on ${config.host} without API tokens: set TASK_API_TOKENS (or --api-token), or pass --insecure to accept unauthenticated access`,
     );
   }
 }
