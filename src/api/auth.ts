@@ -1,5 +1,9 @@
 import { timingSafeEqual } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+
+/** Services anyone may call: health checks come from probes and load balancers that hold no token. */
+const PUBLIC_SERVICES = new Set([Health.typeName]);
 
 /**
  * Requires `Authorization: Bearer <token>` with one of the configured tokens. Comparison is
@@ -8,6 +12,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 export function bearerAuthInterceptor(tokens: string[]): Interceptor {
   const accepted = tokens.map((t) => Buffer.from(t));
   return (next) => async (req) => {
+    if (PUBLIC_SERVICES.has(req.service.typeName)) return next(req);
     const header = req.header.get("authorization") ?? "";
     const match = /^Bearer\s+(.+)$/i.exec(header);
     if (!match) throw new ConnectError("missing bearer token", Code.Unauthenticated);
