@@ -65,7 +65,7 @@ async function baseline(db: Db, url: string): Promise<{ enqueuePerSec: number; r
 async function ours(db: Db, url: string): Promise<{ createPerSec: number; runPerSec: number; endToEndPerSec: number }> {
   const config = loadConfig({ port: 0, workerConcurrency: concurrency, heartbeatIntervalMs: 3000, reconcileIntervalMs: 0 }, {});
   const plugins = builtinPlugins(config, logger);
-  const server = await startApiServer({ db: db.kysely, registry: plugins.registry, config, logger });
+  const server = await startApiServer({ db, registry: plugins.registry, config, logger });
   const client = createClient(TaskService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
   const t0 = performance.now();
   for (let i = 0; i < N; i += batch) {

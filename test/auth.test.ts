@@ -87,7 +87,7 @@ describe("health endpoints", () => {
     // Port 1 on loopback refuses connections: the database is "down".
     const db = openDb({ connectionString: "postgres://postgres:x@127.0.0.1:1/none", connectionTimeoutMillis: 2_000 }, logger);
     const config = loadConfig({ host: "127.0.0.1", port: 0 }, {});
-    const server = await startApiServer({ db: db.kysely, registry: new PluginRegistry([noopPlugin as Plugin]), config, logger });
+    const server = await startApiServer({ db, registry: new PluginRegistry([noopPlugin as Plugin]), config, logger });
     try {
       expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
       expect((await fetch(`${server.url}/readyz`)).status).toBe(503);

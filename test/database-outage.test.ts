@@ -31,7 +31,7 @@ beforeAll(async () => {
   db = openDb({ connectionString: cluster.url, connectionTimeoutMillis: 2_000 }, logger);
   await migrate(db, logger);
   const config = loadConfig({ ...fastWorkerConfig, port: 0, leaseMs: 2_000, reconcileIntervalMs: 500 }, {});
-  server = await startApiServer({ db: db.kysely, registry: plugins.registry, config, logger });
+  server = await startApiServer({ db, registry: plugins.registry, config, logger });
   workers = await startWorkers({ databaseUrl: cluster.url, registry: plugins.registry, config, logger });
 }, 120_000);
 

@@ -39,7 +39,7 @@ describe("grpc.health.v1 over gRPC", () => {
   it("reports NOT_SERVING when the database cannot be reached", async () => {
     const logger = createLogger("silent");
     const db = openDb({ connectionString: "postgres://postgres:x@127.0.0.1:1/none", connectionTimeoutMillis: 2_000 }, logger);
-    const server = await startApiServer({ db: db.kysely, registry: new PluginRegistry([]), config: loadConfig({ port: 0 }, {}), logger });
+    const server = await startApiServer({ db, registry: new PluginRegistry([]), config: loadConfig({ port: 0 }, {}), logger });
     try {
       expect((await healthClient(server.url).check({ service: "" })).status).toBe(Status.NOT_SERVING);
     } finally {

@@ -36,6 +36,6 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 export function routes(deps: TaskServiceDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(TaskService, createTaskService(deps));
-    router.service(Health, createHealthService(deps.db));
+    router.service(Health, createHealthService(deps.db.kysely));
   };
 }

@@ -71,7 +71,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
         return;
       }
       if (path === "/readyz") {
-        sql`select 1`.execute(deps.db).then(
+        sql`select 1`.execute(deps.db.kysely).then(
           () => reply(200, "ready"),
           () => reply(503, "database unavailable"),
         );
@@ -91,8 +91,8 @@ const HTTP2_PREFACE_START = "PRI";
  */
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
-  const events = new TaskEvents(deps.db, deps.databaseUrl, deps.logger);
-  deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db), taskStatuses);
+  const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
+  deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db.kysely), taskStatuses);
   const handler = buildHandler({ ...deps, events });
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);

@@ -14,7 +14,8 @@ import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
-import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, listTasks, type NewTask } from "../store/tasks.js";
+import type { Db } from "../store/db.js";
+import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
@@ -23,7 +24,7 @@ import { containsNul, encodePageToken, NUL_REASON, validateCreateTask, validateL
 
 /** What the handlers need. */
 export interface TaskServiceDeps {
-  db: Kysely<Database>;
+  db: Db;
   /** Wakes WatchTask streams; see TaskEvents. */
   events: TaskEvents;
   registry: PluginRegistry;
@@ -33,15 +34,16 @@ export interface TaskServiceDeps {
 }
 
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
-export function createTaskService({ db, events, registry, config, metrics }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+export function createTaskService({ db: pair, events, registry, config, metrics }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+  const db = pair.kysely;
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
     const tasks = requests.map((req, i) => validateCreateTask(req, registry, prefix(i)));
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     const results = keyed
       ? // With idempotency keys, inserting and checking the replays must commit or fail together.
-        await db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasks(trx, tasks), trx))
-      : (await insertTasks(db, tasks)).map((row) => ({ row, created: true }));
+        await db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx))
+      : (await insertTasks(pair, tasks)).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return results;
   }

@@ -1,12 +1,11 @@
-import type { Kysely } from "kysely";
 import { errorMessage, InvalidArgumentError, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attempts.js";
-import { retryWhileUnavailable } from "../store/db.js";
-import type { Database, TaskRow } from "../store/schema.js";
+import { retryWhileUnavailable, type Db } from "../store/db.js";
+import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
@@ -31,7 +30,7 @@ export class AttemptAborted extends Error {
 
 /** What executing an attempt needs. */
 export interface ExecuteDeps {
-  db: Kysely<Database>;
+  db: Db;
   registry: PluginRegistry<Plugin>;
   workerId: string;
   logger: Logger;
@@ -72,7 +71,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   shutdown.addEventListener("abort", onShutdown, { once: true });
   if (shutdown.aborted) onShutdown();
   const timer = setTimeout(() => controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)), task.timeout_ms);
-  const sink = new TaskLogSink(deps.db, taskId, attempt, deps.maxLogLinesPerTask, logger);
+  const sink = new TaskLogSink(deps.db.kysely, taskId, attempt, deps.maxLogLinesPerTask, logger);
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);

@@ -62,7 +62,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const inFlight = new Map<string, AbortController>();
   const cancel = (taskId: string) => inFlight.get(taskId)?.abort(new AttemptAborted("cancel", "cancelled by request"));
   const deps: ExecuteDeps = {
-    db: db.kysely,
+    db,
     registry: options.registry,
     workerId,
     logger,

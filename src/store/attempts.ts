@@ -1,28 +1,29 @@
 import { sql, type Kysely } from "kysely";
+import { queryPrepared, type Db } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
-import { jobSpecsFrom } from "./jobs.js";
+import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
 
 /**
  * Starts attempt `attempt` of a task: QUEUED/RETRYING -> RUNNING, attempts incremented, owner and
  * heartbeat set, history row written, in one guarded statement. Returns undefined when the task is
  * not waiting for exactly this attempt (a stale or duplicate job), or a cancel is pending.
  */
-export async function claimAttempt(db: Kysely<Database>, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
-  const { rows } = await sql<TaskRow>`
+export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
+  const rows = await queryPrepared(db, "task_claim_attempt", sql<TaskRow>`
     with claimed as (
       update tasks set
         status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(),
         started_at = now(), updated_at = now()
       where id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1}
         and cancel_requested_at is null
-      returning *
+      returning ${returningTaskColumns}
     ),
     history as (
       insert into task_history (task_id, status, attempt, details)
       select id, 'running', attempts, 'attempt ' || attempts || ' started on ' || ${workerId} from claimed
     )
     select * from claimed
-  `.execute(db);
+  `);
   return rows[0];
 }
 
@@ -40,7 +41,7 @@ export type AttemptOutcome =
  * worker's result is discarded rather than recorded twice.
  */
 export async function recordOutcome(
-  db: Kysely<Database>,
+  db: Db,
   taskId: string,
   attempt: number,
   workerId: string,
@@ -50,7 +51,7 @@ export async function recordOutcome(
   const error = outcome.kind === "retrying" || outcome.kind === "failed" ? outcome.error : null;
   const retryAt = outcome.kind === "retrying" ? outcome.retryAt : null;
   const finished = outcome.kind !== "retrying";
-  const { rows } = await sql<TaskRow>`
+  const rows = await queryPrepared(db, "task_record_outcome", sql<TaskRow>`
     with updated as (
       update tasks set
         status = ${outcome.kind}::task_status,
@@ -60,7 +61,7 @@ export async function recordOutcome(
         finished_at = case when ${finished} then now() else null end,
         worker_id = null, heartbeat_at = null, updated_at = now()
       where id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}
-      returning *
+      returning ${returningTaskColumns}
     ),
     history as (
       insert into task_history (task_id, status, attempt, details)
@@ -73,7 +74,7 @@ export async function recordOutcome(
       where ${outcome.kind === "retrying"}
     )
     select updated.* from updated cross join retry
-  `.execute(db);
+  `);
   return rows[0];
 }
 

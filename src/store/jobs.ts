@@ -1,5 +1,6 @@
 import { sql, type RawBuilder } from "kysely";
 import { JOB_MAX_ATTEMPTS, RUN_TASK } from "../queue/jobs.js";
+import { taskColumns } from "./schema.js";
 
 /**
  * A graphile_worker.job_spec[] built from the rows of `source` (a CTE or table with id, run_at,
@@ -20,3 +21,6 @@ export function jobSpecsFrom(source: string): RawBuilder<unknown> {
       null::text[]
     )::graphile_worker.job_spec) from ${from} as s)`;
 }
+
+/** The tasks columns as a RETURNING list (see taskColumns). */
+export const returningTaskColumns = sql.raw(taskColumns.join(", "));

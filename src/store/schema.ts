@@ -72,5 +72,16 @@ export interface Database {
 }
 
 export type TaskRow = Selectable<TasksTable>;
+
+/**
+ * Every column of tasks, for RETURNING lists. Prepared statements name their columns instead of
+ * using *, so a migration that adds a column cannot break the statements a running (older) worker
+ * has prepared ("cached plan must not change result type").
+ */
+export const taskColumns = [
+  "id", "name", "type", "status", "parameters", "priority", "attempts", "max_attempts", "timeout_ms", "run_at",
+  "idempotency_key", "request_hash", "result", "last_error", "worker_id", "job_id", "heartbeat_at",
+  "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
+] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow, TaskStatus } from "./schema.js";
-import { jobSpecsFrom } from "./jobs.js";
+import { queryPrepared, type Db } from "./db.js";
+import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
 
 /** A validated task to insert. */
 export interface NewTask {
@@ -22,8 +23,16 @@ export interface NewTask {
  * Tasks whose idempotency key already exists are not inserted (the caller resolves them).
  * Returns the inserted rows in input order of insertion (ids ascend with input order).
  */
-export async function insertTasks(db: Kysely<Database>, tasks: NewTask[]): Promise<TaskRow[]> {
-  if (tasks.length === 0) return [];
+export async function insertTasks(db: Db, tasks: NewTask[]): Promise<TaskRow[]> {
+  return tasks.length === 0 ? [] : queryPrepared(db, "task_insert_tasks", insertTasksQuery(tasks));
+}
+
+/** insertTasks inside the caller's transaction (which needs its one connection, so no prepared statement). */
+export async function insertTasksInTransaction(trx: Kysely<Database>, tasks: NewTask[]): Promise<TaskRow[]> {
+  return tasks.length === 0 ? [] : (await insertTasksQuery(tasks).execute(trx)).rows;
+}
+
+function insertTasksQuery(tasks: NewTask[]) {
   const input = JSON.stringify(
     tasks.map((t, ord) => ({
       ord,
@@ -38,7 +47,7 @@ export async function insertTasks(db: Kysely<Database>, tasks: NewTask[]): Promi
       request_hash: t.requestHash,
     })),
   );
-  const { rows } = await sql<TaskRow>`
+  return sql<TaskRow>`
     with input as (
       select * from jsonb_to_recordset(${input}::jsonb) as x(
         ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
@@ -49,7 +58,7 @@ export async function insertTasks(db: Kysely<Database>, tasks: NewTask[]): Promi
       select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash
       from input order by ord
       on conflict (idempotency_key) where idempotency_key is not null do nothing
-      returning *
+      returning ${returningTaskColumns}
     ),
     history as (
       insert into task_history (task_id, status, attempt, details)
@@ -62,8 +71,7 @@ export async function insertTasks(db: Kysely<Database>, tasks: NewTask[]): Promi
       select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("inserted")})
     )
     select inserted.* from inserted cross join jobs order by inserted.id
-  `.execute(db);
-  return rows;
+  `;
 }
 
 /** Existing tasks by idempotency key. */

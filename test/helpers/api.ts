@@ -36,7 +36,7 @@ export async function startTestApi(options: TestApiOptions = {}): Promise<TestAp
     {},
   );
   const plugins = builtinPlugins(config, database.logger);
-  const server = await startApiServer({ db: database.db.kysely, databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger, metrics: options.metrics });
+  const server = await startApiServer({ db: database.db, databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger, metrics: options.metrics });
   const interceptors = options.interceptors ?? [];
   return {
     server,

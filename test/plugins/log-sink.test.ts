@@ -17,7 +17,7 @@ afterAll(async () => {
 
 /** A new task row (the sink only needs one to reference). */
 async function newTaskId(): Promise<string> {
-  const [row] = await insertTasks(database.db.kysely, [
+  const [row] = await insertTasks(database.db, [
     { name: "log-sink", type: "noop", parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, runAt: null, idempotencyKey: null, requestHash: null },
   ]);
   return row!.id;

@@ -75,7 +75,7 @@ async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSe
   let workers: Workers | undefined;
   try {
     if (set.api) {
-      server = await startApiServer({ db: runtime.db.kysely, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
+      server = await startApiServer({ db: runtime.db, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
     } else if (config.metricsPort > 0) {
       const started = await startMetricsServer(metrics, config.host, config.metricsPort);
       logger.info({ url: started.url }, "metrics listening");
