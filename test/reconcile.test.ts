@@ -83,6 +83,23 @@ describe("reconciler", () => {
     }
   }, 30_000);
 
+  it("runs as a graphile-worker job: the cron entry is registered and a reconcile job does a full pass", async () => {
+    const workers = await startTestWorkers(api.database, { reconcileIntervalMs: 0 });
+    try {
+      const crontabs = await sqlQuery("select identifier from graphile_worker._private_known_crontabs");
+      expect(crontabs.rows.map((r) => r.identifier)).toContain("reconcile");
+      const { task } = await api.client.createTask({ name: "orphan-2", type: "noop", runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
+      const key = `task:${task!.id}`;
+      await sqlQuery("select graphile_worker.remove_job($1)", [key]);
+      await sqlQuery("update tasks set updated_at = now() - interval '1 minute' where id = $1", [task!.id.toString()]);
+      // What the cron schedule enqueues every minute, enqueued now.
+      await sqlQuery("select graphile_worker.add_job('reconcile', '{}'::json)");
+      await waitFor(async () => (await sqlQuery("select 1 from graphile_worker.jobs where key = $1", [key])).rowCount === 1, "the reconcile job to re-enqueue the task");
+    } finally {
+      await workers.stop();
+    }
+  });
+
   it("finishes a cancellation requested of a task that went back to waiting", async () => {
     const { task } = await api.client.createTask({ name: "late-cancel", type: "noop", runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
     await sqlQuery("update tasks set cancel_requested_at = now() where id = $1", [task!.id.toString()]);
