@@ -100,7 +100,8 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     logger,
   );
   deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
-  if (recorded) logger.info({ status: recorded.status }, outcome.details);
+  // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
+  if (recorded) logger[outcome.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, outcome.details);
   else logger.warn({ outcome: outcome.kind }, "outcome not recorded: the task was already settled by someone else");
 }
 
