@@ -41,8 +41,11 @@ async function waitUntil(probe: () => Promise<boolean>): Promise<void> {
   while (!(await probe())) await sleep(20);
 }
 
-/** Bare graphile-worker: N jobs added in one statement, a handler that returns at once. */
-async function baseline(db: Db, url: string): Promise<{ enqueuePerSec: number; runPerSec: number }> {
+/**
+ * Bare graphile-worker: N jobs added in one statement, a handler that returns at once; with its
+ * local queue off (its default) or the size our workers use.
+ */
+async function baseline(db: Db, url: string, localQueueSize: number): Promise<{ enqueuePerSec: number; runPerSec: number }> {
   const t0 = performance.now();
   for (let i = 0; i < N; i += batch) {
     const n = Math.min(batch, N - i);
@@ -53,7 +56,15 @@ async function baseline(db: Db, url: string): Promise<{ enqueuePerSec: number; r
   }
   const enqueued = performance.now();
   let done = 0;
-  const runner = await run({ connectionString: url, concurrency, noHandleSignals: true, pollInterval: 2000, crontab: "", logger: undefined, taskList: { bench_noop: async () => void done++ } });
+  const runner = await run({
+    connectionString: url,
+    concurrency,
+    noHandleSignals: true,
+    pollInterval: 2000,
+    crontab: "",
+    preset: { worker: { localQueue: { size: localQueueSize } } },
+    taskList: { bench_noop: async () => void done++ },
+  });
   const start = performance.now();
   await waitUntil(async () => done >= N);
   const end = performance.now();
@@ -89,7 +100,8 @@ async function main() {
   const db = openDb({ connectionString: cluster.url, max: 10 }, logger);
   try {
     await migrate(db, logger);
-    const base = await baseline(db, cluster.url);
+    const base = await baseline(db, cluster.url, -1);
+    const batched = await baseline(db, cluster.url, concurrency);
     const mine = await ours(db, cluster.url);
     const f = (n: number) => n.toFixed(0).padStart(7);
     const r = (a: number, b: number) => (a / b).toFixed(2);
@@ -98,6 +110,7 @@ async function main() {
         `bench: ${N} tasks, concurrency ${concurrency}, batches of ${batch}, node ${process.version}, ${os.cpus().length} cores`,
         `  enqueue  baseline add_jobs ${f(base.enqueuePerSec)}/s   ours CreateTasks over HTTP ${f(mine.createPerSec)}/s   ratio ${r(mine.createPerSec, base.enqueuePerSec)}`,
         `  execute  baseline no-op job ${f(base.runPerSec)}/s   ours noop task (claim+run+record) ${f(mine.runPerSec)}/s   ratio ${r(mine.runPerSec, base.runPerSec)}`,
+        `  execute  baseline with local queue ${concurrency} ${f(batched.runPerSec)}/s   ours (local queue ${concurrency} by default)   ratio ${r(mine.runPerSec, batched.runPerSec)}`,
         `  ours end to end (create → last SUCCEEDED) ${f(mine.endToEndPerSec)}/s`,
         "",
       ].join("\n"),

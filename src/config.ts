@@ -52,6 +52,11 @@ export const configSchema = z.object({
   metricsPort: z.coerce.number().int().min(0).max(65535).default(0),
   /** TASK_WORKERS: jobs a worker process runs at once (`serve -n`, `up --workers`). */
   workerConcurrency: z.coerce.number().int().min(0).max(1000).default(10),
+  /**
+   * TASK_LOCAL_QUEUE_SIZE: jobs a worker process fetches per query and queues locally (graphile-worker's
+   * localQueue), saving a round trip per job; unset means the worker's concurrency, 0 turns it off.
+   */
+  localQueueSize: z.coerce.number().int().min(0).max(10_000).optional(),
   /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
   backoffBaseMs: z.coerce.number().int().min(1).default(1_000),
   /** TASK_BACKOFF_MAX_MS: longest delay between attempts. */
@@ -115,6 +120,7 @@ const envNames: Record<keyof Config, string> = {
   dbPoolSize: "TASK_DB_POOL_SIZE",
   metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
+  localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",
   backoffMaxMs: "TASK_BACKOFF_MAX_MS",
   shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",

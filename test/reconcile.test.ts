@@ -47,6 +47,38 @@ describe("reconciler", () => {
     expect(locked.rows[0].n).toBe(0);
   }, 60_000);
 
+  it("kill -9 of a worker with jobs fetched into its local queue: they are released and run elsewhere", async () => {
+    const victim = spawnCli(["serve", "-n", "1"], {
+      DATABASE_URL: api.database.url,
+      TASK_LOCAL_QUEUE_SIZE: "5",
+      TASK_HEARTBEAT_MS: "200",
+      LOG_LEVEL: "warn",
+    });
+    const { tasks } = await api.client.createTasks({ tasks: [1, 2, 3, 4].map((i) => ({ name: `queued-${i}`, type: "noop", parameters: { sleep_ms: 1_500 } })) });
+    // One running, the other three fetched and locked by the victim's local queue.
+    await waitFor(async () => {
+      const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where task_identifier = 'run_task' and locked_at is not null");
+      return locked.rows[0].n === 4;
+    }, "the victim to lock all four jobs", 30_000);
+    const registered = await sqlQuery("select graphile_ids from workers");
+    expect(registered.rows).toHaveLength(1);
+    victim.child.kill("SIGKILL");
+    await victim.exited;
+
+    const rescuer = await startTestWorkers(api.database, { leaseMs: 1_500, reconcileIntervalMs: 250 });
+    try {
+      for (const t of tasks) {
+        await waitFor(async () => (await statusOf(t.id)) === TaskStatus.SUCCEEDED, `task ${t.name} to succeed`, 30_000);
+      }
+    } finally {
+      await rescuer.stop();
+    }
+    const running = await sqlQuery("select count(*)::int as n from task_history where task_id = any($1::bigint[]) and status = 'running'", [tasks.map((t) => t.id.toString())]);
+    // The one the victim started ran twice (attempt 1 lost); the three it only fetched ran once.
+    expect(running.rows[0].n).toBe(5);
+    expect((await sqlQuery("select count(*)::int as n from workers")).rows[0].n).toBe(0);
+  }, 60_000);
+
   it("re-enqueues a task whose job was deleted", async () => {
     const { task } = await api.client.createTask({ name: "orphan", type: "noop", runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
     const id = task!.id.toString();

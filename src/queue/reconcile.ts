@@ -1,6 +1,6 @@
 import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
-import { finishPendingCancels, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
+import { finishPendingCancels, releaseDeadWorkers, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
 import { deleteExpiredWatchers } from "../store/task-watchers.js";
 
@@ -17,10 +17,13 @@ export interface ReconcileResult {
 }
 
 /**
- * Only the lost-attempt check: cheap (an index on running tasks' heartbeats), run often so a dead
- * worker's tasks are retried within seconds of the lease running out.
+ * Only the dead-worker and lost-attempt checks: cheap (a small table, and an index on running
+ * tasks' heartbeats), run often so a dead worker's tasks, started or only fetched, are retried
+ * within seconds of the lease running out.
  */
 export async function rescueLostAttempts(db: Kysely<Database>, leaseMs: number, logger: Logger): Promise<number> {
+  const dead = await releaseDeadWorkers(db, leaseMs);
+  if (dead.length > 0) logger.warn({ workerIds: dead }, "released the job locks of worker processes that stopped heartbeating");
   let total = 0;
   for (;;) {
     const settled = await settleLostAttempts(db, leaseMs, BATCH);

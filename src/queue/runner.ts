@@ -1,14 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { setMaxListeners } from "node:events";
+import { EventEmitter, setMaxListeners } from "node:events";
 import os from "node:os";
-import { run, type Runner } from "graphile-worker";
+import { run, type Runner, type WorkerEvents } from "graphile-worker";
 import type { Config } from "../config.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import { heartbeat } from "../store/attempts.js";
+import { heartbeat, unregisterWorker } from "../store/attempts.js";
 import { openDb } from "../store/db.js";
 import { listen } from "../store/listen.js";
 import { CANCEL_CHANNEL } from "../store/transitions.js";
@@ -36,6 +36,7 @@ export interface WorkerOptions {
   config: Pick<
     Config,
     | "workerConcurrency"
+    | "localQueueSize"
     | "backoffBaseMs"
     | "backoffMaxMs"
     | "shutdownGraceMs"
@@ -73,12 +74,18 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   };
 
   const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
-  const beat = setInterval(() => {
-    heartbeat(db.kysely, workerId, [...inFlight.keys()]).then(
+  // The ids graphile-worker locks jobs under in this process (its pool's, for the local queue, and
+  // each slot's), reported with every heartbeat so the reconciler can release them if we die.
+  const graphileIds = new Set<string>();
+  const events = new EventEmitter() as WorkerEvents;
+  events.on("pool:create", ({ workerPool }) => graphileIds.add(workerPool.id));
+  events.on("worker:create", ({ worker }) => graphileIds.add(worker.workerId));
+  const beatOnce = () =>
+    heartbeat(db.kysely, workerId, [...graphileIds], [...inFlight.keys()]).then(
       (cancelled) => cancelled.forEach(cancel),
       (err: unknown) => logger.warn({ err: errorMessage(err) }, "heartbeat failed"),
     );
-  }, config.heartbeatIntervalMs);
+  const beat = setInterval(beatOnce, config.heartbeatIntervalMs);
 
   // One full reconcile pass at start-up, so tasks orphaned while no worker ran are rescued now.
   await reconcile(db.kysely, config.leaseMs, logger).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "start-up reconcile failed"));
@@ -89,6 +96,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         }, config.reconcileIntervalMs)
       : undefined;
 
+  // graphile-worker wants a local queue at least as large as the concurrency, or none (-1).
+  const localQueueSize = config.localQueueSize === 0 ? -1 : Math.max(config.localQueueSize ?? config.workerConcurrency, config.workerConcurrency);
   let active = 0;
   let runner: Runner;
   try {
@@ -99,6 +108,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       pollInterval: config.pollIntervalMs,
       logger: graphileLogger(logger),
       gracefulShutdownAbortTimeout: config.shutdownGraceMs,
+      events,
+      preset: { worker: { localQueue: { size: localQueueSize } } },
       // jobKey: one pending reconcile job however many worker processes schedule it.
       crontab: `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
       taskList: {
@@ -130,7 +141,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     await db.close();
     throw err;
   }
-  logger.info({ concurrency: config.workerConcurrency }, "workers started");
+  await beatOnce();
+  logger.info({ concurrency: config.workerConcurrency, localQueueSize }, "workers started");
   let stopping: Promise<void> | undefined;
   return {
     workerId,
@@ -142,6 +154,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(beat);
         clearInterval(rescue);
         await listener.close();
+        await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await db.close();
         logger.info("workers stopped");
       })()),

@@ -79,15 +79,25 @@ export async function recordOutcome(
 }
 
 /**
- * Refreshes the heartbeat of every task this worker is running, in one statement, and returns the
- * ids among them whose cancellation was requested (a fallback for missed notifications).
+ * The worker process's heartbeat, in one statement: it refreshes the process's row in workers (with
+ * the graphile-worker ids its jobs are locked under) and the heartbeat of every task it is running,
+ * and returns the ids among those whose cancellation was requested (a fallback for missed
+ * notifications).
  */
-export async function heartbeat(db: Kysely<Database>, workerId: string, taskIds: string[]): Promise<string[]> {
-  if (taskIds.length === 0) return [];
+export async function heartbeat(db: Kysely<Database>, workerId: string, graphileIds: string[], taskIds: string[]): Promise<string[]> {
   const { rows } = await sql<{ id: string; cancel_requested_at: Date | null }>`
+    with alive as (
+      insert into workers (id, graphile_ids) values (${workerId}, ${graphileIds}::text[])
+      on conflict (id) do update set graphile_ids = excluded.graphile_ids, heartbeat_at = now()
+    )
     update tasks set heartbeat_at = now()
     where id = any(${taskIds}::bigint[]) and status = 'running' and worker_id = ${workerId}
     returning id, cancel_requested_at
   `.execute(db);
   return rows.filter((r) => r.cancel_requested_at !== null).map((r) => r.id);
+}
+
+/** Removes a worker process's row when it stops cleanly. */
+export async function unregisterWorker(db: Kysely<Database>, workerId: string): Promise<void> {
+  await db.deleteFrom("workers").where("id", "=", workerId).execute();
 }

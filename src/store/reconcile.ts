@@ -3,6 +3,28 @@ import type { Database, TaskRow } from "./schema.js";
 import { jobSpecsFrom } from "./jobs.js";
 
 /**
+ * Releases every graphile-worker lock held by worker processes that stopped heartbeating for longer
+ * than the lease (killed, or cut off from the database), and forgets them. Their fetched-but-not-
+ * started jobs become available to other workers at once; jobs of attempts they had started are
+ * settled by settleLostAttempts. If such a process is in fact alive, nothing is run twice: every
+ * claim and outcome is a guarded update.
+ */
+export async function releaseDeadWorkers(db: Kysely<Database>, leaseMs: number): Promise<string[]> {
+  const { rows } = await sql<{ id: string }>`
+    with dead as (
+      delete from workers
+      where heartbeat_at < now() - make_interval(secs => ${leaseMs / 1000})
+      returning id, graphile_ids
+    ),
+    released as (
+      select graphile_worker.force_unlock_workers(array(select distinct unnest(graphile_ids) from dead))
+    )
+    select dead.id from dead where (select count(*) from released) >= 0
+  `.execute(db);
+  return rows.map((r) => r.id);
+}
+
+/**
  * Settles attempts whose worker stopped heartbeating for longer than the lease: the attempt counts,
  * and the task goes to CANCELLED (a cancel was pending), RETRYING (re-enqueued at once: the worker
  * died, not the task) or FAILED (no attempts left), with a history row naming the lost worker. The

@@ -57,6 +57,13 @@ export interface TaskLogsTable {
   created_at: Generated<Date>;
 }
 
+export interface WorkersTable {
+  id: string;
+  graphile_ids: string[];
+  started_at: Generated<Date>;
+  heartbeat_at: Generated<Date>;
+}
+
 export interface TaskWatchersTable {
   task_id: string;
   server_id: string;
@@ -69,6 +76,7 @@ export interface Database {
   task_history: TaskHistoryTable;
   task_logs: TaskLogsTable;
   task_watchers: TaskWatchersTable;
+  workers: WorkersTable;
 }
 
 export type TaskRow = Selectable<TasksTable>;
