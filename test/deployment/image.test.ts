@@ -1,0 +1,206 @@
+/** The deployment files use real CLI commands; the Dockerfile builds an image that can run them (see test/helpers/deployment.ts). */
+import { readdirSync, statSync } from "node:fs";
+import { builtinModules } from "node:module";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { buildProgram } from "../../src/cli/program.js";
+import { root, read, exists, configVariables, ENV_NAME, defaults, parseCli, serviceCommands } from "../helpers/deployment.js";
+
+describe("the CLI commands the deployment files use", () => {
+  it("exist in the program", () => {
+    const program = buildProgram({ stdout: { write: () => true }, stderr: { write: () => true }, isTTY: false });
+    const names = program.commands.map((c) => c.name());
+    for (const name of serviceCommands) expect(names).toContain(name);
+  });
+
+  it("parseCli refuses what the CLI refuses", () => {
+    expect(parseCli(["serve", "-n", "10"]).command).toBe("serve");
+    expect(() => parseCli(["serve", "--no-such-flag"])).toThrow(/unknown option/);
+    expect(() => parseCli(["serverr"])).toThrow();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Dockerfile
+
+interface Instruction {
+  keyword: string;
+  args: string;
+}
+
+/** The Dockerfile's instructions, with continuation lines joined and comments dropped. */
+function dockerfileInstructions(): Instruction[] {
+  const lines = read("Dockerfile").split("\n");
+  const instructions: Instruction[] = [];
+  let current = "";
+  for (const line of lines) {
+    if (/^\s*#/.test(line) || (current === "" && line.trim() === "")) continue;
+    if (line.endsWith("\\")) {
+      current += `${line.slice(0, -1)} `;
+      continue;
+    }
+    current += line;
+    const match = /^\s*([A-Za-z]+)\s+([\s\S]*)$/.exec(current);
+    if (!match) throw new Error(`Dockerfile: cannot read "${current}"`);
+    instructions.push({ keyword: match[1]!.toUpperCase(), args: match[2]!.trim() });
+    current = "";
+  }
+  expect(current, "Dockerfile ends in a continuation line").toBe("");
+  return instructions;
+}
+
+function only(instructions: Instruction[], keyword: string): Instruction {
+  const found = instructions.filter((i) => i.keyword === keyword);
+  expect(found, `one ${keyword}`).toHaveLength(1);
+  return found[0]!;
+}
+
+/** Exec form (a JSON array), which receives signals directly and takes `command` arguments. */
+function execForm(instruction: Instruction): string[] {
+  const value: unknown = JSON.parse(instruction.args);
+  expect(Array.isArray(value) && value.every((v) => typeof v === "string"), `${instruction.keyword} in exec form`).toBe(true);
+  return value as string[];
+}
+
+/** Whether a .dockerignore pattern (the simple forms used here) excludes a path. */
+function dockerIgnored(patterns: string[], file: string): boolean {
+  const clean = file.replace(/^\.\//, "").replace(/\/$/, "");
+  return patterns.some((p) => {
+    const pattern = p.replace(/^\//, "").replace(/\/$/, "");
+    if (pattern.includes("*")) {
+      const re = new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, "[^/]*")}(/|$)`);
+      return re.test(clean);
+    }
+    return clean === pattern || clean.startsWith(`${pattern}/`);
+  });
+}
+
+describe("Dockerfile", () => {
+  const instructions = dockerfileInstructions();
+  const dockerignore = read(".dockerignore")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"));
+
+  it("builds on node:20-bookworm-slim and installs production dependencies only", () => {
+    expect(only(instructions, "FROM").args).toBe("node:20-bookworm-slim");
+    expect(only(instructions, "WORKDIR").args).toBe("/app");
+    const install = instructions.filter((i) => i.keyword === "RUN" && /\bnpm (install|ci)\b/.test(i.args));
+    expect(install).toHaveLength(1);
+    expect(install[0]!.args).toMatch(/npm install --omit=dev\b/);
+  });
+
+  it("copies only files that exist and that .dockerignore does not exclude", () => {
+    const copies = instructions.filter((i) => i.keyword === "COPY" || i.keyword === "ADD");
+    expect(copies.length).toBeGreaterThan(0);
+    const copied: string[] = [];
+    for (const copy of copies) {
+      expect(copy.keyword, "COPY, not ADD").toBe("COPY");
+      const words = copy.args.split(/\s+/).filter((w) => !w.startsWith("--"));
+      expect(words.length, `COPY ${copy.args}: sources and a destination`).toBeGreaterThanOrEqual(2);
+      for (const source of words.slice(0, -1)) {
+        expect(exists(source), `COPY source ${source} exists`).toBe(true);
+        expect(dockerIgnored(dockerignore, source), `COPY source ${source} is not excluded by .dockerignore`).toBe(false);
+        copied.push(source.replace(/^\.\//, "").replace(/\/$/, ""));
+      }
+    }
+    // What the running service reads: the lock file for the install, the entry point, the sources
+    // tsx compiles (with their tsconfig) and the SQL migrations (src/store/migrate.ts reads ../../migrations).
+    for (const needed of ["package.json", "package-lock.json", "bin", "src", "migrations", "tsconfig.json"]) {
+      expect(copied, `the image gets ${needed}`).toContain(needed);
+    }
+    for (const excluded of ["node_modules", ".task", ".git", "test", "scratch"]) {
+      expect(dockerIgnored(dockerignore, excluded), `.dockerignore excludes ${excluded}`).toBe(true);
+    }
+  });
+
+  it("runs bin/task-cli.js, the package's bin, with a service command", () => {
+    const entrypoint = execForm(only(instructions, "ENTRYPOINT"));
+    // tini reaps what shell tasks leave behind; it must be installed for the entrypoint to work.
+    expect(entrypoint).toEqual(["tini", "--", "node", "bin/task-cli.js"]);
+    expect(read("Dockerfile")).toMatch(/apt-get install[^\n]*\btini\b/);
+    expect(exists(entrypoint[3]!)).toBe(true);
+    const pkg = JSON.parse(read("package.json")) as { bin: Record<string, string> };
+    expect(Object.values(pkg.bin)).toContain(entrypoint[3]);
+    const cmd = execForm(only(instructions, "CMD"));
+    expect(parseCli(cmd).command).toBe("server");
+  });
+
+  it("runs as the non-root node user and exposes the default API port", () => {
+    const user = only(instructions, "USER").args;
+    expect(user).not.toMatch(/^(root|0)(:|$)/);
+    expect(["node", "node:node", "1000", "1000:1000"]).toContain(user);
+    expect(only(instructions, "EXPOSE").args).toBe(String(defaults.port));
+    const healthcheck = only(instructions, "HEALTHCHECK").args;
+    expect(healthcheck).toContain("/healthz");
+    expect(healthcheck).toContain("127.0.0.1");
+    expect(healthcheck).toContain(String(defaults.port));
+  });
+
+  it("sets only real configuration variables", () => {
+    for (const name of read("Dockerfile").match(ENV_NAME) ?? []) expect(configVariables, `Dockerfile: ${name}`).toContain(name);
+  });
+});
+
+describe("npm install --omit=dev keeps what the service imports", () => {
+  const pkg = JSON.parse(read("package.json")) as { dependencies: Record<string, string>; devDependencies?: Record<string, string> };
+
+  function sourceFiles(dir: string): string[] {
+    return readdirSync(path.join(root, dir)).flatMap((name) => {
+      const rel = path.join(dir, name);
+      if (statSync(path.join(root, rel)).isDirectory()) return sourceFiles(rel);
+      return /\.(ts|js|mjs|cjs)$/.test(name) && !/\.test\.ts$/.test(name) ? [rel] : [];
+    });
+  }
+
+  /** Packages a file loads at run time: type-only imports are erased by tsx and need nothing. */
+  function runtimeImports(text: string): string[] {
+    const specifiers: string[] = [];
+    const fromClause = /^\s*(?:import|export)\s+(type\s+)?((?:[\w$*\s,]|\{[^}]*\})*?)\s*from\s*["']([^"']+)["']/gm;
+    for (const m of text.matchAll(fromClause)) {
+      const braces = /\{([^}]*)\}/.exec(m[2] ?? "");
+      const outside = (m[2] ?? "").replace(/\{[^}]*\}/, "").replace(/[\s,]/g, "");
+      const allTypes = braces !== null && outside === "" && braces[1]!.split(",").map((s) => s.trim()).filter(Boolean).every((s) => s.startsWith("type "));
+      if (!m[1] && !allTypes) specifiers.push(m[3]!);
+    }
+    for (const m of text.matchAll(/^\s*import\s*["']([^"']+)["']/gm)) specifiers.push(m[1]!);
+    for (const m of text.matchAll(/\b(?:import|require)\(\s*["']([^"']+)["']\s*\)/g)) specifiers.push(m[1]!);
+    return specifiers;
+  }
+
+  const packageName = (specifier: string) => specifier.split("/").slice(0, specifier.startsWith("@") ? 2 : 1).join("/");
+
+  it("every package src/ and bin/ import at run time is a dependency, not a devDependency", () => {
+    const files = [...sourceFiles("src"), ...sourceFiles("bin")];
+    const problems: string[] = [];
+    let seen = 0;
+    for (const file of files) {
+      for (const specifier of runtimeImports(read(file))) {
+        if (specifier.startsWith(".") || specifier.startsWith("node:") || builtinModules.includes(specifier)) continue;
+        seen++;
+        const name = packageName(specifier);
+        if (pkg.dependencies[name]) continue;
+        problems.push(`${file} imports ${specifier}, ${pkg.devDependencies?.[name] ? "a devDependency (dropped by --omit=dev)" : "not in package.json"}`);
+      }
+    }
+    expect(seen, "found the imports").toBeGreaterThan(10);
+    expect(problems).toEqual([]);
+  });
+
+  it("sees through the forms of import the sources use", () => {
+    const text = [
+      'import { Command, Option } from "commander";',
+      'import type { Kysely } from "kysely";',
+      'import { type Pool, type PoolClient } from "pg";',
+      'import pino, { type Logger } from "pino";',
+      'export { x } from "zod";',
+      'import "tsx/esm/api";',
+      'const m = await import("cli-table3");',
+      'const q = sql`select * from "tasks"`;',
+    ].join("\n");
+    expect(runtimeImports(text)).toEqual(["commander", "pino", "zod", "tsx/esm/api", "cli-table3"]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Compose files
