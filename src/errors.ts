@@ -56,14 +56,6 @@ export class IdempotencyConflictError extends Error {
   }
 }
 
-/** The database cannot be reached right now; the caller may retry. */
-export class DatabaseUnavailableError extends Error {
-  override name = "DatabaseUnavailableError";
-  constructor(cause: unknown) {
-    super(`database unavailable: ${errorMessage(cause)}`, { cause });
-  }
-}
-
 /** A failure that retrying cannot fix (e.g. invalid parameters): the task goes straight to FAILED. */
 export class PermanentTaskError extends Error {
   override name = "PermanentTaskError";
@@ -86,7 +78,6 @@ const unavailableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EP
  * connection refused/reset, admin shutdown, "cannot connect now", pool connect time-out.
  */
 export function isDatabaseUnavailable(err: unknown): boolean {
-  if (err instanceof DatabaseUnavailableError) return true;
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: unknown }).code;
   if (typeof code === "string" && (unavailableCodes.has(code) || code.startsWith("08"))) return true;

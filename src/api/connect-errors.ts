@@ -1,6 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  DatabaseUnavailableError,
   IdempotencyConflictError,
   InvalidArgumentError,
   InvalidTransitionError,
@@ -22,7 +21,7 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
     return new ConnectError(err.message, Code.FailedPrecondition);
   }
   if (err instanceof IdempotencyConflictError) return new ConnectError(err.message, Code.AlreadyExists);
-  if (err instanceof DatabaseUnavailableError || isDatabaseUnavailable(err)) {
+  if (isDatabaseUnavailable(err)) {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "database unavailable");
     return new ConnectError("database unavailable, try again shortly", Code.Unavailable);
   }

@@ -2,6 +2,9 @@ import { UsageError } from "./io.js";
 
 const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+/** Commander's accumulator for a repeatable option. */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
 /** Parses "500ms", "30s", "5m", "1h30m", "2d"; anything else is a UsageError naming the flag. */
 export function parseDuration(value: string, flag: string): number {
   const parts = [...value.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)];

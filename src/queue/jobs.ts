@@ -7,11 +7,6 @@ export const RUN_TASK = "run_task";
  */
 export const JOB_MAX_ATTEMPTS = 10;
 
-/** The job key of a task: at most one pending job per task. */
-export function jobKey(taskId: string): string {
-  return `task:${taskId}`;
-}
-
 /** What a run_task job carries. */
 export interface RunTaskPayload {
   taskId: string;

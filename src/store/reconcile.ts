@@ -1,6 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
-import { jobSpecsFrom } from "./jobs.js";
+import { jobSpecsFrom, taskJobKey } from "./jobs.js";
 
 /**
  * Releases every graphile-worker lock held by worker processes that stopped heartbeating for longer
@@ -105,7 +105,7 @@ export async function requeueOrphans(db: Kysely<Database>, limit: number): Promi
         and t.updated_at < now() - interval '5 seconds'
         and not exists (
           select 1 from graphile_worker.jobs j
-          where j.key = 'task:' || t.id::text and (j.locked_at is not null or j.attempts < j.max_attempts))
+          where j.key = ${taskJobKey("t.id")} and (j.locked_at is not null or j.attempts < j.max_attempts))
       order by t.id
       limit ${limit}
       for update of t skip locked
@@ -141,7 +141,7 @@ export async function finishPendingCancels(db: Kysely<Database>, limit: number):
       from updated
     ),
     removed as (
-      select graphile_worker.remove_job('task:' || id::text) from updated
+      select graphile_worker.remove_job(${taskJobKey("id")}) from updated
     )
     select updated.id from updated where (select count(*) from removed) >= 0
   `.execute(db);

@@ -1,6 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
-import { jobSpecsFrom } from "./jobs.js";
+import { jobSpecsFrom, taskJobKey } from "./jobs.js";
 
 /** Channel on which cancellation requests for running tasks are announced to workers. */
 export const CANCEL_CHANNEL = "task_cancel";
@@ -22,7 +22,7 @@ export async function cancelWaitingTask(db: Kysely<Database>, id: string, detail
       select id, status, attempts, ${details} from updated
     ),
     removed as (
-      select graphile_worker.remove_job('task:' || id::text) from updated
+      select graphile_worker.remove_job(${taskJobKey("id")}) from updated
     )
     select updated.* from updated where (select count(*) from removed) >= 0
   `.execute(db);

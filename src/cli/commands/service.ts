@@ -8,7 +8,7 @@ import { Metrics, startMetricsServer } from "../../metrics.js";
 import { migrate } from "../../store/migrate.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
-import { parseInteger } from "../parse.js";
+import { collect, parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
 interface ServerFlags {
@@ -26,8 +26,6 @@ function parsePort(value: string): number {
   if (!/^\d+$/.test(value) || port > 65535) throw new UsageError(`--port: "${value}" is not a port number (0-65535)`);
   return port;
 }
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 /** Adds the flags shared by `server` and `up`. */
 function addServerFlags(cmd: Command): Command {

@@ -20,11 +20,9 @@ import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { parseDuration, parseInteger, parseJsonObject, parseKeyValues, parseTaskId, parseTime } from "../parse.js";
+import { collect, parseDuration, parseInteger, parseJsonObject, parseKeyValues, parseTaskId, parseTime } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { historyTable, statusCountsTable, taskListTable, taskTable, taskTypesTable } from "../views.js";
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 /** Parses a --status value (case-insensitive, with or without the TASK_STATUS_ prefix). */
 function parseStatus(value: string): TaskStatus {
