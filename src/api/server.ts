@@ -6,6 +6,7 @@ import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { bearerAuthInterceptor } from "./auth.js";
+import { dashboardHandler } from "./dashboard.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
@@ -48,6 +49,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   const interceptors = [errorMappingInterceptor(deps.logger)];
   if (deps.config.apiTokens.length > 0) interceptors.unshift(bearerAuthInterceptor(deps.config.apiTokens));
   if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
+  const dashboard = dashboardHandler();
   return connectNodeAdapter({
     routes: routes(deps),
     interceptors,
@@ -77,6 +79,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
         );
         return;
       }
+      if (dashboard(req, res)) return;
       reply(404, "not found");
     },
   });

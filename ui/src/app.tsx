@@ -1,0 +1,62 @@
+import { Link, Route, Switch, useRoute } from "wouter";
+import { ConnectionBanner } from "./components/ConnectionBanner";
+import { TokenPrompt } from "./components/TokenPrompt";
+import { forgetToken, useAuthState, currentToken } from "./services/auth";
+import { Overview } from "./routes/overview";
+import { TaskList } from "./routes/tasks/index";
+import { TaskDetail } from "./routes/tasks/$taskId";
+import { NewTask } from "./routes/tasks/new";
+
+function NavLink({ href, children }: { href: string; children: string }) {
+  const [exact] = useRoute(href);
+  const [nested] = useRoute(`${href}/*?`);
+  const active = href === "/" ? exact : nested && !(href === "/tasks" && window.location.pathname === "/tasks/new");
+  return (
+    <Link href={href} aria-current={active ? "page" : undefined}>
+      {children}
+    </Link>
+  );
+}
+
+/** The page frame: header and navigation, the connection banner, the routes, the token prompt. */
+export function App() {
+  const auth = useAuthState();
+  return (
+    <>
+      <a className="skip-link" href="#main">
+        Skip to content
+      </a>
+      <header className="app-header">
+        <Link href="/" className="brand">
+          Tasks
+        </Link>
+        <nav aria-label="Main">
+          <NavLink href="/">Overview</NavLink>
+          <NavLink href="/tasks">Tasks</NavLink>
+          <NavLink href="/tasks/new">New task</NavLink>
+        </nav>
+        {currentToken() && auth.kind === "ok" && (
+          <button type="button" className="link-button sign-out" onClick={() => (forgetToken(), window.location.reload())}>
+            Sign out
+          </button>
+        )}
+      </header>
+      <ConnectionBanner />
+      <main id="main" tabIndex={-1}>
+        <Switch>
+          <Route path="/" component={Overview} />
+          <Route path="/tasks" component={TaskList} />
+          <Route path="/tasks/new" component={NewTask} />
+          <Route path="/tasks/:id">{(params) => <TaskDetail idText={params.id} />}</Route>
+          <Route>
+            <h1>Not found</h1>
+            <p>
+              There is no page here. <Link href="/">Go to the overview</Link>.
+            </p>
+          </Route>
+        </Switch>
+      </main>
+      {auth.kind !== "ok" && <TokenPrompt refused={auth.kind === "refused"} />}
+    </>
+  );
+}

@@ -1,0 +1,111 @@
+import { Link } from "wouter";
+import { useQuery } from "@connectrpc/connect-query";
+import { TaskService, TaskStatus } from "../../../src/gen/task/v1/task_pb.js";
+import { TaskTable } from "../components/TaskTable";
+import { durationMs, formatDuration, STATUSES, statusName } from "../format";
+import { useLiveStatusCounts, useLiveTaskList } from "../hooks/useLiveTasks";
+import { useNow } from "../hooks/useNow";
+import { errorText } from "../services/field-errors";
+
+/** Counts per status, what is running, recent failures, and the task types. */
+export function Overview() {
+  const now = useNow();
+  const counts = useLiveStatusCounts();
+  const running = useLiveTaskList({ statuses: [TaskStatus.RUNNING], pageSize: 5 });
+  const failed = useLiveTaskList({ statuses: [TaskStatus.FAILED], pageSize: 5 });
+  const types = useQuery(TaskService.method.listTaskTypes, {});
+  const byStatus = new Map(counts.data?.counts.map((c) => [c.status, c.count]));
+
+  return (
+    <>
+      <h1>Overview</h1>
+      <section aria-labelledby="counts-title">
+        <h2 id="counts-title" className="visually-hidden">
+          Tasks by status
+        </h2>
+        {counts.isError && !counts.data && (
+          <p className="error-box" role="alert">
+            Could not load counts: {errorText(counts.error)}
+          </p>
+        )}
+        <ul className="count-cards" data-testid="status-counts">
+          <li>
+            <Link href="/tasks" className="count-card">
+              <span className="count-label">All tasks</span>
+              <span className="count-value" data-status="TOTAL">
+                {counts.data ? counts.data.total.toLocaleString() : "…"}
+              </span>
+            </Link>
+          </li>
+          {STATUSES.map((s) => {
+            const name = statusName(s);
+            return (
+              <li key={s}>
+                <Link href={`/tasks?status=${name.toLowerCase()}`} className={`count-card count-${name.toLowerCase()}`}>
+                  <span className="count-label">{name}</span>
+                  <span className="count-value" data-status={name}>
+                    {counts.data ? (byStatus.get(s) ?? 0n).toLocaleString() : "…"}
+                  </span>
+                </Link>
+              </li>
+            );
+          })}
+        </ul>
+      </section>
+
+      <div className="two-columns">
+        <section aria-labelledby="running-title">
+          <h2 id="running-title">
+            Running now <Link href="/tasks?status=running" className="see-all">see all</Link>
+          </h2>
+          {running.data?.tasks.length ? <TaskTable tasks={running.data.tasks} now={now} caption="Running tasks" /> : <p className="muted">{running.data ? "Nothing is running." : "…"}</p>}
+        </section>
+        <section aria-labelledby="failed-title">
+          <h2 id="failed-title">
+            Recent failures <Link href="/tasks?status=failed" className="see-all">see all</Link>
+          </h2>
+          {failed.data?.tasks.length ? <TaskTable tasks={failed.data.tasks} now={now} caption="Recently failed tasks" /> : <p className="muted">{failed.data ? "No failed tasks." : "…"}</p>}
+        </section>
+      </div>
+
+      <section aria-labelledby="types-title">
+        <h2 id="types-title">Task types</h2>
+        {types.data && (
+          <table className="types-table">
+            <thead>
+              <tr>
+                <th scope="col">Type</th>
+                <th scope="col">Description</th>
+                <th scope="col">Attempts</th>
+                <th scope="col">Timeout</th>
+                <th scope="col">
+                  <span className="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {types.data.types.map((t) => (
+                <tr key={t.name}>
+                  <td data-label="Type">
+                    <Link href={`/tasks?type=${encodeURIComponent(t.name)}`}>{t.name}</Link>
+                    {!t.enabled && <span className="tag">disabled</span>}
+                  </td>
+                  <td data-label="Description">{t.description}</td>
+                  <td data-label="Attempts">{t.defaultMaxAttempts}</td>
+                  <td data-label="Timeout">{formatDuration(durationMs(t.defaultTimeout))}</td>
+                  <td data-label="">
+                    {t.enabled && (
+                      <Link href={`/tasks/new?type=${encodeURIComponent(t.name)}`} aria-label={`Create a ${t.name} task`}>
+                        Create
+                      </Link>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
+    </>
+  );
+}

@@ -1,0 +1,231 @@
+import { useState } from "react";
+import { Link } from "wouter";
+import { useMutation } from "@connectrpc/connect-query";
+import { useQueryClient } from "@tanstack/react-query";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { TaskService, type Task } from "../../../../src/gen/task/v1/task_pb.js";
+import { HistoryTimeline } from "../../components/HistoryTimeline";
+import { JsonView } from "../../components/JsonView";
+import { LogTail } from "../../components/LogTail";
+import { StatusBadge } from "../../components/StatusBadge";
+import { canCancel, canRetry, durationMs, formatAbsolute, formatDuration, formatRelative, isTerminal, toDate } from "../../format";
+import { useNow } from "../../hooks/useNow";
+import { useWatchTask } from "../../hooks/useWatchTask";
+import { taskClient } from "../../services/client";
+import { errorText } from "../../services/field-errors";
+import { invalidateTaskLists } from "../../services/task-keys";
+import { downloadTaskLog } from "../../services/task-log";
+
+function When({ date, now }: { date: Date | undefined; now: number }) {
+  if (!date) return <>—</>;
+  return (
+    <time dateTime={date.toISOString()} title={formatAbsolute(date)}>
+      {formatAbsolute(date)} <span className="muted">({formatRelative(date, now)})</span>
+    </time>
+  );
+}
+
+/** One task: its state, parameters and result, history, live output, and actions. */
+export function TaskDetail({ idText }: { idText: string }) {
+  if (!/^[1-9]\d{0,18}$/.test(idText)) {
+    return (
+      <>
+        <h1>Not a task id</h1>
+        <p>
+          “{idText}” is not a task id. <Link href="/tasks">Back to tasks</Link>
+        </p>
+      </>
+    );
+  }
+  return <WatchedTaskDetail key={idText} id={BigInt(idText)} />;
+}
+
+function WatchedTaskDetail({ id }: { id: bigint }) {
+  // A retried task runs again: a new generation reopens the stream, which ends at a finished task.
+  const [generation, setGeneration] = useState(0);
+  const watched = useWatchTask(id, generation);
+  const now = useNow(5_000);
+  const task = watched.task;
+
+  if (watched.state === "failed") {
+    const notFound = watched.error instanceof ConnectError && watched.error.code === Code.NotFound;
+    return (
+      <>
+        <h1>{notFound ? `Task #${id} not found` : `Task #${id}`}</h1>
+        <p className="error-box" role="alert">
+          {notFound ? "There is no task with this id." : `Could not load the task: ${errorText(watched.error)}`}
+        </p>
+        <p>
+          <Link href="/tasks">Back to tasks</Link>
+        </p>
+      </>
+    );
+  }
+  if (!task) return <p className="muted">Loading task #{id.toString()}…</p>;
+
+  const live = watched.state === "live" && !isTerminal(task.status);
+  return (
+    <>
+      <p className="breadcrumb">
+        <Link href="/tasks">Tasks</Link> / #{task.id.toString()}
+      </p>
+      <div className="page-title">
+        <h1>
+          {task.name} <span className="muted">#{task.id.toString()}</span>
+        </h1>
+        <span data-testid="task-status">
+          <StatusBadge status={task.status} />
+        </span>
+      </div>
+      <TaskActions task={task} onRetried={() => setGeneration((g) => g + 1)} />
+
+      <section aria-labelledby="summary-title" className="card">
+        <h2 id="summary-title" className="visually-hidden">
+          Summary
+        </h2>
+        <dl className="summary">
+          <dt>Type</dt>
+          <dd>{task.type}</dd>
+          <dt>Attempts</dt>
+          <dd>
+            {task.attempts} of {task.maxAttempts}
+          </dd>
+          <dt>Priority</dt>
+          <dd>{task.priority}</dd>
+          <dt>Timeout</dt>
+          <dd>{formatDuration(durationMs(task.timeout))}</dd>
+          <dt>Created</dt>
+          <dd>
+            <When date={toDate(task.createdAt)} now={now} />
+          </dd>
+          <dt>Run at</dt>
+          <dd>
+            <When date={toDate(task.runAt)} now={now} />
+          </dd>
+          <dt>Started</dt>
+          <dd>
+            <When date={toDate(task.startedAt)} now={now} />
+          </dd>
+          <dt>Finished</dt>
+          <dd>
+            <When date={toDate(task.finishedAt)} now={now} />
+          </dd>
+          {task.idempotencyKey && (
+            <>
+              <dt>Idempotency key</dt>
+              <dd>
+                <code>{task.idempotencyKey}</code>
+              </dd>
+            </>
+          )}
+        </dl>
+      </section>
+
+      {task.lastError && (
+        <section aria-labelledby="error-title" className="card card-error">
+          <h2 id="error-title">Last error</h2>
+          <pre className="last-error" data-testid="last-error">
+            {task.lastError}
+          </pre>
+        </section>
+      )}
+
+      <div className="two-columns">
+        <section aria-labelledby="params-title" className="card">
+          <h2 id="params-title">Parameters</h2>
+          <JsonView value={task.parameters} label="Parameters" />
+        </section>
+        <section aria-labelledby="result-title" className="card">
+          <h2 id="result-title">Result</h2>
+          <JsonView value={task.result} label="Result" />
+        </section>
+      </div>
+
+      <section aria-labelledby="output-title" className="card">
+        <h2 id="output-title">Output</h2>
+        <OutputPanel id={task.id} watchedLines={watched.logs} lastSeq={watched.lastSeq} live={live} />
+      </section>
+
+      <section aria-labelledby="history-title" className="card">
+        <h2 id="history-title">History</h2>
+        <HistoryTimeline history={watched.history} now={now} />
+      </section>
+    </>
+  );
+}
+
+function OutputPanel({ id, watchedLines, lastSeq, live }: { id: bigint; watchedLines: ReturnType<typeof useWatchTask>["logs"]; lastSeq: number; live: boolean }) {
+  const [downloading, setDownloading] = useState(false);
+  const [problem, setProblem] = useState("");
+  async function download() {
+    setDownloading(true);
+    setProblem("");
+    try {
+      await downloadTaskLog(taskClient, id);
+    } catch (err) {
+      setProblem(`Download failed: ${errorText(err)}`);
+    } finally {
+      setDownloading(false);
+    }
+  }
+  return (
+    <>
+      <LogTail lines={watchedLines} lastSeq={lastSeq} live={live} onDownload={download} downloading={downloading} />
+      {problem && (
+        <p className="field-error" role="alert">
+          {problem}
+        </p>
+      )}
+    </>
+  );
+}
+
+/** Cancel (with a confirmation), retry and clone, as the task's status allows. */
+function TaskActions({ task, onRetried }: { task: Task; onRetried: () => void }) {
+  const queryClient = useQueryClient();
+  const [confirming, setConfirming] = useState(false);
+  const [problem, setProblem] = useState("");
+  const done = () => invalidateTaskLists(queryClient);
+  const cancel = useMutation(TaskService.method.cancelTask, {
+    onSuccess: () => (setConfirming(false), done()),
+    onError: (err) => setProblem(`Cancel failed: ${errorText(err)}`),
+  });
+  const retry = useMutation(TaskService.method.retryTask, {
+    onSuccess: () => (onRetried(), done()),
+    onError: (err) => setProblem(`Retry failed: ${errorText(err)}`),
+  });
+
+  return (
+    <div className="task-actions">
+      {canCancel(task.status) &&
+        (confirming ? (
+          <span className="confirm" role="group" aria-label="Confirm cancel">
+            <span>Cancel this task?</span>
+            <button type="button" className="danger" autoFocus disabled={cancel.isPending} onClick={() => (setProblem(""), cancel.mutate({ id: task.id, reason: "cancelled from the dashboard" }))}>
+              {cancel.isPending ? "Cancelling…" : "Yes, cancel it"}
+            </button>
+            <button type="button" onClick={() => setConfirming(false)}>
+              Keep running
+            </button>
+          </span>
+        ) : (
+          <button type="button" className="danger" onClick={() => setConfirming(true)}>
+            Cancel
+          </button>
+        ))}
+      {canRetry(task.status) && (
+        <button type="button" className="primary" disabled={retry.isPending} onClick={() => (setProblem(""), retry.mutate({ id: task.id }))}>
+          {retry.isPending ? "Retrying…" : "Retry"}
+        </button>
+      )}
+      <Link href={`/tasks/new?clone=${task.id}`} className="button">
+        Clone
+      </Link>
+      {problem && (
+        <p className="field-error" role="alert">
+          {problem}
+        </p>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,56 @@
+import type { TaskStatus } from "../../../../src/gen/task/v1/task_pb.js";
+import { STATUSES, statusFromName, statusName } from "../../format";
+
+/** The tasks view's state, all of it kept in the URL so a view can be shared and survives reload. */
+export interface TaskListSearch {
+  statuses: TaskStatus[];
+  types: string[];
+  /** Search by id: only these tasks. */
+  ids: bigint[];
+  /** The page token of the page shown ("" for the newest page). */
+  cursor: string;
+  pageSize: number;
+}
+
+export const DEFAULT_PAGE_SIZE = 50;
+export const PAGE_SIZES = [20, 50, 100, 200];
+const MAX_IDS = 100;
+
+function list(params: URLSearchParams, key: string): string[] {
+  return (params.get(key) ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+/** Parses "1, #2 3" into ids; undefined when some part is not a task id. */
+export function parseIds(text: string): bigint[] | undefined {
+  const parts = text.split(/[\s,]+/).map((s) => s.replace(/^#/, "")).filter((s) => s !== "");
+  if (parts.some((p) => !/^[1-9]\d{0,18}$/.test(p))) return undefined;
+  return [...new Set(parts)].slice(0, MAX_IDS).map((p) => BigInt(p));
+}
+
+/** Reads the view from a query string; values that make no sense are dropped, not errors. */
+export function parseTaskListSearch(search: string): TaskListSearch {
+  const params = new URLSearchParams(search);
+  const statuses = STATUSES.filter((s) => list(params, "status").some((n) => statusFromName(n) === s));
+  const types = [...new Set(list(params, "type"))];
+  const ids = parseIds(list(params, "id").join(",")) ?? [];
+  const size = Number(params.get("size"));
+  return {
+    statuses,
+    types,
+    ids,
+    cursor: params.get("cursor") ?? "",
+    pageSize: PAGE_SIZES.includes(size) ? size : DEFAULT_PAGE_SIZE,
+  };
+}
+
+/** The query string for a view, defaults left out and in a stable order (so equal views have equal URLs). */
+export function taskListSearchString(s: TaskListSearch): string {
+  const params = new URLSearchParams();
+  if (s.statuses.length > 0) params.set("status", [...s.statuses].sort((a, b) => a - b).map((st) => statusName(st).toLowerCase()).join(","));
+  if (s.types.length > 0) params.set("type", [...s.types].sort().join(","));
+  if (s.ids.length > 0) params.set("id", s.ids.join(","));
+  if (s.pageSize !== DEFAULT_PAGE_SIZE) params.set("size", String(s.pageSize));
+  if (s.cursor) params.set("cursor", s.cursor);
+  // Commas are safe in a query string and far easier to read than %2C.
+  return params.toString().replaceAll("%2C", ",");
+}
