@@ -1,5 +1,5 @@
 import type { TaskHistoryEntry } from "../../../src/gen/task/v1/task_pb.js";
-import { formatAbsolute, formatRelative, toDate } from "../format";
+import { formatAbsolute, formatRelative, statusName, toDate } from "../format";
 import { StatusBadge } from "./StatusBadge";
 
 /** A task's state changes, oldest first, grouped visually by attempt. */
@@ -10,7 +10,7 @@ export function HistoryTimeline({ history, now }: { history: TaskHistoryEntry[];
       {history.map((h) => {
         const at = toDate(h.createdAt);
         return (
-          <li key={h.id.toString()} className={`timeline-item status-line-${h.status}`}>
+          <li key={h.id.toString()} className={`timeline-item timeline-${statusName(h.status).toLowerCase()}`}>
             <div className="timeline-head">
               <StatusBadge status={h.status} />
               {h.attempt > 0 && <span className="muted">attempt {h.attempt}</span>}

@@ -6,12 +6,24 @@ const HINTS: Partial<Record<FieldSpec["kind"], string>> = {
   json: "JSON.",
 };
 
+/** "recipient address" -> "Recipient address." */
+function sentence(text: string): string {
+  if (!text) return "";
+  const t = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(t) ? t : `${t}.`;
+}
+
+/** "is required" for "subject" reads "subject is required"; a reason that is a sentence stays as it is. */
+export function errorSentence(field: string, reason: string): string {
+  return /^(is|must|cannot|should|has|was|are)\b/.test(reason) ? `${field} ${reason}` : reason;
+}
+
 /** One generated parameter input with its label, hint and error. */
 export function ParameterInput({ field, value, error, onChange }: { field: FieldSpec; value: string; error?: string; onChange: (value: string) => void }) {
   const id = `param-${field.name}`;
   const hintId = `${id}-hint`;
   const errorId = `${id}-error`;
-  const hint = [field.description, HINTS[field.kind], field.defaultValue !== undefined ? `Default: ${JSON.stringify(field.defaultValue)}.` : ""].filter(Boolean).join(" ");
+  const hint = [sentence(field.description), HINTS[field.kind], field.defaultValue !== undefined ? `Default: ${JSON.stringify(field.defaultValue)}.` : ""].filter(Boolean).join(" ");
   const common = {
     id,
     name: field.name,
@@ -59,14 +71,14 @@ export function ParameterInput({ field, value, error, onChange }: { field: Field
         {field.required && <span className="required"> (required)</span>}
       </label>
       {input}
+      {error && (
+        <p id={errorId} className="field-error" data-field-error={field.name}>
+          {errorSentence(field.name, error)}
+        </p>
+      )}
       {hint && (
         <p id={hintId} className="hint">
           {hint}
-        </p>
-      )}
-      {error && (
-        <p id={errorId} className="field-error" data-field-error={field.name}>
-          {error}
         </p>
       )}
     </div>

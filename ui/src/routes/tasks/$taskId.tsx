@@ -1,4 +1,4 @@
-import { useState } from "react";
+import { useState, type ReactNode } from "react";
 import { Link } from "wouter";
 import { useMutation } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
@@ -22,6 +22,15 @@ function When({ date, now }: { date: Date | undefined; now: number }) {
     <time dateTime={date.toISOString()} title={formatAbsolute(date)}>
       {formatAbsolute(date)} <span className="muted">({formatRelative(date, now)})</span>
     </time>
+  );
+}
+
+function Item({ term, children }: { term: string; children: ReactNode }) {
+  return (
+    <div>
+      <dt>{term}</dt>
+      <dd>{children}</dd>
+    </div>
   );
 }
 
@@ -69,11 +78,11 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
       <p className="breadcrumb">
         <Link href="/tasks">Tasks</Link> / #{task.id.toString()}
       </p>
-      <div className="page-title">
+      <div className="page-title detail-title">
         <h1>
           {task.name} <span className="muted">#{task.id.toString()}</span>
         </h1>
-        <span data-testid="task-status">
+        <span data-testid="task-status" className="big-status">
           <StatusBadge status={task.status} />
         </span>
       </div>
@@ -84,39 +93,28 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
           Summary
         </h2>
         <dl className="summary">
-          <dt>Type</dt>
-          <dd>{task.type}</dd>
-          <dt>Attempts</dt>
-          <dd>
+          <Item term="Type">{task.type}</Item>
+          <Item term="Attempts">
             {task.attempts} of {task.maxAttempts}
-          </dd>
-          <dt>Priority</dt>
-          <dd>{task.priority}</dd>
-          <dt>Timeout</dt>
-          <dd>{formatDuration(durationMs(task.timeout))}</dd>
-          <dt>Created</dt>
-          <dd>
+          </Item>
+          <Item term="Priority">{task.priority}</Item>
+          <Item term="Timeout">{formatDuration(durationMs(task.timeout))}</Item>
+          <Item term="Created">
             <When date={toDate(task.createdAt)} now={now} />
-          </dd>
-          <dt>Run at</dt>
-          <dd>
+          </Item>
+          <Item term="Run at">
             <When date={toDate(task.runAt)} now={now} />
-          </dd>
-          <dt>Started</dt>
-          <dd>
+          </Item>
+          <Item term="Started">
             <When date={toDate(task.startedAt)} now={now} />
-          </dd>
-          <dt>Finished</dt>
-          <dd>
+          </Item>
+          <Item term="Finished">
             <When date={toDate(task.finishedAt)} now={now} />
-          </dd>
+          </Item>
           {task.idempotencyKey && (
-            <>
-              <dt>Idempotency key</dt>
-              <dd>
-                <code>{task.idempotencyKey}</code>
-              </dd>
-            </>
+            <Item term="Idempotency key">
+              <code>{task.idempotencyKey}</code>
+            </Item>
           )}
         </dl>
       </section>

@@ -4,7 +4,7 @@ import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { skipToken, useQueryClient } from "@tanstack/react-query";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { TaskService, type CreateTaskRequest, type TaskType } from "../../../../src/gen/task/v1/task_pb.js";
-import { ParameterInput } from "../../components/ParameterInput";
+import { errorSentence, ParameterInput } from "../../components/ParameterInput";
 import { durationMs, formatDuration, parseDuration } from "../../format";
 import { fieldsFromSchema, fromParameters, inputForViolation, toParameters, type FieldValues } from "../../forms/parameter-fields";
 import { errorText, fieldViolations } from "../../services/field-errors";
@@ -29,14 +29,14 @@ function Field({ name, label, hint, error, children }: { name: CommonField; labe
     <div className={`field${error ? " has-error" : ""}`}>
       <label htmlFor={`field-${name}`}>{label}</label>
       {children}
+      {error && (
+        <p id={`field-${name}-error`} className="field-error" data-field-error={name}>
+          {errorSentence(label.replace(/ \(required\)$/, ""), error)}
+        </p>
+      )}
       {hint && (
         <p id={`field-${name}-hint`} className="hint">
           {hint}
-        </p>
-      )}
-      {error && (
-        <p id={`field-${name}-error`} className="field-error" data-field-error={name}>
-          {error}
         </p>
       )}
     </div>
