@@ -71,17 +71,19 @@ export function dashboardHandler(dir: string = DEFAULT_DASHBOARD_DIR): Dashboard
   };
 }
 
-/** The decoded URL path, or undefined when it could escape the folder or names a hidden file. */
+/**
+ * The decoded URL path, or undefined when it names a hidden file or a parent folder (checked on the
+ * path as sent, before anything could normalise ".." away), so no request reaches outside the folder.
+ */
 function safePathname(url: string): string | undefined {
   let pathname: string;
   try {
-    pathname = decodeURIComponent(new URL(url, "http://dashboard").pathname);
+    pathname = decodeURIComponent(url.split(/[?#]/, 1)[0]!);
   } catch {
     return undefined;
   }
-  if (pathname.includes("\0") || pathname.includes("\\")) return undefined;
-  const segments = pathname.split("/");
-  if (segments.some((s) => s === ".." || s.startsWith("."))) return undefined;
+  if (!pathname.startsWith("/") || pathname.includes("\0") || pathname.includes("\\")) return undefined;
+  if (pathname.split("/").some((s) => s === ".." || s.startsWith("."))) return undefined;
   return pathname;
 }
 

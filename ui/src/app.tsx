@@ -1,4 +1,4 @@
-import { Link, Route, Switch, useRoute } from "wouter";
+import { Link, Route, Switch, useLocation } from "wouter";
 import { ConnectionBanner } from "./components/ConnectionBanner";
 import { TokenPrompt } from "./components/TokenPrompt";
 import { forgetToken, useAuthState, currentToken } from "./services/auth";
@@ -7,14 +7,37 @@ import { TaskList } from "./routes/tasks/index";
 import { TaskDetail } from "./routes/tasks/$taskId";
 import { NewTask } from "./routes/tasks/new";
 
+/** Which section a path belongs to, for the navigation's "current page" mark. */
+function section(path: string): string {
+  if (path === "/tasks/new") return "/tasks/new";
+  if (path === "/tasks" || path.startsWith("/tasks/")) return "/tasks";
+  return path;
+}
+
 function NavLink({ href, children }: { href: string; children: string }) {
-  const [exact] = useRoute(href);
-  const [nested] = useRoute(`${href}/*?`);
-  const active = href === "/" ? exact : nested && !(href === "/tasks" && window.location.pathname === "/tasks/new");
+  const [location] = useLocation();
   return (
-    <Link href={href} aria-current={active ? "page" : undefined}>
+    <Link href={href} aria-current={section(location) === href ? "page" : undefined}>
       {children}
     </Link>
+  );
+}
+
+/** One component per URL. */
+function Pages() {
+  return (
+    <Switch>
+      <Route path="/" component={Overview} />
+      <Route path="/tasks" component={TaskList} />
+      <Route path="/tasks/new" component={NewTask} />
+      <Route path="/tasks/:id">{(params) => <TaskDetail idText={params.id} />}</Route>
+      <Route>
+        <h1>Not found</h1>
+        <p>
+          There is no page here. <Link href="/">Go to the overview</Link>.
+        </p>
+      </Route>
+    </Switch>
   );
 }
 
@@ -43,18 +66,8 @@ export function App() {
       </header>
       <ConnectionBanner />
       <main id="main" tabIndex={-1}>
-        <Switch>
-          <Route path="/" component={Overview} />
-          <Route path="/tasks" component={TaskList} />
-          <Route path="/tasks/new" component={NewTask} />
-          <Route path="/tasks/:id">{(params) => <TaskDetail idText={params.id} />}</Route>
-          <Route>
-            <h1>Not found</h1>
-            <p>
-              There is no page here. <Link href="/">Go to the overview</Link>.
-            </p>
-          </Route>
-        </Switch>
+        {/* Until the server accepts a token, nothing behind the prompt asks for (or shows) data. */}
+        {auth.kind === "ok" && <Pages />}
       </main>
       {auth.kind !== "ok" && <TokenPrompt refused={auth.kind === "refused"} />}
     </>

@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { TaskStatus } from "../../../../src/gen/task/v1/task_pb.js";
+import { DEFAULT_PAGE_SIZE, parseIds, parseTaskListSearch, taskListSearchString } from "./index.schema";
+
+describe("the tasks view in the URL", () => {
+  it("reads filters, search and paging, and writes them back the same, defaults left out", () => {
+    const s = parseTaskListSearch("?status=running,failed&type=shell&id=7,3&size=100&cursor=djE6MTA");
+    expect(s).toEqual({ statuses: [TaskStatus.RUNNING, TaskStatus.FAILED], types: ["shell"], ids: [7n, 3n], cursor: "djE6MTA", pageSize: 100 });
+    expect(taskListSearchString(s)).toBe("status=running,failed&type=shell&id=7,3&size=100&cursor=djE6MTA");
+    expect(taskListSearchString(parseTaskListSearch(""))).toBe("");
+    expect(taskListSearchString({ ...parseTaskListSearch(""), pageSize: DEFAULT_PAGE_SIZE })).toBe("");
+  });
+
+  it("writes equal views as equal URLs, whatever order the filters were picked in", () => {
+    const a = taskListSearchString(parseTaskListSearch("status=failed,queued&type=shell,noop"));
+    const b = taskListSearchString(parseTaskListSearch("type=noop,shell&status=QUEUED,failed"));
+    expect(a).toBe(b);
+    expect(a).toBe("status=queued,failed&type=noop,shell");
+  });
+
+  it("drops what makes no sense instead of failing", () => {
+    expect(parseTaskListSearch("status=bogus,succeeded&size=7&id=abc")).toMatchObject({ statuses: [TaskStatus.SUCCEEDED], pageSize: DEFAULT_PAGE_SIZE, ids: [] });
+  });
+
+  it("parses an id search typed by a person", () => {
+    expect(parseIds("#12, 15 12")).toEqual([12n, 15n]);
+    expect(parseIds("")).toEqual([]);
+    expect(parseIds("12 twelve")).toBeUndefined();
+    expect(parseIds("0")).toBeUndefined();
+  });
+});
