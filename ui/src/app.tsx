@@ -44,12 +44,14 @@ function Pages() {
 /** The page frame: header and navigation, the connection banner, the routes, the token prompt. */
 export function App() {
   const auth = useAuthState();
+  // While the token prompt is open, the page behind it is out of reach of Tab and screen readers.
+  const behindPrompt = auth.kind !== "ok";
   return (
     <>
       <a className="skip-link" href="#main">
         Skip to content
       </a>
-      <header className="app-header">
+      <header className="app-header" inert={behindPrompt}>
         <Link href="/" className="brand">
           Tasks
         </Link>
@@ -65,7 +67,7 @@ export function App() {
         )}
       </header>
       <ConnectionBanner />
-      <main id="main" tabIndex={-1}>
+      <main id="main" tabIndex={-1} inert={behindPrompt}>
         {/* Until the server accepts a token, nothing behind the prompt asks for (or shows) data. */}
         {auth.kind === "ok" && <Pages />}
       </main>

@@ -20,7 +20,7 @@ function When({ date, now }: { date: Date | undefined; now: number }) {
   if (!date) return <>—</>;
   return (
     <time dateTime={date.toISOString()} title={formatAbsolute(date)}>
-      {formatAbsolute(date)} <span className="muted">({formatRelative(date, now)})</span>
+      {formatAbsolute(date)} <span className="muted relative-time">({formatRelative(date, now)})</span>
     </time>
   );
 }
@@ -128,6 +128,18 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
         </section>
       )}
 
+      <div className="detail-grid">
+        <section aria-labelledby="output-title" className="card">
+          <h2 id="output-title">Output</h2>
+          <OutputPanel id={task.id} watchedLines={watched.logs} lastSeq={watched.lastSeq} live={live} />
+        </section>
+
+        <section aria-labelledby="history-title" className="card">
+          <h2 id="history-title">History</h2>
+          <HistoryTimeline history={watched.history} now={now} />
+        </section>
+      </div>
+
       <div className="two-columns">
         <section aria-labelledby="params-title" className="card">
           <h2 id="params-title">Parameters</h2>
@@ -139,15 +151,6 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
         </section>
       </div>
 
-      <section aria-labelledby="output-title" className="card">
-        <h2 id="output-title">Output</h2>
-        <OutputPanel id={task.id} watchedLines={watched.logs} lastSeq={watched.lastSeq} live={live} />
-      </section>
-
-      <section aria-labelledby="history-title" className="card">
-        <h2 id="history-title">History</h2>
-        <HistoryTimeline history={watched.history} now={now} />
-      </section>
     </>
   );
 }
