@@ -1,7 +1,10 @@
 import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startTestApi, type TestApi } from "../helpers/api.js";
 import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone } from "./harness.js";
+
+// A browser, a server and workers on two shared cores: allow for a slow machine.
+vi.setConfig({ testTimeout: 180_000 });
 
 const TOKEN = "dashboard-test-token";
 let api: TestApi;

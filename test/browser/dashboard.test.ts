@@ -1,6 +1,6 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Browser, Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { TaskStatus } from "../../src/gen/task/v1/task_pb.js";
 import type { Workers } from "../../src/queue/runner.js";
 import { startTestApi, type TestApi } from "../helpers/api.js";
@@ -9,6 +9,9 @@ import { createTask } from "../helpers/factory.js";
 import { waitFor } from "../helpers/wait.js";
 import { startTestWorkers } from "../helpers/workers.js";
 import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone, type WatchedPage } from "./harness.js";
+
+// A browser, a server and workers on two shared cores: allow for a slow machine.
+vi.setConfig({ testTimeout: 180_000 });
 
 let api: TestApi;
 let workers: Workers;

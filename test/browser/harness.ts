@@ -43,7 +43,8 @@ export interface WatchedPage {
 export async function openPage(browser: Browser, options: { viewport?: { width: number; height: number }; colorScheme?: "light" | "dark" } = {}): Promise<WatchedPage> {
   const context = await browser.newContext({ viewport: options.viewport ?? DESKTOP, colorScheme: options.colorScheme ?? "light", acceptDownloads: true });
   const page = await context.newPage();
-  page.setDefaultTimeout(15_000);
+  // Generous: CI runs these beside the rest of the suite on two shared cores.
+  page.setDefaultTimeout(30_000);
   const errors: string[] = [];
   const allowed: RegExp[] = [];
   page.on("console", (msg) => {

@@ -1,5 +1,5 @@
 import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { loadConfig } from "../../src/config.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
@@ -12,6 +12,9 @@ import { createTask } from "../helpers/factory.js";
 import { waitFor } from "../helpers/wait.js";
 import { startTestWorkers } from "../helpers/workers.js";
 import { expectNoConsoleErrors, launchBrowser, openPage, screenshot } from "./harness.js";
+
+// A browser, a server and workers on two shared cores: allow for a slow machine.
+vi.setConfig({ testTimeout: 180_000 });
 
 let database: TestDatabase;
 let workers: Workers;
