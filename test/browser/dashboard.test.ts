@@ -167,6 +167,33 @@ describe("tasks table", () => {
   });
 });
 
+describe("keyboard", () => {
+  it("reaches filters, rows and pages without a mouse", async () => {
+    const task = await createTask(api.client, { name: "keyboard target" });
+    await until(task.id, TaskStatus.SUCCEEDED);
+    await page.goto(url("/tasks"));
+    await page.locator(`tr[data-task-id="${task.id}"]`).waitFor();
+    // The first Tab lands on the skip link, which moves focus to the content.
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Skip to content");
+    // Tab through to the SUCCEEDED chip and press it with the space bar.
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press("Tab");
+      if ((await page.evaluate(() => document.activeElement?.textContent)) === "SUCCEEDED") break;
+    }
+    await page.keyboard.press("Space");
+    await page.waitForURL((u) => u.search === "?status=succeeded");
+    // On to the task's link, and Enter opens it.
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press("Tab");
+      if ((await page.evaluate(() => document.activeElement?.getAttribute("href"))) === `/tasks/${task.id}`) break;
+    }
+    await page.keyboard.press("Enter");
+    await page.waitForURL(url(`/tasks/${task.id}`));
+    await page.getByRole("heading", { name: /keyboard target/ }).waitFor();
+  });
+});
+
 describe("create task", () => {
   it("shows the server's field errors next to the fields, then creates the task", async () => {
     // Chromium logs each refused request (HTTP 400) as a console error; only these are expected.
@@ -220,7 +247,7 @@ describe("task detail", () => {
     const task = await chatty("chatty shell");
     await page.goto(url(`/tasks/${task.id}`));
     await page.getByTestId("task-status").getByText("RUNNING").waitFor();
-    await page.locator("[data-testid=log-lines] .log-line", { hasText: "line 2" }).waitFor();
+    await page.locator("[data-testid=log-lines] .log-line", { hasText: /^line 2$/m }).waitFor();
     const seen = await lastLineNumber(page);
     // New lines arrive on the open page.
     await waitFor(async () => (await lastLineNumber(page)) >= seen + 3, "new output lines on the page");

@@ -49,27 +49,36 @@ describe("server restart", () => {
     const task = await createTask(client, { name: "outlives a restart", type: "shell", parameters: { command: 'for i in $(seq 1 600); do echo "line $i"; sleep 0.1; done' } });
     const w = await openPage(browser);
     const { page } = w;
+    // The list, which re-reads itself instead of streaming, shows the outage too.
+    const list = await openPage(browser);
     try {
+      await list.page.goto(`${first.url}/tasks`);
+      await list.page.locator(`tr[data-task-id="${task.id}"]`).waitFor();
       await page.goto(`${first.url}/tasks/${task.id}`);
-      await page.locator("[data-testid=log-lines] .log-line", { hasText: "line 2" }).waitFor();
+      await page.locator("[data-testid=log-lines] .log-line", { hasText: /^line 2$/m }).waitFor();
       expect(await page.getByTestId("reconnecting").count()).toBe(0);
 
       // While the server is away, Chromium logs every refused or cut connection: expected here.
       w.allow(/net::ERR_/);
+      list.allow(/net::ERR_/);
       await first.close();
       server = undefined;
       await page.getByTestId("reconnecting").waitFor({ timeout: 20_000 });
       await screenshot(page, "reconnecting-desktop");
+      await list.page.getByTestId("reconnecting").waitFor({ timeout: 30_000 });
       const before = await page.locator("[data-testid=log-lines] .log-line").count();
 
       server = await startServer(first.port);
       await page.getByTestId("reconnecting").waitFor({ state: "detached", timeout: 30_000 });
+      await list.page.getByTestId("reconnecting").waitFor({ state: "detached", timeout: 30_000 });
       // The stream is back: lines written during and after the outage arrive, none twice.
       await waitFor(async () => (await page.locator("[data-testid=log-lines] .log-line").count()) > before + 5, "output after the restart");
       const seqs = await page.locator("[data-testid=log-lines] .log-line").evaluateAll((els) => els.map((e) => Number(e.getAttribute("data-seq"))));
       expect(seqs).toEqual(seqs.map((_, i) => seqs[0]! + i));
       expectNoConsoleErrors(w);
+      expectNoConsoleErrors(list);
     } finally {
+      await list.close();
       await w.close();
       await client.cancelTask({ id: task.id }).catch(() => undefined);
     }
