@@ -58,8 +58,8 @@ describe("dashboard static files", () => {
     expect(await head.text()).toBe("");
   });
 
-  it("answers client routes with the page, and missing files with 404", async () => {
-    for (const route of ["/tasks", "/tasks/42", "/tasks/new?type=shell", "/no/such/view"]) {
+  it("answers the dashboard's routes with the page, and other paths with 404", async () => {
+    for (const route of ["/tasks", "/tasks/42", "/tasks/new?type=shell", "/tasks?status=failed"]) {
       const res = await fetch(`${site.url}${route}`);
       expect(res.status, route).toBe(200);
       expect(await res.text(), route).toContain("<title>Tasks</title>");
@@ -67,7 +67,7 @@ describe("dashboard static files", () => {
     const missing = await fetch(`${site.url}/assets/index-gone.js`);
     expect(missing.status).toBe(404);
     expect(missing.headers.get("content-type")).toBe("text/plain");
-    expect((await fetch(`${site.url}/robots.txt`)).status).toBe(404);
+    for (const other of ["/robots.txt", "/no-such-page", "/api/v1/tasks", "/assets"]) expect((await fetch(`${site.url}${other}`)).status, other).toBe(404);
   });
 
   it("never serves hidden files or anything outside its folder, and leaves other methods alone", async () => {

@@ -38,6 +38,12 @@ const SECURITY_HEADERS = {
   "referrer-policy": "no-referrer",
 };
 
+/**
+ * The first path segments of the dashboard's own routes (ui/src/app.tsx), answered with the page so a
+ * reload or a shared link works; any other unknown path stays a plain 404. A new view adds its segment.
+ */
+const CLIENT_SECTIONS = new Set(["tasks"]);
+
 /** Vite puts content-hashed files under assets/: a changed file gets a new name, so they can be kept forever. */
 const IMMUTABLE = "public, max-age=31536000, immutable";
 
@@ -53,9 +59,10 @@ const NOT_BUILT_PAGE = `<!doctype html>
 
 /**
  * The web dashboard's static files (ui/dist): GET and HEAD only, no authentication (the files hold no
- * data; every API call the page makes is authorised by the API). Paths that are not files get
- * index.html, so client-side routes such as /tasks/42 survive a reload; a missing hashed asset is a
- * 404, not HTML a browser would try to run. Files are read per request, so a rebuild needs no restart.
+ * data; every API call the page makes is authorised by the API). The dashboard's own routes such as
+ * /tasks/42 get index.html, so they survive a reload; anything else that is not a file (a missing
+ * hashed asset included) is a 404, not HTML a browser would try to run. Files are read per request, so
+ * a rebuild needs no restart.
  */
 export function dashboardHandler(dir: string = DEFAULT_DASHBOARD_DIR): DashboardHandler {
   const root = path.resolve(dir);
@@ -96,7 +103,8 @@ async function respond(req: Request, res: Response, root: string, pathname: stri
     send(res, req, 200, { "content-type": type, "cache-control": cache }, body);
     return;
   }
-  if (pathname.startsWith("/assets/") || path.extname(pathname) !== "") {
+  const section = pathname.split("/")[1] ?? "";
+  if (pathname !== "/" && !CLIENT_SECTIONS.has(section)) {
     send(res, req, 404, { "content-type": "text/plain" }, "not found\n");
     return;
   }
