@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts", "src/**/*.test.ts", "ui/src/**/*.test.ts"],
+    include: ["test/**/*.test.ts", "src/**/*.test.ts", "ui/src/**/*.test.{ts,tsx}"],
     globalSetup: ["test/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -49,7 +49,7 @@ const IMMUTABLE = "public, max-age=31536000, immutable";
 
 const NOT_BUILT_PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Dashboard not built</title></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem">
+<body>
 <h1>The dashboard is not built</h1>
 <p>The API is running. To build the web dashboard, run this in the repository and reload:</p>
 <pre>npm run build:ui</pre>
