@@ -140,8 +140,10 @@ describe("tasks table", () => {
     await page.getByLabel("Task id").fill(`#${other.id}`);
     await page.getByRole("button", { name: "Search" }).click();
     await page.waitForURL((u) => u.search === `?id=${other.id}`);
+    // The previous rows stay (dimmed) until the search answers: wait for the answer.
+    await page.locator("table.task-table:not([aria-busy=true])").waitFor();
+    await waitFor(async () => (await page.locator("tr[data-task-id]").count()) === 1, "only the searched task");
     await page.locator(`tr[data-task-id="${other.id}"]`).waitFor();
-    expect(await page.locator("tr[data-task-id]").count()).toBe(1);
     await page.getByLabel("Task id").fill("twelve");
     await page.getByRole("button", { name: "Search" }).click();
     await page.getByText("Enter task ids").waitFor();

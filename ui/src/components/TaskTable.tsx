@@ -13,9 +13,10 @@ function When({ date, now }: { date: Date | undefined; now: number }) {
 }
 
 /** Tasks as a table (cards on a narrow screen); each row links to the task. */
-export function TaskTable({ tasks, now, caption }: { tasks: Task[]; now: number; caption: string }) {
+export function TaskTable({ tasks, now, caption, stale = false }: { tasks: Task[]; now: number; caption: string; stale?: boolean }) {
+  // stale: these rows answer the previous filter while the new one loads; they are dimmed and marked busy.
   return (
-    <table className="task-table">
+    <table className={`task-table${stale ? " stale" : ""}`} aria-busy={stale || undefined}>
       <caption className="visually-hidden">{caption}</caption>
       <thead>
         <tr>

@@ -2,7 +2,9 @@ import { useEffect, useState } from "react";
 import { useQueryClient } from "@tanstack/react-query";
 import { createConnectQueryKey } from "@connectrpc/connect-query";
 import { create } from "@bufbuild/protobuf";
-import { GetTaskResponseSchema, TaskService, type Task, type TaskHistoryEntry, type TaskLogLine, type WatchTaskResponse } from "../../../src/gen/task/v1/task_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { GetTaskResponseSchema, TaskService, type Task, type TaskStatus, type TaskHistoryEntry, type TaskLogLine, type WatchTaskResponse } from "../../../src/gen/task/v1/task_pb.js";
+import { isTerminal } from "../format";
 import { useAuthState } from "../services/auth";
 import { isConnectionError, taskClient, transport } from "../services/client";
 import { backoffMs, reportOutage, reportRecovered } from "../services/connection";
@@ -84,16 +86,22 @@ export function useWatchTask(id: bigint, generation = 0): WatchedTask {
       let attempt = 0;
       while (!abort.signal.aborted) {
         try {
+          let status: TaskStatus | undefined;
           for await (const res of taskClient.watchTask({ id, includeLogs: true }, { signal: abort.signal })) {
             if (attempt > 0) {
               attempt = 0;
               reportRecovered(source);
             }
-            if (res.event.case === "task") cacheTask(res.event.value);
+            if (res.event.case === "task") {
+              status = res.event.value.status;
+              cacheTask(res.event.value);
+            }
             pending.push(res.event);
             timer ??= setTimeout(flush, FLUSH_MS);
           }
-          // The server ends the stream once the task is finished and everything was sent.
+          // The server ends the stream once the task is finished and everything was sent; an end
+          // before that (a proxy's or the server's time limit) is a drop like any other.
+          if (status === undefined || !isTerminal(status)) throw new ConnectError("the stream ended before the task finished", Code.Unavailable);
           clearTimeout(timer);
           flush();
           reportRecovered(source);

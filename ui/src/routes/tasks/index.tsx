@@ -122,7 +122,7 @@ export function TaskList() {
           {data.tasks.length === 0 ? (
             <p className="empty">{filtered ? "No tasks match these filters." : "No tasks yet."}</p>
           ) : (
-            <TaskTable tasks={data.tasks} now={now} caption="Tasks, newest first" />
+            <TaskTable tasks={data.tasks} now={now} caption="Tasks, newest first" stale={list.isPlaceholderData} />
           )}
           <nav className="pager" aria-label="Pages">
             <button type="button" disabled={!search.cursor} onClick={() => go({ ...search, cursor: "" })}>
