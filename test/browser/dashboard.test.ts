@@ -269,6 +269,12 @@ describe("task detail", () => {
     expect(lines.length).toBeGreaterThanOrEqual(seen);
     expect(lines.slice(0, 3)).toEqual(["line 1", "line 2", "line 3"]);
 
+    // The confirmation starts on the safe choice, and Escape backs out of it.
+    await page.getByRole("button", { name: "Cancel", exact: true }).click();
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Keep it");
+    await page.keyboard.press("Escape");
+    await page.getByRole("button", { name: "Yes, cancel it" }).waitFor({ state: "detached" });
+    expect(await statusOf(task.id)).toBe(TaskStatus.RUNNING);
     await page.getByRole("button", { name: "Cancel", exact: true }).click();
     await page.getByRole("button", { name: "Yes, cancel it" }).click();
     await page.getByTestId("task-status").getByText("CANCELLED").waitFor();

@@ -200,13 +200,14 @@ function TaskActions({ task, onRetried }: { task: Task; onRetried: () => void })
     <div className="task-actions">
       {canCancel(task.status) &&
         (confirming ? (
-          <span className="confirm" role="group" aria-label="Confirm cancel">
+          // Focus starts on the safe choice; Escape backs out.
+          <span className="confirm" role="group" aria-label="Confirm cancel" onKeyDown={(e) => e.key === "Escape" && setConfirming(false)}>
             <span>Cancel this task?</span>
-            <button type="button" className="danger" autoFocus disabled={cancel.isPending} onClick={() => (setProblem(""), cancel.mutate({ id: task.id, reason: "cancelled from the dashboard" }))}>
+            <button type="button" className="danger" disabled={cancel.isPending} onClick={() => (setProblem(""), cancel.mutate({ id: task.id, reason: "cancelled from the dashboard" }))}>
               {cancel.isPending ? "Cancelling…" : "Yes, cancel it"}
             </button>
-            <button type="button" onClick={() => setConfirming(false)}>
-              Keep running
+            <button type="button" autoFocus onClick={() => setConfirming(false)}>
+              Keep it
             </button>
           </span>
         ) : (
