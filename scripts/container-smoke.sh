@@ -38,6 +38,7 @@ cleanup() {
   done
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 step "dockerd (private: its own socket and data root under $WORK)"
 export DOCKER_HOST="unix://$WORK/docker.sock"
@@ -63,8 +64,14 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$rootfs/usr/local/bin/npm"
   chroot "$rootfs" groupadd --gid 1000 node
   chroot "$rootfs" useradd --uid 1000 --gid node --shell /bin/bash --create-home node
+  # This machine's extra certificate authorities (a TLS-inspecting proxy, if any), for npm and apt.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+    chroot "$rootfs" update-ca-certificates >/dev/null
+  fi
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | docker import - "$BASE" >/dev/null
+  tar -C "$rootfs" -c . | docker import --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$BASE" >/dev/null
   rm -rf "$rootfs"
 fi
 
@@ -93,7 +100,7 @@ step "PostgreSQL (embedded, on the host's 127.0.0.1)"
 rm -f "$WORK/database-url"
 npx tsx scripts/container-smoke-db.ts "$WORK/pg" "$WORK/database-url" &
 pids+=($!)
-for _ in $(seq 120); do [ "$(wc -l <"$WORK/database-url" 2>/dev/null || echo 0)" = 2 ] && break; sleep 1; done
+for _ in $(seq 120); do [ "$(wc -l 2>/dev/null <"$WORK/database-url" || echo 0)" = 2 ] && break; sleep 1; done
 DATABASE_URL=$(sed -n 1p "$WORK/database-url")
 PLAYGROUND_URL=$(sed -n 2p "$WORK/database-url")
 echo "up on port $(node -e 'console.log(new URL(process.argv[1]).port)' "$DATABASE_URL")"
