@@ -36,6 +36,8 @@ cleanup() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     kill "${pids[i]}" 2>/dev/null && while kill -0 "${pids[i]}" 2>/dev/null; do sleep 0.2; done
   done
+  # What dockerd leaves mounted when it stops.
+  umount "$WORK/docker-exec/netns/default" 2>/dev/null
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
@@ -98,7 +100,7 @@ docker run --rm "${secure[@]}" "$IMAGE" migrate 2>&1 | tail -1 || true
 
 step "PostgreSQL (embedded, on the host's 127.0.0.1)"
 rm -f "$WORK/database-url"
-npx tsx scripts/container-smoke-db.ts "$WORK/pg" "$WORK/database-url" &
+node --import tsx scripts/container-smoke-db.ts "$WORK/pg" "$WORK/database-url" &
 pids+=($!)
 for _ in $(seq 120); do [ "$(wc -l 2>/dev/null <"$WORK/database-url" || echo 0)" = 2 ] && break; sleep 1; done
 DATABASE_URL=$(sed -n 1p "$WORK/database-url")
@@ -119,7 +121,7 @@ docker run -d --name task-smoke-worker "${secure[@]}" "${env[@]}" -e TASK_METRIC
 for _ in $(seq 60); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 1; done
 echo "server /readyz: $(curl -sS "http://127.0.0.1:$PORT/readyz")"
 for _ in $(seq 60); do curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >/dev/null 2>&1 && break; sleep 1; done
-echo "worker /metrics: $(curl -sS "http://127.0.0.1:$METRICS_PORT/metrics" | grep -c '^task_' || true) task_* samples"
+echo "worker /metrics: $(curl -sS "http://127.0.0.1:$METRICS_PORT/metrics" | grep -c '^[a-z]' || true) samples"
 
 step "end2end -n $TASKS, from the image's task-cli"
 docker run --rm "${secure[@]}" "$IMAGE" --address "http://127.0.0.1:$PORT" --token "$TOKEN" end2end -n "$TASKS"
