@@ -290,6 +290,13 @@ describe("the chart with values-kind.yaml", () => {
 
   it("migrates after install (the database is part of the release), not before it exists", () => {
     const job = named(objects, "Job", "-migrate");
+    // The Job, the server and the workers wait for PostgreSQL to accept connections before they start.
+    for (const o of [job, named(objects, "Deployment", "-server"), named(objects, "Deployment", "-worker")]) {
+      const [init] = (podSpec(o).initContainers as JsonObject[]) ?? [];
+      expect(init?.name, `${at(o, "metadata", "name")}`).toBe("wait-for-postgresql");
+      expect((init!.command as string[]).join(" ")).toContain("pg_isready");
+      expect(envOf(init!).get("PGHOST")!.value).toBe(at(named(objects, "Service", "-postgresql"), "metadata", "name"));
+    }
     expect(at(job, "metadata", "annotations", "helm.sh/hook")).toBe("post-install,post-upgrade");
     expect(containers(job)[0]!.args).toEqual(["migrate"]);
     expect(objects.some((o) => at(o, "metadata", "annotations", "helm.sh/hook") === "pre-install,pre-upgrade"), "no pre-install hook").toBe(false);
@@ -317,6 +324,7 @@ describe("the chart with a database URL", () => {
     expect(Buffer.from(at(hookSecret, "data", "DATABASE_URL") as string, "base64").toString()).toBe(external.databaseUrl);
     // The chart's ServiceAccount does not exist yet when a pre-install hook runs.
     expect(podSpec(job).serviceAccountName).toBeUndefined();
+    for (const o of workloads(objects)) expect(podSpec(o).initContainers, "nothing to wait for").toBeUndefined();
     expect(objects.some((o) => o.kind === "StatefulSet")).toBe(false);
   });
 

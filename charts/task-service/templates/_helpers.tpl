@@ -225,3 +225,31 @@ topologySpreadConstraints:
         app.kubernetes.io/component: {{ $component }}
 {{- end }}
 {{- end }}
+
+{{/*
+With the in-chart PostgreSQL: an init container that waits until it accepts connections (pg_isready from
+the same postgres image), so the migrate Job and the pods do not start against a database still
+initialising. The Job's activeDeadlineSeconds bounds the wait.
+*/}}
+{{- define "task-service.waitForPostgresql" -}}
+{{- if .Values.postgresql.enabled }}
+initContainers:
+  - name: wait-for-postgresql
+    image: {{ printf "%s:%s" .Values.postgresql.image.repository .Values.postgresql.image.tag }}
+    imagePullPolicy: {{ .Values.postgresql.image.pullPolicy }}
+    command: ["sh", "-c", "until pg_isready -h \"$PGHOST\" -p 5432 -U \"$PGUSER\" -d \"$PGDATABASE\"; do sleep 2; done"]
+    env:
+      - name: PGHOST
+        value: {{ include "task-service.postgresql.fullname" . }}
+      - name: PGUSER
+        value: {{ .Values.postgresql.username | quote }}
+      - name: PGDATABASE
+        value: {{ .Values.postgresql.database | quote }}
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    resources:
+      requests:
+        cpu: 10m
+        memory: 16Mi
+{{- end }}
+{{- end }}
