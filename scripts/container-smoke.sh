@@ -126,6 +126,14 @@ echo "worker /metrics: $(curl -sS "http://127.0.0.1:$METRICS_PORT/metrics" | gre
 step "end2end -n $TASKS, from the image's task-cli"
 docker run --rm "${secure[@]}" "$IMAGE" --address "http://127.0.0.1:$PORT" --token "$TOKEN" end2end -n "$TASKS"
 
+step "the chart's helm test (its script, rendered by helm, run in the image)"
+helm_bin="$(scripts/k8s-tools.sh)/helm"
+"$helm_bin" template task charts/task-service -f charts/task-service/values-kind.yaml --show-only templates/tests/test-task.yaml \
+  >"$WORK/test-pod.yaml"
+test_script=$(node -e 'const { parse } = require("yaml"); console.log(parse(require("fs").readFileSync(process.argv[1], "utf8")).spec.containers[0].args[0])' "$WORK/test-pod.yaml")
+docker run --rm "${secure[@]}" -e TASK_ADDRESS="http://127.0.0.1:$PORT" -e TASK_TOKEN="$TOKEN" --entrypoint sh "$IMAGE" -c "$test_script"
+echo "helm test script: exit $?"
+
 step "a shell task is refused (TASK_ENABLE_SHELL is off, as in the chart's defaults)"
 docker run --rm "${secure[@]}" "$IMAGE" --address "http://127.0.0.1:$PORT" --token "$TOKEN" \
   task create sh --type shell -p command=id 2>&1 | tail -1 || true

@@ -222,8 +222,11 @@ describe("helm template", () => {
       expect(tests).toHaveLength(1);
       const [c] = containers(tests[0]!);
       const script = (c!.args as string[]).join("\n");
-      expect(script).toContain("task create helm-test --type noop");
-      expect(script).toMatch(/task-cli\.js watch "\$id"/);
+      // Every task-cli call in the script, parsed by the real program (an unknown flag or a missing one throws).
+      const calls = [...script.matchAll(/node bin\/task-cli\.js ([^|\n)]*)/g)].map((m) => m[1]!.trim().replace(/"\$id"/g, "1").split(/\s+/));
+      expect(calls.map((args) => parseCli(args).command)).toEqual(["create", "watch"]);
+      expect(calls[0]).toEqual(["-o", "json", "task", "create", "helm-test", "--type", "noop"]);
+      expect(parseCli(calls[1]!).opts).toMatchObject({ id: "1" });
       const service = named(objects, "Service", "task-service");
       expect(envOf(c!).get("TASK_ADDRESS")!.value).toBe(`http://${at(service, "metadata", "name")}:${at(service, "spec", "ports", 0, "port")}`);
     });
