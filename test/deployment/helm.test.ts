@@ -432,3 +432,50 @@ function resolve(schema: JsonObject, node: JsonObject | undefined): JsonObject |
   if (typeof ref === "string") return resolve(schema, at(schema, ...ref.replace(/^#\//, "").split("/")) as JsonObject);
   return node;
 }
+
+describe("README", () => {
+  const readme = read("README.md");
+  /** A section's text, up to the next heading of its level or above (outside code blocks). */
+  const section = (title: string) => {
+    const lines = readme.split("\n");
+    const start = lines.indexOf(title);
+    expect(start, title).toBeGreaterThan(0);
+    const level = title.split(" ")[0]!.length;
+    let fenced = false;
+    let end = lines.length;
+    for (let i = start + 1; i < lines.length; i++) {
+      if (lines[i]!.startsWith("```")) fenced = !fenced;
+      const heading = /^(#+) /.exec(lines[i]!);
+      if (!fenced && heading && heading[1]!.length <= level) {
+        end = i;
+        break;
+      }
+    }
+    return lines.slice(start, end).join("\n");
+  };
+
+  it("describes the deployment files, before Development", () => {
+    const deployment = readme.indexOf("\n## Deployment\n");
+    expect(deployment).toBeGreaterThan(0);
+    expect(deployment).toBeLessThan(readme.indexOf("\n## Development\n"));
+    const text = section("## Deployment");
+    for (const t of ["docker-compose.yaml", "docker compose -f docker-compose.demo.yaml up --build", "helm install task charts/task-service", "Dockerfile", "Compose v2"]) expect(text).toContain(t);
+  });
+
+  it("walks through Kind with the names the chart renders", async () => {
+    const kind = section("### Kubernetes with Kind");
+    const { objects } = await render([], kindValues);
+    const image = containers(named(objects, "Deployment", "-server"))[0]!.image as string;
+    expect(kind).toContain(`docker build -t ${image} .`);
+    expect(kind).toContain(`kind load docker-image ${image}`);
+    expect(kind).toContain("helm install task charts/task-service -f charts/task-service/values-kind.yaml");
+    const service = at(named(objects, "Service", "task-service"), "metadata", "name") as string;
+    expect(kind).toContain(`kubectl port-forward service/${service} 8080:${at(named(objects, "Service", "task-service"), "spec", "ports", 0, "port")}`);
+    const secret = at(named(objects, "Secret", "task-service"), "metadata", "name") as string;
+    expect(kind).toContain(`export TASK_TOKEN=$(kubectl get secret ${secret} -o jsonpath='{.data.TASK_API_TOKENS}' | base64 -d | cut -d, -f1)`);
+    for (const step of ["helm test task", "./bin/task-cli.js task create hello --type noop", "helm uninstall task", "kubectl delete pvc,secret -l app.kubernetes.io/instance=task"]) expect(kind).toContain(step);
+    // What the uninstall step deletes carries that label: the kept Secret and the StatefulSet's claims.
+    expect(at(named(objects, "Secret", "-postgresql"), "metadata", "labels", "app.kubernetes.io/instance")).toBe("task");
+    expect(at(named(objects, "StatefulSet", "-postgresql"), "spec", "volumeClaimTemplates", 0, "metadata", "labels", "app.kubernetes.io/instance")).toBe("task");
+  });
+});
