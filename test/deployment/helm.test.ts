@@ -42,6 +42,7 @@ const valueSets: Record<string, { values: JsonObject[]; extra?: string[] }> = {
       },
     ],
   },
+  "in-chart PostgreSQL without the playground, insecure": { values: [{ postgresql: { enabled: true, playground: false }, server: { allowInsecure: true } }] },
   "values-kind.yaml with network policies and query targets": {
     values: [{ networkPolicy: { enabled: true }, queryTargets: { reports: "postgres://reports:secret@db.example:5432/reports" } }],
     extra: kindValues,
