@@ -4,7 +4,8 @@
 # uid 1000, as in node:20-bookworm-slim), a private dockerd, and the embedded PostgreSQL on 127.0.0.1.
 # Then migrate, a server and a worker run with the chart's security settings (uid 1000, read-only root
 # filesystem, writable /tmp and /data only, no capabilities, no privilege escalation), and the image's own
-# task-cli runs a short `end2end` against them. Not part of CI (it needs root, dockerd and minutes).
+# task-cli runs a short `end2end` and the chart's `helm test` script (rendered by the real helm) against
+# them. Not part of CI (it needs root, dockerd and minutes).
 #
 #   sudo scripts/container-smoke.sh            # WORK=/var/tmp/task-smoke keeps the base between runs
 #
@@ -15,7 +16,8 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-/var/tmp/task-smoke}
 TASKS=${TASKS:-300}
 BASE=task-smoke-node:20
-IMAGE=task-service:smoke
+# The tag the README and values-kind.yaml use.
+IMAGE=task-service:0.1.0
 PORT=${PORT:-18080}
 METRICS_PORT=${METRICS_PORT:-19464}
 TOKEN=smoke-token
@@ -77,9 +79,12 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   rm -rf "$rootfs"
 fi
 
-step "docker build (multi-stage, on $BASE)"
+step "docker build -t $IMAGE . (multi-stage; node:20-bookworm-slim is $BASE in this private daemon)"
+docker tag "$BASE" node:20-bookworm-slim
 start=$(date +%s)
-DOCKER_BUILDKIT=0 docker build --network host --build-arg NODE_IMAGE="$BASE" -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
+# The README's command, plus what this machine needs: the host's network (no bridge) and the classic
+# builder (no buildx here).
+DOCKER_BUILDKIT=0 docker build --network host -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
   || { tail -30 "$WORK/build.log"; exit 1; }
 echo "built in $(($(date +%s) - start)) s; image $(docker image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}') (the base: $(docker image inspect "$BASE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}'))"
 
