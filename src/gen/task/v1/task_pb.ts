@@ -645,6 +645,9 @@ export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*
  */
 export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
   /**
+   * Newest first. A task's parameters or result larger than 16 KiB of JSON is replaced here by
+   * {"omitted": "...", "bytes": N}, so a page stays small; GetTask returns them whole.
+   *
    * @generated from field: repeated task.v1.Task tasks = 1;
    */
   tasks: Task[];

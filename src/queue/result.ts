@@ -1,0 +1,31 @@
+/** Result size when the configuration gives none (TASK_MAX_RESULT_BYTES's default). */
+export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
+
+/** U+0000 and UTF-16 halves without their partner: PostgreSQL's jsonb refuses both. */
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/** A string PostgreSQL can store in text and jsonb: NUL and lone surrogates become U+FFFD. */
+export function storableText(text: string): string {
+  return text.replace(UNSTORABLE, "\uFFFD");
+}
+
+function sanitize(value: unknown): unknown {
+  if (typeof value === "string") return storableText(value);
+  if (Array.isArray(value)) return value.map(sanitize);
+  if (value && typeof value === "object" && !(value instanceof Date)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [storableText(k), sanitize(v)]));
+  }
+  return value;
+}
+
+/**
+ * A plugin's result as it can be stored: characters jsonb cannot hold replaced by U+FFFD, and a
+ * result larger than `maxBytes` of JSON replaced by a note saying so (plugins that can cut their
+ * own result, like run_query, stay under the cap themselves).
+ */
+export function storableResult(result: Record<string, unknown>, maxBytes: number): Record<string, unknown> {
+  const clean = sanitize(result) as Record<string, unknown>;
+  const bytes = Buffer.byteLength(JSON.stringify(clean));
+  if (bytes <= maxBytes) return clean;
+  return { result_omitted: `the result was ${bytes} bytes of JSON, more than the ${maxBytes}-byte cap (TASK_MAX_RESULT_BYTES)`, result_bytes: bytes, truncated: true };
+}
