@@ -20,7 +20,21 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
   metrics?: Metrics;
   /** For LISTEN (WatchTask wake-ups); without it, watchers poll. */
   databaseUrl?: string;
-  config: Pick<Config, "host" | "port" | "apiTokens" | "allowInsecure" | "maxRequestBytes" | "maxBatchSize">;
+  config: Pick<
+    Config,
+    | "host"
+    | "port"
+    | "apiTokens"
+    | "allowInsecure"
+    | "maxRequestBytes"
+    | "maxBatchSize"
+    | "httpHeadersTimeoutMs"
+    | "httpRequestTimeoutMs"
+    | "httpKeepAliveTimeoutMs"
+    | "http2IdleTimeoutMs"
+    | "http2MaxConcurrentStreams"
+    | "httpMaxConnections"
+  >;
 }
 
 /** A listening API server. */
@@ -82,6 +96,55 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   });
 }
 
+type Handler = ReturnType<typeof buildHandler>;
+
+/**
+ * The HTTP/1.1 and HTTP/2 servers behind the front listener, with every limit that keeps a slow or
+ * idle client from holding a connection: HTTP/1.1 header, request and keep-alive timeouts;
+ * HTTP/2 stream limits, a request timeout per stream and an idle timeout per connection without
+ * open streams. Responses may stream for as long as they like (WatchTask, health Watch).
+ */
+function createProtocolServers(config: ApiServerDeps["config"], handler: Handler) {
+  const requestTimeout = config.httpRequestTimeoutMs;
+  const h1 = http.createServer(
+    {
+      headersTimeout: Math.min(config.httpHeadersTimeoutMs, requestTimeout),
+      requestTimeout,
+      keepAliveTimeout: config.httpKeepAliveTimeoutMs,
+      // How often expired header and request timeouts are looked for (Node's default is 30 s).
+      connectionsCheckingInterval: Math.min(1_000, config.httpHeadersTimeoutMs),
+    },
+    handler,
+  );
+  // Hazard: Node only starts checking header and request timeouts when the server emits
+  // "listening". This server never listens (the front listener hands it connections), so without
+  // this, a client sending headers one byte a minute would hold its connection forever.
+  h1.emit("listening");
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: config.http2MaxConcurrentStreams } }, handler);
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    let open = 0;
+    session.on("stream", (stream) => {
+      open++;
+      // The request (headers and body) must arrive whole in time; the response may then stream.
+      const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), requestTimeout).unref();
+      stream.once("end", () => clearTimeout(timer));
+      stream.once("close", () => {
+        clearTimeout(timer);
+        open--;
+      });
+    });
+    // Fires after this long without traffic; a connection with a quiet open stream (a watcher
+    // waiting for news) is left alone.
+    session.setTimeout(config.http2IdleTimeoutMs, () => {
+      if (open === 0) session.destroy();
+    });
+    session.on("close", () => sessions.delete(session));
+  });
+  return { h1, h2, sessions };
+}
+
 /** Every HTTP/2 connection opens with "PRI * HTTP/2.0"; no HTTP/1.1 method starts with "PRI". */
 const HTTP2_PREFACE_START = "PRI";
 
@@ -94,18 +157,15 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
   deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db.kysely), taskStatuses);
   const handler = buildHandler({ ...deps, events });
-  const h1 = http.createServer(handler);
-  const h2 = http2.createServer(handler);
+  const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.Http2Session>();
-  h2.on("session", (session) => {
-    sessions.add(session);
-    session.on("close", () => sessions.delete(session));
-  });
   const front = net.createServer((socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
+    // A connection that says nothing at all is closed like one that never finishes its headers.
+    socket.setTimeout(deps.config.httpHeadersTimeoutMs, () => socket.destroy());
     socket.once("data", (chunk) => {
+      socket.setTimeout(0);
       socket.pause();
       socket.unshift(chunk);
       const isH2 = chunk.toString("latin1", 0, HTTP2_PREFACE_START.length) === HTTP2_PREFACE_START;
@@ -119,6 +179,8 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
     });
     socket.on("error", () => socket.destroy());
   });
+  // Beyond this, connections are closed as they are accepted, before they can exhaust file descriptors.
+  front.maxConnections = deps.config.httpMaxConnections;
   await new Promise<void>((resolve, reject) => {
     front.once("error", reject);
     front.listen(deps.config.port, deps.config.host, () => resolve());
@@ -134,6 +196,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
         front.close(() => resolve());
+        h1.close(() => undefined); // stops its timeout checks; it never listened itself
         void events.close();
         for (const session of sessions) session.close();
         h1.closeIdleConnections();
