@@ -117,10 +117,11 @@ export const configSchema = z.object({
   /** TASK_MAX_HEALTH_WATCHERS: open grpc.health.v1 Watch streams (unauthenticated); further ones get ResourceExhausted. */
   maxHealthWatchers: z.coerce.number().int().min(1).default(1_000),
   /**
-   * TASK_ALLOWED_HOSTS: Host header names (without port) the API answers when it runs without tokens,
-   * against DNS rebinding; default the loopback names. "*" accepts any (not advised).
+   * TASK_ALLOWED_HOSTS: Host header names (port ignored) the API answers when it runs without tokens,
+   * against DNS rebinding. Unset: loopback names (localhost, 127.x.x.x, [::1]) on a loopback listener.
+   * "*" accepts any host (not advised).
    */
-  allowedHosts: commaList.default(["localhost", "127.0.0.1", "[::1]"]),
+  allowedHosts: commaList.default([]),
   /** TASK_EMAIL_ALLOWED_SENDERS: if set, the only `from` addresses (or @domain suffixes) send_email accepts. */
   emailAllowedSenders: commaList.default([]),
   /** LOG_LEVEL: trace, debug, info, warn, error, fatal or silent. */

@@ -6,6 +6,8 @@ import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { bearerAuthInterceptor } from "./auth.js";
+import { cachedFor } from "./cached.js";
+import { hostAllowList } from "./host-check.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
@@ -34,6 +36,8 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
     | "http2IdleTimeoutMs"
     | "http2MaxConcurrentStreams"
     | "httpMaxConnections"
+    | "allowedHosts"
+    | "maxHealthWatchers"
   >;
 }
 
@@ -62,10 +66,14 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   const interceptors = [errorMappingInterceptor(deps.logger)];
   if (deps.config.apiTokens.length > 0) interceptors.unshift(bearerAuthInterceptor(deps.config.apiTokens));
   if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
-  return connectNodeAdapter({
-    routes: routes(deps),
+  const hostAllowed = hostAllowList(deps.config);
+  const handler = connectNodeAdapter({
+    routes: routes({ ...deps, health: { maxWatchers: deps.config.maxHealthWatchers } }),
     interceptors,
     readMaxBytes: deps.config.maxRequestBytes,
+    // Unknown fields and enum names are errors, not silently dropped: a misspelt or unknown
+    // status filter must not turn into "all tasks".
+    jsonOptions: { ignoreUnknownFields: false },
     fallback(req, res) {
       const reply = (status: number, text: string) => {
         res.writeHead(status, { "content-type": "text/plain" });
@@ -94,9 +102,19 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
       reply(404, "not found");
     },
   });
+  if (!hostAllowed) return handler;
+  return (req, res) => {
+    const host = req.headers[":authority"] ?? req.headers.host;
+    if (hostAllowed(Array.isArray(host) ? host[0] : host)) return handler(req, res);
+    res.writeHead(403, { "content-type": "text/plain" });
+    res.end("forbidden: this server answers only loopback host names (set TASK_ALLOWED_HOSTS, or use API tokens)\n");
+  };
 }
 
 type Handler = ReturnType<typeof buildHandler>;
+
+/** How long the tasks-by-status counts behind /metrics are reused. */
+const METRICS_COUNT_CACHE_MS = 5_000;
 
 /**
  * The HTTP/1.1 and HTTP/2 servers behind the front listener, with every limit that keeps a slow or
@@ -155,7 +173,8 @@ const HTTP2_PREFACE_START = "PRI";
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
-  deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db.kysely), taskStatuses);
+  // /metrics needs no token: a scrape storm costs one count every few seconds, not one each.
+  deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
   const handler = buildHandler({ ...deps, events });
   const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();

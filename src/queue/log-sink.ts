@@ -3,7 +3,7 @@ import type { Logger } from "../logger.js";
 import type { LogSink } from "../plugins/types.js";
 import type { Database } from "../store/schema.js";
 import { appendLogLines, type LogLine } from "../store/task-logs.js";
-import { storableText } from "./result.js";
+import { storableText } from "../store/storable-text.js";
 
 const FLUSH_INTERVAL_MS = 250;
 const FLUSH_BATCH = 500;

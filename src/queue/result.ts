@@ -1,13 +1,7 @@
 /** Result size when the configuration gives none (TASK_MAX_RESULT_BYTES's default). */
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
 
-/** U+0000 and UTF-16 halves without their partner: PostgreSQL's jsonb refuses both. */
-const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
-
-/** A string PostgreSQL can store in text and jsonb: NUL and lone surrogates become U+FFFD. */
-export function storableText(text: string): string {
-  return text.replace(UNSTORABLE, "\uFFFD");
-}
+import { storableText } from "../store/storable-text.js";
 
 function sanitize(value: unknown): unknown {
   if (typeof value === "string") return storableText(value);
