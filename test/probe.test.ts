@@ -17,8 +17,8 @@ beforeAll(async () => {
     // Short limits, so stalled connections and runaway statements end within the test.
     TASK_HTTP_HEADERS_TIMEOUT_MS: "1000",
     TASK_HTTP_REQUEST_TIMEOUT_MS: "2000",
-    TASK_HTTP2_IDLE_TIMEOUT_MS: "1000",
-    TASK_QUERY_STATEMENT_TIMEOUT_MS: "3000",
+    TASK_HTTP2_IDLE_TIMEOUT_MS: "3000",
+    TASK_QUERY_STATEMENT_TIMEOUT_MS: "10000",
     TASK_MAX_HEALTH_WATCHERS: "500",
   });
   address = await waitFor(() => /listening on (http:\S+)/.exec(proc!.output())?.[1], "up to print its address", 90_000);

@@ -154,9 +154,10 @@ function createProtocolServers(config: ApiServerDeps["config"], handler: Handler
       });
     });
     // Fires after this long without traffic; a connection with a quiet open stream (a watcher
-    // waiting for news) is left alone.
+    // waiting for news) is left alone. close() sends GOAWAY first, so a client that was about to
+    // use the connection opens a new one instead of seeing a reset.
     session.setTimeout(config.http2IdleTimeoutMs, () => {
-      if (open === 0) session.destroy();
+      if (open === 0) session.close();
     });
     session.on("close", () => sessions.delete(session));
   });
