@@ -9,6 +9,7 @@
  * The server should run with shell enabled and short HTTP timeouts (see test/probe.test.ts, which
  * runs this against `task-cli up` in CI). Exits non-zero if any check fails.
  */
+import { setMaxListeners } from "node:events";
 import http from "node:http";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -130,6 +131,7 @@ export async function probe(address: string, options: ProbeOptions = {}): Promis
 
   await check("2,000 unauthenticated health Watch streams and 50 concurrent /metrics scrapes", async () => {
     const controller = new AbortController();
+    setMaxListeners(0, controller.signal); // one signal for all 2,000 streams
     const sessions = Array.from({ length: 20 }, () => createClient(Health, createGrpcTransport({ baseUrl: address })));
     const first = await Promise.allSettled(
       Array.from({ length: 2_000 }, (_, i) => sessions[i % sessions.length]!.watch({ service: "" }, { signal: controller.signal })[Symbol.asyncIterator]().next()),
