@@ -1,4 +1,5 @@
 import http from "node:http";
+import http2 from "node:http2";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
@@ -79,6 +80,32 @@ describe("unstorable strings in parameters (item 14)", () => {
     const res = await postJson("CreateTask", '{"name":"s","type":"shell","parameters":{"command":"echo \\ud800"}}');
     expect(res).toMatchObject({ status: 400, json: { code: "invalid_argument", message: expect.stringContaining("parameters.command") } });
     expect(await rowCounts(api.database.db.kysely)).toEqual(before);
+  });
+});
+
+describe("request bodies that are not protobuf (item 14)", () => {
+  const garbage = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]); // field 1, a length past the end
+
+  it("Connect protocol: 400 invalid_argument, not 500 internal", async () => {
+    const res = await fetch(`${api.server.url}/task.v1.TaskService/ListTasks`, { method: "POST", headers: { "content-type": "application/proto" }, body: garbage });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ code: "invalid_argument", message: expect.stringContaining("parse binary") });
+  });
+
+  it("gRPC: status 3 (INVALID_ARGUMENT), not 13 (INTERNAL)", async () => {
+    const session = http2.connect(api.server.url);
+    try {
+      const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, garbage.length]), garbage]);
+      const req = session.request({ ":method": "POST", ":path": "/task.v1.TaskService/ListTasks", "content-type": "application/grpc", te: "trailers" });
+      const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("trailers", resolve));
+      const headers = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("response", resolve));
+      req.end(frame);
+      req.resume();
+      const status = (await Promise.race([trailers, headers.then((h) => (h["grpc-status"] ? h : trailers))]))["grpc-status"];
+      expect(status).toBe("3");
+    } finally {
+      session.close();
+    }
   });
 });
 

@@ -3,6 +3,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
 import { toConnectError } from "./connect-errors.js";
+import { answerDecodeErrorsAsInvalidArgument } from "./decode-errors.js";
 import { createHealthService, type HealthOptions } from "./health.js";
 import { createTaskService, type TaskServiceDeps } from "./task-service.js";
 
@@ -37,5 +38,6 @@ export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (rout
   return (router) => {
     router.service(TaskService, createTaskService(deps));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
+    answerDecodeErrorsAsInvalidArgument(router);
   };
 }
