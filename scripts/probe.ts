@@ -38,14 +38,17 @@ export interface ProbeResult {
   detail: string;
 }
 
+const CALL_TIMEOUT_MS = 60_000;
 const terminal = new Set([TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED]);
 
 /** Runs every attack in turn; never throws for a failed check, reports it. */
 export async function probe(address: string, options: ProbeOptions = {}): Promise<ProbeResult[]> {
   const log = options.log ?? (() => undefined);
   const auth: Interceptor[] = options.token ? [(next) => (req) => (req.header.set("authorization", `Bearer ${options.token}`), next(req))] : [];
-  const client = createClient(TaskService, createConnectTransport({ baseUrl: address, httpVersion: "1.1", interceptors: auth }));
-  const grpc = createClient(TaskService, createGrpcTransport({ baseUrl: address, interceptors: auth }));
+  // Every call has a deadline, so a server that hangs or dies fails the probe instead of stalling it.
+  const defaultTimeoutMs = CALL_TIMEOUT_MS;
+  const client = createClient(TaskService, createConnectTransport({ baseUrl: address, httpVersion: "1.1", interceptors: auth, defaultTimeoutMs }));
+  const grpc = createClient(TaskService, createGrpcTransport({ baseUrl: address, interceptors: auth, defaultTimeoutMs }));
   const url = new URL(address);
   const results: ProbeResult[] = [];
 
@@ -132,7 +135,7 @@ export async function probe(address: string, options: ProbeOptions = {}): Promis
   await check("2,000 unauthenticated health Watch streams and 50 concurrent /metrics scrapes", async () => {
     const controller = new AbortController();
     setMaxListeners(0, controller.signal); // one signal for all 2,000 streams
-    const sessions = Array.from({ length: 20 }, () => createClient(Health, createGrpcTransport({ baseUrl: address })));
+    const sessions = Array.from({ length: 20 }, () => createClient(Health, createGrpcTransport({ baseUrl: address, defaultTimeoutMs })));
     const first = await Promise.allSettled(
       Array.from({ length: 2_000 }, (_, i) => sessions[i % sessions.length]!.watch({ service: "" }, { signal: controller.signal })[Symbol.asyncIterator]().next()),
     );
