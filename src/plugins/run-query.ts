@@ -58,6 +58,7 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
    */
   const signalBackend = async (target: string, pid: number, how: "cancel" | "terminate") => {
     const admin = new pg.Client({ connectionString: options.targets[target], connectionTimeoutMillis: 10_000, application_name: "task-service run_query cancel" });
+    admin.on("error", () => undefined); // reported below, or irrelevant once the signal is sent
     try {
       await admin.connect();
       await admin.query(how === "cancel" ? "select pg_cancel_backend($1)" : "select pg_terminate_backend($1)", [pid]);
