@@ -10,6 +10,8 @@ import { Health } from "../src/gen/grpc/health/v1/health_pb.js";
 import { TaskService, TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
 import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
+import { recordOrFailWithReason } from "../src/queue/result.js";
+import { claimAttempt, recordOutcome, type AttemptOutcome } from "../src/store/attempts.js";
 import type { Workers } from "../src/queue/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, rowCounts } from "./helpers/factory.js";
@@ -121,6 +123,21 @@ describe("results PostgreSQL cannot store as they are (item 12)", () => {
     await waitForStatus(task!.id, TaskStatus.SUCCEEDED);
     const { lines } = await api.client.getTaskLogs({ id: task!.id });
     expect(lines.map((l) => l.line)).toEqual(["a\uFFFDb"]);
+  });
+});
+
+describe("an outcome the database refuses (item 12)", () => {
+  it("fails the attempt with the real reason instead of leaving it RUNNING", async () => {
+    const db = api.database.db;
+    const { task } = await api.client.createTask({ name: "refused", type: "noop", runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600), nanos: 0 } });
+    const id = task!.id.toString();
+    expect(await claimAttempt(db, id, 1, "test-worker", "1")).toBeDefined();
+    // Unsanitised on purpose: jsonb cannot hold U+0000.
+    const refused: AttemptOutcome = { kind: "succeeded", result: { v: "a\u0000b" }, details: "attempt 1 succeeded" };
+    const { outcome } = await recordOrFailWithReason((o) => recordOutcome(db, id, 1, "test-worker", o), refused, 1, api.database.logger);
+    expect(outcome).toMatchObject({ kind: "failed", error: "could not record the attempt's outcome: unsupported Unicode escape sequence" });
+    const { task: after } = await api.client.getTask({ id: task!.id });
+    expect(after).toMatchObject({ status: TaskStatus.FAILED, lastError: expect.stringContaining("could not record") });
   });
 });
 

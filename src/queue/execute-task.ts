@@ -1,4 +1,4 @@
-import { errorMessage, InvalidArgumentError, isDatabaseUnavailable, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
+import { errorMessage, InvalidArgumentError, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
@@ -10,7 +10,7 @@ import { formatDuration } from "../duration.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
 import { TaskLogSink } from "./log-sink.js";
-import { DEFAULT_MAX_RESULT_BYTES, storableResult } from "./result.js";
+import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
 
 /**
  * If PostgreSQL stays down past this while an outcome waits to be recorded, the error propagates;
@@ -96,21 +96,14 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     if (deps.inFlight.get(taskId) === controller) deps.inFlight.delete(taskId);
     await sink.close();
   }
-  const record = (o: AttemptOutcome) =>
-    retryWhileUnavailable(() => recordOutcome(deps.db, task.id, task.attempts, deps.workerId, o), "recording an outcome", RECORD_PATIENCE_MS, logger);
-  let recorded;
-  try {
-    recorded = await record(outcome);
-  } catch (err) {
-    // The database refused this outcome (not an outage: retryWhileUnavailable waits those out).
-    // Fail the attempt with the real reason rather than leave it RUNNING for the reconciler to
-    // call "worker lost".
-    if (isDatabaseUnavailable(err)) throw err;
-    const message = `could not record the attempt's outcome: ${errorMessage(err)}`;
-    logger.warn({ err: errorMessage(err), outcome: outcome.kind }, message);
-    outcome = { kind: "failed", error: message, details: `attempt ${attempt} failed permanently: ${message}` };
-    recorded = await record(outcome);
-  }
+  // Recorded under `final`: a refused outcome is replaced by the failure that says why.
+  const { recorded, outcome: final } = await recordOrFailWithReason(
+    (o) => retryWhileUnavailable(() => recordOutcome(deps.db, task.id, task.attempts, deps.workerId, o), "recording an outcome", RECORD_PATIENCE_MS, logger),
+    outcome,
+    attempt,
+    logger,
+  );
+  outcome = final;
   deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
   // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
   if (recorded) logger[outcome.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, outcome.details);
