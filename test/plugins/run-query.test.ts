@@ -136,7 +136,7 @@ describe("run_query", () => {
   });
 
   it("reads wide rows under a byte budget: keeps what fits the result cap, stops counting at the read budget", async () => {
-    const budgeted = plugin({ maxResultBytes: 64 * 1024, maxReadBytes: 32 * 1024 * 1024 });
+    const budgeted = plugin({ maxResultBytes: 64 * 1024, maxReadBytes: 32 * 1024 * 1024, statementTimeoutMs: 60_000 });
     // 45 rows of 8 MB: read whole, 360 MB; under the budget, about four rows are ever read.
     const wide = await run(budgeted, { sql: "select repeat('z', 8*1024*1024) as z from generate_series(1, 45)", max_rows: 1 });
     expect(wide).toMatchObject({ rows: [], truncated: true, row_count_complete: false, columns: ["z"] });
