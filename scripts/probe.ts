@@ -136,6 +136,8 @@ export async function probe(address: string, options: ProbeOptions = {}): Promis
     const controller = new AbortController();
     setMaxListeners(0, controller.signal); // one signal for all 2,000 streams
     const sessions = Array.from({ length: 20 }, () => createClient(Health, createGrpcTransport({ baseUrl: address, defaultTimeoutMs })));
+    // One call each first, so every connection is up before the flood.
+    await Promise.all(sessions.map((s) => s.check({ service: "" })));
     const first = await Promise.allSettled(
       Array.from({ length: 2_000 }, (_, i) => sessions[i % sessions.length]!.watch({ service: "" }, { signal: controller.signal })[Symbol.asyncIterator]().next()),
     );

@@ -17,7 +17,8 @@ beforeAll(async () => {
     // Short limits, so stalled connections and runaway statements end within the test.
     TASK_HTTP_HEADERS_TIMEOUT_MS: "1000",
     TASK_HTTP_REQUEST_TIMEOUT_MS: "2000",
-    TASK_HTTP2_IDLE_TIMEOUT_MS: "3000",
+    // Long enough that a loaded machine opening 2,000 streams is not mistaken for an idle client.
+    TASK_HTTP2_IDLE_TIMEOUT_MS: "15000",
     TASK_QUERY_STATEMENT_TIMEOUT_MS: "10000",
     TASK_MAX_HEALTH_WATCHERS: "500",
   });
