@@ -111,6 +111,17 @@ describe("request bodies that are not protobuf (item 14)", () => {
   });
 });
 
+describe("request bodies that are not protobuf, over gRPC-Web (item 14)", () => {
+  it("gRPC-Web: status 3 in the trailer frame", async () => {
+    const garbage = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, garbage.length]), garbage]);
+    const res = await fetch(`${api.server.url}/task.v1.TaskService/ListTasks`, { method: "POST", headers: { "content-type": "application/grpc-web+proto" }, body: frame });
+    const body = Buffer.from(await res.arrayBuffer());
+    const status = res.headers.get("grpc-status") ?? /grpc-status: ?(\d+)/.exec(body.toString("latin1"))?.[1];
+    expect(status).toBe("3");
+  });
+});
+
 describe("results PostgreSQL cannot store as they are (item 12)", () => {
   it("a NUL or lone surrogate in a result is replaced and the task succeeds", async () => {
     const { task } = await api.client.createTask({ name: "nul", type: "run_query", parameters: { sql: `select '"a\\u0000b"'::json as v, '"\\ud800"'::json as w` } });

@@ -46,14 +46,39 @@ async function recode(res: UniversalServerResponse): Promise<UniversalServerResp
       })(),
     };
   }
+  // gRPC-Web: the status is the last frame of the body (flag 0x80, then "name: value" lines).
+  if (contentType.startsWith("application/grpc-web") && !contentType.startsWith("application/grpc-web-text") && res.body) {
+    const body = res.body as AsyncIterable<Uint8Array>;
+    return {
+      ...res,
+      body: (async function* () {
+        for await (const chunk of body) yield recodeTrailerFrame(chunk);
+      })(),
+    };
+  }
   return res;
+}
+
+/** A gRPC-Web trailer frame with status 13 for a decode error, re-coded to 3; other chunks as they are. */
+function recodeTrailerFrame(chunk: Uint8Array): Uint8Array {
+  if (chunk.length < 5 || chunk[0] !== 0x80) return chunk;
+  const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (bytes.readUInt32BE(1) !== bytes.length - 5) return chunk;
+  const text = bytes.subarray(5).toString("utf8");
+  const message = /^grpc-message: ?(.*)$/im.exec(text)?.[1]?.trim() ?? "";
+  if (!/^grpc-status: ?13\r?$/im.test(text) || !decodeURIComponent(message).startsWith(PARSE_BINARY)) return chunk;
+  const recoded = Buffer.from(text.replace(/^grpc-status: ?13(\r?)$/im, "grpc-status: 3$1"));
+  const header = Buffer.alloc(5);
+  header[0] = 0x80;
+  header.writeUInt32BE(recoded.length, 1);
+  return Buffer.concat([header, recoded]);
 }
 
 /**
  * connect-es answers a request body that is not valid binary protobuf with Internal (its
  * createBinarySerialization wraps every decode error so), before any interceptor runs. It is the
- * caller's mistake, so this re-codes it as InvalidArgument for the Connect protocol and gRPC.
- * gRPC-Web, whose status is framed inside the body, still answers Internal.
+ * caller's mistake, so this re-codes it as InvalidArgument for the Connect protocol, gRPC and
+ * binary gRPC-Web (not grpc-web-text, whose frames are base64).
  */
 export function answerDecodeErrorsAsInvalidArgument(router: ConnectRouter): void {
   router.handlers.forEach((handler, i) => {
