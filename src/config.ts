@@ -98,6 +98,32 @@ export const configSchema = z.object({
   queryWritableTargets: commaList.default([]),
   /** TASK_QUERY_STATEMENT_TIMEOUT_MS: upper bound for one run_query statement. */
   queryStatementTimeoutMs: z.coerce.number().int().min(1).default(30_000),
+  /** TASK_QUERY_MAX_READ_BYTES: most bytes run_query reads per statement; past it, rows are no longer counted. */
+  queryMaxReadBytes: z.coerce.number().int().min(1024).default(64 * 1024 * 1024),
+  /** TASK_MAX_RESULT_BYTES: largest task result stored, as JSON; run_query keeps fewer rows, other results are replaced by a note. */
+  maxResultBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
+  /** TASK_HTTP_HEADERS_TIMEOUT_MS: a connection must send its first bytes, and HTTP/1.1 request headers, within this. */
+  httpHeadersTimeoutMs: z.coerce.number().int().min(100).default(10_000),
+  /** TASK_HTTP_REQUEST_TIMEOUT_MS: a request (headers and body) must arrive whole within this; responses may stream longer. */
+  httpRequestTimeoutMs: z.coerce.number().int().min(100).default(30_000),
+  /** TASK_HTTP_KEEP_ALIVE_TIMEOUT_MS: an idle HTTP/1.1 keep-alive connection is closed after this. */
+  httpKeepAliveTimeoutMs: z.coerce.number().int().min(100).default(5_000),
+  /** TASK_HTTP2_IDLE_TIMEOUT_MS: an HTTP/2 connection with no open stream and no traffic is closed after this. */
+  http2IdleTimeoutMs: z.coerce.number().int().min(100).default(60_000),
+  /** TASK_HTTP2_MAX_STREAMS: concurrent streams one HTTP/2 connection may open. */
+  http2MaxConcurrentStreams: z.coerce.number().int().min(1).default(100),
+  /** TASK_HTTP_MAX_CONNECTIONS: open client connections the API accepts; further ones are closed at once. */
+  httpMaxConnections: z.coerce.number().int().min(1).default(1_000),
+  /** TASK_MAX_HEALTH_WATCHERS: open grpc.health.v1 Watch streams (unauthenticated); further ones get ResourceExhausted. */
+  maxHealthWatchers: z.coerce.number().int().min(1).default(1_000),
+  /**
+   * TASK_ALLOWED_HOSTS: Host header names (port ignored) the API answers when it runs without tokens,
+   * against DNS rebinding. Unset: loopback names (localhost, 127.x.x.x, [::1]) on a loopback listener.
+   * "*" accepts any host (not advised).
+   */
+  allowedHosts: commaList.default([]),
+  /** TASK_EMAIL_ALLOWED_SENDERS: if set, the only `from` addresses (or @domain suffixes) send_email accepts. */
+  emailAllowedSenders: commaList.default([]),
   /** LOG_LEVEL: trace, debug, info, warn, error, fatal or silent. */
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
 });
@@ -137,6 +163,17 @@ const envNames: Record<keyof Config, string> = {
   queryTargets: "TASK_QUERY_TARGETS",
   queryWritableTargets: "TASK_QUERY_WRITABLE_TARGETS",
   queryStatementTimeoutMs: "TASK_QUERY_STATEMENT_TIMEOUT_MS",
+  queryMaxReadBytes: "TASK_QUERY_MAX_READ_BYTES",
+  maxResultBytes: "TASK_MAX_RESULT_BYTES",
+  httpHeadersTimeoutMs: "TASK_HTTP_HEADERS_TIMEOUT_MS",
+  httpRequestTimeoutMs: "TASK_HTTP_REQUEST_TIMEOUT_MS",
+  httpKeepAliveTimeoutMs: "TASK_HTTP_KEEP_ALIVE_TIMEOUT_MS",
+  http2IdleTimeoutMs: "TASK_HTTP2_IDLE_TIMEOUT_MS",
+  http2MaxConcurrentStreams: "TASK_HTTP2_MAX_STREAMS",
+  httpMaxConnections: "TASK_HTTP_MAX_CONNECTIONS",
+  maxHealthWatchers: "TASK_MAX_HEALTH_WATCHERS",
+  allowedHosts: "TASK_ALLOWED_HOSTS",
+  emailAllowedSenders: "TASK_EMAIL_ALLOWED_SENDERS",
   logLevel: "LOG_LEVEL",
 };
 

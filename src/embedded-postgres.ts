@@ -137,6 +137,8 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
       password: settings.password,
       port: settings.port,
       persistent: true,
+      // Passwords go over the (loopback) wire as SCRAM proofs, never in clear text.
+      authMethod: "scram-sha-256",
       // PostgreSQL refuses to run as root; the package then creates and uses a "postgres" system user.
       createPostgresUser: asRoot,
       // C locale: works on machines without generated locales.
@@ -145,6 +147,8 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
       onError: (err: unknown) => log.error({ err: String(err) }, "initdb error"),
     }).initialise();
   }
+  // Clusters initialised before SCRAM was the method still say "password" (clear text).
+  await useScramAuthentication(path.join(pgdata, "pg_hba.conf"));
   const postmaster = await startPostmaster(pgdata, settings.port, asRoot, log);
   const urlFor = (database: string) => `postgres://${USER}:${encodeURIComponent(settings.password)}@127.0.0.1:${settings.port}/${database}`;
   try {
@@ -209,6 +213,21 @@ async function startPostmaster(pgdata: string, port: number, asRoot: boolean, lo
 async function idOf(flag: "-u" | "-g"): Promise<number> {
   const { stdout } = await execFileAsync("id", [flag, USER]);
   return Number.parseInt(stdout, 10);
+}
+
+/**
+ * Rewrites pg_hba.conf rules that authenticate with "password" or "md5" to "scram-sha-256". The
+ * roles' passwords are already stored as SCRAM verifiers (PostgreSQL's default since 14), so
+ * existing passwords keep working.
+ */
+export async function useScramAuthentication(hbaFile: string): Promise<void> {
+  if (!existsSync(hbaFile)) return;
+  const text = await readFile(hbaFile, "utf8");
+  const upgraded = text
+    .split("\n")
+    .map((line) => (/^\s*(#|$)/.test(line) ? line : line.replace(/(\s)(password|md5)(\s*)$/, "$1scram-sha-256$3")))
+    .join("\n");
+  if (upgraded !== text) await writeFile(hbaFile, upgraded);
 }
 
 /** Creates a database unless it exists. */

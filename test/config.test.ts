@@ -28,6 +28,8 @@ describe("configuration", () => {
     [{ TASK_QUERY_TARGETS: "Main=postgres://x" }, /TASK_QUERY_TARGETS/],
     [{ TASK_RECONCILE_CRON: "every minute" }, /TASK_RECONCILE_CRON/],
     [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
+    [{ TASK_HTTP_MAX_CONNECTIONS: "0" }, /TASK_HTTP_MAX_CONNECTIONS/],
+    [{ TASK_HTTP_HEADERS_TIMEOUT_MS: "soon" }, /TASK_HTTP_HEADERS_TIMEOUT_MS/],
   ])("rejects %j naming the variable, never falling back to a default", (env, message) => {
     expect(() => loadConfig({}, env)).toThrow(ConfigError);
     expect(() => loadConfig({}, env)).toThrow(message);

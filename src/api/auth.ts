@@ -1,23 +1,31 @@
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 
 /** Services anyone may call: health checks come from probes and load balancers that hold no token. */
 const PUBLIC_SERVICES = new Set([Health.typeName]);
 
+/** A fixed-length digest, so comparing two of them takes the same time whatever the tokens' lengths. */
+function digest(token: string): Buffer {
+  return createHash("sha256").update(token).digest();
+}
+
 /**
- * Requires `Authorization: Bearer <token>` with one of the configured tokens. Comparison is
- * constant-time so response timing does not reveal how much of a token matched.
+ * Requires `Authorization: Bearer <token>` with one of the configured tokens. Tokens are compared
+ * as SHA-256 digests in constant time, every configured token each time, so response timing
+ * reveals neither how much of a token matched nor how long the tokens are.
  */
 export function bearerAuthInterceptor(tokens: string[]): Interceptor {
-  const accepted = tokens.map((t) => Buffer.from(t));
+  const accepted = tokens.map(digest);
   return (next) => async (req) => {
     if (PUBLIC_SERVICES.has(req.service.typeName)) return next(req);
     const header = req.header.get("authorization") ?? "";
     const match = /^Bearer\s+(.+)$/i.exec(header);
     if (!match) throw new ConnectError("missing bearer token", Code.Unauthenticated);
-    const presented = Buffer.from(match[1]!.trim());
-    const ok = accepted.some((t) => t.length === presented.length && timingSafeEqual(t, presented));
+    const presented = digest(match[1]!.trim());
+    // No short-circuit: which token matched (if any) must not show in the timing either.
+    let ok = false;
+    for (const t of accepted) ok = timingSafeEqual(t, presented) || ok;
     if (!ok) throw new ConnectError("invalid bearer token", Code.Unauthenticated);
     return next(req);
   };

@@ -3,7 +3,8 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
 import { toConnectError } from "./connect-errors.js";
-import { createHealthService } from "./health.js";
+import { answerDecodeErrorsAsInvalidArgument } from "./decode-errors.js";
+import { createHealthService, type HealthOptions } from "./health.js";
 import { createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
@@ -33,9 +34,10 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 }
 
 /** Registers every service on a router. */
-export function routes(deps: TaskServiceDeps): (router: ConnectRouter) => void {
+export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (router: ConnectRouter) => void {
   return (router) => {
     router.service(TaskService, createTaskService(deps));
-    router.service(Health, createHealthService(deps.db.kysely));
+    router.service(Health, createHealthService(deps.db.kysely, deps.health));
+    answerDecodeErrorsAsInvalidArgument(router);
   };
 }

@@ -6,7 +6,9 @@ import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { bearerAuthInterceptor } from "./auth.js";
+import { cachedFor } from "./cached.js";
 import { dashboardHandler } from "./dashboard.js";
+import { hostAllowList } from "./host-check.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
@@ -21,7 +23,23 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
   metrics?: Metrics;
   /** For LISTEN (WatchTask wake-ups); without it, watchers poll. */
   databaseUrl?: string;
-  config: Pick<Config, "host" | "port" | "apiTokens" | "allowInsecure" | "maxRequestBytes" | "maxBatchSize">;
+  config: Pick<
+    Config,
+    | "host"
+    | "port"
+    | "apiTokens"
+    | "allowInsecure"
+    | "maxRequestBytes"
+    | "maxBatchSize"
+    | "httpHeadersTimeoutMs"
+    | "httpRequestTimeoutMs"
+    | "httpKeepAliveTimeoutMs"
+    | "http2IdleTimeoutMs"
+    | "http2MaxConcurrentStreams"
+    | "httpMaxConnections"
+    | "allowedHosts"
+    | "maxHealthWatchers"
+  >;
 }
 
 /** A listening API server. */
@@ -50,10 +68,14 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   if (deps.config.apiTokens.length > 0) interceptors.unshift(bearerAuthInterceptor(deps.config.apiTokens));
   if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
   const dashboard = dashboardHandler();
-  return connectNodeAdapter({
-    routes: routes(deps),
+  const hostAllowed = hostAllowList(deps.config);
+  const handler = connectNodeAdapter({
+    routes: routes({ ...deps, health: { maxWatchers: deps.config.maxHealthWatchers } }),
     interceptors,
     readMaxBytes: deps.config.maxRequestBytes,
+    // Unknown fields and enum names are errors, not silently dropped: a misspelt or unknown
+    // status filter must not turn into "all tasks".
+    jsonOptions: { ignoreUnknownFields: false },
     fallback(req, res) {
       const reply = (status: number, text: string) => {
         res.writeHead(status, { "content-type": "text/plain" });
@@ -83,6 +105,66 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
       reply(404, "not found");
     },
   });
+  if (!hostAllowed) return handler;
+  return (req, res) => {
+    const host = req.headers[":authority"] ?? req.headers.host;
+    if (hostAllowed(Array.isArray(host) ? host[0] : host)) return handler(req, res);
+    res.writeHead(403, { "content-type": "text/plain" });
+    res.end("forbidden: this server answers only loopback host names (set TASK_ALLOWED_HOSTS, or use API tokens)\n");
+  };
+}
+
+type Handler = ReturnType<typeof buildHandler>;
+
+/** How long the tasks-by-status counts behind /metrics are reused. */
+const METRICS_COUNT_CACHE_MS = 5_000;
+
+/**
+ * The HTTP/1.1 and HTTP/2 servers behind the front listener, with every limit that keeps a slow or
+ * idle client from holding a connection: HTTP/1.1 header, request and keep-alive timeouts;
+ * HTTP/2 stream limits, a request timeout per stream and an idle timeout per connection without
+ * open streams. Responses may stream for as long as they like (WatchTask, health Watch).
+ */
+function createProtocolServers(config: ApiServerDeps["config"], handler: Handler) {
+  const requestTimeout = config.httpRequestTimeoutMs;
+  const h1 = http.createServer(
+    {
+      headersTimeout: Math.min(config.httpHeadersTimeoutMs, requestTimeout),
+      requestTimeout,
+      keepAliveTimeout: config.httpKeepAliveTimeoutMs,
+      // How often expired header and request timeouts are looked for (Node's default is 30 s).
+      connectionsCheckingInterval: Math.min(1_000, config.httpHeadersTimeoutMs),
+    },
+    handler,
+  );
+  // Hazard: Node only starts checking header and request timeouts when the server emits
+  // "listening". This server never listens (the front listener hands it connections), so without
+  // this, a client sending headers one byte a minute would hold its connection forever.
+  h1.emit("listening");
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: config.http2MaxConcurrentStreams } }, handler);
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    let open = 0;
+    session.on("stream", (stream) => {
+      open++;
+      // The request (headers and body) must arrive whole in time; the response may then stream.
+      const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), requestTimeout).unref();
+      stream.once("end", () => clearTimeout(timer));
+      stream.once("close", () => {
+        clearTimeout(timer);
+        open--;
+      });
+    });
+    // Fires after this long without traffic; a connection with a quiet open stream (a watcher
+    // waiting for news) is left alone. close() sends GOAWAY first, so a client that was about to
+    // use the connection opens a new one instead of seeing a reset.
+    session.setTimeout(config.http2IdleTimeoutMs, () => {
+      if (open === 0) session.close();
+    });
+    session.on("close", () => sessions.delete(session));
+  });
+  return { h1, h2, sessions };
 }
 
 /** Every HTTP/2 connection opens with "PRI * HTTP/2.0"; no HTTP/1.1 method starts with "PRI". */
@@ -95,20 +177,18 @@ const HTTP2_PREFACE_START = "PRI";
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
-  deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db.kysely), taskStatuses);
+  // /metrics needs no token: a scrape storm costs one count every few seconds, not one each.
+  deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
   const handler = buildHandler({ ...deps, events });
-  const h1 = http.createServer(handler);
-  const h2 = http2.createServer(handler);
+  const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.Http2Session>();
-  h2.on("session", (session) => {
-    sessions.add(session);
-    session.on("close", () => sessions.delete(session));
-  });
   const front = net.createServer((socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
+    // A connection that says nothing at all is closed like one that never finishes its headers.
+    socket.setTimeout(deps.config.httpHeadersTimeoutMs, () => socket.destroy());
     socket.once("data", (chunk) => {
+      socket.setTimeout(0);
       socket.pause();
       socket.unshift(chunk);
       const isH2 = chunk.toString("latin1", 0, HTTP2_PREFACE_START.length) === HTTP2_PREFACE_START;
@@ -122,6 +202,8 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
     });
     socket.on("error", () => socket.destroy());
   });
+  // Beyond this, connections are closed as they are accepted, before they can exhaust file descriptors.
+  front.maxConnections = deps.config.httpMaxConnections;
   await new Promise<void>((resolve, reject) => {
     front.once("error", reject);
     front.listen(deps.config.port, deps.config.host, () => resolve());
@@ -137,6 +219,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
         front.close(() => resolve());
+        h1.close(() => undefined); // stops its timeout checks; it never listened itself
         void events.close();
         for (const session of sessions) session.close();
         h1.closeIdleConnections();

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import type { Config } from "../config.js";
-import { IdempotencyConflictError, InvalidArgumentError, InvalidTransitionError, TaskNotFoundError } from "../errors.js";
+import { IdempotencyConflictError, InvalidArgumentError, InvalidTransitionError, TaskNotFoundError, TaskTypeDisabledError } from "../errors.js";
 import {
   TaskService,
   TaskStatusCountSchema,
@@ -20,7 +20,7 @@ import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
-import { containsNul, encodePageToken, NUL_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { containsUnstorable, encodePageToken, UNSTORABLE_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
 /** What the handlers need. */
 export interface TaskServiceDeps {
@@ -31,6 +31,16 @@ export interface TaskServiceDeps {
   config: Pick<Config, "maxBatchSize">;
   logger: Logger;
   metrics?: Metrics;
+}
+
+/** Throws TaskTypeDisabledError (FailedPrecondition) unless this server can run tasks of `type`. */
+function assertRunnable(registry: PluginRegistry, type: string): void {
+  try {
+    registry.resolve(type);
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw new TaskTypeDisabledError(type, "no plugin of this type is registered on this server");
+    throw err;
+  }
 }
 
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
@@ -122,7 +132,7 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
       const id = validateTaskId(req.id);
       const reason = req.reason.trim();
       if (reason.length > 500) throw InvalidArgumentError.of("reason", "must be at most 500 characters");
-      if (containsNul(reason)) throw InvalidArgumentError.of("reason", NUL_REASON);
+      if (containsUnstorable(reason)) throw InvalidArgumentError.of("reason", UNSTORABLE_REASON);
       const details = reason ? `cancelled by request: ${reason}` : "cancelled by request";
       const row = (await cancelWaitingTask(db, id, details, reason || null)) ?? (await requestCancelRunningTask(db, id, reason || null));
       if (row) return { task: taskToProto(row) };
@@ -135,6 +145,9 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
       const id = validateTaskId(req.id);
       const before = await findTask(db, id);
       if (!before) throw new TaskNotFoundError(id);
+      // Like create: a type this server will not run (shell without --enable-shell) is refused,
+      // rather than re-queued to fail again or to run code the operator turned off.
+      assertRunnable(registry, before.type);
       const details = `manual retry: back to queued with attempts reset (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? "" : "s"})`;
       const row = await requeueFinishedTask(db, id, details);
       if (!row) {

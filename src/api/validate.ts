@@ -5,6 +5,7 @@ import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { TaskStatus } from "../store/schema.js";
 import type { NewTask, TaskFilter } from "../store/tasks.js";
+import { isStorableText } from "../store/storable-text.js";
 import { durationToMs, statusFromProto } from "./convert.js";
 
 export const MAX_PRIORITY = 1000;
@@ -12,36 +13,38 @@ export const MAX_ATTEMPTS_LIMIT = 100;
 export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 1000;
+/** Most values a list filter of statuses or types may carry. */
+export const MAX_FILTER_VALUES = 100;
 const MAX_PARAMETERS_BYTES = 256 * 1024;
 
-/** PostgreSQL cannot store U+0000 in text or jsonb; reject it up front rather than fail inside. */
-export const NUL_REASON = "must not contain NUL (\\u0000) characters";
+/** PostgreSQL cannot store U+0000 or unpaired surrogates in text or jsonb; reject them up front rather than fail inside. */
+export const UNSTORABLE_REASON = "must not contain NUL (\\u0000) or unpaired UTF-16 surrogate characters";
 
 /**
- * The path of the first string holding U+0000 in a value (searching arrays and objects, keys
+ * The path of the first string PostgreSQL could not store (searching arrays and objects, keys
  * included), or undefined when there is none.
  */
-export function findNul(value: unknown, path: string): string | undefined {
-  if (typeof value === "string") return value.includes("\u0000") ? path : undefined;
+export function findUnstorable(value: unknown, path: string): string | undefined {
+  if (typeof value === "string") return isStorableText(value) ? undefined : path;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = findNul(value[i], `${path}[${i}]`);
+      const found = findUnstorable(value[i], `${path}[${i}]`);
       if (found) return found;
     }
     return undefined;
   }
   if (value && typeof value === "object") {
     for (const [k, v] of Object.entries(value)) {
-      const found = findNul(k, path) ?? findNul(v, `${path}.${k}`);
+      const found = findUnstorable(k, path) ?? findUnstorable(v, `${path}.${k}`);
       if (found) return found;
     }
   }
   return undefined;
 }
 
-/** Whether a value holds U+0000 anywhere. */
-export function containsNul(value: unknown): boolean {
-  return findNul(value, "") !== undefined;
+/** Whether a value holds a string PostgreSQL could not store. */
+export function containsUnstorable(value: unknown): boolean {
+  return findUnstorable(value, "") !== undefined;
 }
 
 /** run_at must fit PostgreSQL's timestamptz and mean something: years 1970 to 9999. */
@@ -68,7 +71,7 @@ export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegis
   const name = req.name.trim();
   if (name.length === 0) v.add(`${prefix}name`, "is required");
   else if (name.length > 200) v.add(`${prefix}name`, "must be at most 200 characters");
-  else if (containsNul(name)) v.add(`${prefix}name`, NUL_REASON);
+  else if (containsUnstorable(name)) v.add(`${prefix}name`, UNSTORABLE_REASON);
   if (req.type === "") v.add(`${prefix}type`, "is required");
   if (!Number.isInteger(req.priority) || Math.abs(req.priority) > MAX_PRIORITY) {
     v.add(`${prefix}priority`, `must be between -${MAX_PRIORITY} and ${MAX_PRIORITY}`);
@@ -82,7 +85,7 @@ export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegis
     if (!(timeoutMs >= 1) || timeoutMs > MAX_TIMEOUT_MS) v.add(`${prefix}timeout`, "must be between 1ms and 24h");
   }
   if (req.idempotencyKey.length > 200) v.add(`${prefix}idempotency_key`, "must be at most 200 characters");
-  else if (containsNul(req.idempotencyKey)) v.add(`${prefix}idempotency_key`, NUL_REASON);
+  else if (containsUnstorable(req.idempotencyKey)) v.add(`${prefix}idempotency_key`, UNSTORABLE_REASON);
   let runAt: Date | null = null;
   if (req.runAt) {
     runAt = timestampDate(req.runAt);
@@ -92,8 +95,8 @@ export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegis
   if (req.parameters && JSON.stringify(req.parameters).length > MAX_PARAMETERS_BYTES) {
     v.add(`${prefix}parameters`, `must be at most ${MAX_PARAMETERS_BYTES} bytes of JSON`);
   } else {
-    const nulAt = findNul(req.parameters, `${prefix}parameters`);
-    if (nulAt) v.add(nulAt, NUL_REASON);
+    const unstorableAt = findUnstorable(req.parameters, `${prefix}parameters`);
+    if (unstorableAt) v.add(unstorableAt, UNSTORABLE_REASON);
   }
   v.throwIfAny();
 
@@ -153,19 +156,29 @@ function decodePageToken(token: string): string | undefined {
 export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSize: number; pageNumber: number } {
   const v = new Violations();
   const statuses: TaskStatus[] = [];
-  req.statuses.forEach((s, i) => {
-    const status = statusFromProto(s);
-    if (status) statuses.push(status);
-    else v.add(`statuses[${i}]`, `is not a valid status (${s})`);
-  });
+  // Over a cap, the entries are not examined one by one: a huge list costs one check.
+  if (req.statuses.length > MAX_FILTER_VALUES) v.add("statuses", `must list at most ${MAX_FILTER_VALUES} statuses`);
+  else {
+    req.statuses.forEach((s, i) => {
+      const status = statusFromProto(s);
+      if (status) statuses.push(status);
+      else v.add(`statuses[${i}]`, `is not a valid status (${s})`);
+    });
+  }
   if (req.ids.length > MAX_PAGE_SIZE) v.add("ids", `must list at most ${MAX_PAGE_SIZE} ids`);
-  req.ids.forEach((id, i) => {
-    if (id <= 0n) v.add(`ids[${i}]`, "must be a positive task id");
-  });
-  req.types.forEach((t, i) => {
-    if (t.trim() === "") v.add(`types[${i}]`, "must not be empty");
-    else if (containsNul(t)) v.add(`types[${i}]`, NUL_REASON);
-  });
+  else {
+    req.ids.forEach((id, i) => {
+      if (id <= 0n) v.add(`ids[${i}]`, "must be a positive task id");
+    });
+  }
+  if (req.types.length > MAX_FILTER_VALUES) v.add("types", `must list at most ${MAX_FILTER_VALUES} types`);
+  else {
+    req.types.forEach((t, i) => {
+      if (t.trim() === "") v.add(`types[${i}]`, "must not be empty");
+      else if (t.length > 200) v.add(`types[${i}]`, "must be at most 200 characters");
+      else if (containsUnstorable(t)) v.add(`types[${i}]`, UNSTORABLE_REASON);
+    });
+  }
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) v.add("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
   if (req.pageNumber < 0) v.add("page_number", "must be 1 or more");
   if (req.pageNumber > 0 && req.pageToken !== "") v.add("page_token", "cannot be combined with page_number");

@@ -23,6 +23,8 @@ export function builtinPlugins(config: Config, logger: Logger): BuiltinPlugins {
     targets: config.queryTargets,
     writableTargets: config.queryWritableTargets,
     statementTimeoutMs: config.queryStatementTimeoutMs,
+    maxResultBytes: config.maxResultBytes,
+    maxReadBytes: config.queryMaxReadBytes,
     poolSize: Math.max(1, Math.min(config.workerConcurrency, 50)),
     logger: logger.child({ plugin: "run_query" }),
   });
@@ -33,6 +35,7 @@ export function builtinPlugins(config: Config, logger: Logger): BuiltinPlugins {
       smtpUrl: config.smtpUrl,
       outboxDir: config.outboxDir ?? path.join(config.dataDir, "outbox"),
       defaultFrom: config.smtpFrom,
+      allowedSenders: config.emailAllowedSenders,
     }) as Plugin,
     shellPlugin({ enabled: config.enableShell, killGraceMs: config.shellKillGraceMs }) as Plugin,
   ];

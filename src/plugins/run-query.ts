@@ -1,6 +1,7 @@
 import pg from "pg";
 import Cursor from "pg-cursor";
 import type { Logger } from "../logger.js";
+import { readWithBudget } from "./row-budget.js";
 import { runQueryParameters } from "./schemas.js";
 import type { Plugin } from "./types.js";
 
@@ -8,22 +9,37 @@ import type { Plugin } from "./types.js";
 export interface RunQueryOptions {
   targets: Record<string, string>;
   writableTargets: string[];
-  /** Upper bound per statement (the task's own timeout applies too). */
+  /** Upper bound per statement, enforced from outside the session too (the task's own timeout applies as well). */
   statementTimeoutMs: number;
   /** Connections per target; as many as the worker runs tasks at once. */
   poolSize: number;
+  /** Most JSON bytes of rows kept in a result; the rest is counted, not kept. */
+  maxResultBytes: number;
+  /** Most bytes read from the server per statement; past it the row count is a lower bound. */
+  maxReadBytes: number;
   logger: Logger;
 }
 
-const BATCH_ROWS = 1_000;
+/** After cancelling an overdue statement, how long to wait before terminating its backend. */
+const TERMINATE_AFTER_MS = 5_000;
 
 /** A run_query plugin plus a way to close its target pools. */
 export type RunQueryPlugin = Plugin<ReturnType<typeof runQueryParameters>> & { close(): Promise<void> };
 
+/** The statement ran past the configured limit and was cancelled from outside its session. */
+class StatementDeadlineError extends Error {
+  override name = "StatementDeadlineError";
+}
+
 /**
  * Runs one statement against a named target in a (by default read-only) transaction with a
- * statement timeout, streaming rows through a cursor so a huge result cannot exhaust memory: the
- * first max_rows are kept, all are counted. Abort cancels the statement on the server.
+ * statement timeout, streaming rows through a cursor under a byte budget so a huge result cannot
+ * exhaust memory: the first rows that fit max_rows and the result cap are kept, the rest counted.
+ *
+ * The statement cannot outlive its limit even if it changes statement_timeout itself: a timer
+ * cancels its backend from another connection. Abort cancels it the same way. Before a connection
+ * goes back to the pool, DISCARD ALL drops whatever session state the statement left (settings,
+ * advisory locks, temporary tables), so one task cannot influence the next.
  */
 export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
   const pools = new Map<string, pg.Pool>();
@@ -36,6 +52,22 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
     }
     return pool;
   };
+  /**
+   * Signals a backend from a connection of its own, not the pool's: when every pooled connection
+   * is busy with a runaway statement, a cancel must not queue behind them.
+   */
+  const signalBackend = async (target: string, pid: number, how: "cancel" | "terminate") => {
+    const admin = new pg.Client({ connectionString: options.targets[target], connectionTimeoutMillis: 10_000, application_name: "task-service run_query cancel" });
+    admin.on("error", () => undefined); // reported below, or irrelevant once the signal is sent
+    try {
+      await admin.connect();
+      await admin.query(how === "cancel" ? "select pg_cancel_backend($1)" : "select pg_terminate_backend($1)", [pid]);
+    } catch (err) {
+      options.logger.warn({ target, pid, err: (err as Error).message }, `could not ${how} a run_query backend`);
+    } finally {
+      await admin.end().catch(() => undefined);
+    }
+  };
   return {
     name: "run_query",
     description: "Runs one SQL statement against a named target database, read-only by default, with a row cap.",
@@ -45,11 +77,32 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
       ctx.signal.throwIfAborted();
       const pool = poolFor(params.target);
       const client = await pool.connect();
+      const pid = (client as unknown as { processID: number }).processID;
+      // Between cursor reads the backend is idle and a cancel finds nothing to cancel, so abort and
+      // the deadline also stop the reading loop.
+      const stop = new AbortController();
+      // Signals in flight; awaited before the connection is reused, so a late cancel cannot hit
+      // the next task's statement.
+      const signals: Promise<void>[] = [];
+      let cancelled = false;
       const cancel = () => {
-        // Cancel on the server from another connection; the cursor read then fails and we unwind.
-        pool.query("select pg_cancel_backend($1)", [(client as unknown as { processID: number }).processID]).catch(() => undefined);
+        stop.abort();
+        if (cancelled) return;
+        cancelled = true;
+        signals.push(signalBackend(params.target, pid, "cancel"));
       };
       ctx.signal.addEventListener("abort", cancel, { once: true });
+      const onClientError = (err: Error) => options.logger.warn({ taskId: ctx.taskId, pid, err: err.message }, "run_query connection failed");
+      client.on("error", onClientError);
+      let overdue = false;
+      let terminateTimer: NodeJS.Timeout | undefined;
+      const deadline = setTimeout(() => {
+        overdue = true;
+        options.logger.warn({ taskId: ctx.taskId, pid, limitMs: options.statementTimeoutMs }, "run_query statement overran its limit: cancelling it");
+        cancel();
+        // A statement that ignores the cancel (a loop that never checks for interrupts) loses its session.
+        terminateTimer = setTimeout(() => signals.push(signalBackend(params.target, pid, "terminate")), TERMINATE_AFTER_MS);
+      }, options.statementTimeoutMs);
       let broken: Error | undefined;
       try {
         // An abort while we waited for a connection fired before the listener existed.
@@ -60,25 +113,37 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
         // A server-side cancel between statements would cancel nothing.
         ctx.signal.throwIfAborted();
         const cursor = client.query(new Cursor(params.sql, params.params));
-        const rows: unknown[] = [];
-        let rowCount = 0;
-        let columns: string[] = [];
-        for (;;) {
-          const batch = await cursor.read(BATCH_ROWS);
-          if (columns.length === 0 && batch.length > 0) columns = Object.keys(batch[0] as object);
-          rowCount += batch.length;
-          for (const row of batch) if (rows.length < params.max_rows) rows.push(row);
-          if (batch.length < BATCH_ROWS) break;
+        let read;
+        try {
+          read = await readWithBudget(cursor, { maxRows: params.max_rows, maxResultBytes: options.maxResultBytes, maxReadBytes: options.maxReadBytes }, stop.signal);
+        } finally {
+          // Hazard: until the cursor is closed it stays the client's active query, and any later
+          // query on this client (commit, rollback) would wait behind it forever. A cursor that
+          // failed has already given the connection back; closing it would send a stray Sync.
+          if ((cursor as unknown as { state: string }).state !== "error") await cursor.close().catch(() => undefined);
         }
-        // The cursor is exhausted; commit closes its portal.
         await client.query("commit");
-        return { target: params.target, row_count: rowCount, columns, rows, truncated: rowCount > rows.length };
+        return {
+          target: params.target,
+          row_count: read.rowCount,
+          row_count_complete: read.countComplete,
+          columns: read.columns,
+          rows: read.rows,
+          truncated: !read.countComplete || read.rowCount > read.rows.length,
+        };
       } catch (err) {
         await client.query("rollback").catch((e: unknown) => (broken = e as Error));
         if (ctx.signal.aborted) throw ctx.signal.reason;
+        if (overdue) throw new StatementDeadlineError(`statement timeout: the statement ran past ${options.statementTimeoutMs} ms and was cancelled`);
         throw err;
       } finally {
+        clearTimeout(deadline);
+        clearTimeout(terminateTimer);
         ctx.signal.removeEventListener("abort", cancel);
+        await Promise.all(signals);
+        if (!broken) await client.query("discard all").catch((e: unknown) => (broken = e as Error));
+        client.off("error", onClientError);
+        // A connection whose session could not be reset is closed, not reused.
         client.release(broken);
       }
     },

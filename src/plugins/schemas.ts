@@ -5,6 +5,28 @@ const addresses = z
   .union([z.email(), z.array(z.email()).min(1).max(100)])
   .transform((v) => (Array.isArray(v) ? v : [v]));
 
+/**
+ * Whether `address` is allowed by a sender allow-list of addresses and "@domain" entries
+ * (case-insensitive); an empty list allows any sender.
+ */
+export function senderAllowed(address: string, allowed: readonly string[]): boolean {
+  if (allowed.length === 0) return true;
+  const a = address.toLowerCase();
+  return allowed.some((entry) => {
+    const e = entry.toLowerCase();
+    return e.startsWith("@") ? a.endsWith(e) : a === e;
+  });
+}
+
+/** Parameters of send_email, with `from` limited to the allow-list when one is configured. */
+export function sendEmailParametersFor(allowedSenders: readonly string[]) {
+  if (allowedSenders.length === 0) return sendEmailParameters;
+  return sendEmailParameters.refine((p) => p.from === undefined || senderAllowed(p.from, allowedSenders), {
+    message: `is not an allowed sender on this server (allowed: ${allowedSenders.join(", ")})`,
+    path: ["from"],
+  });
+}
+
 /** Parameters of send_email. */
 export const sendEmailParameters = z.strictObject({
   to: addresses.describe("recipient address, or a list of them"),

@@ -2,7 +2,7 @@ import { mkdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import nodemailer from "nodemailer";
 import { abortable } from "./abortable.js";
-import { sendEmailParameters } from "./schemas.js";
+import { sendEmailParametersFor } from "./schemas.js";
 import type { Plugin } from "./types.js";
 
 /** Where mail goes: an SMTP server, or .eml files in a directory when none is configured. */
@@ -10,19 +10,22 @@ export interface SendEmailOptions {
   smtpUrl?: string;
   outboxDir: string;
   defaultFrom: string;
+  /** If not empty, the only `from` addresses (or "@domain" suffixes) a task may give; the default sender is always allowed. */
+  allowedSenders?: string[];
 }
 
 /**
  * Sends one message. The Message-ID is derived from the task id, so a retried send carries the same
  * id and receiving systems can drop the duplicate.
  */
-export function sendEmailPlugin(options: SendEmailOptions): Plugin<typeof sendEmailParameters> {
+export function sendEmailPlugin(options: SendEmailOptions): Plugin<ReturnType<typeof sendEmailParametersFor>> {
   const smtp = options.smtpUrl ? nodemailer.createTransport(options.smtpUrl) : undefined;
   const outbox = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "unix" });
   return {
     name: "send_email",
     description: "Sends an email through the configured SMTP server (or into the local outbox when none is set).",
-    parameters: sendEmailParameters,
+    // Checked when the task is created, and again before each attempt (the list may have changed).
+    parameters: sendEmailParametersFor(options.allowedSenders ?? []),
     defaults: { timeoutMs: 60_000, maxAttempts: 5 },
     async run(params, ctx) {
       const messageId = `<task-${ctx.taskId}@task-service>`;

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import os from "node:os";
-import { createInterface } from "node:readline";
+import { readLines } from "./line-reader.js";
 import { shellParameters } from "./schemas.js";
 import type { Plugin } from "./types.js";
 
@@ -67,7 +67,7 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
         };
         ctx.signal.addEventListener("abort", onAbort, { once: true });
         for (const stream of ["stdout", "stderr"] as const) {
-          createInterface({ input: child[stream], crlfDelay: Infinity }).on("line", (line) => {
+          readLines(child[stream], (line) => {
             lines[stream]++;
             if (stream === "stderr") lastStderr = line;
             ctx.output.write(stream, line);

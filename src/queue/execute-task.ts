@@ -10,6 +10,7 @@ import { formatDuration } from "../duration.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
 import { TaskLogSink } from "./log-sink.js";
+import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
 
 /**
  * If PostgreSQL stays down past this while an outcome waits to be recorded, the error propagates;
@@ -36,6 +37,8 @@ export interface ExecuteDeps {
   logger: Logger;
   backoff: BackoffPolicy;
   maxLogLinesPerTask: number;
+  /** Largest result stored (JSON bytes); larger ones are replaced by a note. */
+  maxResultBytes?: number;
   /** Attempts running in this process, by task id: heartbeats and cancel notifications use it. */
   inFlight: Map<string, AbortController>;
   metrics?: Metrics;
@@ -83,7 +86,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
       stopTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
-    outcome = { kind: "succeeded", result: result ?? {}, details: `attempt ${attempt} succeeded` };
+    outcome = { kind: "succeeded", result: storableResult(result ?? {}, deps.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES), details: `attempt ${attempt} succeeded` };
   } catch (err) {
     outcome = failureOutcome(deps, task, controller.signal.aborted ? controller.signal.reason : err);
   } finally {
@@ -93,12 +96,14 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     if (deps.inFlight.get(taskId) === controller) deps.inFlight.delete(taskId);
     await sink.close();
   }
-  const recorded = await retryWhileUnavailable(
-    () => recordOutcome(deps.db, task.id, task.attempts, deps.workerId, outcome),
-    "recording an outcome",
-    RECORD_PATIENCE_MS,
+  // Recorded under `final`: a refused outcome is replaced by the failure that says why.
+  const { recorded, outcome: final } = await recordOrFailWithReason(
+    (o) => retryWhileUnavailable(() => recordOutcome(deps.db, task.id, task.attempts, deps.workerId, o), "recording an outcome", RECORD_PATIENCE_MS, logger),
+    outcome,
+    attempt,
     logger,
   );
+  outcome = final;
   deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
   // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
   if (recorded) logger[outcome.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, outcome.details);

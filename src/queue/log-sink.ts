@@ -3,6 +3,7 @@ import type { Logger } from "../logger.js";
 import type { LogSink } from "../plugins/types.js";
 import type { Database } from "../store/schema.js";
 import { appendLogLines, type LogLine } from "../store/task-logs.js";
+import { storableText } from "../store/storable-text.js";
 
 const FLUSH_INTERVAL_MS = 250;
 const FLUSH_BATCH = 500;
@@ -31,7 +32,9 @@ export class TaskLogSink implements LogSink {
 
   write(stream: LogLine["stream"], line: string): void {
     if (this.full) return;
-    this.buffer.push({ stream, line: line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}…` : line });
+    // NUL and lone surrogates would make PostgreSQL refuse the whole batch.
+    const clean = storableText(line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}…` : line);
+    this.buffer.push({ stream, line: clean });
     if (this.buffer.length >= FLUSH_BATCH) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), FLUSH_INTERVAL_MS);
   }

@@ -43,6 +43,7 @@ export interface WorkerOptions {
     | "heartbeatIntervalMs"
     | "pollIntervalMs"
     | "maxLogLinesPerTask"
+    | "maxResultBytes"
     | "leaseMs"
     | "reconcileCron"
     | "reconcileIntervalMs"
@@ -69,6 +70,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     logger,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     maxLogLinesPerTask: config.maxLogLinesPerTask,
+    maxResultBytes: config.maxResultBytes,
     inFlight,
     metrics: options.metrics,
   };

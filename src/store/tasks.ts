@@ -1,5 +1,5 @@
 import { sql, type Kysely } from "kysely";
-import type { Database, TaskRow, TaskStatus } from "./schema.js";
+import { taskColumns, type Database, type TaskRow, type TaskStatus } from "./schema.js";
 import { queryPrepared, type Db } from "./db.js";
 import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
 
@@ -96,13 +96,33 @@ export interface TaskFilter {
   limit: number;
 }
 
-/** Tasks newest first (id descending: stable under concurrent inserts), plus the filtered total. */
+/**
+ * Largest parameters or result a list returns inline (JSON bytes); larger ones are replaced by
+ * listedPayloadNote's object, so a page stays small whatever the tasks hold. GetTask returns them whole.
+ */
+export const LIST_PAYLOAD_BYTES = 16 * 1024;
+
+/** What a list shows instead of a payload larger than LIST_PAYLOAD_BYTES. */
+function cappedPayload(column: "parameters" | "result") {
+  const bytes = sql.ref(`${column}_bytes`);
+  const value = sql.ref(column);
+  return sql<Record<string, unknown>>`case when ${bytes} > ${LIST_PAYLOAD_BYTES}::int then jsonb_build_object(
+      'omitted', ${`${column} larger than ${LIST_PAYLOAD_BYTES} bytes are left out of lists; GetTask returns them`}::text,
+      'bytes', ${bytes}) else ${value} end`.as(column);
+}
+
+const listedColumns = taskColumns.filter((c) => c !== "parameters" && c !== "result");
+
+/**
+ * Tasks newest first (id descending: stable under concurrent inserts), plus the filtered total.
+ * Parameters and results over LIST_PAYLOAD_BYTES are replaced by a note with their size.
+ */
 export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promise<{ rows: TaskRow[]; total: number }> {
   let base = db.selectFrom("tasks");
   if (filter.statuses.length > 0) base = base.where("status", "in", filter.statuses);
   if (filter.types.length > 0) base = base.where("type", "in", filter.types);
   if (filter.ids.length > 0) base = base.where("id", "in", filter.ids);
-  let page = base.selectAll().orderBy("id", "desc").limit(filter.limit);
+  let page = base.select([...listedColumns, cappedPayload("parameters"), cappedPayload("result")]).orderBy("id", "desc").limit(filter.limit);
   if (filter.beforeId !== undefined) page = page.where("id", "<", filter.beforeId);
   if (filter.offset) page = page.offset(filter.offset);
   const [rows, count] = await Promise.all([

@@ -19,6 +19,8 @@ function plugin(overrides: Partial<RunQueryOptions> = {}): RunQueryPlugin {
     writableTargets: [],
     statementTimeoutMs: 2000,
     poolSize: 5,
+    maxResultBytes: 1024 * 1024,
+    maxReadBytes: 64 * 1024 * 1024,
     logger,
     ...overrides,
   });
@@ -72,6 +74,7 @@ describe("run_query", () => {
     expect(result).toEqual({
       target: "playground",
       row_count: 250,
+      row_count_complete: true,
       columns: ["id", "label"],
       rows: Array.from({ length: 10 }, (_, i) => ({ id: i + 1, label: `row ${i + 1}` })),
       truncated: true,
@@ -130,6 +133,42 @@ describe("run_query", () => {
     } finally {
       for (const pid of await activeWith(marker)) await admin.query("select pg_cancel_backend($1)", [pid]);
     }
+  });
+
+  it("reads wide rows under a byte budget: keeps what fits the result cap, stops counting at the read budget", async () => {
+    const budgeted = plugin({ maxResultBytes: 64 * 1024, maxReadBytes: 32 * 1024 * 1024, statementTimeoutMs: 60_000 });
+    // 45 rows of 8 MB: read whole, 360 MB; under the budget, about four rows are ever read.
+    const wide = await run(budgeted, { sql: "select repeat('z', 8*1024*1024) as z from generate_series(1, 45)", max_rows: 1 });
+    expect(wide).toMatchObject({ rows: [], truncated: true, row_count_complete: false, columns: ["z"] });
+    expect(wide.row_count).toBeGreaterThan(0);
+    expect(wide.row_count).toBeLessThan(45);
+
+    // Narrow rows: as many kept as fit in 64 KB, every row still counted.
+    const many = await run(budgeted, { sql: "select g, repeat('a', 1000) as pad from generate_series(1, 5000) g", max_rows: 1000 });
+    expect(many).toMatchObject({ row_count: 5000, row_count_complete: true, truncated: true });
+    const rows = many.rows as unknown[];
+    expect(rows.length).toBeGreaterThan(10);
+    expect(rows.length).toBeLessThan(100);
+    expect(Buffer.byteLength(JSON.stringify(rows))).toBeLessThanOrEqual(64 * 1024);
+    expect(rows[0]).toEqual({ g: 1, pad: "a".repeat(1000) });
+  });
+
+  it("cancels a statement at the limit from outside, even if it turned its own statement_timeout off", async () => {
+    const limited = plugin({ statementTimeoutMs: 1500 });
+    // Row 1 switches the session's timeout off; PostgreSQL then disarms it for the next cursor read.
+    const marker = `timeout_off_${randomBytes(4).toString("hex")}`;
+    const sql = `select case when g = 1 then set_config('statement_timeout', '0', false) else pg_sleep(case when g > 1000 then 1 else 0 end)::text end /* ${marker} */ from generate_series(1, 1030) g`;
+    expect(await settleWithin(run(limited, { sql }), 20_000)).toEqual({ state: "rejected", reason: expect.objectContaining({ message: expect.stringMatching(/statement timeout/) }) });
+    expect(await activeWith(marker)).toEqual([]);
+  });
+
+  it("resets the session before a connection is reused: settings and advisory locks do not carry over", async () => {
+    const single = plugin({ poolSize: 1 });
+    await run(single, { sql: "select set_config('search_path', 'evil, public', false), set_config('work_mem', '1GB', false), pg_advisory_lock(4242)" });
+    const next = await run(single, {
+      sql: "select current_setting('search_path') as search_path, current_setting('work_mem') as work_mem, (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as locks",
+    });
+    expect(next.rows).toEqual([{ search_path: '"$user", public', work_mem: "4MB", locks: 0 }]);
   });
 
   it("does not start when the signal is already aborted", async () => {

@@ -591,14 +591,15 @@ export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
  */
 export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
   /**
-   * Only tasks in these statuses; empty means all statuses.
+   * Only tasks in these statuses (at most 100); empty means all statuses. An unknown status is
+   * rejected with INVALID_ARGUMENT, never ignored.
    *
    * @generated from field: repeated task.v1.TaskStatus statuses = 1;
    */
   statuses: TaskStatus[];
 
   /**
-   * Only tasks of these types; empty means all types.
+   * Only tasks of these types (at most 100); empty means all types.
    *
    * @generated from field: repeated string types = 2;
    */
@@ -645,6 +646,9 @@ export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*
  */
 export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
   /**
+   * Newest first. A task's parameters or result larger than 16 KiB of JSON is replaced here by
+   * {"omitted": "...", "bytes": N}, so a page stays small; GetTask returns them whole.
+   *
    * @generated from field: repeated task.v1.Task tasks = 1;
    */
   tasks: Task[];
