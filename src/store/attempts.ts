@@ -28,7 +28,8 @@ export type AttemptOutcome =
 
 /**
  * Records the outcome of a RUNNING attempt this worker owns: status, result or error, history row
- * and (for a retry) the next job, in one guarded statement. Returns undefined when someone else
+ * and (for a retry) the next job, in one guarded statement. A retry of a task whose cancellation
+ * was requested meanwhile is recorded as CANCELLED instead. Returns undefined when someone else
  * already recorded an outcome for it (the reconciler after a lost heartbeat, say): then this
  * worker's result is discarded rather than recorded twice.
  */
@@ -43,17 +44,24 @@ export async function recordOutcome(
   const error = outcome.kind === "retrying" || outcome.kind === "failed" ? outcome.error : null;
   const retryAt = outcome.kind === "retrying" ? outcome.retryAt : null;
   const finished = outcome.kind !== "retrying";
+  // A cancel requested while the attempt ran wins over a retry: the task is CANCELLED now rather
+  // than RETRYING with a pending cancel that only the next reconcile pass would finish.
+  const cancelsRetry = sql`${outcome.kind}::text = 'retrying' and cancel_requested_at is not null`;
   const rows = await queryPrepared(db, "task_record_outcome", transition({
     change: {
-      set: sql`status = ${outcome.kind}::task_status,
+      set: sql`status = (case when ${cancelsRetry} then 'cancelled' else ${outcome.kind}::text end)::task_status,
         result = coalesce(${result}::jsonb, result),
         last_error = coalesce(${error}, last_error),
         run_at = coalesce(${retryAt}::timestamptz, run_at),
-        finished_at = case when ${finished} then now() else null end,
+        finished_at = case when ${finished} or ${cancelsRetry} then now() else null end,
         worker_id = null, heartbeat_at = null`,
       where: sql`id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}`,
     },
-    details: sql`case when status = 'cancelled' and cancel_reason is not null then ${outcome.details} || ': ' || cancel_reason else ${outcome.details} end`,
+    details: sql`case
+      when status = 'cancelled' and ${outcome.kind}::text = 'retrying'
+        then 'attempt ' || attempts || ' failed: ' || last_error || '; not retried: cancelled by request' || coalesce(': ' || cancel_reason, '')
+      when status = 'cancelled' and cancel_reason is not null then ${outcome.details} || ': ' || cancel_reason
+      else ${outcome.details} end`,
     enqueue: sql<boolean>`status = 'retrying'`,
   }));
   return rows[0];

@@ -122,13 +122,15 @@ export async function requestCancelRunningTask(db: Kysely<Database>, id: string,
 
 /**
  * Puts a FAILED or CANCELLED task back in the queue with its attempts reset, writes the history row
- * and enqueues its job, in one statement. Returns undefined when the task is in another state.
+ * and enqueues its job, in one statement. Everything an earlier run left (result, error, owner, the
+ * job it ran under, a cancel request and its reason) is cleared, so a later cancel cannot quote a
+ * stale reason. Returns undefined when the task is in another state.
  */
 export async function requeueFinishedTask(db: Kysely<Database>, id: string, details: string): Promise<TaskRow | undefined> {
   const { rows } = await transition({
     change: {
-      set: sql`status = 'queued', attempts = 0, last_error = null, result = null, worker_id = null,
-        heartbeat_at = null, cancel_requested_at = null, started_at = null, finished_at = null,
+      set: sql`status = 'queued', attempts = 0, last_error = null, result = null, worker_id = null, job_id = null,
+        heartbeat_at = null, cancel_requested_at = null, cancel_reason = null, started_at = null, finished_at = null,
         run_at = now()`,
       where: sql`id = ${id} and status in ('failed', 'cancelled')`,
     },
