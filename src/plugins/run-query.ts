@@ -1,6 +1,7 @@
 import pg from "pg";
 import Cursor from "pg-cursor";
 import type { Logger } from "../logger.js";
+import { classifyFailure, isPermanentSqlError } from "./failure-class.js";
 import { runQueryParameters } from "./schemas.js";
 import type { Plugin } from "./types.js";
 
@@ -76,7 +77,7 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
       } catch (err) {
         await client.query("rollback").catch((e: unknown) => (broken = e as Error));
         if (ctx.signal.aborted) throw ctx.signal.reason;
-        throw err;
+        throw classifyFailure(err, isPermanentSqlError);
       } finally {
         ctx.signal.removeEventListener("abort", cancel);
         client.release(broken);
