@@ -1,3 +1,4 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { TaskLogSink } from "../src/queue/log-sink.js";
@@ -32,7 +33,7 @@ describe("task output is stored, never dropped silently", () => {
   });
 
   it("a batch the database refuses leaves a marker in the task's output", async () => {
-    const task = await createTask(api.client, { runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600), nanos: 0 } });
+    const task = await createTask(api.client, { runAt: timestampFromDate(new Date(Date.now() + 3_600_000)) });
     const sink = new TaskLogSink(api.database.db.kysely, String(task.id), 1, 100, api.database.logger);
     // A stream name the table's check constraint rejects fails the whole batch.
     sink.write("bogus" as never, "x");
