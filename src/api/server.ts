@@ -6,6 +6,7 @@ import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { bearerAuthInterceptor } from "./auth.js";
+import { withCors } from "./cors.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
@@ -20,7 +21,7 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
   metrics?: Metrics;
   /** For LISTEN (WatchTask wake-ups); without it, watchers poll. */
   databaseUrl?: string;
-  config: Pick<Config, "host" | "port" | "apiTokens" | "allowInsecure" | "maxRequestBytes" | "maxBatchSize">;
+  config: Pick<Config, "host" | "port" | "apiTokens" | "allowInsecure" | "maxRequestBytes" | "maxBatchSize"> & Partial<Pick<Config, "corsOrigins">>;
 }
 
 /** A listening API server. */
@@ -93,7 +94,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
   deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db.kysely), taskStatuses);
-  const handler = buildHandler({ ...deps, events });
+  const handler = withCors(buildHandler({ ...deps, events }), deps.config.corsOrigins ?? []);
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);
   const sockets = new Set<net.Socket>();

@@ -18,6 +18,7 @@ interface ServerFlags {
   dataDir?: string;
   apiToken?: string[];
   insecure?: boolean;
+  corsOrigin?: string[];
   enableShell?: boolean;
 }
 
@@ -36,11 +37,12 @@ function addServerFlags(cmd: Command): Command {
     .option("--data-dir <dir>", `embedded PostgreSQL data directory when DATABASE_URL is unset (env ${configEnvNames.dataDir}, default ./.task)`)
     .option("--api-token <token>", `accept this bearer token; repeatable (env ${configEnvNames.apiTokens}, comma-separated)`, collect)
     .option("--insecure", `allow a non-loopback --host without API tokens (env ${configEnvNames.allowInsecure})`)
+    .option("--cors-origin <origin>", `let browser pages on this origin call the API; repeatable, * for any (env ${configEnvNames.corsOrigins}, comma-separated)`, collect)
     .option("--enable-shell", `allow shell tasks: remote code execution by design (env ${configEnvNames.enableShell})`);
 }
 
 function serverOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
-  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure };
+  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure, corsOrigins: flags.corsOrigin };
 }
 
 function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
