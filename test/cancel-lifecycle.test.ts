@@ -1,4 +1,5 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import type { Workers } from "../src/queue/runner.js";
@@ -72,5 +73,32 @@ describe("cancel and retry", () => {
     });
     // No job for attempt 2 was enqueued: the task's job is still the (hour-away) one for attempt 1.
     expect((await jobOf(db(), task!.id))?.payload.attempt).toBe(1);
+  });
+
+  it("a cancel that races a RUNNING -> RETRYING transition cancels the task instead of failing", async () => {
+    const [task] = await insertTasks(api.database.db, [
+      { name: "moving", type: "noop", parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, runAt: new Date(Date.now() + 3_600_000), idempotencyKey: null, requestHash: null },
+    ]);
+    await claimAttempt(api.database.db, task!.id, 1, "racer", "1");
+    // Hold the row, as a worker recording its outcome does, while the cancel arrives.
+    const worker = new pg.Client({ connectionString: api.database.url });
+    await worker.connect();
+    try {
+      await worker.query("begin");
+      await worker.query("select 1 from tasks where id = $1 for update", [task!.id]);
+      const cancelled = api.client.cancelTask({ id: BigInt(task!.id), reason: "racing" });
+      // The cancel's "request a running task's cancellation" statement waits for the row.
+      await waitFor(async () => {
+        const { rows } = await worker.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%cancel_requested_at%'");
+        return rows[0].n > 0;
+      }, "the cancel to wait for the row lock");
+      await worker.query("update tasks set status = 'retrying', worker_id = null where id = $1", [task!.id]);
+      await worker.query("commit");
+      const { task: after } = await cancelled;
+      expect(after?.status).toBe(TaskStatus.CANCELLED);
+      expect((await api.client.getTaskHistory({ id: BigInt(task!.id) })).history.at(-1)?.details).toBe("cancelled by request: racing");
+    } finally {
+      await worker.end();
+    }
   });
 });

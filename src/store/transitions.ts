@@ -93,7 +93,6 @@ export function transition(spec: TransitionSpec): RawBuilder<TaskRow> {
   return sql<TaskRow>`with ${sql.join(ctes, sql`, `)} select ${changedColumns} from changed ${forcing(...effects)} order by changed.id`;
 }
 
-
 /**
  * Cancels a task that has not started (QUEUED or RETRYING): status, history row and removal of its
  * pending job in one statement. Returns undefined when the task is not in one of those states.

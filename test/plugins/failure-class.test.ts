@@ -79,9 +79,13 @@ describe("run_query: failures a retry cannot fix are permanent", () => {
     expect((err as Error).message).toMatch(message);
   });
 
-  it("a lost connection stays retryable", async () => {
-    const err = await failureOf("select pg_terminate_backend(pg_backend_pid())");
-    expect(err).toBeInstanceOf(Error);
+  it.each([
+    ["a serialization failure", "40001"],
+    ["a deadlock", "40P01"],
+    ["a connection failure", "08006"],
+  ])("%s stays retryable", async (_what, sqlstate) => {
+    const err = await failureOf(`do $$ begin raise exception 'transient' using errcode = '${sqlstate}'; end $$`);
+    expect((err as { code?: string }).code).toBe(sqlstate);
     expect(err).not.toBeInstanceOf(PermanentTaskError);
   });
 
