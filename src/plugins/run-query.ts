@@ -33,6 +33,10 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
     if (!pool) {
       pool = new pg.Pool({ connectionString: options.targets[target], max: options.poolSize, connectionTimeoutMillis: 10_000, application_name: "task-service run_query" });
       pool.on("error", (err) => options.logger.warn({ target, err: err.message }, "run_query connection failed"));
+      // A statement can end its own connection (pg_terminate_backend(pg_backend_pid())); the socket
+      // error then reaches a checked-out client after its query failed, and an 'error' event nobody
+      // listens to would crash the worker process. The attempt has failed already; log and go on.
+      pool.on("connect", (client) => client.on("error", (err) => options.logger.warn({ target, err: err.message }, "run_query connection lost")));
       pools.set(target, pool);
     }
     return pool;

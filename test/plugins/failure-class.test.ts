@@ -1,5 +1,8 @@
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { promisify } from "node:util";
 import pg from "pg";
 import { SMTPServer } from "smtp-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -124,4 +127,17 @@ describe("send_email: 5xx replies are permanent, 4xx replies retryable", () => {
     expect(err).toBeInstanceOf(Error);
     expect(err).not.toBeInstanceOf(PermanentTaskError);
   });
+});
+
+describe("run_query: a statement that kills its own connection", () => {
+  it("fails the attempt (retryable) without crashing the worker process", async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [path.resolve("node_modules/tsx/dist/cli.mjs"), "test/fixtures/run-query-self-terminate.ts", urlForDatabase(PLAYGROUND_DATABASE)],
+      { timeout: 60_000 },
+    );
+    const report = JSON.parse(stdout);
+    expect(report.outcome).toMatch(/^failed: .*terminating connection/);
+    expect(report.again).toEqual([{ one: 1 }]);
+  }, 90_000);
 });
