@@ -1,4 +1,4 @@
--- Tasks, their history and their output. See shared DESIGN.md "Data".
+-- Tasks, their history and their output. See docs/ARCHITECTURE.md "Data".
 
 create type task_status as enum ('queued', 'running', 'retrying', 'succeeded', 'failed', 'cancelled');
 

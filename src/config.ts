@@ -40,6 +40,13 @@ export const configSchema = z.object({
   apiTokens: commaList.default([]),
   /** TASK_ALLOW_INSECURE: allow a non-loopback listen address without API tokens. */
   allowInsecure: envBoolean.default(false),
+  /**
+   * TASK_CORS_ORIGINS: comma-separated browser origins (e.g. https://app.example.com, or *) that may call
+   * the API from their pages (Connect, gRPC-Web). Empty: no CORS headers, browsers refuse cross-origin calls.
+   */
+  corsOrigins: commaList
+    .pipe(z.array(z.string().regex(/^(\*|https?:\/\/[^/\s]+)$/, "each origin is * or scheme://host[:port], without a path")))
+    .default([]),
   /** TASK_ENABLE_SHELL: allow the shell task type (remote code execution by design). */
   enableShell: envBoolean.default(false),
   /** TASK_MAX_REQUEST_BYTES: largest request body the API reads. */
@@ -140,6 +147,7 @@ const envNames: Record<keyof Config, string> = {
   port: "TASK_PORT",
   apiTokens: "TASK_API_TOKENS",
   allowInsecure: "TASK_ALLOW_INSECURE",
+  corsOrigins: "TASK_CORS_ORIGINS",
   enableShell: "TASK_ENABLE_SHELL",
   maxRequestBytes: "TASK_MAX_REQUEST_BYTES",
   maxBatchSize: "TASK_MAX_BATCH_SIZE",

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { execFile, spawn } from "node:child_process";
 import net from "node:net";
 import os from "node:os";
@@ -107,6 +107,26 @@ async function stopOrphanedPostmaster(pgdata: string, logger: Logger): Promise<v
 }
 
 /**
+ * As root, PostgreSQL runs as the "postgres" user, which must be able to enter every directory
+ * above the data directory. initdb only says "exited with code 1" when it cannot, so find the
+ * directory that blocks it first and say how to fix it. A directory lets another (non-owner,
+ * non-group) user through only with its "others" execute bit.
+ */
+async function checkReachableByPostgresUser(root: string): Promise<void> {
+  for (let dir = path.dirname(root); ; dir = path.dirname(dir)) {
+    const { mode } = await stat(dir);
+    if ((mode & 0o001) === 0) {
+      throw new Error(
+        `the embedded PostgreSQL runs as the "${USER}" user (PostgreSQL refuses to run as root), which cannot enter ${dir} ` +
+          `(mode ${(mode & 0o777).toString(8).padStart(4, "0")}), so it cannot reach the data directory ${root}. ` +
+          `Choose a --data-dir (TASK_DATA_DIR) outside ${dir}, e.g. /var/lib/task, or let other users through: chmod o+x ${dir}`,
+      );
+    }
+    if (dir === path.dirname(dir)) return;
+  }
+}
+
+/**
  * Starts (initialising on first use) a PostgreSQL cluster whose data lives under dataDir, so it
  * survives restarts, listening on 127.0.0.1 only. Creates the service's database if missing.
  */
@@ -117,7 +137,10 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
   await mkdir(root, { recursive: true });
   const asRoot = process.getuid?.() === 0;
   // As root, PostgreSQL runs as the "postgres" user, which must be able to reach pgdata.
-  if (asRoot) await chmod(root, 0o755);
+  if (asRoot) {
+    await checkReachableByPostgresUser(root);
+    await chmod(root, 0o755);
+  }
   let settings: ClusterSettings | undefined = existsSync(settingsFile) ? JSON.parse(await readFile(settingsFile, "utf8")) : undefined;
   const initialised = existsSync(path.join(pgdata, "PG_VERSION"));
   if (initialised && !settings) throw new Error(`${pgdata} exists but ${settingsFile} is missing; remove ${root} to start afresh`);

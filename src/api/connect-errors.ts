@@ -7,15 +7,20 @@ import {
   TaskNotFoundError,
   TaskTypeDisabledError,
 } from "../errors.js";
+import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
 import type { Logger } from "../logger.js";
 
 /**
- * The one place domain errors become Connect codes. Anything unrecognised is Internal, logged here
+ * The one place domain errors become Connect codes (and field violations google.rpc.BadRequest details). Anything unrecognised is Internal, logged here
  * with its stack, and answered with a generic message so internals do not leak to clients.
  */
 export function toConnectError(err: unknown, logger: Logger): ConnectError {
   if (err instanceof ConnectError) return err;
-  if (err instanceof InvalidArgumentError) return new ConnectError(err.message, Code.InvalidArgument);
+  if (err instanceof InvalidArgumentError) {
+    // The message names every field for people; the detail carries them for programs (AIP-193).
+    const fieldViolations = err.violations.map((v) => ({ field: v.field, description: v.reason }));
+    return new ConnectError(err.message, Code.InvalidArgument, undefined, [{ desc: BadRequestSchema, value: { fieldViolations } }]);
+  }
   if (err instanceof TaskNotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof InvalidTransitionError || err instanceof TaskTypeDisabledError) {
     return new ConnectError(err.message, Code.FailedPrecondition);

@@ -1,10 +1,11 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
-import { Health } from "../gen/grpc/health/v1/health_pb.js";
-import { TaskService } from "../gen/task/v1/task_pb.js";
+import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
+import { file_task_v1_task, TaskService } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
 import { toConnectError } from "./connect-errors.js";
 import { answerDecodeErrorsAsInvalidArgument } from "./decode-errors.js";
 import { createHealthService, type HealthOptions } from "./health.js";
+import { registerReflection } from "./reflection.js";
 import { createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
@@ -38,6 +39,8 @@ export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (rout
   return (router) => {
     router.service(TaskService, createTaskService(deps));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
+    registerReflection(router, [file_task_v1_task, file_grpc_health_v1_health], [TaskService.typeName, Health.typeName]);
+    // Last: it wraps the handlers registered above.
     answerDecodeErrorsAsInvalidArgument(router);
   };
 }

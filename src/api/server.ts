@@ -7,6 +7,7 @@ import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { bearerAuthInterceptor } from "./auth.js";
 import { cachedFor } from "./cached.js";
+import { withCors } from "./cors.js";
 import { dashboardHandler } from "./dashboard.js";
 import { hostAllowList } from "./host-check.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
@@ -39,7 +40,8 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
     | "httpMaxConnections"
     | "allowedHosts"
     | "maxHealthWatchers"
-  >;
+  > &
+    Partial<Pick<Config, "corsOrigins">>;
 }
 
 /** A listening API server. */
@@ -179,7 +181,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
   // /metrics needs no token: a scrape storm costs one count every few seconds, not one each.
   deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
-  const handler = buildHandler({ ...deps, events });
+  const handler = withCors(buildHandler({ ...deps, events }), deps.config.corsOrigins ?? []);
   const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
   const front = net.createServer((socket) => {

@@ -12,7 +12,7 @@ import {
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
-import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
+import { taskStatuses, terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
 import type { Db } from "../store/db.js";
 import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
@@ -134,11 +134,15 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
       if (reason.length > 500) throw InvalidArgumentError.of("reason", "must be at most 500 characters");
       if (containsUnstorable(reason)) throw InvalidArgumentError.of("reason", UNSTORABLE_REASON);
       const details = reason ? `cancelled by request: ${reason}` : "cancelled by request";
-      const row = (await cancelWaitingTask(db, id, details, reason || null)) ?? (await requestCancelRunningTask(db, id, reason || null));
-      if (row) return { task: taskToProto(row) };
-      const current = await findTask(db, id);
-      if (!current) throw new TaskNotFoundError(id);
-      throw new InvalidTransitionError(id, current.status, "cancel");
+      // A task can move between the two guarded statements (RUNNING -> RETRYING as an attempt
+      // fails): then neither matches, and the cancel is tried again on its new state.
+      for (let attempt = 1; ; attempt++) {
+        const row = (await cancelWaitingTask(db, id, details, reason || null)) ?? (await requestCancelRunningTask(db, id, reason || null));
+        if (row) return { task: taskToProto(row) };
+        const current = await findTask(db, id);
+        if (!current) throw new TaskNotFoundError(id);
+        if (terminalStatuses.includes(current.status) || attempt === 3) throw new InvalidTransitionError(id, current.status, "cancel");
+      }
     },
 
     async retryTask(req) {

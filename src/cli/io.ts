@@ -4,7 +4,12 @@ export interface CliIO {
   stderr: { write(text: string): unknown };
   /** Whether stdout is an interactive terminal (progress bars, colours). */
   isTTY: boolean;
+  /** The terminal's width when stdout is one; tables then use it instead of DEFAULT_COLUMNS. */
+  columns?: number;
 }
+
+/** The width tables fit when stdout is not a terminal (a pipe, a file, a test). */
+export const DEFAULT_COLUMNS = 100;
 
 /** Raised for bad command-line input; printed as one line, exit code 2. */
 export class UsageError extends Error {

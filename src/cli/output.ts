@@ -4,7 +4,7 @@ import Table from "cli-table3";
 import YAML from "yaml";
 import { TaskStatus } from "../gen/task/v1/task_pb.js";
 import type { CliIO } from "./io.js";
-import { UsageError } from "./io.js";
+import { DEFAULT_COLUMNS, UsageError } from "./io.js";
 
 export const outputFormats = ["table", "json", "yaml"] as const;
 export type OutputFormat = (typeof outputFormats)[number];
@@ -17,24 +17,30 @@ export function parseOutputFormat(value: string): OutputFormat {
 
 /**
  * Prints a response message: JSON is the message's protobuf JSON (stable for scripts, zero values
- * included), YAML the same data, and table whatever the command lays out for people.
+ * included), YAML the same data, and table whatever the command lays out for people, fitted to
+ * the terminal's width (DEFAULT_COLUMNS when stdout is not a terminal).
  */
 export function printMessage<Desc extends DescMessage>(
   io: CliIO,
   format: OutputFormat,
   schema: Desc,
   message: MessageShape<Desc>,
-  table: (message: MessageShape<Desc>) => string,
+  table: (message: MessageShape<Desc>, width: number) => string,
 ): void {
   if (format === "table") {
-    io.stdout.write(`${table(message)}\n`);
+    io.stdout.write(`${table(message, tableWidth(io))}\n`);
     return;
   }
   const json = toJson(schema, message, { alwaysEmitImplicit: true });
   io.stdout.write(format === "json" ? `${JSON.stringify(json, null, 2)}\n` : YAML.stringify(json));
 }
 
-/** A borderless table that fits ~100 columns. */
+/** The width tables may use: the terminal's, or DEFAULT_COLUMNS when there is none. */
+export function tableWidth(io: CliIO): number {
+  return io.columns && io.columns > 0 ? io.columns : DEFAULT_COLUMNS;
+}
+
+/** A borderless table (columns separated by two spaces). */
 export function makeTable(head: string[]): Table.Table {
   return new Table({
     head,

@@ -19,7 +19,8 @@ const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"]
 export function buildProgram(io: CliIO): Command {
   const program = new Command("task-cli")
     .description("Run background tasks reliably: a Connect API, workers and a CLI over PostgreSQL.")
-    .showHelpAfterError()
+    // One line for a usage mistake (which option is missing), not the whole help.
+    .showHelpAfterError("(add --help for usage)")
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .exitOverride()
     .addOption(new Option("--address <url>", "API address of a running server").env("TASK_ADDRESS").default("http://127.0.0.1:8080"))

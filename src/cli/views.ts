@@ -7,11 +7,21 @@ import type {
   ListTaskTypesResponse,
   Task,
 } from "../gen/task/v1/task_pb.js";
+import { DEFAULT_COLUMNS } from "./io.js";
 import { humanTime, isoTime, keyValueTable, makeTable, statusName, truncate } from "./output.js";
 
-/** One task, as key/value lines. */
-export function taskTable(task: Task | undefined): string {
+/**
+ * Columns a table row spends besides its flexible columns: the fixed columns' widths, plus each
+ * cell's padding (one space either side) and the two-space gap between cells (see makeTable).
+ */
+function overhead(fixed: number[], columns: number): number {
+  return fixed.reduce((a, b) => a + b, 0) + 4 * columns - 2;
+}
+
+/** One task, as key/value lines, long values cut to fit `width` columns. */
+export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): string {
   if (!task) return "(no task)";
+  const value = Math.max(40, width - overhead([15], 2));
   const rows: [string, string][] = [
     ["ID", task.id.toString()],
     ["Name", task.name],
@@ -20,23 +30,25 @@ export function taskTable(task: Task | undefined): string {
     ["Attempts", `${task.attempts}/${task.maxAttempts}`],
     ["Priority", String(task.priority)],
     ["Timeout", task.timeout ? formatDuration(durationToMs(task.timeout)) : "-"],
-    ["Parameters", truncate(JSON.stringify(task.parameters ?? {}), 80)],
+    ["Parameters", truncate(JSON.stringify(task.parameters ?? {}), value)],
     ["Created", `${isoTime(task.createdAt)} (${humanTime(task.createdAt)})`],
     ["Run at", `${isoTime(task.runAt)} (${humanTime(task.runAt)})`],
     ["Started", task.startedAt ? `${isoTime(task.startedAt)} (${humanTime(task.startedAt)})` : "-"],
     ["Finished", task.finishedAt ? `${isoTime(task.finishedAt)} (${humanTime(task.finishedAt)})` : "-"],
   ];
-  if (task.result) rows.push(["Result", truncate(JSON.stringify(task.result), 80)]);
-  if (task.lastError) rows.push(["Last error", truncate(task.lastError, 80)]);
+  if (task.result) rows.push(["Result", truncate(JSON.stringify(task.result), value)]);
+  if (task.lastError) rows.push(["Last error", truncate(task.lastError, value)]);
   if (task.idempotencyKey) rows.push(["Idempotency key", task.idempotencyKey]);
   return keyValueTable(rows);
 }
 
 /** A page of tasks, one line each, with the total and how to get the next page. */
-export function taskListTable(res: ListTasksResponse): string {
+export function taskListTable(res: ListTasksResponse, width = DEFAULT_COLUMNS): string {
   const table = makeTable(["ID", "NAME", "TYPE", "STATUS", "ATTEMPTS", "CREATED", "UPDATED"]);
+  // ID, TYPE, STATUS, ATTEMPTS, CREATED, UPDATED take at most 6, 12, 9, 8, 8, 8: the name gets the rest.
+  const name = Math.max(16, width - overhead([6, 12, 9, 8, 8, 8], 7));
   for (const t of res.tasks) {
-    table.push([t.id.toString(), truncate(t.name, 28), truncate(t.type, 12), statusName(t.status), `${t.attempts}/${t.maxAttempts}`, humanTime(t.createdAt), humanTime(t.updatedAt)]);
+    table.push([t.id.toString(), truncate(t.name, name), truncate(t.type, 12), statusName(t.status), `${t.attempts}/${t.maxAttempts}`, humanTime(t.createdAt), humanTime(t.updatedAt)]);
   }
   const page = res.pageNumber > 0 ? `page ${res.pageNumber}, ` : "";
   const footer = `${res.tasks.length} shown (${page}${res.totalCount} total)`;
@@ -52,20 +64,27 @@ export function statusCountsTable(res: GetTaskStatusCountsResponse): string {
 }
 
 /** A task's history, oldest first. */
-export function historyTable(res: GetTaskHistoryResponse): string {
+export function historyTable(res: GetTaskHistoryResponse, width = DEFAULT_COLUMNS): string {
   const table = makeTable(["TIME", "STATUS", "ATTEMPT", "DETAILS"]);
-  for (const h of res.history) table.push([isoTime(h.createdAt), statusName(h.status), String(h.attempt), truncate(h.details, 60)]);
+  // TIME, STATUS and ATTEMPT take 24, 9 and 7: the details get the rest.
+  const details = Math.max(20, width - overhead([24, 9, 7], 4));
+  for (const h of res.history) table.push([isoTime(h.createdAt), statusName(h.status), String(h.attempt), truncate(h.details, details)]);
   return table.toString();
 }
 
 /** Registered task types and their parameters. */
-export function taskTypesTable(res: ListTaskTypesResponse): string {
+export function taskTypesTable(res: ListTaskTypesResponse, width = DEFAULT_COLUMNS): string {
   const table = makeTable(["TYPE", "ENABLED", "PARAMETERS", "DESCRIPTION"]);
-  for (const t of res.types) {
+  const rows = res.types.map((t) => {
     const schema = (t.parameterSchema ?? {}) as { properties?: Record<string, unknown>; required?: string[] };
     const required = new Set(schema.required ?? []);
-    const params = Object.keys(schema.properties ?? {}).map((p) => (required.has(p) ? p : `${p}?`));
-    table.push([t.name, t.enabled ? "yes" : "no", truncate(params.join(", "), 32), truncate(t.description, 30)]);
-  }
+    return { t, params: Object.keys(schema.properties ?? {}).map((p) => (required.has(p) ? p : `${p}?`)).join(", ") };
+  });
+  // TYPE and ENABLED take what their longest value needs; parameters get what they need up to
+  // half the rest, the description everything left.
+  const rest = Math.max(50, width - overhead([Math.max(4, ...rows.map((r) => r.t.name.length)), 7], 4));
+  const params = Math.min(Math.max(10, ...rows.map((r) => r.params.length)), Math.floor(rest / 2));
+  const description = Math.max(20, rest - params);
+  for (const { t, params: p } of rows) table.push([t.name, t.enabled ? "yes" : "no", truncate(p, params), truncate(t.description, description)]);
   return table.toString();
 }

@@ -1,6 +1,7 @@
 import pg from "pg";
 import Cursor from "pg-cursor";
 import type { Logger } from "../logger.js";
+import { classifyFailure, isPermanentSqlError } from "./failure-class.js";
 import { readWithBudget } from "./row-budget.js";
 import { runQueryParameters } from "./schemas.js";
 import type { Plugin } from "./types.js";
@@ -48,6 +49,10 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
     if (!pool) {
       pool = new pg.Pool({ connectionString: options.targets[target], max: options.poolSize, connectionTimeoutMillis: 10_000, application_name: "task-service run_query" });
       pool.on("error", (err) => options.logger.warn({ target, err: err.message }, "run_query connection failed"));
+      // A statement can end its own connection (pg_terminate_backend(pg_backend_pid())); the socket
+      // error then reaches a checked-out client after its query failed, and an 'error' event nobody
+      // listens to would crash the worker process. The attempt has failed already; log and go on.
+      pool.on("connect", (client) => client.on("error", (err) => options.logger.warn({ target, err: err.message }, "run_query connection lost")));
       pools.set(target, pool);
     }
     return pool;
@@ -135,7 +140,7 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
         await client.query("rollback").catch((e: unknown) => (broken = e as Error));
         if (ctx.signal.aborted) throw ctx.signal.reason;
         if (overdue) throw new StatementDeadlineError(`statement timeout: the statement ran past ${options.statementTimeoutMs} ms and was cancelled`);
-        throw err;
+        throw classifyFailure(err, isPermanentSqlError);
       } finally {
         clearTimeout(deadline);
         clearTimeout(terminateTimer);

@@ -2,6 +2,7 @@ import { mkdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import nodemailer from "nodemailer";
 import { abortable } from "./abortable.js";
+import { classifyFailure, isPermanentSmtpError } from "./failure-class.js";
 import { sendEmailParametersFor } from "./schemas.js";
 import type { Plugin } from "./types.js";
 
@@ -40,7 +41,9 @@ export function sendEmailPlugin(options: SendEmailOptions): Plugin<ReturnType<ty
         headers: { "X-Task-Id": ctx.taskId, "X-Task-Attempt": String(ctx.attempt) },
       };
       if (smtp) {
-        const info = await abortable(ctx.signal, smtp.sendMail(message));
+        const info = await abortable(ctx.signal, smtp.sendMail(message)).catch((err: unknown) => {
+          throw ctx.signal.aborted ? err : classifyFailure(err, isPermanentSmtpError);
+        });
         return { message_id: messageId, accepted: info.accepted.map(String), rejected: info.rejected.map(String), response: info.response };
       }
       const info = await abortable(ctx.signal, outbox.sendMail(message));

@@ -52,7 +52,12 @@ export class TaskLogSink implements LogSink {
           const kept = await appendLogLines(this.db, this.taskId, this.attempt, batch, this.cap);
           if (kept < batch.length) this.full = true;
         } catch (err) {
-          this.logger.warn({ err: err instanceof Error ? err.message : String(err), lines: batch.length }, "dropped task output lines");
+          // Say so in the task's own output too, so a reader of its logs sees the gap.
+          const message = err instanceof Error ? err.message : String(err);
+          this.logger.warn({ err: message, lines: batch.length }, "dropped task output lines");
+          await appendLogLines(this.db, this.taskId, this.attempt, [{ stream: "system", line: `[${batch.length} output line${batch.length === 1 ? "" : "s"} lost: ${message}]` }], this.cap).catch(
+            () => undefined,
+          );
         }
       });
     }

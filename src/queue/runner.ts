@@ -11,11 +11,12 @@ import type { Plugin } from "../plugins/types.js";
 import { heartbeat, unregisterWorker } from "../store/attempts.js";
 import { openDb } from "../store/db.js";
 import { listen } from "../store/listen.js";
-import { CANCEL_CHANNEL } from "../store/transitions.js";
+import { CANCEL_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
 import { AttemptAborted, executeTask, parsePayload, type ExecuteDeps } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
 import { RUN_TASK } from "./jobs.js";
 import { reconcile, RECONCILE_TASK, rescueLostAttempts } from "./reconcile.js";
+import { WakeSchedule } from "./wake.js";
 
 /** A running worker process's pool. */
 export interface Workers {
@@ -80,7 +81,14 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   // each slot's), reported with every heartbeat so the reconciler can release them if we die.
   const graphileIds = new Set<string>();
   const events = new EventEmitter() as WorkerEvents;
-  events.on("pool:create", ({ workerPool }) => graphileIds.add(workerPool.id));
+  // Jobs enqueued for later (delayed tasks, retries after backoff) wake the pool when due.
+  let nudgePool: ((count: number) => void) | undefined;
+  const wake = new WakeSchedule((count) => nudgePool?.(count));
+  const wakeListener = listen(options.databaseUrl, WAKE_CHANNEL, logger, (payload) => payload.split(",").forEach((at) => wake.add(Number(at))));
+  events.on("pool:create", ({ workerPool }) => {
+    graphileIds.add(workerPool.id);
+    nudgePool = (count) => workerPool.nudge(count);
+  });
   events.on("worker:create", ({ worker }) => graphileIds.add(worker.workerId));
   const beatOnce = () =>
     heartbeat(db.kysely, workerId, [...graphileIds], [...inFlight.keys()]).then(
@@ -139,7 +147,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   } catch (err) {
     clearInterval(beat);
     clearInterval(rescue);
-    await listener.close();
+    wake.stop();
+    await Promise.all([listener.close(), wakeListener.close()]);
     await db.close();
     throw err;
   }
@@ -155,7 +164,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
         clearInterval(beat);
         clearInterval(rescue);
-        await listener.close();
+        wake.stop();
+        await Promise.all([listener.close(), wakeListener.close()]);
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await db.close();
         logger.info("workers stopped");

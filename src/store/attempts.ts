@@ -1,7 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import { queryPrepared, type Db } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
-import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
+import { transition } from "./transitions.js";
 
 /**
  * Starts attempt `attempt` of a task: QUEUED/RETRYING -> RUNNING, attempts incremented, owner and
@@ -9,21 +9,13 @@ import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
  * not waiting for exactly this attempt (a stale or duplicate job), or a cancel is pending.
  */
 export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
-  const rows = await queryPrepared(db, "task_claim_attempt", sql<TaskRow>`
-    with claimed as (
-      update tasks set
-        status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(),
-        started_at = now(), updated_at = now()
-      where id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1}
-        and cancel_requested_at is null
-      returning ${returningTaskColumns}
-    ),
-    history as (
-      insert into task_history (task_id, status, attempt, details)
-      select id, 'running', attempts, 'attempt ' || attempts || ' started on ' || ${workerId} from claimed
-    )
-    select * from claimed
-  `);
+  const rows = await queryPrepared(db, "task_claim_attempt", transition({
+    change: {
+      set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(), started_at = now()`,
+      where: sql`id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1} and cancel_requested_at is null`,
+    },
+    details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
+  }));
   return rows[0];
 }
 
@@ -36,7 +28,8 @@ export type AttemptOutcome =
 
 /**
  * Records the outcome of a RUNNING attempt this worker owns: status, result or error, history row
- * and (for a retry) the next job, in one guarded statement. Returns undefined when someone else
+ * and (for a retry) the next job, in one guarded statement. A retry of a task whose cancellation
+ * was requested meanwhile is recorded as CANCELLED instead. Returns undefined when someone else
  * already recorded an outcome for it (the reconciler after a lost heartbeat, say): then this
  * worker's result is discarded rather than recorded twice.
  */
@@ -51,30 +44,26 @@ export async function recordOutcome(
   const error = outcome.kind === "retrying" || outcome.kind === "failed" ? outcome.error : null;
   const retryAt = outcome.kind === "retrying" ? outcome.retryAt : null;
   const finished = outcome.kind !== "retrying";
-  const rows = await queryPrepared(db, "task_record_outcome", sql<TaskRow>`
-    with updated as (
-      update tasks set
-        status = ${outcome.kind}::task_status,
+  // A cancel requested while the attempt ran wins over a retry: the task is CANCELLED now rather
+  // than RETRYING with a pending cancel that only the next reconcile pass would finish.
+  const cancelsRetry = sql`${outcome.kind}::text = 'retrying' and cancel_requested_at is not null`;
+  const rows = await queryPrepared(db, "task_record_outcome", transition({
+    change: {
+      set: sql`status = (case when ${cancelsRetry} then 'cancelled' else ${outcome.kind}::text end)::task_status,
         result = coalesce(${result}::jsonb, result),
         last_error = coalesce(${error}, last_error),
         run_at = coalesce(${retryAt}::timestamptz, run_at),
-        finished_at = case when ${finished} then now() else null end,
-        worker_id = null, heartbeat_at = null, updated_at = now()
-      where id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}
-      returning ${returningTaskColumns}
-    ),
-    history as (
-      insert into task_history (task_id, status, attempt, details)
-      select id, status, attempts,
-        case when status = 'cancelled' and cancel_reason is not null then ${outcome.details} || ': ' || cancel_reason else ${outcome.details} end
-      from updated
-    ),
-    retry as (
-      select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("updated")})
-      where ${outcome.kind === "retrying"}
-    )
-    select updated.* from updated cross join retry
-  `);
+        finished_at = case when ${finished} or ${cancelsRetry} then now() else null end,
+        worker_id = null, heartbeat_at = null`,
+      where: sql`id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}`,
+    },
+    details: sql`case
+      when status = 'cancelled' and ${outcome.kind}::text = 'retrying'
+        then 'attempt ' || attempts || ' failed: ' || last_error || '; not retried: cancelled by request' || coalesce(': ' || cancel_reason, '')
+      when status = 'cancelled' and cancel_reason is not null then ${outcome.details} || ': ' || cancel_reason
+      else ${outcome.details} end`,
+    enqueue: sql<boolean>`status = 'retrying'`,
+  }));
   return rows[0];
 }
 

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
 import { jobSpecsFrom, taskJobKey } from "./jobs.js";
+import { forcing, transition } from "./transitions.js";
 
 /**
  * Releases every graphile-worker lock held by worker processes that stopped heartbeating for longer
@@ -19,7 +20,7 @@ export async function releaseDeadWorkers(db: Kysely<Database>, leaseMs: number):
     released as (
       select graphile_worker.force_unlock_workers(array(select distinct unnest(graphile_ids) from dead))
     )
-    select dead.id from dead where (select count(*) from released) >= 0
+    select dead.id from dead ${forcing("released")}
   `.execute(db);
   return rows.map((r) => r.id);
 }
@@ -55,39 +56,25 @@ export async function settleLostAttempts(db: Kysely<Database>, leaseMs: number, 
       await sql`select count(*) from graphile_worker.complete_jobs(${jobIds}::bigint[])`.execute(trx);
     }
     const lease = `${Math.round(leaseMs / 1000)}s`;
-    const { rows } = await sql<TaskRow>`
-      with before as (
-        select id, worker_id from tasks where id = any(${ids}::bigint[])
-      ),
-      updated as (
-        update tasks set
-          status = (case
+    const { rows } = await transition({
+      with: [sql`lost as (select id as lost_id, worker_id as lost_worker from tasks where id = any(${ids}::bigint[]))`],
+      change: {
+        set: sql`status = (case
             when cancel_requested_at is not null then 'cancelled'
             when attempts < max_attempts then 'retrying'
             else 'failed' end)::task_status,
           last_error = case when cancel_requested_at is null then 'worker lost: no heartbeat for ' || ${lease} else last_error end,
           finished_at = case when cancel_requested_at is not null or attempts >= max_attempts then now() end,
-          run_at = now(), worker_id = null, heartbeat_at = null, job_id = null, updated_at = now()
-        where id = any(${ids}::bigint[]) and status = 'running'
-        returning *
-      ),
-      history as (
-        insert into task_history (task_id, status, attempt, details)
-        select u.id, u.status, u.attempts,
-          'attempt ' || u.attempts || ' lost: worker ' || coalesce(b.worker_id, '?') || ' sent no heartbeat for ' || ${lease} || case u.status
-            when 'cancelled' then '; cancellation completed' || coalesce(': ' || u.cancel_reason, '')
-            when 'retrying' then '; retrying now'
-            else '; giving up after ' || u.attempts || ' attempts' end
-        from updated u join before b on b.id = u.id
-      ),
-      retry as (
-        select * from updated where status = 'retrying'
-      ),
-      jobs as (
-        select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("retry")})
-      )
-      select updated.* from updated cross join jobs
-    `.execute(trx);
+          run_at = now(), worker_id = null, heartbeat_at = null, job_id = null`,
+        from: sql`lost`,
+        where: sql`id = lost_id and status = 'running'`,
+      },
+      details: sql`'attempt ' || attempts || ' lost: worker ' || coalesce(lost_worker, '?') || ' sent no heartbeat for ' || ${lease} || case status
+          when 'cancelled' then '; cancellation completed' || coalesce(': ' || cancel_reason, '')
+          when 'retrying' then '; retrying now'
+          else '; giving up after ' || attempts || ' attempts' end`,
+      enqueue: sql<boolean>`status = 'retrying'`,
+    }).execute(trx);
     return rows;
   });
 }
@@ -123,27 +110,21 @@ export async function requeueOrphans(db: Kysely<Database>, limit: number): Promi
  * died, before it saw the request): QUEUED/RETRYING tasks with a pending cancel become CANCELLED.
  */
 export async function finishPendingCancels(db: Kysely<Database>, limit: number): Promise<string[]> {
-  const { rows } = await sql<{ id: string }>`
-    with pending as (
-      select id from tasks
-      where status in ('queued', 'retrying') and cancel_requested_at is not null
-      limit ${limit}
-      for update skip locked
-    ),
-    updated as (
-      update tasks t set status = 'cancelled', finished_at = now(), updated_at = now()
-      from pending where t.id = pending.id and t.status in ('queued', 'retrying')
-      returning t.id, t.attempts, t.cancel_reason
-    ),
-    history as (
-      insert into task_history (task_id, status, attempt, details)
-      select id, 'cancelled', attempts, 'cancelled: the request arrived while the task was between attempts' || coalesce(': ' || cancel_reason, '')
-      from updated
-    ),
-    removed as (
-      select graphile_worker.remove_job(${taskJobKey("id")}) from updated
-    )
-    select updated.id from updated where (select count(*) from removed) >= 0
-  `.execute(db);
+  const { rows } = await transition({
+    with: [
+      sql`pending as (
+        select id as pending_id from tasks
+        where status in ('queued', 'retrying') and cancel_requested_at is not null
+        limit ${limit}
+        for update skip locked)`,
+    ],
+    change: {
+      set: sql`status = 'cancelled', finished_at = now()`,
+      from: sql`pending`,
+      where: sql`id = pending_id and status in ('queued', 'retrying')`,
+    },
+    details: sql`'cancelled: the request arrived while the task was between attempts' || coalesce(': ' || cancel_reason, '')`,
+    removeJob: true,
+  }).execute(db);
   return rows.map((r) => r.id);
 }

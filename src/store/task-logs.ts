@@ -12,10 +12,14 @@ export interface LogLine {
 /** A stored line, with when it was stored. */
 export type StoredLogLine = LogLine & { created_at: Date };
 
+/** What a NUL character becomes: PostgreSQL text (and jsonb) cannot hold U+0000. */
+export const NUL_REPLACEMENT = "\u2400";
+
 /**
  * Appends a batch of an attempt's lines after whatever the task already stored, numbering them in
  * SQL (no read first), keeping at most `cap` lines per task and writing one truncation marker at
- * seq cap+1 the first time the cap is passed. Returns how many of the lines were kept.
+ * seq cap+1 the first time the cap is passed. NUL characters, which PostgreSQL cannot store (and
+ * which would fail the whole batch), are replaced with ␀. Returns how many of the lines were kept.
  */
 export async function appendLogLines(
   db: Kysely<Database>,
@@ -25,7 +29,7 @@ export async function appendLogLines(
   cap: number,
 ): Promise<number> {
   if (lines.length === 0) return 0;
-  const json = JSON.stringify(lines.map((l, i) => ({ i: i + 1, stream: l.stream, line: l.line })));
+  const json = JSON.stringify(lines.map((l, i) => ({ i: i + 1, stream: l.stream, line: l.line.replaceAll("\0", NUL_REPLACEMENT) })));
   const { rows } = await sql<{ seq: number }>`
     with base as (
       select coalesce(max(seq), 0) as m from task_logs where task_id = ${taskId}

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import { taskColumns, type Database, type TaskRow, type TaskStatus } from "./schema.js";
 import { queryPrepared, type Db } from "./db.js";
-import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
+import { transition } from "./transitions.js";
 
 /** A validated task to insert. */
 export interface NewTask {
@@ -47,31 +47,24 @@ function insertTasksQuery(tasks: NewTask[]) {
       request_hash: t.requestHash,
     })),
   );
-  return sql<TaskRow>`
-    with input as (
-      select * from jsonb_to_recordset(${input}::jsonb) as x(
-        ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
-        timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text)
-    ),
-    inserted as (
-      insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash)
-      select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash
-      from input order by ord
-      on conflict (idempotency_key) where idempotency_key is not null do nothing
-      returning ${returningTaskColumns}
-    ),
-    history as (
-      insert into task_history (task_id, status, attempt, details)
-      select id, 'queued', 0, case
-        when run_at > now() then 'created, scheduled for ' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-        else 'created' end
-      from inserted
-    ),
-    jobs as (
-      select count(*) as n from graphile_worker.add_jobs(${jobSpecsFrom("inserted")})
-    )
-    select inserted.* from inserted cross join jobs order by inserted.id
-  `;
+  return transition({
+    with: [
+      sql`input as (
+        select * from jsonb_to_recordset(${input}::jsonb) as x(
+          ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
+          timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text))`,
+    ],
+    change: {
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash)
+        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash
+        from input order by ord
+        on conflict (idempotency_key) where idempotency_key is not null do nothing`,
+    },
+    details: sql`case
+      when run_at > now() then 'created, scheduled for ' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+      else 'created' end`,
+    enqueue: true,
+  });
 }
 
 /** Existing tasks by idempotency key. */

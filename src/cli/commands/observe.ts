@@ -68,6 +68,8 @@ export function registerObserveCommands(parents: Command[], io: CliIO): void {
         const client = taskClient(g);
         for (let afterSeq = 0; ; ) {
           const page = await client.getTaskLogs({ id, afterSeq, limit: 5000 });
+          // Silence would look like a failure; stderr keeps stdout empty for scripts.
+          if (afterSeq === 0 && page.lines.length === 0 && g.output === "table") io.stderr.write(`task ${id} has no output (yet)\n`);
           for (const line of page.lines) printLine(io, g.output, line);
           if (!page.more) return;
           afterSeq = page.lastSeq;

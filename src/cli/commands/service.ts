@@ -1,3 +1,4 @@
+import net from "node:net";
 import { Command, Option } from "commander";
 import { openRuntime, waitForShutdownSignal, type Runtime } from "../../app.js";
 import { startApiServer, type ApiServer } from "../../api/server.js";
@@ -17,6 +18,7 @@ interface ServerFlags {
   dataDir?: string;
   apiToken?: string[];
   insecure?: boolean;
+  corsOrigin?: string[];
   enableShell?: boolean;
 }
 
@@ -35,11 +37,12 @@ function addServerFlags(cmd: Command): Command {
     .option("--data-dir <dir>", `embedded PostgreSQL data directory when DATABASE_URL is unset (env ${configEnvNames.dataDir}, default ./.task)`)
     .option("--api-token <token>", `accept this bearer token; repeatable (env ${configEnvNames.apiTokens}, comma-separated)`, collect)
     .option("--insecure", `allow a non-loopback --host without API tokens (env ${configEnvNames.allowInsecure})`)
+    .option("--cors-origin <origin>", `let browser pages on this origin call the API; repeatable, * for any (env ${configEnvNames.corsOrigins}, comma-separated)`, collect)
     .option("--enable-shell", `allow shell tasks: remote code execution by design (env ${configEnvNames.enableShell})`);
 }
 
 function serverOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
-  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure };
+  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure, corsOrigins: flags.corsOrigin };
 }
 
 function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
@@ -48,6 +51,26 @@ function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOver
     enableShell: flags.enableShell,
     logLevel: globals.logLevel as ConfigOverrides["logLevel"],
   };
+}
+
+/**
+ * Fails at once when the API port is taken, before starting PostgreSQL and migrating (which take
+ * seconds and would end in EADDRINUSE anyway). Another process can still take the port in between;
+ * then the listen error is reported as usual.
+ */
+async function ensurePortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const probe = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE") {
+        reject(new Error(`port ${port} on ${host} is already in use (another \`task-cli up\` or server?): stop it, or pick another port with --port N (TASK_PORT), or --port 0 for any free one`));
+      } else if (err.code === "EACCES") {
+        reject(new Error(`not allowed to listen on port ${port} on ${host}: ports below 1024 need privileges; pick another with --port N`));
+      } else reject(err);
+    });
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
 }
 
 /** What runServices starts. */
@@ -66,6 +89,7 @@ interface ServiceSet {
 async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSet): Promise<void> {
   const config = loadConfig({ ...overrides, workerConcurrency: set.workers });
   const logger = createLogger(config.logLevel);
+  if (set.api) await ensurePortFree(config.host, config.port);
   const runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
   const metrics = new Metrics();
   let server: ApiServer | undefined;

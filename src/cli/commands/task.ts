@@ -106,7 +106,9 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const res = await taskClient(g).createTask(await buildCreateRequest(name, flags));
-      printMessage(io, g.output, CreateTaskResponseSchema, res, (r) => taskTable(r.task));
+      printMessage(io, g.output, CreateTaskResponseSchema, res, (r, width) =>
+        r.created ? taskTable(r.task, width) : `${taskTable(r.task, width)}\nnot created: idempotency key "${flags.idempotencyKey}" was already used by task ${r.task?.id}; this is that task`,
+      );
     });
 
   task
@@ -117,7 +119,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .action(async (flags: { id: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const res = await taskClient(g).getTask({ id: parseTaskId(flags.id) });
-      printMessage(io, g.output, GetTaskResponseSchema, res, (r) => taskTable(r.task));
+      printMessage(io, g.output, GetTaskResponseSchema, res, (r, width) => taskTable(r.task, width));
     });
 
   task
@@ -157,7 +159,11 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .action(async (flags: { id: string; reason?: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const res = await taskClient(g).cancelTask({ id: parseTaskId(flags.id), reason: flags.reason ?? "" });
-      printMessage(io, g.output, CancelTaskResponseSchema, res, (r) => taskTable(r.task));
+      printMessage(io, g.output, CancelTaskResponseSchema, res, (r, width) =>
+        r.task?.status === TaskStatus.RUNNING
+          ? `${taskTable(r.task, width)}\ncancellation requested: its worker stops it and records CANCELLED (follow with \`task-cli watch --id ${r.task.id}\`)`
+          : taskTable(r.task, width),
+      );
     });
 
   task
@@ -167,7 +173,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .action(async (flags: { id: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const res = await taskClient(g).retryTask({ id: parseTaskId(flags.id) });
-      printMessage(io, g.output, RetryTaskResponseSchema, res, (r) => taskTable(r.task));
+      printMessage(io, g.output, RetryTaskResponseSchema, res, (r, width) => taskTable(r.task, width));
     });
 
   task

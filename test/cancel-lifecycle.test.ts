@@ -1,0 +1,104 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
+import type { Workers } from "../src/queue/runner.js";
+import { claimAttempt, recordOutcome } from "../src/store/attempts.js";
+import { insertTasks } from "../src/store/tasks.js";
+import { requestCancelRunningTask } from "../src/store/transitions.js";
+import { startTestApi, type TestApi } from "./helpers/api.js";
+import { createTask, jobOf, taskRow } from "./helpers/factory.js";
+import { waitFor } from "./helpers/wait.js";
+import { startTestWorkers } from "./helpers/workers.js";
+
+let api: TestApi;
+let workers: Workers;
+beforeAll(async () => {
+  api = await startTestApi();
+  workers = await startTestWorkers(api.database);
+});
+afterAll(async () => {
+  await workers?.stop();
+  await api?.close();
+});
+
+const db = () => api.database.db.kysely;
+
+async function waitForStatus(id: bigint, status: TaskStatus) {
+  return waitFor(async () => {
+    const { task } = await api.client.getTask({ id });
+    return task?.status === status && task;
+  }, `task ${id} ${TaskStatus[status]}`);
+}
+
+describe("cancel and retry", () => {
+  it("a retry forgets the earlier cancel reason and job: a later cancel without a reason quotes none", async () => {
+    // Scheduled an hour ahead, so it waits until the retry puts it back in the queue for now.
+    const task = await createTask(api.client, { parameters: { sleep_ms: 30_000 }, runAt: timestampFromDate(new Date(Date.now() + 3_600_000)) });
+    await api.client.cancelTask({ id: task.id, reason: "first" });
+    await api.client.retryTask({ id: task.id });
+    await waitForStatus(task.id, TaskStatus.RUNNING);
+    await api.client.cancelTask({ id: task.id });
+    await waitForStatus(task.id, TaskStatus.CANCELLED);
+    const { history } = await api.client.getTaskHistory({ id: task.id });
+    expect(history.at(-1)!.details).toBe("attempt 1 cancelled by request while running");
+
+    expect((await taskRow(db(), task.id)).job_id).not.toBeNull();
+    await api.client.retryTask({ id: task.id });
+    const row = await taskRow(db(), task.id);
+    expect({ job_id: row.job_id, cancel_reason: row.cancel_reason, cancel_requested_at: row.cancel_requested_at }).toEqual({
+      job_id: null, cancel_reason: null, cancel_requested_at: null,
+    });
+    await api.client.cancelTask({ id: task.id });
+  });
+
+  it("a cancel that lands while an attempt fails records CANCELLED at once instead of RETRYING", async () => {
+    const [task] = await insertTasks(api.database.db, [
+      { name: "racing", type: "noop", parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, runAt: new Date(Date.now() + 3_600_000), idempotencyKey: null, requestHash: null },
+    ]);
+    // Claimed by a worker of our own (not the test workers: the job is an hour away).
+    const claimed = await claimAttempt(api.database.db, task!.id, 1, "racer", "1");
+    expect(claimed?.status).toBe("running");
+    await requestCancelRunningTask(db(), task!.id, "no longer needed");
+    const recorded = await recordOutcome(api.database.db, task!.id, 1, "racer", {
+      kind: "retrying", error: "boom", retryAt: new Date(Date.now() + 500), details: "attempt 1 failed: boom; retrying in 500ms",
+    });
+    expect(recorded?.status).toBe("cancelled");
+    expect(recorded?.finished_at).not.toBeNull();
+    const { history } = await api.client.getTaskHistory({ id: BigInt(task!.id) });
+    expect(history.at(-1)).toMatchObject({
+      status: TaskStatus.CANCELLED,
+      attempt: 1,
+      details: "attempt 1 failed: boom; not retried: cancelled by request: no longer needed",
+    });
+    // No job for attempt 2 was enqueued: the task's job is still the (hour-away) one for attempt 1.
+    expect((await jobOf(db(), task!.id))?.payload.attempt).toBe(1);
+  });
+
+  it("a cancel that races a RUNNING -> RETRYING transition cancels the task instead of failing", async () => {
+    const [task] = await insertTasks(api.database.db, [
+      { name: "moving", type: "noop", parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, runAt: new Date(Date.now() + 3_600_000), idempotencyKey: null, requestHash: null },
+    ]);
+    await claimAttempt(api.database.db, task!.id, 1, "racer", "1");
+    // Hold the row, as a worker recording its outcome does, while the cancel arrives.
+    const worker = new pg.Client({ connectionString: api.database.url });
+    await worker.connect();
+    try {
+      await worker.query("begin");
+      await worker.query("select 1 from tasks where id = $1 for update", [task!.id]);
+      const cancelled = api.client.cancelTask({ id: BigInt(task!.id), reason: "racing" });
+      // The cancel's "request a running task's cancellation" statement waits for the row.
+      await waitFor(async () => {
+        const { rows } = await worker.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%cancel_requested_at%'");
+        return rows[0].n > 0;
+      }, "the cancel to wait for the row lock");
+      await worker.query("update tasks set status = 'retrying', worker_id = null where id = $1", [task!.id]);
+      await worker.query("commit");
+      const { task: after } = await cancelled;
+      expect(after?.status).toBe(TaskStatus.CANCELLED);
+      expect((await api.client.getTaskHistory({ id: BigInt(task!.id) })).history.at(-1)?.details).toBe("cancelled by request: racing");
+    } finally {
+      await worker.end();
+    }
+  });
+});

@@ -1,0 +1,59 @@
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { sql } from "kysely";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { listTaskHistory } from "../src/store/task-history.js";
+import { insertTasks, type NewTask } from "../src/store/tasks.js";
+import { transition } from "../src/store/transitions.js";
+import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { jobOf, rowCounts } from "./helpers/factory.js";
+
+const newTask = (name: string): NewTask => ({
+  name, type: "noop", parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 1000, runAt: null, idempotencyKey: null, requestHash: null,
+});
+
+let t: TestDatabase;
+beforeAll(async () => {
+  t = await createTestDatabase();
+});
+afterAll(() => t?.drop());
+
+describe("state transitions have one owner", () => {
+  it("only src/store/transitions.ts writes task_history, and no statement repeats the side-effect trick by hand", async () => {
+    const dir = path.resolve("src");
+    const files = (await readdir(dir, { recursive: true })).filter((f) => f.endsWith(".ts") && !f.startsWith("gen"));
+    const writers: string[] = [];
+    const tricks: string[] = [];
+    for (const file of files) {
+      const text = await readFile(path.join(dir, file), "utf8");
+      if (/insert\s+into\s+task_history/i.test(text)) writers.push(file);
+      if (/\(select count\(\*\) from \w+\)\s*>=\s*0/i.test(text)) tricks.push(file);
+    }
+    expect(writers).toEqual([path.join("store", "transitions.ts")]);
+    expect(tricks).toEqual([]);
+  });
+
+  it("writes one history row per changed task, runs its side effects, and nothing when the guard matches nothing", async () => {
+    const [a, b] = await insertTasks(t.db, [newTask("a"), newTask("b")]);
+    const before = await rowCounts(t.db.kysely);
+    const ids = [a!.id, b!.id];
+    const cancel = (expected: string) =>
+      transition({
+        change: { set: sql`status = 'cancelled', finished_at = now()`, where: sql`id = any(${ids}::bigint[]) and status = ${expected}::task_status` },
+        details: sql`'cancelled ' || name`,
+        removeJob: true,
+      }).execute(t.db.kysely);
+
+    expect((await cancel("running")).rows).toEqual([]);
+    expect(await rowCounts(t.db.kysely)).toEqual(before);
+
+    const { rows } = await cancel("queued");
+    expect(rows.map((r) => [r.id, r.status])).toEqual([[a!.id, "cancelled"], [b!.id, "cancelled"]]);
+    for (const row of rows) {
+      const history = await listTaskHistory(t.db.kysely, row.id);
+      expect(history.map((h) => [h.status, h.attempt, h.details])).toEqual([["queued", 0, "created"], ["cancelled", 0, `cancelled ${row.name}`]]);
+      // The job removal ran although the statement's result never mentions it.
+      expect(await jobOf(t.db.kysely, row.id)).toBeUndefined();
+    }
+  });
+});
