@@ -9,7 +9,7 @@ import { bearerAuthInterceptor } from "./auth.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
-import { countTasksByStatus } from "../store/tasks.js";
+import { countTasksByStatus, keepTaskCountsFolded } from "../store/task-counts.js";
 import { metricsInterceptor } from "./metrics-interceptor.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
@@ -93,6 +93,8 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
   deps.metrics?.addTaskStatusGauge(() => countTasksByStatus(deps.db.kysely), taskStatuses);
+  // Counts, list totals and the gauge above read task_counts plus unfolded deltas; keep those few.
+  const countRollup = keepTaskCountsFolded(deps.db.kysely, deps.logger);
   const handler = buildHandler({ ...deps, events });
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);
@@ -135,6 +137,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
       (closing ??= new Promise<void>((resolve) => {
         front.close(() => resolve());
         void events.close();
+        countRollup.stop();
         for (const session of sessions) session.close();
         h1.closeIdleConnections();
         // In-flight unary requests are short; give them a moment, then drop what is left.

@@ -15,7 +15,8 @@ import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
 import type { Db } from "../store/db.js";
-import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { countTasksByStatus } from "../store/task-counts.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
@@ -87,13 +88,14 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     async listTasks(req) {
       const filter = validateListTasks(req);
       // One extra row tells whether another page exists.
-      const { rows, total } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
+      const { rows, total, totalExact } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
       const page = rows.slice(0, filter.pageSize);
       const last = page.at(-1);
       return {
         tasks: page.map(taskToProto),
         nextPageToken: rows.length > filter.pageSize && last ? encodePageToken(last.id) : "",
         totalCount: BigInt(total),
+        totalCountExact: totalExact,
         pageSize: filter.pageSize,
         pageNumber: filter.pageNumber,
       };

@@ -1,7 +1,8 @@
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type RawBuilder } from "kysely";
 import type { Database, TaskRow, TaskStatus } from "./schema.js";
 import { queryPrepared, type Db } from "./db.js";
 import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
+import { countTasksMatching } from "./task-counts.js";
 
 /** A validated task to insert. */
 export interface NewTask {
@@ -96,28 +97,81 @@ export interface TaskFilter {
   limit: number;
 }
 
-/** Tasks newest first (id descending: stable under concurrent inserts), plus the filtered total. */
-export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promise<{ rows: TaskRow[]; total: number }> {
-  let base = db.selectFrom("tasks");
-  if (filter.statuses.length > 0) base = base.where("status", "in", filter.statuses);
-  if (filter.types.length > 0) base = base.where("type", "in", filter.types);
-  if (filter.ids.length > 0) base = base.where("id", "in", filter.ids);
-  let page = base.selectAll().orderBy("id", "desc").limit(filter.limit);
-  if (filter.beforeId !== undefined) page = page.where("id", "<", filter.beforeId);
-  if (filter.offset) page = page.offset(filter.offset);
-  const [rows, count] = await Promise.all([
-    page.execute(),
-    base.select((eb) => eb.fn.countAll<string>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.n) };
+/** Beyond this many matches a total that has to be counted row by row is reported as a lower bound. */
+export const TOTAL_COUNT_CAP = 10_000;
+
+/** Up to this many statuses or types get an index range each (see pageIdsQuery). */
+const MAX_INDEX_RANGES = 10;
+
+/** A page of tasks and the number matching the filter (exact, or at least `total` when not). */
+export interface TaskPage {
+  rows: TaskRow[];
+  total: number;
+  totalExact: boolean;
 }
 
-/** Number of tasks in each status that has any. */
-export async function countTasksByStatus(db: Kysely<Database>): Promise<Map<TaskStatus, number>> {
-  const rows = await db
-    .selectFrom("tasks")
-    .select(["status", (eb) => eb.fn.countAll<string>().as("n")])
-    .groupBy("status")
-    .execute();
-  return new Map(rows.map((r) => [r.status, Number(r.n)]));
+/**
+ * Tasks newest first (id descending: stable under concurrent inserts), plus the filtered total. The
+ * page costs the same at any keyset depth (an index range per status or type, read from beforeId);
+ * the total comes from the maintained counts for status and type filters, and is counted up to
+ * TOTAL_COUNT_CAP otherwise.
+ */
+export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promise<TaskPage> {
+  const page = sql<TaskRow>`
+    select tasks.* from tasks where id in (${pageIdsQuery(filter)}) order by id desc
+  `.execute(db);
+  const [{ rows }, total] = await Promise.all([page, countMatching(db, filter)]);
+  return { rows, ...total };
+}
+
+/**
+ * The ids of one page. A filter on several statuses (or types) cannot read one index in id order,
+ * so each value gets its own index range, limited to the page's end, and the ranges are merged:
+ * the cost is the number of values times the page, however many tasks match. A deep page_number
+ * (offset) still reads every row before it, from the index alone (ids only), and is capped by
+ * validation.
+ */
+function pageIdsQuery(filter: TaskFilter) {
+  const statuses = [...new Set(filter.statuses)];
+  const types = [...new Set(filter.types)];
+  const shared: RawBuilder<unknown>[] = [];
+  if (filter.ids.length > 0) shared.push(sql`id = any(${filter.ids}::bigint[])`);
+  if (filter.beforeId !== undefined) shared.push(sql`id < ${filter.beforeId}`);
+  let ranges: RawBuilder<unknown>[] = [];
+  if (statuses.length > 1 && statuses.length <= MAX_INDEX_RANGES) {
+    ranges = statuses.map((s) => sql`status = ${s}`);
+    if (types.length > 0) shared.push(sql`type = any(${types}::text[])`);
+  } else if (statuses.length === 0 && types.length > 1 && types.length <= MAX_INDEX_RANGES) {
+    ranges = types.map((t) => sql`type = ${t}`);
+  } else {
+    shared.push(...valueConditions(statuses, types));
+  }
+  const offset = filter.offset ?? 0;
+  const where = (extra?: RawBuilder<unknown>) => {
+    const all = extra ? [extra, ...shared] : shared;
+    return all.length > 0 ? sql`where ${sql.join(all, sql` and `)}` : sql``;
+  };
+  if (ranges.length === 0) return sql`select id from tasks ${where()} order by id desc offset ${offset} limit ${filter.limit}`;
+  const parts = ranges.map((range) => sql`(select id from tasks ${where(range)} order by id desc limit ${offset + filter.limit})`);
+  return sql`select id from (${sql.join(parts, sql` union all `)}) ranges order by id desc offset ${offset} limit ${filter.limit}`;
+}
+
+function valueConditions(statuses: TaskStatus[], types: string[]): RawBuilder<unknown>[] {
+  const conditions: RawBuilder<unknown>[] = [];
+  if (statuses.length === 1) conditions.push(sql`status = ${statuses[0]}`);
+  else if (statuses.length > 1) conditions.push(sql`status = any(${statuses}::task_status[])`);
+  if (types.length === 1) conditions.push(sql`type = ${types[0]}`);
+  else if (types.length > 1) conditions.push(sql`type = any(${types}::text[])`);
+  return conditions;
+}
+
+/** The filter's total: exact from the counts for status and type filters, else counted up to the cap. */
+async function countMatching(db: Kysely<Database>, filter: TaskFilter): Promise<{ total: number; totalExact: boolean }> {
+  if (filter.ids.length === 0) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
+  const conditions = [sql`id = any(${filter.ids}::bigint[])`, ...valueConditions([...new Set(filter.statuses)], [...new Set(filter.types)])];
+  const { rows } = await sql<{ n: string }>`
+    select count(*) as n from (select 1 from tasks where ${sql.join(conditions, sql` and `)} limit ${TOTAL_COUNT_CAP + 1}) capped
+  `.execute(db);
+  const n = Number(rows[0]?.n ?? 0);
+  return n > TOTAL_COUNT_CAP ? { total: TOTAL_COUNT_CAP, totalExact: false } : { total: n, totalExact: true };
 }
