@@ -117,11 +117,13 @@ export interface TaskPage {
  * TOTAL_COUNT_CAP otherwise.
  */
 export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promise<TaskPage> {
-  const page = sql<TaskRow>`
-    select tasks.* from tasks where id in (${pageIdsQuery(filter)}) order by id desc
-  `.execute(db);
-  const [{ rows }, total] = await Promise.all([page, countMatching(db, filter)]);
+  const [{ rows }, total] = await Promise.all([listPageQuery(filter).execute(db), countMatching(db, filter)]);
   return { rows, ...total };
+}
+
+/** The statement that reads one page of listTasks (exported so tests can EXPLAIN it). */
+export function listPageQuery(filter: TaskFilter) {
+  return sql<TaskRow>`select tasks.* from tasks where id in (${pageIdsQuery(filter)}) order by id desc`;
 }
 
 /**
@@ -168,10 +170,15 @@ function valueConditions(statuses: TaskStatus[], types: string[]): RawBuilder<un
 /** The filter's total: exact from the counts for status and type filters, else counted up to the cap. */
 async function countMatching(db: Kysely<Database>, filter: TaskFilter): Promise<{ total: number; totalExact: boolean }> {
   if (filter.ids.length === 0) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
-  const conditions = [sql`id = any(${filter.ids}::bigint[])`, ...valueConditions([...new Set(filter.statuses)], [...new Set(filter.types)])];
-  const { rows } = await sql<{ n: string }>`
-    select count(*) as n from (select 1 from tasks where ${sql.join(conditions, sql` and `)} limit ${TOTAL_COUNT_CAP + 1}) capped
-  `.execute(db);
+  const { rows } = await cappedCountQuery(filter).execute(db);
   const n = Number(rows[0]?.n ?? 0);
   return n > TOTAL_COUNT_CAP ? { total: TOTAL_COUNT_CAP, totalExact: false } : { total: n, totalExact: true };
+}
+
+/** Counts the filter's matches row by row, stopping after TOTAL_COUNT_CAP + 1 (exported for EXPLAIN tests). */
+export function cappedCountQuery(filter: TaskFilter) {
+  const conditions = [...valueConditions([...new Set(filter.statuses)], [...new Set(filter.types)])];
+  if (filter.ids.length > 0) conditions.unshift(sql`id = any(${filter.ids}::bigint[])`);
+  const where = conditions.length > 0 ? sql`where ${sql.join(conditions, sql` and `)}` : sql``;
+  return sql<{ n: string }>`select count(*) as n from (select 1 from tasks ${where} limit ${TOTAL_COUNT_CAP + 1}) capped`;
 }

@@ -1,0 +1,110 @@
+import { sql } from "kysely";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
+import { Metrics } from "../src/metrics.js";
+import { reconcile } from "../src/queue/reconcile.js";
+import { countTasksByTypeAndStatus, foldTaskCountDeltas } from "../src/store/task-counts.js";
+import { startTestApi, type TestApi } from "./helpers/api.js";
+import { createTask, setTaskRow, taskRequest } from "./helpers/factory.js";
+
+const metrics = new Metrics();
+let api: TestApi;
+beforeAll(async () => {
+  api = await startTestApi({ metrics });
+});
+afterAll(async () => api?.close());
+
+const db = () => api.database.db.kysely;
+
+/** The truth, counted the expensive way: "type/status" → count. */
+async function countedFromTasks(): Promise<Record<string, number>> {
+  const { rows } = await sql<{ type: string; status: string; n: string }>`select type, status, count(*) as n from tasks group by type, status`.execute(db());
+  return Object.fromEntries(rows.map((r) => [`${r.type}/${r.status}`, Number(r.n)]));
+}
+
+async function maintained(): Promise<Record<string, number>> {
+  return Object.fromEntries((await countTasksByTypeAndStatus(db())).map((g) => [`${g.type}/${g.status}`, g.count]));
+}
+
+async function unfoldedDeltas(): Promise<number> {
+  const { rows } = await sql<{ n: string }>`select count(*) as n from task_count_deltas`.execute(db());
+  return Number(rows[0]!.n);
+}
+
+describe("maintained task counts", () => {
+  it("follow inserts, transitions, type changes and deletes, folded or not", async () => {
+    await api.client.createTasks({ tasks: Array.from({ length: 30 }, () => taskRequest()) });
+    const shells = await api.client.createTasks({ tasks: Array.from({ length: 5 }, () => taskRequest({ type: "shell", parameters: { command: "true" } })) });
+    const email = await createTask(api.client, { type: "send_email", parameters: { to: "a@example.com", subject: "s", body: "b" } });
+    await api.client.cancelTask({ id: email.id });
+    await setTaskRow(db(), shells.tasks[0]!.id, "running");
+    await setTaskRow(db(), shells.tasks[1]!.id, "failed");
+    await api.client.retryTask({ id: shells.tasks[1]!.id });
+    await db().updateTable("tasks").set({ type: "noop" }).where("id", "=", String(shells.tasks[2]!.id)).execute();
+    // Updates that change no status (heartbeats) must not add deltas.
+    const before = await unfoldedDeltas();
+    await db().updateTable("tasks").set({ heartbeat_at: new Date() }).where("type", "=", "shell").execute();
+    expect(await unfoldedDeltas()).toBe(before);
+    expect(await maintained()).toEqual(await countedFromTasks());
+
+    await foldTaskCountDeltas(db());
+    expect(await unfoldedDeltas()).toBe(0);
+    expect(await maintained()).toEqual(await countedFromTasks());
+
+    // Retention: a bulk delete of finished and unfinished tasks alike.
+    await db().deleteFrom("tasks").where("id", "in", [String(email.id), String(shells.tasks[3]!.id)]).execute();
+    await sql`delete from tasks where id in (select id from tasks where type = 'noop' order by id limit 7)`.execute(db());
+    expect(await maintained()).toEqual(await countedFromTasks());
+    await reconcile(db(), 15_000, api.database.logger); // workers fold in their reconcile pass
+    expect(await unfoldedDeltas()).toBe(0);
+    expect(await maintained()).toEqual(await countedFromTasks());
+  });
+
+  it("ignore changes that roll back", async () => {
+    const task = await createTask(api.client);
+    const before = await maintained();
+    await db()
+      .transaction()
+      .execute(async (trx) => {
+        await trx.updateTable("tasks").set({ status: "succeeded" }).where("id", "=", String(task.id)).execute();
+        await trx.deleteFrom("tasks").where("status", "=", "queued").execute();
+        throw new Error("roll back");
+      })
+      .catch(() => undefined);
+    expect(await maintained()).toEqual(before);
+  });
+
+  it("stay exact while transitions and folds run concurrently", async () => {
+    const { tasks } = await api.client.createTasks({ tasks: Array.from({ length: 200 }, () => taskRequest()) });
+    const statuses = ["running", "succeeded", "failed", "retrying", "cancelled"] as const;
+    const transitions = tasks.map((t, i) => setTaskRow(db(), t.id, statuses[i % statuses.length]!));
+    const folds = Array.from({ length: 20 }, () => foldTaskCountDeltas(db()));
+    const reads = Array.from({ length: 20 }, () => api.client.getTaskStatusCounts({}));
+    await Promise.all([...transitions, ...folds, ...reads]);
+    expect(await maintained()).toEqual(await countedFromTasks());
+    await foldTaskCountDeltas(db());
+    expect(await maintained()).toEqual(await countedFromTasks());
+  });
+
+  it("are served without reading tasks: counts and /metrics answer while tasks is locked", async () => {
+    const expected = await api.client.getTaskStatusCounts({});
+    // An ACCESS EXCLUSIVE lock blocks every read of tasks; count(*) over tasks would wait for it.
+    const locker = new pg.Client({ connectionString: api.database.url });
+    await locker.connect();
+    try {
+      await locker.query("begin");
+      await locker.query("lock table tasks in access exclusive mode");
+      const deadline = <T>(p: Promise<T>) =>
+        Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("blocked on the tasks table")), 10_000))]);
+      const counts = await deadline(api.client.getTaskStatusCounts({}));
+      expect(counts).toEqual(expected);
+      const text = await deadline(fetch(`${api.server.url}/metrics`).then((r) => r.text()));
+      const queued = expected.counts.find((c) => c.status === TaskStatus.QUEUED)!.count;
+      expect(text).toContain(`task_service_tasks{status="queued"} ${queued}`);
+    } finally {
+      await locker.query("rollback");
+      await locker.end();
+    }
+  });
+});
