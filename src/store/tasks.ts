@@ -4,6 +4,9 @@ import { queryPrepared, type Db } from "./db.js";
 import { jobSpecsFrom, returningTaskColumns } from "./jobs.js";
 import { countTasksMatching } from "./task-counts.js";
 
+/** Counts per status come from the maintained counts (task-counts.ts), never from counting tasks. */
+export { countTasksByStatus } from "./task-counts.js";
+
 /** A validated task to insert. */
 export interface NewTask {
   name: string;
