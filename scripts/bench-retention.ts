@@ -174,7 +174,7 @@ async function dropPartitions(db: Db, url: string, cutoff: string) {
 async function main() {
   const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-retention-"));
   const cluster = await startEmbeddedPostgres(dir, logger);
-  const db = openDb({ connectionString: cluster.url, max: 10 }, logger);
+  const db = openDb({ connectionString: cluster.url, max: 10, statementTimeoutMillis: 0 }, logger);
   try {
     await migrate(db, logger);
     const idle = await drain(db, cluster.url);

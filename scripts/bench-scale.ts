@@ -122,7 +122,7 @@ export async function benchScale(n: number): Promise<void> {
   const logger = createLogger("silent");
   const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-scale-"));
   const cluster = await startEmbeddedPostgres(dir, logger);
-  const db = openDb({ connectionString: cluster.url, max: 10 }, logger);
+  const db = openDb({ connectionString: cluster.url, max: 10, statementTimeoutMillis: 0 }, logger);
   try {
     await migrate(db, logger);
     const config = loadConfig({ port: 0, workerConcurrency: 2, reconcileIntervalMs: 0 }, {});
