@@ -55,16 +55,26 @@ function probes(api: Api, baseUrl: string, middleToken: () => string): Probe[] {
   ];
 }
 
-async function median(call: () => Promise<unknown>): Promise<number> {
-  await call(); // warm the connection and the plan cache
-  const times: number[] = [];
-  for (let i = 0; i < CALLS; i++) {
-    const t0 = performance.now();
-    await call();
-    times.push(performance.now() - t0);
+function median(times: number[]): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  return (sorted[Math.floor((sorted.length - 1) / 2)]! + sorted[Math.ceil((sorted.length - 1) / 2)]!) / 2;
+}
+
+/**
+ * Median of CALLS calls of each probe, taken in rounds (every probe once per round) so that a burst
+ * of load from elsewhere on the machine lands on all probes alike rather than on one.
+ */
+async function medians(list: Probe[]): Promise<number[]> {
+  for (const probe of list) await probe.call(); // warm connections and plans
+  const times: number[][] = list.map(() => []);
+  for (let round = 0; round < CALLS; round++) {
+    for (const [i, probe] of list.entries()) {
+      const t0 = performance.now();
+      await probe.call();
+      times[i]!.push(performance.now() - t0);
+    }
   }
-  times.sort((a, b) => a - b);
-  return (times[CALLS / 2 - 1]! + times[CALLS / 2]!) / 2;
+  return times.map(median);
 }
 
 /** Median create → start of a noop task on idle workers, from the server's own timestamps. */
@@ -82,15 +92,11 @@ async function createToStart(api: Api): Promise<number> {
       await sleep(2);
     }
   }
-  times.sort((a, b) => a - b);
-  return (times[CALLS / 2 - 1]! + times[CALLS / 2]!) / 2;
+  return median(times);
 }
 
 async function measure(api: Api, baseUrl: string, middleToken: () => string): Promise<number[]> {
-  const figures: number[] = [];
-  for (const probe of probes(api, baseUrl, middleToken)) figures.push(await median(probe.call));
-  figures.push(await createToStart(api));
-  return figures;
+  return [...(await medians(probes(api, baseUrl, middleToken))), await createToStart(api)];
 }
 
 /**
@@ -106,6 +112,8 @@ async function load(db: Db, first: number, last: number, span: number, log: (lin
   }
   await db.pool.query("vacuum analyze tasks, task_history");
   await foldTaskCountDeltas(db.kysely);
+  // Write the load's dirty pages now rather than during the measurements.
+  await db.pool.query("checkpoint");
   const { rows } = await db.pool.query(`select pg_size_pretty(pg_total_relation_size('tasks') + pg_total_relation_size('task_history')) as size`);
   log(`  ${last} tasks in the database (loading took ${((performance.now() - t0) / 1000).toFixed(0)}s): tasks and task_history take ${rows[0].size}`);
 }
