@@ -1,11 +1,19 @@
+import { randomBytes } from "node:crypto";
+import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { sql } from "kysely";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Metrics } from "../src/metrics.js";
 import { reconcile } from "../src/queue/reconcile.js";
+import { openDb } from "../src/store/db.js";
+import { migrate, migrationsDir } from "../src/store/migrate.js";
+import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
 import { countTasksByTypeAndStatus, foldTaskCountDeltas } from "../src/store/task-counts.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
+import { urlForDatabase } from "./helpers/database.js";
 import { createTask, setTaskRow, taskRequest } from "./helpers/factory.js";
 
 const metrics = new Metrics();
@@ -105,6 +113,34 @@ describe("maintained task counts", () => {
     } finally {
       await locker.query("rollback");
       await locker.end();
+    }
+  });
+});
+
+describe("migration 0011", () => {
+  it("starts the counts from the tasks already stored", async () => {
+    const name = `counts_${randomBytes(6).toString("hex")}`;
+    const admin = new pg.Client({ connectionString: inject("pgAdminUrl") });
+    await admin.connect();
+    await admin.query(`create database ${name}`);
+    const dir = await mkdtemp(path.join(os.tmpdir(), "migrations-before-0011-"));
+    const database = openDb({ connectionString: urlForDatabase(name), max: 2 }, api.database.logger);
+    try {
+      for (const file of await readdir(migrationsDir)) if (/^\d{4}_/.test(file) && file < "0011") await copyFile(path.join(migrationsDir, file), path.join(dir, file));
+      await migrate(database, api.database.logger, dir);
+      await insertSyntheticFinishedTasks(database.kysely, 1, 500, 500);
+      await sql`update tasks set status = 'queued' where id % 7 = 0`.execute(database.kysely);
+      await migrate(database, api.database.logger);
+      const { rows } = await sql<{ type: string; status: string; n: string }>`select type, status, count(*) as n from tasks group by type, status`.execute(database.kysely);
+      const counted = Object.fromEntries(rows.map((r) => [`${r.type}/${r.status}`, Number(r.n)]));
+      const kept = Object.fromEntries((await countTasksByTypeAndStatus(database.kysely)).map((g) => [`${g.type}/${g.status}`, g.count]));
+      expect(Object.keys(kept).length).toBeGreaterThan(4);
+      expect(kept).toEqual(counted);
+    } finally {
+      await database.close();
+      await admin.query(`drop database if exists ${name} with (force)`);
+      await admin.end();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
