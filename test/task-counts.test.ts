@@ -14,6 +14,7 @@ import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
 import { countTasksByTypeAndStatus, foldTaskCountDeltas } from "../src/store/task-counts.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { urlForDatabase } from "./helpers/database.js";
+import { waitFor } from "./helpers/wait.js";
 import { createTask, setTaskRow, taskRequest } from "./helpers/factory.js";
 
 const metrics = new Metrics();
@@ -66,6 +67,12 @@ describe("maintained task counts", () => {
     expect(await maintained()).toEqual(await countedFromTasks());
     await reconcile(db(), 15_000, api.database.logger); // workers fold in their reconcile pass
     expect(await unfoldedDeltas()).toBe(0);
+    expect(await maintained()).toEqual(await countedFromTasks());
+  });
+
+  it("are folded by the running API server within seconds", async () => {
+    await api.client.createTasks({ tasks: Array.from({ length: 10 }, () => taskRequest()) });
+    await waitFor(async () => (await unfoldedDeltas()) === 0, "the server to fold the count deltas");
     expect(await maintained()).toEqual(await countedFromTasks());
   });
 
