@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { sql } from "kysely";
+import { sql, type Kysely } from "kysely";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
@@ -12,6 +12,7 @@ import { openDb } from "../src/store/db.js";
 import { migrate, migrationsDir } from "../src/store/migrate.js";
 import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
 import { countTasksByTypeAndStatus, foldTaskCountDeltas } from "../src/store/task-counts.js";
+import type { Database } from "../src/store/schema.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { urlForDatabase } from "./helpers/database.js";
 import { waitFor } from "./helpers/wait.js";
@@ -51,10 +52,18 @@ describe("maintained task counts", () => {
     await setTaskRow(db(), shells.tasks[1]!.id, "failed");
     await api.client.retryTask({ id: shells.tasks[1]!.id });
     await db().updateTable("tasks").set({ type: "noop" }).where("id", "=", String(shells.tasks[2]!.id)).execute();
-    // Updates that change no status (heartbeats) must not add deltas.
-    const before = await unfoldedDeltas();
-    await db().updateTable("tasks").set({ heartbeat_at: new Date() }).where("type", "=", "shell").execute();
-    expect(await unfoldedDeltas()).toBe(before);
+    // Updates that change no status (heartbeats) must not add deltas: none written by that transaction.
+    const deltasWrittenBy = (update: (trx: Kysely<Database>) => Promise<unknown>) =>
+      db()
+        .transaction()
+        .execute(async (trx) => {
+          await update(trx);
+          const { rows } = await sql<{ n: string }>`select count(*) as n from task_count_deltas where xmin::text::bigint = txid_current() % 4294967296`.execute(trx);
+          return Number(rows[0]!.n);
+        });
+    expect(await deltasWrittenBy((trx) => trx.updateTable("tasks").set({ heartbeat_at: new Date() }).where("type", "=", "shell").execute())).toBe(0);
+    // ...while a status change writes its two (-1 old, +1 new).
+    expect(await deltasWrittenBy((trx) => trx.updateTable("tasks").set({ status: "running" }).where("id", "=", String(shells.tasks[4]!.id)).execute())).toBe(2);
     expect(await maintained()).toEqual(await countedFromTasks());
 
     await foldTaskCountDeltas(db());
