@@ -77,6 +77,13 @@ describe("maintained task counts", () => {
     await reconcile(db(), 15_000, api.database.logger); // workers fold in their reconcile pass
     expect(await unfoldedDeltas()).toBe(0);
     expect(await maintained()).toEqual(await countedFromTasks());
+
+    // GetTaskStatusCounts serves the same groups per type, ordered by type then status.
+    const { typeCounts } = await api.client.getTaskStatusCounts({});
+    const served = Object.fromEntries(typeCounts.map((c) => [`${c.type}/${TaskStatus[c.status]!.toLowerCase()}`, Number(c.count)]));
+    expect(served).toEqual(await countedFromTasks());
+    const order = typeCounts.map((c) => [c.type, c.status] as const);
+    expect(order).toEqual([...order].sort(([t1, s1], [t2, s2]) => (t1 < t2 ? -1 : t1 > t2 ? 1 : s1 - s2)));
   });
 
   it("are folded by the running API server within seconds", async () => {
