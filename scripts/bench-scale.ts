@@ -126,6 +126,7 @@ async function middleToken(db: Db): Promise<string> {
 
 /** Runs the scale benchmark with `n` finished tasks and prints its table. */
 export async function benchScale(n: number): Promise<void> {
+  if (!Number.isInteger(n) || n <= SMALL) throw new Error(`--scale must be a whole number above ${SMALL}, got ${n}`);
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const logger = createLogger("silent");
   const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-scale-"));
