@@ -3,6 +3,7 @@
  * baseline of bare graphile-worker (bulk add_jobs, a handler that does nothing) on the same embedded
  * PostgreSQL, in this same process. Prints figures and ratios; asserts nothing.
  * Usage: npm run bench -- --tasks 5000 --concurrency 10
+ * With --scale N, measures reads on an empty database and with N finished tasks instead (bench-scale.ts).
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
@@ -22,13 +23,15 @@ import { graphileLogger } from "../src/queue/graphile-logger.js";
 import { startWorkers } from "../src/queue/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
+import { benchScale } from "./bench-scale.js";
 
 const opts = new Command("bench")
   .option("--tasks <n>", "tasks (and baseline jobs) per run", "5000")
   .option("--concurrency <n>", "worker slots", "10")
   .option("--batch <n>", "tasks per CreateTasks call", "500")
+  .option("--scale <n>", "instead: time reads on an empty database and with N finished tasks")
   .parse()
-  .opts<{ tasks: string; concurrency: string; batch: string }>();
+  .opts<{ tasks: string; concurrency: string; batch: string; scale?: string }>();
 const N = Number(opts.tasks);
 const concurrency = Number(opts.concurrency);
 const batch = Number(opts.batch);
@@ -99,6 +102,7 @@ async function ours(db: Db, url: string): Promise<{ createPerSec: number; runPer
 }
 
 async function main() {
+  if (opts.scale !== undefined) return benchScale(Number(opts.scale));
   const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-"));
   const cluster = await startEmbeddedPostgres(dir, logger);
   const db = openDb({ connectionString: cluster.url, max: 10 }, logger);

@@ -142,6 +142,22 @@ describe("ListTasks paging", () => {
     expect(seen).toEqual(expectedIds((f) => f.type !== "noop"));
   });
 
+  it("reports every total as exact: status and type filters from the counts, ids counted", async () => {
+    for (const req of [{}, { statuses: [TaskStatus.FAILED, TaskStatus.QUEUED] }, { types: ["shell"] }, { ids: [fixtures[0]!.id, 999_999n] }]) {
+      const res = await api.client.listTasks(req);
+      expect(res.totalCountExact).toBe(true);
+    }
+    const res = await api.client.listTasks({ ids: [fixtures[0]!.id, fixtures[1]!.id, 999_999n] });
+    expect(res.totalCount).toBe(2n);
+  });
+
+  it("refuses page numbers that start beyond the first 100,000 tasks, pointing to page_token", async () => {
+    await expect(api.client.listTasks({ pageSize: 1000, pageNumber: 100 })).resolves.toMatchObject({ tasks: [], pageNumber: 100 });
+    await expectConnectError(api.client.listTasks({ pageSize: 1000, pageNumber: 101 }), Code.InvalidArgument, /page_number.*page_token/);
+    await expectConnectError(api.client.listTasks({ pageNumber: 2001 }), Code.InvalidArgument, /page_number/);
+    await expect(api.client.listTasks({ pageNumber: 2000 })).resolves.toMatchObject({ tasks: [] });
+  });
+
   it("rejects page_token together with page_number, and malformed tokens", async () => {
     const { nextPageToken } = await api.client.listTasks({ pageSize: 5 });
     await expectConnectError(api.client.listTasks({ pageToken: nextPageToken, pageNumber: 2 }), Code.InvalidArgument, "page_token");

@@ -13,6 +13,7 @@ import { hostAllowList } from "./host-check.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
+import { keepTaskCountsFolded } from "../store/task-counts.js";
 import { countTasksByStatus } from "../store/tasks.js";
 import { metricsInterceptor } from "./metrics-interceptor.js";
 import { TaskEvents } from "./task-events.js";
@@ -179,8 +180,10 @@ const HTTP2_PREFACE_START = "PRI";
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
-  // /metrics needs no token: a scrape storm costs one count every few seconds, not one each.
+  // /metrics needs no token; its counts come from task_counts (constant cost), cached briefly as well.
   deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
+  // Counts, list totals and the gauge above read task_counts plus unfolded deltas; keep those few.
+  const countRollup = keepTaskCountsFolded(deps.db.kysely, deps.logger);
   const handler = withCors(buildHandler({ ...deps, events }), deps.config.corsOrigins ?? []);
   const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
@@ -223,6 +226,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
         front.close(() => resolve());
         h1.close(() => undefined); // stops its timeout checks; it never listened itself
         void events.close();
+        countRollup.stop();
         for (const session of sessions) session.close();
         h1.closeIdleConnections();
         // In-flight unary requests are short; give them a moment, then drop what is left.

@@ -7,6 +7,7 @@ import {
   TaskService,
   TaskStatusCountSchema,
   TaskTypeSchema,
+  TaskTypeStatusCountSchema,
   type CreateTaskRequest,
 } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
@@ -14,8 +15,9 @@ import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
+import { countTasksByTypeAndStatus } from "../store/task-counts.js";
 import type { Db } from "../store/db.js";
-import { countTasksByStatus, findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
@@ -97,13 +99,14 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     async listTasks(req) {
       const filter = validateListTasks(req);
       // One extra row tells whether another page exists.
-      const { rows, total } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
+      const { rows, total, totalExact } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
       const page = rows.slice(0, filter.pageSize);
       const last = page.at(-1);
       return {
         tasks: page.map(taskToProto),
         nextPageToken: rows.length > filter.pageSize && last ? encodePageToken(last.id) : "",
         totalCount: BigInt(total),
+        totalCountExact: totalExact,
         pageSize: filter.pageSize,
         pageNumber: filter.pageNumber,
       };
@@ -118,14 +121,19 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     },
 
     async getTaskStatusCounts() {
-      const counts = await countTasksByStatus(db);
+      const groups = await countTasksByTypeAndStatus(db);
+      const counts = new Map<string, number>();
+      for (const g of groups) counts.set(g.status, (counts.get(g.status) ?? 0) + g.count);
       let total = 0n;
       const entries = taskStatuses.map((status) => {
         const count = BigInt(counts.get(status) ?? 0);
         total += count;
         return create(TaskStatusCountSchema, { status: statusToProto(status), count });
       });
-      return { counts: entries, total };
+      const typeCounts = groups
+        .sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : taskStatuses.indexOf(a.status) - taskStatuses.indexOf(b.status)))
+        .map((g) => create(TaskTypeStatusCountSchema, { type: g.type, status: statusToProto(g.status), count: BigInt(g.count) }));
+      return { counts: entries, total, typeCounts };
     },
 
     async cancelTask(req) {

@@ -15,6 +15,8 @@ export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 1000;
 /** Most values a list filter of statuses or types may carry. */
 export const MAX_FILTER_VALUES = 100;
+/** page_number skips the rows before its page, so deep pages cost their depth: past this, use page_token. */
+export const MAX_PAGE_NUMBER_OFFSET = 100_000;
 const MAX_PARAMETERS_BYTES = 256 * 1024;
 
 /** PostgreSQL cannot store U+0000 or unpaired surrogates in text or jsonb; reject them up front rather than fail inside. */
@@ -181,6 +183,9 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
   }
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) v.add("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
   if (req.pageNumber < 0) v.add("page_number", "must be 1 or more");
+  else if (req.pageNumber > 1 && (req.pageNumber - 1) * (req.pageSize || DEFAULT_PAGE_SIZE) >= MAX_PAGE_NUMBER_OFFSET) {
+    v.add("page_number", `must start within the first ${MAX_PAGE_NUMBER_OFFSET} tasks; page deeper with page_token`);
+  }
   if (req.pageNumber > 0 && req.pageToken !== "") v.add("page_token", "cannot be combined with page_number");
   let beforeId: string | undefined;
   if (req.pageToken !== "") {

@@ -2,6 +2,7 @@ import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
 import { finishPendingCancels, releaseDeadWorkers, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
+import { foldTaskCountDeltas } from "../store/task-counts.js";
 import { deleteExpiredWatchers } from "../store/task-watchers.js";
 
 /** The graphile-worker task identifier of the reconciler's cron job. */
@@ -46,5 +47,7 @@ export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: L
   const cancelled = await finishPendingCancels(db, BATCH);
   if (cancelled.length > 0) logger.info({ taskIds: cancelled }, "finished pending cancellations");
   await deleteExpiredWatchers(db);
+  // API servers fold every few seconds; this keeps the deltas bounded where only workers run.
+  await foldTaskCountDeltas(db);
   return { lost, requeued: requeued.length, cancelled: cancelled.length };
 }

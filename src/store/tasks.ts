@@ -1,7 +1,11 @@
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type RawBuilder } from "kysely";
 import { taskColumns, type Database, type TaskRow, type TaskStatus } from "./schema.js";
 import { queryPrepared, type Db } from "./db.js";
+import { countTasksMatching } from "./task-counts.js";
 import { transition } from "./transitions.js";
+
+/** Counts per status come from the maintained counts (task-counts.ts), never from counting tasks. */
+export { countTasksByStatus } from "./task-counts.js";
 
 /** A validated task to insert. */
 export interface NewTask {
@@ -96,41 +100,104 @@ export interface TaskFilter {
 export const LIST_PAYLOAD_BYTES = 16 * 1024;
 
 /** What a list shows instead of a payload larger than LIST_PAYLOAD_BYTES. */
-function cappedPayload(column: "parameters" | "result") {
+function cappedPayload(column: "parameters" | "result"): RawBuilder<unknown> {
   const bytes = sql.ref(`${column}_bytes`);
   const value = sql.ref(column);
-  return sql<Record<string, unknown>>`case when ${bytes} > ${LIST_PAYLOAD_BYTES}::int then jsonb_build_object(
+  return sql`case when ${bytes} > ${LIST_PAYLOAD_BYTES}::int then jsonb_build_object(
       'omitted', ${`${column} larger than ${LIST_PAYLOAD_BYTES} bytes are left out of lists; GetTask returns them`}::text,
-      'bytes', ${bytes}) else ${value} end`.as(column);
+      'bytes', ${bytes}) else ${value} end as ${sql.ref(column)}`;
 }
 
-const listedColumns = taskColumns.filter((c) => c !== "parameters" && c !== "result");
+/** The columns a list returns: every column, with large payloads replaced (see cappedPayload). */
+const listedSelection = sql.join([
+  ...taskColumns.filter((c) => c !== "parameters" && c !== "result").map((c) => sql.ref(c)),
+  cappedPayload("parameters"),
+  cappedPayload("result"),
+]);
+
+/** Beyond this many matches a total that has to be counted row by row is reported as a lower bound. */
+export const TOTAL_COUNT_CAP = 10_000;
+
+/** Up to this many statuses or types get an index range each (see pageIdsQuery). */
+const MAX_INDEX_RANGES = 10;
+
+/** A page of tasks and the number matching the filter (exact, or at least `total` when not). */
+export interface TaskPage {
+  rows: TaskRow[];
+  total: number;
+  totalExact: boolean;
+}
 
 /**
  * Tasks newest first (id descending: stable under concurrent inserts), plus the filtered total.
- * Parameters and results over LIST_PAYLOAD_BYTES are replaced by a note with their size.
+ * Parameters and results over LIST_PAYLOAD_BYTES are replaced by a note with their size. The
+ * page costs the same at any keyset depth (an index range per status or type, read from beforeId);
+ * the total comes from the maintained counts for status and type filters, and is counted up to
+ * TOTAL_COUNT_CAP otherwise.
  */
-export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promise<{ rows: TaskRow[]; total: number }> {
-  let base = db.selectFrom("tasks");
-  if (filter.statuses.length > 0) base = base.where("status", "in", filter.statuses);
-  if (filter.types.length > 0) base = base.where("type", "in", filter.types);
-  if (filter.ids.length > 0) base = base.where("id", "in", filter.ids);
-  let page = base.select([...listedColumns, cappedPayload("parameters"), cappedPayload("result")]).orderBy("id", "desc").limit(filter.limit);
-  if (filter.beforeId !== undefined) page = page.where("id", "<", filter.beforeId);
-  if (filter.offset) page = page.offset(filter.offset);
-  const [rows, count] = await Promise.all([
-    page.execute(),
-    base.select((eb) => eb.fn.countAll<string>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.n) };
+export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promise<TaskPage> {
+  const [{ rows }, total] = await Promise.all([listPageQuery(filter).execute(db), countMatching(db, filter)]);
+  return { rows, ...total };
 }
 
-/** Number of tasks in each status that has any. */
-export async function countTasksByStatus(db: Kysely<Database>): Promise<Map<TaskStatus, number>> {
-  const rows = await db
-    .selectFrom("tasks")
-    .select(["status", (eb) => eb.fn.countAll<string>().as("n")])
-    .groupBy("status")
-    .execute();
-  return new Map(rows.map((r) => [r.status, Number(r.n)]));
+/** The statement that reads one page of listTasks (exported so tests can EXPLAIN it). */
+export function listPageQuery(filter: TaskFilter) {
+  return sql<TaskRow>`select ${listedSelection} from tasks where id in (${pageIdsQuery(filter)}) order by id desc`;
+}
+
+/**
+ * The ids of one page. A filter on several statuses (or types) cannot read one index in id order,
+ * so each value gets its own index range, limited to the page's end, and the ranges are merged:
+ * the cost is the number of values times the page, however many tasks match. A deep page_number
+ * (offset) still reads every row before it, from the index alone (ids only), and is capped by
+ * validation.
+ */
+function pageIdsQuery(filter: TaskFilter) {
+  const statuses = [...new Set(filter.statuses)];
+  const types = [...new Set(filter.types)];
+  const shared: RawBuilder<unknown>[] = [];
+  if (filter.ids.length > 0) shared.push(sql`id = any(${filter.ids}::bigint[])`);
+  if (filter.beforeId !== undefined) shared.push(sql`id < ${filter.beforeId}`);
+  let ranges: RawBuilder<unknown>[] = [];
+  if (statuses.length > 1 && statuses.length <= MAX_INDEX_RANGES) {
+    ranges = statuses.map((s) => sql`status = ${s}`);
+    if (types.length > 0) shared.push(sql`type = any(${types}::text[])`);
+  } else if (statuses.length === 0 && types.length > 1 && types.length <= MAX_INDEX_RANGES) {
+    ranges = types.map((t) => sql`type = ${t}`);
+  } else {
+    shared.push(...valueConditions(statuses, types));
+  }
+  const offset = filter.offset ?? 0;
+  const where = (extra?: RawBuilder<unknown>) => {
+    const all = extra ? [extra, ...shared] : shared;
+    return all.length > 0 ? sql`where ${sql.join(all, sql` and `)}` : sql``;
+  };
+  if (ranges.length === 0) return sql`select id from tasks ${where()} order by id desc offset ${offset} limit ${filter.limit}`;
+  const parts = ranges.map((range) => sql`(select id from tasks ${where(range)} order by id desc limit ${offset + filter.limit})`);
+  return sql`select id from (${sql.join(parts, sql` union all `)}) ranges order by id desc offset ${offset} limit ${filter.limit}`;
+}
+
+function valueConditions(statuses: TaskStatus[], types: string[]): RawBuilder<unknown>[] {
+  const conditions: RawBuilder<unknown>[] = [];
+  if (statuses.length === 1) conditions.push(sql`status = ${statuses[0]}`);
+  else if (statuses.length > 1) conditions.push(sql`status = any(${statuses}::task_status[])`);
+  if (types.length === 1) conditions.push(sql`type = ${types[0]}`);
+  else if (types.length > 1) conditions.push(sql`type = any(${types}::text[])`);
+  return conditions;
+}
+
+/** The filter's total: exact from the counts for status and type filters, else counted up to the cap. */
+async function countMatching(db: Kysely<Database>, filter: TaskFilter): Promise<{ total: number; totalExact: boolean }> {
+  if (filter.ids.length === 0) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
+  const { rows } = await cappedCountQuery(filter).execute(db);
+  const n = Number(rows[0]?.n ?? 0);
+  return n > TOTAL_COUNT_CAP ? { total: TOTAL_COUNT_CAP, totalExact: false } : { total: n, totalExact: true };
+}
+
+/** Counts the filter's matches row by row, stopping after TOTAL_COUNT_CAP + 1 (exported for EXPLAIN tests). */
+export function cappedCountQuery(filter: TaskFilter) {
+  const conditions = [...valueConditions([...new Set(filter.statuses)], [...new Set(filter.types)])];
+  if (filter.ids.length > 0) conditions.unshift(sql`id = any(${filter.ids}::bigint[])`);
+  const where = conditions.length > 0 ? sql`where ${sql.join(conditions, sql` and `)}` : sql``;
+  return sql<{ n: string }>`select count(*) as n from (select 1 from tasks ${where} limit ${TOTAL_COUNT_CAP + 1}) capped`;
 }

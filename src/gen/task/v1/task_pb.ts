@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiqQQKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJIqYBChBUYXNrSGlzdG9yeUVudHJ5EgoKAmlkGAEgASgDEg8KB3Rhc2tfaWQYAiABKAMSIwoGc3RhdHVzGAMgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBCABKAUSDwoHZGV0YWlscxgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLDAQoIVGFza1R5cGUSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIxChBwYXJhbWV0ZXJfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdlbmFibGVkGAQgASgIEhwKFGRlZmF1bHRfbWF4X2F0dGVtcHRzGAUgASgFEjIKD2RlZmF1bHRfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkIKEkdldFRhc2tMb2dzUmVxdWVzdBIKCgJpZBgBIAEoAxIRCglhZnRlcl9zZXEYAiABKAUSDQoFbGltaXQYAyABKAUiWgoTR2V0VGFza0xvZ3NSZXNwb25zZRIjCgVsaW5lcxgBIAMoCzIULnRhc2sudjEuVGFza0xvZ0xpbmUSEAoIbGFzdF9zZXEYAiABKAUSDAoEbW9yZRgDIAEoCCI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQi9QEKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCSJCChJDcmVhdGVUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzaxIPCgdjcmVhdGVkGAIgASgIIj8KEkNyZWF0ZVRhc2tzUmVxdWVzdBIpCgV0YXNrcxgBIAMoCzIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QiMwoTQ3JlYXRlVGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzayIcCg5HZXRUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIuCg9HZXRUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayKRAQoQTGlzdFRhc2tzUmVxdWVzdBIlCghzdGF0dXNlcxgBIAMoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgV0eXBlcxgCIAMoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRITCgtwYWdlX251bWJlchgFIAEoBRILCgNpZHMYBiADKAMihwEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCJWChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlKsIBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFUVVNfUVVFVUVEEAESFwoTVEFTS19TVEFUVVNfUlVOTklORxACEhgKFFRBU0tfU1RBVFVTX1JFVFJZSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYywAYKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiqQQKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJIqYBChBUYXNrSGlzdG9yeUVudHJ5EgoKAmlkGAEgASgDEg8KB3Rhc2tfaWQYAiABKAMSIwoGc3RhdHVzGAMgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBCABKAUSDwoHZGV0YWlscxgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLDAQoIVGFza1R5cGUSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIxChBwYXJhbWV0ZXJfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdlbmFibGVkGAQgASgIEhwKFGRlZmF1bHRfbWF4X2F0dGVtcHRzGAUgASgFEjIKD2RlZmF1bHRfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkIKEkdldFRhc2tMb2dzUmVxdWVzdBIKCgJpZBgBIAEoAxIRCglhZnRlcl9zZXEYAiABKAUSDQoFbGltaXQYAyABKAUiWgoTR2V0VGFza0xvZ3NSZXNwb25zZRIjCgVsaW5lcxgBIAMoCzIULnRhc2sudjEuVGFza0xvZ0xpbmUSEAoIbGFzdF9zZXEYAiABKAUSDAoEbW9yZRgDIAEoCCI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQi9QEKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCSJCChJDcmVhdGVUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzaxIPCgdjcmVhdGVkGAIgASgIIj8KEkNyZWF0ZVRhc2tzUmVxdWVzdBIpCgV0YXNrcxgBIAMoCzIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QiMwoTQ3JlYXRlVGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzayIcCg5HZXRUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIuCg9HZXRUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayKRAQoQTGlzdFRhc2tzUmVxdWVzdBIlCghzdGF0dXNlcxgBIAMoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgV0eXBlcxgCIAMoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRITCgtwYWdlX251bWJlchgFIAEoBRILCgNpZHMYBiADKAMiogEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUSGQoRdG90YWxfY291bnRfZXhhY3QYBiABKAgiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCKJAQobR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEigKBmNvdW50cxgBIAMoCzIYLnRhc2sudjEuVGFza1N0YXR1c0NvdW50Eg0KBXRvdGFsGAIgASgDEjEKC3R5cGVfY291bnRzGAMgAygLMhwudGFzay52MS5UYXNrVHlwZVN0YXR1c0NvdW50IlcKE1Rhc2tUeXBlU3RhdHVzQ291bnQSDAoEdHlwZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlKsIBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFUVVNfUVVFVUVEEAESFwoTVEFTS19TVEFUVVNfUlVOTklORxACEhgKFFRBU0tfU1RBVFVTX1JFVFJZSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYywAYKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Task is one unit of background work and its current state.
@@ -620,7 +620,9 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
   pageToken: string;
 
   /**
-   * 1-based page number, an alternative to page_token.
+   * 1-based page number, an alternative to page_token. Costs grow with the depth (the rows before
+   * the page are skipped, not sought); pages beyond the first 100,000 tasks are refused: use
+   * page_token, which costs the same on any page.
    *
    * @generated from field: int32 page_number = 5;
    */
@@ -661,7 +663,8 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
   nextPageToken: string;
 
   /**
-   * Tasks matching the filters, across all pages.
+   * Tasks matching the filters, across all pages. Exact when total_count_exact is set; otherwise
+   * a lower bound (10,000: "10,000+"), since counting further would cost more than the page.
    *
    * @generated from field: int64 total_count = 3;
    */
@@ -678,6 +681,14 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
    * @generated from field: int32 page_number = 5;
    */
   pageNumber: number;
+
+  /**
+   * Whether total_count is the exact number of matching tasks. Status and type filters are always
+   * counted exactly (from maintained counts); an ids filter is counted up to 10,000.
+   *
+   * @generated from field: bool total_count_exact = 6;
+   */
+  totalCountExact: boolean;
 };
 
 /**
@@ -749,6 +760,13 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
    * @generated from field: int64 total = 2;
    */
   total: bigint;
+
+  /**
+   * One entry per task type and status that has tasks, ordered by type, then status.
+   *
+   * @generated from field: repeated task.v1.TaskTypeStatusCount type_counts = 3;
+   */
+  typeCounts: TaskTypeStatusCount[];
 };
 
 /**
@@ -757,6 +775,35 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 20);
+
+/**
+ * TaskTypeStatusCount is the number of tasks of one type in one status.
+ *
+ * @generated from message task.v1.TaskTypeStatusCount
+ */
+export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
+  /**
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * @generated from field: task.v1.TaskStatus status = 2;
+   */
+  status: TaskStatus;
+
+  /**
+   * @generated from field: int64 count = 3;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message task.v1.TaskTypeStatusCount.
+ * Use `create(TaskTypeStatusCountSchema)` to create a new message.
+ */
+export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -780,7 +827,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -797,7 +844,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -814,7 +861,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -831,7 +878,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -844,7 +891,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -861,7 +908,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
