@@ -4,6 +4,8 @@ import {
   InvalidArgumentError,
   InvalidTransitionError,
   isDatabaseUnavailable,
+  ScheduleExistsError,
+  ScheduleNotFoundError,
   TaskNotFoundError,
   TaskTypeDisabledError,
 } from "../errors.js";
@@ -16,11 +18,11 @@ import type { Logger } from "../logger.js";
 export function toConnectError(err: unknown, logger: Logger): ConnectError {
   if (err instanceof ConnectError) return err;
   if (err instanceof InvalidArgumentError) return new ConnectError(err.message, Code.InvalidArgument);
-  if (err instanceof TaskNotFoundError) return new ConnectError(err.message, Code.NotFound);
+  if (err instanceof TaskNotFoundError || err instanceof ScheduleNotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof InvalidTransitionError || err instanceof TaskTypeDisabledError) {
     return new ConnectError(err.message, Code.FailedPrecondition);
   }
-  if (err instanceof IdempotencyConflictError) return new ConnectError(err.message, Code.AlreadyExists);
+  if (err instanceof IdempotencyConflictError || err instanceof ScheduleExistsError) return new ConnectError(err.message, Code.AlreadyExists);
   if (isDatabaseUnavailable(err)) {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "database unavailable");
     return new ConnectError("database unavailable, try again shortly", Code.Unavailable);

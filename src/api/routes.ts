@@ -1,9 +1,11 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
 import { toConnectError } from "./connect-errors.js";
 import { createHealthService } from "./health.js";
+import { createScheduleService } from "./schedule-service.js";
 import { createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
@@ -36,6 +38,7 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 export function routes(deps: TaskServiceDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(TaskService, createTaskService(deps));
+    router.service(ScheduleService, createScheduleService(deps));
     router.service(Health, createHealthService(deps.db.kysely));
   };
 }

@@ -162,6 +162,10 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
   req.ids.forEach((id, i) => {
     if (id <= 0n) v.add(`ids[${i}]`, "must be a positive task id");
   });
+  if (req.scheduleIds.length > MAX_PAGE_SIZE) v.add("schedule_ids", `must list at most ${MAX_PAGE_SIZE} ids`);
+  req.scheduleIds.forEach((id, i) => {
+    if (id <= 0n) v.add(`schedule_ids[${i}]`, "must be a positive schedule id");
+  });
   req.types.forEach((t, i) => {
     if (t.trim() === "") v.add(`types[${i}]`, "must not be empty");
     else if (containsNul(t)) v.add(`types[${i}]`, NUL_REASON);
@@ -181,6 +185,7 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
     statuses,
     types: req.types,
     ids: req.ids.map(String),
+    scheduleIds: req.scheduleIds.map(String),
     beforeId,
     offset: pageNumber > 1 ? (pageNumber - 1) * pageSize : undefined,
     limit: pageSize,

@@ -15,12 +15,15 @@ export interface NewTask {
   runAt: Date | null;
   idempotencyKey: string | null;
   requestHash: string | null;
+  /** Set for a schedule's tick: (scheduleId, scheduledAt) is unique, so a tick's task is inserted once. */
+  scheduleId?: string | null;
+  scheduledAt?: Date | null;
 }
 
 /**
  * Inserts tasks, their "created" history rows and their graphile-worker jobs in ONE statement, so a
  * task never exists without its job nor a job without its task, and a batch costs one round trip.
- * Tasks whose idempotency key already exists are not inserted (the caller resolves them).
+ * Tasks whose idempotency key, or schedule tick, already exists are not inserted (the caller resolves them).
  * Returns the inserted rows in input order of insertion (ids ascend with input order).
  */
 export async function insertTasks(db: Db, tasks: NewTask[]): Promise<TaskRow[]> {
@@ -45,19 +48,23 @@ function insertTasksQuery(tasks: NewTask[]) {
       run_at: t.runAt?.toISOString() ?? null,
       idempotency_key: t.idempotencyKey,
       request_hash: t.requestHash,
+      schedule_id: t.scheduleId ?? null,
+      scheduled_at: t.scheduledAt?.toISOString() ?? null,
     })),
   );
   return sql<TaskRow>`
     with input as (
       select * from jsonb_to_recordset(${input}::jsonb) as x(
         ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
-        timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text)
+        timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text,
+        schedule_id bigint, scheduled_at timestamptz)
     ),
     inserted as (
-      insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash)
-      select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash
+      insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash, schedule_id, scheduled_at)
+      select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash, schedule_id, scheduled_at
       from input order by ord
-      on conflict (idempotency_key) where idempotency_key is not null do nothing
+      -- No conflict target: both the idempotency key and the schedule tick key mean "already there".
+      on conflict do nothing
       returning ${returningTaskColumns}
     ),
     history as (
@@ -90,6 +97,8 @@ export interface TaskFilter {
   statuses: TaskStatus[];
   types: string[];
   ids: string[];
+  /** Only tasks created by these schedules. */
+  scheduleIds?: string[];
   /** Only ids below this (keyset paging, newest first). */
   beforeId?: string;
   offset?: number;
@@ -102,6 +111,7 @@ export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promi
   if (filter.statuses.length > 0) base = base.where("status", "in", filter.statuses);
   if (filter.types.length > 0) base = base.where("type", "in", filter.types);
   if (filter.ids.length > 0) base = base.where("id", "in", filter.ids);
+  if (filter.scheduleIds?.length) base = base.where("schedule_id", "in", filter.scheduleIds);
   let page = base.selectAll().orderBy("id", "desc").limit(filter.limit);
   if (filter.beforeId !== undefined) page = page.where("id", "<", filter.beforeId);
   if (filter.offset) page = page.offset(filter.offset);
