@@ -41,7 +41,7 @@ export interface SchedulerDeps {
   /** Longest sleep between checks: the fallback for a notification lost while disconnected. */
   maxSleepMs?: number;
   /** Test hook: runs inside a schedule's tick transaction after its tasks are written, before commit. */
-  beforeCommit?: (schedule: ScheduleRow) => Promise<void>;
+  beforeCommit?: (trx: Kysely<Database>, schedule: ScheduleRow) => Promise<void>;
 }
 
 const iso = (d: Date) => d.toISOString();
@@ -94,7 +94,7 @@ export class Scheduler {
         const schedule = await claimDueSchedule(trx, now);
         if (!schedule) return false;
         await recordTicks(trx, schedule.id, await this.handleDue(trx, schedule, now));
-        await this.deps.beforeCommit?.(schedule);
+        await this.deps.beforeCommit?.(trx, schedule);
         return true;
       });
       if (!claimed) return handled;
