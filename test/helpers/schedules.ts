@@ -70,9 +70,13 @@ export interface SpecInit {
   overlap?: OverlapPolicy;
 }
 
-/** A schedule spec: a noop every minute in UTC, with overrides on top. */
+/**
+ * A schedule spec: a noop every minute in UTC, with overrides on top. Overrides may be a received
+ * ScheduleSpec message: it is turned back into a plain init object so nested overrides are too.
+ */
 export function scheduleSpec(overrides: SpecInit = {}): SpecInit {
-  return { name: "every-minute", cron: "* * * * *", timeZone: "UTC", task: { type: "noop" }, ...overrides };
+  const { $typeName: _type, $unknown: _unknown, ...plain } = overrides as SpecInit & { $typeName?: string; $unknown?: unknown };
+  return { name: "every-minute", cron: "* * * * *", timeZone: "UTC", task: { type: "noop" }, ...plain };
 }
 
 /** The tasks a schedule created, by tick. */
