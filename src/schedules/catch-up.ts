@@ -1,6 +1,9 @@
 import type { CatchUpPolicy } from "../store/schema.js";
 
-/** A tick reached later than this after its time counts as missed (the process was down or stalled). */
+/**
+ * A tick reached later than this after its time counts as missed (every process was down, or the
+ * database was unreachable); a tick reached sooner is merely late and always runs.
+ */
 export const MISSED_AFTER_MS = 60_000;
 
 /** A schedule's catch-up settings. */
@@ -9,28 +12,35 @@ export interface CatchUp {
   backfillLimit: number;
 }
 
-/** How many of the most recent due ticks the policy may run: the candidates to enumerate. */
-export function candidateCount(catchUp: CatchUp): number {
-  return catchUp.policy === "backfill" ? Math.max(1, catchUp.backfillLimit) : 1;
+/**
+ * How many of the most recent due ticks to look at: every on-time one (a six-field expression
+ * ticks at most once a second, so at most 61 within MISSED_AFTER_MS) plus as many missed ones as
+ * the policy may run.
+ */
+export function candidateCount(catchUp: CatchUp, missedAfterMs = MISSED_AFTER_MS): number {
+  const missed = catchUp.policy === "backfill" ? Math.max(1, catchUp.backfillLimit) : 1;
+  // Capped: enumerating ticks backwards costs time per tick, and a test may stretch the window.
+  return Math.min(Math.ceil(missedAfterMs / 1000) + 1, 1000) + missed;
 }
 
 /**
- * Which due ticks to run. `due` holds the most recent due ticks, oldest first (at most
- * candidateCount of them); every due tick not returned is dropped.
+ * Which due ticks to run, oldest first. `due` holds the most recent due ticks, oldest first (at
+ * most candidateCount of them); every due tick not returned is dropped. On-time ticks always run;
+ * missed ones (reached more than `missedAfterMs` late) depend on the policy:
  *
- * - skip: only the latest tick, and only if it is on time (reached within MISSED_AFTER_MS).
- * - latest: the latest tick, however late.
- * - backfill: all of them (the latest backfill_limit ticks), oldest first.
+ * - skip: none.
+ * - latest: the most recent missed tick, unless an on-time tick runs anyway.
+ * - backfill: the most recent `backfillLimit` missed ticks.
  */
 export function ticksToRun(catchUp: CatchUp, due: Date[], now: Date, missedAfterMs = MISSED_AFTER_MS): Date[] {
-  const latest = due.at(-1);
-  if (!latest) return [];
+  const onTime = due.filter((t) => now.getTime() - t.getTime() <= missedAfterMs);
+  const missed = due.filter((t) => now.getTime() - t.getTime() > missedAfterMs);
   switch (catchUp.policy) {
     case "skip":
-      return now.getTime() - latest.getTime() <= missedAfterMs ? [latest] : [];
+      return onTime;
     case "latest":
-      return [latest];
+      return onTime.length > 0 ? onTime : missed.slice(-1);
     case "backfill":
-      return due.slice(-candidateCount(catchUp));
+      return [...missed.slice(-Math.max(1, catchUp.backfillLimit)), ...onTime];
   }
 }

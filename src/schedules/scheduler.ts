@@ -110,7 +110,11 @@ export class Scheduler {
       try {
         await this.runDue();
         const next = await nextDueAt(this.deps.db.kysely);
-        if (next) sleepMs = Math.min(sleepMs, Math.max(0, next.getTime() - this.clock.now().getTime()));
+        if (next) {
+          const untilDue = next.getTime() - this.clock.now().getTime();
+          // Due yet not claimable: another process holds it mid-tick. Look again shortly, not in a spin.
+          sleepMs = Math.min(sleepMs, untilDue > 0 ? untilDue : 100);
+        }
         failures = 0;
       } catch (err) {
         // Mostly the database being unavailable: nothing was committed, so the ticks stay due.
@@ -157,12 +161,14 @@ export class Scheduler {
     }
     const catchUp = { policy: schedule.catch_up, backfillLimit: schedule.backfill_limit };
     // From just before next_run_at, so the pending tick itself is among the candidates.
-    const due = cron.ticksBetween(new Date(schedule.next_run_at!.getTime() - 1), now, candidateCount(catchUp));
-    const run = ticksToRun(catchUp, due, now, this.deps.missedAfterMs ?? MISSED_AFTER_MS);
+    const missedAfterMs = this.deps.missedAfterMs ?? MISSED_AFTER_MS;
+    const due = cron.ticksBetween(new Date(schedule.next_run_at!.getTime() - 1), now, candidateCount(catchUp, missedAfterMs));
+    const run = ticksToRun(catchUp, due, now, missedAfterMs);
     let outcome: TickOutcome = { nextRunAt: cron.next(now) ?? null, note: null };
-    if (run.length === 0 && due.length > 0) {
-      outcome.note = `missed tick ${iso(due.at(-1)!)} skipped (catch-up: ${schedule.catch_up})`;
-      logger.info({ tick: due.at(-1) }, "missed tick skipped");
+    const dropped = due.filter((t) => !run.includes(t));
+    if (dropped.length > 0) {
+      outcome.note = `missed tick ${iso(dropped.at(-1)!)} skipped (catch-up: ${schedule.catch_up})`;
+      logger.info({ lastDropped: dropped.at(-1), dropped: dropped.length }, "missed ticks skipped");
     }
     for (const tick of run) {
       const result = await this.runTick(trx, schedule, tick);
