@@ -45,9 +45,10 @@ create unique index tasks_schedule_tick_key on tasks (schedule_id, scheduled_at)
 
 -- Any change to a schedule (created, edited, paused, its next tick advanced) wakes the scheduler
 -- loop of every process, so a new or edited schedule fires on time without polling.
+-- The payload must not be empty: store/listen.ts ignores empty payloads.
 create function notify_schedules_changed() returns trigger language plpgsql as $$
 begin
-  perform pg_notify('schedules_changed', '');
+  perform pg_notify('schedules_changed', tg_op);
   return null;
 end;
 $$;

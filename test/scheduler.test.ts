@@ -1,7 +1,12 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { sql } from "kysely";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CatchUpPolicy, OverlapPolicy } from "../src/gen/task/v1/schedule_pb.js";
+import { loadConfig } from "../src/config.js";
+import { builtinPlugins } from "../src/plugins/builtin.js";
+import { Scheduler, systemClock } from "../src/schedules/scheduler.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { waitFor } from "./helpers/wait.js";
 import { jobOf, setTaskRow, taskRow } from "./helpers/factory.js";
 import { FakeClock, scheduleHarness, scheduleSpec, scheduleTasks, type ScheduleHarness, type SpecInit } from "./helpers/schedules.js";
 
@@ -260,5 +265,27 @@ describe("pause and resume", () => {
     clock.set("2026-06-01T10:06:00Z");
     await h.scheduler().runDue();
     expect(await ticksOf(s.id)).toEqual(["2026-06-01T10:06:00.000Z"]);
+  });
+});
+
+describe("the loop on the real clock", () => {
+  it("sleeps until the next tick and wakes at once when a schedule is created elsewhere (LISTEN/NOTIFY)", async () => {
+    // A long fallback sleep: only the notification can make the loop notice the new schedule in time.
+    const config = loadConfig({}, {});
+    const plugins = builtinPlugins(config, database.logger);
+    const loop = new Scheduler({ db: database.db, registry: plugins.registry, logger: database.logger, databaseUrl: database.url, maxSleepMs: 120_000 });
+    loop.start();
+    try {
+      await sleep(1_000); // the loop found nothing and went to sleep
+      const service = scheduleHarness(database, systemClock);
+      const { schedule } = await service.client.createSchedule({ spec: scheduleSpec({ name: "real-clock", cron: "* * * * * *" }) });
+      await waitFor(async () => (await scheduleTasks(database, schedule!.id)).length >= 3, "three ticks from the loop", 15_000);
+      const tasks = await scheduleTasks(database, schedule!.id);
+      for (const t of tasks) expect(t.scheduled_at.getTime() % 1000).toBe(0);
+      await service.close();
+    } finally {
+      await loop.stop();
+      await plugins.close();
+    }
   });
 });
