@@ -5,6 +5,7 @@ import { CatchUpPolicy, OverlapPolicy, type ScheduleService } from "../src/gen/t
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, rowCounts } from "./helpers/factory.js";
+import { runCli } from "./helpers/cli.js";
 import { scheduleClientFor, scheduleSpec } from "./helpers/schedules.js";
 
 let api: TestApi;
@@ -134,5 +135,23 @@ describe("bad input is refused with the field named, and nothing is stored", () 
     await expectConnectError(schedules.listSchedules({ pageToken: "garbage" }), Code.InvalidArgument, /^page_token: /);
     await schedules.deleteSchedule({ name: "dup" });
     await schedules.deleteSchedule({ name: "other" });
+  });
+});
+
+describe("ScheduleService behind API tokens", () => {
+  it("needs a token like TaskService, and the CLI sends it", async () => {
+    const guarded = await startTestApi({ config: { apiTokens: ["s3cret"] } });
+    try {
+      const anonymous = scheduleClientFor(guarded.server.url);
+      await expectConnectError(anonymous.createSchedule({ spec: scheduleSpec({ name: "x" }) }), Code.Unauthenticated);
+      await expectConnectError(anonymous.listSchedules({}), Code.Unauthenticated);
+      const { rows } = await guarded.database.db.pool.query("select count(*)::int as n from schedules");
+      expect(rows[0].n).toBe(0);
+      const res = await runCli(["--address", guarded.server.url, "--token", "s3cret", "schedule", "create", "x", "--cron", "@daily", "--type", "noop"]);
+      expect(res.stderr).toBe("");
+      expect(res.code).toBe(0);
+    } finally {
+      await guarded.close();
+    }
   });
 });
