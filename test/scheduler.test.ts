@@ -128,6 +128,27 @@ describe("scheduler ticks", () => {
     expect(after.rows[0].n).toBe(jobs.rows[0].n + 1);
   });
 
+  it("a tick that keeps failing (database reachable) is retried, then skipped, without holding up other schedules", async () => {
+    const poison = await create("2026-06-01T10:00:30Z", { name: "poison" });
+    const healthy = await create("2026-06-01T10:00:30Z", { name: "healthy" });
+    clock.set("2026-06-01T10:01:00Z");
+    const scheduler = h.scheduler({
+      beforeCommit: async (_trx, schedule) => {
+        if (schedule.name === "poison") throw new Error("boom");
+      },
+    });
+    await expect(scheduler.runDue()).rejects.toThrow("boom");
+    await expect(scheduler.runDue()).rejects.toThrow("boom");
+    expect((await scheduleRow(poison.id)).next_run_at).toEqual(new Date("2026-06-01T10:01:00Z")); // still due
+    await scheduler.runDue();
+    expect(await ticksOf(poison.id)).toEqual([]);
+    expect(await scheduleRow(poison.id)).toMatchObject({
+      next_run_at: new Date("2026-06-01T10:02:00Z"),
+      last_error: "tick 2026-06-01T10:01:00.000Z failed 3 times, skipped: boom",
+    });
+    expect(await ticksOf(healthy.id)).toEqual(["2026-06-01T10:01:00.000Z"]);
+  });
+
   it("records a tick the type no longer accepts, creates nothing for it and moves on", async () => {
     const s = await create("2026-06-01T10:00:30Z", { name: "broken" });
     await database.db.pool.query(`update schedules set parameters = '{"sleep_ms": "soon"}' where id = $1`, [String(s.id)]);

@@ -1,5 +1,5 @@
 import type { Kysely } from "kysely";
-import { errorMessage, InvalidArgumentError, TaskTypeDisabledError } from "../errors.js";
+import { errorMessage, InvalidArgumentError, isDatabaseUnavailable, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Db } from "../store/db.js";
@@ -10,6 +10,7 @@ import {
   nextDueAt,
   recordTicks,
   SCHEDULES_CHANNEL,
+  skipFailedTick,
   unfinishedScheduleTasks,
   type TickOutcome,
 } from "../store/schedules.js";
@@ -46,6 +47,9 @@ export interface SchedulerDeps {
 
 const iso = (d: Date) => d.toISOString();
 
+/** Failed tick transactions in a row (database reachable) after which the tick is skipped. */
+export const MAX_TICK_FAILURES = 3;
+
 /**
  * Turns schedule ticks into tasks. Every server and worker process runs one; they need no
  * coordination beyond PostgreSQL: each due schedule is claimed with FOR UPDATE SKIP LOCKED, and the
@@ -62,6 +66,8 @@ export class Scheduler {
   private wakeSleeper: (() => void) | undefined;
   private listener: { close(): Promise<void> } | undefined;
   private loopDone: Promise<void> | undefined;
+  /** Consecutive failed transactions per schedule id (see afterFailedTick). */
+  private readonly failures = new Map<string, number>();
 
   constructor(private readonly deps: SchedulerDeps) {
     this.clock = deps.clock ?? systemClock;
@@ -90,16 +96,43 @@ export class Scheduler {
     let handled = 0;
     for (;;) {
       const now = this.clock.now();
-      const claimed = await this.deps.db.kysely.transaction().execute(async (trx) => {
-        const schedule = await claimDueSchedule(trx, now);
-        if (!schedule) return false;
-        await recordTicks(trx, schedule.id, await this.handleDue(trx, schedule, now));
-        await this.deps.beforeCommit?.(trx, schedule);
-        return true;
-      });
-      if (!claimed) return handled;
+      let current: ScheduleRow | undefined;
+      try {
+        const claimed = await this.deps.db.kysely.transaction().execute(async (trx) => {
+          current = await claimDueSchedule(trx, now);
+          if (!current) return false;
+          await recordTicks(trx, current.id, await this.handleDue(trx, current, now));
+          await this.deps.beforeCommit?.(trx, current);
+          return true;
+        });
+        if (!claimed) return handled;
+        if (current) this.failures.delete(current.id);
+      } catch (err) {
+        if (!current || isDatabaseUnavailable(err)) throw err;
+        await this.afterFailedTick(current, now, err);
+      }
       handled += 1;
     }
+  }
+
+  /**
+   * A tick whose transaction failed for a reason other than the database being away is retried on
+   * the next passes; one that keeps failing would fail every pass and hold up every schedule due
+   * after it, so after MAX_TICK_FAILURES in a row it is recorded and the schedule moves on.
+   */
+  private async afterFailedTick(schedule: ScheduleRow, now: Date, err: unknown): Promise<void> {
+    const failures = (this.failures.get(schedule.id) ?? 0) + 1;
+    const logger = this.deps.logger.child({ component: "scheduler", schedule: schedule.name });
+    if (failures < MAX_TICK_FAILURES) {
+      this.failures.set(schedule.id, failures);
+      logger.warn({ err: errorMessage(err), failures }, "tick failed; it stays due");
+      throw err;
+    }
+    this.failures.delete(schedule.id);
+    const next = new CronSchedule(schedule.cron, schedule.time_zone).next(now) ?? null;
+    const note = `tick ${iso(schedule.next_run_at!)} failed ${failures} times, skipped: ${errorMessage(err)}`;
+    logger.error({ err: errorMessage(err), nextRunAt: next }, "tick keeps failing; skipped");
+    await skipFailedTick(this.deps.db.kysely, schedule.id, schedule.next_run_at!, next, note);
   }
 
   private async loop(): Promise<void> {

@@ -186,6 +186,19 @@ export async function recordTicks(trx: Kysely<Database>, scheduleId: string, out
   await update.execute();
 }
 
+/**
+ * Moves a schedule whose tick keeps failing past it, recording why; only if no one has moved it
+ * since (its next_run_at is still `tick`).
+ */
+export async function skipFailedTick(db: Kysely<Database>, scheduleId: string, tick: Date, nextRunAt: Date | null, note: string): Promise<void> {
+  await db
+    .updateTable("schedules")
+    .set({ next_run_at: nextRunAt, last_error: note })
+    .where("id", "=", scheduleId)
+    .where("next_run_at", "=", tick)
+    .execute();
+}
+
 /** Records a task created outside the tick loop (TriggerSchedule) as the schedule's latest run. */
 export async function recordManualRun(trx: Kysely<Database>, scheduleId: string, taskId: string, scheduledAt: Date): Promise<void> {
   await trx.updateTable("schedules").set({ last_task_id: taskId, last_run_at: scheduledAt, last_error: null }).where("id", "=", scheduleId).execute();
