@@ -1,5 +1,7 @@
 import { Cron } from "croner";
 
+const FORWARD_PROBE = 4;
+
 /**
  * A parsed cron expression in an IANA time zone. Croner does the calendar arithmetic, including
  * daylight-saving changes, the way Vixie cron does: a fixed-time tick (e.g. 02:30 daily) that falls
@@ -27,6 +29,10 @@ export class CronSchedule {
   /** Up to `limit` ticks in (from, to], oldest first: the most recent ones when there are more. */
   ticksBetween(from: Date, to: Date, limit: number): Date[] {
     if (limit <= 0 || to <= from) return [];
+    // The usual case is one or two due ticks: a few steps forward find them all. Only a longer
+    // window (an outage) walks back from `to`, which costs a step per tick.
+    const forward = this.cron.nextRuns(FORWARD_PROBE, from);
+    if (forward.length < FORWARD_PROBE || forward.at(-1)! > to) return forward.filter((t) => t <= to).slice(-limit);
     const recent = this.cron.previousRuns(limit, new Date(to.getTime() + 1));
     return recent.filter((t) => t > from && t <= to).reverse();
   }

@@ -71,14 +71,15 @@ export class Scheduler {
 
   constructor(private readonly deps: SchedulerDeps) {
     this.clock = deps.clock ?? systemClock;
-    this.maxSleepMs = deps.maxSleepMs ?? 30_000;
+    this.maxSleepMs = deps.maxSleepMs ?? 10_000;
   }
 
   /** Runs the loop in the background: handle due ticks, sleep until the next one (or a change). */
   start(): void {
     if (this.loopDone) return;
     if (this.deps.databaseUrl) {
-      this.listener = listen(this.deps.databaseUrl, SCHEDULES_CHANNEL, this.deps.logger, () => this.wake());
+      // Also wake once listening: a schedule created before (or while reconnecting) sent its notification to no one.
+      this.listener = listen(this.deps.databaseUrl, SCHEDULES_CHANNEL, this.deps.logger, () => this.wake(), () => this.wake());
     }
     this.loopDone = this.loop();
   }
