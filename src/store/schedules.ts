@@ -151,7 +151,7 @@ export async function claimDueSchedule(trx: Kysely<Database>, now: Date): Promis
   return trx
     .selectFrom("schedules")
     .selectAll()
-    .where("paused", "=", false)
+    .where(sql<boolean>`not paused`) // literal, to match the partial index schedules_next_run_idx
     .where("next_run_at", "<=", now)
     .orderBy("next_run_at")
     .limit(1)
@@ -165,7 +165,7 @@ export async function nextDueAt(db: Kysely<Database>): Promise<Date | undefined>
   const row = await db
     .selectFrom("schedules")
     .select((eb) => eb.fn.min("next_run_at").as("at"))
-    .where("paused", "=", false)
+    .where(sql<boolean>`not paused`) // literal, to match the partial index schedules_next_run_idx
     .executeTakeFirst();
   return (row?.at as Date | null | undefined) ?? undefined;
 }
