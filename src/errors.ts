@@ -56,6 +56,22 @@ export class IdempotencyConflictError extends Error {
   }
 }
 
+/** A schedule name that does not exist. */
+export class ScheduleNotFoundError extends Error {
+  override name = "ScheduleNotFoundError";
+  constructor(readonly scheduleName: string) {
+    super(`schedule "${scheduleName}" not found`);
+  }
+}
+
+/** A schedule name that is already taken; the message names the field. */
+export class ScheduleExistsError extends Error {
+  override name = "ScheduleExistsError";
+  constructor(readonly scheduleName: string) {
+    super(`name: a schedule named "${scheduleName}" already exists`);
+  }
+}
+
 /** A failure that retrying cannot fix (e.g. invalid parameters): the task goes straight to FAILED. */
 export class PermanentTaskError extends Error {
   override name = "PermanentTaskError";

@@ -4,6 +4,8 @@ import {
   InvalidArgumentError,
   InvalidTransitionError,
   isDatabaseUnavailable,
+  ScheduleExistsError,
+  ScheduleNotFoundError,
   TaskNotFoundError,
   TaskTypeDisabledError,
 } from "../errors.js";
@@ -21,11 +23,11 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
     const fieldViolations = err.violations.map((v) => ({ field: v.field, description: v.reason }));
     return new ConnectError(err.message, Code.InvalidArgument, undefined, [{ desc: BadRequestSchema, value: { fieldViolations } }]);
   }
-  if (err instanceof TaskNotFoundError) return new ConnectError(err.message, Code.NotFound);
+  if (err instanceof TaskNotFoundError || err instanceof ScheduleNotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof InvalidTransitionError || err instanceof TaskTypeDisabledError) {
     return new ConnectError(err.message, Code.FailedPrecondition);
   }
-  if (err instanceof IdempotencyConflictError) return new ConnectError(err.message, Code.AlreadyExists);
+  if (err instanceof IdempotencyConflictError || err instanceof ScheduleExistsError) return new ConnectError(err.message, Code.AlreadyExists);
   if (isDatabaseUnavailable(err)) {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "database unavailable");
     return new ConnectError("database unavailable, try again shortly", Code.Unavailable);

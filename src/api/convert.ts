@@ -61,6 +61,8 @@ export function taskToProto(row: TaskRow): Task {
     startedAt: optionalTimestamp(row.started_at),
     finishedAt: optionalTimestamp(row.finished_at),
     idempotencyKey: row.idempotency_key ?? "",
+    scheduleId: row.schedule_id ? BigInt(row.schedule_id) : 0n,
+    scheduledAt: optionalTimestamp(row.scheduled_at),
   });
 }
 

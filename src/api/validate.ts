@@ -173,6 +173,12 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
       if (id <= 0n) v.add(`ids[${i}]`, "must be a positive task id");
     });
   }
+  if (req.scheduleIds.length > MAX_PAGE_SIZE) v.add("schedule_ids", `must list at most ${MAX_PAGE_SIZE} ids`);
+  else {
+    req.scheduleIds.forEach((id, i) => {
+      if (id <= 0n) v.add(`schedule_ids[${i}]`, "must be a positive schedule id");
+    });
+  }
   if (req.types.length > MAX_FILTER_VALUES) v.add("types", `must list at most ${MAX_FILTER_VALUES} types`);
   else {
     req.types.forEach((t, i) => {
@@ -199,6 +205,7 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
     statuses,
     types: req.types,
     ids: req.ids.map(String),
+    scheduleIds: req.scheduleIds.map(String),
     beforeId,
     offset: pageNumber > 1 ? (pageNumber - 1) * pageSize : undefined,
     limit: pageSize,

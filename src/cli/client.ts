@@ -1,5 +1,6 @@
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import { UsageError } from "./io.js";
 
@@ -11,6 +12,15 @@ export interface ClientOptions {
 
 /** A TaskService client for the configured address (Connect protocol; HTTP/1.1 or h2c). */
 export function taskClient(options: ClientOptions): Client<typeof TaskService> {
+  return createClient(TaskService, transport(options));
+}
+
+/** A ScheduleService client for the configured address. */
+export function scheduleClient(options: ClientOptions): Client<typeof ScheduleService> {
+  return createClient(ScheduleService, transport(options));
+}
+
+function transport(options: ClientOptions): Transport {
   let url: URL;
   try {
     url = new URL(options.address);
@@ -26,5 +36,5 @@ export function taskClient(options: ClientOptions): Client<typeof TaskService> {
       return next(req);
     });
   }
-  return createClient(TaskService, createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors }));
+  return createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors });
 }

@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
 import { registerEnd2EndCommand } from "./commands/end2end.js";
+import { registerScheduleCommands } from "./commands/schedule.js";
 import { registerServiceCommands } from "./commands/service.js";
 import { registerTaskCommands } from "./commands/task.js";
 import type { CliIO } from "./io.js";
@@ -30,5 +31,6 @@ export function buildProgram(io: CliIO): Command {
   registerServiceCommands(program, io);
   registerTaskCommands(program, io);
   registerEnd2EndCommand(program, io);
+  registerScheduleCommands(program, io);
   return program;
 }

@@ -8,7 +8,14 @@ import type { Logger } from "../logger.js";
  * reconnecting with backoff when PostgreSQL goes away. Notifications sent while disconnected are
  * lost, so every user has a fallback (workers' heartbeats report pending cancels; watchers poll).
  */
-export function listen(connectionString: string, channel: string, logger: Logger, onPayload: (payload: string) => void): { close(): Promise<void> } {
+export function listen(
+  connectionString: string,
+  channel: string,
+  logger: Logger,
+  onPayload: (payload: string) => void,
+  /** Called each time LISTEN is (re-)established: notifications sent before it were missed. */
+  onListening?: () => void,
+): { close(): Promise<void> } {
   let stopped = false;
   let client: pg.Client | undefined;
   const loop = async () => {
@@ -26,6 +33,7 @@ export function listen(connectionString: string, channel: string, logger: Logger
         await c.connect();
         c.on("notification", (msg) => msg.payload && onPayload(msg.payload));
         await c.query(`LISTEN ${c.escapeIdentifier(channel)}`);
+        onListening?.();
         wait = 500;
         await ended;
       } catch (err) {

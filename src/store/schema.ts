@@ -37,6 +37,9 @@ export interface TasksTable {
   updated_at: Timestamp;
   started_at: NullableTimestamp;
   finished_at: NullableTimestamp;
+  /** The schedule whose tick created the task (see schedules), and that tick. */
+  schedule_id: ColumnType<string | null, string | null | undefined, string | null>;
+  scheduled_at: NullableTimestamp;
 }
 
 export interface TaskHistoryTable {
@@ -70,8 +73,36 @@ export interface TaskWatchersTable {
   expires_at: Date;
 }
 
+/** How a schedule treats ticks that passed while no scheduler ran. */
+export type CatchUpPolicy = "skip" | "latest" | "backfill";
+/** What a tick does while the schedule's previous task is unfinished. */
+export type OverlapPolicy = "allow" | "skip" | "cancel_previous";
+
+export interface SchedulesTable {
+  id: BigIntId;
+  name: string;
+  cron: string;
+  time_zone: string;
+  type: string;
+  parameters: Json<Record<string, unknown>>;
+  priority: number;
+  max_attempts: number;
+  timeout_ms: number | null;
+  paused: boolean;
+  catch_up: CatchUpPolicy;
+  backfill_limit: number;
+  overlap: OverlapPolicy;
+  next_run_at: NullableTimestamp;
+  last_run_at: NullableTimestamp;
+  last_task_id: string | null;
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 /** The service's tables, as Kysely sees them. */
 export interface Database {
+  schedules: SchedulesTable;
   tasks: TasksTable;
   task_history: TaskHistoryTable;
   task_logs: TaskLogsTable;
@@ -90,6 +121,8 @@ export const taskColumns = [
   "id", "name", "type", "status", "parameters", "priority", "attempts", "max_attempts", "timeout_ms", "run_at",
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "job_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
+  "schedule_id", "scheduled_at",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;
+export type ScheduleRow = Selectable<SchedulesTable>;

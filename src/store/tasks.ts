@@ -19,12 +19,15 @@ export interface NewTask {
   runAt: Date | null;
   idempotencyKey: string | null;
   requestHash: string | null;
+  /** Set for a schedule's tick: (scheduleId, scheduledAt) is unique, so a tick's task is inserted once. */
+  scheduleId?: string | null;
+  scheduledAt?: Date | null;
 }
 
 /**
  * Inserts tasks, their "created" history rows and their graphile-worker jobs in ONE statement, so a
  * task never exists without its job nor a job without its task, and a batch costs one round trip.
- * Tasks whose idempotency key already exists are not inserted (the caller resolves them).
+ * Tasks whose idempotency key, or schedule tick, already exists are not inserted (the caller resolves them).
  * Returns the inserted rows in input order of insertion (ids ascend with input order).
  */
 export async function insertTasks(db: Db, tasks: NewTask[]): Promise<TaskRow[]> {
@@ -49,6 +52,8 @@ function insertTasksQuery(tasks: NewTask[]) {
       run_at: t.runAt?.toISOString() ?? null,
       idempotency_key: t.idempotencyKey,
       request_hash: t.requestHash,
+      schedule_id: t.scheduleId ?? null,
+      scheduled_at: t.scheduledAt?.toISOString() ?? null,
     })),
   );
   return transition({
@@ -56,13 +61,15 @@ function insertTasksQuery(tasks: NewTask[]) {
       sql`input as (
         select * from jsonb_to_recordset(${input}::jsonb) as x(
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
-          timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text))`,
+          timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text,
+          schedule_id bigint, scheduled_at timestamptz))`,
     ],
     change: {
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash)
-        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash, schedule_id, scheduled_at)
+        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash, schedule_id, scheduled_at
         from input order by ord
-        on conflict (idempotency_key) where idempotency_key is not null do nothing`,
+        -- No conflict target: both the idempotency key and the schedule tick key mean "already there".
+        on conflict do nothing`,
     },
     details: sql`case
       when run_at > now() then 'created, scheduled for ' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
@@ -87,6 +94,8 @@ export interface TaskFilter {
   statuses: TaskStatus[];
   types: string[];
   ids: string[];
+  /** Only tasks created by these schedules. */
+  scheduleIds?: string[];
   /** Only ids below this (keyset paging, newest first). */
   beforeId?: string;
   offset?: number;
@@ -157,6 +166,7 @@ function pageIdsQuery(filter: TaskFilter) {
   const types = [...new Set(filter.types)];
   const shared: RawBuilder<unknown>[] = [];
   if (filter.ids.length > 0) shared.push(sql`id = any(${filter.ids}::bigint[])`);
+  if (filter.scheduleIds?.length) shared.push(sql`schedule_id = any(${filter.scheduleIds}::bigint[])`);
   if (filter.beforeId !== undefined) shared.push(sql`id < ${filter.beforeId}`);
   let ranges: RawBuilder<unknown>[] = [];
   if (statuses.length > 1 && statuses.length <= MAX_INDEX_RANGES) {
@@ -188,7 +198,7 @@ function valueConditions(statuses: TaskStatus[], types: string[]): RawBuilder<un
 
 /** The filter's total: exact from the counts for status and type filters, else counted up to the cap. */
 async function countMatching(db: Kysely<Database>, filter: TaskFilter): Promise<{ total: number; totalExact: boolean }> {
-  if (filter.ids.length === 0) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
+  if (filter.ids.length === 0 && !filter.scheduleIds?.length) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
   const { rows } = await cappedCountQuery(filter).execute(db);
   const n = Number(rows[0]?.n ?? 0);
   return n > TOTAL_COUNT_CAP ? { total: TOTAL_COUNT_CAP, totalExact: false } : { total: n, totalExact: true };
@@ -198,6 +208,7 @@ async function countMatching(db: Kysely<Database>, filter: TaskFilter): Promise<
 export function cappedCountQuery(filter: TaskFilter) {
   const conditions = [...valueConditions([...new Set(filter.statuses)], [...new Set(filter.types)])];
   if (filter.ids.length > 0) conditions.unshift(sql`id = any(${filter.ids}::bigint[])`);
+  if (filter.scheduleIds?.length) conditions.unshift(sql`schedule_id = any(${filter.scheduleIds}::bigint[])`);
   const where = conditions.length > 0 ? sql`where ${sql.join(conditions, sql` and `)}` : sql``;
   return sql<{ n: string }>`select count(*) as n from (select 1 from tasks ${where} limit ${TOTAL_COUNT_CAP + 1}) capped`;
 }

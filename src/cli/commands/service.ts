@@ -6,6 +6,7 @@ import { startWorkers, type Workers } from "../../queue/runner.js";
 import { configEnvNames, loadConfig, type ConfigOverrides } from "../../config.js";
 import { createLogger } from "../../logger.js";
 import { Metrics, startMetricsServer } from "../../metrics.js";
+import { Scheduler } from "../../schedules/scheduler.js";
 import { migrate } from "../../store/migrate.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
@@ -112,9 +113,12 @@ async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSe
     await runtime.close();
     throw err;
   }
+  // Every server and worker process runs the scheduler; the database makes each tick happen once.
+  const scheduler = new Scheduler({ db: runtime.db, registry: runtime.plugins.registry, logger, databaseUrl: runtime.databaseUrl });
+  scheduler.start();
   if (set.announce) announce(io, runtime, server, set.workers);
   await waitForShutdownSignal(logger);
-  await Promise.all([server?.close(), metricsServer?.close(), workers?.stop()]);
+  await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop()]);
   await runtime.close();
   logger.info("stopped");
 }

@@ -1,0 +1,125 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import { InvalidArgumentError, ScheduleNotFoundError } from "../errors.js";
+import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
+import type { Logger } from "../logger.js";
+import type { PluginRegistry } from "../plugins/registry.js";
+import { CronSchedule } from "../schedules/cron.js";
+import { systemClock, type Clock } from "../schedules/scheduler.js";
+import { tickTask } from "../schedules/tick-task.js";
+import type { Db } from "../store/db.js";
+import {
+  deleteSchedule,
+  findSchedule,
+  findTickTask,
+  insertSchedule,
+  listSchedules,
+  recordManualRun,
+  replaceSchedule,
+  setSchedulePaused,
+} from "../store/schedules.js";
+import { insertTasksInTransaction } from "../store/tasks.js";
+import { taskToProto } from "./convert.js";
+import { scheduleToProto } from "./schedule-convert.js";
+import { validateScheduleName, validateScheduleSpec } from "./schedule-validate.js";
+
+/** What the schedule handlers need. */
+export interface ScheduleServiceDeps {
+  db: Db;
+  registry: PluginRegistry;
+  logger: Logger;
+  /** Where "now" comes from for first ticks and triggers; the scheduler's clock in tests. */
+  clock?: Clock;
+}
+
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 1000;
+const PAGE_TOKEN_PREFIX = "s1:";
+
+/** The ScheduleService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
+export function createScheduleService({ db: pair, registry, clock = systemClock }: ScheduleServiceDeps): ServiceImpl<typeof ScheduleService> {
+  const db = pair.kysely;
+
+  async function existing(name: string) {
+    const row = await findSchedule(db, validateScheduleName(name));
+    if (!row) throw new ScheduleNotFoundError(name);
+    return row;
+  }
+
+  /** The first tick after now of a stored schedule (for resume). */
+  function nextTick(row: { cron: string; time_zone: string }): Date | null {
+    return new CronSchedule(row.cron, row.time_zone).next(clock.now()) ?? null;
+  }
+
+  return {
+    async createSchedule(req) {
+      const { schedule, nextRunAt } = validateScheduleSpec(req.spec, registry, clock.now());
+      return { schedule: scheduleToProto(await insertSchedule(db, schedule, nextRunAt)) };
+    },
+
+    async getSchedule(req) {
+      return { schedule: scheduleToProto(await existing(req.name)) };
+    },
+
+    async listSchedules(req) {
+      if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
+        throw InvalidArgumentError.of("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
+      }
+      let after: string | undefined;
+      if (req.pageToken !== "") {
+        const text = Buffer.from(req.pageToken, "base64url").toString("utf8");
+        if (!text.startsWith(PAGE_TOKEN_PREFIX)) throw InvalidArgumentError.of("page_token", "is malformed");
+        after = text.slice(PAGE_TOKEN_PREFIX.length);
+      }
+      const pageSize = req.pageSize || DEFAULT_PAGE_SIZE;
+      const rows = await listSchedules(db, after, pageSize + 1);
+      const page = rows.slice(0, pageSize);
+      const more = rows.length > pageSize;
+      return {
+        schedules: page.map(scheduleToProto),
+        nextPageToken: more ? Buffer.from(`${PAGE_TOKEN_PREFIX}${page.at(-1)!.name}`).toString("base64url") : "",
+      };
+    },
+
+    async updateSchedule(req) {
+      const name = validateScheduleName(req.name);
+      const { schedule, nextRunAt } = validateScheduleSpec(req.spec, registry, clock.now());
+      const result = await replaceSchedule(db, name, schedule, nextRunAt);
+      if (!result) throw new ScheduleNotFoundError(name);
+      const view = await findSchedule(db, result.row.name);
+      return { schedule: scheduleToProto(view ?? result.row), changed: result.changed };
+    },
+
+    async pauseSchedule(req) {
+      const row = await setSchedulePaused(db, validateScheduleName(req.name), true, null);
+      if (!row) throw new ScheduleNotFoundError(req.name);
+      return { schedule: scheduleToProto((await findSchedule(db, row.name)) ?? row) };
+    },
+
+    async resumeSchedule(req) {
+      const current = await existing(req.name);
+      // Ticks that passed while paused are dropped: the schedule restarts from its next tick.
+      const row = current.paused ? await setSchedulePaused(db, current.name, false, nextTick(current)) : current;
+      if (!row) throw new ScheduleNotFoundError(req.name);
+      return { schedule: scheduleToProto((await findSchedule(db, row.name)) ?? row) };
+    },
+
+    async deleteSchedule(req) {
+      const name = validateScheduleName(req.name);
+      if (!(await deleteSchedule(db, name))) throw new ScheduleNotFoundError(name);
+      return {};
+    },
+
+    async triggerSchedule(req) {
+      const schedule = await existing(req.name);
+      const at = clock.now();
+      const task = tickTask(schedule, registry, at);
+      const row = await db.transaction().execute(async (trx) => {
+        const [inserted] = await insertTasksInTransaction(trx, [{ ...task, runAt: null }]);
+        const created = inserted ?? (await findTickTask(trx, schedule.id, at));
+        if (created) await recordManualRun(trx, schedule.id, created.id, at);
+        return created;
+      });
+      return { task: row && taskToProto(row) };
+    },
+  };
+}
