@@ -34,7 +34,7 @@ export function builtinPlugins(config: Config, logger: Logger): BuiltinPlugins {
       outboxDir: config.outboxDir ?? path.join(config.dataDir, "outbox"),
       defaultFrom: config.smtpFrom,
     }) as Plugin,
-    shellPlugin({ enabled: config.enableShell, killGraceMs: config.shellKillGraceMs }) as Plugin,
+    shellPlugin({ enabled: config.enableShell, killGraceMs: config.shellKillGraceMs, user: config.shellUser }) as Plugin,
   ];
   return { registry: new PluginRegistry(plugins), close: () => runQuery.close() };
 }
