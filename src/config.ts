@@ -72,8 +72,11 @@ export const configSchema = z.object({
     .string()
     .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '* * * * *'")
     .default("* * * * *"),
-  /** TASK_RECONCILE_INTERVAL_MS: how often each worker process also checks for lost attempts (cron runs at most once a minute); 0 turns it off. */
-  reconcileIntervalMs: z.coerce.number().int().min(0).default(5_000),
+  /**
+   * TASK_RECONCILE_INTERVAL_MS: how often each worker process checks for exited workers and lost
+   * attempts (cron runs at most once a minute); 0 turns it off.
+   */
+  reconcileIntervalMs: z.coerce.number().int().min(0).default(1_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
   /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */

@@ -55,7 +55,7 @@ export async function requeueFinishedTask(db: Kysely<Database>, id: string, deta
   const { rows } = await sql<TaskRow>`
     with updated as (
       update tasks set
-        status = 'queued', attempts = 0, last_error = null, result = null, worker_id = null,
+        status = 'queued', attempts = 0, lost_attempts = 0 /* issue 17 */, last_error = null, result = null, worker_id = null,
         heartbeat_at = null, cancel_requested_at = null, started_at = null, finished_at = null,
         run_at = now(), updated_at = now()
       where id = ${id} and status in ('failed', 'cancelled')
