@@ -15,7 +15,7 @@ const BATCH = 500;
  * A worker's liveness lock must be seen free twice, this far apart, before the worker is declared
  * exited: a live worker whose lock connection alone dropped takes a new lock within ~100 ms.
  */
-const EXIT_CONFIRM_MS = 300;
+const EXIT_CONFIRM_MS = 200;
 
 /** What one reconcile pass did. */
 export interface ReconcileResult {
