@@ -69,7 +69,9 @@ export function parsePayload(payload: unknown): RunTaskPayload | undefined {
 export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal): Promise<void> {
   const { taskId, attempt } = payload;
   const logger = deps.logger.child({ taskId, attempt });
-  const task = await claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId);
+  // Waiting out an outage here, rather than throwing, keeps graphile-worker from having to record a
+  // job failure while the database is away (a write it does not await, and so can lose).
+  const task = await untilAvailable(() => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId), "claiming an attempt", logger, shutdown);
   if (!task) {
     logger.debug("stale or duplicate job: task is not waiting for this attempt");
     return;
@@ -103,15 +105,32 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   } finally {
     clearTimeout(timer);
     shutdown.removeEventListener("abort", onShutdown);
-    // A reconciler may have re-enqueued this task and a newer attempt may be running here already.
-    if (deps.inFlight.get(taskId) === entry) deps.inFlight.delete(taskId);
+    entry.renewed.clear();
     await sink.close();
   }
-  const recorded = await recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome }, logger, shutdown);
+  // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
+  // the database is away and just after it returns (the outcome is still on its way).
+  const recorded = await recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome }, logger, shutdown).finally(() => {
+    // A reconciler may have re-enqueued this task and a newer attempt may be running here already.
+    if (deps.inFlight.get(taskId) === entry) deps.inFlight.delete(taskId);
+  });
   deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
   // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
   if (recorded) logger[outcome.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, outcome.details);
   else logger.warn({ outcome: outcome.kind }, "outcome not recorded: the task was already settled by someone else");
+}
+
+/** Runs `step`, retrying while the database is unreachable, until it answers or `stop` fires. */
+async function untilAvailable<T>(step: () => Promise<T>, what: string, logger: Logger, stop: AbortSignal): Promise<T> {
+  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) || stop.aborted) throw err;
+      logger.warn({ err: errorMessage(err), retryInMs: wait }, `database unavailable while ${what}; retrying`);
+      await sleep(wait);
+    }
+  }
 }
 
 /**

@@ -139,20 +139,24 @@ export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule &
  * touched, so a job being claimed right now is never in the way.
  */
 export async function removeStaleLockedJobs(db: Kysely<Database>, leaseMs: number): Promise<number> {
+  // graphile-worker's complete_jobs() skips locked jobs, so this deletes the way graphile-worker's
+  // own completion does (sql/completeJobs.ts: a delete by id; run_task jobs have no queue). The
+  // jobs view has no payload, hence the tables.
   const { rows } = await sql<{ n: string }>`
     with stale as (
-      -- The jobs view has no payload: read graphile-worker's table (read only; removal goes
-      -- through its complete_jobs function).
-      select j.id from graphile_worker._private_jobs j
-      join graphile_worker._private_tasks gt on gt.id = j.task_id
-      left join tasks t on t.id = (j.payload->>'taskId')::bigint
-      where gt.identifier = ${RUN_TASK} and j.locked_at < now() - make_interval(secs => ${leaseMs / 1000})
+      delete from graphile_worker._private_jobs j
+      using graphile_worker._private_tasks gt
+      where gt.id = j.task_id and gt.identifier = ${RUN_TASK} and j.job_queue_id is null
+        and j.locked_at < now() - make_interval(secs => ${leaseMs / 1000})
         and j.payload->>'taskId' ~ '^[0-9]+$' and j.payload->>'attempt' ~ '^[0-9]+$'
-        and (t.id is null or not (
-          (t.status in ('queued', 'retrying') and t.attempts = (j.payload->>'attempt')::int - 1)
-          or (t.status = 'running' and t.job_id = j.id)))
+        and not exists (
+          select 1 from tasks t
+          where t.id = (j.payload->>'taskId')::bigint and (
+            (t.status in ('queued', 'retrying') and t.attempts = (j.payload->>'attempt')::int - 1)
+            or (t.status = 'running' and t.job_id = j.id)))
+      returning j.id
     )
-    select count(*) as n from graphile_worker.complete_jobs(array(select id from stale))
+    select count(*) as n from stale
   `.execute(db);
   return Number(rows[0]?.n ?? 0);
 }
