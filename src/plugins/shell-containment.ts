@@ -16,6 +16,11 @@ export interface Containment {
    * (setsid) can outlive the attempt.
    */
   mode: "pid-namespace" | "process-group";
+  /**
+   * Whether the PID namespace comes with a user namespace (`--user --map-current-user`): how a
+   * service that is not root gets one, where the kernel allows unprivileged user namespaces.
+   */
+  userNamespace: boolean;
   /** Whether setpriv is available: the supervisor gets PR_SET_PDEATHSIG=SIGKILL, so it dies with its worker. */
   pdeathsig: boolean;
   /** The user commands run as, when it differs from the service's own (only possible as root). */
@@ -54,7 +59,9 @@ export class ShellUserError extends Error {
  */
 export function detectContainment(shellUser: string | undefined): Containment {
   const pdeathsig = succeeds("setpriv", ["--pdeathsig", "KILL", "--", "true"]);
-  const namespaces = succeeds("unshare", ["--pid", "--fork", "--kill-child", "--mount-proc", "--", "true"]);
+  const pidNamespace = ["--pid", "--fork", "--kill-child", "--mount-proc", "--", "true"];
+  const namespaces = succeeds("unshare", pidNamespace);
+  const userNamespace = !namespaces && succeeds("unshare", ["--user", "--map-current-user", ...pidNamespace]);
   const uid = process.getuid?.() ?? -1;
   const wanted = shellUser ?? (uid === 0 ? "nobody" : undefined);
   let runAs: Containment["runAs"];
@@ -67,7 +74,7 @@ export function detectContainment(shellUser: string | undefined): Containment {
       runAs = user;
     }
   }
-  return { mode: namespaces ? "pid-namespace" : "process-group", pdeathsig, runAs };
+  return { mode: namespaces || userNamespace ? "pid-namespace" : "process-group", userNamespace, pdeathsig, runAs };
 }
 
 /**
@@ -80,7 +87,9 @@ export function detectContainment(shellUser: string | undefined): Containment {
 export function containedArgv(c: Containment, watchdogSeconds: number, command: string): string[] {
   const argv: string[] = [];
   if (c.pdeathsig) argv.push("setpriv", "--pdeathsig", "KILL", "--");
-  if (c.mode === "pid-namespace") argv.push("unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--");
+  if (c.mode === "pid-namespace") {
+    argv.push("unshare", ...(c.userNamespace ? ["--user", "--map-current-user"] : []), "--pid", "--fork", "--kill-child", "--mount-proc", "--");
+  }
   argv.push("bash", SUPERVISOR_PATH, watchdogSeconds.toFixed(3));
   if (c.runAs) {
     argv.push(

@@ -16,8 +16,10 @@ exec 3<&0
 "$@" </dev/null 3<&- &
 task=$!
 
-# A namespace's init only receives the signals it handles: pass the worker's SIGTERM on.
-trap 'kill -TERM "$task" 2>/dev/null' TERM INT
+# The worker signals the whole process group, the command included, so the supervisor only has to
+# outlive the command to report its status: a no-op handler (not SIG_IGN, which the command would
+# inherit) keeps SIGTERM from ending it first.
+trap ':' TERM INT
 
 (
   while IFS= read -r -u 3 -n 1 -t "$watchdog" _; do :; done

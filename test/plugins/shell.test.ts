@@ -1,4 +1,6 @@
+import { execFileSync } from "node:child_process";
 import { mkdtemp, realpath, rm, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -164,6 +166,21 @@ describe("shell plugin", () => {
     // As root (the tests' and the Helm shell workers' case) commands run as nobody.
     if (process.getuid?.() === 0) expect(ctx.linesOf("stdout")[0]).toBe("65534");
     await rm(path.dirname(secretFile), { recursive: true, force: true });
+  });
+
+  it.runIf(process.getuid?.() === 0)("contains commands without root too: a user namespace brings the PID namespace", async () => {
+    const marker = uniqueSleep();
+    const helper = fileURLToPath(new URL("../helpers/run-shell-task.ts", import.meta.url));
+    // The service as an unprivileged user (nobody), running one attempt that tries to escape with setsid.
+    const out = execFileSync(
+      "setpriv",
+      ["--reuid=65534", "--regid=65534", "--clear-groups", "--", process.execPath, "--import", "tsx", helper, `(setsid sleep ${marker} >/dev/null 2>&1 &); id -u`],
+      { env: { PATH: process.env.PATH, HOME: os.tmpdir() }, encoding: "utf8" },
+    );
+    const report = JSON.parse(out.trim().split("\n").at(-1)!);
+    expect(report.containment).toMatchObject({ mode: "pid-namespace", userNamespace: true });
+    expect(report.lines).toEqual(["65534"]);
+    await expectAllGone(marker);
   });
 
   it("stops the command when the lease renewals stop (the watchdog), and keeps it running while they come", async () => {
