@@ -63,7 +63,7 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
   let containment: Containment | undefined;
   return {
     name: "shell",
-    description: "Runs a command with bash -c in its own process group, capturing its output.",
+    description: "Runs a command with bash -c, contained (own process group, PID namespace where possible, an unprivileged user when the service is root), capturing its output.",
     parameters: shellParameters,
     defaults: { timeoutMs: 300_000, maxAttempts: 3 },
     disabledReason: options.enabled ? undefined : "start the service with --enable-shell (or TASK_ENABLE_SHELL=true) to allow it",
@@ -74,7 +74,8 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
         const watchdogMs = ctx.lease?.watchdogMs;
         const [command, ...args] = containedArgv(containment, watchdogMs === undefined ? NO_WATCHDOG_SECONDS : watchdogMs / 1000, params.command);
         const child = spawn(command!, args, {
-          cwd: params.cwd,
+          // Another user may not be allowed into the service's own working directory.
+          cwd: params.cwd ?? (containment.runAs ? os.tmpdir() : undefined),
           env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env),
           detached: true, // new process group, so the whole tree can be signalled
           // stdin is the supervisor's keepalive pipe; the command itself gets /dev/null.
