@@ -117,6 +117,25 @@ describe("reconciler", () => {
     }
   }, 30_000);
 
+  it("fencing: a worker whose heartbeat shows an attempt is no longer its own aborts it at once", async () => {
+    const workers = await startTestWorkers(api.database, { reconcileIntervalMs: 0 });
+    try {
+      const { task } = await api.client.createTask({ name: "fenced", type: "noop", parameters: { sleep_ms: 60_000 } });
+      const id = task!.id.toString();
+      await waitFor(async () => (await statusOf(task!.id)) === TaskStatus.RUNNING, "attempt 1 to start");
+      // Make attempt 1 look lost and settle it, as a reconciler would while this worker was silent.
+      await sqlQuery("update tasks set heartbeat_at = now() - interval '1 hour' where id = $1", [id]);
+      expect((await reconcile(api.database.db.kysely, 100, api.database.logger)).lost).toBe(1);
+      await waitFor(async () => (await sqlQuery("select 1 from tasks where id = $1 and status = 'running' and attempts = 2", [id])).rowCount === 1, "attempt 2 to start");
+      // Attempt 1 (a 60 s sleep) is aborted by the next heartbeat, long before it would have ended.
+      await waitFor(() => workers.inFlight() === 1, "attempt 1 to be aborted", 5_000);
+      expect(await historyOf(task!.id)).toEqual(["QUEUED:0", "RUNNING:1", "RETRYING:1", "RUNNING:2"]);
+      await api.client.cancelTask({ id: task!.id });
+    } finally {
+      await workers.stop();
+    }
+  });
+
   it("runs as a graphile-worker job: the cron entry is registered and a reconcile job does a full pass", async () => {
     const workers = await startTestWorkers(api.database, { reconcileIntervalMs: 0 });
     try {

@@ -144,8 +144,9 @@ export async function recordOrSpool(
   entry: SpooledOutcome,
   logger: Logger,
   shutdown?: AbortSignal,
+  /** The outcome comes from the spool (a previous worker's): its file goes once it is delivered. */
+  spooled = false,
 ): Promise<TaskRow | undefined> {
-  let spooled = false;
   for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
     try {
       const recorded = await recordOutcome(deps.db, entry.taskId, entry.attempt, entry.workerId, entry.outcome);

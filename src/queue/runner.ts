@@ -94,7 +94,7 @@ function survivingLostCompletions(logger: Logger): () => void {
 /** Delivers the outcomes a previous worker on this machine spooled and could not record. */
 async function deliverSpooled(db: Db, spool: OutcomeSpool, logger: Logger): Promise<void> {
   for (const entry of await spool.load()) {
-    const recorded = await recordOrSpool({ db, spool }, entry, logger.child({ taskId: entry.taskId, attempt: entry.attempt }));
+    const recorded = await recordOrSpool({ db, spool }, entry, logger.child({ taskId: entry.taskId, attempt: entry.attempt }), undefined, true);
     logger.info({ taskId: entry.taskId, attempt: entry.attempt, recorded: recorded !== undefined }, "delivered a spooled outcome");
   }
 }
