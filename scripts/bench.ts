@@ -1,10 +1,13 @@
 /**
  * Throughput benchmark: our whole pipeline (create through the API, claim, run, record) against a
  * baseline of bare graphile-worker (bulk add_jobs, a handler that does nothing) on the same embedded
- * PostgreSQL, in this same process. Prints figures and ratios; asserts nothing.
- * Usage: npm run bench -- --tasks 5000 --concurrency 10
+ * PostgreSQL, in this same process; then rescue latency (kill -9 of a worker process running a task
+ * → the task's next attempt started elsewhere) over real worker processes. Prints figures and
+ * ratios; asserts nothing.
+ * Usage: npm run bench -- --tasks 5000 --concurrency 10 --rescue-trials 5
  * With --scale N, measures reads on an empty database and with N finished tasks instead (bench-scale.ts).
  */
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -24,14 +27,18 @@ import { startWorkers } from "../src/queue/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
 import { benchScale } from "./bench-scale.js";
+import { measureRescueLatency, type KillableWorker, type RescueLatency } from "./faults/rescue-latency.js";
+
+const cli = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../bin/task-cli.js");
 
 const opts = new Command("bench")
   .option("--tasks <n>", "tasks (and baseline jobs) per run", "5000")
   .option("--concurrency <n>", "worker slots", "10")
   .option("--batch <n>", "tasks per CreateTasks call", "500")
   .option("--scale <n>", "instead: time reads on an empty database and with N finished tasks")
+  .option("--rescue-trials <n>", "kill -9 trials for the rescue latency (0 skips it)", "5")
   .parse()
-  .opts<{ tasks: string; concurrency: string; batch: string; scale?: string }>();
+  .opts<{ tasks: string; concurrency: string; batch: string; scale?: string; rescueTrials: string }>();
 const N = Number(opts.tasks);
 const concurrency = Number(opts.concurrency);
 const batch = Number(opts.batch);
@@ -101,6 +108,44 @@ async function ours(db: Db, url: string): Promise<{ createPerSec: number; runPer
   return { createPerSec: N / ((created - t0) / 1000), runPerSec: N / ((end - start) / 1000), endToEndPerSec: N / ((end - t0) / 1000) };
 }
 
+/** A `task-cli serve` process with the default lease and heartbeat, once it is registered. */
+async function serveProcess(db: Db, url: string): Promise<KillableWorker> {
+  const child = spawn(process.execPath, [cli, "serve", "-n", "2"], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: url, LOG_LEVEL: "error" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  await waitUntil(async () => (await db.pool.query("select 1 from workers where id like $1 and lock_key is not null", [`%-${child.pid}-%`])).rowCount === 1);
+  return { child, exited };
+}
+
+/** Rescue latency with the default settings (15 s lease, 3 s heartbeat, 1 s reconcile check). */
+async function rescue(db: Db, url: string, trials: number): Promise<RescueLatency> {
+  const config = loadConfig({ port: 0 }, {});
+  const plugins = builtinPlugins(config, logger);
+  const server = await startApiServer({ db, registry: plugins.registry, config, logger });
+  const workers = [await serveProcess(db, url), await serveProcess(db, url)];
+  try {
+    const client = createClient(TaskService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
+    return await measureRescueLatency({
+      pool: db.pool,
+      client,
+      trials,
+      workers,
+      startWorker: async () => {
+        const w = await serveProcess(db, url);
+        workers.push(w);
+        return w;
+      },
+    });
+  } finally {
+    for (const w of workers) w.child.kill("SIGKILL");
+    await Promise.all(workers.map((w) => w.exited));
+    await server.close();
+    await plugins.close();
+  }
+}
+
 async function main() {
   if (opts.scale !== undefined) return benchScale(Number(opts.scale));
   const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-"));
@@ -111,6 +156,8 @@ async function main() {
     const base = await baseline(db, cluster.url, -1);
     const batched = await baseline(db, cluster.url, concurrency);
     const mine = await ours(db, cluster.url);
+    const trials = Number(opts.rescueTrials);
+    const rescued = trials > 0 ? await rescue(db, cluster.url, trials) : undefined;
     const f = (n: number) => n.toFixed(0).padStart(7);
     const r = (a: number, b: number) => (a / b).toFixed(2);
     process.stdout.write(
@@ -120,6 +167,7 @@ async function main() {
         `  execute  baseline no-op job ${f(base.runPerSec)}/s   ours noop task (claim+run+record) ${f(mine.runPerSec)}/s   ratio ${r(mine.runPerSec, base.runPerSec)}`,
         `  execute  baseline with local queue ${concurrency} ${f(batched.runPerSec)}/s   ours (local queue ${concurrency} by default)   ratio ${r(mine.runPerSec, batched.runPerSec)}`,
         `  ours end to end (create → last SUCCEEDED) ${f(mine.endToEndPerSec)}/s`,
+        ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trials: ${rescued.summary}`] : []),
         "",
       ].join("\n"),
     );

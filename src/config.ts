@@ -79,14 +79,27 @@ export const configSchema = z.object({
     .string()
     .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '* * * * *'")
     .default("* * * * *"),
-  /** TASK_RECONCILE_INTERVAL_MS: how often each worker process also checks for lost attempts (cron runs at most once a minute); 0 turns it off. */
-  reconcileIntervalMs: z.coerce.number().int().min(0).default(5_000),
+  /**
+   * TASK_RECONCILE_INTERVAL_MS: how often each worker process checks for exited workers and lost
+   * attempts (cron runs at most once a minute); 0 turns it off.
+   */
+  reconcileIntervalMs: z.coerce.number().int().min(0).default(1_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
   /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
   maxLogLinesPerTask: z.coerce.number().int().min(1).default(10_000),
   /** TASK_SHELL_KILL_GRACE_MS: after SIGTERM to a shell task's process group, wait this long before SIGKILL. */
   shellKillGraceMs: z.coerce.number().int().min(0).default(5_000),
+  /**
+   * TASK_SHELL_USER: the user shell commands run as (a name or uid from /etc/passwd). Unset: `nobody`
+   * when the service runs as root, otherwise the service's own user (switching needs root).
+   */
+  shellUser: z.string().min(1).optional(),
+  /**
+   * TASK_SPOOL_DIR: where a worker keeps outcomes it could not record yet (the database was away),
+   * so a restart does not lose them (default DATA_DIR/spool).
+   */
+  spoolDir: z.string().min(1).optional(),
   /** SMTP_URL: e.g. smtp://user:pass@host:587. Unset: send_email writes .eml files to the outbox. */
   smtpUrl: z.string().url().optional(),
   /** SMTP_FROM: sender used when a send_email task gives none. */
@@ -165,6 +178,8 @@ const envNames: Record<keyof Config, string> = {
   reconcileIntervalMs: "TASK_RECONCILE_INTERVAL_MS",
   maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
   shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
+  shellUser: "TASK_SHELL_USER",
+  spoolDir: "TASK_SPOOL_DIR",
   smtpUrl: "SMTP_URL",
   smtpFrom: "SMTP_FROM",
   outboxDir: "TASK_OUTBOX_DIR",

@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { SMTPServer } from "smtp-server";
@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
 import type { Workers } from "../src/queue/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
-import { processAlive, waitFor } from "./helpers/wait.js";
+import { processesMatching, uniqueSleep } from "./helpers/processes.js";
+import { waitFor } from "./helpers/wait.js";
 import { startTestWorkers } from "./helpers/workers.js";
 
 let api: TestApi;
@@ -113,17 +114,17 @@ describe("failures, retries and timeouts", () => {
   });
 
   it("a timeout kills the whole process group", async () => {
+    const marker = uniqueSleep();
     const { task } = await api.client.createTask({
       name: "slow",
       type: "shell",
-      parameters: { command: "sleep 600 & echo $!; sleep 600" },
+      parameters: { command: `sleep ${marker} & sleep ${uniqueSleep()}` },
       maxAttempts: 1,
       timeout: { seconds: 1n },
     });
     const done = await waitForStatus(task!.id, TaskStatus.FAILED);
     expect(done.lastError).toBe("timed out after 1s");
-    const pid = Number((await logLines(task!.id))[0]!.line);
-    await waitFor(() => !processAlive(pid), `background sleep ${pid} to be killed`);
+    await waitFor(() => processesMatching(marker).length === 0, `background sleep ${marker} to be killed`);
   });
 
   it("invalid parameters never reach a plugin: FAILED permanently on the first attempt", async () => {
@@ -140,6 +141,7 @@ describe("failures, retries and timeouts", () => {
 
   it("a manual retry of a FAILED task runs it again", async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), "retry-"));
+    await chmod(dir, 0o755); // shell commands run as nobody here (the tests run as root)
     const marker = path.join(dir, "ready");
     const { task } = await api.client.createTask({ name: "retry-me", type: "shell", parameters: { command: `test -f ${marker}` }, maxAttempts: 1 });
     await waitForStatus(task!.id, TaskStatus.FAILED);
@@ -169,15 +171,16 @@ describe("failures, retries and timeouts", () => {
 
 describe("cancellation", () => {
   it("cancels a running shell task: the process group is killed and the task ends CANCELLED", async () => {
-    const { task } = await api.client.createTask({ name: "long", type: "shell", parameters: { command: "echo $$; sleep 600" } });
+    const marker = uniqueSleep();
+    const { task } = await api.client.createTask({ name: "long", type: "shell", parameters: { command: `sleep ${marker}` } });
     await waitForStatus(task!.id, TaskStatus.RUNNING);
-    const pid = await waitFor(async () => Number((await logLines(task!.id))[0]?.line) || undefined, "the shell to print its pid");
+    await waitFor(() => processesMatching(marker).length > 0, "the command to start");
     const res = await api.client.cancelTask({ id: task!.id, reason: "changed my mind" });
     expect(res.task?.status).toBe(TaskStatus.RUNNING);
     const done = await waitForStatus(task!.id, TaskStatus.CANCELLED);
     expect(done.finishedAt).toBeDefined();
     expect((await history(task!.id)).at(-1)).toEqual(["CANCELLED", 1, "attempt 1 cancelled by request while running: changed my mind"]);
-    await waitFor(() => !processAlive(pid), `shell ${pid} to be killed`);
+    await waitFor(() => processesMatching(marker).length === 0, `sleep ${marker} to be killed`);
     await expect(api.client.cancelTask({ id: task!.id })).rejects.toMatchObject({ code: 9 /* FailedPrecondition */ });
   });
 });

@@ -37,7 +37,7 @@ export function builtinPlugins(config: Config, logger: Logger): BuiltinPlugins {
       defaultFrom: config.smtpFrom,
       allowedSenders: config.emailAllowedSenders,
     }) as Plugin,
-    shellPlugin({ enabled: config.enableShell, killGraceMs: config.shellKillGraceMs }) as Plugin,
+    shellPlugin({ enabled: config.enableShell, killGraceMs: config.shellKillGraceMs, user: config.shellUser }) as Plugin,
   ];
   return { registry: new PluginRegistry(plugins), close: () => runQuery.close() };
 }

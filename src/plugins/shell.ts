@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import os from "node:os";
 import { readLines } from "./line-reader.js";
+import { containedArgv, detectContainment, type Containment } from "./shell-containment.js";
 import { shellParameters } from "./schemas.js";
 import type { Plugin } from "./types.js";
 
@@ -9,13 +10,18 @@ export interface ShellOptions {
   enabled: boolean;
   /** After SIGTERM to the process group, wait this long before SIGKILL. */
   killGraceMs: number;
+  /** The user commands run as (TASK_SHELL_USER); undefined: `nobody` when the service runs as root. */
+  user?: string;
 }
 
+/** Without a worker's lease (the plugin called directly), the watchdog never fires. */
+const NO_WATCHDOG_SECONDS = 365 * 24 * 3600;
+
 /** The only environment a command sees besides its own `env`: nothing of the service's secrets. */
-function cleanEnv(taskId: string, attempt: number, extra: Record<string, string> = {}): Record<string, string> {
+function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    HOME: os.homedir(),
+    HOME: home,
     LANG: "C.UTF-8",
     ...extra,
     // Last, so a task's own env cannot disguise which task and attempt it is.
@@ -33,29 +39,57 @@ function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
+/** "exit code 137" from the supervisor means the command was killed by signal 9. */
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  if (signal) return `killed by ${signal}`;
+  if (code !== null && code > 128) {
+    const name = Object.entries(os.constants.signals).find(([, n]) => n === code - 128)?.[0];
+    if (name) return `killed by ${name}`;
+  }
+  return `exit code ${code}`;
+}
+
 /**
- * Runs `bash -c command` as the leader of a new process group, streaming stdout/stderr lines to the
- * task's output. Abort (timeout, cancel, shutdown) sends SIGTERM to the whole group, then SIGKILL
- * after the grace period. When the command exits, anything it left running in its group is killed
- * too, so a task never leaks processes. A non-zero exit is a failure.
+ * Runs `bash -c command` under a per-attempt supervisor (shell-supervisor.sh) as the leader of a new
+ * process group, streaming stdout/stderr lines to the task's output. Containment, as the machine
+ * allows (shell-containment.ts): a PID namespace of its own, so nothing it starts outlives it; the
+ * supervisor dies with its worker (PR_SET_PDEATHSIG) and kills the attempt when the worker's lease
+ * renewals stop (a stopped or cut-off worker); the command runs as an unprivileged user when the
+ * service runs as root. Abort (timeout, cancel, shutdown) sends SIGTERM to the whole group, then
+ * SIGKILL after the grace period. When the command exits, anything it left running is killed too.
+ * A non-zero exit is a failure.
  */
 export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameters> {
+  let containment: Containment | undefined;
   return {
     name: "shell",
-    description: "Runs a command with bash -c in its own process group, capturing its output.",
+    description: "Runs a command with bash -c, contained (own process group, PID namespace where possible, an unprivileged user when the service is root), capturing its output.",
     parameters: shellParameters,
     defaults: { timeoutMs: 300_000, maxAttempts: 3 },
     disabledReason: options.enabled ? undefined : "start the service with --enable-shell (or TASK_ENABLE_SHELL=true) to allow it",
     run(params, ctx) {
       return new Promise((resolve, reject) => {
         ctx.signal.throwIfAborted();
-        const child = spawn("bash", ["-c", params.command], {
-          cwd: params.cwd,
-          env: cleanEnv(ctx.taskId, ctx.attempt, params.env),
+        containment ??= detectContainment(options.user);
+        const watchdogMs = ctx.lease?.watchdogMs;
+        const [command, ...args] = containedArgv(containment, watchdogMs === undefined ? NO_WATCHDOG_SECONDS : watchdogMs / 1000, params.command);
+        const child = spawn(command!, args, {
+          // Another user may not be allowed into the service's own working directory.
+          cwd: params.cwd ?? (containment.runAs ? os.tmpdir() : undefined),
+          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env),
           detached: true, // new process group, so the whole tree can be signalled
-          stdio: ["ignore", "pipe", "pipe"],
+          // stdin is the supervisor's keepalive pipe; the command itself gets /dev/null.
+          stdio: ["pipe", "pipe", "pipe"],
         });
         const pid = child.pid;
+        // Each renewal of the lease feeds the supervisor's watchdog one byte. Writing after the
+        // supervisor exited fails with EPIPE, which is expected.
+        child.stdin!.on("error", () => {});
+        let lastRenewal = Date.now();
+        const stopRenewals = ctx.lease?.onRenew(() => {
+          lastRenewal = Date.now();
+          if (child.stdin!.writable) child.stdin!.write(".");
+        });
         const lines = { stdout: 0, stderr: 0 };
         let lastStderr = "";
         let killTimer: NodeJS.Timeout | undefined;
@@ -78,17 +112,23 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
           if (pid !== undefined) signalGroup(pid, "SIGKILL");
         });
         child.once("error", (err) => {
+          stopRenewals?.();
           ctx.signal.removeEventListener("abort", onAbort);
           clearTimeout(killTimer);
           reject(err);
         });
         child.once("close", (code, signal) => {
+          stopRenewals?.();
+          child.stdin!.destroy();
           ctx.signal.removeEventListener("abort", onAbort);
           clearTimeout(killTimer);
           if (ctx.signal.aborted) return reject(ctx.signal.reason);
           const summary = { exit_code: code, stdout_lines: lines.stdout, stderr_lines: lines.stderr };
           if (code === 0) return resolve(summary);
-          const why = signal ? `killed by ${signal}` : `exit code ${code}`;
+          if (watchdogMs !== undefined && Date.now() - lastRenewal >= watchdogMs) {
+            return reject(new Error(`stopped by its watchdog: the worker had not renewed the lease for ${Math.round((Date.now() - lastRenewal) / 1000)}s`));
+          }
+          const why = describeExit(code, signal);
           reject(new Error(lastStderr ? `${why}: ${lastStderr.slice(0, 500)}` : why));
         });
       });

@@ -15,6 +15,20 @@ export interface PluginContext {
   attempt: number;
   logger: Logger;
   output: LogSink;
+  /** The attempt's lease, when a worker runs it: plugins that start processes tie them to it. */
+  lease?: AttemptLease;
+}
+
+/**
+ * The lease a worker holds on a running attempt. The worker renews it with every heartbeat that
+ * the database acknowledged; if renewals stop for `watchdogMs` (the worker is stopped or cut off)
+ * the reconciler may soon retry the task elsewhere, so whatever the attempt runs outside the
+ * worker's process must stop by then.
+ */
+export interface AttemptLease {
+  watchdogMs: number;
+  /** Calls `listener` at every renewal; returns the function that unsubscribes it. */
+  onRenew(listener: () => void): () => void;
 }
 
 /** Defaults a plugin applies when the request leaves them out. */

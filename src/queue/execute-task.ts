@@ -1,32 +1,37 @@
-import { errorMessage, InvalidArgumentError, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { errorMessage, isDatabaseUnavailable, InvalidArgumentError, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attempts.js";
-import { retryWhileUnavailable, type Db } from "../store/db.js";
+import type { Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
 import { TaskLogSink } from "./log-sink.js";
+import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
-
-/**
- * If PostgreSQL stays down past this while an outcome waits to be recorded, the error propagates;
- * the task stays RUNNING with a stale heartbeat and the reconciler settles it.
- */
-const RECORD_PATIENCE_MS = 60_000;
 
 /** Why an attempt was aborted; carried as the AbortSignal's reason. */
 export class AttemptAborted extends Error {
   override name = "AttemptAborted";
   constructor(
-    readonly kind: "timeout" | "cancel" | "shutdown",
+    /** `lost`: the attempt is no longer this worker's (a reconciler settled it): fencing. */
+    readonly kind: "timeout" | "cancel" | "shutdown" | "lost",
     message: string,
   ) {
     super(message);
   }
+}
+
+/** An attempt running in this process, as heartbeats and cancel notifications see it. */
+export interface InFlightAttempt {
+  attempt: number;
+  controller: AbortController;
+  /** Called at each heartbeat that renewed this attempt's lease. */
+  renewed: Set<() => void>;
 }
 
 /** What executing an attempt needs. */
@@ -39,8 +44,12 @@ export interface ExecuteDeps {
   maxLogLinesPerTask: number;
   /** Largest result stored (JSON bytes); larger ones are replaced by a note. */
   maxResultBytes?: number;
-  /** Attempts running in this process, by task id: heartbeats and cancel notifications use it. */
-  inFlight: Map<string, AbortController>;
+  /** Attempts running in this process, by task id. */
+  inFlight: Map<string, InFlightAttempt>;
+  /** How long an attempt's out-of-process work may go without a lease renewal (see fencing.md). */
+  watchdogMs: number;
+  /** Where outcomes wait while the database is unreachable. */
+  spool: OutcomeSpool;
   metrics?: Metrics;
 }
 
@@ -63,13 +72,20 @@ export function parsePayload(payload: unknown): RunTaskPayload | undefined {
 export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal): Promise<void> {
   const { taskId, attempt } = payload;
   const logger = deps.logger.child({ taskId, attempt });
-  const task = await claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId);
+  // Waiting out an outage here, rather than throwing, keeps graphile-worker from having to record a
+  // job failure while the database is away (a write it does not await, and so can lose).
+  const task = await untilAvailable(() => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId), "claiming an attempt", logger, shutdown);
   if (!task) {
     logger.debug("stale or duplicate job: task is not waiting for this attempt");
     return;
   }
   const controller = new AbortController();
-  deps.inFlight.set(taskId, controller);
+  const entry: InFlightAttempt = { attempt: task.attempts, controller, renewed: new Set() };
+  deps.inFlight.set(taskId, entry);
+  const lease = {
+    watchdogMs: deps.watchdogMs,
+    onRenew: (listener: () => void) => (entry.renewed.add(listener), () => void entry.renewed.delete(listener)),
+  };
   const onShutdown = () => controller.abort(new AttemptAborted("shutdown", "interrupted: the worker shut down"));
   shutdown.addEventListener("abort", onShutdown, { once: true });
   if (shutdown.aborted) onShutdown();
@@ -82,7 +98,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     logger.debug({ type: task.type }, "attempt started");
     const stopTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
     deps.metrics?.attemptsInFlight.inc();
-    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink }).finally(() => {
+    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease }).finally(() => {
       stopTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
@@ -92,22 +108,77 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   } finally {
     clearTimeout(timer);
     shutdown.removeEventListener("abort", onShutdown);
-    // A reconciler may have re-enqueued this task and a newer attempt may be running here already.
-    if (deps.inFlight.get(taskId) === controller) deps.inFlight.delete(taskId);
+    entry.renewed.clear();
     await sink.close();
   }
-  // Recorded under `final`: a refused outcome is replaced by the failure that says why.
+  // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
+  // the database is away and just after it returns (the outcome is still on its way). An outcome the
+  // database refuses for another reason is replaced by the failure that says why (`final`).
   const { recorded, outcome: final } = await recordOrFailWithReason(
-    (o) => retryWhileUnavailable(() => recordOutcome(deps.db, task.id, task.attempts, deps.workerId, o), "recording an outcome", RECORD_PATIENCE_MS, logger),
+    (o) => recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome: o }, logger, shutdown),
     outcome,
     attempt,
     logger,
-  );
+  ).finally(() => {
+    // A reconciler may have re-enqueued this task and a newer attempt may be running here already.
+    if (deps.inFlight.get(taskId) === entry) deps.inFlight.delete(taskId);
+  });
   outcome = final;
   deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
   // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
   if (recorded) logger[outcome.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, outcome.details);
   else logger.warn({ outcome: outcome.kind }, "outcome not recorded: the task was already settled by someone else");
+}
+
+/** Runs `step`, retrying while the database is unreachable, until it answers or `stop` fires. */
+async function untilAvailable<T>(step: () => Promise<T>, what: string, logger: Logger, stop: AbortSignal): Promise<T> {
+  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) || stop.aborted) throw err;
+      logger.warn({ err: errorMessage(err), retryInMs: wait }, `database unavailable while ${what}; retrying`);
+      await sleep(wait);
+    }
+  }
+}
+
+/**
+ * Records an outcome, keeping it (in memory and in the spool on disk) and retrying for as long as
+ * the database is unreachable: a worker neither exits nor loses an outcome because the database is
+ * away. Only a shutdown ends the wait; the outcome then stays in the spool, and the next worker
+ * started on this machine delivers it.
+ */
+export async function recordOrSpool(
+  deps: Pick<ExecuteDeps, "db" | "spool">,
+  entry: SpooledOutcome,
+  logger: Logger,
+  shutdown?: AbortSignal,
+  /** The outcome comes from the spool (a previous worker's): its file goes once it is delivered. */
+  spooled = false,
+): Promise<TaskRow | undefined> {
+  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
+    try {
+      const recorded = await recordOutcome(deps.db, entry.taskId, entry.attempt, entry.workerId, entry.outcome);
+      if (spooled) await deps.spool.remove(entry);
+      return recorded;
+    } catch (err) {
+      if (!isDatabaseUnavailable(err)) {
+        if (spooled) await deps.spool.remove(entry);
+        throw err;
+      }
+      if (!spooled) {
+        spooled = true;
+        await deps.spool.save(entry);
+      }
+      if (shutdown?.aborted) {
+        logger.warn({ err: errorMessage(err) }, "database unavailable at shutdown: the outcome stays in the spool for the next start");
+        return undefined;
+      }
+      logger.warn({ err: errorMessage(err), retryInMs: wait }, "database unavailable while recording an outcome; retrying");
+      await sleep(wait);
+    }
+  }
 }
 
 /** Decides what a failed or aborted attempt becomes under the task's retry policy. */

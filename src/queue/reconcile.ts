@@ -1,14 +1,22 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
-import { finishPendingCancels, releaseDeadWorkers, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
+import { finishPendingCancels, releaseDeadWorkers, removeStaleLockedJobs, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
 import { foldTaskCountDeltas } from "../store/task-counts.js";
 import { deleteExpiredWatchers } from "../store/task-watchers.js";
+import { workersWithFreeLocks } from "../store/worker-liveness.js";
 
 /** The graphile-worker task identifier of the reconciler's cron job. */
 export const RECONCILE_TASK = "reconcile";
 
 const BATCH = 500;
+
+/**
+ * A worker's liveness lock must be seen free twice, this far apart, before the worker is declared
+ * exited: a live worker whose lock connection alone dropped takes a new lock within ~100 ms.
+ */
+const EXIT_CONFIRM_MS = 200;
 
 /** What one reconcile pass did. */
 export interface ReconcileResult {
@@ -17,31 +25,53 @@ export interface ReconcileResult {
   cancelled: number;
 }
 
+/** How a reconciler judges leases (see DeathRule in store/reconcile.ts). */
+export interface LeaseJudgement {
+  leaseMs: number;
+  /** When this reconciler started, on the database's clock; leases are not judged across its downtime. */
+  since: Date;
+}
+
+/** The workers whose liveness lock is free now and still free a moment later: they exited. */
+async function exitedWorkers(db: Kysely<Database>): Promise<string[]> {
+  const first = await workersWithFreeLocks(db);
+  if (first.length === 0) return [];
+  await sleep(EXIT_CONFIRM_MS);
+  const second = new Set(await workersWithFreeLocks(db));
+  return first.filter((id) => second.has(id));
+}
+
 /**
  * Only the dead-worker and lost-attempt checks: cheap (a small table, and an index on running
- * tasks' heartbeats), run often so a dead worker's tasks, started or only fetched, are retried
- * within seconds of the lease running out.
+ * tasks' heartbeats), run every second so a worker process that exited is rescued at once (its
+ * liveness lock is free), and a silent one within seconds of its lease running out.
  */
-export async function rescueLostAttempts(db: Kysely<Database>, leaseMs: number, logger: Logger): Promise<number> {
-  const dead = await releaseDeadWorkers(db, leaseMs);
-  if (dead.length > 0) logger.warn({ workerIds: dead }, "released the job locks of worker processes that stopped heartbeating");
+export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJudgement, logger: Logger): Promise<number> {
+  const exited = await exitedWorkers(db);
+  const dead = await releaseDeadWorkers(db, { ...judgement, exited });
+  if (dead.length > 0) logger.warn({ workerIds: dead, exited }, "released the job locks of worker processes that exited or stopped heartbeating");
   let total = 0;
   for (;;) {
-    const settled = await settleLostAttempts(db, leaseMs, BATCH);
+    const settled = await settleLostAttempts(db, { ...judgement, exited, dead }, BATCH);
     for (const task of settled) {
       logger.warn({ taskId: task.id, attempt: task.attempts, status: task.status }, "rescued an attempt whose worker was lost");
     }
     total += settled.length;
-    if (settled.length < BATCH) return total;
+    if (settled.length < BATCH) break;
   }
+  const stale = await removeStaleLockedJobs(db, judgement.leaseMs);
+  if (stale > 0) logger.info({ jobs: stale }, "removed locked jobs whose task had moved on (their completion was lost)");
+  return total;
 }
 
 /**
- * A full pass: lost attempts, tasks without a runnable job, and cancellations left pending. Every
- * step is a guarded statement, so passes may run concurrently with workers and with each other.
+ * A full pass: lost attempts (and stale locked jobs), tasks without a runnable job, and cancellations
+ * left pending. Every step is a guarded statement, so passes may run concurrently with workers and
+ * with each other. `since` defaults to the epoch (a one-off pass judges leases from the last
+ * heartbeat or PostgreSQL start only).
  */
-export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: Logger): Promise<ReconcileResult> {
-  const lost = await rescueLostAttempts(db, leaseMs, logger);
+export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: Logger, since = new Date(0)): Promise<ReconcileResult> {
+  const lost = await rescueLostAttempts(db, { leaseMs, since }, logger);
   const requeued = await requeueOrphans(db, BATCH);
   if (requeued.length > 0) logger.warn({ taskIds: requeued }, "re-enqueued tasks that had no job");
   const cancelled = await finishPendingCancels(db, BATCH);

@@ -1,20 +1,23 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter, setMaxListeners } from "node:events";
 import os from "node:os";
+import path from "node:path";
 import { run, type Runner, type WorkerEvents } from "graphile-worker";
 import type { Config } from "../config.js";
-import { errorMessage } from "../errors.js";
+import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { heartbeat, unregisterWorker } from "../store/attempts.js";
-import { openDb } from "../store/db.js";
+import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
 import { CANCEL_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
-import { AttemptAborted, executeTask, parsePayload, type ExecuteDeps } from "./execute-task.js";
+import { databaseNow, holdWorkerLock, workersWithFreeLocks } from "../store/worker-liveness.js";
+import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
 import { RUN_TASK } from "./jobs.js";
+import { OutcomeSpool } from "./outcome-spool.js";
 import { reconcile, RECONCILE_TASK, rescueLostAttempts } from "./reconcile.js";
 import { WakeSchedule } from "./wake.js";
 
@@ -48,22 +51,74 @@ export interface WorkerOptions {
     | "leaseMs"
     | "reconcileCron"
     | "reconcileIntervalMs"
+    | "dataDir"
+    | "spoolDir"
   >;
   logger: Logger;
   metrics?: Metrics;
 }
 
+/** How often each worker process looks for liveness locks left free (a worker process that died). */
+const EXIT_WATCH_MS = 250;
+
+/**
+ * The fencing timings (docs/design/fencing.md): out-of-process work of an attempt (a shell task's
+ * processes) is killed by its watchdog `watchdogMs` after the last lease renewal, and a heartbeat
+ * only renews leases if its answer came back within `renewalRttMs` of sending it. Then the old copy
+ * is dead before `leaseMs` has passed since the heartbeat the database last recorded, which is the
+ * earliest moment a reconciler may retry the task.
+ */
+export function leaseTiming(config: Pick<Config, "leaseMs" | "heartbeatIntervalMs">): { watchdogMs: number; renewalRttMs: number } {
+  const renewalRttMs = Math.floor(config.leaseMs / 8);
+  const watchdogMs = Math.floor((config.leaseMs * 5) / 8);
+  if (config.heartbeatIntervalMs + renewalRttMs >= watchdogMs) {
+    throw new Error(`TASK_HEARTBEAT_MS (${config.heartbeatIntervalMs}) must be well under TASK_LEASE_MS (${config.leaseMs}): at most about half of it`);
+  }
+  return { watchdogMs, renewalRttMs };
+}
+
+/**
+ * graphile-worker 0.17 records a job's completion or failure without awaiting it (worker.js calls
+ * completeJob/failJob and moves on), so when PostgreSQL goes away at that moment the rejection is
+ * unhandled and Node would exit. Such a job stays locked; its task's outcome is guarded, so
+ * re-running it is a no-op, and the reconciler removes it (removeStaleLockedJobs). Any other
+ * unhandled rejection keeps Node's behaviour: it is a bug, and the process exits.
+ */
+function survivingLostCompletions(logger: Logger): () => void {
+  const onRejection = (reason: unknown) => {
+    if (isDatabaseUnavailable(reason)) {
+      logger.warn({ err: errorMessage(reason) }, "graphile-worker could not record a job's completion (database unavailable); the reconciler releases the job");
+      return;
+    }
+    throw reason;
+  };
+  process.on("unhandledRejection", onRejection);
+  return () => void process.removeListener("unhandledRejection", onRejection);
+}
+
+/** Delivers the outcomes a previous worker on this machine spooled and could not record. */
+async function deliverSpooled(db: Db, spool: OutcomeSpool, logger: Logger): Promise<void> {
+  for (const entry of await spool.load()) {
+    const recorded = await recordOrSpool({ db, spool }, entry, logger.child({ taskId: entry.taskId, attempt: entry.attempt }), undefined, true);
+    logger.info({ taskId: entry.taskId, attempt: entry.attempt, recorded: recorded !== undefined }, "delivered a spooled outcome");
+  }
+}
+
 /**
  * Starts graphile-worker with `concurrency` slots running task attempts, plus the heartbeat loop
- * and the cancel listener. Uses its own pool, sized for the concurrency.
+ * (which also fences attempts: one that is no longer ours is aborted), the liveness lock, the
+ * cancel listener and the lost-attempt check. Uses its own pool, sized for the concurrency.
  */
 export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const { config } = options;
+  const { watchdogMs, renewalRttMs } = leaseTiming(config);
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const logger = options.logger.child({ component: "worker", workerId });
   const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
-  const inFlight = new Map<string, AbortController>();
-  const cancel = (taskId: string) => inFlight.get(taskId)?.abort(new AttemptAborted("cancel", "cancelled by request"));
+  const inFlight = new Map<string, InFlightAttempt>();
+  const abort = (taskId: string, reason: AttemptAborted) => inFlight.get(taskId)?.controller.abort(reason);
+  const cancel = (taskId: string) => abort(taskId, new AttemptAborted("cancel", "cancelled by request"));
+  const spool = new OutcomeSpool(config.spoolDir ?? path.join(config.dataDir, "spool"), logger);
   const deps: ExecuteDeps = {
     db,
     registry: options.registry,
@@ -73,10 +128,12 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     maxLogLinesPerTask: config.maxLogLinesPerTask,
     maxResultBytes: config.maxResultBytes,
     inFlight,
+    watchdogMs,
+    spool,
     metrics: options.metrics,
   };
+  const stopSurviving = survivingLostCompletions(logger);
 
-  const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
   // The ids graphile-worker locks jobs under in this process (its pool's, for the local queue, and
   // each slot's), reported with every heartbeat so the reconciler can release them if we die.
   const graphileIds = new Set<string>();
@@ -90,20 +147,66 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     nudgePool = (count) => workerPool.nudge(count);
   });
   events.on("worker:create", ({ worker }) => graphileIds.add(worker.workerId));
-  const beatOnce = () =>
-    heartbeat(db.kysely, workerId, [...graphileIds], [...inFlight.keys()]).then(
-      (cancelled) => cancelled.forEach(cancel),
-      (err: unknown) => logger.warn({ err: errorMessage(err) }, "heartbeat failed"),
-    );
-  const beat = setInterval(beatOnce, config.heartbeatIntervalMs);
+  // One heartbeat renews every attempt the database still says is ours, and fences the rest: an
+  // attempt missing from the answer was settled by a reconciler, so it is aborted at once.
+  const beatOnce = async () => {
+    const snapshot = [...inFlight.entries()];
+    const sentAt = Date.now();
+    try {
+      const owned = await heartbeat(db.kysely, workerId, [...graphileIds], snapshot.map(([taskId, a]) => ({ taskId, attempt: a.attempt })));
+      const fresh = Date.now() - sentAt <= renewalRttMs;
+      const mine = new Map(owned.map((o) => [`${o.taskId}:${o.attempt}`, o]));
+      for (const [taskId, entry] of snapshot) {
+        const o = mine.get(`${taskId}:${entry.attempt}`);
+        if (!o) {
+          if (inFlight.get(taskId) === entry) {
+            logger.warn({ taskId, attempt: entry.attempt }, "aborting an attempt that is no longer this worker's");
+            entry.controller.abort(new AttemptAborted("lost", "aborted: the attempt was no longer this worker's (its lease had run out)"));
+          }
+          continue;
+        }
+        if (o.cancelRequested) cancel(taskId);
+        // A slow answer does not renew: the lease the database recorded may be older than it looks.
+        if (fresh) entry.renewed.forEach((renew) => renew());
+      }
+    } catch (err) {
+      logger.warn({ err: errorMessage(err) }, "heartbeat failed");
+    }
+  };
+  let beating: Promise<void> | undefined;
+  const beatNow = () => void (beating ??= beatOnce().finally(() => (beating = undefined)));
+  // The liveness lock first: from now on a reconciler can tell at once if this process dies.
+  const lock = holdWorkerLock(options.databaseUrl, workerId, logger, beatNow);
+  await lock.ready;
+  const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
+  const beat = setInterval(beatNow, config.heartbeatIntervalMs);
 
+  // Leases are not judged across this reconciler's own downtime: it counts them from its start.
+  const since = await retryWhileUnavailable(() => databaseNow(db.kysely), "starting the reconciler", Number.POSITIVE_INFINITY, logger);
+  const judgement = { leaseMs: config.leaseMs, since };
+  await deliverSpooled(db, spool, logger).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "could not deliver spooled outcomes"));
   // One full reconcile pass at start-up, so tasks orphaned while no worker ran are rescued now.
-  await reconcile(db.kysely, config.leaseMs, logger).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "start-up reconcile failed"));
-  const rescue =
+  await reconcile(db.kysely, config.leaseMs, logger, since).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "start-up reconcile failed"));
+  let rescuing = false;
+  const rescueNow = () => {
+    if (rescuing) return;
+    rescuing = true;
+    rescueLostAttempts(db.kysely, judgement, logger)
+      .catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "lost-attempt check failed"))
+      .finally(() => (rescuing = false));
+  };
+  const rescue = config.reconcileIntervalMs > 0 ? setInterval(rescueNow, config.reconcileIntervalMs) : undefined;
+  // Between passes, a cheaper look at the liveness locks alone (one small query), so a process that
+  // died is rescued within a fraction of a second rather than at the next pass.
+  const exitWatch =
     config.reconcileIntervalMs > 0
       ? setInterval(() => {
-          rescueLostAttempts(db.kysely, config.leaseMs, logger).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "lost-attempt check failed"));
-        }, config.reconcileIntervalMs)
+          if (rescuing) return;
+          workersWithFreeLocks(db.kysely).then(
+            (free) => free.length > 0 && rescueNow(),
+            () => undefined, // the next pass reports database trouble
+          );
+        }, Math.min(EXIT_WATCH_MS, config.reconcileIntervalMs))
       : undefined;
 
   // graphile-worker wants a local queue at least as large as the concurrency, or none (-1).
@@ -139,7 +242,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
           }
         },
         [RECONCILE_TASK]: async () => {
-          const result = await reconcile(db.kysely, config.leaseMs, logger);
+          const result = await reconcile(db.kysely, config.leaseMs, logger, since);
           logger.debug(result, "reconcile pass");
         },
       },
@@ -147,9 +250,12 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   } catch (err) {
     clearInterval(beat);
     clearInterval(rescue);
+    clearInterval(exitWatch);
     wake.stop();
     await Promise.all([listener.close(), wakeListener.close()]);
+    await lock.close();
     await db.close();
+    stopSurviving();
     throw err;
   }
   await beatOnce();
@@ -164,10 +270,14 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
         clearInterval(beat);
         clearInterval(rescue);
+        clearInterval(exitWatch);
         wake.stop();
         await Promise.all([listener.close(), wakeListener.close()]);
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
+        await lock.close();
+        await beating;
         await db.close();
+        stopSurviving();
         logger.info("workers stopped");
       })()),
   };

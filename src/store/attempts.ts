@@ -54,7 +54,8 @@ export async function recordOutcome(
         last_error = coalesce(${error}, last_error),
         run_at = coalesce(${retryAt}::timestamptz, run_at),
         finished_at = case when ${finished} or ${cancelsRetry} then now() else null end,
-        worker_id = null, heartbeat_at = null`,
+        worker_id = null, heartbeat_at = null,
+        lost_attempts = 0 -- a recorded outcome ends a run of lost attempts (poison-task detection)`,
       where: sql`id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}`,
     },
     details: sql`case
@@ -67,23 +68,36 @@ export async function recordOutcome(
   return rows[0];
 }
 
+/** A running attempt, as a heartbeat names it. */
+export interface AttemptRef {
+  taskId: string;
+  attempt: number;
+}
+
+/** What a heartbeat learned about one attempt that is still this worker's. */
+export interface OwnedAttempt extends AttemptRef {
+  cancelRequested: boolean;
+}
+
 /**
  * The worker process's heartbeat, in one statement: it refreshes the process's row in workers (with
- * the graphile-worker ids its jobs are locked under) and the heartbeat of every task it is running,
- * and returns the ids among those whose cancellation was requested (a fallback for missed
- * notifications).
+ * the graphile-worker ids its jobs are locked under) and the heartbeat of every attempt it is
+ * running, and returns the attempts that are still its own, with whether a cancellation was
+ * requested (a fallback for missed notifications). An attempt missing from the answer is no
+ * longer this worker's (a reconciler settled it): the worker must stop it at once (fencing).
  */
-export async function heartbeat(db: Kysely<Database>, workerId: string, graphileIds: string[], taskIds: string[]): Promise<string[]> {
-  const { rows } = await sql<{ id: string; cancel_requested_at: Date | null }>`
+export async function heartbeat(db: Kysely<Database>, workerId: string, graphileIds: string[], attempts: AttemptRef[]): Promise<OwnedAttempt[]> {
+  const { rows } = await sql<{ id: string; attempts: number; cancel_requested_at: Date | null }>`
     with alive as (
       insert into workers (id, graphile_ids) values (${workerId}, ${graphileIds}::text[])
       on conflict (id) do update set graphile_ids = excluded.graphile_ids, heartbeat_at = now()
     )
-    update tasks set heartbeat_at = now()
-    where id = any(${taskIds}::bigint[]) and status = 'running' and worker_id = ${workerId}
-    returning id, cancel_requested_at
+    update tasks t set heartbeat_at = now()
+    from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[]) as a(id, attempt)
+    where t.id = a.id and t.attempts = a.attempt and t.status = 'running' and t.worker_id = ${workerId}
+    returning t.id, t.attempts, t.cancel_requested_at
   `.execute(db);
-  return rows.filter((r) => r.cancel_requested_at !== null).map((r) => r.id);
+  return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts, cancelRequested: r.cancel_requested_at !== null }));
 }
 
 /** Removes a worker process's row when it stops cleanly. */

@@ -1,20 +1,45 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
+import { RUN_TASK } from "../queue/jobs.js";
 import { jobSpecsFrom, taskJobKey } from "./jobs.js";
 import { forcing, transition } from "./transitions.js";
 
+/** How the reconciler judges a worker process dead (issue 17). */
+export interface DeathRule {
+  /** TASK_LEASE_MS: a worker (or attempt) silent for this long is lost. */
+  leaseMs: number;
+  /**
+   * When this reconciler started, on the database's clock. Together with pg_postmaster_start_time()
+   * it bounds what a lease is counted from: silence while the database or the reconciler was down
+   * says nothing about the workers, so the lease is counted from when both were last up.
+   */
+  since: Date;
+  /** Workers known to have exited (their liveness lock is free): dead now, whatever their lease. */
+  exited: string[];
+}
+
 /**
- * Releases every graphile-worker lock held by worker processes that stopped heartbeating for longer
- * than the lease (killed, or cut off from the database), and forgets them. Their fetched-but-not-
- * started jobs become available to other workers at once; jobs of attempts they had started are
- * settled by settleLostAttempts. If such a process is in fact alive, nothing is run twice: every
- * claim and outcome is a guarded update.
+ * The moment a lease is counted from: the later of the last heartbeat, the last PostgreSQL start,
+ * and the reconciler's own start. (SQL fragment; `column` is a heartbeat column.)
  */
-export async function releaseDeadWorkers(db: Kysely<Database>, leaseMs: number): Promise<string[]> {
+function leaseStart(column: string, since: Date) {
+  return sql`greatest(coalesce(${sql.ref(column)}, '-infinity'::timestamptz), pg_postmaster_start_time(), ${since}::timestamptz)`;
+}
+
+/**
+ * Releases every graphile-worker lock held by worker processes that are dead: exited (their
+ * liveness lock is free) or silent for longer than the lease (see DeathRule), and forgets them.
+ * Their fetched-but-not-started jobs become available to other workers at once; jobs of attempts
+ * they had started are settled by settleLostAttempts. If such a process is in fact alive, nothing
+ * is run twice: every claim and outcome is a guarded update, and the worker aborts an attempt as
+ * soon as its heartbeat shows the attempt is no longer its own.
+ */
+export async function releaseDeadWorkers(db: Kysely<Database>, rule: DeathRule): Promise<string[]> {
   const { rows } = await sql<{ id: string }>`
     with dead as (
       delete from workers
-      where heartbeat_at < now() - make_interval(secs => ${leaseMs / 1000})
+      where id = any(${rule.exited}::text[])
+        or ${leaseStart("heartbeat_at", rule.since)} < now() - make_interval(secs => ${rule.leaseMs / 1000})
       returning id, graphile_ids
     ),
     released as (
@@ -26,21 +51,25 @@ export async function releaseDeadWorkers(db: Kysely<Database>, leaseMs: number):
 }
 
 /**
- * Settles attempts whose worker stopped heartbeating for longer than the lease: the attempt counts,
- * and the task goes to CANCELLED (a cancel was pending), RETRYING (re-enqueued at once: the worker
- * died, not the task) or FAILED (no attempts left), with a history row naming the lost worker. The
- * dead worker's graphile-worker lock on the job is released and the job removed, so nothing stays
- * locked for graphile-worker's 4-hour timeout.
+ * Settles attempts whose worker is dead: it exited (`dead`, from releaseDeadWorkers) or the
+ * attempt's heartbeat is older than the lease (counted as DeathRule says). The attempt counts, and
+ * the task goes to CANCELLED (a cancel was pending), FAILED when its worker was lost on each of its
+ * last max_attempts attempts (a poison task: it probably kills its worker, e.g. by exhausting
+ * memory), or else RETRYING, re-enqueued at once, even past max_attempts: losing the worker is not
+ * the task's failure (it may have shared the worker with the task that killed it). History names
+ * the lost worker. The dead worker's graphile-worker lock on the job is released and the job
+ * removed, so nothing stays locked for graphile-worker's 4-hour timeout.
  *
  * Safe against live workers and other reconcilers: candidates are locked with SKIP LOCKED and the
  * update is guarded on status; a slow worker that wakes up later finds its guarded outcome update
  * matching nothing, so one outcome is ever recorded.
  */
-export async function settleLostAttempts(db: Kysely<Database>, leaseMs: number, limit: number): Promise<TaskRow[]> {
+export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule & { dead: string[] }, limit: number): Promise<TaskRow[]> {
   return db.transaction().execute(async (trx) => {
     const { rows: lost } = await sql<{ id: string; job_id: string | null }>`
       select id, job_id from tasks
-      where status = 'running' and (heartbeat_at < now() - make_interval(secs => ${leaseMs / 1000}) or heartbeat_at is null)
+      where status = 'running' and (worker_id = any(${rule.dead}::text[])
+        or ${leaseStart("heartbeat_at", rule.since)} < now() - make_interval(secs => ${rule.leaseMs / 1000}))
       order by heartbeat_at
       limit ${limit}
       for update skip locked
@@ -55,28 +84,73 @@ export async function settleLostAttempts(db: Kysely<Database>, leaseMs: number, 
       `.execute(trx);
       await sql`select count(*) from graphile_worker.complete_jobs(${jobIds}::bigint[])`.execute(trx);
     }
-    const lease = `${Math.round(leaseMs / 1000)}s`;
+    const lease = `${Math.round(rule.leaseMs / 1000)}s`;
+    // lost_attempts counts losses in a row: a task whose every attempt loses its worker is a poison
+    // task (it likely kills the process) and fails after max_attempts losses; a single loss is not
+    // the task's fault and is retried.
     const { rows } = await transition({
-      with: [sql`lost as (select id as lost_id, worker_id as lost_worker from tasks where id = any(${ids}::bigint[]))`],
+      with: [
+        sql`lost as (
+          select id as lost_id, worker_id as lost_worker, worker_id = any(${rule.dead}::text[]) as lost_exited
+          from tasks where id = any(${ids}::bigint[]))`,
+      ],
       change: {
         set: sql`status = (case
             when cancel_requested_at is not null then 'cancelled'
-            when attempts < max_attempts then 'retrying'
-            else 'failed' end)::task_status,
-          last_error = case when cancel_requested_at is null then 'worker lost: no heartbeat for ' || ${lease} else last_error end,
-          finished_at = case when cancel_requested_at is not null or attempts >= max_attempts then now() end,
+            when lost_attempts + 1 >= max_attempts then 'failed'
+            else 'retrying' end)::task_status,
+          lost_attempts = lost_attempts + 1,
+          last_error = case
+            when cancel_requested_at is not null then last_error
+            when lost_attempts + 1 >= max_attempts and lost_attempts > 0
+              then 'worker lost on each of ' || (lost_attempts + 1) || ' attempts; possibly out of memory'
+            when lost_exited then 'worker lost: the worker process exited'
+            else 'worker lost: no heartbeat for ' || ${lease} end,
+          finished_at = case when cancel_requested_at is not null or lost_attempts + 1 >= max_attempts then now() end,
           run_at = now(), worker_id = null, heartbeat_at = null, job_id = null`,
         from: sql`lost`,
         where: sql`id = lost_id and status = 'running'`,
       },
-      details: sql`'attempt ' || attempts || ' lost: worker ' || coalesce(lost_worker, '?') || ' sent no heartbeat for ' || ${lease} || case status
+      details: sql`'attempt ' || attempts || ' lost: worker ' || coalesce(lost_worker, '?')
+          || case when lost_exited then ' exited' else ' sent no heartbeat for ' || ${lease} end
+          || case status
           when 'cancelled' then '; cancellation completed' || coalesce(': ' || cancel_reason, '')
           when 'retrying' then '; retrying now'
-          else '; giving up after ' || attempts || ' attempts' end`,
+          else '; giving up: ' || last_error end`,
       enqueue: sql<boolean>`status = 'retrying'`,
     }).execute(trx);
     return rows;
   });
+}
+
+/**
+ * Removes run_task jobs that are stale although still locked: their task no longer waits for the
+ * attempt they would start, nor runs it. They are what a worker leaves when graphile-worker could
+ * not record a job's completion (PostgreSQL went away at that moment); the task's own outcome was
+ * recorded, so the job has nothing left to do. Only jobs locked for longer than the lease are
+ * touched, so a job being claimed right now is never in the way.
+ */
+export async function removeStaleLockedJobs(db: Kysely<Database>, leaseMs: number): Promise<number> {
+  // graphile-worker's complete_jobs() skips locked jobs, so this deletes the way graphile-worker's
+  // own completion does (sql/completeJobs.ts: a delete by id; run_task jobs have no queue). The
+  // jobs view has no payload, hence the tables.
+  const { rows } = await sql<{ n: string }>`
+    with stale as (
+      delete from graphile_worker._private_jobs j
+      using graphile_worker._private_tasks gt
+      where gt.id = j.task_id and gt.identifier = ${RUN_TASK} and j.job_queue_id is null
+        and j.locked_at < now() - make_interval(secs => ${leaseMs / 1000})
+        and j.payload->>'taskId' ~ '^[0-9]+$' and j.payload->>'attempt' ~ '^[0-9]+$'
+        and not exists (
+          select 1 from tasks t
+          where t.id = (j.payload->>'taskId')::bigint and (
+            (t.status in ('queued', 'retrying') and t.attempts = (j.payload->>'attempt')::int - 1)
+            or (t.status = 'running' and t.job_id = j.id)))
+      returning j.id
+    )
+    select count(*) as n from stale
+  `.execute(db);
+  return Number(rows[0]?.n ?? 0);
 }
 
 /**

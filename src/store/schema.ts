@@ -65,6 +65,10 @@ export interface WorkersTable {
   graphile_ids: string[];
   started_at: Generated<Date>;
   heartbeat_at: Generated<Date>;
+  /** The second key of the process's liveness lock (migration 0009, store/worker-liveness.ts). */
+  lock_key: ColumnType<number | null, number | null | undefined, number | null>;
+  /** When the process last took its liveness lock. */
+  locked_at: NullableTimestamp;
 }
 
 export interface TaskWatchersTable {

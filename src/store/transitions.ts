@@ -138,7 +138,7 @@ export async function requestCancelRunningTask(db: Kysely<Database>, id: string,
 export async function requeueFinishedTask(db: Kysely<Database>, id: string, details: string): Promise<TaskRow | undefined> {
   const { rows } = await transition({
     change: {
-      set: sql`status = 'queued', attempts = 0, last_error = null, result = null, worker_id = null, job_id = null,
+      set: sql`status = 'queued', attempts = 0, lost_attempts = 0, last_error = null, result = null, worker_id = null, job_id = null,
         heartbeat_at = null, cancel_requested_at = null, cancel_reason = null, started_at = null, finished_at = null,
         run_at = now()`,
       where: sql`id = ${id} and status in ('failed', 'cancelled')`,

@@ -1,9 +1,12 @@
-import { mkdtemp, realpath, rm } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdtemp, realpath, rm, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { shellPlugin } from "../../src/plugins/shell.js";
-import { eventually, isRunning, pluginContext, settleWithin, type TestPluginContext } from "../helpers/plugin-context.js";
+import { eventually, pluginContext, settleWithin, type TestPluginContext } from "../helpers/plugin-context.js";
+import { processesMatching, uniqueSleep } from "../helpers/processes.js";
 
 const shell = shellPlugin({ enabled: true, killGraceMs: 500 });
 
@@ -11,18 +14,13 @@ function run(raw: unknown, ctx: TestPluginContext) {
   return shell.run(shell.parameters.parse(raw), ctx);
 }
 
-/** The pids a command printed on stdout (one number per line), once `count` have appeared. */
-async function printedPids(ctx: TestPluginContext, count: number): Promise<number[]> {
-  const pids = await eventually(() => {
-    const found = ctx.linesOf("stdout").filter((l) => /^\d+$/.test(l));
-    return found.length >= count ? found.map(Number) : undefined;
-  }, `${count} pids on stdout`);
-  for (const pid of pids) expect(isRunning(pid), `pid ${pid} runs before the abort`).toBe(true);
-  return pids;
+/** Waits until `count` processes carry the marker. */
+async function running(marker: string, count: number): Promise<void> {
+  await eventually(() => processesMatching(marker).length >= count, `${count} processes with ${marker}`);
 }
 
-async function expectAllGone(pids: number[]): Promise<void> {
-  await eventually(() => pids.every((pid) => !isRunning(pid)), `pids ${pids.join(", ")} to exit`);
+async function expectAllGone(marker: string): Promise<void> {
+  await eventually(() => processesMatching(marker).length === 0, `every process with ${marker} to exit`);
 }
 
 const envBefore = { DATABASE_URL: process.env.DATABASE_URL, SOME_SECRET: process.env.SOME_SECRET };
@@ -86,15 +84,16 @@ describe("shell plugin", () => {
 
   it("on abort kills the whole process group and rejects with the abort reason", async () => {
     const ctx = pluginContext();
-    const outcome = run({ command: "sleep 600 & echo $!; sleep 600 & echo $!; wait" }, ctx);
-    const pids = await printedPids(ctx, 2);
+    const marker = uniqueSleep();
+    const outcome = run({ command: `sleep ${marker} & sleep ${marker} & wait` }, ctx);
+    await running(marker, 2);
 
     const reason = new Error("x");
     ctx.controller.abort(reason);
 
     const settled = await settleWithin(outcome, 10_000);
     expect(settled).toEqual({ state: "rejected", reason });
-    await expectAllGone(pids);
+    await expectAllGone(marker);
   });
 
   it("sends SIGTERM first, so a command can clean up before it goes", async () => {
@@ -110,8 +109,9 @@ describe("shell plugin", () => {
 
   it("SIGKILLs a command that ignores SIGTERM once the grace period is over", async () => {
     const ctx = pluginContext();
-    const outcome = run({ command: "trap '' TERM; sleep 600 & echo $!; wait" }, ctx);
-    const pids = await printedPids(ctx, 1);
+    const marker = uniqueSleep();
+    const outcome = run({ command: `trap '' TERM; sleep ${marker} & wait` }, ctx);
+    await running(marker, 1);
 
     const reason = new Error("timed out");
     ctx.controller.abort(reason);
@@ -119,17 +119,85 @@ describe("shell plugin", () => {
     const settled = await settleWithin(outcome, 10_000);
 
     expect(settled).toEqual({ state: "rejected", reason });
-    await expectAllGone(pids);
+    await expectAllGone(marker);
   });
 
   it("kills what the command left running in the background when it exits", async () => {
     const ctx = pluginContext();
     // The background sleep does not hold the output pipes, so nothing but the group kill stops it.
-    const result = await run({ command: "sleep 600 >/dev/null 2>&1 & echo $!" }, ctx);
+    const marker = uniqueSleep();
+    const result = await run({ command: `sleep ${marker} >/dev/null 2>&1 & echo started` }, ctx);
 
     expect(result).toEqual({ exit_code: 0, stdout_lines: 1, stderr_lines: 0 });
-    const [pid] = ctx.linesOf("stdout").map(Number);
-    await expectAllGone([pid!]);
+    await expectAllGone(marker);
+  });
+
+  it("kills what the command started in a session of its own (setsid), with its timeout and when it exits", async () => {
+    const ctx = pluginContext();
+    const marker = uniqueSleep();
+    // The issue-10 escape: a new session leaves the process group, so only a PID namespace catches it.
+    const result = await run({ command: `(setsid sleep ${marker} >/dev/null 2>&1 &); echo started` }, ctx);
+    expect(result).toMatchObject({ exit_code: 0 });
+    await expectAllGone(marker);
+
+    const aborted = pluginContext();
+    const second = uniqueSleep();
+    const outcome = run({ command: `(setsid sleep ${second} >/dev/null 2>&1 &); sleep ${uniqueSleep()}` }, aborted);
+    await running(second, 1);
+    aborted.controller.abort(new Error("timed out"));
+    await expect(outcome).rejects.toThrow("timed out");
+    await expectAllGone(second);
+  });
+
+  it("runs the command as an unprivileged user that cannot read the worker's environment or secret files", async () => {
+    const ctx = pluginContext();
+    const secretFile = path.join(await mkdtemp(path.join(os.tmpdir(), "shell-secret-")), "embedded-postgres.json");
+    await writeFile(secretFile, "superuser-password", { mode: 0o600 });
+    process.env.SOME_SECRET = "hunter2-secret-value";
+    await run(
+      {
+        command: `id -u; cat /proc/${process.pid}/environ 2>&1 | tr '\\0' '\\n'; tr '\\0' '\\n' < /proc/$PPID/environ 2>&1; cat ${secretFile} 2>&1; true`,
+      },
+      ctx,
+    );
+    const output = ctx.linesOf("stdout").join("\n");
+    expect(output).not.toContain("hunter2-secret-value");
+    expect(output).not.toContain("superuser-password");
+    // As root (the tests' and the Helm shell workers' case) commands run as nobody.
+    if (process.getuid?.() === 0) expect(ctx.linesOf("stdout")[0]).toBe("65534");
+    await rm(path.dirname(secretFile), { recursive: true, force: true });
+  });
+
+  it.runIf(process.getuid?.() === 0)("contains commands without root too: a user namespace brings the PID namespace", async () => {
+    const marker = uniqueSleep();
+    const helper = fileURLToPath(new URL("../helpers/run-shell-task.ts", import.meta.url));
+    // The service as an unprivileged user (nobody), running one attempt that tries to escape with setsid.
+    const out = execFileSync(
+      "setpriv",
+      ["--reuid=65534", "--regid=65534", "--clear-groups", "--", process.execPath, "--import", "tsx", helper, `(setsid sleep ${marker} >/dev/null 2>&1 &); id -u`],
+      { env: { PATH: process.env.PATH, HOME: os.tmpdir() }, encoding: "utf8" },
+    );
+    const report = JSON.parse(out.trim().split("\n").at(-1)!);
+    expect(report.containment).toMatchObject({ mode: "pid-namespace", userNamespace: true });
+    expect(report.lines).toEqual(["65534"]);
+    await expectAllGone(marker);
+  });
+
+  it("stops the command when the lease renewals stop (the watchdog), and keeps it running while they come", async () => {
+    const listeners = new Set<() => void>();
+    const ctx = { ...pluginContext(), lease: { watchdogMs: 600, onRenew: (l: () => void) => (listeners.add(l), () => listeners.delete(l)) } };
+    const marker = uniqueSleep();
+    const outcome = run({ command: `(setsid sleep ${marker} >/dev/null 2>&1 &); sleep ${uniqueSleep()}` }, ctx);
+    await running(marker, 1);
+    // Renewed for 1.5 s: still running.
+    for (let i = 0; i < 10; i++) {
+      listeners.forEach((l) => l());
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    expect(processesMatching(marker)).toHaveLength(1);
+    // No more renewals: the supervisor kills everything on its own, with no abort from the worker.
+    await expect(outcome).rejects.toThrow(/stopped by its watchdog/);
+    await expectAllGone(marker);
   });
 
   it("does not start the command when the signal is already aborted", async () => {
