@@ -24,7 +24,13 @@ describe.each(["grpc-v1", "grpc-v1alpha"])("gRPC server reflection (%s)", (refle
   it("lists the services", async () => {
     const out = await bufCurl("--reflect-protocol", reflectProtocol, "--list-services", api.server.url);
     expect(out.trim().split("\n").sort()).toEqual(
-      ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", "task.v1.TaskService"],
+      [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "task.v1.ScheduleService",
+        "task.v1.TaskService",
+      ],
     );
   });
 

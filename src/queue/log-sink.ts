@@ -4,6 +4,7 @@ import type { LogSink } from "../plugins/types.js";
 import type { Database } from "../store/schema.js";
 import { appendLogLines, type LogLine } from "../store/task-logs.js";
 import { storableText } from "../store/storable-text.js";
+import { NUL_REPLACEMENT } from "../store/task-logs.js";
 
 const FLUSH_INTERVAL_MS = 250;
 const FLUSH_BATCH = 500;
@@ -33,7 +34,9 @@ export class TaskLogSink implements LogSink {
   write(stream: LogLine["stream"], line: string): void {
     if (this.full) return;
     // NUL and lone surrogates would make PostgreSQL refuse the whole batch.
-    const clean = storableText(line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}…` : line);
+    // NUL shows as ␀ (a reader sees one was there); lone surrogates become U+FFFD.
+    const cut = line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}…` : line;
+    const clean = storableText(cut.replaceAll("\0", NUL_REPLACEMENT));
     this.buffer.push({ stream, line: clean });
     if (this.buffer.length >= FLUSH_BATCH) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), FLUSH_INTERVAL_MS);

@@ -131,11 +131,13 @@ describe("Dockerfile", () => {
         expect(copy.keyword, "COPY, not ADD").toBe("COPY");
         const words = copy.args.split(/\s+/).filter((w) => !w.startsWith("--"));
         expect(words.length, `COPY ${copy.args}: sources and a destination`).toBeGreaterThanOrEqual(2);
-        // From the build stage: what `npm run build` writes.
+        // From the build stage: what `npm run build` (dist/) and `npm run build:ui` (ui/dist/) write.
         if (copy.args.startsWith("--from=build ")) {
-          expect(words.slice(0, -1)).toEqual(["/app/dist/"]);
-          expect(read("tsconfig.build.json")).toMatch(/"outDir": "dist"/);
-          if (stage === "runtime") copied.push("dist");
+          const [from] = words.slice(0, -1);
+          expect(["/app/dist/", "/app/ui/dist/"]).toContain(from);
+          if (from === "/app/dist/") expect(read("tsconfig.build.json")).toMatch(/"outDir": "dist"/);
+          else expect(read("ui/vite.config.ts")).toMatch(/outDir/);
+          if (stage === "runtime") copied.push(from!.replace(/^\/app\//, "").replace(/\/$/, ""));
           continue;
         }
         for (const source of words.slice(0, -1)) {
@@ -146,8 +148,9 @@ describe("Dockerfile", () => {
       }
     }
     // What the running service reads: the lock file for the install, the entry point, the compiled
-    // sources and the SQL migrations (dist/store/migrate.js reads ../../migrations). No sources, no tsx.
-    expect(copied.sort()).toEqual(["bin", "dist", "migrations", "package-lock.json", "package.json"].sort());
+    // sources, the dashboard's bundle and the SQL migrations (dist/store/migrate.js reads ../../migrations).
+    // No sources, no tsx.
+    expect(copied.sort()).toEqual(["bin", "dist", "migrations", "package-lock.json", "package.json", "ui/dist"].sort());
     for (const excluded of ["node_modules", ".task", ".git", "test", "scratch", "dist", ".tools"]) {
       expect(dockerIgnored(dockerignore, excluded), `.dockerignore excludes ${excluded}`).toBe(true);
     }
