@@ -27,6 +27,7 @@ export class AttemptAborted extends Error {
 
 /** An attempt running in this process, as heartbeats and cancel notifications see it. */
 export interface InFlightAttempt {
+  taskId: string;
   attempt: number;
   controller: AbortController;
   /** Called at each heartbeat that renewed this attempt's lease. */
@@ -41,7 +42,10 @@ export interface ExecuteDeps {
   logger: Logger;
   backoff: BackoffPolicy;
   maxLogLinesPerTask: number;
-  /** Attempts running in this process, by task id. */
+  /**
+   * Attempts running in this process, by `taskId:attempt`: a retry this worker claimed must not hide
+   * the older attempt it replaces from the heartbeat that fences it.
+   */
   inFlight: Map<string, InFlightAttempt>;
   /** How long an attempt's out-of-process work may go without a lease renewal (see fencing.md). */
   watchdogMs: number;
@@ -77,8 +81,9 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     return;
   }
   const controller = new AbortController();
-  const entry: InFlightAttempt = { attempt: task.attempts, controller, renewed: new Set() };
-  deps.inFlight.set(taskId, entry);
+  const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set() };
+  const key = `${taskId}:${task.attempts}`;
+  deps.inFlight.set(key, entry);
   const lease = {
     watchdogMs: deps.watchdogMs,
     onRenew: (listener: () => void) => (entry.renewed.add(listener), () => void entry.renewed.delete(listener)),
@@ -111,8 +116,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
   // the database is away and just after it returns (the outcome is still on its way).
   const recorded = await recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome }, logger, shutdown).finally(() => {
-    // A reconciler may have re-enqueued this task and a newer attempt may be running here already.
-    if (deps.inFlight.get(taskId) === entry) deps.inFlight.delete(taskId);
+    deps.inFlight.delete(key);
   });
   deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
   // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
