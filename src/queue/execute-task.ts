@@ -28,6 +28,7 @@ export class AttemptAborted extends Error {
 
 /** An attempt running in this process, as heartbeats and cancel notifications see it. */
 export interface InFlightAttempt {
+  taskId: string;
   attempt: number;
   controller: AbortController;
   /** Called at each heartbeat that renewed this attempt's lease. */
@@ -44,7 +45,10 @@ export interface ExecuteDeps {
   maxLogLinesPerTask: number;
   /** Largest result stored (JSON bytes); larger ones are replaced by a note. */
   maxResultBytes?: number;
-  /** Attempts running in this process, by task id. */
+  /**
+   * Attempts running in this process, by `taskId:attempt`: a retry this worker claimed must not hide
+   * the older attempt it replaces from the heartbeat that fences it.
+   */
   inFlight: Map<string, InFlightAttempt>;
   /** How long an attempt's out-of-process work may go without a lease renewal (see fencing.md). */
   watchdogMs: number;
@@ -80,8 +84,9 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     return;
   }
   const controller = new AbortController();
-  const entry: InFlightAttempt = { attempt: task.attempts, controller, renewed: new Set() };
-  deps.inFlight.set(taskId, entry);
+  const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set() };
+  const key = `${taskId}:${task.attempts}`;
+  deps.inFlight.set(key, entry);
   const lease = {
     watchdogMs: deps.watchdogMs,
     onRenew: (listener: () => void) => (entry.renewed.add(listener), () => void entry.renewed.delete(listener)),
@@ -120,8 +125,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     attempt,
     logger,
   ).finally(() => {
-    // A reconciler may have re-enqueued this task and a newer attempt may be running here already.
-    if (deps.inFlight.get(taskId) === entry) deps.inFlight.delete(taskId);
+    deps.inFlight.delete(key);
   });
   outcome = final;
   deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });

@@ -116,8 +116,11 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const logger = options.logger.child({ component: "worker", workerId });
   const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
   const inFlight = new Map<string, InFlightAttempt>();
-  const abort = (taskId: string, reason: AttemptAborted) => inFlight.get(taskId)?.controller.abort(reason);
-  const cancel = (taskId: string) => abort(taskId, new AttemptAborted("cancel", "cancelled by request"));
+  const cancel = (taskId: string) => {
+    for (const entry of inFlight.values()) {
+      if (entry.taskId === taskId) entry.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
+    }
+  };
   const spool = new OutcomeSpool(config.spoolDir ?? path.join(config.dataDir, "spool"), logger);
   const deps: ExecuteDeps = {
     db,
@@ -150,22 +153,23 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   // One heartbeat renews every attempt the database still says is ours, and fences the rest: an
   // attempt missing from the answer was settled by a reconciler, so it is aborted at once.
   const beatOnce = async () => {
-    const snapshot = [...inFlight.entries()];
+    const snapshot = [...inFlight.values()];
     const sentAt = Date.now();
     try {
-      const owned = await heartbeat(db.kysely, workerId, [...graphileIds], snapshot.map(([taskId, a]) => ({ taskId, attempt: a.attempt })));
+      const owned = await heartbeat(db.kysely, workerId, [...graphileIds], snapshot.map((a) => ({ taskId: a.taskId, attempt: a.attempt })));
       const fresh = Date.now() - sentAt <= renewalRttMs;
       const mine = new Map(owned.map((o) => [`${o.taskId}:${o.attempt}`, o]));
-      for (const [taskId, entry] of snapshot) {
-        const o = mine.get(`${taskId}:${entry.attempt}`);
+      for (const entry of snapshot) {
+        const o = mine.get(`${entry.taskId}:${entry.attempt}`);
         if (!o) {
-          if (inFlight.get(taskId) === entry) {
-            logger.warn({ taskId, attempt: entry.attempt }, "aborting an attempt that is no longer this worker's");
+          // Unless its outcome was recorded meanwhile (it left inFlight): then it ended on its own.
+          if (inFlight.get(`${entry.taskId}:${entry.attempt}`) === entry && !entry.controller.signal.aborted) {
+            logger.warn({ taskId: entry.taskId, attempt: entry.attempt }, "aborting an attempt that is no longer this worker's");
             entry.controller.abort(new AttemptAborted("lost", "aborted: the attempt was no longer this worker's (its lease had run out)"));
           }
           continue;
         }
-        if (o.cancelRequested) cancel(taskId);
+        if (o.cancelRequested) cancel(entry.taskId);
         // A slow answer does not renew: the lease the database recorded may be older than it looks.
         if (fresh) entry.renewed.forEach((renew) => renew());
       }
