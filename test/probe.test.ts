@@ -35,11 +35,10 @@ afterAll(async () => {
 
 describe("scripts/probe.ts against `task-cli up`", () => {
   it("the service stays up and answering through every attack", async () => {
-    // TODO(lead): pass expectShellIsolation: true once H17's shell isolation (issue 10 items 6, 7) is merged.
     const died = proc!.exited.then((code) => {
       throw new Error(`task-cli up exited (${code}) during the probe:\n${proc!.output().slice(-2_000)}`);
     });
-    const results = await Promise.race([probe(address, { expectShellIsolation: false }), died]);
+    const results = await Promise.race([probe(address, { expectShellIsolation: true }), died]);
     expect(results.filter((r) => !r.ok)).toEqual([]);
     expect(results.length).toBeGreaterThanOrEqual(8);
     expect(proc!.child.exitCode, proc!.output().slice(-2_000)).toBeNull();
