@@ -58,4 +58,18 @@ describe("state transitions have one owner", () => {
       expect(await jobOf(t.db.kysely, row.id)).toBeUndefined();
     }
   });
+
+  it("keeps the guard when a fragment ends in a -- comment", async () => {
+    const [a, b] = await insertTasks(t.db, [newTask("commented-a"), newTask("commented-b")]);
+    const { rows } = await transition({
+      change: {
+        set: sql`status = 'cancelled', finished_at = now() -- a comment must not swallow the rest`,
+        where: sql`id = ${a!.id} and status = 'queued' -- nor here`,
+      },
+      details: sql`'cancelled' -- nor here`,
+    }).execute(t.db.kysely);
+    expect(rows.map((r) => r.id)).toEqual([a!.id]);
+    const { rows: untouched } = await sql<{ status: string }>`select status from tasks where id = ${b!.id}`.execute(t.db.kysely);
+    expect(untouched[0]?.status).toBe("queued");
+  });
 });

@@ -55,7 +55,7 @@ export async function recordOutcome(
         run_at = coalesce(${retryAt}::timestamptz, run_at),
         finished_at = case when ${finished} or ${cancelsRetry} then now() else null end,
         worker_id = null, heartbeat_at = null,
-        lost_attempts = 0 -- a recorded outcome ends a run of lost attempts (poison-task detection)`,
+        lost_attempts = 0 /* a recorded outcome ends a run of lost attempts (poison-task detection) */`,
       where: sql`id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}`,
     },
     details: sql`case

@@ -68,7 +68,7 @@ function insertTasksQuery(tasks: NewTask[]) {
       insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash, schedule_id, scheduled_at)
         select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash, schedule_id, scheduled_at
         from input order by ord
-        -- No conflict target: both the idempotency key and the schedule tick key mean "already there".
+        /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,
     },
     details: sql`case

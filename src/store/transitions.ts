@@ -67,16 +67,23 @@ export function transition(spec: TransitionSpec): RawBuilder<TaskRow> {
   const write =
     "insert" in change
       ? change.insert
-      : sql`update tasks set ${change.set}, updated_at = now() ${change.from ? sql`from ${change.from}` : sql``} where ${change.where}`;
+      : // Each fragment ends on a new line, so a trailing `--` comment in one cannot swallow what follows.
+        sql`update tasks set ${change.set}
+          , updated_at = now() ${change.from ? sql`from ${change.from}` : sql``}
+          where ${change.where}
+        `;
   const ctes: RawBuilder<unknown>[] = [
     ...(spec.with ?? []),
-    sql`changed as (${write} returning ${columns}, ${spec.details} as history_details)`,
+    sql`changed as (${write}
+      returning ${columns}, ${spec.details}
+        as history_details)`,
     sql`history as (insert into task_history (task_id, status, attempt, details) select id, status, attempts, history_details from changed)`,
   ];
   const effects: string[] = [];
   if (spec.enqueue) {
     const condition = spec.enqueue === true ? sql`true` : spec.enqueue;
-    ctes.push(sql`to_enqueue as (select * from changed where ${condition})`);
+    ctes.push(sql`to_enqueue as (select * from changed where ${condition}
+    )`);
     ctes.push(sql`enqueued as (select * from graphile_worker.add_jobs(${jobSpecsFrom("to_enqueue")}))`);
     // Jobs that are not due yet: tell workers when (epoch ms, comma-separated, earliest first) so
     // they fetch them on time instead of at their next poll. Nothing is sent for jobs due now.
