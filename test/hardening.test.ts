@@ -129,11 +129,11 @@ describe("results PostgreSQL cannot store as they are (item 12)", () => {
     expect(done.result).toMatchObject({ rows: [{ v: "a\uFFFDb", w: "\uFFFD" }] });
   });
 
-  it("a NUL in shell output is stored as U+FFFD", async () => {
+  it("a NUL in shell output is stored as ␀ (U+2400)", async () => {
     const { task } = await api.client.createTask({ name: "nul-out", type: "shell", parameters: { command: "printf 'a\\0b\\n'" } });
     await waitForStatus(task!.id, TaskStatus.SUCCEEDED);
     const { lines } = await api.client.getTaskLogs({ id: task!.id });
-    expect(lines.map((l) => l.line)).toEqual(["a\uFFFDb"]);
+    expect(lines.map((l) => l.line)).toEqual(["a\u2400b"]);
   });
 });
 
