@@ -6,6 +6,7 @@ import { Overview } from "./routes/overview";
 import { TaskList } from "./routes/tasks/index";
 import { TaskDetail } from "./routes/tasks/$taskId";
 import { NewTask } from "./routes/tasks/new";
+import { ScheduleList } from "./routes/schedules";
 
 /** Which section a path belongs to, for the navigation's "current page" mark. */
 function section(path: string): string {
@@ -31,6 +32,7 @@ function Pages() {
       <Route path="/tasks" component={TaskList} />
       <Route path="/tasks/new" component={NewTask} />
       <Route path="/tasks/:id">{(params) => <TaskDetail idText={params.id} />}</Route>
+      <Route path="/schedules" component={ScheduleList} />
       <Route>
         <h1>Not found</h1>
         <p>
@@ -59,6 +61,7 @@ export function App() {
           <NavLink href="/">Overview</NavLink>
           <NavLink href="/tasks">Tasks</NavLink>
           <NavLink href="/tasks/new">New task</NavLink>
+          <NavLink href="/schedules">Schedules</NavLink>
         </nav>
         {currentToken() && auth.kind === "ok" && (
           <button type="button" className="link-button sign-out" onClick={() => (forgetToken(), window.location.reload())}>

@@ -1,6 +1,7 @@
 import { keepPreviousData } from "@tanstack/react-query";
 import { useQuery } from "@connectrpc/connect-query";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ScheduleService } from "../../../src/gen/task/v1/schedule_pb.js";
 import { TaskService, type ListTasksRequestSchema } from "../../../src/gen/task/v1/task_pb.js";
 
 /**
@@ -28,4 +29,9 @@ export function useLiveTaskList(input: MessageInitShape<typeof ListTasksRequestS
 /** Tasks per status, kept current. */
 export function useLiveStatusCounts() {
   return useQuery(TaskService.method.getTaskStatusCounts, {}, live);
+}
+
+/** The schedules (one page of up to 1000, by name), kept current: next and last runs move on their own. */
+export function useLiveSchedules() {
+  return useQuery(ScheduleService.method.listSchedules, { pageSize: 1000 }, live);
 }

@@ -1,5 +1,6 @@
 import { createConnectQueryKey } from "@connectrpc/connect-query";
 import type { QueryClient } from "@tanstack/react-query";
+import { ScheduleService } from "../../../src/gen/task/v1/schedule_pb.js";
 import { TaskService } from "../../../src/gen/task/v1/task_pb.js";
 
 /**
@@ -11,4 +12,9 @@ export function invalidateTaskLists(queryClient: QueryClient): Promise<void> {
     queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: TaskService.method.listTasks, cardinality: "finite" }) }),
     queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: TaskService.method.getTaskStatusCounts, cardinality: "finite" }) }),
   ]).then(() => undefined);
+}
+
+/** After a schedule changes (paused, resumed, triggered): the schedules list. */
+export function invalidateSchedules(queryClient: QueryClient): Promise<void> {
+  return queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: ScheduleService.method.listSchedules, cardinality: "finite" }) });
 }

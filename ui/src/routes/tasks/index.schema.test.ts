@@ -4,9 +4,9 @@ import { DEFAULT_PAGE_SIZE, parseIds, parseTaskListSearch, taskListSearchString 
 
 describe("the tasks view in the URL", () => {
   it("reads filters, search and paging, and writes them back the same, defaults left out", () => {
-    const s = parseTaskListSearch("?status=running,failed&type=shell&id=7,3&size=100&cursor=djE6MTA");
-    expect(s).toEqual({ statuses: [TaskStatus.RUNNING, TaskStatus.FAILED], types: ["shell"], ids: [7n, 3n], cursor: "djE6MTA", pageSize: 100 });
-    expect(taskListSearchString(s)).toBe("status=running,failed&type=shell&id=7,3&size=100&cursor=djE6MTA");
+    const s = parseTaskListSearch("?status=running,failed&type=shell&id=7,3&schedule=4&size=100&cursor=djE6MTA");
+    expect(s).toEqual({ statuses: [TaskStatus.RUNNING, TaskStatus.FAILED], types: ["shell"], ids: [7n, 3n], schedules: [4n], cursor: "djE6MTA", pageSize: 100 });
+    expect(taskListSearchString(s)).toBe("status=running,failed&type=shell&id=7,3&schedule=4&size=100&cursor=djE6MTA");
     expect(taskListSearchString(parseTaskListSearch(""))).toBe("");
     expect(taskListSearchString({ ...parseTaskListSearch(""), pageSize: DEFAULT_PAGE_SIZE })).toBe("");
   });

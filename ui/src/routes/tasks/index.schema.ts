@@ -7,6 +7,8 @@ export interface TaskListSearch {
   types: string[];
   /** Search by id: only these tasks. */
   ids: bigint[];
+  /** Only tasks these schedules created (the schedules view links here). */
+  schedules: bigint[];
   /** The page token of the page shown ("" for the newest page). */
   cursor: string;
   pageSize: number;
@@ -33,11 +35,13 @@ export function parseTaskListSearch(search: string): TaskListSearch {
   const statuses = STATUSES.filter((s) => list(params, "status").some((n) => statusFromName(n) === s));
   const types = [...new Set(list(params, "type"))];
   const ids = parseIds(list(params, "id").join(",")) ?? [];
+  const schedules = parseIds(list(params, "schedule").join(",")) ?? [];
   const size = Number(params.get("size"));
   return {
     statuses,
     types,
     ids,
+    schedules,
     cursor: params.get("cursor") ?? "",
     pageSize: PAGE_SIZES.includes(size) ? size : DEFAULT_PAGE_SIZE,
   };
@@ -49,6 +53,7 @@ export function taskListSearchString(s: TaskListSearch): string {
   if (s.statuses.length > 0) params.set("status", [...s.statuses].sort((a, b) => a - b).map((st) => statusName(st).toLowerCase()).join(","));
   if (s.types.length > 0) params.set("type", [...s.types].sort().join(","));
   if (s.ids.length > 0) params.set("id", s.ids.join(","));
+  if (s.schedules.length > 0) params.set("schedule", s.schedules.join(","));
   if (s.pageSize !== DEFAULT_PAGE_SIZE) params.set("size", String(s.pageSize));
   if (s.cursor) params.set("cursor", s.cursor);
   // Commas are safe in a query string and far easier to read than %2C.

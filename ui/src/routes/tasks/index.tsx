@@ -35,6 +35,7 @@ export function TaskList() {
     statuses: search.statuses,
     types: search.types,
     ids: search.ids,
+    scheduleIds: search.schedules,
     pageSize: search.pageSize,
     pageToken: search.cursor,
   });
@@ -56,7 +57,7 @@ export function TaskList() {
   }
 
   const knownTypes = [...new Set([...(types.data?.types.map((t) => t.name) ?? []), ...search.types])];
-  const filtered = search.statuses.length + search.types.length + search.ids.length > 0;
+  const filtered = search.statuses.length + search.types.length + search.ids.length + search.schedules.length > 0;
   const data = list.data;
 
   return (
@@ -89,6 +90,18 @@ export function TaskList() {
             ))}
           </div>
         </fieldset>
+        {search.schedules.length > 0 && (
+          <fieldset>
+            <legend>Schedule</legend>
+            <div className="chips">
+              {search.schedules.map((id) => (
+                <button key={id.toString()} type="button" className="chip" aria-pressed="true" onClick={() => filter({ schedules: search.schedules.filter((s) => s !== id) })}>
+                  #{id.toString()}
+                </button>
+              ))}
+            </div>
+          </fieldset>
+        )}
         <form className="id-search" role="search" onSubmit={submitSearch} noValidate>
           <label htmlFor="id-search">Task id</label>
           <div className="inline">
@@ -102,7 +115,7 @@ export function TaskList() {
           )}
         </form>
         {filtered && (
-          <button type="button" className="link-button" onClick={() => (setIdText(""), go({ ...search, statuses: [], types: [], ids: [], cursor: "" }))}>
+          <button type="button" className="link-button" onClick={() => (setIdText(""), go({ ...search, statuses: [], types: [], ids: [], schedules: [], cursor: "" }))}>
             Clear filters
           </button>
         )}
