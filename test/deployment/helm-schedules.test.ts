@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYamlText } from "yaml";
 import { parseScheduleFile } from "../../src/cli/schedule-file.js";
-import { type JsonObject, parseCli } from "../helpers/deployment.js";
+import { type JsonObject, parseCli, read } from "../helpers/deployment.js";
 import { at, byKind, containers, envOf, external, helmBinary, kindValues, named, podSpec, render } from "./helm.js";
 import { validateObjects } from "./kubernetes-schema.js";
 
@@ -137,5 +137,32 @@ describe("schedules", () => {
     expect(hookJob(objects)).toBeUndefined();
     expect(byKind(objects, "ConfigMap")).toEqual([]);
     expect(byKind(objects, "Job").map((j) => at(j, "metadata", "name"))).toEqual(["task-task-service-migrate"]);
+  });
+});
+
+describe("the documented example values", () => {
+  /** The first yaml code block after a marker in a file. */
+  const exampleAfter = (file: string, marker: string): JsonObject => {
+    const text = read(file);
+    const start = text.indexOf(marker);
+    expect(start, `${file}: ${marker}`).toBeGreaterThan(-1);
+    const block = /```yaml\n([\s\S]*?)```/.exec(text.slice(start));
+    expect(block, `${file}: a yaml block after ${marker}`).not.toBeNull();
+    return parseYamlText(block![1]!) as JsonObject;
+  };
+
+  it.each([
+    ["README.md", "**Schedules from the chart.**"],
+    ["charts/task-service/README.md", "## Schedules"],
+  ])("%s: render, and the ConfigMap holds them", async (file, marker) => {
+    const example = exampleAfter(file, marker);
+    expect((example.schedules as JsonObject[]).length).toBeGreaterThan(0);
+    const { result, objects } = await render([external, example]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(await validateObjects(objects)).toEqual([]);
+    const text = at(configMap(objects), "data", "schedules.yaml") as string;
+    expect(parseYamlText(text)).toEqual({ schedules: example.schedules });
+    expect(parseScheduleFile(text, "schedules.yaml")).toHaveLength((example.schedules as JsonObject[]).length);
   });
 });
