@@ -29,6 +29,8 @@ const valueSets: Record<string, { values: JsonObject[]; extra?: string[] }> = {
         worker: { keda: { enabled: true } },
         serviceMonitor: { enabled: true, labels: { release: "prometheus" } },
         networkPolicy: { enabled: true, apiFrom: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "ingress-nginx" } } }] },
+        schedules: [{ name: "heartbeat", cron: "* * * * *", type: "noop", overlap: "skip" }],
+        schedulesPrune: true,
       },
     ],
   },
@@ -109,6 +111,7 @@ describe("helm template", () => {
       for (const o of serviceWorkloads(objects)) {
         for (const c of containers(o)) {
           if (o.kind === "Pod") continue; // the helm test's shell script, checked below
+          if (at(o, "metadata", "labels", "app.kubernetes.io/component") === "schedules") continue; // a shell script too: helm-schedules.test.ts
           const args = c.args as string[];
           expect(["server", "serve", "migrate"]).toContain(parseCli(args).command);
           for (const name of envOf(c).keys()) {
