@@ -63,7 +63,7 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
   let containment: Containment | undefined;
   return {
     name: "shell",
-    description: "Runs a command with bash -c, contained (own process group, PID namespace where possible, an unprivileged user when the service is root), capturing its output.",
+    description: "Runs a command with bash -c, contained (own process group and PID namespace), capturing its output.",
     parameters: shellParameters,
     defaults: { timeoutMs: 300_000, maxAttempts: 3 },
     disabledReason: options.enabled ? undefined : "start the service with --enable-shell (or TASK_ENABLE_SHELL=true) to allow it",
