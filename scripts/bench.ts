@@ -167,7 +167,7 @@ async function main() {
         `  execute  baseline no-op job ${f(base.runPerSec)}/s   ours noop task (claim+run+record) ${f(mine.runPerSec)}/s   ratio ${r(mine.runPerSec, base.runPerSec)}`,
         `  execute  baseline with local queue ${concurrency} ${f(batched.runPerSec)}/s   ours (local queue ${concurrency} by default)   ratio ${r(mine.runPerSec, batched.runPerSec)}`,
         `  ours end to end (create → last SUCCEEDED) ${f(mine.endToEndPerSec)}/s`,
-        ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trials: ${rescued.summary}`] : []),
+        ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trial${rescued.trials.length === 1 ? "" : "s"}: ${rescued.summary}`] : []),
         "",
       ].join("\n"),
     );

@@ -9,13 +9,14 @@ describe("npm run bench", () => {
   it("prints its report and nothing else", async () => {
     const { stdout, stderr } = await execFileAsync(
       process.execPath,
-      [path.resolve("node_modules/tsx/dist/cli.mjs"), "scripts/bench.ts", "--tasks", "40", "--concurrency", "2", "--batch", "20"],
+      [path.resolve("node_modules/tsx/dist/cli.mjs"), "scripts/bench.ts", "--tasks", "40", "--concurrency", "2", "--batch", "20", "--rescue-trials", "1"],
       { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 120_000 },
     );
     expect(stderr).toBe("");
     const lines = stdout.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^bench: 40 tasks, concurrency 2/);
-    expect(lines.slice(1).every((l) => /^ {2}(enqueue|execute|ours) /.test(l)), stdout).toBe(true);
-    expect(lines).toHaveLength(5);
+    expect(lines.slice(1).every((l) => /^ {2}(enqueue|execute|ours|rescue) /.test(l)), stdout).toBe(true);
+    expect(lines).toHaveLength(6);
+    expect(lines.at(-1)).toMatch(/^ {2}rescue after kill -9 .*1 trial/);
   }, 150_000);
 });
