@@ -24,9 +24,9 @@ import { TaskService, TaskStatus, type Task } from "../src/gen/task/v1/task_pb.j
 export interface ProbeOptions {
   token?: string;
   /**
-   * TODO(lead, after merging H17's issue-10 items 6 and 7): enable (pass true / --shell-isolation)
-   * once shell tasks run as a separate user in their own PID namespace. Until then a shell task
-   * CAN read the service's environment and leave processes behind, and these checks would fail.
+   * Also check shell isolation (`--shell-isolation`): a task cannot read the service's environment
+   * and leaves no process behind. Needs the server on this machine, running as root (commands then
+   * run as TASK_SHELL_USER in their own PID namespace), as `test/probe.test.ts` runs it.
    */
   expectShellIsolation?: boolean;
   log?: (line: string) => void;
