@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { UsageError } from "./io.js";
 
 const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -70,4 +71,17 @@ export function parseJsonObject(text: string, flag: string): Record<string, unkn
   }
   if (!value || typeof value !== "object" || Array.isArray(value)) throw new UsageError(`${flag}: must be a JSON object`);
   return value as Record<string, unknown>;
+}
+
+/**
+ * A task's parameters from the command line: `--params-json` (JSON text, or `@file`) first, then each
+ * `-p key=value` on top. Shared by `task create` and `schedule create`.
+ */
+export async function parseParameterFlags(flags: { paramsJson?: string; param?: string[] }): Promise<Record<string, unknown>> {
+  let parameters: Record<string, unknown> = {};
+  if (flags.paramsJson !== undefined) {
+    const text = flags.paramsJson.startsWith("@") ? await readFile(flags.paramsJson.slice(1), "utf8") : flags.paramsJson;
+    parameters = parseJsonObject(text, "--params-json");
+  }
+  return { ...parameters, ...parseKeyValues(flags.param ?? []) };
 }

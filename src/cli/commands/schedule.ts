@@ -14,7 +14,7 @@ import { scheduleClient, taskClient, type ClientOptions } from "../client.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { collect, parseDuration, parseInteger, parseJsonObject, parseKeyValues } from "../parse.js";
+import { collect, parseDuration, parseInteger, parseParameterFlags } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { buildSpec, catchUpPolicies, overlapPolicies, parseScheduleFile } from "../schedule-file.js";
 import { scheduleListTable, scheduleTable } from "../schedule-views.js";
@@ -85,12 +85,7 @@ export async function applyScheduleFile(options: ClientOptions, text: string, fi
 }
 
 async function createFlagsToSpec(name: string, flags: CreateFlags) {
-  let parameters: Record<string, unknown> = {};
-  if (flags.paramsJson !== undefined) {
-    const text = flags.paramsJson.startsWith("@") ? await readFile(flags.paramsJson.slice(1), "utf8") : flags.paramsJson;
-    parameters = parseJsonObject(text, "--params-json");
-  }
-  parameters = { ...parameters, ...parseKeyValues(flags.param ?? []) };
+  const parameters = await parseParameterFlags(flags);
   if (flags.backfill !== undefined && flags.catchUp !== undefined && flags.catchUp !== "backfill") {
     throw new UsageError("--backfill: only with --catch-up backfill");
   }

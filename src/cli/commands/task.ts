@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Command, Option } from "commander";
@@ -20,7 +19,7 @@ import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { collect, parseDuration, parseInteger, parseJsonObject, parseKeyValues, parseTaskId, parseTime } from "../parse.js";
+import { collect, parseDuration, parseInteger, parseParameterFlags, parseTaskId, parseTime } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { historyTable, statusCountsTable, taskListTable, taskTable, taskTypesTable } from "../views.js";
 
@@ -49,12 +48,7 @@ interface CreateFlags {
 }
 
 async function buildCreateRequest(name: string, flags: CreateFlags) {
-  let parameters: Record<string, unknown> = {};
-  if (flags.paramsJson !== undefined) {
-    const text = flags.paramsJson.startsWith("@") ? await readFile(flags.paramsJson.slice(1), "utf8") : flags.paramsJson;
-    parameters = parseJsonObject(text, "--params-json");
-  }
-  parameters = { ...parameters, ...parseKeyValues(flags.param ?? []) };
+  const parameters = await parseParameterFlags(flags);
   if (flags.runAt !== undefined && flags.delay !== undefined) throw new UsageError("--run-at and --delay cannot be combined");
   let runAt: Date | undefined;
   if (flags.runAt !== undefined) runAt = parseTime(flags.runAt, "--run-at");
