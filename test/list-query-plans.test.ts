@@ -2,7 +2,8 @@ import { sql, type Kysely } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../src/store/schema.js";
 import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
-import { cappedCountQuery, listPageQuery, type TaskFilter } from "../src/store/tasks.js";
+import { lastMinutesFinishesQuery } from "../src/store/task-finishes.js";
+import { cappedCountQuery, createdIdWindow, firstIdCreatedFromQuery, listPageQuery, type IdWindow, type TaskFilter } from "../src/store/tasks.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 
 /**
@@ -96,5 +97,50 @@ describe("ListTasks query plans", () => {
       // Same index depth, same page: a few blocks apart at most, never proportional to the 30,000 rows skipped.
       expect(deep).toBeLessThanOrEqual(first * 2 + 10);
     }
+  });
+
+  /** A filter with a created-at range, bounded by its id window as listTasks does. */
+  async function timeFilter(f: Partial<TaskFilter>): Promise<TaskFilter & IdWindow> {
+    const window = await createdIdWindow(db(), f);
+    if (window === "empty") throw new Error("empty window");
+    return { ...filter(f), ...window };
+  }
+  const daysAgo = (d: number) => new Date(Date.now() - d * 86_400_000);
+
+  it("finds a time bound's id by primary-key probes alone, a few dozen blocks", async () => {
+    const { plan, nodes } = await explain(firstIdCreatedFromQuery(daysAgo(12)), true);
+    const scans = nodes.filter((n) => n["Relation Name"] === "tasks");
+    expect(scans.filter((n) => !n["Node Type"].startsWith("Index")).map((n) => n["Node Type"])).toEqual([]);
+    // ~16 probes (log2 of 60,000 ids), each an index descent and a heap fetch: far below the table's blocks.
+    expect((plan["Shared Hit Blocks"] ?? 0) + (plan["Shared Read Blocks"] ?? 0)).toBeLessThan(300);
+  });
+
+  for (const c of [
+    { name: "created after", f: () => ({ createdAfter: daysAgo(3) }) },
+    { name: "created before, far back", f: () => ({ createdBefore: daysAgo(25) }) },
+    { name: "created between, with a status", f: () => ({ createdAfter: daysAgo(20), createdBefore: daysAgo(10), statuses: ["failed" as const] }) },
+  ]) {
+    it(`reads a time-filtered page by index within its id window: ${c.name}`, async () => {
+      const f = await timeFilter(c.f());
+      const { plan, nodes } = await explain(listPageQuery(f), true);
+      const scans = nodes.filter((n) => n["Relation Name"] === "tasks");
+      expect(scans.filter((n) => !n["Node Type"].startsWith("Index")).map((n) => n["Node Type"])).toEqual([]);
+      // A page, not the range: the range holds thousands of tasks (10 days of 30 is 20,000).
+      expect((plan["Shared Hit Blocks"] ?? 0) + (plan["Shared Read Blocks"] ?? 0)).toBeLessThan(800);
+    });
+  }
+
+  it("reads a rare name prefix from the name index", async () => {
+    const { nodes } = await explain(listPageQuery(filter({ namePrefix: "bench-4711" })));
+    const scans = nodes.filter((n) => n["Relation Name"] === "tasks");
+    expect(scans.filter((n) => !n["Node Type"].startsWith("Index") && n["Node Type"] !== "Bitmap Heap Scan").map((n) => n["Node Type"])).toEqual([]);
+    const indexes = nodes.map((n) => n["Index Name"]);
+    expect(indexes).toContain("tasks_name_pattern_idx");
+  });
+
+  it("reads the throughput chart from the per-minute counts, never from tasks", async () => {
+    const { nodes } = await explain(lastMinutesFinishesQuery(60));
+    expect(nodes.filter((n) => n["Relation Name"] === "tasks")).toEqual([]);
+    expect(nodes.map((n) => n["Index Name"])).toContain("task_finishes_pkey");
   });
 });

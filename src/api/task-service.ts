@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import type { Config } from "../config.js";
@@ -16,6 +17,7 @@ import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
 import { countTasksByTypeAndStatus } from "../store/task-counts.js";
+import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
 import type { Db } from "../store/db.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
@@ -23,6 +25,9 @@ import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./co
 import type { TaskEvents } from "./task-events.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
 import { containsUnstorable, encodePageToken, UNSTORABLE_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+
+/** GetTaskThroughput's window when the request names none: the last hour. */
+const DEFAULT_THROUGHPUT_MINUTES = 60;
 
 /** What the handlers need. */
 export interface TaskServiceDeps {
@@ -134,6 +139,21 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
         .sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : taskStatuses.indexOf(a.status) - taskStatuses.indexOf(b.status)))
         .map((g) => create(TaskTypeStatusCountSchema, { type: g.type, status: statusToProto(g.status), count: BigInt(g.count) }));
       return { counts: entries, total, typeCounts };
+    },
+
+    async getTaskThroughput(req) {
+      const minutes = req.minutes || DEFAULT_THROUGHPUT_MINUTES;
+      if (minutes < 1 || minutes > FINISHES_KEPT_MINUTES) throw InvalidArgumentError.of("minutes", `must be between 1 and ${FINISHES_KEPT_MINUTES} (0 for ${DEFAULT_THROUGHPUT_MINUTES})`);
+      const buckets = await lastMinutesFinishes(db, minutes);
+      return {
+        buckets: buckets.map((b) => ({
+          startTime: timestampFromDate(b.minute),
+          succeeded: BigInt(b.counts.succeeded),
+          failed: BigInt(b.counts.failed),
+          cancelled: BigInt(b.counts.cancelled),
+          retried: BigInt(b.counts.retrying),
+        })),
+      };
     },
 
     async cancelTask(req) {

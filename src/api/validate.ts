@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
 import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb.js";
 import type { PluginRegistry } from "../plugins/registry.js";
@@ -155,6 +155,17 @@ function decodePageToken(token: string): string | undefined {
 }
 
 /** Checks list filters and paging and turns them into a store filter. */
+/** A timestamp filter as a Date; undefined when unset or (with a violation) out of range. */
+function validTimestamp(v: Violations, field: string, ts: Timestamp | undefined): Date | undefined {
+  if (!ts) return undefined;
+  const t = timestampDate(ts).getTime();
+  if (Number.isNaN(t) || ts.nanos < 0 || ts.nanos > 999_999_999 || t < MIN_RUN_AT || t > MAX_RUN_AT) {
+    v.add(field, "must be a time between 1970 and 9999");
+    return undefined;
+  }
+  return new Date(t);
+}
+
 export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSize: number; pageNumber: number } {
   const v = new Violations();
   const statuses: TaskStatus[] = [];
@@ -187,6 +198,11 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
       else if (containsUnstorable(t)) v.add(`types[${i}]`, UNSTORABLE_REASON);
     });
   }
+  if (req.namePrefix.length > 200) v.add("name_prefix", "must be at most 200 characters");
+  else if (containsUnstorable(req.namePrefix)) v.add("name_prefix", UNSTORABLE_REASON);
+  const createdAfter = validTimestamp(v, "created_after", req.createdAfter);
+  const createdBefore = validTimestamp(v, "created_before", req.createdBefore);
+  if (createdAfter && createdBefore && createdAfter >= createdBefore) v.add("created_before", "must be later than created_after");
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) v.add("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
   if (req.pageNumber < 0) v.add("page_number", "must be 1 or more");
   else if (req.pageNumber > 1 && (req.pageNumber - 1) * (req.pageSize || DEFAULT_PAGE_SIZE) >= MAX_PAGE_NUMBER_OFFSET) {
@@ -206,6 +222,9 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
     types: req.types,
     ids: req.ids.map(String),
     scheduleIds: req.scheduleIds.map(String),
+    namePrefix: req.namePrefix || undefined,
+    createdAfter,
+    createdBefore,
     beforeId,
     offset: pageNumber > 1 ? (pageNumber - 1) * pageSize : undefined,
     limit: pageSize,

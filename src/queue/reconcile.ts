@@ -4,6 +4,7 @@ import type { Logger } from "../logger.js";
 import { finishPendingCancels, releaseDeadWorkers, removeStaleLockedJobs, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
 import { foldTaskCountDeltas } from "../store/task-counts.js";
+import { foldTaskFinishDeltas } from "../store/task-finishes.js";
 import { deleteExpiredWatchers } from "../store/task-watchers.js";
 import { workersWithFreeLocks } from "../store/worker-liveness.js";
 
@@ -79,5 +80,6 @@ export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: L
   await deleteExpiredWatchers(db);
   // API servers fold every few seconds; this keeps the deltas bounded where only workers run.
   await foldTaskCountDeltas(db);
+  await foldTaskFinishDeltas(db);
   return { lost, requeued: requeued.length, cancelled: cancelled.length };
 }

@@ -2,6 +2,7 @@ import { sql, type Kysely } from "kysely";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Database, TaskStatus } from "./schema.js";
+import { foldTaskFinishDeltas } from "./task-finishes.js";
 
 /**
  * Task counts kept by the triggers of migration 0011: task_counts plus the deltas not folded into
@@ -90,7 +91,8 @@ export function keepTaskCountsFolded(db: Kysely<Database>, logger: Logger, inter
   const timer = setInterval(() => {
     if (running) return;
     running = true;
-    foldTaskCountDeltas(db)
+    // The finishes per minute (task-finishes.ts) are folded on the same tick, for the same reason.
+    Promise.all([foldTaskCountDeltas(db), foldTaskFinishDeltas(db)])
       .catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "folding task count deltas failed"))
       .finally(() => (running = false));
   }, intervalMs);

@@ -96,6 +96,12 @@ export interface TaskFilter {
   ids: string[];
   /** Only tasks created by these schedules. */
   scheduleIds?: string[];
+  /** Only tasks whose name starts with this (LIKE prefix, wildcards escaped). */
+  namePrefix?: string;
+  /** Only tasks created at or after this. */
+  createdAfter?: Date;
+  /** Only tasks created before this. */
+  createdBefore?: Date;
   /** Only ids below this (keyset paging, newest first). */
   beforeId?: string;
   offset?: number;
@@ -145,12 +151,75 @@ export interface TaskPage {
  * TOTAL_COUNT_CAP otherwise.
  */
 export async function listTasks(db: Kysely<Database>, filter: TaskFilter): Promise<TaskPage> {
-  const [{ rows }, total] = await Promise.all([listPageQuery(filter).execute(db), countMatching(db, filter)]);
+  const window = await createdIdWindow(db, filter);
+  if (window === "empty") return { rows: [], total: 0, totalExact: true };
+  const bounded = { ...filter, ...window };
+  const [{ rows }, total] = await Promise.all([listPageQuery(bounded).execute(db), countMatching(db, bounded)]);
   return { rows, ...total };
 }
 
+/**
+ * How far a task's created_at may lag behind the order of ids. An id is drawn when the row is
+ * inserted and created_at is the inserting transaction's start, so a task inserted N seconds into
+ * its transaction sorts among tasks created N seconds later. Every insert here is one statement in
+ * a short transaction (CreateTask(s), a schedule's tick), far below this margin.
+ */
+export const CREATED_AT_SKEW_MS = 60_000;
+
+/** Ids bounding a time range: tasks created in it have ids in [minId, maxIdExclusive). */
+export interface IdWindow {
+  minId?: string;
+  maxIdExclusive?: string;
+}
+
+/**
+ * Turns a created_at range into an id range, so a time-filtered page reads tasks_pkey from the
+ * range's end like any other page instead of scanning all tasks created in the range (or, the
+ * planner's usual choice, every newer task). Ids grow with created_at up to CREATED_AT_SKEW_MS,
+ * so each bound is the first id created at or after the bound widened by that margin, found by a
+ * binary search over the primary key (~log2(ids) index probes); the exact created_at condition
+ * then drops the few rows inside the margin. "empty" when no id can match.
+ */
+export async function createdIdWindow(db: Kysely<Database>, filter: Pick<TaskFilter, "createdAfter" | "createdBefore">): Promise<IdWindow | "empty"> {
+  const { createdAfter: after, createdBefore: before } = filter;
+  if (!after && !before) return {};
+  if (after && before && after >= before) return "empty";
+  const [lo, hi] = await Promise.all([
+    after ? firstIdCreatedFrom(db, new Date(after.getTime() - CREATED_AT_SKEW_MS)) : undefined,
+    before ? firstIdCreatedFrom(db, new Date(before.getTime() + CREATED_AT_SKEW_MS)) : undefined,
+  ]);
+  if (lo !== undefined && hi !== undefined && BigInt(lo) >= BigInt(hi)) return "empty";
+  return { minId: lo, maxIdExclusive: hi };
+}
+
+/** The statement firstIdCreatedFrom runs (exported so tests can EXPLAIN it). */
+export function firstIdCreatedFromQuery(at: Date) {
+  // Invariant: ids below lo were created before `at`, ids from hi on at or after it (hi starts past
+  // the last id). Each step probes the first id at or after the middle of [lo, hi) by primary key.
+  return sql<{ id: string }>`
+    with recursive search(lo, hi) as (
+      select coalesce((select min(id) from tasks), 1), coalesce((select max(id) from tasks), 0) + 1
+      union all
+      select case when probe.id is null then s.lo when probe.created_at >= ${at} then s.lo else probe.id + 1 end,
+             case when probe.id is null then s.lo + (s.hi - s.lo) / 2 when probe.created_at >= ${at} then probe.id else s.hi end
+      from search s
+      left join lateral (
+        select id, created_at from tasks where id >= s.lo + (s.hi - s.lo) / 2 and id < s.hi order by id limit 1
+      ) probe on true
+      where s.lo < s.hi
+    )
+    select min(hi)::text as id from search
+  `;
+}
+
+/** The first id (by the binary search of createdIdWindow) of a task created at or after `at`; past the last id when none. */
+async function firstIdCreatedFrom(db: Kysely<Database>, at: Date): Promise<string> {
+  const { rows } = await firstIdCreatedFromQuery(at).execute(db);
+  return rows[0]!.id;
+}
+
 /** The statement that reads one page of listTasks (exported so tests can EXPLAIN it). */
-export function listPageQuery(filter: TaskFilter) {
+export function listPageQuery(filter: TaskFilter & IdWindow) {
   return sql<TaskRow>`select ${listedSelection} from tasks where id in (${pageIdsQuery(filter)}) order by id desc`;
 }
 
@@ -161,12 +230,13 @@ export function listPageQuery(filter: TaskFilter) {
  * (offset) still reads every row before it, from the index alone (ids only), and is capped by
  * validation.
  */
-function pageIdsQuery(filter: TaskFilter) {
+function pageIdsQuery(filter: TaskFilter & IdWindow) {
   const statuses = [...new Set(filter.statuses)];
   const types = [...new Set(filter.types)];
   const shared: RawBuilder<unknown>[] = [];
   if (filter.ids.length > 0) shared.push(sql`id = any(${filter.ids}::bigint[])`);
   if (filter.scheduleIds?.length) shared.push(sql`schedule_id = any(${filter.scheduleIds}::bigint[])`);
+  shared.push(...rangeConditions(filter));
   if (filter.beforeId !== undefined) shared.push(sql`id < ${filter.beforeId}`);
   let ranges: RawBuilder<unknown>[] = [];
   if (statuses.length > 1 && statuses.length <= MAX_INDEX_RANGES) {
@@ -196,19 +266,41 @@ function valueConditions(statuses: TaskStatus[], types: string[]): RawBuilder<un
   return conditions;
 }
 
+/** Name and time conditions (the id window from createdIdWindow, then the exact times). */
+function rangeConditions(filter: TaskFilter & IdWindow): RawBuilder<unknown>[] {
+  const conditions: RawBuilder<unknown>[] = [];
+  if (filter.namePrefix) conditions.push(sql`name like ${likePrefix(filter.namePrefix)}`);
+  if (filter.minId !== undefined) conditions.push(sql`id >= ${filter.minId}`);
+  if (filter.maxIdExclusive !== undefined) conditions.push(sql`id < ${filter.maxIdExclusive}`);
+  if (filter.createdAfter) conditions.push(sql`created_at >= ${filter.createdAfter}`);
+  if (filter.createdBefore) conditions.push(sql`created_at < ${filter.createdBefore}`);
+  return conditions;
+}
+
+/** A LIKE pattern matching names that start with `prefix` literally (\\, % and _ escaped). */
+function likePrefix(prefix: string): string {
+  return `${prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+/** Whether the filter has conditions the maintained counts do not keep (so its total is counted). */
+function countedRowByRow(filter: TaskFilter): boolean {
+  return filter.ids.length > 0 || !!filter.scheduleIds?.length || !!filter.namePrefix || !!filter.createdAfter || !!filter.createdBefore;
+}
+
 /** The filter's total: exact from the counts for status and type filters, else counted up to the cap. */
 async function countMatching(db: Kysely<Database>, filter: TaskFilter): Promise<{ total: number; totalExact: boolean }> {
-  if (filter.ids.length === 0 && !filter.scheduleIds?.length) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
+  if (!countedRowByRow(filter)) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
   const { rows } = await cappedCountQuery(filter).execute(db);
   const n = Number(rows[0]?.n ?? 0);
   return n > TOTAL_COUNT_CAP ? { total: TOTAL_COUNT_CAP, totalExact: false } : { total: n, totalExact: true };
 }
 
 /** Counts the filter's matches row by row, stopping after TOTAL_COUNT_CAP + 1 (exported for EXPLAIN tests). */
-export function cappedCountQuery(filter: TaskFilter) {
+export function cappedCountQuery(filter: TaskFilter & IdWindow) {
   const conditions = [...valueConditions([...new Set(filter.statuses)], [...new Set(filter.types)])];
   if (filter.ids.length > 0) conditions.unshift(sql`id = any(${filter.ids}::bigint[])`);
   if (filter.scheduleIds?.length) conditions.unshift(sql`schedule_id = any(${filter.scheduleIds}::bigint[])`);
+  conditions.push(...rangeConditions(filter));
   const where = conditions.length > 0 ? sql`where ${sql.join(conditions, sql` and `)}` : sql``;
   return sql<{ n: string }>`select count(*) as n from (select 1 from tasks ${where} limit ${TOTAL_COUNT_CAP + 1}) capped`;
 }
