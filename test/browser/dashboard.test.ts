@@ -144,9 +144,14 @@ describe("tasks table", () => {
     await page.locator("table.task-table:not([aria-busy=true])").waitFor();
     await waitFor(async () => (await page.locator("tr[data-task-id]").count()) === 1, "only the searched task");
     await page.locator(`tr[data-task-id="${other.id}"]`).waitFor();
-    await page.getByLabel("Task id").fill("twelve");
+    // Anything but ids searches names by prefix.
+    await page.getByLabel("Task id").fill("filter m");
     await page.getByRole("button", { name: "Search" }).click();
-    await page.getByText("Enter task ids").waitFor();
+    await page.waitForURL((u) => u.search === "?name=filter+m");
+    await page.locator("table.task-table:not([aria-busy=true])").waitFor();
+    await page.locator(`tr[data-task-id="${failed.id}"]`).waitFor();
+    await waitFor(async () => (await page.locator("tr[data-task-id]").count()) === 1, "only the task named filter me");
+    await page.goBack();
     await page.goBack();
     await page.waitForURL((u) => u.search === "");
   });
@@ -186,7 +191,8 @@ describe("keyboard", () => {
     await page.keyboard.press("Space");
     await page.waitForURL((u) => u.search === "?status=succeeded");
     // On to the task's link, and Enter opens it.
-    for (let i = 0; i < 40; i++) {
+    // Past the search, the time inputs (a stop per date part) and the row's checkbox.
+    for (let i = 0; i < 100; i++) {
       await page.keyboard.press("Tab");
       if ((await page.evaluate(() => document.activeElement?.getAttribute("href"))) === `/tasks/${task.id}`) break;
     }

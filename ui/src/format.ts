@@ -101,3 +101,19 @@ export function parseDuration(text: string): number | undefined {
   }
   return end === t.length && end > 0 ? total : undefined;
 }
+
+const pad = (n: number) => String(n).padStart(2, "0");
+
+/** A time as a datetime-local input's value ("2026-12-01T10:05", local time). */
+export function toLocalInput(date: Date | undefined): string {
+  if (!date) return "";
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+/** A datetime-local input's value (local time) as a time; undefined when empty or invalid. */
+export function fromLocalInput(value: string): Date | undefined {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(value);
+  if (!m) return undefined;
+  const d = new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6] ?? 0));
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}

@@ -1,8 +1,8 @@
 // @vitest-environment happy-dom
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { cleanup, render, screen, within } from "@testing-library/react";
-import { afterEach, describe, expect, it } from "vitest";
+import { cleanup, fireEvent, render, screen, within } from "@testing-library/react";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { TaskSchema, TaskStatus } from "../../../src/gen/task/v1/task_pb.js";
 import { TaskTable } from "./TaskTable";
 
@@ -30,5 +30,19 @@ describe("TaskTable", () => {
     render(<TaskTable tasks={[task(1n, "a", TaskStatus.QUEUED)]} now={now} caption="Tasks" />);
     const labels = screen.getAllByRole("cell").map((c) => c.getAttribute("data-label"));
     expect(labels).toEqual(["ID", "Name", "Type", "Status", "Attempts", "Created", "Updated"]);
+  });
+
+  it("with a selection, ticks rows one by one or the whole page, and marks the page box mixed", () => {
+    const onChange = vi.fn();
+    const tasks = [task(7n, "a", TaskStatus.QUEUED), task(3n, "b", TaskStatus.FAILED)];
+    render(<TaskTable tasks={tasks} now={now} caption="Tasks" selection={{ selected: new Set([3n]), onChange }} />);
+    const page = screen.getByLabelText("Select every task on this page") as HTMLInputElement;
+    expect(page.checked).toBe(false);
+    expect(page.indeterminate).toBe(true);
+    expect((screen.getByLabelText("Select task #3") as HTMLInputElement).checked).toBe(true);
+    fireEvent.click(screen.getByLabelText("Select task #7"));
+    expect(onChange).toHaveBeenLastCalledWith([7n], true);
+    fireEvent.click(page);
+    expect(onChange).toHaveBeenLastCalledWith([7n, 3n], true);
   });
 });

@@ -12,14 +12,42 @@ function When({ date, now }: { date: Date | undefined; now: number }) {
   );
 }
 
-/** Tasks as a table (cards on a narrow screen); each row links to the task. */
-export function TaskTable({ tasks, now, caption, stale = false }: { tasks: Task[]; now: number; caption: string; stale?: boolean }) {
+/** Row selection: which task ids are ticked, and how ticking changes them. */
+export interface RowSelection {
+  selected: ReadonlySet<bigint>;
+  /** Ticks (on) or unticks these ids. */
+  onChange(ids: bigint[], on: boolean): void;
+}
+
+/** The page's select-all box: ticked when every row is, mixed when some are. */
+function SelectPage({ tasks, selection }: { tasks: Task[]; selection: RowSelection }) {
+  const ticked = tasks.filter((t) => selection.selected.has(t.id)).length;
+  return (
+    <input
+      type="checkbox"
+      aria-label="Select every task on this page"
+      checked={ticked > 0 && ticked === tasks.length}
+      ref={(el) => {
+        if (el) el.indeterminate = ticked > 0 && ticked < tasks.length;
+      }}
+      onChange={(e) => selection.onChange(tasks.map((t) => t.id), e.target.checked)}
+    />
+  );
+}
+
+/** Tasks as a table (cards on a narrow screen); each row links to the task; with `selection`, rows can be ticked. */
+export function TaskTable({ tasks, now, caption, stale = false, selection }: { tasks: Task[]; now: number; caption: string; stale?: boolean; selection?: RowSelection }) {
   // stale: these rows answer the previous filter while the new one loads; they are dimmed and marked busy.
   return (
     <table className={`task-table${stale ? " stale" : ""}`} aria-busy={stale || undefined}>
       <caption className="visually-hidden">{caption}</caption>
       <thead>
         <tr>
+          {selection && (
+            <th scope="col" className="select-cell">
+              <SelectPage tasks={tasks} selection={selection} />
+            </th>
+          )}
           <th scope="col">ID</th>
           <th scope="col">Name</th>
           <th scope="col">Type</th>
@@ -31,7 +59,12 @@ export function TaskTable({ tasks, now, caption, stale = false }: { tasks: Task[
       </thead>
       <tbody>
         {tasks.map((t) => (
-          <tr key={t.id.toString()} data-task-id={t.id.toString()}>
+          <tr key={t.id.toString()} data-task-id={t.id.toString()} aria-selected={selection ? selection.selected.has(t.id) : undefined}>
+            {selection && (
+              <td className="select-cell" data-label="Select">
+                <input type="checkbox" aria-label={`Select task #${t.id}`} checked={selection.selected.has(t.id)} onChange={(e) => selection.onChange([t.id], e.target.checked)} />
+              </td>
+            )}
             <td data-label="ID">
               <Link href={`/tasks/${t.id}`}>#{t.id.toString()}</Link>
             </td>

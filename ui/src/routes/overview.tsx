@@ -2,18 +2,22 @@ import { Link } from "wouter";
 import { useQuery } from "@connectrpc/connect-query";
 import { TaskService, TaskStatus } from "../../../src/gen/task/v1/task_pb.js";
 import { TaskTable } from "../components/TaskTable";
+import { ThroughputChart } from "../components/ThroughputChart";
+import { TypeCounts } from "../components/TypeCounts";
 import { durationMs, formatDuration, STATUSES, statusName } from "../format";
 import { useLiveStatusCounts, useLiveTaskList } from "../hooks/useLiveTasks";
 import { useNow } from "../hooks/useNow";
+import { useThroughput } from "../hooks/useThroughput";
 import { errorText } from "../services/field-errors";
 
-/** Counts per status, what is running, recent failures, and the task types. */
+/** Counts per status and type, the last hour's throughput, what is running, recent failures, and the task types. */
 export function Overview() {
   const now = useNow();
   const counts = useLiveStatusCounts();
   const running = useLiveTaskList({ statuses: [TaskStatus.RUNNING], pageSize: 5 });
   const failed = useLiveTaskList({ statuses: [TaskStatus.FAILED], pageSize: 5 });
   const types = useQuery(TaskService.method.listTaskTypes, {});
+  const throughput = useThroughput();
   const byStatus = new Map(counts.data?.counts.map((c) => [c.status, c.count]));
 
   return (
@@ -52,6 +56,25 @@ export function Overview() {
           })}
         </ul>
       </section>
+
+      <div className="two-columns">
+        <section aria-labelledby="throughput-title" className="card">
+          <h2 id="throughput-title">Last hour</h2>
+          {throughput.data ? (
+            <ThroughputChart buckets={throughput.data.buckets} />
+          ) : throughput.isError ? (
+            <p className="error-box" role="alert">
+              Could not load throughput: {errorText(throughput.error)}
+            </p>
+          ) : (
+            <p className="muted">…</p>
+          )}
+        </section>
+        <section aria-labelledby="by-type-title" className="card">
+          <h2 id="by-type-title">By type</h2>
+          {counts.data ? <TypeCounts counts={counts.data.typeCounts} /> : <p className="muted">…</p>}
+        </section>
+      </div>
 
       <div className="two-columns">
         <section aria-labelledby="running-title">

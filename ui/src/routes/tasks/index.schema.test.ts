@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { TaskStatus } from "../../../../src/gen/task/v1/task_pb.js";
-import { DEFAULT_PAGE_SIZE, parseIds, parseTaskListSearch, taskListSearchString } from "./index.schema";
+import { DEFAULT_PAGE_SIZE, parseIds, parseSearchText, parseTaskListSearch, taskListSearchString } from "./index.schema";
 
 describe("the tasks view in the URL", () => {
   it("reads filters, search and paging, and writes them back the same, defaults left out", () => {
     const s = parseTaskListSearch("?status=running,failed&type=shell&id=7,3&schedule=4&size=100&cursor=djE6MTA");
-    expect(s).toEqual({ statuses: [TaskStatus.RUNNING, TaskStatus.FAILED], types: ["shell"], ids: [7n, 3n], schedules: [4n], cursor: "djE6MTA", pageSize: 100 });
+    expect(s).toEqual({ statuses: [TaskStatus.RUNNING, TaskStatus.FAILED], types: ["shell"], ids: [7n, 3n], schedules: [4n], name: "", createdAfter: undefined, createdBefore: undefined, cursor: "djE6MTA", pageSize: 100 });
     expect(taskListSearchString(s)).toBe("status=running,failed&type=shell&id=7,3&schedule=4&size=100&cursor=djE6MTA");
     expect(taskListSearchString(parseTaskListSearch(""))).toBe("");
     expect(taskListSearchString({ ...parseTaskListSearch(""), pageSize: DEFAULT_PAGE_SIZE })).toBe("");
@@ -27,5 +27,23 @@ describe("the tasks view in the URL", () => {
     expect(parseIds("")).toEqual([]);
     expect(parseIds("12 twelve")).toBeUndefined();
     expect(parseIds("0")).toBeUndefined();
+  });
+
+  it("keeps a name search and a time range, in UTC", () => {
+    const s = parseTaskListSearch("?name=nightly%20import&after=2026-12-01T10:00:00Z&before=2026-12-01T12:30:00.500Z");
+    expect(s.name).toBe("nightly import");
+    expect(s.createdAfter?.toISOString()).toBe("2026-12-01T10:00:00.000Z");
+    expect(s.createdBefore?.toISOString()).toBe("2026-12-01T12:30:00.500Z");
+    expect(taskListSearchString(s)).toBe("name=nightly+import&after=2026-12-01T10:00:00Z&before=2026-12-01T12:30:00.500Z");
+    // Not a time, or an empty range: dropped.
+    expect(parseTaskListSearch("?after=yesterday").createdAfter).toBeUndefined();
+    expect(parseTaskListSearch("?after=2026-12-01T10:00:00Z&before=2026-12-01T09:00:00Z").createdBefore).toBeUndefined();
+  });
+
+  it("reads the search box as ids when it holds only ids, else as the start of a name", () => {
+    expect(parseSearchText("#12, 15")).toEqual({ ids: [12n, 15n], name: "" });
+    expect(parseSearchText(" nightly-")).toEqual({ ids: [], name: "nightly-" });
+    expect(parseSearchText("12 twelve")).toEqual({ ids: [], name: "12 twelve" });
+    expect(parseSearchText("  ")).toEqual({ ids: [], name: "" });
   });
 });

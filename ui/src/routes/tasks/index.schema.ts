@@ -9,6 +9,11 @@ export interface TaskListSearch {
   ids: bigint[];
   /** Only tasks these schedules created (the schedules view links here). */
   schedules: bigint[];
+  /** Search by name: only tasks whose name starts with this ("" for any). */
+  name: string;
+  /** Only tasks created at or after / before these times. */
+  createdAfter: Date | undefined;
+  createdBefore: Date | undefined;
   /** The page token of the page shown ("" for the newest page). */
   cursor: string;
   pageSize: number;
@@ -29,6 +34,28 @@ export function parseIds(text: string): bigint[] | undefined {
   return [...new Set(parts)].slice(0, MAX_IDS).map((p) => BigInt(p));
 }
 
+const MAX_NAME = 200;
+
+/** A time from the URL (ISO 8601), or undefined when it is not one. */
+function parseTime(text: string | null): Date | undefined {
+  if (!text || !/^\d{4}-\d{2}-\d{2}T/.test(text)) return undefined;
+  const d = new Date(text);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+/** A time for the URL: ISO 8601 in UTC, without milliseconds when they are zero. */
+export function timeForUrl(d: Date): string {
+  return d.toISOString().replace(".000Z", "Z");
+}
+
+/** What the search box means: ids when it holds only ids, else the start of a name. */
+export function parseSearchText(text: string): { ids: bigint[]; name: string } {
+  const trimmed = text.trim();
+  if (trimmed === "") return { ids: [], name: "" };
+  const ids = parseIds(trimmed);
+  return ids ? { ids, name: "" } : { ids: [], name: trimmed.slice(0, MAX_NAME) };
+}
+
 /** Reads the view from a query string; values that make no sense are dropped, not errors. */
 export function parseTaskListSearch(search: string): TaskListSearch {
   const params = new URLSearchParams(search);
@@ -37,11 +64,18 @@ export function parseTaskListSearch(search: string): TaskListSearch {
   const ids = parseIds(list(params, "id").join(",")) ?? [];
   const schedules = parseIds(list(params, "schedule").join(",")) ?? [];
   const size = Number(params.get("size"));
+  const createdAfter = parseTime(params.get("after"));
+  let createdBefore = parseTime(params.get("before"));
+  // An empty range is nothing anyone asks for: keep the lower bound.
+  if (createdAfter && createdBefore && createdBefore <= createdAfter) createdBefore = undefined;
   return {
     statuses,
     types,
     ids,
     schedules,
+    name: (params.get("name") ?? "").slice(0, MAX_NAME),
+    createdAfter,
+    createdBefore,
     cursor: params.get("cursor") ?? "",
     pageSize: PAGE_SIZES.includes(size) ? size : DEFAULT_PAGE_SIZE,
   };
@@ -54,8 +88,11 @@ export function taskListSearchString(s: TaskListSearch): string {
   if (s.types.length > 0) params.set("type", [...s.types].sort().join(","));
   if (s.ids.length > 0) params.set("id", s.ids.join(","));
   if (s.schedules.length > 0) params.set("schedule", s.schedules.join(","));
+  if (s.name) params.set("name", s.name);
+  if (s.createdAfter) params.set("after", timeForUrl(s.createdAfter));
+  if (s.createdBefore) params.set("before", timeForUrl(s.createdBefore));
   if (s.pageSize !== DEFAULT_PAGE_SIZE) params.set("size", String(s.pageSize));
   if (s.cursor) params.set("cursor", s.cursor);
-  // Commas are safe in a query string and far easier to read than %2C.
-  return params.toString().replaceAll("%2C", ",");
+  // Commas and colons are safe in a query string and far easier to read than %2C and %3A.
+  return params.toString().replaceAll("%2C", ",").replaceAll("%3A", ":");
 }
