@@ -20,6 +20,7 @@ const toProto: Record<StoredStatus, TaskStatus> = {
   queued: TaskStatus.QUEUED,
   running: TaskStatus.RUNNING,
   retrying: TaskStatus.RETRYING,
+  paused: TaskStatus.PAUSED,
   succeeded: TaskStatus.SUCCEEDED,
   failed: TaskStatus.FAILED,
   cancelled: TaskStatus.CANCELLED,
