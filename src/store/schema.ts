@@ -1,7 +1,7 @@
 import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
 
 /** Task statuses as stored in the task_status enum. */
-export const taskStatuses = ["queued", "running", "retrying", "paused", "succeeded", "failed", "cancelled"] as const;
+export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled", "paused"] as const;
 export type TaskStatus = (typeof taskStatuses)[number];
 /** Statuses a task never leaves on its own. */
 export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "cancelled"];
