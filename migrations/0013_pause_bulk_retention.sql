@@ -20,3 +20,8 @@ alter table tasks add constraint tasks_backoff_pair check ((backoff_base_ms is n
 -- Retention: finished tasks by outcome, oldest first (the maintenance job deletes in small batches
 -- from the front of each range).
 create index tasks_finished_retention_idx on tasks (status, finished_at) where status in ('succeeded', 'failed', 'cancelled');
+
+-- Overlap policies count a schedule's unfinished tasks; PAUSED is unfinished too. The predicate names
+-- the finished statuses instead of the unfinished ones (see the hazard above).
+drop index tasks_schedule_unfinished_idx;
+create index tasks_schedule_unfinished_idx on tasks (schedule_id) where schedule_id is not null and status not in ('succeeded', 'failed', 'cancelled');
