@@ -41,6 +41,11 @@ export function canRetry(status: TaskStatus): boolean {
   return status === TaskStatus.FAILED || status === TaskStatus.CANCELLED;
 }
 
+/** Whether PauseTask may apply in this status (a running task only if its plugin can pause: the server says). */
+export function canPause(status: TaskStatus): boolean {
+  return status === TaskStatus.QUEUED || status === TaskStatus.RETRYING || status === TaskStatus.RUNNING;
+}
+
 /** The time a timestamp stands for, or undefined when unset. */
 export function toDate(ts: Timestamp | undefined): Date | undefined {
   return ts ? timestampDate(ts) : undefined;

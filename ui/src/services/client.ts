@@ -1,6 +1,7 @@
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { TaskService } from "../../../src/gen/task/v1/task_pb.js";
+import { TaskControlService } from "../../../src/gen/task/v1/control_pb.js";
 import { currentToken, noteUnauthenticated } from "./auth";
 
 /** Adds the bearer token, and reports a refused token so the prompt can appear. */
@@ -43,6 +44,9 @@ export const transport = createConnectTransport({
 
 /** The generated TaskService client, for streams and calls outside queries. */
 export const taskClient = createClient(TaskService, transport);
+
+/** The generated TaskControlService client (bulk actions run several calls per action). */
+export const controlClient = createClient(TaskControlService, transport);
 
 /**
  * Whether an error means the server could not be reached (down, restarting, a proxy answering for

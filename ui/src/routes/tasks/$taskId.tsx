@@ -3,12 +3,13 @@ import { Link } from "wouter";
 import { useMutation } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { TaskService, type Task } from "../../../../src/gen/task/v1/task_pb.js";
+import { TaskControlService } from "../../../../src/gen/task/v1/control_pb.js";
+import { TaskService, TaskStatus, type Task } from "../../../../src/gen/task/v1/task_pb.js";
 import { HistoryTimeline } from "../../components/HistoryTimeline";
 import { JsonView } from "../../components/JsonView";
 import { LogTail } from "../../components/LogTail";
 import { StatusBadge } from "../../components/StatusBadge";
-import { canCancel, canRetry, durationMs, formatAbsolute, formatDuration, formatRelative, isTerminal, toDate } from "../../format";
+import { canCancel, canPause, canRetry, durationMs, formatAbsolute, formatDuration, formatRelative, isTerminal, toDate } from "../../format";
 import { useNow } from "../../hooks/useNow";
 import { useWatchTask } from "../../hooks/useWatchTask";
 import { taskClient } from "../../services/client";
@@ -181,7 +182,7 @@ function OutputPanel({ id, watchedLines, lastSeq, live }: { id: bigint; watchedL
   );
 }
 
-/** Cancel (with a confirmation), retry and clone, as the task's status allows. */
+/** Cancel (with a confirmation), pause, resume, retry and clone, as the task's status allows. */
 function TaskActions({ task, onRetried }: { task: Task; onRetried: () => void }) {
   const queryClient = useQueryClient();
   const [confirming, setConfirming] = useState(false);
@@ -195,6 +196,9 @@ function TaskActions({ task, onRetried }: { task: Task; onRetried: () => void })
     onSuccess: () => (onRetried(), done()),
     onError: (err) => setProblem(`Retry failed: ${errorText(err)}`),
   });
+  // The page's WatchTask stream shows the new status; the lists and counts are re-read.
+  const pause = useMutation(TaskControlService.method.pauseTask, { onSuccess: done, onError: (err) => setProblem(`Pause failed: ${errorText(err)}`) });
+  const resume = useMutation(TaskControlService.method.resumeTask, { onSuccess: done, onError: (err) => setProblem(`Resume failed: ${errorText(err)}`) });
 
   return (
     <div className="task-actions">
@@ -215,6 +219,16 @@ function TaskActions({ task, onRetried }: { task: Task; onRetried: () => void })
             Cancel
           </button>
         ))}
+      {canPause(task.status) && (
+        <button type="button" disabled={pause.isPending} onClick={() => (setProblem(""), pause.mutate({ id: task.id }))}>
+          {pause.isPending ? "Pausing…" : "Pause"}
+        </button>
+      )}
+      {task.status === TaskStatus.PAUSED && (
+        <button type="button" className="primary" disabled={resume.isPending} onClick={() => (setProblem(""), resume.mutate({ id: task.id }))}>
+          {resume.isPending ? "Resuming…" : "Resume"}
+        </button>
+      )}
       {canRetry(task.status) && (
         <button type="button" className="primary" disabled={retry.isPending} onClick={() => (setProblem(""), retry.mutate({ id: task.id }))}>
           {retry.isPending ? "Retrying…" : "Retry"}

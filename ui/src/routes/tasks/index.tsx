@@ -10,8 +10,8 @@ import { TaskTable } from "../../components/TaskTable";
 import { fromLocalInput, STATUSES, statusName, toLocalInput } from "../../format";
 import { useLiveTaskList } from "../../hooks/useLiveTasks";
 import { useNow } from "../../hooks/useNow";
-import { applyToTasks, BULK_ACTIONS, type BulkAction, type BulkOutcome } from "../../services/bulk-actions";
-import { taskClient } from "../../services/client";
+import { BULK_ACTIONS, countBulk, runBulk, selectionFor, type BulkAction, type BulkCount, type BulkTarget } from "../../services/bulk-actions";
+import { controlClient } from "../../services/client";
 import { errorText } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
 import { PAGE_SIZES, parseSearchText, parseTaskListSearch, taskListSearchString, type TaskListSearch } from "./index.schema";
@@ -177,7 +177,7 @@ export function TaskList() {
             {data.totalCount === 1n ? "1 task" : `${data.totalCount.toLocaleString()}${data.totalCountExact ? "" : "+"} tasks`}
             {filtered ? " match these filters" : ""}
           </p>
-          <BulkActions selected={[...selected.values()]} onDone={() => setSelected(new Map())} />
+          <BulkActions selected={[...selected.values()]} onDone={() => setSelected(new Map())} search={search} total={data.totalCount} totalExact={data.totalCountExact} pageTasks={data.tasks} />
           {data.tasks.length === 0 ? (
             <p className="empty">{filtered ? "No tasks match these filters." : "No tasks yet."}</p>
           ) : (
@@ -226,35 +226,70 @@ export function TaskList() {
   );
 }
 
-/** The selection's action bar, its confirmation, and what the action did. */
-function BulkActions({ selected, onDone }: { selected: Task[]; onDone(): void }) {
+/** The selection's action bar, its confirmation with the server's dry-run count, and what the action did. */
+function BulkActions({ selected, onDone, search, total, totalExact, pageTasks }: {
+  selected: Task[];
+  onDone(): void;
+  search: TaskListSearch;
+  total: bigint;
+  totalExact: boolean;
+  pageTasks: Task[];
+}) {
   const queryClient = useQueryClient();
+  const [allMatching, setAllMatching] = useState(false);
   const [confirming, setConfirming] = useState<BulkAction | undefined>();
+  const [count, setCount] = useState<BulkCount | "error" | undefined>();
   const [busy, setBusy] = useState(false);
-  const [outcome, setOutcome] = useState<{ action: BulkAction; result: BulkOutcome } | undefined>();
+  const [outcome, setOutcome] = useState<{ action: BulkAction; text: string } | undefined>();
+  const filterKey = taskListSearchString({ ...search, cursor: "" });
+  useEffect(() => setAllMatching(false), [filterKey]);
 
-  async function run(action: BulkAction, tasks: Task[]) {
+  const target: BulkTarget = allMatching ? { kind: "filter", filter: search } : { kind: "ids", ids: selected.map((t) => t.id) };
+  const wholePageTicked = pageTasks.length > 0 && pageTasks.every((t) => selected.some((s) => s.id === t.id));
+  const canSelectAll = wholePageTicked && total > BigInt(pageTasks.length) && selectionFor({ kind: "filter", filter: search }) !== undefined;
+
+  async function open(action: BulkAction) {
+    setConfirming(action);
+    setCount(undefined);
+    try {
+      setCount(await countBulk(controlClient, action, target));
+    } catch {
+      setCount("error");
+    }
+  }
+  async function run(action: BulkAction) {
     setBusy(true);
     try {
-      const result = await applyToTasks(taskClient, action, tasks.map((t) => t.id));
-      setOutcome({ action, result });
+      const result = await runBulk(controlClient, action, target);
+      setOutcome({ action, text: `${result.changed === 1n ? "1 task" : `${result.changed.toLocaleString()} tasks`} ${BULK_ACTIONS[action].done}` });
+      setAllMatching(false);
       onDone();
-      await invalidateTaskLists(queryClient);
+    } catch (err) {
+      setOutcome({ action, text: `${BULK_ACTIONS[action].label} failed: ${errorText(err)}` });
     } finally {
       setBusy(false);
       setConfirming(undefined);
+      await invalidateTaskLists(queryClient);
     }
   }
 
-  const eligible = confirming ? selected.filter(BULK_ACTIONS[confirming].applies) : [];
+  const counted = count && count !== "error" ? count : undefined;
+  const n = (x: bigint) => (x === 1n ? "1 task" : `${x.toLocaleString()} tasks`);
   return (
     <>
-      {selected.length > 0 && <SelectionBar tasks={selected} onAction={setConfirming} onClear={onDone} />}
+      {(selected.length > 0 || allMatching) && (
+        <SelectionBar
+          tasks={selected}
+          allMatching={allMatching ? { total, exact: totalExact } : undefined}
+          onSelectAll={canSelectAll && !allMatching ? () => setAllMatching(true) : undefined}
+          total={total}
+          onAction={(a) => void open(a)}
+          onClear={() => (setAllMatching(false), onDone())}
+        />
+      )}
       {outcome && (
         <p className="bulk-outcome" role="status" data-testid="bulk-outcome">
-          {outcome.result.changed === 1 ? "1 task" : `${outcome.result.changed} tasks`} {BULK_ACTIONS[outcome.action].done}
-          {outcome.result.refused.length > 0 && `; ${outcome.result.refused.length} refused: ${outcome.result.refused.map((r) => `#${r.id} (${r.reason})`).join(", ")}`}
-          .{" "}
+          {outcome.text}.{" "}
           <button type="button" className="link-button" onClick={() => setOutcome(undefined)}>
             Dismiss
           </button>
@@ -262,18 +297,33 @@ function BulkActions({ selected, onDone }: { selected: Task[]; onDone(): void })
       )}
       {confirming && (
         <ConfirmDialog
-          title={`${BULK_ACTIONS[confirming].label} ${eligible.length === 1 ? "1 task" : `${eligible.length} tasks`}?`}
-          confirmLabel={busy ? "Working…" : `${BULK_ACTIONS[confirming].label} ${eligible.length}`}
+          title={counted ? `${BULK_ACTIONS[confirming].label} ${n(counted.eligible)}?` : `${BULK_ACTIONS[confirming].label} tasks?`}
+          confirmLabel={busy ? "Working…" : counted ? `${BULK_ACTIONS[confirming].label} ${counted.eligible.toLocaleString()}` : BULK_ACTIONS[confirming].label}
           danger={BULK_ACTIONS[confirming].danger}
-          busy={busy}
-          onConfirm={() => void run(confirming, eligible)}
+          busy={busy || !counted || counted.eligible === 0n}
+          onConfirm={() => void run(confirming)}
           onClose={() => setConfirming(undefined)}
         >
-          <p data-testid="confirm-count">
-            This will {BULK_ACTIONS[confirming].verb} {eligible.length === 1 ? "1 task" : `${eligible.length} tasks`}: {eligible.slice(0, 10).map((t) => `#${t.id}`).join(", ")}
-            {eligible.length > 10 ? ` and ${eligible.length - 10} more` : ""}.
-          </p>
-          {selected.length > eligible.length && <p className="muted">{selected.length - eligible.length} of the selected tasks cannot be {BULK_ACTIONS[confirming].done} in their status and are left alone.</p>}
+          {!count && <p className="muted">Counting…</p>}
+          {count === "error" && (
+            <p className="error-box" role="alert">
+              Could not count the tasks; nothing was changed.
+            </p>
+          )}
+          {counted && (
+            <>
+              <p data-testid="confirm-count">
+                This will {BULK_ACTIONS[confirming].verb} {n(counted.eligible)}
+                {allMatching ? " matching this filter" : ""}
+                {!allMatching && counted.eligible > 0n ? `: ${selected.filter(BULK_ACTIONS[confirming].applies).slice(0, 10).map((t) => `#${t.id}`).join(", ")}${counted.eligible > 10n ? " …" : ""}` : ""}.
+              </p>
+              {counted.matched > counted.eligible && (
+                <p className="muted">
+                  {counted.matched - counted.eligible === 1n ? "1 of the selected tasks" : `${(counted.matched - counted.eligible).toLocaleString()} of the selected tasks`} cannot be {BULK_ACTIONS[confirming].done} in their status and are left alone.
+                </p>
+              )}
+            </>
+          )}
         </ConfirmDialog>
       )}
     </>
