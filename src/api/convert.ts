@@ -63,6 +63,7 @@ export function taskToProto(row: TaskRow): Task {
     idempotencyKey: row.idempotency_key ?? "",
     scheduleId: row.schedule_id ? BigInt(row.schedule_id) : 0n,
     scheduledAt: optionalTimestamp(row.scheduled_at),
+    queue: row.queue,
   });
 }
 

@@ -23,11 +23,11 @@ export async function loadTasksWithHistory(db: Kysely<Database>, prefix: string)
   return rows;
 }
 
-/** graphile-worker run_task jobs still present, and how many of them are locked. */
+/** graphile-worker task jobs (run:<queue>:<type>) still present, and how many of them are locked. */
 export async function pendingJobCounts(db: Kysely<Database>): Promise<{ jobs: number; locked: number }> {
   const { rows } = await sql<{ jobs: number; locked: number }>`
     select count(*)::int as jobs, count(*) filter (where locked_at is not null)::int as locked
-    from graphile_worker.jobs where task_identifier = 'run_task'
+    from graphile_worker.jobs where starts_with(task_identifier, 'run:')
   `.execute(db);
   return rows[0] ?? { jobs: 0, locked: 0 };
 }
