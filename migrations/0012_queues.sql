@@ -14,7 +14,7 @@ create index if not exists tasks_waiting_queue_idx on tasks (queue, id) where st
 
 -- Settings of a queue. A queue without a row has the defaults (unlimited, not paused): a row is
 -- written the first time someone changes a setting, so creating tasks never writes here.
-create table if not exists queues (
+create table queues (
   name text primary key check (name ~ '^[a-z0-9][a-z0-9_.-]{0,63}$'),
   -- Most tasks of this queue RUNNING at once across every worker process; null = unlimited.
   concurrency integer check (concurrency is null or concurrency >= 0),
