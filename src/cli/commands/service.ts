@@ -41,8 +41,7 @@ function addServerFlags(cmd: Command): Command {
     .option("--api-token <token>", `accept this bearer token; repeatable (env ${configEnvNames.apiTokens}, comma-separated)`, collect)
     .option("--insecure", `allow a non-loopback --host without API tokens (env ${configEnvNames.allowInsecure})`)
     .option("--cors-origin <origin>", `let browser pages on this origin call the API; repeatable, * for any (env ${configEnvNames.corsOrigins}, comma-separated)`, collect)
-    .option("--enable-shell", `allow shell tasks: remote code execution by design (env ${configEnvNames.enableShell})`)
-    .option("--queues <names>", `queues the built-in workers serve, comma-separated (env ${configEnvNames.workerQueues}, default: default)`);
+    .option("--enable-shell", `allow shell tasks: remote code execution by design (env ${configEnvNames.enableShell})`);
 }
 
 function serverOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
@@ -162,6 +161,7 @@ export function registerServiceCommands(program: Command, io: CliIO): void {
       .command("up")
       .description("Run everything on this machine: an embedded PostgreSQL (unless DATABASE_URL is set), the API server and workers. Prints the address and the database URL.")
       .option("--workers <n>", `worker concurrency in this process; 0 runs the API alone (env ${configEnvNames.workerConcurrency}, default 10)`)
+      .option("--queues <names>", `queues the built-in workers serve, comma-separated (env ${configEnvNames.workerQueues}, default: default)`)
       .addHelpText("after", envHelp),
   ).action(async (flags: ServerFlags & { workers?: string }, cmd: Command) => {
     const overrides = serverOverrides(flags, cmd.optsWithGlobals<GlobalOptions>());
