@@ -86,26 +86,26 @@ describe("a queue's concurrency limit across worker processes", () => {
 });
 
 describe("task-cli queue pause / resume with worker processes", () => {
-  it("pause stops new starts within a second; running attempts finish; resume restarts them", async () => {
-    await Promise.all([1, 2, 3].map(() => worker(["-n", "2", "--queues", "pq"])));
-    const ids = await createMany("pq", 40, "sleep 0.3");
-    await waitFor(async () => (await countIn("pq", "succeeded")) >= 4, "some pq tasks to finish", 60_000);
-    const paused = await runCli(["--address", api.server.url, "queue", "pause", "pq"]);
+  it("`queue pause default` stops new starts within a second; running attempts finish; resume restarts them", async () => {
+    await Promise.all([1, 2, 3].map(() => worker(["-n", "2"])));
+    const ids = await createMany("default", 40, "sleep 0.3");
+    await waitFor(async () => (await countIn("default", "succeeded")) >= 4, "some default tasks to finish", 60_000);
+    const paused = await runCli(["--address", api.server.url, "queue", "pause", "default"]);
     expect(paused.code, paused.stderr).toBe(0);
     const { rows } = await pool().query("select now() as at");
     const pausedAt = rows[0].at as Date;
     await new Promise((r) => setTimeout(r, 2_000));
-    const { rows: late } = await pool().query("select count(*)::int as n from tasks where queue = 'pq' and started_at > $1::timestamptz + interval '1 second'", [pausedAt]);
+    const { rows: late } = await pool().query("select count(*)::int as n from tasks where queue = 'default' and started_at > $1::timestamptz + interval '1 second'", [pausedAt]);
     expect(late[0].n).toBe(0);
     // The attempts that were running when the queue was paused finished.
-    expect(await countIn("pq", "running")).toBe(0);
-    const waiting = await countIn("pq", "queued");
+    expect(await countIn("default", "running")).toBe(0);
+    const waiting = await countIn("default", "queued");
     expect(waiting).toBeGreaterThan(0);
 
-    const resumed = await runCli(["--address", api.server.url, "queue", "resume", "pq"]);
+    const resumed = await runCli(["--address", api.server.url, "queue", "resume", "default"]);
     expect(resumed.code, resumed.stderr).toBe(0);
-    await waitFor(async () => (await countIn("pq", "running")) > 0 || (await countIn("pq", "queued")) < waiting, "a pq task to start after resume", 3_000);
-    await waitFor(async () => (await countIn("pq", "succeeded")) === ids.length, "every pq task to succeed", 120_000);
+    await waitFor(async () => (await countIn("default", "running")) > 0 || (await countIn("default", "queued")) < waiting, "a default task to start after resume", 3_000);
+    await waitFor(async () => (await countIn("default", "succeeded")) === ids.length, "every default task to succeed", 120_000);
     await stopAll();
   });
 });
