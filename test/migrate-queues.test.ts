@@ -47,7 +47,7 @@ describe("migration 0012 on a database with pending run_task jobs", () => {
     for (const r of rows) {
       await db.pool.query(`select graphile_worker.add_job('run_task', json_build_object('taskId', $1::text, 'attempt', 1), job_key => 'task:' || $1)`, [r.id]);
     }
-    expect((await migrate(db, logger)).applied).toEqual(["0012_queues"]);
+    expect((await migrate(db, logger)).applied).toContain("0012_queues");
     const { rows: jobs } = await db.pool.query(
       `select j.key, j.task_identifier, p.flags from graphile_worker.jobs j join graphile_worker._private_jobs p on p.id = j.id order by j.key`,
     );
