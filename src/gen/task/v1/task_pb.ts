@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ixgUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiwwEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRQoPVGFza1N0YXR1c0NvdW50EiMKBnN0YXR1cxgBIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgCIAEoAyJ5CgtUYXNrTG9nTGluZRILCgNzZXEYASABKAUSDwoHYXR0ZW1wdBgCIAEoBRIOCgZzdHJlYW0YAyABKAkSDAoEbGluZRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFIloKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgiNAoQV2F0Y2hUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAiABKAgijgEKEVdhdGNoVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2tIABIsCgdoaXN0b3J5GAIgASgLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5SAASIwoDbG9nGAMgASgLMhQudGFzay52MS5UYXNrTG9nTGluZUgAQgcKBWV2ZW50IpwCChFDcmVhdGVUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSKwoKcGFyYW1ldGVycxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBCABKAUSFAoMbWF4X2F0dGVtcHRzGAUgASgFEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGcnVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYiQgoSQ3JlYXRlVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sSDwoHY3JlYXRlZBgCIAEoCCI/ChJDcmVhdGVUYXNrc1JlcXVlc3QSKQoFdGFza3MYASADKAsyGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0IjMKE0NyZWF0ZVRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2siHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siowIKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAxITCgtuYW1lX3ByZWZpeBhkIAEoCRIxCg1jcmVhdGVkX2FmdGVyGGUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRhmIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiogEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUSGQoRdG90YWxfY291bnRfZXhhY3QYBiABKAgiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCKJAQobR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEigKBmNvdW50cxgBIAMoCzIYLnRhc2sudjEuVGFza1N0YXR1c0NvdW50Eg0KBXRvdGFsGAIgASgDEjEKC3R5cGVfY291bnRzGAMgAygLMhwudGFzay52MS5UYXNrVHlwZVN0YXR1c0NvdW50IlcKE1Rhc2tUeXBlU3RhdHVzQ291bnQSDAoEdHlwZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlKtoBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFUVVNfUVVFVUVEEAESFwoTVEFTS19TVEFUVVNfUlVOTklORxACEhgKFFRBU0tfU1RBVFVTX1JFVFJZSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYSFgoSVEFTS19TVEFUVVNfUEFVU0VEEAcynAcKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABEloKEUdldFRhc2tUaHJvdWdocHV0EiEudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlcXVlc3QaIi50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2QEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMbGl2ZV93b3JrZXJzGDIgASgFIkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBSJaChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKrAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIrMCChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMSDgoGcXVldWVzGDIgAygJEhMKC25hbWVfcHJlZml4GGQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGGYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoRTGlzdFRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBRITCgtwYWdlX251bWJlchgFIAEoBRIZChF0b3RhbF9jb3VudF9leGFjdBgGIAEoCCIjChVHZXRUYXNrSGlzdG9yeVJlcXVlc3QSCgoCaWQYASABKAMiRAoWR2V0VGFza0hpc3RvcnlSZXNwb25zZRIqCgdoaXN0b3J5GAEgAygLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5IhwKGkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0Ir4BChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMSMQoLdHlwZV9jb3VudHMYAyADKAsyHC50YXNrLnYxLlRhc2tUeXBlU3RhdHVzQ291bnQSMwoMcXVldWVfY291bnRzGDIgAygLMh0udGFzay52MS5UYXNrUXVldWVTdGF0dXNDb3VudCJZChRUYXNrUXVldWVTdGF0dXNDb3VudBINCgVxdWV1ZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiVwoTVGFza1R5cGVTdGF0dXNDb3VudBIMCgR0eXBlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIOCgZyZWFzb24YAiABKAkiMQoSQ2FuY2VsVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siHgoQUmV0cnlUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIwChFSZXRyeVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIhYKFExpc3RUYXNrVHlwZXNSZXF1ZXN0IjkKFUxpc3RUYXNrVHlwZXNSZXNwb25zZRIgCgV0eXBlcxgBIAMoCzIRLnRhc2sudjEuVGFza1R5cGUq2gEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQBzKcBwoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESWgoRR2V0VGFza1Rocm91Z2hwdXQSIS50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVxdWVzdBoiLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -172,6 +172,13 @@ export type Task = Message<"task.v1.Task"> & {
   scheduledAt?: Timestamp | undefined;
 
   /**
+   * The queue the task waits in (see QueueService).
+   *
+   * @generated from field: string queue = 50;
+   */
+  queue: string;
+
+  /**
    * The task's own retry policy; unset: the workers' configured policy.
    *
    * @generated from field: task.v1.TaskBackoff backoff = 60;
@@ -280,6 +287,14 @@ export type TaskType = Message<"task.v1.TaskType"> & {
    * @generated from field: google.protobuf.Duration default_timeout = 6;
    */
   defaultTimeout?: Duration | undefined;
+
+  /**
+   * Live worker processes that run this type (in any queue). 0: no worker serves it, and its tasks
+   * wait QUEUED until one that enables it starts (see WorkerService).
+   *
+   * @generated from field: int32 live_workers = 50;
+   */
+  liveWorkers: number;
 };
 
 /**
@@ -545,6 +560,14 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
   idempotencyKey: string;
 
   /**
+   * The queue to wait in; empty means "default". 1-64 characters: a-z, 0-9, "_", "-", ".",
+   * starting with a letter or digit; anything else is INVALID_ARGUMENT.
+   *
+   * @generated from field: string queue = 50;
+   */
+  queue: string;
+
+  /**
    * Unset means the workers' configured policy (TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS).
    *
    * @generated from field: task.v1.TaskBackoff backoff = 60;
@@ -710,6 +733,13 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
   scheduleIds: bigint[];
 
   /**
+   * Only tasks in these queues (at most 100); empty means any.
+   *
+   * @generated from field: repeated string queues = 50;
+   */
+  queues: string[];
+
+  /**
    * Only tasks whose name starts with this (case-sensitive; at most 200 characters); empty means any.
    *
    * @generated from field: string name_prefix = 100;
@@ -862,6 +892,13 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
    * @generated from field: repeated task.v1.TaskTypeStatusCount type_counts = 3;
    */
   typeCounts: TaskTypeStatusCount[];
+
+  /**
+   * One entry per queue and status that has tasks, ordered by queue, then status.
+   *
+   * @generated from field: repeated task.v1.TaskQueueStatusCount queue_counts = 50;
+   */
+  queueCounts: TaskQueueStatusCount[];
 };
 
 /**
@@ -870,6 +907,35 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 21);
+
+/**
+ * TaskQueueStatusCount is the number of tasks in one queue in one status.
+ *
+ * @generated from message task.v1.TaskQueueStatusCount
+ */
+export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
+  /**
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * @generated from field: task.v1.TaskStatus status = 2;
+   */
+  status: TaskStatus;
+
+  /**
+   * @generated from field: int64 count = 3;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message task.v1.TaskQueueStatusCount.
+ * Use `create(TaskQueueStatusCountSchema)` to create a new message.
+ */
+export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -898,7 +964,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -922,7 +988,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -939,7 +1005,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -956,7 +1022,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -973,7 +1039,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -986,7 +1052,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1003,7 +1069,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
