@@ -59,7 +59,7 @@ describe("dashboard static files", () => {
   });
 
   it("answers the dashboard's routes with the page, and other paths with 404", async () => {
-    for (const route of ["/tasks", "/tasks/42", "/tasks/new?type=shell", "/tasks?status=failed"]) {
+    for (const route of ["/tasks", "/tasks/42", "/tasks/new?type=shell", "/tasks?status=failed", "/schedules", "/queues"]) {
       const res = await fetch(`${site.url}${route}`);
       expect(res.status, route).toBe(200);
       expect(await res.text(), route).toContain("<title>Tasks</title>");

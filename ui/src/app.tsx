@@ -7,6 +7,7 @@ import { TaskList } from "./routes/tasks/index";
 import { TaskDetail } from "./routes/tasks/$taskId";
 import { NewTask } from "./routes/tasks/new";
 import { ScheduleList } from "./routes/schedules";
+import { QueueList } from "./routes/queues";
 
 /** Which section a path belongs to, for the navigation's "current page" mark. */
 function section(path: string): string {
@@ -33,6 +34,7 @@ function Pages() {
       <Route path="/tasks/new" component={NewTask} />
       <Route path="/tasks/:id">{(params) => <TaskDetail idText={params.id} />}</Route>
       <Route path="/schedules" component={ScheduleList} />
+      <Route path="/queues" component={QueueList} />
       <Route>
         <h1>Not found</h1>
         <p>
@@ -62,6 +64,7 @@ export function App() {
           <NavLink href="/tasks">Tasks</NavLink>
           <NavLink href="/tasks/new">New task</NavLink>
           <NavLink href="/schedules">Schedules</NavLink>
+          <NavLink href="/queues">Queues</NavLink>
         </nav>
         {currentToken() && auth.kind === "ok" && (
           <button type="button" className="link-button sign-out" onClick={() => (forgetToken(), window.location.reload())}>

@@ -29,7 +29,7 @@ describe("TaskTable", () => {
   it("labels every cell, for the card layout on phones", () => {
     render(<TaskTable tasks={[task(1n, "a", TaskStatus.QUEUED)]} now={now} caption="Tasks" />);
     const labels = screen.getAllByRole("cell").map((c) => c.getAttribute("data-label"));
-    expect(labels).toEqual(["ID", "Name", "Type", "Status", "Attempts", "Created", "Updated"]);
+    expect(labels).toEqual(["ID", "Name", "Type", "Queue", "Status", "Attempts", "Created", "Updated"]);
   });
 
   it("with a selection, ticks rows one by one or the whole page, and marks the page box mixed", () => {

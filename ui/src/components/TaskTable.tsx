@@ -51,6 +51,7 @@ export function TaskTable({ tasks, now, caption, stale = false, selection }: { t
           <th scope="col">ID</th>
           <th scope="col">Name</th>
           <th scope="col">Type</th>
+          <th scope="col">Queue</th>
           <th scope="col">Status</th>
           <th scope="col">Attempts</th>
           <th scope="col">Created</th>
@@ -74,6 +75,7 @@ export function TaskTable({ tasks, now, caption, stale = false, selection }: { t
               </Link>
             </td>
             <td data-label="Type">{t.type}</td>
+            <td data-label="Queue">{t.queue || "default"}</td>
             <td data-label="Status">
               <StatusBadge status={t.status} />
             </td>

@@ -8,6 +8,7 @@ import { durationMs, formatDuration, STATUSES, statusName } from "../format";
 import { useLiveStatusCounts, useLiveTaskList } from "../hooks/useLiveTasks";
 import { useNow } from "../hooks/useNow";
 import { useThroughput } from "../hooks/useThroughput";
+import { useLiveQueues, useLiveWorkers } from "../hooks/useLiveQueues";
 import { errorText } from "../services/field-errors";
 
 /** Counts per status and type, the last hour's throughput, what is running, recent failures, and the task types. */
@@ -18,6 +19,10 @@ export function Overview() {
   const failed = useLiveTaskList({ statuses: [TaskStatus.FAILED], pageSize: 5 });
   const types = useQuery(TaskService.method.listTaskTypes, {});
   const throughput = useThroughput();
+  const queues = useLiveQueues();
+  const workers = useLiveWorkers();
+  const slots = workers.data?.workers.reduce((n, w) => n + w.slots, 0) ?? 0;
+  const busy = workers.data?.workers.reduce((n, w) => n + w.busy, 0) ?? 0;
   const byStatus = new Map(counts.data?.counts.map((c) => [c.status, c.count]));
 
   return (
@@ -75,6 +80,48 @@ export function Overview() {
           {counts.data ? <TypeCounts counts={counts.data.typeCounts} /> : <p className="muted">…</p>}
         </section>
       </div>
+
+      <section aria-labelledby="queues-title" className="card">
+        <h2 id="queues-title">
+          Queues and workers <Link href="/queues" className="see-all">manage</Link>
+        </h2>
+        <p data-testid="workers-alive">
+          {workers.data
+            ? workers.data.workers.length === 0
+              ? "No worker is running: tasks wait until one starts (task-cli serve)."
+              : `${workers.data.workers.length === 1 ? "1 worker" : `${workers.data.workers.length} workers`} alive, ${busy} of ${slots} slots busy.`
+            : "…"}
+        </p>
+        {queues.data && queues.data.queues.length > 0 && (
+          <div className="type-counts-wrap">
+            <table className="type-counts" data-testid="queue-summary">
+              <thead>
+                <tr>
+                  <th scope="col">Queue</th>
+                  <th scope="col">Running</th>
+                  <th scope="col">Waiting</th>
+                  <th scope="col">Oldest waiting</th>
+                  <th scope="col">Workers</th>
+                </tr>
+              </thead>
+              <tbody>
+                {queues.data.queues.map((q) => (
+                  <tr key={q.name} data-queue={q.name}>
+                    <th scope="row">
+                      <Link href={`/tasks?queue=${encodeURIComponent(q.name)}`}>{q.name}</Link>
+                      {q.paused && <span className="tag">paused</span>}
+                    </th>
+                    <td data-label="Running">{q.running.toLocaleString()}</td>
+                    <td data-label="Waiting">{q.waiting.toLocaleString()}</td>
+                    <td data-label="Oldest waiting">{q.oldestWaitingAge ? formatDuration(durationMs(q.oldestWaitingAge)) : "—"}</td>
+                    <td data-label="Workers">{q.workers}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </section>
 
       <div className="two-columns">
         <section aria-labelledby="running-title">

@@ -45,7 +45,7 @@ export type BulkTarget = { kind: "ids"; ids: bigint[] } | { kind: "filter"; filt
 export function selectionFor(target: BulkTarget): MessageInitShape<typeof TaskSelectionSchema> | undefined {
   if (target.kind === "ids") return { ids: target.ids };
   const f = target.filter;
-  if (f.name || f.schedules.length > 0 || f.ids.length > 0 || (f as { queues?: string[] }).queues?.length) return undefined;
+  if (f.name || f.schedules.length > 0 || f.ids.length > 0 || f.queues.length > 0) return undefined;
   const filtered = f.statuses.length > 0 || f.types.length > 0 || !!f.createdAfter || !!f.createdBefore;
   return {
     statuses: f.statuses,

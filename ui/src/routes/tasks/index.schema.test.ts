@@ -5,7 +5,7 @@ import { DEFAULT_PAGE_SIZE, parseIds, parseSearchText, parseTaskListSearch, task
 describe("the tasks view in the URL", () => {
   it("reads filters, search and paging, and writes them back the same, defaults left out", () => {
     const s = parseTaskListSearch("?status=running,failed&type=shell&id=7,3&schedule=4&size=100&cursor=djE6MTA");
-    expect(s).toEqual({ statuses: [TaskStatus.RUNNING, TaskStatus.FAILED], types: ["shell"], ids: [7n, 3n], schedules: [4n], name: "", createdAfter: undefined, createdBefore: undefined, cursor: "djE6MTA", pageSize: 100 });
+    expect(s).toEqual({ statuses: [TaskStatus.RUNNING, TaskStatus.FAILED], types: ["shell"], queues: [], ids: [7n, 3n], schedules: [4n], name: "", createdAfter: undefined, createdBefore: undefined, cursor: "djE6MTA", pageSize: 100 });
     expect(taskListSearchString(s)).toBe("status=running,failed&type=shell&id=7,3&schedule=4&size=100&cursor=djE6MTA");
     expect(taskListSearchString(parseTaskListSearch(""))).toBe("");
     expect(taskListSearchString({ ...parseTaskListSearch(""), pageSize: DEFAULT_PAGE_SIZE })).toBe("");
@@ -27,6 +27,12 @@ describe("the tasks view in the URL", () => {
     expect(parseIds("")).toEqual([]);
     expect(parseIds("12 twelve")).toBeUndefined();
     expect(parseIds("0")).toBeUndefined();
+  });
+
+  it("keeps queues, sorted, and drops names that cannot be queues", () => {
+    const s = parseTaskListSearch("?queue=mail,bulk,Not%20A%20Queue");
+    expect(s.queues).toEqual(["mail", "bulk"]);
+    expect(taskListSearchString(s)).toBe("queue=bulk,mail");
   });
 
   it("keeps a name search and a time range, in UTC", () => {

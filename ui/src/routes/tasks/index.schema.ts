@@ -5,6 +5,8 @@ import { STATUSES, statusFromName, statusName } from "../../format";
 export interface TaskListSearch {
   statuses: TaskStatus[];
   types: string[];
+  /** Only tasks in these queues. */
+  queues: string[];
   /** Search by id: only these tasks. */
   ids: bigint[];
   /** Only tasks these schedules created (the schedules view links here). */
@@ -61,6 +63,7 @@ export function parseTaskListSearch(search: string): TaskListSearch {
   const params = new URLSearchParams(search);
   const statuses = STATUSES.filter((s) => list(params, "status").some((n) => statusFromName(n) === s));
   const types = [...new Set(list(params, "type"))];
+  const queues = [...new Set(list(params, "queue"))].filter((q) => /^[a-z0-9][a-z0-9_.-]{0,63}$/.test(q));
   const ids = parseIds(list(params, "id").join(",")) ?? [];
   const schedules = parseIds(list(params, "schedule").join(",")) ?? [];
   const size = Number(params.get("size"));
@@ -71,6 +74,7 @@ export function parseTaskListSearch(search: string): TaskListSearch {
   return {
     statuses,
     types,
+    queues,
     ids,
     schedules,
     name: (params.get("name") ?? "").slice(0, MAX_NAME),
@@ -86,6 +90,7 @@ export function taskListSearchString(s: TaskListSearch): string {
   const params = new URLSearchParams();
   if (s.statuses.length > 0) params.set("status", [...s.statuses].sort((a, b) => a - b).map((st) => statusName(st).toLowerCase()).join(","));
   if (s.types.length > 0) params.set("type", [...s.types].sort().join(","));
+  if (s.queues.length > 0) params.set("queue", [...s.queues].sort().join(","));
   if (s.ids.length > 0) params.set("id", s.ids.join(","));
   if (s.schedules.length > 0) params.set("schedule", s.schedules.join(","));
   if (s.name) params.set("name", s.name);

@@ -3,6 +3,7 @@ import { Link, useLocation, useSearch } from "wouter";
 import { useQuery } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { QueueService } from "../../../../src/gen/task/v1/queue_pb.js";
 import { TaskService, type Task, type TaskStatus } from "../../../../src/gen/task/v1/task_pb.js";
 import { ConfirmDialog } from "../../components/ConfirmDialog";
 import { SelectionBar } from "../../components/SelectionBar";
@@ -45,9 +46,11 @@ export function TaskList() {
   const filter = (change: Partial<TaskListSearch>) => go({ ...search, ...change, cursor: "" });
 
   const types = useQuery(TaskService.method.listTaskTypes, {});
+  const queueList = useQuery(QueueService.method.listQueues, {});
   const list = useLiveTaskList({
     statuses: search.statuses,
     types: search.types,
+    queues: search.queues,
     ids: search.ids,
     scheduleIds: search.schedules,
     namePrefix: search.name,
@@ -73,7 +76,8 @@ export function TaskList() {
   useEffect(() => setSelected(new Map()), [filterKey]);
 
   const knownTypes = [...new Set([...(types.data?.types.map((t) => t.name) ?? []), ...search.types])];
-  const filtered = search.statuses.length + search.types.length + search.ids.length + search.schedules.length > 0 || !!search.name || !!search.createdAfter || !!search.createdBefore;
+  const knownQueues = [...new Set([...(queueList.data?.queues.map((q) => q.name) ?? []), ...search.queues])];
+  const filtered = search.statuses.length + search.types.length + search.queues.length + search.ids.length + search.schedules.length > 0 || !!search.name || !!search.createdAfter || !!search.createdBefore;
   const data = list.data;
   const selection = {
     selected: new Set(selected.keys()),
@@ -118,6 +122,18 @@ export function TaskList() {
             ))}
           </div>
         </fieldset>
+        {knownQueues.length > 1 || search.queues.length > 0 ? (
+          <fieldset>
+            <legend>Queue</legend>
+            <div className="chips">
+              {knownQueues.map((q) => (
+                <button key={q} type="button" className="chip" aria-pressed={search.queues.includes(q)} onClick={() => filter({ queues: toggle(search.queues, q) })}>
+                  {q}
+                </button>
+              ))}
+            </div>
+          </fieldset>
+        ) : null}
         {search.schedules.length > 0 && (
           <fieldset>
             <legend>Schedule</legend>
@@ -160,7 +176,7 @@ export function TaskList() {
           </div>
         </fieldset>
         {filtered && (
-          <button type="button" className="link-button" onClick={() => (setText(""), go({ ...search, statuses: [], types: [], ids: [], schedules: [], name: "", createdAfter: undefined, createdBefore: undefined, cursor: "" }))}>
+          <button type="button" className="link-button" onClick={() => (setText(""), go({ ...search, statuses: [], types: [], queues: [], ids: [], schedules: [], name: "", createdAfter: undefined, createdBefore: undefined, cursor: "" }))}>
             Clear filters
           </button>
         )}
