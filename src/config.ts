@@ -86,8 +86,13 @@ export const configSchema = z.object({
   reconcileIntervalMs: z.coerce.number().int().min(0).default(1_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
-  /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
-  maxLogLinesPerTask: z.coerce.number().int().min(1).default(10_000),
+  /**
+   * TASK_MAX_LOG_LINES: output lines kept per attempt: the first half and the last half, with one
+   * marker line between saying how many were dropped.
+   */
+  maxLogLinesPerTask: z.coerce.number().int().min(2).default(10_000),
+  /** TASK_MAX_LOG_BYTES: output kept per attempt (characters), halved the same way as the lines. */
+  maxLogBytesPerTask: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
   /** TASK_SHELL_KILL_GRACE_MS: after SIGTERM to a shell task's process group, wait this long before SIGKILL. */
   shellKillGraceMs: z.coerce.number().int().min(0).default(5_000),
   /**
@@ -177,6 +182,7 @@ const envNames: Record<keyof Config, string> = {
   reconcileCron: "TASK_RECONCILE_CRON",
   reconcileIntervalMs: "TASK_RECONCILE_INTERVAL_MS",
   maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
+  maxLogBytesPerTask: "TASK_MAX_LOG_BYTES",
   shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
   shellUser: "TASK_SHELL_USER",
   spoolDir: "TASK_SPOOL_DIR",

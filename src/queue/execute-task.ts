@@ -10,7 +10,7 @@ import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
-import { TaskLogSink } from "./log-sink.js";
+import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
 
@@ -43,6 +43,8 @@ export interface ExecuteDeps {
   logger: Logger;
   backoff: BackoffPolicy;
   maxLogLinesPerTask: number;
+  /** Output kept per attempt, in characters (default 16 MiB). */
+  maxLogBytesPerTask?: number;
   /** Largest result stored (JSON bytes); larger ones are replaced by a note. */
   maxResultBytes?: number;
   /**
@@ -95,7 +97,13 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   shutdown.addEventListener("abort", onShutdown, { once: true });
   if (shutdown.aborted) onShutdown();
   const timer = setTimeout(() => controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)), task.timeout_ms);
-  const sink = new TaskLogSink(deps.db.kysely, taskId, attempt, deps.maxLogLinesPerTask, logger);
+  const sink = new TaskLogSink(
+    deps.db.kysely,
+    taskId,
+    attempt,
+    { maxLines: deps.maxLogLinesPerTask, maxBytes: deps.maxLogBytesPerTask ?? DEFAULT_MAX_LOG_BYTES },
+    logger,
+  );
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);

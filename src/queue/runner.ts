@@ -47,6 +47,7 @@ export interface WorkerOptions {
     | "heartbeatIntervalMs"
     | "pollIntervalMs"
     | "maxLogLinesPerTask"
+    | "maxLogBytesPerTask"
     | "maxResultBytes"
     | "leaseMs"
     | "reconcileCron"
@@ -129,6 +130,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     logger,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     maxLogLinesPerTask: config.maxLogLinesPerTask,
+    maxLogBytesPerTask: config.maxLogBytesPerTask,
     maxResultBytes: config.maxResultBytes,
     inFlight,
     watchdogMs,
