@@ -141,6 +141,13 @@ export const configSchema = z.object({
   httpMaxConnections: z.coerce.number().int().min(1).default(1_000),
   /** TASK_MAX_HEALTH_WATCHERS: open grpc.health.v1 Watch streams (unauthenticated); further ones get ResourceExhausted. */
   maxHealthWatchers: z.coerce.number().int().min(1).default(1_000),
+  /** TASK_WATCH_HEARTBEAT_MS: a WatchTasks stream gets a heartbeat after this long without a message. */
+  watchHeartbeatMs: z.coerce.number().int().min(100).max(300_000).default(10_000),
+  /**
+   * TASK_WATCH_MAX_QUEUED: changes queued for one WatchTasks stream whose reader is slow; past it
+   * the stream gets one resync message instead (its memory stays bounded).
+   */
+  watchMaxQueued: z.coerce.number().int().min(10).max(1_000_000).default(1_000),
   /**
    * TASK_ALLOWED_HOSTS: Host header names (port ignored) the API answers when it runs without tokens,
    * against DNS rebinding. Unset: loopback names (localhost, 127.x.x.x, [::1]) on a loopback listener.
@@ -201,6 +208,8 @@ const envNames: Record<keyof Config, string> = {
   http2MaxConcurrentStreams: "TASK_HTTP2_MAX_STREAMS",
   httpMaxConnections: "TASK_HTTP_MAX_CONNECTIONS",
   maxHealthWatchers: "TASK_MAX_HEALTH_WATCHERS",
+  watchHeartbeatMs: "TASK_WATCH_HEARTBEAT_MS",
+  watchMaxQueued: "TASK_WATCH_MAX_QUEUED",
   allowedHosts: "TASK_ALLOWED_HOSTS",
   emailAllowedSenders: "TASK_EMAIL_ALLOWED_SENDERS",
   logLevel: "LOG_LEVEL",

@@ -46,6 +46,7 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
     | "allowedHosts"
     | "maxHealthWatchers"
   > &
+    Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
     Partial<Pick<Config, "corsOrigins">>;
 }
 
@@ -190,7 +191,12 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
   // Counts, list totals and the gauge above read task_counts plus unfolded deltas; keep those few.
   const countRollup = keepTaskCountsFolded(deps.db.kysely, deps.logger);
-  const feed = new TaskFeed(deps.db.kysely, events, deps.logger, { ...DEFAULT_FEED_OPTIONS, ...deps.feedOptions });
+  const feed = new TaskFeed(deps.db.kysely, events, deps.logger, {
+    ...DEFAULT_FEED_OPTIONS,
+    heartbeatMs: deps.config.watchHeartbeatMs ?? DEFAULT_FEED_OPTIONS.heartbeatMs,
+    maxQueued: deps.config.watchMaxQueued ?? DEFAULT_FEED_OPTIONS.maxQueued,
+    ...deps.feedOptions,
+  });
   const handler = withCors(buildHandler({ ...deps, events, feed }), deps.config.corsOrigins ?? []);
   const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
