@@ -99,7 +99,8 @@ export function registerObserveCommands(parents: Command[], io: CliIO): void {
             for (let next = from ?? 1; ; ) {
               const page = await client.getTaskLogs({ id, from: next, to, attempt, stream, limit: 5000 });
               if (next === (from ?? 1) && page.lines.length === 0 && g.output === "table") {
-                io.stderr.write(`task ${id} has no output${from !== undefined || to !== undefined ? " in that range" : " (yet)"} (${page.totalLines} lines in all)\n`);
+                const ranged = from !== undefined || to !== undefined;
+                io.stderr.write(ranged ? `task ${id} has no output in that range (${page.totalLines} lines in all)\n` : `task ${id} has no output (yet)\n`);
               }
               for (const line of page.lines) printLine(io, g.output, line);
               afterSeq = page.lines.at(-1)?.seq ?? afterSeq;
