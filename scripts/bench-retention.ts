@@ -85,7 +85,7 @@ async function load(db: Db): Promise<void> {
   await db.pool.query(
     // One chunk of two lines per task (task_logs holds chunks since migration 0014).
     `insert into task_logs (task_id, first_seq, last_seq, attempt, streams, lines, created_at)
-     select id, 1, 2, 1, 'oo', array['line 1 of a finished task', 'line 2 of a finished task'], created_at from tasks where name like 'bench-%'`,
+     select id, 1, 2, 1, 'oo', E'line 1 of a finished task\\nline 2 of a finished task', created_at from tasks where name like 'bench-%'`,
   );
   await db.pool.query("vacuum analyze tasks, task_history, task_logs");
 }

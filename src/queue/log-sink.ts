@@ -22,8 +22,8 @@ const FLUSH_INTERVAL_MS = 250;
 const CHUNK_LINES = 1_000;
 const CHUNK_BYTES = 256 * 1024;
 /** Past this much output waiting to be stored, write() says "slow down" (false). */
-const HIGH_WATER_LINES = 4 * CHUNK_LINES;
-const HIGH_WATER_BYTES = 4 * CHUNK_BYTES;
+const HIGH_WATER_LINES = 16 * CHUNK_LINES;
+const HIGH_WATER_BYTES = 16 * CHUNK_BYTES;
 /** How often the kept tail of a capped attempt is rewritten while it runs. */
 const TAIL_CHECKPOINT_MS = 2_000;
 /** What a line cut past the cap ends with (past the cap a line counts once however long). */
@@ -84,6 +84,7 @@ export class TaskLogSink implements CaptureSink {
   private waiters: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
+  private flushing = false;
   private tail: TailEntry[] = [];
   private tailStart = 0;
   private tailKeptLines = 0;
@@ -242,23 +243,28 @@ export class TaskLogSink implements CaptureSink {
   private flush(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
-    const batch = this.buffer;
-    const bytes = this.bufferBytes;
-    this.buffer = [];
-    this.bufferBytes = 0;
-    if (batch.length === 0) return this.chain;
-    const first = this.headQueued + 1;
-    this.headQueued += batch.length;
-    // Chained, so chunks are stored in order.
+    if (this.flushing || this.buffer.length === 0) return this.chain;
+    this.flushing = true;
+    // One writer per attempt, chained so chunks are stored in order. Whatever was buffered while
+    // a statement ran goes in the next one (several chunks, one round trip): group commit.
     this.chain = this.chain.then(async () => {
-      try {
-        const base = await this.loadBase();
-        await insertLogChunks(this.db, this.taskId, chunked(base + first, this.attempt, batch));
-      } catch (err) {
-        await this.noteLoss(first, batch.length, err);
-      } finally {
-        this.settle(batch.length, bytes);
+      while (this.buffer.length > 0) {
+        const batch = this.buffer;
+        const bytes = this.bufferBytes;
+        this.buffer = [];
+        this.bufferBytes = 0;
+        const first = this.headQueued + 1;
+        this.headQueued += batch.length;
+        try {
+          const base = await this.loadBase();
+          await insertLogChunks(this.db, this.taskId, chunked(base + first, this.attempt, batch));
+        } catch (err) {
+          await this.noteLoss(first, batch.length, err);
+        } finally {
+          this.settle(batch.length, bytes);
+        }
       }
+      this.flushing = false;
     });
     return this.chain;
   }

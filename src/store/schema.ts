@@ -61,7 +61,8 @@ export interface TaskLogsTable {
   attempt: number;
   /** One character per line: o = stdout, e = stderr, s = system. */
   streams: string;
-  lines: string[];
+  /** The lines joined by LF (a newline inside a line is stored as U+2424). */
+  lines: string;
   created_at: Generated<Date>;
 }
 

@@ -24,6 +24,8 @@ export interface LogChunk {
 
 /** What a NUL character becomes: PostgreSQL text (and jsonb) cannot hold U+0000. */
 export const NUL_REPLACEMENT = "\u2400";
+/** What a newline inside one line becomes: a chunk's lines are stored joined by LF. */
+export const NEWLINE_REPLACEMENT = "\u2424";
 
 const STREAM_CODE = { stdout: "o", stderr: "e", system: "s" } as const;
 const CODE_STREAM: Record<string, LogStream> = { o: "stdout", e: "stderr", s: "system" };
@@ -32,7 +34,12 @@ const CODE_STREAM: Record<string, LogStream> = { o: "stdout", e: "stderr", s: "s
 function chunkJson(chunk: LogChunk) {
   let streams = "";
   for (const l of chunk.lines) streams += STREAM_CODE[l.stream];
-  return { f: chunk.firstSeq, l: chunk.firstSeq + chunk.lines.length - 1, a: chunk.attempt, s: streams, x: chunk.lines.map((l) => l.line) };
+  let text = "";
+  for (let i = 0; i < chunk.lines.length; i++) {
+    const line = chunk.lines[i]!.line;
+    text += (i === 0 ? "" : "\n") + (line.includes("\n") ? line.replaceAll("\n", NEWLINE_REPLACEMENT) : line);
+  }
+  return { f: chunk.firstSeq, l: chunk.firstSeq + chunk.lines.length - 1, a: chunk.attempt, s: streams, x: text };
 }
 
 /**
@@ -40,12 +47,13 @@ function chunkJson(chunk: LogChunk) {
  * stored is skipped, so replaying a write is harmless.
  */
 export async function insertLogChunks(db: Kysely<Database>, taskId: string, chunks: LogChunk[]): Promise<void> {
-  const json = JSON.stringify(chunks.filter((c) => c.lines.length > 0).map(chunkJson));
-  if (json === "[]") return;
+  const rows = chunks.filter((c) => c.lines.length > 0).map(chunkJson);
+  if (rows.length === 0) return;
+  // Arrays of a few elements (one per chunk), each line text one value: no per-line encoding.
   await sql`
     insert into task_logs (task_id, first_seq, last_seq, attempt, streams, lines)
     select ${taskId}::bigint, x.f, x.l, x.a, x.s, x.x
-    from jsonb_to_recordset(${json}::jsonb) as x(f int, l int, a int, s text, x text[])
+    from unnest(${rows.map((r) => r.f)}::int[], ${rows.map((r) => r.l)}::int[], ${rows.map((r) => r.a)}::int[], ${rows.map((r) => r.s)}::text[], ${rows.map((r) => r.x)}::text[]) as x(f, l, a, s, x)
     on conflict do nothing
   `.execute(db);
 }
@@ -90,7 +98,7 @@ interface ChunkRow {
   last_seq: number;
   attempt: number;
   streams: string;
-  lines: string[];
+  lines: string;
   created_at: Date;
 }
 
@@ -101,15 +109,17 @@ export interface LogFilter {
 }
 
 function* unpack(row: ChunkRow, filter: LogFilter): Generator<StoredLogLine> {
-  for (let i = 0; i < row.lines.length; i++) {
+  const lines = row.lines.split("\n");
+  for (let i = 0; i < lines.length; i++) {
     const stream = CODE_STREAM[row.streams[i]!] ?? "system";
     if (filter.stream && stream !== filter.stream) continue;
-    yield { seq: row.first_seq + i, attempt: row.attempt, stream, line: row.lines[i]!, created_at: row.created_at };
+    yield { seq: row.first_seq + i, attempt: row.attempt, stream, line: lines[i]!, created_at: row.created_at };
   }
 }
 
-/** Chunks read per query while scanning: a chunk holds up to ~1,000 lines. */
+/** Chunks read per query while scanning (a chunk holds up to ~1,000 lines): few at first, more as a scan goes on. */
 const CHUNKS_PER_READ = 16;
+const FIRST_READ = 2;
 
 function chunkQuery(db: Kysely<Database>, taskId: string, filter: LogFilter) {
   let q = db.selectFrom("task_logs").select(["first_seq", "last_seq", "attempt", "streams", "lines", "created_at"]).where("task_id", "=", taskId);
@@ -124,8 +134,8 @@ function chunkQuery(db: Kysely<Database>, taskId: string, filter: LogFilter) {
 export async function readLogRange(db: Kysely<Database>, taskId: string, from: number, to: number, limit: number, filter: LogFilter = {}): Promise<StoredLogLine[]> {
   const out: StoredLogLine[] = [];
   let after = from - 1;
-  for (;;) {
-    const rows = (await chunkQuery(db, taskId, filter).where("last_seq", ">", after).orderBy("last_seq").limit(CHUNKS_PER_READ).execute()) as ChunkRow[];
+  for (let batch = to - from < 500 && !filter.stream ? 1 : FIRST_READ; ; batch = Math.min(CHUNKS_PER_READ, batch * 2)) {
+    const rows = (await chunkQuery(db, taskId, filter).where("last_seq", ">", after).orderBy("last_seq").limit(batch).execute()) as ChunkRow[];
     for (const row of rows) {
       if (row.first_seq > to) return out;
       for (const line of unpack(row, filter)) {
@@ -135,7 +145,7 @@ export async function readLogRange(db: Kysely<Database>, taskId: string, from: n
       }
       after = row.last_seq;
     }
-    if (rows.length < CHUNKS_PER_READ) return out;
+    if (rows.length < batch) return out;
   }
 }
 
@@ -150,8 +160,8 @@ export async function readLogTail(db: Kysely<Database>, taskId: string, count: n
   let have = 0;
   // Line numbers are int4: start just past the largest.
   let before = 2_147_483_648;
-  while (have < count) {
-    const rows = (await chunkQuery(db, taskId, filter).where("last_seq", "<", sql<number>`${before}::bigint`).orderBy("last_seq", "desc").limit(CHUNKS_PER_READ).execute()) as ChunkRow[];
+  for (let batch = count <= 500 ? 1 : FIRST_READ; have < count; batch = Math.min(CHUNKS_PER_READ, batch * 2)) {
+    const rows = (await chunkQuery(db, taskId, filter).where("last_seq", "<", sql<number>`${before}::bigint`).orderBy("last_seq", "desc").limit(batch).execute()) as ChunkRow[];
     for (const row of rows) {
       const lines = [...unpack(row, filter)];
       chunks.push(lines);
@@ -159,7 +169,7 @@ export async function readLogTail(db: Kysely<Database>, taskId: string, count: n
       before = row.first_seq;
       if (have >= count) break;
     }
-    if (rows.length < CHUNKS_PER_READ) break;
+    if (rows.length < batch) break;
   }
   return chunks.reverse().flat().slice(-count);
 }
