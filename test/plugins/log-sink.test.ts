@@ -28,7 +28,7 @@ function open(taskId: string, attempt: number, cap: number): TaskLogSink {
 }
 
 async function stored(taskId: string) {
-  const lines = await listLogLines(database.db.kysely, taskId, 0, 10_000);
+  const lines = await listLogLines(database.db.kysely, taskId, 0, 100_000);
   return lines.map(({ created_at: _, ...line }) => line);
 }
 
