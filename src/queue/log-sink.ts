@@ -28,6 +28,8 @@ const HIGH_WATER_BYTES = 16 * CHUNK_BYTES;
 const TAIL_CHECKPOINT_MS = 2_000;
 /** What a line cut past the cap ends with (past the cap a line counts once however long). */
 export const TAIL_CUT_MARKER = " [line cut]";
+/** The largest line number task_logs can hold (int4). */
+const MAX_SEQ = 2_147_483_647;
 
 type Stream = LogLine["stream"];
 type Line = Pick<LogLine, "stream" | "line">;
@@ -289,12 +291,15 @@ export class TaskLogSink implements CaptureSink {
     this.chain = this.chain.then(async () => {
       if (!this.tailDirty && (!final || this.tailLines === 0)) return;
       this.tailDirty = false;
-      const { kept, total } = this.decodeTail(final);
-      if (total === 0) return;
-      const dropped = total - kept.length;
+      const { kept, total: written } = this.decodeTail(final);
+      if (written === 0) return;
+      const base = this.base ?? (await this.loadBase().catch(() => 0));
+      // Line numbers are int4: past 2^31-1 lines the count saturates (the marker says "at least").
+      const total = Math.min(written, MAX_SEQ - base - this.headLines);
+      const saturated = total < written;
+      const dropped = Math.max(0, total - kept.length);
       try {
-        const base = await this.loadBase();
-        const after = base + this.headLines;
+        const after = (await this.loadBase()) + this.headLines;
         const chunks: LogChunk[] = [];
         if (dropped > 0) {
           const word = dropped === 1 ? "line" : "lines";
@@ -305,7 +310,7 @@ export class TaskLogSink implements CaptureSink {
             lines: [
               {
                 stream: "system",
-                line: `[output truncated: ${dropped.toLocaleString("en-US")} ${word} dropped (${range}); kept the first ${this.headLines.toLocaleString("en-US")} and the last ${kept.length.toLocaleString("en-US")} lines of attempt ${this.attempt}]`,
+                line: `[output truncated: ${saturated ? "at least " : ""}${dropped.toLocaleString("en-US")} ${word} dropped (${range}); kept the first ${this.headLines.toLocaleString("en-US")} and the last ${kept.length.toLocaleString("en-US")} lines of attempt ${this.attempt}]`,
               },
             ],
           });
