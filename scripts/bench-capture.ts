@@ -6,11 +6,38 @@
  * 1,000,000 stored lines. Prints figures; asserts nothing.
  */
 import { sql } from "kysely";
+import { shellPlugin } from "../src/plugins/shell.js";
 import { TaskLogSink } from "../src/queue/log-sink.js";
 import type { Logger } from "../src/logger.js";
 import type { Db } from "../src/store/db.js";
 import { countLogLines, readLogRange, readLogTail } from "../src/store/task-logs.js";
 import { insertTasks } from "../src/store/tasks.js";
+
+export interface ShellFigures {
+  mb: number;
+  seconds: number;
+  lines: number;
+  rssBeforeMb: number;
+  rssPeakMb: number;
+}
+
+/** `yes | head -c <mb>M` through the shell plugin into a real sink, timed, with this process's RSS sampled. */
+export async function benchShellCapture(db: Db, logger: Logger, mb: number): Promise<ShellFigures> {
+  const [taskId] = await newTasks(db, 1);
+  const sink = new TaskLogSink(db.kysely, taskId!, 1, { maxLines: 10_000, maxBytes: 16 * 1024 * 1024 }, logger);
+  const plugin = shellPlugin({ enabled: true, killGraceMs: 1_000 });
+  const rssBeforeMb = process.memoryUsage().rss / 1024 / 1024;
+  let rssPeakMb = rssBeforeMb;
+  const sampler = setInterval(() => (rssPeakMb = Math.max(rssPeakMb, process.memoryUsage().rss / 1024 / 1024)), 100);
+  const t0 = performance.now();
+  try {
+    const result = await plugin.run({ command: `yes | head -c ${mb}M` }, { signal: new AbortController().signal, taskId: taskId!, attempt: 1, logger, output: sink });
+    await sink.close();
+    return { mb, seconds: (performance.now() - t0) / 1000, lines: Number(result.stdout_lines), rssBeforeMb, rssPeakMb };
+  } finally {
+    clearInterval(sampler);
+  }
+}
 
 export interface CaptureFigures {
   chunkedOne: number;
