@@ -12,7 +12,36 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEi8AQKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipgEKEFRhc2tIaXN0b3J5RW50cnkSCgoCaWQYASABKAMSDwoHdGFza19pZBgCIAEoAxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgEIAEoBRIPCgdkZXRhaWxzGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsMBCghUYXNrVHlwZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEjEKEHBhcmFtZXRlcl9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB2VuYWJsZWQYBCABKAgSHAoUZGVmYXVsdF9tYXhfYXR0ZW1wdHMYBSABKAUSMgoPZGVmYXVsdF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswEKEkdldFRhc2tMb2dzUmVxdWVzdBIKCgJpZBgBIAEoAxIRCglhZnRlcl9zZXEYAiABKAUSDQoFbGltaXQYAyABKAUSEQoEZnJvbRhGIAEoBUgAiAEBEg8KAnRvGEcgASgFSAGIAQESEQoEdGFpbBhIIAEoBUgCiAEBEg8KB2F0dGVtcHQYSSABKAUSDgoGc3RyZWFtGEogASgJQgcKBV9mcm9tQgUKA190b0IHCgVfdGFpbCKFAQoTR2V0VGFza0xvZ3NSZXNwb25zZRIjCgVsaW5lcxgBIAMoCzIULnRhc2sudjEuVGFza0xvZ0xpbmUSEAoIbGFzdF9zZXEYAiABKAUSDAoEbW9yZRgDIAEoCBITCgt0b3RhbF9saW5lcxhGIAEoBRIUCgxzdG9yZWRfbGluZXMYRyABKAUiNAoQV2F0Y2hUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAiABKAgijgEKEVdhdGNoVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2tIABIsCgdoaXN0b3J5GAIgASgLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5SAASIwoDbG9nGAMgASgLMhQudGFzay52MS5UYXNrTG9nTGluZUgAQgcKBWV2ZW50IvUBChFDcmVhdGVUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSKwoKcGFyYW1ldGVycxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBCABKAUSFAoMbWF4X2F0dGVtcHRzGAUgASgFEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGcnVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkiQgoSQ3JlYXRlVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sSDwoHY3JlYXRlZBgCIAEoCCI/ChJDcmVhdGVUYXNrc1JlcXVlc3QSKQoFdGFza3MYASADKAsyGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0IjMKE0NyZWF0ZVRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2siHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sipwEKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAyKiAQoRTGlzdFRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBRITCgtwYWdlX251bWJlchgFIAEoBRIZChF0b3RhbF9jb3VudF9leGFjdBgGIAEoCCIjChVHZXRUYXNrSGlzdG9yeVJlcXVlc3QSCgoCaWQYASABKAMiRAoWR2V0VGFza0hpc3RvcnlSZXNwb25zZRIqCgdoaXN0b3J5GAEgAygLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5IhwKGkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0IokBChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMSMQoLdHlwZV9jb3VudHMYAyADKAsyHC50YXNrLnYxLlRhc2tUeXBlU3RhdHVzQ291bnQiVwoTVGFza1R5cGVTdGF0dXNDb3VudBIMCgR0eXBlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIOCgZyZWFzb24YAiABKAkiMQoSQ2FuY2VsVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siHgoQUmV0cnlUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIwChFSZXRyeVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIhYKFExpc3RUYXNrVHlwZXNSZXF1ZXN0IjkKFUxpc3RUYXNrVHlwZXNSZXNwb25zZRIgCgV0eXBlcxgBIAMoCzIRLnRhc2sudjEuVGFza1R5cGUiTgoRV2F0Y2hUYXNrc1JlcXVlc3QSKQoGZmlsdGVyGAEgASgLMhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0Eg4KBmN1cnNvchgCIAEoCSKaAQoSV2F0Y2hUYXNrc1Jlc3BvbnNlEiUKBmNoYW5nZRgBIAEoCzITLnRhc2sudjEuVGFza0NoYW5nZUgAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnRhc2sudjEuV2F0Y2hIZWFydGJlYXRIABImCgZyZXN5bmMYAyABKAsyFC50YXNrLnYxLldhdGNoUmVzeW5jSABCBwoFZXZlbnQi4gIKClRhc2tDaGFuZ2USJgoEa2luZBgBIAEoDjIYLnRhc2sudjEuVGFza0NoYW5nZS5LaW5kEhsKBHRhc2sYAiABKAsyDS50YXNrLnYxLlRhc2sSIwoGc3RhdHVzGAMgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEiwKD3ByZXZpb3VzX3N0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAUgASgFEg8KB2RldGFpbHMYBiABKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAggASgJIloKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEhAKDEtJTkRfQ1JFQVRFRBABEhcKE0tJTkRfU1RBVFVTX0NIQU5HRUQQAhIRCg1LSU5EX0ZJTklTSEVEEAMiSgoOV2F0Y2hIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi0KC1dhdGNoUmVzeW5jEg4KBmN1cnNvchgBIAEoCRIOCgZyZWFzb24YAiABKAkqwgEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBjKJBwoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESRwoKV2F0Y2hUYXNrcxIaLnRhc2sudjEuV2F0Y2hUYXNrc1JlcXVlc3QaGy50YXNrLnYxLldhdGNoVGFza3NSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ixgUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiwwEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRQoPVGFza1N0YXR1c0NvdW50EiMKBnN0YXR1cxgBIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgCIAEoAyJ5CgtUYXNrTG9nTGluZRILCgNzZXEYASABKAUSDwoHYXR0ZW1wdBgCIAEoBRIOCgZzdHJlYW0YAyABKAkSDAoEbGluZRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKzAQoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBRIRCgRmcm9tGEYgASgFSACIAQESDwoCdG8YRyABKAVIAYgBARIRCgR0YWlsGEggASgFSAKIAQESDwoHYXR0ZW1wdBhJIAEoBRIOCgZzdHJlYW0YSiABKAlCBwoFX2Zyb21CBQoDX3RvQgcKBV90YWlsIoUBChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIEhMKC3RvdGFsX2xpbmVzGEYgASgFEhQKDHN0b3JlZF9saW5lcxhHIAEoBSI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQinAIKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRIlCgdiYWNrb2ZmGDwgASgLMhQudGFzay52MS5UYXNrQmFja29mZiJCChJDcmVhdGVUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzaxIPCgdjcmVhdGVkGAIgASgIIj8KEkNyZWF0ZVRhc2tzUmVxdWVzdBIpCgV0YXNrcxgBIAMoCzIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QiMwoTQ3JlYXRlVGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzayIcCg5HZXRUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIuCg9HZXRUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayKnAQoQTGlzdFRhc2tzUmVxdWVzdBIlCghzdGF0dXNlcxgBIAMoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgV0eXBlcxgCIAMoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRITCgtwYWdlX251bWJlchgFIAEoBRILCgNpZHMYBiADKAMSFAoMc2NoZWR1bGVfaWRzGCggAygDIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QiiQEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudCJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCLiAgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkiWgoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAyJKCg5XYXRjaEhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoLV2F0Y2hSZXN5bmMSDgoGY3Vyc29yGAEgASgJEg4KBnJlYXNvbhgCIAEoCSraAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEhYKElRBU0tfU1RBVFVTX1BBVVNFRBAHMokHCgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJHCgpXYXRjaFRhc2tzEhoudGFzay52MS5XYXRjaFRhc2tzUmVxdWVzdBobLnRhc2sudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+
+/**
+ * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
+ * min(max, base * 2^(n-1)), with equal jitter (half fixed, half random).
+ *
+ * @generated from message task.v1.TaskBackoff
+ */
+export type TaskBackoff = Message<"task.v1.TaskBackoff"> & {
+  /**
+   * At least 1ms, at most max.
+   *
+   * @generated from field: google.protobuf.Duration base = 1;
+   */
+  base?: Duration | undefined;
+
+  /**
+   * At most 24h.
+   *
+   * @generated from field: google.protobuf.Duration max = 2;
+   */
+  max?: Duration | undefined;
+};
+
+/**
+ * Describes the message task.v1.TaskBackoff.
+ * Use `create(TaskBackoffSchema)` to create a new message.
+ */
+export const TaskBackoffSchema: GenMessage<TaskBackoff> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 0);
 
 /**
  * Task is one unit of background work and its current state.
@@ -139,6 +168,20 @@ export type Task = Message<"task.v1.Task"> & {
    * @generated from field: google.protobuf.Timestamp scheduled_at = 41;
    */
   scheduledAt?: Timestamp | undefined;
+
+  /**
+   * The task's own retry policy; unset: the workers' configured policy.
+   *
+   * @generated from field: task.v1.TaskBackoff backoff = 60;
+   */
+  backoff?: TaskBackoff | undefined;
+
+  /**
+   * While PAUSED: when the pause began.
+   *
+   * @generated from field: google.protobuf.Timestamp paused_at = 61;
+   */
+  pausedAt?: Timestamp | undefined;
 };
 
 /**
@@ -146,7 +189,7 @@ export type Task = Message<"task.v1.Task"> & {
  * Use `create(TaskSchema)` to create a new message.
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 0);
+  messageDesc(file_task_v1_task, 1);
 
 /**
  * TaskHistoryEntry is one state change of a task, in the order it happened.
@@ -194,7 +237,7 @@ export type TaskHistoryEntry = Message<"task.v1.TaskHistoryEntry"> & {
  * Use `create(TaskHistoryEntrySchema)` to create a new message.
  */
 export const TaskHistoryEntrySchema: GenMessage<TaskHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 1);
+  messageDesc(file_task_v1_task, 2);
 
 /**
  * TaskType describes a registered plugin.
@@ -242,7 +285,7 @@ export type TaskType = Message<"task.v1.TaskType"> & {
  * Use `create(TaskTypeSchema)` to create a new message.
  */
 export const TaskTypeSchema: GenMessage<TaskType> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 2);
+  messageDesc(file_task_v1_task, 3);
 
 /**
  * TaskStatusCount is the number of tasks in one status.
@@ -266,7 +309,7 @@ export type TaskStatusCount = Message<"task.v1.TaskStatusCount"> & {
  * Use `create(TaskStatusCountSchema)` to create a new message.
  */
 export const TaskStatusCountSchema: GenMessage<TaskStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 3);
+  messageDesc(file_task_v1_task, 4);
 
 /**
  * TaskLogLine is one line of a task's output.
@@ -309,7 +352,7 @@ export type TaskLogLine = Message<"task.v1.TaskLogLine"> & {
  * Use `create(TaskLogLineSchema)` to create a new message.
  */
 export const TaskLogLineSchema: GenMessage<TaskLogLine> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 4);
+  messageDesc(file_task_v1_task, 5);
 
 /**
  * @generated from message task.v1.GetTaskLogsRequest
@@ -374,7 +417,7 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
  * Use `create(GetTaskLogsRequestSchema)` to create a new message.
  */
 export const GetTaskLogsRequestSchema: GenMessage<GetTaskLogsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 5);
+  messageDesc(file_task_v1_task, 6);
 
 /**
  * @generated from message task.v1.GetTaskLogsResponse
@@ -420,7 +463,7 @@ export type GetTaskLogsResponse = Message<"task.v1.GetTaskLogsResponse"> & {
  * Use `create(GetTaskLogsResponseSchema)` to create a new message.
  */
 export const GetTaskLogsResponseSchema: GenMessage<GetTaskLogsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 6);
+  messageDesc(file_task_v1_task, 7);
 
 /**
  * @generated from message task.v1.WatchTaskRequest
@@ -444,7 +487,7 @@ export type WatchTaskRequest = Message<"task.v1.WatchTaskRequest"> & {
  * Use `create(WatchTaskRequestSchema)` to create a new message.
  */
 export const WatchTaskRequestSchema: GenMessage<WatchTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 7);
+  messageDesc(file_task_v1_task, 8);
 
 /**
  * @generated from message task.v1.WatchTaskResponse
@@ -485,7 +528,7 @@ export type WatchTaskResponse = Message<"task.v1.WatchTaskResponse"> & {
  * Use `create(WatchTaskResponseSchema)` to create a new message.
  */
 export const WatchTaskResponseSchema: GenMessage<WatchTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 8);
+  messageDesc(file_task_v1_task, 9);
 
 /**
  * @generated from message task.v1.CreateTaskRequest
@@ -547,6 +590,13 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
    * @generated from field: string idempotency_key = 8;
    */
   idempotencyKey: string;
+
+  /**
+   * Unset means the workers' configured policy (TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS).
+   *
+   * @generated from field: task.v1.TaskBackoff backoff = 60;
+   */
+  backoff?: TaskBackoff | undefined;
 };
 
 /**
@@ -554,7 +604,7 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
  * Use `create(CreateTaskRequestSchema)` to create a new message.
  */
 export const CreateTaskRequestSchema: GenMessage<CreateTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 9);
+  messageDesc(file_task_v1_task, 10);
 
 /**
  * @generated from message task.v1.CreateTaskResponse
@@ -578,7 +628,7 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
  * Use `create(CreateTaskResponseSchema)` to create a new message.
  */
 export const CreateTaskResponseSchema: GenMessage<CreateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 10);
+  messageDesc(file_task_v1_task, 11);
 
 /**
  * @generated from message task.v1.CreateTasksRequest
@@ -595,7 +645,7 @@ export type CreateTasksRequest = Message<"task.v1.CreateTasksRequest"> & {
  * Use `create(CreateTasksRequestSchema)` to create a new message.
  */
 export const CreateTasksRequestSchema: GenMessage<CreateTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 11);
+  messageDesc(file_task_v1_task, 12);
 
 /**
  * @generated from message task.v1.CreateTasksResponse
@@ -614,7 +664,7 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
  * Use `create(CreateTasksResponseSchema)` to create a new message.
  */
 export const CreateTasksResponseSchema: GenMessage<CreateTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 12);
+  messageDesc(file_task_v1_task, 13);
 
 /**
  * @generated from message task.v1.GetTaskRequest
@@ -631,7 +681,7 @@ export type GetTaskRequest = Message<"task.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 13);
+  messageDesc(file_task_v1_task, 14);
 
 /**
  * @generated from message task.v1.GetTaskResponse
@@ -648,7 +698,7 @@ export type GetTaskResponse = Message<"task.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 14);
+  messageDesc(file_task_v1_task, 15);
 
 /**
  * @generated from message task.v1.ListTasksRequest
@@ -712,7 +762,7 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 15);
+  messageDesc(file_task_v1_task, 16);
 
 /**
  * @generated from message task.v1.ListTasksResponse
@@ -767,7 +817,7 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 16);
+  messageDesc(file_task_v1_task, 17);
 
 /**
  * @generated from message task.v1.GetTaskHistoryRequest
@@ -784,7 +834,7 @@ export type GetTaskHistoryRequest = Message<"task.v1.GetTaskHistoryRequest"> & {
  * Use `create(GetTaskHistoryRequestSchema)` to create a new message.
  */
 export const GetTaskHistoryRequestSchema: GenMessage<GetTaskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 17);
+  messageDesc(file_task_v1_task, 18);
 
 /**
  * @generated from message task.v1.GetTaskHistoryResponse
@@ -801,7 +851,7 @@ export type GetTaskHistoryResponse = Message<"task.v1.GetTaskHistoryResponse"> &
  * Use `create(GetTaskHistoryResponseSchema)` to create a new message.
  */
 export const GetTaskHistoryResponseSchema: GenMessage<GetTaskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 18);
+  messageDesc(file_task_v1_task, 19);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsRequest
@@ -814,7 +864,7 @@ export type GetTaskStatusCountsRequest = Message<"task.v1.GetTaskStatusCountsReq
  * Use `create(GetTaskStatusCountsRequestSchema)` to create a new message.
  */
 export const GetTaskStatusCountsRequestSchema: GenMessage<GetTaskStatusCountsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 19);
+  messageDesc(file_task_v1_task, 20);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsResponse
@@ -845,7 +895,7 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  * Use `create(GetTaskStatusCountsResponseSchema)` to create a new message.
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 20);
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -874,7 +924,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -898,7 +948,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -915,7 +965,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -932,7 +982,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -949,7 +999,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -962,7 +1012,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -979,7 +1029,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.WatchTasksRequest
@@ -1007,7 +1057,7 @@ export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * @generated from message task.v1.WatchTasksResponse
@@ -1047,7 +1097,7 @@ export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 30);
 
 /**
  * @generated from message task.v1.TaskChange
@@ -1105,7 +1155,7 @@ export type TaskChange = Message<"task.v1.TaskChange"> & {
  * Use `create(TaskChangeSchema)` to create a new message.
  */
 export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 30);
+  messageDesc(file_task_v1_task, 31);
 
 /**
  * @generated from enum task.v1.TaskChange.Kind
@@ -1136,7 +1186,7 @@ export enum TaskChange_Kind {
  * Describes the enum task.v1.TaskChange.Kind.
  */
 export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_task, 30, 0);
+  enumDesc(file_task_v1_task, 31, 0);
 
 /**
  * @generated from message task.v1.WatchHeartbeat
@@ -1158,7 +1208,7 @@ export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
  * Use `create(WatchHeartbeatSchema)` to create a new message.
  */
 export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 31);
+  messageDesc(file_task_v1_task, 32);
 
 /**
  * @generated from message task.v1.WatchResync
@@ -1180,7 +1230,7 @@ export type WatchResync = Message<"task.v1.WatchResync"> & {
  * Use `create(WatchResyncSchema)` to create a new message.
  */
 export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 32);
+  messageDesc(file_task_v1_task, 33);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
@@ -1235,6 +1285,14 @@ export enum TaskStatus {
    * @generated from enum value: TASK_STATUS_CANCELLED = 6;
    */
   CANCELLED = 6,
+
+  /**
+   * Held by a user (PauseTask): a waiting task starts no attempt, a running shell task's processes
+   * are stopped (SIGSTOP) and its timeout does not run, until ResumeTask.
+   *
+   * @generated from enum value: TASK_STATUS_PAUSED = 7;
+   */
+  PAUSED = 7,
 }
 
 /**
