@@ -64,6 +64,18 @@ export const configSchema = z.object({
    * localQueue), saving a round trip per job; unset means the worker's concurrency, 0 turns it off.
    */
   localQueueSize: z.coerce.number().int().min(0).max(10_000).optional(),
+  /**
+   * TASK_QUEUES: the queues a worker process serves (`serve --queues a,b`), comma-separated. Default
+   * `default` only: a task in a queue no live worker serves waits QUEUED (ListQueues shows 0 workers).
+   */
+  workerQueues: commaList
+    .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "each queue name is 1-64 of a-z, 0-9, _ - . starting with a letter or digit")).min(1, "name at least one queue"))
+    .default(["default"]),
+  /**
+   * TASK_PRIORITY_AGING_MS: a waiting task's effective priority rises by 1 for every this many ms it
+   * has been due, so low priorities do not starve (0: no aging). Applied by the reconcile pass.
+   */
+  priorityAgingMs: z.coerce.number().int().min(0).default(60_000),
   /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
   backoffBaseMs: z.coerce.number().int().min(1).default(1_000),
   /** TASK_BACKOFF_MAX_MS: longest delay between attempts. */
@@ -193,6 +205,8 @@ const envNames: Record<keyof Config, string> = {
   metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
   localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
+  workerQueues: "TASK_QUEUES",
+  priorityAgingMs: "TASK_PRIORITY_AGING_MS",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",
   backoffMaxMs: "TASK_BACKOFF_MAX_MS",
   shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",

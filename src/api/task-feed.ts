@@ -26,7 +26,7 @@ export interface TaskFeedOptions {
 
 export const DEFAULT_FEED_OPTIONS: TaskFeedOptions = { pollMs: 1_000, heartbeatMs: 10_000, maxQueued: 1_000, batchRows: 500 };
 
-type Filter = Pick<TaskFilter, "statuses" | "types" | "ids" | "scheduleIds">;
+type Filter = Pick<TaskFilter, "statuses" | "types" | "ids" | "scheduleIds" | "queues">;
 
 /** One change, ready to send, with what a filter looks at. */
 interface Change {
@@ -41,6 +41,7 @@ function matches(filter: Filter, c: Change): boolean {
   if (filter.statuses.length > 0 && !filter.statuses.includes(row.status) && !(row.previous_status && filter.statuses.includes(row.previous_status))) return false;
   if (filter.types.length > 0 && !filter.types.includes(task.type)) return false;
   if (filter.ids.length > 0 && !filter.ids.includes(task.id)) return false;
+  if (filter.queues && filter.queues.length > 0 && !filter.queues.includes(task.queue)) return false;
   if (filter.scheduleIds && filter.scheduleIds.length > 0 && !(task.schedule_id && filter.scheduleIds.includes(task.schedule_id))) return false;
   return true;
 }

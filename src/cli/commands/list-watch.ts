@@ -17,10 +17,10 @@ const REDRAW_MS = 200;
  * JSON object with --output json). Reconnects with backoff from the last cursor, so nothing is
  * missed or repeated; a resync re-reads the list. Runs until interrupted.
  */
-export async function watchTaskList(io: CliIO, g: GlobalOptions, filter: { statuses: TaskStatus[]; types: string[]; pageSize: number }, signal?: AbortSignal): Promise<void> {
+export async function watchTaskList(io: CliIO, g: GlobalOptions, filter: { statuses: TaskStatus[]; types: string[]; queues?: string[]; pageSize: number }, signal?: AbortSignal): Promise<void> {
   const client = taskClient(g);
   const pageSize = filter.pageSize || 50;
-  const listFilter = { statuses: filter.statuses, types: filter.types };
+  const listFilter = { statuses: filter.statuses, types: filter.types, queues: filter.queues ?? [] };
   const tasks = new Map<bigint, Task>();
   let total = 0n;
   const tty = io.isTTY && g.output === "table";

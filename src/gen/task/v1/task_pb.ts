@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ixgUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiwwEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRQoPVGFza1N0YXR1c0NvdW50EiMKBnN0YXR1cxgBIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgCIAEoAyJ5CgtUYXNrTG9nTGluZRILCgNzZXEYASABKAUSDwoHYXR0ZW1wdBgCIAEoBRIOCgZzdHJlYW0YAyABKAkSDAoEbGluZRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKzAQoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBRIRCgRmcm9tGEYgASgFSACIAQESDwoCdG8YRyABKAVIAYgBARIRCgR0YWlsGEggASgFSAKIAQESDwoHYXR0ZW1wdBhJIAEoBRIOCgZzdHJlYW0YSiABKAlCBwoFX2Zyb21CBQoDX3RvQgcKBV90YWlsIoUBChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIEhMKC3RvdGFsX2xpbmVzGEYgASgFEhQKDHN0b3JlZF9saW5lcxhHIAEoBSI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQinAIKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRIlCgdiYWNrb2ZmGDwgASgLMhQudGFzay52MS5UYXNrQmFja29mZiJCChJDcmVhdGVUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzaxIPCgdjcmVhdGVkGAIgASgIIj8KEkNyZWF0ZVRhc2tzUmVxdWVzdBIpCgV0YXNrcxgBIAMoCzIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QiMwoTQ3JlYXRlVGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzayIcCg5HZXRUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIuCg9HZXRUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayKnAQoQTGlzdFRhc2tzUmVxdWVzdBIlCghzdGF0dXNlcxgBIAMoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgV0eXBlcxgCIAMoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRITCgtwYWdlX251bWJlchgFIAEoBRILCgNpZHMYBiADKAMSFAoMc2NoZWR1bGVfaWRzGCggAygDIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QiiQEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudCJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCLiAgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkiWgoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAyJKCg5XYXRjaEhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoLV2F0Y2hSZXN5bmMSDgoGY3Vyc29yGAEgASgJEg4KBnJlYXNvbhgCIAEoCSraAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEhYKElRBU0tfU1RBVFVTX1BBVVNFRBAHMokHCgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJHCgpXYXRjaFRhc2tzEhoudGFzay52MS5XYXRjaFRhc2tzUmVxdWVzdBobLnRhc2sudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2QEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMbGl2ZV93b3JrZXJzGDIgASgFIkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswEKEkdldFRhc2tMb2dzUmVxdWVzdBIKCgJpZBgBIAEoAxIRCglhZnRlcl9zZXEYAiABKAUSDQoFbGltaXQYAyABKAUSEQoEZnJvbRhGIAEoBUgAiAEBEg8KAnRvGEcgASgFSAGIAQESEQoEdGFpbBhIIAEoBUgCiAEBEg8KB2F0dGVtcHQYSSABKAUSDgoGc3RyZWFtGEogASgJQgcKBV9mcm9tQgUKA190b0IHCgVfdGFpbCKFAQoTR2V0VGFza0xvZ3NSZXNwb25zZRIjCgVsaW5lcxgBIAMoCzIULnRhc2sudjEuVGFza0xvZ0xpbmUSEAoIbGFzdF9zZXEYAiABKAUSDAoEbW9yZRgDIAEoCBITCgt0b3RhbF9saW5lcxhGIAEoBRIUCgxzdG9yZWRfbGluZXMYRyABKAUiNAoQV2F0Y2hUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAiABKAgijgEKEVdhdGNoVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2tIABIsCgdoaXN0b3J5GAIgASgLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5SAASIwoDbG9nGAMgASgLMhQudGFzay52MS5UYXNrTG9nTGluZUgAQgcKBWV2ZW50IqsCChFDcmVhdGVUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSKwoKcGFyYW1ldGVycxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBCABKAUSFAoMbWF4X2F0dGVtcHRzGAUgASgFEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGcnVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYiQgoSQ3JlYXRlVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sSDwoHY3JlYXRlZBgCIAEoCCI/ChJDcmVhdGVUYXNrc1JlcXVlc3QSKQoFdGFza3MYASADKAsyGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0IjMKE0NyZWF0ZVRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2siHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sitwEKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAxIOCgZxdWV1ZXMYMiADKAkiogEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUSGQoRdG90YWxfY291bnRfZXhhY3QYBiABKAgiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCK+AQobR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEigKBmNvdW50cxgBIAMoCzIYLnRhc2sudjEuVGFza1N0YXR1c0NvdW50Eg0KBXRvdGFsGAIgASgDEjEKC3R5cGVfY291bnRzGAMgAygLMhwudGFzay52MS5UYXNrVHlwZVN0YXR1c0NvdW50EjMKDHF1ZXVlX2NvdW50cxgyIAMoCzIdLnRhc2sudjEuVGFza1F1ZXVlU3RhdHVzQ291bnQiWQoUVGFza1F1ZXVlU3RhdHVzQ291bnQSDQoFcXVldWUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIlcKE1Rhc2tUeXBlU3RhdHVzQ291bnQSDAoEdHlwZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlIk4KEVdhdGNoVGFza3NSZXF1ZXN0EikKBmZpbHRlchgBIAEoCzIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBIOCgZjdXJzb3IYAiABKAkimgEKEldhdGNoVGFza3NSZXNwb25zZRIlCgZjaGFuZ2UYASABKAsyEy50YXNrLnYxLlRhc2tDaGFuZ2VIABIsCgloZWFydGJlYXQYAiABKAsyFy50YXNrLnYxLldhdGNoSGVhcnRiZWF0SAASJgoGcmVzeW5jGAMgASgLMhQudGFzay52MS5XYXRjaFJlc3luY0gAQgcKBWV2ZW50IuICCgpUYXNrQ2hhbmdlEiYKBGtpbmQYASABKA4yGC50YXNrLnYxLlRhc2tDaGFuZ2UuS2luZBIbCgR0YXNrGAIgASgLMg0udGFzay52MS5UYXNrEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIsCg9wcmV2aW91c19zdGF0dXMYBCABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgFIAEoBRIPCgdkZXRhaWxzGAYgASgJEi4KCmNoYW5nZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgIIAEoCSJaCgRLaW5kEhQKEEtJTkRfVU5TUEVDSUZJRUQQABIQCgxLSU5EX0NSRUFURUQQARIXChNLSU5EX1NUQVRVU19DSEFOR0VEEAISEQoNS0lORF9GSU5JU0hFRBADIkoKDldhdGNoSGVhcnRiZWF0Eg4KBmN1cnNvchgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCItCgtXYXRjaFJlc3luYxIOCgZjdXJzb3IYASABKAkSDgoGcmVhc29uGAIgASgJKtoBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFUVVNfUVVFVUVEEAESFwoTVEFTS19TVEFUVVNfUlVOTklORxACEhgKFFRBU0tfU1RBVFVTX1JFVFJZSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYSFgoSVEFTS19TVEFUVVNfUEFVU0VEEAcyiQcKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABEkcKCldhdGNoVGFza3MSGi50YXNrLnYxLldhdGNoVGFza3NSZXF1ZXN0GhsudGFzay52MS5XYXRjaFRhc2tzUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -170,6 +170,13 @@ export type Task = Message<"task.v1.Task"> & {
   scheduledAt?: Timestamp | undefined;
 
   /**
+   * The queue the task waits in (see QueueService).
+   *
+   * @generated from field: string queue = 50;
+   */
+  queue: string;
+
+  /**
    * The task's own retry policy; unset: the workers' configured policy.
    *
    * @generated from field: task.v1.TaskBackoff backoff = 60;
@@ -278,6 +285,14 @@ export type TaskType = Message<"task.v1.TaskType"> & {
    * @generated from field: google.protobuf.Duration default_timeout = 6;
    */
   defaultTimeout?: Duration | undefined;
+
+  /**
+   * Live worker processes that run this type (in any queue). 0: no worker serves it, and its tasks
+   * wait QUEUED until one that enables it starts (see WorkerService).
+   *
+   * @generated from field: int32 live_workers = 50;
+   */
+  liveWorkers: number;
 };
 
 /**
@@ -592,6 +607,14 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
   idempotencyKey: string;
 
   /**
+   * The queue to wait in; empty means "default". 1-64 characters: a-z, 0-9, "_", "-", ".",
+   * starting with a letter or digit; anything else is INVALID_ARGUMENT.
+   *
+   * @generated from field: string queue = 50;
+   */
+  queue: string;
+
+  /**
    * Unset means the workers' configured policy (TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS).
    *
    * @generated from field: task.v1.TaskBackoff backoff = 60;
@@ -755,6 +778,13 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
    * @generated from field: repeated int64 schedule_ids = 40;
    */
   scheduleIds: bigint[];
+
+  /**
+   * Only tasks in these queues (at most 100); empty means any.
+   *
+   * @generated from field: repeated string queues = 50;
+   */
+  queues: string[];
 };
 
 /**
@@ -888,6 +918,13 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
    * @generated from field: repeated task.v1.TaskTypeStatusCount type_counts = 3;
    */
   typeCounts: TaskTypeStatusCount[];
+
+  /**
+   * One entry per queue and status that has tasks, ordered by queue, then status.
+   *
+   * @generated from field: repeated task.v1.TaskQueueStatusCount queue_counts = 50;
+   */
+  queueCounts: TaskQueueStatusCount[];
 };
 
 /**
@@ -896,6 +933,35 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 21);
+
+/**
+ * TaskQueueStatusCount is the number of tasks in one queue in one status.
+ *
+ * @generated from message task.v1.TaskQueueStatusCount
+ */
+export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
+  /**
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * @generated from field: task.v1.TaskStatus status = 2;
+   */
+  status: TaskStatus;
+
+  /**
+   * @generated from field: int64 count = 3;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message task.v1.TaskQueueStatusCount.
+ * Use `create(TaskQueueStatusCountSchema)` to create a new message.
+ */
+export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -924,7 +990,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -948,7 +1014,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -965,7 +1031,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -982,7 +1048,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -999,7 +1065,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -1012,7 +1078,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1029,7 +1095,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * @generated from message task.v1.WatchTasksRequest
@@ -1057,7 +1123,7 @@ export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 30);
 
 /**
  * @generated from message task.v1.WatchTasksResponse
@@ -1097,7 +1163,7 @@ export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 30);
+  messageDesc(file_task_v1_task, 31);
 
 /**
  * @generated from message task.v1.TaskChange
@@ -1155,7 +1221,7 @@ export type TaskChange = Message<"task.v1.TaskChange"> & {
  * Use `create(TaskChangeSchema)` to create a new message.
  */
 export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 31);
+  messageDesc(file_task_v1_task, 32);
 
 /**
  * @generated from enum task.v1.TaskChange.Kind
@@ -1186,7 +1252,7 @@ export enum TaskChange_Kind {
  * Describes the enum task.v1.TaskChange.Kind.
  */
 export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_task, 31, 0);
+  enumDesc(file_task_v1_task, 32, 0);
 
 /**
  * @generated from message task.v1.WatchHeartbeat
@@ -1208,7 +1274,7 @@ export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
  * Use `create(WatchHeartbeatSchema)` to create a new message.
  */
 export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 32);
+  messageDesc(file_task_v1_task, 33);
 
 /**
  * @generated from message task.v1.WatchResync
@@ -1230,7 +1296,7 @@ export type WatchResync = Message<"task.v1.WatchResync"> & {
  * Use `create(WatchResyncSchema)` to create a new message.
  */
 export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 33);
+  messageDesc(file_task_v1_task, 34);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
