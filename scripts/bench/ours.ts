@@ -115,13 +115,21 @@ export async function steadyLatency(db: Db, client: TaskClient, perSec: number, 
   return startLatencies(db, afterId);
 }
 
-/** `task-cli task get <id>` as an operator runs it: median wall time in seconds, and whether dist/ ran. */
-export async function cliGetSeconds(url: string, id: string, runs: number): Promise<number> {
-  const times: number[] = [];
+/**
+ * `task-cli task get <id>` as an operator runs it, and `node -e 0` alternating with it (what Node
+ * alone costs to start on this machine right now): median wall times in seconds.
+ */
+export async function cliGetSeconds(url: string, id: string, runs: number): Promise<{ cli: number; bareNode: number }> {
+  const cli: number[] = [];
+  const bareNode: number[] = [];
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME };
   for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    await execFileAsync(process.execPath, [cliPath, "--address", url, "task", "get", "--id", id], { env: { PATH: process.env.PATH, HOME: process.env.HOME } });
-    times.push((performance.now() - t0) / 1000);
+    let t0 = performance.now();
+    await execFileAsync(process.execPath, [cliPath, "--address", url, "task", "get", "--id", id], { env });
+    cli.push((performance.now() - t0) / 1000);
+    t0 = performance.now();
+    await execFileAsync(process.execPath, ["-e", "0"], { env });
+    bareNode.push((performance.now() - t0) / 1000);
   }
-  return median(times);
+  return { cli: median(cli), bareNode: median(bareNode) };
 }
