@@ -64,6 +64,12 @@ export const configSchema = z.object({
    * localQueue), saving a round trip per job; unset means the worker's concurrency, 0 turns it off.
    */
   localQueueSize: z.coerce.number().int().min(0).max(10_000).optional(),
+  /**
+   * TASK_OUTCOME_FLUSH_MS: a worker records attempt outcomes write-behind, in batches flushed this
+   * often (one statement per batch, see src/queue/outcome-writer.ts); a crash before the flush is a
+   * lost attempt the reconciler retries. 0 flushes at once (still coalescing what finished together).
+   */
+  outcomeFlushMs: z.coerce.number().int().min(0).max(60_000).default(2),
   /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
   backoffBaseMs: z.coerce.number().int().min(1).default(1_000),
   /** TASK_BACKOFF_MAX_MS: longest delay between attempts. */
@@ -168,6 +174,7 @@ const envNames: Record<keyof Config, string> = {
   metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
   localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
+  outcomeFlushMs: "TASK_OUTCOME_FLUSH_MS",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",
   backoffMaxMs: "TASK_BACKOFF_MAX_MS",
   shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",
