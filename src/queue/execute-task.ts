@@ -4,7 +4,8 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attempts.js";
+import { claimAttempt, recordOutcome, type AttemptOutcome, type ClaimRequest } from "../store/attempts.js";
+import type { GroupCommit } from "../store/group-commit.js";
 import type { Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
@@ -60,6 +61,8 @@ export interface ExecuteDeps {
    * handed over, and the outcome is recorded with the next batch. Unset: recorded before returning.
    */
   outcomes?: OutcomeWriter;
+  /** Coalesces this process's concurrent claims into one statement (see runner.ts); unset: one statement per claim. */
+  claims?: GroupCommit<ClaimRequest, TaskRow | undefined>;
   /** Fires when the worker process stops: a write-behind outcome then stops waiting out an outage (it stays spooled). */
   stopping?: AbortSignal;
   metrics?: Metrics;
@@ -86,7 +89,10 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   const logger = deps.logger.child({ taskId, attempt });
   // Waiting out an outage here, rather than throwing, keeps graphile-worker from having to record a
   // job failure while the database is away (a write it does not await, and so can lose).
-  const task = await untilAvailable(() => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId), "claiming an attempt", logger, shutdown);
+  const claim = deps.claims
+    ? () => deps.claims!.write({ taskId, attempt, workerId: deps.workerId, jobId })
+    : () => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId);
+  const task = await untilAvailable(claim, "claiming an attempt", logger, shutdown);
   if (!task) {
     logger.debug("stale or duplicate job: task is not waiting for this attempt");
     return;

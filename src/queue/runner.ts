@@ -9,7 +9,9 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import { heartbeat, unregisterWorker } from "../store/attempts.js";
+import { claimAttempts, heartbeat, unregisterWorker, type ClaimRequest } from "../store/attempts.js";
+import { GroupCommit } from "../store/group-commit.js";
+import type { TaskRow } from "../store/schema.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
 import { CANCEL_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
@@ -127,6 +129,12 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   // Outcomes are recorded write-behind, in batches (outcome-writer.ts); `stopSignal` ends their
   // outage waits once the pool has stopped, leaving them in the spool for the next start.
   const outcomes = new OutcomeWriter(db, config.outcomeFlushMs);
+  // The jobs of one fetch reach the slots together: their claims share one statement (group
+  // commit, no timer: a lone claim goes out at the next event-loop turn).
+  const claims = new GroupCommit<ClaimRequest, TaskRow | undefined>((batch) => claimAttempts(db, batch), {
+    maxBatch: Math.max(config.workerConcurrency, 1),
+    maxInFlight: 1,
+  });
   const stopSignal = new AbortController();
   const deps: ExecuteDeps = {
     db,
@@ -140,6 +148,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     watchdogMs,
     spool,
     outcomes,
+    claims,
     stopping: stopSignal.signal,
     metrics: options.metrics,
   };

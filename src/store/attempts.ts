@@ -3,20 +3,46 @@ import { queryPrepared, type Db } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
 import { transition } from "./transitions.js";
 
+/** One claim: start attempt `attempt` of a task for this worker, under graphile-worker job `jobId`. */
+export interface ClaimRequest {
+  taskId: string;
+  attempt: number;
+  workerId: string;
+  jobId: string;
+}
+
 /**
  * Starts attempt `attempt` of a task: QUEUED/RETRYING -> RUNNING, attempts incremented, owner and
  * heartbeat set, history row written, in one guarded statement. Returns undefined when the task is
  * not waiting for exactly this attempt (a stale or duplicate job), or a cancel is pending.
  */
 export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
-  const rows = await queryPrepared(db, "task_claim_attempt", transition({
+  const [claimed] = await claimAttempts(db, [{ taskId, attempt, workerId, jobId }]);
+  return claimed;
+}
+
+/**
+ * claimAttempt for many jobs in ONE statement (a worker's concurrent claims, coalesced by
+ * src/queue/runner.ts): each row passes its own guard and gets its own history row. Returns, per
+ * claim in input order, the claimed row or undefined. Two claims of the same task (a duplicate
+ * job) cannot both win: the row is updated once, and it names the job that won (job_id).
+ */
+export async function claimAttempts(db: Db, claims: ClaimRequest[]): Promise<(TaskRow | undefined)[]> {
+  if (claims.length === 0) return [];
+  const input = JSON.stringify(claims.map((c) => ({ c_id: c.taskId, c_attempt: c.attempt, c_worker: c.workerId, c_job: c.jobId })));
+  const rows = await queryPrepared(db, "task_claim_attempts", transition({
     change: {
-      set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(), started_at = now()`,
-      where: sql`id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1} and cancel_requested_at is null`,
+      set: sql`status = 'running', attempts = attempts + 1, worker_id = c.c_worker, job_id = c.c_job, heartbeat_at = now(), started_at = now()`,
+      from: sql`jsonb_to_recordset(${input}::jsonb) as c(c_id bigint, c_attempt int, c_worker text, c_job bigint)`,
+      where: sql`id = c.c_id and status in ('queued', 'retrying') and attempts = c.c_attempt - 1 and cancel_requested_at is null`,
     },
-    details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
+    details: sql`'attempt ' || attempts || ' started on ' || c.c_worker`,
   }));
-  return rows[0];
+  const byJob = new Map(rows.map((row) => [`${row.id}:${row.job_id}`, row]));
+  return claims.map((c) => {
+    const row = byJob.get(`${c.taskId}:${c.jobId}`);
+    return row && row.worker_id === c.workerId && row.attempts === c.attempt ? row : undefined;
+  });
 }
 
 /** How an attempt ended, as the store records it. */
