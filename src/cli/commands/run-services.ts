@@ -6,7 +6,7 @@
  */
 import net from "node:net";
 import { openRuntime, waitForShutdownSignal, type Runtime } from "../../app.js";
-import { startApiServer, type ApiServer } from "../../api/server.js";
+import type { ApiServer } from "../../api/server.js";
 import { startWorkers, type Workers } from "../../queue/runner.js";
 import { loadConfig, type ConfigOverrides } from "../../config.js";
 import { createLogger } from "../../logger.js";
@@ -59,6 +59,8 @@ export async function runServices(io: CliIO, overrides: ConfigOverrides, set: Se
   let workers: Workers | undefined;
   try {
     if (set.api) {
+      // Imported here: a worker-only process (`serve`) never loads the API server's code.
+      const { startApiServer } = await import("../../api/server.js");
       server = await startApiServer({ db: runtime.db, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
     } else if (config.metricsPort > 0) {
       const started = await startMetricsServer(metrics, config.host, config.metricsPort);
