@@ -113,8 +113,8 @@ async function main() {
     const client = clientFor(server.url);
     const bareClient = clientFor(bare.url);
     // Warm both up, then alternate rounds so that a noisy neighbour hurts both alike; best round each.
-    await createSingles(bareClient, 200, createConcurrency, "warm");
-    await createSingles(client, 200, createConcurrency, "warm");
+    await createSingles(bareClient, Math.min(200, singles), createConcurrency, "warm");
+    await createSingles(client, Math.min(200, singles), createConcurrency, "warm");
     const bareRates: number[] = [];
     const singleRates: number[] = [];
     for (let round = 0; round < 2; round++) {
