@@ -133,7 +133,10 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
   // the database is away and just after it returns (the outcome is still on its way). An outcome the
   // database refuses for another reason is replaced by the failure that says why (`final`).
-  const stop = deps.stopping ? AbortSignal.any([shutdown, deps.stopping]) : shutdown;
+  // Not AbortSignal.any: both signals live as long as the process, and each dependent signal made
+  // from them would stay reachable from them, one per attempt (a leak the size of the task count).
+  const stopping = deps.stopping;
+  const stop = stopping ? { get aborted() { return shutdown.aborted || stopping.aborted; } } : shutdown;
   const settle = async () => {
     const { recorded, outcome: final } = await recordOrFailWithReason(
       (o) => recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome: o }, logger, stop),
@@ -178,7 +181,8 @@ export async function recordOrSpool(
   deps: Pick<ExecuteDeps, "db" | "spool" | "outcomes">,
   entry: SpooledOutcome,
   logger: Logger,
-  shutdown?: AbortSignal,
+  /** Ends an outage wait (the outcome stays spooled); only its `aborted` is read. */
+  shutdown?: Pick<AbortSignal, "aborted">,
   /** The outcome comes from the spool (a previous worker's): its file goes once it is delivered. */
   spooled = false,
 ): Promise<TaskRow | undefined> {
