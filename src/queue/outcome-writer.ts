@@ -44,8 +44,13 @@ export class OutcomeWriter {
     return this.settling.size;
   }
 
-  /** Resolves once every tracked outcome is recorded (or spooled, if the stop signal ended an outage wait). */
+  /**
+   * Flushes what waits for the next batch now (not at its timer) and resolves once every tracked
+   * outcome is recorded (or spooled, if the stop signal ended an outage wait).
+   */
   async drained(): Promise<void> {
-    while (this.settling.size > 0) await Promise.allSettled([...this.settling]);
+    while (this.settling.size > 0) {
+      await Promise.allSettled([this.batches.drained(), ...this.settling]);
+    }
   }
 }

@@ -33,6 +33,7 @@ export class GroupCommit<I, O> {
   private queue: Pending<I, O>[] = [];
   private inFlight = 0;
   private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
   private readonly idle = new Set<() => void>();
 
   constructor(
@@ -53,10 +54,17 @@ export class GroupCommit<I, O> {
     return this.queue.length + this.inFlight;
   }
 
-  /** Resolves once nothing is waiting or in flight. */
+  /** Resolves once nothing is waiting or in flight; writes waiting for a `delayMs` timer go at once. */
   async drained(): Promise<void> {
     if (this.pending === 0) return;
-    await new Promise<void>((resolve) => this.idle.add(resolve));
+    const done = new Promise<void>((resolve) => this.idle.add(resolve));
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.scheduled = false;
+      this.startFlush();
+    }
+    await done;
   }
 
   private schedule(): void {
@@ -64,9 +72,10 @@ export class GroupCommit<I, O> {
     this.scheduled = true;
     const go = () => {
       this.scheduled = false;
+      this.timer = undefined;
       this.startFlush();
     };
-    if (this.options.delayMs && this.options.delayMs > 0) setTimeout(go, this.options.delayMs);
+    if (this.options.delayMs && this.options.delayMs > 0) this.timer = setTimeout(go, this.options.delayMs);
     else setImmediate(go);
   }
 

@@ -43,11 +43,13 @@ describe("write-behind outcomes", () => {
     victim.child.kill("SIGKILL");
     await victim.exited;
 
-    await worker();
+    const rescuer = await worker();
     await waitFor(async () => {
       const { rows } = await pool().query("select count(*) as n from tasks where id = any($1::bigint[]) and status = 'succeeded'", [ids]);
       return Number(rows[0].n) === ids.length;
     }, "every task to succeed on the other worker", 60_000);
+    rescuer.child.kill("SIGTERM");
+    await rescuer.exited;
 
     const { rows: history } = await pool().query<{ task_id: string; status: string; attempt: number }>(
       "select task_id::text, status::text, attempt from task_history where task_id = any($1::bigint[]) order by id",
@@ -74,8 +76,11 @@ describe("write-behind outcomes", () => {
       const { rows } = await pool().query("select count(*) as n from graphile_worker.jobs where key = any(array(select 'task:' || x from unnest($1::text[]) x))", [ids]);
       return Number(rows[0].n) === 0;
     }, "the attempts to end");
+    const stoppedAt = Date.now();
     w.child.kill("SIGTERM");
     await w.exited;
+    // At once, not when the minute-long flush timer would have fired.
+    expect(Date.now() - stoppedAt).toBeLessThan(30_000);
     const { rows } = await pool().query("select status::text, attempts from tasks where id = any($1::bigint[])", [ids]);
     expect(rows).toEqual(ids.map(() => ({ status: "succeeded", attempts: 1 })));
   }, 60_000);
