@@ -70,6 +70,18 @@ export const configSchema = z.object({
    * lost attempt the reconciler retries. 0 flushes at once (still coalescing what finished together).
    */
   outcomeFlushMs: z.coerce.number().int().min(0).max(60_000).default(2),
+  /**
+   * TASK_QUEUES: the queues a worker process serves (`serve --queues a,b`), comma-separated. Default
+   * `default` only: a task in a queue no live worker serves waits QUEUED (ListQueues shows 0 workers).
+   */
+  workerQueues: commaList
+    .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "each queue name is 1-64 of a-z, 0-9, _ - . starting with a letter or digit")).min(1, "name at least one queue"))
+    .default(["default"]),
+  /**
+   * TASK_PRIORITY_AGING_MS: a waiting task's effective priority rises by 1 for every this many ms it
+   * has been due, so low priorities do not starve (0: no aging). Applied by the reconcile pass.
+   */
+  priorityAgingMs: z.coerce.number().int().min(0).default(60_000),
   /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
   backoffBaseMs: z.coerce.number().int().min(1).default(1_000),
   /** TASK_BACKOFF_MAX_MS: longest delay between attempts. */
@@ -90,6 +102,19 @@ export const configSchema = z.object({
    * attempts (cron runs at most once a minute); 0 turns it off.
    */
   reconcileIntervalMs: z.coerce.number().int().min(0).default(1_000),
+  /** TASK_RETAIN_SUCCEEDED_MS: SUCCEEDED tasks finished longer ago than this are deleted with their history and logs (`--retain-succeeded`); 0 keeps them. */
+  retainSucceededMs: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
+  /** TASK_RETAIN_FAILED_MS: the same for FAILED tasks (`--retain-failed`); 0 keeps them. */
+  retainFailedMs: z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000),
+  /** TASK_RETAIN_CANCELLED_MS: the same for CANCELLED tasks (`--retain-cancelled`); 0 keeps them. */
+  retainCancelledMs: z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000),
+  /** TASK_RETENTION_CRON: graphile-worker cron schedule of the retention pass (run by one worker at a time). */
+  retentionCron: z
+    .string()
+    .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '*/5 * * * *'")
+    .default("*/5 * * * *"),
+  /** TASK_RETENTION_BATCH: tasks deleted per statement by the retention pass (small batches keep locks short). */
+  retentionBatchSize: z.coerce.number().int().min(1).max(100_000).default(1_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
   /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
@@ -175,6 +200,8 @@ const envNames: Record<keyof Config, string> = {
   workerConcurrency: "TASK_WORKERS",
   localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
   outcomeFlushMs: "TASK_OUTCOME_FLUSH_MS",
+  workerQueues: "TASK_QUEUES",
+  priorityAgingMs: "TASK_PRIORITY_AGING_MS",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",
   backoffMaxMs: "TASK_BACKOFF_MAX_MS",
   shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",
@@ -183,6 +210,11 @@ const envNames: Record<keyof Config, string> = {
   leaseMs: "TASK_LEASE_MS",
   reconcileCron: "TASK_RECONCILE_CRON",
   reconcileIntervalMs: "TASK_RECONCILE_INTERVAL_MS",
+  retainSucceededMs: "TASK_RETAIN_SUCCEEDED_MS",
+  retainFailedMs: "TASK_RETAIN_FAILED_MS",
+  retainCancelledMs: "TASK_RETAIN_CANCELLED_MS",
+  retentionCron: "TASK_RETENTION_CRON",
+  retentionBatchSize: "TASK_RETENTION_BATCH",
   maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
   shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
   shellUser: "TASK_SHELL_USER",

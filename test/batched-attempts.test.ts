@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { claimAttempts, recordOutcomes } from "../src/store/attempts.js";
+import { claimAttempt, recordOutcomes } from "../src/store/attempts.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 
-// The worker's batched statements (claims coalesced per fetch, outcomes written behind): each row
-// keeps its own guard and history row, whatever else is in the batch.
+// The worker's batched outcome statement (outcomes written behind): each row keeps its own guard
+// and history row, whatever else is in the batch.
 let api: TestApi;
 beforeAll(async () => {
   api = await startTestApi();
@@ -20,31 +20,11 @@ async function historyOf(id: string) {
   return rows;
 }
 
-describe("batched claims and outcomes", () => {
-  it("a claim batch starts each waiting task once; a duplicate job of the same attempt and a stale one get nothing", async () => {
-    const db = api.database.db;
-    const [a, b, c] = await newTasks(3);
-    const claimed = await claimAttempts(db, [
-      { taskId: a!, attempt: 1, workerId: "w1", jobId: "101" },
-      { taskId: b!, attempt: 1, workerId: "w1", jobId: "102" },
-      { taskId: a!, attempt: 1, workerId: "w1", jobId: "103" }, // a duplicate job for the same attempt
-      { taskId: c!, attempt: 2, workerId: "w1", jobId: "104" }, // stale: c waits for attempt 1
-    ]);
-
-    // Exactly one of the two jobs of a's attempt 1 won, and the row names it.
-    expect([claimed[0], claimed[2]].filter((row) => row !== undefined)).toHaveLength(1);
-    const won = claimed[0] ?? claimed[2];
-    expect(won).toMatchObject({ id: a, status: "running", attempts: 1, worker_id: "w1", job_id: claimed[0] ? "101" : "103" });
-    expect(claimed[1]).toMatchObject({ id: b, status: "running", attempts: 1, job_id: "102" });
-    expect(claimed[3]).toBeUndefined();
-    expect(await historyOf(a!)).toEqual([{ status: "queued", attempt: 0 }, { status: "running", attempt: 1 }]);
-    expect(await historyOf(c!)).toEqual([{ status: "queued", attempt: 0 }]);
-  });
-
+describe("batched outcomes", () => {
   it("an outcome batch records each owned attempt once with its history row; an attempt settled by someone else records nothing", async () => {
     const db = api.database.db;
     const [a, b, c] = await newTasks(3);
-    await claimAttempts(db, [a!, b!, c!].map((taskId, i) => ({ taskId, attempt: 1, workerId: "w2", jobId: String(200 + i) })));
+    for (const [i, taskId] of [a!, b!, c!].entries()) expect(await claimAttempt(db, taskId, 1, "w2", String(200 + i))).toBeDefined();
     const recorded = await recordOutcomes(db, [
       { taskId: a!, attempt: 1, workerId: "w2", outcome: { kind: "succeeded", result: { ok: 1 }, details: "attempt 1 succeeded" } },
       { taskId: b!, attempt: 1, workerId: "someone-else", outcome: { kind: "succeeded", result: {}, details: "attempt 1 succeeded" } },

@@ -68,7 +68,7 @@ describe("reconciler", () => {
     const { history } = await api.client.getTaskHistory({ id: task!.id });
     expect(history[2]!.details).toMatch(/^attempt 1 lost: worker \S+ exited; retrying now$/);
     // The dead worker's job was released and removed: nothing is left locked.
-    const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where locked_at is not null and task_identifier = 'run_task'");
+    const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where locked_at is not null and starts_with(task_identifier, 'run:')");
     expect(locked.rows[0].n).toBe(0);
   }, 60_000);
 
@@ -82,7 +82,7 @@ describe("reconciler", () => {
     const { tasks } = await api.client.createTasks({ tasks: [1, 2, 3, 4].map((i) => ({ name: `queued-${i}`, type: "noop", parameters: { sleep_ms: 1_500 } })) });
     // One running, the other three fetched and locked by the victim's local queue.
     await waitFor(async () => {
-      const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where task_identifier = 'run_task' and locked_at is not null");
+      const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where starts_with(task_identifier, 'run:') and locked_at is not null");
       return locked.rows[0].n === 4;
     }, "the victim to lock all four jobs", 30_000);
     const registered = await sqlQuery("select graphile_ids from workers");

@@ -8,6 +8,7 @@ import {
   TaskStatusCountSchema,
   TaskTypeSchema,
   TaskTypeStatusCountSchema,
+  TaskQueueStatusCountSchema,
   type CreateTaskRequest,
 } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
@@ -15,7 +16,8 @@ import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
-import { countTasksByTypeAndStatus } from "../store/task-counts.js";
+import { countTaskGroups } from "../store/task-counts.js";
+import { listLiveWorkers } from "../store/workers.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
@@ -31,7 +33,8 @@ export interface TaskServiceDeps {
   /** Wakes WatchTask streams; see TaskEvents. */
   events: TaskEvents;
   registry: PluginRegistry;
-  config: Pick<Config, "maxBatchSize">;
+  /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
+  config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs">>;
   logger: Logger;
   metrics?: Metrics;
 }
@@ -126,19 +129,28 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     },
 
     async getTaskStatusCounts() {
-      const groups = await countTasksByTypeAndStatus(db);
+      const all = await countTaskGroups(db);
       const counts = new Map<string, number>();
-      for (const g of groups) counts.set(g.status, (counts.get(g.status) ?? 0) + g.count);
+      for (const g of all) counts.set(g.status, (counts.get(g.status) ?? 0) + g.count);
+      const sumBy = (key: (g: (typeof all)[number]) => string) => {
+        const sums = new Map<string, { name: string; status: (typeof all)[number]["status"]; count: number }>();
+        for (const g of all) {
+          const k = `${key(g)}\u0000${g.status}`;
+          const entry = sums.get(k) ?? { name: key(g), status: g.status, count: 0 };
+          entry.count += g.count;
+          sums.set(k, entry);
+        }
+        return [...sums.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : taskStatuses.indexOf(a.status) - taskStatuses.indexOf(b.status)));
+      };
       let total = 0n;
       const entries = taskStatuses.map((status) => {
         const count = BigInt(counts.get(status) ?? 0);
         total += count;
         return create(TaskStatusCountSchema, { status: statusToProto(status), count });
       });
-      const typeCounts = groups
-        .sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : taskStatuses.indexOf(a.status) - taskStatuses.indexOf(b.status)))
-        .map((g) => create(TaskTypeStatusCountSchema, { type: g.type, status: statusToProto(g.status), count: BigInt(g.count) }));
-      return { counts: entries, total, typeCounts };
+      const typeCounts = sumBy((g) => g.type).map((g) => create(TaskTypeStatusCountSchema, { type: g.name, status: statusToProto(g.status), count: BigInt(g.count) }));
+      const queueCounts = sumBy((g) => g.queue).map((g) => create(TaskQueueStatusCountSchema, { queue: g.name, status: statusToProto(g.status), count: BigInt(g.count) }));
+      return { counts: entries, total, typeCounts, queueCounts };
     },
 
     async cancelTask(req) {
@@ -179,6 +191,8 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     watchTask: (req, ctx) => watchTask(db, events, req, ctx),
 
     async listTaskTypes() {
+      // Which live worker processes run each type, so a type nobody serves shows as such.
+      const workers = await listLiveWorkers(db, config.leaseMs ?? 15_000);
       return {
         types: registry.list().map((plugin) =>
           create(TaskTypeSchema, {
@@ -188,6 +202,7 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
             enabled: plugin.disabledReason === undefined,
             defaultMaxAttempts: plugin.defaults.maxAttempts,
             defaultTimeout: durationFromMs(plugin.defaults.timeoutMs),
+            liveWorkers: workers.filter((w) => w.types.includes(plugin.name)).length,
           }),
         ),
       };

@@ -5,12 +5,15 @@ import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { TaskStatus } from "../store/schema.js";
 import type { NewTask, TaskFilter } from "../store/tasks.js";
+import { DEFAULT_QUEUE, QUEUE_NAME_PATTERN } from "../store/queues.js";
 import { isStorableText } from "../store/storable-text.js";
 import { durationToMs, statusFromProto } from "./convert.js";
 
 export const MAX_PRIORITY = 1000;
 export const MAX_ATTEMPTS_LIMIT = 100;
 export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+/** Longest base or cap of a task's own backoff. */
+export const MAX_BACKOFF_MS = 24 * 3600 * 1000;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 1000;
 /** Most values a list filter of statuses or types may carry. */
@@ -64,6 +67,14 @@ class Violations {
   }
 }
 
+/** What is wrong with a queue name, or undefined when it is a valid one (see QUEUE_NAME_PATTERN). */
+export function queueNameProblem(name: string): string | undefined {
+  if (name === "") return "is required";
+  if (name.length > 64) return "must be at most 64 characters";
+  if (!QUEUE_NAME_PATTERN.test(name)) return `"${name.slice(0, 64)}" is not a queue name: use a-z, 0-9, "_", "-", ".", starting with a letter or digit`;
+  return undefined;
+}
+
 /**
  * Checks a create request and resolves it into a row to insert: type known and enabled, parameters
  * valid for the type (defaults applied), limits respected. `prefix` names the request in a batch.
@@ -88,11 +99,25 @@ export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegis
   }
   if (req.idempotencyKey.length > 200) v.add(`${prefix}idempotency_key`, "must be at most 200 characters");
   else if (containsUnstorable(req.idempotencyKey)) v.add(`${prefix}idempotency_key`, UNSTORABLE_REASON);
+  const queue = req.queue === "" ? DEFAULT_QUEUE : req.queue;
+  const queueProblem = queueNameProblem(queue);
+  if (queueProblem) v.add(`${prefix}queue`, queueProblem);
   let runAt: Date | null = null;
   if (req.runAt) {
     runAt = timestampDate(req.runAt);
     const t = runAt.getTime();
     if (Number.isNaN(t) || t < MIN_RUN_AT || t > MAX_RUN_AT) v.add(`${prefix}run_at`, "must be a time between 1970 and 9999");
+  }
+  let backoff: { baseMs: number; maxMs: number } | null = null;
+  if (req.backoff) {
+    const baseMs = req.backoff.base ? durationToMs(req.backoff.base) : Number.NaN;
+    const maxMs = req.backoff.max ? durationToMs(req.backoff.max) : Number.NaN;
+    const baseOk = baseMs >= 1 && baseMs <= MAX_BACKOFF_MS && Number.isInteger(baseMs);
+    const maxOk = maxMs >= 1 && maxMs <= MAX_BACKOFF_MS && Number.isInteger(maxMs);
+    if (!baseOk) v.add(`${prefix}backoff.base`, "is required: a whole number of milliseconds between 1ms and 24h");
+    if (!maxOk) v.add(`${prefix}backoff.max`, "is required: a whole number of milliseconds between 1ms and 24h");
+    if (baseOk && maxOk && baseMs > maxMs) v.add(`${prefix}backoff.max`, "must be at least backoff.base");
+    if (baseOk && maxOk && baseMs <= maxMs) backoff = { baseMs, maxMs };
   }
   if (req.parameters && JSON.stringify(req.parameters).length > MAX_PARAMETERS_BYTES) {
     v.add(`${prefix}parameters`, `must be at most ${MAX_PARAMETERS_BYTES} bytes of JSON`);
@@ -116,8 +141,18 @@ export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegis
     maxAttempts,
     timeoutMs: resolvedTimeout,
     runAt,
+    queue,
     idempotencyKey,
-    requestHash: idempotencyKey === null ? null : requestHash({ name, type: req.type, parameters, priority: req.priority, maxAttempts, timeoutMs: resolvedTimeout, runAt: runAt?.toISOString() ?? null }),
+    backoff,
+    requestHash:
+      idempotencyKey === null
+        ? null
+        : requestHash({
+            name, type: req.type, parameters, priority: req.priority, maxAttempts, timeoutMs: resolvedTimeout, runAt: runAt?.toISOString() ?? null,
+            // Only when set (backoff) or not the default (queue), so keys stored before either existed still match their replays.
+            ...(backoff ? { backoff } : {}),
+            ...(queue === DEFAULT_QUEUE ? {} : { queue }),
+          }),
   };
 }
 
@@ -187,6 +222,13 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
       else if (containsUnstorable(t)) v.add(`types[${i}]`, UNSTORABLE_REASON);
     });
   }
+  if (req.queues.length > MAX_FILTER_VALUES) v.add("queues", `must list at most ${MAX_FILTER_VALUES} queues`);
+  else {
+    req.queues.forEach((q, i) => {
+      const problem = queueNameProblem(q);
+      if (problem) v.add(`queues[${i}]`, problem);
+    });
+  }
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) v.add("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
   if (req.pageNumber < 0) v.add("page_number", "must be 1 or more");
   else if (req.pageNumber > 1 && (req.pageNumber - 1) * (req.pageSize || DEFAULT_PAGE_SIZE) >= MAX_PAGE_NUMBER_OFFSET) {
@@ -206,6 +248,7 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
     types: req.types,
     ids: req.ids.map(String),
     scheduleIds: req.scheduleIds.map(String),
+    queues: req.queues,
     beforeId,
     offset: pageNumber > 1 ? (pageNumber - 1) * pageSize : undefined,
     limit: pageSize,

@@ -4,13 +4,14 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import { claimAttempt, recordOutcome, type AttemptOutcome, type ClaimRequest } from "../store/attempts.js";
-import type { GroupCommit } from "../store/group-commit.js";
+import { claimAttempt, claimRefusal, deferJob, recordOutcome, type AttemptOutcome, type ClaimContext } from "../store/attempts.js";
 import type { Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
+import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
+import type { QueueGate } from "./queue-gate.js";
 import { TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import type { OutcomeWriter } from "./outcome-writer.js";
@@ -35,6 +36,8 @@ export interface InFlightAttempt {
   controller: AbortController;
   /** Called at each heartbeat that renewed this attempt's lease. */
   renewed: Set<() => void>;
+  /** Whether the attempt is paused (PauseTask), as notifications and heartbeats report it. */
+  pause: AttemptPause;
 }
 
 /** What executing an attempt needs. */
@@ -61,12 +64,20 @@ export interface ExecuteDeps {
    * handed over, and the outcome is recorded with the next batch. Unset: recorded before returning.
    */
   outcomes?: OutcomeWriter;
-  /** Coalesces this process's concurrent claims into one statement (see runner.ts); unset: one statement per claim. */
-  claims?: GroupCommit<ClaimRequest, TaskRow | undefined>;
   /** Fires when the worker process stops: a write-behind outcome then stops waiting out an outage (it stays spooled). */
   stopping?: AbortSignal;
   metrics?: Metrics;
+  /** This process's view of held queues (told when a claim was refused or a limited queue's attempt ended). */
+  queueGate?: QueueGate;
 }
+
+/**
+ * How long a task whose queue is held (paused or full) waits before its job may be fetched again.
+ * The job is not lost (it is put back, due then) and does not spin: while the queue stays held,
+ * workers do not fetch its jobs at all (QueueGate forbids their flag), and a resume or a settings
+ * change wakes them at once; this delay only bounds the refusals while views are stale.
+ */
+export const HELD_RETRY_MS = 500;
 
 /** Checks a job payload; anything else is a job we did not write and ignore. */
 export function parsePayload(payload: unknown): RunTaskPayload | undefined {
@@ -84,21 +95,47 @@ export function parsePayload(payload: unknown): RunTaskPayload | undefined {
  * Be careful about what can throw here: once the task is claimed it is RUNNING and owned by this
  * worker, so every path must reach recordOutcome, or leave the task for the reconciler to rescue.
  */
-export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal): Promise<void> {
+export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal, context?: ClaimContext): Promise<void> {
   const { taskId, attempt } = payload;
   const logger = deps.logger.child({ taskId, attempt });
   // Waiting out an outage here, rather than throwing, keeps graphile-worker from having to record a
   // job failure while the database is away (a write it does not await, and so can lose).
-  const claim = deps.claims
-    ? () => deps.claims!.write({ taskId, attempt, workerId: deps.workerId, jobId })
-    : () => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId);
-  const task = await untilAvailable(claim, "claiming an attempt", logger, shutdown);
+  const task = await untilAvailable(() => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId, context), "claiming an attempt", logger, shutdown);
   if (!task) {
+    await keepRefusedJob(deps, taskId, attempt, logger, shutdown);
+    return;
+  }
+  const limitedQueue = deps.queueGate?.isLimited(task.queue) ?? false;
+  try {
+    await runClaimed(deps, task, attempt, logger, shutdown);
+  } finally {
+    // A slot of a limited queue is free again: read the held queues afresh before the next fetch.
+    if (limitedQueue) deps.queueGate?.invalidate();
+  }
+}
+
+/**
+ * A claim that changed nothing: a stale job does nothing, but a task that is still waiting for this
+ * attempt (its queue is held, or it gave way to a better task) gets its job back (deferJob), or it
+ * would wait for the reconciler's orphan pass.
+ */
+async function keepRefusedJob(deps: ExecuteDeps, taskId: string, attempt: number, logger: Logger, shutdown: AbortSignal): Promise<void> {
+  const refusal = await untilAvailable(() => claimRefusal(deps.db.kysely, taskId, attempt), "checking a refused claim", logger, shutdown);
+  if (refusal.kind === "stale") {
     logger.debug("stale or duplicate job: task is not waiting for this attempt");
     return;
   }
+  if (refusal.kind === "held") deps.queueGate?.invalidate();
+  // A task that gave way is due again at once: the next fetch, ordered by priority, takes the better one first.
+  await untilAvailable(() => deferJob(deps.db.kysely, taskId, refusal.kind === "held" ? HELD_RETRY_MS : 0), "putting back a job", logger, shutdown);
+  logger.debug({ queue: refusal.queue, reason: refusal.kind }, refusal.kind === "held" ? "queue held (paused or at its limit): job put back" : "a better task is waiting: job put back");
+}
+
+/** Runs a claimed attempt and records its outcome (see executeTask). */
+async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, logger: Logger, shutdown: AbortSignal): Promise<void> {
+  const taskId = task.id;
   const controller = new AbortController();
-  const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set() };
+  const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set(), pause: new AttemptPause() };
   const key = `${taskId}:${task.attempts}`;
   deps.inFlight.set(key, entry);
   const lease = {
@@ -108,26 +145,31 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   const onShutdown = () => controller.abort(new AttemptAborted("shutdown", "interrupted: the worker shut down"));
   shutdown.addEventListener("abort", onShutdown, { once: true });
   if (shutdown.aborted) onShutdown();
-  const timer = setTimeout(() => controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)), task.timeout_ms);
+  // The timeout does not run while the attempt is paused.
+  const stopTimer = pausableTimeout(task.timeout_ms, entry.pause, () =>
+    controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)),
+  );
   const sink = new TaskLogSink(deps.db.kysely, taskId, attempt, deps.maxLogLinesPerTask, logger);
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);
     const params = deps.registry.parse(plugin, task.parameters);
     logger.debug({ type: task.type }, "attempt started");
-    const stopTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
+    const stopDurationTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
     deps.metrics?.attemptsInFlight.inc();
-    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease }).finally(() => {
-      stopTimer?.();
+    const pause = plugin.pausable ? entry.pause : undefined;
+    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause }).finally(() => {
+      stopDurationTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
     outcome = { kind: "succeeded", result: storableResult(result ?? {}, deps.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES), details: `attempt ${attempt} succeeded` };
   } catch (err) {
     outcome = failureOutcome(deps, task, controller.signal.aborted ? controller.signal.reason : err);
   } finally {
-    clearTimeout(timer);
+    stopTimer();
     shutdown.removeEventListener("abort", onShutdown);
     entry.renewed.clear();
+    entry.pause.clear();
     await sink.close();
   }
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
@@ -151,7 +193,9 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     if (recorded) logger[final.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, final.details);
     else logger.warn({ outcome: final.kind }, "outcome not recorded: the task was already settled by someone else");
   };
-  if (!deps.outcomes) return settle();
+  // A limited queue's slot frees only when the outcome is recorded (its claim guard counts RUNNING
+  // tasks), so its outcomes are recorded before the slot is given back, not behind it.
+  if (!deps.outcomes || deps.queueGate?.isLimited(task.queue)) return settle();
   // Write-behind: the slot is free now; the outcome goes with the next batch. If it cannot be
   // recorded at all, the attempt has left the in-flight set, so its lease runs out and the
   // reconciler settles it as lost (the at-least-once case), rather than this worker guessing.
@@ -223,7 +267,8 @@ function failureOutcome(deps: ExecuteDeps, task: TaskRow, err: unknown): Attempt
     return { kind: "failed", error: message, details: `attempt ${attempt} failed: ${message}; giving up after ${attempt} attempt${attempt === 1 ? "" : "s"}` };
   }
   // A shutdown is not the task's fault: retry at once elsewhere instead of backing off.
-  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs(deps.backoff, attempt);
+  const policy = task.backoff_base_ms !== null && task.backoff_max_ms !== null ? { baseMs: task.backoff_base_ms, maxMs: task.backoff_max_ms } : deps.backoff;
+  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs(policy, attempt);
   return {
     kind: "retrying",
     error: message,

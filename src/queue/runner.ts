@@ -2,24 +2,26 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter, setMaxListeners } from "node:events";
 import os from "node:os";
 import path from "node:path";
-import { run, type Runner, type WorkerEvents } from "graphile-worker";
+import { run, type JobHelpers, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import type { Config } from "../config.js";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import { claimAttempts, heartbeat, unregisterWorker, type ClaimRequest } from "../store/attempts.js";
-import { GroupCommit } from "../store/group-commit.js";
-import type { TaskRow } from "../store/schema.js";
+import { heartbeat, unregisterWorker, type ClaimContext } from "../store/attempts.js";
+import { agePriorities } from "../store/jobs.js";
+import { QUEUE_CHANNEL } from "../store/queues.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
 import { releaseJobLocks } from "../store/reconcile.js";
-import { CANCEL_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
+import { deleteExpiredTasks } from "../store/retention.js";
+import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
-import { RUN_TASK } from "./jobs.js";
+import { runTaskIdentifier } from "./jobs.js";
+import { QueueGate } from "./queue-gate.js";
 import { OutcomeSpool } from "./outcome-spool.js";
 import { OutcomeWriter } from "./outcome-writer.js";
 import { reconcile, RECONCILE_TASK, rescueLostAttempts } from "./reconcile.js";
@@ -28,6 +30,9 @@ import { WakeSchedule } from "./wake.js";
 /** A running worker process's pool. */
 export interface Workers {
   workerId: string;
+  /** The queues this process serves and the task types it runs (it fetches nothing else). */
+  queues: string[];
+  types: string[];
   /** run_task jobs being handled right now (including attempts another worker has since taken over). */
   inFlight(): number;
   /**
@@ -56,12 +61,27 @@ export interface WorkerOptions {
     | "leaseMs"
     | "reconcileCron"
     | "reconcileIntervalMs"
+    | "retainSucceededMs"
+    | "retainFailedMs"
+    | "retainCancelledMs"
+    | "retentionCron"
+    | "retentionBatchSize"
     | "dataDir"
     | "spoolDir"
+    | "workerQueues"
+    | "priorityAgingMs"
   >;
   logger: Logger;
   metrics?: Metrics;
 }
+
+/** How long a job fetched into the local queue may wait there unclaimed before it is returned. */
+const LOCAL_QUEUE_TTL_MS = 2_000;
+/** The graphile-worker cron task that deletes finished tasks past their retention (store/retention.ts). */
+export const RETENTION_TASK = "task_retention";
+
+/** Longest a retention pass runs; the next pass continues where it stopped. */
+const RETENTION_BUDGET_MS = 60_000;
 
 /** How often each worker process looks for liveness locks left free (a worker process that died). */
 const EXIT_WATCH_MS = 250;
@@ -128,22 +148,29 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const logger = options.logger.child({ component: "worker", workerId });
   const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
+  // Capabilities: the queues served and the types enabled here. graphile-worker only fetches jobs
+  // whose task identifier has a handler, so a task this process cannot run is never fetched by it.
+  const queues = [...new Set(config.workerQueues)].sort();
+  const types = options.registry.list().filter((p) => !p.disabledReason).map((p) => p.name);
+  const identifiers = queues.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
+  const gate = new QueueGate(db.kysely, queues, logger);
   const inFlight = new Map<string, InFlightAttempt>();
   const cancel = (taskId: string) => {
     for (const entry of inFlight.values()) {
       if (entry.taskId === taskId) entry.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
     }
   };
+  // A pause or resume of a running attempt (PAUSE_CHANNEL payload `<task id>:<status>`).
+  const pauseChanged = (payload: string) => {
+    const [taskId, status] = payload.split(":");
+    for (const entry of inFlight.values()) {
+      if (entry.taskId === taskId) entry.pause.set(status === "paused");
+    }
+  };
   const spool = new OutcomeSpool(config.spoolDir ?? path.join(config.dataDir, "spool"), logger);
   // Outcomes are recorded write-behind, in batches (outcome-writer.ts); `stopSignal` ends their
   // outage waits once the pool has stopped, leaving them in the spool for the next start.
   const outcomes = new OutcomeWriter(db, config.outcomeFlushMs);
-  // The jobs of one fetch reach the slots together: their claims share one statement (group
-  // commit, no timer: a lone claim goes out at the next event-loop turn).
-  const claims = new GroupCommit<ClaimRequest, TaskRow | undefined>((batch) => claimAttempts(db, batch), {
-    maxBatch: Math.max(config.workerConcurrency, 1),
-    maxInFlight: 1,
-  });
   const stopSignal = new AbortController();
   const deps: ExecuteDeps = {
     db,
@@ -157,9 +184,9 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     watchdogMs,
     spool,
     outcomes,
-    claims,
     stopping: stopSignal.signal,
     metrics: options.metrics,
+    queueGate: gate,
   };
   const stopSurviving = survivingLostCompletions(logger);
 
@@ -182,7 +209,14 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     const snapshot = [...inFlight.values()];
     const sentAt = Date.now();
     try {
-      const owned = await heartbeat(db.kysely, workerId, [...graphileIds], snapshot.map((a) => ({ taskId: a.taskId, attempt: a.attempt })));
+      const owned = await heartbeat(db.kysely, workerId, [...graphileIds], snapshot.map((a) => ({ taskId: a.taskId, attempt: a.attempt })), {
+        types,
+        queues,
+        slots: config.workerConcurrency,
+        busy: active,
+        host: os.hostname(),
+        pid: process.pid,
+      });
       const fresh = Date.now() - sentAt <= renewalRttMs;
       const mine = new Map(owned.map((o) => [`${o.taskId}:${o.attempt}`, o]));
       for (const entry of snapshot) {
@@ -196,6 +230,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
           continue;
         }
         if (o.cancelRequested) cancel(entry.taskId);
+        // A fallback for a missed pause notification; an answer older than the latest one is stale.
+        if (o.paused !== entry.pause.paused && entry.pause.changedAt < sentAt) entry.pause.set(o.paused);
         // A slow answer does not renew: the lease the database recorded may be older than it looks.
         if (fresh) entry.renewed.forEach((renew) => renew());
       }
@@ -209,6 +245,13 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const lock = holdWorkerLock(options.databaseUrl, workerId, logger, beatNow);
   await lock.ready;
   const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
+  // A queue paused, resumed or re-limited: read the settings again and fetch at once (a resumed
+  // queue's jobs start without waiting for a poll).
+  const queueListener = listen(options.databaseUrl, QUEUE_CHANNEL, logger, () => {
+    gate.invalidate();
+    nudgePool?.(config.workerConcurrency);
+  });
+  const pauseListener = listen(options.databaseUrl, PAUSE_CHANNEL, logger, pauseChanged);
   const beat = setInterval(beatNow, config.heartbeatIntervalMs);
 
   // Leases are not judged across this reconciler's own downtime: it counts them from its start.
@@ -244,6 +287,23 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   // graphile-worker wants a local queue at least as large as the concurrency, or none (-1).
   const localQueueSize = config.localQueueSize === 0 ? -1 : Math.max(config.localQueueSize ?? config.workerConcurrency, config.workerConcurrency);
   let active = 0;
+  const runAttempt = async (payload: unknown, helpers: JobHelpers) => {
+    const parsed = parsePayload(payload);
+    if (!parsed) {
+      logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
+      return;
+    }
+    // Every in-flight attempt listens on the pool's one shutdown signal.
+    setMaxListeners(config.workerConcurrency + 10, helpers.abortSignal);
+    const context: ClaimContext = { jobPriority: helpers.job.priority, identifiers, forbiddenFlags: gate.forbidden() };
+    active++;
+    try {
+      await executeTask(deps, parsed, String(helpers.job.id), helpers.abortSignal, context);
+    } finally {
+      active--;
+    }
+  };
+  const taskList: TaskList = Object.fromEntries(identifiers.map((identifier) => [identifier, runAttempt]));
   let runner: Runner;
   try {
     runner = await run({
@@ -254,28 +314,28 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       logger: graphileLogger(logger),
       gracefulShutdownAbortTimeout: config.shutdownGraceMs,
       events,
-      preset: { worker: { localQueue: { size: localQueueSize } } },
+      // ttl: jobs cached in the local queue go back to the database after LOCAL_QUEUE_TTL_MS
+      // unclaimed (graphile-worker's default is 5 minutes). They sit there while every slot is busy,
+      // and while a queue is held (graphile-worker then fetches per slot and bypasses the cache).
+      preset: { worker: { localQueue: { size: localQueueSize, ttl: LOCAL_QUEUE_TTL_MS } } },
       // jobKey: one pending reconcile job however many worker processes schedule it.
-      crontab: `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
+      crontab: [
+        `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
+        `${config.retentionCron} ${RETENTION_TASK} ?max=1&jobKey=${RETENTION_TASK}&jobKeyMode=replace`,
+      ].join("\n"),
+      // Jobs of held queues (paused, or at their limit) stay in the database; see QueueGate.
+      forbiddenFlags: gate.forbiddenFlags,
       taskList: {
-        [RUN_TASK]: async (payload, helpers) => {
-          const parsed = parsePayload(payload);
-          if (!parsed) {
-            logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
-            return;
-          }
-          // Every in-flight attempt listens on the pool's one shutdown signal.
-          setMaxListeners(config.workerConcurrency + 10, helpers.abortSignal);
-          active++;
-          try {
-            await executeTask(deps, parsed, String(helpers.job.id), helpers.abortSignal);
-          } finally {
-            active--;
-          }
+        ...taskList,
+        [RETENTION_TASK]: async (_payload, helpers) => {
+          const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs };
+          const result = await deleteExpiredTasks(db.kysely, policy, config.retentionBatchSize, RETENTION_BUDGET_MS, helpers.abortSignal);
+          if (result.succeeded + result.failed + result.cancelled > 0) logger.info(result, "retention: deleted finished tasks");
         },
         [RECONCILE_TASK]: async () => {
           const result = await reconcile(db.kysely, config.leaseMs, logger, since);
-          logger.debug(result, "reconcile pass");
+          const aged = await agePriorities(db.kysely, config.priorityAgingMs);
+          logger.debug({ ...result, aged }, "reconcile pass");
         },
       },
     });
@@ -284,17 +344,19 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     clearInterval(rescue);
     clearInterval(exitWatch);
     wake.stop();
-    await Promise.all([listener.close(), wakeListener.close()]);
+    await Promise.all([listener.close(), wakeListener.close(), queueListener.close(), pauseListener.close()]);
     await lock.close();
     await db.close();
     stopSurviving();
     throw err;
   }
   await beatOnce();
-  logger.info({ concurrency: config.workerConcurrency, localQueueSize }, "workers started");
+  logger.info({ concurrency: config.workerConcurrency, localQueueSize, queues, types }, "workers started");
   let stopping: Promise<void> | undefined;
   return {
     workerId,
+    queues,
+    types,
     inFlight: () => active,
     stop: () =>
       (stopping ??= (async () => {
@@ -308,7 +370,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(rescue);
         clearInterval(exitWatch);
         wake.stop();
-        await Promise.all([listener.close(), wakeListener.close()]);
+        await Promise.all([listener.close(), wakeListener.close(), queueListener.close(), pauseListener.close()]);
         await releaseJobLocks(db.kysely, [...graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await lock.close();

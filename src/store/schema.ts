@@ -1,7 +1,7 @@
 import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
 
 /** Task statuses as stored in the task_status enum. */
-export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
+export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled", "paused"] as const;
 export type TaskStatus = (typeof taskStatuses)[number];
 /** Statuses a task never leaves on its own. */
 export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "cancelled"];
@@ -40,6 +40,14 @@ export interface TasksTable {
   /** The schedule whose tick created the task (see schedules), and that tick. */
   schedule_id: ColumnType<string | null, string | null | undefined, string | null>;
   scheduled_at: NullableTimestamp;
+  /** The queue the task waits in (migration 0012); default 'default'. */
+  queue: ColumnType<string, string | undefined, string>;
+  /** While PAUSED: the status it was paused from (queued, retrying: held; running: stopped mid-attempt). */
+  paused_from: ColumnType<TaskStatus | null, TaskStatus | null | undefined, TaskStatus | null>;
+  paused_at: NullableTimestamp;
+  /** The task's own retry policy (both or neither); null: the workers' configured one. */
+  backoff_base_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  backoff_max_ms: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 export interface TaskHistoryTable {
@@ -69,6 +77,21 @@ export interface WorkersTable {
   lock_key: ColumnType<number | null, number | null | undefined, number | null>;
   /** When the process last took its liveness lock. */
   locked_at: NullableTimestamp;
+  /** What the process serves and how busy it is (migration 0012), refreshed by each heartbeat. */
+  types: ColumnType<string[], string[] | undefined, string[]>;
+  queues: ColumnType<string[], string[] | undefined, string[]>;
+  slots: ColumnType<number, number | undefined, number>;
+  busy: ColumnType<number, number | undefined, number>;
+  host: string | null;
+  pid: number | null;
+}
+
+/** Settings of a named queue (migration 0012); a queue without a row has the defaults. */
+export interface QueuesTable {
+  name: string;
+  concurrency: number | null;
+  paused: ColumnType<boolean, boolean | undefined, boolean>;
+  updated_at: Generated<Date>;
 }
 
 export interface TaskWatchersTable {
@@ -112,6 +135,7 @@ export interface Database {
   task_logs: TaskLogsTable;
   task_watchers: TaskWatchersTable;
   workers: WorkersTable;
+  queues: QueuesTable;
 }
 
 export type TaskRow = Selectable<TasksTable>;
@@ -125,7 +149,7 @@ export const taskColumns = [
   "id", "name", "type", "status", "parameters", "priority", "attempts", "max_attempts", "timeout_ms", "run_at",
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "job_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
-  "schedule_id", "scheduled_at",
+  "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

@@ -13,6 +13,7 @@ import { createLogger } from "../../logger.js";
 import { Metrics, startMetricsServer } from "../../metrics.js";
 import { Scheduler } from "../../schedules/scheduler.js";
 import { migrate } from "../../store/migrate.js";
+import { attachCommand } from "../attach-line.js";
 import type { CliIO } from "../io.js";
 
 /**
@@ -79,25 +80,26 @@ export async function runServices(io: CliIO, overrides: ConfigOverrides, set: Se
   // Every server and worker process runs the scheduler; the database makes each tick happen once.
   const scheduler = new Scheduler({ db: runtime.db, registry: runtime.plugins.registry, logger, databaseUrl: runtime.databaseUrl });
   scheduler.start();
-  if (set.announce) announce(io, runtime, server, set.workers);
+  if (set.announce) announce(io, runtime, server, set.workers, workers);
   await waitForShutdownSignal(logger);
   await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop()]);
   await runtime.close();
   logger.info("stopped");
 }
 
-function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, workers: number): void {
+function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, workers: number, pool: Workers | undefined): void {
   const lines: string[] = [];
   if (server) lines.push(`task service listening on ${server.url}`);
-  lines.push(`workers: ${workers === 0 ? "none (--workers 0)" : workers}`);
+  lines.push(`workers: ${workers === 0 ? "none (--workers 0)" : `${workers}, serving queues ${pool?.queues.join(",")}, types ${pool?.types.join(",")}`}`);
   if (runtime.embedded) {
     lines.push(`database: embedded PostgreSQL, data in ${runtime.embedded.dataDir}`);
     lines.push(`database URL: ${runtime.databaseUrl}`);
-    const targets = `playground=${runtime.embedded.playgroundUrl}`;
-    lines.push(`attach more workers: DATABASE_URL='${runtime.databaseUrl}' TASK_QUERY_TARGETS='${targets}' task-cli serve -n 10`);
   } else {
     lines.push("database: DATABASE_URL");
   }
+  // runtime.config has the embedded playground among its query targets; the line reproduces this
+  // process's worker settings, so an attached worker runs what the built-in ones run.
+  lines.push(`attach more workers: ${attachCommand(runtime.config, runtime.databaseUrl, workers || 10)}`);
   if (server) lines.push(`try: task-cli --address ${server.url} task create hello --type noop`);
   io.stdout.write(`${lines.join("\n")}\n`);
 }
