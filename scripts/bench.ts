@@ -20,6 +20,7 @@ import { TaskService } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
+import { benchCapture, benchShellCapture } from "./bench-capture.js";
 import { benchScale } from "./bench-scale.js";
 import { graphileBaseline } from "./bench/graphile-baseline.js";
 import { cliGetSeconds, createBulk, createSingles, drainRate, endToEnd, idleLatency, lastTaskId, steadyLatency, untilDrained } from "./bench/ours.js";
@@ -38,6 +39,8 @@ const opts = new Command("bench")
   .option("--latency-samples <n>", "sequential creates for the idle latency", "200")
   .option("--steady-seconds <n>", "length of the steady half-load run", "5")
   .option("--rescue-trials <n>", "kill -9 trials for the rescue latency (0 skips it)", "3")
+  .option("--capture-shell-mb <n>", "MiB of `yes` output captured through the shell plugin", "500")
+  .option("--capture-lines <n>", "output lines captured for one task (ten tasks write a twentieth each)", "1000000")
   .option("--json <file>", "where to write the figures as JSON", "bench-results.json")
   .option("--scale <n>", "instead: time reads on an empty database and with N finished tasks")
   .parse()
@@ -51,6 +54,8 @@ const opts = new Command("bench")
     latencySamples: string;
     steadySeconds: string;
     rescueTrials: string;
+    captureLines: string;
+    captureShellMb: string;
     json: string;
     scale?: string;
   }>();
@@ -144,6 +149,9 @@ async function main() {
     const trials = Number(opts.rescueTrials);
     const rescued = trials > 0 ? await rescue(db, cluster.url, path.join(dir, "rescue"), server.url, trials) : undefined;
 
+    const captureLines = Number(opts.captureLines);
+    const cap = await benchCapture(db, logger, captureLines, Math.max(100, Math.round(captureLines / 20)));
+    const yes = await benchShellCapture(db, logger, Number(opts.captureShellMb));
     const single = Math.max(...singleRates);
     const bareBest = Math.max(...bareRates);
     const figures = {
@@ -163,6 +171,7 @@ async function main() {
       peakRssMb: { serve: serveRssMb, server: serverRssMb },
       cliTaskGetSeconds: cliSeconds,
       rescue: rescued,
+      capture: { ...cap, shell: yes },
     };
     await writeFile(opts.json, `${JSON.stringify(figures, null, 2)}\n`);
 
@@ -185,6 +194,10 @@ async function main() {
         `  graphile-worker add → start     batched ${formatPercentiles(gwBatched.addToStartMs)}`,
         `  peak RSS                        serve -n ${concurrency} ${serveRssMb.toFixed(0)} MB (target ≤ 120 MB ${met(serveRssMb <= 120)}), server ${serverRssMb.toFixed(0)} MB`,
         `  task-cli task get               ${cliSeconds.cli.toFixed(2)} s wall, median of 7 (node -e 0: ${cliSeconds.bareNode.toFixed(2)} s) (target ≤ 0.35 s ${met(cliSeconds.cli <= 0.35)})`,
+        `  capture  one task, ${cap.oneLines} lines: chunks ${f(cap.chunkedOne)} lines/s   a row per line ${f(cap.rowsOne)} lines/s   ratio ${(cap.chunkedOne / cap.rowsOne).toFixed(2)}`,
+        `  capture  10 tasks at once, ${cap.tenLines} lines each: chunks ${f(cap.chunkedTen)} lines/s   a row per line ${f(cap.rowsTen)} lines/s   ratio ${(cap.chunkedTen / cap.rowsTen).toFixed(2)}`,
+        `  capture  shell \`yes | head -c ${yes.mb}M\`: ${yes.lines} lines in ${yes.seconds.toFixed(1)} s (${f(yes.lines / yes.seconds)} lines/s), RSS ${yes.rssBeforeMb.toFixed(0)} MB before, peak ${yes.rssPeakMb.toFixed(0)} MB`,
+        `  logs     on ${cap.storedLines} stored lines (median of 21): tail 100 ${cap.tailMs.toFixed(1)} ms   range of 100 ${cap.rangeMs.toFixed(1)} ms   counts ${cap.countMs.toFixed(1)} ms   (row per line: tail 100 ${cap.rowsTailMs.toFixed(1)} ms)`,
         ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trial${rescued.trials.length === 1 ? "" : "s"}: ${rescued.summary}`] : []),
         `  figures written to ${opts.json}`,
         "",

@@ -17,7 +17,7 @@ describe("npm run bench", () => {
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
-          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--steady-seconds", "1", "--rescue-trials", "1", "--json", json],
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--steady-seconds", "1", "--rescue-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
         ],
         { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
       );
@@ -34,6 +34,8 @@ describe("npm run bench", () => {
         /peak RSS +serve -n 2 \d+ MB/,
         /task-cli task get +[\d.]+ s wall/,
         /rescue after kill -9 .*1 trial/,
+        /^ {2}capture {2}shell `yes \| head -c 1M`: 524288 lines in [\d.]+ s/,
+        /^ {2}capture {2}one task, 2000 lines: chunks +\d+ lines\/s {3}a row per line +\d+ lines\/s/,
       ]) {
         expect(lines.some((l) => figure.test(l)), `${figure} in\n${stdout}`).toBe(true);
       }

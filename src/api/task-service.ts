@@ -24,6 +24,7 @@ import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransac
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
+import { TaskFeed } from "./task-feed.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
 import { containsUnstorable, encodePageToken, UNSTORABLE_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
@@ -32,6 +33,8 @@ export interface TaskServiceDeps {
   db: Db;
   /** Wakes WatchTask streams; see TaskEvents. */
   events: TaskEvents;
+  /** The WatchTasks change feed; one per server process (made here when absent). */
+  feed?: TaskFeed;
   registry: PluginRegistry;
   /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
   config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs">>;
@@ -50,10 +53,11 @@ function assertRunnable(registry: PluginRegistry, type: string): void {
 }
 
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
-export function createTaskService({ db: pair, events, registry, config, metrics }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+export function createTaskService({ db: pair, events, feed: sharedFeed, registry, config, metrics, logger }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
   const db = pair.kysely;
   // Concurrent single CreateTask calls share one insert statement (and commit): see group-commit.ts.
   const singles = new GroupCommit<NewTask, TaskRow>((tasks) => insertTasks(pair, tasks), { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 });
+  const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
     const tasks = requests.map((req, i) => validateCreateTask(req, registry, prefix(i)));
@@ -189,6 +193,7 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     getTaskLogs: (req) => getTaskLogs(db, req),
 
     watchTask: (req, ctx) => watchTask(db, events, req, ctx),
+    watchTasks: (req, ctx) => feed.watch(req, ctx),
 
     async listTaskTypes() {
       // Which live worker processes run each type, so a type nobody serves shows as such.

@@ -12,7 +12,7 @@ import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
 import type { QueueGate } from "./queue-gate.js";
-import { TaskLogSink } from "./log-sink.js";
+import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import type { OutcomeWriter } from "./outcome-writer.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
@@ -48,6 +48,8 @@ export interface ExecuteDeps {
   logger: Logger;
   backoff: BackoffPolicy;
   maxLogLinesPerTask: number;
+  /** Output kept per attempt, in characters (default 16 MiB). */
+  maxLogBytesPerTask?: number;
   /** Largest result stored (JSON bytes); larger ones are replaced by a note. */
   maxResultBytes?: number;
   /**
@@ -149,7 +151,13 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, log
   const stopTimer = pausableTimeout(task.timeout_ms, entry.pause, () =>
     controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)),
   );
-  const sink = new TaskLogSink(deps.db.kysely, taskId, attempt, deps.maxLogLinesPerTask, logger);
+  const sink = new TaskLogSink(
+    deps.db.kysely,
+    taskId,
+    attempt,
+    { maxLines: deps.maxLogLinesPerTask, maxBytes: deps.maxLogBytesPerTask ?? DEFAULT_MAX_LOG_BYTES },
+    logger,
+  );
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);

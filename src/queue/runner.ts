@@ -57,6 +57,7 @@ export interface WorkerOptions {
     | "heartbeatIntervalMs"
     | "pollIntervalMs"
     | "maxLogLinesPerTask"
+    | "maxLogBytesPerTask"
     | "maxResultBytes"
     | "leaseMs"
     | "reconcileCron"
@@ -179,6 +180,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     logger,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     maxLogLinesPerTask: config.maxLogLinesPerTask,
+    maxLogBytesPerTask: config.maxLogBytesPerTask,
     maxResultBytes: config.maxResultBytes,
     inFlight,
     watchdogMs,
