@@ -65,6 +65,12 @@ export const configSchema = z.object({
    */
   localQueueSize: z.coerce.number().int().min(0).max(10_000).optional(),
   /**
+   * TASK_OUTCOME_FLUSH_MS: a worker records attempt outcomes write-behind, in batches flushed this
+   * often (one statement per batch, see src/queue/outcome-writer.ts); a crash before the flush is a
+   * lost attempt the reconciler retries. 0 flushes at once (still coalescing what finished together).
+   */
+  outcomeFlushMs: z.coerce.number().int().min(0).max(60_000).default(2),
+  /**
    * TASK_QUEUES: the queues a worker process serves (`serve --queues a,b`), comma-separated. Default
    * `default` only: a task in a queue no live worker serves waits QUEUED (ListQueues shows 0 workers).
    */
@@ -111,8 +117,13 @@ export const configSchema = z.object({
   retentionBatchSize: z.coerce.number().int().min(1).max(100_000).default(1_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
-  /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
-  maxLogLinesPerTask: z.coerce.number().int().min(1).default(10_000),
+  /**
+   * TASK_MAX_LOG_LINES: output lines kept per attempt: the first half and the last half, with one
+   * marker line between saying how many were dropped.
+   */
+  maxLogLinesPerTask: z.coerce.number().int().min(2).default(10_000),
+  /** TASK_MAX_LOG_BYTES: output kept per attempt (characters), halved the same way as the lines. */
+  maxLogBytesPerTask: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
   /** TASK_SHELL_KILL_GRACE_MS: after SIGTERM to a shell task's process group, wait this long before SIGKILL. */
   shellKillGraceMs: z.coerce.number().int().min(0).default(5_000),
   /**
@@ -161,6 +172,13 @@ export const configSchema = z.object({
   httpMaxConnections: z.coerce.number().int().min(1).default(1_000),
   /** TASK_MAX_HEALTH_WATCHERS: open grpc.health.v1 Watch streams (unauthenticated); further ones get ResourceExhausted. */
   maxHealthWatchers: z.coerce.number().int().min(1).default(1_000),
+  /** TASK_WATCH_HEARTBEAT_MS: a WatchTasks stream gets a heartbeat after this long without a message. */
+  watchHeartbeatMs: z.coerce.number().int().min(100).max(300_000).default(10_000),
+  /**
+   * TASK_WATCH_MAX_QUEUED: changes queued for one WatchTasks stream whose reader is slow; past it
+   * the stream gets one resync message instead (its memory stays bounded).
+   */
+  watchMaxQueued: z.coerce.number().int().min(10).max(1_000_000).default(1_000),
   /**
    * TASK_ALLOWED_HOSTS: Host header names (port ignored) the API answers when it runs without tokens,
    * against DNS rebinding. Unset: loopback names (localhost, 127.x.x.x, [::1]) on a loopback listener.
@@ -193,6 +211,7 @@ const envNames: Record<keyof Config, string> = {
   metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
   localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
+  outcomeFlushMs: "TASK_OUTCOME_FLUSH_MS",
   workerQueues: "TASK_QUEUES",
   priorityAgingMs: "TASK_PRIORITY_AGING_MS",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",
@@ -209,6 +228,7 @@ const envNames: Record<keyof Config, string> = {
   retentionCron: "TASK_RETENTION_CRON",
   retentionBatchSize: "TASK_RETENTION_BATCH",
   maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
+  maxLogBytesPerTask: "TASK_MAX_LOG_BYTES",
   shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
   shellUser: "TASK_SHELL_USER",
   spoolDir: "TASK_SPOOL_DIR",
@@ -227,6 +247,8 @@ const envNames: Record<keyof Config, string> = {
   http2MaxConcurrentStreams: "TASK_HTTP2_MAX_STREAMS",
   httpMaxConnections: "TASK_HTTP_MAX_CONNECTIONS",
   maxHealthWatchers: "TASK_MAX_HEALTH_WATCHERS",
+  watchHeartbeatMs: "TASK_WATCH_HEARTBEAT_MS",
+  watchMaxQueued: "TASK_WATCH_MAX_QUEUED",
   allowedHosts: "TASK_ALLOWED_HOSTS",
   emailAllowedSenders: "TASK_EMAIL_ALLOWED_SENDERS",
   logLevel: "LOG_LEVEL",

@@ -149,8 +149,11 @@ describe("reconciler", () => {
       const id = task!.id.toString();
       await waitFor(async () => (await statusOf(task!.id)) === TaskStatus.RUNNING, "attempt 1 to start");
       // Make attempt 1 look lost and settle it, as a reconciler would while this worker was silent.
-      await sqlQuery("update tasks set heartbeat_at = now() - interval '1 hour' where id = $1", [id]);
-      expect((await reconcile(api.database.db.kysely, 100, api.database.logger)).lost).toBe(1);
+      // The worker's own heartbeat (every 200 ms) may renew it in between: then try again.
+      await waitFor(async () => {
+        await sqlQuery("update tasks set heartbeat_at = now() - interval '1 hour' where id = $1", [id]);
+        return (await reconcile(api.database.db.kysely, 100, api.database.logger)).lost === 1;
+      }, "the reconciler to settle attempt 1");
       await waitFor(async () => (await sqlQuery("select 1 from tasks where id = $1 and status = 'running' and attempts = 2", [id])).rowCount === 1, "attempt 2 to start");
       // Attempt 1 (a 60 s sleep) is aborted by the next heartbeat, long before it would have ended.
       await waitFor(() => workers.inFlight() === 1, "attempt 1 to be aborted", 5_000);

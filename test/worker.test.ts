@@ -1,3 +1,4 @@
+import { listLogLines } from "../src/store/task-logs.js";
 import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -58,8 +59,7 @@ async function history(id: bigint): Promise<[string, number, string][]> {
 }
 
 async function logLines(id: bigint): Promise<{ stream: string; line: string }[]> {
-  const { rows } = await api.database.db.pool.query("select stream, line from task_logs where task_id = $1 order by seq", [id.toString()]);
-  return rows;
+  return (await listLogLines(api.database.db.kysely, id.toString(), 0, 10_000)).map(({ stream, line }) => ({ stream, line }));
 }
 
 describe("each task type runs to SUCCEEDED", () => {

@@ -21,10 +21,12 @@ import { countTaskGroups } from "../store/task-counts.js";
 import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
 import { listLiveWorkers } from "../store/workers.js";
 import type { Db } from "../store/db.js";
+import { GroupCommit } from "../store/group-commit.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
+import { TaskFeed } from "./task-feed.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
 import { containsUnstorable, encodePageToken, UNSTORABLE_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
@@ -36,6 +38,8 @@ export interface TaskServiceDeps {
   db: Db;
   /** Wakes WatchTask streams; see TaskEvents. */
   events: TaskEvents;
+  /** The WatchTasks change feed; one per server process (made here when absent). */
+  feed?: TaskFeed;
   registry: PluginRegistry;
   /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
   config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs">>;
@@ -54,8 +58,11 @@ function assertRunnable(registry: PluginRegistry, type: string): void {
 }
 
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
-export function createTaskService({ db: pair, events, registry, config, metrics }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+export function createTaskService({ db: pair, events, feed: sharedFeed, registry, config, metrics, logger }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
   const db = pair.kysely;
+  // Concurrent single CreateTask calls share one insert statement (and commit): see group-commit.ts.
+  const singles = new GroupCommit<NewTask, TaskRow>((tasks) => insertTasks(pair, tasks), { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 });
+  const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
     const tasks = requests.map((req, i) => validateCreateTask(req, registry, prefix(i)));
@@ -63,7 +70,9 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     const results = keyed
       ? // With idempotency keys, inserting and checking the replays must commit or fail together.
         await db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx))
-      : (await insertTasks(pair, tasks)).map((row) => ({ row, created: true }));
+      : tasks.length === 1
+        ? [{ row: await singles.write(tasks[0]!), created: true }]
+        : (await insertTasks(pair, tasks)).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return results;
   }
@@ -204,6 +213,7 @@ export function createTaskService({ db: pair, events, registry, config, metrics 
     getTaskLogs: (req) => getTaskLogs(db, req),
 
     watchTask: (req, ctx) => watchTask(db, events, req, ctx),
+    watchTasks: (req, ctx) => feed.watch(req, ctx),
 
     async listTaskTypes() {
       // Which live worker processes run each type, so a type nobody serves shows as such.

@@ -23,6 +23,7 @@ import { graphileLogger } from "./graphile-logger.js";
 import { runTaskIdentifier } from "./jobs.js";
 import { QueueGate } from "./queue-gate.js";
 import { OutcomeSpool } from "./outcome-spool.js";
+import { OutcomeWriter } from "./outcome-writer.js";
 import { reconcile, RECONCILE_TASK, rescueLostAttempts } from "./reconcile.js";
 import { WakeSchedule } from "./wake.js";
 
@@ -49,12 +50,14 @@ export interface WorkerOptions {
     Config,
     | "workerConcurrency"
     | "localQueueSize"
+    | "outcomeFlushMs"
     | "backoffBaseMs"
     | "backoffMaxMs"
     | "shutdownGraceMs"
     | "heartbeatIntervalMs"
     | "pollIntervalMs"
     | "maxLogLinesPerTask"
+    | "maxLogBytesPerTask"
     | "maxResultBytes"
     | "leaseMs"
     | "reconcileCron"
@@ -166,6 +169,10 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     }
   };
   const spool = new OutcomeSpool(config.spoolDir ?? path.join(config.dataDir, "spool"), logger);
+  // Outcomes are recorded write-behind, in batches (outcome-writer.ts); `stopSignal` ends their
+  // outage waits once the pool has stopped, leaving them in the spool for the next start.
+  const outcomes = new OutcomeWriter(db, config.outcomeFlushMs);
+  const stopSignal = new AbortController();
   const deps: ExecuteDeps = {
     db,
     registry: options.registry,
@@ -173,10 +180,13 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     logger,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     maxLogLinesPerTask: config.maxLogLinesPerTask,
+    maxLogBytesPerTask: config.maxLogBytesPerTask,
     maxResultBytes: config.maxResultBytes,
     inFlight,
     watchdogMs,
     spool,
+    outcomes,
+    stopping: stopSignal.signal,
     metrics: options.metrics,
     queueGate: gate,
   };
@@ -354,6 +364,10 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       (stopping ??= (async () => {
         logger.info({ inFlight: inFlight.size, graceMs: config.shutdownGraceMs }, "stopping workers");
         await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
+        // Every attempt has ended; record what is still waiting for its batch (or spool it if the
+        // database is away) before the pool closes.
+        stopSignal.abort();
+        await outcomes.drained();
         clearInterval(beat);
         clearInterval(rescue);
         clearInterval(exitWatch);

@@ -57,14 +57,20 @@ export interface TaskHistoryTable {
   attempt: number;
   details: string;
   created_at: Generated<Date>;
+  /** The writing transaction (xid8, as text); null for rows older than migration 0014. */
+  xid: Generated<string | null>;
 }
 
+/** One chunk of consecutive output lines of one attempt (see migrations/0014). */
 export interface TaskLogsTable {
   task_id: ColumnType<string, string, never>;
-  seq: number;
+  first_seq: number;
+  last_seq: number;
   attempt: number;
-  stream: "stdout" | "stderr" | "system";
-  line: string;
+  /** One character per line: o = stdout, e = stderr, s = system. */
+  streams: string;
+  /** The lines joined by LF (a newline inside a line is stored as U+2424). */
+  lines: string;
   created_at: Generated<Date>;
 }
 

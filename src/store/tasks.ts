@@ -315,3 +315,10 @@ export function cappedCountQuery(filter: TaskFilter & IdWindow) {
   const where = conditions.length > 0 ? sql`where ${sql.join(conditions, sql` and `)}` : sql``;
   return sql<{ n: string }>`select count(*) as n from (select 1 from tasks ${where} limit ${TOTAL_COUNT_CAP + 1}) capped`;
 }
+
+/** These tasks as a list shows them (large payloads replaced), in no particular order. */
+export async function findListedTasks(db: Kysely<Database>, ids: string[]): Promise<TaskRow[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await sql<TaskRow>`select ${listedSelection} from tasks where id = any(${ids}::bigint[])`.execute(db);
+  return rows;
+}

@@ -18,6 +18,7 @@ import {
 import { BulkAction } from "../../gen/task/v1/control_pb.js";
 import { taskClient } from "../client.js";
 import { addSelectionFlags, isBulk, parseStatus, registerControlCommands, runBulk, type SelectionFlags } from "./control.js";
+import { watchTaskList } from "./list-watch.js";
 import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
@@ -136,15 +137,21 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--queue <name>", "only this queue; repeatable", collect)
     .option("-n, --page-number <n>", "1-based page number", "1")
     .option("-c, --page-size <n>", "tasks per page (1-1000)", "50")
-    .action(async (flags: { status?: string[]; type?: string[]; queue?: string[]; pageNumber: string; pageSize: string }, cmd: Command) => {
+    .option("-w, --watch", "keep the list updated (in place on a terminal, one line per change otherwise) until interrupted")
+    .action(async (flags: { status?: string[]; type?: string[]; queue?: string[]; pageNumber: string; pageSize: string; watch?: boolean }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const res = await taskClient(g).listTasks({
+      const filter = {
         statuses: (flags.status ?? []).map(parseStatus),
         types: flags.type ?? [],
         queues: flags.queue ?? [],
         pageNumber: parseInteger(flags.pageNumber, "--page-number", 1, 1_000_000),
         pageSize: parseInteger(flags.pageSize, "--page-size", 1, 1000),
-      });
+      };
+      if (flags.watch) {
+        if (filter.pageNumber !== 1) throw new UsageError("--watch shows the first page: leave out --page-number");
+        return watchTaskList(io, g, filter);
+      }
+      const res = await taskClient(g).listTasks(filter);
       printMessage(io, g.output, ListTasksResponseSchema, res, taskListTable);
     });
 

@@ -39,17 +39,18 @@ export type BulkTarget = { kind: "ids"; ids: bigint[] } | { kind: "filter"; filt
 
 /**
  * The BulkTasks selection for a target, or undefined when the filter has a part BulkTasks cannot
- * express (a name prefix, schedules, queues): then "everything matching" is not offered, since a
+ * express (a name prefix, schedules, typed ids): then "everything matching" is not offered, since a
  * wider selection than the list shows must never be acted on.
  */
 export function selectionFor(target: BulkTarget): MessageInitShape<typeof TaskSelectionSchema> | undefined {
   if (target.kind === "ids") return { ids: target.ids };
   const f = target.filter;
-  if (f.name || f.schedules.length > 0 || f.ids.length > 0 || f.queues.length > 0) return undefined;
-  const filtered = f.statuses.length > 0 || f.types.length > 0 || !!f.createdAfter || !!f.createdBefore;
+  if (f.name || f.schedules.length > 0 || f.ids.length > 0) return undefined;
+  const filtered = f.statuses.length > 0 || f.types.length > 0 || f.queues.length > 0 || !!f.createdAfter || !!f.createdBefore;
   return {
     statuses: f.statuses,
     types: f.types,
+    queues: f.queues,
     createdAfter: f.createdAfter && timestampFromDate(f.createdAfter),
     createdBefore: f.createdBefore && timestampFromDate(f.createdBefore),
     // No filter at all: the view shows every task, and so does its selection (the server

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2QEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMbGl2ZV93b3JrZXJzGDIgASgFIkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBSJaChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKrAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIrMCChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMSDgoGcXVldWVzGDIgAygJEhMKC25hbWVfcHJlZml4GGQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGGYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoRTGlzdFRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBRITCgtwYWdlX251bWJlchgFIAEoBRIZChF0b3RhbF9jb3VudF9leGFjdBgGIAEoCCIjChVHZXRUYXNrSGlzdG9yeVJlcXVlc3QSCgoCaWQYASABKAMiRAoWR2V0VGFza0hpc3RvcnlSZXNwb25zZRIqCgdoaXN0b3J5GAEgAygLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5IhwKGkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0Ir4BChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMSMQoLdHlwZV9jb3VudHMYAyADKAsyHC50YXNrLnYxLlRhc2tUeXBlU3RhdHVzQ291bnQSMwoMcXVldWVfY291bnRzGDIgAygLMh0udGFzay52MS5UYXNrUXVldWVTdGF0dXNDb3VudCJZChRUYXNrUXVldWVTdGF0dXNDb3VudBINCgVxdWV1ZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiVwoTVGFza1R5cGVTdGF0dXNDb3VudBIMCgR0eXBlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIOCgZyZWFzb24YAiABKAkiMQoSQ2FuY2VsVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siHgoQUmV0cnlUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIwChFSZXRyeVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIhYKFExpc3RUYXNrVHlwZXNSZXF1ZXN0IjkKFUxpc3RUYXNrVHlwZXNSZXNwb25zZRIgCgV0eXBlcxgBIAMoCzIRLnRhc2sudjEuVGFza1R5cGUq2gEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQBzKcBwoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESWgoRR2V0VGFza1Rocm91Z2hwdXQSIS50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVxdWVzdBoiLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2QEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMbGl2ZV93b3JrZXJzGDIgASgFIkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswEKEkdldFRhc2tMb2dzUmVxdWVzdBIKCgJpZBgBIAEoAxIRCglhZnRlcl9zZXEYAiABKAUSDQoFbGltaXQYAyABKAUSEQoEZnJvbRhGIAEoBUgAiAEBEg8KAnRvGEcgASgFSAGIAQESEQoEdGFpbBhIIAEoBUgCiAEBEg8KB2F0dGVtcHQYSSABKAUSDgoGc3RyZWFtGEogASgJQgcKBV9mcm9tQgUKA190b0IHCgVfdGFpbCKFAQoTR2V0VGFza0xvZ3NSZXNwb25zZRIjCgVsaW5lcxgBIAMoCzIULnRhc2sudjEuVGFza0xvZ0xpbmUSEAoIbGFzdF9zZXEYAiABKAUSDAoEbW9yZRgDIAEoCBITCgt0b3RhbF9saW5lcxhGIAEoBRIUCgxzdG9yZWRfbGluZXMYRyABKAUiNAoQV2F0Y2hUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAiABKAgijgEKEVdhdGNoVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2tIABIsCgdoaXN0b3J5GAIgASgLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5SAASIwoDbG9nGAMgASgLMhQudGFzay52MS5UYXNrTG9nTGluZUgAQgcKBWV2ZW50IqsCChFDcmVhdGVUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSKwoKcGFyYW1ldGVycxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBCABKAUSFAoMbWF4X2F0dGVtcHRzGAUgASgFEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGcnVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYiQgoSQ3JlYXRlVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sSDwoHY3JlYXRlZBgCIAEoCCI/ChJDcmVhdGVUYXNrc1JlcXVlc3QSKQoFdGFza3MYASADKAsyGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0IjMKE0NyZWF0ZVRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2siHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siswIKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAxIOCgZxdWV1ZXMYMiADKAkSEwoLbmFtZV9wcmVmaXgYZCABKAkSMQoNY3JlYXRlZF9hZnRlchhlIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYZiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QivgEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudBIzCgxxdWV1ZV9jb3VudHMYMiADKAsyHS50YXNrLnYxLlRhc2tRdWV1ZVN0YXR1c0NvdW50IlkKFFRhc2tRdWV1ZVN0YXR1c0NvdW50Eg0KBXF1ZXVlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCLiAgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkiWgoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAyJKCg5XYXRjaEhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoLV2F0Y2hSZXN5bmMSDgoGY3Vyc29yGAEgASgJEg4KBnJlYXNvbhgCIAEoCSraAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEhYKElRBU0tfU1RBVFVTX1BBVVNFRBAHMuUHCgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJHCgpXYXRjaFRhc2tzEhoudGFzay52MS5XYXRjaFRhc2tzUmVxdWVzdBobLnRhc2sudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAESWgoRR2V0VGFza1Rocm91Z2hwdXQSIS50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVxdWVzdBoiLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -381,7 +381,7 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
   id: bigint;
 
   /**
-   * Only lines after this seq (0: from the start).
+   * Only lines after this seq (0: from the start). Excludes from and tail.
    *
    * @generated from field: int32 after_seq = 2;
    */
@@ -393,6 +393,40 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
    * @generated from field: int32 limit = 3;
    */
   limit: number;
+
+  /**
+   * Lines numbered from..to (1-based line numbers across attempts, inclusive); either may be
+   * left out (from the first, to the last). Excludes tail and after_seq.
+   *
+   * @generated from field: optional int32 from = 70;
+   */
+  from?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 to = 71;
+   */
+  to?: number | undefined;
+
+  /**
+   * The last N lines (1 to 5000). Excludes from/to and after_seq.
+   *
+   * @generated from field: optional int32 tail = 72;
+   */
+  tail?: number | undefined;
+
+  /**
+   * Only lines of this attempt (1-based); 0: every attempt.
+   *
+   * @generated from field: int32 attempt = 73;
+   */
+  attempt: number;
+
+  /**
+   * Only lines of this stream: "stdout", "stderr" or "system"; empty: all.
+   *
+   * @generated from field: string stream = 74;
+   */
+  stream: string;
 };
 
 /**
@@ -419,11 +453,26 @@ export type GetTaskLogsResponse = Message<"task.v1.GetTaskLogsResponse"> & {
   lastSeq: number;
 
   /**
-   * Whether more lines are stored after these.
+   * Whether more lines are stored after these (within the range asked for).
    *
    * @generated from field: bool more = 3;
    */
   more: boolean;
+
+  /**
+   * The task's highest line number: how many lines it wrote in all attempts, counting lines a
+   * capture cap dropped (see the marker line).
+   *
+   * @generated from field: int32 total_lines = 70;
+   */
+  totalLines: number;
+
+  /**
+   * Lines stored that match the attempt and stream filters.
+   *
+   * @generated from field: int32 stored_lines = 71;
+   */
+  storedLines: number;
 };
 
 /**
@@ -1072,6 +1121,207 @@ export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*
   messageDesc(file_task_v1_task, 29);
 
 /**
+ * @generated from message task.v1.WatchTasksRequest
+ */
+export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
+  /**
+   * The tasks to watch, as ListTasks selects them (statuses, types, ids, schedule_ids); the
+   * paging fields must be left unset.
+   *
+   * @generated from field: task.v1.ListTasksRequest filter = 1;
+   */
+  filter?: ListTasksRequest | undefined;
+
+  /**
+   * Resume after this cursor (from any earlier message of a WatchTasks stream): every change
+   * after it is sent, none twice. Empty: from now.
+   *
+   * @generated from field: string cursor = 2;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message task.v1.WatchTasksRequest.
+ * Use `create(WatchTasksRequestSchema)` to create a new message.
+ */
+export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 30);
+
+/**
+ * @generated from message task.v1.WatchTasksResponse
+ */
+export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
+  /**
+   * @generated from oneof task.v1.WatchTasksResponse.event
+   */
+  event: {
+    /**
+     * @generated from field: task.v1.TaskChange change = 1;
+     */
+    value: TaskChange;
+    case: "change";
+  } | {
+    /**
+     * Sent first and then every few seconds, so a quiet stream can be told from a dead one.
+     *
+     * @generated from field: task.v1.WatchHeartbeat heartbeat = 2;
+     */
+    value: WatchHeartbeat;
+    case: "heartbeat";
+  } | {
+    /**
+     * The stream fell too far behind (its reader is slow) and skipped changes: re-read the list
+     * with ListTasks, then go on; changes after `cursor` follow.
+     *
+     * @generated from field: task.v1.WatchResync resync = 3;
+     */
+    value: WatchResync;
+    case: "resync";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message task.v1.WatchTasksResponse.
+ * Use `create(WatchTasksResponseSchema)` to create a new message.
+ */
+export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 31);
+
+/**
+ * @generated from message task.v1.TaskChange
+ */
+export type TaskChange = Message<"task.v1.TaskChange"> & {
+  /**
+   * @generated from field: task.v1.TaskChange.Kind kind = 1;
+   */
+  kind: TaskChange_Kind;
+
+  /**
+   * The task as it is when the change is sent (its status may already be newer than `status`).
+   *
+   * @generated from field: task.v1.Task task = 2;
+   */
+  task?: Task | undefined;
+
+  /**
+   * The status the change moved the task to, and the one it left (unspecified when created).
+   *
+   * @generated from field: task.v1.TaskStatus status = 3;
+   */
+  status: TaskStatus;
+
+  /**
+   * @generated from field: task.v1.TaskStatus previous_status = 4;
+   */
+  previousStatus: TaskStatus;
+
+  /**
+   * @generated from field: int32 attempt = 5;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: string details = 6;
+   */
+  details: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp changed_at = 7;
+   */
+  changedAt?: Timestamp | undefined;
+
+  /**
+   * Resume here to get the changes after this one.
+   *
+   * @generated from field: string cursor = 8;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message task.v1.TaskChange.
+ * Use `create(TaskChangeSchema)` to create a new message.
+ */
+export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 32);
+
+/**
+ * @generated from enum task.v1.TaskChange.Kind
+ */
+export enum TaskChange_Kind {
+  /**
+   * @generated from enum value: KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: KIND_CREATED = 1;
+   */
+  CREATED = 1,
+
+  /**
+   * @generated from enum value: KIND_STATUS_CHANGED = 2;
+   */
+  STATUS_CHANGED = 2,
+
+  /**
+   * @generated from enum value: KIND_FINISHED = 3;
+   */
+  FINISHED = 3,
+}
+
+/**
+ * Describes the enum task.v1.TaskChange.Kind.
+ */
+export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
+  enumDesc(file_task_v1_task, 32, 0);
+
+/**
+ * @generated from message task.v1.WatchHeartbeat
+ */
+export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
+  /**
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message task.v1.WatchHeartbeat.
+ * Use `create(WatchHeartbeatSchema)` to create a new message.
+ */
+export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 33);
+
+/**
+ * @generated from message task.v1.WatchResync
+ */
+export type WatchResync = Message<"task.v1.WatchResync"> & {
+  /**
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message task.v1.WatchResync.
+ * Use `create(WatchResyncSchema)` to create a new message.
+ */
+export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 34);
+
+/**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
  * CANCELLED are terminal; only FAILED and CANCELLED can be retried by hand.
  *
@@ -1237,7 +1487,8 @@ export const TaskService: GenService<{
     output: typeof ListTaskTypesResponseSchema;
   },
   /**
-   * GetTaskLogs pages through the output lines a task printed, in order.
+   * GetTaskLogs reads the output lines a task printed: a page after a line, a line range
+   * (from/to) or the last lines (tail), optionally of one attempt or stream, with line counts.
    *
    * @generated from rpc task.v1.TaskService.GetTaskLogs
    */
@@ -1256,6 +1507,17 @@ export const TaskService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchTaskRequestSchema;
     output: typeof WatchTaskResponseSchema;
+  },
+  /**
+   * WatchTasks streams changes (created, status changed, finished) of the tasks ListTasks would
+   * return for the same filter, with a resume cursor on every message and periodic heartbeats.
+   *
+   * @generated from rpc task.v1.TaskService.WatchTasks
+   */
+  watchTasks: {
+    methodKind: "server_streaming";
+    input: typeof WatchTasksRequestSchema;
+    output: typeof WatchTasksResponseSchema;
   },
   /**
    * GetTaskThroughput counts the attempts that ended per minute and outcome, over the last hour by
