@@ -8,7 +8,7 @@ import { answerDecodeErrorsAsInvalidArgument } from "./decode-errors.js";
 import { createHealthService, type HealthOptions } from "./health.js";
 import { registerReflection } from "./reflection.js";
 import { createScheduleService } from "./schedule-service.js";
-import { createTaskService, type TaskServiceDeps } from "./task-service.js";
+import { catalogFor, createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
 export function errorMappingInterceptor(logger: Logger): Interceptor {
@@ -38,9 +38,11 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 
 /** Registers every service on a router. */
 export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (router: ConnectRouter) => void {
+  // One catalog (and its cache) for both services.
+  const withCatalog = { ...deps, catalog: catalogFor(deps) };
   return (router) => {
-    router.service(TaskService, createTaskService(deps));
-    router.service(ScheduleService, createScheduleService(deps));
+    router.service(TaskService, createTaskService(withCatalog));
+    router.service(ScheduleService, createScheduleService(withCatalog));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,

@@ -55,6 +55,42 @@ export interface ExecuteDeps {
   /** Where outcomes wait while the database is unreachable. */
   spool: OutcomeSpool;
   metrics?: Metrics;
+  /**
+   * How long a plugin may take to settle after its signal fired (timeout, cancel, shutdown) before
+   * the attempt ends without it: a plugin that ignores its signal or never resolves must not hold
+   * a slot for ever. Default ABANDON_AFTER_ABORT_MS.
+   */
+  abandonAfterAbortMs?: number;
+}
+
+/** Default of ExecuteDeps.abandonAfterAbortMs: longer than the shell plugin's default kill grace (5 s). */
+export const ABANDON_AFTER_ABORT_MS = 10_000;
+
+/**
+ * The plugin's own promise, unless it is still pending `graceMs` after `signal` fired: then the
+ * attempt ends with the signal's reason and the plugin's work is abandoned (it may still finish in
+ * the background; execution is at-least-once).
+ */
+function settleOrAbandon<T>(signal: AbortSignal, work: Promise<T>, graceMs: number, logger: Logger): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      timer = setTimeout(() => {
+        logger.warn({ graceMs }, "the plugin did not stop after its signal fired: the attempt ends without it");
+        reject(signal.reason);
+      }, graceMs);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    };
+    work.then(
+      (value) => (done(), resolve(value)),
+      (err: unknown) => (done(), reject(err)),
+    );
+  });
 }
 
 /** Checks a job payload; anything else is a job we did not write and ignore. */
@@ -103,7 +139,9 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     logger.debug({ type: task.type }, "attempt started");
     const stopTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
     deps.metrics?.attemptsInFlight.inc();
-    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease }).finally(() => {
+    // Promise.resolve().then: a plugin that throws synchronously (or returns a non-promise) is handled like one that rejects.
+    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease }));
+    const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).finally(() => {
       stopTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
