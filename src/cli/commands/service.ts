@@ -1,12 +1,10 @@
 import net from "node:net";
 import { Command, Option } from "commander";
 import { openRuntime, waitForShutdownSignal, type Runtime } from "../../app.js";
-import { startApiServer, type ApiServer } from "../../api/server.js";
-import { startWorkers, type Workers } from "../../queue/runner.js";
+import type { ApiServer } from "../../api/server.js";
 import { configEnvNames, loadConfig, type ConfigOverrides } from "../../config.js";
 import { createLogger } from "../../logger.js";
-import { Metrics, startMetricsServer } from "../../metrics.js";
-import { Scheduler } from "../../schedules/scheduler.js";
+import { startServices, type ServiceSet as StartedSet } from "../../services.js";
 import { migrate } from "../../store/migrate.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
@@ -75,52 +73,19 @@ async function ensurePortFree(host: string, port: number): Promise<void> {
 }
 
 /** What runServices starts. */
-interface ServiceSet {
-  api: boolean;
-  workers: number;
+interface ServiceSet extends StartedSet {
   announce: boolean;
-  allowEmbedded: boolean;
 }
 
-/**
- * Runs the API and/or workers until SIGINT/SIGTERM, then shuts down in order: stop accepting
- * requests and jobs, let running attempts finish (or abort and release them after the grace
- * period), close the pool, stop the embedded PostgreSQL last.
- */
+/** Runs the API and/or workers (startServices) until SIGINT/SIGTERM, then stops them gracefully. */
 async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSet): Promise<void> {
   const config = loadConfig({ ...overrides, workerConcurrency: set.workers });
   const logger = createLogger(config.logLevel);
   if (set.api) await ensurePortFree(config.host, config.port);
-  const runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
-  const metrics = new Metrics();
-  let server: ApiServer | undefined;
-  let metricsServer: { close(): Promise<void> } | undefined;
-  let workers: Workers | undefined;
-  try {
-    if (set.api) {
-      server = await startApiServer({ db: runtime.db, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
-    } else if (config.metricsPort > 0) {
-      const started = await startMetricsServer(metrics, config.host, config.metricsPort);
-      logger.info({ url: started.url }, "metrics listening");
-      metricsServer = started;
-    }
-    if (set.workers > 0) {
-      workers = await startWorkers({ databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
-    }
-  } catch (err) {
-    await server?.close();
-    await metricsServer?.close();
-    await runtime.close();
-    throw err;
-  }
-  // Every server and worker process runs the scheduler; the database makes each tick happen once.
-  const scheduler = new Scheduler({ db: runtime.db, registry: runtime.plugins.registry, logger, databaseUrl: runtime.databaseUrl });
-  scheduler.start();
-  if (set.announce) announce(io, runtime, server, set.workers);
+  const services = await startServices(config, logger, set);
+  if (set.announce) announce(io, services.runtime, services.server, set.workers);
   await waitForShutdownSignal(logger);
-  await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop()]);
-  await runtime.close();
-  logger.info("stopped");
+  await services.stop();
 }
 
 function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, workers: number): void {
