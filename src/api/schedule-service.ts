@@ -60,7 +60,7 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
 
   return {
     async createSchedule(req) {
-      const { schedule, nextRunAt } = validateScheduleSpec(req.spec, await catalog.resolver([req.spec?.task?.type ?? ""]), clock.now());
+      const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
       return { schedule: scheduleToProto(await insertSchedule(db, schedule, nextRunAt)) };
     },
 
@@ -90,7 +90,7 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
 
     async updateSchedule(req) {
       const name = validateScheduleName(req.name);
-      const { schedule, nextRunAt } = validateScheduleSpec(req.spec, await catalog.resolver([req.spec?.task?.type ?? ""]), clock.now());
+      const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
       const result = await replaceSchedule(db, name, schedule, nextRunAt);
       if (!result) throw new ScheduleNotFoundError(name);
       const view = await findSchedule(db, result.row.name);
@@ -120,7 +120,7 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
     async triggerSchedule(req) {
       const schedule = await existing(req.name);
       const at = clock.now();
-      const task = tickTask(schedule, await catalog.resolver([schedule.type]), at);
+      const task = await catalog.withTypes([schedule.type], (types) => tickTask(schedule, types, at));
       const row = await db.transaction().execute(async (trx) => {
         const [inserted] = await insertTasksInTransaction(trx, [{ ...task, runAt: null }]);
         const created = inserted ?? (await findTickTask(trx, schedule.id, at));

@@ -43,9 +43,8 @@ export interface TaskServiceDeps {
 
 /** Throws TaskTypeDisabledError (FailedPrecondition) unless tasks of `type` can be queued here. */
 async function assertRunnable(catalog: TaskTypeCatalog, type: string): Promise<void> {
-  const types = await catalog.resolver([type]);
   try {
-    types.resolve(type);
+    await catalog.withTypes([type], (types) => types.resolve(type));
   } catch (err) {
     if (err instanceof InvalidArgumentError) throw new TaskTypeDisabledError(type, "no worker has registered this type");
     throw err;
@@ -67,8 +66,10 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   const catalog = catalogFor(deps);
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
-    const types = await catalog.resolver(requests.map((req) => req.type));
-    const tasks = requests.map((req, i) => validateCreateTask(req, types, prefix(i)));
+    const tasks = await catalog.withTypes(
+      requests.map((req) => req.type),
+      (types) => requests.map((req, i) => validateCreateTask(req, types, prefix(i))),
+    );
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     const results = keyed
       ? // With idempotency keys, inserting and checking the replays must commit or fail together.

@@ -113,15 +113,31 @@ export class TaskTypeCatalog {
     return this.registered;
   }
 
-  /** A resolver for the named types, with their versions looked up (or taken from a fresh cache). */
-  async resolver(names: string[]): Promise<TaskTypeResolver<CatalogType>> {
+  /**
+   * Runs `use` (which validates requests) with a resolver for the named types. A rejection reached
+   * with cached versions is checked again with fresh ones, so a type registered or upgraded (a new
+   * worker version) a moment ago is honoured at once; the cache only ever makes a request pass on the
+   * previous version for up to cacheMs after a rollback.
+   */
+  async withTypes<T>(names: string[], use: (types: TaskTypeResolver<CatalogType>) => T): Promise<T> {
+    const first = await this.resolver(names);
+    try {
+      return use(first);
+    } catch (err) {
+      if (!(err instanceof InvalidArgumentError) || !first.cached) throw err;
+    }
+    return use(await this.resolver(names, true));
+  }
+
+  /** A resolver for the named types, with their versions looked up (or taken from a fresh cache unless `fresh`). */
+  async resolver(names: string[], fresh = false): Promise<TaskTypeResolver<CatalogType> & { cached: boolean }> {
     await this.ensureRegistered();
     const now = Date.now();
     const cacheMs = this.options.cacheMs ?? 1_000;
     const wanted = [...new Set(names.filter((n) => n !== ""))];
     const stale = wanted.filter((n) => {
       const hit = this.cache.get(n);
-      return !hit || now - hit.at > cacheMs;
+      return fresh || !hit || now - hit.at > cacheMs;
     });
     if (stale.length > 0) {
       const rows = await listTaskTypeVersions(this.options.db, this.options.liveMs, stale);
@@ -134,6 +150,7 @@ export class TaskTypeCatalog {
     }
     const found = new Map(wanted.flatMap((n) => (this.cache.has(n) ? [[n, this.cache.get(n)!.versions] as const] : [])));
     return {
+      cached: stale.length < wanted.length,
       resolve: (type, field = "type") => this.resolveFrom(found, type, field),
       parse: (type, parameters, prefix = "parameters") => this.parse(type, parameters, prefix),
     };

@@ -235,7 +235,7 @@ export class Scheduler {
     }
     let task;
     try {
-      task = tickTask(schedule, await this.catalog.resolver([schedule.type]), tick);
+      task = await this.catalog.withTypes([schedule.type], (types) => tickTask(schedule, types, tick));
     } catch (err) {
       if (err instanceof InvalidArgumentError || err instanceof TaskTypeDisabledError) return { note: `tick ${iso(tick)}: ${err.message}` };
       throw err;
