@@ -8,7 +8,8 @@ create table task_types (
   name text not null,
   schema_hash text not null,
   description text not null default '',
-  parameter_schema jsonb not null,
+  -- json, not jsonb: jsonb reorders object keys, and the order of properties is what people read.
+  parameter_schema json not null,
   default_timeout_ms integer not null,
   default_max_attempts integer not null,
   default_queue text,

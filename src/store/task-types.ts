@@ -27,8 +27,8 @@ export async function upsertTaskTypes(db: Kysely<Database>, versions: TaskTypeVe
   if (versions.length === 0) return;
   await sql`
     insert into task_types (name, schema_hash, description, parameter_schema, default_timeout_ms, default_max_attempts, default_queue)
-    select * from jsonb_to_recordset(${JSON.stringify(versions.map(toRecord))}::jsonb)
-      as v(name text, schema_hash text, description text, parameter_schema jsonb, default_timeout_ms int, default_max_attempts int, default_queue text)
+    select * from json_to_recordset(${JSON.stringify(versions.map(toRecord))}::json)
+      as v(name text, schema_hash text, description text, parameter_schema json, default_timeout_ms int, default_max_attempts int, default_queue text)
     order by name
     on conflict (name, schema_hash) do update set last_registered_at = now()
   `.execute(db);
