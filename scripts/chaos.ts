@@ -11,14 +11,16 @@ import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Command } from "commander";
+import pg from "pg";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/embedded-postgres.js";
 import { TaskService, TaskStatus, type CreateTaskRequest } from "../src/gen/task/v1/task_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CreateTaskRequestSchema } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
-import { loadTasksWithHistory, pendingJobCounts } from "../src/store/audit.js";
+import { leftoverJobs, loadTasksWithHistory, pendingJobCounts } from "../src/store/audit.js";
 import { openDb } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
+import { reconcile } from "../src/queue/reconcile.js";
 import { checkTaskHistory } from "./chaos/check-history.js";
 import { ChaosProcesses } from "./chaos/processes.js";
 
@@ -124,7 +126,7 @@ async function main(): Promise<number> {
     while (killed < kills || !restarted) {
       await sleep(between(1_500, 4_000));
       if (killed < kills) {
-        const pid = await procs.killRandomWorker();
+        const pid = await procs.killBusyWorker(() => busyWorkerPids(cluster.url));
         killed++;
         log(`kill -9 worker pid ${pid} (${killed}/${kills})`);
         await sleep(between(200, 1_000));
@@ -168,6 +170,18 @@ async function main(): Promise<number> {
   return exitCode;
 }
 
+/** The pids of worker processes with RUNNING attempts (worker ids are `host-pid-random`). */
+async function busyWorkerPids(url: string): Promise<Set<number>> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ worker_id: string }>("select distinct worker_id from tasks where status = 'running' and worker_id is not null");
+    return new Set(rows.map((r) => Number(r.worker_id.split("-").at(-2))));
+  } finally {
+    await client.end();
+  }
+}
+
 /** Checks and prints the outcome; returns the exit code. */
 async function audit(url: string, run: string, killed: number, restarted: boolean): Promise<number> {
   const logger = createLogger("silent");
@@ -193,8 +207,22 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
         violations.push(`task ${task.id} (${kind}) failed: ${task.last_error}`);
       }
     }
+    // A kill that caught no attempt tested nothing: each kill -9 hits a busy worker, so at least one
+    // attempt must have been rescued.
+    if (killed > 0 && lostAttempts === 0) violations.push(`${killed} kill -9 rescued no attempt: the kills missed the work`);
+    // Every process has stopped; the reconciler's full pass (each minute in a deployment) clears
+    // what lost completions left. After it, no job may be left.
+    const before = await pendingJobCounts(db.kysely);
+    await reconcile(db.kysely, 3_000, logger);
     const jobs = await pendingJobCounts(db.kysely);
-    if (jobs.jobs > 0) violations.push(`${jobs.jobs} run_task jobs left (${jobs.locked} locked)`);
+    if (jobs.jobs > 0) {
+      violations.push(`${jobs.jobs} run_task jobs left (${jobs.locked} locked)`);
+      for (const j of await leftoverJobs(db.kysely)) {
+        violations.push(
+          `job ${j.job_id} left: task ${j.task_id ?? "?"} ${j.task_status ?? "missing"}, job attempts ${j.attempts}, run_at ${j.run_at.toISOString()}, locked_by ${j.locked_by ?? "-"}, last_error ${JSON.stringify(j.last_error?.slice(0, 200) ?? null)}`,
+        );
+      }
+    }
 
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     const lines = [
@@ -204,7 +232,7 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
       ...[...byKind].map(([kind, m]) => `  ${kind.padEnd(7)} ${[...m].map(([s, n]) => `${s} ${n}`).join(", ")}`),
       `  attempts rescued from killed workers: ${lostAttempts}`,
       `  history checked: ${tasks.length} tasks, ${violations.length} violations`,
-      `  run_task jobs left: ${jobs.jobs} (${jobs.locked} locked)`,
+      `  run_task jobs left: ${before.jobs} (${before.locked} locked) before the reconciler's full pass, ${jobs.jobs} (${jobs.locked} locked) after`,
       ...violations.slice(0, 30).map((v) => `  VIOLATION ${v}`),
       violations.length === 0 ? "PASS" : `FAIL (${violations.length} violations)`,
     ];

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -63,10 +64,20 @@ export class ChaosProcesses {
     worker.once("exit", () => this.workers.delete(worker));
   }
 
-  /** kill -9 of a random live worker; resolves with its pid once it is gone. */
-  async killRandomWorker(): Promise<number> {
-    const live = [...this.workers];
-    const victim = live[Math.floor(Math.random() * live.length)]!;
+  /**
+   * kill -9 of a random live worker that is running attempts (so the kill tests a rescue, not a
+   * process that had not started yet); after `patienceMs` without one, of any live worker.
+   * Resolves with its pid once it is gone.
+   */
+  async killBusyWorker(busyPids: () => Promise<Set<number>>, patienceMs = 15_000): Promise<number> {
+    let candidates: ChildProcess[] = [];
+    for (const until = Date.now() + patienceMs; Date.now() < until; await sleep(200)) {
+      const busy = await busyPids().catch(() => new Set<number>());
+      candidates = [...this.workers].filter((w) => w.pid !== undefined && busy.has(w.pid));
+      if (candidates.length > 0) break;
+    }
+    if (candidates.length === 0) candidates = [...this.workers];
+    const victim = candidates[Math.floor(Math.random() * candidates.length)]!;
     const gone = new Promise((resolve) => victim.once("exit", resolve));
     victim.kill("SIGKILL");
     await gone;

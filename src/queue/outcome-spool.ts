@@ -60,6 +60,8 @@ export class OutcomeSpool {
         if (entry.outcome.kind === "retrying") entry.outcome.retryAt = new Date(entry.outcome.retryAt);
         entries.push(entry);
       } catch (err) {
+        // Gone since the listing: its worker delivered it (several workers may share a spool).
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
         this.logger.error({ err: errorMessage(err), file: name }, "ignoring an unreadable spooled outcome");
       }
     }

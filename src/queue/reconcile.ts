@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
-import { finishPendingCancels, releaseDeadWorkers, removeStaleLockedJobs, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
+import { finishPendingCancels, releaseDeadWorkers, removeStaleJobs, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
 import { foldTaskCountDeltas } from "../store/task-counts.js";
 import { deleteExpiredWatchers } from "../store/task-watchers.js";
@@ -59,9 +59,14 @@ export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJ
     total += settled.length;
     if (settled.length < BATCH) break;
   }
-  const stale = await removeStaleLockedJobs(db, judgement.leaseMs);
-  if (stale > 0) logger.info({ jobs: stale }, "removed locked jobs whose task had moved on (their completion was lost)");
+  // The dead workers' lost completions are unlocked now: clear them while we are here.
+  if (dead.length > 0) await removeStale(db, judgement.leaseMs, logger);
   return total;
+}
+
+async function removeStale(db: Kysely<Database>, leaseMs: number, logger: Logger): Promise<void> {
+  const stale = await removeStaleJobs(db, leaseMs);
+  if (stale > 0) logger.info({ jobs: stale }, "removed jobs whose task had moved on (their completion was lost)");
 }
 
 /**
@@ -72,6 +77,7 @@ export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJ
  */
 export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: Logger, since = new Date(0)): Promise<ReconcileResult> {
   const lost = await rescueLostAttempts(db, { leaseMs, since }, logger);
+  await removeStale(db, leaseMs, logger);
   const requeued = await requeueOrphans(db, BATCH);
   if (requeued.length > 0) logger.warn({ taskIds: requeued }, "re-enqueued tasks that had no job");
   const cancelled = await finishPendingCancels(db, BATCH);

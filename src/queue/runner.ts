@@ -14,8 +14,9 @@ import { heartbeat, unregisterWorker } from "../store/attempts.js";
 import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
+import { releaseJobLocks } from "../store/reconcile.js";
 import { CANCEL_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
-import { databaseNow, holdWorkerLock, workersWithFreeLocks } from "../store/worker-liveness.js";
+import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
 import { RUN_TASK } from "./jobs.js";
@@ -85,7 +86,7 @@ export function leaseTiming(config: Pick<Config, "leaseMs" | "heartbeatIntervalM
  * graphile-worker 0.17 records a job's completion or failure without awaiting it (worker.js calls
  * completeJob/failJob and moves on), so when PostgreSQL goes away at that moment the rejection is
  * unhandled and Node would exit. Such a job stays locked; its task's outcome is guarded, so
- * re-running it is a no-op, and the reconciler removes it (removeStaleLockedJobs). Any other
+ * re-running it is a no-op, and the reconciler removes it (removeStaleJobs). Any other
  * unhandled rejection keeps Node's behaviour: it is a bug, and the process exits.
  */
 function survivingLostCompletions(logger: Logger): () => void {
@@ -100,9 +101,17 @@ function survivingLostCompletions(logger: Logger): () => void {
   return () => void process.removeListener("unhandledRejection", onRejection);
 }
 
-/** Delivers the outcomes a previous worker on this machine spooled and could not record. */
-async function deliverSpooled(db: Db, spool: OutcomeSpool, logger: Logger): Promise<void> {
-  for (const entry of await spool.load()) {
+/**
+ * Delivers the outcomes that workers on this machine spooled and could not record, once those
+ * workers are gone (a live worker keeps retrying its own: delivering them too would only race it).
+ * Runs at start and with every lost-attempt check, so a worker that died beside a running one has
+ * its outcomes delivered within seconds rather than at the next start.
+ */
+async function deliverSpooled(db: Db, spool: OutcomeSpool, logger: Logger, ownId: string): Promise<void> {
+  const entries = (await spool.load()).filter((e) => e.workerId !== ownId);
+  if (entries.length === 0) return;
+  const live = await liveWorkers(db.kysely, [...new Set(entries.map((e) => e.workerId))]);
+  for (const entry of entries.filter((e) => !live.has(e.workerId))) {
     const recorded = await recordOrSpool({ db, spool }, entry, logger.child({ taskId: entry.taskId, attempt: entry.attempt }), undefined, true);
     logger.info({ taskId: entry.taskId, attempt: entry.attempt, recorded: recorded !== undefined }, "delivered a spooled outcome");
   }
@@ -216,14 +225,16 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   // Leases are not judged across this reconciler's own downtime: it counts them from its start.
   const since = await retryWhileUnavailable(() => databaseNow(db.kysely), "starting the reconciler", Number.POSITIVE_INFINITY, logger);
   const judgement = { leaseMs: config.leaseMs, since };
-  await deliverSpooled(db, spool, logger).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "could not deliver spooled outcomes"));
+  await deliverSpooled(db, spool, logger, workerId).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "could not deliver spooled outcomes"));
   // One full reconcile pass at start-up, so tasks orphaned while no worker ran are rescued now.
   await reconcile(db.kysely, config.leaseMs, logger, since).catch((err: unknown) => logger.error({ err: errorMessage(err) }, "start-up reconcile failed"));
   let rescuing = false;
   const rescueNow = () => {
     if (rescuing) return;
     rescuing = true;
-    rescueLostAttempts(db.kysely, judgement, logger)
+    // Spooled outcomes of dead workers first, so a real outcome wins over "worker lost".
+    deliverSpooled(db, spool, logger, workerId)
+      .then(() => rescueLostAttempts(db.kysely, judgement, logger))
       .catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "lost-attempt check failed"))
       .finally(() => (rescuing = false));
   };
@@ -305,6 +316,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(exitWatch);
         wake.stop();
         await Promise.all([listener.close(), wakeListener.close()]);
+        await releaseJobLocks(db.kysely, [...graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await lock.close();
         await beating;

@@ -31,3 +31,27 @@ export async function pendingJobCounts(db: Kysely<Database>): Promise<{ jobs: nu
   `.execute(db);
   return rows[0] ?? { jobs: 0, locked: 0 };
 }
+
+/** A run_task job still in graphile-worker's table, with its task's state, for the chaos report. */
+export interface LeftoverJob {
+  job_id: string;
+  task_id: string | null;
+  task_status: string | null;
+  attempts: number;
+  run_at: Date;
+  locked_by: string | null;
+  last_error: string | null;
+}
+
+/** The run_task jobs left over (at most `limit`), so a failing audit says why they are there. */
+export async function leftoverJobs(db: Kysely<Database>, limit = 10): Promise<LeftoverJob[]> {
+  const { rows } = await sql<LeftoverJob>`
+    select j.id::text as job_id, t.id::text as task_id, t.status::text as task_status, j.attempts, j.run_at, j.locked_by, j.last_error
+    from graphile_worker._private_jobs j
+    join graphile_worker._private_tasks k on k.id = j.task_id
+    left join tasks t on t.id = (j.payload->>'taskId')::bigint
+    where k.identifier = 'run_task'
+    order by j.id limit ${limit}
+  `.execute(db);
+  return rows;
+}

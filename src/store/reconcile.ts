@@ -124,13 +124,19 @@ export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule &
 }
 
 /**
- * Removes run_task jobs that are stale although still locked: their task no longer waits for the
- * attempt they would start, nor runs it. They are what a worker leaves when graphile-worker could
- * not record a job's completion (PostgreSQL went away at that moment); the task's own outcome was
- * recorded, so the job has nothing left to do. Only jobs locked for longer than the lease are
- * touched, so a job being claimed right now is never in the way.
+ * Removes run_task jobs that are stale: their task no longer waits for the attempt they would
+ * start, nor runs it, and they are either still locked after the lease or were fetched before and
+ * released (attempts > 0: graphile-worker counts fetches). Both are what a worker leaves when
+ * graphile-worker could not record a job's completion (PostgreSQL went away at that moment): the
+ * job stays locked until its worker's locks are released, and if a transition enqueued the task's
+ * next job meanwhile, graphile-worker marked the old one exhausted (attempts = max_attempts, no
+ * key), so once released it would sit there forever. The task's own outcome was recorded, so the
+ * job has nothing left to do. Only jobs locked for longer than the lease are touched, so a job
+ * being claimed right now is never in the way; a job never fetched is a fresh enqueue and is left
+ * to run. (A scan of graphile-worker's job table: the full pass runs it, and the every-second
+ * rescue only after it released a dead worker's locks.)
  */
-export async function removeStaleLockedJobs(db: Kysely<Database>, leaseMs: number): Promise<number> {
+export async function removeStaleJobs(db: Kysely<Database>, leaseMs: number): Promise<number> {
   // graphile-worker's complete_jobs() skips locked jobs, so this deletes the way graphile-worker's
   // own completion does (sql/completeJobs.ts: a delete by id; run_task jobs have no queue). The
   // jobs view has no payload, hence the tables.
@@ -139,7 +145,7 @@ export async function removeStaleLockedJobs(db: Kysely<Database>, leaseMs: numbe
       delete from graphile_worker._private_jobs j
       using graphile_worker._private_tasks gt
       where gt.id = j.task_id and gt.identifier = ${RUN_TASK} and j.job_queue_id is null
-        and j.locked_at < now() - make_interval(secs => ${leaseMs / 1000})
+        and (j.locked_at < now() - make_interval(secs => ${leaseMs / 1000}) or (j.locked_at is null and j.attempts > 0))
         and j.payload->>'taskId' ~ '^[0-9]+$' and j.payload->>'attempt' ~ '^[0-9]+$'
         and not exists (
           select 1 from tasks t
@@ -201,4 +207,16 @@ export async function finishPendingCancels(db: Kysely<Database>, limit: number):
     removeJob: true,
   }).execute(db);
   return rows.map((r) => r.id);
+}
+
+/**
+ * Releases every job lock held under these graphile-worker ids: a worker process calls it for its
+ * own ids once graphile-worker has stopped, when nothing of its can still be running. A job still
+ * locked then lost its completion to a database outage; released, it either runs again (its
+ * claim finds the task moved on, so it completes as a no-op) or, if exhausted, is removed by
+ * removeStaleJobs, instead of staying locked for graphile-worker's four-hour timeout.
+ */
+export async function releaseJobLocks(db: Kysely<Database>, graphileIds: string[]): Promise<void> {
+  if (graphileIds.length === 0) return;
+  await sql`select graphile_worker.force_unlock_workers(${graphileIds}::text[])`.execute(db);
 }

@@ -102,3 +102,21 @@ export async function databaseNow(db: Kysely<Database>): Promise<Date> {
   const { rows } = await sql<{ now: Date }>`select now() as now`.execute(db);
   return rows[0]!.now;
 }
+
+/**
+ * Of the given worker ids, those whose process is alive: its liveness lock is held now. A worker
+ * that stopped (cleanly, or killed) holds no lock, whether or not its row is still there.
+ */
+export async function liveWorkers(db: Kysely<Database>, workerIds: string[]): Promise<Set<string>> {
+  if (workerIds.length === 0) return new Set();
+  const { rows } = await sql<{ id: string }>`
+    select w.id from workers w
+    where w.id = any(${workerIds}::text[]) and w.lock_key is not null
+      and exists (
+        select 1 from pg_locks l
+        where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+          and l.database = (select oid from pg_database where datname = current_database())
+          and l.classid = ${WORKER_LOCK_SPACE}::bigint::oid and l.objid = w.lock_key::bigint::oid)
+  `.execute(db);
+  return new Set(rows.map((r) => r.id));
+}
