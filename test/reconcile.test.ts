@@ -27,7 +27,7 @@ describe("reconciler", () => {
   it("removes a job whose completion was lost once its lock is released, and keeps jobs a task still waits for", async () => {
     const later = { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) };
     const { tasks } = await api.client.createTasks({ tasks: [{ name: "lost-completion", type: "noop", runAt: later }, { name: "still-waiting", type: "noop", runAt: later }] });
-    const [done, waiting] = tasks.map((t) => t.id.toString());
+    const [done, waiting] = tasks.map((t) => t.id.toString()) as [string, string];
     // The lost completion: the job ran attempt 1 (fetched: attempts 1, locked by a worker), the task
     // succeeded, a later transition superseded the job (graphile-worker: no key, attempts used up),
     // and graphile-worker never recorded its completion. Then the worker stops and releases its locks.
