@@ -1,5 +1,8 @@
 // The plugin SDK against a real server and database: custom types registered by workers, validated
 // by a server without their code, versions during a rolling deploy, and plugins that misbehave.
+import { rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ScheduleService } from "../src/gen/task/v1/schedule_pb.js";
@@ -12,13 +15,14 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 let api: TestApi;
 let client: TaskClient;
 const running: Worker[] = [];
+const spoolDir = () => path.join(os.tmpdir(), `sdk-test-spool-${api.database.name}`);
 
 async function worker(options: Omit<StartWorkerOptions, "databaseUrl">): Promise<Worker> {
   const w = await startWorker({
     databaseUrl: api.database.url,
     logLevel: "silent",
     env: {},
-    spoolDir: `/tmp/sdk-test-spool-${api.database.name}`,
+    spoolDir: spoolDir(),
     config: { backoffBaseMs: 20, backoffMaxMs: 50, pollIntervalMs: 100, heartbeatIntervalMs: 200, shutdownGraceMs: 500 },
     ...options,
   });
@@ -40,6 +44,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
+  if (api) await rm(spoolDir(), { recursive: true, force: true });
   await api.close();
 });
 

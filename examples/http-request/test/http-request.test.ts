@@ -1,7 +1,10 @@
 // The example end to end: a `task-cli server` process (which has no copy of http_request's code),
 // a worker started with the SDK in this process, a local HTTP server playing the webhook receiver,
 // and tasks created with the typed client. Runs in the repository's `npm test` (vitest.config.ts).
+import { rm } from "node:fs/promises";
 import http from "node:http";
+import os from "node:os";
+import path from "node:path";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createTaskClient, startWorker, TaskStatus, type TaskClient, type Worker } from "task-service";
@@ -26,6 +29,7 @@ let client: TaskClient;
 let worker: Worker;
 let receiver: http.Server;
 let base: string;
+const spoolDir = () => path.join(os.tmpdir(), `http-request-example-${database.name}`);
 const seen: Seen[] = [];
 const calls = new Map<string, number>();
 
@@ -60,7 +64,7 @@ beforeAll(async () => {
     concurrency: 4,
     logLevel: "silent",
     env: {},
-    spoolDir: `${process.env.TMPDIR ?? "/tmp"}/http-request-example-${database.name}`,
+    spoolDir: spoolDir(),
     config: { backoffBaseMs: 50, backoffMaxMs: 200, pollIntervalMs: 100, heartbeatIntervalMs: 200, shutdownGraceMs: 1_000 },
   });
 });
@@ -68,6 +72,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
   await server?.stop();
+  if (database) await rm(spoolDir(), { recursive: true, force: true });
   await database?.drop();
   receiver.closeAllConnections();
   await new Promise((resolve) => receiver.close(resolve));
@@ -163,7 +168,7 @@ describe("http_request, a custom task type from another package", () => {
     const task = await client.submit(httpRequest, { url: `${base}/ok?later` });
     expect(task.status).toBe(TaskStatus.QUEUED);
     // A new worker picks it up.
-    worker = await startWorker({ databaseUrl: database.url, plugins: [httpRequest], concurrency: 2, logLevel: "silent", env: {}, config: { pollIntervalMs: 100, heartbeatIntervalMs: 200 } });
+    worker = await startWorker({ databaseUrl: database.url, plugins: [httpRequest], concurrency: 2, logLevel: "silent", env: {}, spoolDir: spoolDir(), config: { pollIntervalMs: 100, heartbeatIntervalMs: 200 } });
     expect((await client.waitFor(task.id)).status).toBe(TaskStatus.SUCCEEDED);
   });
 });
