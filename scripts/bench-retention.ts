@@ -18,17 +18,22 @@ import { startWorkers } from "../src/queue/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
 import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { deleteExpiredBatch } from "../src/store/retention.js";
+import { foldTaskCountDeltas } from "../src/store/task-counts.js";
 import { insertTasks } from "../src/store/tasks.js";
 
 const opts = new Command("bench-retention")
   .option("--tasks <n>", "finished tasks to shed", "1000000")
   .option("--batch <n>", "tasks per DELETE", "10000")
   .option("--drain <n>", "noop tasks in each drain", "3000")
+  .option("--job-only", "measure only C, the retention job as shipped (deleteExpiredTasks), not A and B")
+  .option("--job-batch <n>", "tasks per statement of the retention job (TASK_RETENTION_BATCH)", "1000")
   .parse()
-  .opts<{ tasks: string; batch: string; drain: string }>();
+  .opts<{ tasks: string; batch: string; drain: string; jobOnly?: boolean; jobBatch: string }>();
 const N = Number(opts.tasks);
 const BATCH = Number(opts.batch);
 const DRAIN = Number(opts.drain);
+const JOB_BATCH = Number(opts.jobBatch);
 const logger = createLogger("silent");
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -54,7 +59,8 @@ async function sizes(db: Db, tables: string[]): Promise<{ bytes: number; dead: n
 
 /** Creates DRAIN noop tasks and times workers running them all (tasks/s). */
 async function drain(db: Db, url: string): Promise<number> {
-  const config = loadConfig({ workerConcurrency: 10, reconcileIntervalMs: 0 }, {});
+  // Retention off in the drain's workers: only the pass under measurement deletes.
+  const config = loadConfig({ workerConcurrency: 10, reconcileIntervalMs: 0, retainSucceededMs: 0, retainFailedMs: 0, retainCancelledMs: 0 }, {});
   const plugins = builtinPlugins(config, logger);
   let firstId: string | undefined;
   for (let i = 0; i < DRAIN; i += 500) {
@@ -171,7 +177,82 @@ async function dropPartitions(db: Db, url: string, cutoff: string) {
   return { seconds, dropSeconds, wal, before, after, during, stillDeleting };
 }
 
+/**
+ * C: the retention job as shipped (store/retention.ts deleteExpiredTasks, every outcome kept one
+ * day), while a drain runs; then checks that the maintained counts still equal a real count.
+ */
+async function retentionJob(db: Db, url: string) {
+  const tables = ["tasks", "task_history", "task_logs"];
+  const before = await sizes(db, tables);
+  const lsn = await walLsn(db);
+  const t0 = performance.now();
+  let deleting = true;
+  const policy = { succeededMs: 86_400_000, failedMs: 86_400_000, cancelledMs: 86_400_000 };
+  let slowest = 0;
+  const job = (async () => {
+    let total = 0;
+    let batches = 0;
+    // The job's own statement, one at a time, so the slowest one (the longest any row lock is
+    // held) is measured; deleteExpiredTasks runs the same loop under a time budget.
+    for (const status of ["succeeded", "failed", "cancelled"] as const) {
+      for (;;) {
+        const b0 = performance.now();
+        const n = await deleteExpiredBatch(db.kysely, status, policy[`${status}Ms`], JOB_BATCH);
+        slowest = Math.max(slowest, performance.now() - b0);
+        total += n;
+        batches++;
+        if (n < JOB_BATCH) break;
+      }
+    }
+    deleting = false;
+    return { total, batches };
+  })();
+  const during = await drain(db, url);
+  const stillDeleting = deleting;
+  const { total, batches } = await job;
+  const seconds = (performance.now() - t0) / 1000;
+  const wal = await walSince(db, lsn);
+  const after = await sizes(db, tables);
+  await foldTaskCountDeltas(db.kysely);
+  const mismatch = await one<{ n: string }>(
+    db,
+    `select count(*) as n from (select type, status, count(*) as n from tasks group by type, status) a
+     full join (select type, status, sum(count) as n from task_counts group by type, status having sum(count) <> 0) b using (type, status)
+     where a.n is distinct from b.n`,
+  );
+  const real = await one<{ n: string }>(db, "select count(*) as n from tasks");
+  const left = await one<{ n: string }>(db, "select count(*) as n from tasks where finished_at < now() - interval '1 day'");
+  const kept = await one<{ n: string }>(db, "select coalesce(sum(count), 0) as n from task_counts");
+  return { seconds, wal, before, after, during, stillDeleting, total, batches, slowest, countsExact: real.n === kept.n && mismatch.n === "0", left: Number(left.n) };
+}
+
+async function mainJobOnly() {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-retention-"));
+  const cluster = await startEmbeddedPostgres(dir, logger);
+  const db = openDb({ connectionString: cluster.url, max: 10, statementTimeoutMillis: 0 }, logger);
+  try {
+    await migrate(db, logger);
+    log(`loading ${N} finished tasks`);
+    await load(db);
+    const loadedIdle = await drain(db, cluster.url);
+    const c = await retentionJob(db, cluster.url);
+    process.stdout.write(
+      [
+        `bench-retention (job only): ${N} finished tasks (3 history rows, 2 log lines each), retention job batches of ${JOB_BATCH}, drain of ${DRAIN} noop tasks, ${os.cpus().length} cores`,
+        `  drain with the tasks stored, nothing else running: ${loadedIdle.toFixed(0)} tasks/s`,
+        `  C retention job: deleted ${c.total} in ${c.seconds.toFixed(1)} s (${(c.total / c.seconds).toFixed(0)} tasks/s, ${c.batches} statements, slowest ${c.slowest.toFixed(0)} ms), WAL ${mb(c.wal)}; ${mb(c.before.bytes)} before, ${mb(c.after.bytes)} after (${c.after.dead} dead rows); drain during it ${c.during.toFixed(0)} tasks/s${c.stillDeleting ? "" : " (the job finished before the drain)"}; expired tasks left: ${c.left}; counts exact: ${c.countsExact}`,
+        "",
+      ].join("\n"),
+    );
+  } finally {
+    await db.close();
+    await cluster.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function main() {
+  if (opts.jobOnly) return mainJobOnly();
   const dir = await mkdtemp(path.join(os.tmpdir(), "task-bench-retention-"));
   const cluster = await startEmbeddedPostgres(dir, logger);
   const db = openDb({ connectionString: cluster.url, max: 10, statementTimeoutMillis: 0 }, logger);

@@ -134,7 +134,8 @@ export async function benchScale(n: number): Promise<void> {
   const db = openDb({ connectionString: cluster.url, max: 10, statementTimeoutMillis: 0 }, logger);
   try {
     await migrate(db, logger);
-    const config = loadConfig({ port: 0, workerConcurrency: 2, reconcileIntervalMs: 0 }, {});
+    // Retention off: the loaded tasks finished up to 30 days ago, and a retention pass would shed them mid-run.
+    const config = loadConfig({ port: 0, workerConcurrency: 2, reconcileIntervalMs: 0, retainSucceededMs: 0, retainFailedMs: 0, retainCancelledMs: 0 }, {});
     const plugins = builtinPlugins(config, logger);
     const server = await startApiServer({ db, databaseUrl: cluster.url, registry: plugins.registry, config, logger, metrics: new Metrics() });
     const workers = await startWorkers({ databaseUrl: cluster.url, registry: plugins.registry, config, logger });

@@ -84,6 +84,19 @@ export const configSchema = z.object({
    * attempts (cron runs at most once a minute); 0 turns it off.
    */
   reconcileIntervalMs: z.coerce.number().int().min(0).default(1_000),
+  /** TASK_RETAIN_SUCCEEDED_MS: SUCCEEDED tasks finished longer ago than this are deleted with their history and logs (`--retain-succeeded`); 0 keeps them. */
+  retainSucceededMs: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
+  /** TASK_RETAIN_FAILED_MS: the same for FAILED tasks (`--retain-failed`); 0 keeps them. */
+  retainFailedMs: z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000),
+  /** TASK_RETAIN_CANCELLED_MS: the same for CANCELLED tasks (`--retain-cancelled`); 0 keeps them. */
+  retainCancelledMs: z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000),
+  /** TASK_RETENTION_CRON: graphile-worker cron schedule of the retention pass (run by one worker at a time). */
+  retentionCron: z
+    .string()
+    .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '*/5 * * * *'")
+    .default("*/5 * * * *"),
+  /** TASK_RETENTION_BATCH: tasks deleted per statement by the retention pass (small batches keep locks short). */
+  retentionBatchSize: z.coerce.number().int().min(1).max(100_000).default(1_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
   /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
@@ -176,6 +189,11 @@ const envNames: Record<keyof Config, string> = {
   leaseMs: "TASK_LEASE_MS",
   reconcileCron: "TASK_RECONCILE_CRON",
   reconcileIntervalMs: "TASK_RECONCILE_INTERVAL_MS",
+  retainSucceededMs: "TASK_RETAIN_SUCCEEDED_MS",
+  retainFailedMs: "TASK_RETAIN_FAILED_MS",
+  retainCancelledMs: "TASK_RETAIN_CANCELLED_MS",
+  retentionCron: "TASK_RETENTION_CRON",
+  retentionBatchSize: "TASK_RETENTION_BATCH",
   maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
   shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
   shellUser: "TASK_SHELL_USER",

@@ -37,6 +37,14 @@ export class InvalidTransitionError extends Error {
   }
 }
 
+/** A running task whose plugin cannot pause mid-run (it can be paused while waiting). */
+export class NotPausableError extends Error {
+  override name = "NotPausableError";
+  constructor(readonly taskId: string, readonly taskType: string) {
+    super(`cannot pause task ${taskId}: it is running and its type "${taskType}" cannot pause mid-run (it can be paused while waiting)`);
+  }
+}
+
 /** A task type the operator has not enabled (e.g. shell without --enable-shell). */
 export class TaskTypeDisabledError extends Error {
   override name = "TaskTypeDisabledError";

@@ -97,6 +97,7 @@ describe("reading tasks", () => {
       "TASK_STATUS_SUCCEEDED",
       "TASK_STATUS_FAILED",
       "TASK_STATUS_CANCELLED",
+      "TASK_STATUS_PAUSED",
     ]);
     const table = await cli("task", "s");
     expect(table.stdout).toMatch(/CANCELLED\s+0/);

@@ -29,6 +29,7 @@ describe.each(["grpc-v1", "grpc-v1alpha"])("gRPC server reflection (%s)", (refle
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "task.v1.ScheduleService",
+        "task.v1.TaskControlService",
         "task.v1.TaskService",
       ],
     );

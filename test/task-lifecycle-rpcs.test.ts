@@ -37,7 +37,7 @@ describe("GetTask and GetTaskHistory", () => {
 describe("GetTaskStatusCounts", () => {
   it("counts every status in enum order, zeros included", async () => {
     const before = await api.client.getTaskStatusCounts({});
-    const statuses = [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED];
+    const statuses = [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PAUSED];
     expect(before.counts.map((c) => c.status)).toEqual(statuses);
 
     await createTask(api.client);
@@ -48,7 +48,7 @@ describe("GetTaskStatusCounts", () => {
     const after = await api.client.getTaskStatusCounts({});
     expect(after.counts.map((c) => c.status)).toEqual(statuses);
     const delta = after.counts.map((c, i) => Number(c.count - before.counts[i]!.count));
-    expect(delta).toEqual([1, 0, 0, 0, 1, 1]);
+    expect(delta).toEqual([1, 0, 0, 0, 1, 1, 0]);
     expect(after.total).toBe(before.total + 3n);
     expect(after.total).toBe(after.counts.reduce((sum, c) => sum + c.count, 0n));
   });

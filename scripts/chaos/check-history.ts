@@ -16,9 +16,12 @@ const terminal = new Set(["succeeded", "failed", "cancelled"]);
 
 /** Status changes the lifecycle allows (DESIGN.md). */
 const allowed: Record<string, string[]> = {
-  queued: ["running", "cancelled"],
-  running: ["succeeded", "retrying", "failed", "cancelled"],
-  retrying: ["running", "cancelled"],
+  queued: ["running", "cancelled", "paused"],
+  running: ["succeeded", "retrying", "failed", "cancelled", "paused"],
+  retrying: ["running", "cancelled", "paused"],
+  // Resume (back to where it was), an outcome of an attempt paused mid-run, or (paused -> paused)
+  // that attempt's loss or failure while the pause holds.
+  paused: ["queued", "retrying", "running", "succeeded", "failed", "cancelled", "paused"],
   failed: ["queued"],
   cancelled: ["queued"],
   succeeded: [],
@@ -36,11 +39,17 @@ export function checkTaskHistory(task: AuditedTask): string[] {
   if (h.length === 0) return [`task ${task.id}: no history`];
   if (h[0]!.status !== "queued" || h[0]!.attempt !== 0) problems.push(`task ${task.id}: history starts ${h[0]!.status}:${h[0]!.attempt}, not queued:0`);
   let attempt = 0;
+  // Whether the task is paused in the middle of an attempt (paused while RUNNING): its next
+  // RUNNING row continues that attempt instead of starting the next one.
+  let midAttempt = false;
   for (let i = 1; i < h.length; i++) {
     const prev = h[i - 1]!;
     const row = h[i]!;
     if (!allowed[prev.status]?.includes(row.status)) problems.push(`task ${task.id}: illegal step ${prev.status} -> ${row.status} (row ${i})`);
-    if (row.status === "running") {
+    if (row.status === "paused") midAttempt = prev.status === "running";
+    if (row.status === "running" && prev.status === "paused" && midAttempt) {
+      if (row.attempt !== attempt) problems.push(`task ${task.id}: resumed attempt ${row.attempt} during attempt ${attempt} (row ${i})`);
+    } else if (row.status === "running") {
       if (row.attempt !== attempt + 1) problems.push(`task ${task.id}: attempt ${row.attempt} started after attempt ${attempt} (row ${i})`);
       attempt = row.attempt;
     } else if (row.status === "queued") {

@@ -4,6 +4,7 @@ import {
   InvalidArgumentError,
   InvalidTransitionError,
   isDatabaseUnavailable,
+  NotPausableError,
   ScheduleExistsError,
   ScheduleNotFoundError,
   TaskNotFoundError,
@@ -24,7 +25,7 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
     return new ConnectError(err.message, Code.InvalidArgument, undefined, [{ desc: BadRequestSchema, value: { fieldViolations } }]);
   }
   if (err instanceof TaskNotFoundError || err instanceof ScheduleNotFoundError) return new ConnectError(err.message, Code.NotFound);
-  if (err instanceof InvalidTransitionError || err instanceof TaskTypeDisabledError) {
+  if (err instanceof InvalidTransitionError || err instanceof TaskTypeDisabledError || err instanceof NotPausableError) {
     return new ConnectError(err.message, Code.FailedPrecondition);
   }
   if (err instanceof IdempotencyConflictError || err instanceof ScheduleExistsError) return new ConnectError(err.message, Code.AlreadyExists);

@@ -1,6 +1,7 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { DurationSchema, timestampFromDate, type Duration } from "@bufbuild/protobuf/wkt";
 import {
+  TaskBackoffSchema,
   TaskHistoryEntrySchema,
   TaskSchema,
   TaskStatus as ProtoStatus,
@@ -13,6 +14,7 @@ const toProto: Record<TaskStatus, ProtoStatus> = {
   queued: ProtoStatus.QUEUED,
   running: ProtoStatus.RUNNING,
   retrying: ProtoStatus.RETRYING,
+  paused: ProtoStatus.PAUSED,
   succeeded: ProtoStatus.SUCCEEDED,
   failed: ProtoStatus.FAILED,
   cancelled: ProtoStatus.CANCELLED,
@@ -63,6 +65,11 @@ export function taskToProto(row: TaskRow): Task {
     idempotencyKey: row.idempotency_key ?? "",
     scheduleId: row.schedule_id ? BigInt(row.schedule_id) : 0n,
     scheduledAt: optionalTimestamp(row.scheduled_at),
+    backoff:
+      row.backoff_base_ms !== null && row.backoff_max_ms !== null
+        ? create(TaskBackoffSchema, { base: durationFromMs(row.backoff_base_ms), max: durationFromMs(row.backoff_max_ms) })
+        : undefined,
+    pausedAt: row.status === "paused" ? optionalTimestamp(row.paused_at) : undefined,
   });
 }
 

@@ -1,5 +1,6 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
+import { file_task_v1_control, TaskControlService } from "../gen/task/v1/control_pb.js";
 import { file_task_v1_schedule, ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { file_task_v1_task, TaskService } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
@@ -8,6 +9,7 @@ import { answerDecodeErrorsAsInvalidArgument } from "./decode-errors.js";
 import { createHealthService, type HealthOptions } from "./health.js";
 import { registerReflection } from "./reflection.js";
 import { createScheduleService } from "./schedule-service.js";
+import { createTaskControlService } from "./task-control-service.js";
 import { catalogFor, createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
@@ -38,16 +40,17 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 
 /** Registers every service on a router. */
 export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (router: ConnectRouter) => void {
-  // One catalog (and its cache) for both services.
+  // One catalog (and its cache) for every service.
   const withCatalog = { ...deps, catalog: catalogFor(deps) };
   return (router) => {
     router.service(TaskService, createTaskService(withCatalog));
     router.service(ScheduleService, createScheduleService(withCatalog));
+    router.service(TaskControlService, createTaskControlService(withCatalog));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,
-      [file_task_v1_task, file_task_v1_schedule, file_grpc_health_v1_health],
-      [TaskService.typeName, ScheduleService.typeName, Health.typeName],
+      [file_task_v1_task, file_task_v1_schedule, file_task_v1_control, file_grpc_health_v1_health],
+      [TaskService.typeName, ScheduleService.typeName, TaskControlService.typeName, Health.typeName],
     );
     // Last: it wraps the handlers registered above.
     answerDecodeErrorsAsInvalidArgument(router);

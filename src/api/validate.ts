@@ -11,6 +11,8 @@ import { durationToMs, statusFromProto } from "./convert.js";
 export const MAX_PRIORITY = 1000;
 export const MAX_ATTEMPTS_LIMIT = 100;
 export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+/** Longest base or cap of a task's own backoff. */
+export const MAX_BACKOFF_MS = 24 * 3600 * 1000;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 1000;
 /** Most values a list filter of statuses or types may carry. */
@@ -94,6 +96,17 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     const t = runAt.getTime();
     if (Number.isNaN(t) || t < MIN_RUN_AT || t > MAX_RUN_AT) v.add(`${prefix}run_at`, "must be a time between 1970 and 9999");
   }
+  let backoff: { baseMs: number; maxMs: number } | null = null;
+  if (req.backoff) {
+    const baseMs = req.backoff.base ? durationToMs(req.backoff.base) : Number.NaN;
+    const maxMs = req.backoff.max ? durationToMs(req.backoff.max) : Number.NaN;
+    const baseOk = baseMs >= 1 && baseMs <= MAX_BACKOFF_MS && Number.isInteger(baseMs);
+    const maxOk = maxMs >= 1 && maxMs <= MAX_BACKOFF_MS && Number.isInteger(maxMs);
+    if (!baseOk) v.add(`${prefix}backoff.base`, "is required: a whole number of milliseconds between 1ms and 24h");
+    if (!maxOk) v.add(`${prefix}backoff.max`, "is required: a whole number of milliseconds between 1ms and 24h");
+    if (baseOk && maxOk && baseMs > maxMs) v.add(`${prefix}backoff.max`, "must be at least backoff.base");
+    if (baseOk && maxOk && baseMs <= maxMs) backoff = { baseMs, maxMs };
+  }
   if (req.parameters && JSON.stringify(req.parameters).length > MAX_PARAMETERS_BYTES) {
     v.add(`${prefix}parameters`, `must be at most ${MAX_PARAMETERS_BYTES} bytes of JSON`);
   } else {
@@ -117,7 +130,15 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     timeoutMs: resolvedTimeout,
     runAt,
     idempotencyKey,
-    requestHash: idempotencyKey === null ? null : requestHash({ name, type: req.type, parameters, priority: req.priority, maxAttempts, timeoutMs: resolvedTimeout, runAt: runAt?.toISOString() ?? null }),
+    backoff,
+    requestHash:
+      idempotencyKey === null
+        ? null
+        : requestHash({
+            name, type: req.type, parameters, priority: req.priority, maxAttempts, timeoutMs: resolvedTimeout, runAt: runAt?.toISOString() ?? null,
+            // Only when set, so keys stored before per-task backoff existed still match their replays.
+            ...(backoff ? { backoff } : {}),
+          }),
   };
 }
 

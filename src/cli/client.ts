@@ -1,5 +1,6 @@
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { TaskControlService } from "../gen/task/v1/control_pb.js";
 import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import { UsageError } from "./io.js";
@@ -13,6 +14,11 @@ export interface ClientOptions {
 /** A TaskService client for the configured address (Connect protocol; HTTP/1.1 or h2c). */
 export function taskClient(options: ClientOptions): Client<typeof TaskService> {
   return createClient(TaskService, transport(options));
+}
+
+/** A TaskControlService client (pause, resume, delete, bulk actions). */
+export function controlClient(options: ClientOptions): Client<typeof TaskControlService> {
+  return createClient(TaskControlService, transport(options));
 }
 
 /** A ScheduleService client for the configured address. */

@@ -36,6 +36,10 @@ export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): stri
     ["Started", task.startedAt ? `${isoTime(task.startedAt)} (${humanTime(task.startedAt)})` : "-"],
     ["Finished", task.finishedAt ? `${isoTime(task.finishedAt)} (${humanTime(task.finishedAt)})` : "-"],
   ];
+  if (task.pausedAt) rows.push(["Paused", `${isoTime(task.pausedAt)} (${humanTime(task.pausedAt)}); \`task-cli task resume --id ${task.id}\` continues it`]);
+  if (task.backoff?.base && task.backoff.max) {
+    rows.push(["Backoff", `${formatDuration(durationToMs(task.backoff.base))} doubling, at most ${formatDuration(durationToMs(task.backoff.max))}`]);
+  }
   if (task.result) rows.push(["Result", truncate(JSON.stringify(task.result), value)]);
   if (task.lastError) rows.push(["Last error", truncate(task.lastError, value)]);
   if (task.idempotencyKey) rows.push(["Idempotency key", task.idempotencyKey]);

@@ -21,8 +21,18 @@ task=$!
 # inherit) keeps SIGTERM from ending it first.
 trap ':' TERM INT
 
+# A paused task's whole group, this watcher included, is stopped (SIGSTOP) and later continued
+# (SIGCONT) while the worker keeps writing keepalive bytes. A read timeout that ends right after
+# such a stop (the timer ran on while we were stopped) is therefore only silence if there is
+# nothing to read: `read -t 0` succeeds when bytes are waiting.
 (
-  while IFS= read -r -u 3 -n 1 -t "$watchdog" _; do :; done
+  while :; do
+    IFS= read -r -u 3 -n 1 -t "$watchdog" _
+    rc=$?
+    [ "$rc" -eq 0 ] && continue
+    if [ "$rc" -gt 128 ] && read -r -u 3 -t 0; then continue; fi
+    break
+  done
   kill -KILL 0
 ) &
 watcher=$!

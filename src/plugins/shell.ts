@@ -57,6 +57,7 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
  * renewals stop (a stopped or cut-off worker); the command runs as an unprivileged user when the
  * service runs as root. Abort (timeout, cancel, shutdown) sends SIGTERM to the whole group, then
  * SIGKILL after the grace period. When the command exits, anything it left running is killed too.
+ * Pause (PauseTask) SIGSTOPs the group and resume SIGCONTs it.
  * A non-zero exit is a failure.
  */
 export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameters> {
@@ -66,6 +67,7 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
     description: "Runs a command with bash -c, contained (own process group and PID namespace), capturing its output.",
     parameters: shellParameters,
     defaults: { timeoutMs: 300_000, maxAttempts: 3 },
+    pausable: true,
     disabledReason: options.enabled ? undefined : "start the service with --enable-shell (or TASK_ENABLE_SHELL=true) to allow it",
     run(params, ctx) {
       return new Promise((resolve, reject) => {
@@ -93,10 +95,21 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
         const lines = { stdout: 0, stderr: 0 };
         let lastStderr = "";
         let killTimer: NodeJS.Timeout | undefined;
+        // Pause stops the whole group, supervisor included (SIGSTOP cannot be caught); resume
+        // continues it. The supervisor's watchdog tells a stop from a silent worker (see
+        // shell-supervisor.sh), and the worker keeps renewing the lease while paused.
+        const stopPauses = ctx.pause?.onChange((paused) => {
+          if (pid === undefined) return;
+          ctx.logger.info({ pid, paused }, paused ? "pausing shell process group (SIGSTOP)" : "resuming shell process group (SIGCONT)");
+          signalGroup(pid, paused ? "SIGSTOP" : "SIGCONT");
+        });
+        if (ctx.pause?.paused && pid !== undefined) signalGroup(pid, "SIGSTOP");
         const onAbort = () => {
           if (pid === undefined) return;
           ctx.logger.info({ pid }, "terminating shell process group");
           signalGroup(pid, "SIGTERM");
+          // A paused (stopped) group only acts on SIGTERM once continued.
+          signalGroup(pid, "SIGCONT");
           killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), options.killGraceMs);
         };
         ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -113,12 +126,14 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
         });
         child.once("error", (err) => {
           stopRenewals?.();
+          stopPauses?.();
           ctx.signal.removeEventListener("abort", onAbort);
           clearTimeout(killTimer);
           reject(err);
         });
         child.once("close", (code, signal) => {
           stopRenewals?.();
+          stopPauses?.();
           child.stdin!.destroy();
           ctx.signal.removeEventListener("abort", onAbort);
           clearTimeout(killTimer);

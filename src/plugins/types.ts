@@ -17,6 +17,19 @@ export interface PluginContext {
   output: LogSink;
   /** The attempt's lease, when a worker runs it: plugins that start processes tie them to it. */
   lease?: AttemptLease;
+  /** Pause and resume requests for this attempt (only plugins that declare `pausable` see any). */
+  pause?: PauseSignal;
+}
+
+/**
+ * Whether an operator has paused the attempt (PauseTask). A pausable plugin stops its work while
+ * `paused` (the shell plugin SIGSTOPs its process group) and continues it when resumed; the worker
+ * stops the attempt's timeout meanwhile.
+ */
+export interface PauseSignal {
+  readonly paused: boolean;
+  /** Calls `listener` at each change; returns the function that unsubscribes it. */
+  onChange(listener: (paused: boolean) => void): () => void;
 }
 
 /**
@@ -48,6 +61,8 @@ export interface TaskType<S extends z.ZodType = z.ZodType> {
   defaults: PluginDefaults;
   /** Why the type is unavailable on this deployment, or undefined when it is enabled. */
   disabledReason?: string;
+  /** The plugin can pause a running attempt (see PauseSignal); others can only be paused while waiting. */
+  pausable?: boolean;
 }
 
 /** A task type plus the code that runs one attempt of it (the data plane). */

@@ -8,6 +8,7 @@ import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attem
 import type { Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
+import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
 import { TaskLogSink } from "./log-sink.js";
@@ -33,6 +34,8 @@ export interface InFlightAttempt {
   controller: AbortController;
   /** Called at each heartbeat that renewed this attempt's lease. */
   renewed: Set<() => void>;
+  /** Whether the attempt is paused (PauseTask), as notifications and heartbeats report it. */
+  pause: AttemptPause;
 }
 
 /** What executing an attempt needs. */
@@ -120,7 +123,7 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
     return;
   }
   const controller = new AbortController();
-  const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set() };
+  const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set(), pause: new AttemptPause() };
   const key = `${taskId}:${task.attempts}`;
   deps.inFlight.set(key, entry);
   const lease = {
@@ -130,28 +133,33 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   const onShutdown = () => controller.abort(new AttemptAborted("shutdown", "interrupted: the worker shut down"));
   shutdown.addEventListener("abort", onShutdown, { once: true });
   if (shutdown.aborted) onShutdown();
-  const timer = setTimeout(() => controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)), task.timeout_ms);
+  // The timeout does not run while the attempt is paused.
+  const stopTimer = pausableTimeout(task.timeout_ms, entry.pause, () =>
+    controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)),
+  );
   const sink = new TaskLogSink(deps.db.kysely, taskId, attempt, deps.maxLogLinesPerTask, logger);
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);
     const params = deps.registry.parse(plugin, task.parameters);
     logger.debug({ type: task.type }, "attempt started");
-    const stopTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
+    const stopDurationTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
     deps.metrics?.attemptsInFlight.inc();
+    const pause = plugin.pausable ? entry.pause : undefined;
     // Promise.resolve().then: a plugin that throws synchronously (or returns a non-promise) is handled like one that rejects.
-    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease }));
+    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause }));
     const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).finally(() => {
-      stopTimer?.();
+      stopDurationTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
     outcome = { kind: "succeeded", result: storableResult(result ?? {}, deps.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES), details: `attempt ${attempt} succeeded` };
   } catch (err) {
     outcome = failureOutcome(deps, task, controller.signal.aborted ? controller.signal.reason : err);
   } finally {
-    clearTimeout(timer);
+    stopTimer();
     shutdown.removeEventListener("abort", onShutdown);
     entry.renewed.clear();
+    entry.pause.clear();
     await sink.close();
   }
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
@@ -236,7 +244,8 @@ function failureOutcome(deps: ExecuteDeps, task: TaskRow, err: unknown): Attempt
     return { kind: "failed", error: message, details: `attempt ${attempt} failed: ${message}; giving up after ${attempt} attempt${attempt === 1 ? "" : "s"}` };
   }
   // A shutdown is not the task's fault: retry at once elsewhere instead of backing off.
-  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs(deps.backoff, attempt);
+  const policy = task.backoff_base_ms !== null && task.backoff_max_ms !== null ? { baseMs: task.backoff_base_ms, maxMs: task.backoff_max_ms } : deps.backoff;
+  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs(policy, attempt);
   return {
     kind: "retrying",
     error: message,

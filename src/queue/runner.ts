@@ -15,7 +15,8 @@ import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
 import { releaseJobLocks } from "../store/reconcile.js";
-import { CANCEL_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
+import { deleteExpiredTasks } from "../store/retention.js";
+import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
@@ -54,6 +55,11 @@ export interface WorkerOptions {
     | "leaseMs"
     | "reconcileCron"
     | "reconcileIntervalMs"
+    | "retainSucceededMs"
+    | "retainFailedMs"
+    | "retainCancelledMs"
+    | "retentionCron"
+    | "retentionBatchSize"
     | "dataDir"
     | "spoolDir"
   >;
@@ -62,6 +68,12 @@ export interface WorkerOptions {
   /** See ExecuteDeps.abandonAfterAbortMs. */
   abandonAfterAbortMs?: number;
 }
+
+/** The graphile-worker cron task that deletes finished tasks past their retention (store/retention.ts). */
+export const RETENTION_TASK = "task_retention";
+
+/** Longest a retention pass runs; the next pass continues where it stopped. */
+const RETENTION_BUDGET_MS = 60_000;
 
 /** How often each worker process looks for liveness locks left free (a worker process that died). */
 const EXIT_WATCH_MS = 250;
@@ -134,6 +146,13 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       if (entry.taskId === taskId) entry.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
     }
   };
+  // A pause or resume of a running attempt (PAUSE_CHANNEL payload `<task id>:<status>`).
+  const pauseChanged = (payload: string) => {
+    const [taskId, status] = payload.split(":");
+    for (const entry of inFlight.values()) {
+      if (entry.taskId === taskId) entry.pause.set(status === "paused");
+    }
+  };
   const spool = new OutcomeSpool(config.spoolDir ?? path.join(config.dataDir, "spool"), logger);
   const deps: ExecuteDeps = {
     db,
@@ -191,6 +210,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
           continue;
         }
         if (o.cancelRequested) cancel(entry.taskId);
+        // A fallback for a missed pause notification; an answer older than the latest one is stale.
+        if (o.paused !== entry.pause.paused && entry.pause.changedAt < sentAt) entry.pause.set(o.paused);
         // A slow answer does not renew: the lease the database recorded may be older than it looks.
         if (fresh) entry.renewed.forEach((renew) => renew());
       }
@@ -220,6 +241,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     throw err;
   }
   const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
+  const pauseListener = listen(options.databaseUrl, PAUSE_CHANNEL, logger, pauseChanged);
   const beat = setInterval(beatNow, config.heartbeatIntervalMs);
 
   // Leases are not judged across this reconciler's own downtime: it counts them from its start.
@@ -267,7 +289,10 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       events,
       preset: { worker: { localQueue: { size: localQueueSize } } },
       // jobKey: one pending reconcile job however many worker processes schedule it.
-      crontab: `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
+      crontab: [
+        `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
+        `${config.retentionCron} ${RETENTION_TASK} ?max=1&jobKey=${RETENTION_TASK}&jobKeyMode=replace`,
+      ].join("\n"),
       taskList: {
         [RUN_TASK]: async (payload, helpers) => {
           const parsed = parsePayload(payload);
@@ -284,6 +309,11 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
             active--;
           }
         },
+        [RETENTION_TASK]: async (_payload, helpers) => {
+          const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs };
+          const result = await deleteExpiredTasks(db.kysely, policy, config.retentionBatchSize, RETENTION_BUDGET_MS, helpers.abortSignal);
+          if (result.succeeded + result.failed + result.cancelled > 0) logger.info(result, "retention: deleted finished tasks");
+        },
         [RECONCILE_TASK]: async () => {
           const result = await reconcile(db.kysely, config.leaseMs, logger, since);
           logger.debug(result, "reconcile pass");
@@ -295,7 +325,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     clearInterval(rescue);
     clearInterval(exitWatch);
     wake.stop();
-    await Promise.all([listener.close(), wakeListener.close()]);
+    await Promise.all([listener.close(), wakeListener.close(), pauseListener.close()]);
     await lock.close();
     await db.close();
     stopSurviving();
@@ -315,7 +345,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(rescue);
         clearInterval(exitWatch);
         wake.stop();
-        await Promise.all([listener.close(), wakeListener.close()]);
+        await Promise.all([listener.close(), wakeListener.close(), pauseListener.close()]);
         await releaseJobLocks(db.kysely, [...graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await lock.close();

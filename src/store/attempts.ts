@@ -27,7 +27,7 @@ export type AttemptOutcome =
   | { kind: "cancelled"; details: string };
 
 /**
- * Records the outcome of a RUNNING attempt this worker owns: status, result or error, history row
+ * Records the outcome of a RUNNING (or PAUSED mid-attempt) attempt this worker owns: status, result or error, history row
  * and (for a retry) the next job, in one guarded statement. A retry of a task whose cancellation
  * was requested meanwhile is recorded as CANCELLED instead. Returns undefined when someone else
  * already recorded an outcome for it (the reconciler after a lost heartbeat, say): then this
@@ -47,18 +47,24 @@ export async function recordOutcome(
   // A cancel requested while the attempt ran wins over a retry: the task is CANCELLED now rather
   // than RETRYING with a pending cancel that only the next reconcile pass would finish.
   const cancelsRetry = sql`${outcome.kind}::text = 'retrying' and cancel_requested_at is not null`;
+  // A retry of an attempt that was paused meanwhile stays PAUSED (held, as if paused while
+  // RETRYING): the operator's pause outlives the attempt. Other outcomes end the pause.
+  const pausedRetry = sql`${outcome.kind}::text = 'retrying' and status = 'paused' and cancel_requested_at is null`;
   const rows = await queryPrepared(db, "task_record_outcome", transition({
     change: {
-      set: sql`status = (case when ${cancelsRetry} then 'cancelled' else ${outcome.kind}::text end)::task_status,
+      set: sql`status = (case when ${cancelsRetry} then 'cancelled' when ${pausedRetry} then 'paused' else ${outcome.kind}::text end)::task_status,
+        paused_from = case when ${pausedRetry} then 'retrying'::task_status end,
+        paused_at = case when ${pausedRetry} then paused_at end,
         result = coalesce(${result}::jsonb, result),
         last_error = coalesce(${error}, last_error),
         run_at = coalesce(${retryAt}::timestamptz, run_at),
         finished_at = case when ${finished} or ${cancelsRetry} then now() else null end,
         worker_id = null, heartbeat_at = null,
         lost_attempts = 0 /* a recorded outcome ends a run of lost attempts (poison-task detection) */`,
-      where: sql`id = ${taskId} and status = 'running' and attempts = ${attempt} and worker_id = ${workerId}`,
+      where: sql`id = ${taskId} and status in ('running', 'paused') and attempts = ${attempt} and worker_id = ${workerId}`,
     },
     details: sql`case
+      when status = 'paused' then ${outcome.details} || '; stays paused: resume to retry'
       when status = 'cancelled' and ${outcome.kind}::text = 'retrying'
         then 'attempt ' || attempts || ' failed: ' || last_error || '; not retried: cancelled by request' || coalesce(': ' || cancel_reason, '')
       when status = 'cancelled' and cancel_reason is not null then ${outcome.details} || ': ' || cancel_reason
@@ -77,6 +83,8 @@ export interface AttemptRef {
 /** What a heartbeat learned about one attempt that is still this worker's. */
 export interface OwnedAttempt extends AttemptRef {
   cancelRequested: boolean;
+  /** The attempt is PAUSED: its processes must be stopped (a fallback for missed notifications). */
+  paused: boolean;
 }
 
 /**
@@ -87,17 +95,17 @@ export interface OwnedAttempt extends AttemptRef {
  * longer this worker's (a reconciler settled it): the worker must stop it at once (fencing).
  */
 export async function heartbeat(db: Kysely<Database>, workerId: string, graphileIds: string[], attempts: AttemptRef[]): Promise<OwnedAttempt[]> {
-  const { rows } = await sql<{ id: string; attempts: number; cancel_requested_at: Date | null }>`
+  const { rows } = await sql<{ id: string; attempts: number; cancel_requested_at: Date | null; paused: boolean }>`
     with alive as (
       insert into workers (id, graphile_ids) values (${workerId}, ${graphileIds}::text[])
       on conflict (id) do update set graphile_ids = excluded.graphile_ids, heartbeat_at = now()
     )
     update tasks t set heartbeat_at = now()
     from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[]) as a(id, attempt)
-    where t.id = a.id and t.attempts = a.attempt and t.status = 'running' and t.worker_id = ${workerId}
-    returning t.id, t.attempts, t.cancel_requested_at
+    where t.id = a.id and t.attempts = a.attempt and t.status in ('running', 'paused') and t.worker_id = ${workerId}
+    returning t.id, t.attempts, t.cancel_requested_at, t.status = 'paused' as paused
   `.execute(db);
-  return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts, cancelRequested: r.cancel_requested_at !== null }));
+  return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts, cancelRequested: r.cancel_requested_at !== null, paused: r.paused }));
 }
 
 /** Removes a worker process's row when it stops cleanly. */

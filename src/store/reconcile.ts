@@ -2,7 +2,7 @@ import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
 import { RUN_TASK } from "../queue/jobs.js";
 import { jobSpecsFrom, taskJobKey } from "./jobs.js";
-import { forcing, transition } from "./transitions.js";
+import { forcing, transition, WAITING } from "./transitions.js";
 
 /** How the reconciler judges a worker process dead (issue 17). */
 export interface DeathRule {
@@ -68,7 +68,7 @@ export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule &
   return db.transaction().execute(async (trx) => {
     const { rows: lost } = await sql<{ id: string; job_id: string | null }>`
       select id, job_id from tasks
-      where status = 'running' and (worker_id = any(${rule.dead}::text[])
+      where (status = 'running' or (status = 'paused' and worker_id is not null)) and (worker_id = any(${rule.dead}::text[])
         or ${leaseStart("heartbeat_at", rule.since)} < now() - make_interval(secs => ${rule.leaseMs / 1000}))
       order by heartbeat_at
       limit ${limit}
@@ -98,7 +98,11 @@ export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule &
         set: sql`status = (case
             when cancel_requested_at is not null then 'cancelled'
             when lost_attempts + 1 >= max_attempts then 'failed'
+            -- Paused mid-attempt: the attempt is lost, the pause holds (resume retries it).
+            when status = 'paused' then 'paused'
             else 'retrying' end)::task_status,
+          paused_from = case when status = 'paused' and cancel_requested_at is null and lost_attempts + 1 < max_attempts then 'retrying'::task_status end,
+          paused_at = case when status = 'paused' and cancel_requested_at is null and lost_attempts + 1 < max_attempts then paused_at end,
           lost_attempts = lost_attempts + 1,
           last_error = case
             when cancel_requested_at is not null then last_error
@@ -109,13 +113,14 @@ export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule &
           finished_at = case when cancel_requested_at is not null or lost_attempts + 1 >= max_attempts then now() end,
           run_at = now(), worker_id = null, heartbeat_at = null, job_id = null`,
         from: sql`lost`,
-        where: sql`id = lost_id and status = 'running'`,
+        where: sql`id = lost_id and (status = 'running' or (status = 'paused' and worker_id is not null))`,
       },
       details: sql`'attempt ' || attempts || ' lost: worker ' || coalesce(lost_worker, '?')
           || case when lost_exited then ' exited' else ' sent no heartbeat for ' || ${lease} end
           || case status
           when 'cancelled' then '; cancellation completed' || coalesce(': ' || cancel_reason, '')
           when 'retrying' then '; retrying now'
+          when 'paused' then '; stays paused: resume to retry'
           else '; giving up: ' || last_error end`,
       enqueue: sql<boolean>`status = 'retrying'`,
     }).execute(trx);
@@ -151,7 +156,7 @@ export async function removeStaleJobs(db: Kysely<Database>, leaseMs: number): Pr
           select 1 from tasks t
           where t.id = (j.payload->>'taskId')::bigint and (
             (t.status in ('queued', 'retrying') and t.attempts = (j.payload->>'attempt')::int - 1)
-            or (t.status = 'running' and t.job_id = j.id)))
+            or (t.status in ('running', 'paused') and t.job_id = j.id)))
       returning j.id
     )
     select count(*) as n from stale
@@ -194,14 +199,14 @@ export async function finishPendingCancels(db: Kysely<Database>, limit: number):
     with: [
       sql`pending as (
         select id as pending_id from tasks
-        where status in ('queued', 'retrying') and cancel_requested_at is not null
+        where ${WAITING} and cancel_requested_at is not null
         limit ${limit}
         for update skip locked)`,
     ],
     change: {
-      set: sql`status = 'cancelled', finished_at = now()`,
+      set: sql`status = 'cancelled', finished_at = now(), paused_from = null, paused_at = null`,
       from: sql`pending`,
-      where: sql`id = pending_id and status in ('queued', 'retrying')`,
+      where: sql`id = pending_id and ${WAITING}`,
     },
     details: sql`'cancelled: the request arrived while the task was between attempts' || coalesce(': ' || cancel_reason, '')`,
     removeJob: true,

@@ -211,7 +211,8 @@ export async function unfinishedScheduleTasks(db: Kysely<Database>, scheduleId: 
     .select(["id", "status"])
     .where("schedule_id", "=", scheduleId)
     // Spelled out (not bound) so the planner can use the partial index tasks_schedule_unfinished_idx.
-    .where(sql<boolean>`status in ('queued', 'running', 'retrying')`)
+    // Unfinished includes PAUSED: named by the finished statuses, like the index (migration 0013).
+    .where(sql<boolean>`status not in ('succeeded', 'failed', 'cancelled')`)
     .orderBy("id")
     .execute();
 }

@@ -1,7 +1,7 @@
 import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
 
 /** Task statuses as stored in the task_status enum. */
-export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
+export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled", "paused"] as const;
 export type TaskStatus = (typeof taskStatuses)[number];
 /** Statuses a task never leaves on its own. */
 export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "cancelled"];
@@ -40,6 +40,12 @@ export interface TasksTable {
   /** The schedule whose tick created the task (see schedules), and that tick. */
   schedule_id: ColumnType<string | null, string | null | undefined, string | null>;
   scheduled_at: NullableTimestamp;
+  /** While PAUSED: the status it was paused from (queued, retrying: held; running: stopped mid-attempt). */
+  paused_from: ColumnType<TaskStatus | null, TaskStatus | null | undefined, TaskStatus | null>;
+  paused_at: NullableTimestamp;
+  /** The task's own retry policy (both or neither); null: the workers' configured one. */
+  backoff_base_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  backoff_max_ms: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 export interface TaskHistoryTable {
@@ -125,7 +131,7 @@ export const taskColumns = [
   "id", "name", "type", "status", "parameters", "priority", "attempts", "max_attempts", "timeout_ms", "run_at",
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "job_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
-  "schedule_id", "scheduled_at",
+  "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

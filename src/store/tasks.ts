@@ -22,6 +22,8 @@ export interface NewTask {
   /** Set for a schedule's tick: (scheduleId, scheduledAt) is unique, so a tick's task is inserted once. */
   scheduleId?: string | null;
   scheduledAt?: Date | null;
+  /** The task's own retry policy; undefined/null: the workers' configured one. */
+  backoff?: { baseMs: number; maxMs: number } | null;
 }
 
 /**
@@ -54,6 +56,8 @@ function insertTasksQuery(tasks: NewTask[]) {
       request_hash: t.requestHash,
       schedule_id: t.scheduleId ?? null,
       scheduled_at: t.scheduledAt?.toISOString() ?? null,
+      backoff_base_ms: t.backoff?.baseMs ?? null,
+      backoff_max_ms: t.backoff?.maxMs ?? null,
     })),
   );
   return transition({
@@ -62,11 +66,11 @@ function insertTasksQuery(tasks: NewTask[]) {
         select * from jsonb_to_recordset(${input}::jsonb) as x(
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
           timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text,
-          schedule_id bigint, scheduled_at timestamptz))`,
+          schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int))`,
     ],
     change: {
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash, schedule_id, scheduled_at)
-        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash, schedule_id, scheduled_at
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms)
+        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms
         from input order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,

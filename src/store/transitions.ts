@@ -35,10 +35,18 @@ export interface TransitionSpec {
   enqueue?: true | RawBuilder<boolean>;
   /** Remove each changed row's pending job. */
   removeJob?: boolean;
+  /** pg_notify(channel, payload) for each changed row for which `when` holds (default: every row). */
+  notify?: { channel: string; payload: RawBuilder<string>; when?: RawBuilder<boolean> };
 }
 
 /** Channel on which cancellation requests for running tasks are announced to workers. */
 export const CANCEL_CHANNEL = "task_cancel";
+
+/**
+ * Channel on which pauses and resumes of running attempts are announced to workers; the payload is
+ * `<task id>:<new status>` (`paused` or `running`).
+ */
+export const PAUSE_CHANNEL = "task_pause";
 
 /** Channel on which the due times of jobs enqueued for later are announced to workers (see WakeSchedule). */
 export const WAKE_CHANNEL = "task_wake";
@@ -97,19 +105,35 @@ export function transition(spec: TransitionSpec): RawBuilder<TaskRow> {
     ctes.push(sql`removed as (select graphile_worker.remove_job(${taskJobKey("id")}) from changed)`);
     effects.push("removed");
   }
+  if (spec.notify) {
+    const { channel, payload, when } = spec.notify;
+    ctes.push(sql`notified as (select pg_notify(${channel}, ${payload}) from changed where ${when ?? sql`true`}
+    )`);
+    effects.push("notified");
+  }
   return sql<TaskRow>`with ${sql.join(ctes, sql`, `)} select ${changedColumns} from changed ${forcing(...effects)} order by changed.id`;
 }
 
 /**
- * Cancels a task that has not started (QUEUED or RETRYING): status, history row and removal of its
+ * A task that waits for its next attempt: QUEUED, RETRYING, or PAUSED while waiting (held: no
+ * attempt of it is running). SQL condition over tasks.
+ */
+export const WAITING = sql<boolean>`(status in ('queued', 'retrying') or (status = 'paused' and worker_id is null))`;
+
+/** A task with an attempt in progress: RUNNING, or PAUSED mid-attempt (its worker still owns it). */
+export const IN_ATTEMPT = sql<boolean>`(status = 'running' or (status = 'paused' and worker_id is not null))`;
+
+/**
+ * Cancels a task that has not started (QUEUED, RETRYING or held PAUSED): status, history row and removal of its
  * pending job in one statement. Returns undefined when the task is not in one of those states.
  */
 export async function cancelWaitingTask(db: Kysely<Database>, id: string, details: string, reason: string | null): Promise<TaskRow | undefined> {
   const { rows } = await transition({
     change: {
       set: sql`status = 'cancelled', finished_at = now(),
-        cancel_requested_at = coalesce(cancel_requested_at, now()), cancel_reason = coalesce(${reason}, cancel_reason)`,
-      where: sql`id = ${id} and status in ('queued', 'retrying')`,
+        cancel_requested_at = coalesce(cancel_requested_at, now()), cancel_reason = coalesce(${reason}, cancel_reason),
+        paused_from = null, paused_at = null`,
+      where: sql`id = ${id} and ${WAITING}`,
     },
     details: sql`${details}::text`,
     removeJob: true,
@@ -121,13 +145,14 @@ export async function cancelWaitingTask(db: Kysely<Database>, id: string, detail
  * Asks the worker running a task to abort it: marks cancel_requested_at (and the reason, which the
  * CANCELLED history row will quote) and notifies workers. Not a transition: the worker records the
  * CANCELLED outcome (and the reconciler does if that worker is gone).
- * Returns undefined when the task is not RUNNING.
+ * A task paused mid-attempt is included: its worker continues the processes so they can stop.
+ * Returns undefined when the task is not RUNNING (or PAUSED mid-attempt).
  */
 export async function requestCancelRunningTask(db: Kysely<Database>, id: string, reason: string | null): Promise<TaskRow | undefined> {
   const { rows } = await sql<TaskRow>`
     with updated as (
       update tasks set cancel_requested_at = coalesce(cancel_requested_at, now()), cancel_reason = coalesce(${reason}, cancel_reason), updated_at = now()
-      where id = ${id} and status = 'running'
+      where id = ${id} and ${IN_ATTEMPT}
       returning *
     ),
     notified as (select pg_notify(${CANCEL_CHANNEL}, id::text) from updated)

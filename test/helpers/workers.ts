@@ -14,6 +14,11 @@ export const fastWorkerConfig: ConfigOverrides = {
   pollIntervalMs: 100,
   shutdownGraceMs: 1_000,
   shellKillGraceMs: 500,
+  // Retention off unless a test turns it on: fixtures of finished tasks dated days ago must not
+  // vanish when the retention cron happens to fire during a test.
+  retainSucceededMs: 0,
+  retainFailedMs: 0,
+  retainCancelledMs: 0,
 };
 
 /** In-process workers over a test database; stop() also closes their plugins. */

@@ -10,6 +10,7 @@ export const STATUSES: TaskStatus[] = [
   TaskStatus.SUCCEEDED,
   TaskStatus.FAILED,
   TaskStatus.CANCELLED,
+  TaskStatus.PAUSED,
 ];
 
 /** "QUEUED" for TaskStatus.QUEUED. */

@@ -8,7 +8,7 @@ import { startServices, type ServiceSet as StartedSet } from "../../services.js"
 import { migrate } from "../../store/migrate.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
-import { collect, parseInteger } from "../parse.js";
+import { collect, parseDuration, parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
 interface ServerFlags {
@@ -19,6 +19,24 @@ interface ServerFlags {
   insecure?: boolean;
   corsOrigin?: string[];
   enableShell?: boolean;
+  retainSucceeded?: string;
+  retainFailed?: string;
+  retainCancelled?: string;
+}
+
+/** A retention flag: a duration, or 0 / "forever" to keep those tasks. */
+function parseRetention(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (value === "0" || value === "forever") return 0;
+  return Math.round(parseDuration(value, flag));
+}
+
+/** Adds the retention flags shared by every command that runs workers. */
+function addRetentionFlags(cmd: Command): Command {
+  return cmd
+    .option("--retain-succeeded <duration>", `delete SUCCEEDED tasks this long after they finished, e.g. 7d; 0 keeps them (env ${configEnvNames.retainSucceededMs} in ms, default 7d)`)
+    .option("--retain-failed <duration>", `the same for FAILED tasks (env ${configEnvNames.retainFailedMs} in ms, default 30d)`)
+    .option("--retain-cancelled <duration>", `the same for CANCELLED tasks (env ${configEnvNames.retainCancelledMs} in ms, default 30d)`);
 }
 
 /** Parses a port flag strictly: a bad value is an error, never a silent default. */
@@ -30,7 +48,7 @@ function parsePort(value: string): number {
 
 /** Adds the flags shared by `server` and `up`. */
 function addServerFlags(cmd: Command): Command {
-  return cmd
+  return addRetentionFlags(cmd)
     .option("--host <host>", `address to listen on (env ${configEnvNames.host}, default 127.0.0.1)`)
     .option("--port <port>", `port to listen on, 0 for any free port (env ${configEnvNames.port}, default 8080)`)
     .option("--data-dir <dir>", `embedded PostgreSQL data directory when DATABASE_URL is unset (env ${configEnvNames.dataDir}, default ./.task)`)
@@ -48,6 +66,9 @@ function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOver
   return {
     dataDir: flags.dataDir,
     enableShell: flags.enableShell,
+    retainSucceededMs: parseRetention(flags.retainSucceeded, "--retain-succeeded"),
+    retainFailedMs: parseRetention(flags.retainFailed, "--retain-failed"),
+    retainCancelledMs: parseRetention(flags.retainCancelled, "--retain-cancelled"),
     logLevel: globals.logLevel as ConfigOverrides["logLevel"],
   };
 }
@@ -129,11 +150,12 @@ export function registerServiceCommands(program: Command, io: CliIO): void {
     await runServices(io, overrides, { api: true, workers, announce: true, allowEmbedded: true });
   });
 
-  program
+  const serve = program
     .command("serve")
     .description("Run workers that execute tasks (needs DATABASE_URL; `up` prints one). Any number of worker processes may share a database.")
     .option("-n, --concurrency <n>", `tasks run at once (env ${configEnvNames.workerConcurrency}, default 10)`)
-    .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`)
+    .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`);
+  addRetentionFlags(serve)
     .addHelpText("after", envHelp)
     .action(async (flags: ServerFlags & { concurrency?: string }, cmd: Command) => {
       const overrides = workerOverrides(flags, cmd.optsWithGlobals<GlobalOptions>());

@@ -13,8 +13,11 @@ import {
   RetryTaskResponseSchema,
   TaskStatus,
   CreateTaskRequestSchema,
+  TaskBackoffSchema,
 } from "../../gen/task/v1/task_pb.js";
+import { BulkAction } from "../../gen/task/v1/control_pb.js";
 import { taskClient } from "../client.js";
+import { addSelectionFlags, isBulk, parseStatus, registerControlCommands, runBulk, type SelectionFlags } from "./control.js";
 import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
@@ -22,16 +25,6 @@ import { printMessage } from "../output.js";
 import { collect, parseDuration, parseInteger, parseParameterFlags, parseTaskId, parseTime } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { historyTable, statusCountsTable, taskListTable, taskTable, taskTypesTable } from "../views.js";
-
-/** Parses a --status value (case-insensitive, with or without the TASK_STATUS_ prefix). */
-function parseStatus(value: string): TaskStatus {
-  const name = value.toUpperCase().replace(/^TASK_STATUS_/, "");
-  const status = TaskStatus[name as keyof typeof TaskStatus];
-  if (status === undefined || status === TaskStatus.UNSPECIFIED) {
-    throw new UsageError(`--status: "${value}" is not one of queued, running, retrying, succeeded, failed, cancelled`);
-  }
-  return status;
-}
 
 const idOption = () => new Option("--id <id>", "task id").makeOptionMandatory();
 
@@ -45,6 +38,8 @@ interface CreateFlags {
   runAt?: string;
   delay?: string;
   idempotencyKey?: string;
+  backoffBase?: string;
+  backoffMax?: string;
 }
 
 async function buildCreateRequest(name: string, flags: CreateFlags) {
@@ -62,6 +57,17 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     timeout: flags.timeout === undefined ? undefined : durationFromMs(parseDuration(flags.timeout, "--timeout")),
     runAt: runAt ? timestampFromDate(runAt) : undefined,
     idempotencyKey: flags.idempotencyKey ?? "",
+    backoff: backoffFrom(flags),
+  });
+}
+
+/** --backoff-base and --backoff-max, given together or not at all. */
+function backoffFrom(flags: CreateFlags) {
+  if (flags.backoffBase === undefined && flags.backoffMax === undefined) return undefined;
+  if (flags.backoffBase === undefined || flags.backoffMax === undefined) throw new UsageError("--backoff-base and --backoff-max go together");
+  return create(TaskBackoffSchema, {
+    base: durationFromMs(parseDuration(flags.backoffBase, "--backoff-base")),
+    max: durationFromMs(parseDuration(flags.backoffMax, "--backoff-max")),
   });
 }
 
@@ -97,6 +103,8 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--run-at <time>", "not before this ISO-8601 time")
     .option("--delay <duration>", "not before this long from now, e.g. 5m")
     .option("--idempotency-key <key>", "repeat-safe key: the same key and request return the same task")
+    .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
+    .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const res = await taskClient(g).createTask(await buildCreateRequest(name, flags));
@@ -145,14 +153,12 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
       printMessage(io, g.output, GetTaskStatusCountsResponseSchema, res, statusCountsTable);
     });
 
-  task
-    .command("cancel")
-    .description("Cancel a task that has not finished")
-    .addOption(idOption())
+  addSelectionFlags(task.command("cancel").description("Cancel a task that has not finished, or many with filters and --yes"))
     .option("--reason <text>", "recorded in the task's history")
-    .action(async (flags: { id: string; reason?: string }, cmd: Command) => {
+    .action(async (flags: SelectionFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const res = await taskClient(g).cancelTask({ id: parseTaskId(flags.id), reason: flags.reason ?? "" });
+      if (isBulk(flags)) return runBulk(io, g, BulkAction.CANCEL, flags);
+      const res = await taskClient(g).cancelTask({ id: parseTaskId(flags.id![0]!), reason: flags.reason ?? "" });
       printMessage(io, g.output, CancelTaskResponseSchema, res, (r, width) =>
         r.task?.status === TaskStatus.RUNNING
           ? `${taskTable(r.task, width)}\ncancellation requested: its worker stops it and records CANCELLED (follow with \`task-cli watch --id ${r.task.id}\`)`
@@ -160,15 +166,14 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
       );
     });
 
-  task
-    .command("retry")
-    .description("Queue a FAILED or CANCELLED task again, with its attempts reset")
-    .addOption(idOption())
-    .action(async (flags: { id: string }, cmd: Command) => {
+  addSelectionFlags(task.command("retry").description("Queue a FAILED or CANCELLED task again, with its attempts reset, or many with filters and --yes")).action(
+    async (flags: SelectionFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const res = await taskClient(g).retryTask({ id: parseTaskId(flags.id) });
+      if (isBulk(flags)) return runBulk(io, g, BulkAction.RETRY, flags);
+      const res = await taskClient(g).retryTask({ id: parseTaskId(flags.id![0]!) });
       printMessage(io, g.output, RetryTaskResponseSchema, res, (r, width) => taskTable(r.task, width));
-    });
+    },
+  );
 
   task
     .command("types")
@@ -179,6 +184,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
       printMessage(io, g.output, ListTaskTypesResponseSchema, res, taskTypesTable);
     });
 
+  registerControlCommands(task, io);
   addHistoryCommand(task, io);
   addHistoryCommand(program, io);
   registerObserveCommands([task, program], io);

@@ -545,7 +545,7 @@ export const CatchUpPolicySchema: GenEnum<CatchUpPolicy> = /*@__PURE__*/
 
 /**
  * OverlapPolicy decides what a tick does while a task the schedule created
- * earlier has not finished (is QUEUED, RUNNING or RETRYING).
+ * earlier has not finished (is QUEUED, RUNNING, RETRYING or PAUSED).
  *
  * @generated from enum task.v1.OverlapPolicy
  */

@@ -12,7 +12,36 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEi8AQKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipgEKEFRhc2tIaXN0b3J5RW50cnkSCgoCaWQYASABKAMSDwoHdGFza19pZBgCIAEoAxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgEIAEoBRIPCgdkZXRhaWxzGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrwCCghUYXNrVHlwZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEjEKEHBhcmFtZXRlcl9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB2VuYWJsZWQYBCABKAgSHAoUZGVmYXVsdF9tYXhfYXR0ZW1wdHMYBSABKAUSMgoPZGVmYXVsdF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnNlcnZlZBhQIAEoCBIPCgd3b3JrZXJzGFEgAygJEhMKC3NjaGVtYV9oYXNoGFIgASgJEhUKDWRlZmF1bHRfcXVldWUYUyABKAkSKgoIdmVyc2lvbnMYVCADKAsyGC50YXNrLnYxLlRhc2tUeXBlVmVyc2lvbiKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkIKEkdldFRhc2tMb2dzUmVxdWVzdBIKCgJpZBgBIAEoAxIRCglhZnRlcl9zZXEYAiABKAUSDQoFbGltaXQYAyABKAUiWgoTR2V0VGFza0xvZ3NSZXNwb25zZRIjCgVsaW5lcxgBIAMoCzIULnRhc2sudjEuVGFza0xvZ0xpbmUSEAoIbGFzdF9zZXEYAiABKAUSDAoEbW9yZRgDIAEoCCI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQi9QEKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCSJCChJDcmVhdGVUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzaxIPCgdjcmVhdGVkGAIgASgIIj8KEkNyZWF0ZVRhc2tzUmVxdWVzdBIpCgV0YXNrcxgBIAMoCzIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QiMwoTQ3JlYXRlVGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzayIcCg5HZXRUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIuCg9HZXRUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayKnAQoQTGlzdFRhc2tzUmVxdWVzdBIlCghzdGF0dXNlcxgBIAMoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgV0eXBlcxgCIAMoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRITCgtwYWdlX251bWJlchgFIAEoBRILCgNpZHMYBiADKAMSFAoMc2NoZWR1bGVfaWRzGCggAygDIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QiiQEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudCJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSrCAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGMsAGCgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ixgUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAivAIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uIq4BCg9UYXNrVHlwZVZlcnNpb24SEwoLc2NoZW1hX2hhc2gYASABKAkSMQoNcmVnaXN0ZXJlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHd29ya2VycxgDIAMoCRIPCgdjdXJyZW50GAQgASgIEjEKEHBhcmFtZXRlcl9zY2hlbWEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBSJaChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKcAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIqcBChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMiogEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUSGQoRdG90YWxfY291bnRfZXhhY3QYBiABKAgiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCKJAQobR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEigKBmNvdW50cxgBIAMoCzIYLnRhc2sudjEuVGFza1N0YXR1c0NvdW50Eg0KBXRvdGFsGAIgASgDEjEKC3R5cGVfY291bnRzGAMgAygLMhwudGFzay52MS5UYXNrVHlwZVN0YXR1c0NvdW50IlcKE1Rhc2tUeXBlU3RhdHVzQ291bnQSDAoEdHlwZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlKtoBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFUVVNfUVVFVUVEEAESFwoTVEFTS19TVEFUVVNfUlVOTklORxACEhgKFFRBU0tfU1RBVFVTX1JFVFJZSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYSFgoSVEFTS19TVEFUVVNfUEFVU0VEEAcywAYKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+
+/**
+ * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
+ * min(max, base * 2^(n-1)), with equal jitter (half fixed, half random).
+ *
+ * @generated from message task.v1.TaskBackoff
+ */
+export type TaskBackoff = Message<"task.v1.TaskBackoff"> & {
+  /**
+   * At least 1ms, at most max.
+   *
+   * @generated from field: google.protobuf.Duration base = 1;
+   */
+  base?: Duration | undefined;
+
+  /**
+   * At most 24h.
+   *
+   * @generated from field: google.protobuf.Duration max = 2;
+   */
+  max?: Duration | undefined;
+};
+
+/**
+ * Describes the message task.v1.TaskBackoff.
+ * Use `create(TaskBackoffSchema)` to create a new message.
+ */
+export const TaskBackoffSchema: GenMessage<TaskBackoff> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 0);
 
 /**
  * Task is one unit of background work and its current state.
@@ -139,6 +168,20 @@ export type Task = Message<"task.v1.Task"> & {
    * @generated from field: google.protobuf.Timestamp scheduled_at = 41;
    */
   scheduledAt?: Timestamp | undefined;
+
+  /**
+   * The task's own retry policy; unset: the workers' configured policy.
+   *
+   * @generated from field: task.v1.TaskBackoff backoff = 60;
+   */
+  backoff?: TaskBackoff | undefined;
+
+  /**
+   * While PAUSED: when the pause began.
+   *
+   * @generated from field: google.protobuf.Timestamp paused_at = 61;
+   */
+  pausedAt?: Timestamp | undefined;
 };
 
 /**
@@ -146,7 +189,7 @@ export type Task = Message<"task.v1.Task"> & {
  * Use `create(TaskSchema)` to create a new message.
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 0);
+  messageDesc(file_task_v1_task, 1);
 
 /**
  * TaskHistoryEntry is one state change of a task, in the order it happened.
@@ -194,7 +237,7 @@ export type TaskHistoryEntry = Message<"task.v1.TaskHistoryEntry"> & {
  * Use `create(TaskHistoryEntrySchema)` to create a new message.
  */
 export const TaskHistoryEntrySchema: GenMessage<TaskHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 1);
+  messageDesc(file_task_v1_task, 2);
 
 /**
  * TaskType describes a registered plugin.
@@ -278,7 +321,7 @@ export type TaskType = Message<"task.v1.TaskType"> & {
  * Use `create(TaskTypeSchema)` to create a new message.
  */
 export const TaskTypeSchema: GenMessage<TaskType> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 2);
+  messageDesc(file_task_v1_task, 3);
 
 /**
  * TaskTypeVersion is one registered version of a task type (docs/design/task-types.md).
@@ -323,7 +366,7 @@ export type TaskTypeVersion = Message<"task.v1.TaskTypeVersion"> & {
  * Use `create(TaskTypeVersionSchema)` to create a new message.
  */
 export const TaskTypeVersionSchema: GenMessage<TaskTypeVersion> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 3);
+  messageDesc(file_task_v1_task, 4);
 
 /**
  * TaskStatusCount is the number of tasks in one status.
@@ -347,7 +390,7 @@ export type TaskStatusCount = Message<"task.v1.TaskStatusCount"> & {
  * Use `create(TaskStatusCountSchema)` to create a new message.
  */
 export const TaskStatusCountSchema: GenMessage<TaskStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 4);
+  messageDesc(file_task_v1_task, 5);
 
 /**
  * TaskLogLine is one line of a task's output.
@@ -390,7 +433,7 @@ export type TaskLogLine = Message<"task.v1.TaskLogLine"> & {
  * Use `create(TaskLogLineSchema)` to create a new message.
  */
 export const TaskLogLineSchema: GenMessage<TaskLogLine> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 5);
+  messageDesc(file_task_v1_task, 6);
 
 /**
  * @generated from message task.v1.GetTaskLogsRequest
@@ -421,7 +464,7 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
  * Use `create(GetTaskLogsRequestSchema)` to create a new message.
  */
 export const GetTaskLogsRequestSchema: GenMessage<GetTaskLogsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 6);
+  messageDesc(file_task_v1_task, 7);
 
 /**
  * @generated from message task.v1.GetTaskLogsResponse
@@ -452,7 +495,7 @@ export type GetTaskLogsResponse = Message<"task.v1.GetTaskLogsResponse"> & {
  * Use `create(GetTaskLogsResponseSchema)` to create a new message.
  */
 export const GetTaskLogsResponseSchema: GenMessage<GetTaskLogsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 7);
+  messageDesc(file_task_v1_task, 8);
 
 /**
  * @generated from message task.v1.WatchTaskRequest
@@ -476,7 +519,7 @@ export type WatchTaskRequest = Message<"task.v1.WatchTaskRequest"> & {
  * Use `create(WatchTaskRequestSchema)` to create a new message.
  */
 export const WatchTaskRequestSchema: GenMessage<WatchTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 8);
+  messageDesc(file_task_v1_task, 9);
 
 /**
  * @generated from message task.v1.WatchTaskResponse
@@ -517,7 +560,7 @@ export type WatchTaskResponse = Message<"task.v1.WatchTaskResponse"> & {
  * Use `create(WatchTaskResponseSchema)` to create a new message.
  */
 export const WatchTaskResponseSchema: GenMessage<WatchTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 9);
+  messageDesc(file_task_v1_task, 10);
 
 /**
  * @generated from message task.v1.CreateTaskRequest
@@ -579,6 +622,13 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
    * @generated from field: string idempotency_key = 8;
    */
   idempotencyKey: string;
+
+  /**
+   * Unset means the workers' configured policy (TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS).
+   *
+   * @generated from field: task.v1.TaskBackoff backoff = 60;
+   */
+  backoff?: TaskBackoff | undefined;
 };
 
 /**
@@ -586,7 +636,7 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
  * Use `create(CreateTaskRequestSchema)` to create a new message.
  */
 export const CreateTaskRequestSchema: GenMessage<CreateTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 10);
+  messageDesc(file_task_v1_task, 11);
 
 /**
  * @generated from message task.v1.CreateTaskResponse
@@ -610,7 +660,7 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
  * Use `create(CreateTaskResponseSchema)` to create a new message.
  */
 export const CreateTaskResponseSchema: GenMessage<CreateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 11);
+  messageDesc(file_task_v1_task, 12);
 
 /**
  * @generated from message task.v1.CreateTasksRequest
@@ -627,7 +677,7 @@ export type CreateTasksRequest = Message<"task.v1.CreateTasksRequest"> & {
  * Use `create(CreateTasksRequestSchema)` to create a new message.
  */
 export const CreateTasksRequestSchema: GenMessage<CreateTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 12);
+  messageDesc(file_task_v1_task, 13);
 
 /**
  * @generated from message task.v1.CreateTasksResponse
@@ -646,7 +696,7 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
  * Use `create(CreateTasksResponseSchema)` to create a new message.
  */
 export const CreateTasksResponseSchema: GenMessage<CreateTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 13);
+  messageDesc(file_task_v1_task, 14);
 
 /**
  * @generated from message task.v1.GetTaskRequest
@@ -663,7 +713,7 @@ export type GetTaskRequest = Message<"task.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 14);
+  messageDesc(file_task_v1_task, 15);
 
 /**
  * @generated from message task.v1.GetTaskResponse
@@ -680,7 +730,7 @@ export type GetTaskResponse = Message<"task.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 15);
+  messageDesc(file_task_v1_task, 16);
 
 /**
  * @generated from message task.v1.ListTasksRequest
@@ -744,7 +794,7 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 16);
+  messageDesc(file_task_v1_task, 17);
 
 /**
  * @generated from message task.v1.ListTasksResponse
@@ -799,7 +849,7 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 17);
+  messageDesc(file_task_v1_task, 18);
 
 /**
  * @generated from message task.v1.GetTaskHistoryRequest
@@ -816,7 +866,7 @@ export type GetTaskHistoryRequest = Message<"task.v1.GetTaskHistoryRequest"> & {
  * Use `create(GetTaskHistoryRequestSchema)` to create a new message.
  */
 export const GetTaskHistoryRequestSchema: GenMessage<GetTaskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 18);
+  messageDesc(file_task_v1_task, 19);
 
 /**
  * @generated from message task.v1.GetTaskHistoryResponse
@@ -833,7 +883,7 @@ export type GetTaskHistoryResponse = Message<"task.v1.GetTaskHistoryResponse"> &
  * Use `create(GetTaskHistoryResponseSchema)` to create a new message.
  */
 export const GetTaskHistoryResponseSchema: GenMessage<GetTaskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 19);
+  messageDesc(file_task_v1_task, 20);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsRequest
@@ -846,7 +896,7 @@ export type GetTaskStatusCountsRequest = Message<"task.v1.GetTaskStatusCountsReq
  * Use `create(GetTaskStatusCountsRequestSchema)` to create a new message.
  */
 export const GetTaskStatusCountsRequestSchema: GenMessage<GetTaskStatusCountsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 20);
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsResponse
@@ -877,7 +927,7 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  * Use `create(GetTaskStatusCountsResponseSchema)` to create a new message.
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -906,7 +956,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -930,7 +980,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -947,7 +997,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -964,7 +1014,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -981,7 +1031,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -994,7 +1044,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1011,7 +1061,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
@@ -1066,6 +1116,14 @@ export enum TaskStatus {
    * @generated from enum value: TASK_STATUS_CANCELLED = 6;
    */
   CANCELLED = 6,
+
+  /**
+   * Held by a user (PauseTask): a waiting task starts no attempt, a running shell task's processes
+   * are stopped (SIGSTOP) and its timeout does not run, until ResumeTask.
+   *
+   * @generated from enum value: TASK_STATUS_PAUSED = 7;
+   */
+  PAUSED = 7,
 }
 
 /**

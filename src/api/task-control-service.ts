@@ -1,0 +1,117 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import { InvalidTransitionError, NotPausableError, TaskNotFoundError } from "../errors.js";
+import type { TaskControlService } from "../gen/task/v1/control_pb.js";
+import type { TaskTypeCatalog } from "../plugins/catalog.js";
+import type { PluginRegistry } from "../plugins/registry.js";
+import { applyToBatch, countSelection, deleteFinishedTasks, eligibility, nextBatch, type BulkContext } from "../store/bulk.js";
+import type { Db } from "../store/db.js";
+import { pauseRunningTasks, pauseWaitingTasks, resumeTasks } from "../store/pause.js";
+import type { TaskRow } from "../store/schema.js";
+import { findTask } from "../store/tasks.js";
+import { validateBulkTasks } from "./bulk-validate.js";
+import { taskToProto } from "./convert.js";
+import { validateTaskId } from "./validate.js";
+
+/** Tasks one bulk statement touches: small enough that its locks and WAL stay short. */
+export const BULK_BATCH_SIZE = 500;
+
+/** How long one BulkTasks call works before it answers `complete: false` (under HTTP request timeouts). */
+export const BULK_BUDGET_MS = 20_000;
+
+/** What the handlers need. */
+export interface TaskControlDeps {
+  db: Db;
+  registry: PluginRegistry;
+  /** The task types registered in PostgreSQL (bulk retry re-queues those, not just this process's own). */
+  catalog?: TaskTypeCatalog;
+}
+
+/**
+ * Runs a single-task change that may race with a worker (QUEUED -> RUNNING as it is claimed, say):
+ * `step` tries the guarded statement for the task's current status; when it matches nothing the
+ * status is read again and the step retried, up to three times.
+ */
+async function withCurrent(db: Db["kysely"], id: string, step: (task: TaskRow) => Promise<TaskRow | undefined>): Promise<TaskRow> {
+  for (let attempt = 1; ; attempt++) {
+    const task = await findTask(db, id);
+    if (!task) throw new TaskNotFoundError(id);
+    const changed = await step(task);
+    if (changed) return changed;
+    if (attempt === 3) throw new InvalidTransitionError(id, task.status, "change");
+  }
+}
+
+/** The TaskControlService handlers; errors are mapped by the routes' interceptor. */
+export function createTaskControlService({ db: pair, registry, catalog }: TaskControlDeps): ServiceImpl<typeof TaskControlService> {
+  const db = pair.kysely;
+  // Pausability is the plugin's property, enabled on this server or not: workers may run types
+  // (shell) that the API server itself has disabled.
+  const pausableTypes = () => registry.list().filter((p) => p.pausable).map((p) => p.name);
+  // Registered types (workers' and this process's own) that this server does not refuse, as RetryTask judges them.
+  const runnableTypes = async () =>
+    catalog ? (await catalog.list()).filter((t) => t.disabledReason === undefined).map((t) => t.name) : registry.list().filter((p) => p.disabledReason === undefined).map((p) => p.name);
+
+  return {
+    async pauseTask(req) {
+      const id = validateTaskId(req.id);
+      const row = await withCurrent(db, id, async (task) => {
+        switch (task.status) {
+          case "queued":
+          case "retrying":
+            if (task.cancel_requested_at) throw new InvalidTransitionError(id, `${task.status} with a cancel pending`, "pause");
+            return (await pauseWaitingTasks(db, [id], "paused by request"))[0];
+          case "running":
+            if (!pausableTypes().includes(task.type)) throw new NotPausableError(id, task.type);
+            if (task.cancel_requested_at) throw new InvalidTransitionError(id, "running with a cancel pending", "pause");
+            return (await pauseRunningTasks(db, [id], [task.type], "paused by request"))[0];
+          default:
+            throw new InvalidTransitionError(id, task.status, "pause");
+        }
+      });
+      return { task: taskToProto(row) };
+    },
+
+    async resumeTask(req) {
+      const id = validateTaskId(req.id);
+      const [row] = await resumeTasks(db, [id], "resumed by request");
+      if (row) return { task: taskToProto(row) };
+      const task = await findTask(db, id);
+      if (!task) throw new TaskNotFoundError(id);
+      throw new InvalidTransitionError(id, task.status, "resume");
+    },
+
+    async deleteTask(req) {
+      const id = validateTaskId(req.id);
+      if ((await deleteFinishedTasks(db, [id])) === 1) return {};
+      const task = await findTask(db, id);
+      if (!task) throw new TaskNotFoundError(id);
+      throw new InvalidTransitionError(id, `${task.status} (only SUCCEEDED, FAILED and CANCELLED tasks can be deleted)`, "delete");
+    },
+
+    async bulkTasks(req, ctx) {
+      const { action, selection, dryRun, reason } = validateBulkTasks(req);
+      const context: BulkContext = { runnableTypes: await runnableTypes(), pausableTypes: pausableTypes(), reason };
+      const eligible = eligibility(action, context);
+      const counted = await countSelection(db, selection, eligible);
+      const base = { matched: BigInt(counted.matched), eligible: BigInt(counted.eligible), dryRun };
+      if (dryRun || counted.maxId === null || counted.eligible === 0) {
+        return { ...base, changed: 0n, skipped: dryRun ? 0n : BigInt(counted.matched), complete: true };
+      }
+      const deadline = Date.now() + BULK_BUDGET_MS;
+      let changed = 0;
+      let afterId = "0";
+      let complete = true;
+      for (;;) {
+        if (Date.now() > deadline || ctx.signal.aborted) {
+          complete = false;
+          break;
+        }
+        const ids = await nextBatch(db, selection, eligible, afterId, counted.maxId, BULK_BATCH_SIZE);
+        if (ids.length === 0) break;
+        changed += await applyToBatch(db, action, ids, context);
+        afterId = ids.at(-1)!;
+      }
+      return { ...base, changed: BigInt(changed), skipped: BigInt(Math.max(0, counted.matched - changed)), complete };
+    },
+  };
+}
