@@ -89,8 +89,9 @@ async function load(db: Db): Promise<void> {
     log(`  loaded ${to} of ${N} (${((performance.now() - t0) / 1000).toFixed(0)}s)`);
   }
   await db.pool.query(
-    `insert into task_logs (task_id, seq, attempt, stream, line, created_at)
-     select id, s, 1, 'stdout', 'line ' || s || ' of a finished task', created_at from tasks, generate_series(1, 2) s where name like 'bench-%'`,
+    // One chunk of two lines per task (task_logs holds chunks since migration 0014).
+    `insert into task_logs (task_id, first_seq, last_seq, attempt, streams, lines, created_at)
+     select id, 1, 2, 1, 'oo', E'line 1 of a finished task\\nline 2 of a finished task', created_at from tasks where name like 'bench-%'`,
   );
   await db.pool.query("vacuum analyze tasks, task_history, task_logs");
 }

@@ -26,6 +26,7 @@ import { graphileLogger } from "../src/queue/graphile-logger.js";
 import { startWorkers } from "../src/queue/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
+import { benchCapture, benchShellCapture } from "./bench-capture.js";
 import { benchScale } from "./bench-scale.js";
 import { measureRescueLatency, type KillableWorker, type RescueLatency } from "./faults/rescue-latency.js";
 
@@ -37,8 +38,10 @@ const opts = new Command("bench")
   .option("--batch <n>", "tasks per CreateTasks call", "500")
   .option("--scale <n>", "instead: time reads on an empty database and with N finished tasks")
   .option("--rescue-trials <n>", "kill -9 trials for the rescue latency (0 skips it)", "5")
+  .option("--capture-shell-mb <n>", "MiB of `yes` output captured through the shell plugin", "500")
+  .option("--capture-lines <n>", "output lines captured for one task (ten tasks write a twentieth each)", "1000000")
   .parse()
-  .opts<{ tasks: string; concurrency: string; batch: string; scale?: string; rescueTrials: string }>();
+  .opts<{ tasks: string; concurrency: string; batch: string; scale?: string; rescueTrials: string; captureLines: string; captureShellMb: string }>();
 const N = Number(opts.tasks);
 const concurrency = Number(opts.concurrency);
 const batch = Number(opts.batch);
@@ -156,6 +159,9 @@ async function main() {
     const base = await baseline(db, cluster.url, -1);
     const batched = await baseline(db, cluster.url, concurrency);
     const mine = await ours(db, cluster.url);
+    const captureLines = Number(opts.captureLines);
+    const cap = await benchCapture(db, logger, captureLines, Math.max(100, Math.round(captureLines / 20)));
+    const yes = await benchShellCapture(db, logger, Number(opts.captureShellMb));
     const trials = Number(opts.rescueTrials);
     const rescued = trials > 0 ? await rescue(db, cluster.url, trials) : undefined;
     const f = (n: number) => n.toFixed(0).padStart(7);
@@ -167,6 +173,10 @@ async function main() {
         `  execute  baseline no-op job ${f(base.runPerSec)}/s   ours noop task (claim+run+record) ${f(mine.runPerSec)}/s   ratio ${r(mine.runPerSec, base.runPerSec)}`,
         `  execute  baseline with local queue ${concurrency} ${f(batched.runPerSec)}/s   ours (local queue ${concurrency} by default)   ratio ${r(mine.runPerSec, batched.runPerSec)}`,
         `  ours end to end (create → last SUCCEEDED) ${f(mine.endToEndPerSec)}/s`,
+        `  capture  one task, ${cap.oneLines} lines: chunks ${f(cap.chunkedOne)} lines/s   a row per line ${f(cap.rowsOne)} lines/s   ratio ${r(cap.chunkedOne, cap.rowsOne)}`,
+        `  capture  10 tasks at once, ${cap.tenLines} lines each: chunks ${f(cap.chunkedTen)} lines/s   a row per line ${f(cap.rowsTen)} lines/s   ratio ${r(cap.chunkedTen, cap.rowsTen)}`,
+        `  capture  shell \`yes | head -c ${yes.mb}M\`: ${yes.lines} lines in ${yes.seconds.toFixed(1)} s (${f(yes.lines / yes.seconds)} lines/s), RSS ${yes.rssBeforeMb.toFixed(0)} MB before, peak ${yes.rssPeakMb.toFixed(0)} MB`,
+        `  logs     on ${cap.storedLines} stored lines (median of 21): tail 100 ${cap.tailMs.toFixed(1)} ms   range of 100 ${cap.rangeMs.toFixed(1)} ms   counts ${cap.countMs.toFixed(1)} ms   (row per line: tail 100 ${cap.rowsTailMs.toFixed(1)} ms)`,
         ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trial${rescued.trials.length === 1 ? "" : "s"}: ${rescued.summary}`] : []),
         "",
       ].join("\n"),

@@ -216,7 +216,7 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
     await reconcile(db.kysely, 3_000, logger);
     const jobs = await pendingJobCounts(db.kysely);
     if (jobs.jobs > 0) {
-      violations.push(`${jobs.jobs} run_task jobs left (${jobs.locked} locked)`);
+      violations.push(`${jobs.jobs} task jobs left (${jobs.locked} locked)`);
       for (const j of await leftoverJobs(db.kysely)) {
         violations.push(
           `job ${j.job_id} left: task ${j.task_id ?? "?"} ${j.task_status ?? "missing"}, job attempts ${j.attempts}, run_at ${j.run_at.toISOString()}, locked_by ${j.locked_by ?? "-"}, last_error ${JSON.stringify(j.last_error?.slice(0, 200) ?? null)}`,
@@ -232,7 +232,7 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
       ...[...byKind].map(([kind, m]) => `  ${kind.padEnd(7)} ${[...m].map(([s, n]) => `${s} ${n}`).join(", ")}`),
       `  attempts rescued from killed workers: ${lostAttempts}`,
       `  history checked: ${tasks.length} tasks, ${violations.length} violations`,
-      `  run_task jobs left: ${before.jobs} (${before.locked} locked) before the reconciler's full pass, ${jobs.jobs} (${jobs.locked} locked) after`,
+      `  task jobs left: ${before.jobs} (${before.locked} locked) before the reconciler's full pass, ${jobs.jobs} (${jobs.locked} locked) after`,
       ...violations.slice(0, 30).map((v) => `  VIOLATION ${v}`),
       violations.length === 0 ? "PASS" : `FAIL (${violations.length} violations)`,
     ];

@@ -64,6 +64,18 @@ export const configSchema = z.object({
    * localQueue), saving a round trip per job; unset means the worker's concurrency, 0 turns it off.
    */
   localQueueSize: z.coerce.number().int().min(0).max(10_000).optional(),
+  /**
+   * TASK_QUEUES: the queues a worker process serves (`serve --queues a,b`), comma-separated. Default
+   * `default` only: a task in a queue no live worker serves waits QUEUED (ListQueues shows 0 workers).
+   */
+  workerQueues: commaList
+    .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "each queue name is 1-64 of a-z, 0-9, _ - . starting with a letter or digit")).min(1, "name at least one queue"))
+    .default(["default"]),
+  /**
+   * TASK_PRIORITY_AGING_MS: a waiting task's effective priority rises by 1 for every this many ms it
+   * has been due, so low priorities do not starve (0: no aging). Applied by the reconcile pass.
+   */
+  priorityAgingMs: z.coerce.number().int().min(0).default(60_000),
   /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
   backoffBaseMs: z.coerce.number().int().min(1).default(1_000),
   /** TASK_BACKOFF_MAX_MS: longest delay between attempts. */
@@ -99,8 +111,13 @@ export const configSchema = z.object({
   retentionBatchSize: z.coerce.number().int().min(1).max(100_000).default(1_000),
   /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
   pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
-  /** TASK_MAX_LOG_LINES: output lines kept per task; later lines are dropped after a truncation marker. */
-  maxLogLinesPerTask: z.coerce.number().int().min(1).default(10_000),
+  /**
+   * TASK_MAX_LOG_LINES: output lines kept per attempt: the first half and the last half, with one
+   * marker line between saying how many were dropped.
+   */
+  maxLogLinesPerTask: z.coerce.number().int().min(2).default(10_000),
+  /** TASK_MAX_LOG_BYTES: output kept per attempt (characters), halved the same way as the lines. */
+  maxLogBytesPerTask: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
   /** TASK_SHELL_KILL_GRACE_MS: after SIGTERM to a shell task's process group, wait this long before SIGKILL. */
   shellKillGraceMs: z.coerce.number().int().min(0).default(5_000),
   /**
@@ -149,6 +166,13 @@ export const configSchema = z.object({
   httpMaxConnections: z.coerce.number().int().min(1).default(1_000),
   /** TASK_MAX_HEALTH_WATCHERS: open grpc.health.v1 Watch streams (unauthenticated); further ones get ResourceExhausted. */
   maxHealthWatchers: z.coerce.number().int().min(1).default(1_000),
+  /** TASK_WATCH_HEARTBEAT_MS: a WatchTasks stream gets a heartbeat after this long without a message. */
+  watchHeartbeatMs: z.coerce.number().int().min(100).max(300_000).default(10_000),
+  /**
+   * TASK_WATCH_MAX_QUEUED: changes queued for one WatchTasks stream whose reader is slow; past it
+   * the stream gets one resync message instead (its memory stays bounded).
+   */
+  watchMaxQueued: z.coerce.number().int().min(10).max(1_000_000).default(1_000),
   /**
    * TASK_ALLOWED_HOSTS: Host header names (port ignored) the API answers when it runs without tokens,
    * against DNS rebinding. Unset: loopback names (localhost, 127.x.x.x, [::1]) on a loopback listener.
@@ -181,6 +205,8 @@ const envNames: Record<keyof Config, string> = {
   metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
   localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
+  workerQueues: "TASK_QUEUES",
+  priorityAgingMs: "TASK_PRIORITY_AGING_MS",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",
   backoffMaxMs: "TASK_BACKOFF_MAX_MS",
   shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",
@@ -195,6 +221,7 @@ const envNames: Record<keyof Config, string> = {
   retentionCron: "TASK_RETENTION_CRON",
   retentionBatchSize: "TASK_RETENTION_BATCH",
   maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
+  maxLogBytesPerTask: "TASK_MAX_LOG_BYTES",
   shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
   shellUser: "TASK_SHELL_USER",
   spoolDir: "TASK_SPOOL_DIR",
@@ -213,6 +240,8 @@ const envNames: Record<keyof Config, string> = {
   http2MaxConcurrentStreams: "TASK_HTTP2_MAX_STREAMS",
   httpMaxConnections: "TASK_HTTP_MAX_CONNECTIONS",
   maxHealthWatchers: "TASK_MAX_HEALTH_WATCHERS",
+  watchHeartbeatMs: "TASK_WATCH_HEARTBEAT_MS",
+  watchMaxQueued: "TASK_WATCH_MAX_QUEUED",
   allowedHosts: "TASK_ALLOWED_HOSTS",
   emailAllowedSenders: "TASK_EMAIL_ALLOWED_SENDERS",
   logLevel: "LOG_LEVEL",

@@ -28,9 +28,11 @@ describe.each(["grpc-v1", "grpc-v1alpha"])("gRPC server reflection (%s)", (refle
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+        "task.v1.QueueService",
         "task.v1.ScheduleService",
         "task.v1.TaskControlService",
         "task.v1.TaskService",
+        "task.v1.WorkerService",
       ],
     );
   });

@@ -56,7 +56,7 @@ describe("retention", () => {
     // 3,000 finished tasks spread over the last 30 days (90% succeeded, 7% failed, 3% cancelled),
     // with output lines.
     await insertSyntheticFinishedTasks(db(), 1, 3_000, 3_000);
-    await sql`insert into task_logs (task_id, seq, attempt, stream, line) select id, 1, 1, 'stdout', 'old line' from tasks where name like 'bench-%'`.execute(db());
+    await sql`insert into task_logs (task_id, first_seq, last_seq, attempt, streams, lines) select id, 1, 1, 1, 'o', 'old line' from tasks where name like 'bench-%'`.execute(db());
     const before = await sql<{ status: string; n: string }>`select status, count(*) as n from tasks group by status`.execute(db());
     const cancelledBefore = Number(before.rows.find((r) => r.status === "cancelled")!.n);
     const ages = { succeeded: 10 * DAY, failed: 20 * DAY };

@@ -37,8 +37,7 @@ beforeAll(async () => {
   client = createTaskClient({ address: api.server.url });
 });
 
-// Until workers fetch only the types they serve (issue 11), a worker would take (and fail) tasks of
-// another test's type: each test stops its workers.
+// Each test stops its workers, so the next one sees only its own in ListTaskTypes.
 afterEach(async () => {
   await Promise.all(running.splice(0).map((w) => w.stop()));
 });

@@ -1,3 +1,4 @@
+import { listLogLines } from "../src/store/task-logs.js";
 import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -58,8 +59,7 @@ async function history(id: bigint): Promise<[string, number, string][]> {
 }
 
 async function logLines(id: bigint): Promise<{ stream: string; line: string }[]> {
-  const { rows } = await api.database.db.pool.query("select stream, line from task_logs where task_id = $1 order by seq", [id.toString()]);
-  return rows;
+  return (await listLogLines(api.database.db.kysely, id.toString(), 0, 10_000)).map(({ stream, line }) => ({ stream, line }));
 }
 
 describe("each task type runs to SUCCEEDED", () => {
@@ -133,7 +133,7 @@ describe("failures, retries and timeouts", () => {
       `insert into tasks (name, type, parameters, max_attempts, timeout_ms) values ('bad', 'shell', '{"cmd": "touch /tmp/should-not-exist"}', 3, 1000) returning id`,
     );
     const id = rows[0].id as string;
-    await api.database.db.pool.query(`select graphile_worker.add_job('run_task', json_build_object('taskId', $1::text, 'attempt', 1), job_key => 'task:' || $1)`, [id]);
+    await api.database.db.pool.query(`select graphile_worker.add_job('run:default:shell', json_build_object('taskId', $1::text, 'attempt', 1), job_key => 'task:' || $1)`, [id]);
     const done = await waitForStatus(BigInt(id), TaskStatus.FAILED);
     expect(done.attempts).toBe(1);
     expect(done.lastError).toMatch(/parameters\.command: is required/);
@@ -158,7 +158,7 @@ describe("failures, retries and timeouts", () => {
     await waitForStatus(task!.id, TaskStatus.SUCCEEDED);
     const before = await history(task!.id);
     const { rows } = await api.database.db.pool.query(
-      `select id from graphile_worker.add_job('run_task', json_build_object('taskId', $1::text, 'attempt', 1))`,
+      `select id from graphile_worker.add_job('run:default:noop', json_build_object('taskId', $1::text, 'attempt', 1))`,
       [task!.id.toString()],
     );
     await waitFor(async () => {

@@ -16,17 +16,29 @@ function digest(token: string): Buffer {
  * reveals neither how much of a token matched nor how long the tokens are.
  */
 export function bearerAuthInterceptor(tokens: string[]): Interceptor {
-  const accepted = tokens.map(digest);
+  const check = bearerTokenCheck(tokens);
   return (next) => async (req) => {
     if (PUBLIC_SERVICES.has(req.service.typeName)) return next(req);
-    const header = req.header.get("authorization") ?? "";
+    const problem = check(req.header.get("authorization") ?? "");
+    if (problem) throw new ConnectError(problem, Code.Unauthenticated);
+    return next(req);
+  };
+}
+
+/**
+ * The same check for plain HTTP routes (the log download): returns what is wrong with an
+ * Authorization header ("missing bearer token", "invalid bearer token"), or undefined when it
+ * carries one of the tokens.
+ */
+export function bearerTokenCheck(tokens: string[]): (header: string) => string | undefined {
+  const accepted = tokens.map(digest);
+  return (header) => {
     const match = /^Bearer\s+(.+)$/i.exec(header);
-    if (!match) throw new ConnectError("missing bearer token", Code.Unauthenticated);
+    if (!match) return "missing bearer token";
     const presented = digest(match[1]!.trim());
     // No short-circuit: which token matched (if any) must not show in the timing either.
     let ok = false;
     for (const t of accepted) ok = timingSafeEqual(t, presented) || ok;
-    if (!ok) throw new ConnectError("invalid bearer token", Code.Unauthenticated);
-    return next(req);
+    return ok ? undefined : "invalid bearer token";
   };
 }

@@ -1,5 +1,6 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
+import { file_task_v1_queue, QueueService, WorkerService } from "../gen/task/v1/queue_pb.js";
 import { file_task_v1_control, TaskControlService } from "../gen/task/v1/control_pb.js";
 import { file_task_v1_schedule, ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { file_task_v1_task, TaskService } from "../gen/task/v1/task_pb.js";
@@ -8,6 +9,7 @@ import { toConnectError } from "./connect-errors.js";
 import { answerDecodeErrorsAsInvalidArgument } from "./decode-errors.js";
 import { createHealthService, type HealthOptions } from "./health.js";
 import { registerReflection } from "./reflection.js";
+import { createQueueService, createWorkerService } from "./queue-service.js";
 import { createScheduleService } from "./schedule-service.js";
 import { createTaskControlService } from "./task-control-service.js";
 import { catalogFor, createTaskService, type TaskServiceDeps } from "./task-service.js";
@@ -45,12 +47,14 @@ export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (rout
   return (router) => {
     router.service(TaskService, createTaskService(withCatalog));
     router.service(ScheduleService, createScheduleService(withCatalog));
+    router.service(QueueService, createQueueService(withCatalog));
+    router.service(WorkerService, createWorkerService(withCatalog));
     router.service(TaskControlService, createTaskControlService(withCatalog));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,
-      [file_task_v1_task, file_task_v1_schedule, file_task_v1_control, file_grpc_health_v1_health],
-      [TaskService.typeName, ScheduleService.typeName, TaskControlService.typeName, Health.typeName],
+      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_grpc_health_v1_health],
+      [TaskService.typeName, ScheduleService.typeName, QueueService.typeName, WorkerService.typeName, TaskControlService.typeName, Health.typeName],
     );
     // Last: it wraps the handlers registered above.
     answerDecodeErrorsAsInvalidArgument(router);

@@ -16,11 +16,15 @@ import { taskStatuses } from "../store/schema.js";
 import { keepTaskCountsFolded } from "../store/task-counts.js";
 import { countTasksByStatus } from "../store/tasks.js";
 import { metricsInterceptor } from "./metrics-interceptor.js";
+import { logDownloadHandler } from "./log-download.js";
+import { DEFAULT_FEED_OPTIONS, TaskFeed, type TaskFeedOptions } from "./task-feed.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
 
 /** What the API server needs. */
-export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
+export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> {
+  /** WatchTasks tunables (tests shorten them). */
+  feedOptions?: Partial<TaskFeedOptions>;
   /** Exposed at /metrics, with RPC counts and a tasks-by-status gauge added. */
   metrics?: Metrics;
   /** For LISTEN (WatchTask wake-ups); without it, watchers poll. */
@@ -42,6 +46,7 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events"> {
     | "allowedHosts"
     | "maxHealthWatchers"
   > &
+    Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
     Partial<Pick<Config, "corsOrigins">>;
 }
 
@@ -71,6 +76,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   if (deps.config.apiTokens.length > 0) interceptors.unshift(bearerAuthInterceptor(deps.config.apiTokens));
   if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
   const dashboard = dashboardHandler();
+  const logDownload = logDownloadHandler({ db: deps.db.kysely, events: deps.events, logger: deps.logger, apiTokens: deps.config.apiTokens });
   const hostAllowed = hostAllowList(deps.config);
   const handler = connectNodeAdapter({
     routes: routes({ ...deps, health: { maxWatchers: deps.config.maxHealthWatchers } }),
@@ -104,6 +110,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
         );
         return;
       }
+      if (logDownload(req, res)) return;
       if (dashboard(req, res)) return;
       reply(404, "not found");
     },
@@ -184,7 +191,13 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
   // Counts, list totals and the gauge above read task_counts plus unfolded deltas; keep those few.
   const countRollup = keepTaskCountsFolded(deps.db.kysely, deps.logger);
-  const handler = withCors(buildHandler({ ...deps, events }), deps.config.corsOrigins ?? []);
+  const feed = new TaskFeed(deps.db.kysely, events, deps.logger, {
+    ...DEFAULT_FEED_OPTIONS,
+    heartbeatMs: deps.config.watchHeartbeatMs ?? DEFAULT_FEED_OPTIONS.heartbeatMs,
+    maxQueued: deps.config.watchMaxQueued ?? DEFAULT_FEED_OPTIONS.maxQueued,
+    ...deps.feedOptions,
+  });
+  const handler = withCors(buildHandler({ ...deps, events, feed }), deps.config.corsOrigins ?? []);
   const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
   const front = net.createServer((socket) => {
@@ -225,7 +238,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
       (closing ??= new Promise<void>((resolve) => {
         front.close(() => resolve());
         h1.close(() => undefined); // stops its timeout checks; it never listened itself
-        void events.close();
+        void feed.close().then(() => events.close());
         countRollup.stop();
         for (const session of sessions) session.close();
         h1.closeIdleConnections();

@@ -9,6 +9,7 @@ import {
   TaskTypeSchema,
   TaskTypeStatusCountSchema,
   TaskTypeVersionSchema,
+  TaskQueueStatusCountSchema,
   type CreateTaskRequest,
 } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
@@ -17,13 +18,15 @@ import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
-import { countTasksByTypeAndStatus } from "../store/task-counts.js";
+import { countTaskGroups } from "../store/task-counts.js";
+import { listLiveWorkers } from "../store/workers.js";
 import type { Db } from "../store/db.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { TaskEvents } from "./task-events.js";
+import { TaskFeed } from "./task-feed.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
 import { containsUnstorable, encodePageToken, UNSTORABLE_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
@@ -32,10 +35,13 @@ export interface TaskServiceDeps {
   db: Db;
   /** Wakes WatchTask streams; see TaskEvents. */
   events: TaskEvents;
+  /** The WatchTasks change feed; one per server process (made here when absent). */
+  feed?: TaskFeed;
   /** The types this process has code for (the built-ins): registered in the catalog on first use. */
   registry: PluginRegistry;
   /** The task types registered in PostgreSQL; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
+  /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
   config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs">>;
   logger: Logger;
   metrics?: Metrics;
@@ -61,9 +67,10 @@ const DEFAULT_LIVE_MS = 15_000;
 
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
 export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof TaskService> {
-  const { db: pair, events, config, metrics } = deps;
+  const { db: pair, events, feed: sharedFeed, config, metrics, logger } = deps;
   const db = pair.kysely;
   const catalog = catalogFor(deps);
+  const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
     const tasks = await catalog.withTypes(
@@ -140,19 +147,28 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     },
 
     async getTaskStatusCounts() {
-      const groups = await countTasksByTypeAndStatus(db);
+      const all = await countTaskGroups(db);
       const counts = new Map<string, number>();
-      for (const g of groups) counts.set(g.status, (counts.get(g.status) ?? 0) + g.count);
+      for (const g of all) counts.set(g.status, (counts.get(g.status) ?? 0) + g.count);
+      const sumBy = (key: (g: (typeof all)[number]) => string) => {
+        const sums = new Map<string, { name: string; status: (typeof all)[number]["status"]; count: number }>();
+        for (const g of all) {
+          const k = `${key(g)}\u0000${g.status}`;
+          const entry = sums.get(k) ?? { name: key(g), status: g.status, count: 0 };
+          entry.count += g.count;
+          sums.set(k, entry);
+        }
+        return [...sums.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : taskStatuses.indexOf(a.status) - taskStatuses.indexOf(b.status)));
+      };
       let total = 0n;
       const entries = taskStatuses.map((status) => {
         const count = BigInt(counts.get(status) ?? 0);
         total += count;
         return create(TaskStatusCountSchema, { status: statusToProto(status), count });
       });
-      const typeCounts = groups
-        .sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : taskStatuses.indexOf(a.status) - taskStatuses.indexOf(b.status)))
-        .map((g) => create(TaskTypeStatusCountSchema, { type: g.type, status: statusToProto(g.status), count: BigInt(g.count) }));
-      return { counts: entries, total, typeCounts };
+      const typeCounts = sumBy((g) => g.type).map((g) => create(TaskTypeStatusCountSchema, { type: g.name, status: statusToProto(g.status), count: BigInt(g.count) }));
+      const queueCounts = sumBy((g) => g.queue).map((g) => create(TaskQueueStatusCountSchema, { queue: g.name, status: statusToProto(g.status), count: BigInt(g.count) }));
+      return { counts: entries, total, typeCounts, queueCounts };
     },
 
     async cancelTask(req) {
@@ -191,6 +207,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     getTaskLogs: (req) => getTaskLogs(db, req),
 
     watchTask: (req, ctx) => watchTask(db, events, req, ctx),
+    watchTasks: (req, ctx) => feed.watch(req, ctx),
 
     async listTaskTypes() {
       const entries = await catalog.list();
@@ -216,6 +233,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
                 parameterSchema: v.parameterSchema as never,
               }),
             ),
+            liveWorkers: entry.workers.length,
           }),
         ),
       };

@@ -14,7 +14,7 @@ import {
 } from "../gen/task/v1/task_pb.js";
 import { terminalStatuses, type Database } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
-import { listLogLines, type StoredLogLine } from "../store/task-logs.js";
+import { countLogLines, listLogLines, readLogRange, readLogTail, type LogFilter, type StoredLogLine } from "../store/task-logs.js";
 import { findTask } from "../store/tasks.js";
 import { historyToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
@@ -29,19 +29,64 @@ function lineToProto(line: StoredLogLine) {
   return create(TaskLogLineSchema, { ...line, createdAt: timestampFromDate(line.created_at) });
 }
 
-/** GetTaskLogs: one page of a task's output. */
-export async function getTaskLogs(db: Kysely<Database>, req: GetTaskLogsRequest): Promise<GetTaskLogsResponse> {
+const LOG_STREAMS = ["stdout", "stderr", "system"] as const;
+/** The largest line number or attempt a request may name (int32 fields: anything up to it is fine). */
+const MAX_INT32 = 2_147_483_647;
+
+/** A checked GetTaskLogs request. */
+export interface LogQuery {
+  id: string;
+  filter: LogFilter;
+  limit: number;
+  mode: { kind: "after"; afterSeq: number } | { kind: "range"; from: number; to: number } | { kind: "tail"; count: number };
+}
+
+/** Checks a GetTaskLogs request: every problem is one InvalidArgument, never a 500. */
+export function validateLogQuery(req: GetTaskLogsRequest): LogQuery {
   const id = validateTaskId(req.id);
-  if (req.afterSeq < 0) throw InvalidArgumentError.of("after_seq", "must be 0 or more");
-  if (req.limit < 0 || req.limit > MAX_LOG_LIMIT) throw InvalidArgumentError.of("limit", `must be between 1 and ${MAX_LOG_LIMIT} (0 for ${DEFAULT_LOG_LIMIT})`);
+  const violations: { field: string; reason: string }[] = [];
+  const bad = (field: string, reason: string) => violations.push({ field, reason });
+  if (req.afterSeq < 0) bad("after_seq", "must be 0 or more");
+  if (req.limit < 0 || req.limit > MAX_LOG_LIMIT) bad("limit", `must be between 1 and ${MAX_LOG_LIMIT} (0 for ${DEFAULT_LOG_LIMIT})`);
+  if (req.from !== undefined && req.from < 1) bad("from", "must be a line number, 1 or more");
+  if (req.to !== undefined && req.to < 1) bad("to", "must be a line number, 1 or more");
+  if (req.from !== undefined && req.to !== undefined && req.from >= 1 && req.to >= 1 && req.from > req.to) bad("to", `must not be before from (${req.from})`);
+  if (req.tail !== undefined && (req.tail < 1 || req.tail > MAX_LOG_LIMIT)) bad("tail", `must be between 1 and ${MAX_LOG_LIMIT}`);
+  const ranged = req.from !== undefined || req.to !== undefined;
+  if (req.tail !== undefined && ranged) bad("tail", "cannot be combined with from/to");
+  if (req.afterSeq > 0 && (ranged || req.tail !== undefined)) bad("after_seq", "cannot be combined with from/to or tail");
+  if (req.attempt < 0) bad("attempt", "must be an attempt number, 1 or more (0 for every attempt)");
+  if (req.stream !== "" && !(LOG_STREAMS as readonly string[]).includes(req.stream)) bad("stream", `must be one of ${LOG_STREAMS.join(", ")} (or empty for all)`);
+  if (violations.length > 0) throw new InvalidArgumentError(violations);
+  const filter: LogFilter = { attempt: req.attempt || undefined, stream: (req.stream || undefined) as LogFilter["stream"] };
   const limit = req.limit || DEFAULT_LOG_LIMIT;
-  const lines = await listLogLines(db, id, req.afterSeq, limit + 1);
-  if (lines.length === 0 && !(await findTask(db, id))) throw new TaskNotFoundError(id);
-  const page = lines.slice(0, limit);
+  if (req.tail !== undefined) return { id, filter, limit, mode: { kind: "tail", count: req.tail } };
+  if (ranged) return { id, filter, limit, mode: { kind: "range", from: req.from ?? 1, to: req.to ?? MAX_INT32 } };
+  return { id, filter, limit, mode: { kind: "after", afterSeq: req.afterSeq } };
+}
+
+/** GetTaskLogs: a page, a range or the tail of a task's output, with line counts. */
+export async function getTaskLogs(db: Kysely<Database>, req: GetTaskLogsRequest): Promise<GetTaskLogsResponse> {
+  const q = validateLogQuery(req);
+  if (!(await findTask(db, q.id))) throw new TaskNotFoundError(q.id);
+  const counts = await countLogLines(db, q.id, q.filter);
+  let page: StoredLogLine[];
+  let more: boolean;
+  if (q.mode.kind === "tail") {
+    page = await readLogTail(db, q.id, q.mode.count, q.filter);
+    more = false;
+  } else {
+    const [from, to] = q.mode.kind === "range" ? [q.mode.from, q.mode.to] : [q.mode.afterSeq + 1, MAX_INT32];
+    const lines = await readLogRange(db, q.id, from, to, q.limit + 1, q.filter);
+    page = lines.slice(0, q.limit);
+    more = lines.length > q.limit;
+  }
   return create(GetTaskLogsResponseSchema, {
     lines: page.map(lineToProto),
-    lastSeq: page.at(-1)?.seq ?? req.afterSeq,
-    more: lines.length > limit,
+    lastSeq: page.at(-1)?.seq ?? (q.mode.kind === "after" ? q.mode.afterSeq : 0),
+    more,
+    totalLines: counts.lastSeq,
+    storedLines: counts.stored,
   });
 }
 

@@ -5,6 +5,7 @@ import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb
 import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
 import type { TaskStatus } from "../store/schema.js";
 import type { NewTask, TaskFilter } from "../store/tasks.js";
+import { DEFAULT_QUEUE, QUEUE_NAME_PATTERN } from "../store/queues.js";
 import { isStorableText } from "../store/storable-text.js";
 import { durationToMs, statusFromProto } from "./convert.js";
 
@@ -66,6 +67,14 @@ class Violations {
   }
 }
 
+/** What is wrong with a queue name, or undefined when it is a valid one (see QUEUE_NAME_PATTERN). */
+export function queueNameProblem(name: string): string | undefined {
+  if (name === "") return "is required";
+  if (name.length > 64) return "must be at most 64 characters";
+  if (!QUEUE_NAME_PATTERN.test(name)) return `"${name.slice(0, 64)}" is not a queue name: use a-z, 0-9, "_", "-", ".", starting with a letter or digit`;
+  return undefined;
+}
+
 /**
  * Checks a create request and resolves it into a row to insert: type known and enabled, parameters
  * valid for the type (defaults applied), limits respected. `prefix` names the request in a batch.
@@ -90,6 +99,9 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
   }
   if (req.idempotencyKey.length > 200) v.add(`${prefix}idempotency_key`, "must be at most 200 characters");
   else if (containsUnstorable(req.idempotencyKey)) v.add(`${prefix}idempotency_key`, UNSTORABLE_REASON);
+  const queue = req.queue === "" ? DEFAULT_QUEUE : req.queue;
+  const queueProblem = queueNameProblem(queue);
+  if (queueProblem) v.add(`${prefix}queue`, queueProblem);
   let runAt: Date | null = null;
   if (req.runAt) {
     runAt = timestampDate(req.runAt);
@@ -129,6 +141,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     maxAttempts,
     timeoutMs: resolvedTimeout,
     runAt,
+    queue,
     idempotencyKey,
     backoff,
     requestHash:
@@ -136,8 +149,9 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
         ? null
         : requestHash({
             name, type: req.type, parameters, priority: req.priority, maxAttempts, timeoutMs: resolvedTimeout, runAt: runAt?.toISOString() ?? null,
-            // Only when set, so keys stored before per-task backoff existed still match their replays.
+            // Only when set (backoff) or not the default (queue), so keys stored before either existed still match their replays.
             ...(backoff ? { backoff } : {}),
+            ...(queue === DEFAULT_QUEUE ? {} : { queue }),
           }),
   };
 }
@@ -208,6 +222,13 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
       else if (containsUnstorable(t)) v.add(`types[${i}]`, UNSTORABLE_REASON);
     });
   }
+  if (req.queues.length > MAX_FILTER_VALUES) v.add("queues", `must list at most ${MAX_FILTER_VALUES} queues`);
+  else {
+    req.queues.forEach((q, i) => {
+      const problem = queueNameProblem(q);
+      if (problem) v.add(`queues[${i}]`, problem);
+    });
+  }
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) v.add("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
   if (req.pageNumber < 0) v.add("page_number", "must be 1 or more");
   else if (req.pageNumber > 1 && (req.pageNumber - 1) * (req.pageSize || DEFAULT_PAGE_SIZE) >= MAX_PAGE_NUMBER_OFFSET) {
@@ -227,6 +248,7 @@ export function validateListTasks(req: ListTasksRequest): TaskFilter & { pageSiz
     types: req.types,
     ids: req.ids.map(String),
     scheduleIds: req.scheduleIds.map(String),
+    queues: req.queues,
     beforeId,
     offset: pageNumber > 1 ? (pageNumber - 1) * pageSize : undefined,
     limit: pageSize,

@@ -1,5 +1,6 @@
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { QueueService, WorkerService } from "../gen/task/v1/queue_pb.js";
 import { TaskControlService } from "../gen/task/v1/control_pb.js";
 import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
@@ -24,6 +25,16 @@ export function controlClient(options: ClientOptions): Client<typeof TaskControl
 /** A ScheduleService client for the configured address. */
 export function scheduleClient(options: ClientOptions): Client<typeof ScheduleService> {
   return createClient(ScheduleService, transport(options));
+}
+
+/** A QueueService client for the configured address. */
+export function queueClient(options: ClientOptions): Client<typeof QueueService> {
+  return createClient(QueueService, transport(options));
+}
+
+/** A WorkerService client for the configured address. */
+export function workerClient(options: ClientOptions): Client<typeof WorkerService> {
+  return createClient(WorkerService, transport(options));
 }
 
 function transport(options: ClientOptions): Transport {

@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
 import { registerEnd2EndCommand } from "./commands/end2end.js";
+import { registerQueueCommands } from "./commands/queue.js";
 import { registerScheduleCommands } from "./commands/schedule.js";
 import { registerServiceCommands } from "./commands/service.js";
 import { registerTaskCommands } from "./commands/task.js";
@@ -32,5 +33,6 @@ export function buildProgram(io: CliIO): Command {
   registerTaskCommands(program, io);
   registerEnd2EndCommand(program, io);
   registerScheduleCommands(program, io);
+  registerQueueCommands(program, io);
   return program;
 }

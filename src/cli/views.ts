@@ -26,6 +26,7 @@ export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): stri
     ["ID", task.id.toString()],
     ["Name", task.name],
     ["Type", task.type],
+    ["Queue", task.queue || "default"],
     ["Status", statusName(task.status)],
     ["Attempts", `${task.attempts}/${task.maxAttempts}`],
     ["Priority", String(task.priority)],

@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
 import os from "node:os";
-import { readLines } from "./line-reader.js";
+import { readLines, type ReadStats } from "./line-reader.js";
 import { containedArgv, detectContainment, type Containment } from "./shell-containment.js";
 import { shellParameters } from "./schemas.js";
-import type { Plugin } from "./types.js";
+import { isCaptureSink, type Plugin } from "./types.js";
 
 /** Options of the shell plugin. */
 export interface ShellOptions {
@@ -92,8 +92,6 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
           lastRenewal = Date.now();
           if (child.stdin!.writable) child.stdin!.write(".");
         });
-        const lines = { stdout: 0, stderr: 0 };
-        let lastStderr = "";
         let killTimer: NodeJS.Timeout | undefined;
         // Pause stops the whole group, supervisor included (SIGSTOP cannot be caught); resume
         // continues it. The supervisor's watchdog tells a stop from a silent worker (see
@@ -113,11 +111,17 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
           killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), options.killGraceMs);
         };
         ctx.signal.addEventListener("abort", onAbort, { once: true });
+        // Backpressure: when storing falls behind, the pipe is paused and the command blocks on
+        // its writes. Past the sink's head, chunks go to it raw (only a tail is kept).
+        const output = ctx.output;
+        const capture = isCaptureSink(output) ? output : undefined;
+        const read = { stdout: undefined as ReadStats | undefined, stderr: undefined as ReadStats | undefined };
         for (const stream of ["stdout", "stderr"] as const) {
-          readLines(child[stream], (line) => {
-            lines[stream]++;
-            if (stream === "stderr") lastStderr = line;
-            ctx.output.write(stream, line);
+          read[stream] = readLines(child[stream], {
+            line: (line) => output.write(stream, line),
+            drain: output.drain ? () => output.drain!() : undefined,
+            tailOnly: capture ? () => capture.tailOnly() : undefined,
+            raw: capture ? (chunk, newlines) => capture.raw(stream, chunk, newlines) : undefined,
           });
         }
         // The leader exited: stop whatever it left behind in its group.
@@ -138,7 +142,8 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
           ctx.signal.removeEventListener("abort", onAbort);
           clearTimeout(killTimer);
           if (ctx.signal.aborted) return reject(ctx.signal.reason);
-          const summary = { exit_code: code, stdout_lines: lines.stdout, stderr_lines: lines.stderr };
+          const summary = { exit_code: code, stdout_lines: read.stdout?.lines ?? 0, stderr_lines: read.stderr?.lines ?? 0 };
+          const lastStderr = read.stderr?.lastLine() ?? "";
           if (code === 0) return resolve(summary);
           if (watchdogMs !== undefined && Date.now() - lastRenewal >= watchdogMs) {
             return reject(new Error(`stopped by its watchdog: the worker had not renewed the lease for ${Math.round((Date.now() - lastRenewal) / 1000)}s`));

@@ -3,7 +3,32 @@ import type { Logger } from "../logger.js";
 
 /** Where a plugin's output lines go (stored in task_logs, batched and capped). */
 export interface LogSink {
-  write(stream: "stdout" | "stderr" | "system", line: string): void;
+  /**
+   * Stores one line. A sink may return false when storing has fallen behind: a caller that can
+   * wait (a pipe reader) should then wait for drain() before writing more. Lines written anyway
+   * are still kept.
+   */
+  write(stream: "stdout" | "stderr" | "system", line: string): boolean | void;
+  /** Resolves when the sink can take more lines (after write returned false). */
+  drain?(): Promise<void>;
+}
+
+/**
+ * A sink that also takes raw output past its head (the worker's TaskLogSink): once tailOnly() is
+ * true, a reader may hand whole chunks of bytes with their newline count instead of splitting
+ * them into lines, since only the last lines will be kept.
+ */
+export interface CaptureSink extends LogSink {
+  write(stream: "stdout" | "stderr" | "system", line: string): boolean;
+  drain(): Promise<void>;
+  tailOnly(): boolean;
+  raw(stream: "stdout" | "stderr" | "system", chunk: Buffer, newlines: number): void;
+}
+
+/** Whether a sink takes raw output past its head. */
+export function isCaptureSink(sink: LogSink): sink is CaptureSink {
+  const s = sink as Partial<CaptureSink>;
+  return typeof s.tailOnly === "function" && typeof s.raw === "function" && typeof s.drain === "function";
 }
 
 /** What a plugin gets for one attempt. */

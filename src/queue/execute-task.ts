@@ -4,14 +4,15 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import { claimAttempt, recordOutcome, type AttemptOutcome } from "../store/attempts.js";
+import { claimAttempt, claimRefusal, deferJob, recordOutcome, type AttemptOutcome, type ClaimContext } from "../store/attempts.js";
 import type { Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
 import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { RunTaskPayload } from "./jobs.js";
-import { TaskLogSink } from "./log-sink.js";
+import type { QueueGate } from "./queue-gate.js";
+import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
 
@@ -46,6 +47,8 @@ export interface ExecuteDeps {
   logger: Logger;
   backoff: BackoffPolicy;
   maxLogLinesPerTask: number;
+  /** Output kept per attempt, in characters (default 16 MiB). */
+  maxLogBytesPerTask?: number;
   /** Largest result stored (JSON bytes); larger ones are replaced by a note. */
   maxResultBytes?: number;
   /**
@@ -58,6 +61,8 @@ export interface ExecuteDeps {
   /** Where outcomes wait while the database is unreachable. */
   spool: OutcomeSpool;
   metrics?: Metrics;
+  /** This process's view of held queues (told when a claim was refused or a limited queue's attempt ended). */
+  queueGate?: QueueGate;
   /**
    * How long a plugin may take to settle after its signal fired (timeout, cancel, shutdown) before
    * the attempt ends without it: a plugin that ignores its signal or never resolves must not hold
@@ -96,6 +101,14 @@ function settleOrAbandon<T>(signal: AbortSignal, work: Promise<T>, graceMs: numb
   });
 }
 
+/**
+ * How long a task whose queue is held (paused or full) waits before its job may be fetched again.
+ * The job is not lost (it is put back, due then) and does not spin: while the queue stays held,
+ * workers do not fetch its jobs at all (QueueGate forbids their flag), and a resume or a settings
+ * change wakes them at once; this delay only bounds the refusals while views are stale.
+ */
+export const HELD_RETRY_MS = 500;
+
 /** Checks a job payload; anything else is a job we did not write and ignore. */
 export function parsePayload(payload: unknown): RunTaskPayload | undefined {
   const p = payload as Partial<RunTaskPayload> | null;
@@ -112,16 +125,45 @@ export function parsePayload(payload: unknown): RunTaskPayload | undefined {
  * Be careful about what can throw here: once the task is claimed it is RUNNING and owned by this
  * worker, so every path must reach recordOutcome, or leave the task for the reconciler to rescue.
  */
-export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal): Promise<void> {
+export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal, context?: ClaimContext): Promise<void> {
   const { taskId, attempt } = payload;
   const logger = deps.logger.child({ taskId, attempt });
   // Waiting out an outage here, rather than throwing, keeps graphile-worker from having to record a
   // job failure while the database is away (a write it does not await, and so can lose).
-  const task = await untilAvailable(() => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId), "claiming an attempt", logger, shutdown);
+  const task = await untilAvailable(() => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId, context), "claiming an attempt", logger, shutdown);
   if (!task) {
+    await keepRefusedJob(deps, taskId, attempt, logger, shutdown);
+    return;
+  }
+  const limitedQueue = deps.queueGate?.isLimited(task.queue) ?? false;
+  try {
+    await runClaimed(deps, task, attempt, logger, shutdown);
+  } finally {
+    // A slot of a limited queue is free again: read the held queues afresh before the next fetch.
+    if (limitedQueue) deps.queueGate?.invalidate();
+  }
+}
+
+/**
+ * A claim that changed nothing: a stale job does nothing, but a task that is still waiting for this
+ * attempt (its queue is held, or it gave way to a better task) gets its job back (deferJob), or it
+ * would wait for the reconciler's orphan pass.
+ */
+async function keepRefusedJob(deps: ExecuteDeps, taskId: string, attempt: number, logger: Logger, shutdown: AbortSignal): Promise<void> {
+  const refusal = await untilAvailable(() => claimRefusal(deps.db.kysely, taskId, attempt), "checking a refused claim", logger, shutdown);
+  if (refusal.kind === "stale") {
     logger.debug("stale or duplicate job: task is not waiting for this attempt");
     return;
   }
+  if (refusal.kind === "held") deps.queueGate?.invalidate();
+  // A task that gave way is due again at once: the next fetch, ordered by priority, takes the better one first.
+  await untilAvailable(() => deferJob(deps.db.kysely, taskId, refusal.kind === "held" ? HELD_RETRY_MS : 0), "putting back a job", logger, shutdown);
+  logger.debug({ queue: refusal.queue, reason: refusal.kind }, refusal.kind === "held" ? "queue held (paused or at its limit): job put back" : "a better task is waiting: job put back");
+}
+
+/** Runs a claimed attempt and records its outcome (see executeTask). */
+async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, logger: Logger, shutdown: AbortSignal): Promise<void> {
+  const taskId = task.id;
   const controller = new AbortController();
   const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set(), pause: new AttemptPause() };
   const key = `${taskId}:${task.attempts}`;
@@ -137,7 +179,13 @@ export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jo
   const stopTimer = pausableTimeout(task.timeout_ms, entry.pause, () =>
     controller.abort(new AttemptAborted("timeout", `timed out after ${formatDuration(task.timeout_ms)}`)),
   );
-  const sink = new TaskLogSink(deps.db.kysely, taskId, attempt, deps.maxLogLinesPerTask, logger);
+  const sink = new TaskLogSink(
+    deps.db.kysely,
+    taskId,
+    attempt,
+    { maxLines: deps.maxLogLinesPerTask, maxBytes: deps.maxLogBytesPerTask ?? DEFAULT_MAX_LOG_BYTES },
+    logger,
+  );
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);

@@ -1,5 +1,24 @@
-/** The graphile-worker task identifier every task attempt runs under. */
-export const RUN_TASK = "run_task";
+/**
+ * The graphile-worker task identifier a task's attempts run under: one per (queue, type),
+ * `run:<queue>:<type>`. A worker process registers a handler only for the identifiers of the
+ * queues it serves and the types it has enabled, so graphile-worker's own fetch (which filters on
+ * the identifiers it has handlers for) never hands it a task it cannot run: such a task waits
+ * QUEUED for a worker that can. Neither queue names nor type names contain ':'.
+ */
+export function runTaskIdentifier(queue: string, type: string): string {
+  return `run:${queue}:${type}`;
+}
+
+/** The prefix every runTaskIdentifier starts with (for SQL that selects our jobs: `like 'run:%'`). */
+export const RUN_TASK_PREFIX = "run:";
+
+/**
+ * The graphile-worker job flag a task's job carries for its queue, `queue:<name>`. A worker leaves
+ * the jobs of a paused or full queue in the database by forbidding their flag (forbiddenFlags).
+ */
+export function queueFlag(queue: string): string {
+  return `queue:${queue}`;
+}
 
 /**
  * graphile-worker's own retries of a job cover infrastructure failures only (the handler threw

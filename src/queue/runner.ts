@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter, setMaxListeners } from "node:events";
 import os from "node:os";
 import path from "node:path";
-import { run, type Runner, type WorkerEvents } from "graphile-worker";
+import { run, type JobHelpers, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import type { Config } from "../config.js";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -10,7 +10,9 @@ import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { compileSchema, describeTaskType, schemaCompiler } from "../plugins/catalog.js";
-import { heartbeat, unregisterWorker } from "../store/attempts.js";
+import { heartbeat, unregisterWorker, type ClaimContext } from "../store/attempts.js";
+import { agePriorities } from "../store/jobs.js";
+import { QUEUE_CHANNEL } from "../store/queues.js";
 import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
@@ -20,7 +22,8 @@ import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transition
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
-import { RUN_TASK } from "./jobs.js";
+import { runTaskIdentifier } from "./jobs.js";
+import { QueueGate } from "./queue-gate.js";
 import { OutcomeSpool } from "./outcome-spool.js";
 import { reconcile, RECONCILE_TASK, rescueLostAttempts } from "./reconcile.js";
 import { WakeSchedule } from "./wake.js";
@@ -28,6 +31,9 @@ import { WakeSchedule } from "./wake.js";
 /** A running worker process's pool. */
 export interface Workers {
   workerId: string;
+  /** The queues this process serves and the task types it runs (it fetches nothing else). */
+  queues: string[];
+  types: string[];
   /** run_task jobs being handled right now (including attempts another worker has since taken over). */
   inFlight(): number;
   /**
@@ -51,6 +57,7 @@ export interface WorkerOptions {
     | "heartbeatIntervalMs"
     | "pollIntervalMs"
     | "maxLogLinesPerTask"
+    | "maxLogBytesPerTask"
     | "maxResultBytes"
     | "leaseMs"
     | "reconcileCron"
@@ -62,6 +69,8 @@ export interface WorkerOptions {
     | "retentionBatchSize"
     | "dataDir"
     | "spoolDir"
+    | "workerQueues"
+    | "priorityAgingMs"
   >;
   logger: Logger;
   metrics?: Metrics;
@@ -69,6 +78,8 @@ export interface WorkerOptions {
   abandonAfterAbortMs?: number;
 }
 
+/** How long a job fetched into the local queue may wait there unclaimed before it is returned. */
+const LOCAL_QUEUE_TTL_MS = 2_000;
 /** The graphile-worker cron task that deletes finished tasks past their retention (store/retention.ts). */
 export const RETENTION_TASK = "task_retention";
 
@@ -140,6 +151,12 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const logger = options.logger.child({ component: "worker", workerId });
   const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
+  // Capabilities: the queues served and the types enabled here. graphile-worker only fetches jobs
+  // whose task identifier has a handler, so a task this process cannot run is never fetched by it.
+  const queues = [...new Set(config.workerQueues)].sort();
+  const types = options.registry.list().filter((p) => !p.disabledReason).map((p) => p.name);
+  const identifiers = queues.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
+  const gate = new QueueGate(db.kysely, queues, logger);
   const inFlight = new Map<string, InFlightAttempt>();
   const cancel = (taskId: string) => {
     for (const entry of inFlight.values()) {
@@ -161,12 +178,14 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     logger,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     maxLogLinesPerTask: config.maxLogLinesPerTask,
+    maxLogBytesPerTask: config.maxLogBytesPerTask,
     maxResultBytes: config.maxResultBytes,
     inFlight,
     watchdogMs,
     spool,
     metrics: options.metrics,
     abandonAfterAbortMs: options.abandonAfterAbortMs,
+    queueGate: gate,
   };
   // The types this process serves, as it registers them (task_types): the server validates
   // CreateTask against them and ListTaskTypes shows this worker serving them. A schema ajv cannot
@@ -196,7 +215,14 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     const snapshot = [...inFlight.values()];
     const sentAt = Date.now();
     try {
-      const owned = await heartbeat(db.kysely, workerId, [...graphileIds], snapshot.map((a) => ({ taskId: a.taskId, attempt: a.attempt })));
+      const owned = await heartbeat(db.kysely, workerId, [...graphileIds], snapshot.map((a) => ({ taskId: a.taskId, attempt: a.attempt })), {
+        types,
+        queues,
+        slots: config.workerConcurrency,
+        busy: active,
+        host: os.hostname(),
+        pid: process.pid,
+      });
       const fresh = Date.now() - sentAt <= renewalRttMs;
       const mine = new Map(owned.map((o) => [`${o.taskId}:${o.attempt}`, o]));
       for (const entry of snapshot) {
@@ -241,6 +267,12 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     throw err;
   }
   const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
+  // A queue paused, resumed or re-limited: read the settings again and fetch at once (a resumed
+  // queue's jobs start without waiting for a poll).
+  const queueListener = listen(options.databaseUrl, QUEUE_CHANNEL, logger, () => {
+    gate.invalidate();
+    nudgePool?.(config.workerConcurrency);
+  });
   const pauseListener = listen(options.databaseUrl, PAUSE_CHANNEL, logger, pauseChanged);
   const beat = setInterval(beatNow, config.heartbeatIntervalMs);
 
@@ -277,6 +309,23 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   // graphile-worker wants a local queue at least as large as the concurrency, or none (-1).
   const localQueueSize = config.localQueueSize === 0 ? -1 : Math.max(config.localQueueSize ?? config.workerConcurrency, config.workerConcurrency);
   let active = 0;
+  const runAttempt = async (payload: unknown, helpers: JobHelpers) => {
+    const parsed = parsePayload(payload);
+    if (!parsed) {
+      logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
+      return;
+    }
+    // Every in-flight attempt listens on the pool's one shutdown signal.
+    setMaxListeners(config.workerConcurrency + 10, helpers.abortSignal);
+    const context: ClaimContext = { jobPriority: helpers.job.priority, identifiers, forbiddenFlags: gate.forbidden() };
+    active++;
+    try {
+      await executeTask(deps, parsed, String(helpers.job.id), helpers.abortSignal, context);
+    } finally {
+      active--;
+    }
+  };
+  const taskList: TaskList = Object.fromEntries(identifiers.map((identifier) => [identifier, runAttempt]));
   let runner: Runner;
   try {
     runner = await run({
@@ -287,28 +336,19 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       logger: graphileLogger(logger),
       gracefulShutdownAbortTimeout: config.shutdownGraceMs,
       events,
-      preset: { worker: { localQueue: { size: localQueueSize } } },
+      // ttl: jobs cached in the local queue go back to the database after LOCAL_QUEUE_TTL_MS
+      // unclaimed (graphile-worker's default is 5 minutes). They sit there while every slot is busy,
+      // and while a queue is held (graphile-worker then fetches per slot and bypasses the cache).
+      preset: { worker: { localQueue: { size: localQueueSize, ttl: LOCAL_QUEUE_TTL_MS } } },
       // jobKey: one pending reconcile job however many worker processes schedule it.
       crontab: [
         `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
         `${config.retentionCron} ${RETENTION_TASK} ?max=1&jobKey=${RETENTION_TASK}&jobKeyMode=replace`,
       ].join("\n"),
+      // Jobs of held queues (paused, or at their limit) stay in the database; see QueueGate.
+      forbiddenFlags: gate.forbiddenFlags,
       taskList: {
-        [RUN_TASK]: async (payload, helpers) => {
-          const parsed = parsePayload(payload);
-          if (!parsed) {
-            logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
-            return;
-          }
-          // Every in-flight attempt listens on the pool's one shutdown signal.
-          setMaxListeners(config.workerConcurrency + 10, helpers.abortSignal);
-          active++;
-          try {
-            await executeTask(deps, parsed, String(helpers.job.id), helpers.abortSignal);
-          } finally {
-            active--;
-          }
-        },
+        ...taskList,
         [RETENTION_TASK]: async (_payload, helpers) => {
           const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs };
           const result = await deleteExpiredTasks(db.kysely, policy, config.retentionBatchSize, RETENTION_BUDGET_MS, helpers.abortSignal);
@@ -316,7 +356,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         },
         [RECONCILE_TASK]: async () => {
           const result = await reconcile(db.kysely, config.leaseMs, logger, since);
-          logger.debug(result, "reconcile pass");
+          const aged = await agePriorities(db.kysely, config.priorityAgingMs);
+          logger.debug({ ...result, aged }, "reconcile pass");
         },
       },
     });
@@ -325,17 +366,19 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     clearInterval(rescue);
     clearInterval(exitWatch);
     wake.stop();
-    await Promise.all([listener.close(), wakeListener.close(), pauseListener.close()]);
+    await Promise.all([listener.close(), wakeListener.close(), queueListener.close(), pauseListener.close()]);
     await lock.close();
     await db.close();
     stopSurviving();
     throw err;
   }
   await beatOnce();
-  logger.info({ concurrency: config.workerConcurrency, localQueueSize, types: served.map((v) => v.name) }, "workers started");
+  logger.info({ concurrency: config.workerConcurrency, localQueueSize, queues, types }, "workers started");
   let stopping: Promise<void> | undefined;
   return {
     workerId,
+    queues,
+    types,
     inFlight: () => active,
     stop: () =>
       (stopping ??= (async () => {
@@ -345,7 +388,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(rescue);
         clearInterval(exitWatch);
         wake.stop();
-        await Promise.all([listener.close(), wakeListener.close(), pauseListener.close()]);
+        await Promise.all([listener.close(), wakeListener.close(), queueListener.close(), pauseListener.close()]);
         await releaseJobLocks(db.kysely, [...graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await lock.close();

@@ -1,22 +1,105 @@
 import { sql, type Kysely } from "kysely";
 import { queryPrepared, type Db } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
-import { transition } from "./transitions.js";
+import { jobSpecsFrom } from "./jobs.js";
+import { forcing, transition, WAKE_CHANNEL } from "./transitions.js";
+
+/**
+ * What a worker process tells the claim about itself, so the claim can refuse a task when a better
+ * one is waiting (priority that holds, see claimAttempt).
+ */
+export interface ClaimContext {
+  /** The graphile-worker priority of the job being handled (lower runs first: -task priority, aged). */
+  jobPriority: number;
+  /** The graphile-worker task identifiers this process serves (src/queue/jobs.ts runTaskIdentifier). */
+  identifiers: string[];
+  /** The job flags this process does not fetch right now (held queues), see src/queue/queue-gate.ts. */
+  forbiddenFlags: string[];
+}
 
 /**
  * Starts attempt `attempt` of a task: QUEUED/RETRYING -> RUNNING, attempts incremented, owner and
  * heartbeat set, history row written, in one guarded statement. Returns undefined when the task is
- * not waiting for exactly this attempt (a stale or duplicate job), or a cancel is pending.
+ * not waiting for exactly this attempt (a stale or duplicate job), a cancel is pending, or (see
+ * below) it may not start now: claimRefusal tells the cases apart.
+ *
+ * Two extra guards, both in this one statement so they cost no round trip:
+ * - The queue gate, task_queue_admits(queue) (migration 0012): not when the task's queue is
+ *   paused, nor when it has a concurrency limit that its RUNNING tasks already reach. For a
+ *   limited queue the function locks the queue's row, so claims racing for its last slot go one
+ *   after the other, and each counts the RUNNING tasks after the previous one committed.
+ * - Priority that holds (only with `context`): not when a job this process could fetch and run
+ *   has a better priority than the one being handled. graphile-worker's local queue hands out the
+ *   jobs it fetched earlier first, so without this a job fetched while all slots were busy would
+ *   start before better ones that arrived after it. The subquery reads graphile-worker's main
+ *   index (is_available, ordered by priority) and stops at its first row, so with equal
+ *   priorities (the common case) it costs one index probe.
  */
-export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
-  const rows = await queryPrepared(db, "task_claim_attempt", transition({
+export async function claimAttempt(
+  db: Db,
+  taskId: string,
+  attempt: number,
+  workerId: string,
+  jobId: string,
+  context?: ClaimContext,
+): Promise<TaskRow | undefined> {
+  const better = context
+    ? sql`
+        and not exists (
+          select 1 from graphile_worker._private_jobs j
+          where j.is_available = true and j.run_at <= now() and j.priority < ${context.jobPriority}::int
+            and j.task_id in (select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${context.identifiers}::text[]))
+            and (j.flags is null or not (j.flags ?| ${context.forbiddenFlags}::text[]))
+            and j.key is distinct from ${`task:${taskId}`}::text)
+        `
+    : sql``;
+  const rows = await queryPrepared(db, context ? "task_claim_attempt_ordered" : "task_claim_attempt", transition({
     change: {
       set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(), started_at = now()`,
-      where: sql`id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1} and cancel_requested_at is null`,
+      // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
+      where: sql`id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1} and cancel_requested_at is null
+        ${better}
+        and task_queue_admits(queue)`,
     },
     details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
   }));
   return rows[0];
+}
+
+/** Why a claim that changed nothing did not: the job is stale, or its task waits (queue held, or a better task first). */
+export type ClaimRefusal = { kind: "stale" } | { kind: "held"; queue: string } | { kind: "yielded"; queue: string };
+
+/**
+ * After claimAttempt returned nothing: is the task still waiting for this attempt (then its job
+ * must be kept, see deferJob), and if so, was it held by its queue or did it yield to a better task?
+ */
+export async function claimRefusal(db: Kysely<Database>, taskId: string, attempt: number): Promise<ClaimRefusal> {
+  const { rows } = await sql<{ queue: string; held: boolean }>`
+    select t.queue, coalesce(q.paused or (q.concurrency is not null
+        and (select count(*) from tasks r where r.queue = t.queue and r.status = 'running') >= q.concurrency), false) as held
+    from tasks t left join queues q on q.name = t.queue
+    where t.id = ${taskId} and t.status in ('queued', 'retrying') and t.attempts = ${attempt - 1} and t.cancel_requested_at is null
+  `.execute(db);
+  const row = rows[0];
+  if (!row) return { kind: "stale" };
+  return row.held ? { kind: "held", queue: row.queue } : { kind: "yielded", queue: row.queue };
+}
+
+/**
+ * Gives a task that could not start now a new job for the same attempt, due in `delayMs`, so it is
+ * neither lost nor retried at once in a hot loop: the job being handled is locked, so add_jobs
+ * clears its key and writes a fresh one (graphile-worker completes the old one when the handler
+ * returns). A delayed job is announced on the wake channel like any other.
+ */
+export async function deferJob(db: Kysely<Database>, taskId: string, delayMs: number): Promise<void> {
+  await sql`
+    with deferred as (
+      select id, queue, type, attempts, priority, now() + make_interval(secs => ${delayMs / 1000}) as run_at
+      from tasks where id = ${taskId} and status in ('queued', 'retrying')),
+    enqueued as (select * from graphile_worker.add_jobs(${jobSpecsFrom("deferred")})),
+    woken as (select pg_notify(${WAKE_CHANNEL}, ceil(extract(epoch from run_at) * 1000)::bigint::text) from deferred where ${delayMs}::int > 0)
+    select 1 from deferred ${forcing("enqueued", "woken")}
+  `.execute(db);
 }
 
 /** How an attempt ended, as the store records it. */
@@ -80,6 +163,16 @@ export interface AttemptRef {
   attempt: number;
 }
 
+/** What a worker process serves and how busy it is, as its heartbeat records it (ListWorkers). */
+export interface WorkerInfo {
+  types: string[];
+  queues: string[];
+  slots: number;
+  busy: number;
+  host: string | null;
+  pid: number | null;
+}
+
 /** What a heartbeat learned about one attempt that is still this worker's. */
 export interface OwnedAttempt extends AttemptRef {
   cancelRequested: boolean;
@@ -94,11 +187,19 @@ export interface OwnedAttempt extends AttemptRef {
  * requested (a fallback for missed notifications). An attempt missing from the answer is no
  * longer this worker's (a reconciler settled it): the worker must stop it at once (fencing).
  */
-export async function heartbeat(db: Kysely<Database>, workerId: string, graphileIds: string[], attempts: AttemptRef[]): Promise<OwnedAttempt[]> {
+export async function heartbeat(
+  db: Kysely<Database>,
+  workerId: string,
+  graphileIds: string[],
+  attempts: AttemptRef[],
+  info: WorkerInfo = { types: [], queues: [], slots: 0, busy: 0, host: null, pid: null },
+): Promise<OwnedAttempt[]> {
   const { rows } = await sql<{ id: string; attempts: number; cancel_requested_at: Date | null; paused: boolean }>`
     with alive as (
-      insert into workers (id, graphile_ids) values (${workerId}, ${graphileIds}::text[])
-      on conflict (id) do update set graphile_ids = excluded.graphile_ids, heartbeat_at = now()
+      insert into workers (id, graphile_ids, types, queues, slots, busy, host, pid)
+      values (${workerId}, ${graphileIds}::text[], ${info.types}::text[], ${info.queues}::text[], ${info.slots}::int, ${info.busy}::int, ${info.host}::text, ${info.pid}::int)
+      on conflict (id) do update set graphile_ids = excluded.graphile_ids, heartbeat_at = now(),
+        types = excluded.types, queues = excluded.queues, slots = excluded.slots, busy = excluded.busy, host = excluded.host, pid = excluded.pid
     )
     update tasks t set heartbeat_at = now()
     from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[]) as a(id, attempt)

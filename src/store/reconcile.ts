@@ -1,6 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
-import { RUN_TASK } from "../queue/jobs.js";
+import { RUN_TASK_PREFIX } from "../queue/jobs.js";
 import { jobSpecsFrom, taskJobKey } from "./jobs.js";
 import { forcing, transition, WAITING } from "./transitions.js";
 
@@ -129,7 +129,7 @@ export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule &
 }
 
 /**
- * Removes run_task jobs that are stale: their task no longer waits for the attempt they would
+ * Removes task jobs (run:<queue>:<type>) that are stale: their task no longer waits for the attempt they would
  * start, nor runs it, and they are either still locked after the lease or were fetched before and
  * released (attempts > 0: graphile-worker counts fetches). Both are what a worker leaves when
  * graphile-worker could not record a job's completion (PostgreSQL went away at that moment): the
@@ -149,7 +149,7 @@ export async function removeStaleJobs(db: Kysely<Database>, leaseMs: number): Pr
     with stale as (
       delete from graphile_worker._private_jobs j
       using graphile_worker._private_tasks gt
-      where gt.id = j.task_id and gt.identifier = ${RUN_TASK} and j.job_queue_id is null
+      where gt.id = j.task_id and starts_with(gt.identifier, ${RUN_TASK_PREFIX}::text) and j.job_queue_id is null
         and (j.locked_at < now() - make_interval(secs => ${leaseMs / 1000}) or (j.locked_at is null and j.attempts > 0))
         and j.payload->>'taskId' ~ '^[0-9]+$' and j.payload->>'attempt' ~ '^[0-9]+$'
         and not exists (
@@ -172,7 +172,7 @@ export async function removeStaleJobs(db: Kysely<Database>, leaseMs: number): Pr
 export async function requeueOrphans(db: Kysely<Database>, limit: number): Promise<string[]> {
   const { rows } = await sql<{ id: string }>`
     with orphans as (
-      select t.id, t.run_at, t.priority, t.attempts from tasks t
+      select t.id, t.queue, t.type, t.run_at, t.priority, t.attempts from tasks t
       where t.status in ('queued', 'retrying') and t.cancel_requested_at is null
         and t.updated_at < now() - interval '5 seconds'
         and not exists (

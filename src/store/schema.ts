@@ -40,6 +40,8 @@ export interface TasksTable {
   /** The schedule whose tick created the task (see schedules), and that tick. */
   schedule_id: ColumnType<string | null, string | null | undefined, string | null>;
   scheduled_at: NullableTimestamp;
+  /** The queue the task waits in (migration 0012); default 'default'. */
+  queue: ColumnType<string, string | undefined, string>;
   /** While PAUSED: the status it was paused from (queued, retrying: held; running: stopped mid-attempt). */
   paused_from: ColumnType<TaskStatus | null, TaskStatus | null | undefined, TaskStatus | null>;
   paused_at: NullableTimestamp;
@@ -55,14 +57,20 @@ export interface TaskHistoryTable {
   attempt: number;
   details: string;
   created_at: Generated<Date>;
+  /** The writing transaction (xid8, as text); null for rows older than migration 0014. */
+  xid: Generated<string | null>;
 }
 
+/** One chunk of consecutive output lines of one attempt (see migrations/0014). */
 export interface TaskLogsTable {
   task_id: ColumnType<string, string, never>;
-  seq: number;
+  first_seq: number;
+  last_seq: number;
   attempt: number;
-  stream: "stdout" | "stderr" | "system";
-  line: string;
+  /** One character per line: o = stdout, e = stderr, s = system. */
+  streams: string;
+  /** The lines joined by LF (a newline inside a line is stored as U+2424). */
+  lines: string;
   created_at: Generated<Date>;
 }
 
@@ -75,6 +83,21 @@ export interface WorkersTable {
   lock_key: ColumnType<number | null, number | null | undefined, number | null>;
   /** When the process last took its liveness lock. */
   locked_at: NullableTimestamp;
+  /** What the process serves and how busy it is (migration 0012), refreshed by each heartbeat. */
+  types: ColumnType<string[], string[] | undefined, string[]>;
+  queues: ColumnType<string[], string[] | undefined, string[]>;
+  slots: ColumnType<number, number | undefined, number>;
+  busy: ColumnType<number, number | undefined, number>;
+  host: string | null;
+  pid: number | null;
+}
+
+/** Settings of a named queue (migration 0012); a queue without a row has the defaults. */
+export interface QueuesTable {
+  name: string;
+  concurrency: number | null;
+  paused: ColumnType<boolean, boolean | undefined, boolean>;
+  updated_at: Generated<Date>;
 }
 
 export interface TaskWatchersTable {
@@ -118,6 +141,7 @@ export interface Database {
   task_logs: TaskLogsTable;
   task_watchers: TaskWatchersTable;
   workers: WorkersTable;
+  queues: QueuesTable;
 }
 
 export type TaskRow = Selectable<TasksTable>;
@@ -131,7 +155,7 @@ export const taskColumns = [
   "id", "name", "type", "status", "parameters", "priority", "attempts", "max_attempts", "timeout_ms", "run_at",
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "job_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
-  "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms",
+  "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

@@ -9,25 +9,38 @@ import type { Database, TaskStatus } from "./schema.js";
  * statement's snapshot (the deltas commit or roll back with the change that wrote them).
  */
 
-/** The number of tasks in one (type, status) group. */
+/** The number of tasks in one (queue, type, status) group. */
 export interface TaskCountGroup {
+  queue: string;
   type: string;
   status: TaskStatus;
   count: number;
 }
 
-/** Every (type, status) group with tasks, summed over queues. */
-export async function countTasksByTypeAndStatus(db: Kysely<Database>): Promise<TaskCountGroup[]> {
-  const { rows } = await sql<{ type: string; status: TaskStatus; n: string }>`
-    select type, status, sum(n) as n from (
-      select type, status, count as n from task_counts
+/** Every (queue, type, status) group with tasks. */
+export async function countTaskGroups(db: Kysely<Database>): Promise<TaskCountGroup[]> {
+  const { rows } = await sql<{ queue: string; type: string; status: TaskStatus; n: string }>`
+    select queue, type, status, sum(n) as n from (
+      select queue, type, status, count as n from task_counts
       union all
-      select type, status, delta from task_count_deltas
+      select queue, type, status, delta from task_count_deltas
     ) groups
-    group by type, status
+    group by queue, type, status
     having sum(n) <> 0
   `.execute(db);
-  return rows.map((r) => ({ type: r.type, status: r.status, count: Number(r.n) }));
+  return rows.map((r) => ({ queue: r.queue, type: r.type, status: r.status, count: Number(r.n) }));
+}
+
+/** Every (type, status) group with tasks, summed over queues. */
+export async function countTasksByTypeAndStatus(db: Kysely<Database>): Promise<Omit<TaskCountGroup, "queue">[]> {
+  const sums = new Map<string, Omit<TaskCountGroup, "queue">>();
+  for (const g of await countTaskGroups(db)) {
+    const key = `${g.type}\u0000${g.status}`;
+    const entry = sums.get(key) ?? { type: g.type, status: g.status, count: 0 };
+    entry.count += g.count;
+    sums.set(key, entry);
+  }
+  return [...sums.values()];
 }
 
 /** Number of tasks in each status that has any. */
@@ -41,10 +54,16 @@ export async function countTasksByStatus(db: Kysely<Database>): Promise<Map<Task
  * Tasks matching status and type filters (empty = any), from the counts. Exact, like
  * countTasksByTypeAndStatus.
  */
-export async function countTasksMatching(db: Kysely<Database>, statuses: readonly TaskStatus[], types: readonly string[]): Promise<number> {
+export async function countTasksMatching(
+  db: Kysely<Database>,
+  statuses: readonly TaskStatus[],
+  types: readonly string[],
+  queues: readonly string[] = [],
+): Promise<number> {
   let total = 0;
-  for (const g of await countTasksByTypeAndStatus(db)) {
-    if ((statuses.length === 0 || statuses.includes(g.status)) && (types.length === 0 || types.includes(g.type))) total += g.count;
+  for (const g of await countTaskGroups(db)) {
+    const matches = (statuses.length === 0 || statuses.includes(g.status)) && (types.length === 0 || types.includes(g.type)) && (queues.length === 0 || queues.includes(g.queue));
+    if (matches) total += g.count;
   }
   return total;
 }

@@ -17,6 +17,8 @@ export interface NewTask {
   timeoutMs: number;
   /** null: now. */
   runAt: Date | null;
+  /** The queue to wait in; undefined: 'default'. */
+  queue?: string;
   idempotencyKey: string | null;
   requestHash: string | null;
   /** Set for a schedule's tick: (scheduleId, scheduledAt) is unique, so a tick's task is inserted once. */
@@ -52,6 +54,7 @@ function insertTasksQuery(tasks: NewTask[]) {
       max_attempts: t.maxAttempts,
       timeout_ms: t.timeoutMs,
       run_at: t.runAt?.toISOString() ?? null,
+      queue: t.queue ?? "default",
       idempotency_key: t.idempotencyKey,
       request_hash: t.requestHash,
       schedule_id: t.scheduleId ?? null,
@@ -65,12 +68,12 @@ function insertTasksQuery(tasks: NewTask[]) {
       sql`input as (
         select * from jsonb_to_recordset(${input}::jsonb) as x(
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
-          timeout_ms int, run_at timestamptz, idempotency_key text, request_hash text,
+          timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
           schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int))`,
     ],
     change: {
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms)
-        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms)
+        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms
         from input order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,
@@ -100,6 +103,8 @@ export interface TaskFilter {
   ids: string[];
   /** Only tasks created by these schedules. */
   scheduleIds?: string[];
+  /** Only tasks in these queues. */
+  queues?: string[];
   /** Only ids below this (keyset paging, newest first). */
   beforeId?: string;
   offset?: number;
@@ -171,6 +176,7 @@ function pageIdsQuery(filter: TaskFilter) {
   const shared: RawBuilder<unknown>[] = [];
   if (filter.ids.length > 0) shared.push(sql`id = any(${filter.ids}::bigint[])`);
   if (filter.scheduleIds?.length) shared.push(sql`schedule_id = any(${filter.scheduleIds}::bigint[])`);
+  if (filter.queues?.length) shared.push(sql`queue = any(${filter.queues}::text[])`);
   if (filter.beforeId !== undefined) shared.push(sql`id < ${filter.beforeId}`);
   let ranges: RawBuilder<unknown>[] = [];
   if (statuses.length > 1 && statuses.length <= MAX_INDEX_RANGES) {
@@ -202,7 +208,9 @@ function valueConditions(statuses: TaskStatus[], types: string[]): RawBuilder<un
 
 /** The filter's total: exact from the counts for status and type filters, else counted up to the cap. */
 async function countMatching(db: Kysely<Database>, filter: TaskFilter): Promise<{ total: number; totalExact: boolean }> {
-  if (filter.ids.length === 0 && !filter.scheduleIds?.length) return { total: await countTasksMatching(db, filter.statuses, filter.types), totalExact: true };
+  if (filter.ids.length === 0 && !filter.scheduleIds?.length) {
+    return { total: await countTasksMatching(db, filter.statuses, filter.types, filter.queues ?? []), totalExact: true };
+  }
   const { rows } = await cappedCountQuery(filter).execute(db);
   const n = Number(rows[0]?.n ?? 0);
   return n > TOTAL_COUNT_CAP ? { total: TOTAL_COUNT_CAP, totalExact: false } : { total: n, totalExact: true };
@@ -213,6 +221,14 @@ export function cappedCountQuery(filter: TaskFilter) {
   const conditions = [...valueConditions([...new Set(filter.statuses)], [...new Set(filter.types)])];
   if (filter.ids.length > 0) conditions.unshift(sql`id = any(${filter.ids}::bigint[])`);
   if (filter.scheduleIds?.length) conditions.unshift(sql`schedule_id = any(${filter.scheduleIds}::bigint[])`);
+  if (filter.queues?.length) conditions.unshift(sql`queue = any(${filter.queues}::text[])`);
   const where = conditions.length > 0 ? sql`where ${sql.join(conditions, sql` and `)}` : sql``;
   return sql<{ n: string }>`select count(*) as n from (select 1 from tasks ${where} limit ${TOTAL_COUNT_CAP + 1}) capped`;
+}
+
+/** These tasks as a list shows them (large payloads replaced), in no particular order. */
+export async function findListedTasks(db: Kysely<Database>, ids: string[]): Promise<TaskRow[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await sql<TaskRow>`select ${listedSelection} from tasks where id = any(${ids}::bigint[])`.execute(db);
+  return rows;
 }

@@ -258,8 +258,14 @@ describe("task detail", () => {
     await screenshotPhone(browser, url(`/tasks/${task.id}`), "task-detail-phone", (p) => p.locator("[data-testid=log-lines] .log-line").first().waitFor());
     await screenshotPhone(browser, url(`/tasks/${task.id}`), "task-detail-phone-dark", (p) => p.locator("[data-testid=log-lines] .log-line").first().waitFor(), { colorScheme: "dark" });
 
-    // Download gives the whole log so far, every line in order.
-    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download" }).click()]);
+    // Download gives the whole log so far, every line in order, from the server's plain-text endpoint.
+    const [download, request] = await Promise.all([
+      page.waitForEvent("download"),
+      page.waitForRequest((r) => new URL(r.url()).pathname === `/tasks/${task.id}/logs`),
+      page.getByRole("button", { name: "Download" }).click(),
+    ]);
+    expect(request.method()).toBe("GET");
+    expect(download.suggestedFilename()).toBe(`task-${task.id}.log`);
     const text = await download.createReadStream().then(async (s) => {
       let out = "";
       for await (const chunk of s) out += chunk;
@@ -268,6 +274,18 @@ describe("task detail", () => {
     const lines = text.trimEnd().split("\n");
     expect(lines.length).toBeGreaterThanOrEqual(seen);
     expect(lines.slice(0, 3)).toEqual(["line 1", "line 2", "line 3"]);
+
+    // Jump to a line range: exactly those lines, numbered.
+    await page.getByLabel("From line", { exact: true }).fill("2");
+    await page.getByLabel("To line", { exact: true }).fill("4");
+    await page.getByRole("button", { name: "Go", exact: true }).click();
+    const range = page.getByTestId("log-range");
+    await range.locator(".log-line").first().waitFor();
+    expect(await range.locator(".log-line").evaluateAll((els) => els.map((e) => [e.getAttribute("data-seq"), e.textContent]))).toEqual([
+      ["2", "2 line 2\n"],
+      ["3", "3 line 3\n"],
+      ["4", "4 line 4\n"],
+    ]);
 
     // The confirmation starts on the safe choice, and Escape backs out of it.
     await page.getByRole("button", { name: "Cancel", exact: true }).click();

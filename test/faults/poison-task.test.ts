@@ -56,7 +56,7 @@ describe("poison tasks", () => {
     const hog = BigInt(rows[0].id);
     await api.database.db.pool.query(
       `with h as (insert into task_history (task_id, status, attempt, details) values ($1, 'queued', 0, 'created'))
-       select graphile_worker.add_job('run_task', json_build_object('taskId', $1::text, 'attempt', 1), job_key => 'task:' || $1)`,
+       select graphile_worker.add_job('run:default:memory_hog', json_build_object('taskId', $1::text, 'attempt', 1), job_key => 'task:' || $1)`,
       [String(hog)],
     );
 

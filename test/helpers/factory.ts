@@ -16,6 +16,7 @@ export interface CreateTaskInput {
   timeout?: Duration;
   runAt?: Timestamp;
   idempotencyKey?: string;
+  queue?: string;
 }
 
 let sequence = 0;

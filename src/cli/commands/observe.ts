@@ -4,7 +4,8 @@ import { TaskLogLineSchema, TaskStatus, WatchTaskResponseSchema, type TaskLogLin
 import { taskClient } from "../client.js";
 import type { CliIO } from "../io.js";
 import { isoTime, statusName } from "../output.js";
-import { parseTaskId } from "../parse.js";
+import { parseInteger, parseTaskId } from "../parse.js";
+import { UsageError } from "../io.js";
 import type { GlobalOptions } from "../program.js";
 
 /** The task ended other than SUCCEEDED; what it printed is already on stdout. */
@@ -26,9 +27,17 @@ function printLine(io: CliIO, output: GlobalOptions["output"], line: TaskLogLine
  * Follows a task until it is terminal, printing what `show` selects, and fails unless it
  * SUCCEEDED (so `task-cli watch --id 7 && next-step` works in scripts).
  */
-async function follow(io: CliIO, g: GlobalOptions, id: bigint, show: { history: boolean; logs: boolean }): Promise<void> {
+async function follow(
+  io: CliIO,
+  g: GlobalOptions,
+  id: bigint,
+  show: { history: boolean; logs: boolean; afterSeq?: number; attempt?: number; stream?: string },
+): Promise<void> {
   let final = TaskStatus.UNSPECIFIED;
   let lastError = "";
+  // Lines already printed (a --tail or range before following) and filters are skipped here.
+  const wanted = (line: TaskLogLine) =>
+    line.seq > (show.afterSeq ?? 0) && (!show.attempt || line.attempt === show.attempt) && (!show.stream || line.stream === show.stream);
   for await (const res of taskClient(g).watchTask({ id, includeLogs: show.logs })) {
     const { event } = res;
     if (event.case === "task") {
@@ -36,7 +45,7 @@ async function follow(io: CliIO, g: GlobalOptions, id: bigint, show: { history: 
       lastError = event.value.lastError;
     }
     if (g.output !== "table") {
-      if (event.case === "log" ? show.logs : show.history) {
+      if (event.case === "log" ? show.logs && wanted(event.value) : show.history) {
         io.stdout.write(`${JSON.stringify(toJson(WatchTaskResponseSchema, res))}\n`);
       }
       continue;
@@ -44,7 +53,7 @@ async function follow(io: CliIO, g: GlobalOptions, id: bigint, show: { history: 
     if (event.case === "history" && show.history) {
       const h = event.value;
       io.stdout.write(`${isoTime(h.createdAt)}  ${statusName(h.status).padEnd(9)}  ${h.details}\n`);
-    } else if (event.case === "log" && show.logs) {
+    } else if (event.case === "log" && show.logs && wanted(event.value)) {
       io.stdout.write(`${formatLine(event.value)}\n`);
     }
   }
@@ -58,23 +67,50 @@ export function registerObserveCommands(parents: Command[], io: CliIO): void {
   for (const parent of parents) {
     parent
       .command("logs")
-      .description("Print what a task wrote (stdout as is, stderr and system lines marked); --follow streams until it finishes")
+      .description(
+        "Print what a task wrote (stdout as is, stderr and system lines marked): all of it, --from/--to a line range, or --tail the last lines; --follow streams until it finishes",
+      )
       .addOption(new Option("--id <id>", "task id").makeOptionMandatory())
-      .option("-f, --follow", "keep streaming new lines until the task finishes; exit 1 unless it SUCCEEDED")
-      .action(async (flags: { id: string; follow?: boolean }, cmd: Command) => {
-        const g = cmd.optsWithGlobals<GlobalOptions>();
-        const id = parseTaskId(flags.id);
-        if (flags.follow) return follow(io, g, id, { history: false, logs: true });
-        const client = taskClient(g);
-        for (let afterSeq = 0; ; ) {
-          const page = await client.getTaskLogs({ id, afterSeq, limit: 5000 });
-          // Silence would look like a failure; stderr keeps stdout empty for scripts.
-          if (afterSeq === 0 && page.lines.length === 0 && g.output === "table") io.stderr.write(`task ${id} has no output (yet)\n`);
-          for (const line of page.lines) printLine(io, g.output, line);
-          if (!page.more) return;
-          afterSeq = page.lastSeq;
-        }
-      });
+      .option("--from <line>", "first line number to print (1-based, across attempts)")
+      .option("--to <line>", "last line number to print")
+      .option("--tail <n>", "print the last n lines (1-5000)")
+      .option("--attempt <n>", "only lines of this attempt")
+      .addOption(new Option("--stream <stream>", "only lines of this stream").choices(["stdout", "stderr", "system"]))
+      .option("-f, --follow", "keep streaming new lines until the task finishes (across retries); exit 1 unless it SUCCEEDED")
+      .action(
+        async (flags: { id: string; from?: string; to?: string; tail?: string; attempt?: string; stream?: string; follow?: boolean }, cmd: Command) => {
+          const g = cmd.optsWithGlobals<GlobalOptions>();
+          const id = parseTaskId(flags.id);
+          const from = flags.from === undefined ? undefined : parseInteger(flags.from, "--from", 1, 2_147_483_647);
+          const to = flags.to === undefined ? undefined : parseInteger(flags.to, "--to", 1, 2_147_483_647);
+          if (from !== undefined && to !== undefined && from > to) throw new UsageError(`--to (${to}) must not be before --from (${from})`);
+          const tail = flags.tail === undefined ? undefined : parseInteger(flags.tail, "--tail", 1, 5000);
+          if (tail !== undefined && (from !== undefined || to !== undefined)) throw new UsageError("--tail cannot be combined with --from/--to");
+          const attempt = flags.attempt === undefined ? 0 : parseInteger(flags.attempt, "--attempt", 1, 1_000_000);
+          const stream = flags.stream ?? "";
+          const client = taskClient(g);
+          let afterSeq = 0;
+          if (tail !== undefined) {
+            const page = await client.getTaskLogs({ id, tail, attempt, stream });
+            if (page.lines.length === 0 && g.output === "table" && !flags.follow) io.stderr.write(`task ${id} has no output (yet)\n`);
+            for (const line of page.lines) printLine(io, g.output, line);
+            afterSeq = page.totalLines;
+          } else if (from !== undefined || to !== undefined || !flags.follow) {
+            for (let next = from ?? 1; ; ) {
+              const page = await client.getTaskLogs({ id, from: next, to, attempt, stream, limit: 5000 });
+              if (next === (from ?? 1) && page.lines.length === 0 && g.output === "table") {
+                const ranged = from !== undefined || to !== undefined;
+                io.stderr.write(ranged ? `task ${id} has no output in that range (${page.totalLines} lines in all)\n` : `task ${id} has no output (yet)\n`);
+              }
+              for (const line of page.lines) printLine(io, g.output, line);
+              afterSeq = page.lines.at(-1)?.seq ?? afterSeq;
+              if (!page.more) break;
+              next = page.lastSeq + 1;
+            }
+          }
+          if (flags.follow) return follow(io, g, id, { history: false, logs: true, afterSeq, attempt, stream });
+        },
+      );
 
     parent
       .command("watch")

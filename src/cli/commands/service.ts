@@ -2,12 +2,14 @@ import net from "node:net";
 import { Command, Option } from "commander";
 import { openRuntime, waitForShutdownSignal, type Runtime } from "../../app.js";
 import type { ApiServer } from "../../api/server.js";
+import type { Workers } from "../../queue/runner.js";
 import { configEnvNames, loadConfig, type ConfigOverrides } from "../../config.js";
 import { createLogger } from "../../logger.js";
 import { startServices, type ServiceSet as StartedSet } from "../../services.js";
 import { migrate } from "../../store/migrate.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
+import { attachCommand } from "../attach-line.js";
 import { collect, parseDuration, parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
@@ -19,6 +21,7 @@ interface ServerFlags {
   insecure?: boolean;
   corsOrigin?: string[];
   enableShell?: boolean;
+  queues?: string;
   retainSucceeded?: string;
   retainFailed?: string;
   retainCancelled?: string;
@@ -66,6 +69,7 @@ function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOver
   return {
     dataDir: flags.dataDir,
     enableShell: flags.enableShell,
+    workerQueues: flags.queues,
     retainSucceededMs: parseRetention(flags.retainSucceeded, "--retain-succeeded"),
     retainFailedMs: parseRetention(flags.retainFailed, "--retain-failed"),
     retainCancelledMs: parseRetention(flags.retainCancelled, "--retain-cancelled"),
@@ -104,23 +108,24 @@ async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSe
   const logger = createLogger(config.logLevel);
   if (set.api) await ensurePortFree(config.host, config.port);
   const services = await startServices(config, logger, set);
-  if (set.announce) announce(io, services.runtime, services.server, set.workers);
+  if (set.announce) announce(io, services.runtime, services.server, set.workers, services.workers);
   await waitForShutdownSignal(logger);
   await services.stop();
 }
 
-function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, workers: number): void {
+function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, workers: number, pool: Workers | undefined): void {
   const lines: string[] = [];
   if (server) lines.push(`task service listening on ${server.url}`);
-  lines.push(`workers: ${workers === 0 ? "none (--workers 0)" : workers}`);
+  lines.push(`workers: ${workers === 0 ? "none (--workers 0)" : `${workers}, serving queues ${pool?.queues.join(",")}, types ${pool?.types.join(",")}`}`);
   if (runtime.embedded) {
     lines.push(`database: embedded PostgreSQL, data in ${runtime.embedded.dataDir}`);
     lines.push(`database URL: ${runtime.databaseUrl}`);
-    const targets = `playground=${runtime.embedded.playgroundUrl}`;
-    lines.push(`attach more workers: DATABASE_URL='${runtime.databaseUrl}' TASK_QUERY_TARGETS='${targets}' task-cli serve -n 10`);
   } else {
     lines.push("database: DATABASE_URL");
   }
+  // runtime.config has the embedded playground among its query targets; the line reproduces this
+  // process's worker settings, so an attached worker runs what the built-in ones run.
+  lines.push(`attach more workers: ${attachCommand(runtime.config, runtime.databaseUrl, workers || 10)}`);
   if (server) lines.push(`try: task-cli --address ${server.url} task create hello --type noop`);
   io.stdout.write(`${lines.join("\n")}\n`);
 }
@@ -143,6 +148,7 @@ export function registerServiceCommands(program: Command, io: CliIO): void {
       .command("up")
       .description("Run everything on this machine: an embedded PostgreSQL (unless DATABASE_URL is set), the API server and workers. Prints the address and the database URL.")
       .option("--workers <n>", `worker concurrency in this process; 0 runs the API alone (env ${configEnvNames.workerConcurrency}, default 10)`)
+      .option("--queues <names>", `queues the built-in workers serve, comma-separated (env ${configEnvNames.workerQueues}, default: default)`)
       .addHelpText("after", envHelp),
   ).action(async (flags: ServerFlags & { workers?: string }, cmd: Command) => {
     const overrides = serverOverrides(flags, cmd.optsWithGlobals<GlobalOptions>());
@@ -154,7 +160,8 @@ export function registerServiceCommands(program: Command, io: CliIO): void {
     .command("serve")
     .description("Run workers that execute tasks (needs DATABASE_URL; `up` prints one). Any number of worker processes may share a database.")
     .option("-n, --concurrency <n>", `tasks run at once (env ${configEnvNames.workerConcurrency}, default 10)`)
-    .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`);
+    .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`)
+    .option("--queues <names>", `queues to serve, comma-separated; tasks of other queues are left to other workers (env ${configEnvNames.workerQueues}, default: default)`);
   addRetentionFlags(serve)
     .addHelpText("after", envHelp)
     .action(async (flags: ServerFlags & { concurrency?: string }, cmd: Command) => {

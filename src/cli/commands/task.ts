@@ -18,6 +18,7 @@ import {
 import { BulkAction } from "../../gen/task/v1/control_pb.js";
 import { taskClient } from "../client.js";
 import { addSelectionFlags, isBulk, parseStatus, registerControlCommands, runBulk, type SelectionFlags } from "./control.js";
+import { watchTaskList } from "./list-watch.js";
 import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
@@ -38,6 +39,7 @@ interface CreateFlags {
   runAt?: string;
   delay?: string;
   idempotencyKey?: string;
+  queue?: string;
   backoffBase?: string;
   backoffMax?: string;
 }
@@ -57,6 +59,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     timeout: flags.timeout === undefined ? undefined : durationFromMs(parseDuration(flags.timeout, "--timeout")),
     runAt: runAt ? timestampFromDate(runAt) : undefined,
     idempotencyKey: flags.idempotencyKey ?? "",
+    queue: flags.queue ?? "",
     backoff: backoffFrom(flags),
   });
 }
@@ -103,6 +106,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--run-at <time>", "not before this ISO-8601 time")
     .option("--delay <duration>", "not before this long from now, e.g. 5m")
     .option("--idempotency-key <key>", "repeat-safe key: the same key and request return the same task")
+    .option("--queue <name>", "the queue to wait in (default: default; see `task-cli queue list`)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
@@ -130,16 +134,24 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .description("List tasks, newest first (all statuses unless --status is given)")
     .option("--status <status>", "only this status; repeatable", collect)
     .option("--type <type>", "only this type; repeatable", collect)
+    .option("--queue <name>", "only this queue; repeatable", collect)
     .option("-n, --page-number <n>", "1-based page number", "1")
     .option("-c, --page-size <n>", "tasks per page (1-1000)", "50")
-    .action(async (flags: { status?: string[]; type?: string[]; pageNumber: string; pageSize: string }, cmd: Command) => {
+    .option("-w, --watch", "keep the list updated (in place on a terminal, one line per change otherwise) until interrupted")
+    .action(async (flags: { status?: string[]; type?: string[]; queue?: string[]; pageNumber: string; pageSize: string; watch?: boolean }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const res = await taskClient(g).listTasks({
+      const filter = {
         statuses: (flags.status ?? []).map(parseStatus),
         types: flags.type ?? [],
+        queues: flags.queue ?? [],
         pageNumber: parseInteger(flags.pageNumber, "--page-number", 1, 1_000_000),
         pageSize: parseInteger(flags.pageSize, "--page-size", 1, 1000),
-      });
+      };
+      if (flags.watch) {
+        if (filter.pageNumber !== 1) throw new UsageError("--watch shows the first page: leave out --page-number");
+        return watchTaskList(io, g, filter);
+      }
+      const res = await taskClient(g).listTasks(filter);
       printMessage(io, g.output, ListTasksResponseSchema, res, taskListTable);
     });
 

@@ -1,32 +1,25 @@
-import type { Client } from "@connectrpc/connect";
-import type { TaskService } from "../../../src/gen/task/v1/task_pb.js";
+import { currentToken, noteUnauthenticated } from "./auth";
 
-/** GetTaskLogs' largest page. */
-const PAGE = 5000;
-
-/**
- * The whole output of a task as text, read page by page with GetTaskLogs (stderr and system lines
- * marked, as the CLI prints them).
- */
-export async function fetchTaskLog(client: Client<typeof TaskService>, id: bigint): Promise<string> {
-  const out: string[] = [];
-  let afterSeq = 0;
-  for (;;) {
-    const page = await client.getTaskLogs({ id, afterSeq, limit: PAGE });
-    for (const l of page.lines) out.push(l.stream === "stdout" ? l.line : `${l.stream}: ${l.line}`);
-    if (!page.more || page.lastSeq === afterSeq) break;
-    afterSeq = page.lastSeq;
-  }
-  return out.length > 0 ? `${out.join("\n")}\n` : "";
+/** Where the server serves a task's whole output as text (GET /tasks/{id}/logs). */
+export function taskLogUrl(id: bigint): string {
+  return `${window.location.origin}/tasks/${id}/logs`;
 }
 
-/** Saves a task's whole output as task-<id>.log. */
-export async function downloadTaskLog(client: Client<typeof TaskService>, id: bigint): Promise<void> {
-  const text = await fetchTaskLog(client, id);
-  const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+/**
+ * Saves a task's whole output as task-<id>.log, from the server's plain-text download (streamed
+ * from the database in chunks; stderr and system lines marked, as the CLI prints them). Fetched
+ * rather than linked, so the bearer token goes in a header, never in the URL.
+ */
+export async function downloadTaskLog(id: bigint): Promise<void> {
+  const token = currentToken();
+  const res = await fetch(taskLogUrl(id), { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  if (res.status === 401) noteUnauthenticated(token);
+  if (!res.ok) throw new Error(`${res.status} ${(await res.text()).trim()}`);
+  const blob = await res.blob();
+  const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = url;
-  a.download = `task-${id}.log`;
+  a.download = /filename="([^"]+)"/.exec(res.headers.get("content-disposition") ?? "")?.[1] ?? `task-${id}.log`;
   document.body.append(a);
   a.click();
   a.remove();

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ixgUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAivAIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uIq4BCg9UYXNrVHlwZVZlcnNpb24SEwoLc2NoZW1hX2hhc2gYASABKAkSMQoNcmVnaXN0ZXJlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHd29ya2VycxgDIAMoCRIPCgdjdXJyZW50GAQgASgIEjEKEHBhcmFtZXRlcl9zY2hlbWEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBSJaChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKcAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIqcBChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMiogEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUSGQoRdG90YWxfY291bnRfZXhhY3QYBiABKAgiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCKJAQobR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEigKBmNvdW50cxgBIAMoCzIYLnRhc2sudjEuVGFza1N0YXR1c0NvdW50Eg0KBXRvdGFsGAIgASgDEjEKC3R5cGVfY291bnRzGAMgAygLMhwudGFzay52MS5UYXNrVHlwZVN0YXR1c0NvdW50IlcKE1Rhc2tUeXBlU3RhdHVzQ291bnQSDAoEdHlwZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlKtoBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFUVVNfUVVFVUVEEAESFwoTVEFTS19TVEFUVVNfUlVOTklORxACEhgKFFRBU0tfU1RBVFVTX1JFVFJZSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYSFgoSVEFTS19TVEFUVVNfUEFVU0VEEAcywAYKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uEhQKDGxpdmVfd29ya2VycxgyIAEoBSKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrMBChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFEhEKBGZyb20YRiABKAVIAIgBARIPCgJ0bxhHIAEoBUgBiAEBEhEKBHRhaWwYSCABKAVIAogBARIPCgdhdHRlbXB0GEkgASgFEg4KBnN0cmVhbRhKIAEoCUIHCgVfZnJvbUIFCgNfdG9CBwoFX3RhaWwihQEKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgSEwoLdG90YWxfbGluZXMYRiABKAUSFAoMc3RvcmVkX2xpbmVzGEcgASgFIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKrAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIrcBChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMSDgoGcXVldWVzGDIgAygJIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QivgEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudBIzCgxxdWV1ZV9jb3VudHMYMiADKAsyHS50YXNrLnYxLlRhc2tRdWV1ZVN0YXR1c0NvdW50IlkKFFRhc2tRdWV1ZVN0YXR1c0NvdW50Eg0KBXF1ZXVlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCLiAgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkiWgoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAyJKCg5XYXRjaEhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoLV2F0Y2hSZXN5bmMSDgoGY3Vyc29yGAEgASgJEg4KBnJlYXNvbhgCIAEoCSraAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEhYKElRBU0tfU1RBVFVTX1BBVVNFRBAHMokHCgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJHCgpXYXRjaFRhc2tzEhoudGFzay52MS5XYXRjaFRhc2tzUmVxdWVzdBobLnRhc2sudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -170,6 +170,13 @@ export type Task = Message<"task.v1.Task"> & {
   scheduledAt?: Timestamp | undefined;
 
   /**
+   * The queue the task waits in (see QueueService).
+   *
+   * @generated from field: string queue = 50;
+   */
+  queue: string;
+
+  /**
    * The task's own retry policy; unset: the workers' configured policy.
    *
    * @generated from field: task.v1.TaskBackoff backoff = 60;
@@ -314,6 +321,14 @@ export type TaskType = Message<"task.v1.TaskType"> & {
    * @generated from field: repeated task.v1.TaskTypeVersion versions = 84;
    */
   versions: TaskTypeVersion[];
+
+  /**
+   * Live worker processes that run this type (in any queue). 0: no worker serves it, and its tasks
+   * wait QUEUED until one that enables it starts (see WorkerService).
+   *
+   * @generated from field: int32 live_workers = 50;
+   */
+  liveWorkers: number;
 };
 
 /**
@@ -445,7 +460,7 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
   id: bigint;
 
   /**
-   * Only lines after this seq (0: from the start).
+   * Only lines after this seq (0: from the start). Excludes from and tail.
    *
    * @generated from field: int32 after_seq = 2;
    */
@@ -457,6 +472,40 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
    * @generated from field: int32 limit = 3;
    */
   limit: number;
+
+  /**
+   * Lines numbered from..to (1-based line numbers across attempts, inclusive); either may be
+   * left out (from the first, to the last). Excludes tail and after_seq.
+   *
+   * @generated from field: optional int32 from = 70;
+   */
+  from?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 to = 71;
+   */
+  to?: number | undefined;
+
+  /**
+   * The last N lines (1 to 5000). Excludes from/to and after_seq.
+   *
+   * @generated from field: optional int32 tail = 72;
+   */
+  tail?: number | undefined;
+
+  /**
+   * Only lines of this attempt (1-based); 0: every attempt.
+   *
+   * @generated from field: int32 attempt = 73;
+   */
+  attempt: number;
+
+  /**
+   * Only lines of this stream: "stdout", "stderr" or "system"; empty: all.
+   *
+   * @generated from field: string stream = 74;
+   */
+  stream: string;
 };
 
 /**
@@ -483,11 +532,26 @@ export type GetTaskLogsResponse = Message<"task.v1.GetTaskLogsResponse"> & {
   lastSeq: number;
 
   /**
-   * Whether more lines are stored after these.
+   * Whether more lines are stored after these (within the range asked for).
    *
    * @generated from field: bool more = 3;
    */
   more: boolean;
+
+  /**
+   * The task's highest line number: how many lines it wrote in all attempts, counting lines a
+   * capture cap dropped (see the marker line).
+   *
+   * @generated from field: int32 total_lines = 70;
+   */
+  totalLines: number;
+
+  /**
+   * Lines stored that match the attempt and stream filters.
+   *
+   * @generated from field: int32 stored_lines = 71;
+   */
+  storedLines: number;
 };
 
 /**
@@ -622,6 +686,14 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
    * @generated from field: string idempotency_key = 8;
    */
   idempotencyKey: string;
+
+  /**
+   * The queue to wait in; empty means "default". 1-64 characters: a-z, 0-9, "_", "-", ".",
+   * starting with a letter or digit; anything else is INVALID_ARGUMENT.
+   *
+   * @generated from field: string queue = 50;
+   */
+  queue: string;
 
   /**
    * Unset means the workers' configured policy (TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS).
@@ -787,6 +859,13 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
    * @generated from field: repeated int64 schedule_ids = 40;
    */
   scheduleIds: bigint[];
+
+  /**
+   * Only tasks in these queues (at most 100); empty means any.
+   *
+   * @generated from field: repeated string queues = 50;
+   */
+  queues: string[];
 };
 
 /**
@@ -920,6 +999,13 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
    * @generated from field: repeated task.v1.TaskTypeStatusCount type_counts = 3;
    */
   typeCounts: TaskTypeStatusCount[];
+
+  /**
+   * One entry per queue and status that has tasks, ordered by queue, then status.
+   *
+   * @generated from field: repeated task.v1.TaskQueueStatusCount queue_counts = 50;
+   */
+  queueCounts: TaskQueueStatusCount[];
 };
 
 /**
@@ -928,6 +1014,35 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 22);
+
+/**
+ * TaskQueueStatusCount is the number of tasks in one queue in one status.
+ *
+ * @generated from message task.v1.TaskQueueStatusCount
+ */
+export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
+  /**
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * @generated from field: task.v1.TaskStatus status = 2;
+   */
+  status: TaskStatus;
+
+  /**
+   * @generated from field: int64 count = 3;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message task.v1.TaskQueueStatusCount.
+ * Use `create(TaskQueueStatusCountSchema)` to create a new message.
+ */
+export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -956,7 +1071,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -980,7 +1095,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -997,7 +1112,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -1014,7 +1129,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -1031,7 +1146,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -1044,7 +1159,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1061,7 +1176,208 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 30);
+
+/**
+ * @generated from message task.v1.WatchTasksRequest
+ */
+export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
+  /**
+   * The tasks to watch, as ListTasks selects them (statuses, types, ids, schedule_ids); the
+   * paging fields must be left unset.
+   *
+   * @generated from field: task.v1.ListTasksRequest filter = 1;
+   */
+  filter?: ListTasksRequest | undefined;
+
+  /**
+   * Resume after this cursor (from any earlier message of a WatchTasks stream): every change
+   * after it is sent, none twice. Empty: from now.
+   *
+   * @generated from field: string cursor = 2;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message task.v1.WatchTasksRequest.
+ * Use `create(WatchTasksRequestSchema)` to create a new message.
+ */
+export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 31);
+
+/**
+ * @generated from message task.v1.WatchTasksResponse
+ */
+export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
+  /**
+   * @generated from oneof task.v1.WatchTasksResponse.event
+   */
+  event: {
+    /**
+     * @generated from field: task.v1.TaskChange change = 1;
+     */
+    value: TaskChange;
+    case: "change";
+  } | {
+    /**
+     * Sent first and then every few seconds, so a quiet stream can be told from a dead one.
+     *
+     * @generated from field: task.v1.WatchHeartbeat heartbeat = 2;
+     */
+    value: WatchHeartbeat;
+    case: "heartbeat";
+  } | {
+    /**
+     * The stream fell too far behind (its reader is slow) and skipped changes: re-read the list
+     * with ListTasks, then go on; changes after `cursor` follow.
+     *
+     * @generated from field: task.v1.WatchResync resync = 3;
+     */
+    value: WatchResync;
+    case: "resync";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message task.v1.WatchTasksResponse.
+ * Use `create(WatchTasksResponseSchema)` to create a new message.
+ */
+export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 32);
+
+/**
+ * @generated from message task.v1.TaskChange
+ */
+export type TaskChange = Message<"task.v1.TaskChange"> & {
+  /**
+   * @generated from field: task.v1.TaskChange.Kind kind = 1;
+   */
+  kind: TaskChange_Kind;
+
+  /**
+   * The task as it is when the change is sent (its status may already be newer than `status`).
+   *
+   * @generated from field: task.v1.Task task = 2;
+   */
+  task?: Task | undefined;
+
+  /**
+   * The status the change moved the task to, and the one it left (unspecified when created).
+   *
+   * @generated from field: task.v1.TaskStatus status = 3;
+   */
+  status: TaskStatus;
+
+  /**
+   * @generated from field: task.v1.TaskStatus previous_status = 4;
+   */
+  previousStatus: TaskStatus;
+
+  /**
+   * @generated from field: int32 attempt = 5;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: string details = 6;
+   */
+  details: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp changed_at = 7;
+   */
+  changedAt?: Timestamp | undefined;
+
+  /**
+   * Resume here to get the changes after this one.
+   *
+   * @generated from field: string cursor = 8;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message task.v1.TaskChange.
+ * Use `create(TaskChangeSchema)` to create a new message.
+ */
+export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 33);
+
+/**
+ * @generated from enum task.v1.TaskChange.Kind
+ */
+export enum TaskChange_Kind {
+  /**
+   * @generated from enum value: KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: KIND_CREATED = 1;
+   */
+  CREATED = 1,
+
+  /**
+   * @generated from enum value: KIND_STATUS_CHANGED = 2;
+   */
+  STATUS_CHANGED = 2,
+
+  /**
+   * @generated from enum value: KIND_FINISHED = 3;
+   */
+  FINISHED = 3,
+}
+
+/**
+ * Describes the enum task.v1.TaskChange.Kind.
+ */
+export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
+  enumDesc(file_task_v1_task, 33, 0);
+
+/**
+ * @generated from message task.v1.WatchHeartbeat
+ */
+export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
+  /**
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message task.v1.WatchHeartbeat.
+ * Use `create(WatchHeartbeatSchema)` to create a new message.
+ */
+export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 34);
+
+/**
+ * @generated from message task.v1.WatchResync
+ */
+export type WatchResync = Message<"task.v1.WatchResync"> & {
+  /**
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message task.v1.WatchResync.
+ * Use `create(WatchResyncSchema)` to create a new message.
+ */
+export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 35);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
@@ -1230,7 +1546,8 @@ export const TaskService: GenService<{
     output: typeof ListTaskTypesResponseSchema;
   },
   /**
-   * GetTaskLogs pages through the output lines a task printed, in order.
+   * GetTaskLogs reads the output lines a task printed: a page after a line, a line range
+   * (from/to) or the last lines (tail), optionally of one attempt or stream, with line counts.
    *
    * @generated from rpc task.v1.TaskService.GetTaskLogs
    */
@@ -1249,6 +1566,17 @@ export const TaskService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchTaskRequestSchema;
     output: typeof WatchTaskResponseSchema;
+  },
+  /**
+   * WatchTasks streams changes (created, status changed, finished) of the tasks ListTasks would
+   * return for the same filter, with a resume cursor on every message and periodic heartbeats.
+   *
+   * @generated from rpc task.v1.TaskService.WatchTasks
+   */
+  watchTasks: {
+    methodKind: "server_streaming";
+    input: typeof WatchTasksRequestSchema;
+    output: typeof WatchTasksResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_task_v1_task, 0);

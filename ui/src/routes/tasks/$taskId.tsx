@@ -6,12 +6,12 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { TaskService, type Task } from "../../../../src/gen/task/v1/task_pb.js";
 import { HistoryTimeline } from "../../components/HistoryTimeline";
 import { JsonView } from "../../components/JsonView";
+import { LogRange } from "../../components/LogRange";
 import { LogTail } from "../../components/LogTail";
 import { StatusBadge } from "../../components/StatusBadge";
 import { canCancel, canRetry, durationMs, formatAbsolute, formatDuration, formatRelative, isTerminal, toDate } from "../../format";
 import { useNow } from "../../hooks/useNow";
 import { useWatchTask } from "../../hooks/useWatchTask";
-import { taskClient } from "../../services/client";
 import { errorText } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
 import { downloadTaskLog } from "../../services/task-log";
@@ -162,7 +162,7 @@ function OutputPanel({ id, watchedLines, lastSeq, live }: { id: bigint; watchedL
     setDownloading(true);
     setProblem("");
     try {
-      await downloadTaskLog(taskClient, id);
+      await downloadTaskLog(id);
     } catch (err) {
       setProblem(`Download failed: ${errorText(err)}`);
     } finally {
@@ -172,6 +172,7 @@ function OutputPanel({ id, watchedLines, lastSeq, live }: { id: bigint; watchedL
   return (
     <>
       <LogTail lines={watchedLines} lastSeq={lastSeq} live={live} onDownload={download} downloading={downloading} />
+      <LogRange id={id} lastSeq={lastSeq} />
       {problem && (
         <p className="field-error" role="alert">
           {problem}

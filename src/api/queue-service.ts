@@ -1,0 +1,132 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { Config } from "../config.js";
+import { InvalidArgumentError } from "../errors.js";
+import { QueueSchema, QueueService, WorkerSchema, WorkerService, type Queue, type UpdateQueueRequest } from "../gen/task/v1/queue_pb.js";
+import type { Db } from "../store/db.js";
+import { listQueues, updateQueue, type QueueChange, type QueueView } from "../store/queues.js";
+import { listLiveWorkers, liveSince } from "../store/workers.js";
+import { durationFromMs } from "./convert.js";
+import { queueNameProblem } from "./validate.js";
+
+/** What the queue and worker handlers need. */
+export interface QueueServiceDeps {
+  db: Db;
+  /** leaseMs: a worker whose heartbeat is older is not live. */
+  config?: Partial<Pick<Config, "leaseMs">>;
+}
+
+/** The default lease (config.ts), for deps built without a config. */
+const DEFAULT_LEASE_MS = 15_000;
+
+/** Largest concurrency limit a queue may have. */
+export const MAX_QUEUE_CONCURRENCY = 100_000;
+
+/** The settings UpdateQueue may change, by update_mask path. */
+const UPDATABLE = ["concurrency", "paused"] as const;
+
+/** A queue as the API message. */
+export function queueToProto(q: QueueView, now: Date): Queue {
+  return create(QueueSchema, {
+    name: q.name,
+    paused: q.paused,
+    concurrency: q.concurrency ?? undefined,
+    running: BigInt(q.running),
+    waiting: BigInt(q.waiting),
+    oldestWaitingAge: q.oldestWaitingSince ? durationFromMs(Math.max(0, now.getTime() - q.oldestWaitingSince.getTime())) : undefined,
+    workers: q.workers,
+    updatedAt: q.updatedAt ? timestampFromDate(q.updatedAt) : undefined,
+  });
+}
+
+/** Checks an UpdateQueue request: a valid name, a non-empty mask of known settings, a limit of 0 or more. */
+export function validateUpdateQueue(req: UpdateQueueRequest): { name: string; change: QueueChange } {
+  const name = validateQueueName(req.name);
+  const paths = req.updateMask?.paths ?? [];
+  if (paths.length === 0) throw InvalidArgumentError.of("update_mask", `name the settings to change: ${UPDATABLE.join(", ")}`);
+  const change: QueueChange = {};
+  const violations = [];
+  for (const path of paths) {
+    if (path === "concurrency") {
+      const limit = req.settings?.concurrency;
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 0 || limit > MAX_QUEUE_CONCURRENCY)) {
+        violations.push({ field: "settings.concurrency", reason: `must be between 0 and ${MAX_QUEUE_CONCURRENCY} (unset: unlimited)` });
+      }
+      change.concurrency = limit ?? null;
+    } else if (path === "paused") {
+      change.paused = req.settings?.paused ?? false;
+    } else {
+      violations.push({ field: "update_mask", reason: `unknown queue setting "${path.slice(0, 100)}" (settings: ${UPDATABLE.join(", ")})` });
+    }
+  }
+  if (violations.length > 0) throw new InvalidArgumentError(violations);
+  return { name, change };
+}
+
+/** A queue name from a request, or InvalidArgument. */
+function validateQueueName(name: string, field = "name"): string {
+  const problem = queueNameProblem(name);
+  if (problem) throw InvalidArgumentError.of(field, problem);
+  return name;
+}
+
+/** The QueueService handlers. Errors are mapped by the routes' interceptor. */
+export function createQueueService({ db: pair, config }: QueueServiceDeps): ServiceImpl<typeof QueueService> {
+  const db = pair.kysely;
+  const leaseMs = config?.leaseMs ?? DEFAULT_LEASE_MS;
+
+  async function all(): Promise<Queue[]> {
+    const since = await liveSince(db, leaseMs);
+    const now = new Date(since.getTime() + leaseMs);
+    return (await listQueues(db, since)).map((q) => queueToProto(q, now));
+  }
+
+  async function changed(name: string, change: QueueChange): Promise<{ queue: Queue }> {
+    await updateQueue(db, name, change);
+    const queue = (await all()).find((q) => q.name === name);
+    // updateQueue wrote the queue's row, so listQueues has it.
+    return { queue: queue ?? create(QueueSchema, { name }) };
+  }
+
+  return {
+    async listQueues() {
+      return { queues: await all() };
+    },
+    async updateQueue(req) {
+      const { name, change } = validateUpdateQueue(req);
+      return changed(name, change);
+    },
+    async pauseQueue(req) {
+      return changed(validateQueueName(req.name), { paused: true });
+    },
+    async resumeQueue(req) {
+      return changed(validateQueueName(req.name), { paused: false });
+    },
+  };
+}
+
+/** The WorkerService handlers. */
+export function createWorkerService({ db: pair, config }: QueueServiceDeps): ServiceImpl<typeof WorkerService> {
+  const leaseMs = config?.leaseMs ?? DEFAULT_LEASE_MS;
+  return {
+    async listWorkers() {
+      const workers = await listLiveWorkers(pair.kysely, leaseMs);
+      return {
+        workers: workers.map((w) =>
+          create(WorkerSchema, {
+            id: w.id,
+            host: w.host ?? "",
+            pid: w.pid ?? 0,
+            slots: w.slots,
+            busy: w.busy,
+            types: w.types,
+            queues: w.queues,
+            startedAt: timestampFromDate(w.startedAt),
+            lastHeartbeatAt: timestampFromDate(w.heartbeatAt),
+          }),
+        ),
+      };
+    },
+  };
+}

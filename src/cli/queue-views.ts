@@ -1,0 +1,70 @@
+import { durationToMs } from "../api/convert.js";
+import { formatDuration } from "../duration.js";
+import type { ListQueuesResponse, ListWorkersResponse, Queue } from "../gen/task/v1/queue_pb.js";
+import type { ListTaskTypesResponse } from "../gen/task/v1/task_pb.js";
+import { humanTime, keyValueTable, makeTable, truncate } from "./output.js";
+import { DEFAULT_COLUMNS } from "./io.js";
+
+/** A queue's limit as a person reads it. */
+function limitText(q: Queue): string {
+  return q.concurrency === undefined ? "unlimited" : String(q.concurrency);
+}
+
+/** Every queue, one line each; a queue no worker serves says so. */
+export function queueListTable(res: ListQueuesResponse): string {
+  if (res.queues.length === 0) return "no queues (every task is in \"default\" unless it names another)";
+  const table = makeTable(["QUEUE", "PAUSED", "LIMIT", "RUNNING", "WAITING", "OLDEST WAITING", "WORKERS"]);
+  for (const q of res.queues) {
+    table.push([
+      q.name,
+      q.paused ? "yes" : "no",
+      limitText(q),
+      q.running.toString(),
+      q.waiting.toString(),
+      q.oldestWaitingAge ? formatDuration(Math.round(durationToMs(q.oldestWaitingAge))) : "-",
+      q.workers === 0 ? "0 (none serves it)" : String(q.workers),
+    ]);
+  }
+  return table.toString();
+}
+
+/** One queue, as key/value lines. */
+export function queueTable(q: Queue | undefined): string {
+  if (!q) return "(no queue)";
+  return keyValueTable([
+    ["Queue", q.name],
+    ["Paused", q.paused ? "yes: no new attempts start" : "no"],
+    ["Limit", limitText(q)],
+    ["Running", q.running.toString()],
+    ["Waiting", q.waiting.toString()],
+    ["Workers", String(q.workers)],
+  ]);
+}
+
+/**
+ * Live workers, one line each, and then the task types no live worker runs (their tasks wait
+ * QUEUED), when `types` is given.
+ */
+export function workerListTable(res: ListWorkersResponse, types: ListTaskTypesResponse | undefined, width = DEFAULT_COLUMNS): string {
+  const lines: string[] = [];
+  if (res.workers.length === 0) lines.push("no live workers (start one with `task-cli serve`)");
+  else {
+    const table = makeTable(["ID", "HOST", "PID", "BUSY", "QUEUES", "TYPES", "HEARTBEAT"]);
+    const flexible = Math.max(20, Math.floor((width - 60) / 3));
+    for (const w of res.workers) {
+      table.push([
+        truncate(w.id, flexible),
+        truncate(w.host, 20),
+        String(w.pid),
+        `${w.busy}/${w.slots}`,
+        truncate(w.queues.join(","), flexible),
+        truncate(w.types.join(","), flexible),
+        humanTime(w.lastHeartbeatAt),
+      ]);
+    }
+    lines.push(table.toString());
+  }
+  const unserved = (types?.types ?? []).filter((t) => t.liveWorkers === 0).map((t) => t.name);
+  if (unserved.length > 0) lines.push(`no live worker runs: ${unserved.join(", ")} (their tasks wait QUEUED)`);
+  return lines.join("\n");
+}

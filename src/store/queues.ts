@@ -1,0 +1,119 @@
+import { sql, type Kysely } from "kysely";
+import type { Database } from "./schema.js";
+
+/**
+ * Queue settings (migration 0012) and what the operator sees of a queue. A queue exists as soon as
+ * a task names it; its row in `queues` only holds settings that differ from the defaults
+ * (unlimited, not paused).
+ */
+
+/** Channel on which queue setting changes are announced, so workers re-read them at once. */
+export const QUEUE_CHANNEL = "task_queue";
+
+/** The queue every task is in unless it names another. */
+export const DEFAULT_QUEUE = "default";
+
+/** A queue name: lower-case letters, digits, '_', '-', '.', starting with a letter or digit, 1-64 characters (as the tables' checks). */
+export const QUEUE_NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+
+/** One queue as ListQueues shows it. */
+export interface QueueView {
+  name: string;
+  paused: boolean;
+  /** null: unlimited. */
+  concurrency: number | null;
+  running: number;
+  /** QUEUED and RETRYING tasks. */
+  waiting: number;
+  /** When the oldest waiting task (the first created) became due, or now if it is not due yet; null: none waiting. */
+  oldestWaitingSince: Date | null;
+  /** Live worker processes serving the queue. */
+  workers: number;
+  updatedAt: Date | null;
+}
+
+/**
+ * Every queue that has tasks waiting or running, settings, or a live worker serving it, by name.
+ * Counts of running and waiting come from the maintained task counts; the oldest waiting task is
+ * one probe per queue of tasks_waiting_queue_idx (unfinished tasks only, in id order).
+ */
+export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise<QueueView[]> {
+  const { rows } = await sql<{
+    name: string;
+    paused: boolean | null;
+    concurrency: number | null;
+    running: string;
+    waiting: string;
+    oldest: Date | null;
+    workers: string;
+    updated_at: Date | null;
+  }>`
+    with counts as (
+      select queue, status, sum(n) as n from (
+        select queue, status, count as n from task_counts where status in ('running', 'queued', 'retrying')
+        union all
+        select queue, status, delta from task_count_deltas where status in ('running', 'queued', 'retrying')
+      ) c group by queue, status having sum(n) <> 0
+    ),
+    live as (select unnest(queues) as queue, count(*) as n from workers where heartbeat_at >= ${liveSince} group by 1),
+    names as (select queue as name from counts union select name from queues union select queue from live)
+    select names.name, q.paused, q.concurrency, q.updated_at,
+      coalesce((select sum(n) from counts where counts.queue = names.name and status = 'running'), 0) as running,
+      coalesce((select sum(n) from counts where counts.queue = names.name and status in ('queued', 'retrying')), 0) as waiting,
+      (select least(t.run_at, now()) from tasks t where t.queue = names.name and t.status in ('queued', 'retrying') order by t.id limit 1) as oldest,
+      coalesce((select n from live where live.queue = names.name), 0) as workers
+    from names left join queues q on q.name = names.name
+    order by names.name
+  `.execute(db);
+  return rows.map((r) => ({
+    name: r.name,
+    paused: r.paused ?? false,
+    concurrency: r.concurrency,
+    running: Number(r.running),
+    waiting: Number(r.waiting),
+    oldestWaitingSince: r.oldest,
+    workers: Number(r.workers),
+    updatedAt: r.updated_at,
+  }));
+}
+
+/** A change to a queue's settings; undefined fields stay as they are. */
+export interface QueueChange {
+  /** null: unlimited. */
+  concurrency?: number | null;
+  paused?: boolean;
+}
+
+/**
+ * Applies a settings change in one statement (creating the queue's row if needed) and announces it
+ * on QUEUE_CHANNEL, so workers stop fetching a paused queue's jobs, or fetch a resumed one's, at once.
+ */
+export async function updateQueue(db: Kysely<Database>, name: string, change: QueueChange): Promise<void> {
+  const setConcurrency = change.concurrency !== undefined;
+  const setPaused = change.paused !== undefined;
+  await sql`
+    with changed as (
+      insert into queues (name, concurrency, paused) values (${name}, ${change.concurrency ?? null}::int, coalesce(${change.paused ?? null}::boolean, false))
+      on conflict (name) do update set
+        concurrency = case when ${setConcurrency}::boolean then excluded.concurrency else queues.concurrency end,
+        paused = case when ${setPaused}::boolean then excluded.paused else queues.paused end,
+        updated_at = now()
+      returning name
+    )
+    select pg_notify(${QUEUE_CHANNEL}, name) from changed
+  `.execute(db);
+}
+
+/**
+ * Of `queues`, those that may not start an attempt now: paused, or limited with their RUNNING tasks
+ * at the limit. A worker forbids their jobs' flags so it does not fetch them (src/queue/queue-gate.ts).
+ * Advisory only: the claim's gate (task_queue_admits) is what guarantees the limit.
+ */
+export async function heldQueues(db: Kysely<Database>, queues: string[]): Promise<{ held: string[]; limited: string[] }> {
+  const { rows } = await sql<{ name: string; held: boolean }>`
+    select q.name, q.paused or (q.concurrency is not null
+        and (select count(*) from tasks t where t.queue = q.name and t.status = 'running') >= q.concurrency) as held
+    from queues q where q.name = any(${queues}::text[]) and (q.paused or q.concurrency is not null)
+  `.execute(db);
+  return { held: rows.filter((r) => r.held).map((r) => r.name), limited: rows.map((r) => r.name) };
+}

@@ -1,0 +1,54 @@
+import { sql, type Kysely } from "kysely";
+import type { Database } from "./schema.js";
+
+/** A live worker process as ListWorkers shows it. */
+export interface WorkerView {
+  id: string;
+  host: string | null;
+  pid: number | null;
+  slots: number;
+  busy: number;
+  types: string[];
+  queues: string[];
+  startedAt: Date;
+  heartbeatAt: Date;
+}
+
+/**
+ * The worker processes whose last heartbeat is within `leaseMs` (the same rule the reconciler uses
+ * before it takes a worker for lost), by id.
+ */
+export async function listLiveWorkers(db: Kysely<Database>, leaseMs: number): Promise<WorkerView[]> {
+  const { rows } = await sql<{
+    id: string;
+    host: string | null;
+    pid: number | null;
+    slots: number;
+    busy: number;
+    types: string[];
+    queues: string[];
+    started_at: Date;
+    heartbeat_at: Date;
+  }>`
+    select id, host, pid, slots, busy, types, queues, started_at, heartbeat_at from workers
+    where heartbeat_at >= now() - make_interval(secs => ${leaseMs / 1000})
+    order by id
+  `.execute(db);
+  return rows.map((r) => ({
+    id: r.id,
+    host: r.host,
+    pid: r.pid,
+    slots: r.slots,
+    busy: r.busy,
+    types: r.types,
+    queues: r.queues,
+    startedAt: r.started_at,
+    heartbeatAt: r.heartbeat_at,
+  }));
+}
+
+/** Since when a worker's heartbeat counts as live, on the database's clock. */
+export async function liveSince(db: Kysely<Database>, leaseMs: number): Promise<Date> {
+  const { rows } = await sql<{ since: Date }>`select now() - make_interval(secs => ${leaseMs / 1000}) as since`.execute(db);
+  return rows[0]!.since;
+}
