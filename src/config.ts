@@ -65,6 +65,12 @@ export const configSchema = z.object({
    */
   localQueueSize: z.coerce.number().int().min(0).max(10_000).optional(),
   /**
+   * TASK_OUTCOME_FLUSH_MS: a worker records attempt outcomes write-behind, in batches flushed this
+   * often (one statement per batch, see src/queue/outcome-writer.ts); a crash before the flush is a
+   * lost attempt the reconciler retries. 0 flushes at once (still coalescing what finished together).
+   */
+  outcomeFlushMs: z.coerce.number().int().min(0).max(60_000).default(2),
+  /**
    * TASK_QUEUES: the queues a worker process serves (`serve --queues a,b`), comma-separated. Default
    * `default` only: a task in a queue no live worker serves waits QUEUED (ListQueues shows 0 workers).
    */
@@ -205,6 +211,7 @@ const envNames: Record<keyof Config, string> = {
   metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
   localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
+  outcomeFlushMs: "TASK_OUTCOME_FLUSH_MS",
   workerQueues: "TASK_QUEUES",
   priorityAgingMs: "TASK_PRIORITY_AGING_MS",
   backoffBaseMs: "TASK_BACKOFF_BASE_MS",

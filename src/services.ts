@@ -1,5 +1,5 @@
 import { openRuntime, type Runtime } from "./app.js";
-import { startApiServer, type ApiServer } from "./api/server.js";
+import type { ApiServer } from "./api/server.js";
 import type { Config } from "./config.js";
 import type { Logger } from "./logger.js";
 import { Metrics, startMetricsServer } from "./metrics.js";
@@ -57,6 +57,8 @@ export async function startServices(config: Config, logger: Logger, set: Service
     registry = set.registry ? set.registry(runtime.plugins) : runtime.plugins.registry;
     catalog = new TaskTypeCatalog({ db: runtime.db.kysely, local: registry, liveMs: runtime.config.leaseMs });
     if (set.api) {
+      // Imported here: a worker-only process (`serve`, startWorker) never loads the API server's code.
+      const { startApiServer } = await import("./api/server.js");
       server = await startApiServer({ db: runtime.db, databaseUrl: runtime.databaseUrl, registry, catalog, config: runtime.config, logger, metrics });
     } else if (config.metricsPort > 0) {
       const started = await startMetricsServer(metrics, config.host, config.metricsPort);

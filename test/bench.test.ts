@@ -1,4 +1,6 @@
 import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -6,20 +8,44 @@ import { describe, expect, it } from "vitest";
 const execFileAsync = promisify(execFile);
 
 describe("npm run bench", () => {
-  it("prints its report and nothing else", async () => {
-    const { stdout, stderr } = await execFileAsync(
-      process.execPath,
-      [path.resolve("node_modules/tsx/dist/cli.mjs"), "scripts/bench.ts", "--tasks", "40", "--concurrency", "2", "--batch", "20", "--rescue-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1"],
-      { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 120_000 },
-    );
-    expect(stderr).toBe("");
-    const lines = stdout.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^bench: 40 tasks, concurrency 2/);
-    expect(lines.slice(1).every((l) => /^ {2}(enqueue|execute|ours|capture|logs|rescue) /.test(l)), stdout).toBe(true);
-    expect(lines).toHaveLength(10);
-    expect(lines[7]).toMatch(/^ {2}capture {2}shell `yes \| head -c 1M`: 524288 lines in [\d.]+ s/);
-    expect(lines[5]).toMatch(/^ {2}capture {2}one task, 2000 lines: chunks +\d+ lines\/s {3}a row per line +\d+ lines\/s/);
-    expect(lines[8]).toMatch(/^ {2}logs {5}on 2000 stored lines .*tail 100 [\d.]+ ms/);
-    expect(lines.at(-1)).toMatch(/^ {2}rescue after kill -9 .*1 trial/);
-  }, 150_000);
+  it("prints its table and writes the same figures as JSON, with the baselines measured in the same run", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "bench-test-"));
+    const json = path.join(dir, "bench.json");
+    try {
+      const { stdout, stderr } = await execFileAsync(
+        process.execPath,
+        [
+          path.resolve("node_modules/tsx/dist/cli.mjs"),
+          "scripts/bench.ts",
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--steady-seconds", "1", "--rescue-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
+        ],
+        { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
+      );
+      expect(stderr).toBe("");
+      const lines = stdout.trimEnd().split("\n");
+      expect(lines[0]).toMatch(/^bench: 40 tasks, concurrency 2, .*task-cli runs dist$/);
+      expect(lines.slice(1).every((l) => l.startsWith("  ")), stdout).toBe(true);
+      for (const figure of [
+        /drain \d+ pre-created .*gw batched \d+\/s +\d+\.\d\d {2}≥ 0\.35/,
+        /end to end: CreateTasks \+ drain +\d+\/s/,
+        /CreateTask single, concurrency 8 +\d+\/s +bare INSERT \d+\/s +\d+\.\d\d {2}≥ 1\.0/,
+        /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
+        /create → RUNNING at \d+\/s +p50/,
+        /peak RSS +serve -n 2 \d+ MB/,
+        /task-cli task get +[\d.]+ s wall/,
+        /rescue after kill -9 .*1 trial/,
+        /^ {2}capture {2}shell `yes \| head -c 1M`: 524288 lines in [\d.]+ s/,
+        /^ {2}capture {2}one task, 2000 lines: chunks +\d+ lines\/s {3}a row per line +\d+ lines\/s/,
+      ]) {
+        expect(lines.some((l) => figure.test(l)), `${figure} in\n${stdout}`).toBe(true);
+      }
+      const figures = JSON.parse(await readFile(json, "utf8"));
+      expect(figures.drain.ratioToBatched).toBeCloseTo(figures.drain.perSec / figures.graphileBatched.drainPerSec, 6);
+      expect(figures.createTaskSingle.ratio).toBeCloseTo(figures.createTaskSingle.perSec / figures.createTaskSingle.bareInsertPerSec, 6);
+      expect(figures.idleStartMs.n).toBe(5);
+      expect(figures.peakRssMb.serve).toBeGreaterThan(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

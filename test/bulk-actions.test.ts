@@ -62,6 +62,7 @@ describe("bulk actions", () => {
     await bad({ action: BulkAction.CANCEL, selection: { ids: [1n], statuses: [TaskStatus.QUEUED] } }, /cannot be combined/);
     await bad({ action: BulkAction.CANCEL, selection: { ids: [0n] } }, /selection.ids\[0\]/);
     await bad({ action: BulkAction.CANCEL, selection: { types: [""] } }, /selection.types\[0\]/);
+    await bad({ action: BulkAction.CANCEL, selection: { queues: ["Not A Queue"] } }, /selection.queues\[0\]/);
     await bad({ action: BulkAction.RETRY, selection: { all: true }, reason: "why" }, /reason/);
     await bad(
       { action: BulkAction.DELETE, selection: { createdAfter: timestampFromDate(new Date()), createdBefore: timestampFromDate(new Date(Date.now() - 1000)) } },
@@ -120,6 +121,22 @@ describe("bulk actions", () => {
     expect(Number(rows[0]!.n)).toBe(0);
     await expectCountsExact();
     expect(await historyProblems()).toEqual([]);
+  });
+
+  it("selects by queue: only the named queue's tasks change", async () => {
+    const name = `bulk-queue-${Date.now()}`;
+    const queued = (queue: string) => Array.from({ length: 5 }, () => ({ ...taskRequest({ runAt: later() }), name, queue }));
+    await api.client.createTasks({ tasks: [...queued("bulk-a"), ...queued("bulk-b")] });
+    const dry = await cli("task", "pause", "--queue", "bulk-a", "--name", name);
+    expect(dry.stdout).toMatch(/^5 tasks match; 5 would be paused/);
+    const paused = await cli("task", "pause", "--queue", "bulk-a", "--name", name, "--yes");
+    expect(paused.stdout).toMatch(/^5 paused/);
+    const { tasks } = await api.client.listTasks({ pageSize: 100 });
+    const mine = tasks.filter((t) => t.name === name);
+    expect(mine.filter((t) => t.status === TaskStatus.PAUSED).map((t) => t.queue)).toEqual(Array(5).fill("bulk-a"));
+    expect(mine.filter((t) => t.queue === "bulk-b").every((t) => t.status === TaskStatus.QUEUED)).toBe(true);
+    const cancelled = await control.bulkTasks({ action: BulkAction.CANCEL, selection: { nameContains: name } });
+    expect(cancelled.changed).toBe(10n);
   });
 
   it("bulk cancel of 10,000 queued tasks while workers run: each ends CANCELLED or finished, never both", async () => {

@@ -4,7 +4,7 @@ import { BulkAction, type BulkTasksRequest } from "../gen/task/v1/control_pb.js"
 import type { BulkActionName, TaskSelection } from "../store/bulk.js";
 import type { TaskStatus } from "../store/schema.js";
 import { statusFromProto } from "./convert.js";
-import { containsUnstorable, MAX_FILTER_VALUES, UNSTORABLE_REASON } from "./validate.js";
+import { containsUnstorable, MAX_FILTER_VALUES, queueNameProblem, UNSTORABLE_REASON } from "./validate.js";
 
 /** Most ids a selection may list. */
 export const MAX_SELECTION_IDS = 10_000;
@@ -35,7 +35,7 @@ export function validateBulkTasks(req: BulkTasksRequest): BulkRequest {
   const action = actions[req.action];
   if (!action) add("action", `must be one of CANCEL, RETRY, PAUSE, RESUME, DELETE (got ${req.action})`);
   const sel = req.selection;
-  const selection: TaskSelection = { ids: [], statuses: [], types: [] };
+  const selection: TaskSelection = { ids: [], statuses: [], types: [], queues: [] };
   if (!sel) add("selection", "is required: ids, filters, or all");
   else {
     if (sel.ids.length > MAX_SELECTION_IDS) add("selection.ids", `must list at most ${MAX_SELECTION_IDS} ids; select by filter instead`);
@@ -57,6 +57,14 @@ export function validateBulkTasks(req: BulkTasksRequest): BulkRequest {
         else selection.types.push(t);
       });
     }
+    if (sel.queues.length > MAX_FILTER_VALUES) add("selection.queues", `must list at most ${MAX_FILTER_VALUES} queues`);
+    else {
+      sel.queues.forEach((q, i) => {
+        const problem = queueNameProblem(q);
+        if (problem) add(`selection.queues[${i}]`, problem);
+        else selection.queues.push(q);
+      });
+    }
     for (const [field, ts] of [["created_after", sel.createdAfter], ["created_before", sel.createdBefore]] as const) {
       if (!ts) continue;
       const d = timestampDate(ts);
@@ -72,7 +80,7 @@ export function validateBulkTasks(req: BulkTasksRequest): BulkRequest {
     else if (containsUnstorable(sel.nameContains)) add("selection.name_contains", UNSTORABLE_REASON);
     else if (sel.nameContains.trim() !== "") selection.nameContains = sel.nameContains;
     const filtered =
-      sel.statuses.length > 0 || sel.types.length > 0 || sel.createdAfter !== undefined || sel.createdBefore !== undefined || sel.nameContains.trim() !== "";
+      sel.statuses.length > 0 || sel.types.length > 0 || sel.queues.length > 0 || sel.createdAfter !== undefined || sel.createdBefore !== undefined || sel.nameContains.trim() !== "";
     if (sel.ids.length > 0 && (filtered || sel.all)) add("selection.ids", "cannot be combined with filters or all");
     // An empty selection is a forgotten filter far more often than a wish to touch every task.
     if (sel.ids.length === 0 && !filtered && !sel.all) add("selection", "names no tasks: give ids, at least one filter, or set all to select every task");

@@ -21,6 +21,7 @@ import { listTaskHistory } from "../store/task-history.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { listLiveWorkers } from "../store/workers.js";
 import type { Db } from "../store/db.js";
+import { GroupCommit } from "../store/group-commit.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
@@ -70,6 +71,8 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   const { db: pair, events, feed: sharedFeed, config, metrics, logger } = deps;
   const db = pair.kysely;
   const catalog = catalogFor(deps);
+  // Concurrent single CreateTask calls share one insert statement (and commit): see group-commit.ts.
+  const singles = new GroupCommit<NewTask, TaskRow>((tasks) => insertTasks(pair, tasks), { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 });
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
@@ -81,7 +84,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     const results = keyed
       ? // With idempotency keys, inserting and checking the replays must commit or fail together.
         await db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx))
-      : (await insertTasks(pair, tasks)).map((row) => ({ row, created: true }));
+      : tasks.length === 1
+        ? [{ row: await singles.write(tasks[0]!), created: true }]
+        : (await insertTasks(pair, tasks)).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return results;
   }

@@ -1,7 +1,7 @@
 import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import Table from "cli-table3";
-import YAML from "yaml";
+import { createRequire } from "node:module";
 import { TaskStatus } from "../gen/task/v1/task_pb.js";
 import type { CliIO } from "./io.js";
 import { DEFAULT_COLUMNS, UsageError } from "./io.js";
@@ -9,6 +9,14 @@ import { DEFAULT_COLUMNS, UsageError } from "./io.js";
 export const outputFormats = ["table", "json", "yaml"] as const;
 export type OutputFormat = (typeof outputFormats)[number];
 
+
+/**
+ * The yaml package, loaded on first use: most commands never print YAML, and loading it costs a
+ * noticeable part of a CLI call's start-up (see README, Performance).
+ */
+export function loadYaml(): typeof import("yaml") {
+  return createRequire(import.meta.url)("yaml") as typeof import("yaml");
+}
 /** Parses -o/--output, rejecting anything else (never silently falling back to a default). */
 export function parseOutputFormat(value: string): OutputFormat {
   if ((outputFormats as readonly string[]).includes(value)) return value as OutputFormat;
@@ -32,7 +40,7 @@ export function printMessage<Desc extends DescMessage>(
     return;
   }
   const json = toJson(schema, message, { alwaysEmitImplicit: true });
-  io.stdout.write(format === "json" ? `${JSON.stringify(json, null, 2)}\n` : YAML.stringify(json));
+  io.stdout.write(format === "json" ? `${JSON.stringify(json, null, 2)}\n` : loadYaml().stringify(json));
 }
 
 /** The width tables may use: the terminal's, or DEFAULT_COLUMNS when there is none. */

@@ -1,9 +1,9 @@
 import { create } from "@bufbuild/protobuf";
-import YAML from "yaml";
 import { z } from "zod";
 import { durationFromMs } from "../api/convert.js";
 import { CatchUpPolicy, OverlapPolicy, ScheduleSpecSchema, type ScheduleSpec } from "../gen/task/v1/schedule_pb.js";
 import { UsageError } from "./io.js";
+import { loadYaml } from "./output.js";
 import { parseDuration } from "./parse.js";
 
 export const catchUpPolicies: Record<string, CatchUpPolicy> = { skip: CatchUpPolicy.SKIP, latest: CatchUpPolicy.LATEST, backfill: CatchUpPolicy.BACKFILL };
@@ -75,7 +75,7 @@ export function buildSpec(input: SpecInput, where: string): ScheduleSpec {
 export function parseScheduleFile(text: string, file: string): ScheduleSpec[] {
   let data: unknown;
   try {
-    data = YAML.parse(text);
+    data = loadYaml().parse(text);
   } catch (err) {
     throw new UsageError(`${file}: not valid YAML (${err instanceof Error ? err.message : String(err)})`);
   }

@@ -1,6 +1,9 @@
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
-import nodemailer from "nodemailer";
+import { createRequire } from "node:module";
+import type { Transporter } from "nodemailer";
+import type SMTPTransport from "nodemailer/lib/smtp-transport";
+import type StreamTransport from "nodemailer/lib/stream-transport";
 import { abortable } from "./abortable.js";
 import { classifyFailure, isPermanentSmtpError } from "./failure-class.js";
 import { sendEmailParametersFor } from "./schemas.js";
@@ -20,8 +23,18 @@ export interface SendEmailOptions {
  * id and receiving systems can drop the duplicate.
  */
 export function sendEmailPlugin(options: SendEmailOptions): Plugin<ReturnType<typeof sendEmailParametersFor>> {
-  const smtp = options.smtpUrl ? nodemailer.createTransport(options.smtpUrl) : undefined;
-  const outbox = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "unix" });
+  // nodemailer is loaded with the first message, not at start-up: most worker processes never send
+  // mail, and it is a sizeable part of an idle worker's memory.
+  let transports: { smtp?: Transporter<SMTPTransport.SentMessageInfo>; outbox: Transporter<StreamTransport.SentMessageInfo> } | undefined;
+  const load = () => {
+    if (transports) return transports;
+    const nodemailer = createRequire(import.meta.url)("nodemailer") as typeof import("nodemailer");
+    transports = {
+      smtp: options.smtpUrl ? nodemailer.createTransport(options.smtpUrl) : undefined,
+      outbox: nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "unix" }),
+    };
+    return transports;
+  };
   return {
     name: "send_email",
     description: "Sends an email through the configured SMTP server (or into the local outbox when none is set).",
@@ -29,6 +42,7 @@ export function sendEmailPlugin(options: SendEmailOptions): Plugin<ReturnType<ty
     parameters: sendEmailParametersFor(options.allowedSenders ?? []),
     defaults: { timeoutMs: 60_000, maxAttempts: 5 },
     async run(params, ctx) {
+      const { smtp, outbox } = load();
       const messageId = `<task-${ctx.taskId}@task-service>`;
       const message = {
         from: params.from ?? options.defaultFrom,

@@ -14,6 +14,7 @@ import type { RunTaskPayload } from "./jobs.js";
 import type { QueueGate } from "./queue-gate.js";
 import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
+import type { OutcomeWriter } from "./outcome-writer.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
 
 /** Why an attempt was aborted; carried as the AbortSignal's reason. */
@@ -60,6 +61,13 @@ export interface ExecuteDeps {
   watchdogMs: number;
   /** Where outcomes wait while the database is unreachable. */
   spool: OutcomeSpool;
+  /**
+   * Write-behind recording (outcome-writer.ts): when set, executeTask returns once the outcome is
+   * handed over, and the outcome is recorded with the next batch. Unset: recorded before returning.
+   */
+  outcomes?: OutcomeWriter;
+  /** Fires when the worker process stops: a write-behind outcome then stops waiting out an outage (it stays spooled). */
+  stopping?: AbortSignal;
   metrics?: Metrics;
   /** This process's view of held queues (told when a claim was refused or a limited queue's attempt ended). */
   queueGate?: QueueGate;
@@ -213,19 +221,31 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, log
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
   // the database is away and just after it returns (the outcome is still on its way). An outcome the
   // database refuses for another reason is replaced by the failure that says why (`final`).
-  const { recorded, outcome: final } = await recordOrFailWithReason(
-    (o) => recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome: o }, logger, shutdown),
-    outcome,
-    attempt,
-    logger,
-  ).finally(() => {
-    deps.inFlight.delete(key);
-  });
-  outcome = final;
-  deps.metrics?.attempts.inc({ type: task.type, outcome: outcome.kind });
-  // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
-  if (recorded) logger[outcome.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, outcome.details);
-  else logger.warn({ outcome: outcome.kind }, "outcome not recorded: the task was already settled by someone else");
+  // Not AbortSignal.any: both signals live as long as the process, and each dependent signal made
+  // from them would stay reachable from them, one per attempt (a leak the size of the task count).
+  const stopping = deps.stopping;
+  const stop = stopping ? { get aborted() { return shutdown.aborted || stopping.aborted; } } : shutdown;
+  const settle = async () => {
+    const { recorded, outcome: final } = await recordOrFailWithReason(
+      (o) => recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome: o }, logger, stop),
+      outcome,
+      attempt,
+      logger,
+    ).finally(() => {
+      deps.inFlight.delete(key);
+    });
+    deps.metrics?.attempts.inc({ type: task.type, outcome: final.kind });
+    // Successes are the bulk and are in the history anyway; what went wrong is worth a line.
+    if (recorded) logger[final.kind === "succeeded" ? "debug" : "info"]({ status: recorded.status }, final.details);
+    else logger.warn({ outcome: final.kind }, "outcome not recorded: the task was already settled by someone else");
+  };
+  // A limited queue's slot frees only when the outcome is recorded (its claim guard counts RUNNING
+  // tasks), so its outcomes are recorded before the slot is given back, not behind it.
+  if (!deps.outcomes || deps.queueGate?.isLimited(task.queue)) return settle();
+  // Write-behind: the slot is free now; the outcome goes with the next batch. If it cannot be
+  // recorded at all, the attempt has left the in-flight set, so its lease runs out and the
+  // reconciler settles it as lost (the at-least-once case), rather than this worker guessing.
+  deps.outcomes.track(settle().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "could not record the attempt's outcome; the reconciler will settle it")));
 }
 
 /** Runs `step`, retrying while the database is unreachable, until it answers or `stop` fires. */
@@ -248,16 +268,17 @@ async function untilAvailable<T>(step: () => Promise<T>, what: string, logger: L
  * started on this machine delivers it.
  */
 export async function recordOrSpool(
-  deps: Pick<ExecuteDeps, "db" | "spool">,
+  deps: Pick<ExecuteDeps, "db" | "spool" | "outcomes">,
   entry: SpooledOutcome,
   logger: Logger,
-  shutdown?: AbortSignal,
+  /** Ends an outage wait (the outcome stays spooled); only its `aborted` is read. */
+  shutdown?: Pick<AbortSignal, "aborted">,
   /** The outcome comes from the spool (a previous worker's): its file goes once it is delivered. */
   spooled = false,
 ): Promise<TaskRow | undefined> {
   for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
     try {
-      const recorded = await recordOutcome(deps.db, entry.taskId, entry.attempt, entry.workerId, entry.outcome);
+      const recorded = await (deps.outcomes ? deps.outcomes.record(entry) : recordOutcome(deps.db, entry.taskId, entry.attempt, entry.workerId, entry.outcome));
       if (spooled) await deps.spool.remove(entry);
       return recorded;
     } catch (err) {

@@ -25,6 +25,7 @@ import { graphileLogger } from "./graphile-logger.js";
 import { runTaskIdentifier } from "./jobs.js";
 import { QueueGate } from "./queue-gate.js";
 import { OutcomeSpool } from "./outcome-spool.js";
+import { OutcomeWriter } from "./outcome-writer.js";
 import { reconcile, RECONCILE_TASK, rescueLostAttempts } from "./reconcile.js";
 import { WakeSchedule } from "./wake.js";
 
@@ -51,6 +52,7 @@ export interface WorkerOptions {
     Config,
     | "workerConcurrency"
     | "localQueueSize"
+    | "outcomeFlushMs"
     | "backoffBaseMs"
     | "backoffMaxMs"
     | "shutdownGraceMs"
@@ -171,6 +173,10 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     }
   };
   const spool = new OutcomeSpool(config.spoolDir ?? path.join(config.dataDir, "spool"), logger);
+  // Outcomes are recorded write-behind, in batches (outcome-writer.ts); `stopSignal` ends their
+  // outage waits once the pool has stopped, leaving them in the spool for the next start.
+  const outcomes = new OutcomeWriter(db, config.outcomeFlushMs);
+  const stopSignal = new AbortController();
   const deps: ExecuteDeps = {
     db,
     registry: options.registry,
@@ -183,6 +189,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     inFlight,
     watchdogMs,
     spool,
+    outcomes,
+    stopping: stopSignal.signal,
     metrics: options.metrics,
     abandonAfterAbortMs: options.abandonAfterAbortMs,
     queueGate: gate,
@@ -384,6 +392,10 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
       (stopping ??= (async () => {
         logger.info({ inFlight: inFlight.size, graceMs: config.shutdownGraceMs }, "stopping workers");
         await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
+        // Every attempt has ended; record what is still waiting for its batch (or spool it if the
+        // database is away) before the pool closes.
+        stopSignal.abort();
+        await outcomes.drained();
         clearInterval(beat);
         clearInterval(rescue);
         clearInterval(exitWatch);

@@ -109,6 +109,14 @@ export type AttemptOutcome =
   | { kind: "failed"; error: string; details: string }
   | { kind: "cancelled"; details: string };
 
+/** One attempt's outcome to record: which attempt, whose, and how it ended. */
+export interface OutcomeRecord {
+  taskId: string;
+  attempt: number;
+  workerId: string;
+  outcome: AttemptOutcome;
+}
+
 /**
  * Records the outcome of a RUNNING (or PAUSED mid-attempt) attempt this worker owns: status, result or error, history row
  * and (for a retry) the next job, in one guarded statement. A retry of a task whose cancellation
@@ -123,38 +131,61 @@ export async function recordOutcome(
   workerId: string,
   outcome: AttemptOutcome,
 ): Promise<TaskRow | undefined> {
-  const result = outcome.kind === "succeeded" ? JSON.stringify(outcome.result) : null;
-  const error = outcome.kind === "retrying" || outcome.kind === "failed" ? outcome.error : null;
-  const retryAt = outcome.kind === "retrying" ? outcome.retryAt : null;
-  const finished = outcome.kind !== "retrying";
+  const [recorded] = await recordOutcomes(db, [{ taskId, attempt, workerId, outcome }]);
+  return recorded;
+}
+
+/**
+ * recordOutcome for many attempts in ONE statement (the worker's write-behind batches, see
+ * src/queue/outcome-writer.ts): each row still passes its own guard (RUNNING, this attempt, this
+ * owner) and gets its own history row, through the same transition. Returns, per record in input
+ * order, the recorded row or undefined (someone else settled that attempt).
+ */
+export async function recordOutcomes(db: Db, records: OutcomeRecord[]): Promise<(TaskRow | undefined)[]> {
+  if (records.length === 0) return [];
+  const input = JSON.stringify(
+    records.map(({ taskId, attempt, workerId, outcome }) => ({
+      o_id: taskId,
+      o_attempt: attempt,
+      o_worker: workerId,
+      o_kind: outcome.kind,
+      o_result: outcome.kind === "succeeded" ? outcome.result : null,
+      o_error: outcome.kind === "retrying" || outcome.kind === "failed" ? outcome.error : null,
+      o_retry_at: outcome.kind === "retrying" ? outcome.retryAt.toISOString() : null,
+      o_details: outcome.details,
+    })),
+  );
   // A cancel requested while the attempt ran wins over a retry: the task is CANCELLED now rather
   // than RETRYING with a pending cancel that only the next reconcile pass would finish.
-  const cancelsRetry = sql`${outcome.kind}::text = 'retrying' and cancel_requested_at is not null`;
+  const cancelsRetry = sql`o.o_kind = 'retrying' and cancel_requested_at is not null`;
   // A retry of an attempt that was paused meanwhile stays PAUSED (held, as if paused while
   // RETRYING): the operator's pause outlives the attempt. Other outcomes end the pause.
-  const pausedRetry = sql`${outcome.kind}::text = 'retrying' and status = 'paused' and cancel_requested_at is null`;
-  const rows = await queryPrepared(db, "task_record_outcome", transition({
+  const pausedRetry = sql`o.o_kind = 'retrying' and status = 'paused' and cancel_requested_at is null`;
+  const rows = await queryPrepared(db, "task_record_outcomes", transition({
     change: {
-      set: sql`status = (case when ${cancelsRetry} then 'cancelled' when ${pausedRetry} then 'paused' else ${outcome.kind}::text end)::task_status,
+      set: sql`status = (case when ${cancelsRetry} then 'cancelled' when ${pausedRetry} then 'paused' else o.o_kind end)::task_status,
         paused_from = case when ${pausedRetry} then 'retrying'::task_status end,
         paused_at = case when ${pausedRetry} then paused_at end,
-        result = coalesce(${result}::jsonb, result),
-        last_error = coalesce(${error}, last_error),
-        run_at = coalesce(${retryAt}::timestamptz, run_at),
-        finished_at = case when ${finished} or ${cancelsRetry} then now() else null end,
+        result = coalesce(o.o_result, result),
+        last_error = coalesce(o.o_error, last_error),
+        run_at = coalesce(o.o_retry_at, run_at),
+        finished_at = case when o.o_kind <> 'retrying' or ${cancelsRetry} then now() else null end,
         worker_id = null, heartbeat_at = null,
         lost_attempts = 0 /* a recorded outcome ends a run of lost attempts (poison-task detection) */`,
-      where: sql`id = ${taskId} and status in ('running', 'paused') and attempts = ${attempt} and worker_id = ${workerId}`,
+      from: sql`jsonb_to_recordset(${input}::jsonb) as o(o_id bigint, o_attempt int, o_worker text, o_kind text,
+        o_result jsonb, o_error text, o_retry_at timestamptz, o_details text)`,
+      where: sql`id = o.o_id and status in ('running', 'paused') and attempts = o.o_attempt and worker_id = o.o_worker`,
     },
     details: sql`case
-      when status = 'paused' then ${outcome.details} || '; stays paused: resume to retry'
-      when status = 'cancelled' and ${outcome.kind}::text = 'retrying'
+      when status = 'paused' then o.o_details || '; stays paused: resume to retry'
+      when status = 'cancelled' and o.o_kind = 'retrying'
         then 'attempt ' || attempts || ' failed: ' || last_error || '; not retried: cancelled by request' || coalesce(': ' || cancel_reason, '')
-      when status = 'cancelled' and cancel_reason is not null then ${outcome.details} || ': ' || cancel_reason
-      else ${outcome.details} end`,
+      when status = 'cancelled' and cancel_reason is not null then o.o_details || ': ' || cancel_reason
+      else o.o_details end`,
     enqueue: sql<boolean>`status = 'retrying'`,
   }));
-  return rows[0];
+  const byAttempt = new Map(rows.map((row) => [`${row.id}:${row.attempts}`, row]));
+  return records.map((r) => byAttempt.get(`${r.taskId}:${r.attempt}`));
 }
 
 /** A running attempt, as a heartbeat names it. */

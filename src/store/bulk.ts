@@ -15,6 +15,7 @@ export interface TaskSelection {
   ids: string[];
   statuses: TaskStatus[];
   types: string[];
+  queues: string[];
   createdAfter?: Date;
   createdBefore?: Date;
   /** Case-insensitive substring of the name. */
@@ -27,6 +28,7 @@ function selectionConditions(s: TaskSelection): RawBuilder<unknown>[] {
   if (s.ids.length > 0) c.push(sql`id = any(${s.ids}::bigint[])`);
   if (s.statuses.length > 0) c.push(sql`status = any(${s.statuses}::task_status[])`);
   if (s.types.length > 0) c.push(sql`type = any(${s.types}::text[])`);
+  if (s.queues.length > 0) c.push(sql`queue = any(${s.queues}::text[])`);
   if (s.createdAfter) c.push(sql`created_at >= ${s.createdAfter}::timestamptz`);
   if (s.createdBefore) c.push(sql`created_at < ${s.createdBefore}::timestamptz`);
   // strpos, not LIKE: the text is matched literally, % and _ included.

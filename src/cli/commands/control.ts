@@ -25,6 +25,7 @@ export interface SelectionFlags {
   id?: string[];
   status?: string[];
   type?: string[];
+  queue?: string[];
   createdAfter?: string;
   createdBefore?: string;
   name?: string;
@@ -49,6 +50,7 @@ export function addSelectionFlags(cmd: Command): Command {
     .option("--id <id>", "task id; repeatable (several ids are one bulk action)", collect)
     .option("--status <status>", "bulk: tasks in this status; repeatable", collect)
     .option("--type <type>", "bulk: tasks of this type; repeatable", collect)
+    .option("--queue <queue>", "bulk: tasks in this queue; repeatable", collect)
     .option("--created-after <time>", "bulk: tasks created at or after this ISO-8601 time")
     .option("--created-before <time>", "bulk: tasks created before this ISO-8601 time")
     .option("--name <text>", "bulk: tasks whose name contains this text (case-insensitive)")
@@ -58,9 +60,9 @@ export function addSelectionFlags(cmd: Command): Command {
 
 /** Whether the flags ask for a bulk action (anything but exactly one --id). */
 export function isBulk(flags: SelectionFlags): boolean {
-  const filtered = !!(flags.status?.length || flags.type?.length || flags.createdAfter || flags.createdBefore || flags.name || flags.all);
-  if ((flags.id?.length ?? 0) > 0 && filtered) throw new UsageError("--id cannot be combined with --status, --type, --created-*, --name or --all");
-  if (!filtered && !flags.id?.length) throw new UsageError("give --id N, or select tasks with --status, --type, --created-after/--created-before, --name, or --all");
+  const filtered = !!(flags.status?.length || flags.type?.length || flags.queue?.length || flags.createdAfter || flags.createdBefore || flags.name || flags.all);
+  if ((flags.id?.length ?? 0) > 0 && filtered) throw new UsageError("--id cannot be combined with --status, --type, --queue, --created-*, --name or --all");
+  if (!filtered && !flags.id?.length) throw new UsageError("give --id N, or select tasks with --status, --type, --queue, --created-after/--created-before, --name, or --all");
   return filtered || (flags.id?.length ?? 0) > 1;
 }
 
@@ -69,6 +71,7 @@ function selectionFrom(flags: SelectionFlags): TaskSelection {
     ids: (flags.id ?? []).map(parseTaskId),
     statuses: (flags.status ?? []).map(parseStatus),
     types: flags.type ?? [],
+    queues: flags.queue ?? [],
     createdAfter: flags.createdAfter ? timestampFromDate(parseTime(flags.createdAfter, "--created-after")) : undefined,
     createdBefore: flags.createdBefore ? timestampFromDate(parseTime(flags.createdBefore, "--created-before")) : undefined,
     nameContains: flags.name ?? "",

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
-import cliProgress from "cli-progress";
+import { createRequire } from "node:module";
 import { Command } from "commander";
 import { taskClient } from "../client.js";
 import { runLoad, type LoadProgress } from "../end2end/load.js";
@@ -30,6 +30,8 @@ function progressReporter(io: CliIO, total: number): { update(p: LoadProgress): 
     rate: Math.round(((p.succeeded + p.failed + p.cancelled) / Math.max(1, p.elapsedMs)) * 1000),
   });
   if (io.isTTY) {
+    // Loaded here, not at start-up: only an interactive end2end run draws a bar.
+    const cliProgress = createRequire(import.meta.url)("cli-progress") as typeof import("cli-progress");
     const bar = new cliProgress.SingleBar(
       {
         format: "{bar} {percentage}% | created {created} | running {running} | succeeded {succeeded} | failed {failed} | {rate} tasks/s",
