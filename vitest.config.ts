@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts", "src/**/*.test.ts", "ui/src/**/*.test.{ts,tsx}"],
+    include: ["test/**/*.test.ts", "src/**/*.test.ts", "ui/src/**/*.test.{ts,tsx}", "examples/*/test/**/*.test.ts"],
     globalSetup: ["test/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -87,7 +87,16 @@ export class PermanentTaskError extends Error {
 
 /** Coerces a caught unknown into an Error once, so callers can rely on .message. */
 export function toError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
+  if (err instanceof Error) return err;
+  // A plugin may throw anything: a string reads as itself, an object as its JSON.
+  if (typeof err === "object" && err !== null) {
+    try {
+      return new Error(`non-Error thrown: ${JSON.stringify(err)}`);
+    } catch {
+      return new Error(`non-Error thrown: ${String(err)}`);
+    }
+  }
+  return new Error(String(err));
 }
 
 /** The message of anything thrown. */

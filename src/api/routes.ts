@@ -12,7 +12,7 @@ import { registerReflection } from "./reflection.js";
 import { createQueueService, createWorkerService } from "./queue-service.js";
 import { createScheduleService } from "./schedule-service.js";
 import { createTaskControlService } from "./task-control-service.js";
-import { createTaskService, type TaskServiceDeps } from "./task-service.js";
+import { catalogFor, createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
 export function errorMappingInterceptor(logger: Logger): Interceptor {
@@ -42,12 +42,14 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 
 /** Registers every service on a router. */
 export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (router: ConnectRouter) => void {
+  // One catalog (and its cache) for every service.
+  const withCatalog = { ...deps, catalog: catalogFor(deps) };
   return (router) => {
-    router.service(TaskService, createTaskService(deps));
-    router.service(ScheduleService, createScheduleService(deps));
-    router.service(QueueService, createQueueService(deps));
-    router.service(WorkerService, createWorkerService(deps));
-    router.service(TaskControlService, createTaskControlService(deps));
+    router.service(TaskService, createTaskService(withCatalog));
+    router.service(ScheduleService, createScheduleService(withCatalog));
+    router.service(QueueService, createQueueService(withCatalog));
+    router.service(WorkerService, createWorkerService(withCatalog));
+    router.service(TaskControlService, createTaskControlService(withCatalog));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,

@@ -2,7 +2,10 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { InvalidArgumentError, ScheduleNotFoundError } from "../errors.js";
 import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import type { Logger } from "../logger.js";
+import type { Config } from "../config.js";
+import type { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
+import { catalogFor } from "./task-service.js";
 import { CronSchedule } from "../schedules/cron.js";
 import { systemClock, type Clock } from "../schedules/scheduler.js";
 import { tickTask } from "../schedules/tick-task.js";
@@ -26,6 +29,9 @@ import { validateScheduleName, validateScheduleSpec } from "./schedule-validate.
 export interface ScheduleServiceDeps {
   db: Db;
   registry: PluginRegistry;
+  /** The task types registered in PostgreSQL; built over `registry` when not given. */
+  catalog?: TaskTypeCatalog;
+  config?: Partial<Pick<Config, "leaseMs" | "maxBatchSize">>;
   logger: Logger;
   /** Where "now" comes from for first ticks and triggers; the scheduler's clock in tests. */
   clock?: Clock;
@@ -36,8 +42,10 @@ const MAX_PAGE_SIZE = 1000;
 const PAGE_TOKEN_PREFIX = "s1:";
 
 /** The ScheduleService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
-export function createScheduleService({ db: pair, registry, clock = systemClock }: ScheduleServiceDeps): ServiceImpl<typeof ScheduleService> {
+export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<typeof ScheduleService> {
+  const { db: pair, clock = systemClock } = deps;
   const db = pair.kysely;
+  const catalog = catalogFor({ ...deps, config: { maxBatchSize: 0, ...deps.config } });
 
   async function existing(name: string) {
     const row = await findSchedule(db, validateScheduleName(name));
@@ -52,7 +60,7 @@ export function createScheduleService({ db: pair, registry, clock = systemClock 
 
   return {
     async createSchedule(req) {
-      const { schedule, nextRunAt } = validateScheduleSpec(req.spec, registry, clock.now());
+      const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
       return { schedule: scheduleToProto(await insertSchedule(db, schedule, nextRunAt)) };
     },
 
@@ -82,7 +90,7 @@ export function createScheduleService({ db: pair, registry, clock = systemClock 
 
     async updateSchedule(req) {
       const name = validateScheduleName(req.name);
-      const { schedule, nextRunAt } = validateScheduleSpec(req.spec, registry, clock.now());
+      const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
       const result = await replaceSchedule(db, name, schedule, nextRunAt);
       if (!result) throw new ScheduleNotFoundError(name);
       const view = await findSchedule(db, result.row.name);
@@ -112,7 +120,7 @@ export function createScheduleService({ db: pair, registry, clock = systemClock 
     async triggerSchedule(req) {
       const schedule = await existing(req.name);
       const at = clock.now();
-      const task = tickTask(schedule, registry, at);
+      const task = await catalog.withTypes([schedule.type], (types) => tickTask(schedule, types, at));
       const row = await db.transaction().execute(async (trx) => {
         const [inserted] = await insertTasksInTransaction(trx, [{ ...task, runAt: null }]);
         const created = inserted ?? (await findTickTask(trx, schedule.id, at));

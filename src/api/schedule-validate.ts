@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
 import type { ScheduleSpec } from "../gen/task/v1/schedule_pb.js";
 import { CreateTaskRequestSchema } from "../gen/task/v1/task_pb.js";
-import type { PluginRegistry } from "../plugins/registry.js";
+import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
 import { CronSchedule, isKnownTimeZone } from "../schedules/cron.js";
 import { findUnknownPlaceholder, placeholderNames, renderTemplate } from "../schedules/template.js";
 import type { NewSchedule } from "../store/schedules.js";
@@ -23,7 +23,7 @@ export interface ValidSchedule {
  * parameters rendered for the first tick, so a placeholder in a field that must be a number is
  * caught now, not at 7 am). Every problem is reported at once, each with its field.
  */
-export function validateScheduleSpec(spec: ScheduleSpec | undefined, registry: PluginRegistry, now: Date): ValidSchedule {
+export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleSpec | undefined, registry: TaskTypeResolver<T>, now: Date): ValidSchedule {
   if (!spec) throw InvalidArgumentError.of("spec", "is required");
   const violations: FieldViolation[] = [];
   const add = (field: string, reason: string) => violations.push({ field, reason });

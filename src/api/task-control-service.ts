@@ -1,6 +1,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { InvalidTransitionError, NotPausableError, TaskNotFoundError } from "../errors.js";
 import type { TaskControlService } from "../gen/task/v1/control_pb.js";
+import type { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { applyToBatch, countSelection, deleteFinishedTasks, eligibility, nextBatch, type BulkContext } from "../store/bulk.js";
 import type { Db } from "../store/db.js";
@@ -21,6 +22,8 @@ export const BULK_BUDGET_MS = 20_000;
 export interface TaskControlDeps {
   db: Db;
   registry: PluginRegistry;
+  /** The task types registered in PostgreSQL (bulk retry re-queues those, not just this process's own). */
+  catalog?: TaskTypeCatalog;
 }
 
 /**
@@ -39,12 +42,14 @@ async function withCurrent(db: Db["kysely"], id: string, step: (task: TaskRow) =
 }
 
 /** The TaskControlService handlers; errors are mapped by the routes' interceptor. */
-export function createTaskControlService({ db: pair, registry }: TaskControlDeps): ServiceImpl<typeof TaskControlService> {
+export function createTaskControlService({ db: pair, registry, catalog }: TaskControlDeps): ServiceImpl<typeof TaskControlService> {
   const db = pair.kysely;
   // Pausability is the plugin's property, enabled on this server or not: workers may run types
   // (shell) that the API server itself has disabled.
   const pausableTypes = () => registry.list().filter((p) => p.pausable).map((p) => p.name);
-  const runnableTypes = () => registry.list().filter((p) => p.disabledReason === undefined).map((p) => p.name);
+  // Registered types (workers' and this process's own) that this server does not refuse, as RetryTask judges them.
+  const runnableTypes = async () =>
+    catalog ? (await catalog.list()).filter((t) => t.disabledReason === undefined).map((t) => t.name) : registry.list().filter((p) => p.disabledReason === undefined).map((p) => p.name);
 
   return {
     async pauseTask(req) {
@@ -85,7 +90,7 @@ export function createTaskControlService({ db: pair, registry }: TaskControlDeps
 
     async bulkTasks(req, ctx) {
       const { action, selection, dryRun, reason } = validateBulkTasks(req);
-      const context: BulkContext = { runnableTypes: runnableTypes(), pausableTypes: pausableTypes(), reason };
+      const context: BulkContext = { runnableTypes: await runnableTypes(), pausableTypes: pausableTypes(), reason };
       const eligible = eligibility(action, context);
       const counted = await countSelection(db, selection, eligible);
       const base = { matched: BigInt(counted.matched), eligible: BigInt(counted.eligible), dryRun };

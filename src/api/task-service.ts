@@ -9,11 +9,13 @@ import {
   TaskStatusCountSchema,
   TaskTypeSchema,
   TaskTypeStatusCountSchema,
+  TaskTypeVersionSchema,
   TaskQueueStatusCountSchema,
   type CreateTaskRequest,
 } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { taskStatuses, terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
@@ -25,6 +27,7 @@ import { GroupCommit } from "../store/group-commit.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { TaskEvents } from "./task-events.js";
 import { TaskFeed } from "./task-feed.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
@@ -40,32 +43,48 @@ export interface TaskServiceDeps {
   events: TaskEvents;
   /** The WatchTasks change feed; one per server process (made here when absent). */
   feed?: TaskFeed;
+  /** The types this process has code for (the built-ins): registered in the catalog on first use. */
   registry: PluginRegistry;
+  /** The task types registered in PostgreSQL; built over `registry` when not given. */
+  catalog?: TaskTypeCatalog;
   /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
   config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs">>;
   logger: Logger;
   metrics?: Metrics;
 }
 
-/** Throws TaskTypeDisabledError (FailedPrecondition) unless this server can run tasks of `type`. */
-function assertRunnable(registry: PluginRegistry, type: string): void {
+/** Throws TaskTypeDisabledError (FailedPrecondition) unless tasks of `type` can be queued here. */
+async function assertRunnable(catalog: TaskTypeCatalog, type: string): Promise<void> {
   try {
-    registry.resolve(type);
+    await catalog.withTypes([type], (types) => types.resolve(type));
   } catch (err) {
-    if (err instanceof InvalidArgumentError) throw new TaskTypeDisabledError(type, "no plugin of this type is registered on this server");
+    if (err instanceof InvalidArgumentError) throw new TaskTypeDisabledError(type, "no worker has registered this type");
     throw err;
   }
 }
 
+/** The catalog a service validates with: the one given, or one over the process's own registry. */
+export function catalogFor(deps: Pick<TaskServiceDeps, "db" | "registry" | "catalog" | "config">): TaskTypeCatalog {
+  return deps.catalog ?? new TaskTypeCatalog({ db: deps.db.kysely, local: deps.registry, liveMs: deps.config.leaseMs ?? DEFAULT_LIVE_MS });
+}
+
+/** How recently a worker must have heartbeated to count as serving its types, when no lease is configured. */
+const DEFAULT_LIVE_MS = 15_000;
+
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
-export function createTaskService({ db: pair, events, feed: sharedFeed, registry, config, metrics, logger }: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+  const { db: pair, events, feed: sharedFeed, config, metrics, logger } = deps;
   const db = pair.kysely;
+  const catalog = catalogFor(deps);
   // Concurrent single CreateTask calls share one insert statement (and commit): see group-commit.ts.
   const singles = new GroupCommit<NewTask, TaskRow>((tasks) => insertTasks(pair, tasks), { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 });
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
-    const tasks = requests.map((req, i) => validateCreateTask(req, registry, prefix(i)));
+    const tasks = await catalog.withTypes(
+      requests.map((req) => req.type),
+      (types) => requests.map((req, i) => validateCreateTask(req, types, prefix(i))),
+    );
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     const results = keyed
       ? // With idempotency keys, inserting and checking the replays must commit or fail together.
@@ -200,7 +219,7 @@ export function createTaskService({ db: pair, events, feed: sharedFeed, registry
       if (!before) throw new TaskNotFoundError(id);
       // Like create: a type this server will not run (shell without --enable-shell) is refused,
       // rather than re-queued to fail again or to run code the operator turned off.
-      assertRunnable(registry, before.type);
+      await assertRunnable(catalog, before.type);
       const details = `manual retry: back to queued with attempts reset (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? "" : "s"})`;
       const row = await requeueFinishedTask(db, id, details);
       if (!row) {
@@ -216,18 +235,30 @@ export function createTaskService({ db: pair, events, feed: sharedFeed, registry
     watchTasks: (req, ctx) => feed.watch(req, ctx),
 
     async listTaskTypes() {
-      // Which live worker processes run each type, so a type nobody serves shows as such.
-      const workers = await listLiveWorkers(db, config.leaseMs ?? 15_000);
+      const entries = await catalog.list();
       return {
-        types: registry.list().map((plugin) =>
+        types: entries.map((entry) =>
           create(TaskTypeSchema, {
-            name: plugin.name,
-            description: plugin.description,
-            parameterSchema: registry.jsonSchema(plugin) as never,
-            enabled: plugin.disabledReason === undefined,
-            defaultMaxAttempts: plugin.defaults.maxAttempts,
-            defaultTimeout: durationFromMs(plugin.defaults.timeoutMs),
-            liveWorkers: workers.filter((w) => w.types.includes(plugin.name)).length,
+            name: entry.name,
+            description: entry.current.description,
+            parameterSchema: entry.current.parameterSchema as never,
+            enabled: entry.disabledReason === undefined,
+            defaultMaxAttempts: entry.current.defaultMaxAttempts,
+            defaultTimeout: durationFromMs(entry.current.defaultTimeoutMs),
+            served: entry.workers.length > 0,
+            workers: entry.workers,
+            schemaHash: entry.current.schemaHash,
+            defaultQueue: entry.current.defaultQueue ?? "",
+            versions: entry.versions.map((v) =>
+              create(TaskTypeVersionSchema, {
+                schemaHash: v.schemaHash,
+                registeredAt: timestampFromDate(v.registeredAt),
+                workers: v.workers,
+                current: v === entry.current,
+                parameterSchema: v.parameterSchema as never,
+              }),
+            ),
+            liveWorkers: entry.workers.length,
           }),
         ),
       };

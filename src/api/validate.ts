@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
 import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb.js";
-import type { PluginRegistry } from "../plugins/registry.js";
+import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
 import type { TaskStatus } from "../store/schema.js";
 import type { NewTask, TaskFilter } from "../store/tasks.js";
 import { DEFAULT_QUEUE, QUEUE_NAME_PATTERN } from "../store/queues.js";
@@ -79,7 +79,7 @@ export function queueNameProblem(name: string): string | undefined {
  * Checks a create request and resolves it into a row to insert: type known and enabled, parameters
  * valid for the type (defaults applied), limits respected. `prefix` names the request in a batch.
  */
-export function validateCreateTask(req: CreateTaskRequest, registry: PluginRegistry, prefix = ""): NewTask {
+export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRequest, registry: TaskTypeResolver<T>, prefix = ""): NewTask {
   const v = new Violations();
   const name = req.name.trim();
   if (name.length === 0) v.add(`${prefix}name`, "is required");

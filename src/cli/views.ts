@@ -77,19 +77,21 @@ export function historyTable(res: GetTaskHistoryResponse, width = DEFAULT_COLUMN
   return table.toString();
 }
 
-/** Registered task types and their parameters. */
+/** Registered task types, their parameters and how many live workers serve each. */
 export function taskTypesTable(res: ListTaskTypesResponse, width = DEFAULT_COLUMNS): string {
-  const table = makeTable(["TYPE", "ENABLED", "PARAMETERS", "DESCRIPTION"]);
+  const table = makeTable(["TYPE", "ENABLED", "PARAMETERS", "SERVED BY", "DESCRIPTION"]);
   const rows = res.types.map((t) => {
     const schema = (t.parameterSchema ?? {}) as { properties?: Record<string, unknown>; required?: string[] };
     const required = new Set(schema.required ?? []);
-    return { t, params: Object.keys(schema.properties ?? {}).map((p) => (required.has(p) ? p : `${p}?`)).join(", ") };
+    const served = t.workers.length === 0 ? "none" : `${t.workers.length} worker${t.workers.length === 1 ? "" : "s"}`;
+    return { t, served, params: Object.keys(schema.properties ?? {}).map((p) => (required.has(p) ? p : `${p}?`)).join(", ") };
   });
-  // TYPE and ENABLED take what their longest value needs; parameters get what they need up to
-  // half the rest, the description everything left.
-  const rest = Math.max(50, width - overhead([Math.max(4, ...rows.map((r) => r.t.name.length)), 7], 4));
+  // TYPE, ENABLED and SERVED BY take what their longest value needs; parameters get what they need
+  // up to half the rest, the description everything left.
+  const servedWidth = Math.max(9, ...rows.map((r) => r.served.length));
+  const rest = Math.max(50, width - overhead([Math.max(4, ...rows.map((r) => r.t.name.length)), 7, servedWidth], 5));
   const params = Math.min(Math.max(10, ...rows.map((r) => r.params.length)), Math.floor(rest / 2));
   const description = Math.max(20, rest - params);
-  for (const { t, params: p } of rows) table.push([t.name, t.enabled ? "yes" : "no", truncate(p, params), truncate(t.description, description)]);
+  for (const { t, served, params: p } of rows) table.push([t.name, t.enabled ? "yes" : "no", truncate(p, params), served, truncate(t.description, description)]);
   return table.toString();
 }

@@ -95,3 +95,20 @@ export interface Plugin<S extends z.ZodType = z.ZodType> extends TaskType<S> {
   /** Runs one attempt; resolves to a small JSON summary stored as the task's result. */
   run(params: z.output<S>, ctx: PluginContext): Promise<Record<string, unknown>>;
 }
+
+/** What create-time validation needs to know about a type once it is resolved. */
+export interface ResolvedTaskType {
+  name: string;
+  defaults: PluginDefaults;
+}
+
+/**
+ * Resolves task types by name and validates parameters for them: the PluginRegistry (the types a
+ * process has code for) and the TaskTypeCatalog (the types registered in PostgreSQL) both are one.
+ */
+export interface TaskTypeResolver<T extends ResolvedTaskType = ResolvedTaskType> {
+  /** The type, or InvalidArgumentError naming `field` (TaskTypeDisabledError when turned off here). */
+  resolve(type: string, field?: string): T;
+  /** The parameters, valid for the type, with its defaults applied; violations named under `prefix`. */
+  parse(type: T, parameters: unknown, prefix?: string): Record<string, unknown>;
+}

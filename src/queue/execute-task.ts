@@ -71,6 +71,42 @@ export interface ExecuteDeps {
   metrics?: Metrics;
   /** This process's view of held queues (told when a claim was refused or a limited queue's attempt ended). */
   queueGate?: QueueGate;
+  /**
+   * How long a plugin may take to settle after its signal fired (timeout, cancel, shutdown) before
+   * the attempt ends without it: a plugin that ignores its signal or never resolves must not hold
+   * a slot for ever. Default ABANDON_AFTER_ABORT_MS.
+   */
+  abandonAfterAbortMs?: number;
+}
+
+/** Default of ExecuteDeps.abandonAfterAbortMs: longer than the shell plugin's default kill grace (5 s). */
+export const ABANDON_AFTER_ABORT_MS = 10_000;
+
+/**
+ * The plugin's own promise, unless it is still pending `graceMs` after `signal` fired: then the
+ * attempt ends with the signal's reason and the plugin's work is abandoned (it may still finish in
+ * the background; execution is at-least-once).
+ */
+function settleOrAbandon<T>(signal: AbortSignal, work: Promise<T>, graceMs: number, logger: Logger): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      timer = setTimeout(() => {
+        logger.warn({ graceMs }, "the plugin did not stop after its signal fired: the attempt ends without it");
+        reject(signal.reason);
+      }, graceMs);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    };
+    work.then(
+      (value) => (done(), resolve(value)),
+      (err: unknown) => (done(), reject(err)),
+    );
+  });
 }
 
 /**
@@ -166,7 +202,9 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, log
     const stopDurationTimer = deps.metrics?.attemptDuration.startTimer({ type: task.type });
     deps.metrics?.attemptsInFlight.inc();
     const pause = plugin.pausable ? entry.pause : undefined;
-    const result = await plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause }).finally(() => {
+    // Promise.resolve().then: a plugin that throws synchronously (or returns a non-promise) is handled like one that rejects.
+    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause }));
+    const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).finally(() => {
       stopDurationTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });

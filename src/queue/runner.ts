@@ -9,9 +9,11 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
+import { compileSchema, describeTaskType, schemaCompiler } from "../plugins/catalog.js";
 import { heartbeat, unregisterWorker, type ClaimContext } from "../store/attempts.js";
 import { agePriorities } from "../store/jobs.js";
 import { QUEUE_CHANNEL } from "../store/queues.js";
+import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
 import { releaseJobLocks } from "../store/reconcile.js";
@@ -74,6 +76,8 @@ export interface WorkerOptions {
   >;
   logger: Logger;
   metrics?: Metrics;
+  /** See ExecuteDeps.abandonAfterAbortMs. */
+  abandonAfterAbortMs?: number;
 }
 
 /** How long a job fetched into the local queue may wait there unclaimed before it is returned. */
@@ -188,8 +192,16 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     outcomes,
     stopping: stopSignal.signal,
     metrics: options.metrics,
+    abandonAfterAbortMs: options.abandonAfterAbortMs,
     queueGate: gate,
   };
+  // The types this process serves, as it registers them (task_types): the server validates
+  // CreateTask against them and ListTaskTypes shows this worker serving them. A schema ajv cannot
+  // compile would be refused by the server at every create: fail at start instead.
+  const served = options.registry.list().filter((p) => p.disabledReason === undefined).map(describeTaskType);
+  const compiler = schemaCompiler();
+  for (const version of served) compileSchema(compiler, version.parameterSchema, version.name);
+  const registerTypes = () => registerWorkerTypes(db.kysely, workerId, served);
   const stopSurviving = survivingLostCompletions(logger);
 
   // The ids graphile-worker locks jobs under in this process (its pool's, for the local queue, and
@@ -244,8 +256,24 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   let beating: Promise<void> | undefined;
   const beatNow = () => void (beating ??= beatOnce().finally(() => (beating = undefined)));
   // The liveness lock first: from now on a reconciler can tell at once if this process dies.
-  const lock = holdWorkerLock(options.databaseUrl, workerId, logger, beatNow);
+  // After a reconnection the row may have been re-created by the lock (a reconciler judged this
+  // process dead and deleted it, with its types): register them again.
+  const onRelocked = () => {
+    beatNow();
+    registerTypes().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not register task types again"));
+  };
+  const lock = holdWorkerLock(options.databaseUrl, workerId, logger, onRelocked);
   await lock.ready;
+  try {
+    await retryWhileUnavailable(registerTypes, "registering task types", Number.POSITIVE_INFINITY, logger);
+  } catch (err) {
+    wake.stop();
+    await wakeListener.close();
+    await lock.close();
+    await db.close();
+    stopSurviving();
+    throw err;
+  }
   const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
   // A queue paused, resumed or re-limited: read the settings again and fetch at once (a resumed
   // queue's jobs start without waiting for a poll).

@@ -1,6 +1,7 @@
 import type { Kysely } from "kysely";
 import { errorMessage, InvalidArgumentError, isDatabaseUnavailable, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
@@ -33,6 +34,8 @@ export const systemClock: Clock = { now: () => new Date() };
 export interface SchedulerDeps {
   db: Db;
   registry: PluginRegistry;
+  /** The task types registered in PostgreSQL, which ticks are validated against; built over `registry` when not given. */
+  catalog?: TaskTypeCatalog;
   logger: Logger;
   /** For LISTEN wake-ups when schedules change; without it the loop re-checks every maxSleepMs. */
   databaseUrl?: string;
@@ -46,6 +49,9 @@ export interface SchedulerDeps {
 }
 
 const iso = (d: Date) => d.toISOString();
+
+/** How recently a worker must have heartbeated to count as serving a type (the default lease). */
+const DEFAULT_LIVE_MS = 15_000;
 
 /** Failed tick transactions in a row (database reachable) after which the tick is skipped. */
 export const MAX_TICK_FAILURES = 3;
@@ -68,10 +74,12 @@ export class Scheduler {
   private loopDone: Promise<void> | undefined;
   /** Consecutive failed transactions per schedule id (see afterFailedTick). */
   private readonly failures = new Map<string, number>();
+  private readonly catalog: TaskTypeCatalog;
 
   constructor(private readonly deps: SchedulerDeps) {
     this.clock = deps.clock ?? systemClock;
     this.maxSleepMs = deps.maxSleepMs ?? 10_000;
+    this.catalog = deps.catalog ?? new TaskTypeCatalog({ db: deps.db.kysely, local: deps.registry, liveMs: DEFAULT_LIVE_MS });
   }
 
   /** Runs the loop in the background: handle due ticks, sleep until the next one (or a change). */
@@ -227,7 +235,7 @@ export class Scheduler {
     }
     let task;
     try {
-      task = tickTask(schedule, this.deps.registry, tick);
+      task = await this.catalog.withTypes([schedule.type], (types) => tickTask(schedule, types, tick));
     } catch (err) {
       if (err instanceof InvalidArgumentError || err instanceof TaskTypeDisabledError) return { note: `tick ${iso(tick)}: ${err.message}` };
       throw err;

@@ -1,4 +1,4 @@
-import type { PluginRegistry } from "../plugins/registry.js";
+import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
 import type { ScheduleRow } from "../store/schema.js";
 import type { NewTask } from "../store/tasks.js";
 import { renderTemplate } from "./template.js";
@@ -9,7 +9,7 @@ import { renderTemplate } from "./template.js";
  * timeout where the schedule leaves them out. Throws InvalidArgumentError or TaskTypeDisabledError
  * when the type no longer accepts the template.
  */
-export function tickTask(schedule: ScheduleRow, registry: PluginRegistry, scheduledAt: Date): NewTask {
+export function tickTask<T extends ResolvedTaskType>(schedule: ScheduleRow, registry: TaskTypeResolver<T>, scheduledAt: Date): NewTask {
   const plugin = registry.resolve(schedule.type, "task.type");
   const rendered = renderTemplate(schedule.parameters, { scheduledAt, timeZone: schedule.time_zone, scheduleName: schedule.name });
   return {

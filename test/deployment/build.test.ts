@@ -44,7 +44,9 @@ describe("the compiled build", () => {
     expect(existsSync(path.join(dir, "dist", "store", "migrate.js"))).toBe(true);
     const emitted = readdirSync(path.join(dir, "dist"), { recursive: true }).map(String);
     expect(emitted.filter((f) => f.includes(".test."))).toEqual([]);
-    expect(emitted.filter((f) => f.endsWith(".ts"))).toEqual([]);
+    // Declarations only (the package's types, package.json "exports"): no TypeScript source.
+    expect(emitted.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
+    expect(existsSync(path.join(dir, "dist", "sdk", "index.d.ts"))).toBe(true);
   });
 
   it("runs dist/ with plain node when it is newer than src/", async () => {

@@ -6,12 +6,11 @@
  */
 import net from "node:net";
 import { openRuntime, waitForShutdownSignal, type Runtime } from "../../app.js";
+import { startServices } from "../../services.js";
 import type { ApiServer } from "../../api/server.js";
-import { startWorkers, type Workers } from "../../queue/runner.js";
+import type { Workers } from "../../queue/runner.js";
 import { loadConfig, type ConfigOverrides } from "../../config.js";
 import { createLogger } from "../../logger.js";
-import { Metrics, startMetricsServer } from "../../metrics.js";
-import { Scheduler } from "../../schedules/scheduler.js";
 import { migrate } from "../../store/migrate.js";
 import { attachCommand } from "../attach-line.js";
 import type { CliIO } from "../io.js";
@@ -53,38 +52,11 @@ export async function runServices(io: CliIO, overrides: ConfigOverrides, set: Se
   const config = loadConfig({ ...overrides, workerConcurrency: set.workers });
   const logger = createLogger(config.logLevel);
   if (set.api) await ensurePortFree(config.host, config.port);
-  const runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
-  const metrics = new Metrics();
-  let server: ApiServer | undefined;
-  let metricsServer: { close(): Promise<void> } | undefined;
-  let workers: Workers | undefined;
-  try {
-    if (set.api) {
-      // Imported here: a worker-only process (`serve`) never loads the API server's code.
-      const { startApiServer } = await import("../../api/server.js");
-      server = await startApiServer({ db: runtime.db, databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
-    } else if (config.metricsPort > 0) {
-      const started = await startMetricsServer(metrics, config.host, config.metricsPort);
-      logger.info({ url: started.url }, "metrics listening");
-      metricsServer = started;
-    }
-    if (set.workers > 0) {
-      workers = await startWorkers({ databaseUrl: runtime.databaseUrl, registry: runtime.plugins.registry, config: runtime.config, logger, metrics });
-    }
-  } catch (err) {
-    await server?.close();
-    await metricsServer?.close();
-    await runtime.close();
-    throw err;
-  }
-  // Every server and worker process runs the scheduler; the database makes each tick happen once.
-  const scheduler = new Scheduler({ db: runtime.db, registry: runtime.plugins.registry, logger, databaseUrl: runtime.databaseUrl });
-  scheduler.start();
-  if (set.announce) announce(io, runtime, server, set.workers, workers);
+  // The one start path for server, serve, up and the SDK's startWorker (src/services.ts).
+  const services = await startServices(config, logger, set);
+  if (set.announce) announce(io, services.runtime, services.server, set.workers, services.workers);
   await waitForShutdownSignal(logger);
-  await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop()]);
-  await runtime.close();
-  logger.info("stopped");
+  await services.stop();
 }
 
 function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, workers: number, pool: Workers | undefined): void {

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2QEKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMbGl2ZV93b3JrZXJzGDIgASgFIkUKD1Rhc2tTdGF0dXNDb3VudBIjCgZzdGF0dXMYASABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAiABKAMieQoLVGFza0xvZ0xpbmUSCwoDc2VxGAEgASgFEg8KB2F0dGVtcHQYAiABKAUSDgoGc3RyZWFtGAMgASgJEgwKBGxpbmUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswEKEkdldFRhc2tMb2dzUmVxdWVzdBIKCgJpZBgBIAEoAxIRCglhZnRlcl9zZXEYAiABKAUSDQoFbGltaXQYAyABKAUSEQoEZnJvbRhGIAEoBUgAiAEBEg8KAnRvGEcgASgFSAGIAQESEQoEdGFpbBhIIAEoBUgCiAEBEg8KB2F0dGVtcHQYSSABKAUSDgoGc3RyZWFtGEogASgJQgcKBV9mcm9tQgUKA190b0IHCgVfdGFpbCKFAQoTR2V0VGFza0xvZ3NSZXNwb25zZRIjCgVsaW5lcxgBIAMoCzIULnRhc2sudjEuVGFza0xvZ0xpbmUSEAoIbGFzdF9zZXEYAiABKAUSDAoEbW9yZRgDIAEoCBITCgt0b3RhbF9saW5lcxhGIAEoBRIUCgxzdG9yZWRfbGluZXMYRyABKAUiNAoQV2F0Y2hUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAiABKAgijgEKEVdhdGNoVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2tIABIsCgdoaXN0b3J5GAIgASgLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5SAASIwoDbG9nGAMgASgLMhQudGFzay52MS5UYXNrTG9nTGluZUgAQgcKBWV2ZW50IqsCChFDcmVhdGVUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSKwoKcGFyYW1ldGVycxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBCABKAUSFAoMbWF4X2F0dGVtcHRzGAUgASgFEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGcnVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYiQgoSQ3JlYXRlVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sSDwoHY3JlYXRlZBgCIAEoCCI/ChJDcmVhdGVUYXNrc1JlcXVlc3QSKQoFdGFza3MYASADKAsyGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0IjMKE0NyZWF0ZVRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2siHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siswIKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAxIOCgZxdWV1ZXMYMiADKAkSEwoLbmFtZV9wcmVmaXgYZCABKAkSMQoNY3JlYXRlZF9hZnRlchhlIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYZiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QivgEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudBIzCgxxdWV1ZV9jb3VudHMYMiADKAsyHS50YXNrLnYxLlRhc2tRdWV1ZVN0YXR1c0NvdW50IlkKFFRhc2tRdWV1ZVN0YXR1c0NvdW50Eg0KBXF1ZXVlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCLiAgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkiWgoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAyJKCg5XYXRjaEhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoLV2F0Y2hSZXN5bmMSDgoGY3Vyc29yGAEgASgJEg4KBnJlYXNvbhgCIAEoCSraAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEhYKElRBU0tfU1RBVFVTX1BBVVNFRBAHMuUHCgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJHCgpXYXRjaFRhc2tzEhoudGFzay52MS5XYXRjaFRhc2tzUmVxdWVzdBobLnRhc2sudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAESWgoRR2V0VGFza1Rocm91Z2hwdXQSIS50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVxdWVzdBoiLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uEhQKDGxpdmVfd29ya2VycxgyIAEoBSKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrMBChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFEhEKBGZyb20YRiABKAVIAIgBARIPCgJ0bxhHIAEoBUgBiAEBEhEKBHRhaWwYSCABKAVIAogBARIPCgdhdHRlbXB0GEkgASgFEg4KBnN0cmVhbRhKIAEoCUIHCgVfZnJvbUIFCgNfdG9CBwoFX3RhaWwihQEKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgSEwoLdG90YWxfbGluZXMYRiABKAUSFAoMc3RvcmVkX2xpbmVzGEcgASgFIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKrAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIrMCChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMSDgoGcXVldWVzGDIgAygJEhMKC25hbWVfcHJlZml4GGQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGGYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoRTGlzdFRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBRITCgtwYWdlX251bWJlchgFIAEoBRIZChF0b3RhbF9jb3VudF9leGFjdBgGIAEoCCIjChVHZXRUYXNrSGlzdG9yeVJlcXVlc3QSCgoCaWQYASABKAMiRAoWR2V0VGFza0hpc3RvcnlSZXNwb25zZRIqCgdoaXN0b3J5GAEgAygLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5IhwKGkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0Ir4BChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMSMQoLdHlwZV9jb3VudHMYAyADKAsyHC50YXNrLnYxLlRhc2tUeXBlU3RhdHVzQ291bnQSMwoMcXVldWVfY291bnRzGDIgAygLMh0udGFzay52MS5UYXNrUXVldWVTdGF0dXNDb3VudCJZChRUYXNrUXVldWVTdGF0dXNDb3VudBINCgVxdWV1ZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiVwoTVGFza1R5cGVTdGF0dXNDb3VudBIMCgR0eXBlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIOCgZyZWFzb24YAiABKAkiMQoSQ2FuY2VsVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siHgoQUmV0cnlUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIwChFSZXRyeVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIhYKFExpc3RUYXNrVHlwZXNSZXF1ZXN0IjkKFUxpc3RUYXNrVHlwZXNSZXNwb25zZRIgCgV0eXBlcxgBIAMoCzIRLnRhc2sudjEuVGFza1R5cGUiTgoRV2F0Y2hUYXNrc1JlcXVlc3QSKQoGZmlsdGVyGAEgASgLMhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0Eg4KBmN1cnNvchgCIAEoCSKaAQoSV2F0Y2hUYXNrc1Jlc3BvbnNlEiUKBmNoYW5nZRgBIAEoCzITLnRhc2sudjEuVGFza0NoYW5nZUgAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnRhc2sudjEuV2F0Y2hIZWFydGJlYXRIABImCgZyZXN5bmMYAyABKAsyFC50YXNrLnYxLldhdGNoUmVzeW5jSABCBwoFZXZlbnQi4gIKClRhc2tDaGFuZ2USJgoEa2luZBgBIAEoDjIYLnRhc2sudjEuVGFza0NoYW5nZS5LaW5kEhsKBHRhc2sYAiABKAsyDS50YXNrLnYxLlRhc2sSIwoGc3RhdHVzGAMgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEiwKD3ByZXZpb3VzX3N0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAUgASgFEg8KB2RldGFpbHMYBiABKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAggASgJIloKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEhAKDEtJTkRfQ1JFQVRFRBABEhcKE0tJTkRfU1RBVFVTX0NIQU5HRUQQAhIRCg1LSU5EX0ZJTklTSEVEEAMiSgoOV2F0Y2hIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi0KC1dhdGNoUmVzeW5jEg4KBmN1cnNvchgBIAEoCRIOCgZyZWFzb24YAiABKAkq2gEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQBzLlBwoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESRwoKV2F0Y2hUYXNrcxIaLnRhc2sudjEuV2F0Y2hUYXNrc1JlcXVlc3QaGy50YXNrLnYxLldhdGNoVGFza3NSZXNwb25zZTABEloKEUdldFRhc2tUaHJvdWdocHV0EiEudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlcXVlc3QaIi50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -289,6 +289,42 @@ export type TaskType = Message<"task.v1.TaskType"> & {
   defaultTimeout?: Duration | undefined;
 
   /**
+   * Issue 15 (tags 80-89): the type registry. True when a live worker process serves some version
+   * of the type; an unserved type still accepts tasks, which wait for a worker.
+   *
+   * @generated from field: bool served = 80;
+   */
+  served: boolean;
+
+  /**
+   * Ids of the live worker processes serving any version of the type, sorted.
+   *
+   * @generated from field: repeated string workers = 81;
+   */
+  workers: string[];
+
+  /**
+   * Hash of the current version (its schema and defaults): the one CreateTask validates against.
+   *
+   * @generated from field: string schema_hash = 82;
+   */
+  schemaHash: string;
+
+  /**
+   * The queue tasks of this type go to when the request names none; empty for the default queue.
+   *
+   * @generated from field: string default_queue = 83;
+   */
+  defaultQueue: string;
+
+  /**
+   * Every registered version, newest first (a rolling deploy shows two).
+   *
+   * @generated from field: repeated task.v1.TaskTypeVersion versions = 84;
+   */
+  versions: TaskTypeVersion[];
+
+  /**
    * Live worker processes that run this type (in any queue). 0: no worker serves it, and its tasks
    * wait QUEUED until one that enables it starts (see WorkerService).
    *
@@ -303,6 +339,51 @@ export type TaskType = Message<"task.v1.TaskType"> & {
  */
 export const TaskTypeSchema: GenMessage<TaskType> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 3);
+
+/**
+ * TaskTypeVersion is one registered version of a task type (docs/design/task-types.md).
+ *
+ * @generated from message task.v1.TaskTypeVersion
+ */
+export type TaskTypeVersion = Message<"task.v1.TaskTypeVersion"> & {
+  /**
+   * @generated from field: string schema_hash = 1;
+   */
+  schemaHash: string;
+
+  /**
+   * When a worker first registered this version.
+   *
+   * @generated from field: google.protobuf.Timestamp registered_at = 2;
+   */
+  registeredAt?: Timestamp | undefined;
+
+  /**
+   * Ids of the live worker processes serving this version.
+   *
+   * @generated from field: repeated string workers = 3;
+   */
+  workers: string[];
+
+  /**
+   * True for the version CreateTask validates against.
+   *
+   * @generated from field: bool current = 4;
+   */
+  current: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Struct parameter_schema = 5;
+   */
+  parameterSchema?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message task.v1.TaskTypeVersion.
+ * Use `create(TaskTypeVersionSchema)` to create a new message.
+ */
+export const TaskTypeVersionSchema: GenMessage<TaskTypeVersion> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 4);
 
 /**
  * TaskStatusCount is the number of tasks in one status.
@@ -326,7 +407,7 @@ export type TaskStatusCount = Message<"task.v1.TaskStatusCount"> & {
  * Use `create(TaskStatusCountSchema)` to create a new message.
  */
 export const TaskStatusCountSchema: GenMessage<TaskStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 4);
+  messageDesc(file_task_v1_task, 5);
 
 /**
  * TaskLogLine is one line of a task's output.
@@ -369,7 +450,7 @@ export type TaskLogLine = Message<"task.v1.TaskLogLine"> & {
  * Use `create(TaskLogLineSchema)` to create a new message.
  */
 export const TaskLogLineSchema: GenMessage<TaskLogLine> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 5);
+  messageDesc(file_task_v1_task, 6);
 
 /**
  * @generated from message task.v1.GetTaskLogsRequest
@@ -434,7 +515,7 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
  * Use `create(GetTaskLogsRequestSchema)` to create a new message.
  */
 export const GetTaskLogsRequestSchema: GenMessage<GetTaskLogsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 6);
+  messageDesc(file_task_v1_task, 7);
 
 /**
  * @generated from message task.v1.GetTaskLogsResponse
@@ -480,7 +561,7 @@ export type GetTaskLogsResponse = Message<"task.v1.GetTaskLogsResponse"> & {
  * Use `create(GetTaskLogsResponseSchema)` to create a new message.
  */
 export const GetTaskLogsResponseSchema: GenMessage<GetTaskLogsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 7);
+  messageDesc(file_task_v1_task, 8);
 
 /**
  * @generated from message task.v1.WatchTaskRequest
@@ -504,7 +585,7 @@ export type WatchTaskRequest = Message<"task.v1.WatchTaskRequest"> & {
  * Use `create(WatchTaskRequestSchema)` to create a new message.
  */
 export const WatchTaskRequestSchema: GenMessage<WatchTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 8);
+  messageDesc(file_task_v1_task, 9);
 
 /**
  * @generated from message task.v1.WatchTaskResponse
@@ -545,7 +626,7 @@ export type WatchTaskResponse = Message<"task.v1.WatchTaskResponse"> & {
  * Use `create(WatchTaskResponseSchema)` to create a new message.
  */
 export const WatchTaskResponseSchema: GenMessage<WatchTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 9);
+  messageDesc(file_task_v1_task, 10);
 
 /**
  * @generated from message task.v1.CreateTaskRequest
@@ -629,7 +710,7 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
  * Use `create(CreateTaskRequestSchema)` to create a new message.
  */
 export const CreateTaskRequestSchema: GenMessage<CreateTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 10);
+  messageDesc(file_task_v1_task, 11);
 
 /**
  * @generated from message task.v1.CreateTaskResponse
@@ -653,7 +734,7 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
  * Use `create(CreateTaskResponseSchema)` to create a new message.
  */
 export const CreateTaskResponseSchema: GenMessage<CreateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 11);
+  messageDesc(file_task_v1_task, 12);
 
 /**
  * @generated from message task.v1.CreateTasksRequest
@@ -670,7 +751,7 @@ export type CreateTasksRequest = Message<"task.v1.CreateTasksRequest"> & {
  * Use `create(CreateTasksRequestSchema)` to create a new message.
  */
 export const CreateTasksRequestSchema: GenMessage<CreateTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 12);
+  messageDesc(file_task_v1_task, 13);
 
 /**
  * @generated from message task.v1.CreateTasksResponse
@@ -689,7 +770,7 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
  * Use `create(CreateTasksResponseSchema)` to create a new message.
  */
 export const CreateTasksResponseSchema: GenMessage<CreateTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 13);
+  messageDesc(file_task_v1_task, 14);
 
 /**
  * @generated from message task.v1.GetTaskRequest
@@ -706,7 +787,7 @@ export type GetTaskRequest = Message<"task.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 14);
+  messageDesc(file_task_v1_task, 15);
 
 /**
  * @generated from message task.v1.GetTaskResponse
@@ -723,7 +804,7 @@ export type GetTaskResponse = Message<"task.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 15);
+  messageDesc(file_task_v1_task, 16);
 
 /**
  * @generated from message task.v1.ListTasksRequest
@@ -815,7 +896,7 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 16);
+  messageDesc(file_task_v1_task, 17);
 
 /**
  * @generated from message task.v1.ListTasksResponse
@@ -870,7 +951,7 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 17);
+  messageDesc(file_task_v1_task, 18);
 
 /**
  * @generated from message task.v1.GetTaskHistoryRequest
@@ -887,7 +968,7 @@ export type GetTaskHistoryRequest = Message<"task.v1.GetTaskHistoryRequest"> & {
  * Use `create(GetTaskHistoryRequestSchema)` to create a new message.
  */
 export const GetTaskHistoryRequestSchema: GenMessage<GetTaskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 18);
+  messageDesc(file_task_v1_task, 19);
 
 /**
  * @generated from message task.v1.GetTaskHistoryResponse
@@ -904,7 +985,7 @@ export type GetTaskHistoryResponse = Message<"task.v1.GetTaskHistoryResponse"> &
  * Use `create(GetTaskHistoryResponseSchema)` to create a new message.
  */
 export const GetTaskHistoryResponseSchema: GenMessage<GetTaskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 19);
+  messageDesc(file_task_v1_task, 20);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsRequest
@@ -917,7 +998,7 @@ export type GetTaskStatusCountsRequest = Message<"task.v1.GetTaskStatusCountsReq
  * Use `create(GetTaskStatusCountsRequestSchema)` to create a new message.
  */
 export const GetTaskStatusCountsRequestSchema: GenMessage<GetTaskStatusCountsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 20);
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsResponse
@@ -955,7 +1036,7 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  * Use `create(GetTaskStatusCountsResponseSchema)` to create a new message.
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * TaskQueueStatusCount is the number of tasks in one queue in one status.
@@ -984,7 +1065,7 @@ export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
  * Use `create(TaskQueueStatusCountSchema)` to create a new message.
  */
 export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -1013,7 +1094,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -1037,7 +1118,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -1054,7 +1135,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -1071,7 +1152,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -1088,7 +1169,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -1101,7 +1182,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1118,7 +1199,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 30);
 
 /**
  * @generated from message task.v1.WatchTasksRequest
@@ -1146,7 +1227,7 @@ export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 30);
+  messageDesc(file_task_v1_task, 31);
 
 /**
  * @generated from message task.v1.WatchTasksResponse
@@ -1186,7 +1267,7 @@ export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 31);
+  messageDesc(file_task_v1_task, 32);
 
 /**
  * @generated from message task.v1.TaskChange
@@ -1244,7 +1325,7 @@ export type TaskChange = Message<"task.v1.TaskChange"> & {
  * Use `create(TaskChangeSchema)` to create a new message.
  */
 export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 32);
+  messageDesc(file_task_v1_task, 33);
 
 /**
  * @generated from enum task.v1.TaskChange.Kind
@@ -1275,7 +1356,7 @@ export enum TaskChange_Kind {
  * Describes the enum task.v1.TaskChange.Kind.
  */
 export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_task, 32, 0);
+  enumDesc(file_task_v1_task, 33, 0);
 
 /**
  * @generated from message task.v1.WatchHeartbeat
@@ -1297,7 +1378,7 @@ export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
  * Use `create(WatchHeartbeatSchema)` to create a new message.
  */
 export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 33);
+  messageDesc(file_task_v1_task, 34);
 
 /**
  * @generated from message task.v1.WatchResync
@@ -1319,7 +1400,7 @@ export type WatchResync = Message<"task.v1.WatchResync"> & {
  * Use `create(WatchResyncSchema)` to create a new message.
  */
 export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 34);
+  messageDesc(file_task_v1_task, 35);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
@@ -1477,7 +1558,8 @@ export const TaskService: GenService<{
     output: typeof RetryTaskResponseSchema;
   },
   /**
-   * ListTaskTypes lists the registered plugins and their parameter schemas.
+   * ListTaskTypes lists the registered task types (task_types), their parameter schemas and
+   * versions, and which live workers serve each.
    *
    * @generated from rpc task.v1.TaskService.ListTaskTypes
    */

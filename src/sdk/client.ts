@@ -1,0 +1,100 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import type { z } from "zod";
+import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
+import { CreateTaskRequestSchema, TaskService, TaskStatus, type Task } from "../gen/task/v1/task_pb.js";
+
+/** What createTaskClient takes. */
+export interface TaskClientOptions {
+  /** The server's base URL, e.g. http://127.0.0.1:8080 (what `task-cli up` prints). */
+  address: string;
+  /** An API token (TASK_API_TOKENS), sent as a bearer token. */
+  token?: string;
+}
+
+/** A task type as the client needs it to type requests: a plugin from definePlugin has this shape. */
+export interface TypedTaskType<S extends z.ZodType> {
+  name: string;
+  parameters: S;
+}
+
+/** The options of CreateTask besides type and parameters. */
+export interface SubmitOptions {
+  /** A label for people (default: the type's name). */
+  name?: string;
+  priority?: number;
+  /** 0 or unset: the type's default. */
+  maxAttempts?: number;
+  /** Milliseconds; unset: the type's default. */
+  timeoutMs?: number;
+  runAt?: Date;
+  idempotencyKey?: string;
+}
+
+const terminal = new Set([TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED]);
+
+/**
+ * The generated Connect client of TaskService (every RPC, typed by the proto), plus the schedules
+ * client and helpers typed by a plugin's schema.
+ */
+export type TaskClient = Client<typeof TaskService> & {
+  schedules: Client<typeof ScheduleService>;
+  /**
+   * CreateTask for a plugin's type, with `parameters` checked by TypeScript against its schema
+   * (the server validates them again against the registered schema).
+   */
+  submit<S extends z.ZodType>(type: TypedTaskType<S>, parameters: z.input<S>, options?: SubmitOptions): Promise<Task>;
+  /** Polls GetTask until the task is SUCCEEDED, FAILED or CANCELLED (or `timeoutMs` passes: then it throws). */
+  waitFor(id: bigint, options?: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal }): Promise<Task>;
+};
+
+/** A client of the task service's API (Connect protocol over HTTP/1.1). */
+export function createTaskClient(options: TaskClientOptions): TaskClient {
+  let url: URL;
+  try {
+    url = new URL(options.address);
+  } catch {
+    throw new TypeError(`createTaskClient: address ${JSON.stringify(options.address)} is not a URL (expected e.g. http://127.0.0.1:8080)`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new TypeError("createTaskClient: address must be http:// or https://");
+  const interceptors: Interceptor[] = [];
+  if (options.token) {
+    const header = `Bearer ${options.token}`;
+    interceptors.push((next) => (req) => {
+      req.header.set("authorization", header);
+      return next(req);
+    });
+  }
+  const transport = createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors });
+  const tasks = createClient(TaskService, transport);
+  const schedules = createClient(ScheduleService, transport);
+  return Object.assign(tasks, {
+    schedules,
+    async submit<S extends z.ZodType>(type: TypedTaskType<S>, parameters: z.input<S>, opts: SubmitOptions = {}): Promise<Task> {
+      const request: MessageInitShape<typeof CreateTaskRequestSchema> = {
+        name: opts.name ?? type.name,
+        type: type.name,
+        parameters: parameters as never,
+        priority: opts.priority ?? 0,
+        maxAttempts: opts.maxAttempts ?? 0,
+        timeout: opts.timeoutMs === undefined ? undefined : durationFromMs(opts.timeoutMs),
+        runAt: opts.runAt === undefined ? undefined : timestampFromDate(opts.runAt),
+        idempotencyKey: opts.idempotencyKey ?? "",
+      };
+      const { task } = await tasks.createTask(request);
+      return task!;
+    },
+    async waitFor(id: bigint, opts: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<Task> {
+      const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+      for (;;) {
+        const { task } = await tasks.getTask({ id }, { signal: opts.signal });
+        if (task && terminal.has(task.status)) return task;
+        if (Date.now() > deadline) throw new Error(`task ${id} did not finish within ${opts.timeoutMs ?? 60_000} ms (status ${TaskStatus[task?.status ?? 0]})`);
+        await sleep(opts.intervalMs ?? 100, undefined, { signal: opts.signal });
+      }
+    },
+  });
+}
