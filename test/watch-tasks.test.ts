@@ -4,15 +4,18 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskChange_Kind, TaskStatus, type WatchTasksResponse } from "../src/gen/task/v1/task_pb.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
+import { createOwnClusterDatabase } from "./helpers/database.js";
 import { startServerProcess } from "./helpers/server-process.js";
 import { spawnCli } from "./helpers/process.js";
 import { waitFor } from "./helpers/wait.js";
 import { startTestWorkers } from "./helpers/workers.js";
 
 let api: TestApi;
+// A cluster of its own: the feed delivers a change once every writing transaction that started
+// before it has ended, cluster-wide, so other test files' long transactions would hold it back.
 beforeAll(async () => {
-  api = await startTestApi({ config: { watchHeartbeatMs: 300 } });
-});
+  api = await startTestApi({ config: { watchHeartbeatMs: 300 }, database: createOwnClusterDatabase });
+}, 120_000);
 afterAll(async () => {
   await api?.close();
 });

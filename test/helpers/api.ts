@@ -26,11 +26,13 @@ export interface TestApiOptions {
   /** Sent with every client call (e.g. an Authorization header). */
   interceptors?: Interceptor[];
   metrics?: Metrics;
+  /** The database to serve (default: a fresh one on the shared test cluster); close() drops it. */
+  database?: () => Promise<TestDatabase>;
 }
 
 /** Starts a server with shell enabled (unless overridden) and clients for each protocol. */
 export async function startTestApi(options: TestApiOptions = {}): Promise<TestApi> {
-  const database = await createTestDatabase();
+  const database = await (options.database ?? createTestDatabase)();
   const config = loadConfig(
     { host: "127.0.0.1", port: 0, enableShell: true, queryTargets: { playground: urlForDatabase(PLAYGROUND_DATABASE) }, ...options.config },
     {},

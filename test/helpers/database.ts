@@ -54,3 +54,32 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+/**
+ * A migrated database on an embedded PostgreSQL cluster of its own (a few seconds to start), for
+ * tests that must not share the cluster with other test files: e.g. a WatchTasks feed, which waits
+ * for every writing transaction in the cluster that started before a change to end.
+ */
+export async function createOwnClusterDatabase(): Promise<TestDatabase> {
+  const { mkdtemp, rm } = await import("node:fs/promises");
+  const os = await import("node:os");
+  const path = await import("node:path");
+  const { startEmbeddedPostgres } = await import("../../src/embedded-postgres.js");
+  const { migrate } = await import("../../src/store/migrate.js");
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? "silent");
+  const dir = await mkdtemp(path.join(os.tmpdir(), "task-own-cluster-"));
+  const cluster = await startEmbeddedPostgres(dir, logger);
+  const db = openDb({ connectionString: cluster.url, max: 10 }, logger);
+  await migrate(db, logger);
+  return {
+    name: new URL(cluster.url).pathname.slice(1),
+    url: cluster.url,
+    db,
+    logger,
+    async drop() {
+      await db.close();
+      await cluster.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
