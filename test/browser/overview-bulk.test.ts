@@ -199,6 +199,32 @@ describe("tasks view", () => {
   });
 });
 
+describe("bulk retry", () => {
+  it("retries every FAILED task matching a filter beyond the page, and they run again", async () => {
+    const since = new Date(Date.now() - 1_000);
+    const failing = await api.client.createTasks({
+      tasks: Array.from({ length: 22 }, (_, i) => ({ name: `doomed-${i}`, type: "noop", parameters: { fail: "on purpose" }, maxAttempts: 1 })),
+    });
+    await Promise.all(failing.tasks.map((t) => until(t.id, TaskStatus.FAILED)));
+    await page.goto(url(`/tasks?status=failed&type=noop&after=${since.toISOString()}&size=20`));
+    await page.getByTestId("result-count").getByText("22 tasks match these filters").waitFor();
+    await page.getByLabel("Select every task on this page").check();
+    await page.getByRole("button", { name: "Select all 22 matching" }).click();
+    await page.getByRole("region", { name: "Selected tasks" }).getByRole("button", { name: "Retry…" }).click();
+    const dialog = page.getByRole("dialog", { name: "Retry 22 tasks?" });
+    await dialog.getByRole("button", { name: "Retry 22" }).click();
+    await page.getByTestId("bulk-outcome").getByText("22 tasks retried").waitFor();
+    // Each ran again (attempt 2, which fails on purpose too) and its history shows the retry.
+    await Promise.all(
+      failing.tasks.map((t) => waitFor(async () => (await api.client.getTask({ id: t.id })).task?.attempts === 1 && (await api.client.getTaskHistory({ id: t.id })).history.length >= 6, `task ${t.id} to run again`)),
+    );
+    for (const t of failing.tasks) {
+      const { history } = await api.client.getTaskHistory({ id: t.id });
+      expect(history.map((h) => TaskStatus[h.status]).slice(0, 6)).toEqual(["QUEUED", "RUNNING", "FAILED", "QUEUED", "RUNNING", "FAILED"]);
+    }
+  });
+});
+
 describe("task detail", () => {
   it("pauses and resumes a waiting task from its page", async () => {
     const task = await createTask(api.client, { name: "hold me", runAt: later() });
