@@ -77,6 +77,24 @@ describe("WatchTasks", () => {
     expect([...all].sort()).toEqual([...ids].sort());
   }, 120_000);
 
+  it("a client that reconnects the moment it closes still gets the changes after its cursor", async () => {
+    // The old stream's detach and the new stream's attach overlap: the new one must not be left
+    // without the shared reader that the detach stops.
+    for (let round = 0; round < 15; round++) {
+      const first: WatchTasksResponse[] = [];
+      await collect({ types: ["noop"] }, first, () => first.length >= 1);
+      const cursor = lastCursor(first);
+      const second: WatchTasksResponse[] = [];
+      let id: bigint | undefined;
+      await collect({ types: ["noop"], cursor }, second, () => {
+        if (second.length === 1 && id === undefined) {
+          void api.client.createTask({ name: `reconnect-${round}`, type: "noop", runAt: { seconds: 4_000_000_000n, nanos: 0 } }).then((r) => (id = r.task!.id));
+        }
+        return id !== undefined && created(second, "noop").includes(id);
+      });
+    }
+  }, 60_000);
+
   it("reports status changes and finishes for the filter, with heartbeats on a quiet stream", async () => {
     const workers = await startTestWorkers(api.database);
     try {

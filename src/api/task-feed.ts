@@ -153,22 +153,39 @@ export class TaskFeed {
     return this.watchers.size;
   }
 
-  private async attach(w: Watcher): Promise<void> {
-    this.watchers.add(w);
-    if (this.running) return;
-    this.stop = new AbortController();
-    this.unsubscribe = await this.events.subscribe("0");
-    this.cursor = (await feedHorizon(this.db)).cursor;
-    this.running = this.loop(this.stop.signal).finally(() => (this.running = undefined));
+  /**
+   * Attaches and detaches run one at a time: a stream that attaches while the last one is still
+   * detaching (a client reconnecting at once) must not find the reader "running" just before that
+   * detach stops it, and be left with no reader.
+   */
+  private lifecycle: Promise<void> = Promise.resolve();
+
+  private serialized(step: () => Promise<void>): Promise<void> {
+    const next = this.lifecycle.then(step);
+    this.lifecycle = next.catch(() => undefined);
+    return next;
   }
 
-  private async detach(w: Watcher): Promise<void> {
-    this.watchers.delete(w);
-    if (this.watchers.size > 0) return;
-    this.stop.abort();
-    await this.running;
-    await this.unsubscribe?.();
-    this.unsubscribe = undefined;
+  private attach(w: Watcher): Promise<void> {
+    return this.serialized(async () => {
+      this.watchers.add(w);
+      if (this.running) return;
+      this.stop = new AbortController();
+      this.unsubscribe = await this.events.subscribe("0");
+      this.cursor = (await feedHorizon(this.db)).cursor;
+      this.running = this.loop(this.stop.signal).finally(() => (this.running = undefined));
+    });
+  }
+
+  private detach(w: Watcher): Promise<void> {
+    return this.serialized(async () => {
+      this.watchers.delete(w);
+      if (this.watchers.size > 0) return;
+      this.stop.abort();
+      await this.running;
+      await this.unsubscribe?.();
+      this.unsubscribe = undefined;
+    });
   }
 
   private async loop(signal: AbortSignal): Promise<void> {
