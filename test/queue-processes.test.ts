@@ -57,9 +57,16 @@ async function createMany(queue: string, n: number, command: string): Promise<bi
 }
 
 describe("a queue's concurrency limit across worker processes", () => {
-  it("a queue limited to 2 never has 3 RUNNING with 3 worker processes of 4 slots racing", async () => {
+  it("a queue limited to 2 never has 3 RUNNING with 3 single-slot worker processes racing", async () => {
+    // One slot each: without the SQL guard three would run at once, and reaching 2 needs two processes.
     await queues().updateQueue({ name: "limited", settings: { concurrency: 2 }, updateMask: { paths: ["concurrency"] } });
-    await Promise.all([1, 2, 3].map(() => worker(["-n", "4", "--queues", "limited"])));
+    await Promise.all([1, 2, 3].map(() => worker(["-n", "1", "--queues", "limited"])));
+    // All three registered before the race starts, so the first one up cannot take every attempt.
+    await waitFor(
+      async () => (await pool().query("select count(*)::int as n from workers where 'limited' = any(queues)")).rows[0].n === 3,
+      "the three workers to register",
+      60_000,
+    );
     const ids = await createMany("limited", 24, "sleep 0.2");
     let max = 0;
     const samples: number[] = [];
