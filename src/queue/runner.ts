@@ -16,7 +16,7 @@ import { QUEUE_CHANNEL } from "../store/queues.js";
 import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
-import { releaseJobLocks } from "../store/reconcile.js";
+import { releaseJobLocks, removeStaleJobs } from "../store/reconcile.js";
 import { deleteExpiredTasks } from "../store/retention.js";
 import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
@@ -88,6 +88,9 @@ export const RETENTION_TASK = "task_retention";
 /** Longest a retention pass runs; the next pass continues where it stopped. */
 const RETENTION_BUDGET_MS = 60_000;
 
+/** After a lost job completion, how long past the lease the sweep waits (and waits again while the database is away). */
+const STALE_SWEEP_RETRY_MS = 2_000;
+
 /** How often each worker process looks for liveness locks left free (a worker process that died). */
 const EXIT_WATCH_MS = 250;
 
@@ -114,10 +117,11 @@ export function leaseTiming(config: Pick<Config, "leaseMs" | "heartbeatIntervalM
  * re-running it is a no-op, and the reconciler removes it (removeStaleJobs). Any other
  * unhandled rejection keeps Node's behaviour: it is a bug, and the process exits.
  */
-function survivingLostCompletions(logger: Logger): () => void {
+function survivingLostCompletions(logger: Logger, onLost: () => void): () => void {
   const onRejection = (reason: unknown) => {
     if (isDatabaseUnavailable(reason)) {
-      logger.warn({ err: errorMessage(reason) }, "graphile-worker could not record a job's completion (database unavailable); the reconciler releases the job");
+      logger.warn({ err: errorMessage(reason) }, "graphile-worker could not record a job's completion (database unavailable); the job is removed once its lock is a lease old");
+      onLost();
       return;
     }
     throw reason;
@@ -202,7 +206,32 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const compiler = schemaCompiler();
   for (const version of served) compileSchema(compiler, version.parameterSchema, version.name);
   const registerTypes = () => registerWorkerTypes(db.kysely, workerId, served);
-  const stopSurviving = survivingLostCompletions(logger);
+  // A lost completion leaves its job locked by this live process, which the minute's full pass
+  // would only remove a minute or more later: sweep once its lock is a lease old (retrying while
+  // the database is still away), so the queue is clean within seconds of the outage.
+  let sweep: NodeJS.Timeout | undefined;
+  let sweepsStopped = false;
+  const sweepStaleJobs = (delayMs: number) => {
+    if (sweepsStopped) return;
+    sweep ??= setTimeout(() => {
+      removeStaleJobs(db.kysely, config.leaseMs).then(
+        (n) => {
+          sweep = undefined;
+          if (n > 0) logger.info({ jobs: n }, "removed jobs whose completion was lost");
+        },
+        () => {
+          sweep = undefined;
+          sweepStaleJobs(STALE_SWEEP_RETRY_MS);
+        },
+      );
+    }, delayMs);
+  };
+  const stopHandlingLost = survivingLostCompletions(logger, () => sweepStaleJobs(config.leaseMs + STALE_SWEEP_RETRY_MS));
+  const stopSurviving = () => {
+    stopHandlingLost();
+    sweepsStopped = true;
+    clearTimeout(sweep);
+  };
 
   // The ids graphile-worker locks jobs under in this process (its pool's, for the local queue, and
   // each slot's), reported with every heartbeat so the reconciler can release them if we die.

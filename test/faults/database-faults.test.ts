@@ -4,7 +4,7 @@ import path from "node:path";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { checkTaskHistory } from "../../scripts/chaos/check-history.js";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { loadConfig } from "../../src/config.js";
@@ -63,6 +63,18 @@ async function restartPostgres(downMs: number): Promise<void> {
   cluster = await startEmbeddedPostgres(pgDir, logger);
 }
 
+/** SIGTERM, and SIGKILL if still running after 30 s, so a failed test leaves no worker to take the next one's tasks. */
+async function stopWorkers(running: CliProcess[]): Promise<void> {
+  await Promise.all(
+    running.filter(alive).map(async (w) => {
+      w.child.kill("SIGTERM");
+      const killer = setTimeout(() => w.child.kill("SIGKILL"), 30_000);
+      await w.exited;
+      clearTimeout(killer);
+    }),
+  );
+}
+
 /** Every task with the prefix, once all are terminal (on a time-out, what the workers said). */
 async function settled(prefix: string, count: number, timeoutMs: number) {
   return waitFor(
@@ -88,6 +100,7 @@ describe("PostgreSQL faults", () => {
         : { name: `restarts-${i}`, type: "noop", parameters: { sleep_ms: 100 + (i % 7) * 100 } as JsonObject },
     );
     await client().createTasks({ tasks });
+    onTestFinished(() => stopWorkers(running));
     for (let i = 0; i < 8; i++) {
       await sleep(1_500);
       await restartPostgres(1_000);
@@ -103,13 +116,12 @@ describe("PostgreSQL faults", () => {
       );
       throw new Error(`${String(err)}: ${JSON.stringify(rows)}`);
     });
-    for (const w of running) w.child.kill("SIGTERM");
-    await Promise.all(running.map((w) => w.exited));
   }, 240_000);
 
   it("down for 90 s: no worker exits, attempts that finished meanwhile are recorded as they ended, nothing ran twice", async () => {
     const spools = [path.join(dir, "spool-0"), path.join(dir, "spool-1")];
     const running = await startWorkers(2, (i) => ({ TASK_SPOOL_DIR: spools[i]! }));
+    onTestFinished(() => stopWorkers(running));
     // One attempt each: a lost one would end FAILED. They finish 20 s into the outage.
     const { tasks } = await client().createTasks({
       tasks: [1, 2, 3, 4].map((i) => ({ name: `outage-${i}`, type: "noop", parameters: { sleep_ms: 25_000 }, maxAttempts: 1 })),
