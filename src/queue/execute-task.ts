@@ -4,6 +4,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
+import type { ClaimBatcher } from "./claim-batcher.js";
 import { claimAttempt, claimRefusal, deferJob, recordOutcome, type AttemptOutcome, type ClaimContext } from "../store/attempts.js";
 import type { Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
@@ -71,6 +72,8 @@ export interface ExecuteDeps {
   metrics?: Metrics;
   /** This process's view of held queues (told when a claim was refused or a limited queue's attempt ended). */
   queueGate?: QueueGate;
+  /** Group commit of claims (claim-batcher.ts); unset: each claim is its own statement. */
+  claims?: ClaimBatcher;
   /**
    * How long a plugin may take to settle after its signal fired (timeout, cancel, shutdown) before
    * the attempt ends without it: a plugin that ignores its signal or never resolves must not hold
@@ -133,12 +136,22 @@ export function parsePayload(payload: unknown): RunTaskPayload | undefined {
  * Be careful about what can throw here: once the task is claimed it is RUNNING and owned by this
  * worker, so every path must reach recordOutcome, or leave the task for the reconciler to rescue.
  */
-export async function executeTask(deps: ExecuteDeps, payload: RunTaskPayload, jobId: string, shutdown: AbortSignal, context?: ClaimContext): Promise<void> {
+export async function executeTask(
+  deps: ExecuteDeps,
+  payload: RunTaskPayload,
+  job: { id: string; queue: string },
+  shutdown: AbortSignal,
+  context?: ClaimContext,
+): Promise<void> {
   const { taskId, attempt } = payload;
   const logger = deps.logger.child({ taskId, attempt });
+  const claim = () =>
+    deps.claims && context
+      ? deps.claims.claim({ taskId, attempt, jobId: job.id, queue: job.queue, context })
+      : claimAttempt(deps.db, taskId, attempt, deps.workerId, job.id, context);
   // Waiting out an outage here, rather than throwing, keeps graphile-worker from having to record a
   // job failure while the database is away (a write it does not await, and so can lose).
-  const task = await untilAvailable(() => claimAttempt(deps.db, taskId, attempt, deps.workerId, jobId, context), "claiming an attempt", logger, shutdown);
+  const task = await untilAvailable(claim, "claiming an attempt", logger, shutdown);
   if (!task) {
     await keepRefusedJob(deps, taskId, attempt, logger, shutdown);
     return;

@@ -9,6 +9,11 @@ export function runTaskIdentifier(queue: string, type: string): string {
   return `run:${queue}:${type}`;
 }
 
+/** The queue of a runTaskIdentifier (`run:<queue>:<type>`). */
+export function queueOf(identifier: string): string {
+  return identifier.split(":")[1] ?? "";
+}
+
 /** The prefix every runTaskIdentifier starts with (for SQL that selects our jobs: `like 'run:%'`). */
 export const RUN_TASK_PREFIX = "run:";
 

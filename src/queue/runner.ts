@@ -22,7 +22,8 @@ import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transition
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
-import { runTaskIdentifier } from "./jobs.js";
+import { queueOf, runTaskIdentifier } from "./jobs.js";
+import { ClaimBatcher } from "./claim-batcher.js";
 import { QueueGate } from "./queue-gate.js";
 import { OutcomeSpool } from "./outcome-spool.js";
 import { OutcomeWriter } from "./outcome-writer.js";
@@ -198,6 +199,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     metrics: options.metrics,
     abandonAfterAbortMs: options.abandonAfterAbortMs,
     queueGate: gate,
+    claims: new ClaimBatcher(db, workerId, (queue) => gate.isLimited(queue)),
   };
   // The types this process serves, as it registers them (task_types): the server validates
   // CreateTask against them and ListTaskTypes shows this worker serving them. A schema ajv cannot
@@ -357,7 +359,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     const context: ClaimContext = { jobPriority: helpers.job.priority, identifiers, forbiddenFlags: gate.forbidden() };
     active++;
     try {
-      await executeTask(deps, parsed, String(helpers.job.id), helpers.abortSignal, context);
+      await executeTask(deps, parsed, { id: String(helpers.job.id), queue: queueOf(helpers.job.task_identifier) }, helpers.abortSignal, context);
     } finally {
       active--;
     }
@@ -365,7 +367,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const taskList: TaskList = Object.fromEntries(identifiers.map((identifier) => [identifier, runAttempt]));
   let runner: Runner;
   try {
-    runner = await run({
+    // A database that goes away while this process starts is waited out, as it is once running.
+    runner = await retryWhileUnavailable(() => run({
       pgPool: db.pool,
       concurrency: config.workerConcurrency,
       noHandleSignals: true,
@@ -397,7 +400,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
           logger.debug({ ...result, aged }, "reconcile pass");
         },
       },
-    });
+    }), "starting graphile-worker", Number.POSITIVE_INFINITY, logger);
   } catch (err) {
     clearInterval(beat);
     clearInterval(rescue);

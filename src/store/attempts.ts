@@ -1,4 +1,4 @@
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type RawBuilder } from "kysely";
 import { queryPrepared, type Db } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
 import { jobSpecsFrom } from "./jobs.js";
@@ -43,16 +43,7 @@ export async function claimAttempt(
   jobId: string,
   context?: ClaimContext,
 ): Promise<TaskRow | undefined> {
-  const better = context
-    ? sql`
-        and not exists (
-          select 1 from graphile_worker._private_jobs j
-          where j.is_available = true and j.run_at <= now() and j.priority < ${context.jobPriority}::int
-            and j.task_id in (select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${context.identifiers}::text[]))
-            and (j.flags is null or not (j.flags ?| ${context.forbiddenFlags}::text[]))
-            and j.key is distinct from ${`task:${taskId}`}::text)
-        `
-    : sql``;
+  const better = context ? betterJobWaiting(sql`${context.jobPriority}::int`, sql`${`task:${taskId}`}::text`, context) : sql``;
   const rows = await queryPrepared(db, context ? "task_claim_attempt_ordered" : "task_claim_attempt", transition({
     change: {
       set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(), started_at = now()`,
@@ -62,8 +53,63 @@ export async function claimAttempt(
         and task_queue_admits(queue)`,
     },
     details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
+    completeJob: true,
   }));
   return rows[0];
+}
+
+/** One claim of a batch (claimAttempts): attempt `attempt` of a task, under graphile-worker job `jobId` of priority `jobPriority`. */
+export interface ClaimRequest {
+  taskId: string;
+  attempt: number;
+  jobId: string;
+  jobPriority: number;
+}
+
+/**
+ * claimAttempt for many jobs of one worker process in ONE statement (its concurrent claims,
+ * coalesced by src/queue/claim-batcher.ts), for queues without a concurrency limit: each row passes
+ * its own guards (waiting for exactly this attempt, no pending cancel, no better job waiting) and
+ * gets its own history row. A queue that is paused or has a limit refuses the row here, whatever
+ * the worker's view of it: task_queue_admits counts a limited queue's RUNNING tasks once per
+ * statement, which would let a batch overshoot the limit, so those claims go one by one through
+ * claimAttempt. Returns, per claim in input order, the claimed row or undefined. Two claims of the
+ * same task (a duplicate job) cannot both win: the row is updated once and names the winning job.
+ */
+export async function claimAttempts(db: Db, workerId: string, claims: ClaimRequest[], context: Omit<ClaimContext, "jobPriority">): Promise<(TaskRow | undefined)[]> {
+  if (claims.length === 0) return [];
+  const input = JSON.stringify(claims.map((c) => ({ c_id: c.taskId, c_attempt: c.attempt, c_job: c.jobId, c_priority: c.jobPriority })));
+  const rows = await queryPrepared(db, "task_claim_attempts", transition({
+    change: {
+      set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = c.c_job, heartbeat_at = now(), started_at = now()`,
+      from: sql`(select distinct on (c_id) * from jsonb_to_recordset(${input}::jsonb) as r(c_id bigint, c_attempt int, c_job bigint, c_priority int) order by c_id, c_job) as c`,
+      where: sql`id = c.c_id and status in ('queued', 'retrying') and attempts = c.c_attempt - 1 and cancel_requested_at is null
+        ${betterJobWaiting(sql`c.c_priority`, sql`'task:' || c.c_id`, context)}
+        and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`,
+    },
+    details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
+    completeJob: true,
+  }));
+  const byJob = new Map(rows.map((row) => [`${row.id}:${row.job_id}`, row]));
+  return claims.map((c) => {
+    const row = byJob.get(`${c.taskId}:${c.jobId}`);
+    return row && row.attempts === c.attempt ? row : undefined;
+  });
+}
+
+/**
+ * The priority guard of a claim: a job this process could fetch and run has a better priority than
+ * the one being handled (`priority`; `key` is its task's job key, so its own job does not count).
+ */
+function betterJobWaiting(priority: RawBuilder<unknown>, key: RawBuilder<unknown>, context: Omit<ClaimContext, "jobPriority">): RawBuilder<unknown> {
+  return sql`
+    and not exists (
+      select 1 from graphile_worker._private_jobs j
+      where j.is_available = true and j.run_at <= now() and j.priority < ${priority}
+        and j.task_id in (select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${context.identifiers}::text[]))
+        and (j.flags is null or not (j.flags ?| ${context.forbiddenFlags}::text[]))
+        and j.key is distinct from ${key})
+    `;
 }
 
 /** Why a claim that changed nothing did not: the job is stale, or its task waits (queue held, or a better task first). */

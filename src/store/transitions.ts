@@ -35,6 +35,12 @@ export interface TransitionSpec {
   enqueue?: true | RawBuilder<boolean>;
   /** Remove each changed row's pending job. */
   removeJob?: boolean;
+  /**
+   * Delete each changed row's graphile-worker job (`job_id`, the job a claim is handling): the task
+   * row owns the attempt from now on, so graphile-worker's own completion of that job, when its
+   * handler returns, finds nothing and writes nothing (no commit to flush).
+   */
+  completeJob?: boolean;
   /** pg_notify(channel, payload) for each changed row for which `when` holds (default: every row). */
   notify?: { channel: string; payload: RawBuilder<string>; when?: RawBuilder<boolean> };
 }
@@ -104,6 +110,10 @@ export function transition(spec: TransitionSpec): RawBuilder<TaskRow> {
   if (spec.removeJob) {
     ctes.push(sql`removed as (select graphile_worker.remove_job(${taskJobKey("id")}) from changed)`);
     effects.push("removed");
+  }
+  if (spec.completeJob) {
+    // Data-modifying, so it runs without being read.
+    ctes.push(sql`completed as (delete from graphile_worker._private_jobs where id in (select job_id from changed))`);
   }
   if (spec.notify) {
     const { channel, payload, when } = spec.notify;

@@ -75,6 +75,14 @@ async function stopWorkers(running: CliProcess[]): Promise<void> {
   );
 }
 
+/** What the workers that exited printed last (the message of an "every worker stays alive" check). */
+function exitedOutput(running: CliProcess[]): string {
+  return running
+    .filter((w) => !alive(w))
+    .map((w) => `worker ${w.child.pid} exited:\n${w.output().slice(-4000)}`)
+    .join("\n");
+}
+
 /** Every task with the prefix, once all are terminal (on a time-out, what the workers said). */
 async function settled(prefix: string, count: number, timeoutMs: number) {
   return waitFor(
@@ -108,7 +116,7 @@ describe("PostgreSQL faults", () => {
     const done = await settled("restarts-", 150, 120_000);
     expect(done.flatMap((t) => checkTaskHistory(t))).toEqual([]);
     expect(done.filter((t) => t.status !== "succeeded").map((t) => `${t.name}: ${t.status} ${t.last_error}`)).toEqual([]);
-    expect(running.map(alive)).toEqual([true, true, true]);
+    expect(running.map(alive), exitedOutput(running)).toEqual([true, true, true]);
     // Completions graphile-worker lost in a restart leave locked jobs; the reconciler removes them.
     await waitFor(async () => (await pendingJobCounts(db.kysely)).jobs === 0, "no run_task job left", 30_000).catch(async (err: unknown) => {
       const { rows } = await db.pool.query(
@@ -132,7 +140,7 @@ describe("PostgreSQL faults", () => {
     // The outcomes wait on disk (and in memory) while the database is away.
     await waitFor(async () => (await Promise.all(spools.map((d) => readdir(d).catch(() => [])))).flat().length === 4, "four spooled outcomes", 60_000);
     await sleep(Math.max(0, 90_000 - (Date.now() - downAt)));
-    expect(running.map(alive)).toEqual([true, true]);
+    expect(running.map(alive), exitedOutput(running)).toEqual([true, true]);
     cluster = await startEmbeddedPostgres(pgDir, logger);
 
     const done = await settled("outage-", 4, 60_000);
@@ -143,7 +151,7 @@ describe("PostgreSQL faults", () => {
       expect(t.history.filter((h) => h.status === "running")).toHaveLength(1);
     }
     expect((await Promise.all(spools.map((d) => readdir(d).catch(() => [])))).flat()).toEqual([]);
-    expect(running.map(alive)).toEqual([true, true]);
+    expect(running.map(alive), exitedOutput(running)).toEqual([true, true]);
     expect(tasks).toHaveLength(4);
   }, 240_000);
 });
