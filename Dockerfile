@@ -66,5 +66,5 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.TASK_PORT || 8080) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
 # bin/task-cli.js runs dist/ (the image has no src/).
-ENTRYPOINT ["tini", "--", "node", "bin/task-cli.js"]
+ENTRYPOINT ["tini", "--", "node", "--max-semi-space-size=2", "bin/task-cli.js"]
 CMD ["server"]

@@ -1,4 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
+// --max-semi-space-size=2: V8's young generation grows to 16 MB per semi-space under a high allocation
+// rate (a draining worker), most of which stays resident; 2 MB keeps a draining `serve -n 10` near its
+// idle size at no throughput cost measured (docs/design/hot-path.md). npm start, the image's entrypoint and
+// the bench pass the flags of this line (scripts/bench/processes.ts reads them from here).
 // Runs the compiled build (dist/, `npm run build`) when it is there and built from the current sources,
 // with plain node; otherwise the TypeScript sources through tsx (a devDependency), so a fresh clone
 // needs only `npm install`. The image has dist/ and no src/, so it always runs the build.

@@ -8,6 +8,7 @@ import { readFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { cliNodeFlags } from "../../bin/node-flags.js";
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
 /** The CLI entry point operators run. */
@@ -67,7 +68,7 @@ async function until(probe: () => Promise<boolean>, what: string, child: ChildPr
 /** `task-cli server` on a free port, once it answers /readyz. */
 export async function startServerProcess(databaseUrl: string, dataDir: string): Promise<BenchProcess & { url: string }> {
   const port = await freePort();
-  const child = spawn(process.execPath, [cliPath, "server"], {
+  const child = spawn(process.execPath, [...cliNodeFlags(), cliPath, "server"], {
     env: serviceEnv(databaseUrl, { TASK_PORT: String(port), TASK_DATA_DIR: dataDir }),
     stdio: ["ignore", "ignore", "inherit"],
   });
@@ -83,7 +84,7 @@ export async function startServeProcess(
   concurrency: number,
   registered: (pid: number) => Promise<boolean>,
 ): Promise<BenchProcess> {
-  const child = spawn(process.execPath, [cliPath, "serve", "-n", String(concurrency)], {
+  const child = spawn(process.execPath, [...cliNodeFlags(), cliPath, "serve", "-n", String(concurrency)], {
     env: serviceEnv(databaseUrl, { TASK_DATA_DIR: dataDir }),
     stdio: ["ignore", "ignore", "inherit"],
   });

@@ -3,6 +3,7 @@ import { readdirSync, statSync } from "node:fs";
 import { builtinModules } from "node:module";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { cliNodeFlags } from "../../bin/node-flags.js";
 import { buildProgram } from "../../src/cli/program.js";
 import { root, read, exists, configVariables, ENV_NAME, defaults, parseCli, serviceCommands } from "../helpers/deployment.js";
 
@@ -159,11 +160,13 @@ describe("Dockerfile", () => {
   it("runs bin/task-cli.js, the package's bin, with a service command", () => {
     const entrypoint = execForm(only(instructions, "ENTRYPOINT"));
     // tini reaps what shell tasks leave behind; it must be installed for the entrypoint to work.
-    expect(entrypoint).toEqual(["tini", "--", "node", "bin/task-cli.js"]);
+    expect(entrypoint).toEqual(["tini", "--", "node", ...cliNodeFlags(), "bin/task-cli.js"]);
     expect(read("Dockerfile")).toMatch(/apt-get install[^\n]*\btini\b/);
-    expect(exists(entrypoint[3]!)).toBe(true);
-    const pkg = JSON.parse(read("package.json")) as { bin: Record<string, string> };
-    expect(Object.values(pkg.bin)).toContain(entrypoint[3]);
+    expect(exists(entrypoint.at(-1)!)).toBe(true);
+    const pkg = JSON.parse(read("package.json")) as { bin: Record<string, string>; scripts: Record<string, string> };
+    // The same flags as the bin's #! line, so `npm start` and the image run it as `task-cli` does.
+    expect(pkg.scripts.start).toBe(["node", ...cliNodeFlags(), "bin/task-cli.js", "up"].join(" "));
+    expect(Object.values(pkg.bin)).toContain(entrypoint.at(-1));
     const cmd = execForm(only(instructions, "CMD"));
     expect(parseCli(cmd).command).toBe("server");
   });
