@@ -54,6 +54,9 @@ describe("definePlugin", () => {
     expect(() => definePlugin({ ...ok, name: "dates", parameters: z.object({ at: z.date() }) })).toThrow(/cannot be expressed as JSON Schema/);
     expect(() => definePlugin({ ...ok, name: "slow", defaults: { timeoutMs: 0 } })).toThrow(/defaults.timeoutMs/);
     expect(() => definePlugin({ ...ok, name: "many", defaults: { maxAttempts: 101 } })).toThrow(/defaults.maxAttempts/);
+    // Queue names cannot hold ':' (job identifiers are run:<queue>:<type>) nor capitals.
+    expect(() => definePlugin({ ...ok, name: "colon", defaults: { queue: "a:b" } })).toThrow(/defaults.queue must be a queue name/);
+    expect(() => definePlugin({ ...ok, name: "caps", defaults: { queue: "Mail" } })).toThrow(/defaults.queue must be a queue name/);
   });
 });
 
@@ -82,11 +85,16 @@ describe("startWorker", () => {
 
     const w = await worker({ plugins: [greet] });
     const task = await client.submit(greet, { who: "ada", times: 2 });
-    // Defaults come from the registered type; the schema's default is applied by the server.
-    expect(task).toMatchObject({ maxAttempts: 2, status: TaskStatus.QUEUED });
+    // Defaults come from the registered type (the queue too: the worker serves its plugins' default
+    // queues); the schema's default is applied by the server.
+    expect(task).toMatchObject({ maxAttempts: 2, status: TaskStatus.QUEUED, queue: "greetings" });
+    // A queue named in the request wins over the type's default.
+    const elsewhere = await client.createTask({ name: "elsewhere", type: "greet", parameters: { who: "bo" }, queue: "default" });
+    expect(elsewhere.task?.queue).toBe("default");
     expect(task.parameters).toEqual({ who: "ada", times: 2 });
     const done = await client.waitFor(task.id);
     expect(done.status).toBe(TaskStatus.SUCCEEDED);
+    expect((await client.waitFor(elsewhere.task!.id)).status).toBe(TaskStatus.SUCCEEDED);
     expect(done.result).toEqual({ greeted: "ada", task: String(task.id), attempt: 1 });
     const logs = await client.getTaskLogs({ id: task.id });
     expect(logs.lines.map((l) => l.line)).toEqual(["hello ada", "hello ada"]);

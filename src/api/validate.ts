@@ -99,8 +99,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
   }
   if (req.idempotencyKey.length > 200) v.add(`${prefix}idempotency_key`, "must be at most 200 characters");
   else if (containsUnstorable(req.idempotencyKey)) v.add(`${prefix}idempotency_key`, UNSTORABLE_REASON);
-  const queue = req.queue === "" ? DEFAULT_QUEUE : req.queue;
-  const queueProblem = queueNameProblem(queue);
+  const queueProblem = req.queue === "" ? undefined : queueNameProblem(req.queue);
   if (queueProblem) v.add(`${prefix}queue`, queueProblem);
   let runAt: Date | null = null;
   if (req.runAt) {
@@ -131,6 +130,8 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
   const plugin = registry.resolve(req.type, `${prefix}type`);
   const parameters = registry.parse(plugin, req.parameters ?? {}, `${prefix}parameters`);
   const maxAttempts = req.maxAttempts || plugin.defaults.maxAttempts;
+  // No queue named: the type's default queue (registered with it), else `default`.
+  const queue = req.queue || plugin.defaults.queue || DEFAULT_QUEUE;
   const resolvedTimeout = Math.round(timeoutMs ?? plugin.defaults.timeoutMs);
   const idempotencyKey = req.idempotencyKey === "" ? null : req.idempotencyKey;
   return {

@@ -182,7 +182,7 @@ export class TaskTypeCatalog {
     const sameVersion = local && this.localVersions.get(type)?.schemaHash === version.schemaHash ? local : undefined;
     return {
       name: type,
-      defaults: { timeoutMs: version.defaultTimeoutMs, maxAttempts: version.defaultMaxAttempts },
+      defaults: { timeoutMs: version.defaultTimeoutMs, maxAttempts: version.defaultMaxAttempts, ...(version.defaultQueue ? { queue: version.defaultQueue } : {}) },
       version,
       local: sameVersion,
     };

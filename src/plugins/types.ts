@@ -73,6 +73,8 @@ export interface AttemptLease {
 export interface PluginDefaults {
   timeoutMs: number;
   maxAttempts: number;
+  /** The queue a task goes to when its request names none (default: `default`). */
+  queue?: string;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { compileSchema, parameterJsonSchema, schemaCompiler } from "../plugins/catalog.js";
 import type { Plugin, PluginContext } from "../plugins/types.js";
+import { QUEUE_NAME_PATTERN } from "../store/queues.js";
 
 /** A task type's name: what CreateTask's `type` says. Lower case, digits, `_`, `.`, `-`; at most 100 characters. */
 const NAME = /^[a-z][a-z0-9_.-]{0,99}$/;
@@ -73,8 +74,8 @@ export function definePlugin<S extends z.ZodObject>(definition: PluginDefinition
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
     throw new RangeError(`definePlugin(${name}): defaults.maxAttempts must be an integer between 1 and 100`);
   }
-  if (defaults.queue !== undefined && !/^[A-Za-z0-9_.:-]{1,100}$/.test(defaults.queue)) {
-    throw new RangeError(`definePlugin(${name}): defaults.queue must be 1-100 letters, digits or _ . : -`);
+  if (defaults.queue !== undefined && !QUEUE_NAME_PATTERN.test(defaults.queue)) {
+    throw new RangeError(`definePlugin(${name}): defaults.queue must be a queue name: 1-64 of a-z, 0-9, _ - . starting with a letter or digit`);
   }
   return Object.freeze({
     name,

@@ -21,6 +21,11 @@ export interface StartWorkerOptions {
    * `enableShell`.
    */
   builtins?: boolean | BuiltinTypeName[];
+  /**
+   * The queues to serve (default: TASK_QUEUES if set, else `default` and the default queues of
+   * `plugins`, so a plugin's tasks, which go to its default queue, are fetched by its own worker).
+   */
+  queues?: string[];
   /** Run shell tasks (with builtins including shell). */
   enableShell?: boolean;
   /** Serve Prometheus metrics on this port (default none, or TASK_METRICS_PORT). */
@@ -70,7 +75,10 @@ export async function startWorker(options: StartWorkerOptions): Promise<Worker> 
   if (!Array.isArray(plugins) || plugins.length === 0) throw new TypeError("startWorker: plugins must list at least one plugin (see definePlugin)");
   // Refused before anything connects: a duplicate name is a programming error.
   new PluginRegistry(plugins as Plugin[]);
+  const env = options.env ?? process.env;
+  const queues = options.queues ?? (env.TASK_QUEUES || options.config?.workerQueues ? undefined : servedQueues(plugins));
   const overrides: ConfigOverrides = {
+    ...(queues === undefined ? {} : { workerQueues: queues }),
     ...options.config,
     databaseUrl: options.databaseUrl,
     ...(options.concurrency === undefined ? {} : { workerConcurrency: options.concurrency }),
@@ -80,7 +88,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<Worker> 
     ...(options.spoolDir === undefined ? {} : { spoolDir: options.spoolDir }),
     ...(options.logLevel === undefined ? {} : { logLevel: options.logLevel }),
   };
-  const config = loadConfig(overrides, options.env ?? process.env);
+  const config = loadConfig(overrides, env);
   if (config.workerConcurrency < 1) throw new RangeError("startWorker: concurrency must be at least 1");
   const logger = options.logger ?? createLogger(config.logLevel);
   const wanted = options.builtins ?? false;
@@ -100,4 +108,9 @@ export async function startWorker(options: StartWorkerOptions): Promise<Worker> 
   });
   const workers = services.workers!;
   return { workerId: workers.workerId, inFlight: () => workers.inFlight(), stop: () => services.stop() };
+}
+
+/** `default` and the plugins' default queues. */
+function servedQueues(plugins: readonly { defaults: { queue?: string } }[]): string[] {
+  return [...new Set(["default", ...plugins.flatMap((p) => (p.defaults.queue ? [p.defaults.queue] : []))])];
 }

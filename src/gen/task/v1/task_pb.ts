@@ -690,7 +690,8 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
   idempotencyKey: string;
 
   /**
-   * The queue to wait in; empty means "default". 1-64 characters: a-z, 0-9, "_", "-", ".",
+   * The queue to wait in; empty means the type's default queue (TaskType.default_queue), else
+   * "default". 1-64 characters: a-z, 0-9, "_", "-", ".",
    * starting with a letter or digit; anything else is INVALID_ARGUMENT.
    *
    * @generated from field: string queue = 50;
