@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { reconcile } from "../src/queue/reconcile.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
@@ -79,12 +79,14 @@ describe("reconciler", () => {
       TASK_HEARTBEAT_MS: "200",
       LOG_LEVEL: "warn",
     });
+    onTestFinished(() => void victim.child.kill("SIGKILL"));
     const { tasks } = await api.client.createTasks({ tasks: [1, 2, 3, 4].map((i) => ({ name: `queued-${i}`, type: "noop", parameters: { sleep_ms: 1_500 } })) });
-    // One running, the other three fetched and locked by the victim's local queue.
+    // One running (its claim took its job over), the other three fetched and locked by the victim's local queue.
     await waitFor(async () => {
       const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where starts_with(task_identifier, 'run:') and locked_at is not null");
-      return locked.rows[0].n === 4;
-    }, "the victim to lock all four jobs", 30_000);
+      const running = await sqlQuery("select count(*)::int as n from tasks where id = any($1::bigint[]) and status = 'running'", [tasks.map((t) => t.id.toString())]);
+      return locked.rows[0].n === 3 && running.rows[0].n === 1;
+    }, "the victim to run one task and lock the other three jobs", 30_000);
     const registered = await sqlQuery("select graphile_ids from workers");
     expect(registered.rows).toHaveLength(1);
     victim.child.kill("SIGKILL");

@@ -27,19 +27,21 @@ async function worker(env: Record<string, string> = {}): Promise<CliProcess> {
 
 describe("write-behind outcomes", () => {
   it("kill -9 with outcomes not yet flushed: every task is retried and succeeds once, with a legal history", async () => {
-    // A flush a minute away: the attempts end, their jobs complete, their outcomes wait in memory.
+    // A flush a minute away: the attempts end, their outcomes wait in memory. (Their jobs are gone
+    // from the claim on; the worker's heartbeat says when none of its slots is busy any more.)
     const victim = await worker({ TASK_OUTCOME_FLUSH_MS: "60000" });
     const { tasks } = await api.client.createTasks({ tasks: Array.from({ length: 12 }, (_, i) => ({ name: `unflushed-${i}`, type: "noop" })) });
     const ids = tasks.map((t) => String(t.id));
     await waitFor(async () => {
       const { rows } = await pool().query(
         `select count(*) filter (where t.status = 'running') as running,
-                (select count(*) from graphile_worker.jobs j where j.key = any(array(select 'task:' || x from unnest($1::text[]) x))) as jobs
+                (select count(*) from graphile_worker.jobs j where j.key = any(array(select 'task:' || x from unnest($1::text[]) x))) as jobs,
+                (select count(*) from workers w where w.pid = $2 and w.busy = 0 and w.heartbeat_at > max(t.started_at) + interval '1 second') as idle
          from tasks t where t.id = any($1::bigint[])`,
-        [ids],
+        [ids, victim.child.pid],
       );
-      return Number(rows[0].running) === ids.length && Number(rows[0].jobs) === 0;
-    }, "every attempt to end with its outcome unflushed (task RUNNING, job completed)");
+      return Number(rows[0].running) === ids.length && Number(rows[0].jobs) === 0 && Number(rows[0].idle) === 1;
+    }, "every attempt to end with its outcome unflushed (task RUNNING, no slot busy)");
     victim.child.kill("SIGKILL");
     await victim.exited;
 
@@ -73,9 +75,14 @@ describe("write-behind outcomes", () => {
     const { tasks } = await api.client.createTasks({ tasks: Array.from({ length: 5 }, (_, i) => ({ name: `flushed-at-stop-${i}`, type: "noop" })) });
     const ids = tasks.map((t) => String(t.id));
     await waitFor(async () => {
-      const { rows } = await pool().query("select count(*) as n from graphile_worker.jobs where key = any(array(select 'task:' || x from unnest($1::text[]) x))", [ids]);
-      return Number(rows[0].n) === 0;
-    }, "the attempts to end");
+      const { rows } = await pool().query(
+        `select count(*) filter (where t.status = 'running') as running,
+                (select count(*) from workers w where w.pid = $2 and w.busy = 0 and w.heartbeat_at > max(t.started_at) + interval '1 second') as idle
+         from tasks t where t.id = any($1::bigint[])`,
+        [ids, w.child.pid],
+      );
+      return Number(rows[0].running) === ids.length && Number(rows[0].idle) === 1;
+    }, "the attempts to end with their outcomes held");
     const stoppedAt = Date.now();
     w.child.kill("SIGTERM");
     await w.exited;
