@@ -93,8 +93,9 @@ describe("worker faults", () => {
       workers: started.filter(alive),
     });
     process.stdout.write(`rescue latency over ${result.trials.length} trials: ${result.summary}\n`);
-    // The lease is 3 s here: every trial was rescued by the liveness lock, not by the lease.
-    for (const ms of result.trials) expect(ms).toBeLessThan(3_000);
+    // The issue's bound, in every trial; the lease is 3 s here, so each was rescued by the liveness
+    // lock, not by the lease.
+    for (const ms of result.trials) expect(ms).toBeLessThanOrEqual(2_000);
   }, 180_000);
 
   it("SIGSTOP past the lease, then SIGCONT: the stopped worker's commands die before the retries start, one outcome each", async () => {
