@@ -3,8 +3,11 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { expect } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { DEFAULT_DASHBOARD_DIR } from "../../src/api/dashboard.js";
+import type { Workers } from "../../src/queue/runner.js";
+import { startTestApi, type TestApi } from "../helpers/api.js";
+import { startTestWorkers } from "../helpers/workers.js";
 
 /** Debian's Chromium (`apt-get install chromium`); playwright-core downloads nothing. */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -89,3 +92,40 @@ export async function screenshotPhone(
     await phone.close();
   }
 }
+
+/**
+ * What a dashboard test file shares, set up by useDashboardSuite's hooks: a server with workers and a
+ * browser for the file, and for each test a fresh page that must log no console error.
+ */
+export interface DashboardSuite {
+  api: TestApi;
+  workers: Workers;
+  browser: Browser;
+  /** This test's page and its console watch. */
+  w: WatchedPage;
+  page: Page;
+}
+
+/** Registers the hooks of a dashboard test file (see DashboardSuite); `workers` configures its workers. */
+export function useDashboardSuite(options: { workers?: Parameters<typeof startTestWorkers>[1] } = {}): DashboardSuite {
+  const suite = {} as DashboardSuite;
+  beforeAll(async () => {
+    [suite.api, suite.browser] = await Promise.all([startTestApi(), launchBrowser()]);
+    suite.workers = await startTestWorkers(suite.api.database, options.workers);
+  });
+  afterAll(async () => {
+    await suite.browser?.close();
+    await suite.workers?.stop();
+    await suite.api?.close();
+  });
+  beforeEach(async () => {
+    suite.w = await openPage(suite.browser);
+    suite.page = suite.w.page;
+  });
+  afterEach(async () => {
+    expectNoConsoleErrors(suite.w);
+    await suite.w.close();
+  });
+  return suite;
+}
+

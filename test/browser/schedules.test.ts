@@ -1,44 +1,20 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import type { Browser, Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { ScheduleService } from "../../src/gen/task/v1/schedule_pb.js";
-import type { Workers } from "../../src/queue/runner.js";
-import { startTestApi, type TestApi } from "../helpers/api.js";
 import { waitFor } from "../helpers/wait.js";
-import { startTestWorkers } from "../helpers/workers.js";
-import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone, type WatchedPage } from "./harness.js";
+import { screenshot, screenshotPhone, useDashboardSuite } from "./harness.js";
 
 // A browser, a server and workers on two shared cores: allow for a slow machine.
 vi.setConfig({ testTimeout: 180_000 });
 
-let api: TestApi;
+const suite = useDashboardSuite();
 let schedules: Client<typeof ScheduleService>;
-let workers: Workers;
-let browser: Browser;
-let w: WatchedPage;
-let page: Page;
-
-beforeAll(async () => {
-  [api, browser] = await Promise.all([startTestApi(), launchBrowser()]);
-  schedules = createClient(ScheduleService, createConnectTransport({ baseUrl: api.server.url, httpVersion: "1.1" }));
-  workers = await startTestWorkers(api.database);
-});
-afterAll(async () => {
-  await browser?.close();
-  await workers?.stop();
-  await api?.close();
-});
-beforeEach(async () => {
-  w = await openPage(browser);
-  page = w.page;
-});
-afterEach(async () => {
-  expectNoConsoleErrors(w);
-  await w.close();
+beforeAll(() => {
+  schedules = createClient(ScheduleService, createConnectTransport({ baseUrl: suite.api.server.url, httpVersion: "1.1" }));
 });
 
-const url = (path: string) => `${api.server.url}${path}`;
+const url = (path: string) => `${suite.api.server.url}${path}`;
 const pausedInApi = async (name: string) => (await schedules.getSchedule({ name })).schedule!.spec!.paused;
 
 describe("schedules", () => {
@@ -49,8 +25,8 @@ describe("schedules", () => {
     await schedules.createSchedule({ spec: { name: "heartbeat", cron: "*/5 * * * *", task: { type: "noop" }, paused: true } });
 
     // Straight to the URL: the server answers /schedules with the dashboard, and the nav marks it.
-    await page.goto(url("/schedules"));
-    const row = page.locator('tr[data-schedule="nightly report"]');
+    await suite.page.goto(url("/schedules"));
+    const row = suite.page.locator('tr[data-schedule="nightly report"]');
     await row.waitFor();
     await row.getByText("0 7 * * *").waitFor();
     await row.getByText("Europe/Paris").waitFor();
@@ -58,8 +34,8 @@ describe("schedules", () => {
     const next = await row.getByTestId("next-run").locator("time").getAttribute("datetime");
     expect(new Date(next!).getTime()).toBeGreaterThan(Date.now());
     expect(await row.getByTestId("paused").count()).toBe(0);
-    await page.locator('tr[data-schedule="heartbeat"]').getByTestId("paused").waitFor();
-    expect(await page.getByRole("link", { name: "Schedules" }).getAttribute("aria-current")).toBe("page");
+    await suite.page.locator('tr[data-schedule="heartbeat"]').getByTestId("paused").waitFor();
+    expect(await suite.page.getByRole("link", { name: "Schedules" }).getAttribute("aria-current")).toBe("page");
 
     // Pause: the page says so, and so does the API; no next run while paused.
     await row.getByRole("button", { name: "Pause" }).click();
@@ -82,21 +58,21 @@ describe("schedules", () => {
     const startedLink = row.getByRole("link", { name: /^task #\d+$/ });
     await startedLink.waitFor();
     const taskId = /#(\d+)/.exec((await startedLink.textContent())!)![1]!;
-    const task = (await api.client.getTask({ id: BigInt(taskId) })).task!;
+    const task = (await suite.api.client.getTask({ id: BigInt(taskId) })).task!;
     expect(task.scheduleId).toBe(created.id);
     expect(task.name).toBe("nightly report");
     // The last run shows up with its task's status.
     await row.getByRole("link", { name: `Last task #${taskId}` }).getByText("SUCCEEDED").waitFor();
-    await screenshot(page, "schedules-desktop");
-    await screenshotPhone(browser, url("/schedules"), "schedules-phone", (p) => p.locator('tr[data-schedule="nightly report"]').getByText("SUCCEEDED").waitFor());
+    await screenshot(suite.page, "schedules-desktop");
+    await screenshotPhone(suite.browser, url("/schedules"), "schedules-phone", (p) => p.locator('tr[data-schedule="nightly report"]').getByText("SUCCEEDED").waitFor());
 
     // The schedule's name links to its tasks: the tasks view filtered by schedule id.
     await row.getByRole("link", { name: "nightly report" }).click();
-    await page.waitForURL((u) => u.pathname === "/tasks" && u.search === `?schedule=${created.id}`);
-    await page.locator(`tr[data-task-id="${taskId}"]`).waitFor();
-    await waitFor(async () => (await page.locator("tr[data-task-id]").count()) === 1, "only the schedule's task");
-    await page.getByRole("group", { name: "Schedule" }).getByRole("button", { name: `#${created.id}` }).waitFor();
-    await page.reload();
-    await page.locator(`tr[data-task-id="${taskId}"]`).waitFor();
+    await suite.page.waitForURL((u) => u.pathname === "/tasks" && u.search === `?schedule=${created.id}`);
+    await suite.page.locator(`tr[data-task-id="${taskId}"]`).waitFor();
+    await waitFor(async () => (await suite.page.locator("tr[data-task-id]").count()) === 1, "only the schedule's task");
+    await suite.page.getByRole("group", { name: "Schedule" }).getByRole("button", { name: `#${created.id}` }).waitFor();
+    await suite.page.reload();
+    await suite.page.locator(`tr[data-task-id="${taskId}"]`).waitFor();
   });
 });
