@@ -15,8 +15,8 @@ import { builtinPlugins } from "../../src/plugins/builtin.js";
 import { loadTasksWithHistory, pendingJobCounts } from "../../src/store/audit.js";
 import { openDb, type Db } from "../../src/store/db.js";
 import { migrate } from "../../src/store/migrate.js";
-import { alive, startWorkerProcess } from "../helpers/fault-workers.js";
-import type { CliProcess } from "../helpers/process.js";
+import { alive, faultWorkerEnv, startWorkerProcess } from "../helpers/fault-workers.js";
+import { spawnCli, type CliProcess } from "../helpers/process.js";
 import { waitFor } from "../helpers/wait.js";
 
 // This file stops PostgreSQL for real, so it runs a cluster of its own, with real worker processes.
@@ -154,4 +154,20 @@ describe("PostgreSQL faults", () => {
     expect(running.map(alive), exitedOutput(running)).toEqual([true, true]);
     expect(tasks).toHaveLength(4);
   }, 240_000);
+
+  it("a worker started while PostgreSQL is down waits for it, then runs tasks", async () => {
+    await cluster.stop();
+    const w = spawnCli(["serve", "-n", "2"], { DATABASE_URL: cluster.url, ...faultWorkerEnv });
+    workers.push(w);
+    onTestFinished(() => stopWorkers([w]));
+    await sleep(4_000);
+    expect(alive(w), exitedOutput([w])).toBe(true);
+    cluster = await startEmbeddedPostgres(pgDir, logger);
+    const { task } = await client().createTask({ name: "started-in-outage", type: "noop" });
+    const done = await settled("started-in-outage", 1, 60_000);
+    expect(done.map((t) => t.status)).toEqual(["succeeded"]);
+    expect(String(task!.id)).toBe(String(done[0]!.id));
+    expect(alive(w), exitedOutput([w])).toBe(true);
+  }, 120_000);
 });
+
