@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { run, type JobHelpers, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import type { Config } from "../config.js";
-import { errorMessage, isDatabaseUnavailable } from "../errors.js";
+import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
@@ -16,12 +16,13 @@ import { QUEUE_CHANNEL } from "../store/queues.js";
 import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
-import { releaseJobLocks, removeStaleJobs } from "../store/reconcile.js";
+import { releaseJobLocks } from "../store/reconcile.js";
 import { deleteExpiredTasks } from "../store/retention.js";
 import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
+import { surviveLostCompletions } from "./lost-completions.js";
 import { queueOf, runTaskIdentifier } from "./jobs.js";
 import { ClaimBatcher } from "./claim-batcher.js";
 import { QueueGate } from "./queue-gate.js";
@@ -89,9 +90,6 @@ export const RETENTION_TASK = "task_retention";
 /** Longest a retention pass runs; the next pass continues where it stopped. */
 const RETENTION_BUDGET_MS = 60_000;
 
-/** After a lost job completion, how long past the lease the sweep waits (and waits again while the database is away). */
-const STALE_SWEEP_RETRY_MS = 2_000;
-
 /** How often each worker process looks for liveness locks left free (a worker process that died). */
 const EXIT_WATCH_MS = 250;
 
@@ -109,26 +107,6 @@ export function leaseTiming(config: Pick<Config, "leaseMs" | "heartbeatIntervalM
     throw new Error(`TASK_HEARTBEAT_MS (${config.heartbeatIntervalMs}) must be well under TASK_LEASE_MS (${config.leaseMs}): at most about half of it`);
   }
   return { watchdogMs, renewalRttMs };
-}
-
-/**
- * graphile-worker 0.17 records a job's completion or failure without awaiting it (worker.js calls
- * completeJob/failJob and moves on), so when PostgreSQL goes away at that moment the rejection is
- * unhandled and Node would exit. Such a job stays locked; its task's outcome is guarded, so
- * re-running it is a no-op, and the reconciler removes it (removeStaleJobs). Any other
- * unhandled rejection keeps Node's behaviour: it is a bug, and the process exits.
- */
-function survivingLostCompletions(logger: Logger, onLost: () => void): () => void {
-  const onRejection = (reason: unknown) => {
-    if (isDatabaseUnavailable(reason)) {
-      logger.warn({ err: errorMessage(reason) }, "graphile-worker could not record a job's completion (database unavailable); the job is removed once its lock is a lease old");
-      onLost();
-      return;
-    }
-    throw reason;
-  };
-  process.on("unhandledRejection", onRejection);
-  return () => void process.removeListener("unhandledRejection", onRejection);
 }
 
 /**
@@ -208,32 +186,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const compiler = schemaCompiler();
   for (const version of served) compileSchema(compiler, version.parameterSchema, version.name);
   const registerTypes = () => registerWorkerTypes(db.kysely, workerId, served);
-  // A lost completion leaves its job locked by this live process, which the minute's full pass
-  // would only remove a minute or more later: sweep once its lock is a lease old (retrying while
-  // the database is still away), so the queue is clean within seconds of the outage.
-  let sweep: NodeJS.Timeout | undefined;
-  let sweepsStopped = false;
-  const sweepStaleJobs = (delayMs: number) => {
-    if (sweepsStopped) return;
-    sweep ??= setTimeout(() => {
-      removeStaleJobs(db.kysely, config.leaseMs).then(
-        (n) => {
-          sweep = undefined;
-          if (n > 0) logger.info({ jobs: n }, "removed jobs whose completion was lost");
-        },
-        () => {
-          sweep = undefined;
-          sweepStaleJobs(STALE_SWEEP_RETRY_MS);
-        },
-      );
-    }, delayMs);
-  };
-  const stopHandlingLost = survivingLostCompletions(logger, () => sweepStaleJobs(config.leaseMs + STALE_SWEEP_RETRY_MS));
-  const stopSurviving = () => {
-    stopHandlingLost();
-    sweepsStopped = true;
-    clearTimeout(sweep);
-  };
+  const stopSurviving = surviveLostCompletions(db.kysely, config.leaseMs, logger);
 
   // The ids graphile-worker locks jobs under in this process (its pool's, for the local queue, and
   // each slot's), reported with every heartbeat so the reconciler can release them if we die.
