@@ -55,6 +55,7 @@ describe("bulk actions", () => {
       expect(err.message).toMatch(field);
     };
     await bad({ action: BulkAction.CANCEL, selection: {} }, /selection: names no tasks/);
+    await bad({ action: BulkAction.CANCEL, selection: { namePrefix: "x".repeat(201) } }, /selection\.name_prefix: must be at most 200 characters/);
     await bad({ action: BulkAction.CANCEL }, /selection: is required/);
     await bad({ action: BulkAction.UNSPECIFIED, selection: { all: true } }, /action/);
     await bad({ action: 99 as BulkAction, selection: { all: true } }, /action/);
@@ -121,6 +122,22 @@ describe("bulk actions", () => {
     expect(Number(rows[0]!.n)).toBe(0);
     await expectCountsExact();
     expect(await historyProblems()).toEqual([]);
+  });
+
+  it("selects by name prefix as ListTasks does: case-sensitive, and % or _ match only themselves", async () => {
+    const stem = `bulk-prefix-${Date.now()}`;
+    const names = [`${stem}_a`, `${stem}_b`, `${stem}xa`, `${stem.toUpperCase()}_c`];
+    await api.client.createTasks({ tasks: names.map((name) => ({ ...taskRequest({ runAt: later() }), name })) });
+    const selection = { namePrefix: `${stem}_` };
+    const listed = await api.client.listTasks({ namePrefix: selection.namePrefix, pageSize: 100 });
+    expect(listed.tasks.map((t) => t.name).sort()).toEqual([`${stem}_a`, `${stem}_b`]);
+    const dry = await control.bulkTasks({ action: BulkAction.PAUSE, selection, dryRun: true });
+    expect([dry.matched, dry.eligible]).toEqual([2n, 2n]);
+    const paused = await control.bulkTasks({ action: BulkAction.PAUSE, selection });
+    expect(paused.changed).toBe(2n);
+    const { rows } = await sql<{ name: string; status: string }>`select name, status::text from tasks where name = any(${names}::text[])`.execute(db());
+    expect(names.map((name) => rows.find((r) => r.name === name)?.status)).toEqual(["paused", "paused", "queued", "queued"]);
+    await control.bulkTasks({ action: BulkAction.CANCEL, selection: { nameContains: stem } });
   });
 
   it("selects by queue: only the named queue's tasks change", async () => {

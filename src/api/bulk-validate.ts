@@ -79,8 +79,17 @@ export function validateBulkTasks(req: BulkTasksRequest): BulkRequest {
     if (sel.nameContains.length > 200) add("selection.name_contains", "must be at most 200 characters");
     else if (containsUnstorable(sel.nameContains)) add("selection.name_contains", UNSTORABLE_REASON);
     else if (sel.nameContains.trim() !== "") selection.nameContains = sel.nameContains;
+    if (sel.namePrefix.length > 200) add("selection.name_prefix", "must be at most 200 characters");
+    else if (containsUnstorable(sel.namePrefix)) add("selection.name_prefix", UNSTORABLE_REASON);
+    else if (sel.namePrefix !== "") selection.namePrefix = sel.namePrefix;
     const filtered =
-      sel.statuses.length > 0 || sel.types.length > 0 || sel.queues.length > 0 || sel.createdAfter !== undefined || sel.createdBefore !== undefined || sel.nameContains.trim() !== "";
+      sel.statuses.length > 0 ||
+      sel.types.length > 0 ||
+      sel.queues.length > 0 ||
+      sel.createdAfter !== undefined ||
+      sel.createdBefore !== undefined ||
+      sel.nameContains.trim() !== "" ||
+      sel.namePrefix !== "";
     if (sel.ids.length > 0 && (filtered || sel.all)) add("selection.ids", "cannot be combined with filters or all");
     // An empty selection is a forgotten filter far more often than a wish to touch every task.
     if (sel.ids.length === 0 && !filtered && !sel.all) add("selection", "names no tasks: give ids, at least one filter, or set all to select every task");

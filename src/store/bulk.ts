@@ -1,5 +1,7 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
 import type { Database, TaskStatus } from "./schema.js";
+import { retryOnConflict } from "./db.js";
+import { likePrefix } from "./tasks.js";
 import { pauseRunningTasks, pauseWaitingTasks, resumeTasks } from "./pause.js";
 import { CANCEL_CHANNEL, forcing, IN_ATTEMPT, transition, WAITING } from "./transitions.js";
 
@@ -20,6 +22,8 @@ export interface TaskSelection {
   createdBefore?: Date;
   /** Case-insensitive substring of the name. */
   nameContains?: string;
+  /** Case-sensitive start of the name (ListTasks' name_prefix). */
+  namePrefix?: string;
 }
 
 /** The selection as SQL conditions over tasks (none: every task). One line per filter. */
@@ -33,6 +37,7 @@ function selectionConditions(s: TaskSelection): RawBuilder<unknown>[] {
   if (s.createdBefore) c.push(sql`created_at < ${s.createdBefore}::timestamptz`);
   // strpos, not LIKE: the text is matched literally, % and _ included.
   if (s.nameContains) c.push(sql`strpos(lower(name), lower(${s.nameContains})) > 0`);
+  if (s.namePrefix) c.push(sql`name like ${likePrefix(s.namePrefix)}`);
   return c;
 }
 
@@ -106,19 +111,21 @@ export async function nextBatch(
 /** Applies an action to one batch of ids; returns how many tasks it changed. */
 export async function applyToBatch(db: Kysely<Database>, action: BulkActionName, ids: string[], ctx: BulkContext): Promise<number> {
   switch (action) {
+    // Each statement is retried alone if PostgreSQL breaks a deadlock with it (retryOnConflict), so
+    // what an earlier statement of the batch changed is counted once.
     case "cancel":
       return cancelTasks(db, ids, ctx.reason);
     case "retry":
-      return (await requeueFinishedTasks(db, ids, ctx.runnableTypes)).length;
+      return (await retryOnConflict(() => requeueFinishedTasks(db, ids, ctx.runnableTypes))).length;
     case "pause": {
-      const held = await pauseWaitingTasks(db, ids, "paused by bulk request");
-      const stopped = await pauseRunningTasks(db, ids, ctx.pausableTypes, "paused by bulk request");
+      const held = await retryOnConflict(() => pauseWaitingTasks(db, ids, "paused by bulk request"));
+      const stopped = await retryOnConflict(() => pauseRunningTasks(db, ids, ctx.pausableTypes, "paused by bulk request"));
       return held.length + stopped.length;
     }
     case "resume":
-      return (await resumeTasks(db, ids, "resumed by bulk request")).length;
+      return (await retryOnConflict(() => resumeTasks(db, ids, "resumed by bulk request"))).length;
     case "delete":
-      return deleteFinishedTasks(db, ids);
+      return retryOnConflict(() => deleteFinishedTasks(db, ids));
   }
 }
 
@@ -131,7 +138,7 @@ export async function applyToBatch(db: Kysely<Database>, action: BulkActionName,
  */
 export async function cancelTasks(db: Kysely<Database>, ids: string[], reason: string | null): Promise<number> {
   if (ids.length === 0) return 0;
-  const { rows } = await sql<{ n: string }>`
+  const { rows } = await retryOnConflict(() => sql<{ n: string }>`
     with requested as (
       update tasks set cancel_requested_at = now(), cancel_reason = coalesce(${reason}, cancel_reason), updated_at = now()
       where id = any(${ids}::bigint[]) and status in ('queued', 'retrying', 'running', 'paused') and cancel_requested_at is null
@@ -139,15 +146,15 @@ export async function cancelTasks(db: Kysely<Database>, ids: string[], reason: s
     ),
     notified as (select pg_notify(${CANCEL_CHANNEL}, id::text) from requested where ${IN_ATTEMPT})
     select count(*) as n from requested ${forcing("notified")}
-  `.execute(db);
-  await transition({
+  `.execute(db));
+  await retryOnConflict(() => transition({
     change: {
       set: sql`status = 'cancelled', finished_at = now(), paused_from = null, paused_at = null`,
       where: sql`id = any(${ids}::bigint[]) and ${WAITING} and cancel_requested_at is not null`,
     },
     details: sql`'cancelled by bulk request' || coalesce(': ' || cancel_reason, '')`,
     removeJob: true,
-  }).execute(db);
+  }).execute(db));
   return Number(rows[0]?.n ?? 0);
 }
 

@@ -72,6 +72,31 @@ export async function retryWhileUnavailable<T>(step: () => Promise<T>, what: str
   }
 }
 
+/** SQLSTATEs of a statement PostgreSQL aborted to break a conflict: deadlock_detected, serialization_failure. */
+const CONFLICT_CODES = new Set(["40P01", "40001"]);
+
+/** Whether PostgreSQL aborted the statement to break a deadlock (or a serialization conflict): running it again may succeed. */
+export function isConflict(err: unknown): boolean {
+  return err instanceof Error && CONFLICT_CODES.has((err as { code?: unknown }).code as string);
+}
+
+/**
+ * Runs `step` again, up to `attempts` times in all and after a short random pause, when PostgreSQL
+ * aborted it to break a deadlock: two multi-row statements that lock the same task rows in another
+ * order (a bulk action's batch and a worker's batched claim, say). The step must be one guarded
+ * statement (or safe to repeat): an aborted statement changed nothing.
+ */
+export async function retryOnConflict<T>(step: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!isConflict(err) || attempt >= attempts) throw err;
+      await sleep(10 + Math.random() * 40 * attempt);
+    }
+  }
+}
+
 /**
  * Runs a statement written with Kysely's sql tag as a named prepared statement, so PostgreSQL
  * parses and plans it once per connection rather than on every call. Worth it for the statements

@@ -288,7 +288,8 @@ function rangeConditions(filter: TaskFilter & IdWindow): RawBuilder<unknown>[] {
 }
 
 /** A LIKE pattern matching names that start with `prefix` literally (\\, % and _ escaped). */
-function likePrefix(prefix: string): string {
+/** A LIKE pattern matching names that start with `prefix` literally (%, _ and \\ escaped). */
+export function likePrefix(prefix: string): string {
   return `${prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 

@@ -165,12 +165,20 @@ describe("tasks view", () => {
     await suite.page.getByTestId("bulk-outcome").getByText("25 tasks resumed").waitFor();
     expect(new Set(await Promise.all(many.tasks.map((t) => statusOf(t.id))))).toEqual(new Set([TaskStatus.QUEUED]));
 
-    // A name search cannot be acted on as a whole (BulkTasks has no prefix filter): not offered.
+    // A name search selects as a whole too, by the same prefix as the list (case-sensitive, so
+    // "Many-other" is neither listed nor cancelled).
+    const other = await createTask(suite.api.client, { name: "Many-other", runAt: later() });
     await suite.page.goto(url("/tasks?name=many-&size=20"));
     await suite.page.getByTestId("result-count").getByText("25 tasks match these filters").waitFor();
     await suite.page.getByLabel("Select every task on this page").check();
-    await suite.page.getByTestId("selected-count").getByText("20 tasks selected").waitFor();
-    expect(await suite.page.getByRole("button", { name: /Select all .* matching/ }).count()).toBe(0);
+    await suite.page.getByRole("button", { name: "Select all 25 matching" }).click();
+    await suite.page.getByRole("region", { name: "Selected tasks" }).getByRole("button", { name: "Cancel…" }).click();
+    const cancel = suite.page.getByRole("dialog", { name: "Cancel 25 tasks?" });
+    await cancel.getByTestId("confirm-count").getByText("This will cancel 25 tasks matching this filter.").waitFor();
+    await cancel.getByRole("button", { name: "Cancel 25" }).click();
+    await suite.page.getByTestId("bulk-outcome").getByText("25 tasks cancelled").waitFor();
+    expect(new Set(await Promise.all(many.tasks.map((t) => statusOf(t.id))))).toEqual(new Set([TaskStatus.CANCELLED]));
+    expect(await statusOf(other.id)).toBe(TaskStatus.QUEUED);
   });
 });
 

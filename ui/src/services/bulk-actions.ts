@@ -45,9 +45,11 @@ export type BulkTarget = { kind: "ids"; ids: bigint[] } | { kind: "filter"; filt
 export function selectionFor(target: BulkTarget): MessageInitShape<typeof TaskSelectionSchema> | undefined {
   if (target.kind === "ids") return { ids: target.ids };
   const f = target.filter;
-  if (f.name || f.schedules.length > 0 || f.ids.length > 0) return undefined;
-  const filtered = f.statuses.length > 0 || f.types.length > 0 || f.queues.length > 0 || !!f.createdAfter || !!f.createdBefore;
+  if (f.schedules.length > 0 || f.ids.length > 0) return undefined;
+  const filtered = f.statuses.length > 0 || f.types.length > 0 || f.queues.length > 0 || !!f.createdAfter || !!f.createdBefore || !!f.name;
   return {
+    // The list's name search is a prefix (ListTasks name_prefix); the selection matches the same way.
+    namePrefix: f.name,
     statuses: f.statuses,
     types: f.types,
     queues: f.queues,
