@@ -20,11 +20,8 @@ import type { TaskRow } from "../store/schema.js";
 /** Most claims one statement carries (a process's slots bound it well before this). */
 const MAX_BATCH = 200;
 
-/** One claim: the job being handled, its queue, and the process's claim context. */
-export interface Claim {
-  taskId: string;
-  attempt: number;
-  jobId: string;
+/** One claim: the job being handled, its queue, and the claim context (for a claim made alone). */
+export interface Claim extends Omit<ClaimRequest, "jobPriority"> {
   queue: string;
   context: ClaimContext;
 }
@@ -32,23 +29,25 @@ export interface Claim {
 /** Coalesces a worker process's claims; see the module comment. */
 export class ClaimBatcher {
   private readonly batches: GroupCommit<ClaimRequest, TaskRow | undefined>;
-  private context: Omit<ClaimContext, "jobPriority"> = { identifiers: [], forbiddenFlags: [] };
 
+  /**
+   * `processContext` is what every claim of this process shares (the identifiers it serves, the
+   * flags it does not fetch now), read when a batch goes out; `isLimited` is its view of the queues.
+   */
   constructor(
     private readonly db: Db,
     private readonly workerId: string,
+    processContext: () => Omit<ClaimContext, "jobPriority">,
     private readonly isLimited: (queue: string) => boolean,
   ) {
     // One statement in flight: what arrives meanwhile waits for it and goes in the next, together.
-    this.batches = new GroupCommit((claims) => claimAttempts(db, workerId, claims, this.context), { maxBatch: MAX_BATCH, maxInFlight: 1 });
+    this.batches = new GroupCommit((claims) => claimAttempts(db, workerId, claims, processContext()), { maxBatch: MAX_BATCH, maxInFlight: 1 });
   }
 
   /** Claims one attempt: the RUNNING row, or undefined when it may not start (see claimAttempt). */
   async claim(c: Claim): Promise<TaskRow | undefined> {
     const single = () => claimAttempt(this.db, c.taskId, c.attempt, this.workerId, c.jobId, c.context);
     if (this.isLimited(c.queue)) return single();
-    // The process-wide part of the context is the same for every claim; the latest one is current.
-    this.context = { identifiers: c.context.identifiers, forbiddenFlags: c.context.forbiddenFlags };
     const claimed = await this.batches.write({ taskId: c.taskId, attempt: c.attempt, jobId: c.jobId, jobPriority: c.context.jobPriority });
     return claimed ?? single();
   }

@@ -177,7 +177,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     metrics: options.metrics,
     abandonAfterAbortMs: options.abandonAfterAbortMs,
     queueGate: gate,
-    claims: new ClaimBatcher(db, workerId, (queue) => gate.isLimited(queue)),
+    claims: new ClaimBatcher(db, workerId, () => ({ identifiers, forbiddenFlags: gate.forbidden() }), (queue) => gate.isLimited(queue)),
   };
   // The types this process serves, as it registers them (task_types): the server validates
   // CreateTask against them and ListTaskTypes shows this worker serving them. A schema ajv cannot

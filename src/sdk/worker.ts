@@ -3,6 +3,7 @@ import { createLogger, type Logger } from "../logger.js";
 import { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { startServices } from "../services.js";
+import { DEFAULT_QUEUE } from "../store/queues.js";
 import type { TaskPlugin } from "./plugin.js";
 
 /** The built-in task types a worker may also serve. */
@@ -112,5 +113,5 @@ export async function startWorker(options: StartWorkerOptions): Promise<Worker> 
 
 /** `default` and the plugins' default queues. */
 function servedQueues(plugins: readonly { defaults: { queue?: string } }[]): string[] {
-  return [...new Set(["default", ...plugins.flatMap((p) => (p.defaults.queue ? [p.defaults.queue] : []))])];
+  return [...new Set([DEFAULT_QUEUE, ...plugins.flatMap((p) => (p.defaults.queue ? [p.defaults.queue] : []))])];
 }
