@@ -56,21 +56,26 @@ export async function feedHorizon(db: Kysely<Database>): Promise<{ cursor: FeedC
 
 /**
  * Up to `limit` feed rows after `after`, in order, and the horizon: when fewer than `limit` rows
- * came back, everything up to the horizon has been read.
+ * came back, everything up to the horizon has been read. The rows and the horizon come from one
+ * statement, so from one snapshot: a horizon taken by a later statement could pass a transaction
+ * that committed in between, whose rows this read did not see, and they would be skipped for good.
  */
 export async function readFeed(db: Kysely<Database>, after: FeedCursor, limit: number): Promise<{ rows: FeedRow[]; horizon: FeedCursor }> {
-  const { rows } = await sql<FeedRow & { horizon: string }>`
-    select h.id, h.xid::text as xid, h.task_id, h.status, h.attempt, h.details, h.created_at,
-      (select p.status from task_history p where p.task_id = h.task_id and p.id < h.id order by p.id desc limit 1) as previous_status,
-      pg_snapshot_xmin(pg_current_snapshot())::text as horizon
-    from task_history h
-    where (h.xid, h.id) > (${after.xid.toString()}::xid8, ${after.id.toString()}::bigint)
-      and h.xid < pg_snapshot_xmin(pg_current_snapshot())
-    order by h.xid, h.id
-    limit ${limit}
+  const { rows } = await sql<Omit<FeedRow, "id"> & { id: string | null; horizon: string }>`
+    with snap as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin)
+    select h.id, h.xid, h.task_id, h.status, h.attempt, h.details, h.created_at, h.previous_status, snap.xmin::text as horizon
+    from snap left join lateral (
+      select h.id, h.xid::text as xid, h.task_id, h.status, h.attempt, h.details, h.created_at,
+        (select p.status from task_history p where p.task_id = h.task_id and p.id < h.id order by p.id desc limit 1) as previous_status
+      from task_history h
+      where (h.xid, h.id) > (${after.xid.toString()}::xid8, ${after.id.toString()}::bigint)
+        and h.xid < snap.xmin
+      order by h.xid, h.id
+      limit ${limit}
+    ) h on true
+    order by h.xid::xid8, h.id
   `.execute(db);
-  let horizon: FeedCursor;
-  if (rows.length > 0) horizon = { xid: BigInt(rows[0]!.horizon) - 1n, id: MAX_ID };
-  else horizon = (await feedHorizon(db)).cursor;
-  return { rows: rows.map(({ horizon: _, ...row }) => row), horizon };
+  const horizon = { xid: BigInt(rows[0]!.horizon) - 1n, id: MAX_ID };
+  const found = rows.filter((r): r is typeof r & { id: string } => r.id !== null);
+  return { rows: found.map(({ horizon: _, ...row }) => row), horizon };
 }
