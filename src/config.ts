@@ -60,11 +60,6 @@ export const configSchema = z.object({
   /** TASK_WORKERS: jobs a worker process runs at once (`serve -n`, `up --workers`). */
   workerConcurrency: z.coerce.number().int().min(0).max(1000).default(10),
   /**
-   * TASK_LOCAL_QUEUE_SIZE: jobs a worker process fetches per query and queues locally (graphile-worker's
-   * localQueue), saving a round trip per job; unset means the worker's concurrency, 0 turns it off.
-   */
-  localQueueSize: z.coerce.number().int().min(0).max(10_000).optional(),
-  /**
    * TASK_OUTCOME_FLUSH_MS: a worker records attempt outcomes write-behind, in batches flushed this
    * often (one statement per batch, see src/queue/outcome-writer.ts); a crash before the flush is a
    * lost attempt the reconciler retries. 0 flushes at once (still coalescing what finished together).
@@ -210,7 +205,6 @@ const envNames: Record<keyof Config, string> = {
   dbPoolSize: "TASK_DB_POOL_SIZE",
   metricsPort: "TASK_METRICS_PORT",
   workerConcurrency: "TASK_WORKERS",
-  localQueueSize: "TASK_LOCAL_QUEUE_SIZE",
   outcomeFlushMs: "TASK_OUTCOME_FLUSH_MS",
   workerQueues: "TASK_QUEUES",
   priorityAgingMs: "TASK_PRIORITY_AGING_MS",

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { claimAttempt, claimAttempts, recordOutcomes } from "../src/store/attempts.js";
+import { claimAttempt, claimNextAttempts, recordOutcomes } from "../src/store/attempts.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 
 // The worker's batched outcome statement (outcomes written behind): each row keeps its own guard
@@ -50,37 +50,58 @@ describe("batched outcomes", () => {
     expect(again).toEqual([undefined]);
   });
 
-  it("a claim batch starts each waiting attempt once with its history row and takes over its job; duplicates and stale claims start nothing", async () => {
+  it("a claim statement takes the best waiting jobs, starts each attempt once with its history row and deletes the job; stale, duplicate and foreign jobs start nothing", async () => {
     const db = api.database.db;
-    const [a, b, c] = await newTasks(3);
-    const [ja, jb, jc] = await Promise.all([a!, b!, c!].map(async (id) => (await jobsOf([id]))[0]!));
-    const claimed = await claimAttempts(db, "w1", [
-      { taskId: a!, attempt: 1, jobId: ja!, jobPriority: 0 },
-      { taskId: b!, attempt: 1, jobId: jb!, jobPriority: 0 },
-      // A duplicate job of b's attempt in the same batch, and a claim of an attempt c is not waiting for.
-      { taskId: b!, attempt: 1, jobId: String(Number(jb) + 1_000_000), jobPriority: 0 },
-      { taskId: c!, attempt: 2, jobId: jc!, jobPriority: 0 },
-    ], context);
-    expect(claimed.map((row) => row?.status)).toEqual(["running", "running", undefined, undefined]);
-    expect(claimed[1]!.job_id).toBe(jb);
-    expect(await historyOf(a!)).toEqual([{ status: "queued", attempt: 0 }, { status: "running", attempt: 1 }]);
-    expect(await historyOf(b!)).toEqual([{ status: "queued", attempt: 0 }, { status: "running", attempt: 1 }]);
-    expect(await historyOf(c!)).toEqual([{ status: "queued", attempt: 0 }]);
-    // The claimed tasks' jobs are gone (graphile-worker's completion then writes nothing); c keeps its job.
-    expect(await jobsOf([a!, b!, c!])).toEqual([jc]);
-    // Claiming the same attempts again starts nothing.
-    expect(await claimAttempts(db, "w2", [{ taskId: a!, attempt: 1, jobId: ja!, jobPriority: 0 }], context)).toEqual([undefined]);
+    const next = (limit: number) => claimNextAttempts(db, "w1", { identifiers: ["run:claims:noop"], forbiddenFlags: [], limit });
+    const { tasks } = await api.client.createTasks({ tasks: [0, 5].map((priority) => ({ name: `p${priority}`, type: "noop", queue: "claims", priority })) });
+    const [low, high] = tasks.map((t) => String(t.id));
+    // The best job first: one slot free, the higher priority starts.
+    const first = await next(1);
+    expect(first.map((row) => [row.id, row.status, row.worker_id])).toEqual([[high, "running", "w1"]]);
+    expect(await historyOf(high!)).toEqual([{ status: "queued", attempt: 0 }, { status: "running", attempt: 1 }]);
+    expect(await jobsOf([low!, high!])).toHaveLength(1);
+    // A stale job (high's attempt 1 again), a duplicate of low's attempt and a payload we never wrote.
+    const add = (payload: unknown) => db.pool.query("select (graphile_worker.add_job('run:claims:noop', $1::json)).id::text", [JSON.stringify(payload)]);
+    await add({ taskId: high, attempt: 1 });
+    const { rows: [duplicate] } = await add({ taskId: low, attempt: 1 });
+    await add({ foreign: true });
+    const second = await next(10);
+    expect(second.map((row) => row.id)).toEqual([low]);
+    expect(await historyOf(low!)).toEqual([{ status: "queued", attempt: 0 }, { status: "running", attempt: 1 }]);
+    // The stale and foreign jobs are gone; the duplicate still looked claimable within the statement, and goes with the next one.
+    const left = async () => (await db.pool.query("select j.id::text from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'run:claims:noop'")).rows.map((r) => r.id);
+    expect(await left()).toEqual([duplicate.id]);
+    expect(await next(10)).toEqual([]);
+    expect(await left()).toEqual([]);
+    expect(await historyOf(low!)).toHaveLength(2);
   });
 
-  it("a claim batch refuses tasks of a limited or paused queue (they are claimed one by one, through the queue's gate)", async () => {
+  it("concurrent claim statements never start one attempt twice", async () => {
     const db = api.database.db;
-    await db.pool.query("insert into queues (name, concurrency, paused) values ('limited', 5, false), ('held', null, true)");
-    const [limited] = await newTasks(1, "limited");
+    await api.client.createTasks({ tasks: Array.from({ length: 60 }, (_, i) => ({ name: `race-${i}`, type: "noop", queue: "race" })) });
+    const claims = await Promise.all([1, 2, 3, 4, 5].map((w) => claimNextAttempts(db, `w${w}`, { identifiers: ["run:race:noop"], forbiddenFlags: [], limit: 20 })));
+    const more = await claimNextAttempts(db, "w6", { identifiers: ["run:race:noop"], forbiddenFlags: [], limit: 100 });
+    const ids = [...claims.flat(), ...more].map((row) => row.id);
+    expect(ids).toHaveLength(60);
+    expect(new Set(ids).size).toBe(60);
+    const { rows } = await db.pool.query("select count(*)::int as n from task_history h join tasks t on t.id = h.task_id where t.queue = 'race' and h.status = 'running'");
+    expect(rows[0].n).toBe(60);
+  });
+
+  it("a claim batch refuses tasks of a limited or paused queue; a limited claim admits one per statement up to the limit", async () => {
+    const db = api.database.db;
+    await db.pool.query("insert into queues (name, concurrency, paused) values ('limited', 1, false), ('held', null, true)");
+    const limited = await newTasks(2, "limited");
     const [held] = await newTasks(1, "held");
-    const [job] = await jobsOf([limited!]);
-    const claims = [limited!, held!].map((taskId) => ({ taskId, attempt: 1, jobId: "1", jobPriority: 0 }));
-    expect(await claimAttempts(db, "w1", claims, context)).toEqual([undefined, undefined]);
-    expect((await claimAttempt(db, limited!, 1, "w1", job!, { ...context, jobPriority: 0 }))?.status).toBe("running");
-    expect(await claimAttempt(db, held!, 1, "w1", "1", { ...context, jobPriority: 0 })).toBeUndefined();
+    // Even when asked for (a worker whose view of the queues is stale), the batch starts none of them.
+    expect(await claimNextAttempts(db, "w1", { ...context, limit: 10 })).toEqual([]);
+    expect(await jobsOf([...limited, held!])).toHaveLength(3);
+    const one = (queue: string) => claimNextAttempts(db, "w1", { identifiers: [`run:${queue}:noop`], forbiddenFlags: [], limit: 10, limitedQueue: queue });
+    const [started] = await one("limited");
+    expect(started?.status).toBe("running");
+    // The limit of 1 is reached: the second waits, and keeps its job.
+    expect(await one("limited")).toEqual([]);
+    expect(await one("held")).toEqual([]);
+    expect(await jobsOf([...limited, held!])).toHaveLength(2);
   });
 });

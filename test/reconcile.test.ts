@@ -72,21 +72,23 @@ describe("reconciler", () => {
     expect(locked.rows[0].n).toBe(0);
   }, 60_000);
 
-  it("kill -9 of a worker with jobs fetched into its local queue: they are released and run elsewhere", async () => {
+  it("kill -9 of a worker whose slots are all busy: the waiting tasks' jobs were never taken, and run elsewhere", async () => {
     const victim = spawnCli(["serve", "-n", "1"], {
       DATABASE_URL: api.database.url,
-      TASK_LOCAL_QUEUE_SIZE: "5",
       TASK_HEARTBEAT_MS: "200",
       LOG_LEVEL: "warn",
     });
     onTestFinished(() => void victim.child.kill("SIGKILL"));
     const { tasks } = await api.client.createTasks({ tasks: [1, 2, 3, 4].map((i) => ({ name: `queued-${i}`, type: "noop", parameters: { sleep_ms: 1_500 } })) });
-    // One running (its claim took its job over), the other three fetched and locked by the victim's local queue.
+    // One running (its claim took its job over); the other three jobs wait in the database, neither
+    // taken nor locked: a worker takes only what its free slots can start.
     await waitFor(async () => {
-      const locked = await sqlQuery("select count(*)::int as n from graphile_worker.jobs where starts_with(task_identifier, 'run:') and locked_at is not null");
       const running = await sqlQuery("select count(*)::int as n from tasks where id = any($1::bigint[]) and status = 'running'", [tasks.map((t) => t.id.toString())]);
-      return locked.rows[0].n === 3 && running.rows[0].n === 1;
-    }, "the victim to run one task and lock the other three jobs", 30_000);
+      return running.rows[0].n === 1;
+    }, "the victim to run one task", 30_000);
+    const keys = tasks.map((t) => `task:${t.id}`);
+    const waiting = await sqlQuery("select count(*)::int as n, count(locked_at)::int as locked from graphile_worker.jobs where key = any($1::text[])", [keys]);
+    expect(waiting.rows[0]).toEqual({ n: 3, locked: 0 });
     const registered = await sqlQuery("select graphile_ids from workers");
     expect(registered.rows).toHaveLength(1);
     victim.child.kill("SIGKILL");
@@ -101,7 +103,7 @@ describe("reconciler", () => {
       await rescuer.stop();
     }
     const running = await sqlQuery("select count(*)::int as n from task_history where task_id = any($1::bigint[]) and status = 'running'", [tasks.map((t) => t.id.toString())]);
-    // The one the victim started ran twice (attempt 1 lost); the three it only fetched ran once.
+    // The one the victim started ran twice (attempt 1 lost); the three others ran once.
     expect(running.rows[0].n).toBe(5);
     expect((await sqlQuery("select count(*)::int as n from workers")).rows[0].n).toBe(0);
   }, 60_000);

@@ -4,14 +4,12 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import type { ClaimBatcher } from "./claim-batcher.js";
-import { claimAttempt, claimRefusal, deferJob, recordOutcome, type AttemptOutcome, type ClaimContext } from "../store/attempts.js";
+import { recordOutcome, type AttemptOutcome } from "../store/attempts.js";
 import type { Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
 import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
-import type { RunTaskPayload } from "./jobs.js";
 import type { QueueGate } from "./queue-gate.js";
 import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
@@ -72,8 +70,6 @@ export interface ExecuteDeps {
   metrics?: Metrics;
   /** This process's view of held queues (told when a claim was refused or a limited queue's attempt ended). */
   queueGate?: QueueGate;
-  /** Group commit of claims (claim-batcher.ts); unset: each claim is its own statement. */
-  claims?: ClaimBatcher;
   /**
    * How long a plugin may take to settle after its signal fired (timeout, cancel, shutdown) before
    * the attempt ends without it: a plugin that ignores its signal or never resolves must not hold
@@ -113,76 +109,25 @@ function settleOrAbandon<T>(signal: AbortSignal, work: Promise<T>, graceMs: numb
 }
 
 /**
- * How long a task whose queue is held (paused or full) waits before its job may be fetched again.
- * The job is not lost (it is put back, due then) and does not spin: while the queue stays held,
- * workers do not fetch its jobs at all (QueueGate forbids their flag), and a resume or a settings
- * change wakes them at once; this delay only bounds the refusals while views are stale.
- */
-export const HELD_RETRY_MS = 500;
-
-/** Checks a job payload; anything else is a job we did not write and ignore. */
-export function parsePayload(payload: unknown): RunTaskPayload | undefined {
-  const p = payload as Partial<RunTaskPayload> | null;
-  if (!p || typeof p.taskId !== "string" || !/^\d+$/.test(p.taskId)) return undefined;
-  if (typeof p.attempt !== "number" || !Number.isInteger(p.attempt) || p.attempt < 1) return undefined;
-  return { taskId: p.taskId, attempt: p.attempt };
-}
-
-/**
- * Runs one attempt of one task: claim it (guarded), run its plugin with a timeout and an
- * AbortSignal, record the outcome (guarded). A job that is stale (its attempt already ran, the task
- * was cancelled or retried) claims nothing and does nothing.
+ * Runs one claimed attempt (RUNNING and this worker's, see claim-loop.ts): its plugin with a
+ * timeout, an AbortSignal and pause, then its outcome, recorded guarded (write-behind unless its
+ * queue is limited). Returns when the slot is free again.
  *
- * Be careful about what can throw here: once the task is claimed it is RUNNING and owned by this
- * worker, so every path must reach recordOutcome, or leave the task for the reconciler to rescue.
+ * Be careful about what can throw here: the task is RUNNING and owned by this worker, so every
+ * path must reach recordOutcome, or leave the task for the reconciler to rescue.
  */
-export async function executeTask(
-  deps: ExecuteDeps,
-  payload: RunTaskPayload,
-  job: { id: string; queue: string },
-  shutdown: AbortSignal,
-  context?: ClaimContext,
-): Promise<void> {
-  const { taskId, attempt } = payload;
-  const logger = deps.logger.child({ taskId, attempt });
-  const claim = () =>
-    deps.claims && context
-      ? deps.claims.claim({ taskId, attempt, jobId: job.id, queue: job.queue, context })
-      : claimAttempt(deps.db, taskId, attempt, deps.workerId, job.id, context);
-  // Waiting out an outage here, rather than throwing, keeps graphile-worker from having to record a
-  // job failure while the database is away (a write it does not await, and so can lose).
-  const task = await untilAvailable(claim, "claiming an attempt", logger, shutdown);
-  if (!task) {
-    await keepRefusedJob(deps, taskId, attempt, logger, shutdown);
-    return;
-  }
+export async function runAttempt(deps: ExecuteDeps, task: TaskRow, shutdown: AbortSignal): Promise<void> {
+  const logger = deps.logger.child({ taskId: task.id, attempt: task.attempts });
   const limitedQueue = deps.queueGate?.isLimited(task.queue) ?? false;
   try {
-    await runClaimed(deps, task, attempt, logger, shutdown);
+    await runClaimed(deps, task, task.attempts, logger, shutdown);
   } finally {
-    // A slot of a limited queue is free again: read the held queues afresh before the next fetch.
+    // A slot of a limited queue is free again: read the held queues afresh before the next claim.
     if (limitedQueue) deps.queueGate?.invalidate();
   }
 }
 
-/**
- * A claim that changed nothing: a stale job does nothing, but a task that is still waiting for this
- * attempt (its queue is held, or it gave way to a better task) gets its job back (deferJob), or it
- * would wait for the reconciler's orphan pass.
- */
-async function keepRefusedJob(deps: ExecuteDeps, taskId: string, attempt: number, logger: Logger, shutdown: AbortSignal): Promise<void> {
-  const refusal = await untilAvailable(() => claimRefusal(deps.db.kysely, taskId, attempt), "checking a refused claim", logger, shutdown);
-  if (refusal.kind === "stale") {
-    logger.debug("stale or duplicate job: task is not waiting for this attempt");
-    return;
-  }
-  if (refusal.kind === "held") deps.queueGate?.invalidate();
-  // A task that gave way is due again at once: the next fetch, ordered by priority, takes the better one first.
-  await untilAvailable(() => deferJob(deps.db.kysely, taskId, refusal.kind === "held" ? HELD_RETRY_MS : 0), "putting back a job", logger, shutdown);
-  logger.debug({ queue: refusal.queue, reason: refusal.kind }, refusal.kind === "held" ? "queue held (paused or at its limit): job put back" : "a better task is waiting: job put back");
-}
-
-/** Runs a claimed attempt and records its outcome (see executeTask). */
+/** Runs a claimed attempt and records its outcome (see runAttempt). */
 async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, logger: Logger, shutdown: AbortSignal): Promise<void> {
   const taskId = task.id;
   const controller = new AbortController();
@@ -259,19 +204,6 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, log
   // recorded at all, the attempt has left the in-flight set, so its lease runs out and the
   // reconciler settles it as lost (the at-least-once case), rather than this worker guessing.
   deps.outcomes.track(settle().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "could not record the attempt's outcome; the reconciler will settle it")));
-}
-
-/** Runs `step`, retrying while the database is unreachable, until it answers or `stop` fires. */
-async function untilAvailable<T>(step: () => Promise<T>, what: string, logger: Logger, stop: AbortSignal): Promise<T> {
-  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
-    try {
-      return await step();
-    } catch (err) {
-      if (!isDatabaseUnavailable(err) || stop.aborted) throw err;
-      logger.warn({ err: errorMessage(err), retryInMs: wait }, `database unavailable while ${what}; retrying`);
-      await sleep(wait);
-    }
-  }
 }
 
 /**

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { EventEmitter, setMaxListeners } from "node:events";
+import { EventEmitter } from "node:events";
 import os from "node:os";
 import path from "node:path";
-import { run, type JobHelpers, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
+import { run, type Runner, type WorkerEvents } from "graphile-worker";
 import type { Config } from "../config.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -10,7 +10,7 @@ import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { compileSchema, describeTaskType, schemaCompiler } from "../plugins/catalog.js";
-import { heartbeat, unregisterWorker, type ClaimContext } from "../store/attempts.js";
+import { heartbeat, unregisterWorker } from "../store/attempts.js";
 import { agePriorities } from "../store/jobs.js";
 import { QUEUE_CHANNEL } from "../store/queues.js";
 import { registerWorkerTypes } from "../store/task-types.js";
@@ -20,11 +20,10 @@ import { releaseJobLocks } from "../store/reconcile.js";
 import { deleteExpiredTasks } from "../store/retention.js";
 import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
-import { AttemptAborted, executeTask, parsePayload, recordOrSpool, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
+import { AttemptAborted, recordOrSpool, runAttempt, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
 import { surviveLostCompletions } from "./lost-completions.js";
-import { queueOf, runTaskIdentifier } from "./jobs.js";
-import { ClaimBatcher } from "./claim-batcher.js";
+import { claimFor, ClaimLoop } from "./claim-loop.js";
 import { QueueGate } from "./queue-gate.js";
 import { OutcomeSpool } from "./outcome-spool.js";
 import { OutcomeWriter } from "./outcome-writer.js";
@@ -53,7 +52,6 @@ export interface WorkerOptions {
   config: Pick<
     Config,
     | "workerConcurrency"
-    | "localQueueSize"
     | "outcomeFlushMs"
     | "backoffBaseMs"
     | "backoffMaxMs"
@@ -82,8 +80,6 @@ export interface WorkerOptions {
   abandonAfterAbortMs?: number;
 }
 
-/** How long a job fetched into the local queue may wait there unclaimed before it is returned. */
-const LOCAL_QUEUE_TTL_MS = 2_000;
 /** The graphile-worker cron task that deletes finished tasks past their retention (store/retention.ts). */
 export const RETENTION_TASK = "task_retention";
 
@@ -92,6 +88,9 @@ const RETENTION_BUDGET_MS = 60_000;
 
 /** How often each worker process looks for liveness locks left free (a worker process that died). */
 const EXIT_WATCH_MS = 250;
+
+/** The channel graphile-worker's add_job and add_jobs notify when they insert jobs. */
+const JOBS_INSERT_CHANNEL = "jobs:insert";
 
 /**
  * The fencing timings (docs/design/fencing.md): out-of-process work of an attempt (a shell task's
@@ -126,9 +125,10 @@ async function deliverSpooled(db: Db, spool: OutcomeSpool, logger: Logger, ownId
 }
 
 /**
- * Starts graphile-worker with `concurrency` slots running task attempts, plus the heartbeat loop
- * (which also fences attempts: one that is no longer ours is aborted), the liveness lock, the
- * cancel listener and the lost-attempt check. Uses its own pool, sized for the concurrency.
+ * Starts `concurrency` slots running task attempts (claim-loop.ts), graphile-worker for the cron
+ * jobs (reconcile, retention), the heartbeat loop (which also fences attempts: one that is no
+ * longer ours is aborted), the liveness lock, the cancel listener and the lost-attempt check. Uses
+ * its own pool, sized for the concurrency.
  */
 export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const { config } = options;
@@ -136,11 +136,10 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const logger = options.logger.child({ component: "worker", workerId });
   const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
-  // Capabilities: the queues served and the types enabled here. graphile-worker only fetches jobs
-  // whose task identifier has a handler, so a task this process cannot run is never fetched by it.
+  // Capabilities: the queues served and the types enabled here. The claim takes only jobs of their
+  // task identifiers (run:<queue>:<type>), so a task this process cannot run is never taken by it.
   const queues = [...new Set(config.workerQueues)].sort();
   const types = options.registry.list().filter((p) => !p.disabledReason).map((p) => p.name);
-  const identifiers = queues.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
   const gate = new QueueGate(db.kysely, queues, logger);
   const inFlight = new Map<string, InFlightAttempt>();
   const cancel = (taskId: string) => {
@@ -177,7 +176,6 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     metrics: options.metrics,
     abandonAfterAbortMs: options.abandonAfterAbortMs,
     queueGate: gate,
-    claims: new ClaimBatcher(db, workerId, () => ({ identifiers, forbiddenFlags: gate.forbidden() }), (queue) => gate.isLimited(queue)),
   };
   // The types this process serves, as it registers them (task_types): the server validates
   // CreateTask against them and ListTaskTypes shows this worker serving them. A schema ajv cannot
@@ -188,18 +186,21 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const registerTypes = () => registerWorkerTypes(db.kysely, workerId, served);
   const stopSurviving = surviveLostCompletions(db.kysely, config.leaseMs, logger);
 
-  // The ids graphile-worker locks jobs under in this process (its pool's, for the local queue, and
-  // each slot's), reported with every heartbeat so the reconciler can release them if we die.
+  // The ids graphile-worker locks (cron) jobs under in this process (its pool's and its slot's),
+  // reported with every heartbeat so the reconciler can release them if we die.
   const graphileIds = new Set<string>();
   const events = new EventEmitter() as WorkerEvents;
-  // Jobs enqueued for later (delayed tasks, retries after backoff) wake the pool when due.
-  let nudgePool: ((count: number) => void) | undefined;
-  const wake = new WakeSchedule((count) => nudgePool?.(count));
-  const wakeListener = listen(options.databaseUrl, WAKE_CHANNEL, logger, (payload) => payload.split(",").forEach((at) => wake.add(Number(at))));
-  events.on("pool:create", ({ workerPool }) => {
-    graphileIds.add(workerPool.id);
-    nudgePool = (count) => workerPool.nudge(count);
+  const slots = new ClaimLoop({
+    slots: config.workerConcurrency,
+    claim: claimFor(db, workerId, gate, queues, types),
+    run: (task, shutdown) => runAttempt(deps, task, shutdown),
+    logger,
   });
+  // Jobs enqueued for later (delayed tasks, retries after backoff) wake the slots when due; new
+  // jobs are announced by graphile-worker's add_job(s) on jobs:insert; the poll catches the rest.
+  const wake = new WakeSchedule(() => slots.nudge());
+  const wakeListener = listen(options.databaseUrl, WAKE_CHANNEL, logger, (payload) => payload.split(",").forEach((at) => wake.add(Number(at))));
+  events.on("pool:create", ({ workerPool }) => graphileIds.add(workerPool.id));
   events.on("worker:create", ({ worker }) => graphileIds.add(worker.workerId));
   // One heartbeat renews every attempt the database still says is ours, and fences the rest: an
   // attempt missing from the answer was settled by a reconciler, so it is aborted at once.
@@ -211,7 +212,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         types,
         queues,
         slots: config.workerConcurrency,
-        busy: active,
+        busy: slots.running,
         host: os.hostname(),
         pid: process.pid,
       });
@@ -263,9 +264,12 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   // queue's jobs start without waiting for a poll).
   const queueListener = listen(options.databaseUrl, QUEUE_CHANNEL, logger, () => {
     gate.invalidate();
-    nudgePool?.(config.workerConcurrency);
+    slots.nudge();
   });
   const pauseListener = listen(options.databaseUrl, PAUSE_CHANNEL, logger, pauseChanged);
+  // New jobs (add_job(s) notifies jobs:insert); on (re)connecting, one may have been missed.
+  const insertListener = listen(options.databaseUrl, JOBS_INSERT_CHANNEL, logger, () => slots.nudge(), () => slots.nudge());
+  const poll = setInterval(() => slots.nudge(), config.pollIntervalMs);
   const beat = setInterval(beatNow, config.heartbeatIntervalMs);
 
   // Leases are not judged across this reconciler's own downtime: it counts them from its start.
@@ -298,50 +302,24 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         }, Math.min(EXIT_WATCH_MS, config.reconcileIntervalMs))
       : undefined;
 
-  // graphile-worker wants a local queue at least as large as the concurrency, or none (-1).
-  const localQueueSize = config.localQueueSize === 0 ? -1 : Math.max(config.localQueueSize ?? config.workerConcurrency, config.workerConcurrency);
-  let active = 0;
-  const runAttempt = async (payload: unknown, helpers: JobHelpers) => {
-    const parsed = parsePayload(payload);
-    if (!parsed) {
-      logger.error({ jobId: helpers.job.id, payload }, "ignoring a run_task job with a malformed payload");
-      return;
-    }
-    // Every in-flight attempt listens on the pool's one shutdown signal.
-    setMaxListeners(config.workerConcurrency + 10, helpers.abortSignal);
-    const context: ClaimContext = { jobPriority: helpers.job.priority, identifiers, forbiddenFlags: gate.forbidden() };
-    active++;
-    try {
-      await executeTask(deps, parsed, { id: String(helpers.job.id), queue: queueOf(helpers.job.task_identifier) }, helpers.abortSignal, context);
-    } finally {
-      active--;
-    }
-  };
-  const taskList: TaskList = Object.fromEntries(identifiers.map((identifier) => [identifier, runAttempt]));
   let runner: Runner;
   try {
     // A database that goes away while this process starts is waited out, as it is once running.
     runner = await retryWhileUnavailable(() => run({
       pgPool: db.pool,
-      concurrency: config.workerConcurrency,
+      // Task attempts run in this process's own slots (ClaimLoop); graphile-worker's one slot runs the cron jobs.
+      concurrency: 1,
       noHandleSignals: true,
       pollInterval: config.pollIntervalMs,
       logger: graphileLogger(logger),
       gracefulShutdownAbortTimeout: config.shutdownGraceMs,
       events,
-      // ttl: jobs cached in the local queue go back to the database after LOCAL_QUEUE_TTL_MS
-      // unclaimed (graphile-worker's default is 5 minutes). They sit there while every slot is busy,
-      // and while a queue is held (graphile-worker then fetches per slot and bypasses the cache).
-      preset: { worker: { localQueue: { size: localQueueSize, ttl: LOCAL_QUEUE_TTL_MS } } },
       // jobKey: one pending reconcile job however many worker processes schedule it.
       crontab: [
         `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
         `${config.retentionCron} ${RETENTION_TASK} ?max=1&jobKey=${RETENTION_TASK}&jobKeyMode=replace`,
       ].join("\n"),
-      // Jobs of held queues (paused, or at their limit) stay in the database; see QueueGate.
-      forbiddenFlags: gate.forbiddenFlags,
       taskList: {
-        ...taskList,
         [RETENTION_TASK]: async (_payload, helpers) => {
           const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs };
           const result = await deleteExpiredTasks(db.kysely, policy, config.retentionBatchSize, RETENTION_BUDGET_MS, helpers.abortSignal);
@@ -358,24 +336,27 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     clearInterval(beat);
     clearInterval(rescue);
     clearInterval(exitWatch);
+    clearInterval(poll);
     wake.stop();
-    await Promise.all([listener.close(), wakeListener.close(), queueListener.close(), pauseListener.close()]);
+    await Promise.all([listener.close(), wakeListener.close(), insertListener.close(), queueListener.close(), pauseListener.close()]);
     await lock.close();
     await db.close();
     stopSurviving();
     throw err;
   }
   await beatOnce();
-  logger.info({ concurrency: config.workerConcurrency, localQueueSize, queues, types }, "workers started");
+  slots.start();
+  logger.info({ concurrency: config.workerConcurrency, queues, types }, "workers started");
   let stopping: Promise<void> | undefined;
   return {
     workerId,
     queues,
     types,
-    inFlight: () => active,
+    inFlight: () => slots.running,
     stop: () =>
       (stopping ??= (async () => {
         logger.info({ inFlight: inFlight.size, graceMs: config.shutdownGraceMs }, "stopping workers");
+        await slots.stop(config.shutdownGraceMs);
         await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
         // Every attempt has ended; record what is still waiting for its batch (or spool it if the
         // database is away) before the pool closes.
@@ -384,8 +365,9 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(beat);
         clearInterval(rescue);
         clearInterval(exitWatch);
+        clearInterval(poll);
         wake.stop();
-        await Promise.all([listener.close(), wakeListener.close(), queueListener.close(), pauseListener.close()]);
+        await Promise.all([listener.close(), wakeListener.close(), insertListener.close(), queueListener.close(), pauseListener.close()]);
         await releaseJobLocks(db.kysely, [...graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await lock.close();

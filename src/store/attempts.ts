@@ -1,55 +1,24 @@
-import { sql, type Kysely, type RawBuilder } from "kysely";
+import { sql, type Kysely } from "kysely";
 import { queryPrepared, type Db } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
-import { jobSpecsFrom } from "./jobs.js";
-import { forcing, transition, WAKE_CHANNEL } from "./transitions.js";
+import { transition } from "./transitions.js";
 
 /**
- * What a worker process tells the claim about itself, so the claim can refuse a task when a better
- * one is waiting (priority that holds, see claimAttempt).
+ * Starts attempt `attempt` of one named task: QUEUED/RETRYING -> RUNNING, attempts incremented,
+ * owner and heartbeat set, history row written, job `jobId` deleted, in one guarded statement.
+ * Returns undefined when the task is not waiting for exactly this attempt, a cancel is pending, or
+ * its queue's gate refuses it: task_queue_admits(queue) (migration 0012) says no when the queue is
+ * paused, or has a concurrency limit that its RUNNING tasks already reach; for a limited queue it
+ * locks the queue's row, so claims racing for its last slot go one after the other. Workers claim
+ * through claimNextAttempts (fetch and claim in one statement); this is the same claim for a task
+ * known by id (tests that race a worker, tools).
  */
-export interface ClaimContext {
-  /** The graphile-worker priority of the job being handled (lower runs first: -task priority, aged). */
-  jobPriority: number;
-  /** The graphile-worker task identifiers this process serves (src/queue/jobs.ts runTaskIdentifier). */
-  identifiers: string[];
-  /** The job flags this process does not fetch right now (held queues), see src/queue/queue-gate.ts. */
-  forbiddenFlags: string[];
-}
-
-/**
- * Starts attempt `attempt` of a task: QUEUED/RETRYING -> RUNNING, attempts incremented, owner and
- * heartbeat set, history row written, in one guarded statement. Returns undefined when the task is
- * not waiting for exactly this attempt (a stale or duplicate job), a cancel is pending, or (see
- * below) it may not start now: claimRefusal tells the cases apart.
- *
- * Two extra guards, both in this one statement so they cost no round trip:
- * - The queue gate, task_queue_admits(queue) (migration 0012): not when the task's queue is
- *   paused, nor when it has a concurrency limit that its RUNNING tasks already reach. For a
- *   limited queue the function locks the queue's row, so claims racing for its last slot go one
- *   after the other, and each counts the RUNNING tasks after the previous one committed.
- * - Priority that holds (only with `context`): not when a job this process could fetch and run
- *   has a better priority than the one being handled. graphile-worker's local queue hands out the
- *   jobs it fetched earlier first, so without this a job fetched while all slots were busy would
- *   start before better ones that arrived after it. The subquery reads graphile-worker's main
- *   index (is_available, ordered by priority) and stops at its first row, so with equal
- *   priorities (the common case) it costs one index probe.
- */
-export async function claimAttempt(
-  db: Db,
-  taskId: string,
-  attempt: number,
-  workerId: string,
-  jobId: string,
-  context?: ClaimContext,
-): Promise<TaskRow | undefined> {
-  const better = context ? betterJobWaiting(sql`${context.jobPriority}::int`, sql`${`task:${taskId}`}::text`, context) : sql``;
-  const rows = await queryPrepared(db, context ? "task_claim_attempt_ordered" : "task_claim_attempt", transition({
+export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
+  const rows = await queryPrepared(db, "task_claim_attempt", transition({
     change: {
       set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(), started_at = now()`,
       // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
       where: sql`id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1} and cancel_requested_at is null
-        ${better}
         and task_queue_admits(queue)`,
     },
     details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
@@ -58,94 +27,81 @@ export async function claimAttempt(
   return rows[0];
 }
 
-/** One claim of a batch (claimAttempts): attempt `attempt` of a task, under graphile-worker job `jobId` of priority `jobPriority`. */
-export interface ClaimRequest {
-  taskId: string;
-  attempt: number;
-  jobId: string;
-  jobPriority: number;
+/** What one claim statement of a worker process's fetch loop may take (claimNextAttempts). */
+export interface NextAttempts {
+  /** The graphile-worker task identifiers to take jobs of (src/queue/jobs.ts runTaskIdentifier). */
+  identifiers: string[];
+  /** Job flags not to take (queues held or limited, src/queue/queue-gate.ts). */
+  forbiddenFlags: string[];
+  /** Most attempts to start (the process's free slots). */
+  limit: number;
+  /**
+   * A queue with a concurrency limit (or paused): take at most one of its jobs, admitted by the
+   * queue's gate (task_queue_admits). Without it, only tasks of queues with neither are started.
+   */
+  limitedQueue?: string;
 }
 
 /**
- * claimAttempt for many jobs of one worker process in ONE statement (its concurrent claims,
- * coalesced by src/queue/claim-batcher.ts), for queues without a concurrency limit: each row passes
- * its own guards (waiting for exactly this attempt, no pending cancel, no better job waiting) and
- * gets its own history row. A queue that is paused or has a limit refuses the row here, whatever
- * the worker's view of it: task_queue_admits counts a limited queue's RUNNING tasks once per
- * statement, which would let a batch overshoot the limit, so those claims go one by one through
- * claimAttempt. Returns, per claim in input order, the claimed row or undefined. Two claims of the
- * same task (a duplicate job) cannot both win: the row is updated once and names the winning job.
+ * A worker process's fetch and claim in ONE statement (its fetch loop, src/queue/claim-loop.ts):
+ * takes the best available run_task jobs it serves (graphile-worker's order: priority, then due
+ * time; FOR UPDATE SKIP LOCKED, so concurrent fetchers never take the same job), starts the
+ * attempt each names (QUEUED/RETRYING -> RUNNING, with its history row) and deletes the job, which
+ * is never locked, completed or failed: from the claim on, the task row owns the attempt
+ * (heartbeat, lease, fencing and rescue work on it; a retry gets a new job). Each row keeps
+ * claimAttempt's guards: waiting for exactly this attempt, no pending cancel, and its queue's gate.
+ * A job whose task is not waiting for its attempt (stale, a duplicate, a cancelled or paused task)
+ * is deleted unused, as graphile-worker would have completed it.
+ *
+ * The queue gate cannot hold for a batch: task_queue_admits counts a limited queue's RUNNING tasks
+ * once per statement, which would let a batch overshoot the limit. So a batch refuses every task of
+ * a queue that is paused or limited (in SQL, whatever the caller's view of the queues; the caller
+ * forbids their flags so it does not take them at all), and such a queue is claimed one job per
+ * statement with `limitedQueue`, where the gate locks the queue's row and counts. A refused job
+ * stays where it was, unlocked when the statement commits.
+ *
+ * Priority holds without a re-check: the statement takes the best jobs the process may run at that
+ * moment, and starts them at once (nothing waits in a local queue, where a job fetched earlier
+ * would start before better ones that arrived after it).
  */
-export async function claimAttempts(db: Db, workerId: string, claims: ClaimRequest[], context: Omit<ClaimContext, "jobPriority">): Promise<(TaskRow | undefined)[]> {
-  if (claims.length === 0) return [];
-  const input = JSON.stringify(claims.map((c) => ({ c_id: c.taskId, c_attempt: c.attempt, c_job: c.jobId, c_priority: c.jobPriority })));
-  const rows = await queryPrepared(db, "task_claim_attempts", transition({
+export async function claimNextAttempts(db: Db, workerId: string, next: NextAttempts): Promise<TaskRow[]> {
+  if (next.limit <= 0) return [];
+  const waitingFor = (t: string, p: string) =>
+    sql`${sql.ref(t)}.status in ('queued', 'retrying') and ${sql.ref(t)}.attempts = ${sql.ref(p)}.c_attempt - 1 and ${sql.ref(t)}.cancel_requested_at is null`;
+  const gate = next.limitedQueue === undefined
+    ? sql`not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
+    : sql`tasks.queue = ${next.limitedQueue}::text and task_queue_admits(tasks.queue)`;
+  return queryPrepared(db, next.limitedQueue === undefined ? "task_claim_next" : "task_claim_next_limited", transition({
+    with: [
+      // A payload we did not write (not a task id and an attempt number) names no task: dropped below.
+      sql`picked as (
+        select j.id as c_job,
+          case when j.payload->>'taskId' ~ '^[0-9]{1,18}$' then (j.payload->>'taskId')::bigint end as c_id,
+          case when json_typeof(j.payload->'attempt') = 'number' then (j.payload->>'attempt')::numeric end as c_attempt
+        from graphile_worker._private_jobs j
+        where j.is_available = true and j.run_at <= now()
+          and j.task_id = any(array(select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${next.identifiers}::text[])))
+          and (j.flags is null or not (j.flags ?| ${next.forbiddenFlags}::text[]))
+        -- graphile-worker's order (its jobs_main_index): a tie-break on id would read a whole batch of equal rows.
+        order by j.priority, j.run_at
+        limit ${next.limitedQueue === undefined ? next.limit : 1}
+        for update of j skip locked)`,
+      // Every CTE reads the statement's snapshot: a task claimed below still looks waiting here, so
+      // only jobs no claim could use are dropped (the claimed ones go with completeJob).
+      sql`dropped as (
+        delete from graphile_worker._private_jobs d using picked p
+        where d.id = p.c_job and not exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", "p")}))`,
+    ],
     change: {
       set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = c.c_job, heartbeat_at = now(), started_at = now()`,
-      from: sql`(select distinct on (c_id) * from jsonb_to_recordset(${input}::jsonb) as r(c_id bigint, c_attempt int, c_job bigint, c_priority int) order by c_id, c_job) as c`,
-      where: sql`id = c.c_id and status in ('queued', 'retrying') and attempts = c.c_attempt - 1 and cancel_requested_at is null
-        ${betterJobWaiting(sql`c.c_priority`, sql`'task:' || c.c_id`, context)}
-        and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`,
+      // One job per task (duplicates of an attempt: the oldest wins; the rest are dropped as stale by the next fetch).
+      from: sql`(select distinct on (c_id) * from picked where c_id is not null order by c_id, c_job) as c`,
+      // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
+      where: sql`tasks.id = c.c_id and ${waitingFor("tasks", "c")} and ${gate}`,
     },
     details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
     completeJob: true,
   }));
-  const byJob = new Map(rows.map((row) => [`${row.id}:${row.job_id}`, row]));
-  return claims.map((c) => {
-    const row = byJob.get(`${c.taskId}:${c.jobId}`);
-    return row && row.attempts === c.attempt ? row : undefined;
-  });
-}
-
-/**
- * The priority guard of a claim: a job this process could fetch and run has a better priority than
- * the one being handled (`priority`; `key` is its task's job key, so its own job does not count).
- */
-function betterJobWaiting(priority: RawBuilder<unknown>, key: RawBuilder<unknown>, context: Omit<ClaimContext, "jobPriority">): RawBuilder<unknown> {
-  return sql`
-    and not exists (
-      select 1 from graphile_worker._private_jobs j
-      where j.is_available = true and j.run_at <= now() and j.priority < ${priority}
-        and j.task_id in (select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${context.identifiers}::text[]))
-        and (j.flags is null or not (j.flags ?| ${context.forbiddenFlags}::text[]))
-        and j.key is distinct from ${key})
-    `;
-}
-
-/** Why a claim that changed nothing did not: the job is stale, or its task waits (queue held, or a better task first). */
-export type ClaimRefusal = { kind: "stale" } | { kind: "held"; queue: string } | { kind: "yielded"; queue: string };
-
-/**
- * After claimAttempt returned nothing: is the task still waiting for this attempt (then its job
- * must be kept, see deferJob), and if so, was it held by its queue or did it yield to a better task?
- */
-export async function claimRefusal(db: Kysely<Database>, taskId: string, attempt: number): Promise<ClaimRefusal> {
-  const { rows } = await sql<{ queue: string; held: boolean }>`
-    select t.queue, coalesce(q.paused or (q.concurrency is not null
-        and (select count(*) from tasks r where r.queue = t.queue and r.status = 'running') >= q.concurrency), false) as held
-    from tasks t left join queues q on q.name = t.queue
-    where t.id = ${taskId} and t.status in ('queued', 'retrying') and t.attempts = ${attempt - 1} and t.cancel_requested_at is null
-  `.execute(db);
-  const row = rows[0];
-  if (!row) return { kind: "stale" };
-  return row.held ? { kind: "held", queue: row.queue } : { kind: "yielded", queue: row.queue };
-}
-
-/**
- * Gives a task that could not start now a new job for the same attempt, due in `delayMs`, so it is
- * neither lost nor retried at once in a hot loop: the job being handled is locked, so add_jobs
- * clears its key and writes a fresh one (graphile-worker completes the old one when the handler
- * returns). A delayed job is announced on the wake channel like any other.
- */
-export async function deferJob(db: Kysely<Database>, taskId: string, delayMs: number): Promise<void> {
-  await sql`
-    with deferred as (
-      select id, queue, type, attempts, priority, now() + make_interval(secs => ${delayMs / 1000}) as run_at
-      from tasks where id = ${taskId} and status in ('queued', 'retrying')),
-    enqueued as (select * from graphile_worker.add_jobs(${jobSpecsFrom("deferred")})),
-    woken as (select pg_notify(${WAKE_CHANNEL}, ceil(extract(epoch from run_at) * 1000)::bigint::text) from deferred where ${delayMs}::int > 0)
-    select 1 from deferred ${forcing("enqueued", "woken")}
-  `.execute(db);
 }
 
 /** How an attempt ended, as the store records it. */

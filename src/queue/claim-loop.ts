@@ -1,0 +1,173 @@
+/**
+ * A worker process's own fetch loop for task attempts, in place of graphile-worker's worker for
+ * run_task jobs (graphile-worker still enqueues, keeps the jobs table and runs the cron jobs).
+ *
+ * graphile-worker's worker costs a task three statements of its own around our claim: it locks the
+ * job when it fetches it (an UPDATE), hands it to a slot, and completes it when the handler returns
+ * (a DELETE, one round trip per job; 0.17's batched completion shuts the pool down after one failed
+ * batch, see docs/design/hot-path.md). Here one statement takes the best jobs, starts their
+ * attempts and deletes the jobs (store/attempts.ts claimNextAttempts), and nothing more is written
+ * for the job: a task costs that claim and its share of an outcome batch.
+ *
+ * One claim statement is in flight at a time; whatever slots free up meanwhile go in the next, so
+ * slots that free together are filled together. A claim runs when there may be work and a free
+ * slot: at start, when a slot frees, after a full batch, and when nudged (a job was inserted, one
+ * comes due, a queue was resumed, the poll). An idle process claims at the next turn of the event
+ * loop, so a lone task waits for no timer. A claim that fails is retried with backoff (the database
+ * may be away); a claim whose answer was lost leaves its tasks RUNNING under this live worker, but
+ * not in flight here, so their leases run out and the reconciler retries them (at least once).
+ */
+import { setMaxListeners } from "node:events";
+import { errorMessage, isDatabaseUnavailable } from "../errors.js";
+import type { Logger } from "../logger.js";
+import { claimNextAttempts } from "../store/attempts.js";
+import type { Db } from "../store/db.js";
+import type { TaskRow } from "../store/schema.js";
+import { queueFlag, runTaskIdentifier } from "./jobs.js";
+import type { QueueGate } from "./queue-gate.js";
+
+/** What the loop needs: how to claim up to `limit` attempts, and how to run one. */
+export interface ClaimLoopOptions {
+  slots: number;
+  /** Claims up to `limit` attempts; each returned row is RUNNING and this process's. */
+  claim: (limit: number) => Promise<TaskRow[]>;
+  /** Runs a claimed attempt until its slot is free again; `shutdown` fires when the grace period is over. */
+  run: (task: TaskRow, shutdown: AbortSignal) => Promise<void>;
+  logger: Logger;
+}
+
+/** Longest wait between failed claims. */
+const MAX_RETRY_MS = 5_000;
+
+/** Runs a process's slots; see the module comment. */
+export class ClaimLoop {
+  private busy = 0;
+  private claiming = false;
+  private wanted = true;
+  private started = false;
+  private stopped = false;
+  private failures = 0;
+  private retry: NodeJS.Timeout | undefined;
+  private readonly shutdown = new AbortController();
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly options: ClaimLoopOptions) {
+    // Every running attempt listens on the one shutdown signal.
+    setMaxListeners(options.slots + 10, this.shutdown.signal);
+  }
+
+  /** Attempts running in a slot now. */
+  get running(): number {
+    return this.busy;
+  }
+
+  /** Starts claiming. */
+  start(): void {
+    this.started = true;
+    this.schedule();
+  }
+
+  /** There may be jobs to take (inserted, come due, a queue resumed, the poll): claim soon. */
+  nudge(): void {
+    this.wanted = true;
+    this.schedule();
+  }
+
+  /**
+   * Graceful stop: claim nothing more, let running attempts finish within `graceMs`, then fire their
+   * shutdown signal (they are recorded as interrupted and retried) and wait for them to end.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    const timer = setTimeout(() => this.shutdown.abort(), graceMs);
+    await this.idle();
+    clearTimeout(timer);
+  }
+
+  private schedule(): void {
+    if (!this.started || this.stopped || this.claiming || !this.wanted || this.retry || this.busy >= this.options.slots) return;
+    this.claiming = true;
+    setImmediate(() => void this.round());
+  }
+
+  private async round(): Promise<void> {
+    this.wanted = false;
+    let retryInMs = 0;
+    try {
+      const free = this.options.slots - this.busy;
+      const tasks = await this.options.claim(free);
+      this.failures = 0;
+      for (const task of tasks) this.runInSlot(task);
+      // A full batch: more may be waiting (claimed once a slot frees, which nudges anyway).
+      if (tasks.length >= free) this.wanted = true;
+    } catch (err) {
+      this.failures++;
+      retryInMs = Math.min(250 * 2 ** Math.min(this.failures - 1, 10), MAX_RETRY_MS);
+      const message = isDatabaseUnavailable(err) ? "database unavailable while claiming attempts; retrying" : "claiming attempts failed; retrying";
+      this.options.logger[isDatabaseUnavailable(err) ? "warn" : "error"]({ err: errorMessage(err), retryInMs }, message);
+      this.wanted = true;
+    } finally {
+      this.claiming = false;
+      if (retryInMs > 0 && !this.stopped) {
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          this.schedule();
+        }, retryInMs);
+      } else this.schedule();
+      this.settleIdle();
+    }
+  }
+
+  private runInSlot(task: TaskRow): void {
+    this.busy++;
+    this.options
+      .run(task, this.shutdown.signal)
+      .catch((err: unknown) => this.options.logger.error({ taskId: task.id, err: errorMessage(err) }, "an attempt ended with an unexpected error"))
+      .finally(() => {
+        this.busy--;
+        this.nudge();
+        this.settleIdle();
+      });
+  }
+
+  private idle(): Promise<void> {
+    if (this.busy === 0 && !this.claiming) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private settleIdle(): void {
+    if (this.busy > 0 || this.claiming) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    waiters.forEach((resolve) => resolve());
+  }
+}
+
+/**
+ * The claim of a process that serves `queues` and runs `types`: the unlimited queues' jobs in one
+ * batch, then each limited queue's one statement at a time while slots remain (its gate admits one
+ * per statement), held queues not at all (see QueueGate).
+ */
+export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[]): (limit: number) => Promise<TaskRow[]> {
+  const identifiersOf = (qs: string[]) => qs.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
+  const all = identifiersOf(queues);
+  return async (limit) => {
+    const view = await gate.current();
+    const claimed = await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: view.limited.map(queueFlag), limit });
+    for (const queue of view.limited) {
+      if (view.held.has(queue)) continue;
+      const identifiers = identifiersOf([queue]);
+      while (claimed.length < limit) {
+        const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
+        if (!one) {
+          // Nothing waiting, or the queue is full: read its state again before the next claim.
+          gate.invalidate();
+          break;
+        }
+        claimed.push(one);
+      }
+    }
+    return claimed;
+  };
+}
