@@ -19,7 +19,7 @@ export const RUN_TASK_PREFIX = "run:";
 
 /**
  * The graphile-worker job flag a task's job carries for its queue, `queue:<name>`. A worker leaves
- * the jobs of a paused or full queue in the database by forbidding their flag (forbiddenFlags).
+ * the jobs of a limited or held queue out of its batch claim by excluding their flag (queue-gate.ts).
  */
 export function queueFlag(queue: string): string {
   return `queue:${queue}`;

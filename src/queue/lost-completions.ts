@@ -1,12 +1,14 @@
 /**
  * graphile-worker 0.17 records a job's completion or failure without awaiting it (worker.js calls
  * completeJob/failJob and moves on), so when PostgreSQL goes away at that moment the rejection is
- * unhandled and Node would exit. A claimed attempt's job is already gone (its claim deleted it), so
- * what such a loss leaves behind is a refused claim's job (stale, held, or yielding), locked by this
- * live process. The process survives the rejection and sweeps those jobs once their locks are a
- * lease old (store/reconcile.ts removeStaleJobs, retried while the database is still away), so the
- * queue is clean within seconds of an outage instead of at the reconciler's next full pass. Any
- * other unhandled rejection keeps Node's behaviour: it is a bug, and the process exits.
+ * unhandled and Node would exit. The process survives that rejection (database-unavailable errors
+ * only). graphile-worker runs only the cron jobs here: task attempts are claimed by claim-loop.ts,
+ * whose statement deletes their jobs, so they are never locked. A cron job left locked is replaced
+ * at its next tick (its job key is in replace mode) and freed by graphile-worker's lock timeout. A
+ * lease after the loss the process also sweeps run_task jobs left locked (store/reconcile.ts
+ * removeStaleJobs, retried while the database is still away), which only workers of an earlier
+ * version, fetching through graphile-worker, can leave. Any other unhandled rejection keeps Node's
+ * behaviour: it is a bug, and the process exits.
  */
 import type { Kysely } from "kysely";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
