@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { claimNextAttempts } from "../src/store/attempts.js";
+import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+
+/**
+ * Fetches that take only some task identifiers read only those identifiers' jobs, however many
+ * others wait (migration 0018): graphile-worker's fetch of the cron jobs, at every poll and every
+ * jobs:insert notification in every worker process, and the claim of a worker whose queues are
+ * empty while another queue has a backlog.
+ */
+
+const WAITING = 20_000;
+let database: TestDatabase;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  await database.db.pool.query(
+    `select graphile_worker.add_jobs(array_agg(row('run:backlog:noop', json_build_object('taskId', g::text, 'attempt', 1), null, null, null, null, null, null)::graphile_worker.job_spec))
+     from generate_series(1, $1::int) g`,
+    [WAITING],
+  );
+  await database.db.pool.query("select graphile_worker.add_job('task_reconcile', '{}'::json, run_at => now() + interval '1 hour')");
+  await database.db.pool.query("vacuum analyze graphile_worker._private_jobs");
+}, 120_000);
+afterAll(async () => database?.drop());
+
+interface PlanNode {
+  "Index Name"?: string;
+  "Shared Hit Blocks"?: number;
+  "Shared Read Blocks"?: number;
+  Plans?: PlanNode[];
+}
+
+async function explain(text: string, values: unknown[]) {
+  const { rows } = await database.db.pool.query(`explain (analyze, buffers, format json) ${text}`, values);
+  const plan = (rows[0]["QUERY PLAN"] as Array<{ Plan: PlanNode }>)[0]!.Plan;
+  const indexes: string[] = [];
+  const walk = (n: PlanNode) => {
+    if (n["Index Name"]) indexes.push(n["Index Name"]);
+    n.Plans?.forEach(walk);
+  };
+  walk(plan);
+  return { indexes, blocks: (plan["Shared Hit Blocks"] ?? 0) + (plan["Shared Read Blocks"] ?? 0) };
+}
+
+describe("fetches by task identifier", () => {
+  it(`graphile-worker's fetch of the cron jobs reads the index by task id, not the ${WAITING} waiting task jobs`, async () => {
+    const { rows } = await database.db.pool.query("select array_agg(id) as ids from graphile_worker._private_tasks where identifier = 'task_reconcile'");
+    // graphile-worker 0.17's get_jobs (sql/getJobs.ts), its filter and order.
+    const plan = await explain(
+      `select id from graphile_worker._private_jobs as jobs
+       where jobs.is_available = true and run_at <= now() and task_id = any($1::int[])
+       order by priority asc, run_at asc limit 1 for update skip locked`,
+      [rows[0].ids],
+    );
+    expect(plan.indexes).toContain("task_service_jobs_by_task_id");
+    expect(plan.blocks).toBeLessThan(20);
+  });
+
+  it("a worker whose queues are empty claims nothing and reads only its identifiers' jobs", async () => {
+    await database.db.pool.query("select graphile_worker.add_job('run:empty:noop', '{}'::json, run_at => now() + interval '1 hour')");
+    await database.db.pool.query("analyze graphile_worker._private_jobs");
+    expect(await claimNextAttempts(database.db, "w1", { identifiers: ["run:empty:noop"], forbiddenFlags: [], limit: 10 })).toEqual([]);
+    const { rows } = await database.db.pool.query("select array_agg(id) as ids from graphile_worker._private_tasks where identifier = 'run:empty:noop'");
+    const plan = await explain(
+      `select j.id from graphile_worker._private_jobs j
+       where j.is_available = true and j.run_at <= now() and j.task_id = any($1::int[])
+       order by j.priority, j.run_at limit 10 for update of j skip locked`,
+      [rows[0].ids],
+    );
+    expect(plan.indexes).toContain("task_service_jobs_by_task_id");
+    expect(plan.blocks).toBeLessThan(20);
+  });
+});
