@@ -356,8 +356,11 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     stop: () =>
       (stopping ??= (async () => {
         logger.info({ inFlight: inFlight.size, graceMs: config.shutdownGraceMs }, "stopping workers");
-        await slots.stop(config.shutdownGraceMs);
-        await runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
+        // The task slots and graphile-worker's cron slot stop together, each within the grace period.
+        await Promise.all([
+          slots.stop(config.shutdownGraceMs),
+          runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error")),
+        ]);
         // Every attempt has ended; record what is still waiting for its batch (or spool it if the
         // database is away) before the pool closes.
         stopSignal.abort();
