@@ -95,10 +95,27 @@ describe("paused queues", () => {
 
     const resumedAt = Date.now();
     await queues.resumeQueue({ name: "pq" });
-    // Woken by NOTIFY: well under the 2 s local-queue TTL and the poll interval the test config sets.
+    // Woken by NOTIFY, well under a poll interval.
     for (const t of held) await waitForStatus(t.id, TaskStatus.SUCCEEDED, 10_000);
     const startedAt = await Promise.all(held.map(async (t) => (await taskRow(db(), t.id)).started_at!.getTime()));
     expect(Math.max(...startedAt) - resumedAt).toBeLessThan(1_500);
+  });
+});
+
+describe("limited queues", () => {
+  it("a limited queue that had nothing to start is asked again when a task arrives, not at the next poll", async () => {
+    await api.database.db.pool.query("insert into queues (name, concurrency) values ('lq', 2) on conflict (name) do update set concurrency = 2, paused = false");
+    // A poll of a minute: only the jobs:insert notification can wake the limited queue in time.
+    await workers({ workerQueues: ["default", "lq"], workerConcurrency: 4, pollIntervalMs: 60_000 });
+    // Default tasks drain while lq is empty: each claim round finds nothing in lq, which is then left alone.
+    const batch = await Promise.all(Array.from({ length: 20 }, () => createTask(api.client)));
+    for (const t of batch) await waitForStatus(t.id, TaskStatus.SUCCEEDED);
+    await pause(200);
+    const createdAt = Date.now();
+    const limited = await Promise.all([1, 2, 3].map(() => createTask(api.client, { queue: "lq" })));
+    for (const t of limited) await waitForStatus(t.id, TaskStatus.SUCCEEDED, 10_000);
+    const startedAt = await Promise.all(limited.map(async (t) => (await taskRow(db(), t.id)).started_at!.getTime()));
+    expect(Math.max(...startedAt) - createdAt).toBeLessThan(2_000);
   });
 });
 
@@ -110,7 +127,7 @@ describe("priority that holds", () => {
     const tasks = [];
     for (const priority of [-10, -5, 0, 5, 10]) {
       tasks.push(await createTask(api.client, { priority }));
-      await pause(30); // each one arrives on its own (graphile-worker fetches each into the local queue)
+      await pause(30); // each one arrives on its own (a local queue would have fetched each as it came)
     }
     for (const t of tasks) await waitForStatus(t.id, TaskStatus.SUCCEEDED);
     const order = await Promise.all(tasks.map(async (t) => ({ priority: t.priority, started: (await taskRow(db(), t.id)).started_at!.getTime() })));

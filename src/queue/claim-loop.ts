@@ -147,7 +147,8 @@ export class ClaimLoop {
 /**
  * The claim of a process that serves `queues` and runs `types`: the unlimited queues' jobs in one
  * batch, then each limited queue's one statement at a time while slots remain (its gate admits one
- * per statement), held queues not at all (see QueueGate).
+ * per statement), held queues not at all, and a limited queue that had nothing to start not again
+ * until woken (see QueueGate).
  */
 export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[]): (limit: number) => Promise<TaskRow[]> {
   const identifiersOf = (qs: string[]) => qs.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
@@ -156,13 +157,13 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
     const view = await gate.current();
     const claimed = await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: view.limited.map(queueFlag), limit });
     for (const queue of view.limited) {
-      if (view.held.has(queue)) continue;
+      if (view.held.has(queue) || gate.isQuiet(queue)) continue;
       const identifiers = identifiersOf([queue]);
       while (claimed.length < limit) {
         const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
         if (!one) {
-          // Nothing waiting, or the queue is full: read its state again before the next claim.
-          gate.invalidate();
+          // Nothing waiting, or the queue is full: not asked again until a job may have arrived or a slot freed.
+          gate.quiet(queue);
           break;
         }
         claimed.push(one);

@@ -30,6 +30,7 @@ export class QueueGate {
   private view: QueueView = { limited: [], held: new Set() };
   private fetchedAt = 0;
   private pending: Promise<QueueView> | undefined;
+  private readonly quietQueues = new Set<string>();
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -48,9 +49,28 @@ export class QueueGate {
     return this.view.limited.includes(queue);
   }
 
-  /** Forget the view: the next fetch reads it again. */
+  /** Forget the view: the next fetch reads it again (and asks every limited queue again). */
   invalidate(): void {
     this.fetchedAt = 0;
+    this.quietQueues.clear();
+  }
+
+  /**
+   * A limited queue whose claim started nothing (empty, or full): not asked again until something
+   * may have changed it (wake, invalidate), so the slots of other queues freeing up do not cost a
+   * statement per limited queue each.
+   */
+  quiet(queue: string): void {
+    this.quietQueues.add(queue);
+  }
+
+  isQuiet(queue: string): boolean {
+    return this.quietQueues.has(queue);
+  }
+
+  /** Jobs may have arrived or come due (a notification, a due time, the poll): ask every limited queue again. */
+  wake(): void {
+    this.quietQueues.clear();
   }
 
   private async refresh(): Promise<QueueView> {

@@ -198,7 +198,12 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   });
   // Jobs enqueued for later (delayed tasks, retries after backoff) wake the slots when due; new
   // jobs are announced by graphile-worker's add_job(s) on jobs:insert; the poll catches the rest.
-  const wake = new WakeSchedule(() => slots.nudge());
+  // Any of these may bring jobs to a limited queue that had none: ask every queue again.
+  const jobsMayHaveArrived = () => {
+    gate.wake();
+    slots.nudge();
+  };
+  const wake = new WakeSchedule(jobsMayHaveArrived);
   const wakeListener = listen(options.databaseUrl, WAKE_CHANNEL, logger, (payload) => payload.split(",").forEach((at) => wake.add(Number(at))));
   events.on("pool:create", ({ workerPool }) => graphileIds.add(workerPool.id));
   events.on("worker:create", ({ worker }) => graphileIds.add(worker.workerId));
@@ -268,8 +273,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   });
   const pauseListener = listen(options.databaseUrl, PAUSE_CHANNEL, logger, pauseChanged);
   // New jobs (add_job(s) notifies jobs:insert); on (re)connecting, one may have been missed.
-  const insertListener = listen(options.databaseUrl, JOBS_INSERT_CHANNEL, logger, () => slots.nudge(), () => slots.nudge());
-  const poll = setInterval(() => slots.nudge(), config.pollIntervalMs);
+  const insertListener = listen(options.databaseUrl, JOBS_INSERT_CHANNEL, logger, jobsMayHaveArrived, jobsMayHaveArrived);
+  const poll = setInterval(jobsMayHaveArrived, config.pollIntervalMs);
   const beat = setInterval(beatNow, config.heartbeatIntervalMs);
 
   // Leases are not judged across this reconciler's own downtime: it counts them from its start.
