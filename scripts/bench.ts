@@ -176,6 +176,16 @@ async function main() {
     await writeFile(opts.json, `${JSON.stringify(figures, null, 2)}\n`);
 
     const f = (v: number) => v.toFixed(0);
+    const targets: Array<[string, boolean]> = [
+      ["drain ratio", figures.drain.ratioToBatched >= 0.35],
+      ["end to end", endToEndPerSec >= 5000],
+      ["CreateTask single ratio", figures.createTaskSingle.ratio >= 1],
+      ["idle latency", idle.p50 <= 4 && idle.p99 <= 10],
+      ["half-load p99", steady.p99 <= 50],
+      ["peak RSS", serveRssMb <= 120],
+      ["task get", cliSeconds.cli <= 0.35],
+    ];
+    const unmet = targets.filter(([, ok]) => !ok).map(([name]) => name);
     const met = (ok: boolean) => (ok ? "met" : "NOT met");
     const row = (figure: string, ours: string, baseline: string, ratio: string, target: string) =>
       `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${target}`;
@@ -199,6 +209,9 @@ async function main() {
         `  capture  shell \`yes | head -c ${yes.mb}M\`: ${yes.lines} lines in ${yes.seconds.toFixed(1)} s (${f(yes.lines / yes.seconds)} lines/s), RSS ${yes.rssBeforeMb.toFixed(0)} MB before, peak ${yes.rssPeakMb.toFixed(0)} MB`,
         `  logs     on ${cap.storedLines} stored lines (median of 21): tail 100 ${cap.tailMs.toFixed(1)} ms   range of 100 ${cap.rangeMs.toFixed(1)} ms   counts ${cap.countMs.toFixed(1)} ms   (row per line: tail 100 ${cap.rowsTailMs.toFixed(1)} ms)`,
         ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trial${rescued.trials.length === 1 ? "" : "s"}: ${rescued.summary}`] : []),
+        ...(unmet.length > 0
+          ? [`  not met: ${unmet.join(", ")}; the profile that bounds each and the change that would move it: docs/design/hot-path.md, "What still bounds it"`]
+          : []),
         `  figures written to ${opts.json}`,
         "",
       ].join("\n"),

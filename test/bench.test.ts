@@ -39,6 +39,8 @@ describe("npm run bench", () => {
       ]) {
         expect(lines.some((l) => figure.test(l)), `${figure} in\n${stdout}`).toBe(true);
       }
+      // A target not met points at what bounds it.
+      if (lines.some((l) => l.includes("NOT met"))) expect(lines.some((l) => /^ {2}not met: .+docs\/design\/hot-path\.md/.test(l)), stdout).toBe(true);
       const figures = JSON.parse(await readFile(json, "utf8"));
       expect(figures.drain.ratioToBatched).toBeCloseTo(figures.drain.perSec / figures.graphileBatched.drainPerSec, 6);
       expect(figures.createTaskSingle.ratio).toBeCloseTo(figures.createTaskSingle.perSec / figures.createTaskSingle.bareInsertPerSec, 6);
