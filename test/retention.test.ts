@@ -107,10 +107,14 @@ describe("retention", () => {
     const workers = await startTestWorkers(api.database, { retainSucceededMs: DAY, retainFailedMs: DAY, retainCancelledMs: DAY, retentionBatchSize: 50 });
     try {
       expect(await expired({ succeeded: DAY, failed: DAY })).toBeGreaterThan(0);
+      // Expired as of now: the pass starts after this, so it deletes at least these. (A task that
+      // finished just under a day ago expires while the test waits; the pass need not see it.)
+      const { rows: [expiredBefore] } = await sql<{ cutoff: Date }>`select now() - interval '1 day' as cutoff`.execute(db());
+      const cutoff = expiredBefore!.cutoff;
       // What the cron schedule enqueues, enqueued now.
       await sql`select graphile_worker.add_job(${RETENTION_TASK}, '{}'::json)`.execute(db());
       await waitFor(async () => {
-        const { rows } = await sql<{ n: string }>`select count(*) as n from tasks where status in ('succeeded', 'failed', 'cancelled') and finished_at < now() - interval '1 day'`.execute(db());
+        const { rows } = await sql<{ n: string }>`select count(*) as n from tasks where status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}`.execute(db());
         return Number(rows[0]!.n) === 0;
       }, "expired tasks deleted by the cron task");
     } finally {
