@@ -104,8 +104,9 @@ export class ClaimLoop {
     } catch (err) {
       this.failures++;
       retryInMs = Math.min(250 * 2 ** Math.min(this.failures - 1, 10), MAX_RETRY_MS);
-      const message = isDatabaseUnavailable(err) ? "database unavailable while claiming attempts; retrying" : "claiming attempts failed; retrying";
-      this.options.logger[isDatabaseUnavailable(err) ? "warn" : "error"]({ err: errorMessage(err), retryInMs }, message);
+      const away = isDatabaseUnavailable(err);
+      const message = away ? "database unavailable while claiming attempts; retrying" : "claiming attempts failed; retrying";
+      this.options.logger[away ? "warn" : "error"]({ err: errorMessage(err), retryInMs }, message);
       this.wanted = true;
     } finally {
       this.claiming = false;
@@ -151,14 +152,14 @@ export class ClaimLoop {
  * until woken (see QueueGate).
  */
 export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[]): (limit: number) => Promise<TaskRow[]> {
-  const identifiersOf = (qs: string[]) => qs.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
-  const all = identifiersOf(queues);
+  const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
+  const all = [...byQueue.values()].flat();
   return async (limit) => {
     const view = await gate.current();
     const claimed = await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: view.limited.map(queueFlag), limit });
     for (const queue of view.limited) {
       if (view.held.has(queue) || gate.isQuiet(queue)) continue;
-      const identifiers = identifiersOf([queue]);
+      const identifiers = byQueue.get(queue) ?? [];
       while (claimed.length < limit) {
         const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
         if (!one) {

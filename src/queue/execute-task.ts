@@ -68,7 +68,7 @@ export interface ExecuteDeps {
   /** Fires when the worker process stops: a write-behind outcome then stops waiting out an outage (it stays spooled). */
   stopping?: AbortSignal;
   metrics?: Metrics;
-  /** This process's view of held queues (told when a claim was refused or a limited queue's attempt ended). */
+  /** This process's view of limited and held queues (told when an attempt of a limited queue ended). */
   queueGate?: QueueGate;
   /**
    * How long a plugin may take to settle after its signal fired (timeout, cancel, shutdown) before
@@ -120,7 +120,7 @@ export async function runAttempt(deps: ExecuteDeps, task: TaskRow, shutdown: Abo
   const logger = deps.logger.child({ taskId: task.id, attempt: task.attempts });
   const limitedQueue = deps.queueGate?.isLimited(task.queue) ?? false;
   try {
-    await runClaimed(deps, task, task.attempts, logger, shutdown);
+    await runClaimed(deps, task, logger, shutdown);
   } finally {
     // A slot of a limited queue is free again: read the held queues afresh before the next claim.
     if (limitedQueue) deps.queueGate?.invalidate();
@@ -128,11 +128,11 @@ export async function runAttempt(deps: ExecuteDeps, task: TaskRow, shutdown: Abo
 }
 
 /** Runs a claimed attempt and records its outcome (see runAttempt). */
-async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, logger: Logger, shutdown: AbortSignal): Promise<void> {
-  const taskId = task.id;
+async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shutdown: AbortSignal): Promise<void> {
+  const { id: taskId, attempts: attempt } = task;
   const controller = new AbortController();
-  const entry: InFlightAttempt = { taskId, attempt: task.attempts, controller, renewed: new Set(), pause: new AttemptPause() };
-  const key = `${taskId}:${task.attempts}`;
+  const entry: InFlightAttempt = { taskId, attempt, controller, renewed: new Set(), pause: new AttemptPause() };
+  const key = `${taskId}:${attempt}`;
   deps.inFlight.set(key, entry);
   const lease = {
     watchdogMs: deps.watchdogMs,
@@ -185,7 +185,7 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, attempt: number, log
   const stop = stopping ? { get aborted() { return shutdown.aborted || stopping.aborted; } } : shutdown;
   const settle = async () => {
     const { recorded, outcome: final } = await recordOrFailWithReason(
-      (o) => recordOrSpool(deps, { taskId: task.id, attempt: task.attempts, workerId: deps.workerId, outcome: o }, logger, stop),
+      (o) => recordOrSpool(deps, { taskId, attempt, workerId: deps.workerId, outcome: o }, logger, stop),
       outcome,
       attempt,
       logger,

@@ -1,17 +1,12 @@
 /**
  * The graphile-worker task identifier a task's attempts run under: one per (queue, type),
- * `run:<queue>:<type>`. A worker process registers a handler only for the identifiers of the
- * queues it serves and the types it has enabled, so graphile-worker's own fetch (which filters on
- * the identifiers it has handlers for) never hands it a task it cannot run: such a task waits
+ * `run:<queue>:<type>`; its payload is `{taskId, attempt}` (store/jobs.ts jobSpecsFrom). A worker
+ * process claims only the identifiers of the queues it serves and the types it has enabled
+ * (store/attempts.ts claimNextAttempts), so it never takes a task it cannot run: such a task waits
  * QUEUED for a worker that can. Neither queue names nor type names contain ':'.
  */
 export function runTaskIdentifier(queue: string, type: string): string {
   return `run:${queue}:${type}`;
-}
-
-/** The queue of a runTaskIdentifier (`run:<queue>:<type>`). */
-export function queueOf(identifier: string): string {
-  return identifier.split(":")[1] ?? "";
 }
 
 /** The prefix every runTaskIdentifier starts with (for SQL that selects our jobs: `like 'run:%'`). */
@@ -30,10 +25,3 @@ export function queueFlag(queue: string): string {
  * because, say, the database went away); task-level retries and backoff are ours.
  */
 export const JOB_MAX_ATTEMPTS = 10;
-
-/** What a run_task job carries. */
-export interface RunTaskPayload {
-  taskId: string;
-  /** The attempt this job is meant to start; a job for an older attempt is stale and does nothing. */
-  attempt: number;
-}

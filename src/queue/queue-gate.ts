@@ -22,8 +22,7 @@ export interface QueueView {
  * so they stay in the database instead of being taken, refused and put back over and over.
  *
  * The view is advisory and a little stale (at most HELD_QUEUES_TTL_MS, and refreshed at once when a
- * queue's settings change, a limited claim found nothing to start, or an attempt in a limited queue
- * ended here): the claim's SQL gate (task_queue_admits, and the batch's refusal of every limited
+ * queue's settings change or an attempt in a limited queue ended here): the claim's SQL gate (task_queue_admits, and the batch's refusal of every limited
  * queue) is what guarantees limits and pauses.
  */
 export class QueueGate {

@@ -36,9 +36,8 @@ export interface TransitionSpec {
   /** Remove each changed row's pending job. */
   removeJob?: boolean;
   /**
-   * Delete each changed row's graphile-worker job (`job_id`, the job a claim is handling): the task
-   * row owns the attempt from now on, so graphile-worker's own completion of that job, when its
-   * handler returns, finds nothing and writes nothing (no commit to flush).
+   * Delete each changed row's graphile-worker job (`job_id`, the job a claim took): the task row
+   * owns the attempt from now on (heartbeat, lease, rescue), and the job is never completed.
    */
   completeJob?: boolean;
   /** pg_notify(channel, payload) for each changed row for which `when` holds (default: every row). */
