@@ -23,230 +23,225 @@ function parseTargets(text: string, ctx: z.RefinementCtx): Record<string, string
   return targets;
 }
 
+/** A setting: the environment variable it is read from, beside the schema (and default) of its value. */
+function setting<S extends z.ZodType>(env: string, schema: S): { env: string; schema: S } {
+  return { env, schema };
+}
+
+/** The log levels, most verbose first (LOG_LEVEL, --log-level). */
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+
 /**
- * Every setting of the service, with its default and the environment variable it is read from.
- * This module is the only reader of process.env; everything else receives a Config.
+ * Every setting of the service: the environment variable it is read from, its schema and default.
+ * This module is the only reader of process.env; everything else receives a Config (or an env object
+ * it passes here) and names a variable through configEnvNames or clientEnvNames.
  */
-export const configSchema = z.object({
-  /** DATABASE_URL: PostgreSQL to use. Unset: `server`/`up` start an embedded PostgreSQL under dataDir. */
-  databaseUrl: z.string().url().optional(),
-  /** TASK_DATA_DIR: where the embedded PostgreSQL keeps its data (and the email outbox). */
-  dataDir: z.string().min(1).default("./.task"),
-  /** TASK_HOST: address the API listens on. Loopback by default; anything else needs tokens or allowInsecure. */
-  host: z.string().min(1).default("127.0.0.1"),
-  /** TASK_PORT: port the API listens on (0 picks a free one). */
-  port: z.coerce.number().int().min(0).max(65535).default(8080),
-  /** TASK_API_TOKENS: comma-separated bearer tokens; when set, every RPC must present one. */
-  apiTokens: commaList.default([]),
-  /** TASK_ALLOW_INSECURE: allow a non-loopback listen address without API tokens. */
-  allowInsecure: envBoolean.default(false),
+const settings = {
+  /** PostgreSQL to use. Unset: `server`/`up` start an embedded PostgreSQL under dataDir. */
+  databaseUrl: setting("DATABASE_URL", z.string().url().optional()),
+  /** Where the embedded PostgreSQL keeps its data (and the email outbox). */
+  dataDir: setting("TASK_DATA_DIR", z.string().min(1).default("./.task")),
+  /** Address the API listens on. Loopback by default; anything else needs tokens or allowInsecure. */
+  host: setting("TASK_HOST", z.string().min(1).default("127.0.0.1")),
+  /** Port the API listens on (0 picks a free one). */
+  port: setting("TASK_PORT", z.coerce.number().int().min(0).max(65535).default(8080)),
+  /** Comma-separated bearer tokens; when set, every RPC must present one. */
+  apiTokens: setting("TASK_API_TOKENS", commaList.default([])),
+  /** Allow a non-loopback listen address without API tokens. */
+  allowInsecure: setting("TASK_ALLOW_INSECURE", envBoolean.default(false)),
   /**
-   * TASK_CORS_ORIGINS: comma-separated browser origins (e.g. https://app.example.com, or *) that may call
+   * Comma-separated browser origins (e.g. https://app.example.com, or *) that may call
    * the API from their pages (Connect, gRPC-Web). Empty: no CORS headers, browsers refuse cross-origin calls.
    */
-  corsOrigins: commaList
-    .pipe(z.array(z.string().regex(/^(\*|https?:\/\/[^/\s]+)$/, "each origin is * or scheme://host[:port], without a path")))
-    .default([]),
-  /** TASK_ENABLE_SHELL: allow the shell task type (remote code execution by design). */
-  enableShell: envBoolean.default(false),
-  /** TASK_MAX_REQUEST_BYTES: largest request body the API reads. */
-  maxRequestBytes: z.coerce.number().int().min(1024).default(4 * 1024 * 1024),
-  /** TASK_MAX_BATCH_SIZE: most tasks one CreateTasks call may carry. */
-  maxBatchSize: z.coerce.number().int().min(1).default(5000),
-  /** TASK_DB_POOL_SIZE: PostgreSQL connections per process for the API and store. */
-  dbPoolSize: z.coerce.number().int().min(1).default(10),
-  /** TASK_METRICS_PORT: `serve` exposes /metrics on this port (0: off; the API server always has /metrics). */
-  metricsPort: z.coerce.number().int().min(0).max(65535).default(0),
-  /** TASK_WORKERS: jobs a worker process runs at once (`serve -n`, `up --workers`). */
-  workerConcurrency: z.coerce.number().int().min(0).max(1000).default(10),
+  corsOrigins: setting(
+    "TASK_CORS_ORIGINS",
+    commaList
+      .pipe(z.array(z.string().regex(/^(\*|https?:\/\/[^/\s]+)$/, "each origin is * or scheme://host[:port], without a path")))
+      .default([]),
+  ),
+  /** Allow the shell task type (remote code execution by design). */
+  enableShell: setting("TASK_ENABLE_SHELL", envBoolean.default(false)),
+  /** Largest request body the API reads. */
+  maxRequestBytes: setting("TASK_MAX_REQUEST_BYTES", z.coerce.number().int().min(1024).default(4 * 1024 * 1024)),
+  /** Most tasks one CreateTasks call may carry. */
+  maxBatchSize: setting("TASK_MAX_BATCH_SIZE", z.coerce.number().int().min(1).default(5000)),
+  /** PostgreSQL connections per process for the API and store. */
+  dbPoolSize: setting("TASK_DB_POOL_SIZE", z.coerce.number().int().min(1).default(10)),
+  /** `serve` exposes /metrics on this port (0: off; the API server always has /metrics). */
+  metricsPort: setting("TASK_METRICS_PORT", z.coerce.number().int().min(0).max(65535).default(0)),
+  /** Jobs a worker process runs at once (`serve -n`, `up --workers`). */
+  workerConcurrency: setting("TASK_WORKERS", z.coerce.number().int().min(0).max(1000).default(10)),
   /**
-   * TASK_OUTCOME_FLUSH_MS: a worker records attempt outcomes write-behind, in batches flushed this
+   * A worker records attempt outcomes write-behind, in batches flushed this
    * often (one statement per batch, see src/queue/outcome-writer.ts); a crash before the flush is a
    * lost attempt the reconciler retries. 0 flushes at once (still coalescing what finished together).
    */
-  outcomeFlushMs: z.coerce.number().int().min(0).max(60_000).default(2),
+  outcomeFlushMs: setting("TASK_OUTCOME_FLUSH_MS", z.coerce.number().int().min(0).max(60_000).default(2)),
   /**
-   * TASK_QUEUES: the queues a worker process serves (`serve --queues a,b`), comma-separated. Default
+   * The queues a worker process serves (`serve --queues a,b`), comma-separated. Default
    * `default` only: a task in a queue no live worker serves waits QUEUED (ListQueues shows 0 workers).
    */
-  workerQueues: commaList
-    .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "each queue name is 1-64 of a-z, 0-9, _ - . starting with a letter or digit")).min(1, "name at least one queue"))
-    .default(["default"]),
+  workerQueues: setting(
+    "TASK_QUEUES",
+    commaList
+      .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "each queue name is 1-64 of a-z, 0-9, _ - . starting with a letter or digit")).min(1, "name at least one queue"))
+      .default(["default"]),
+  ),
   /**
-   * TASK_PRIORITY_AGING_MS: a waiting task's effective priority rises by 1 for every this many ms it
+   * A waiting task's effective priority rises by 1 for every this many ms it
    * has been due, so low priorities do not starve (0: no aging). Applied by the reconcile pass.
    */
-  priorityAgingMs: z.coerce.number().int().min(0).default(60_000),
-  /** TASK_BACKOFF_BASE_MS: delay before the first retry; doubles each attempt, with jitter. */
-  backoffBaseMs: z.coerce.number().int().min(1).default(1_000),
-  /** TASK_BACKOFF_MAX_MS: longest delay between attempts. */
-  backoffMaxMs: z.coerce.number().int().min(1).default(300_000),
-  /** TASK_SHUTDOWN_GRACE_MS: on SIGTERM, how long running attempts may finish before they are aborted and released. */
-  shutdownGraceMs: z.coerce.number().int().min(0).default(30_000),
-  /** TASK_HEARTBEAT_MS: how often a worker records that its running tasks are alive. */
-  heartbeatIntervalMs: z.coerce.number().int().min(100).default(3_000),
-  /** TASK_LEASE_MS: a running task whose heartbeat is older than this is treated as lost by the reconciler. */
-  leaseMs: z.coerce.number().int().min(1_000).default(15_000),
-  /** TASK_RECONCILE_CRON: graphile-worker cron schedule of the full reconcile pass (lost attempts, missing jobs, pending cancels). */
-  reconcileCron: z
-    .string()
-    .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '* * * * *'")
-    .default("* * * * *"),
+  priorityAgingMs: setting("TASK_PRIORITY_AGING_MS", z.coerce.number().int().min(0).default(60_000)),
+  /** Delay before the first retry; doubles each attempt, with jitter. */
+  backoffBaseMs: setting("TASK_BACKOFF_BASE_MS", z.coerce.number().int().min(1).default(1_000)),
+  /** Longest delay between attempts. */
+  backoffMaxMs: setting("TASK_BACKOFF_MAX_MS", z.coerce.number().int().min(1).default(300_000)),
+  /** On SIGTERM, how long running attempts may finish before they are aborted and released. */
+  shutdownGraceMs: setting("TASK_SHUTDOWN_GRACE_MS", z.coerce.number().int().min(0).default(30_000)),
+  /** How often a worker records that its running tasks are alive. */
+  heartbeatIntervalMs: setting("TASK_HEARTBEAT_MS", z.coerce.number().int().min(100).default(3_000)),
+  /** A running task whose heartbeat is older than this is treated as lost by the reconciler. */
+  leaseMs: setting("TASK_LEASE_MS", z.coerce.number().int().min(1_000).default(15_000)),
+  /** Graphile-worker cron schedule of the full reconcile pass (lost attempts, missing jobs, pending cancels). */
+  reconcileCron: setting(
+    "TASK_RECONCILE_CRON",
+    z
+      .string()
+      .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '* * * * *'")
+      .default("* * * * *"),
+  ),
   /**
-   * TASK_RECONCILE_INTERVAL_MS: how often each worker process checks for exited workers and lost
+   * How often each worker process checks for exited workers and lost
    * attempts (cron runs at most once a minute); 0 turns it off.
    */
-  reconcileIntervalMs: z.coerce.number().int().min(0).default(1_000),
-  /** TASK_RETAIN_SUCCEEDED_MS: SUCCEEDED tasks finished longer ago than this are deleted with their history and logs (`--retain-succeeded`); 0 keeps them. */
-  retainSucceededMs: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
-  /** TASK_RETAIN_FAILED_MS: the same for FAILED tasks (`--retain-failed`); 0 keeps them. */
-  retainFailedMs: z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000),
-  /** TASK_RETAIN_CANCELLED_MS: the same for CANCELLED tasks (`--retain-cancelled`); 0 keeps them. */
-  retainCancelledMs: z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000),
-  /** TASK_RETENTION_CRON: graphile-worker cron schedule of the retention pass (run by one worker at a time). */
-  retentionCron: z
-    .string()
-    .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '*/5 * * * *'")
-    .default("*/5 * * * *"),
-  /** TASK_RETENTION_BATCH: tasks deleted per statement by the retention pass (small batches keep locks short). */
-  retentionBatchSize: z.coerce.number().int().min(1).max(100_000).default(1_000),
-  /** TASK_POLL_INTERVAL_MS: how often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
-  pollIntervalMs: z.coerce.number().int().min(50).default(2_000),
+  reconcileIntervalMs: setting("TASK_RECONCILE_INTERVAL_MS", z.coerce.number().int().min(0).default(1_000)),
+  /** SUCCEEDED tasks finished longer ago than this are deleted with their history and logs (`--retain-succeeded`); 0 keeps them. */
+  retainSucceededMs: setting("TASK_RETAIN_SUCCEEDED_MS", z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000)),
+  /** The same for FAILED tasks (`--retain-failed`); 0 keeps them. */
+  retainFailedMs: setting("TASK_RETAIN_FAILED_MS", z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000)),
+  /** The same for CANCELLED tasks (`--retain-cancelled`); 0 keeps them. */
+  retainCancelledMs: setting("TASK_RETAIN_CANCELLED_MS", z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000)),
+  /** Graphile-worker cron schedule of the retention pass (run by one worker at a time). */
+  retentionCron: setting(
+    "TASK_RETENTION_CRON",
+    z
+      .string()
+      .regex(/^\S+ \S+ \S+ \S+ \S+$/, "must be a 5-field cron schedule, e.g. '*/5 * * * *'")
+      .default("*/5 * * * *"),
+  ),
+  /** Tasks deleted per statement by the retention pass (small batches keep locks short). */
+  retentionBatchSize: setting("TASK_RETENTION_BATCH", z.coerce.number().int().min(1).max(100_000).default(1_000)),
+  /** How often workers poll for due jobs (new jobs also arrive by LISTEN/NOTIFY). */
+  pollIntervalMs: setting("TASK_POLL_INTERVAL_MS", z.coerce.number().int().min(50).default(2_000)),
   /**
-   * TASK_MAX_LOG_LINES: output lines kept per attempt: the first half and the last half, with one
+   * Output lines kept per attempt: the first half and the last half, with one
    * marker line between saying how many were dropped.
    */
-  maxLogLinesPerTask: z.coerce.number().int().min(2).default(10_000),
-  /** TASK_MAX_LOG_BYTES: output kept per attempt (characters), halved the same way as the lines. */
-  maxLogBytesPerTask: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
-  /** TASK_SHELL_KILL_GRACE_MS: after SIGTERM to a shell task's process group, wait this long before SIGKILL. */
-  shellKillGraceMs: z.coerce.number().int().min(0).default(5_000),
+  maxLogLinesPerTask: setting("TASK_MAX_LOG_LINES", z.coerce.number().int().min(2).default(10_000)),
+  /** Output kept per attempt (characters), halved the same way as the lines. */
+  maxLogBytesPerTask: setting("TASK_MAX_LOG_BYTES", z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024)),
+  /** After SIGTERM to a shell task's process group, wait this long before SIGKILL. */
+  shellKillGraceMs: setting("TASK_SHELL_KILL_GRACE_MS", z.coerce.number().int().min(0).default(5_000)),
   /**
-   * TASK_SHELL_USER: the user shell commands run as (a name or uid from /etc/passwd). Unset: `nobody`
+   * The user shell commands run as (a name or uid from /etc/passwd). Unset: `nobody`
    * when the service runs as root, otherwise the service's own user (switching needs root).
    */
-  shellUser: z.string().min(1).optional(),
+  shellUser: setting("TASK_SHELL_USER", z.string().min(1).optional()),
   /**
-   * TASK_SPOOL_DIR: where a worker keeps outcomes it could not record yet (the database was away),
+   * Where a worker keeps outcomes it could not record yet (the database was away),
    * so a restart does not lose them (default DATA_DIR/spool).
    */
-  spoolDir: z.string().min(1).optional(),
-  /** SMTP_URL: e.g. smtp://user:pass@host:587. Unset: send_email writes .eml files to the outbox. */
-  smtpUrl: z.string().url().optional(),
-  /** SMTP_FROM: sender used when a send_email task gives none. */
-  smtpFrom: z.string().min(3).default("task-service@localhost"),
-  /** TASK_OUTBOX_DIR: where send_email writes .eml files without SMTP_URL (default DATA_DIR/outbox). */
-  outboxDir: z.string().min(1).optional(),
+  spoolDir: setting("TASK_SPOOL_DIR", z.string().min(1).optional()),
+  /** E.g. smtp://user:pass@host:587. Unset: send_email writes .eml files to the outbox. */
+  smtpUrl: setting("SMTP_URL", z.string().url().optional()),
+  /** Sender used when a send_email task gives none. */
+  smtpFrom: setting("SMTP_FROM", z.string().min(3).default("task-service@localhost")),
+  /** Where send_email writes .eml files without SMTP_URL (default DATA_DIR/outbox). */
+  outboxDir: setting("TASK_OUTBOX_DIR", z.string().min(1).optional()),
   /**
-   * TASK_QUERY_TARGETS: databases run_query may use, as name=postgres-url pairs separated by
+   * Databases run_query may use, as name=postgres-url pairs separated by
    * whitespace or commas. With the embedded database, "playground" is added automatically.
    */
-  queryTargets: z
-    .union([z.record(z.string(), z.string()), z.string()])
-    .transform((v, ctx) => (typeof v === "string" ? parseTargets(v, ctx) : v))
-    .default({}),
-  /** TASK_QUERY_WRITABLE_TARGETS: targets where run_query may use read_only=false. */
-  queryWritableTargets: commaList.default([]),
-  /** TASK_QUERY_STATEMENT_TIMEOUT_MS: upper bound for one run_query statement. */
-  queryStatementTimeoutMs: z.coerce.number().int().min(1).default(30_000),
-  /** TASK_QUERY_MAX_READ_BYTES: most bytes run_query reads per statement; past it, rows are no longer counted. */
-  queryMaxReadBytes: z.coerce.number().int().min(1024).default(64 * 1024 * 1024),
-  /** TASK_MAX_RESULT_BYTES: largest task result stored, as JSON; run_query keeps fewer rows, other results are replaced by a note. */
-  maxResultBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
-  /** TASK_HTTP_HEADERS_TIMEOUT_MS: a connection must send its first bytes, and HTTP/1.1 request headers, within this. */
-  httpHeadersTimeoutMs: z.coerce.number().int().min(100).default(10_000),
-  /** TASK_HTTP_REQUEST_TIMEOUT_MS: a request (headers and body) must arrive whole within this; responses may stream longer. */
-  httpRequestTimeoutMs: z.coerce.number().int().min(100).default(30_000),
-  /** TASK_HTTP_KEEP_ALIVE_TIMEOUT_MS: an idle HTTP/1.1 keep-alive connection is closed after this. */
-  httpKeepAliveTimeoutMs: z.coerce.number().int().min(100).default(5_000),
-  /** TASK_HTTP2_IDLE_TIMEOUT_MS: an HTTP/2 connection with no open stream and no traffic is closed after this. */
-  http2IdleTimeoutMs: z.coerce.number().int().min(100).default(60_000),
-  /** TASK_HTTP2_MAX_STREAMS: concurrent streams one HTTP/2 connection may open. */
-  http2MaxConcurrentStreams: z.coerce.number().int().min(1).default(100),
-  /** TASK_HTTP_MAX_CONNECTIONS: open client connections the API accepts; further ones are closed at once. */
-  httpMaxConnections: z.coerce.number().int().min(1).default(1_000),
-  /** TASK_MAX_HEALTH_WATCHERS: open grpc.health.v1 Watch streams (unauthenticated); further ones get ResourceExhausted. */
-  maxHealthWatchers: z.coerce.number().int().min(1).default(1_000),
-  /** TASK_WATCH_HEARTBEAT_MS: a WatchTasks stream gets a heartbeat after this long without a message. */
-  watchHeartbeatMs: z.coerce.number().int().min(100).max(300_000).default(10_000),
+  queryTargets: setting(
+    "TASK_QUERY_TARGETS",
+    z
+      .union([z.record(z.string(), z.string()), z.string()])
+      .transform((v, ctx) => (typeof v === "string" ? parseTargets(v, ctx) : v))
+      .default({}),
+  ),
+  /** Targets where run_query may use read_only=false. */
+  queryWritableTargets: setting("TASK_QUERY_WRITABLE_TARGETS", commaList.default([])),
+  /** Upper bound for one run_query statement. */
+  queryStatementTimeoutMs: setting("TASK_QUERY_STATEMENT_TIMEOUT_MS", z.coerce.number().int().min(1).default(30_000)),
+  /** Most bytes run_query reads per statement; past it, rows are no longer counted. */
+  queryMaxReadBytes: setting("TASK_QUERY_MAX_READ_BYTES", z.coerce.number().int().min(1024).default(64 * 1024 * 1024)),
+  /** Largest task result stored, as JSON; run_query keeps fewer rows, other results are replaced by a note. */
+  maxResultBytes: setting("TASK_MAX_RESULT_BYTES", z.coerce.number().int().min(1024).default(1024 * 1024)),
+  /** A connection must send its first bytes, and HTTP/1.1 request headers, within this. */
+  httpHeadersTimeoutMs: setting("TASK_HTTP_HEADERS_TIMEOUT_MS", z.coerce.number().int().min(100).default(10_000)),
+  /** A request (headers and body) must arrive whole within this; responses may stream longer. */
+  httpRequestTimeoutMs: setting("TASK_HTTP_REQUEST_TIMEOUT_MS", z.coerce.number().int().min(100).default(30_000)),
+  /** An idle HTTP/1.1 keep-alive connection is closed after this. */
+  httpKeepAliveTimeoutMs: setting("TASK_HTTP_KEEP_ALIVE_TIMEOUT_MS", z.coerce.number().int().min(100).default(5_000)),
+  /** An HTTP/2 connection with no open stream and no traffic is closed after this. */
+  http2IdleTimeoutMs: setting("TASK_HTTP2_IDLE_TIMEOUT_MS", z.coerce.number().int().min(100).default(60_000)),
+  /** Concurrent streams one HTTP/2 connection may open. */
+  http2MaxConcurrentStreams: setting("TASK_HTTP2_MAX_STREAMS", z.coerce.number().int().min(1).default(100)),
+  /** Open client connections the API accepts; further ones are closed at once. */
+  httpMaxConnections: setting("TASK_HTTP_MAX_CONNECTIONS", z.coerce.number().int().min(1).default(1_000)),
+  /** Open grpc.health.v1 Watch streams (unauthenticated); further ones get ResourceExhausted. */
+  maxHealthWatchers: setting("TASK_MAX_HEALTH_WATCHERS", z.coerce.number().int().min(1).default(1_000)),
+  /** A WatchTasks stream gets a heartbeat after this long without a message. */
+  watchHeartbeatMs: setting("TASK_WATCH_HEARTBEAT_MS", z.coerce.number().int().min(100).max(300_000).default(10_000)),
   /**
-   * TASK_WATCH_MAX_QUEUED: changes queued for one WatchTasks stream whose reader is slow; past it
+   * Changes queued for one WatchTasks stream whose reader is slow; past it
    * the stream gets one resync message instead (its memory stays bounded).
    */
-  watchMaxQueued: z.coerce.number().int().min(10).max(1_000_000).default(1_000),
+  watchMaxQueued: setting("TASK_WATCH_MAX_QUEUED", z.coerce.number().int().min(10).max(1_000_000).default(1_000)),
   /**
-   * TASK_ALLOWED_HOSTS: Host header names (port ignored) the API answers when it runs without tokens,
+   * Host header names (port ignored) the API answers when it runs without tokens,
    * against DNS rebinding. Unset: loopback names (localhost, 127.x.x.x, [::1]) on a loopback listener.
    * "*" accepts any host (not advised).
    */
-  allowedHosts: commaList.default([]),
-  /** TASK_EMAIL_ALLOWED_SENDERS: if set, the only `from` addresses (or @domain suffixes) send_email accepts. */
-  emailAllowedSenders: commaList.default([]),
-  /** LOG_LEVEL: trace, debug, info, warn, error, fatal or silent. */
-  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
-});
+  allowedHosts: setting("TASK_ALLOWED_HOSTS", commaList.default([])),
+  /** If set, the only `from` addresses (or @domain suffixes) send_email accepts. */
+  emailAllowedSenders: setting("TASK_EMAIL_ALLOWED_SENDERS", commaList.default([])),
+  /** Trace, debug, info, warn, error, fatal or silent. */
+  logLevel: setting("LOG_LEVEL", z.enum(LOG_LEVELS).default("info")),
+};
+
+type Schemas<T extends Record<string, { schema: z.ZodType }>> = { [K in keyof T]: T[K]["schema"] };
+
+/** The schema of the whole configuration. */
+export const configSchema = z.object(
+  Object.fromEntries(Object.entries(settings).map(([key, s]) => [key, s.schema])) as Schemas<typeof settings>,
+);
 
 /** The resolved configuration. */
 export type Config = z.infer<typeof configSchema>;
 /** Settings given explicitly (CLI flags, tests); they win over the environment. */
 export type ConfigOverrides = Partial<z.input<typeof configSchema>>;
 
-const envNames: Record<keyof Config, string> = {
-  databaseUrl: "DATABASE_URL",
-  dataDir: "TASK_DATA_DIR",
-  host: "TASK_HOST",
-  port: "TASK_PORT",
-  apiTokens: "TASK_API_TOKENS",
-  allowInsecure: "TASK_ALLOW_INSECURE",
-  corsOrigins: "TASK_CORS_ORIGINS",
-  enableShell: "TASK_ENABLE_SHELL",
-  maxRequestBytes: "TASK_MAX_REQUEST_BYTES",
-  maxBatchSize: "TASK_MAX_BATCH_SIZE",
-  dbPoolSize: "TASK_DB_POOL_SIZE",
-  metricsPort: "TASK_METRICS_PORT",
-  workerConcurrency: "TASK_WORKERS",
-  outcomeFlushMs: "TASK_OUTCOME_FLUSH_MS",
-  workerQueues: "TASK_QUEUES",
-  priorityAgingMs: "TASK_PRIORITY_AGING_MS",
-  backoffBaseMs: "TASK_BACKOFF_BASE_MS",
-  backoffMaxMs: "TASK_BACKOFF_MAX_MS",
-  shutdownGraceMs: "TASK_SHUTDOWN_GRACE_MS",
-  heartbeatIntervalMs: "TASK_HEARTBEAT_MS",
-  pollIntervalMs: "TASK_POLL_INTERVAL_MS",
-  leaseMs: "TASK_LEASE_MS",
-  reconcileCron: "TASK_RECONCILE_CRON",
-  reconcileIntervalMs: "TASK_RECONCILE_INTERVAL_MS",
-  retainSucceededMs: "TASK_RETAIN_SUCCEEDED_MS",
-  retainFailedMs: "TASK_RETAIN_FAILED_MS",
-  retainCancelledMs: "TASK_RETAIN_CANCELLED_MS",
-  retentionCron: "TASK_RETENTION_CRON",
-  retentionBatchSize: "TASK_RETENTION_BATCH",
-  maxLogLinesPerTask: "TASK_MAX_LOG_LINES",
-  maxLogBytesPerTask: "TASK_MAX_LOG_BYTES",
-  shellKillGraceMs: "TASK_SHELL_KILL_GRACE_MS",
-  shellUser: "TASK_SHELL_USER",
-  spoolDir: "TASK_SPOOL_DIR",
-  smtpUrl: "SMTP_URL",
-  smtpFrom: "SMTP_FROM",
-  outboxDir: "TASK_OUTBOX_DIR",
-  queryTargets: "TASK_QUERY_TARGETS",
-  queryWritableTargets: "TASK_QUERY_WRITABLE_TARGETS",
-  queryStatementTimeoutMs: "TASK_QUERY_STATEMENT_TIMEOUT_MS",
-  queryMaxReadBytes: "TASK_QUERY_MAX_READ_BYTES",
-  maxResultBytes: "TASK_MAX_RESULT_BYTES",
-  httpHeadersTimeoutMs: "TASK_HTTP_HEADERS_TIMEOUT_MS",
-  httpRequestTimeoutMs: "TASK_HTTP_REQUEST_TIMEOUT_MS",
-  httpKeepAliveTimeoutMs: "TASK_HTTP_KEEP_ALIVE_TIMEOUT_MS",
-  http2IdleTimeoutMs: "TASK_HTTP2_IDLE_TIMEOUT_MS",
-  http2MaxConcurrentStreams: "TASK_HTTP2_MAX_STREAMS",
-  httpMaxConnections: "TASK_HTTP_MAX_CONNECTIONS",
-  maxHealthWatchers: "TASK_MAX_HEALTH_WATCHERS",
-  watchHeartbeatMs: "TASK_WATCH_HEARTBEAT_MS",
-  watchMaxQueued: "TASK_WATCH_MAX_QUEUED",
-  allowedHosts: "TASK_ALLOWED_HOSTS",
-  emailAllowedSenders: "TASK_EMAIL_ALLOWED_SENDERS",
-  logLevel: "LOG_LEVEL",
-};
+
+/** Each setting's environment variable. */
+export const configEnvNames = Object.fromEntries(Object.entries(settings).map(([key, s]) => [key, s.env])) as Record<keyof Config, string>;
+
+/**
+ * The CLI's own variables, for commands that call a running server: commander reads them as the
+ * defaults of the global flags (src/cli/program.ts), so they have no schema here.
+ */
+export const clientEnvNames = {
+  /** --address: API address of a running server (default http://127.0.0.1:8080). */
+  address: "TASK_ADDRESS",
+  /** --token: bearer token sent to the server, one of its TASK_API_TOKENS. */
+  token: "TASK_TOKEN",
+} as const;
+
+/** A setting's variable as `env` (default: this process's) gives it; undefined when unset or empty, which loadConfig ignores. */
+export function envSetting(key: keyof Config, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const value = env[configEnvNames[key]];
+  return value === "" ? undefined : value;
+}
 
 /** Raised when a setting is invalid; the message names the variable and the problem. */
 export class ConfigError extends Error {
@@ -256,9 +251,9 @@ export class ConfigError extends Error {
 /** Reads the configuration from the environment, with explicit overrides on top. */
 export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const raw: Record<string, unknown> = {};
-  for (const [key, name] of Object.entries(envNames)) {
-    const value = env[name];
-    if (value !== undefined && value !== "") raw[key] = value;
+  for (const key of Object.keys(configEnvNames) as (keyof Config)[]) {
+    const value = envSetting(key, env);
+    if (value !== undefined) raw[key] = value;
   }
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) raw[key] = value;
@@ -267,16 +262,13 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessE
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? "");
-      const name = envNames[key as keyof Config] ?? key;
+      const name = configEnvNames[key as keyof Config] ?? key;
       return `${name}: ${issue.message}`;
     });
     throw new ConfigError(`invalid configuration: ${problems.join("; ")}`);
   }
   return parsed.data;
 }
-
-/** Environment variable names, for help texts. */
-export const configEnvNames = envNames;
 
 /** Whether the host is a loopback address, which is safe to serve without tokens. */
 export function isLoopbackHost(host: string): boolean {

@@ -1,5 +1,5 @@
 import path from "node:path";
-import type { Config } from "../config.js";
+import { configEnvNames as names, type Config } from "../config.js";
 
 /** Quotes a value for a POSIX shell (single quotes; an embedded ' becomes '\''). */
 export function shellQuote(value: string): string {
@@ -12,15 +12,15 @@ export function shellQuote(value: string): string {
  * and queues. Settings left at their defaults are left out, so the line stays short.
  */
 export function attachCommand(config: Config, databaseUrl: string, concurrency: number): string {
-  const env: [string, string][] = [["DATABASE_URL", databaseUrl]];
+  const env: [string, string][] = [[names.databaseUrl, databaseUrl]];
   const targets = Object.entries(config.queryTargets).map(([name, url]) => `${name}=${url}`);
-  if (targets.length > 0) env.push(["TASK_QUERY_TARGETS", targets.join(",")]);
-  if (config.queryWritableTargets.length > 0) env.push(["TASK_QUERY_WRITABLE_TARGETS", config.queryWritableTargets.join(",")]);
-  if (config.smtpUrl) env.push(["SMTP_URL", config.smtpUrl]);
+  if (targets.length > 0) env.push([names.queryTargets, targets.join(",")]);
+  if (config.queryWritableTargets.length > 0) env.push([names.queryWritableTargets, config.queryWritableTargets.join(",")]);
+  if (config.smtpUrl) env.push([names.smtpUrl, config.smtpUrl]);
   // Without SMTP, send_email writes to an outbox directory: the attached worker must use the same one.
-  else env.push(["TASK_OUTBOX_DIR", path.resolve(config.outboxDir ?? path.join(config.dataDir, "outbox"))]);
-  if (config.smtpFrom !== "task-service@localhost") env.push(["SMTP_FROM", config.smtpFrom]);
-  if (config.shellUser) env.push(["TASK_SHELL_USER", config.shellUser]);
+  else env.push([names.outboxDir, path.resolve(config.outboxDir ?? path.join(config.dataDir, "outbox"))]);
+  if (config.smtpFrom !== "task-service@localhost") env.push([names.smtpFrom, config.smtpFrom]);
+  if (config.shellUser) env.push([names.shellUser, config.shellUser]);
   const args = ["task-cli", "serve", "-n", String(concurrency)];
   if (config.enableShell) args.push("--enable-shell");
   if (config.workerQueues.join(",") !== "default") args.push("--queues", config.workerQueues.join(","));

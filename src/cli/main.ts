@@ -1,6 +1,6 @@
 import { ConnectError, Code } from "@connectrpc/connect";
 import { CommanderError } from "commander";
-import { ConfigError } from "../config.js";
+import { clientEnvNames, configEnvNames, ConfigError } from "../config.js";
 import { buildProgram } from "./program.js";
 import { UsageError, type CliIO } from "./io.js";
 
@@ -11,9 +11,9 @@ export interface FailureContext {
 
 /** A hint for the Connect errors a user can fix from the command line. */
 function hintFor(err: ConnectError, context: FailureContext): string | undefined {
-  if (err.code === Code.Unauthenticated) return "pass --token or set TASK_TOKEN to one of the server's TASK_API_TOKENS";
+  if (err.code === Code.Unauthenticated) return `pass --token or set ${clientEnvNames.token} to one of the server's ${configEnvNames.apiTokens}`;
   if (err.code === Code.Unavailable && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ECONNRESET/.test(err.rawMessage)) {
-    return `is the server running at ${context.address ?? "the --address"}? start it with \`task-cli up\`, or point --address (TASK_ADDRESS) at it`;
+    return `is the server running at ${context.address ?? "the --address"}? start it with \`task-cli up\`, or point --address (${clientEnvNames.address}) at it`;
   }
   return undefined;
 }

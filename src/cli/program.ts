@@ -1,4 +1,5 @@
 import { Command, Option } from "commander";
+import { clientEnvNames, configEnvNames, LOG_LEVELS } from "../config.js";
 import { registerEnd2EndCommand } from "./commands/end2end.js";
 import { registerQueueCommands } from "./commands/queue.js";
 import { registerScheduleCommands } from "./commands/schedule.js";
@@ -15,8 +16,6 @@ export interface GlobalOptions {
   output: OutputFormat;
 }
 
-const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
-
 /** The task-cli program; commands write to `io`, so tests can run it in-process. */
 export function buildProgram(io: CliIO): Command {
   const program = new Command("task-cli")
@@ -25,9 +24,9 @@ export function buildProgram(io: CliIO): Command {
     .showHelpAfterError("(add --help for usage)")
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .exitOverride()
-    .addOption(new Option("--address <url>", "API address of a running server").env("TASK_ADDRESS").default("http://127.0.0.1:8080"))
-    .addOption(new Option("--token <token>", "bearer token sent to the server").env("TASK_TOKEN"))
-    .addOption(new Option("--log-level <level>", "log level for server-side commands").env("LOG_LEVEL").choices(logLevels).default("info"))
+    .addOption(new Option("--address <url>", "API address of a running server").env(clientEnvNames.address).default("http://127.0.0.1:8080"))
+    .addOption(new Option("--token <token>", "bearer token sent to the server").env(clientEnvNames.token))
+    .addOption(new Option("--log-level <level>", "log level for server-side commands").env(configEnvNames.logLevel).choices(LOG_LEVELS).default("info"))
     .addOption(new Option("-o, --output <format>", "output format: table, json or yaml").default("table").argParser(parseOutputFormat));
   registerServiceCommands(program, io);
   registerTaskCommands(program, io);

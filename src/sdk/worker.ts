@@ -1,4 +1,4 @@
-import { loadConfig, type ConfigOverrides } from "../config.js";
+import { envSetting, loadConfig, type ConfigOverrides, type LOG_LEVELS } from "../config.js";
 import { createLogger, type Logger } from "../logger.js";
 import { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
@@ -42,10 +42,10 @@ export interface StartWorkerOptions {
   spoolDir?: string;
   /** A pino logger (default: one at `logLevel` writing to stderr). */
   logger?: Logger;
-  logLevel?: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+  logLevel?: (typeof LOG_LEVELS)[number];
   /** Advanced settings, named as in the configuration schema (e.g. heartbeatIntervalMs, leaseMs, pollIntervalMs). */
   config?: ConfigOverrides;
-  /** Where unset settings are read from (default process.env). */
+  /** Where unset settings are read from (default: this process's environment). */
   env?: NodeJS.ProcessEnv;
 }
 
@@ -76,8 +76,8 @@ export async function startWorker(options: StartWorkerOptions): Promise<Worker> 
   if (!Array.isArray(plugins) || plugins.length === 0) throw new TypeError("startWorker: plugins must list at least one plugin (see definePlugin)");
   // Refused before anything connects: a duplicate name is a programming error.
   new PluginRegistry(plugins as Plugin[]);
-  const env = options.env ?? process.env;
-  const queues = options.queues ?? (env.TASK_QUEUES || options.config?.workerQueues ? undefined : servedQueues(plugins));
+  const env = options.env;
+  const queues = options.queues ?? (envSetting("workerQueues", env) !== undefined || options.config?.workerQueues ? undefined : servedQueues(plugins));
   const overrides: ConfigOverrides = {
     ...(queues === undefined ? {} : { workerQueues: queues }),
     ...options.config,

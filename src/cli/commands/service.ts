@@ -77,7 +77,10 @@ async function runServices(...args: Parameters<typeof import("./run-services.js"
 
 /** Registers `server`, `up` and `migrate`. */
 export function registerServiceCommands(program: Command, io: CliIO): void {
-  const envHelp = "\nEnvironment: DATABASE_URL, TASK_HOST, TASK_PORT, TASK_DATA_DIR, TASK_API_TOKENS, TASK_ALLOW_INSECURE, TASK_ENABLE_SHELL,\nTASK_WORKERS, TASK_METRICS_PORT, TASK_BACKOFF_BASE_MS, TASK_BACKOFF_MAX_MS, TASK_SHUTDOWN_GRACE_MS, SMTP_URL, SMTP_FROM, TASK_QUERY_TARGETS, LOG_LEVEL\n(see the README's configuration table).";
+  const names = (keys: (keyof typeof configEnvNames)[]) => keys.map((k) => configEnvNames[k]).join(", ");
+  const envHelp = `\nEnvironment: ${names(["databaseUrl", "host", "port", "dataDir", "apiTokens", "allowInsecure", "enableShell"])},\n${names([
+    "workerConcurrency", "metricsPort", "backoffBaseMs", "backoffMaxMs", "shutdownGraceMs", "smtpUrl", "smtpFrom", "queryTargets", "logLevel",
+  ])}\n(see the README's configuration table).`;
 
   addServerFlags(
     program
@@ -118,7 +121,7 @@ export function registerServiceCommands(program: Command, io: CliIO): void {
   program
     .command("migrate")
     .description("Apply database migrations (graphile-worker's and the service's) and exit. Uses DATABASE_URL, or the embedded database under --data-dir.")
-    .addOption(new Option("--data-dir <dir>", "embedded PostgreSQL data directory when DATABASE_URL is unset").env("TASK_DATA_DIR"))
+    .addOption(new Option("--data-dir <dir>", "embedded PostgreSQL data directory when DATABASE_URL is unset").env(configEnvNames.dataDir))
     .action(async (flags: { dataDir?: string }, cmd: Command) => {
       const globals = cmd.optsWithGlobals<GlobalOptions>();
       const { runMigrate } = await import("./run-services.js");
