@@ -6,7 +6,9 @@ const root = fileURLToPath(new URL(".", import.meta.url));
 
 /**
  * The dashboard imports the API's generated client from ../src/gen (relative imports ending in .js,
- * which Vite resolves to the .ts sources), so the browser and the server share one contract.
+ * which Vite resolves to the .ts sources), so the browser and the server share one contract; and the
+ * few plain modules of ../src that hold a rule both apply (listed in tsconfig.json's include: no
+ * Node imports there), so the rule has one owner.
  */
 export default defineConfig({
   root,

@@ -1,18 +1,15 @@
 import { readFile } from "node:fs/promises";
+import { parseDuration } from "../duration.js";
 import { UsageError } from "./io.js";
-
-const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** Commander's accumulator for a repeatable option. */
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
-/** Parses "500ms", "30s", "5m", "1h30m", "2d"; anything else is a UsageError naming the flag. */
-export function parseDuration(value: string, flag: string): number {
-  const parts = [...value.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)];
-  if (parts.length === 0 || parts.map((p) => p[0]).join("") !== value) {
-    throw new UsageError(`${flag}: "${value}" is not a duration (e.g. 500ms, 30s, 5m, 1h30m)`);
-  }
-  return parts.reduce((total, [, amount, unit]) => total + Number(amount) * durationUnits[unit!]!, 0);
+/** A duration flag ("500ms", "30s", "5m", "1h30m", "2d"; src/duration.ts) in ms; anything else is a UsageError naming the flag. */
+export function parseDurationFlag(value: string, flag: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new UsageError(`${flag}: "${value}" is not a duration (e.g. 500ms, 30s, 5m, 1h30m)`);
+  return ms;
 }
 
 /** Parses an integer flag strictly within bounds. */

@@ -4,7 +4,7 @@ import { durationFromMs } from "../api/convert.js";
 import { CatchUpPolicy, OverlapPolicy, ScheduleSpecSchema, type ScheduleSpec } from "../gen/task/v1/schedule_pb.js";
 import { UsageError } from "./io.js";
 import { loadYaml } from "./output.js";
-import { parseDuration } from "./parse.js";
+import { parseDurationFlag } from "./parse.js";
 
 export const catchUpPolicies: Record<string, CatchUpPolicy> = { skip: CatchUpPolicy.SKIP, latest: CatchUpPolicy.LATEST, backfill: CatchUpPolicy.BACKFILL };
 export const overlapPolicies: Record<string, OverlapPolicy> = { allow: OverlapPolicy.ALLOW, skip: OverlapPolicy.SKIP, cancel_previous: OverlapPolicy.CANCEL_PREVIOUS };
@@ -100,7 +100,7 @@ export function parseScheduleFile(text: string, file: string): ScheduleSpec[] {
         parameters: e.parameters,
         priority: e.priority,
         maxAttempts: e.max_attempts,
-        timeoutMs: e.timeout === undefined ? undefined : parseDuration(e.timeout, `${where}timeout`),
+        timeoutMs: e.timeout === undefined ? undefined : parseDurationFlag(e.timeout, `${where}timeout`),
         catchUp: e.catch_up,
         backfillLimit: e.backfill_limit,
         overlap: e.overlap,

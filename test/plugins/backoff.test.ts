@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { formatDuration } from "../../src/duration.js";
 import { backoffDelayMs } from "../../src/queue/backoff.js";
 
 const policy = { baseMs: 1_000, maxMs: 60_000 };
@@ -41,25 +40,5 @@ describe("backoffDelayMs", () => {
 
   it("returns whole milliseconds", () => {
     expect(backoffDelayMs({ baseMs: 3, maxMs: 100 }, 1, () => 0.3)).toBe(2);
-  });
-});
-
-describe("formatDuration", () => {
-  it.each([
-    [0, "0ms"],
-    [250, "250ms"],
-    [999, "999ms"],
-    [1_000, "1s"],
-    [12_000, "12s"],
-    [12_400, "12s"],
-    [59_000, "59s"],
-    [60_000, "1m"],
-    [120_000, "2m"],
-    [200_000, "3m20s"],
-    [1_500, "1.5s"],
-    [3_600_000, "1h"],
-    [5_400_000, "1h30m"],
-  ])("formats %i ms as %s", (ms, text) => {
-    expect(formatDuration(ms)).toBe(text);
   });
 });

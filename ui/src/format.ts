@@ -1,5 +1,6 @@
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { formatDuration as format } from "../../src/duration.js";
 import { TaskStatus } from "../../src/gen/task/v1/task_pb.js";
 
 /** Statuses in lifecycle order, without UNSPECIFIED. */
@@ -76,36 +77,11 @@ export function durationMs(d: Duration | undefined): number | undefined {
   return Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6);
 }
 
-/** "1h 5m", "30s", "250ms". */
-export function formatDuration(ms: number | undefined): string {
-  if (ms === undefined) return "—";
-  if (ms < 1000) return `${ms}ms`;
-  const parts: string[] = [];
-  let s = Math.round(ms / 1000);
-  for (const [unit, size] of [["d", 86_400], ["h", 3600], ["m", 60]] as const) {
-    if (s >= size) {
-      parts.push(`${Math.floor(s / size)}${unit}`);
-      s %= size;
-    }
-  }
-  if (s > 0 || parts.length === 0) parts.push(`${s}s`);
-  return parts.join(" ");
-}
+export { parseDuration } from "../../src/duration.js";
 
-/** Parses "90s", "5m", "1h30m", "250ms" or a bare number of seconds into milliseconds; undefined if not a duration. */
-export function parseDuration(text: string): number | undefined {
-  const t = text.trim();
-  if (t === "") return undefined;
-  if (/^\d+(\.\d+)?$/.test(t)) return Number(t) * 1000;
-  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
-  let total = 0;
-  let end = 0;
-  for (const m of t.matchAll(re)) {
-    total += Number(m[1]) * units[m[2]!]!;
-    end = m.index! + m[0].length;
-  }
-  return end === t.length && end > 0 ? total : undefined;
+/** A duration ("1h5m", "30s", "250ms"; see src/duration.ts), or "—" when there is none. */
+export function formatDuration(ms: number | undefined): string {
+  return ms === undefined ? "—" : format(ms);
 }
 
 const pad = (n: number) => String(n).padStart(2, "0");

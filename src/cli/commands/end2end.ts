@@ -7,7 +7,7 @@ import { runLoad, type LoadProgress } from "../end2end/load.js";
 import { buildReport, formatReport } from "../end2end/report.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
-import { parseDuration, parseInteger } from "../parse.js";
+import { parseDurationFlag, parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
 interface End2EndFlags {
@@ -80,7 +80,7 @@ export function registerEnd2EndCommand(program: Command, io: CliIO): void {
         types,
         concurrency: parseInteger(flags.concurrency, "--concurrency", 1, 1000),
         batch: parseInteger(flags.batch, "--batch", 1, 5000),
-        timeoutMs: parseDuration(flags.timeout, "--timeout"),
+        timeoutMs: parseDurationFlag(flags.timeout, "--timeout"),
         runId: randomBytes(4).toString("hex"),
       };
       const allowFailures = parseInteger(flags.allowFailures, "--allow-failures", 0, Number.MAX_SAFE_INTEGER);

@@ -14,7 +14,7 @@ import { scheduleClient, taskClient, type ClientOptions } from "../client.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { collect, parseDuration, parseInteger, parseParameterFlags } from "../parse.js";
+import { collect, parseDurationFlag, parseInteger, parseParameterFlags } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { buildSpec, catchUpPolicies, overlapPolicies, parseScheduleFile } from "../schedule-file.js";
 import { scheduleListTable, scheduleTable } from "../schedule-views.js";
@@ -98,7 +98,7 @@ async function createFlagsToSpec(name: string, flags: CreateFlags) {
       parameters,
       priority: flags.priority === undefined ? undefined : parseInteger(flags.priority, "--priority", -1000, 1000),
       maxAttempts: flags.maxAttempts === undefined ? undefined : parseInteger(flags.maxAttempts, "--max-attempts", 1, 100),
-      timeoutMs: flags.timeout === undefined ? undefined : parseDuration(flags.timeout, "--timeout"),
+      timeoutMs: flags.timeout === undefined ? undefined : parseDurationFlag(flags.timeout, "--timeout"),
       // --backfill N alone means --catch-up backfill.
       catchUp: flags.catchUp ?? (flags.backfill === undefined ? undefined : "backfill"),
       backfillLimit: flags.backfill === undefined ? undefined : parseInteger(flags.backfill, "--backfill", 1, 1000),

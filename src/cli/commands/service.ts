@@ -2,7 +2,7 @@ import { Command, Option } from "commander";
 import { configEnvNames, loadConfig, type ConfigOverrides } from "../../config.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
-import { collect, parseDuration, parseInteger } from "../parse.js";
+import { collect, parseDurationFlag, parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
 interface ServerFlags {
@@ -23,7 +23,7 @@ interface ServerFlags {
 function parseRetention(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   if (value === "0" || value === "forever") return 0;
-  return Math.round(parseDuration(value, flag));
+  return Math.round(parseDurationFlag(value, flag));
 }
 
 /** Adds the retention flags shared by every command that runs workers. */

@@ -23,7 +23,7 @@ import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { collect, parseDuration, parseInteger, parseParameterFlags, parseTaskId, parseTime } from "../parse.js";
+import { collect, parseDurationFlag, parseInteger, parseParameterFlags, parseTaskId, parseTime } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { historyTable, statusCountsTable, taskListTable, taskTable, taskTypesTable } from "../views.js";
 
@@ -49,14 +49,14 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
   if (flags.runAt !== undefined && flags.delay !== undefined) throw new UsageError("--run-at and --delay cannot be combined");
   let runAt: Date | undefined;
   if (flags.runAt !== undefined) runAt = parseTime(flags.runAt, "--run-at");
-  if (flags.delay !== undefined) runAt = new Date(Date.now() + parseDuration(flags.delay, "--delay"));
+  if (flags.delay !== undefined) runAt = new Date(Date.now() + parseDurationFlag(flags.delay, "--delay"));
   return create(CreateTaskRequestSchema, {
     name,
     type: flags.type,
     parameters: parameters as never,
     priority: flags.priority === undefined ? 0 : parseInteger(flags.priority, "--priority", -1000, 1000),
     maxAttempts: flags.maxAttempts === undefined ? 0 : parseInteger(flags.maxAttempts, "--max-attempts", 1, 100),
-    timeout: flags.timeout === undefined ? undefined : durationFromMs(parseDuration(flags.timeout, "--timeout")),
+    timeout: flags.timeout === undefined ? undefined : durationFromMs(parseDurationFlag(flags.timeout, "--timeout")),
     runAt: runAt ? timestampFromDate(runAt) : undefined,
     idempotencyKey: flags.idempotencyKey ?? "",
     queue: flags.queue ?? "",
@@ -69,8 +69,8 @@ function backoffFrom(flags: CreateFlags) {
   if (flags.backoffBase === undefined && flags.backoffMax === undefined) return undefined;
   if (flags.backoffBase === undefined || flags.backoffMax === undefined) throw new UsageError("--backoff-base and --backoff-max go together");
   return create(TaskBackoffSchema, {
-    base: durationFromMs(parseDuration(flags.backoffBase, "--backoff-base")),
-    max: durationFromMs(parseDuration(flags.backoffMax, "--backoff-max")),
+    base: durationFromMs(parseDurationFlag(flags.backoffBase, "--backoff-base")),
+    max: durationFromMs(parseDurationFlag(flags.backoffMax, "--backoff-max")),
   });
 }
 

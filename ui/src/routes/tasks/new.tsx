@@ -86,7 +86,7 @@ export function NewTask() {
           name: original ? `${original.name} (copy)` : "",
           priority: original && original.priority !== 0 ? String(original.priority) : "",
           max_attempts: original ? String(original.maxAttempts) : "",
-          timeout: original?.timeout ? formatDuration(durationMs(original.timeout)).replaceAll(" ", "") : "",
+          timeout: original?.timeout ? formatDuration(durationMs(original.timeout)) : "",
         },
         parameters: original?.parameters,
         cloneOf: original ? original.id : undefined,
