@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { QUEUE_NAME_PATTERN, QUEUE_NAME_RULE } from "./field-rules.js";
 
 /** How a boolean environment variable is spelled: 1/true/yes/on or 0/false/no/off. */
 const envBoolean = z
@@ -84,7 +85,7 @@ const settings = {
   workerQueues: setting(
     "TASK_QUEUES",
     commaList
-      .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "each queue name is 1-64 of a-z, 0-9, _ - . starting with a letter or digit")).min(1, "name at least one queue"))
+      .pipe(z.array(z.string().regex(QUEUE_NAME_PATTERN, `each queue name is ${QUEUE_NAME_RULE}`)).min(1, "name at least one queue"))
       .default(["default"]),
   ),
   /**

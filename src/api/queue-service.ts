@@ -8,7 +8,7 @@ import type { Db } from "../store/db.js";
 import { listQueues, updateQueue, type QueueChange, type QueueView } from "../store/queues.js";
 import { listLiveWorkers, liveSince } from "../store/workers.js";
 import { durationFromMs } from "./convert.js";
-import { queueNameProblem } from "./validate.js";
+import { Violations } from "./fields.js";
 
 /** What the queue and worker handlers need. */
 export interface QueueServiceDeps {
@@ -46,28 +46,29 @@ export function validateUpdateQueue(req: UpdateQueueRequest): { name: string; ch
   const paths = req.updateMask?.paths ?? [];
   if (paths.length === 0) throw InvalidArgumentError.of("update_mask", `name the settings to change: ${UPDATABLE.join(", ")}`);
   const change: QueueChange = {};
-  const violations = [];
+  const v = new Violations();
   for (const path of paths) {
     if (path === "concurrency") {
       const limit = req.settings?.concurrency;
       if (limit !== undefined && (!Number.isInteger(limit) || limit < 0 || limit > MAX_QUEUE_CONCURRENCY)) {
-        violations.push({ field: "settings.concurrency", reason: `must be between 0 and ${MAX_QUEUE_CONCURRENCY} (unset: unlimited)` });
+        v.add("settings.concurrency", `must be between 0 and ${MAX_QUEUE_CONCURRENCY} (unset: unlimited)`);
       }
       change.concurrency = limit ?? null;
     } else if (path === "paused") {
       change.paused = req.settings?.paused ?? false;
     } else {
-      violations.push({ field: "update_mask", reason: `unknown queue setting "${path.slice(0, 100)}" (settings: ${UPDATABLE.join(", ")})` });
+      v.add("update_mask", `unknown queue setting "${path.slice(0, 100)}" (settings: ${UPDATABLE.join(", ")})`);
     }
   }
-  if (violations.length > 0) throw new InvalidArgumentError(violations);
+  v.throwIfAny();
   return { name, change };
 }
 
 /** A queue name from a request, or InvalidArgument. */
 function validateQueueName(name: string, field = "name"): string {
-  const problem = queueNameProblem(name);
-  if (problem) throw InvalidArgumentError.of(field, problem);
+  const v = new Violations();
+  v.queueName(field, name);
+  v.throwIfAny();
   return name;
 }
 

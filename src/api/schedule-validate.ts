@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError, type FieldViolation } from "../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 import type { ScheduleSpec } from "../gen/task/v1/schedule_pb.js";
 import { CreateTaskRequestSchema } from "../gen/task/v1/task_pb.js";
 import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
@@ -7,7 +7,8 @@ import { CronSchedule, isKnownTimeZone } from "../schedules/cron.js";
 import { findUnknownPlaceholder, placeholderNames, renderTemplate } from "../schedules/template.js";
 import type { NewSchedule } from "../store/schedules.js";
 import { catchUpFromProto, overlapFromProto } from "./schedule-convert.js";
-import { containsUnstorable, UNSTORABLE_REASON, validateCreateTask } from "./validate.js";
+import { textProblem, Violations } from "./fields.js";
+import { validateCreateTask } from "./validate.js";
 
 const MAX_BACKFILL = 1000;
 
@@ -25,47 +26,43 @@ export interface ValidSchedule {
  */
 export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleSpec | undefined, registry: TaskTypeResolver<T>, now: Date): ValidSchedule {
   if (!spec) throw InvalidArgumentError.of("spec", "is required");
-  const violations: FieldViolation[] = [];
-  const add = (field: string, reason: string) => violations.push({ field, reason });
+  const v = new Violations();
 
-  const name = spec.name.trim();
-  if (name.length === 0) add("name", "is required");
-  else if (name.length > 200) add("name", "must be at most 200 characters");
-  else if (containsUnstorable(name)) add("name", UNSTORABLE_REASON);
+  const name = v.requiredText("name", spec.name);
 
   const timeZone = spec.timeZone.trim() || "UTC";
   const zoneOk = isKnownTimeZone(timeZone);
-  if (!zoneOk) add("time_zone", `unknown time zone "${timeZone}" (expected an IANA name such as Europe/Paris or UTC)`);
+  if (!zoneOk) v.add("time_zone", `unknown time zone "${timeZone}" (expected an IANA name such as Europe/Paris or UTC)`);
 
   const cron = spec.cron.trim().replace(/\s+/g, " ");
   let cronSchedule: CronSchedule | undefined;
-  if (cron === "") add("cron", "is required");
-  else if (cron.length > 200 || containsUnstorable(cron)) add("cron", "is not a cron expression");
+  if (cron === "") v.add("cron", "is required");
+  else if (textProblem(cron)) v.add("cron", "is not a cron expression");
   else {
     try {
       cronSchedule = new CronSchedule(cron, zoneOk ? timeZone : "UTC");
     } catch (err) {
-      add("cron", `"${cron}" is not a valid cron expression: ${err instanceof Error ? err.message.replace(/^CronPattern: /, "") : String(err)}`);
+      v.add("cron", `"${cron}" is not a valid cron expression: ${err instanceof Error ? err.message.replace(/^CronPattern: /, "") : String(err)}`);
     }
   }
   const firstTick = cronSchedule?.next(now);
-  if (cronSchedule && !firstTick) add("cron", `"${cron}" never matches a future time`);
+  if (cronSchedule && !firstTick) v.add("cron", `"${cron}" never matches a future time`);
 
   const catchUp = catchUpFromProto(spec.catchUp);
-  if (!catchUp) add("catch_up", `is not a valid catch-up policy (${spec.catchUp})`);
+  if (!catchUp) v.add("catch_up", `is not a valid catch-up policy (${spec.catchUp})`);
   if (catchUp === "backfill" && (spec.backfillLimit < 1 || spec.backfillLimit > MAX_BACKFILL)) {
-    add("backfill_limit", `must be between 1 and ${MAX_BACKFILL} with catch-up policy backfill`);
+    v.add("backfill_limit", `must be between 1 and ${MAX_BACKFILL} with catch-up policy backfill`);
   } else if (catchUp !== "backfill" && spec.backfillLimit !== 0) {
-    add("backfill_limit", "is only allowed with catch-up policy backfill");
+    v.add("backfill_limit", "is only allowed with catch-up policy backfill");
   }
   const overlap = overlapFromProto(spec.overlap);
-  if (!overlap) add("overlap", `is not a valid overlap policy (${spec.overlap})`);
+  if (!overlap) v.add("overlap", `is not a valid overlap policy (${spec.overlap})`);
 
   const template = spec.task;
-  if (!template) add("task", "is required");
+  if (!template) v.add("task", "is required");
   const parameters = (template?.parameters ?? {}) as Record<string, unknown>;
   const unknown = findUnknownPlaceholder(parameters, "task.parameters");
-  if (unknown) add(unknown[0], `unknown placeholder {{${unknown[1]}}} (known: ${placeholderNames.join(", ")})`);
+  if (unknown) v.add(unknown[0], `unknown placeholder {{${unknown[1]}}} (known: ${placeholderNames.join(", ")})`);
 
   // The template must make a valid task; check it the way CreateTask would, with the first tick's values.
   let resolved: ReturnType<typeof validateCreateTask> | undefined;
@@ -83,10 +80,10 @@ export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleS
       resolved = validateCreateTask(request, registry, "task.");
     } catch (err) {
       if (!(err instanceof InvalidArgumentError)) throw err;
-      violations.push(...err.violations.filter((v) => v.field !== "task.name"));
+      for (const violation of err.violations) if (violation.field !== "task.name") v.add(violation.field, violation.reason);
     }
   }
-  if (violations.length > 0) throw new InvalidArgumentError(violations);
+  v.throwIfAny();
 
   return {
     schedule: {
@@ -112,6 +109,6 @@ export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleS
 export function validateScheduleName(name: string, field = "name"): string {
   const trimmed = name.trim();
   if (trimmed === "") throw InvalidArgumentError.of(field, "is required");
-  if (trimmed.length > 200 || containsUnstorable(trimmed)) throw InvalidArgumentError.of(field, "is not a schedule name");
+  if (textProblem(trimmed)) throw InvalidArgumentError.of(field, "is not a schedule name");
   return trimmed;
 }

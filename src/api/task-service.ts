@@ -30,7 +30,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { TaskEvents } from "./task-events.js";
 import { TaskFeed } from "./task-feed.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
-import { containsUnstorable, encodePageToken, UNSTORABLE_REASON, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { Violations } from "./fields.js";
+import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
 /** GetTaskThroughput's window when the request names none: the last hour. */
 const DEFAULT_THROUGHPUT_MINUTES = 60;
@@ -197,14 +198,14 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
 
     async cancelTask(req) {
       const id = validateTaskId(req.id);
-      const reason = req.reason.trim();
-      if (reason.length > 500) throw InvalidArgumentError.of("reason", "must be at most 500 characters");
-      if (containsUnstorable(reason)) throw InvalidArgumentError.of("reason", UNSTORABLE_REASON);
+      const v = new Violations();
+      const reason = v.reason("reason", req.reason);
+      v.throwIfAny();
       const details = reason ? `cancelled by request: ${reason}` : "cancelled by request";
       // A task can move between the two guarded statements (RUNNING -> RETRYING as an attempt
       // fails): then neither matches, and the cancel is tried again on its new state.
       for (let attempt = 1; ; attempt++) {
-        const row = (await cancelWaitingTask(db, id, details, reason || null)) ?? (await requestCancelRunningTask(db, id, reason || null));
+        const row = (await cancelWaitingTask(db, id, details, reason)) ?? (await requestCancelRunningTask(db, id, reason));
         if (row) return { task: taskToProto(row) };
         const current = await findTask(db, id);
         if (!current) throw new TaskNotFoundError(id);

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
-import { InvalidArgumentError, TaskNotFoundError } from "../errors.js";
+import { TaskNotFoundError } from "../errors.js";
 import {
   GetTaskLogsResponseSchema,
   TaskLogLineSchema,
@@ -18,6 +18,7 @@ import { countLogLines, listLogLines, readLogRange, readLogTail, type LogFilter,
 import { findTask } from "../store/tasks.js";
 import { historyToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
+import { Violations } from "./fields.js";
 import { validateTaskId } from "./validate.js";
 
 const DEFAULT_LOG_LIMIT = 1000;
@@ -44,20 +45,19 @@ export interface LogQuery {
 /** Checks a GetTaskLogs request: every problem is one InvalidArgument, never a 500. */
 export function validateLogQuery(req: GetTaskLogsRequest): LogQuery {
   const id = validateTaskId(req.id);
-  const violations: { field: string; reason: string }[] = [];
-  const bad = (field: string, reason: string) => violations.push({ field, reason });
-  if (req.afterSeq < 0) bad("after_seq", "must be 0 or more");
-  if (req.limit < 0 || req.limit > MAX_LOG_LIMIT) bad("limit", `must be between 1 and ${MAX_LOG_LIMIT} (0 for ${DEFAULT_LOG_LIMIT})`);
-  if (req.from !== undefined && req.from < 1) bad("from", "must be a line number, 1 or more");
-  if (req.to !== undefined && req.to < 1) bad("to", "must be a line number, 1 or more");
-  if (req.from !== undefined && req.to !== undefined && req.from >= 1 && req.to >= 1 && req.from > req.to) bad("to", `must not be before from (${req.from})`);
-  if (req.tail !== undefined && (req.tail < 1 || req.tail > MAX_LOG_LIMIT)) bad("tail", `must be between 1 and ${MAX_LOG_LIMIT}`);
+  const v = new Violations();
+  if (req.afterSeq < 0) v.add("after_seq", "must be 0 or more");
+  if (req.limit < 0 || req.limit > MAX_LOG_LIMIT) v.add("limit", `must be between 1 and ${MAX_LOG_LIMIT} (0 for ${DEFAULT_LOG_LIMIT})`);
+  if (req.from !== undefined && req.from < 1) v.add("from", "must be a line number, 1 or more");
+  if (req.to !== undefined && req.to < 1) v.add("to", "must be a line number, 1 or more");
+  if (req.from !== undefined && req.to !== undefined && req.from >= 1 && req.to >= 1 && req.from > req.to) v.add("to", `must not be before from (${req.from})`);
+  if (req.tail !== undefined && (req.tail < 1 || req.tail > MAX_LOG_LIMIT)) v.add("tail", `must be between 1 and ${MAX_LOG_LIMIT}`);
   const ranged = req.from !== undefined || req.to !== undefined;
-  if (req.tail !== undefined && ranged) bad("tail", "cannot be combined with from/to");
-  if (req.afterSeq > 0 && (ranged || req.tail !== undefined)) bad("after_seq", "cannot be combined with from/to or tail");
-  if (req.attempt < 0) bad("attempt", "must be an attempt number, 1 or more (0 for every attempt)");
-  if (req.stream !== "" && !(LOG_STREAMS as readonly string[]).includes(req.stream)) bad("stream", `must be one of ${LOG_STREAMS.join(", ")} (or empty for all)`);
-  if (violations.length > 0) throw new InvalidArgumentError(violations);
+  if (req.tail !== undefined && ranged) v.add("tail", "cannot be combined with from/to");
+  if (req.afterSeq > 0 && (ranged || req.tail !== undefined)) v.add("after_seq", "cannot be combined with from/to or tail");
+  if (req.attempt < 0) v.add("attempt", "must be an attempt number, 1 or more (0 for every attempt)");
+  if (req.stream !== "" && !(LOG_STREAMS as readonly string[]).includes(req.stream)) v.add("stream", `must be one of ${LOG_STREAMS.join(", ")} (or empty for all)`);
+  v.throwIfAny();
   const filter: LogFilter = { attempt: req.attempt || undefined, stream: (req.stream || undefined) as LogFilter["stream"] };
   const limit = req.limit || DEFAULT_LOG_LIMIT;
   if (req.tail !== undefined) return { id, filter, limit, mode: { kind: "tail", count: req.tail } };

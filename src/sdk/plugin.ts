@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { compileSchema, parameterJsonSchema, schemaCompiler } from "../plugins/catalog.js";
 import type { Plugin, PluginContext } from "../plugins/types.js";
-import { QUEUE_NAME_PATTERN } from "../store/queues.js";
+import { QUEUE_NAME_PATTERN, QUEUE_NAME_RULE } from "../field-rules.js";
 
 /** A task type's name: what CreateTask's `type` says. Lower case, digits, `_`, `.`, `-`; at most 100 characters. */
 const NAME = /^[a-z][a-z0-9_.-]{0,99}$/;
@@ -75,7 +75,7 @@ export function definePlugin<S extends z.ZodObject>(definition: PluginDefinition
     throw new RangeError(`definePlugin(${name}): defaults.maxAttempts must be an integer between 1 and 100`);
   }
   if (defaults.queue !== undefined && !QUEUE_NAME_PATTERN.test(defaults.queue)) {
-    throw new RangeError(`definePlugin(${name}): defaults.queue must be a queue name: 1-64 of a-z, 0-9, _ - . starting with a letter or digit`);
+    throw new RangeError(`definePlugin(${name}): defaults.queue must be a queue name: ${QUEUE_NAME_RULE}`);
   }
   return Object.freeze({
     name,

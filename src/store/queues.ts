@@ -13,9 +13,6 @@ export const QUEUE_CHANNEL = "task_queue";
 /** The queue every task is in unless it names another. */
 export const DEFAULT_QUEUE = "default";
 
-/** A queue name: lower-case letters, digits, '_', '-', '.', starting with a letter or digit, 1-64 characters (as the tables' checks). */
-export const QUEUE_NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
-
 /** One queue as ListQueues shows it. */
 export interface QueueView {
   name: string;

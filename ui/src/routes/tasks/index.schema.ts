@@ -1,3 +1,4 @@
+import { MAX_TEXT_LENGTH, QUEUE_NAME_PATTERN } from "../../../../src/field-rules.js";
 import type { TaskStatus } from "../../../../src/gen/task/v1/task_pb.js";
 import { STATUSES, statusFromName, statusName } from "../../format";
 
@@ -36,8 +37,6 @@ export function parseIds(text: string): bigint[] | undefined {
   return [...new Set(parts)].slice(0, MAX_IDS).map((p) => BigInt(p));
 }
 
-const MAX_NAME = 200;
-
 /** A time from the URL (ISO 8601), or undefined when it is not one. */
 function parseTime(text: string | null): Date | undefined {
   if (!text || !/^\d{4}-\d{2}-\d{2}T/.test(text)) return undefined;
@@ -55,7 +54,7 @@ export function parseSearchText(text: string): { ids: bigint[]; name: string } {
   const trimmed = text.trim();
   if (trimmed === "") return { ids: [], name: "" };
   const ids = parseIds(trimmed);
-  return ids ? { ids, name: "" } : { ids: [], name: trimmed.slice(0, MAX_NAME) };
+  return ids ? { ids, name: "" } : { ids: [], name: trimmed.slice(0, MAX_TEXT_LENGTH) };
 }
 
 /** Reads the view from a query string; values that make no sense are dropped, not errors. */
@@ -63,7 +62,7 @@ export function parseTaskListSearch(search: string): TaskListSearch {
   const params = new URLSearchParams(search);
   const statuses = STATUSES.filter((s) => list(params, "status").some((n) => statusFromName(n) === s));
   const types = [...new Set(list(params, "type"))];
-  const queues = [...new Set(list(params, "queue"))].filter((q) => /^[a-z0-9][a-z0-9_.-]{0,63}$/.test(q));
+  const queues = [...new Set(list(params, "queue"))].filter((q) => QUEUE_NAME_PATTERN.test(q));
   const ids = parseIds(list(params, "id").join(",")) ?? [];
   const schedules = parseIds(list(params, "schedule").join(",")) ?? [];
   const size = Number(params.get("size"));
@@ -77,7 +76,7 @@ export function parseTaskListSearch(search: string): TaskListSearch {
     queues,
     ids,
     schedules,
-    name: (params.get("name") ?? "").slice(0, MAX_NAME),
+    name: (params.get("name") ?? "").slice(0, MAX_TEXT_LENGTH),
     createdAfter,
     createdBefore,
     cursor: params.get("cursor") ?? "",
