@@ -59,11 +59,6 @@ export class Violations {
     this.list.push({ field, reason });
   }
 
-  /** Whether a violation was added. */
-  get any(): boolean {
-    return this.list.length > 0;
-  }
-
   /** One InvalidArgumentError listing every violation, if there is one. */
   throwIfAny(): void {
     if (this.list.length > 0) throw new InvalidArgumentError(this.list);
