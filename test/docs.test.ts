@@ -30,9 +30,16 @@ function filesUnder(dir: string): string[] {
   });
 }
 
+const identifiersOf = (roots: string[]) => {
+  const ids = new Set<string>();
+  // Not this file: the names it makes up to show a check fails would otherwise "exist".
+  for (const file of roots.flatMap(filesUnder).filter((f) => f !== "test/docs.test.ts")) for (const m of read(file).matchAll(/[A-Za-z_$][\w$]*/g)) ids.add(m[0]);
+  return ids;
+};
 /** Every identifier written anywhere in the code, tests, scripts, protos and migrations. */
-const codeIdentifiers = new Set<string>();
-for (const file of codeRoots.flatMap(filesUnder)) for (const m of read(file).matchAll(/[A-Za-z_$][\w$]*/g)) codeIdentifiers.add(m[0]);
+const codeIdentifiers = identifiersOf(codeRoots);
+/** Those of the product alone: what the architecture may name (not a test helper, not a script). */
+const productIdentifiers = identifiersOf(["src", "proto", "migrations", "ui/src"]);
 
 /** The text outside fenced code blocks. */
 const prose = (text: string) => text.replace(/^```[\s\S]*?^```/gm, "");
@@ -172,7 +179,7 @@ export function checkCliLine(program: Command, line: string): string[] {
 
 /** Every flag written in the code, scripts, Dockerfile and CI (`--n` of the bench, `--read-only` of a smoke test). */
 const codeFlags = new Set<string>();
-for (const file of [...codeRoots.flatMap(filesUnder), "Dockerfile", "package.json", ...filesUnder(".ci")].filter((f) => existsSync(path.join(root, f)))) {
+for (const file of [...codeRoots.flatMap(filesUnder), "Dockerfile", "package.json", ...filesUnder(".ci")].filter((f) => f !== "test/docs.test.ts" && existsSync(path.join(root, f)))) {
   for (const m of read(file).matchAll(/(--[a-z][\w-]*)/g)) codeFlags.add(m[1]!);
 }
 
@@ -254,20 +261,26 @@ describe("the repository explains itself", () => {
   });
 
   it("says each thing once (no heading or bold bullet twice)", () => {
+    expect(repeatedSections("- **CLI** (`src/cli`): a\n- **API**: b\n- **CLI** (`src/cli`): c\n")).toEqual(["CLI"]);
     expect(documents.flatMap((doc) => repeatedSections(document(doc)).map((s) => `${doc}: ${s}`))).toEqual([]);
   });
 
-  it("names only code symbols that exist", () => {
+  it("names only code symbols that exist (the architecture: only the product's)", () => {
+    expect(unknownSymbols("workers claim through `claimAttemptz()`; `LogSink.write`, `task_history`, `pg_notify`")).toEqual(["claimAttemptz()"]);
+    expect(unknownSymbols("`claimNextAttempts`, `scriptOnlyHelper`", new Set(["claimNextAttempts"]))).toEqual(["scriptOnlyHelper"]);
+    expect(unknownSymbols(document("docs/ARCHITECTURE.md"), productIdentifiers)).toEqual([]);
     expect(documents.flatMap((doc) => unknownSymbols(document(doc)).map((s) => `${doc}: ${s}`))).toEqual([]);
   });
 
   it("names only RPCs and services that proto/ defines", () => {
+    expect(unknownRpcs("`WatchTaskz` streams; `CreateTaskRequest`; task.v1.TaskQueueService")).toEqual(["WatchTaskz", "TaskQueueService"]);
     expect(documents.flatMap((doc) => unknownRpcs(document(doc)).map((s) => `${doc}: ${s}`))).toEqual([]);
   });
 
   it("names only environment variables the product reads", () => {
     const known = knownEnv(program);
     expect(known.has("TASK_LEASE_MS")).toBe(true);
+    expect(unknownEnv("`TASK_LEASE_MS`, TASK_STATUS_FAILED, TASK_API_TOKEN", known)).toEqual(["TASK_API_TOKEN"]);
     expect(documents.flatMap((doc) => unknownEnv(document(doc), known).map((s) => `${doc}: ${s}`))).toEqual([]);
   });
 
@@ -275,17 +288,21 @@ describe("the repository explains itself", () => {
     expect(checkCliLine(program, "task craete noop")).toEqual(["task-cli task craete noop: task has no command craete"]);
     expect(checkCliLine(program, "task create noop --delay 5s")).toEqual([]);
     expect(checkCliLine(program, "task create noop --no-such-flag")).toHaveLength(1);
+    expect(checkCliLine(program, "schedule pause|resumez nightly")).toHaveLength(1);
+    expect(unknownCli("Run `task-cli queue set q --limit 2`, then `--frobnicate-widgets`.", program)).toHaveLength(2);
+    expect(unknownCli("## task-cli\n\n| `task list [--status S] [--pagez N]` | x |\n\n## next\n", program)).toHaveLength(1);
     expect(documents.flatMap((doc) => unknownCli(document(doc), program).map((s) => `${doc}: ${s}`))).toEqual([]);
   });
 
   it("says what is, not what is missing 'yet' nor what an earlier round did", () => {
     // "The API has no WatchTasks yet", "tasks have no queue yet": true once, false the day the feature lands.
     // Plans belong in issues; history in git log.
-    const stale = (text: string) => [
+    const stale = (text: string): string[] => [
       ...[...prose(text).matchAll(/\b(?:no|not|n't|never)\b[^.;:|]{0,80}\byet\b/gi)].map((m) => m[0]),
       ...[...prose(text).matchAll(/\b(?:this|last|previous|that) round\b|\bbefore (?:the )?round \w+/gi)].map((m) => m[0]),
       ...[...prose(text).matchAll(/\b[Ss]ession (?:\d+|[A-Z])\b/g)].map((m) => m[0]),
     ];
+    expect(stale("The API has no WatchTasks yet. This round's run. Session 12 did it. A session advisory lock.")).toEqual(["no WatchTasks yet", "This round", "Session 12"]);
     expect(documents.flatMap((doc) => stale(document(doc)).map((s) => `${doc}: ${s}`))).toEqual([]);
   });
 
@@ -297,6 +314,7 @@ describe("the repository explains itself", () => {
   });
 
   it("runs only npm scripts package.json defines", () => {
+    expect(unknownNpmScripts("npm run bench, npm run benchmark")).toEqual(["benchmark"]);
     expect(documents.flatMap((doc) => unknownNpmScripts(document(doc)).map((s) => `${doc}: npm run ${s}`))).toEqual([]);
   });
 
