@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { Backoff, type BackoffPolicy } from "../backoff.js";
 import { errorMessage, InvalidArgumentError, isDatabaseUnavailable, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { TaskTypeCatalog } from "../plugins/catalog.js";
@@ -52,6 +53,9 @@ const iso = (d: Date) => d.toISOString();
 
 /** How recently a worker must have heartbeated to count as serving a type (the default lease). */
 const DEFAULT_LIVE_MS = 15_000;
+
+/** The wait after failed passes in a row (the database away, mostly). */
+const PASS_BACKOFF: BackoffPolicy = { baseMs: 500, maxMs: 10_000 };
 
 /** Failed tick transactions in a row (database reachable) after which the tick is skipped. */
 export const MAX_TICK_FAILURES = 3;
@@ -146,7 +150,7 @@ export class Scheduler {
 
   private async loop(): Promise<void> {
     const logger = this.deps.logger.child({ component: "scheduler" });
-    let failures = 0;
+    const failures = new Backoff(PASS_BACKOFF);
     while (!this.stopped) {
       let sleepMs = this.maxSleepMs;
       try {
@@ -157,11 +161,10 @@ export class Scheduler {
           // Due yet not claimable: another process holds it mid-tick. Look again shortly, not in a spin.
           sleepMs = Math.min(sleepMs, untilDue > 0 ? untilDue : 100);
         }
-        failures = 0;
+        failures.succeeded();
       } catch (err) {
         // Mostly the database being unavailable: nothing was committed, so the ticks stay due.
-        failures += 1;
-        sleepMs = Math.min(250 * 2 ** failures, 10_000);
+        sleepMs = failures.failed();
         logger.warn({ err: errorMessage(err), retryInMs: sleepMs }, "scheduler pass failed; retrying");
       }
       await this.sleep(sleepMs);

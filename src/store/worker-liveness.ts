@@ -1,6 +1,6 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type Kysely } from "kysely";
 import pg from "pg";
+import { Backoff, sleep } from "../backoff.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Database } from "./schema.js";
@@ -31,7 +31,8 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
   const loop = async () => {
     let first = true;
     // Reconnect quickly: a reconciler treats a lock that stays free for a moment as a dead process.
-    for (let wait = 100; !stopped; wait = Math.min(wait * 2, 2_000)) {
+    const reconnects = new Backoff({ baseMs: 100, maxMs: 2_000 });
+    while (!stopped) {
       const c = new pg.Client({ connectionString, application_name: `task-service worker lock ${workerId}`, keepAlive: true, connectionTimeoutMillis: 5_000 });
       client = c;
       try {
@@ -54,7 +55,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
            on conflict (id) do update set lock_key = excluded.lock_key, locked_at = excluded.locked_at, heartbeat_at = now()`,
           [workerId, rows[0]!.key],
         );
-        wait = 100;
+        reconnects.succeeded();
         if (first) markReady();
         else onRelocked();
         first = false;
@@ -63,7 +64,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
         if (!stopped) logger.warn({ err: errorMessage(err) }, "cannot take the worker lock; retrying");
       }
       await c.end().catch(() => undefined);
-      if (!stopped) await sleep(wait);
+      if (!stopped) await sleep(reconnects.failed());
     }
   };
   const done = loop();
