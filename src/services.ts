@@ -10,6 +10,7 @@ import type { Plugin } from "./plugins/types.js";
 import { ABANDON_AFTER_ABORT_MS } from "./queue/execute-task.js";
 import { startWorkers, type Workers } from "./queue/runner.js";
 import { Scheduler } from "./schedules/scheduler.js";
+import { openListener } from "./store/listen.js";
 
 /** What startServices starts. */
 export interface ServiceSet {
@@ -48,6 +49,8 @@ export interface Services {
 export async function startServices(config: Config, logger: Logger, set: ServiceSet): Promise<Services> {
   const runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
   const metrics = new Metrics();
+  // The process's one LISTEN connection: the API's watchers, the workers and the scheduler share it.
+  const listener = openListener(runtime.databaseUrl, logger);
   let server: ApiServer | undefined;
   let metricsServer: { close(): Promise<void> } | undefined;
   let workers: Workers | undefined;
@@ -59,7 +62,7 @@ export async function startServices(config: Config, logger: Logger, set: Service
     if (set.api) {
       // Imported here: a worker-only process (`serve`, startWorker) never loads the API server's code.
       const { startApiServer } = await import("./api/server.js");
-      server = await startApiServer({ db: runtime.db, databaseUrl: runtime.databaseUrl, registry, catalog, config: runtime.config, logger, metrics });
+      server = await startApiServer({ db: runtime.db, listener, registry, catalog, config: runtime.config, logger, metrics });
     } else if (config.metricsPort > 0) {
       const started = await startMetricsServer(metrics, config.host, config.metricsPort);
       logger.info({ url: started.url }, "metrics listening");
@@ -68,6 +71,7 @@ export async function startServices(config: Config, logger: Logger, set: Service
     if (set.workers > 0) {
       workers = await startWorkers({
         databaseUrl: runtime.databaseUrl,
+        listener,
         registry,
         config: runtime.config,
         logger,
@@ -79,11 +83,12 @@ export async function startServices(config: Config, logger: Logger, set: Service
   } catch (err) {
     await server?.close();
     await metricsServer?.close();
+    await listener.close();
     await runtime.close();
     throw err;
   }
   // Every server and worker process runs the scheduler; the database makes each tick happen once.
-  const scheduler = new Scheduler({ db: runtime.db, registry, catalog, logger, databaseUrl: runtime.databaseUrl });
+  const scheduler = new Scheduler({ db: runtime.db, registry, catalog, logger, listener });
   scheduler.start();
   let stopping: Promise<void> | undefined;
   return {
@@ -93,6 +98,7 @@ export async function startServices(config: Config, logger: Logger, set: Service
     stop: () =>
       (stopping ??= (async () => {
         await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop()]);
+        await listener.close();
         await runtime.close();
         logger.info("stopped");
       })()),

@@ -12,13 +12,12 @@ import type { Plugin } from "../plugins/types.js";
 import { compileSchema, describeTaskType, schemaCompiler } from "../plugins/catalog.js";
 import { heartbeat, unregisterWorker } from "../store/attempts.js";
 import { agePriorities } from "../store/jobs.js";
-import { QUEUE_CHANNEL } from "../store/queues.js";
 import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
-import { listen } from "../store/listen.js";
+import { CANCEL_CHANNEL, JOBS_INSERT_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL, WAKE_CHANNEL } from "../store/channels.js";
+import { openListener, type Listener } from "../store/listen.js";
 import { releaseJobLocks } from "../store/reconcile.js";
 import { deleteExpiredTasks } from "../store/retention.js";
-import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, recordOrSpool, runAttempt, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
@@ -48,6 +47,8 @@ export interface Workers {
 /** What startWorkers needs. */
 export interface WorkerOptions {
   databaseUrl: string;
+  /** The process's listener (notifications: cancel, pause, wake-ups, new jobs); without it the workers open their own. */
+  listener?: Listener;
   registry: PluginRegistry<Plugin>;
   config: Pick<
     Config,
@@ -88,9 +89,6 @@ const RETENTION_BUDGET_MS = 60_000;
 
 /** How often each worker process looks for liveness locks left free (a worker process that died). */
 const EXIT_WATCH_MS = 250;
-
-/** The channel graphile-worker's add_job and add_jobs notify when they insert jobs. */
-const JOBS_INSERT_CHANNEL = "jobs:insert";
 
 /**
  * The fencing timings (docs/design/fencing.md): out-of-process work of an attempt (a shell task's
@@ -204,7 +202,13 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     slots.nudge();
   };
   const wake = new WakeSchedule(jobsMayHaveArrived);
-  const wakeListener = listen(options.databaseUrl, WAKE_CHANNEL, logger, (payload) => payload.split(",").forEach((at) => wake.add(Number(at))));
+  const ownListener = options.listener ? undefined : openListener(options.databaseUrl, logger);
+  const listener = options.listener ?? ownListener!;
+  const subscriptions = [listener.subscribe(WAKE_CHANNEL, (payload) => payload.split(",").forEach((at) => wake.add(Number(at))))];
+  const unsubscribe = async () => {
+    subscriptions.forEach((end) => end());
+    await ownListener?.close();
+  };
   events.on("pool:create", ({ workerPool }) => graphileIds.add(workerPool.id));
   events.on("worker:create", ({ worker }) => graphileIds.add(worker.workerId));
   // One heartbeat renews every attempt the database still says is ours, and fences the rest: an
@@ -258,22 +262,24 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     await retryWhileUnavailable(registerTypes, "registering task types", Number.POSITIVE_INFINITY, logger);
   } catch (err) {
     wake.stop();
-    await wakeListener.close();
+    await unsubscribe();
     await lock.close();
     await db.close();
     stopSurviving();
     throw err;
   }
-  const listener = listen(options.databaseUrl, CANCEL_CHANNEL, logger, cancel);
-  // A queue paused, resumed or re-limited: read the settings again and fetch at once (a resumed
-  // queue's jobs start without waiting for a poll).
-  const queueListener = listen(options.databaseUrl, QUEUE_CHANNEL, logger, () => {
-    gate.invalidate();
-    slots.nudge();
-  });
-  const pauseListener = listen(options.databaseUrl, PAUSE_CHANNEL, logger, pauseChanged);
-  // New jobs (add_job(s) notifies jobs:insert); on (re)connecting, one may have been missed.
-  const insertListener = listen(options.databaseUrl, JOBS_INSERT_CHANNEL, logger, jobsMayHaveArrived, jobsMayHaveArrived);
+  subscriptions.push(
+    listener.subscribe(CANCEL_CHANNEL, cancel),
+    // A queue paused, resumed or re-limited: read the settings again and fetch at once (a resumed
+    // queue's jobs start without waiting for a poll).
+    listener.subscribe(QUEUE_CHANNEL, () => {
+      gate.invalidate();
+      slots.nudge();
+    }),
+    listener.subscribe(PAUSE_CHANNEL, pauseChanged),
+    // New jobs (add_job(s) notifies jobs:insert); on (re)connecting, one may have been missed.
+    listener.subscribe(JOBS_INSERT_CHANNEL, jobsMayHaveArrived, jobsMayHaveArrived),
+  );
   const poll = setInterval(jobsMayHaveArrived, config.pollIntervalMs);
   const beat = setInterval(beatNow, config.heartbeatIntervalMs);
 
@@ -343,7 +349,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     clearInterval(exitWatch);
     clearInterval(poll);
     wake.stop();
-    await Promise.all([listener.close(), wakeListener.close(), insertListener.close(), queueListener.close(), pauseListener.close()]);
+    await unsubscribe();
     await lock.close();
     await db.close();
     stopSurviving();
@@ -375,7 +381,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(exitWatch);
         clearInterval(poll);
         wake.stop();
-        await Promise.all([listener.close(), wakeListener.close(), insertListener.close(), queueListener.close(), pauseListener.close()]);
+        await unsubscribe();
         await releaseJobLocks(db.kysely, [...graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await lock.close();

@@ -5,13 +5,13 @@ import type { Logger } from "../logger.js";
 import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Db } from "../store/db.js";
-import { listen } from "../store/listen.js";
+import { SCHEDULES_CHANNEL } from "../store/channels.js";
+import type { Listener } from "../store/listen.js";
 import {
   claimDueSchedule,
   findTickTask,
   nextDueAt,
   recordTicks,
-  SCHEDULES_CHANNEL,
   skipFailedTick,
   unfinishedScheduleTasks,
   type TickOutcome,
@@ -38,8 +38,8 @@ export interface SchedulerDeps {
   /** The task types registered in PostgreSQL, which ticks are validated against; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
   logger: Logger;
-  /** For LISTEN wake-ups when schedules change; without it the loop re-checks every maxSleepMs. */
-  databaseUrl?: string;
+  /** The process's listener, for wake-ups when schedules change; without it the loop re-checks every maxSleepMs. */
+  listener?: Listener;
   clock?: Clock;
   /** A tick reached later than this counts as missed (see catch-up.ts). */
   missedAfterMs?: number;
@@ -74,7 +74,7 @@ export class Scheduler {
   private stopped = false;
   private woken = false;
   private wakeSleeper: (() => void) | undefined;
-  private listener: { close(): Promise<void> } | undefined;
+  private unsubscribe: (() => void) | undefined;
   private loopDone: Promise<void> | undefined;
   /** Consecutive failed transactions per schedule id (see afterFailedTick). */
   private readonly failures = new Map<string, number>();
@@ -89,10 +89,8 @@ export class Scheduler {
   /** Runs the loop in the background: handle due ticks, sleep until the next one (or a change). */
   start(): void {
     if (this.loopDone) return;
-    if (this.deps.databaseUrl) {
-      // Also wake once listening: a schedule created before (or while reconnecting) sent its notification to no one.
-      this.listener = listen(this.deps.databaseUrl, SCHEDULES_CHANNEL, this.deps.logger, () => this.wake(), () => this.wake());
-    }
+    // Also wake once listening: a schedule created before (or while reconnecting) sent its notification to no one.
+    this.unsubscribe = this.deps.listener?.subscribe(SCHEDULES_CHANNEL, () => this.wake(), () => this.wake());
     this.loopDone = this.loop();
   }
 
@@ -100,7 +98,7 @@ export class Scheduler {
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake();
-    await this.listener?.close();
+    this.unsubscribe?.();
     await this.loopDone;
   }
 

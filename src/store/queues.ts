@@ -1,4 +1,5 @@
 import { sql, type Kysely } from "kysely";
+import { QUEUE_CHANNEL } from "./channels.js";
 import type { Database } from "./schema.js";
 
 /**
@@ -6,9 +7,6 @@ import type { Database } from "./schema.js";
  * a task names it; its row in `queues` only holds settings that differ from the defaults
  * (unlimited, not paused).
  */
-
-/** Channel on which queue setting changes are announced, so workers re-read them at once. */
-export const QUEUE_CHANNEL = "task_queue";
 
 /** The queue every task is in unless it names another. */
 export const DEFAULT_QUEUE = "default";
