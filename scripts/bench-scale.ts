@@ -20,7 +20,7 @@ import { startWorkers } from "../src/queue/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { openListener } from "../src/store/listen.js";
 import { migrate } from "../src/store/migrate.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { insertSyntheticFinishedTasks } from "./bench/synthetic-tasks.js";
 import { foldTaskCountDeltas } from "../src/store/task-counts.js";
 
 const CALLS = 20;

@@ -11,7 +11,8 @@ import { TaskService, TaskStatus, type Task } from "../src/gen/task/v1/task_pb.j
 import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
 import { recordOrFailWithReason } from "../src/queue/result.js";
-import { claimAttempt, recordOutcome, type AttemptOutcome } from "../src/store/attempts.js";
+import { recordOutcome, type AttemptOutcome } from "../src/store/attempts.js";
+import { claimAttempt } from "./helpers/claim-attempt.js";
 import type { Workers } from "../src/queue/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, rowCounts } from "./helpers/factory.js";
