@@ -35,6 +35,8 @@ const RECONNECT_BACKOFF = { baseMs: 250, maxMs: 5_000 };
 export function openListener(connectionString: string, logger: Logger, name = "task-service listener"): Listener {
   const subscribers = new Map<Channel, Set<Subscriber>>();
   let stopped = false;
+  /** Ends a reconnection wait at close. */
+  const closing = new AbortController();
   let client: pg.Client | undefined;
   /** The channels LISTENed on the current connection, and whether it is ready for more (the first LISTEN done). */
   let listened = new Set<Channel>();
@@ -108,7 +110,7 @@ export function openListener(connectionString: string, logger: Logger, name = "t
       }
       ready = false;
       await c.end().catch(() => undefined);
-      if (!stopped) await sleep(reconnects.failed());
+      if (!stopped) await sleep(reconnects.failed(), closing.signal);
     }
   };
   const done = loop();
@@ -132,6 +134,7 @@ export function openListener(connectionString: string, logger: Logger, name = "t
     },
     async close() {
       stopped = true;
+      closing.abort();
       subscribers.clear();
       await client?.end().catch(() => undefined);
       await done;

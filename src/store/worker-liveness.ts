@@ -25,6 +25,8 @@ export interface WorkerLock {
  */
 export function holdWorkerLock(connectionString: string, workerId: string, logger: Logger, onRelocked: () => void): WorkerLock {
   let stopped = false;
+  /** Ends a reconnection wait at close. */
+  const closing = new AbortController();
   let client: pg.Client | undefined;
   let markReady: () => void;
   const ready = new Promise<void>((resolve) => (markReady = resolve));
@@ -64,7 +66,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
         if (!stopped) logger.warn({ err: errorMessage(err) }, "cannot take the worker lock; retrying");
       }
       await c.end().catch(() => undefined);
-      if (!stopped) await sleep(reconnects.failed());
+      if (!stopped) await sleep(reconnects.failed(), closing.signal);
     }
   };
   const done = loop();
@@ -72,6 +74,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
     ready,
     async close() {
       stopped = true;
+      closing.abort();
       markReady();
       await client?.end().catch(() => undefined);
       await done;
