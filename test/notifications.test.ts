@@ -106,6 +106,17 @@ describe("one listener connection", () => {
     }
   });
 
+  it("closes at once, even while it is still connecting (a process stopping just after it started)", async () => {
+    // pg never settles a connect() whose client was ended meanwhile: a close then hung for ever.
+    for (const afterMs of [0, 1, 5, 20]) {
+      const listener = openListener(database.url, database.logger);
+      listener.subscribe(QUEUE_CHANNEL, () => undefined);
+      await new Promise((resolve) => setTimeout(resolve, afterMs));
+      const closed = await Promise.race([listener.close().then(() => "closed"), new Promise((resolve) => setTimeout(resolve, 5_000, "hung"))]);
+      expect(closed, `closed ${afterMs} ms after opening`).toBe("closed");
+    }
+  });
+
   it("is the only dedicated LISTEN connection of a worker process (serve) and of a server process", async () => {
     const logger = database.logger;
     const config = loadConfig({ ...fastWorkerConfig, databaseUrl: database.url, host: "127.0.0.1", port: 0, metricsPort: 0 }, {});

@@ -71,6 +71,19 @@ export function retryWhileUnavailable<T>(step: () => Promise<T>, what: string, p
   });
 }
 
+/**
+ * Connects a dedicated client (a listener, a lock holder). HAZARD: pg never settles connect() when
+ * end() is called while it connects (closing a process just after it started), which would hang the
+ * close for ever: this rejects as soon as the client has ended instead.
+ */
+export function connectClient(client: pg.Client): Promise<void> {
+  const connecting = client.connect();
+  connecting.catch(() => undefined); // settled or not, the race below reports it
+  const ended = new Promise<never>((_, reject) => client.once("end", () => reject(new Error("the connection was closed while connecting"))));
+  ended.catch(() => undefined);
+  return Promise.race([connecting, ended]).then(() => undefined);
+}
+
 /** SQLSTATEs of a statement PostgreSQL aborted to break a conflict: deadlock_detected, serialization_failure. */
 const CONFLICT_CODES = new Set(["40P01", "40001"]);
 

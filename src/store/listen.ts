@@ -3,6 +3,7 @@ import { Backoff, sleep } from "../backoff.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Channel } from "./channels.js";
+import { connectClient } from "./db.js";
 
 /** A subscription's callbacks. */
 interface Subscriber {
@@ -89,7 +90,7 @@ export function openListener(connectionString: string, logger: Logger, name = "t
           });
           c.once("end", () => resolve());
         });
-        await c.connect();
+        await connectClient(c);
         c.on("notification", (msg) => {
           for (const sub of subscribers.get(msg.channel as Channel) ?? []) {
             try {

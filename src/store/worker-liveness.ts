@@ -3,6 +3,7 @@ import pg from "pg";
 import { Backoff, sleep } from "../backoff.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { connectClient } from "./db.js";
 import type { Database } from "./schema.js";
 
 /** The first key of every worker's advisory lock ('task' in ASCII); the second is workers.lock_key. */
@@ -45,7 +46,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
           });
           c.once("end", () => resolve());
         });
-        await c.connect();
+        await connectClient(c);
         // A fresh key each time: the old one might still look held while PostgreSQL notices the old socket is gone.
         const { rows } = await c.query<{ key: number }>(
           `select key from (select nextval('worker_lock_keys')::int as key) k where pg_try_advisory_lock($1, key)`,
