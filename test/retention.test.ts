@@ -60,7 +60,9 @@ describe("retention", () => {
     await sql`insert into task_logs (task_id, first_seq, last_seq, attempt, streams, lines) select id, 1, 1, 1, 'o', 'old line' from tasks where name like 'bench-%'`.execute(db());
     const before = await sql<{ status: string; n: string }>`select status, count(*) as n from tasks group by status`.execute(db());
     const cancelledBefore = Number(before.rows.find((r) => r.status === "cancelled")!.n);
-    const ages = { succeeded: 10 * DAY, failed: 20 * DAY };
+    // Cutoffs between two synthetic tasks (they are 30 days / 3,000 = 864 s apart, one of them 2 s
+    // from 10 days old): none reaches its cutoff while the test runs, after the pass left it.
+    const ages = { succeeded: 10 * DAY + 7 * 60_000, failed: 20 * DAY + 7 * 60_000 };
     expect(await expired(ages)).toBeGreaterThan(1_000);
 
     const workers = await startTestWorkers(api.database, { workerConcurrency: 4 });
