@@ -2,7 +2,9 @@
  * A worker process's maintenance part: graphile-worker, with one slot, running the cron jobs that
  * every worker process schedules and one of them runs (a job key keeps one pending): the reconcile
  * pass (with priority aging) and retention. Task attempts never go through graphile-worker here
- * (claim-loop.ts takes them).
+ * (claim-loop.ts takes them). The process survives graphile-worker's unawaited job completions
+ * failing while the database is away (lost-completions.ts) from before this part starts until
+ * after the pool has closed: startWorkers installs that guard.
  */
 import { EventEmitter } from "node:events";
 import { run, type Runner, type WorkerEvents } from "graphile-worker";
@@ -12,7 +14,6 @@ import { agePriorities } from "../store/jobs.js";
 import { releaseJobLocks } from "../store/reconcile.js";
 import { deleteExpiredTasks } from "../store/retention.js";
 import { graphileLogger } from "./graphile-logger.js";
-import { surviveLostCompletions } from "./lost-completions.js";
 import { RECONCILE_TASK, type ReconcileResult } from "./reconcile.js";
 import type { WorkerContext, WorkerPart } from "./runner.js";
 
@@ -35,7 +36,6 @@ export class Maintenance implements WorkerPart {
   /** The ids graphile-worker locks jobs under in this process, so a reconciler can release them if it dies. */
   readonly graphileIds = new Set<string>();
   private runner: Runner | undefined;
-  private stopSurviving: (() => void) | undefined;
 
   constructor(
     private readonly ctx: WorkerContext,
@@ -46,7 +46,6 @@ export class Maintenance implements WorkerPart {
   async start(): Promise<void> {
     const { ctx } = this;
     const { config, db, logger } = ctx;
-    this.stopSurviving = surviveLostCompletions(db.kysely, config.leaseMs, logger);
     const events = new EventEmitter() as WorkerEvents;
     const took = (id: string) => {
       this.graphileIds.add(id);
@@ -89,6 +88,5 @@ export class Maintenance implements WorkerPart {
       await this.runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
       await releaseJobLocks(db.kysely, [...this.graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
     }
-    this.stopSurviving?.();
   }
 }

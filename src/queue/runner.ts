@@ -12,6 +12,7 @@ import { openListener, type Listener } from "../store/listen.js";
 import { Claiming } from "./claiming.js";
 import type { InFlightAttempt } from "./execute-task.js";
 import { Fencing } from "./fencing.js";
+import { surviveLostCompletions } from "./lost-completions.js";
 import { Maintenance } from "./maintenance.js";
 import { OutcomeSpool } from "./outcome-spool.js";
 import { Rescue } from "./rescue.js";
@@ -135,10 +136,13 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const compiler = schemaCompiler();
   for (const version of served) compileSchema(compiler, version.parameterSchema, version.name);
   const ownListener = options.listener ? undefined : openListener(options.databaseUrl, logger);
+  const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
+  // Until the pool has closed: a completion graphile-worker did not await may still fail on it.
+  const stopSurviving = surviveLostCompletions(db.kysely, config.leaseMs, logger);
   const ctx: WorkerContext = {
     workerId,
     databaseUrl: options.databaseUrl,
-    db: openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger),
+    db,
     listener: options.listener ?? ownListener!,
     registry: options.registry,
     config,
@@ -161,7 +165,8 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const stopAll = async () => {
     for (const part of started.reverse()) await part.stop();
     await ownListener?.close();
-    await ctx.db.close();
+    await db.close();
+    stopSurviving();
   };
   try {
     for (const part of [fencing, rescue, together(maintenance, claiming)]) {
