@@ -14,7 +14,7 @@ import { loadConfig } from "../src/config.js";
 import { startEmbeddedPostgres } from "../src/embedded-postgres.js";
 import { createLogger } from "../src/logger.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
-import { startWorkers } from "../src/queue/runner.js";
+import { startWorkers } from "../src/worker/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
 import { insertSyntheticFinishedTasks } from "./bench/synthetic-tasks.js";

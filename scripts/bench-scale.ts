@@ -16,7 +16,7 @@ import { TaskService, TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
 import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
-import { startWorkers } from "../src/queue/runner.js";
+import { startWorkers } from "../src/worker/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { openListener } from "../src/store/listen.js";
 import { migrate } from "../src/store/migrate.js";

@@ -20,7 +20,7 @@ import { createLogger } from "../src/logger.js";
 import { leftoverJobs, loadTasksWithHistory, pendingJobCounts } from "./chaos/audit.js";
 import { openDb } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
-import { reconcile } from "../src/queue/reconcile.js";
+import { reconcile } from "../src/worker/reconcile.js";
 import { checkTaskHistory } from "./chaos/check-history.js";
 import { ChaosProcesses } from "./chaos/processes.js";
 

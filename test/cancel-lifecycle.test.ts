@@ -2,7 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { recordOutcome } from "../src/store/attempts.js";
 import { claimAttempt } from "./helpers/claim-attempt.js";
 import { insertTasks } from "../src/store/tasks.js";

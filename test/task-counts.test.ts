@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Metrics } from "../src/metrics.js";
-import { reconcile } from "../src/queue/reconcile.js";
+import { reconcile } from "../src/worker/reconcile.js";
 import { openDb } from "../src/store/db.js";
 import { migrate, migrationsDir } from "../src/store/migrate.js";
 import { insertSyntheticFinishedTasks } from "../scripts/bench/synthetic-tasks.js";

@@ -5,9 +5,9 @@ import { transition } from "./transitions.js";
 
 /** What one claim statement of a worker process's fetch loop may take (claimNextAttempts). */
 export interface NextAttempts {
-  /** The graphile-worker task identifiers to take jobs of (src/queue/jobs.ts runTaskIdentifier). */
+  /** The graphile-worker task identifiers to take jobs of (src/worker/jobs.ts runTaskIdentifier). */
   identifiers: string[];
-  /** Job flags not to take (queues held or limited, src/queue/queue-gate.ts). */
+  /** Job flags not to take (queues held or limited, src/worker/queue-gate.ts). */
   forbiddenFlags: string[];
   /** Most attempts to start (the process's free slots). */
   limit: number;
@@ -19,7 +19,7 @@ export interface NextAttempts {
 }
 
 /**
- * A worker process's fetch and claim in ONE statement (its fetch loop, src/queue/claim-loop.ts):
+ * A worker process's fetch and claim in ONE statement (its fetch loop, src/worker/claim-loop.ts):
  * takes the best available run_task jobs it serves (graphile-worker's order: priority, then due
  * time; FOR UPDATE SKIP LOCKED, so concurrent fetchers never take the same job), starts the
  * attempt each names (QUEUED/RETRYING -> RUNNING, with its history row) and deletes the job, which
@@ -115,7 +115,7 @@ export async function recordOutcome(
 
 /**
  * recordOutcome for many attempts in ONE statement (the worker's write-behind batches, see
- * src/queue/outcome-writer.ts): each row still passes its own guard (RUNNING, this attempt, this
+ * src/worker/outcome-writer.ts): each row still passes its own guard (RUNNING, this attempt, this
  * owner) and gets its own history row, through the same transition. Returns, per record in input
  * order, the recorded row or undefined (someone else settled that attempt).
  */

@@ -104,7 +104,7 @@ export async function updateQueue(db: Kysely<Database>, name: string, change: Qu
 
 /**
  * Of `queues`, those that may not start an attempt now: paused, or limited with their RUNNING tasks
- * at the limit. A worker forbids their jobs' flags so it does not fetch them (src/queue/queue-gate.ts).
+ * at the limit. A worker forbids their jobs' flags so it does not fetch them (src/worker/queue-gate.ts).
  * Advisory only: the claim's gate (task_queue_admits) is what guarantees the limit.
  */
 export async function heldQueues(db: Kysely<Database>, queues: string[]): Promise<{ held: string[]; limited: string[] }> {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { loadConfig } from "../../src/config.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
-import type { Workers } from "../../src/queue/runner.js";
+import type { Workers } from "../../src/worker/runner.js";
 import { openListener, type Listener } from "../../src/store/listen.js";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { createClient } from "@connectrpc/connect";

@@ -2,7 +2,7 @@ import net from "node:net";
 import { Command, Option } from "commander";
 import type { ApiServer } from "../../api/server.js";
 import { configEnvNames, loadConfig, type ConfigOverrides } from "../../config.js";
-import type { Workers } from "../../queue/runner.js";
+import type { Workers } from "../../worker/runner.js";
 import type { Runtime, ServiceSet } from "../../services.js";
 import { attachCommand } from "../attach-line.js";
 import type { CliIO } from "../io.js";
