@@ -94,7 +94,7 @@ create trigger task_counts_update after update of status, type, queue on tasks
   execute function task_counts_on_update();
 
 -- Jobs are now filed under a task identifier per queue and type, 'run:<queue>:<type>' (see
--- src/queue/jobs.ts), so graphile-worker's own fetch only hands a worker what it serves. Jobs
+-- src/worker/jobs.ts), so graphile-worker's own fetch only hands a worker what it serves. Jobs
 -- written before this migration used the single identifier 'run_task': move the pending ones to
 -- their new identifier, so no task waits for a job no worker fetches. (graphile-worker's schema is
 -- migrated before ours, see src/store/migrate.ts.)

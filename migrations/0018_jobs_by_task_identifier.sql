@@ -1,7 +1,7 @@
 -- An index on graphile-worker's jobs by task identifier, for fetches that take only some
 -- identifiers while many other jobs wait.
 --
--- Task attempts are claimed by the workers' own fetch loop (src/queue/claim-loop.ts); graphile-worker's
+-- Task attempts are claimed by the workers' own fetch loop (src/worker/claim-loop.ts); graphile-worker's
 -- worker runs only the cron jobs (reconcile, retention). Its fetch (get_jobs) filters on task_id and
 -- sorts by priority and due time, and graphile-worker's own indexes lead with priority: with a
 -- backlog of a million run_task jobs, each fetch for the two cron identifiers read every one of

@@ -7,7 +7,7 @@
  */
 import { sql } from "kysely";
 import { shellPlugin } from "../src/plugins/shell.js";
-import { TaskLogSink } from "../src/queue/log-sink.js";
+import { TaskLogSink } from "../src/worker/log-sink.js";
 import type { Logger } from "../src/logger.js";
 import type { Db } from "../src/store/db.js";
 import { countLogLines, readLogRange, readLogTail } from "../src/store/task-logs.js";

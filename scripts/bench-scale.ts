@@ -16,10 +16,11 @@ import { TaskService, TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
 import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
-import { startWorkers } from "../src/queue/runner.js";
+import { startWorkers } from "../src/worker/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
+import { openListener } from "../src/store/listen.js";
 import { migrate } from "../src/store/migrate.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { insertSyntheticFinishedTasks } from "./bench/synthetic-tasks.js";
 import { foldTaskCountDeltas } from "../src/store/task-counts.js";
 
 const CALLS = 20;
@@ -137,8 +138,10 @@ export async function benchScale(n: number): Promise<void> {
     // Retention off: the loaded tasks finished up to 30 days ago, and a retention pass would shed them mid-run.
     const config = loadConfig({ port: 0, workerConcurrency: 2, reconcileIntervalMs: 0, retainSucceededMs: 0, retainFailedMs: 0, retainCancelledMs: 0 }, {});
     const plugins = builtinPlugins(config, logger);
-    const server = await startApiServer({ db, databaseUrl: cluster.url, registry: plugins.registry, config, logger, metrics: new Metrics() });
-    const workers = await startWorkers({ databaseUrl: cluster.url, registry: plugins.registry, config, logger });
+    // One listener for the server and the workers, as one `task-cli up` process holds.
+    const listener = openListener(cluster.url, logger);
+    const server = await startApiServer({ db, listener, registry: plugins.registry, config, logger, metrics: new Metrics() });
+    const workers = await startWorkers({ databaseUrl: cluster.url, listener, registry: plugins.registry, config, logger });
     const api = createClient(TaskService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
     let middle = "";
     try {
@@ -169,6 +172,7 @@ export async function benchScale(n: number): Promise<void> {
     } finally {
       await workers.stop();
       await server.close();
+      await listener.close();
       await plugins.close();
     }
   } finally {

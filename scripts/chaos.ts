@@ -17,10 +17,10 @@ import { TaskService, TaskStatus, type CreateTaskRequest } from "../src/gen/task
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CreateTaskRequestSchema } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
-import { leftoverJobs, loadTasksWithHistory, pendingJobCounts } from "../src/store/audit.js";
+import { leftoverJobs, loadTasksWithHistory, pendingJobCounts } from "./chaos/audit.js";
 import { openDb } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
-import { reconcile } from "../src/queue/reconcile.js";
+import { reconcile } from "../src/worker/reconcile.js";
 import { checkTaskHistory } from "./chaos/check-history.js";
 import { ChaosProcesses } from "./chaos/processes.js";
 

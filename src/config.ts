@@ -74,7 +74,7 @@ const settings = {
   workerConcurrency: setting("TASK_WORKERS", z.coerce.number().int().min(0).max(1000).default(10)),
   /**
    * A worker records attempt outcomes write-behind, in batches flushed this
-   * often (one statement per batch, see src/queue/outcome-writer.ts); a crash before the flush is a
+   * often (one statement per batch, see src/worker/outcome-writer.ts); a crash before the flush is a
    * lost attempt the reconciler retries. 0 flushes at once (still coalescing what finished together).
    */
   outcomeFlushMs: setting("TASK_OUTCOME_FLUSH_MS", z.coerce.number().int().min(0).max(60_000).default(2)),

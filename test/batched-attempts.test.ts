@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { claimAttempt, claimNextAttempts, recordOutcomes } from "../src/store/attempts.js";
+import { claimNextAttempts, recordOutcomes } from "../src/store/attempts.js";
+import { claimAttempt } from "./helpers/claim-attempt.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 
 // The worker's batched outcome statement (outcomes written behind): each row keeps its own guard

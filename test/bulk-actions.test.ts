@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkTaskHistory } from "../scripts/chaos/check-history.js";
 import { BulkAction, TaskControlService } from "../src/gen/task/v1/control_pb.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { countTasksByTypeAndStatus } from "../src/store/task-counts.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
-import { ClaimLoop } from "../src/queue/claim-loop.js";
+import { ClaimLoop } from "../src/worker/claim-loop.js";
 import type { TaskRow } from "../src/store/schema.js";
 
 // The loop's own bookkeeping (slots, one claim in flight, retries, shutdown), with a claim that

@@ -10,7 +10,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/embedded-po
 import { TaskService, TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
-import { startWorkers, type Workers } from "../src/queue/runner.js";
+import { startWorkers, type Workers } from "../src/worker/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
 import { fastWorkerConfig } from "./helpers/workers.js";

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Metrics, startMetricsServer } from "../src/metrics.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { waitFor } from "./helpers/wait.js";
 import { startTestWorkers } from "./helpers/workers.js";

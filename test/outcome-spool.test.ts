@@ -79,7 +79,7 @@ describe("outcome spool", () => {
   });
 
   it("keeps spool files private", async () => {
-    const { OutcomeSpool } = await import("../src/queue/outcome-spool.js");
+    const { OutcomeSpool } = await import("../src/worker/outcome-spool.js");
     const spoolDir = path.join(dir, "private");
     const spool = new OutcomeSpool(spoolDir, api.database.logger);
     await spool.save({ taskId: "1", attempt: 1, workerId: "w", outcome: { kind: "failed", error: "x", details: "d" } });

@@ -8,7 +8,7 @@ import { checkTaskHistory } from "../scripts/chaos/check-history.js";
 import { TaskControlService } from "../src/gen/task/v1/control_pb.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { durationFromMs } from "../src/api/convert.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { createTask, jobOf, rowCounts, taskRow } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";

@@ -4,7 +4,7 @@ import { sql } from "kysely";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { QueueService, WorkerService } from "../src/gen/task/v1/queue_pb.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { agePriorities } from "../src/store/jobs.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { createTask, jobOf, taskRow } from "./helpers/factory.js";

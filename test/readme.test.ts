@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { startTestWorkers } from "./helpers/workers.js";

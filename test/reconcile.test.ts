@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import { reconcile } from "../src/queue/reconcile.js";
+import { reconcile } from "../src/worker/reconcile.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { spawnCli } from "./helpers/process.js";
 import { waitFor } from "./helpers/wait.js";

@@ -6,9 +6,10 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../src/config.js";
 import { TaskControlService } from "../src/gen/task/v1/control_pb.js";
-import { RETENTION_TASK, type Workers } from "../src/queue/runner.js";
+import { RETENTION_TASK } from "../src/worker/maintenance.js";
+import type { Workers } from "../src/worker/runner.js";
 import { deleteExpiredTasks } from "../src/store/retention.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { insertSyntheticFinishedTasks } from "../scripts/bench/synthetic-tasks.js";
 import { countTasksByTypeAndStatus } from "../src/store/task-counts.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
@@ -59,7 +60,9 @@ describe("retention", () => {
     await sql`insert into task_logs (task_id, first_seq, last_seq, attempt, streams, lines) select id, 1, 1, 1, 'o', 'old line' from tasks where name like 'bench-%'`.execute(db());
     const before = await sql<{ status: string; n: string }>`select status, count(*) as n from tasks group by status`.execute(db());
     const cancelledBefore = Number(before.rows.find((r) => r.status === "cancelled")!.n);
-    const ages = { succeeded: 10 * DAY, failed: 20 * DAY };
+    // Cutoffs between two synthetic tasks (they are 30 days / 3,000 = 864 s apart, one of them 2 s
+    // from 10 days old): none reaches its cutoff while the test runs, after the pass left it.
+    const ages = { succeeded: 10 * DAY + 7 * 60_000, failed: 20 * DAY + 7 * 60_000 };
     expect(await expired(ages)).toBeGreaterThan(1_000);
 
     const workers = await startTestWorkers(api.database, { workerConcurrency: 4 });

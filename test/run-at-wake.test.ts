@@ -1,7 +1,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Workers } from "../src/queue/runner.js";
-import { WakeSchedule } from "../src/queue/wake.js";
+import type { Workers } from "../src/worker/runner.js";
+import { WakeSchedule } from "../src/worker/wake.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { createTask, taskRow } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";

@@ -7,6 +7,7 @@ import { builtinPlugins } from "../src/plugins/builtin.js";
 import { Scheduler, systemClock } from "../src/schedules/scheduler.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { waitFor } from "./helpers/wait.js";
+import { openListener } from "../src/store/listen.js";
 import { jobOf, setTaskRow, taskRow } from "./helpers/factory.js";
 import { FakeClock, scheduleHarness, scheduleSpec, scheduleTasks, type ScheduleHarness, type SpecInit } from "./helpers/schedules.js";
 
@@ -294,7 +295,8 @@ describe("the loop on the real clock", () => {
     // A long fallback sleep: only the notification can make the loop notice the new schedule in time.
     const config = loadConfig({}, {});
     const plugins = builtinPlugins(config, database.logger);
-    const loop = new Scheduler({ db: database.db, registry: plugins.registry, logger: database.logger, databaseUrl: database.url, maxSleepMs: 120_000 });
+    const listener = openListener(database.url, database.logger);
+    const loop = new Scheduler({ db: database.db, registry: plugins.registry, logger: database.logger, listener, maxSleepMs: 120_000 });
     loop.start();
     try {
       await sleep(1_000); // the loop found nothing and went to sleep
@@ -306,6 +308,7 @@ describe("the loop on the real clock", () => {
       await service.close();
     } finally {
       await loop.stop();
+      await listener.close();
       await plugins.close();
     }
   });

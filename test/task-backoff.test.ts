@@ -2,7 +2,7 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { durationFromMs, durationToMs } from "../src/api/convert.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { createTask, expectConnectError, rowCounts, taskRequest, taskRow } from "./helpers/factory.js";

@@ -3,7 +3,7 @@ import { Code } from "@connectrpc/connect";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import { reconcile } from "../src/queue/reconcile.js";
+import { reconcile } from "../src/worker/reconcile.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { createTask, expectConnectError, jobOf, setTaskRow, taskRow } from "./helpers/factory.js";
 

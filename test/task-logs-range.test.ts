@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { durationFromMs } from "../src/api/convert.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { createTask } from "./helpers/factory.js";

@@ -1,8 +1,8 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import { TaskLogSink } from "../src/queue/log-sink.js";
-import type { Workers } from "../src/queue/runner.js";
+import { TaskLogSink } from "../src/worker/log-sink.js";
+import type { Workers } from "../src/worker/runner.js";
 import { listLogLines } from "../src/store/task-logs.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { createTask } from "./helpers/factory.js";

@@ -5,7 +5,7 @@ import path from "node:path";
 import { SMTPServer } from "smtp-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
+import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { processesMatching, uniqueSleep } from "./helpers/processes.js";
 import { waitFor } from "./helpers/wait.js";

@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { run } from "graphile-worker";
 import type { Logger } from "../../src/logger.js";
-import { graphileLogger } from "../../src/queue/graphile-logger.js";
+import { graphileLogger } from "../../src/worker/graphile-logger.js";
 import type { Db } from "../../src/store/db.js";
 import { percentiles, type Percentiles } from "./stats.js";
 

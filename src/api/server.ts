@@ -18,6 +18,7 @@ import { countTasksByStatus } from "../store/tasks.js";
 import { metricsInterceptor } from "./metrics-interceptor.js";
 import { logDownloadHandler } from "./log-download.js";
 import { DEFAULT_FEED_OPTIONS, TaskFeed, type TaskFeedOptions } from "./task-feed.js";
+import type { Listener } from "../store/listen.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
 
@@ -27,8 +28,8 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
   feedOptions?: Partial<TaskFeedOptions>;
   /** Exposed at /metrics, with RPC counts and a tasks-by-status gauge added. */
   metrics?: Metrics;
-  /** For LISTEN (WatchTask wake-ups); without it, watchers poll. */
-  databaseUrl?: string;
+  /** The process's listener (WatchTask wake-ups); without it, watchers poll. */
+  listener?: Listener;
   config: Pick<
     Config,
     | "host"
@@ -186,7 +187,7 @@ const HTTP2_PREFACE_START = "PRI";
  */
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
-  const events = new TaskEvents(deps.db.kysely, deps.databaseUrl, deps.logger);
+  const events = new TaskEvents(deps.db.kysely, deps.listener, deps.logger);
   // /metrics needs no token; its counts come from task_counts (constant cost), cached briefly as well.
   deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
   // Counts, list totals and the gauge above read task_counts plus unfolded deltas; keep those few.

@@ -2,35 +2,35 @@ import { randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { listen } from "../store/listen.js";
+import { TASK_EVENTS_CHANNEL } from "../store/channels.js";
+import type { Listener } from "../store/listen.js";
 import type { Database } from "../store/schema.js";
 import { unwatchTask, watchTasks } from "../store/task-watchers.js";
 
-/** The channel the task_history/task_logs triggers notify (payload: task id). */
-export const TASK_EVENTS_CHANNEL = "task_events";
 /** A registration lives this long unless refreshed, so a crashed server's interest fades. */
 const WATCH_TTL_MS = 60_000;
 const WATCH_REFRESH_MS = 20_000;
 
 /**
  * Wakes WatchTask streams when their task changes. The server registers the tasks it watches in
- * task_watchers (the triggers notify only for those) and holds one LISTEN connection. Without a
- * connection URL, or while it is down, waits simply time out and watchers poll.
+ * task_watchers (the triggers notify only for those, on TASK_EVENTS_CHANNEL) and subscribes on the
+ * process's listener. Without a listener, or while it is disconnected, waits simply time out and
+ * watchers poll.
  */
 export class TaskEvents {
   private readonly serverId = `api-${randomBytes(6).toString("hex")}`;
   private readonly waiters = new Map<string, Set<() => void>>();
   private readonly watched = new Map<string, number>();
-  private readonly listener: { close(): Promise<void> } | undefined;
+  private readonly unsubscribe: (() => void) | undefined;
   private readonly refresh: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly db: Kysely<Database>,
-    databaseUrl: string | undefined,
+    listener: Listener | undefined,
     private readonly logger: Logger,
   ) {
-    if (!databaseUrl) return;
-    this.listener = listen(databaseUrl, TASK_EVENTS_CHANNEL, logger, (id) => this.wake(id));
+    if (!listener) return;
+    this.unsubscribe = listener.subscribe(TASK_EVENTS_CHANNEL, (id) => this.wake(id));
     this.refresh = setInterval(() => {
       watchTasks(db, this.serverId, [...this.watched.keys()], WATCH_TTL_MS).catch((err: unknown) =>
         logger.warn({ err: errorMessage(err) }, "could not refresh watched tasks"),
@@ -41,7 +41,7 @@ export class TaskEvents {
 
   /** Starts notifications for a task; call the returned function when done watching. */
   async subscribe(taskId: string): Promise<() => Promise<void>> {
-    if (!this.listener) return async () => undefined;
+    if (!this.unsubscribe) return async () => undefined;
     const count = this.watched.get(taskId) ?? 0;
     this.watched.set(taskId, count + 1);
     if (count === 0) await watchTasks(this.db, this.serverId, [taskId], WATCH_TTL_MS);
@@ -80,7 +80,7 @@ export class TaskEvents {
 
   async close(): Promise<void> {
     clearInterval(this.refresh);
-    await this.listener?.close();
+    this.unsubscribe?.();
     for (const id of [...this.waiters.keys()]) this.wake(id);
   }
 }

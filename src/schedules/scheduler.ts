@@ -1,16 +1,17 @@
 import type { Kysely } from "kysely";
+import { Backoff, type BackoffPolicy } from "../backoff.js";
 import { errorMessage, InvalidArgumentError, isDatabaseUnavailable, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Db } from "../store/db.js";
-import { listen } from "../store/listen.js";
+import { SCHEDULES_CHANNEL } from "../store/channels.js";
+import type { Listener } from "../store/listen.js";
 import {
   claimDueSchedule,
   findTickTask,
   nextDueAt,
   recordTicks,
-  SCHEDULES_CHANNEL,
   skipFailedTick,
   unfinishedScheduleTasks,
   type TickOutcome,
@@ -37,8 +38,8 @@ export interface SchedulerDeps {
   /** The task types registered in PostgreSQL, which ticks are validated against; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
   logger: Logger;
-  /** For LISTEN wake-ups when schedules change; without it the loop re-checks every maxSleepMs. */
-  databaseUrl?: string;
+  /** The process's listener, for wake-ups when schedules change; without it the loop re-checks every maxSleepMs. */
+  listener?: Listener;
   clock?: Clock;
   /** A tick reached later than this counts as missed (see catch-up.ts). */
   missedAfterMs?: number;
@@ -52,6 +53,9 @@ const iso = (d: Date) => d.toISOString();
 
 /** How recently a worker must have heartbeated to count as serving a type (the default lease). */
 const DEFAULT_LIVE_MS = 15_000;
+
+/** The wait after failed passes in a row (the database away, mostly). */
+const PASS_BACKOFF: BackoffPolicy = { baseMs: 500, maxMs: 10_000 };
 
 /** Failed tick transactions in a row (database reachable) after which the tick is skipped. */
 export const MAX_TICK_FAILURES = 3;
@@ -70,7 +74,7 @@ export class Scheduler {
   private stopped = false;
   private woken = false;
   private wakeSleeper: (() => void) | undefined;
-  private listener: { close(): Promise<void> } | undefined;
+  private unsubscribe: (() => void) | undefined;
   private loopDone: Promise<void> | undefined;
   /** Consecutive failed transactions per schedule id (see afterFailedTick). */
   private readonly failures = new Map<string, number>();
@@ -85,10 +89,8 @@ export class Scheduler {
   /** Runs the loop in the background: handle due ticks, sleep until the next one (or a change). */
   start(): void {
     if (this.loopDone) return;
-    if (this.deps.databaseUrl) {
-      // Also wake once listening: a schedule created before (or while reconnecting) sent its notification to no one.
-      this.listener = listen(this.deps.databaseUrl, SCHEDULES_CHANNEL, this.deps.logger, () => this.wake(), () => this.wake());
-    }
+    // Also wake once listening: a schedule created before (or while reconnecting) sent its notification to no one.
+    this.unsubscribe = this.deps.listener?.subscribe(SCHEDULES_CHANNEL, () => this.wake(), () => this.wake());
     this.loopDone = this.loop();
   }
 
@@ -96,7 +98,7 @@ export class Scheduler {
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake();
-    await this.listener?.close();
+    this.unsubscribe?.();
     await this.loopDone;
   }
 
@@ -146,7 +148,7 @@ export class Scheduler {
 
   private async loop(): Promise<void> {
     const logger = this.deps.logger.child({ component: "scheduler" });
-    let failures = 0;
+    const failures = new Backoff(PASS_BACKOFF);
     while (!this.stopped) {
       let sleepMs = this.maxSleepMs;
       try {
@@ -157,11 +159,10 @@ export class Scheduler {
           // Due yet not claimable: another process holds it mid-tick. Look again shortly, not in a spin.
           sleepMs = Math.min(sleepMs, untilDue > 0 ? untilDue : 100);
         }
-        failures = 0;
+        failures.succeeded();
       } catch (err) {
         // Mostly the database being unavailable: nothing was committed, so the ticks stay due.
-        failures += 1;
-        sleepMs = Math.min(250 * 2 ** failures, 10_000);
+        sleepMs = failures.failed();
         logger.warn({ err: errorMessage(err), retryInMs: sleepMs }, "scheduler pass failed; retrying");
       }
       await this.sleep(sleepMs);

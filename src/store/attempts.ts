@@ -3,35 +3,11 @@ import { queryPrepared, type Db } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
 import { transition } from "./transitions.js";
 
-/**
- * Starts attempt `attempt` of one named task: QUEUED/RETRYING -> RUNNING, attempts incremented,
- * owner and heartbeat set, history row written, job `jobId` deleted, in one guarded statement.
- * Returns undefined when the task is not waiting for exactly this attempt, a cancel is pending, or
- * its queue's gate refuses it: task_queue_admits(queue) (migration 0012) says no when the queue is
- * paused, or has a concurrency limit that its RUNNING tasks already reach; for a limited queue it
- * locks the queue's row, so claims racing for its last slot go one after the other. Workers claim
- * through claimNextAttempts (fetch and claim in one statement); this is the same claim for a task
- * known by id (tests that race a worker, tools).
- */
-export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string, jobId: string): Promise<TaskRow | undefined> {
-  const rows = await queryPrepared(db, "task_claim_attempt", transition({
-    change: {
-      set: sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, job_id = ${jobId}, heartbeat_at = now(), started_at = now()`,
-      // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
-      where: sql`id = ${taskId} and status in ('queued', 'retrying') and attempts = ${attempt - 1} and cancel_requested_at is null
-        and task_queue_admits(queue)`,
-    },
-    details: sql`'attempt ' || attempts || ' started on ' || ${workerId}`,
-    completeJob: true,
-  }));
-  return rows[0];
-}
-
 /** What one claim statement of a worker process's fetch loop may take (claimNextAttempts). */
 export interface NextAttempts {
-  /** The graphile-worker task identifiers to take jobs of (src/queue/jobs.ts runTaskIdentifier). */
+  /** The graphile-worker task identifiers to take jobs of (src/worker/jobs.ts runTaskIdentifier). */
   identifiers: string[];
-  /** Job flags not to take (queues held or limited, src/queue/queue-gate.ts). */
+  /** Job flags not to take (queues held or limited, src/worker/queue-gate.ts). */
   forbiddenFlags: string[];
   /** Most attempts to start (the process's free slots). */
   limit: number;
@@ -43,13 +19,13 @@ export interface NextAttempts {
 }
 
 /**
- * A worker process's fetch and claim in ONE statement (its fetch loop, src/queue/claim-loop.ts):
+ * A worker process's fetch and claim in ONE statement (its fetch loop, src/worker/claim-loop.ts):
  * takes the best available run_task jobs it serves (graphile-worker's order: priority, then due
  * time; FOR UPDATE SKIP LOCKED, so concurrent fetchers never take the same job), starts the
  * attempt each names (QUEUED/RETRYING -> RUNNING, with its history row) and deletes the job, which
  * is never locked, completed or failed: from the claim on, the task row owns the attempt
- * (heartbeat, lease, fencing and rescue work on it; a retry gets a new job). Each row keeps
- * claimAttempt's guards: waiting for exactly this attempt, no pending cancel, and its queue's gate.
+ * (heartbeat, lease, fencing and rescue work on it; a retry gets a new job). Each row is guarded:
+ * waiting for exactly this attempt, no pending cancel, and its queue's gate.
  * A job whose task is not waiting for its attempt (stale, a duplicate, a cancelled or paused task)
  * is deleted unused, as graphile-worker would have completed it.
  *
@@ -139,7 +115,7 @@ export async function recordOutcome(
 
 /**
  * recordOutcome for many attempts in ONE statement (the worker's write-behind batches, see
- * src/queue/outcome-writer.ts): each row still passes its own guard (RUNNING, this attempt, this
+ * src/worker/outcome-writer.ts): each row still passes its own guard (RUNNING, this attempt, this
  * owner) and gets its own history row, through the same transition. Returns, per record in input
  * order, the recorded row or undefined (someone else settled that attempt).
  */

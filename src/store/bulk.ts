@@ -3,7 +3,8 @@ import type { Database, TaskStatus } from "./schema.js";
 import { retryOnConflict } from "./db.js";
 import { likePrefix } from "./tasks.js";
 import { pauseRunningTasks, pauseWaitingTasks, resumeTasks } from "./pause.js";
-import { CANCEL_CHANNEL, forcing, IN_ATTEMPT, transition, WAITING } from "./transitions.js";
+import { CANCEL_CHANNEL } from "./channels.js";
+import { forcing, IN_ATTEMPT, transition, WAITING } from "./transitions.js";
 
 /**
  * Bulk actions (BulkTasks): a selection of tasks, walked in id order in bounded batches, each batch

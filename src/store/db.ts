@@ -1,6 +1,6 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { Kysely, PostgresDialect, type RawBuilder } from "kysely";
 import pg from "pg";
+import { retry, type BackoffPolicy } from "../backoff.js";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Database } from "./schema.js";
@@ -54,22 +54,34 @@ export function openDb(options: DbOptions, logger: Logger): Db {
   };
 }
 
+/** How long a step waits between tries while PostgreSQL is unreachable (restarting, failing over). */
+export const OUTAGE_BACKOFF: BackoffPolicy = { baseMs: 250, maxMs: 5_000 };
+
 /**
  * Runs `step`, retrying with capped exponential backoff while PostgreSQL is unreachable (restarting,
  * failing over), until `patienceMs` has passed; any other error, or running out of patience,
  * propagates.
  */
-export async function retryWhileUnavailable<T>(step: () => Promise<T>, what: string, patienceMs: number, logger: Logger): Promise<T> {
-  const deadline = Date.now() + patienceMs;
-  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
-    try {
-      return await step();
-    } catch (err) {
-      if (!isDatabaseUnavailable(err) || Date.now() + wait > deadline) throw err;
-      logger.warn({ err: errorMessage(err), retryInMs: wait }, `database unavailable while ${what}; retrying`);
-      await sleep(wait);
-    }
-  }
+export function retryWhileUnavailable<T>(step: () => Promise<T>, what: string, patienceMs: number, logger: Logger): Promise<T> {
+  return retry(step, {
+    policy: OUTAGE_BACKOFF,
+    retryIf: isDatabaseUnavailable,
+    patienceMs,
+    onRetry: (err, retryInMs) => logger.warn({ err: errorMessage(err), retryInMs }, `database unavailable while ${what}; retrying`),
+  });
+}
+
+/**
+ * Connects a dedicated client (a listener, a lock holder). HAZARD: pg never settles connect() when
+ * end() is called while it connects (closing a process just after it started), which would hang the
+ * close for ever: this rejects as soon as the client has ended instead.
+ */
+export function connectClient(client: pg.Client): Promise<void> {
+  const connecting = client.connect();
+  connecting.catch(() => undefined); // settled or not, the race below reports it
+  const ended = new Promise<never>((_, reject) => client.once("end", () => reject(new Error("the connection was closed while connecting"))));
+  ended.catch(() => undefined);
+  return Promise.race([connecting, ended]).then(() => undefined);
 }
 
 /** SQLSTATEs of a statement PostgreSQL aborted to break a conflict: deadlock_detected, serialization_failure. */
@@ -86,16 +98,12 @@ export function isConflict(err: unknown): boolean {
  * order (a bulk action's batch and a worker's batched claim, say). The step must be one guarded
  * statement (or safe to repeat): an aborted statement changed nothing.
  */
-export async function retryOnConflict<T>(step: () => Promise<T>, attempts = 5): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await step();
-    } catch (err) {
-      if (!isConflict(err) || attempt >= attempts) throw err;
-      await sleep(10 + Math.random() * 40 * attempt);
-    }
-  }
+export function retryOnConflict<T>(step: () => Promise<T>, attempts = 5): Promise<T> {
+  return retry(step, { policy: CONFLICT_BACKOFF, retryIf: isConflict, attempts });
 }
+
+/** A short random pause: the statement that won the conflict is usually done in milliseconds. */
+const CONFLICT_BACKOFF: BackoffPolicy = { baseMs: 20, maxMs: 200, jitter: true };
 
 /**
  * Runs a statement written with Kysely's sql tag as a named prepared statement, so PostgreSQL

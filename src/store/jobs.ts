@@ -1,5 +1,5 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
-import { JOB_MAX_ATTEMPTS, queueFlag, RUN_TASK_PREFIX } from "../queue/jobs.js";
+import { JOB_MAX_ATTEMPTS, queueFlag, RUN_TASK_PREFIX } from "../worker/jobs.js";
 import { taskColumns, type Database } from "./schema.js";
 
 /** A task's graphile-worker job key, `task:<id>`, from an id column: at most one pending job per task. */
@@ -12,7 +12,7 @@ export function taskJobKey(idColumn: string): RawBuilder<string> {
  * run_at, priority and attempts), for graphile_worker.add_jobs inside the caller's statement, so a
  * task and its job are written in one transaction. Our priority is "higher first"; graphile-worker's
  * is "lower first", hence the negation. The job is filed under the task's (queue, type) identifier
- * and flagged with its queue (src/queue/jobs.ts says why).
+ * and flagged with its queue (src/worker/jobs.ts says why).
  */
 export function jobSpecsFrom(source: string): RawBuilder<unknown> {
   const from = sql.ref(source);

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
-import { PAUSE_CHANNEL, transition } from "./transitions.js";
+import { PAUSE_CHANNEL } from "./channels.js";
+import { transition } from "./transitions.js";
 
 /**
  * Pause and resume (docs/ARCHITECTURE.md "Pause and resume"). A PAUSED task is one of two kinds:

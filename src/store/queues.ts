@@ -1,4 +1,5 @@
 import { sql, type Kysely } from "kysely";
+import { QUEUE_CHANNEL } from "./channels.js";
 import type { Database } from "./schema.js";
 
 /**
@@ -6,9 +7,6 @@ import type { Database } from "./schema.js";
  * a task names it; its row in `queues` only holds settings that differ from the defaults
  * (unlimited, not paused).
  */
-
-/** Channel on which queue setting changes are announced, so workers re-read them at once. */
-export const QUEUE_CHANNEL = "task_queue";
 
 /** The queue every task is in unless it names another. */
 export const DEFAULT_QUEUE = "default";
@@ -103,7 +101,7 @@ export async function updateQueue(db: Kysely<Database>, name: string, change: Qu
 
 /**
  * Of `queues`, those that may not start an attempt now: paused, or limited with their RUNNING tasks
- * at the limit. A worker forbids their jobs' flags so it does not fetch them (src/queue/queue-gate.ts).
+ * at the limit. A worker forbids their jobs' flags so it does not fetch them (src/worker/queue-gate.ts).
  * Advisory only: the claim's gate (task_queue_admits) is what guarantees the limit.
  */
 export async function heldQueues(db: Kysely<Database>, queues: string[]): Promise<{ held: string[]; limited: string[] }> {

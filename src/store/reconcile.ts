@@ -1,6 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
-import { RUN_TASK_PREFIX } from "../queue/jobs.js";
+import { RUN_TASK_PREFIX } from "../worker/jobs.js";
 import { jobSpecsFrom, taskJobKey } from "./jobs.js";
 import { forcing, transition, WAITING } from "./transitions.js";
 

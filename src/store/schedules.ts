@@ -2,12 +2,6 @@ import { sql, type Kysely } from "kysely";
 import { ScheduleExistsError } from "../errors.js";
 import type { CatchUpPolicy, Database, OverlapPolicy, ScheduleRow, TaskStatus } from "./schema.js";
 
-/**
- * The channel the schedules trigger (migration 0010) notifies on any change, so every process's
- * scheduler loop re-reads the next due tick.
- */
-export const SCHEDULES_CHANNEL = "schedules_changed";
-
 /** A validated schedule definition, as stored. */
 export interface NewSchedule {
   name: string;

@@ -1,8 +1,9 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type Kysely } from "kysely";
 import pg from "pg";
+import { Backoff, sleep } from "../backoff.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { connectClient } from "./db.js";
 import type { Database } from "./schema.js";
 
 /** The first key of every worker's advisory lock ('task' in ASCII); the second is workers.lock_key. */
@@ -25,13 +26,16 @@ export interface WorkerLock {
  */
 export function holdWorkerLock(connectionString: string, workerId: string, logger: Logger, onRelocked: () => void): WorkerLock {
   let stopped = false;
+  /** Ends a reconnection wait at close. */
+  const closing = new AbortController();
   let client: pg.Client | undefined;
   let markReady: () => void;
   const ready = new Promise<void>((resolve) => (markReady = resolve));
   const loop = async () => {
     let first = true;
     // Reconnect quickly: a reconciler treats a lock that stays free for a moment as a dead process.
-    for (let wait = 100; !stopped; wait = Math.min(wait * 2, 2_000)) {
+    const reconnects = new Backoff({ baseMs: 100, maxMs: 2_000 });
+    while (!stopped) {
       const c = new pg.Client({ connectionString, application_name: `task-service worker lock ${workerId}`, keepAlive: true, connectionTimeoutMillis: 5_000 });
       client = c;
       try {
@@ -42,7 +46,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
           });
           c.once("end", () => resolve());
         });
-        await c.connect();
+        await connectClient(c);
         // A fresh key each time: the old one might still look held while PostgreSQL notices the old socket is gone.
         const { rows } = await c.query<{ key: number }>(
           `select key from (select nextval('worker_lock_keys')::int as key) k where pg_try_advisory_lock($1, key)`,
@@ -54,7 +58,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
            on conflict (id) do update set lock_key = excluded.lock_key, locked_at = excluded.locked_at, heartbeat_at = now()`,
           [workerId, rows[0]!.key],
         );
-        wait = 100;
+        reconnects.succeeded();
         if (first) markReady();
         else onRelocked();
         first = false;
@@ -63,7 +67,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
         if (!stopped) logger.warn({ err: errorMessage(err) }, "cannot take the worker lock; retrying");
       }
       await c.end().catch(() => undefined);
-      if (!stopped) await sleep(wait);
+      if (!stopped) await sleep(reconnects.failed(), closing.signal);
     }
   };
   const done = loop();
@@ -71,6 +75,7 @@ export function holdWorkerLock(connectionString: string, workerId: string, logge
     ready,
     async close() {
       stopped = true;
+      closing.abort();
       markReady();
       await client?.end().catch(() => undefined);
       await done;

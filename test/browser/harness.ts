@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { DEFAULT_DASHBOARD_DIR } from "../../src/api/dashboard.js";
-import type { Workers } from "../../src/queue/runner.js";
+import type { Workers } from "../../src/worker/runner.js";
 import { startTestApi, type TestApi } from "../helpers/api.js";
 import { startTestWorkers } from "../helpers/workers.js";
 

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { loadConfig } from "../../src/config.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
-import type { Workers } from "../../src/queue/runner.js";
+import type { Workers } from "../../src/worker/runner.js";
+import { openListener, type Listener } from "../../src/store/listen.js";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { createClient } from "@connectrpc/connect";
 import { TaskService } from "../../src/gen/task/v1/task_pb.js";
@@ -21,16 +22,18 @@ let workers: Workers;
 let browser: Browser;
 let plugins: ReturnType<typeof builtinPlugins>;
 let server: ApiServer | undefined;
+let listener: Listener;
 
 /** The API server on a given port (0: any), as the CLI's `serve` starts it. */
 async function startServer(port: number): Promise<ApiServer> {
   const config = loadConfig({ host: "127.0.0.1", port, enableShell: true }, {});
-  return startApiServer({ db: database.db, databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger });
+  return startApiServer({ db: database.db, listener, registry: plugins.registry, config, logger: database.logger });
 }
 
 beforeAll(async () => {
   [database, browser] = await Promise.all([createTestDatabase(), launchBrowser()]);
   plugins = builtinPlugins(loadConfig({ enableShell: true }, {}), database.logger);
+  listener = openListener(database.url, database.logger);
   server = await startServer(0);
   workers = await startTestWorkers(database);
 });
@@ -38,6 +41,7 @@ afterAll(async () => {
   await browser?.close();
   await workers?.stop();
   await server?.close();
+  await listener?.close();
   await plugins?.close();
   await database?.drop();
 });

@@ -6,7 +6,7 @@ import { alive, startWorkerProcess } from "../helpers/fault-workers.js";
 import type { CliProcess } from "../helpers/process.js";
 import { waitFor } from "../helpers/wait.js";
 
-// Outcomes are recorded write-behind (src/queue/outcome-writer.ts): a worker killed between an
+// Outcomes are recorded write-behind (src/worker/outcome-writer.ts): a worker killed between an
 // attempt's end and the flush of its outcome must lose nothing and record nothing twice.
 let api: TestApi;
 const started: CliProcess[] = [];

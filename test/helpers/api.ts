@@ -5,6 +5,7 @@ import type { Metrics } from "../../src/metrics.js";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
+import { openListener } from "../../src/store/listen.js";
 import { createTestDatabase, PLAYGROUND_DATABASE, urlForDatabase, type TestDatabase } from "./database.js";
 
 /** A real API server on 127.0.0.1 and a free port, over its own test database. */
@@ -38,7 +39,8 @@ export async function startTestApi(options: TestApiOptions = {}): Promise<TestAp
     {},
   );
   const plugins = builtinPlugins(config, database.logger);
-  const server = await startApiServer({ db: database.db, databaseUrl: database.url, registry: plugins.registry, config, logger: database.logger, metrics: options.metrics });
+  const listener = openListener(database.url, database.logger);
+  const server = await startApiServer({ db: database.db, listener, registry: plugins.registry, config, logger: database.logger, metrics: options.metrics });
   const interceptors = options.interceptors ?? [];
   return {
     server,
@@ -48,6 +50,7 @@ export async function startTestApi(options: TestApiOptions = {}): Promise<TestAp
     grpcWeb: createClient(TaskService, createGrpcWebTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors })),
     async close() {
       await server.close();
+      await listener.close();
       await plugins.close();
       await database.drop();
     },

@@ -11,7 +11,7 @@ import { createLogger } from "../../src/logger.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
 import { PluginRegistry } from "../../src/plugins/registry.js";
 import type { Plugin } from "../../src/plugins/types.js";
-import { startWorkers } from "../../src/queue/runner.js";
+import { startWorkers } from "../../src/worker/runner.js";
 
 const memoryHog: Plugin = {
   name: "memory_hog",

@@ -1,7 +1,7 @@
 import { loadConfig, type ConfigOverrides } from "../../src/config.js";
 import type { Metrics } from "../../src/metrics.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
-import { startWorkers, type Workers } from "../../src/queue/runner.js";
+import { startWorkers, type Workers } from "../../src/worker/runner.js";
 import { PLAYGROUND_DATABASE, urlForDatabase, type TestDatabase } from "./database.js";
 
 /** Worker settings that make tests quick: short backoff, heartbeat and polling. */

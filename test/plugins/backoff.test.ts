@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { backoffDelayMs } from "../../src/queue/backoff.js";
+import { backoffDelayMs } from "../../src/backoff.js";
 
-const policy = { baseMs: 1_000, maxMs: 60_000 };
+const policy = { baseMs: 1_000, maxMs: 60_000, jitter: true };
 const lowest = () => 0;
 const highest = () => 0.999_999;
 const middle = () => 0.5;
@@ -39,6 +39,6 @@ describe("backoffDelayMs", () => {
   });
 
   it("returns whole milliseconds", () => {
-    expect(backoffDelayMs({ baseMs: 3, maxMs: 100 }, 1, () => 0.3)).toBe(2);
+    expect(backoffDelayMs({ baseMs: 3, maxMs: 100, jitter: true }, 1, () => 0.3)).toBe(2);
   });
 });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TaskLogSink } from "../../src/queue/log-sink.js";
+import { TaskLogSink } from "../../src/worker/log-sink.js";
 import { listLogLines } from "../../src/store/task-logs.js";
 import { insertTasks } from "../../src/store/tasks.js";
 import { createTestDatabase, type TestDatabase } from "../helpers/database.js";

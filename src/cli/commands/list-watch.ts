@@ -1,6 +1,6 @@
 import { create, toJson } from "@bufbuild/protobuf";
-import { setTimeout as sleep } from "node:timers/promises";
 import { ListTasksResponseSchema, TaskChange_Kind, WatchTasksResponseSchema, TaskStatus, type Task } from "../../gen/task/v1/task_pb.js";
+import { Backoff, sleep } from "../../backoff.js";
 import { taskClient } from "../client.js";
 import type { CliIO } from "../io.js";
 import { isoTime, statusName } from "../output.js";
@@ -44,10 +44,12 @@ export async function watchTaskList(io: CliIO, g: GlobalOptions, filter: { statu
   };
   let cursor = "";
   let listed = false;
-  for (let wait = 500; !signal?.aborted; wait = Math.min(wait * 2, 10_000)) {
+  const reconnects = new Backoff({ baseMs: 500, maxMs: 10_000 });
+  while (!signal?.aborted) {
+    let interrupted: string | undefined;
     try {
       for await (const res of client.watchTasks({ filter: listFilter, cursor }, { signal })) {
-        wait = 500;
+        reconnects.succeeded();
         const { event } = res;
         if (event.case === "heartbeat") {
           cursor = event.value.cursor;
@@ -84,11 +86,12 @@ export async function watchTaskList(io: CliIO, g: GlobalOptions, filter: { statu
         }
       }
     } catch (err) {
-      if (signal?.aborted) break;
-      io.stderr.write(`watch interrupted (${err instanceof Error ? err.message : String(err)}); reconnecting in ${wait / 1000}s\n`);
+      interrupted = err instanceof Error ? err.message : String(err);
     }
     if (signal?.aborted) break;
-    await sleep(wait, undefined, { signal }).catch(() => undefined);
+    const waitMs = reconnects.failed();
+    if (interrupted !== undefined) io.stderr.write(`watch interrupted (${interrupted}); reconnecting in ${waitMs / 1000}s\n`);
+    await sleep(waitMs, signal);
   }
   clearTimeout(redrawTimer);
 }

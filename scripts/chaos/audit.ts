@@ -1,5 +1,5 @@
 import { sql, type Kysely } from "kysely";
-import type { Database } from "./schema.js";
+import type { Database } from "../../src/store/schema.js";
 
 /** A task with its whole history, for consistency checks (chaos test, operators' audits). */
 export interface TaskWithHistory {

@@ -1,15 +1,14 @@
-import { setTimeout as sleep } from "node:timers/promises";
+import { Backoff, backoffDelayMs, sleep, type BackoffPolicy } from "../backoff.js";
 import { errorMessage, isDatabaseUnavailable, InvalidArgumentError, PermanentTaskError, TaskTypeDisabledError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { recordOutcome, type AttemptOutcome } from "../store/attempts.js";
-import type { Db } from "../store/db.js";
+import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
 import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
-import { backoffDelayMs, type BackoffPolicy } from "./backoff.js";
 import type { QueueGate } from "./queue-gate.js";
 import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
@@ -221,7 +220,8 @@ export async function recordOrSpool(
   /** The outcome comes from the spool (a previous worker's): its file goes once it is delivered. */
   spooled = false,
 ): Promise<TaskRow | undefined> {
-  for (let wait = 250; ; wait = Math.min(wait * 2, 5_000)) {
+  const backoff = new Backoff(OUTAGE_BACKOFF);
+  for (;;) {
     try {
       const recorded = await (deps.outcomes ? deps.outcomes.record(entry) : recordOutcome(deps.db, entry.taskId, entry.attempt, entry.workerId, entry.outcome));
       if (spooled) await deps.spool.remove(entry);
@@ -239,8 +239,9 @@ export async function recordOrSpool(
         logger.warn({ err: errorMessage(err) }, "database unavailable at shutdown: the outcome stays in the spool for the next start");
         return undefined;
       }
-      logger.warn({ err: errorMessage(err), retryInMs: wait }, "database unavailable while recording an outcome; retrying");
-      await sleep(wait);
+      const retryInMs = backoff.failed();
+      logger.warn({ err: errorMessage(err), retryInMs }, "database unavailable while recording an outcome; retrying");
+      await sleep(retryInMs);
     }
   }
 }
@@ -259,7 +260,7 @@ function failureOutcome(deps: ExecuteDeps, task: TaskRow, err: unknown): Attempt
   }
   // A shutdown is not the task's fault: retry at once elsewhere instead of backing off.
   const policy = task.backoff_base_ms !== null && task.backoff_max_ms !== null ? { baseMs: task.backoff_base_ms, maxMs: task.backoff_max_ms } : deps.backoff;
-  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs(policy, attempt);
+  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs({ ...policy, jitter: true }, attempt);
   return {
     kind: "retrying",
     error: message,

@@ -18,10 +18,11 @@
  * not in flight here, so their leases run out and the reconciler retries them (at least once).
  */
 import { setMaxListeners } from "node:events";
+import { Backoff } from "../backoff.js";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { claimNextAttempts } from "../store/attempts.js";
-import type { Db } from "../store/db.js";
+import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { queueFlag, runTaskIdentifier } from "./jobs.js";
 import type { QueueGate } from "./queue-gate.js";
@@ -36,9 +37,6 @@ export interface ClaimLoopOptions {
   logger: Logger;
 }
 
-/** Longest wait between failed claims. */
-const MAX_RETRY_MS = 5_000;
-
 /** Runs a process's slots; see the module comment. */
 export class ClaimLoop {
   private busy = 0;
@@ -46,7 +44,7 @@ export class ClaimLoop {
   private wanted = true;
   private started = false;
   private stopped = false;
-  private failures = 0;
+  private readonly failures = new Backoff(OUTAGE_BACKOFF);
   private retry: NodeJS.Timeout | undefined;
   private readonly shutdown = new AbortController();
   private idleWaiters: (() => void)[] = [];
@@ -97,13 +95,12 @@ export class ClaimLoop {
     try {
       const free = this.options.slots - this.busy;
       const tasks = await this.options.claim(free);
-      this.failures = 0;
+      this.failures.succeeded();
       for (const task of tasks) this.runInSlot(task);
       // A full batch: more may be waiting (claimed once a slot frees, which nudges anyway).
       if (tasks.length >= free) this.wanted = true;
     } catch (err) {
-      this.failures++;
-      retryInMs = Math.min(250 * 2 ** Math.min(this.failures - 1, 10), MAX_RETRY_MS);
+      retryInMs = this.failures.failed();
       const away = isDatabaseUnavailable(err);
       const message = away ? "database unavailable while claiming attempts; retrying" : "claiming attempts failed; retrying";
       this.options.logger[away ? "warn" : "error"]({ err: errorMessage(err), retryInMs }, message);

@@ -1,0 +1,92 @@
+/**
+ * A worker process's maintenance part: graphile-worker, with one slot, running the cron jobs that
+ * every worker process schedules and one of them runs (a job key keeps one pending): the reconcile
+ * pass (with priority aging) and retention. Task attempts never go through graphile-worker here
+ * (claim-loop.ts takes them). The process survives graphile-worker's unawaited job completions
+ * failing while the database is away (lost-completions.ts) from before this part starts until
+ * after the pool has closed: startWorkers installs that guard.
+ */
+import { EventEmitter } from "node:events";
+import { run, type Runner, type WorkerEvents } from "graphile-worker";
+import { errorMessage } from "../errors.js";
+import { retryWhileUnavailable } from "../store/db.js";
+import { agePriorities } from "../store/jobs.js";
+import { releaseJobLocks } from "../store/reconcile.js";
+import { deleteExpiredTasks } from "../store/retention.js";
+import { graphileLogger } from "./graphile-logger.js";
+import { RECONCILE_TASK, type ReconcileResult } from "./reconcile.js";
+import type { WorkerContext, WorkerPart } from "./runner.js";
+
+/** The graphile-worker cron task that deletes finished tasks past their retention (store/retention.ts). */
+export const RETENTION_TASK = "task_retention";
+
+/** Longest a retention pass runs; the next pass continues where it stopped. */
+const RETENTION_BUDGET_MS = 60_000;
+
+/** What maintenance needs besides the worker's context. */
+export interface MaintenanceOptions {
+  /** A full reconcile pass (the rescue part's, which judges leases from its start). */
+  reconcile: () => Promise<ReconcileResult>;
+  /** graphile-worker took a new id (its pool, its slot): report it (the heartbeat carries them). */
+  idsChanged: () => void;
+}
+
+/** graphile-worker running the cron jobs; see the module comment. */
+export class Maintenance implements WorkerPart {
+  /** The ids graphile-worker locks jobs under in this process, so a reconciler can release them if it dies. */
+  readonly graphileIds = new Set<string>();
+  private runner: Runner | undefined;
+
+  constructor(
+    private readonly ctx: WorkerContext,
+    private readonly options: MaintenanceOptions,
+  ) {}
+
+  /** Starts graphile-worker (waiting out a database that is away meanwhile). */
+  async start(): Promise<void> {
+    const { ctx } = this;
+    const { config, db, logger } = ctx;
+    const events = new EventEmitter() as WorkerEvents;
+    const took = (id: string) => {
+      this.graphileIds.add(id);
+      this.options.idsChanged();
+    };
+    events.on("pool:create", ({ workerPool }) => took(workerPool.id));
+    events.on("worker:create", ({ worker }) => took(worker.workerId));
+    this.runner = await retryWhileUnavailable(() => run({
+      pgPool: db.pool,
+      concurrency: 1,
+      noHandleSignals: true,
+      pollInterval: config.pollIntervalMs,
+      logger: graphileLogger(logger),
+      gracefulShutdownAbortTimeout: config.shutdownGraceMs,
+      events,
+      // jobKey: one pending job of each however many worker processes schedule it.
+      crontab: [
+        `${config.reconcileCron} ${RECONCILE_TASK} ?max=1&jobKey=${RECONCILE_TASK}&jobKeyMode=replace`,
+        `${config.retentionCron} ${RETENTION_TASK} ?max=1&jobKey=${RETENTION_TASK}&jobKeyMode=replace`,
+      ].join("\n"),
+      taskList: {
+        [RETENTION_TASK]: async (_payload, helpers) => {
+          const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs };
+          const result = await deleteExpiredTasks(db.kysely, policy, config.retentionBatchSize, RETENTION_BUDGET_MS, helpers.abortSignal);
+          if (result.succeeded + result.failed + result.cancelled > 0) logger.info(result, "retention: deleted finished tasks");
+        },
+        [RECONCILE_TASK]: async () => {
+          const result = await this.options.reconcile();
+          const aged = await agePriorities(db.kysely, config.priorityAgingMs);
+          logger.debug({ ...result, aged }, "reconcile pass");
+        },
+      },
+    }), "starting graphile-worker", Number.POSITIVE_INFINITY, logger);
+  }
+
+  /** Stops graphile-worker within the grace period (a running cron job is then aborted) and releases its job locks. */
+  async stop(): Promise<void> {
+    const { db, logger } = this.ctx;
+    if (this.runner) {
+      await this.runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
+      await releaseJobLocks(db.kysely, [...this.graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
+    }
+  }
+}
