@@ -17,8 +17,8 @@ import { builtinPlugins } from "../src/plugins/builtin.js";
 import { startWorkers } from "../src/queue/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
-import { deleteExpiredBatch } from "../src/store/retention.js";
+import { insertSyntheticFinishedTasks } from "./synthetic-tasks.js";
+import { deleteExpired } from "../src/store/lifecycle/index.js";
 import { foldTaskCountDeltas } from "../src/store/task-counts.js";
 import { insertTasks } from "../src/store/tasks.js";
 
@@ -198,7 +198,7 @@ async function retentionJob(db: Db, url: string) {
     for (const status of ["succeeded", "failed", "cancelled"] as const) {
       for (;;) {
         const b0 = performance.now();
-        const n = await deleteExpiredBatch(db.kysely, status, policy[`${status}Ms`], JOB_BATCH);
+        const n = await deleteExpired(db.kysely, status, policy[`${status}Ms`], JOB_BATCH);
         slowest = Math.max(slowest, performance.now() - b0);
         total += n;
         batches++;

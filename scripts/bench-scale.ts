@@ -19,7 +19,7 @@ import { builtinPlugins } from "../src/plugins/builtin.js";
 import { startWorkers } from "../src/queue/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { insertSyntheticFinishedTasks } from "./synthetic-tasks.js";
 import { foldTaskCountDeltas } from "../src/store/task-counts.js";
 
 const CALLS = 20;

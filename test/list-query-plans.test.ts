@@ -1,7 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../src/store/schema.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { insertSyntheticFinishedTasks } from "../scripts/synthetic-tasks.js";
 import { lastMinutesFinishesQuery } from "../src/store/task-finishes.js";
 import { cappedCountQuery, createdIdWindow, firstIdCreatedFromQuery, listPageQuery, type IdWindow, type TaskFilter } from "../src/store/tasks.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";

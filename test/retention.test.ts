@@ -8,7 +8,7 @@ import { ConfigError, loadConfig } from "../src/config.js";
 import { TaskControlService } from "../src/gen/task/v1/control_pb.js";
 import { RETENTION_TASK, type Workers } from "../src/queue/runner.js";
 import { deleteExpiredTasks } from "../src/store/retention.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { insertSyntheticFinishedTasks } from "../scripts/synthetic-tasks.js";
 import { countTasksByTypeAndStatus } from "../src/store/task-counts.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";

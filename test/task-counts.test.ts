@@ -10,7 +10,7 @@ import { Metrics } from "../src/metrics.js";
 import { reconcile } from "../src/queue/reconcile.js";
 import { openDb } from "../src/store/db.js";
 import { migrate, migrationsDir } from "../src/store/migrate.js";
-import { insertSyntheticFinishedTasks } from "../src/store/synthetic-tasks.js";
+import { insertSyntheticFinishedTasks } from "../scripts/synthetic-tasks.js";
 import { countTasksByTypeAndStatus, foldTaskCountDeltas } from "../src/store/task-counts.js";
 import type { Database } from "../src/store/schema.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";

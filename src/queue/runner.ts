@@ -10,15 +10,14 @@ import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
 import { compileSchema, describeTaskType, schemaCompiler } from "../plugins/catalog.js";
-import { heartbeat, unregisterWorker } from "../store/attempts.js";
 import { agePriorities } from "../store/jobs.js";
 import { QUEUE_CHANNEL } from "../store/queues.js";
 import { registerWorkerTypes } from "../store/task-types.js";
 import { openDb, retryWhileUnavailable, type Db } from "../store/db.js";
 import { listen } from "../store/listen.js";
-import { releaseJobLocks } from "../store/reconcile.js";
 import { deleteExpiredTasks } from "../store/retention.js";
-import { CANCEL_CHANNEL, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/transitions.js";
+import { CANCEL_CHANNEL, heartbeat, PAUSE_CHANNEL, WAKE_CHANNEL } from "../store/lifecycle/index.js";
+import { unregisterWorker } from "../store/workers.js";
 import { databaseNow, holdWorkerLock, liveWorkers, workersWithFreeLocks } from "../store/worker-liveness.js";
 import { AttemptAborted, recordOrSpool, runAttempt, type ExecuteDeps, type InFlightAttempt } from "./execute-task.js";
 import { graphileLogger } from "./graphile-logger.js";
@@ -184,7 +183,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const compiler = schemaCompiler();
   for (const version of served) compileSchema(compiler, version.parameterSchema, version.name);
   const registerTypes = () => registerWorkerTypes(db.kysely, workerId, served);
-  const stopSurviving = surviveLostCompletions(db.kysely, config.leaseMs, logger);
+  const stopSurviving = surviveLostCompletions(logger);
 
   // The ids graphile-worker locks (cron) jobs under in this process (its pool's and its slot's),
   // reported with every heartbeat so the reconciler can release them if we die.
@@ -376,7 +375,6 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
         clearInterval(poll);
         wake.stop();
         await Promise.all([listener.close(), wakeListener.close(), insertListener.close(), queueListener.close(), pauseListener.close()]);
-        await releaseJobLocks(db.kysely, [...graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
         await unregisterWorker(db.kysely, workerId).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not unregister"));
         await lock.close();
         await beating;

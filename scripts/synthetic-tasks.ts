@@ -1,5 +1,5 @@
 import { sql, type Kysely } from "kysely";
-import type { Database } from "./schema.js";
+import type { Database } from "../src/store/schema.js";
 
 /**
  * Inserts finished tasks number `first`..`last` of a synthetic history of `span` tasks spread over
