@@ -93,6 +93,9 @@ describe("reconciler", () => {
 
     const result = await reconcile(api.database.db.kysely, 15_000, api.database.logger);
     expect(result.requeued).toBe(1);
+    // A lifecycle event like any other: its history row, the status unchanged.
+    expect(await historyOf(task!.id)).toEqual(["QUEUED:0", "QUEUED:0"]);
+    expect((await api.client.getTaskHistory({ id: task!.id })).history.at(-1)?.details).toBe("re-enqueued: its job was missing");
     const job = await sqlQuery("select run_at from graphile_worker.jobs where key = $1", [`task:${id}`]);
     expect(job.rows).toHaveLength(1);
     expect(new Date(job.rows[0].run_at).getTime()).toBe(Number(task!.runAt!.seconds) * 1000);
