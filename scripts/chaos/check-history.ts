@@ -1,3 +1,5 @@
+import { FINISHED_STATUSES } from "../../src/store/lifecycle/states.js";
+
 /** One history row, as the checker reads it. */
 export interface HistoryRow {
   status: string;
@@ -12,7 +14,7 @@ export interface AuditedTask {
   history: HistoryRow[];
 }
 
-const terminal = new Set(["succeeded", "failed", "cancelled"]);
+const terminal = new Set<string>(FINISHED_STATUSES);
 
 /** Status changes the lifecycle allows (DESIGN.md). */
 const allowed: Record<string, string[]> = {
