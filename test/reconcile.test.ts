@@ -1,3 +1,4 @@
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { reconcile } from "../src/queue/reconcile.js";
@@ -91,8 +92,17 @@ describe("reconciler", () => {
     await sqlQuery("update tasks set updated_at = now() - interval '1 minute' where id = $1", [id]);
     expect((await sqlQuery("select count(*)::int as n from graphile_worker.jobs where key = $1", [`task:${id}`])).rows[0].n).toBe(0);
 
+    // Its job is due in an hour: the re-enqueue tells the workers when (task_wake), as every enqueue does.
+    const listener = new pg.Client({ connectionString: api.database.url });
+    await listener.connect();
+    const wakes: string[] = [];
+    listener.on("notification", (n) => wakes.push(n.payload ?? ""));
+    await listener.query("listen task_wake");
     const result = await reconcile(api.database.db.kysely, 15_000, api.database.logger);
     expect(result.requeued).toBe(1);
+    await waitFor(() => wakes.length > 0, "the due-time wake");
+    await listener.end();
+    expect(wakes).toEqual([String(Number(task!.runAt!.seconds) * 1000)]);
     // A lifecycle event like any other: its history row, the status unchanged.
     expect(await historyOf(task!.id)).toEqual(["QUEUED:0", "QUEUED:0"]);
     expect((await api.client.getTaskHistory({ id: task!.id })).history.at(-1)?.details).toBe("re-enqueued: its job was missing");

@@ -260,7 +260,7 @@ export async function recordOutcomes(db: Db, records: OutcomeRecord[]): Promise<
   const rows = await queryPrepared(db, "task_record_outcomes", endAttempts({
     from: sql`jsonb_to_recordset(${input}::jsonb) as e(e_id bigint, e_attempt int, e_worker text, e_kind text,
         e_result jsonb, e_error text, e_retry_at timestamptz, e_details text)`,
-    guard: sql`id = e.e_id and status in ('running', 'paused') and attempts = e.e_attempt and worker_id = e.e_worker`,
+    guard: sql`id = e.e_id and ${IN_ATTEMPT} and attempts = e.e_attempt and worker_id = e.e_worker`,
   }));
   const byAttempt = new Map(rows.map((row) => [`${row.id}:${row.attempts}`, row]));
   return records.map((r) => byAttempt.get(`${r.taskId}:${r.attempt}`));
