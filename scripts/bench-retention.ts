@@ -18,7 +18,7 @@ import { startWorkers } from "../src/worker/runner.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
 import { insertSyntheticFinishedTasks } from "./bench/synthetic-tasks.js";
-import { deleteExpiredBatch } from "../src/store/retention.js";
+import { deleteExpired } from "../src/store/lifecycle/index.js";
 import { foldTaskCountDeltas } from "../src/store/task-counts.js";
 import { insertTasks } from "../src/store/tasks.js";
 
@@ -198,7 +198,7 @@ async function retentionJob(db: Db, url: string) {
     for (const status of ["succeeded", "failed", "cancelled"] as const) {
       for (;;) {
         const b0 = performance.now();
-        const n = await deleteExpiredBatch(db.kysely, status, policy[`${status}Ms`], JOB_BATCH);
+        const n = await deleteExpired(db.kysely, status, policy[`${status}Ms`], JOB_BATCH);
         slowest = Math.max(slowest, performance.now() - b0);
         total += n;
         batches++;

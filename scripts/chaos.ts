@@ -17,7 +17,8 @@ import { TaskService, TaskStatus, type CreateTaskRequest } from "../src/gen/task
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CreateTaskRequestSchema } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
-import { leftoverJobs, loadTasksWithHistory, pendingJobCounts } from "./chaos/audit.js";
+import { loadTasksWithHistory } from "./chaos/audit.js";
+import { leftoverJobs, pendingJobCounts } from "../src/store/jobs.js";
 import { openDb } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
 import { reconcile } from "../src/worker/reconcile.js";

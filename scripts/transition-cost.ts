@@ -1,6 +1,6 @@
 /**
  * Measures the two ways of giving state transitions one owner, on an embedded PostgreSQL:
- * a statement built by src/store/transitions.ts (guarded UPDATE + history INSERT in one CTE
+ * a statement built by src/store/lifecycle/statement.ts (guarded UPDATE + history INSERT in one CTE
  * statement) against a trigger that writes the history row on every status change (the UPDATE
  * sets a details column the trigger copies). Prints transitions per second for each.
  * Usage: npx tsx scripts/transition-cost.ts [--n 20000]

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { claimNextAttempts, recordOutcomes } from "../src/store/attempts.js";
-import { claimAttempt } from "./helpers/claim-attempt.js";
+import { claimAttempt, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 
 // The worker's batched outcome statement (outcomes written behind): each row keeps its own guard
@@ -33,7 +32,7 @@ describe("batched outcomes", () => {
   it("an outcome batch records each owned attempt once with its history row; an attempt settled by someone else records nothing", async () => {
     const db = api.database.db;
     const [a, b, c] = await newTasks(3);
-    for (const [i, taskId] of [a!, b!, c!].entries()) expect(await claimAttempt(db, taskId, 1, "w2", String(200 + i))).toBeDefined();
+    for (const [i, taskId] of [a!, b!, c!].entries()) expect(await claimAttempt(db, taskId, 1, "w2")).toBeDefined();
     const recorded = await recordOutcomes(db, [
       { taskId: a!, attempt: 1, workerId: "w2", outcome: { kind: "succeeded", result: { ok: 1 }, details: "attempt 1 succeeded" } },
       { taskId: b!, attempt: 1, workerId: "someone-else", outcome: { kind: "succeeded", result: {}, details: "attempt 1 succeeded" } },

@@ -3,10 +3,8 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import type { Workers } from "../src/worker/runner.js";
-import { recordOutcome } from "../src/store/attempts.js";
-import { claimAttempt } from "./helpers/claim-attempt.js";
+import { cancelTasks, claimAttempt, recordOutcome, retryTasks } from "../src/store/lifecycle/index.js";
 import { insertTasks } from "../src/store/tasks.js";
-import { requeueFinishedTask, requestCancelRunningTask } from "../src/store/transitions.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { createTask, jobOf, taskRow } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";
@@ -33,7 +31,7 @@ async function waitForStatus(id: bigint, status: TaskStatus) {
 }
 
 describe("cancel and retry", () => {
-  it("a retry forgets the earlier cancel reason and job: a later cancel without a reason quotes none", async () => {
+  it("a retry forgets the earlier cancel reason: a later cancel without a reason quotes none", async () => {
     // Scheduled an hour ahead, so it waits until the retry puts it back in the queue for now.
     const task = await createTask(api.client, { parameters: { sleep_ms: 30_000 }, runAt: timestampFromDate(new Date(Date.now() + 3_600_000)) });
     await api.client.cancelTask({ id: task.id, reason: "first" });
@@ -44,12 +42,9 @@ describe("cancel and retry", () => {
     const { history } = await api.client.getTaskHistory({ id: task.id });
     expect(history.at(-1)!.details).toBe("attempt 1 cancelled by request while running");
 
-    expect((await taskRow(db(), task.id)).job_id).not.toBeNull();
-    // The row as the retry wrote it (a test worker may claim the task, setting a new job_id, at once).
-    const row = await requeueFinishedTask(db(), String(task.id), "retried by hand");
-    expect({ job_id: row?.job_id, cancel_reason: row?.cancel_reason, cancel_requested_at: row?.cancel_requested_at }).toEqual({
-      job_id: null, cancel_reason: null, cancel_requested_at: null,
-    });
+    // The row as the retry wrote it (a test worker may claim the task at once).
+    const [row] = await retryTasks(db(), [String(task.id)], "retried by hand");
+    expect({ cancel_reason: row?.cancel_reason, cancel_requested_at: row?.cancel_requested_at }).toEqual({ cancel_reason: null, cancel_requested_at: null });
     await api.client.cancelTask({ id: task.id });
   });
 
@@ -58,9 +53,9 @@ describe("cancel and retry", () => {
       { name: "racing", type: "noop", parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, runAt: new Date(Date.now() + 3_600_000), idempotencyKey: null, requestHash: null },
     ]);
     // Claimed by a worker of our own (not the test workers: the job is an hour away).
-    const claimed = await claimAttempt(api.database.db, task!.id, 1, "racer", "1");
+    const claimed = await claimAttempt(api.database.db, task!.id, 1, "racer");
     expect(claimed?.status).toBe("running");
-    await requestCancelRunningTask(db(), task!.id, "no longer needed");
+    await cancelTasks(db(), [task!.id], { details: "cancelled by request", reason: "no longer needed" });
     const recorded = await recordOutcome(api.database.db, task!.id, 1, "racer", {
       kind: "retrying", error: "boom", retryAt: new Date(Date.now() + 500), details: "attempt 1 failed: boom; retrying in 500ms",
     });
@@ -72,15 +67,15 @@ describe("cancel and retry", () => {
       attempt: 1,
       details: "attempt 1 failed: boom; not retried: cancelled by request: no longer needed",
     });
-    // No job for attempt 2 was enqueued: the task's job is still the (hour-away) one for attempt 1.
-    expect((await jobOf(db(), task!.id))?.payload.attempt).toBe(1);
+    // No job for attempt 2 was enqueued (the claim took attempt 1's).
+    expect(await jobOf(db(), task!.id)).toBeUndefined();
   });
 
   it("a cancel that races a RUNNING -> RETRYING transition cancels the task instead of failing", async () => {
     const [task] = await insertTasks(api.database.db, [
       { name: "moving", type: "noop", parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, runAt: new Date(Date.now() + 3_600_000), idempotencyKey: null, requestHash: null },
     ]);
-    await claimAttempt(api.database.db, task!.id, 1, "racer", "1");
+    await claimAttempt(api.database.db, task!.id, 1, "racer");
     // Hold the row, as a worker recording its outcome does, while the cancel arrives.
     const worker = new pg.Client({ connectionString: api.database.url });
     await worker.connect();

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { claimNextAttempts } from "../src/store/attempts.js";
+import { claimNextAttempts } from "../src/store/lifecycle/index.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 
 /**

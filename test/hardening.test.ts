@@ -11,8 +11,7 @@ import { TaskService, TaskStatus, type Task } from "../src/gen/task/v1/task_pb.j
 import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
 import { recordOrFailWithReason } from "../src/worker/result.js";
-import { recordOutcome, type AttemptOutcome } from "../src/store/attempts.js";
-import { claimAttempt } from "./helpers/claim-attempt.js";
+import { claimAttempt, recordOutcome, type AttemptOutcome } from "../src/store/lifecycle/index.js";
 import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, rowCounts } from "./helpers/factory.js";
@@ -143,7 +142,7 @@ describe("an outcome the database refuses (item 12)", () => {
     const db = api.database.db;
     const { task } = await api.client.createTask({ name: "refused", type: "noop", runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600), nanos: 0 } });
     const id = task!.id.toString();
-    expect(await claimAttempt(db, id, 1, "test-worker", "1")).toBeDefined();
+    expect(await claimAttempt(db, id, 1, "test-worker")).toBeDefined();
     // Unsanitised on purpose: jsonb cannot hold U+0000.
     const refused: AttemptOutcome = { kind: "succeeded", result: { v: "a\u0000b" }, details: "attempt 1 succeeded" };
     const { outcome } = await recordOrFailWithReason((o) => recordOutcome(db, id, 1, "test-worker", o), refused, 1, api.database.logger);

@@ -1,3 +1,4 @@
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { reconcile } from "../src/worker/reconcile.js";
@@ -24,31 +25,6 @@ async function historyOf(id: bigint): Promise<string[]> {
 }
 
 describe("reconciler", () => {
-  it("removes a job whose completion was lost once its lock is released, and keeps jobs a task still waits for", async () => {
-    const later = { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) };
-    const { tasks } = await api.client.createTasks({ tasks: [{ name: "lost-completion", type: "noop", runAt: later }, { name: "still-waiting", type: "noop", runAt: later }] });
-    const [done, waiting] = tasks.map((t) => t.id.toString()) as [string, string];
-    // The lost completion: the job ran attempt 1 (fetched: attempts 1, locked by a worker), the task
-    // succeeded, a later transition superseded the job (graphile-worker: no key, attempts used up),
-    // and graphile-worker never recorded its completion. Then the worker stops and releases its locks.
-    await sqlQuery(
-      "update graphile_worker._private_jobs set locked_at = now(), locked_by = 'ghost-pool', attempts = max_attempts, key = null where key = $1",
-      [`task:${done}`],
-    );
-    await sqlQuery("update tasks set status = 'succeeded', attempts = 1, started_at = now(), finished_at = now() where id = $1", [done]);
-    // The other job was fetched once and released (a killed worker's local queue): its task waits for it.
-    await sqlQuery("update graphile_worker._private_jobs set attempts = 1 where key = $1", [`task:${waiting}`]);
-    const { releaseJobLocks } = await import("../src/store/reconcile.js");
-    await releaseJobLocks(api.database.db.kysely, ["ghost-pool"]);
-    const jobsOf = async (id: string) =>
-      (await sqlQuery("select count(*)::int as n from graphile_worker._private_jobs where payload->>'taskId' = $1", [id])).rows[0].n as number;
-    expect(await jobsOf(done)).toBe(1);
-
-    await reconcile(api.database.db.kysely, 1_000, api.database.logger);
-    expect(await jobsOf(done)).toBe(0);
-    expect(await jobsOf(waiting)).toBe(1);
-  });
-
   it("kill -9 of a worker mid-task: another worker sees its liveness lock free and finishes the task at once", async () => {
     const leaseMs = 1_500;
     const victim = spawnCli(["serve", "-n", "2"], { DATABASE_URL: api.database.url, TASK_HEARTBEAT_MS: "200", LOG_LEVEL: "warn" });
@@ -116,8 +92,20 @@ describe("reconciler", () => {
     await sqlQuery("update tasks set updated_at = now() - interval '1 minute' where id = $1", [id]);
     expect((await sqlQuery("select count(*)::int as n from graphile_worker.jobs where key = $1", [`task:${id}`])).rows[0].n).toBe(0);
 
+    // Its job is due in an hour: the re-enqueue tells the workers when (task_wake), as every enqueue does.
+    const listener = new pg.Client({ connectionString: api.database.url });
+    await listener.connect();
+    const wakes: string[] = [];
+    listener.on("notification", (n) => wakes.push(n.payload ?? ""));
+    await listener.query("listen task_wake");
     const result = await reconcile(api.database.db.kysely, 15_000, api.database.logger);
     expect(result.requeued).toBe(1);
+    await waitFor(() => wakes.length > 0, "the due-time wake");
+    await listener.end();
+    expect(wakes).toEqual([String(Number(task!.runAt!.seconds) * 1000)]);
+    // A lifecycle event like any other: its history row, the status unchanged.
+    expect(await historyOf(task!.id)).toEqual(["QUEUED:0", "QUEUED:0"]);
+    expect((await api.client.getTaskHistory({ id: task!.id })).history.at(-1)?.details).toBe("re-enqueued: its job was missing");
     const job = await sqlQuery("select run_at from graphile_worker.jobs where key = $1", [`task:${id}`]);
     expect(job.rows).toHaveLength(1);
     expect(new Date(job.rows[0].run_at).getTime()).toBe(Number(task!.runAt!.seconds) * 1000);

@@ -1,10 +1,8 @@
-import { readdir, readFile } from "node:fs/promises";
-import path from "node:path";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listTaskHistory } from "../src/store/task-history.js";
 import { insertTasks, type NewTask } from "../src/store/tasks.js";
-import { transition } from "../src/store/transitions.js";
+import { transition } from "../src/store/lifecycle/statement.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { jobOf, rowCounts } from "./helpers/factory.js";
 
@@ -18,23 +16,9 @@ beforeAll(async () => {
 });
 afterAll(() => t?.drop());
 
-describe("state transitions have one owner", () => {
-  it("only src/store/transitions.ts writes task_history, and no statement repeats the side-effect trick by hand", async () => {
-    const dir = path.resolve("src");
-    const files = (await readdir(dir, { recursive: true })).filter((f) => f.endsWith(".ts") && !f.startsWith("gen"));
-    const writers: string[] = [];
-    const tricks: string[] = [];
-    for (const file of files) {
-      const text = await readFile(path.join(dir, file), "utf8");
-      if (/insert\s+into\s+task_history/i.test(text)) writers.push(file);
-      if (/\(select count\(\*\) from \w+\)\s*>=\s*0/i.test(text)) tricks.push(file);
-    }
-    // (scripts/bench/synthetic-tasks.ts makes up finished tasks with their history for the benchmarks
-    // and the query-plan tests: not service code.)
-    expect(writers).toEqual([path.join("store", "transitions.ts")]);
-    expect(tricks).toEqual([]);
-  });
-
+// The lifecycle's statement builder (src/store/lifecycle/statement.ts); test/lifecycle-writers.test.ts
+// checks that nothing else writes a status or a history row.
+describe("transition statements", () => {
   it("writes one history row per changed task, runs its side effects, and nothing when the guard matches nothing", async () => {
     const [a, b] = await insertTasks(t.db, [newTask("a"), newTask("b")]);
     const before = await rowCounts(t.db.kysely);

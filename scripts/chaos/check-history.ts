@@ -1,3 +1,5 @@
+import { FINISHED_STATUSES } from "../../src/store/lifecycle/states.js";
+
 /** One history row, as the checker reads it. */
 export interface HistoryRow {
   status: string;
@@ -12,13 +14,14 @@ export interface AuditedTask {
   history: HistoryRow[];
 }
 
-const terminal = new Set(["succeeded", "failed", "cancelled"]);
+const terminal = new Set<string>(FINISHED_STATUSES);
 
 /** Status changes the lifecycle allows (DESIGN.md). */
 const allowed: Record<string, string[]> = {
-  queued: ["running", "cancelled", "paused"],
+  // queued -> queued, retrying -> retrying: an orphan's job re-enqueued by the reconciler.
+  queued: ["running", "cancelled", "paused", "queued"],
   running: ["succeeded", "retrying", "failed", "cancelled", "paused"],
-  retrying: ["running", "cancelled", "paused"],
+  retrying: ["running", "cancelled", "paused", "retrying"],
   // Resume (back to where it was), an outcome of an attempt paused mid-run, or (paused -> paused)
   // that attempt's loss or failure while the pause holds.
   paused: ["queued", "retrying", "running", "succeeded", "failed", "cancelled", "paused"],

@@ -4,7 +4,8 @@ import type { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Kysely } from "kysely";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { terminalStatuses, type Database } from "../store/schema.js";
+import type { Database } from "../store/schema.js";
+import { isFinished } from "../store/lifecycle/index.js";
 import { streamLogLines, type LogFilter, type StoredLogLine } from "../store/task-logs.js";
 import { findTask } from "../store/tasks.js";
 import { bearerTokenCheck } from "./auth.js";
@@ -115,7 +116,7 @@ async function serve(
       // Subscribed before reading, so a change between the read and the wait is not missed.
       const changed = follow ? deps.events.wait(id, FOLLOW_POLL_MS, closed) : undefined;
       // Output is stored before the outcome: a task seen finished before this read has nothing more.
-      const finished = terminalStatuses.includes(task.status);
+      const finished = isFinished(task.status);
       for await (const lines of streamLogLines(deps.db, id, lastSeq, filter)) {
         if (closed.aborted) return;
         let text = "";

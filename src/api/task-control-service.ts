@@ -3,9 +3,9 @@ import { InvalidTransitionError, NotPausableError, TaskNotFoundError } from "../
 import type { TaskControlService } from "../gen/task/v1/control_pb.js";
 import type { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
-import { applyToBatch, countSelection, deleteFinishedTasks, eligibility, nextBatch, type BulkContext } from "../store/bulk.js";
+import { applyToBatch, countSelection, eligibility, nextBatch, type BulkContext } from "../store/bulk.js";
 import type { Db } from "../store/db.js";
-import { pauseRunningTasks, pauseWaitingTasks, resumeTasks } from "../store/pause.js";
+import { deleteTasks, pauseTasks, resumeTasks } from "../store/lifecycle/index.js";
 import type { TaskRow } from "../store/schema.js";
 import { findTask } from "../store/tasks.js";
 import { validateBulkTasks } from "./bulk-validate.js";
@@ -59,11 +59,11 @@ export function createTaskControlService({ db: pair, registry, catalog }: TaskCo
           case "queued":
           case "retrying":
             if (task.cancel_requested_at) throw new InvalidTransitionError(id, `${task.status} with a cancel pending`, "pause");
-            return (await pauseWaitingTasks(db, [id], "paused by request"))[0];
+            return (await pauseTasks(db, [id], [], "paused by request"))[0];
           case "running":
             if (!pausableTypes().includes(task.type)) throw new NotPausableError(id, task.type);
             if (task.cancel_requested_at) throw new InvalidTransitionError(id, "running with a cancel pending", "pause");
-            return (await pauseRunningTasks(db, [id], [task.type], "paused by request"))[0];
+            return (await pauseTasks(db, [id], [task.type], "paused by request"))[0];
           default:
             throw new InvalidTransitionError(id, task.status, "pause");
         }
@@ -82,7 +82,7 @@ export function createTaskControlService({ db: pair, registry, catalog }: TaskCo
 
     async deleteTask(req) {
       const id = validateTaskId(req.id);
-      if ((await deleteFinishedTasks(db, [id])) === 1) return {};
+      if ((await deleteTasks(db, [id])) === 1) return {};
       const task = await findTask(db, id);
       if (!task) throw new TaskNotFoundError(id);
       throw new InvalidTransitionError(id, `${task.status} (only SUCCEEDED, FAILED and CANCELLED tasks can be deleted)`, "delete");

@@ -5,7 +5,8 @@ import type { Kysely } from "kysely";
 import { errorMessage, InvalidArgumentError } from "../errors.js";
 import { TaskChange_Kind, TaskChangeSchema, WatchTasksResponseSchema, type WatchTasksRequest, type WatchTasksResponse } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
-import { terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
+import type { Database, TaskRow } from "../store/schema.js";
+import { isFinished } from "../store/lifecycle/index.js";
 import { compareCursors, decodeCursor, encodeCursor, feedHorizon, readFeed, rowCursor, type FeedCursor, type FeedRow } from "../store/task-feed.js";
 import { findListedTasks, type TaskFilter } from "../store/tasks.js";
 import { statusToProto, taskToProto } from "./convert.js";
@@ -214,7 +215,7 @@ export class TaskFeed {
       const task = tasks.get(row.task_id);
       if (!task) continue; // deleted since (retention)
       const cursor = rowCursor(row);
-      const kind = row.previous_status === null ? TaskChange_Kind.CREATED : terminalStatuses.includes(row.status) ? TaskChange_Kind.FINISHED : TaskChange_Kind.STATUS_CHANGED;
+      const kind = row.previous_status === null ? TaskChange_Kind.CREATED : isFinished(row.status) ? TaskChange_Kind.FINISHED : TaskChange_Kind.STATUS_CHANGED;
       const message = create(WatchTasksResponseSchema, {
         event: {
           case: "change",

@@ -16,7 +16,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
-import { taskStatuses, terminalStatuses, type Database, type TaskRow } from "../store/schema.js";
+import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
@@ -24,7 +24,7 @@ import { listLiveWorkers } from "../store/workers.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
-import { cancelWaitingTask, requestCancelRunningTask, requeueFinishedTask } from "../store/transitions.js";
+import { cancelTasks, retryTasks } from "../store/lifecycle/index.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { TaskEvents } from "./task-events.js";
@@ -201,16 +201,12 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const v = new Violations();
       const reason = v.reason("reason", req.reason);
       v.throwIfAny();
-      const details = reason ? `cancelled by request: ${reason}` : "cancelled by request";
-      // A task can move between the two guarded statements (RUNNING -> RETRYING as an attempt
-      // fails): then neither matches, and the cancel is tried again on its new state.
-      for (let attempt = 1; ; attempt++) {
-        const row = (await cancelWaitingTask(db, id, details, reason)) ?? (await requestCancelRunningTask(db, id, reason));
-        if (row) return { task: taskToProto(row) };
-        const current = await findTask(db, id);
-        if (!current) throw new TaskNotFoundError(id);
-        if (terminalStatuses.includes(current.status) || attempt === 3) throw new InvalidTransitionError(id, current.status, "cancel");
-      }
+      const [row] = await cancelTasks(db, [id], { details: "cancelled by request", reason });
+      if (row) return { task: taskToProto(row) };
+      // Only a finished task (or none) refuses a cancel.
+      const current = await findTask(db, id);
+      if (!current) throw new TaskNotFoundError(id);
+      throw new InvalidTransitionError(id, current.status, "cancel");
     },
 
     async retryTask(req) {
@@ -221,7 +217,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       // rather than re-queued to fail again or to run code the operator turned off.
       await assertRunnable(catalog, before.type);
       const details = `manual retry: back to queued with attempts reset (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? "" : "s"})`;
-      const row = await requeueFinishedTask(db, id, details);
+      const [row] = await retryTasks(db, [id], details);
       if (!row) {
         const current = (await findTask(db, id)) ?? before;
         throw new InvalidTransitionError(id, current.status, "retry");

@@ -12,7 +12,8 @@ import {
   type WatchTaskRequest,
   type WatchTaskResponse,
 } from "../gen/task/v1/task_pb.js";
-import { terminalStatuses, type Database } from "../store/schema.js";
+import type { Database } from "../store/schema.js";
+import { isFinished } from "../store/lifecycle/index.js";
 import { listTaskHistory } from "../store/task-history.js";
 import { countLogLines, listLogLines, readLogRange, readLogTail, type LogFilter, type StoredLogLine } from "../store/task-logs.js";
 import { findTask } from "../store/tasks.js";
@@ -141,7 +142,7 @@ export async function* watchTask(db: Kysely<Database>, events: TaskEvents, req: 
       if (lines.length === DEFAULT_LOG_LIMIT) continue;
       // Output is stored before the outcome is recorded, so once the terminal history row is sent
       // there is nothing more to come.
-      if (terminalStatuses.includes(task.status) && lastHistoryStatus === task.status) return;
+      if (isFinished(task.status) && lastHistoryStatus === task.status) return;
       await changed;
     }
   }

@@ -18,7 +18,7 @@ import {
 } from "../store/schedules.js";
 import type { Database, ScheduleRow } from "../store/schema.js";
 import { insertTasksInTransaction } from "../store/tasks.js";
-import { cancelWaitingTask, requestCancelRunningTask } from "../store/transitions.js";
+import { cancelTasks } from "../store/lifecycle/index.js";
 import { candidateCount, MISSED_AFTER_MS, ticksToRun } from "./catch-up.js";
 import { CronSchedule } from "./cron.js";
 import { tickTask } from "./tick-task.js";
@@ -229,10 +229,8 @@ export class Scheduler {
         const ids = open.map((t) => t.id).join(", ");
         return { note: `tick ${iso(tick)} skipped: task ${ids} has not finished (overlap: skip)` };
       }
-      for (const task of open) {
-        const reason = `superseded by the tick at ${iso(tick)} of schedule "${schedule.name}" (overlap: cancel_previous)`;
-        (await cancelWaitingTask(trx, task.id, `cancelled: ${reason}`, reason)) ?? (await requestCancelRunningTask(trx, task.id, reason));
-      }
+      const reason = `superseded by the tick at ${iso(tick)} of schedule "${schedule.name}" (overlap: cancel_previous)`;
+      await cancelTasks(trx, open.map((t) => t.id), { details: "cancelled", reason });
     }
     let task;
     try {

@@ -2,14 +2,12 @@ import { sql, type Kysely, type RawBuilder } from "kysely";
 import type { Database, TaskStatus } from "./schema.js";
 import { retryOnConflict } from "./db.js";
 import { likePrefix } from "./tasks.js";
-import { pauseRunningTasks, pauseWaitingTasks, resumeTasks } from "./pause.js";
-import { CANCEL_CHANNEL } from "./channels.js";
-import { forcing, IN_ATTEMPT, transition, WAITING } from "./transitions.js";
+import { cancelTasks, deleteTasks, GUARDS, pauseTasks, resumeTasks, retryTasks } from "./lifecycle/index.js";
 
 /**
  * Bulk actions (BulkTasks): a selection of tasks, walked in id order in bounded batches, each batch
  * one or two short statements of its own (no transaction or lock spans the run). Every action is a
- * guarded transition, so a task that changed state under the run is skipped, and repeating a run
+ * lifecycle event (store/lifecycle), with its own guard, so a task that changed state under the run is skipped, and repeating a run
  * changes only what the first one did not.
  */
 
@@ -59,19 +57,19 @@ export interface BulkContext {
   reason: string | null;
 }
 
-/** The SQL condition "the action applies to this task now". */
+/** The SQL condition "the action applies to this task now": the event's guard, and what this server can do. */
 export function eligibility(action: BulkActionName, ctx: BulkContext): RawBuilder<boolean> {
   switch (action) {
     case "cancel":
-      return sql<boolean>`(status in ('queued', 'retrying', 'running', 'paused') and cancel_requested_at is null)`;
+      return GUARDS.cancel;
     case "retry":
-      return sql<boolean>`(status in ('failed', 'cancelled') and type = any(${ctx.runnableTypes}::text[]))`;
+      return sql<boolean>`(${GUARDS.retry} and type = any(${ctx.runnableTypes}::text[]))`;
     case "pause":
-      return sql<boolean>`((status in ('queued', 'retrying') or (status = 'running' and type = any(${ctx.pausableTypes}::text[]))) and cancel_requested_at is null)`;
+      return sql<boolean>`(${GUARDS.pause} and (status <> 'running' or type = any(${ctx.pausableTypes}::text[])))`;
     case "resume":
-      return sql<boolean>`(status = 'paused')`;
+      return GUARDS.resume;
     case "delete":
-      return sql<boolean>`(status in ('succeeded', 'failed', 'cancelled'))`;
+      return GUARDS.delete;
   }
 }
 
@@ -111,81 +109,18 @@ export async function nextBatch(
 
 /** Applies an action to one batch of ids; returns how many tasks it changed. */
 export async function applyToBatch(db: Kysely<Database>, action: BulkActionName, ids: string[], ctx: BulkContext): Promise<number> {
+  // Each statement is retried alone if PostgreSQL breaks a deadlock with it (retryOnConflict); a
+  // repeat changes only what the first try did not.
   switch (action) {
-    // Each statement is retried alone if PostgreSQL breaks a deadlock with it (retryOnConflict), so
-    // what an earlier statement of the batch changed is counted once.
     case "cancel":
-      return cancelTasks(db, ids, ctx.reason);
+      return (await retryOnConflict(() => cancelTasks(db, ids, { details: "cancelled by bulk request", reason: ctx.reason }))).length;
     case "retry":
-      return (await retryOnConflict(() => requeueFinishedTasks(db, ids, ctx.runnableTypes))).length;
-    case "pause": {
-      const held = await retryOnConflict(() => pauseWaitingTasks(db, ids, "paused by bulk request"));
-      const stopped = await retryOnConflict(() => pauseRunningTasks(db, ids, ctx.pausableTypes, "paused by bulk request"));
-      return held.length + stopped.length;
-    }
+      return (await retryOnConflict(() => retryTasks(db, ids, "bulk retry: back to queued with attempts reset", ctx.runnableTypes))).length;
+    case "pause":
+      return (await retryOnConflict(() => pauseTasks(db, ids, ctx.pausableTypes, "paused by bulk request"))).length;
     case "resume":
       return (await retryOnConflict(() => resumeTasks(db, ids, "resumed by bulk request"))).length;
     case "delete":
-      return retryOnConflict(() => deleteFinishedTasks(db, ids));
+      return retryOnConflict(() => deleteTasks(db, ids));
   }
-}
-
-/**
- * Cancels unfinished tasks among `ids`, in two statements that are safe in either order of events:
- * first every unfinished one gets its cancel request (which stops a claim, turns a later retry into
- * CANCELLED, and is announced to the workers running them), then the waiting ones among them become
- * CANCELLED. A task that moves between the two is covered by the request; one the second statement
- * misses is finished by the reconciler (finishPendingCancels). Returns how many were requested.
- */
-export async function cancelTasks(db: Kysely<Database>, ids: string[], reason: string | null): Promise<number> {
-  if (ids.length === 0) return 0;
-  const { rows } = await retryOnConflict(() => sql<{ n: string }>`
-    with requested as (
-      update tasks set cancel_requested_at = now(), cancel_reason = coalesce(${reason}, cancel_reason), updated_at = now()
-      where id = any(${ids}::bigint[]) and status in ('queued', 'retrying', 'running', 'paused') and cancel_requested_at is null
-      returning id, status, worker_id
-    ),
-    notified as (select pg_notify(${CANCEL_CHANNEL}, id::text) from requested where ${IN_ATTEMPT})
-    select count(*) as n from requested ${forcing("notified")}
-  `.execute(db));
-  await retryOnConflict(() => transition({
-    change: {
-      set: sql`status = 'cancelled', finished_at = now(), paused_from = null, paused_at = null`,
-      where: sql`id = any(${ids}::bigint[]) and ${WAITING} and cancel_requested_at is not null`,
-    },
-    details: sql`'cancelled by bulk request' || coalesce(': ' || cancel_reason, '')`,
-    removeJob: true,
-  }).execute(db));
-  return Number(rows[0]?.n ?? 0);
-}
-
-/** requeueFinishedTask for many ids, limited to `types` (those this server runs). */
-export async function requeueFinishedTasks(db: Kysely<Database>, ids: string[], types: string[]): Promise<string[]> {
-  if (ids.length === 0 || types.length === 0) return [];
-  const { rows } = await transition({
-    change: {
-      set: sql`status = 'queued', attempts = 0, lost_attempts = 0, last_error = null, result = null, worker_id = null, job_id = null,
-        heartbeat_at = null, cancel_requested_at = null, cancel_reason = null, started_at = null, finished_at = null,
-        run_at = now()`,
-      where: sql`id = any(${ids}::bigint[]) and status in ('failed', 'cancelled') and type = any(${types}::text[])`,
-    },
-    details: sql`'bulk retry: back to queued with attempts reset'::text`,
-    enqueue: true,
-  }).execute(db);
-  return rows.map((r) => String(r.id));
-}
-
-/**
- * Deletes finished tasks among `ids` with their history and output (foreign keys cascade); the
- * task_counts delete trigger keeps the counts exact. Returns how many were deleted.
- */
-export async function deleteFinishedTasks(db: Kysely<Database>, ids: string[]): Promise<number> {
-  if (ids.length === 0) return 0;
-  const { rows } = await sql<{ n: string }>`
-    with deleted as (
-      delete from tasks where id = any(${ids}::bigint[]) and status in ('succeeded', 'failed', 'cancelled') returning 1
-    )
-    select count(*) as n from deleted
-  `.execute(db);
-  return Number(rows[0]?.n ?? 0);
 }

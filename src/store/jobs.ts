@@ -1,6 +1,33 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
 import { JOB_MAX_ATTEMPTS, queueFlag, RUN_TASK_PREFIX } from "../worker/jobs.js";
-import { taskColumns, type Database } from "./schema.js";
+import type { Database } from "./schema.js";
+
+/**
+ * Everything that touches graphile-worker's schema from SQL lives in this file: its functions
+ * (add_jobs, remove_job, force_unlock_workers), its public jobs view, and its private tables
+ * (_private_jobs, _private_tasks), which the claim reads and deletes from directly. Those tables
+ * are not graphile-worker's API: GRAPHILE_SCHEMA_USED lists every relation, column and function
+ * used here, and test/graphile-schema.test.ts checks them against the pinned version's migrated
+ * schema (and that no other file in src/ names graphile_worker), so an upgrade that changes them
+ * fails a test instead of the claim.
+ */
+
+/** What this file assumes of graphile-worker's schema: relation -> column -> type (as format_type prints it). */
+export const GRAPHILE_SCHEMA_USED = {
+  relations: {
+    _private_jobs: {
+      id: "bigint", task_id: "integer", payload: "json", priority: "smallint", run_at: "timestamp with time zone",
+      is_available: "boolean", flags: "jsonb", locked_at: "timestamp with time zone", updated_at: "timestamp with time zone",
+      key: "text", attempts: "smallint", max_attempts: "smallint", last_error: "text", locked_by: "text", job_queue_id: "integer",
+    },
+    _private_tasks: { id: "integer", identifier: "text" },
+    jobs: { id: "bigint", key: "text", task_identifier: "text", locked_at: "timestamp with time zone", attempts: "smallint", max_attempts: "smallint" },
+  },
+  /** The job_spec composite add_jobs takes, attribute by attribute in order. */
+  jobSpec: ["identifier text", "payload json", "queue_name text", "run_at timestamp with time zone", "max_attempts smallint", "job_key text", "priority smallint", "flags text[]"],
+  /** Functions called, with their argument types. */
+  functions: ["add_jobs(graphile_worker.job_spec[], boolean)", "remove_job(text)", "force_unlock_workers(text[])"],
+} as const;
 
 /** A task's graphile-worker job key, `task:<id>`, from an id column: at most one pending job per task. */
 export function taskJobKey(idColumn: string): RawBuilder<string> {
@@ -9,12 +36,11 @@ export function taskJobKey(idColumn: string): RawBuilder<string> {
 
 /**
  * A graphile_worker.job_spec[] built from the rows of `source` (a CTE or table with id, queue, type,
- * run_at, priority and attempts), for graphile_worker.add_jobs inside the caller's statement, so a
- * task and its job are written in one transaction. Our priority is "higher first"; graphile-worker's
- * is "lower first", hence the negation. The job is filed under the task's (queue, type) identifier
- * and flagged with its queue (src/worker/jobs.ts says why).
+ * run_at, priority and attempts). Our priority is "higher first"; graphile-worker's is "lower
+ * first", hence the negation. The job is filed under the task's (queue, type) identifier and
+ * flagged with its queue (src/worker/jobs.ts says why).
  */
-export function jobSpecsFrom(source: string): RawBuilder<unknown> {
+function jobSpecsFrom(source: string): RawBuilder<unknown> {
   const from = sql.ref(source);
   return sql`(select array_agg(row(
       ${RUN_TASK_PREFIX}::text || s.queue || ':' || s.type /* = runTaskIdentifier(queue, type) */,
@@ -28,8 +54,67 @@ export function jobSpecsFrom(source: string): RawBuilder<unknown> {
     )::graphile_worker.job_spec) from ${from} as s)`;
 }
 
-/** The tasks columns as a RETURNING list (see taskColumns). */
-export const returningTaskColumns = sql.raw(taskColumns.join(", "));
+/** A SELECT that adds the next attempt's job of every row of `source` (a CTE's body; run it inside the caller's statement). */
+export function addJobsOf(source: string): RawBuilder<unknown> {
+  return sql`select * from graphile_worker.add_jobs(${jobSpecsFrom(source)})`;
+}
+
+/** A SELECT that removes the pending job of every row of `source` (a CTE's body). */
+export function removeJobsOf(source: string): RawBuilder<unknown> {
+  return sql`select graphile_worker.remove_job(${taskJobKey("id")}) from ${sql.ref(source)}`;
+}
+
+/** Releases every graphile-worker job lock held under the ids in `ids` (an expression of type text[]): a SELECT. */
+export function forceUnlockWorkers(ids: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`select graphile_worker.force_unlock_workers(${ids})`;
+}
+
+/** SQL condition: the task in `idColumn` has a job that can still run (pending, or locked by a fetcher). */
+export function hasRunnableJob(idColumn: string): RawBuilder<boolean> {
+  return sql<boolean>`exists (
+    select 1 from graphile_worker.jobs j
+    where j.key = ${taskJobKey(idColumn)} and (j.locked_at is not null or j.attempts < j.max_attempts))`;
+}
+
+/** What one claim statement takes (see claimNextAttempts in lifecycle/attempt.ts). */
+export interface JobPick {
+  identifiers: string[];
+  forbiddenFlags: string[];
+  limit: number;
+}
+
+/**
+ * The claim's CTEs over graphile-worker's jobs: `picked` takes the best available jobs of these
+ * identifiers (graphile-worker's order: priority, then due time; FOR UPDATE SKIP LOCKED, so
+ * concurrent fetchers never take the same job), as (c_job, c_id, c_attempt): job id, task id,
+ * attempt; `dropped` deletes the picked jobs for which `usable` (a condition over p.c_id and
+ * p.c_attempt) does not hold: a stale or duplicate job, deleted unused as graphile-worker would
+ * have completed it. A payload we did not write names no task (c_id null).
+ */
+export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder<unknown>[] {
+  return [
+    sql`picked as (
+        select j.id as c_job,
+          case when j.payload->>'taskId' ~ '^[0-9]{1,18}$' then (j.payload->>'taskId')::bigint end as c_id,
+          case when json_typeof(j.payload->'attempt') = 'number' then (j.payload->>'attempt')::numeric end as c_attempt
+        from graphile_worker._private_jobs j
+        where j.is_available = true and j.run_at <= now()
+          and j.task_id = any(array(select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${pick.identifiers}::text[])))
+          and (j.flags is null or not (j.flags ?| ${pick.forbiddenFlags}::text[]))
+        -- graphile-worker's order (its jobs_main_index): a tie-break on id would read a whole batch of equal rows.
+        order by j.priority, j.run_at
+        limit ${pick.limit}
+        for update of j skip locked)`,
+    sql`dropped as (
+        delete from graphile_worker._private_jobs d using picked p
+        where d.id = p.c_job and not (${usable}))`,
+  ];
+}
+
+/** A data-modifying CTE body that deletes the jobs whose ids `source.column` holds (the jobs a claim took). */
+export function deleteTakenJobs(source: string, column: string): RawBuilder<unknown> {
+  return sql`delete from graphile_worker._private_jobs where id in (select ${sql.ref(`${source}.${column}`)} from ${sql.ref(source)})`;
+}
 
 /**
  * Priority aging, so low priorities do not starve: a waiting task's job gets the effective
@@ -60,4 +145,37 @@ export async function agePriorities(db: Kysely<Database>, agingMs: number, limit
     select count(*) as n from changed
   `.execute(db);
   return Number(rows[0]?.n ?? 0);
+}
+
+/** graphile-worker task jobs (run:<queue>:<type>) still present, and how many of them are locked. */
+export async function pendingJobCounts(db: Kysely<Database>): Promise<{ jobs: number; locked: number }> {
+  const { rows } = await sql<{ jobs: number; locked: number }>`
+    select count(*)::int as jobs, count(*) filter (where locked_at is not null)::int as locked
+    from graphile_worker.jobs where starts_with(task_identifier, ${RUN_TASK_PREFIX}::text)
+  `.execute(db);
+  return rows[0] ?? { jobs: 0, locked: 0 };
+}
+
+/** A task job (run:<queue>:<type>) still in graphile-worker's table, with its task's state, for the chaos report. */
+export interface LeftoverJob {
+  job_id: string;
+  task_id: string | null;
+  task_status: string | null;
+  attempts: number;
+  run_at: Date;
+  locked_by: string | null;
+  last_error: string | null;
+}
+
+/** The task jobs left over (at most `limit`), so a failing audit says why they are there. */
+export async function leftoverJobs(db: Kysely<Database>, limit = 10): Promise<LeftoverJob[]> {
+  const { rows } = await sql<LeftoverJob>`
+    select j.id::text as job_id, t.id::text as task_id, t.status::text as task_status, j.attempts, j.run_at, j.locked_by, j.last_error
+    from graphile_worker._private_jobs j
+    join graphile_worker._private_tasks k on k.id = j.task_id
+    left join tasks t on t.id = (j.payload->>'taskId')::bigint
+    where starts_with(k.identifier, ${RUN_TASK_PREFIX}::text)
+    order by j.id limit ${limit}
+  `.execute(db);
+  return rows;
 }

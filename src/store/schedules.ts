@@ -1,5 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import { ScheduleExistsError } from "../errors.js";
+import { UNFINISHED } from "./lifecycle/index.js";
 import type { CatchUpPolicy, Database, OverlapPolicy, ScheduleRow, TaskStatus } from "./schema.js";
 
 /** A validated schedule definition, as stored. */
@@ -204,9 +205,9 @@ export async function unfinishedScheduleTasks(db: Kysely<Database>, scheduleId: 
     .selectFrom("tasks")
     .select(["id", "status"])
     .where("schedule_id", "=", scheduleId)
-    // Spelled out (not bound) so the planner can use the partial index tasks_schedule_unfinished_idx.
+    // Literal (not bound) so the planner can use the partial index tasks_schedule_unfinished_idx.
     // Unfinished includes PAUSED: named by the finished statuses, like the index (migration 0013).
-    .where(sql<boolean>`status not in ('succeeded', 'failed', 'cancelled')`)
+    .where(UNFINISHED)
     .orderBy("id")
     .execute();
 }

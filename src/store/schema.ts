@@ -3,8 +3,6 @@ import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
 /** Task statuses as stored in the task_status enum. */
 export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled", "paused"] as const;
 export type TaskStatus = (typeof taskStatuses)[number];
-/** Statuses a task never leaves on its own. */
-export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "cancelled"];
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
@@ -29,7 +27,6 @@ export interface TasksTable {
   result: Json<Record<string, unknown> | null>;
   last_error: string | null;
   worker_id: string | null;
-  job_id: string | null;
   heartbeat_at: NullableTimestamp;
   cancel_requested_at: NullableTimestamp;
   cancel_reason: string | null;
@@ -153,7 +150,7 @@ export type TaskRow = Selectable<TasksTable>;
  */
 export const taskColumns = [
   "id", "name", "type", "status", "parameters", "priority", "attempts", "max_attempts", "timeout_ms", "run_at",
-  "idempotency_key", "request_hash", "result", "last_error", "worker_id", "job_id", "heartbeat_at",
+  "idempotency_key", "request_hash", "result", "last_error", "worker_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
 ] as const satisfies readonly (keyof TasksTable)[];

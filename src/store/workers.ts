@@ -52,3 +52,8 @@ export async function liveSince(db: Kysely<Database>, leaseMs: number): Promise<
   const { rows } = await sql<{ since: Date }>`select now() - make_interval(secs => ${leaseMs / 1000}) as since`.execute(db);
   return rows[0]!.since;
 }
+
+/** Removes a worker process's row when it stops cleanly. */
+export async function unregisterWorker(db: Kysely<Database>, workerId: string): Promise<void> {
+  await db.deleteFrom("workers").where("id", "=", workerId).execute();
+}

@@ -6,7 +6,7 @@
  * job when it fetches it (an UPDATE), hands it to a slot, and completes it when the handler returns
  * (a DELETE, one round trip per job; 0.17's batched completion shuts the pool down after one failed
  * batch, see docs/design/hot-path.md). Here one statement takes the best jobs, starts their
- * attempts and deletes the jobs (store/attempts.ts claimNextAttempts), and nothing more is written
+ * attempts and deletes the jobs (store/lifecycle claimNextAttempts), and nothing more is written
  * for the job: a task costs that claim and its share of an outcome batch.
  *
  * One claim statement is in flight at a time; whatever slots free up meanwhile go in the next, so
@@ -21,7 +21,7 @@ import { setMaxListeners } from "node:events";
 import { Backoff } from "../backoff.js";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { claimNextAttempts } from "../store/attempts.js";
+import { claimNextAttempts } from "../store/lifecycle/index.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { queueFlag, runTaskIdentifier } from "./jobs.js";

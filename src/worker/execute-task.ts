@@ -4,7 +4,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { Plugin } from "../plugins/types.js";
-import { recordOutcome, type AttemptOutcome } from "../store/attempts.js";
+import { afterAttempt, recordOutcome, type AttemptOutcome } from "../store/lifecycle/index.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
@@ -165,7 +165,7 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
       stopDurationTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
-    outcome = { kind: "succeeded", result: storableResult(result ?? {}, deps.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES), details: `attempt ${attempt} succeeded` };
+    outcome = afterAttempt(task, { kind: "succeeded", result: storableResult(result ?? {}, deps.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES) });
   } catch (err) {
     outcome = failureOutcome(deps, task, controller.signal.aborted ? controller.signal.reason : err);
   } finally {
@@ -246,25 +246,15 @@ export async function recordOrSpool(
   }
 }
 
-/** Decides what a failed or aborted attempt becomes under the task's retry policy. */
+/**
+ * What the worker saw of a failed or aborted attempt (cancelled, or failed: permanently or with
+ * the backoff before a retry); afterAttempt (store/lifecycle) decides what it becomes.
+ */
 function failureOutcome(deps: ExecuteDeps, task: TaskRow, err: unknown): AttemptOutcome {
-  const attempt = task.attempts;
-  const message = errorMessage(err);
-  if (err instanceof AttemptAborted && err.kind === "cancel") {
-    return { kind: "cancelled", details: `attempt ${attempt} cancelled by request while running` };
-  }
+  if (err instanceof AttemptAborted && err.kind === "cancel") return afterAttempt(task, { kind: "cancelled" });
   const permanent = err instanceof PermanentTaskError || err instanceof InvalidArgumentError || err instanceof TaskTypeDisabledError;
-  if (permanent) return { kind: "failed", error: message, details: `attempt ${attempt} failed permanently: ${message}` };
-  if (attempt >= task.max_attempts) {
-    return { kind: "failed", error: message, details: `attempt ${attempt} failed: ${message}; giving up after ${attempt} attempt${attempt === 1 ? "" : "s"}` };
-  }
   // A shutdown is not the task's fault: retry at once elsewhere instead of backing off.
   const policy = task.backoff_base_ms !== null && task.backoff_max_ms !== null ? { baseMs: task.backoff_base_ms, maxMs: task.backoff_max_ms } : deps.backoff;
-  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs({ ...policy, jitter: true }, attempt);
-  return {
-    kind: "retrying",
-    error: message,
-    retryAt: new Date(Date.now() + delay),
-    details: `attempt ${attempt} failed: ${message}; ${delay === 0 ? "retrying now" : `retrying in ${formatDuration(delay)}`}`,
-  };
+  const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs({ ...policy, jitter: true }, task.attempts);
+  return afterAttempt(task, { kind: "failed", error: errorMessage(err), permanent, retryInMs: delay, retryInText: formatDuration(delay) });
 }

@@ -7,7 +7,8 @@
  */
 import os from "node:os";
 import { errorMessage } from "../errors.js";
-import { heartbeat, unregisterWorker } from "../store/attempts.js";
+import { heartbeat } from "../store/lifecycle/index.js";
+import { unregisterWorker } from "../store/workers.js";
 import { CANCEL_CHANNEL, PAUSE_CHANNEL } from "../store/channels.js";
 import { retryWhileUnavailable } from "../store/db.js";
 import { registerWorkerTypes, type TaskTypeVersionInput } from "../store/task-types.js";

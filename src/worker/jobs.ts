@@ -1,8 +1,8 @@
 /**
  * The graphile-worker task identifier a task's attempts run under: one per (queue, type),
- * `run:<queue>:<type>`; its payload is `{taskId, attempt}` (store/jobs.ts jobSpecsFrom). A worker
+ * `run:<queue>:<type>`; its payload is `{taskId, attempt}` (store/jobs.ts addJobsOf). A worker
  * process claims only the identifiers of the queues it serves and the types it has enabled
- * (store/attempts.ts claimNextAttempts), so it never takes a task it cannot run: such a task waits
+ * (store/lifecycle claimNextAttempts), so it never takes a task it cannot run: such a task waits
  * QUEUED for a worker that can. Neither queue names nor type names contain ':'.
  */
 export function runTaskIdentifier(queue: string, type: string): string {

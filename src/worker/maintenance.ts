@@ -11,7 +11,6 @@ import { run, type Runner, type WorkerEvents } from "graphile-worker";
 import { errorMessage } from "../errors.js";
 import { retryWhileUnavailable } from "../store/db.js";
 import { agePriorities } from "../store/jobs.js";
-import { releaseJobLocks } from "../store/reconcile.js";
 import { deleteExpiredTasks } from "../store/retention.js";
 import { graphileLogger } from "./graphile-logger.js";
 import { RECONCILE_TASK, type ReconcileResult } from "./reconcile.js";
@@ -81,12 +80,15 @@ export class Maintenance implements WorkerPart {
     }), "starting graphile-worker", Number.POSITIVE_INFINITY, logger);
   }
 
-  /** Stops graphile-worker within the grace period (a running cron job is then aborted) and releases its job locks. */
+  /**
+   * Stops graphile-worker within the grace period (a running cron job is then aborted). A cron job
+   * it leaves locked is freed by the reconciler once this process's liveness lock is gone
+   * (store/reconcile.ts releaseDeadWorkers), and replaced at its next tick in any case.
+   */
   async stop(): Promise<void> {
     const { db, logger } = this.ctx;
     if (this.runner) {
       await this.runner.stop().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "worker shutdown reported an error"));
-      await releaseJobLocks(db.kysely, [...this.graphileIds]).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not release job locks"));
     }
   }
 }

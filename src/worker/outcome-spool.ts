@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promise
 import path from "node:path";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { AttemptOutcome } from "../store/attempts.js";
+import type { AttemptOutcome } from "../store/lifecycle/index.js";
 
 /** An outcome a worker could not record yet, with what the guarded update needs. */
 export interface SpooledOutcome {

@@ -1,7 +1,7 @@
 /**
  * Write-behind recording of attempt outcomes (river's batch completer): a finished attempt hands
  * its outcome here and its graphile-worker slot takes the next job at once; outcomes are flushed
- * every `flushMs` in one guarded statement per batch (store/attempts.ts recordOutcomes), each with
+ * every `flushMs` in one guarded statement per batch (store/lifecycle recordOutcomes), each with
  * its own history row.
  *
  * The window between the attempt's end and the flush is the at-least-once case the design already
@@ -10,8 +10,7 @@
  * the reconciler records a lost attempt and retries it (docs/design/fencing.md). Nothing is lost,
  * and nothing is recorded twice: the guard (RUNNING, this attempt, this owner) admits one outcome.
  */
-import type { OutcomeRecord } from "../store/attempts.js";
-import { recordOutcomes } from "../store/attempts.js";
+import { recordOutcomes, type OutcomeRecord } from "../store/lifecycle/index.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
 import type { TaskRow } from "../store/schema.js";

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
-import { finishPendingCancels, releaseDeadWorkers, removeStaleJobs, requeueOrphans, settleLostAttempts } from "../store/reconcile.js";
+import { finishPendingCancels, requeueOrphans } from "../store/lifecycle/index.js";
+import { releaseDeadWorkers, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
 import { foldTaskCountDeltas } from "../store/task-counts.js";
 import { foldTaskFinishDeltas } from "../store/task-finishes.js";
@@ -50,7 +51,7 @@ async function exitedWorkers(db: Kysely<Database>): Promise<string[]> {
 export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJudgement, logger: Logger): Promise<number> {
   const exited = await exitedWorkers(db);
   const dead = await releaseDeadWorkers(db, { ...judgement, exited });
-  if (dead.length > 0) logger.warn({ workerIds: dead, exited }, "released the job locks of worker processes that exited or stopped heartbeating");
+  if (dead.length > 0) logger.warn({ workerIds: dead, exited }, "forgot worker processes that exited or stopped heartbeating");
   let total = 0;
   for (;;) {
     const settled = await settleLostAttempts(db, { ...judgement, exited, dead }, BATCH);
@@ -60,29 +61,21 @@ export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJ
     total += settled.length;
     if (settled.length < BATCH) break;
   }
-  // The dead workers' lost completions are unlocked now: clear them while we are here.
-  if (dead.length > 0) await removeStale(db, judgement.leaseMs, logger);
   return total;
 }
 
-async function removeStale(db: Kysely<Database>, leaseMs: number, logger: Logger): Promise<void> {
-  const stale = await removeStaleJobs(db, leaseMs);
-  if (stale > 0) logger.info({ jobs: stale }, "removed jobs whose task had moved on (their completion was lost)");
-}
-
 /**
- * A full pass: lost attempts (and stale locked jobs), tasks without a runnable job, and cancellations
+ * A full pass: lost attempts, tasks without a runnable job, and cancellations
  * left pending. Every step is a guarded statement, so passes may run concurrently with workers and
  * with each other. `since` defaults to the epoch (a one-off pass judges leases from the last
  * heartbeat or PostgreSQL start only).
  */
 export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: Logger, since = new Date(0)): Promise<ReconcileResult> {
   const lost = await rescueLostAttempts(db, { leaseMs, since }, logger);
-  await removeStale(db, leaseMs, logger);
   const requeued = await requeueOrphans(db, BATCH);
-  if (requeued.length > 0) logger.warn({ taskIds: requeued }, "re-enqueued tasks that had no job");
+  if (requeued.length > 0) logger.warn({ taskIds: requeued.map((t) => t.id) }, "re-enqueued tasks that had no job");
   const cancelled = await finishPendingCancels(db, BATCH);
-  if (cancelled.length > 0) logger.info({ taskIds: cancelled }, "finished pending cancellations");
+  if (cancelled.length > 0) logger.info({ taskIds: cancelled.map((t) => t.id) }, "finished pending cancellations");
   await deleteExpiredWatchers(db);
   // API servers fold every few seconds; this keeps the deltas bounded where only workers run.
   await foldTaskCountDeltas(db);

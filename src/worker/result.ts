@@ -3,7 +3,7 @@ export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
 
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { AttemptOutcome } from "../store/attempts.js";
+import { permanentFailure, type AttemptOutcome } from "../store/lifecycle/index.js";
 import { storableText } from "../store/storable-text.js";
 
 function sanitize(value: unknown): unknown {
@@ -44,7 +44,7 @@ export async function recordOrFailWithReason<T>(
     if (isDatabaseUnavailable(err)) throw err;
     const message = `could not record the attempt's outcome: ${errorMessage(err)}`;
     logger.warn({ err: errorMessage(err), outcome: outcome.kind }, message);
-    const failed: AttemptOutcome = { kind: "failed", error: message, details: `attempt ${attempt} failed permanently: ${message}` };
+    const failed = permanentFailure(attempt, message);
     return { recorded: await record(failed), outcome: failed };
   }
 }

@@ -138,7 +138,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   const ownListener = options.listener ? undefined : openListener(options.databaseUrl, logger);
   const db = openDb({ connectionString: options.databaseUrl, max: config.workerConcurrency + 4, applicationName: `task-service worker ${workerId}` }, logger);
   // Until the pool has closed: a completion graphile-worker did not await may still fail on it.
-  const stopSurviving = surviveLostCompletions(db.kysely, config.leaseMs, logger);
+  const stopSurviving = surviveLostCompletions(logger);
   const ctx: WorkerContext = {
     workerId,
     databaseUrl: options.databaseUrl,

@@ -12,7 +12,8 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from "../../src/embedded
 import { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../../src/logger.js";
 import { builtinPlugins } from "../../src/plugins/builtin.js";
-import { loadTasksWithHistory, pendingJobCounts } from "../../scripts/chaos/audit.js";
+import { loadTasksWithHistory } from "../../scripts/chaos/audit.js";
+import { pendingJobCounts } from "../../src/store/jobs.js";
 import { openDb, type Db } from "../../src/store/db.js";
 import { migrate } from "../../src/store/migrate.js";
 import { alive, faultWorkerEnv, startWorkerProcess } from "../helpers/fault-workers.js";

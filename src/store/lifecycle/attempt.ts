@@ -1,0 +1,307 @@
+import { sql, type Kysely, type RawBuilder } from "kysely";
+import { queryPrepared, type Db } from "../db.js";
+import { pickJobs } from "../jobs.js";
+import type { Database, TaskRow } from "../schema.js";
+import { FINISHED_LIST, IN_ATTEMPT, type AttemptOutcome } from "./states.js";
+import { transition } from "./statement.js";
+
+/**
+ * The events of an attempt: claim (QUEUED/RETRYING -> RUNNING), heartbeat (no change of state),
+ * outcome (RUNNING or PAUSED mid-attempt -> SUCCEEDED, RETRYING, FAILED, CANCELLED, or PAUSED
+ * held) and rescue of a lost attempt (the same, for an attempt whose worker is gone). An outcome
+ * and a rescue end the attempt through ONE statement shape (endAttempts): what the row's state
+ * makes of the ending is decided there once.
+ */
+
+/** The claim's guard over tasks `t` for attempt `attempt`: waiting for exactly it, no cancel pending. */
+function waitingFor(t: string, attempt: RawBuilder<unknown>): RawBuilder<boolean> {
+  const col = (c: string) => sql.ref(`${t}.${c}`);
+  return sql<boolean>`(${col("status")} in ('queued', 'retrying') and ${col("attempts")} = ${attempt} - 1 and ${col("cancel_requested_at")} is null)`;
+}
+
+/** The claim's SET list: the attempt starts, owned by `workerId`. */
+const claimSet = (workerId: string) => sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, heartbeat_at = now(), started_at = now()`;
+
+/** The claim's history row. */
+const claimDetails = (workerId: string) => sql`'attempt ' || attempts || ' started on ' || ${workerId}`;
+
+/**
+ * Event `claim` of one task known by id (tests that race a worker, tools): starts attempt
+ * `attempt` (QUEUED/RETRYING -> RUNNING, attempts incremented, owner and heartbeat set, history
+ * row written, its pending job removed) in one guarded statement. Returns undefined when the task
+ * is not waiting for exactly this attempt, a cancel is pending, or its queue's gate refuses it:
+ * task_queue_admits(queue) (migration 0012) says no when the queue is paused, or has a
+ * concurrency limit that its RUNNING tasks already reach; for a limited queue it locks the
+ * queue's row, so claims racing for its last slot go one after the other. Workers claim through
+ * claimNextAttempts.
+ */
+export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string): Promise<TaskRow | undefined> {
+  const rows = await queryPrepared(db, "task_claim_attempt", transition({
+    change: {
+      set: claimSet(workerId),
+      // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
+      where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)} and task_queue_admits(queue)`,
+    },
+    details: claimDetails(workerId),
+    removeJob: true,
+  }));
+  return rows[0];
+}
+
+/** What one claim statement of a worker process's fetch loop may take (claimNextAttempts). */
+export interface NextAttempts {
+  /** The graphile-worker task identifiers to take jobs of (src/worker/jobs.ts runTaskIdentifier). */
+  identifiers: string[];
+  /** Job flags not to take (queues held or limited, src/worker/queue-gate.ts). */
+  forbiddenFlags: string[];
+  /** Most attempts to start (the process's free slots). */
+  limit: number;
+  /**
+   * A queue with a concurrency limit (or paused): take at most one of its jobs, admitted by the
+   * queue's gate (task_queue_admits). Without it, only tasks of queues with neither are started.
+   */
+  limitedQueue?: string;
+}
+
+/**
+ * Event `claim` as a worker process's fetch loop makes it (src/worker/claim-loop.ts), fetch and
+ * claim in ONE statement: takes the best available run_task jobs it serves (store/jobs.ts
+ * pickJobs), starts the attempt each names (QUEUED/RETRYING -> RUNNING, with its history row) and
+ * deletes the job: from the claim on, the task row owns the attempt (heartbeat, lease, fencing and
+ * rescue work on it; a retry gets a new job). Each row keeps claimAttempt's guards. A job whose
+ * task is not waiting for its attempt (stale, a duplicate, a cancelled or paused task) is deleted
+ * unused.
+ *
+ * The queue gate cannot hold for a batch: task_queue_admits counts a limited queue's RUNNING tasks
+ * once per statement, which would let a batch overshoot the limit. So a batch refuses every task of
+ * a queue that is paused or limited (in SQL, whatever the caller's view of the queues; the caller
+ * forbids their flags so it does not take them at all), and such a queue is claimed one job per
+ * statement with `limitedQueue`, where the gate locks the queue's row and counts. A refused job
+ * stays where it was, unlocked when the statement commits.
+ *
+ * Priority holds without a re-check: the statement takes the best jobs the process may run at that
+ * moment, and starts them at once (nothing waits in a local queue, where a job fetched earlier
+ * would start before better ones that arrived after it).
+ */
+export async function claimNextAttempts(db: Db, workerId: string, next: NextAttempts): Promise<TaskRow[]> {
+  if (next.limit <= 0) return [];
+  const gate = next.limitedQueue === undefined
+    ? sql`not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
+    : sql`tasks.queue = ${next.limitedQueue}::text and task_queue_admits(tasks.queue)`;
+  // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
+  // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
+  const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
+  return queryPrepared(db, next.limitedQueue === undefined ? "task_claim_next" : "task_claim_next_limited", transition({
+    with: pickJobs({ identifiers: next.identifiers, forbiddenFlags: next.forbiddenFlags, limit: next.limitedQueue === undefined ? next.limit : 1 }, usable),
+    change: {
+      set: claimSet(workerId),
+      // One job per task (duplicates of an attempt: the oldest wins; the rest are dropped as stale by the next fetch).
+      from: sql`(select distinct on (c_id) * from picked where c_id is not null order by c_id, c_job) as c`,
+      // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
+      where: sql`tasks.id = c.c_id and ${waitingFor("tasks", sql`c.c_attempt`)} and ${gate}`,
+    },
+    details: claimDetails(workerId),
+    takeJob: sql`c.c_job`,
+  }));
+}
+
+/** A running attempt, as a heartbeat names it. */
+export interface AttemptRef {
+  taskId: string;
+  attempt: number;
+}
+
+/** What a worker process serves and how busy it is, as its heartbeat records it (ListWorkers). */
+export interface WorkerInfo {
+  types: string[];
+  queues: string[];
+  slots: number;
+  busy: number;
+  host: string | null;
+  pid: number | null;
+}
+
+/** What a heartbeat learned about one attempt that is still this worker's. */
+export interface OwnedAttempt extends AttemptRef {
+  cancelRequested: boolean;
+  /** The attempt is PAUSED: its processes must be stopped (a fallback for missed notifications). */
+  paused: boolean;
+}
+
+/**
+ * Event `heartbeat` (RUNNING or PAUSED mid-attempt, owned by this worker; no change of state, no
+ * history row), in one statement with the process's own heartbeat: it refreshes the process's row
+ * in workers (with the graphile-worker ids its cron jobs are locked under) and the heartbeat of
+ * every attempt it is running, and returns the attempts that are still its own, with whether a
+ * cancellation was requested (a fallback for missed notifications). An attempt missing from the
+ * answer is no longer this worker's (a reconciler settled it): the worker must stop it at once
+ * (fencing).
+ */
+export async function heartbeat(
+  db: Kysely<Database>,
+  workerId: string,
+  graphileIds: string[],
+  attempts: AttemptRef[],
+  info: WorkerInfo = { types: [], queues: [], slots: 0, busy: 0, host: null, pid: null },
+): Promise<OwnedAttempt[]> {
+  const { rows } = await sql<{ id: string; attempts: number; cancel_requested_at: Date | null; paused: boolean }>`
+    with alive as (
+      insert into workers (id, graphile_ids, types, queues, slots, busy, host, pid)
+      values (${workerId}, ${graphileIds}::text[], ${info.types}::text[], ${info.queues}::text[], ${info.slots}::int, ${info.busy}::int, ${info.host}::text, ${info.pid}::int)
+      on conflict (id) do update set graphile_ids = excluded.graphile_ids, heartbeat_at = now(),
+        types = excluded.types, queues = excluded.queues, slots = excluded.slots, busy = excluded.busy, host = excluded.host, pid = excluded.pid
+    )
+    update tasks t set heartbeat_at = now()
+    from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[]) as a(id, attempt)
+    where t.id = a.id and t.attempts = a.attempt and ${IN_ATTEMPT} and t.worker_id = ${workerId}
+    returning t.id, t.attempts, t.cancel_requested_at, t.status = 'paused' as paused
+  `.execute(db);
+  return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts, cancelRequested: r.cancel_requested_at !== null, paused: r.paused }));
+}
+
+/**
+ * How attempts end, for outcomes and rescues alike: `e` is the `from` relation, one row per
+ * attempt, with e_id (task), e_kind ('succeeded', 'retrying', 'failed', 'cancelled': the worker's
+ * outcome after afterAttempt; 'lost': the worker is gone), e_result, e_error, e_retry_at and
+ * e_details (the history line's start). `guard` selects the attempt (RUNNING or PAUSED
+ * mid-attempt, this attempt, this owner or a dead one).
+ *
+ * What the row's state makes of the ending, decided here once, against the row as it is when the
+ * statement locks it:
+ * - a retry (or a lost attempt) of a task whose cancel was requested meanwhile is CANCELLED:
+ *   the request wins rather than leave a RETRYING task with a pending cancel;
+ * - a lost attempt of a task whose worker was lost on each of its last max_attempts attempts is
+ *   FAILED (a poison task: it probably kills its worker, e.g. by exhausting memory); a single loss
+ *   is not the task's fault and is retried at once, even past max_attempts;
+ * - a retry (or a lost attempt) of an attempt that was paused stays PAUSED, held as if paused while
+ *   RETRYING: the operator's pause outlives the attempt (resume retries it); other outcomes end it;
+ * - otherwise the outcome's own kind (a lost attempt: RETRYING).
+ */
+function endAttempts(spec: { with?: RawBuilder<unknown>[]; from: RawBuilder<unknown>; guard: RawBuilder<unknown> }): RawBuilder<TaskRow> {
+  const next = sql`(case
+      when e.e_kind in ('retrying', 'lost') and cancel_requested_at is not null then 'cancelled'
+      when e.e_kind = 'lost' and lost_attempts + 1 >= max_attempts then 'failed'
+      when e.e_kind in ('retrying', 'lost') and status = 'paused' then 'paused'
+      when e.e_kind = 'lost' then 'retrying'
+      else e.e_kind end)::task_status`;
+  const poisoned = sql`(e.e_kind = 'lost' and cancel_requested_at is null and lost_attempts + 1 >= max_attempts and lost_attempts > 0)`;
+  return transition({
+    with: spec.with,
+    change: {
+      set: sql`status = ${next},
+        paused_from = case when ${next} = 'paused' then 'retrying'::task_status end,
+        paused_at = case when ${next} = 'paused' then paused_at end,
+        result = coalesce(e.e_result, result),
+        last_error = case
+          when e.e_kind = 'lost' and cancel_requested_at is not null then last_error
+          when ${poisoned} then 'worker lost on each of ' || (lost_attempts + 1) || ' attempts; possibly out of memory'
+          else coalesce(e.e_error, last_error) end,
+        run_at = coalesce(e.e_retry_at, run_at),
+        finished_at = case when ${next} in ${FINISHED_LIST} then now() end,
+        worker_id = null, heartbeat_at = null,
+        /* losses in a row (poison-task detection); a recorded outcome ends the run */
+        lost_attempts = case when e.e_kind = 'lost' then lost_attempts + 1 else 0 end`,
+      from: spec.from,
+      where: spec.guard,
+    },
+    // Over the changed row: status, last_error and cancel_reason are the new values.
+    details: sql`case
+      when status = 'paused' then e.e_details || '; stays paused: resume to retry'
+      when status = 'cancelled' and e.e_kind = 'retrying'
+        then 'attempt ' || attempts || ' failed: ' || last_error || '; not retried: cancelled by request' || coalesce(': ' || cancel_reason, '')
+      when status = 'cancelled' and e.e_kind = 'lost' then e.e_details || '; cancellation completed' || coalesce(': ' || cancel_reason, '')
+      when status = 'cancelled' and cancel_reason is not null then e.e_details || ': ' || cancel_reason
+      when e.e_kind = 'lost' and status = 'retrying' then e.e_details || '; retrying now'
+      when e.e_kind = 'lost' then e.e_details || '; giving up: ' || last_error
+      else e.e_details end`,
+    enqueue: sql<boolean>`status = 'retrying'`,
+  });
+}
+
+/** One attempt's outcome to record: which attempt, whose, and how it ended. */
+export interface OutcomeRecord {
+  taskId: string;
+  attempt: number;
+  workerId: string;
+  outcome: AttemptOutcome;
+}
+
+/**
+ * Event `outcome` of one attempt (see recordOutcomes). Returns undefined when someone else
+ * already recorded an outcome for it (the reconciler after a lost heartbeat, say): then this
+ * worker's result is discarded rather than recorded twice.
+ */
+export async function recordOutcome(db: Db, taskId: string, attempt: number, workerId: string, outcome: AttemptOutcome): Promise<TaskRow | undefined> {
+  const [recorded] = await recordOutcomes(db, [{ taskId, attempt, workerId, outcome }]);
+  return recorded;
+}
+
+/**
+ * Event `outcome` (success, retryable or permanent failure, timeout, cancelled while running) for
+ * many attempts in ONE statement (the worker's write-behind batches, src/worker/outcome-writer.ts):
+ * each row passes its own guard (RUNNING or PAUSED mid-attempt, this attempt, this owner) and gets
+ * its own history row and, for a retry, its next job (endAttempts). Returns, per record in input
+ * order, the recorded row or undefined (someone else settled that attempt).
+ */
+export async function recordOutcomes(db: Db, records: OutcomeRecord[]): Promise<(TaskRow | undefined)[]> {
+  if (records.length === 0) return [];
+  const input = JSON.stringify(
+    records.map(({ taskId, attempt, workerId, outcome }) => ({
+      e_id: taskId,
+      e_attempt: attempt,
+      e_worker: workerId,
+      e_kind: outcome.kind,
+      e_result: outcome.kind === "succeeded" ? outcome.result : null,
+      e_error: outcome.kind === "retrying" || outcome.kind === "failed" ? outcome.error : null,
+      e_retry_at: outcome.kind === "retrying" ? outcome.retryAt.toISOString() : null,
+      e_details: outcome.details,
+    })),
+  );
+  const rows = await queryPrepared(db, "task_record_outcomes", endAttempts({
+    from: sql`jsonb_to_recordset(${input}::jsonb) as e(e_id bigint, e_attempt int, e_worker text, e_kind text,
+        e_result jsonb, e_error text, e_retry_at timestamptz, e_details text)`,
+    guard: sql`id = e.e_id and ${IN_ATTEMPT} and attempts = e.e_attempt and worker_id = e.e_worker`,
+  }));
+  const byAttempt = new Map(rows.map((row) => [`${row.id}:${row.attempts}`, row]));
+  return records.map((r) => byAttempt.get(`${r.taskId}:${r.attempt}`));
+}
+
+/** Which attempts a rescue takes: those whose worker is dead (see store/reconcile.ts DeathRule). */
+export interface LostAttempts {
+  /** Condition over tasks: the attempt's worker is gone (exited, or its lease ran out). */
+  lost: RawBuilder<boolean>;
+  /** Workers known to have exited (the history says "exited" rather than "sent no heartbeat"). */
+  exited: string[];
+  /** The lease, as the history quotes it ("15s"). */
+  lease: string;
+  limit: number;
+}
+
+/**
+ * Event `rescue` of lost attempts (RUNNING or PAUSED mid-attempt whose worker is gone): the
+ * attempt counts, and the task goes where endAttempts sends a lost attempt (CANCELLED, FAILED as a
+ * poison task, PAUSED held, or RETRYING, re-enqueued at once). History names the lost worker. One
+ * statement: candidates are locked with SKIP LOCKED and the update is guarded on the attempt still
+ * being in progress, so a slow worker that wakes up later finds its guarded outcome update
+ * matching nothing, and one outcome is ever recorded.
+ */
+export async function rescueLostAttempts(db: Kysely<Database>, which: LostAttempts): Promise<TaskRow[]> {
+  const { rows } = await endAttempts({
+    with: [
+      sql`e as (
+        select id as e_id, 'lost'::text as e_kind, null::jsonb as e_result, now() as e_retry_at,
+          case when worker_id = any(${which.exited}::text[]) then 'worker lost: the worker process exited'
+            else 'worker lost: no heartbeat for ' || ${which.lease}::text end as e_error,
+          'attempt ' || attempts || ' lost: worker ' || coalesce(worker_id, '?')
+            || case when worker_id = any(${which.exited}::text[]) then ' exited' else ' sent no heartbeat for ' || ${which.lease}::text end as e_details
+        from tasks
+        where ${IN_ATTEMPT} and ${which.lost}
+        order by heartbeat_at
+        limit ${which.limit}
+        for update skip locked)`,
+    ],
+    from: sql`e`,
+    guard: sql`id = e.e_id and ${IN_ATTEMPT}`,
+  }).execute(db);
+  return rows;
+}

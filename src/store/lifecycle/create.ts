@@ -1,0 +1,73 @@
+import { sql } from "kysely";
+import { transition } from "./statement.js";
+
+/** A validated task to insert. */
+export interface NewTask {
+  name: string;
+  type: string;
+  parameters: Record<string, unknown>;
+  priority: number;
+  maxAttempts: number;
+  timeoutMs: number;
+  /** null: now. */
+  runAt: Date | null;
+  /** The queue to wait in; undefined: 'default'. */
+  queue?: string;
+  idempotencyKey: string | null;
+  requestHash: string | null;
+  /** Set for a schedule's tick: (scheduleId, scheduledAt) is unique, so a tick's task is inserted once. */
+  scheduleId?: string | null;
+  scheduledAt?: Date | null;
+  /** The task's own retry policy; undefined/null: the workers' configured one. */
+  backoff?: { baseMs: number; maxMs: number } | null;
+}
+
+/**
+ * Event `create` (-> QUEUED): inserts tasks, their "created" history rows and their
+ * graphile-worker jobs in ONE statement, so a task never exists without its job nor a job without
+ * its task, and a batch costs one round trip; a job due later wakes the workers when it is due.
+ * Tasks whose idempotency key, or schedule tick, already exists are not inserted (the caller
+ * resolves them). Returns the statement; its rows are the inserted tasks in input order.
+ */
+export function createTasks(tasks: NewTask[]) {
+  const input = JSON.stringify(
+    tasks.map((t, ord) => ({
+      ord,
+      name: t.name,
+      type: t.type,
+      parameters: t.parameters,
+      priority: t.priority,
+      max_attempts: t.maxAttempts,
+      timeout_ms: t.timeoutMs,
+      run_at: t.runAt?.toISOString() ?? null,
+      queue: t.queue ?? "default",
+      idempotency_key: t.idempotencyKey,
+      request_hash: t.requestHash,
+      schedule_id: t.scheduleId ?? null,
+      scheduled_at: t.scheduledAt?.toISOString() ?? null,
+      backoff_base_ms: t.backoff?.baseMs ?? null,
+      backoff_max_ms: t.backoff?.maxMs ?? null,
+    })),
+  );
+  return transition({
+    with: [
+      sql`input as (
+        select * from jsonb_to_recordset(${input}::jsonb) as x(
+          ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
+          timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
+          schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int))`,
+    ],
+    change: {
+      // status is the column's default, 'queued'.
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms)
+        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms
+        from input order by ord
+        /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
+        on conflict do nothing`,
+    },
+    details: sql`case
+      when run_at > now() then 'created, scheduled for ' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+      else 'created' end`,
+    enqueue: true,
+  });
+}
