@@ -2,7 +2,8 @@ import { sql, type Kysely } from "kysely";
 import { hasRunnableJob } from "../jobs.js";
 import type { Database, TaskRow } from "../schema.js";
 import { FINISHED, FINISHED_LIST, IN_ATTEMPT, STARTABLE, UNFINISHED, WAITING, type FinishedStatus } from "./states.js";
-import { CANCEL_CHANNEL, mark, PAUSE_CHANNEL, transition } from "./statement.js";
+import { CANCEL_CHANNEL, PAUSE_CHANNEL } from "../channels.js";
+import { mark, transition } from "./statement.js";
 
 /**
  * The events an operator (API, bulk, schedules) or the reconciler asks for: cancel, pause,

@@ -24,7 +24,7 @@
  * it (a pending cancel, a pause, a poison task).
  */
 export * from "./states.js";
-export { CANCEL_CHANNEL, forcing, PAUSE_CHANNEL, WAKE_CHANNEL } from "./statement.js";
+export { forcing } from "./statement.js";
 export { createTasks, type NewTask } from "./create.js";
 export {
   claimAttempt,

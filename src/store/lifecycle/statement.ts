@@ -1,5 +1,6 @@
 import { sql, type RawBuilder } from "kysely";
 import { addJobsOf, deleteTakenJobs, removeJobsOf } from "../jobs.js";
+import { WAKE_CHANNEL } from "../channels.js";
 import { taskColumns, type TaskRow } from "../schema.js";
 
 /**
@@ -42,18 +43,6 @@ export interface TransitionSpec {
   /** pg_notify(channel, payload) for each changed row for which `when` holds (default: every row). */
   notify?: { channel: string; payload: RawBuilder<string>; when?: RawBuilder<boolean> };
 }
-
-/** Channel on which cancellation requests for running tasks are announced to workers. */
-export const CANCEL_CHANNEL = "task_cancel";
-
-/**
- * Channel on which pauses and resumes of running attempts are announced to workers; the payload is
- * `<task id>:<new status>` (`paused` or `running`).
- */
-export const PAUSE_CHANNEL = "task_pause";
-
-/** Channel on which the due times of jobs enqueued for later are announced to workers (see WakeSchedule). */
-export const WAKE_CHANNEL = "task_wake";
 
 const columns = sql.raw(taskColumns.join(", "));
 const changedColumns = sql.raw(taskColumns.map((c) => `changed.${c}`).join(", "));
