@@ -2,25 +2,18 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
 import { claimAttempt, recordOutcome } from "../src/store/attempts.js";
 import { insertTasks } from "../src/store/tasks.js";
 import { requeueFinishedTask, requestCancelRunningTask } from "../src/store/transitions.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startTestApiWithWorkers, type TestApiWithWorkers } from "./helpers/api.js";
 import { createTask, jobOf, taskRow } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";
-import { startTestWorkers } from "./helpers/workers.js";
 
-let api: TestApi;
-let workers: Workers;
+let api: TestApiWithWorkers;
 beforeAll(async () => {
-  api = await startTestApi();
-  workers = await startTestWorkers(api.database);
+  api = await startTestApiWithWorkers();
 });
-afterAll(async () => {
-  await workers?.stop();
-  await api?.close();
-});
+afterAll(() => api?.close());
 
 const db = () => api.database.db.kysely;
 

@@ -12,24 +12,17 @@ import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
 import { recordOrFailWithReason } from "../src/queue/result.js";
 import { claimAttempt, recordOutcome, type AttemptOutcome } from "../src/store/attempts.js";
-import type { Workers } from "../src/queue/runner.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startTestApi, startTestApiWithWorkers, type TestApiWithWorkers } from "./helpers/api.js";
 import { expectConnectError, rowCounts } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";
-import { startTestWorkers } from "./helpers/workers.js";
 
-let api: TestApi;
-let workers: Workers;
+let api: TestApiWithWorkers;
 
 beforeAll(async () => {
-  api = await startTestApi({ config: { emailAllowedSenders: ["@example.com"] }, metrics: new Metrics() });
-  workers = await startTestWorkers(api.database);
+  api = await startTestApiWithWorkers({ config: { emailAllowedSenders: ["@example.com"] }, metrics: new Metrics() });
 });
 
-afterAll(async () => {
-  await workers?.stop();
-  await api?.close();
-});
+afterAll(() => api?.close());
 
 async function waitForStatus(id: bigint, status: TaskStatus): Promise<Task> {
   return waitFor(async () => {

@@ -2,24 +2,17 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { durationFromMs, durationToMs } from "../src/api/convert.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/queue/runner.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startTestApiWithWorkers, type TestApiWithWorkers } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { createTask, expectConnectError, rowCounts, taskRequest, taskRow } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";
-import { startTestWorkers } from "./helpers/workers.js";
 
-let api: TestApi;
-let workers: Workers;
+let api: TestApiWithWorkers;
 beforeAll(async () => {
-  api = await startTestApi();
   // The workers' own policy is fast: 50ms base, 400ms cap (fastWorkerConfig).
-  workers = await startTestWorkers(api.database);
+  api = await startTestApiWithWorkers();
 });
-afterAll(async () => {
-  await workers?.stop();
-  await api?.close();
-});
+afterAll(() => api?.close());
 
 const db = () => api.database.db.kysely;
 const backoff = (baseMs: number, maxMs: number) => ({ base: durationFromMs(baseMs), max: durationFromMs(maxMs) });
