@@ -48,10 +48,18 @@ describe("per-task backoff", () => {
     expect(own.backoff && [durationToMs(own.backoff.base!), durationToMs(own.backoff.max!)]).toEqual([4_000, 4_000]);
     const plain = await createTask(api.client, { parameters: { fail: "boom" }, maxAttempts: 2 });
     expect(plain.backoff).toBeUndefined();
-    // Equal jitter: between half and all of min(max, base).
+    // Equal jitter: between half and all of min(max, base). The delay the worker chose is in the
+    // history; the stored run_at is that far after the moment it was chosen, which the row's
+    // updated_at (written a little later, by a busy machine's clock) can only bring closer.
     const ownDelay = await firstRetryDelay(own.id);
-    expect(ownDelay).toBeGreaterThanOrEqual(1_900);
+    expect(ownDelay).toBeGreaterThan(0);
     expect(ownDelay).toBeLessThanOrEqual(4_100);
+    const { history } = await api.client.getTaskHistory({ id: own.id });
+    const chosen = /retrying in ([\d.]+)(ms|s)\b/.exec(history.find((h) => h.status === TaskStatus.RETRYING)?.details ?? "");
+    expect(chosen, "the retry's details name its delay").not.toBeNull();
+    const chosenMs = Number(chosen![1]) * (chosen![2] === "s" ? 1_000 : 1);
+    expect(chosenMs).toBeGreaterThanOrEqual(2_000);
+    expect(chosenMs).toBeLessThanOrEqual(4_000);
     const plainDelay = await waitFor(async () => {
       const { history } = await api.client.getTaskHistory({ id: plain.id });
       return history.find((h) => h.status === TaskStatus.RETRYING)?.details;
