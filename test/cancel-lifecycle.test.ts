@@ -80,9 +80,13 @@ describe("cancel and retry", () => {
       await worker.query("begin");
       await worker.query("select 1 from tasks where id = $1 for update", [task!.id]);
       const cancelled = api.client.cancelTask({ id: BigInt(task!.id), reason: "racing" });
-      // The cancel's "request a running task's cancellation" statement waits for the row.
+      // The cancel's "request a running task's cancellation" statement waits for the row. Asked on
+      // another connection: inside the worker's transaction, pg_stat_activity is read once and kept,
+      // so a first look taken before the cancel arrived would be all it ever saw.
       await waitFor(async () => {
-        const { rows } = await worker.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%cancel_requested_at%'");
+        const { rows } = await api.database.db.pool.query(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%cancel_requested_at%'",
+        );
         return rows[0].n > 0;
       }, "the cancel to wait for the row lock");
       await worker.query("update tasks set status = 'retrying', worker_id = null where id = $1", [task!.id]);
