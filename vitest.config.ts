@@ -9,15 +9,17 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
  */
 const startFirst = [
   "test/faults/database-faults.test.ts",
-  "test/probe.test.ts",
-  "test/schedule-heartbeat.test.ts",
   "test/bench.test.ts",
+  "test/probe.test.ts",
+  "test/task-logs-range.test.ts",
+  "test/schedule-heartbeat.test.ts",
   "test/schedule-processes.test.ts",
+  "test/deployment/helm-values.test.ts",
   "test/faults/worker-faults.test.ts",
-  "test/faults/poison-task.test.ts",
   "test/readme.test.ts",
-  "test/pause-resume.test.ts",
+  "test/queue-processes.test.ts",
   "test/browser/dashboard.test.ts",
+  "test/faults/poison-task.test.ts",
 ];
 
 class SlowestFirst extends BaseSequencer {
