@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimAttempt, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startInMemoryApi, type InMemoryApi } from "./helpers/api.js";
 
 // The worker's batched outcome statement (outcomes written behind): each row keeps its own guard
 // and history row, whatever else is in the batch.
-let api: TestApi;
+let api: InMemoryApi;
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startInMemoryApi();
 });
 afterAll(async () => api?.close());
 

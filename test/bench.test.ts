@@ -17,7 +17,7 @@ describe("npm run bench", () => {
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
-          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--steady-seconds", "1", "--rescue-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
         ],
         { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
       );
@@ -33,7 +33,10 @@ describe("npm run bench", () => {
         /create → RUNNING at \d+\/s +p50/,
         /peak RSS +serve -n 2 \d+ MB/,
         /task-cli task get +[\d.]+ s wall/,
-        /rescue after kill -9 .*1 trial/,
+        /rescue after kill -9 .*1 trial.*target each ≤ 2000 ms/,
+        /queue resume → last of 3 started +p50 [\d.]+ .*target max < 1500 ms/,
+        /limited queue create → start +p50 [\d.]+ .*target max < 2000 ms/,
+        /schedule tick → task created +p50 [\d.]+ .*target p50 < 1000, max < 10000 ms/,
         /^ {2}capture {2}shell `yes \| head -c 1M`: 524288 lines in [\d.]+ s/,
         /^ {2}capture {2}one task, 2000 lines: chunks +\d+ lines\/s {3}a row per line +\d+ lines\/s/,
       ]) {

@@ -2,24 +2,17 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/worker/runner.js";
 import { cancelTasks, claimAttempt, recordOutcome, retryTasks } from "../src/store/lifecycle/index.js";
 import { insertTasks } from "../src/store/tasks.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startTestApiWithWorkers, type TestApiWithWorkers } from "./helpers/api.js";
 import { createTask, jobOf, taskRow } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";
-import { startTestWorkers } from "./helpers/workers.js";
 
-let api: TestApi;
-let workers: Workers;
+let api: TestApiWithWorkers;
 beforeAll(async () => {
-  api = await startTestApi();
-  workers = await startTestWorkers(api.database);
+  api = await startTestApiWithWorkers();
 });
-afterAll(async () => {
-  await workers?.stop();
-  await api?.close();
-});
+afterAll(() => api?.close());
 
 const db = () => api.database.db.kysely;
 
@@ -83,9 +76,13 @@ describe("cancel and retry", () => {
       await worker.query("begin");
       await worker.query("select 1 from tasks where id = $1 for update", [task!.id]);
       const cancelled = api.client.cancelTask({ id: BigInt(task!.id), reason: "racing" });
-      // The cancel's "request a running task's cancellation" statement waits for the row.
+      // The cancel's "request a running task's cancellation" statement waits for the row. Asked on
+      // another connection: inside the worker's transaction, pg_stat_activity is read once and kept,
+      // so a first look taken before the cancel arrived would be all it ever saw.
       await waitFor(async () => {
-        const { rows } = await worker.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%cancel_requested_at%'");
+        const { rows } = await api.database.db.pool.query(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%cancel_requested_at%'",
+        );
         return rows[0].n > 0;
       }, "the cancel to wait for the row lock");
       await worker.query("update tasks set status = 'retrying', worker_id = null where id = $1", [task!.id]);

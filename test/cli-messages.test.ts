@@ -13,12 +13,11 @@ import { cliPath } from "./helpers/process.js";
 
 const execFileAsync = promisify(execFile);
 let api: TestApi;
-let cli: (...args: string[]) => ReturnType<typeof runCli>;
 beforeAll(async () => {
   api = await startTestApi();
-  cli = (...args) => runCli(["--address", api.server.url, ...args]);
 });
 afterAll(async () => api?.close());
+const cli = (...args: string[]) => runCli(["--address", api.server.url, ...args]);
 
 /** A port nothing listens on. */
 async function closedPort(): Promise<number> {

@@ -4,12 +4,11 @@ import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 
 let api: TestApi;
-let cli: (...args: string[]) => ReturnType<typeof runCli>;
 beforeAll(async () => {
   api = await startTestApi();
-  cli = (...args) => runCli(["--address", api.server.url, ...args]);
 });
 afterAll(async () => api?.close());
+const cli = (...args: string[]) => runCli(["--address", api.server.url, ...args]);
 
 describe("task create", () => {
   it("creates a shell task from -p key=value and prints it, id first", async () => {

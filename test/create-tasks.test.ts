@@ -2,12 +2,12 @@ import { Code } from "@connectrpc/connect";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startInMemoryApi, type InMemoryApi } from "./helpers/api.js";
 import { expectConnectError, jobOf, rowCounts, taskRequest } from "./helpers/factory.js";
 
-let api: TestApi;
+let api: InMemoryApi;
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startInMemoryApi();
 });
 afterAll(async () => api?.close());
 
@@ -67,9 +67,9 @@ describe("CreateTasks", () => {
 });
 
 describe("CreateTasks batch size limit", () => {
-  let limited: TestApi;
+  let limited: InMemoryApi;
   beforeAll(async () => {
-    limited = await startTestApi({ config: { maxBatchSize: 3 } });
+    limited = await startInMemoryApi({ config: { maxBatchSize: 3 } });
   });
   afterAll(async () => limited?.close());
 

@@ -4,7 +4,7 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { foldTaskFinishDeltas } from "../src/store/task-finishes.js";
 import { createdIdWindow } from "../src/store/tasks.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startInMemoryApi, type InMemoryApi } from "./helpers/api.js";
 import { createTask, expectConnectError, setTaskRow } from "./helpers/factory.js";
 
 /**
@@ -12,11 +12,11 @@ import { createTask, expectConnectError, setTaskRow } from "./helpers/factory.js
  * and ListTasks' name prefix and created-at range, against a real server and PostgreSQL.
  */
 
-let api: TestApi;
+let api: InMemoryApi;
 const db = () => api.database.db.kysely;
 
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startInMemoryApi();
 });
 afterAll(async () => api?.close());
 

@@ -3,12 +3,12 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { GroupCommit } from "../src/store/group-commit.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startInMemoryApi, type InMemoryApi } from "./helpers/api.js";
 import { expectConnectError, jobOf } from "./helpers/factory.js";
 
-let api: TestApi;
+let api: InMemoryApi;
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startInMemoryApi();
 });
 afterAll(async () => api?.close());
 

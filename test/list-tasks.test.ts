@@ -3,10 +3,10 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import type { TaskStatus as StoredStatus } from "../src/store/schema.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startInMemoryApi, type InMemoryApi } from "./helpers/api.js";
 import { createTask, expectConnectError, setTaskRow, taskRequest } from "./helpers/factory.js";
 
-let api: TestApi;
+let api: InMemoryApi;
 
 /** What this file put in its database: every task with its type and status. */
 interface Fixture {
@@ -37,7 +37,7 @@ function expectedIds(match: (f: Fixture) => boolean = () => true): bigint[] {
 const ids = (tasks: { id: bigint }[]) => tasks.map((t) => t.id);
 
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startInMemoryApi();
   // 45 queued noop tasks, so that the default page size (50) is exceeded...
   const { tasks } = await api.client.createTasks({ tasks: Array.from({ length: 45 }, () => taskRequest()) });
   for (const t of tasks) fixtures.push({ id: t.id, type: "noop", status: TaskStatus.QUEUED });

@@ -2,12 +2,11 @@ import { randomBytes } from "node:crypto";
 import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it, inject } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate, migrationsDir } from "../src/store/migrate.js";
-import { urlForDatabase } from "./helpers/database.js";
+import { adminQuery, urlForDatabase } from "./helpers/database.js";
 
 // Migration 0012 moves jobs written before it (identifier run_task) to their per-(queue, type)
 // identifier, and keeps the counts' queue dimension right.
@@ -16,18 +15,8 @@ const name = `pre12_${randomBytes(6).toString("hex")}`;
 let db: Db;
 let before: string;
 
-async function admin(text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: inject("pgAdminUrl") });
-  await client.connect();
-  try {
-    await client.query(text);
-  } finally {
-    await client.end();
-  }
-}
-
 beforeAll(async () => {
-  await admin(`create database ${name}`);
+  await adminQuery(`create database ${name}`);
   db = openDb({ connectionString: urlForDatabase(name), max: 4 }, logger);
   before = await mkdtemp(path.join(os.tmpdir(), "pre12-"));
   for (const file of await readdir(migrationsDir)) if (file < "0012") await copyFile(path.join(migrationsDir, file), path.join(before, file));
@@ -35,7 +24,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db?.close();
-  await admin(`drop database if exists ${name} with (force)`);
+  await adminQuery(`drop database if exists ${name} with (force)`);
   await rm(before, { recursive: true, force: true });
 });
 

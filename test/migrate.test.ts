@@ -1,27 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { readdirSync } from "node:fs";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it, inject } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { openDb, type Db } from "../src/store/db.js";
 import { migrate, migrationsDir } from "../src/store/migrate.js";
-import { createTestDatabase, urlForDatabase, type TestDatabase } from "./helpers/database.js";
+import { adminQuery, createTestDatabase, urlForDatabase, type TestDatabase } from "./helpers/database.js";
 
 const logger = createLogger(process.env.TEST_LOG_LEVEL ?? "silent");
 const ourMigrations = readdirSync(migrationsDir)
   .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
   .map((f) => f.replace(/\.sql$/, ""))
   .sort();
-
-async function adminQuery(text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: inject("pgAdminUrl") });
-  await client.connect();
-  try {
-    await client.query(text);
-  } finally {
-    await client.end();
-  }
-}
 
 /** What the schema of a database holds: our tables, graphile-worker's schema, and the migration logs. */
 async function schemaOf(db: Db) {

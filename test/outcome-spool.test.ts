@@ -69,6 +69,8 @@ describe("outcome spool", () => {
         return t?.status === TaskStatus.SUCCEEDED ? t : undefined;
       }, "the dead worker's spooled outcome to be recorded");
       expect(done.result).toEqual({ from: "gone-2-abc" });
+      // The delivered file goes once its outcome is recorded (just after: wait for it).
+      await waitFor(async () => !(await readdir(shared)).includes(`task-${deadId}-attempt-1.json`), "the delivered file to be removed", 10_000);
       // The live neighbour's file and task are untouched: it delivers its own outcome.
       expect(await readdir(shared)).toEqual([`task-${liveId}-attempt-1.json`]);
       expect((await api.client.getTask({ id: live.task!.id })).task?.status).toBe(TaskStatus.RUNNING);

