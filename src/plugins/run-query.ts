@@ -21,6 +21,29 @@ export interface RunQueryOptions {
   logger: Logger;
 }
 
+/**
+ * A cursor whose opening messages (parse, bind, describe, and the first read's execute, which the
+ * caller sends in the same tick) leave in one write, as pg's own Query corks its extended-protocol
+ * messages: pg-cursor does not, and each message was a write of its own, a system call and a
+ * wake-up of PostgreSQL each (six for a statement's start).
+ */
+function corkedCursor(sql: string, values: unknown[]): Cursor {
+  const cursor = new Cursor(sql, values);
+  const submit = cursor.submit.bind(cursor);
+  cursor.submit = (connection) => {
+    const stream = (connection as unknown as { stream?: { cork?(): void; uncork?(): void } }).stream;
+    stream?.cork?.();
+    try {
+      submit(connection);
+    } finally {
+      // Hazard: a stream left corked sends nothing again and the client hangs; the uncork is
+      // scheduled whatever happened, and runs once this tick's writes (the first read's) are in.
+      process.nextTick(() => stream?.uncork?.());
+    }
+  };
+  return cursor;
+}
+
 /** After cancelling an overdue statement, how long to wait before terminating its backend. */
 const TERMINATE_AFTER_MS = 5_000;
 
@@ -117,7 +140,7 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
         await client.query(`${params.read_only ? "begin read only" : "begin"}; set local statement_timeout = ${timeoutMs}`);
         // A server-side cancel between statements would cancel nothing.
         ctx.signal.throwIfAborted();
-        const cursor = client.query(new Cursor(params.sql, params.params));
+        const cursor = client.query(corkedCursor(params.sql, params.params));
         let read;
         try {
           read = await readWithBudget(cursor, { maxRows: params.max_rows, maxResultBytes: options.maxResultBytes, maxReadBytes: options.maxReadBytes }, stop.signal);
