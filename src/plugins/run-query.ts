@@ -147,8 +147,11 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
         } finally {
           // Hazard: until the cursor is closed it stays the client's active query, and any later
           // query on this client (commit, rollback) would wait behind it forever. A cursor that
-          // failed has already given the connection back; closing it would send a stray Sync.
-          if ((cursor as unknown as { state: string }).state !== "error") await cursor.close().catch(() => undefined);
+          // failed has already given the connection back; closing it would send a stray Sync. One
+          // read to the end has too (it closed its portal and synced): closing it would only wait
+          // for a turn of the event loop, a millisecond or more with ten attempts running.
+          const state = (cursor as unknown as { state: string }).state;
+          if (state !== "error" && state !== "done") await cursor.close().catch(() => undefined);
         }
         await client.query("commit");
         return {
