@@ -112,8 +112,6 @@ async function main() {
   try {
     await migrate(db, logger);
     const latencySamples = Number(opts.latencySamples);
-    const gwDefault = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: false, latencySamples, logger });
-    const gwBatched = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: true, latencySamples, logger });
 
     // The server validates run_query's target, so it knows the bench's one.
     const server = await startServerProcess(cluster.url, path.join(dir, "server"), queryTargetEnv(cluster.url));
@@ -133,6 +131,12 @@ async function main() {
     }
     await bare.stop();
     const bulkPerSec = await createBulk(client, N, batch, "bulk");
+
+    // The baselines just before our drain, so that the machine's load changes as little as it can
+    // between them (it moves severalfold over a few minutes on a shared machine). Their jobs have
+    // their own task identifiers: our tasks' jobs, waiting meanwhile, are not theirs to take.
+    const gwDefault = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: false, latencySamples, logger });
+    const gwBatched = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: true, latencySamples, logger });
 
     // Drain: everything created so far (no worker has run yet), by one serve process.
     const queued = Number((await db.pool.query("select count(*) as n from tasks where status = 'queued'")).rows[0].n);
