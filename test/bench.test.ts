@@ -32,6 +32,7 @@ describe("npm run bench", () => {
         /end to end: CreateTasks \+ drain +\d+\/s +gw batched \d+\/s +\d+\.\d\d {2}≥ 0\.3 (met|NOT met)$/,
         /CreateTask single, concurrency 8 +\d+\/s +bare INSERT \d+\/s +\d+\.\d\d {2}≥ 1\.0 (met|NOT met)$/,
         /run_query `select 1`, 20 \(serve -n 2\) +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d {2}≥ 0\.5 (met|NOT met)$/,
+        /^ {4}its ceiling: the no-op drain vs the same pool +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
         /graphile-worker add → start +batched p50 [\d.]+ .*\(n=5\)/,
