@@ -214,7 +214,7 @@ async function main() {
       .map(([name]) => name);
     const met = (t: { met: boolean }) => (t.met ? "met" : "NOT met");
     const row = (figure: string, ours: string, baseline: string, ratio: string, goal: string) =>
-      `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${goal}`;
+      `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${goal}`.trimEnd();
     const settings = (s: Record<string, unknown>) => JSON.stringify(s).replaceAll('"', "");
     process.stdout.write(
       [
