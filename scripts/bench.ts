@@ -1,9 +1,10 @@
 /**
  * The hot-path benchmark, in one process tree on one embedded PostgreSQL: the baselines (bare
- * graphile-worker, default and batched; a bare Connect handler doing one INSERT) run side by side
- * with ours (a real `task-cli server` and `task-cli serve -n N`), so the ratios hold however fast
- * the machine is today. Prints a table (figure, ours, baseline, ratio, target) and writes the same
- * figures as JSON. Asserts nothing.
+ * graphile-worker with its defaults and with its performance guide's batching; a bare Connect handler
+ * doing one INSERT; a bare `pg` pool running `select 1`) run side by side with ours (a real
+ * `task-cli server` and `task-cli serve -n N`), so the ratios hold however fast the machine is
+ * today. Prints a table (figure, ours, baseline, ratio, target with met / NOT met) and writes the
+ * same figures as JSON. Asserts nothing.
  * Usage: npm run bench -- --n 5000 --concurrency 10 --json bench-results.json
  * With --scale N, measures reads on an empty database and with N finished tasks instead (bench-scale.ts).
  */
@@ -23,6 +24,7 @@ import { migrate } from "../src/store/migrate.js";
 import { benchCapture, benchShellCapture } from "./bench-capture.js";
 import { benchScale } from "./bench-scale.js";
 import { graphileBaseline } from "./bench/graphile-baseline.js";
+import { bareSelectOne, queryDrain, queryTargetEnv } from "./bench/plugins.js";
 import { cliGetSeconds, createBulk, createSingles, drainRate, endToEnd, idleLatency, lastTaskId, steadyLatency, untilDrained } from "./bench/ours.js";
 import { startBareInsertServer, startServeProcess, startServerProcess, type BenchProcess } from "./bench/processes.js";
 import { formatPercentiles } from "./bench/stats.js";
@@ -38,6 +40,7 @@ const opts = new Command("bench")
   .option("--singles <n>", "single CreateTask calls per round (two rounds, each against the bare handler)", "2000")
   .option("--create-concurrency <n>", "single CreateTask calls in flight", "8")
   .option("--latency-samples <n>", "sequential creates for the idle latency", "200")
+  .option("--query-tasks <n>", "run_query tasks of `select 1` (and bare pool statements) for the real-plugin row", "2000")
   .option("--steady-seconds <n>", "length of the steady half-load run", "5")
   .option("--rescue-trials <n>", "kill -9 trials for the rescue latency (0 skips it)", "3")
   .option("--wakeup-trials <n>", "trials for the queue wake-up latencies (bench/wakeups.ts)", "5")
@@ -54,6 +57,7 @@ const opts = new Command("bench")
     singles: string;
     createConcurrency: string;
     latencySamples: string;
+    queryTasks: string;
     steadySeconds: string;
     rescueTrials: string;
     wakeupTrials: string;
@@ -111,10 +115,9 @@ async function main() {
   try {
     await migrate(db, logger);
     const latencySamples = Number(opts.latencySamples);
-    const gwDefault = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: false, latencySamples, logger });
-    const gwBatched = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: true, latencySamples, logger });
 
-    const server = await startServerProcess(cluster.url, path.join(dir, "server"));
+    // The server validates run_query's target, so it knows the bench's one.
+    const server = await startServerProcess(cluster.url, path.join(dir, "server"), queryTargetEnv(cluster.url));
     started.push(server);
     const bare = await startBareInsertServer(cluster.url, 10);
     started.push(bare);
@@ -132,6 +135,12 @@ async function main() {
     await bare.stop();
     const bulkPerSec = await createBulk(client, N, batch, "bulk");
 
+    // The baselines just before our drain, so that the machine's load changes as little as it can
+    // between them (it moves severalfold over a few minutes on a shared machine). Their jobs have
+    // their own task identifiers: our tasks' jobs, waiting meanwhile, are not theirs to take.
+    const gwDefault = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: false, latencySamples, logger });
+    const gwBatched = await graphileBaseline(db, cluster.url, { n: N, concurrency, batched: true, latencySamples, logger });
+
     // Drain: everything created so far (no worker has run yet), by one serve process.
     const queued = Number((await db.pool.query("select count(*) as n from tasks where status = 'queued'")).rows[0].n);
     const serve = await startServeProcess(cluster.url, path.join(dir, "serve"), concurrency, registered(db));
@@ -147,6 +156,11 @@ async function main() {
     const serverRssMb = await server.peakRssMb();
     await serve.stop();
 
+    // A real plugin: run_query tasks against a bare pool, one after the other.
+    const queryTasks = Number(opts.queryTasks);
+    const query = await queryDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-query"), concurrency, total: queryTasks, batch, registered: registered(db) });
+    const bareQueryPerSec = await bareSelectOne(cluster.url, queryTasks, concurrency);
+
     const anyId = await lastTaskId(db);
     const cliSeconds = await cliGetSeconds(server.url, anyId, 7);
     const trials = Number(opts.rescueTrials);
@@ -158,6 +172,24 @@ async function main() {
     const yes = await benchShellCapture(db, logger, Number(opts.captureShellMb));
     const single = Math.max(...singleRates);
     const bareBest = Math.max(...bareRates);
+    const serveRssPeakMb = Math.max(serveRssMb, query.serveRssMb);
+    // graphile-worker's better add → start of its two modes, percentile by percentile.
+    const gwStart = { p50: Math.min(gwDefault.addToStartMs.p50, gwBatched.addToStartMs.p50), p99: Math.min(gwDefault.addToStartMs.p99, gwBatched.addToStartMs.p99) };
+    // The targets: each a same-run ratio (memory: a bound in MB), its bound, and whether it holds.
+    const target = (value: number, bound: number, atMost = false) => ({ value, bound, met: atMost ? value <= bound : value >= bound });
+    const targets = {
+      drain: target(drainPerSec / gwBatched.drainPerSec, 0.4),
+      endToEnd: target(endToEndPerSec / gwBatched.drainPerSec, 0.3),
+      createTaskSingle: target(single / bareBest, 1),
+      idleP50: target(idle.p50 / gwStart.p50, 1, true),
+      idleP99: target(idle.p99 / gwStart.p99, 1, true),
+      serveRss: target(serveRssPeakMb, 100, true),
+      taskGet: target(cliSeconds.cli / cliSeconds.bareNode, 2, true),
+      runQuery: target(query.perSec / bareQueryPerSec, 0.5),
+      // Timings the tests used to assert (test/faults/worker-faults, queues-workers, schedule-processes).
+      ...(rescued ? { rescue: target(Math.max(...rescued.trials), 2_000, true) } : {}),
+      ...Object.fromEntries(wakeups.targets.map(([name, met]) => [name, { met }])),
+    };
     const figures = {
       n: N,
       concurrency,
@@ -167,56 +199,58 @@ async function main() {
       graphileDefault: gwDefault,
       graphileBatched: gwBatched,
       drain: { tasks: queued, perSec: drainPerSec, ratioToBatched: drainPerSec / gwBatched.drainPerSec, ratioToDefault: drainPerSec / gwDefault.drainPerSec },
-      endToEndPerSec,
+      endToEnd: { perSec: endToEndPerSec, ratioToBatched: endToEndPerSec / gwBatched.drainPerSec, ratioToDefault: endToEndPerSec / gwDefault.drainPerSec },
       createTasksBulkPerSec: bulkPerSec,
       createTaskSingle: { concurrency: createConcurrency, perSec: single, rounds: singleRates, bareInsertPerSec: bareBest, bareRounds: bareRates, ratio: single / bareBest },
       idleStartMs: idle,
       steadyStartMs: { perSec: steadyRate, ...steady },
-      peakRssMb: { serve: serveRssMb, server: serverRssMb },
+      // noopDrainRatio: the no-op drain against the same bare pool, the ceiling of `ratio` (a run_query attempt cannot cost less than a no-op).
+      runQuery: { tasks: queryTasks, perSec: query.perSec, barePoolPerSec: bareQueryPerSec, ratio: query.perSec / bareQueryPerSec, noopDrainRatio: drainPerSec / bareQueryPerSec },
+      peakRssMb: { serve: serveRssMb, serveRunQuery: query.serveRssMb, server: serverRssMb },
       cliTaskGetSeconds: cliSeconds,
       rescue: rescued,
       wakeups: wakeups.figures,
       capture: { ...cap, shell: yes },
+      targets,
     };
     await writeFile(opts.json, `${JSON.stringify(figures, null, 2)}\n`);
 
     const f = (v: number) => v.toFixed(0);
-    const targets: Array<[string, boolean]> = [
-      ["drain ratio", figures.drain.ratioToBatched >= 0.35],
-      ["end to end", endToEndPerSec >= 5000],
-      ["CreateTask single ratio", figures.createTaskSingle.ratio >= 1],
-      ["idle latency", idle.p50 <= 4 && idle.p99 <= 10],
-      ["half-load p99", steady.p99 <= 50],
-      ["peak RSS", serveRssMb <= 120],
-      ["task get", cliSeconds.cli <= 0.35],
-      ["rescue", !rescued || Math.max(...rescued.trials) <= 2_000],
-      ...wakeups.targets,
-    ];
-    const unmet = targets.filter(([, ok]) => !ok).map(([name]) => name);
-    const met = (ok: boolean) => (ok ? "met" : "NOT met");
-    const row = (figure: string, ours: string, baseline: string, ratio: string, target: string) =>
-      `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${target}`;
+    const r = (v: number) => v.toFixed(2);
+    const unmet = Object.entries(targets)
+      .filter(([, t]) => !t.met)
+      .map(([name]) => name);
+    const met = (t: { met: boolean }) => (t.met ? "met" : "NOT met");
+    const row = (figure: string, ours: string, baseline: string, ratio: string, goal: string) =>
+      `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${goal}`.trimEnd();
+    const settings = (s: Record<string, unknown>) => JSON.stringify(s).replaceAll('"', "");
     process.stdout.write(
       [
         `bench: ${N} tasks, concurrency ${concurrency}, node ${process.version}, ${figures.cores} cores, task-cli runs ${figures.cliBuild}`,
+        `  graphile-worker default: ${settings(gwDefault.settings)}; batched (its performance guide): ${settings(gwBatched.settings)}`,
         row("figure", "ours", "baseline", "ratio", "target"),
-        row(`drain ${queued} pre-created (serve -n ${concurrency})`, `${f(drainPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, figures.drain.ratioToBatched.toFixed(2), `≥ 0.35 ${met(figures.drain.ratioToBatched >= 0.35)}`),
-        row("drain vs graphile-worker defaults", `${f(drainPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, figures.drain.ratioToDefault.toFixed(2), ""),
-        row("end to end: CreateTasks + drain", `${f(endToEndPerSec)}/s`, "", "", `≥ 5000/s ${met(endToEndPerSec >= 5000)}`),
-        row(`CreateTask single, concurrency ${createConcurrency}`, `${f(single)}/s`, `bare INSERT ${f(bareBest)}/s`, figures.createTaskSingle.ratio.toFixed(2), `≥ 1.0 ${met(figures.createTaskSingle.ratio >= 1)}`),
+        row(`drain ${queued} pre-created (serve -n ${concurrency})`, `${f(drainPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.drain.ratioToBatched), `≥ 0.4 ${met(targets.drain)}`),
+        row("drain vs graphile-worker defaults", `${f(drainPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.drain.ratioToDefault), ""),
+        row("end to end: CreateTasks + drain", `${f(endToEndPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.endToEnd.ratioToBatched), `≥ 0.3 ${met(targets.endToEnd)}`),
+        row("end to end vs graphile-worker defaults", `${f(endToEndPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.endToEnd.ratioToDefault), ""),
+        row(`CreateTask single, concurrency ${createConcurrency}`, `${f(single)}/s`, `bare INSERT ${f(bareBest)}/s`, r(figures.createTaskSingle.ratio), `≥ 1.0 ${met(targets.createTaskSingle)}`),
         row(`CreateTasks bulk (${batch} per call)`, `${f(bulkPerSec)}/s`, "", "", ""),
-        `  create → RUNNING idle           ${formatPercentiles(idle)}   target p50 ≤ 4, p99 ≤ 10 ms ${met(idle.p50 <= 4 && idle.p99 <= 10)}`,
-        `  create → RUNNING at ${steadyRate}/s    ${formatPercentiles(steady)}   target p99 ≤ 50 ms ${met(steady.p99 <= 50)}`,
+        row(`run_query \`select 1\`, ${queryTasks} (serve -n ${concurrency})`, `${f(query.perSec)}/s`, `bare pg pool ${f(bareQueryPerSec)}/s`, r(figures.runQuery.ratio), `≥ 0.5 ${met(targets.runQuery)}`),
+        row("  its ceiling: the no-op drain vs the same pool", `${f(drainPerSec)}/s`, `bare pg pool ${f(bareQueryPerSec)}/s`, r(figures.runQuery.noopDrainRatio), ""),
+        `  create → RUNNING idle           ${formatPercentiles(idle)}`,
         `  graphile-worker add → start     default ${formatPercentiles(gwDefault.addToStartMs)}`,
         `  graphile-worker add → start     batched ${formatPercentiles(gwBatched.addToStartMs)}`,
-        `  peak RSS                        serve -n ${concurrency} ${serveRssMb.toFixed(0)} MB (target ≤ 120 MB ${met(serveRssMb <= 120)}), server ${serverRssMb.toFixed(0)} MB`,
-        `  task-cli task get               ${cliSeconds.cli.toFixed(2)} s wall, median of 7 (node -e 0: ${cliSeconds.bareNode.toFixed(2)} s) (target ≤ 0.35 s ${met(cliSeconds.cli <= 0.35)})`,
+        `  idle start vs graphile-worker's better   p50 ${idle.p50.toFixed(1)} vs ${gwStart.p50.toFixed(1)} ms (${met(targets.idleP50)})   p99 ${idle.p99.toFixed(1)} vs ${gwStart.p99.toFixed(1)} ms (${met(targets.idleP99)})   target: no worse`,
+        `  create → RUNNING at ${steadyRate}/s    ${formatPercentiles(steady)}`,
+        `  peak RSS                        serve -n ${concurrency} ${f(serveRssPeakMb)} MB (no-ops ${f(serveRssMb)}, run_query ${f(query.serveRssMb)}) (target ≤ 100 MB ${met(targets.serveRss)}), server ${f(serverRssMb)} MB`,
+        `  task-cli task get               ${cliSeconds.cli.toFixed(2)} s wall, median of 7; node -e 0: ${cliSeconds.bareNode.toFixed(2)} s; ratio ${r(targets.taskGet.value)} (target ≤ 2.0 ${met(targets.taskGet)})`,
         `  capture  one task, ${cap.oneLines} lines: chunks ${f(cap.chunkedOne)} lines/s   a row per line ${f(cap.rowsOne)} lines/s   ratio ${(cap.chunkedOne / cap.rowsOne).toFixed(2)}`,
         `  capture  10 tasks at once, ${cap.tenLines} lines each: chunks ${f(cap.chunkedTen)} lines/s   a row per line ${f(cap.rowsTen)} lines/s   ratio ${(cap.chunkedTen / cap.rowsTen).toFixed(2)}`,
         `  capture  shell \`yes | head -c ${yes.mb}M\`: ${yes.lines} lines in ${yes.seconds.toFixed(1)} s (${f(yes.lines / yes.seconds)} lines/s), RSS ${yes.rssBeforeMb.toFixed(0)} MB before, peak ${yes.rssPeakMb.toFixed(0)} MB`,
         `  logs     on ${cap.storedLines} stored lines (median of 21): tail 100 ${cap.tailMs.toFixed(1)} ms   range of 100 ${cap.rangeMs.toFixed(1)} ms   counts ${cap.countMs.toFixed(1)} ms   (row per line: tail 100 ${cap.rowsTailMs.toFixed(1)} ms)`,
-        ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trial${rescued.trials.length === 1 ? "" : "s"}: ${rescued.summary} (target each ≤ 2000 ms ${met(Math.max(...rescued.trials) <= 2_000)})`] : []),
+        ...(rescued ? [`  rescue after kill -9 (next attempt started), ${rescued.trials.length} trial${rescued.trials.length === 1 ? "" : "s"}: ${rescued.summary} (target each ≤ 2000 ms ${met({ met: Math.max(...rescued.trials) <= 2_000 })})`] : []),
         ...wakeups.lines,
+        `  targets: ${Object.keys(targets).length - unmet.length} of ${Object.keys(targets).length} met`,
         ...(unmet.length > 0
           ? [`  not met: ${unmet.join(", ")}; the profile that bounds each and the change that would move it: docs/design/hot-path.md, "What still bounds it"`]
           : []),

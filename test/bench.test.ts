@@ -17,7 +17,7 @@ describe("npm run bench", () => {
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
-          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
         ],
         { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
       );
@@ -26,13 +26,21 @@ describe("npm run bench", () => {
       expect(lines[0]).toMatch(/^bench: 40 tasks, concurrency 2, .*task-cli runs dist$/);
       expect(lines.slice(1).every((l) => l.startsWith("  ")), stdout).toBe(true);
       for (const figure of [
-        /drain \d+ pre-created .*gw batched \d+\/s +\d+\.\d\d {2}≥ 0\.35/,
-        /end to end: CreateTasks \+ drain +\d+\/s/,
-        /CreateTask single, concurrency 8 +\d+\/s +bare INSERT \d+\/s +\d+\.\d\d {2}≥ 1\.0/,
+        /^ {2}graphile-worker default: \{concurrentJobs:2\}; batched \(its performance guide\): \{concurrentJobs:2,maxPoolSize:3,localQueue:\{size:500\},completeJobBatchDelay:0,failJobBatchDelay:0\}$/,
+        /drain \d+ pre-created .*gw batched \d+\/s +\d+\.\d\d {2}≥ 0\.4 (met|NOT met)$/,
+        /drain vs graphile-worker defaults +\d+\/s +gw default \d+\/s +\d+\.\d\d/,
+        /end to end: CreateTasks \+ drain +\d+\/s +gw batched \d+\/s +\d+\.\d\d {2}≥ 0\.3 (met|NOT met)$/,
+        /CreateTask single, concurrency 8 +\d+\/s +bare INSERT \d+\/s +\d+\.\d\d {2}≥ 1\.0 (met|NOT met)$/,
+        /run_query `select 1`, 20 \(serve -n 2\) +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d {2}≥ 0\.5 (met|NOT met)$/,
+        /^ {4}its ceiling: the no-op drain vs the same pool +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
+        /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
+        /graphile-worker add → start +batched p50 [\d.]+ .*\(n=5\)/,
+        /idle start vs graphile-worker's better +p50 [\d.]+ vs [\d.]+ ms \((met|NOT met)\) +p99 [\d.]+ vs [\d.]+ ms \((met|NOT met)\)/,
         /create → RUNNING at \d+\/s +p50/,
-        /peak RSS +serve -n 2 \d+ MB/,
-        /task-cli task get +[\d.]+ s wall/,
+        /peak RSS +serve -n 2 \d+ MB \(no-ops \d+, run_query \d+\) \(target ≤ 100 MB (met|NOT met)\)/,
+        /task-cli task get +[\d.]+ s wall, median of 7; node -e 0: [\d.]+ s; ratio [\d.]+ \(target ≤ 2\.0 (met|NOT met)\)/,
+        /^ {2}targets: \d+ of 12 met$/,
         /rescue after kill -9 .*1 trial.*target each ≤ 2000 ms/,
         /queue resume → last of 3 started +p50 [\d.]+ .*target max < 1500 ms/,
         /limited queue create → start +p50 [\d.]+ .*target max < 2000 ms/,
@@ -47,6 +55,12 @@ describe("npm run bench", () => {
       const figures = JSON.parse(await readFile(json, "utf8"));
       expect(figures.drain.ratioToBatched).toBeCloseTo(figures.drain.perSec / figures.graphileBatched.drainPerSec, 6);
       expect(figures.createTaskSingle.ratio).toBeCloseTo(figures.createTaskSingle.perSec / figures.createTaskSingle.bareInsertPerSec, 6);
+      expect(figures.endToEnd.ratioToBatched).toBeCloseTo(figures.endToEnd.perSec / figures.graphileBatched.drainPerSec, 6);
+      expect(figures.runQuery.ratio).toBeCloseTo(figures.runQuery.perSec / figures.runQuery.barePoolPerSec, 6);
+      expect(figures.graphileBatched.settings).toEqual({ concurrentJobs: 2, maxPoolSize: 3, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 });
+      expect(figures.graphileDefault.addToStartMs.n).toBe(5);
+      expect(Object.keys(figures.targets).sort()).toEqual(["createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "runQuery", "serveRss", "taskGet"]);
+      for (const t of Object.values(figures.targets) as { value: number; met: boolean }[]) expect(typeof t.met === "boolean" && Number.isFinite(t.value)).toBe(true);
       expect(figures.idleStartMs.n).toBe(5);
       expect(figures.peakRssMb.serve).toBeGreaterThan(0);
     } finally {

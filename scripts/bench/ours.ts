@@ -6,6 +6,7 @@
 import { execFile } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
+import type { JsonObject } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import type { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import type { Db } from "../../src/store/db.js";
@@ -48,12 +49,12 @@ export async function createSingles(client: Pick<TaskClient, "createTask">, tota
   return total / ((performance.now() - t0) / 1000);
 }
 
-/** CreateTasks calls of `batch` tasks one after another; tasks per second. */
-export async function createBulk(client: TaskClient, total: number, batch: number, prefix: string): Promise<number> {
+/** CreateTasks calls of `batch` tasks (no-ops unless `type` says otherwise) one after another; tasks per second. */
+export async function createBulk(client: TaskClient, total: number, batch: number, prefix: string, type: { type: string; parameters?: JsonObject } = { type: "noop" }): Promise<number> {
   const t0 = performance.now();
   for (let i = 0; i < total; i += batch) {
     const n = Math.min(batch, total - i);
-    await client.createTasks({ tasks: Array.from({ length: n }, (_, j) => ({ name: `${prefix}-${i + j}`, type: "noop" })) });
+    await client.createTasks({ tasks: Array.from({ length: n }, (_, j) => ({ name: `${prefix}-${i + j}`, ...type })) });
   }
   return total / ((performance.now() - t0) / 1000);
 }

@@ -66,10 +66,10 @@ async function until(probe: () => Promise<boolean>, what: string, child: ChildPr
 }
 
 /** `task-cli server` on a free port, once it answers /readyz. */
-export async function startServerProcess(databaseUrl: string, dataDir: string): Promise<BenchProcess & { url: string }> {
+export async function startServerProcess(databaseUrl: string, dataDir: string, extraEnv: Record<string, string> = {}): Promise<BenchProcess & { url: string }> {
   const port = await freePort();
   const child = spawn(process.execPath, [...cliNodeFlags(), cliPath, "server"], {
-    env: serviceEnv(databaseUrl, { TASK_PORT: String(port), TASK_DATA_DIR: dataDir }),
+    env: serviceEnv(databaseUrl, { ...extraEnv, TASK_PORT: String(port), TASK_DATA_DIR: dataDir }),
     stdio: ["ignore", "ignore", "inherit"],
   });
   const url = `http://127.0.0.1:${port}`;
@@ -83,9 +83,10 @@ export async function startServeProcess(
   dataDir: string,
   concurrency: number,
   registered: (pid: number) => Promise<boolean>,
+  extraEnv: Record<string, string> = {},
 ): Promise<BenchProcess> {
   const child = spawn(process.execPath, [...cliNodeFlags(), cliPath, "serve", "-n", String(concurrency)], {
-    env: serviceEnv(databaseUrl, { TASK_DATA_DIR: dataDir }),
+    env: serviceEnv(databaseUrl, { ...extraEnv, TASK_DATA_DIR: dataDir }),
     stdio: ["ignore", "ignore", "inherit"],
   });
   await until(() => registered(child.pid!), "the worker process to register", child);

@@ -2,6 +2,14 @@ import type Cursor from "pg-cursor";
 
 /** The most rows one cursor read asks for. */
 const MAX_BATCH_ROWS = 1_000;
+/**
+ * Rows the first read asks for, before any width is known. Two, not one: PostgreSQL ends a read of
+ * n rows with "suspended" when it has sent n, even if the result had no more, so a read of one row
+ * cannot tell a one-row result (`select now()`, `count(*)`, the common case) is complete, and that
+ * took a second round trip; a read of two ends with "complete" for it. The price: one more row of
+ * unknown width in memory at once.
+ */
+const FIRST_READ_ROWS = 2;
 /** Roughly how many bytes one cursor read may bring into memory. */
 const BATCH_BYTES = 4 * 1024 * 1024;
 
@@ -48,10 +56,10 @@ export function estimateBytes(value: unknown): number {
 
 /**
  * Reads a cursor under a byte budget. PostgreSQL sends a whole batch of rows at once whatever their
- * width, so the first read takes one row and each later read is sized from the widest row seen so
- * far, keeping what one read brings into memory near BATCH_BYTES: a result of
- * 100 MB rows is read one row at a time, never 1,000 of them. Rows are kept while they fit both
- * maxRows and maxResultBytes; counting goes on until the cursor ends or maxReadBytes were read.
+ * width, so the first read takes FIRST_READ_ROWS rows and each later read is sized from the widest
+ * row seen so far, keeping what one read brings into memory near BATCH_BYTES: a result of 100 MB
+ * rows is read one row at a time after the first two, never 1,000 of them. Rows are kept while they
+ * fit both maxRows and maxResultBytes; counting goes on until the cursor ends or maxReadBytes were read.
  * `stop` ends reading between batches.
  *
  * Hazard: a result whose rows suddenly widen after many narrow ones can still bring one batch of
@@ -65,7 +73,7 @@ export async function readWithBudget(cursor: Cursor, budget: RowBudget, stop: Ab
   let resultBytes = 2; // "[]"
   let keeping = true;
   let widest = 1;
-  let batchRows = 1;
+  let batchRows = FIRST_READ_ROWS;
   for (;;) {
     stop.throwIfAborted();
     const batch = await cursor.read(batchRows);

@@ -21,6 +21,29 @@ export interface RunQueryOptions {
   logger: Logger;
 }
 
+/**
+ * A cursor whose opening messages (parse, bind, describe, and the first read's execute, which the
+ * caller sends in the same tick) leave in one write, as pg's own Query corks its extended-protocol
+ * messages: pg-cursor does not, and each message was a write of its own, a system call and a
+ * wake-up of PostgreSQL each (six for a statement's start).
+ */
+function corkedCursor(sql: string, values: unknown[]): Cursor {
+  const cursor = new Cursor(sql, values);
+  const submit = cursor.submit.bind(cursor);
+  cursor.submit = (connection) => {
+    const stream = (connection as unknown as { stream?: { cork?(): void; uncork?(): void } }).stream;
+    stream?.cork?.();
+    try {
+      submit(connection);
+    } finally {
+      // Hazard: a stream left corked sends nothing again and the client hangs; the uncork is
+      // scheduled whatever happened, and runs once this tick's writes (the first read's) are in.
+      process.nextTick(() => stream?.uncork?.());
+    }
+  };
+  return cursor;
+}
+
 /** After cancelling an overdue statement, how long to wait before terminating its backend. */
 const TERMINATE_AFTER_MS = 5_000;
 
@@ -117,15 +140,18 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
         await client.query(`${params.read_only ? "begin read only" : "begin"}; set local statement_timeout = ${timeoutMs}`);
         // A server-side cancel between statements would cancel nothing.
         ctx.signal.throwIfAborted();
-        const cursor = client.query(new Cursor(params.sql, params.params));
+        const cursor = client.query(corkedCursor(params.sql, params.params));
         let read;
         try {
           read = await readWithBudget(cursor, { maxRows: params.max_rows, maxResultBytes: options.maxResultBytes, maxReadBytes: options.maxReadBytes }, stop.signal);
         } finally {
           // Hazard: until the cursor is closed it stays the client's active query, and any later
           // query on this client (commit, rollback) would wait behind it forever. A cursor that
-          // failed has already given the connection back; closing it would send a stray Sync.
-          if ((cursor as unknown as { state: string }).state !== "error") await cursor.close().catch(() => undefined);
+          // failed has already given the connection back; closing it would send a stray Sync. One
+          // read to the end has too (it closed its portal and synced): closing it would only wait
+          // for a turn of the event loop, a millisecond or more with ten attempts running.
+          const state = (cursor as unknown as { state: string }).state;
+          if (state !== "error" && state !== "done") await cursor.close().catch(() => undefined);
         }
         await client.query("commit");
         return {

@@ -1,7 +1,9 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import Cursor from "pg-cursor";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/logger.js";
+import { readWithBudget } from "../../src/plugins/row-budget.js";
 import { runQueryPlugin, type RunQueryOptions, type RunQueryPlugin } from "../../src/plugins/run-query.js";
 import { PLAYGROUND_DATABASE, urlForDatabase } from "../helpers/database.js";
 import { eventually, pluginContext, settleWithin } from "../helpers/plugin-context.js";
@@ -88,6 +90,22 @@ describe("run_query", () => {
     const large = await run(readOnly, { sql: "select g from generate_series(1, 2500) g" });
     expect(large).toMatchObject({ row_count: 2500, truncated: true });
     expect(large.rows).toHaveLength(100);
+  });
+
+  it("reads a result of one row in one round trip (the common case: now(), count(*))", async () => {
+    // A read of n rows ends "suspended" after n rows even when nothing follows, so a first read of
+    // one row could not see that a one-row result was complete and cost a second read.
+    const budget = { maxRows: 100, maxResultBytes: 1024 * 1024, maxReadBytes: 64 * 1024 * 1024 };
+    for (const [sql, rowCount] of [["select 1 as one", 1], ["select 1 as one where false", 0], ["select g from generate_series(1, 5) g", 5]] as const) {
+      const cursor = admin.query(new Cursor(sql));
+      const sizes: number[] = [];
+      const read = cursor.read.bind(cursor);
+      cursor.read = ((n: number) => (sizes.push(n), read(n))) as typeof cursor.read;
+      const result = await readWithBudget(cursor, budget, new AbortController().signal);
+      await cursor.close();
+      expect(result).toMatchObject({ rowCount, countComplete: true });
+      expect(sizes.length, `${sql}: reads of ${sizes.join(", ")} rows`).toBe(rowCount <= 1 ? 1 : 2);
+    }
   });
 
   it("binds params to $1, $2", async () => {
