@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import type { Config } from "../config.js";
+import { configEnvNames, type Config } from "../config.js";
 import { InvalidArgumentError, TokenExistsError } from "../errors.js";
 import { ApiTokenSchema, Role, TokenService, type ApiToken } from "../gen/task/v1/token_pb.js";
 import { insertApiToken, listApiTokens, revokeApiToken, type ApiTokenRow } from "../store/api-tokens.js";
@@ -97,7 +97,7 @@ export function createTokenService({ db: pair, auth, config }: TokenServiceDeps)
     async revokeToken(req) {
       if (req.name === "") throw InvalidArgumentError.of("name", "is required");
       if (auth.configuredIdentities().some((c) => c.name === req.name)) {
-        throw new ConnectError(`token ${req.name} is configured in TASK_API_TOKENS: remove it there and restart the servers`, Code.FailedPrecondition);
+        throw new ConnectError(`token ${req.name} is configured in ${configEnvNames.apiTokens}: remove it there and restart the servers`, Code.FailedPrecondition);
       }
       return { token: rowToProto(await revokeApiToken(db, req.name)) };
     },

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { durationFromMs } from "../../api/convert.js";
+import { configEnvNames } from "../../config.js";
 import { CreateTokenResponseSchema, ListTokensResponseSchema, RevokeTokenResponseSchema, Role, WhoAmIResponseSchema, type ApiToken } from "../../gen/task/v1/token_pb.js";
 import { tokenClient } from "../client.js";
 import type { CliIO } from "../io.js";
@@ -74,7 +75,7 @@ export function registerTokenCommands(program: Command, io: CliIO): void {
             roleName(t.role),
             t.queues.join(",") || "all",
             t.types.join(",") || "all",
-            t.source === "config" ? "TASK_API_TOKENS" : "created",
+            t.source === "config" ? configEnvNames.apiTokens : "created",
             t.expiresAt ? humanTime(t.expiresAt) : "never",
             t.lastUsedAt ? humanTime(t.lastUsedAt) : t.source === "config" ? "-" : "never",
             tokenState(t),
