@@ -1,5 +1,6 @@
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { METHOD_RULES } from "../src/api/roles.js";
@@ -309,6 +310,41 @@ describe("a token restricted to a queue", () => {
     expect(refused.status).toBe(403);
     expect(await refused.text()).toMatch(/restricted to queues reports/);
   });
+});
+
+describe("a token restricted to a type", () => {
+  it("follows only that type's changes in WatchTasks, and sees only its types", async () => {
+    const admin = as(TOKENS.admin);
+    const { secret } = await admin.token.createToken({ name: "email-watch", role: Role.READER, types: ["send_email"] });
+    const types = await as(secret).task.listTaskTypes({});
+    expect(types.types.map((t) => t.name)).toEqual(["send_email"]);
+    expect((await as(secret).queue.listQueues({})).queues).toEqual([]);
+    const ac = new AbortController();
+    const seen: string[] = [];
+    const reading = (async () => {
+      try {
+        for await (const m of as(secret, "grpc").task.watchTasks({}, { signal: ac.signal })) if (m.event.case === "change") seen.push(m.event.value.task!.type);
+      } catch (err) {
+        if (!ac.signal.aborted) throw err;
+      }
+    })();
+    try {
+      // The stream starts from when it attached: create pairs until one of its type arrives.
+      const later = timestampFromDate(new Date(4_000_000_000_000));
+      await waitFor(
+        async () => {
+          await admin.task.createTasks({ tasks: [taskRequest({ runAt: later }), taskRequest({ type: "send_email", parameters: { to: "a@example.com", subject: "s", body: "b" }, runAt: later })] });
+          return seen.length > 0;
+        },
+        "a send_email change",
+        20_000,
+      );
+      expect(new Set(seen)).toEqual(new Set(["send_email"]));
+    } finally {
+      ac.abort();
+      await reading;
+    }
+  }, 30_000);
 });
 
 describe("the log download and /metrics", () => {
