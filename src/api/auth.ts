@@ -157,7 +157,16 @@ export function authInterceptor(auth: Authenticator, db: Kysely<Database>, logge
       const result = await auth.authenticate(req.header.get("authorization"));
       if ("problem" in result) throw new ConnectError(result.problem, Code.Unauthenticated);
       who = result.identity;
-      const message = req.stream ? undefined : (req.message as { id?: unknown; name?: unknown });
+      let message: { id?: unknown; name?: unknown } | undefined;
+      if (!req.stream) {
+        message = req.message as typeof message;
+      } else if (req.method.methodKind === "server_streaming") {
+        // HAZARD: a server-streaming request reaches interceptors as a stream of its one message
+        // (WatchTask's id is in there). Read it here, and hand the handler a stream of that message.
+        const first = await req.message[Symbol.asyncIterator]().next();
+        message = first.done ? undefined : (first.value as typeof message);
+        req = { ...req, message: (async function* () { if (!first.done) yield first.value; })() };
+      }
       await authorize(db, who, ruleFor(req.service.typeName, req.method.name), req.method.name, {
         taskId: typeof message?.id === "bigint" ? message.id.toString() : undefined,
         queue: typeof message?.name === "string" ? message.name : undefined,

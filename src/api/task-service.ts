@@ -95,7 +95,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     // After validation (which resolves each task's queue), before anything is written.
     tasks.forEach((task, i) => {
       requireTypeAllowed(who, task.type);
-      requireTaskScope(who, { type: task.type, queue: task.queue ?? "default" }, prefix(i));
+      requireTaskScope(who, { type: task.type, queue: task.queue ?? "default" }, prefix(i) && `${prefix(i).slice(0, -1)}: `);
     });
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     const results = keyed
@@ -133,7 +133,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       if (req.tasks.length > config.maxBatchSize) {
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
-      const created = await createMany(req.tasks, (i) => `tasks[${i}]: `, callerOf(ctx));
+      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx));
       return { tasks: created.map(({ row }) => taskToProto(row)) };
     },
 
