@@ -87,7 +87,7 @@ async function runServices(...args: Parameters<typeof import("./run-services.js"
 /** Registers `server`, `up` and `migrate`. */
 export function registerServiceCommands(program: Command, io: CliIO): void {
   const names = (keys: (keyof typeof configEnvNames)[]) => keys.map((k) => configEnvNames[k]).join(", ");
-  const envHelp = `\nEnvironment: ${names(["databaseUrl", "host", "port", "dataDir", "apiTokens", "allowInsecure", "enableShell"])},\n${names([
+  const envHelp = `\nEnvironment: ${names(["databaseUrl", "host", "port", "dataDir", "apiTokens", "allowInsecure", "enableShell", "shellRole"])},\n${names([
     "workerConcurrency", "metricsPort", "backoffBaseMs", "backoffMaxMs", "shutdownGraceMs", "smtpUrl", "smtpFrom", "queryTargets", "logLevel",
   ])}\n(see the README's configuration table).`;
 
