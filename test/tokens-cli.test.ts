@@ -91,4 +91,10 @@ describe("task-cli token against server processes", () => {
     expect(noToken.code).not.toBe(0);
     expect(noToken.stderr).toMatch(/missing bearer token/);
   }, 60_000);
+
+  it("takes --shell-role operator or admin, nothing else", async () => {
+    const res = await runCli(["server", "--port", "0", "--shell-role", "reader"]);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/--shell-role: "reader" must be operator or admin/);
+  });
 });
