@@ -24,6 +24,45 @@ function parseTargets(text: string, ctx: z.RefinementCtx): Record<string, string
   return targets;
 }
 
+/** The roles a TASK_API_TOKENS entry may name (the same as src/store/schema.ts apiRoles). */
+const TOKEN_ROLES = ["reader", "operator", "admin"] as const;
+/** A token's name: the rule of queue names (it appears in logs and, later, audit rows). */
+const TOKEN_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+
+/** One TASK_API_TOKENS entry: a named one with its role, or a plain token (admin, named config-N by position). */
+export interface ConfiguredToken {
+  name: string;
+  role: (typeof TOKEN_ROLES)[number];
+  token: string;
+}
+
+/**
+ * Reads TASK_API_TOKENS entries: `name:role:token` is a named token with a role; anything else is a
+ * plain token, admin, as every token was before roles existed (so existing installs keep working).
+ * An entry that looks named (`ci:superuser:...`) but names no role is an error rather than a plain
+ * admin token, so a misspelt role never grants admin.
+ */
+export function parseApiTokenEntries(entries: readonly string[]): { tokens: ConfiguredToken[]; problems: string[] } {
+  const tokens: ConfiguredToken[] = [];
+  const problems: string[] = [];
+  entries.forEach((entry, i) => {
+    const named = /^([^:\s]+):([a-z]+):(\S.*)$/.exec(entry);
+    if (named && TOKEN_NAME.test(named[1]!)) {
+      const [, name, role, token] = named as unknown as [string, string, string, string];
+      if (!(TOKEN_ROLES as readonly string[]).includes(role)) problems.push(`entry ${i + 1} (${name}): unknown role "${role}" (roles: ${TOKEN_ROLES.join(", ")})`);
+      else tokens.push({ name, role: role as ConfiguredToken["role"], token });
+    } else {
+      tokens.push({ name: `config-${i + 1}`, role: "admin", token: entry });
+    }
+  });
+  const seen = new Set<string>();
+  for (const t of tokens) {
+    if (seen.has(t.name)) problems.push(`the name ${t.name} is used twice`);
+    seen.add(t.name);
+  }
+  return { tokens, problems };
+}
+
 /** A setting: the environment variable it is read from, beside the schema (and default) of its value. */
 function setting<S extends z.ZodType>(env: string, schema: S): { env: string; schema: S } {
   return { env, schema };
@@ -46,8 +85,19 @@ const settings = {
   host: setting("TASK_HOST", z.string().min(1).default("127.0.0.1")),
   /** Port the API listens on (0 picks a free one). */
   port: setting("TASK_PORT", z.coerce.number().int().min(0).max(65535).default(8080)),
-  /** Comma-separated bearer tokens; when set, every RPC must present one. */
-  apiTokens: setting("TASK_API_TOKENS", commaList.default([])),
+  /**
+   * Comma-separated bearer tokens; when set, every RPC must present one (these or a token made by
+   * `task-cli token create`). `name:role:token` entries have a name and a role (reader, operator,
+   * admin); a plain token is admin.
+   */
+  apiTokens: setting(
+    "TASK_API_TOKENS",
+    commaList
+      .superRefine((entries, ctx) => {
+        for (const problem of parseApiTokenEntries(entries).problems) ctx.addIssue({ code: "custom", message: problem });
+      })
+      .default([]),
+  ),
   /** Allow a non-loopback listen address without API tokens. */
   allowInsecure: setting("TASK_ALLOW_INSECURE", envBoolean.default(false)),
   /**
@@ -62,6 +112,8 @@ const settings = {
   ),
   /** Allow the shell task type (remote code execution by design). */
   enableShell: setting("TASK_ENABLE_SHELL", envBoolean.default(false)),
+  /** The least role that may create (or retry) shell tasks: operator or admin (`--shell-role`). */
+  shellRole: setting("TASK_SHELL_ROLE", z.enum(["operator", "admin"]).default("admin")),
   /** Largest request body the API reads. */
   maxRequestBytes: setting("TASK_MAX_REQUEST_BYTES", z.coerce.number().int().min(1024).default(4 * 1024 * 1024)),
   /** Most tasks one CreateTasks call may carry. */

@@ -80,6 +80,30 @@ export class ScheduleExistsError extends Error {
   }
 }
 
+/** An API token name that is already taken (revoked tokens keep theirs); the message names the field. */
+export class TokenExistsError extends Error {
+  override name = "TokenExistsError";
+  constructor(readonly tokenName: string) {
+    super(`name: a token named "${tokenName}" already exists`);
+  }
+}
+
+/** An API token name that does not exist among the stored tokens. */
+export class TokenNotFoundError extends Error {
+  override name = "TokenNotFoundError";
+  constructor(readonly tokenName: string) {
+    super(`token "${tokenName}" not found`);
+  }
+}
+
+/**
+ * A caller whose role (or queue/type restriction) does not allow what it asked; PermissionDenied.
+ * The message names the role needed and the one held: "requires role operator; token ci has reader".
+ */
+export class PermissionDeniedError extends Error {
+  override name = "PermissionDeniedError";
+}
+
 /** A failure that retrying cannot fix (e.g. invalid parameters): the task goes straight to FAILED. */
 export class PermanentTaskError extends Error {
   override name = "PermanentTaskError";

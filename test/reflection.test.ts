@@ -32,6 +32,7 @@ describe.each(["grpc-v1", "grpc-v1alpha"])("gRPC server reflection (%s)", (refle
         "task.v1.ScheduleService",
         "task.v1.TaskControlService",
         "task.v1.TaskService",
+        "task.v1.TokenService",
         "task.v1.WorkerService",
       ],
     );

@@ -5,10 +5,13 @@ import {
   InvalidTransitionError,
   isDatabaseUnavailable,
   NotPausableError,
+  PermissionDeniedError,
   ScheduleExistsError,
   ScheduleNotFoundError,
   TaskNotFoundError,
   TaskTypeDisabledError,
+  TokenExistsError,
+  TokenNotFoundError,
 } from "../errors.js";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
 import type { Logger } from "../logger.js";
@@ -24,11 +27,12 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
     const fieldViolations = err.violations.map((v) => ({ field: v.field, description: v.reason }));
     return new ConnectError(err.message, Code.InvalidArgument, undefined, [{ desc: BadRequestSchema, value: { fieldViolations } }]);
   }
-  if (err instanceof TaskNotFoundError || err instanceof ScheduleNotFoundError) return new ConnectError(err.message, Code.NotFound);
+  if (err instanceof TaskNotFoundError || err instanceof ScheduleNotFoundError || err instanceof TokenNotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof InvalidTransitionError || err instanceof TaskTypeDisabledError || err instanceof NotPausableError) {
     return new ConnectError(err.message, Code.FailedPrecondition);
   }
-  if (err instanceof IdempotencyConflictError || err instanceof ScheduleExistsError) return new ConnectError(err.message, Code.AlreadyExists);
+  if (err instanceof PermissionDeniedError) return new ConnectError(err.message, Code.PermissionDenied);
+  if (err instanceof IdempotencyConflictError || err instanceof ScheduleExistsError || err instanceof TokenExistsError) return new ConnectError(err.message, Code.AlreadyExists);
   if (isDatabaseUnavailable(err)) {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "database unavailable");
     return new ConnectError("database unavailable, try again shortly", Code.Unavailable);

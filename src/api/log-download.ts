@@ -8,7 +8,8 @@ import type { Database } from "../store/schema.js";
 import { isFinished } from "../store/lifecycle/index.js";
 import { streamLogLines, type LogFilter, type StoredLogLine } from "../store/task-logs.js";
 import { findTask } from "../store/tasks.js";
-import { bearerTokenCheck } from "./auth.js";
+import { authorizeHttp, type Authenticator } from "./auth.js";
+import { HTTP_RULES } from "./roles.js";
 import type { TaskEvents } from "./task-events.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
@@ -40,11 +41,10 @@ function write(res: Response, text: string): Promise<void> | undefined {
  * GET /tasks/{id}/logs: a task's whole output as text/plain, read from the database a few chunks
  * at a time and written with backpressure, so a large log is never held in memory. `?follow=true`
  * keeps the response open and streams new lines until the task is finished (`curl -N` works like
- * `tail -f`); `attempt` and `stream` filter as GetTaskLogs does. Needs the same bearer token as the
- * API when tokens are configured. Returns false for other paths.
+ * `tail -f`); `attempt` and `stream` filter as GetTaskLogs does. Needs a token as the API does
+ * (role reader; a task outside a restricted token's queues or types is 404). Returns false for other paths.
  */
-export function logDownloadHandler(deps: { db: Kysely<Database>; events: TaskEvents; logger: Logger; apiTokens: string[] }) {
-  const check = deps.apiTokens.length > 0 ? bearerTokenCheck(deps.apiTokens) : undefined;
+export function logDownloadHandler(deps: { db: Kysely<Database>; events: TaskEvents; logger: Logger; auth: Authenticator }) {
   return (req: Request, res: Response): boolean => {
     const url = new URL(req.url ?? "/", "http://localhost");
     const match = PATH.exec(url.pathname);
@@ -57,35 +57,34 @@ export function logDownloadHandler(deps: { db: Kysely<Database>; events: TaskEve
       reply(405, "method not allowed: use GET", { allow: "GET, HEAD" });
       return true;
     }
-    if (check) {
-      const problem = check(String(req.headers.authorization ?? ""));
-      if (problem) {
-        reply(401, problem, { "www-authenticate": 'Bearer realm="task-service"' });
-        return true;
-      }
-    }
     const id = match[1]!;
-    const problems: string[] = [];
-    if (!/^[1-9]\d{0,18}$/.test(id) || BigInt(id) > 9_223_372_036_854_775_807n) problems.push("the task id must be a positive integer");
-    const follow = url.searchParams.get("follow") ?? "false";
-    if (!["true", "false", "1", "0"].includes(follow)) problems.push("follow must be true or false");
-    const attempt = url.searchParams.get("attempt");
-    if (attempt !== null && !/^[1-9]\d{0,8}$/.test(attempt)) problems.push("attempt must be a positive integer");
-    const stream = url.searchParams.get("stream");
-    if (stream !== null && !["stdout", "stderr", "system"].includes(stream)) problems.push("stream must be stdout, stderr or system");
-    for (const key of url.searchParams.keys()) if (!["follow", "attempt", "stream"].includes(key)) problems.push(`unknown parameter ${key}`);
-    if (problems.length > 0) {
-      reply(400, `bad request: ${problems.join("; ")}`);
-      return true;
-    }
-    const filter: LogFilter = { attempt: attempt ? Number(attempt) : undefined, stream: (stream ?? undefined) as LogFilter["stream"] };
-    const closed = new AbortController();
-    res.once("close", () => closed.abort());
-    serve(deps, id, filter, follow === "true" || follow === "1", req.method === "HEAD", res, reply, closed.signal).catch((err: unknown) => {
-      deps.logger.warn({ taskId: id, err: errorMessage(err) }, "log download failed");
-      if (!res.headersSent) reply(503, "the log could not be read (database unavailable?)");
-      else res.destroy();
-    });
+    // The token first, before the request is looked at, so nothing is revealed without one; a
+    // restricted token's task outside its reach is 404 (authorize skips a malformed id, answered 400 below).
+    authorizeHttp(deps.auth, deps.db, req.headers.authorization, HTTP_RULES.logDownload, "the log download", { taskId: id })
+      .then((allowed) => {
+        if ("status" in allowed) {
+          return reply(allowed.status, allowed.text, allowed.status === 401 ? { "www-authenticate": 'Bearer realm="task-service"' } : {});
+        }
+        const problems: string[] = [];
+        if (!/^[1-9]\d{0,18}$/.test(id) || BigInt(id) > 9_223_372_036_854_775_807n) problems.push("the task id must be a positive integer");
+        const follow = url.searchParams.get("follow") ?? "false";
+        if (!["true", "false", "1", "0"].includes(follow)) problems.push("follow must be true or false");
+        const attempt = url.searchParams.get("attempt");
+        if (attempt !== null && !/^[1-9]\d{0,8}$/.test(attempt)) problems.push("attempt must be a positive integer");
+        const stream = url.searchParams.get("stream");
+        if (stream !== null && !["stdout", "stderr", "system"].includes(stream)) problems.push("stream must be stdout, stderr or system");
+        for (const key of url.searchParams.keys()) if (!["follow", "attempt", "stream"].includes(key)) problems.push(`unknown parameter ${key}`);
+        if (problems.length > 0) return reply(400, `bad request: ${problems.join("; ")}`);
+        const filter: LogFilter = { attempt: attempt ? Number(attempt) : undefined, stream: (stream ?? undefined) as LogFilter["stream"] };
+        const closed = new AbortController();
+        res.once("close", () => closed.abort());
+        return serve(deps, id, filter, follow === "true" || follow === "1", req.method === "HEAD", res, reply, closed.signal);
+      })
+      .catch((err: unknown) => {
+        deps.logger.warn({ taskId: id, err: errorMessage(err) }, "log download failed");
+        if (!res.headersSent) reply(503, "the log could not be read (database unavailable?)");
+        else res.destroy();
+      });
     return true;
   };
 }

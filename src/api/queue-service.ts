@@ -9,6 +9,7 @@ import { listQueues, updateQueue, type QueueChange, type QueueView } from "../st
 import { listLiveWorkers, liveSince } from "../store/workers.js";
 import { durationFromMs } from "./convert.js";
 import { Violations } from "./fields.js";
+import { callerOf } from "./identity.js";
 
 /** What the queue and worker handlers need. */
 export interface QueueServiceDeps {
@@ -91,8 +92,11 @@ export function createQueueService({ db: pair, config }: QueueServiceDeps): Serv
   }
 
   return {
-    async listQueues() {
-      return { queues: await all() };
+    async listQueues(_req, ctx) {
+      const who = callerOf(ctx);
+      // A token restricted to queues sees those; one restricted only to types sees none (a queue's counts span every type).
+      const visible = (q: Queue) => (who.queues.length > 0 ? who.queues.includes(q.name) : who.types.length === 0);
+      return { queues: (await all()).filter(visible) };
     },
     async updateQueue(req) {
       const { name, change } = validateUpdateQueue(req);

@@ -4,6 +4,8 @@ import { file_task_v1_queue, QueueService, WorkerService } from "../gen/task/v1/
 import { file_task_v1_control, TaskControlService } from "../gen/task/v1/control_pb.js";
 import { file_task_v1_schedule, ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { file_task_v1_task, TaskService } from "../gen/task/v1/task_pb.js";
+import { file_task_v1_token, TokenService } from "../gen/task/v1/token_pb.js";
+import type { Authenticator } from "./auth.js";
 import type { Logger } from "../logger.js";
 import { toConnectError } from "./connect-errors.js";
 import { answerDecodeErrorsAsInvalidArgument } from "./decode-errors.js";
@@ -12,6 +14,7 @@ import { registerReflection } from "./reflection.js";
 import { createQueueService, createWorkerService } from "./queue-service.js";
 import { createScheduleService } from "./schedule-service.js";
 import { createTaskControlService } from "./task-control-service.js";
+import { createTokenService } from "./token-service.js";
 import { catalogFor, createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
@@ -40,8 +43,11 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
   };
 }
 
+/** The API's own services (health and reflection aside); roles.ts has a rule for each of their methods. */
+export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerService, TaskControlService, TokenService] as const;
+
 /** Registers every service on a router. */
-export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (router: ConnectRouter) => void {
+export function routes(deps: TaskServiceDeps & { health: HealthOptions; auth: Authenticator }): (router: ConnectRouter) => void {
   // One catalog (and its cache) for every service.
   const withCatalog = { ...deps, catalog: catalogFor(deps) };
   return (router) => {
@@ -50,11 +56,12 @@ export function routes(deps: TaskServiceDeps & { health: HealthOptions }): (rout
     router.service(QueueService, createQueueService(withCatalog));
     router.service(WorkerService, createWorkerService(withCatalog));
     router.service(TaskControlService, createTaskControlService(withCatalog));
+    router.service(TokenService, createTokenService(deps));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,
-      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_grpc_health_v1_health],
-      [TaskService.typeName, ScheduleService.typeName, QueueService.typeName, WorkerService.typeName, TaskControlService.typeName, Health.typeName],
+      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_task_v1_token, file_grpc_health_v1_health],
+      [...API_SERVICES.map((s) => s.typeName), Health.typeName],
     );
     // Last: it wraps the handlers registered above.
     answerDecodeErrorsAsInvalidArgument(router);

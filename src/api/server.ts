@@ -5,11 +5,12 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
-import { bearerAuthInterceptor } from "./auth.js";
+import { authInterceptor, Authenticator, authorizeHttp } from "./auth.js";
 import { cachedFor } from "./cached.js";
 import { withCors } from "./cors.js";
 import { dashboardHandler } from "./dashboard.js";
 import { hostAllowList } from "./host-check.js";
+import { HTTP_RULES } from "./roles.js";
 import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
@@ -47,6 +48,7 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
     | "allowedHosts"
     | "maxHealthWatchers"
   > &
+    Partial<Pick<Config, "shellRole">> &
     Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
     Partial<Pick<Config, "corsOrigins">>;
 }
@@ -73,14 +75,16 @@ export function checkListenSecurity(config: ApiServerDeps["config"]): void {
  * /readyz (the database answers).
  */
 export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics }): (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void {
-  const interceptors = [errorMappingInterceptor(deps.logger)];
-  if (deps.config.apiTokens.length > 0) interceptors.unshift(bearerAuthInterceptor(deps.config.apiTokens));
+  // Every request is authenticated, tokens configured or not: without them a request that sends no
+  // token is `local` (admin), and one that sends a token is that token, with its role.
+  const auth = new Authenticator(deps.db.kysely, deps.config.apiTokens, deps.logger);
+  const interceptors = [authInterceptor(auth, deps.db.kysely, deps.logger), errorMappingInterceptor(deps.logger)];
   if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
   const dashboard = dashboardHandler();
-  const logDownload = logDownloadHandler({ db: deps.db.kysely, events: deps.events, logger: deps.logger, apiTokens: deps.config.apiTokens });
+  const logDownload = logDownloadHandler({ db: deps.db.kysely, events: deps.events, logger: deps.logger, auth });
   const hostAllowed = hostAllowList(deps.config);
   const handler = connectNodeAdapter({
-    routes: routes({ ...deps, health: { maxWatchers: deps.config.maxHealthWatchers } }),
+    routes: routes({ ...deps, auth, health: { maxWatchers: deps.config.maxHealthWatchers } }),
     interceptors,
     readMaxBytes: deps.config.maxRequestBytes,
     // Unknown fields and enum names are errors, not silently dropped: a misspelt or unknown
@@ -95,13 +99,15 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
       if (path === "/healthz") return reply(200, "ok");
       if (path === "/metrics" && deps.metrics) {
         const registry = deps.metrics.registry;
-        registry.metrics().then(
-          (text) => {
+        // Counts across every queue and type: a reader's, and not a restricted token's.
+        authorizeHttp(auth, deps.db.kysely, req.headers.authorization, HTTP_RULES.metrics, "/metrics")
+          .then(async (allowed) => {
+            if ("status" in allowed) return reply(allowed.status, allowed.text);
+            const text = await registry.metrics();
             res.writeHead(200, { "content-type": registry.contentType });
             res.end(text);
-          },
-          () => reply(500, "metrics unavailable"),
-        );
+          })
+          .catch(() => reply(500, "metrics unavailable"));
         return;
       }
       if (path === "/readyz") {
@@ -188,7 +194,7 @@ const HTTP2_PREFACE_START = "PRI";
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db.kysely, deps.listener, deps.logger);
-  // /metrics needs no token; its counts come from task_counts (constant cost), cached briefly as well.
+  // /metrics needs a reader token when tokens are configured; its counts come from task_counts (constant cost), cached briefly as well.
   deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
   // Counts, list totals and the gauge above read task_counts plus unfolded deltas; keep those few.
   const countRollup = keepTaskCountsFolded(deps.db.kysely, deps.logger);

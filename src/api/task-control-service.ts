@@ -1,4 +1,5 @@
 import type { ServiceImpl } from "@connectrpc/connect";
+import type { Config } from "../config.js";
 import { InvalidTransitionError, NotPausableError, TaskNotFoundError } from "../errors.js";
 import type { TaskControlService } from "../gen/task/v1/control_pb.js";
 import type { TaskTypeCatalog } from "../plugins/catalog.js";
@@ -10,6 +11,8 @@ import type { TaskRow } from "../store/schema.js";
 import { findTask } from "../store/tasks.js";
 import { validateBulkTasks } from "./bulk-validate.js";
 import { taskToProto } from "./convert.js";
+import { callerOf } from "./identity.js";
+import { BULK_DELETE_ROLE, narrowFilter, requireRole, roleAllows } from "./roles.js";
 import { validateTaskId } from "./validate.js";
 
 /** Tasks one bulk statement touches: small enough that its locks and WAL stay short. */
@@ -24,6 +27,8 @@ export interface TaskControlDeps {
   registry: PluginRegistry;
   /** The task types registered in PostgreSQL (bulk retry re-queues those, not just this process's own). */
   catalog?: TaskTypeCatalog;
+  /** shellRole: the least role whose bulk retry re-queues shell tasks (others skip them). */
+  config?: Partial<Pick<Config, "shellRole">>;
 }
 
 /**
@@ -42,7 +47,7 @@ async function withCurrent(db: Db["kysely"], id: string, step: (task: TaskRow) =
 }
 
 /** The TaskControlService handlers; errors are mapped by the routes' interceptor. */
-export function createTaskControlService({ db: pair, registry, catalog }: TaskControlDeps): ServiceImpl<typeof TaskControlService> {
+export function createTaskControlService({ db: pair, registry, catalog, config }: TaskControlDeps): ServiceImpl<typeof TaskControlService> {
   const db = pair.kysely;
   // Pausability is the plugin's property, enabled on this server or not: workers may run types
   // (shell) that the API server itself has disabled.
@@ -89,8 +94,15 @@ export function createTaskControlService({ db: pair, registry, catalog }: TaskCo
     },
 
     async bulkTasks(req, ctx) {
-      const { action, selection, dryRun, reason } = validateBulkTasks(req);
-      const context: BulkContext = { runnableTypes: await runnableTypes(), pausableTypes: pausableTypes(), reason };
+      const { action, selection: requested, dryRun, reason } = validateBulkTasks(req);
+      const who = callerOf(ctx);
+      if (action === "delete") requireRole(who, BULK_DELETE_ROLE, "BulkTasks with BULK_ACTION_DELETE");
+      // A restricted token's selection is narrowed to its queues and types; nothing left, nothing matched.
+      const selection = narrowFilter(who, requested);
+      if (!selection) return { matched: 0n, eligible: 0n, dryRun, changed: 0n, skipped: 0n, complete: true };
+      // Retrying a shell task runs its command again: without the shell role, shell tasks are not eligible.
+      const runnable = (await runnableTypes()).filter((t) => t !== "shell" || roleAllows(who.role, config?.shellRole ?? "admin"));
+      const context: BulkContext = { runnableTypes: runnable, pausableTypes: pausableTypes(), reason };
       const eligible = eligibility(action, context);
       const counted = await countSelection(db, selection, eligible);
       const base = { matched: BigInt(counted.matched), eligible: BigInt(counted.eligible), dryRun };

@@ -11,6 +11,8 @@ import { compareCursors, decodeCursor, encodeCursor, feedHorizon, readFeed, rowC
 import { findListedTasks, type TaskFilter } from "../store/tasks.js";
 import { statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
+import { callerOf } from "./identity.js";
+import { narrowFilter } from "./roles.js";
 import { validateListTasks } from "./validate.js";
 
 /** Tunables of the feed (tests shorten them). */
@@ -245,7 +247,10 @@ export class TaskFeed {
     if (listReq && (listReq.pageSize !== 0 || listReq.pageToken !== "" || listReq.pageNumber !== 0)) {
       throw InvalidArgumentError.of("filter", "page_size, page_token and page_number do not apply to WatchTasks");
     }
-    const filter = listReq ? validateListTasks(listReq) : { statuses: [], types: [], ids: [], scheduleIds: [] };
+    const requested = listReq ? validateListTasks(listReq) : { statuses: [], types: [], ids: [], scheduleIds: [], queues: [] };
+    // A restricted token follows only its queues and types. When it asked for none of those, it
+    // gets heartbeats only: no task has id 0, so the filter matches nothing.
+    const filter = narrowFilter(callerOf(ctx), requested) ?? { ...requested, ids: ["0"] };
     let from: FeedCursor | undefined;
     if (req.cursor !== "") {
       from = decodeCursor(req.cursor);

@@ -31,6 +31,8 @@ import type { TaskEvents } from "./task-events.js";
 import { TaskFeed } from "./task-feed.js";
 import { getTaskLogs, watchTask } from "./task-watch.js";
 import { Violations } from "./fields.js";
+import { callerOf, type Identity } from "./identity.js";
+import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
 import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 
 /** GetTaskThroughput's window when the request names none: the last hour. */
@@ -48,7 +50,7 @@ export interface TaskServiceDeps {
   /** The task types registered in PostgreSQL; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
   /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
-  config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs">>;
+  config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs" | "shellRole">>;
   logger: Logger;
   metrics?: Metrics;
 }
@@ -79,12 +81,22 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   // Concurrent single CreateTask calls share one insert statement (and commit): see group-commit.ts.
   const singles = new GroupCommit<NewTask, TaskRow>((tasks) => insertTasks(pair, tasks), { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 });
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
+  const shellRole = config.shellRole ?? "admin";
+  /** Throws PermissionDenied unless the caller may run tasks of this type (shell needs the shell role). */
+  const requireTypeAllowed = (who: Identity, type: string) => {
+    if (type === "shell") requireRole(who, shellRole, "a shell task");
+  };
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
-  async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string) {
+  async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity) {
     const tasks = await catalog.withTypes(
       requests.map((req) => req.type),
       (types) => requests.map((req, i) => validateCreateTask(req, types, prefix(i))),
     );
+    // After validation (which resolves each task's queue), before anything is written.
+    tasks.forEach((task, i) => {
+      requireTypeAllowed(who, task.type);
+      requireTaskScope(who, { type: task.type, queue: task.queue ?? "default" }, prefix(i) && `${prefix(i).slice(0, -1)}: `);
+    });
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     const results = keyed
       ? // With idempotency keys, inserting and checking the replays must commit or fail together.
@@ -111,17 +123,17 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   }
 
   return {
-    async createTask(req) {
-      const [first] = await createMany([req], () => "");
+    async createTask(req, ctx) {
+      const [first] = await createMany([req], () => "", callerOf(ctx));
       return { task: taskToProto(first!.row), created: first!.created };
     },
 
-    async createTasks(req) {
+    async createTasks(req, ctx) {
       if (req.tasks.length === 0) throw InvalidArgumentError.of("tasks", "must contain at least one task");
       if (req.tasks.length > config.maxBatchSize) {
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
-      const created = await createMany(req.tasks, (i) => `tasks[${i}].`);
+      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx));
       return { tasks: created.map(({ row }) => taskToProto(row)) };
     },
 
@@ -132,8 +144,11 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       return { task: taskToProto(row) };
     },
 
-    async listTasks(req) {
-      const filter = validateListTasks(req);
+    async listTasks(req, ctx) {
+      const requested = validateListTasks(req);
+      // A restricted token lists only its queues and types (nothing, if it asked only for others).
+      const filter = narrowFilter(callerOf(ctx), requested);
+      if (!filter) return { tasks: [], nextPageToken: "", totalCount: 0n, totalCountExact: true, pageSize: requested.pageSize, pageNumber: requested.pageNumber };
       // One extra row tells whether another page exists.
       const { rows, total, totalExact } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
       const page = rows.slice(0, filter.pageSize);
@@ -156,8 +171,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       return { history: rows.map(historyToProto) };
     },
 
-    async getTaskStatusCounts() {
-      const all = await countTaskGroups(db);
+    async getTaskStatusCounts(_req, ctx) {
+      const who = callerOf(ctx);
+      const all = (await countTaskGroups(db)).filter((g) => canSeeTask(who, g));
       const counts = new Map<string, number>();
       for (const g of all) counts.set(g.status, (counts.get(g.status) ?? 0) + g.count);
       const sumBy = (key: (g: (typeof all)[number]) => string) => {
@@ -209,10 +225,12 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       throw new InvalidTransitionError(id, current.status, "cancel");
     },
 
-    async retryTask(req) {
+    async retryTask(req, ctx) {
       const id = validateTaskId(req.id);
       const before = await findTask(db, id);
       if (!before) throw new TaskNotFoundError(id);
+      // A retry runs the command again: the same role as creating it.
+      requireTypeAllowed(callerOf(ctx), before.type);
       // Like create: a type this server will not run (shell without --enable-shell) is refused,
       // rather than re-queued to fail again or to run code the operator turned off.
       await assertRunnable(catalog, before.type);
@@ -230,8 +248,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     watchTask: (req, ctx) => watchTask(db, events, req, ctx),
     watchTasks: (req, ctx) => feed.watch(req, ctx),
 
-    async listTaskTypes() {
-      const entries = await catalog.list();
+    async listTaskTypes(_req, ctx) {
+      const who = callerOf(ctx);
+      const entries = (await catalog.list()).filter((entry) => who.types.length === 0 || who.types.includes(entry.name));
       return {
         types: entries.map((entry) =>
           create(TaskTypeSchema, {

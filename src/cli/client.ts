@@ -4,6 +4,7 @@ import { QueueService, WorkerService } from "../gen/task/v1/queue_pb.js";
 import { TaskControlService } from "../gen/task/v1/control_pb.js";
 import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
+import { TokenService } from "../gen/task/v1/token_pb.js";
 import { UsageError } from "./io.js";
 
 /** Connection options shared by every command that talks to a server. */
@@ -35,6 +36,11 @@ export function queueClient(options: ClientOptions): Client<typeof QueueService>
 /** A WorkerService client for the configured address. */
 export function workerClient(options: ClientOptions): Client<typeof WorkerService> {
   return createClient(WorkerService, transport(options));
+}
+
+/** A TokenService client (token create/list/revoke, whoami). */
+export function tokenClient(options: ClientOptions): Client<typeof TokenService> {
+  return createClient(TokenService, transport(options));
 }
 
 function transport(options: ClientOptions): Transport {

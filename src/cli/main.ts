@@ -11,7 +11,8 @@ export interface FailureContext {
 
 /** A hint for the Connect errors a user can fix from the command line. */
 function hintFor(err: ConnectError, context: FailureContext): string | undefined {
-  if (err.code === Code.Unauthenticated) return `pass --token or set ${clientEnvNames.token} to one of the server's ${configEnvNames.apiTokens}`;
+  if (err.code === Code.Unauthenticated) return `pass --token or set ${clientEnvNames.token} to one of the server's ${configEnvNames.apiTokens} or a token from \`task-cli token create\``;
+  if (err.code === Code.PermissionDenied && /requires role/.test(err.rawMessage)) return "`task-cli whoami` shows the token's role; an admin can make a token with the role needed (`task-cli token create`)";
   if (err.code === Code.Unavailable && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ECONNRESET/.test(err.rawMessage)) {
     return `is the server running at ${context.address ?? "the --address"}? start it with \`task-cli up\`, or point --address (${clientEnvNames.address}) at it`;
   }

@@ -5,6 +5,7 @@ import { registerQueueCommands } from "./commands/queue.js";
 import { registerScheduleCommands } from "./commands/schedule.js";
 import { registerServiceCommands } from "./commands/service.js";
 import { registerTaskCommands } from "./commands/task.js";
+import { registerTokenCommands } from "./commands/token.js";
 import type { CliIO } from "./io.js";
 import { parseOutputFormat, type OutputFormat } from "./output.js";
 
@@ -33,5 +34,6 @@ export function buildProgram(io: CliIO): Command {
   registerEnd2EndCommand(program, io);
   registerScheduleCommands(program, io);
   registerQueueCommands(program, io);
+  registerTokenCommands(program, io);
   return program;
 }

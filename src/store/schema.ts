@@ -130,8 +130,26 @@ export interface SchedulesTable {
   updated_at: Timestamp;
 }
 
+/** API token roles, least first: each includes the ones before it (src/api/roles.ts). */
+export const apiRoles = ["reader", "operator", "admin"] as const;
+export type ApiRole = (typeof apiRoles)[number];
+
+export interface ApiTokensTable {
+  id: Generated<string>;
+  name: string;
+  role: ApiRole;
+  token_hash: Buffer;
+  queues: Generated<string[]>;
+  types: Generated<string[]>;
+  created_at: Generated<Date>;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
 /** The service's tables, as Kysely sees them. */
 export interface Database {
+  api_tokens: ApiTokensTable;
   schedules: SchedulesTable;
   tasks: TasksTable;
   task_history: TaskHistoryTable;

@@ -159,7 +159,7 @@ describe("NOTES.txt", () => {
     const result = await helm(["install", "task", chartDir, "--namespace", "tasks", "--dry-run=client", ...kindValues]);
     expect(result.stderr).toBe("");
     const notes = result.stdout.slice(result.stdout.indexOf("NOTES:"));
-    expect(notes).toContain("export TASK_TOKEN=$(kubectl --namespace tasks get secret task-task-service -o jsonpath='{.data.TASK_API_TOKENS}' | base64 -d | cut -d, -f1)");
+    expect(notes).toContain("export TASK_TOKEN=$(kubectl --namespace tasks get secret task-task-service -o jsonpath='{.data.TASK_API_TOKENS}' | base64 -d | cut -d, -f1 | sed -E 's/^[^:]+:(reader|operator|admin)://')");
     expect(notes).toContain("kubectl --namespace tasks port-forward service/task-task-service 8080:8080");
     expect(notes).toContain("./bin/task-cli.js task create hello --type noop");
     expect(notes).toContain("helm test task --namespace tasks");

@@ -2,6 +2,7 @@ import { createClient, createRouterTransport, type Client, type Interceptor, typ
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { loadConfig, type ConfigOverrides } from "../../src/config.js";
 import type { Metrics } from "../../src/metrics.js";
+import { authInterceptor, Authenticator } from "../../src/api/auth.js";
 import { errorMappingInterceptor, routes } from "../../src/api/routes.js";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { TaskEvents } from "../../src/api/task-events.js";
@@ -114,9 +115,11 @@ export async function startInMemoryApi(options: Pick<TestApiOptions, "config"> =
   const listener = openListener(database.url, logger);
   const events = new TaskEvents(db.kysely, listener, logger);
   const feed = new TaskFeed(db.kysely, events, logger);
+  // The server's own authentication: with no tokens configured, every call is the local admin.
+  const auth = new Authenticator(db.kysely, config.apiTokens, logger);
   const transport = createRouterTransport(
-    routes({ db, events, feed, registry: plugins.registry, config, logger, health: { maxWatchers: config.maxHealthWatchers } }),
-    { router: { interceptors: [errorMappingInterceptor(logger)], readMaxBytes: config.maxRequestBytes } },
+    routes({ db, events, feed, registry: plugins.registry, config, logger, auth, health: { maxWatchers: config.maxHealthWatchers } }),
+    { router: { interceptors: [authInterceptor(auth, db.kysely, logger), errorMappingInterceptor(logger)], readMaxBytes: config.maxRequestBytes } },
   );
   return {
     database,

@@ -2,6 +2,8 @@ import { Link, Route, Switch, useLocation } from "wouter";
 import { ConnectionBanner } from "./components/ConnectionBanner";
 import { TokenPrompt } from "./components/TokenPrompt";
 import { forgetToken, useAuthState, currentToken } from "./services/auth";
+import { roleLabel, usePermissions } from "./services/permissions";
+import { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import { Overview } from "./routes/overview";
 import { TaskList } from "./routes/tasks/index";
 import { TaskDetail } from "./routes/tasks/$taskId";
@@ -45,9 +47,23 @@ function Pages() {
   );
 }
 
+/** Which token the dashboard acts with, and its role ("ci · operator", or "local · admin" without tokens). */
+function Identity() {
+  const { who } = usePermissions();
+  if (!who) return null;
+  const restricted = [...who.queues.map((q) => `queue ${q}`), ...who.types.map((t) => `type ${t}`)];
+  return (
+    <span className="identity muted" data-testid="identity" title={restricted.length > 0 ? `Restricted to ${restricted.join(", ")}` : undefined}>
+      {who.local ? "local" : who.name} · <span data-testid="role">{roleLabel(who.role)}</span>
+      {restricted.length > 0 && ` (${restricted.join(", ")})`}
+    </span>
+  );
+}
+
 /** The page frame: header and navigation, the connection banner, the routes, the token prompt. */
 export function App() {
   const auth = useAuthState();
+  const { can } = usePermissions();
   // While the token prompt is open, the page behind it is out of reach of Tab and screen readers.
   const behindPrompt = auth.kind !== "ok";
   return (
@@ -62,10 +78,11 @@ export function App() {
         <nav aria-label="Main">
           <NavLink href="/">Overview</NavLink>
           <NavLink href="/tasks">Tasks</NavLink>
-          <NavLink href="/tasks/new">New task</NavLink>
+          {can(TaskService, "CreateTask") && <NavLink href="/tasks/new">New task</NavLink>}
           <NavLink href="/schedules">Schedules</NavLink>
           <NavLink href="/queues">Queues</NavLink>
         </nav>
+        {auth.kind === "ok" && <Identity />}
         {currentToken() && auth.kind === "ok" && (
           <button type="button" className="link-button sign-out" onClick={() => (forgetToken(), window.location.reload())}>
             Sign out

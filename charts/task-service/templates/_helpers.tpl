@@ -169,6 +169,8 @@ variables defined before it.
 {{- end }}
 - name: TASK_ENABLE_SHELL
   value: {{ .Values.enableShell | toString | quote }}
+- name: TASK_SHELL_ROLE
+  value: {{ .Values.shellRole | default "admin" | quote }}
 - name: LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 {{- with .Values.extraEnv }}
@@ -252,4 +254,15 @@ initContainers:
         cpu: 10m
         memory: 16Mi
 {{- end }}
+{{- end }}
+
+{{/*
+Shell lines that turn TASK_TOKEN (the whole TASK_API_TOKENS value) into the first entry's bearer token:
+the first comma-separated entry, without its `name:role:` prefix when it has one.
+*/}}
+{{- define "task-service.firstTokenScript" -}}
+# TASK_API_TOKENS may list several tokens: the first (an admin token) will do; name:role:token entries send only the token.
+TASK_TOKEN="${TASK_TOKEN%%,*}"
+case "$TASK_TOKEN" in *:reader:*|*:operator:*|*:admin:*) TASK_TOKEN="${TASK_TOKEN#*:*:}" ;; esac
+export TASK_TOKEN
 {{- end }}

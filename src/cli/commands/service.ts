@@ -18,6 +18,7 @@ interface ServerFlags {
   insecure?: boolean;
   corsOrigin?: string[];
   enableShell?: boolean;
+  shellRole?: string;
   queues?: string;
   retainSucceeded?: string;
   retainFailed?: string;
@@ -55,11 +56,19 @@ function addServerFlags(cmd: Command): Command {
     .option("--api-token <token>", `accept this bearer token; repeatable (env ${configEnvNames.apiTokens}, comma-separated)`, collect)
     .option("--insecure", `allow a non-loopback --host without API tokens (env ${configEnvNames.allowInsecure})`)
     .option("--cors-origin <origin>", `let browser pages on this origin call the API; repeatable, * for any (env ${configEnvNames.corsOrigins}, comma-separated)`, collect)
-    .option("--enable-shell", `allow shell tasks: remote code execution by design (env ${configEnvNames.enableShell})`);
+    .option("--enable-shell", `allow shell tasks: remote code execution by design (env ${configEnvNames.enableShell})`)
+    .option("--shell-role <role>", `the least role that may create shell tasks: operator or admin (env ${configEnvNames.shellRole}, default admin)`);
 }
 
 function serverOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
-  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure, corsOrigins: flags.corsOrigin };
+  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure, corsOrigins: flags.corsOrigin, shellRole: parseShellRole(flags.shellRole) };
+}
+
+/** --shell-role: operator or admin; anything else is a usage error. */
+function parseShellRole(value: string | undefined): ConfigOverrides["shellRole"] {
+  if (value === undefined) return undefined;
+  if (value !== "operator" && value !== "admin") throw new UsageError(`--shell-role: "${value}" must be operator or admin`);
+  return value;
 }
 
 function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
@@ -133,7 +142,7 @@ function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, wo
 /** Registers `server`, `up` and `migrate`. */
 export function registerServiceCommands(program: Command, io: CliIO): void {
   const names = (keys: (keyof typeof configEnvNames)[]) => keys.map((k) => configEnvNames[k]).join(", ");
-  const envHelp = `\nEnvironment: ${names(["databaseUrl", "host", "port", "dataDir", "apiTokens", "allowInsecure", "enableShell"])},\n${names([
+  const envHelp = `\nEnvironment: ${names(["databaseUrl", "host", "port", "dataDir", "apiTokens", "allowInsecure", "enableShell", "shellRole"])},\n${names([
     "workerConcurrency", "metricsPort", "backoffBaseMs", "backoffMaxMs", "shutdownGraceMs", "smtpUrl", "smtpFrom", "queryTargets", "logLevel",
   ])}\n(see the README's configuration table).`;
 

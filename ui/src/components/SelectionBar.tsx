@@ -6,11 +6,13 @@ import { BULK_ACTIONS, type BulkAction } from "../services/bulk-actions";
  * applies to; with "everything matching" the count is the filter's total and the server's dry run
  * tells, in the confirmation, how many each action applies to.
  */
-export function SelectionBar({ tasks, allMatching, onSelectAll, total, onAction, onClear }: {
+export function SelectionBar({ tasks, allMatching, onSelectAll, total, actions = Object.keys(BULK_ACTIONS) as BulkAction[], onAction, onClear }: {
   tasks: Task[];
   allMatching?: { total: bigint; exact: boolean };
   onSelectAll?: () => void;
   total: bigint;
+  /** The actions to offer: those the token may take (default all). */
+  actions?: BulkAction[];
   onAction(action: BulkAction): void;
   onClear(): void;
 }) {
@@ -28,7 +30,7 @@ export function SelectionBar({ tasks, allMatching, onSelectAll, total, onAction,
           Select all {total.toLocaleString()} matching
         </button>
       )}
-      {(Object.keys(BULK_ACTIONS) as BulkAction[]).map((action) => {
+      {actions.map((action) => {
         const a = BULK_ACTIONS[action];
         if (allMatching) {
           return (

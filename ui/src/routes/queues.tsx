@@ -1,3 +1,4 @@
+import { usePermissions } from "../services/permissions";
 import { useState, type FormEvent } from "react";
 import { Link } from "wouter";
 import { useMutation } from "@connectrpc/connect-query";
@@ -75,6 +76,7 @@ function QueueRow({ queue }: { queue: Queue }) {
   const pause = useMutation(QueueService.method.pauseQueue, { onSuccess: done, onError: (e) => setProblem(`Pause failed: ${errorText(e)}`) });
   const resume = useMutation(QueueService.method.resumeQueue, { onSuccess: done, onError: (e) => setProblem(`Resume failed: ${errorText(e)}`) });
   const busy = pause.isPending || resume.isPending;
+  const { can } = usePermissions();
   return (
     <tr data-queue={queue.name}>
       <td data-label="Queue" className="name-cell">
@@ -96,19 +98,21 @@ function QueueRow({ queue }: { queue: Queue }) {
       <td data-label="Oldest waiting">{queue.oldestWaitingAge ? formatDuration(durationMs(queue.oldestWaitingAge)) : "—"}</td>
       <td data-label="Workers">{queue.workers === 0 ? <span className="tag">none</span> : queue.workers}</td>
       <td data-label="Concurrency">
-        <ConcurrencyForm queue={queue} onProblem={setProblem} />
+        {can(QueueService, "UpdateQueue") ? <ConcurrencyForm queue={queue} onProblem={setProblem} /> : <span data-testid="limit">{queue.concurrency ?? "unlimited"}</span>}
       </td>
       <td data-label="Actions">
         <div className="task-actions schedule-actions">
-          {queue.paused ? (
-            <button type="button" className="primary" disabled={busy} onClick={() => resume.mutate({ name: queue.name })}>
-              {resume.isPending ? "Resuming…" : "Resume"}
-            </button>
-          ) : (
-            <button type="button" disabled={busy} onClick={() => pause.mutate({ name: queue.name })}>
-              {pause.isPending ? "Pausing…" : "Pause"}
-            </button>
-          )}
+          {queue.paused
+            ? can(QueueService, "ResumeQueue") && (
+                <button type="button" className="primary" disabled={busy} onClick={() => resume.mutate({ name: queue.name })}>
+                  {resume.isPending ? "Resuming…" : "Resume"}
+                </button>
+              )
+            : can(QueueService, "PauseQueue") && (
+                <button type="button" disabled={busy} onClick={() => pause.mutate({ name: queue.name })}>
+                  {pause.isPending ? "Pausing…" : "Pause"}
+                </button>
+              )}
         </div>
         {problem && (
           <p className="field-error" role="alert">

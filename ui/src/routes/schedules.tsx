@@ -1,3 +1,4 @@
+import { usePermissions } from "../services/permissions";
 import { useState } from "react";
 import { Link } from "wouter";
 import { useMutation } from "@connectrpc/connect-query";
@@ -131,19 +132,23 @@ function ScheduleActions({ schedule }: { schedule: Schedule }) {
     onError: (err) => setProblem(`Run failed: ${errorText(err)}`),
   });
   const busy = pause.isPending || resume.isPending;
+  // Changing schedules is for admins (src/api/roles.ts); others see them without buttons.
+  const { can } = usePermissions();
 
   return (
     <div className="task-actions schedule-actions">
-      {schedule.spec!.paused ? (
-        <button type="button" disabled={busy} onClick={() => (setProblem(""), resume.mutate({ name }))}>
-          {resume.isPending ? "Resuming…" : "Resume"}
-        </button>
-      ) : (
-        <button type="button" disabled={busy} onClick={() => (setProblem(""), pause.mutate({ name }))}>
-          {pause.isPending ? "Pausing…" : "Pause"}
-        </button>
-      )}
-      {confirming ? (
+      {schedule.spec!.paused
+        ? can(ScheduleService, "ResumeSchedule") && (
+            <button type="button" disabled={busy} onClick={() => (setProblem(""), resume.mutate({ name }))}>
+              {resume.isPending ? "Resuming…" : "Resume"}
+            </button>
+          )
+        : can(ScheduleService, "PauseSchedule") && (
+            <button type="button" disabled={busy} onClick={() => (setProblem(""), pause.mutate({ name }))}>
+              {pause.isPending ? "Pausing…" : "Pause"}
+            </button>
+          )}
+      {!can(ScheduleService, "TriggerSchedule") ? null : confirming ? (
         // Focus starts on the safe choice; Escape backs out.
         <span className="confirm" role="group" aria-label="Confirm run now" onKeyDown={(e) => e.key === "Escape" && setConfirming(false)}>
           <span>Create a task now?</span>

@@ -1,3 +1,4 @@
+import { usePermissions } from "../../services/permissions";
 import { useState, type ReactNode } from "react";
 import { Link } from "wouter";
 import { useMutation } from "@connectrpc/connect-query";
@@ -201,9 +202,12 @@ function TaskActions({ task, onRetried }: { task: Task; onRetried: () => void })
   const pause = useMutation(TaskControlService.method.pauseTask, { onSuccess: done, onError: (err) => setProblem(`Pause failed: ${errorText(err)}`) });
   const resume = useMutation(TaskControlService.method.resumeTask, { onSuccess: done, onError: (err) => setProblem(`Resume failed: ${errorText(err)}`) });
 
+  // Only what the token may do; a shell task also needs the server's shell role to retry or clone.
+  const { can, who } = usePermissions();
+  const shellOk = task.type !== "shell" || who?.shellAllowed === true;
   return (
     <div className="task-actions">
-      {canCancel(task.status) &&
+      {can(TaskService, "CancelTask") && canCancel(task.status) &&
         (confirming ? (
           // Focus starts on the safe choice; Escape backs out.
           <span className="confirm" role="group" aria-label="Confirm cancel" onKeyDown={(e) => e.key === "Escape" && setConfirming(false)}>
@@ -220,24 +224,26 @@ function TaskActions({ task, onRetried }: { task: Task; onRetried: () => void })
             Cancel
           </button>
         ))}
-      {canPause(task.status) && (
+      {can(TaskControlService, "PauseTask") && canPause(task.status) && (
         <button type="button" disabled={pause.isPending} onClick={() => (setProblem(""), pause.mutate({ id: task.id }))}>
           {pause.isPending ? "Pausing…" : "Pause"}
         </button>
       )}
-      {task.status === TaskStatus.PAUSED && (
+      {can(TaskControlService, "ResumeTask") && task.status === TaskStatus.PAUSED && (
         <button type="button" className="primary" disabled={resume.isPending} onClick={() => (setProblem(""), resume.mutate({ id: task.id }))}>
           {resume.isPending ? "Resuming…" : "Resume"}
         </button>
       )}
-      {canRetry(task.status) && (
+      {can(TaskService, "RetryTask") && shellOk && canRetry(task.status) && (
         <button type="button" className="primary" disabled={retry.isPending} onClick={() => (setProblem(""), retry.mutate({ id: task.id }))}>
           {retry.isPending ? "Retrying…" : "Retry"}
         </button>
       )}
-      <Link href={`/tasks/new?clone=${task.id}`} className="button">
-        Clone
-      </Link>
+      {can(TaskService, "CreateTask") && shellOk && (
+        <Link href={`/tasks/new?clone=${task.id}`} className="button">
+          Clone
+        </Link>
+      )}
       {problem && (
         <p className="field-error" role="alert">
           {problem}

@@ -1,3 +1,4 @@
+import { usePermissions } from "../../services/permissions";
 import { useEffect, useState, type FormEvent } from "react";
 import { Link, useLocation, useSearch } from "wouter";
 import { useQuery } from "@connectrpc/connect-query";
@@ -5,6 +6,7 @@ import { useQueryClient } from "@tanstack/react-query";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { QueueService } from "../../../../src/gen/task/v1/queue_pb.js";
 import { TaskService, type Task, type TaskStatus } from "../../../../src/gen/task/v1/task_pb.js";
+import { TaskControlService } from "../../../../src/gen/task/v1/control_pb.js";
 import { ConfirmDialog } from "../../components/ConfirmDialog";
 import { SelectionBar } from "../../components/SelectionBar";
 import { TaskTable } from "../../components/TaskTable";
@@ -31,6 +33,11 @@ function toggle<T>(values: T[], value: T): T[] {
 /** The tasks table with its filters, search and paging, every part of it in the URL. */
 export function TaskList() {
   const search = parseTaskListSearch(useSearch());
+  const { can } = usePermissions();
+  // The bulk actions this token may take (deleting needs admin, as DeleteTask does); none: no checkboxes.
+  const bulkActions = (Object.keys(BULK_ACTIONS) as BulkAction[]).filter((a) =>
+    a === "delete" ? can(TaskControlService, "DeleteTask") : can(TaskControlService, "BulkTasks"),
+  );
   const [, navigate] = useLocation();
   const now = useNow();
   // Tokens of the pages before this one, for "Newer"; after a reload only "Newest" can go back.
@@ -96,9 +103,11 @@ export function TaskList() {
     <>
       <div className="page-title">
         <h1>Tasks</h1>
-        <Link href="/tasks/new" className="button primary">
-          New task
-        </Link>
+        {can(TaskService, "CreateTask") && (
+          <Link href="/tasks/new" className="button primary">
+            New task
+          </Link>
+        )}
       </div>
 
       <section className="filters" aria-label="Filters">
@@ -193,11 +202,11 @@ export function TaskList() {
             {data.totalCount === 1n ? "1 task" : `${data.totalCount.toLocaleString()}${data.totalCountExact ? "" : "+"} tasks`}
             {filtered ? " match these filters" : ""}
           </p>
-          <BulkActions selected={[...selected.values()]} onDone={() => setSelected(new Map())} search={search} total={data.totalCount} totalExact={data.totalCountExact} pageTasks={data.tasks} />
+          <BulkActions actions={bulkActions} selected={[...selected.values()]} onDone={() => setSelected(new Map())} search={search} total={data.totalCount} totalExact={data.totalCountExact} pageTasks={data.tasks} />
           {data.tasks.length === 0 ? (
             <p className="empty">{filtered ? "No tasks match these filters." : "No tasks yet."}</p>
           ) : (
-            <TaskTable tasks={data.tasks} now={now} caption="Tasks, newest first" stale={list.isPlaceholderData} selection={selection} />
+            <TaskTable tasks={data.tasks} now={now} caption="Tasks, newest first" stale={list.isPlaceholderData} selection={bulkActions.length > 0 ? selection : undefined} />
           )}
           <nav className="pager" aria-label="Pages">
             <button type="button" disabled={!search.cursor} onClick={() => go({ ...search, cursor: "" })}>
@@ -243,7 +252,8 @@ export function TaskList() {
 }
 
 /** The selection's action bar, its confirmation with the server's dry-run count, and what the action did. */
-function BulkActions({ selected, onDone, search, total, totalExact, pageTasks }: {
+function BulkActions({ actions, selected, onDone, search, total, totalExact, pageTasks }: {
+  actions: BulkAction[];
   selected: Task[];
   onDone(): void;
   search: TaskListSearch;
@@ -299,6 +309,7 @@ function BulkActions({ selected, onDone, search, total, totalExact, pageTasks }:
           allMatching={allMatching ? { total, exact: totalExact } : undefined}
           onSelectAll={canSelectAll && !allMatching ? () => setAllMatching(true) : undefined}
           total={total}
+          actions={actions}
           onAction={(a) => void open(a)}
           onClear={() => (setAllMatching(false), onDone())}
         />

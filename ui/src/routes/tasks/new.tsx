@@ -1,3 +1,4 @@
+import { roleLabel, usePermissions } from "../../services/permissions";
 import { useEffect, useMemo, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { Link, useLocation, useSearch } from "wouter";
 import { useMutation, useQuery } from "@connectrpc/connect-query";
@@ -96,6 +97,7 @@ export function NewTask() {
 }
 
 function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: Common; parameters?: CreateTaskRequest["parameters"]; cloneOf?: bigint } }) {
+  const { who } = usePermissions();
   const [, navigate] = useLocation();
   const queryClient = useQueryClient();
   const [common, setCommon] = useState<Common>(initial.common);
@@ -202,12 +204,16 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
         <Field name="type" label="Type" error={problems.common.type} hint={type?.description}>
           <select {...described("type", problems, Boolean(type?.description))} value={common.type} onChange={(e) => (setCommon({ ...common, type: e.target.value }), setProblems(NO_PROBLEMS))}>
             {!type && <option value={common.type}>{common.type || "Choose a type"}</option>}
-            {types.map((t) => (
-              <option key={t.name} value={t.name} disabled={!t.enabled}>
-                {t.name}
-                {t.enabled ? "" : " (disabled on this server)"}
-              </option>
-            ))}
+            {types.map((t) => {
+              // Shell needs the server's shell role (TASK_SHELL_ROLE), not just a token that may create tasks.
+              const roleOk = t.name !== "shell" || who?.shellAllowed !== false;
+              return (
+                <option key={t.name} value={t.name} disabled={!t.enabled || !roleOk}>
+                  {t.name}
+                  {!t.enabled ? " (disabled on this server)" : roleOk ? "" : ` (needs role ${roleLabel(who!.shellRole)})`}
+                </option>
+              );
+            })}
           </select>
         </Field>
         <Field name="name" label="Name (required)" error={problems.common.name} hint="A label for people.">
