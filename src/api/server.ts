@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
+import { assignRequestId, requestContextValues } from "./audit-context.js";
 import { authInterceptor, Authenticator, authorizeHttp } from "./auth.js";
 import { cachedFor } from "./cached.js";
 import { withCors } from "./cors.js";
@@ -70,11 +71,14 @@ export function checkListenSecurity(config: ApiServerDeps["config"]): void {
   }
 }
 
+/** A request handler for both HTTP versions. */
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
 /**
  * The request handler: Connect, gRPC and gRPC-Web routes, plus /healthz (the process is up) and
  * /readyz (the database answers).
  */
-export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics }): (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void {
+export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics }): Handler {
   // Every request is authenticated, tokens configured or not: without them a request that sends no
   // token is `local` (admin), and one that sends a token is that token, with its role.
   const auth = new Authenticator(deps.db.kysely, deps.config.apiTokens, deps.logger);
@@ -86,6 +90,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   const handler = connectNodeAdapter({
     routes: routes({ ...deps, auth, health: { maxWatchers: deps.config.maxHealthWatchers } }),
     interceptors,
+    contextValues: requestContextValues,
     readMaxBytes: deps.config.maxRequestBytes,
     // Unknown fields and enum names are errors, not silently dropped: a misspelt or unknown
     // status filter must not turn into "all tasks".
@@ -122,16 +127,19 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
       reply(404, "not found");
     },
   });
-  if (!hostAllowed) return handler;
+  const withId: Handler = (req, res) => {
+    assignRequestId(req, res);
+    handler(req, res);
+  };
+  if (!hostAllowed) return withId;
   return (req, res) => {
     const host = req.headers[":authority"] ?? req.headers.host;
-    if (hostAllowed(Array.isArray(host) ? host[0] : host)) return handler(req, res);
+    if (hostAllowed(Array.isArray(host) ? host[0] : host)) return withId(req, res);
     res.writeHead(403, { "content-type": "text/plain" });
     res.end("forbidden: this server answers only loopback host names (set TASK_ALLOWED_HOSTS, or use API tokens)\n");
   };
 }
 
-type Handler = ReturnType<typeof buildHandler>;
 
 /** How long the tasks-by-status counts behind /metrics are reused. */
 const METRICS_COUNT_CACHE_MS = 5_000;

@@ -147,9 +147,25 @@ export interface ApiTokensTable {
   last_used_at: Date | null;
 }
 
+/** The audit log (migration 0021, src/store/audit.ts): append-only. */
+export interface AuditEventsTable {
+  id: BigIntId;
+  at: Generated<Date>;
+  actor: string;
+  role: string | null;
+  action: string;
+  resources: Json<Record<string, unknown>>;
+  parameters: Json<Record<string, unknown>>;
+  reason: string | null;
+  client_address: string | null;
+  user_agent: string | null;
+  request_id: string | null;
+}
+
 /** The service's tables, as Kysely sees them. */
 export interface Database {
   api_tokens: ApiTokensTable;
+  audit_events: AuditEventsTable;
   schedules: SchedulesTable;
   tasks: TasksTable;
   task_history: TaskHistoryTable;
