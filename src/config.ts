@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseDuration } from "./duration.js";
 import { QUEUE_NAME_PATTERN, QUEUE_NAME_RULE } from "./field-rules.js";
 
 /** How a boolean environment variable is spelled: 1/true/yes/on or 0/false/no/off. */
@@ -174,6 +175,24 @@ const settings = {
   retainFailedMs: setting("TASK_RETAIN_FAILED_MS", z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000)),
   /** The same for CANCELLED tasks (`--retain-cancelled`); 0 keeps them. */
   retainCancelledMs: setting("TASK_RETAIN_CANCELLED_MS", z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000)),
+  /**
+   * Audit rows (src/store/audit.ts) older than this are deleted by the retention pass: a duration
+   * ("90d", "12h") or a number of seconds; 0 keeps them forever.
+   */
+  auditRetentionMs: setting(
+    "TASK_AUDIT_RETENTION",
+    z
+      .union([z.number(), z.string()])
+      .transform((v, ctx) => {
+        const ms = typeof v === "number" ? v : /^(0|forever)$/.test(v.trim()) ? 0 : parseDuration(v);
+        if (ms === undefined || !(ms >= 0)) {
+          ctx.addIssue({ code: "custom", message: `"${v}" is not a duration such as 90d, 12h or 0 (keep forever)` });
+          return z.NEVER;
+        }
+        return ms;
+      })
+      .default(90 * 24 * 3600 * 1000),
+  ),
   /** Graphile-worker cron schedule of the retention pass (run by one worker at a time). */
   retentionCron: setting(
     "TASK_RETENTION_CRON",

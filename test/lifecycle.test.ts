@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyToBatch } from "../src/store/bulk.js";
+import { AuditedBatches } from "../src/store/audit.js";
 import {
   afterAttempt,
   cancelTasks,
@@ -85,7 +86,8 @@ const events: Record<string, (task: TaskRow) => Promise<unknown>> = {
   "permanent failure": (task) => end(task, failure("bad input", true)),
   timeout: (task) => end(task, failure("timed out after 1s")),
   cancel: (task) => cancelTasks(kysely(), [task.id], { details: "cancelled by request", reason: "test" }),
-  "bulk cancel": (task) => applyToBatch(kysely(), "cancel", [task.id], { runnableTypes: ["noop"], pausableTypes: ["noop"], reason: null }),
+  "bulk cancel": (task) =>
+    applyToBatch(new AuditedBatches(kysely(), { actor: "ci", role: "operator" }, { action: "bulk_cancel" }, "changed"), "cancel", [task.id], { runnableTypes: ["noop"], pausableTypes: ["noop"], reason: null, actor: "ci (operator)" }),
   pause: (task) => pauseTasks(kysely(), [task.id], ["noop"], "paused by request"),
   resume: (task) => resumeTasks(kysely(), [task.id], "resumed by request"),
   retry: (task) => retryTasks(kysely(), [task.id], "manual retry"),

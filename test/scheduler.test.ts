@@ -258,7 +258,7 @@ describe("overlap policies", () => {
     expect(a!.status).toBe("cancelled");
     expect(await jobOf(database.db.kysely, a!.id)).toBeUndefined();
     const history = await database.db.kysely.selectFrom("task_history").select("details").where("task_id", "=", a!.id).orderBy("id").execute();
-    expect(history.at(-1)!.details).toBe('cancelled: superseded by the tick at 2026-06-01T10:02:00.000Z of schedule "ov-cancel" (overlap: cancel_previous)');
+    expect(history.at(-1)!.details).toBe('cancelled by schedule ov-cancel: superseded by the tick at 2026-06-01T10:02:00.000Z of schedule "ov-cancel" (overlap: cancel_previous)');
     expect(b!.status).toBe("queued");
 
     await setTaskRow(database.db.kysely, b!.id, "running");

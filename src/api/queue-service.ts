@@ -11,6 +11,8 @@ import { durationFromMs } from "./convert.js";
 import { Violations } from "./fields.js";
 import { callerOf } from "./identity.js";
 
+import { audited, type AuditActor } from "../store/audit.js";
+import { auditActorOf } from "./audit-context.js";
 /** What the queue and worker handlers need. */
 export interface QueueServiceDeps {
   db: Db;
@@ -84,8 +86,8 @@ export function createQueueService({ db: pair, config }: QueueServiceDeps): Serv
     return (await listQueues(db, since)).map((q) => queueToProto(q, now));
   }
 
-  async function changed(name: string, change: QueueChange): Promise<{ queue: Queue }> {
-    await updateQueue(db, name, change);
+  async function changed(name: string, change: QueueChange, action: string, actor: AuditActor): Promise<{ queue: Queue }> {
+    await audited(db, actor, (trx) => updateQueue(trx, name, change), () => ({ action, resources: { queue: name }, parameters: { ...change } }));
     const queue = (await all()).find((q) => q.name === name);
     // updateQueue wrote the queue's row, so listQueues has it.
     return { queue: queue ?? create(QueueSchema, { name }) };
@@ -98,15 +100,15 @@ export function createQueueService({ db: pair, config }: QueueServiceDeps): Serv
       const visible = (q: Queue) => (who.queues.length > 0 ? who.queues.includes(q.name) : who.types.length === 0);
       return { queues: (await all()).filter(visible) };
     },
-    async updateQueue(req) {
+    async updateQueue(req, ctx) {
       const { name, change } = validateUpdateQueue(req);
-      return changed(name, change);
+      return changed(name, change, "queue_update", auditActorOf(ctx));
     },
-    async pauseQueue(req) {
-      return changed(validateQueueName(req.name), { paused: true });
+    async pauseQueue(req, ctx) {
+      return changed(validateQueueName(req.name), { paused: true }, "queue_pause", auditActorOf(ctx));
     },
-    async resumeQueue(req) {
-      return changed(validateQueueName(req.name), { paused: false });
+    async resumeQueue(req, ctx) {
+      return changed(validateQueueName(req.name), { paused: false }, "queue_resume", auditActorOf(ctx));
     },
   };
 }

@@ -19,8 +19,11 @@ import {
   recordManualRun,
   replaceSchedule,
   setSchedulePaused,
+  type NewSchedule,
 } from "../store/schedules.js";
 import { insertTasksInTransaction } from "../store/tasks.js";
+import { audited, recordAudit } from "../store/audit.js";
+import { auditActorOf } from "./audit-context.js";
 import { taskToProto } from "./convert.js";
 import { scheduleToProto } from "./schedule-convert.js";
 import { validateScheduleName, validateScheduleSpec } from "./schedule-validate.js";
@@ -41,6 +44,11 @@ const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
 const PAGE_TOKEN_PREFIX = "s1:";
 
+/** A schedule's settings as its audit row stores them (not its template's parameters, which may hold secrets). */
+function scheduleParameters(s: NewSchedule): Record<string, unknown> {
+  return { cron: s.cron, timeZone: s.timeZone, type: s.type, priority: s.priority, paused: s.paused, catchUp: s.catchUp, overlap: s.overlap };
+}
+
 /** The ScheduleService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
 export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<typeof ScheduleService> {
   const { db: pair, clock = systemClock } = deps;
@@ -59,9 +67,10 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
   }
 
   return {
-    async createSchedule(req) {
+    async createSchedule(req, ctx) {
       const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
-      return { schedule: scheduleToProto(await insertSchedule(db, schedule, nextRunAt)) };
+      const row = await audited(db, auditActorOf(ctx), (trx) => insertSchedule(trx, schedule, nextRunAt), () => ({ action: "schedule_create", resources: { schedule: schedule.name }, parameters: scheduleParameters(schedule) }));
+      return { schedule: scheduleToProto(row) };
     },
 
     async getSchedule(req) {
@@ -88,36 +97,47 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
       };
     },
 
-    async updateSchedule(req) {
+    async updateSchedule(req, ctx) {
       const name = validateScheduleName(req.name);
       const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
-      const result = await replaceSchedule(db, name, schedule, nextRunAt);
-      if (!result) throw new ScheduleNotFoundError(name);
+      const result = await audited(db, auditActorOf(ctx), async (trx) => {
+        const replaced = await replaceSchedule(trx, name, schedule, nextRunAt);
+        if (!replaced) throw new ScheduleNotFoundError(name);
+        return replaced;
+      }, (r) => ({ action: "schedule_update", resources: { schedule: name }, parameters: { ...scheduleParameters(schedule), changed: r.changed } }));
       const view = await findSchedule(db, result.row.name);
       return { schedule: scheduleToProto(view ?? result.row), changed: result.changed };
     },
 
-    async pauseSchedule(req) {
-      const row = await setSchedulePaused(db, validateScheduleName(req.name), true, null);
-      if (!row) throw new ScheduleNotFoundError(req.name);
+    async pauseSchedule(req, ctx) {
+      const name = validateScheduleName(req.name);
+      const row = await audited(db, auditActorOf(ctx), async (trx) => {
+        const paused = await setSchedulePaused(trx, name, true, null);
+        if (!paused) throw new ScheduleNotFoundError(name);
+        return paused;
+      }, () => ({ action: "schedule_pause", resources: { schedule: name } }));
       return { schedule: scheduleToProto((await findSchedule(db, row.name)) ?? row) };
     },
 
-    async resumeSchedule(req) {
+    async resumeSchedule(req, ctx) {
       const current = await existing(req.name);
       // Ticks that passed while paused are dropped: the schedule restarts from its next tick.
-      const row = current.paused ? await setSchedulePaused(db, current.name, false, nextTick(current)) : current;
+      // Resuming a running schedule changes nothing, so it is not audited.
+      const row = current.paused
+        ? await audited(db, auditActorOf(ctx), (trx) => setSchedulePaused(trx, current.name, false, nextTick(current)), (r) => (r ? { action: "schedule_resume", resources: { schedule: current.name } } : undefined))
+        : current;
       if (!row) throw new ScheduleNotFoundError(req.name);
       return { schedule: scheduleToProto((await findSchedule(db, row.name)) ?? row) };
     },
 
-    async deleteSchedule(req) {
+    async deleteSchedule(req, ctx) {
       const name = validateScheduleName(req.name);
-      if (!(await deleteSchedule(db, name))) throw new ScheduleNotFoundError(name);
+      const deleted = await audited(db, auditActorOf(ctx), (trx) => deleteSchedule(trx, name), (gone) => (gone ? { action: "schedule_delete", resources: { schedule: name } } : undefined));
+      if (!deleted) throw new ScheduleNotFoundError(name);
       return {};
     },
 
-    async triggerSchedule(req) {
+    async triggerSchedule(req, ctx) {
       const schedule = await existing(req.name);
       const at = clock.now();
       const task = await catalog.withTypes([schedule.type], (types) => tickTask(schedule, types, at));
@@ -125,6 +145,7 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
         const [inserted] = await insertTasksInTransaction(trx, [{ ...task, runAt: null }]);
         const created = inserted ?? (await findTickTask(trx, schedule.id, at));
         if (created) await recordManualRun(trx, schedule.id, created.id, at);
+        if (inserted) await recordAudit(trx, auditActorOf(ctx), [{ action: "schedule_trigger", resources: { schedule: schedule.name, tasks: [inserted.id] } }]);
         return created;
       });
       return { task: row && taskToProto(row) };

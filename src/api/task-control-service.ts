@@ -4,7 +4,7 @@ import { InvalidTransitionError, NotPausableError, TaskNotFoundError } from "../
 import type { TaskControlService } from "../gen/task/v1/control_pb.js";
 import type { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
-import { applyToBatch, countSelection, eligibility, nextBatch, type BulkContext } from "../store/bulk.js";
+import { applyToBatch, countSelection, eligibility, nextBatch, type BulkContext, type TaskSelection } from "../store/bulk.js";
 import type { Db } from "../store/db.js";
 import { deleteTasks, pauseTasks, resumeTasks } from "../store/lifecycle/index.js";
 import type { TaskRow } from "../store/schema.js";
@@ -14,6 +14,8 @@ import { taskToProto } from "./convert.js";
 import { callerOf } from "./identity.js";
 import { BULK_DELETE_ROLE, narrowFilter, requireRole, roleAllows } from "./roles.js";
 import { validateTaskId } from "./validate.js";
+import { actorText, audited, AuditedBatches } from "../store/audit.js";
+import { auditActorOf } from "./audit-context.js";
 
 /** Tasks one bulk statement touches: small enough that its locks and WAL stay short. */
 export const BULK_BATCH_SIZE = 500;
@@ -46,6 +48,16 @@ async function withCurrent(db: Db["kysely"], id: string, step: (task: TaskRow) =
   }
 }
 
+/** A bulk selection as its audit row stores it: only the filters that were given. */
+function selectionForAudit(s: TaskSelection): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(s)) {
+    if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
+    out[key] = value instanceof Date ? value.toISOString() : value;
+  }
+  return out;
+}
+
 /** The TaskControlService handlers; errors are mapped by the routes' interceptor. */
 export function createTaskControlService({ db: pair, registry, catalog, config }: TaskControlDeps): ServiceImpl<typeof TaskControlService> {
   const db = pair.kysely;
@@ -57,37 +69,41 @@ export function createTaskControlService({ db: pair, registry, catalog, config }
     catalog ? (await catalog.list()).filter((t) => t.disabledReason === undefined).map((t) => t.name) : registry.list().filter((p) => p.disabledReason === undefined).map((p) => p.name);
 
   return {
-    async pauseTask(req) {
+    async pauseTask(req, ctx) {
       const id = validateTaskId(req.id);
-      const row = await withCurrent(db, id, async (task) => {
+      const actor = auditActorOf(ctx);
+      const details = `paused by ${actorText(actor)}`;
+      const row = await audited(db, actor, (trx) => withCurrent(trx, id, async (task) => {
         switch (task.status) {
           case "queued":
           case "retrying":
             if (task.cancel_requested_at) throw new InvalidTransitionError(id, `${task.status} with a cancel pending`, "pause");
-            return (await pauseTasks(db, [id], [], "paused by request"))[0];
+            return (await pauseTasks(trx, [id], [], details))[0];
           case "running":
             if (!pausableTypes().includes(task.type)) throw new NotPausableError(id, task.type);
             if (task.cancel_requested_at) throw new InvalidTransitionError(id, "running with a cancel pending", "pause");
-            return (await pauseTasks(db, [id], [task.type], "paused by request"))[0];
+            return (await pauseTasks(trx, [id], [task.type], details))[0];
           default:
             throw new InvalidTransitionError(id, task.status, "pause");
         }
-      });
+      }), () => ({ action: "pause", resources: { tasks: [id] } }));
       return { task: taskToProto(row) };
     },
 
-    async resumeTask(req) {
+    async resumeTask(req, ctx) {
       const id = validateTaskId(req.id);
-      const [row] = await resumeTasks(db, [id], "resumed by request");
+      const actor = auditActorOf(ctx);
+      const [row] = await audited(db, actor, (trx) => resumeTasks(trx, [id], `resumed by ${actorText(actor)}`), (rows) => (rows.length > 0 ? { action: "resume", resources: { tasks: [id] } } : undefined));
       if (row) return { task: taskToProto(row) };
       const task = await findTask(db, id);
       if (!task) throw new TaskNotFoundError(id);
       throw new InvalidTransitionError(id, task.status, "resume");
     },
 
-    async deleteTask(req) {
+    async deleteTask(req, ctx) {
       const id = validateTaskId(req.id);
-      if ((await deleteTasks(db, [id])) === 1) return {};
+      const deleted = await audited(db, auditActorOf(ctx), (trx) => deleteTasks(trx, [id]), (n) => (n === 1 ? { action: "delete", resources: { tasks: [id] } } : undefined));
+      if (deleted === 1) return {};
       const task = await findTask(db, id);
       if (!task) throw new TaskNotFoundError(id);
       throw new InvalidTransitionError(id, `${task.status} (only SUCCEEDED, FAILED and CANCELLED tasks can be deleted)`, "delete");
@@ -102,13 +118,16 @@ export function createTaskControlService({ db: pair, registry, catalog, config }
       if (!selection) return { matched: 0n, eligible: 0n, dryRun, changed: 0n, skipped: 0n, complete: true };
       // Retrying a shell task runs its command again: without the shell role, shell tasks are not eligible.
       const runnable = (await runnableTypes()).filter((t) => t !== "shell" || roleAllows(who.role, config?.shellRole ?? "admin"));
-      const context: BulkContext = { runnableTypes: runnable, pausableTypes: pausableTypes(), reason };
+      const actor = auditActorOf(ctx);
+      const context: BulkContext = { runnableTypes: runnable, pausableTypes: pausableTypes(), reason, actor: actorText(actor) };
       const eligible = eligibility(action, context);
       const counted = await countSelection(db, selection, eligible);
       const base = { matched: BigInt(counted.matched), eligible: BigInt(counted.eligible), dryRun };
       if (dryRun || counted.maxId === null || counted.eligible === 0) {
         return { ...base, changed: 0n, skipped: dryRun ? 0n : BigInt(counted.matched), complete: true };
       }
+      // One audit row for the whole run: its filter, the counts it hit, and (added batch by batch) what it changed.
+      const audit = new AuditedBatches(db, actor, { action: `bulk_${action}`, resources: { filter: selectionForAudit(selection), matched: counted.matched, eligible: counted.eligible }, reason }, "changed");
       const deadline = Date.now() + BULK_BUDGET_MS;
       let changed = 0;
       let afterId = "0";
@@ -120,7 +139,7 @@ export function createTaskControlService({ db: pair, registry, catalog, config }
         }
         const ids = await nextBatch(db, selection, eligible, afterId, counted.maxId, BULK_BATCH_SIZE);
         if (ids.length === 0) break;
-        changed += await applyToBatch(db, action, ids, context);
+        changed += await applyToBatch(audit, action, ids, context);
         afterId = ids.at(-1)!;
       }
       return { ...base, changed: BigInt(changed), skipped: BigInt(Math.max(0, counted.matched - changed)), complete };

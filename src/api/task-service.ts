@@ -23,7 +23,9 @@ import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finish
 import { listLiveWorkers } from "../store/workers.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
-import { findTask, findTasksByIdempotencyKeys, insertTasks, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { findTask, findTasksByIdempotencyKeys, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { actorText, audited, recordAudit, recordAuditEach, type AuditActor, type AuditChange } from "../store/audit.js";
+import { auditActorOf } from "./audit-context.js";
 import { cancelTasks, retryTasks } from "../store/lifecycle/index.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -73,13 +75,32 @@ export function catalogFor(deps: Pick<TaskServiceDeps, "db" | "registry" | "cata
 /** How recently a worker must have heartbeated to count as serving its types, when no lease is configured. */
 const DEFAULT_LIVE_MS = 15_000;
 
+/** The audit row of created tasks: their ids, and what they are (never their parameters, which may hold secrets). */
+function createdChange(rows: TaskRow[], batch = false): AuditChange {
+  const tasks = rows.map((r) => r.id);
+  if (!batch) {
+    const [r] = rows;
+    return { action: "create", resources: { tasks }, parameters: { name: r!.name, type: r!.type, queue: r!.queue, priority: r!.priority } };
+  }
+  return { action: "create_batch", resources: { tasks }, parameters: { count: rows.length, types: [...new Set(rows.map((r) => r.type))].sort(), queues: [...new Set(rows.map((r) => r.queue))].sort() } };
+}
+
 /** The TaskService handlers: validate, call the store, convert. Errors are mapped by an interceptor. */
 export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof TaskService> {
   const { db: pair, events, feed: sharedFeed, config, metrics, logger } = deps;
   const db = pair.kysely;
   const catalog = catalogFor(deps);
   // Concurrent single CreateTask calls share one insert statement (and commit): see group-commit.ts.
-  const singles = new GroupCommit<NewTask, TaskRow>((tasks) => insertTasks(pair, tasks), { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 });
+  // Each create's audit row is written in the same transaction as the statement that inserts it.
+  const singles = new GroupCommit<{ task: NewTask; actor: AuditActor }, TaskRow>(
+    (items) =>
+      db.transaction().execute(async (trx) => {
+        const rows = await insertTasksInTransaction(trx, items.map((i) => i.task));
+        await recordAuditEach(trx, rows.map((row, i) => ({ who: items[i]!.actor, change: createdChange([row]) })));
+        return rows;
+      }),
+    { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 },
+  );
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   const shellRole = config.shellRole ?? "admin";
   /** Throws PermissionDenied unless the caller may run tasks of this type (shell needs the shell role). */
@@ -87,7 +108,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     if (type === "shell") requireRole(who, shellRole, "a shell task");
   };
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
-  async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity) {
+  async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity, actor: AuditActor) {
     const tasks = await catalog.withTypes(
       requests.map((req) => req.type),
       (types) => requests.map((req, i) => validateCreateTask(req, types, prefix(i))),
@@ -98,12 +119,19 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       requireTaskScope(who, { type: task.type, queue: task.queue ?? "default" }, prefix(i) && `${prefix(i).slice(0, -1)}: `);
     });
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
+    // An idempotent replay changes nothing, so only the tasks created now are audited.
+    const batch = requests.length > 1;
     const results = keyed
       ? // With idempotency keys, inserting and checking the replays must commit or fail together.
-        await db.transaction().execute(async (trx) => resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx))
-      : tasks.length === 1
-        ? [{ row: await singles.write(tasks[0]!), created: true }]
-        : (await insertTasks(pair, tasks)).map((row) => ({ row, created: true }));
+        await db.transaction().execute(async (trx) => {
+          const resolved = await resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx);
+          const created = resolved.filter((r) => r.created).map((r) => r.row);
+          if (created.length > 0) await recordAudit(trx, actor, [createdChange(created, batch)]);
+          return resolved;
+        })
+      : !batch
+        ? [{ row: await singles.write({ task: tasks[0]!, actor }), created: true }]
+        : await audited(db, actor, (trx) => insertTasksInTransaction(trx, tasks), (rows) => createdChange(rows, true)).then((rows) => rows.map((row) => ({ row, created: true })));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return results;
   }
@@ -124,7 +152,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
 
   return {
     async createTask(req, ctx) {
-      const [first] = await createMany([req], () => "", callerOf(ctx));
+      const [first] = await createMany([req], () => "", callerOf(ctx), auditActorOf(ctx));
       return { task: taskToProto(first!.row), created: first!.created };
     },
 
@@ -133,7 +161,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       if (req.tasks.length > config.maxBatchSize) {
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
-      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx));
+      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx));
       return { tasks: created.map(({ row }) => taskToProto(row)) };
     },
 
@@ -212,12 +240,18 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       };
     },
 
-    async cancelTask(req) {
+    async cancelTask(req, ctx) {
       const id = validateTaskId(req.id);
       const v = new Violations();
       const reason = v.reason("reason", req.reason);
       v.throwIfAny();
-      const [row] = await cancelTasks(db, [id], { details: "cancelled by request", reason });
+      const actor = auditActorOf(ctx);
+      const [row] = await audited(
+        db,
+        actor,
+        (trx) => cancelTasks(trx, [id], { details: `cancelled by ${actorText(actor)}`, reason }),
+        (rows) => (rows.length > 0 ? { action: "cancel", resources: { tasks: [id] }, reason } : undefined),
+      );
       if (row) return { task: taskToProto(row) };
       // Only a finished task (or none) refuses a cancel.
       const current = await findTask(db, id);
@@ -234,8 +268,14 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       // Like create: a type this server will not run (shell without --enable-shell) is refused,
       // rather than re-queued to fail again or to run code the operator turned off.
       await assertRunnable(catalog, before.type);
-      const details = `manual retry: back to queued with attempts reset (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? "" : "s"})`;
-      const [row] = await retryTasks(db, [id], details);
+      const actor = auditActorOf(ctx);
+      const details = `manual retry by ${actorText(actor)}: back to queued with attempts reset (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? "" : "s"})`;
+      const [row] = await audited(
+        db,
+        actor,
+        (trx) => retryTasks(trx, [id], details),
+        (rows) => (rows.length > 0 ? { action: "retry", resources: { tasks: [id] }, parameters: { was: before.status, attempts: before.attempts } } : undefined),
+      );
       if (!row) {
         const current = (await findTask(db, id)) ?? before;
         throw new InvalidTransitionError(id, current.status, "retry");

@@ -5,6 +5,8 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { configEnvNames, type Config } from "../config.js";
 import { InvalidArgumentError, TokenExistsError } from "../errors.js";
 import { ApiTokenSchema, Role, TokenService, type ApiToken } from "../gen/task/v1/token_pb.js";
+import { audited } from "../store/audit.js";
+import { auditActorOf } from "./audit-context.js";
 import { insertApiToken, listApiTokens, revokeApiToken, type ApiTokenRow } from "../store/api-tokens.js";
 import type { Db } from "../store/db.js";
 import type { ApiRole } from "../store/schema.js";
@@ -68,7 +70,7 @@ export function createTokenService({ db: pair, auth, config }: TokenServiceDeps)
   const db = pair.kysely;
   const shellRole = config.shellRole ?? "admin";
   return {
-    async createToken(req) {
+    async createToken(req, ctx) {
       const v = new Violations();
       if (req.name === "") v.add("name", "is required");
       else if (!/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(req.name)) v.add("name", `"${req.name.slice(0, 64)}" is not a token name: 1-64 of a-z, 0-9, "_", "-", ".", starting with a letter or digit`);
@@ -85,7 +87,12 @@ export function createTokenService({ db: pair, auth, config }: TokenServiceDeps)
       v.throwIfAny();
       if (auth.configuredIdentities().some((c) => c.name === req.name)) throw new TokenExistsError(req.name);
       const secret = SECRET_PREFIX + randomBytes(32).toString("base64url");
-      const row = await insertApiToken(db, { name: req.name, role: role!, tokenHash: tokenDigest(secret), queues, types, expiresAt });
+      // The audit row names the token and its settings, never its secret.
+      const row = await audited(db, auditActorOf(ctx), (trx) => insertApiToken(trx, { name: req.name, role: role!, tokenHash: tokenDigest(secret), queues, types, expiresAt }), (r) => ({
+        action: "token_create",
+        resources: { token: r.name },
+        parameters: { role: r.role, queues: r.queues, types: r.types, expiresAt: r.expires_at?.toISOString() ?? null },
+      }));
       return { token: rowToProto(row), secret };
     },
 
@@ -94,12 +101,13 @@ export function createTokenService({ db: pair, auth, config }: TokenServiceDeps)
       return { tokens: [...auth.configuredIdentities().map(configuredToProto), ...stored.map(rowToProto)] };
     },
 
-    async revokeToken(req) {
+    async revokeToken(req, ctx) {
       if (req.name === "") throw InvalidArgumentError.of("name", "is required");
       if (auth.configuredIdentities().some((c) => c.name === req.name)) {
         throw new ConnectError(`token ${req.name} is configured in ${configEnvNames.apiTokens}: remove it there and restart the servers`, Code.FailedPrecondition);
       }
-      return { token: rowToProto(await revokeApiToken(db, req.name)) };
+      const row = await audited(db, auditActorOf(ctx), (trx) => revokeApiToken(trx, req.name), (r) => ({ action: "token_revoke", resources: { token: r.name } }));
+      return { token: rowToProto(row) };
     },
 
     async whoAmI(_req, ctx) {

@@ -19,6 +19,7 @@ import {
 import type { Database, ScheduleRow } from "../store/schema.js";
 import { insertTasksInTransaction } from "../store/tasks.js";
 import { cancelTasks } from "../store/lifecycle/index.js";
+import { actorText, recordAudit, type AuditActor } from "../store/audit.js";
 import { candidateCount, MISSED_AFTER_MS, ticksToRun } from "./catch-up.js";
 import { CronSchedule } from "./cron.js";
 import { tickTask } from "./tick-task.js";
@@ -223,23 +224,39 @@ export class Scheduler {
   }
 
   private async runTick(trx: Kysely<Database>, schedule: ScheduleRow, tick: Date): Promise<Pick<TickOutcome, "created" | "note">> {
+    // What the tick changes is audited in its transaction, as the schedule's doing.
+    const actor: AuditActor = { actor: `schedule:${schedule.name}`, role: null };
+    let cancelled: string[] = [];
+    let reason: string | null = null;
+    const auditCancelled = async () => {
+      if (cancelled.length > 0) await recordAudit(trx, actor, [{ action: "cancel", resources: { tasks: cancelled, schedule: schedule.name }, reason }]);
+    };
     if (schedule.overlap !== "allow") {
       const open = await unfinishedScheduleTasks(trx, schedule.id);
       if (open.length > 0 && schedule.overlap === "skip") {
         const ids = open.map((t) => t.id).join(", ");
         return { note: `tick ${iso(tick)} skipped: task ${ids} has not finished (overlap: skip)` };
       }
-      const reason = `superseded by the tick at ${iso(tick)} of schedule "${schedule.name}" (overlap: cancel_previous)`;
-      await cancelTasks(trx, open.map((t) => t.id), { details: "cancelled", reason });
+      reason = `superseded by the tick at ${iso(tick)} of schedule "${schedule.name}" (overlap: cancel_previous)`;
+      cancelled = (await cancelTasks(trx, open.map((t) => t.id), { details: `cancelled by ${actorText(actor)}`, reason })).map((r) => r.id);
     }
     let task;
     try {
       task = await this.catalog.withTypes([schedule.type], (types) => tickTask(schedule, types, tick));
     } catch (err) {
-      if (err instanceof InvalidArgumentError || err instanceof TaskTypeDisabledError) return { note: `tick ${iso(tick)}: ${err.message}` };
+      if (err instanceof InvalidArgumentError || err instanceof TaskTypeDisabledError) {
+        await auditCancelled();
+        return { note: `tick ${iso(tick)}: ${err.message}` };
+      }
       throw err;
     }
     const [row] = await insertTasksInTransaction(trx, [task]);
+    if (row) {
+      const parameters = { scheduledAt: tick.toISOString(), type: row.type, queue: row.queue, ...(cancelled.length > 0 ? { cancelledPrevious: cancelled } : {}) };
+      await recordAudit(trx, actor, [{ action: "create", resources: { tasks: [row.id], schedule: schedule.name }, parameters, reason }]);
+    } else {
+      await auditCancelled();
+    }
     // Nothing inserted: the tick already has its task (the unique key); report that one.
     const taskId = row?.id ?? (await findTickTask(trx, schedule.id, tick))?.id;
     return taskId ? { created: { taskId, scheduledAt: tick }, note: null } : { note: `tick ${iso(tick)}: no task` };

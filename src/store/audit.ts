@@ -40,11 +40,16 @@ export function actorText(who: AuditActor): string {
 
 /** Writes one row per change, in the caller's transaction; returns their ids. */
 export async function recordAudit(db: Kysely<Database>, who: AuditActor, changes: AuditChange[]): Promise<string[]> {
-  if (changes.length === 0) return [];
+  return recordAuditEach(db, changes.map((change) => ({ who, change })));
+}
+
+/** Writes one row per entry (each with its own actor: group-committed creates), in one statement; returns their ids. */
+export async function recordAuditEach(db: Kysely<Database>, entries: { who: AuditActor; change: AuditChange }[]): Promise<string[]> {
+  if (entries.length === 0) return [];
   const rows = await db
     .insertInto("audit_events")
     .values(
-      changes.map((c) => ({
+      entries.map(({ who, change: c }) => ({
         actor: who.actor,
         role: who.role,
         action: c.action,
@@ -92,16 +97,16 @@ export class AuditedBatches {
     private readonly counter: string,
   ) {}
 
-  /** Runs one batch (returning how many it changed) in a transaction with its audit write. */
-  async run(batch: (trx: Transaction<Database>) => Promise<number>): Promise<number> {
+  /** Runs one batch (returning how many it changed) in a transaction with its audit write; `counter`: which count it adds to. */
+  async run(batch: (trx: Transaction<Database>) => Promise<number>, counter = this.counter): Promise<number> {
     let inserted: string | undefined;
     const n = await this.db.transaction().execute(async (trx) => {
       const changed = await batch(trx);
       if (changed === 0) return 0;
       if (this.id === undefined) {
-        [inserted] = await recordAudit(trx, this.who, [{ ...this.change, resources: { ...this.change.resources, [this.counter]: changed } }]);
+        [inserted] = await recordAudit(trx, this.who, [{ ...this.change, resources: { ...this.change.resources, [counter]: changed } }]);
       } else {
-        await sql`update audit_events set resources = jsonb_set(resources, ${`{${this.counter}}`}::text[], to_jsonb(coalesce((resources ->> ${this.counter})::bigint, 0) + ${changed}::bigint))
+        await sql`update audit_events set resources = jsonb_set(resources, ${`{${counter}}`}::text[], to_jsonb(coalesce((resources ->> ${counter})::bigint, 0) + ${changed}::bigint))
           where id = ${this.id}::bigint`.execute(trx);
       }
       return changed;

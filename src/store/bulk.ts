@@ -1,6 +1,7 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
 import type { Database, TaskStatus } from "./schema.js";
 import { retryOnConflict } from "./db.js";
+import type { AuditedBatches } from "./audit.js";
 import { likePrefix } from "./tasks.js";
 import { cancelTasks, deleteTasks, GUARDS, pauseTasks, resumeTasks, retryTasks } from "./lifecycle/index.js";
 
@@ -55,6 +56,8 @@ export interface BulkContext {
   pausableTypes: string[];
   /** For cancel: recorded in each task's history. */
   reason: string | null;
+  /** Who asked, as history quotes it: "ci (operator)". */
+  actor: string;
 }
 
 /** The SQL condition "the action applies to this task now": the event's guard, and what this server can do. */
@@ -107,20 +110,26 @@ export async function nextBatch(
   return rows.map((r) => String(r.id));
 }
 
-/** Applies an action to one batch of ids; returns how many tasks it changed. */
-export async function applyToBatch(db: Kysely<Database>, action: BulkActionName, ids: string[], ctx: BulkContext): Promise<number> {
-  // Each statement is retried alone if PostgreSQL breaks a deadlock with it (retryOnConflict); a
-  // repeat changes only what the first try did not.
+/**
+ * Applies an action to one batch of ids in one transaction with the run's audit row (audit.ts);
+ * returns how many tasks it changed. The batch is retried whole if PostgreSQL breaks a deadlock
+ * with it (retryOnConflict); a repeat changes only what the first try did not.
+ */
+export async function applyToBatch(audit: AuditedBatches, action: BulkActionName, ids: string[], ctx: BulkContext): Promise<number> {
+  return retryOnConflict(() => audit.run((trx) => applyAction(trx, action, ids, ctx)));
+}
+
+async function applyAction(db: Kysely<Database>, action: BulkActionName, ids: string[], ctx: BulkContext): Promise<number> {
   switch (action) {
     case "cancel":
-      return (await retryOnConflict(() => cancelTasks(db, ids, { details: "cancelled by bulk request", reason: ctx.reason }))).length;
+      return (await cancelTasks(db, ids, { details: `cancelled by ${ctx.actor} in a bulk request`, reason: ctx.reason })).length;
     case "retry":
-      return (await retryOnConflict(() => retryTasks(db, ids, "bulk retry: back to queued with attempts reset", ctx.runnableTypes))).length;
+      return (await retryTasks(db, ids, `bulk retry by ${ctx.actor}: back to queued with attempts reset`, ctx.runnableTypes)).length;
     case "pause":
-      return (await retryOnConflict(() => pauseTasks(db, ids, ctx.pausableTypes, "paused by bulk request"))).length;
+      return (await pauseTasks(db, ids, ctx.pausableTypes, `paused by ${ctx.actor} in a bulk request`)).length;
     case "resume":
-      return (await retryOnConflict(() => resumeTasks(db, ids, "resumed by bulk request"))).length;
+      return (await resumeTasks(db, ids, `resumed by ${ctx.actor} in a bulk request`)).length;
     case "delete":
-      return retryOnConflict(() => deleteTasks(db, ids));
+      return deleteTasks(db, ids);
   }
 }

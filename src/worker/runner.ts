@@ -58,6 +58,7 @@ export interface WorkerOptions {
     | "retainCancelledMs"
     | "retentionCron"
     | "retentionBatchSize"
+    | "auditRetentionMs"
     | "dataDir"
     | "spoolDir"
     | "workerQueues"
