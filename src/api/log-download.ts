@@ -24,7 +24,8 @@ export function formatLogLine(line: Pick<StoredLogLine, "stream" | "line">): str
   return line.stream === "stdout" ? line.line : `${line.stream}: ${line.line}`;
 }
 
-function write(res: Response, text: string): Promise<void> | undefined {
+/** Writes with backpressure: resolves once the response can take more (or is closed). */
+export function write(res: Response, text: string): Promise<void> | undefined {
   if (res.write(text)) return undefined;
   return new Promise((resolve) => {
     const done = () => {

@@ -66,6 +66,8 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   "task.v1.TokenService/ListTokens": rule("admin", "refuse"),
   "task.v1.TokenService/RevokeToken": rule("admin", "refuse"),
   "task.v1.TokenService/WhoAmI": rule("reader", "allow"),
+  // Who did what, across every queue: admins only (it names tokens and client addresses).
+  "task.v1.AuditService/ListAuditEvents": rule("admin", "refuse"),
   // The API's schema, which is no secret; needs a token like every other RPC.
   "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": rule("reader", "allow"),
   "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": rule("reader", "allow"),
@@ -80,6 +82,8 @@ export const HTTP_RULES = {
   logDownload: rule("reader", "task"),
   /** GET /metrics on the API port: counts across every queue and type. */
   metrics: rule("reader", "refuse"),
+  /** GET /audit/export: the audit log as NDJSON, as ListAuditEvents. */
+  auditExport: rule("admin", "refuse"),
 } as const satisfies Record<string, MethodRule>;
 
 /** Who the caller is, for messages: "token ci" or "the local caller". */

@@ -5,6 +5,8 @@ import { file_task_v1_control, TaskControlService } from "../gen/task/v1/control
 import { file_task_v1_schedule, ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { file_task_v1_task, TaskService } from "../gen/task/v1/task_pb.js";
 import { file_task_v1_token, TokenService } from "../gen/task/v1/token_pb.js";
+import { AuditService, file_task_v1_audit } from "../gen/task/v1/audit_pb.js";
+import { createAuditService } from "./audit-service.js";
 import type { Authenticator } from "./auth.js";
 import type { Logger } from "../logger.js";
 import { toConnectError } from "./connect-errors.js";
@@ -44,7 +46,7 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 }
 
 /** The API's own services (health and reflection aside); roles.ts has a rule for each of their methods. */
-export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerService, TaskControlService, TokenService] as const;
+export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerService, TaskControlService, TokenService, AuditService] as const;
 
 /** Registers every service on a router. */
 export function routes(deps: TaskServiceDeps & { health: HealthOptions; auth: Authenticator }): (router: ConnectRouter) => void {
@@ -57,10 +59,11 @@ export function routes(deps: TaskServiceDeps & { health: HealthOptions; auth: Au
     router.service(WorkerService, createWorkerService(withCatalog));
     router.service(TaskControlService, createTaskControlService(withCatalog));
     router.service(TokenService, createTokenService(deps));
+    router.service(AuditService, createAuditService(deps));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,
-      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_task_v1_token, file_grpc_health_v1_health],
+      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_task_v1_token, file_task_v1_audit, file_grpc_health_v1_health],
       [...API_SERVICES.map((s) => s.typeName), Health.typeName],
     );
     // Last: it wraps the handlers registered above.

@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
 import type { Logger } from "../logger.js";
+import { auditExportHandler } from "./audit-export.js";
 import { assignRequestId, requestContextValues } from "./audit-context.js";
 import { authInterceptor, Authenticator, authorizeHttp } from "./auth.js";
 import { cachedFor } from "./cached.js";
@@ -86,6 +87,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
   const dashboard = dashboardHandler();
   const logDownload = logDownloadHandler({ db: deps.db.kysely, events: deps.events, logger: deps.logger, auth });
+  const auditExport = auditExportHandler({ db: deps.db.kysely, logger: deps.logger, auth });
   const hostAllowed = hostAllowList(deps.config);
   const handler = connectNodeAdapter({
     routes: routes({ ...deps, auth, health: { maxWatchers: deps.config.maxHealthWatchers } }),
@@ -123,6 +125,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
         return;
       }
       if (logDownload(req, res)) return;
+      if (auditExport(req, res)) return;
       if (dashboard(req, res)) return;
       reply(404, "not found");
     },
