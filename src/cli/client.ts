@@ -5,6 +5,7 @@ import { TaskControlService } from "../gen/task/v1/control_pb.js";
 import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import { TokenService } from "../gen/task/v1/token_pb.js";
+import { AuditService } from "../gen/task/v1/audit_pb.js";
 import { UsageError } from "./io.js";
 
 /** Connection options shared by every command that talks to a server. */
@@ -41,6 +42,11 @@ export function workerClient(options: ClientOptions): Client<typeof WorkerServic
 /** A TokenService client (token create/list/revoke, whoami). */
 export function tokenClient(options: ClientOptions): Client<typeof TokenService> {
   return createClient(TokenService, transport(options));
+}
+
+/** An AuditService client (task-cli audit). */
+export function auditClient(options: ClientOptions): Client<typeof AuditService> {
+  return createClient(AuditService, transport(options));
 }
 
 function transport(options: ClientOptions): Transport {

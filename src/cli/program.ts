@@ -6,6 +6,7 @@ import { registerScheduleCommands } from "./commands/schedule.js";
 import { registerServiceCommands } from "./commands/service.js";
 import { registerTaskCommands } from "./commands/task.js";
 import { registerTokenCommands } from "./commands/token.js";
+import { registerAuditCommand } from "./commands/audit.js";
 import type { CliIO } from "./io.js";
 import { parseOutputFormat, type OutputFormat } from "./output.js";
 
@@ -35,5 +36,6 @@ export function buildProgram(io: CliIO): Command {
   registerScheduleCommands(program, io);
   registerQueueCommands(program, io);
   registerTokenCommands(program, io);
+  registerAuditCommand(program, io);
   return program;
 }

@@ -1,0 +1,86 @@
+import { Command } from "commander";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { ListAuditEventsResponseSchema, type AuditEvent } from "../../gen/task/v1/audit_pb.js";
+import { auditClient, type ClientOptions } from "../client.js";
+import type { CliIO } from "../io.js";
+import { UsageError } from "../io.js";
+import { makeTable, printMessage } from "../output.js";
+import { parseDuration } from "../../duration.js";
+import { parseInteger } from "../parse.js";
+import type { GlobalOptions } from "../program.js";
+
+/** `--since`/`--until`: a duration back from now (1h, 7d) or an RFC 3339 time. */
+function parseTimeFlag(value: string, flag: string): Date {
+  const ago = parseDuration(value);
+  if (ago !== undefined) return new Date(Date.now() - ago);
+  const at = /^\d{4}-\d\d-\d\dT/.test(value) ? new Date(value) : new Date(Number.NaN);
+  if (Number.isNaN(at.getTime())) throw new UsageError(`${flag}: "${value}" is neither a duration back from now (1h, 7d) nor a time (2026-01-31T12:00:00Z)`);
+  return at;
+}
+
+/** What an event acted on, in a few words: "tasks 12, 13", "queue reports", a bulk's counts. */
+export function describeResources(e: Pick<AuditEvent, "resources">): string {
+  const r = (e.resources ?? {}) as Record<string, unknown>;
+  const parts: string[] = [];
+  if (Array.isArray(r.tasks)) parts.push(r.tasks.length <= 5 ? `task${r.tasks.length === 1 ? "" : "s"} ${r.tasks.join(", ")}` : `${r.tasks.length} tasks`);
+  for (const key of ["queue", "schedule", "token"]) if (typeof r[key] === "string") parts.push(`${key} ${r[key] as string}`);
+  if (r.filter !== undefined) parts.push(`filter ${JSON.stringify(r.filter)}`);
+  for (const key of ["matched", "eligible", "changed", "succeeded", "failed", "cancelled", "auditEvents"]) if (typeof r[key] === "number") parts.push(`${key} ${r[key] as number}`);
+  return parts.join("; ") || "-";
+}
+
+const repeat = (value: string, previous: string[] = []) => [...previous, ...value.split(",").map((s) => s.trim()).filter(Boolean)];
+
+/** Streams GET /audit/export to stdout as it arrives (NDJSON). */
+async function exportAudit(io: CliIO, g: ClientOptions, query: URLSearchParams): Promise<void> {
+  const url = `${g.address.replace(/\/$/, "")}/audit/export?${query.toString()}`;
+  const res = await fetch(url, { headers: g.token ? { authorization: `Bearer ${g.token}` } : {} });
+  if (!res.ok || !res.body) throw new Error(`the audit export failed: ${res.status} ${(await res.text()).trim()}`);
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as AsyncIterable<Uint8Array>) io.stdout.write(decoder.decode(chunk, { stream: true }));
+  const rest = decoder.decode();
+  if (rest) io.stdout.write(rest);
+}
+
+/** Registers `audit`: the audit log, listed or exported as NDJSON (needs an admin token). */
+export function registerAuditCommand(program: Command, io: CliIO): void {
+  program
+    .command("audit")
+    .description("Show who changed what (the audit log), newest first; needs an admin token")
+    .option("--actor <name>", "only changes by this token (or local, schedule:<name>); repeatable or comma-separated", repeat)
+    .option("--action <action>", "only these actions (create, cancel, bulk_cancel, queue_update, token_create, ...); repeatable", repeat)
+    .option("--since <when>", "only changes since then: a duration back from now (1h, 7d) or a time")
+    .option("--until <when>", "only changes before then: a duration back from now or a time")
+    .option("--limit <n>", "events per page (1-1000)", "50")
+    .option("--page-token <token>", "the page after the one that printed this token")
+    .option("--export", "write every matching event as NDJSON (one JSON object a line), streamed, e.g. > audit.ndjson")
+    .action(async (flags: { actor?: string[]; action?: string[]; since?: string; until?: string; limit: string; pageToken?: string; export?: boolean }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<GlobalOptions>();
+      const since = flags.since === undefined ? undefined : parseTimeFlag(flags.since, "--since");
+      const until = flags.until === undefined ? undefined : parseTimeFlag(flags.until, "--until");
+      if (flags.export) {
+        const query = new URLSearchParams();
+        for (const a of flags.actor ?? []) query.append("actor", a);
+        for (const a of flags.action ?? []) query.append("action", a);
+        if (since) query.set("since", since.toISOString());
+        if (until) query.set("until", until.toISOString());
+        return exportAudit(io, g, query);
+      }
+      const res = await auditClient(g).listAuditEvents({
+        actors: flags.actor ?? [],
+        actions: flags.action ?? [],
+        since: since && timestampFromDate(since),
+        until: until && timestampFromDate(until),
+        pageSize: parseInteger(flags.limit, "--limit", 1, 1000),
+        pageToken: flags.pageToken ?? "",
+      });
+      printMessage(io, g.output, ListAuditEventsResponseSchema, res, (r) => {
+        if (r.events.length === 0) return "no audit events";
+        const table = makeTable(["AT", "ACTOR", "ROLE", "ACTION", "ON", "REASON", "FROM", "REQUEST"]);
+        for (const e of r.events) {
+          table.push([e.at ? timestampDate(e.at).toISOString() : "-", e.actor, e.role || "-", e.action, describeResources(e), e.reason || "-", e.clientAddress || "-", e.requestId || "-"]);
+        }
+        return `${table.toString()}${r.nextPageToken ? `\n\nmore: --page-token ${r.nextPageToken}` : ""}`;
+      });
+    });
+}
