@@ -89,7 +89,7 @@ describe("cancel and retry", () => {
       await worker.query("commit");
       const { task: after } = await cancelled;
       expect(after?.status).toBe(TaskStatus.CANCELLED);
-      expect((await api.client.getTaskHistory({ id: BigInt(task!.id) })).history.at(-1)?.details).toBe("cancelled by request: racing");
+      expect((await api.client.getTaskHistory({ id: BigInt(task!.id) })).history.at(-1)?.details).toBe("cancelled by local (admin): racing");
     } finally {
       await worker.end();
     }

@@ -40,7 +40,7 @@ describe("tables use the terminal's width", () => {
     const task = await createTask(api.client);
     await api.client.cancelTask({ id: task.id, reason });
     const history = await runCli(["--address", api.server.url, "history", "--id", String(task.id)], { columns: 220 });
-    expect(history.stdout).toContain(`cancelled by request: ${reason}`);
+    expect(history.stdout).toContain(`cancelled by local (admin): ${reason}`);
 
     // Without a terminal (a pipe, CI) tables still fit the default 100 columns.
     const narrow = await cli("task", "types");

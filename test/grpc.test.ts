@@ -35,7 +35,7 @@ describe.each(protocols)("over %s", (protocol) => {
     const { task: cancelled } = await client().cancelTask({ id: task!.id, reason: protocol });
     expect(cancelled?.status).toBe(TaskStatus.CANCELLED);
     const { history } = await client().getTaskHistory({ id: task!.id });
-    expect(history.map((h) => h.details)).toEqual(["created", `cancelled by request: ${protocol}`]);
+    expect(history.map((h) => h.details)).toEqual(["created", `cancelled by local (admin): ${protocol}`]);
 
     const counts = await client().getTaskStatusCounts({});
     expect(counts.counts).toHaveLength(7);

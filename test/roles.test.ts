@@ -12,6 +12,7 @@ import { QueueService, WorkerService } from "../src/gen/task/v1/queue_pb.js";
 import { ScheduleService } from "../src/gen/task/v1/schedule_pb.js";
 import { TaskService, TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Role, TokenService } from "../src/gen/task/v1/token_pb.js";
+import { AuditService } from "../src/gen/task/v1/audit_pb.js";
 import { ServerReflection as ReflectionV1 } from "../src/gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../src/gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { Metrics } from "../src/metrics.js";
@@ -58,6 +59,7 @@ function clients(transport: Transport) {
     worker: createClient(WorkerService, transport),
     schedule: createClient(ScheduleService, transport),
     token: createClient(TokenService, transport),
+    audit: createClient(AuditService, transport),
   };
 }
 type Clients = ReturnType<typeof clients>;
@@ -134,6 +136,7 @@ const calls: Record<string, (c: Clients) => Promise<unknown>> = {
   "task.v1.TokenService/ListTokens": (c) => c.token.listTokens({}),
   "task.v1.TokenService/RevokeToken": (c) => c.token.revokeToken({ name: "none" }),
   "task.v1.TokenService/WhoAmI": (c) => c.token.whoAmI({}),
+  "task.v1.AuditService/ListAuditEvents": (c) => c.audit.listAuditEvents({}),
 };
 
 describe("the role table", () => {

@@ -65,7 +65,7 @@ describe("CancelTask", () => {
     const { history } = await api.client.getTaskHistory({ id: task.id });
     expect(history.map((h) => [h.status, h.details])).toEqual([
       [TaskStatus.QUEUED, "created"],
-      [TaskStatus.CANCELLED, "cancelled by request: no longer needed"],
+      [TaskStatus.CANCELLED, "cancelled by local (admin): no longer needed"],
     ]);
     expect(await jobOf(db(), task.id)).toBeUndefined();
     expect((await api.client.getTask({ id: task.id })).task?.status).toBe(TaskStatus.CANCELLED);
@@ -77,7 +77,7 @@ describe("CancelTask", () => {
     const { task: cancelled } = await api.client.cancelTask({ id: task.id });
     expect(cancelled?.status).toBe(TaskStatus.CANCELLED);
     const { history } = await api.client.getTaskHistory({ id: task.id });
-    expect(history.at(-1)).toMatchObject({ status: TaskStatus.CANCELLED, attempt: 1, details: "cancelled by request" });
+    expect(history.at(-1)).toMatchObject({ status: TaskStatus.CANCELLED, attempt: 1, details: "cancelled by local (admin)" });
     expect(await jobOf(db(), task.id)).toBeUndefined();
   });
 
