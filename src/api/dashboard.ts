@@ -42,7 +42,7 @@ const SECURITY_HEADERS = {
  * The first path segments of the dashboard's own routes (ui/src/app.tsx), answered with the page so a
  * reload or a shared link works; any other unknown path stays a plain 404. A new view adds its segment.
  */
-const CLIENT_SECTIONS = new Set(["tasks", "schedules", "queues"]);
+const CLIENT_SECTIONS = new Set(["tasks", "schedules", "queues", "audit"]);
 
 /** Vite puts content-hashed files under assets/: a changed file gets a new name, so they can be kept forever. */
 const IMMUTABLE = "public, max-age=31536000, immutable";

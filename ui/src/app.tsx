@@ -10,6 +10,8 @@ import { TaskDetail } from "./routes/tasks/$taskId";
 import { NewTask } from "./routes/tasks/new";
 import { ScheduleList } from "./routes/schedules";
 import { QueueList } from "./routes/queues";
+import { AuditLog } from "./routes/audit";
+import { AuditService } from "../../src/gen/task/v1/audit_pb.js";
 
 /** Which section a path belongs to, for the navigation's "current page" mark. */
 function section(path: string): string {
@@ -37,6 +39,7 @@ function Pages() {
       <Route path="/tasks/:id">{(params) => <TaskDetail idText={params.id} />}</Route>
       <Route path="/schedules" component={ScheduleList} />
       <Route path="/queues" component={QueueList} />
+      <Route path="/audit" component={AuditLog} />
       <Route>
         <h1>Not found</h1>
         <p>
@@ -81,6 +84,7 @@ export function App() {
           {can(TaskService, "CreateTask") && <NavLink href="/tasks/new">New task</NavLink>}
           <NavLink href="/schedules">Schedules</NavLink>
           <NavLink href="/queues">Queues</NavLink>
+          {can(AuditService, "ListAuditEvents") && <NavLink href="/audit">Audit</NavLink>}
         </nav>
         {auth.kind === "ok" && <Identity />}
         {currentToken() && auth.kind === "ok" && (

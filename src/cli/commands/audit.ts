@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ListAuditEventsResponseSchema, type AuditEvent } from "../../gen/task/v1/audit_pb.js";
+import { ListAuditEventsResponseSchema } from "../../gen/task/v1/audit_pb.js";
+import { describeAuditResources } from "../../audit-text.js";
 import { auditClient, type ClientOptions } from "../client.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
@@ -16,17 +17,6 @@ function parseTimeFlag(value: string, flag: string): Date {
   const at = /^\d{4}-\d\d-\d\dT/.test(value) ? new Date(value) : new Date(Number.NaN);
   if (Number.isNaN(at.getTime())) throw new UsageError(`${flag}: "${value}" is neither a duration back from now (1h, 7d) nor a time (2026-01-31T12:00:00Z)`);
   return at;
-}
-
-/** What an event acted on, in a few words: "tasks 12, 13", "queue reports", a bulk's counts. */
-export function describeResources(e: Pick<AuditEvent, "resources">): string {
-  const r = (e.resources ?? {}) as Record<string, unknown>;
-  const parts: string[] = [];
-  if (Array.isArray(r.tasks)) parts.push(r.tasks.length <= 5 ? `task${r.tasks.length === 1 ? "" : "s"} ${r.tasks.join(", ")}` : `${r.tasks.length} tasks`);
-  for (const key of ["queue", "schedule", "token"]) if (typeof r[key] === "string") parts.push(`${key} ${r[key] as string}`);
-  if (r.filter !== undefined) parts.push(`filter ${JSON.stringify(r.filter)}`);
-  for (const key of ["matched", "eligible", "changed", "succeeded", "failed", "cancelled", "auditEvents"]) if (typeof r[key] === "number") parts.push(`${key} ${r[key] as number}`);
-  return parts.join("; ") || "-";
 }
 
 const repeat = (value: string, previous: string[] = []) => [...previous, ...value.split(",").map((s) => s.trim()).filter(Boolean)];
@@ -78,7 +68,7 @@ export function registerAuditCommand(program: Command, io: CliIO): void {
         if (r.events.length === 0) return "no audit events";
         const table = makeTable(["AT", "ACTOR", "ROLE", "ACTION", "ON", "REASON", "FROM", "REQUEST"]);
         for (const e of r.events) {
-          table.push([e.at ? timestampDate(e.at).toISOString() : "-", e.actor, e.role || "-", e.action, describeResources(e), e.reason || "-", e.clientAddress || "-", e.requestId || "-"]);
+          table.push([e.at ? timestampDate(e.at).toISOString() : "-", e.actor, e.role || "-", e.action, describeAuditResources(e.resources), e.reason || "-", e.clientAddress || "-", e.requestId || "-"]);
         }
         return `${table.toString()}${r.nextPageToken ? `\n\nmore: --page-token ${r.nextPageToken}` : ""}`;
       });
