@@ -23,8 +23,8 @@ import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finish
 import { listLiveWorkers } from "../store/workers.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
-import { findTask, findTasksByIdempotencyKeys, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
-import { actorText, audited, recordAudit, recordAuditEach, type AuditActor, type AuditChange } from "../store/audit.js";
+import { findTask, findTasksByIdempotencyKeys, insertTasksAudited, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { actorText, audited, recordAudit, type AuditActor, type AuditChange } from "../store/audit.js";
 import { auditActorOf } from "./audit-context.js";
 import { cancelTasks, retryTasks } from "../store/lifecycle/index.js";
 import { durationFromMs, historyToProto, statusToProto, taskToProto } from "./convert.js";
@@ -92,13 +92,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   const catalog = catalogFor(deps);
   // Concurrent single CreateTask calls share one insert statement (and commit): see group-commit.ts.
   // Each create's audit row is written in the same transaction as the statement that inserts it.
+  // (Unkeyed creates insert every task, so rows[i] is items[i]'s.)
   const singles = new GroupCommit<{ task: NewTask; actor: AuditActor }, TaskRow>(
-    (items) =>
-      db.transaction().execute(async (trx) => {
-        const rows = await insertTasksInTransaction(trx, items.map((i) => i.task));
-        await recordAuditEach(trx, rows.map((row, i) => ({ who: items[i]!.actor, change: createdChange([row]) })));
-        return rows;
-      }),
+    (items) => insertTasksAudited(pair, items.map((i) => i.task), (rows) => rows.map((row, i) => ({ who: items[i]!.actor, change: createdChange([row]) }))),
     { maxBatch: Math.min(config.maxBatchSize, 500), maxInFlight: 2 },
   );
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
@@ -131,7 +127,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         })
       : !batch
         ? [{ row: await singles.write({ task: tasks[0]!, actor }), created: true }]
-        : await audited(db, actor, (trx) => insertTasksInTransaction(trx, tasks), (rows) => createdChange(rows, true)).then((rows) => rows.map((row) => ({ row, created: true })));
+        : (await insertTasksAudited(pair, tasks, (rows) => [{ who: actor, change: createdChange(rows, true) }])).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return results;
   }

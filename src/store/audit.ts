@@ -43,10 +43,22 @@ export async function recordAudit(db: Kysely<Database>, who: AuditActor, changes
   return recordAuditEach(db, changes.map((change) => ({ who, change })));
 }
 
+/** One audit row to write: who, and what they changed. */
+export interface AuditEntry {
+  who: AuditActor;
+  change: AuditChange;
+}
+
 /** Writes one row per entry (each with its own actor: group-committed creates), in one statement; returns their ids. */
-export async function recordAuditEach(db: Kysely<Database>, entries: { who: AuditActor; change: AuditChange }[]): Promise<string[]> {
+export async function recordAuditEach(db: Kysely<Database>, entries: AuditEntry[]): Promise<string[]> {
   if (entries.length === 0) return [];
-  const rows = await db
+  const rows = await auditInsert(db, entries).execute();
+  return rows.map((r) => String(r.id));
+}
+
+/** The statement that writes `entries` (non-empty), returning their ids; compile it to run it on a connection of one's own. */
+export function auditInsert(db: Kysely<Database>, entries: AuditEntry[]) {
+  return db
     .insertInto("audit_events")
     .values(
       entries.map(({ who, change: c }) => ({
@@ -61,9 +73,7 @@ export async function recordAuditEach(db: Kysely<Database>, entries: { who: Audi
         request_id: who.requestId ?? null,
       })),
     )
-    .returning("id")
-    .execute();
-  return rows.map((r) => String(r.id));
+    .returning("id");
 }
 
 /**

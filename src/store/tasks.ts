@@ -1,6 +1,7 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
 import { taskColumns, type Database, type TaskRow, type TaskStatus } from "./schema.js";
-import { queryPrepared, type Db } from "./db.js";
+import { inPreparedTransaction, queryPrepared, type Db } from "./db.js";
+import { auditInsert, type AuditEntry } from "./audit.js";
 import { countTasksMatching } from "./task-counts.js";
 import { createTasks, type NewTask } from "./lifecycle/create.js";
 
@@ -16,6 +17,20 @@ export type { NewTask } from "./lifecycle/create.js";
  */
 export async function insertTasks(db: Db, tasks: NewTask[]): Promise<TaskRow[]> {
   return tasks.length === 0 ? [] : queryPrepared(db, "task_insert_tasks", createTasks(tasks));
+}
+
+/**
+ * insertTasks with the audit rows `audit` makes of the inserted tasks, committed together in one
+ * transaction; the create statement stays a prepared one (CreateTask's hot path).
+ */
+export async function insertTasksAudited(db: Db, tasks: NewTask[], audit: (rows: TaskRow[]) => AuditEntry[]): Promise<TaskRow[]> {
+  if (tasks.length === 0) return [];
+  return inPreparedTransaction(db, async (query) => {
+    const rows = await query(createTasks(tasks).compile(db.kysely), "task_insert_tasks");
+    const entries = audit(rows);
+    if (entries.length > 0) await query(auditInsert(db.kysely, entries).compile());
+    return rows;
+  });
 }
 
 /** insertTasks inside the caller's transaction (which needs its one connection, so no prepared statement). */
