@@ -1,6 +1,5 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
 import type { Database, TaskStatus } from "./schema.js";
-import { retryOnConflict } from "./db.js";
 import { likePrefix } from "./tasks.js";
 import { cancelTasks, deleteTasks, GUARDS, pauseTasks, resumeTasks, retryTasks } from "./lifecycle/index.js";
 
@@ -109,18 +108,18 @@ export async function nextBatch(
 
 /** Applies an action to one batch of ids; returns how many tasks it changed. */
 export async function applyToBatch(db: Kysely<Database>, action: BulkActionName, ids: string[], ctx: BulkContext): Promise<number> {
-  // Each statement is retried alone if PostgreSQL breaks a deadlock with it (retryOnConflict); a
-  // repeat changes only what the first try did not.
+  // Each event repeats itself if PostgreSQL breaks a deadlock with it (store/lifecycle/control.ts);
+  // a repeat changes only what the first try did not.
   switch (action) {
     case "cancel":
-      return (await retryOnConflict(() => cancelTasks(db, ids, { details: "cancelled by bulk request", reason: ctx.reason }))).length;
+      return (await cancelTasks(db, ids, { details: "cancelled by bulk request", reason: ctx.reason })).length;
     case "retry":
-      return (await retryOnConflict(() => retryTasks(db, ids, "bulk retry: back to queued with attempts reset", ctx.runnableTypes))).length;
+      return (await retryTasks(db, ids, "bulk retry: back to queued with attempts reset", ctx.runnableTypes)).length;
     case "pause":
-      return (await retryOnConflict(() => pauseTasks(db, ids, ctx.pausableTypes, "paused by bulk request"))).length;
+      return (await pauseTasks(db, ids, ctx.pausableTypes, "paused by bulk request")).length;
     case "resume":
-      return (await retryOnConflict(() => resumeTasks(db, ids, "resumed by bulk request"))).length;
+      return (await resumeTasks(db, ids, "resumed by bulk request")).length;
     case "delete":
-      return retryOnConflict(() => deleteTasks(db, ids));
+      return deleteTasks(db, ids);
   }
 }
