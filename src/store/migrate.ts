@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { runMigrations } from "graphile-worker";
 import { Migrator, sql, type Migration, type MigrationProvider } from "kysely";
 import type { Logger } from "../logger.js";
-import { graphileLogger } from "../worker/graphile-logger.js";
+import { graphileLogger } from "../graphile-logger.js";
 import type { Db } from "./db.js";
 
 /** The folder of numbered SQL migrations shipped with the service. */

@@ -50,7 +50,7 @@ export async function claimAttempt(db: Db, taskId: string, attempt: number, work
 
 /** What one claim statement of a worker process's fetch loop may take (claimNextAttempts). */
 export interface NextAttempts {
-  /** The graphile-worker task identifiers to take jobs of (src/worker/jobs.ts runTaskIdentifier). */
+  /** The graphile-worker task identifiers to take jobs of (store/jobs.ts runTaskIdentifier). */
   identifiers: string[];
   /** Job flags not to take (queues held or limited, src/worker/queue-gate.ts). */
   forbiddenFlags: string[];
