@@ -1,0 +1,21 @@
+-- Heartbeats as HOT updates (docs/design/hot-path.md, "Heartbeats are HOT updates").
+--
+-- A heartbeat (src/store/lifecycle/attempt.ts) sets only heartbeat_at, every TASK_HEARTBEAT_MS per
+-- running attempt, and fires no trigger (the count and finish triggers are `update of status, type,
+-- queue` and `update of status`). PostgreSQL writes it as a HOT update (a new row version on the
+-- same page, no index entry) when no index covers a changed column and the page has room. Until
+-- this migration tasks_running_heartbeat_idx indexed heartbeat_at, so every heartbeat inserted an
+-- entry into each of the table's 13 indexes.
+--
+-- The lease check (rescueLostAttempts) reads attempts in progress, RUNNING or PAUSED mid-attempt,
+-- and applies the heartbeat filter to the few rows it finds: this partial index holds exactly
+-- those rows (its predicate is IN_ATTEMPT, src/store/lifecycle/states.ts) under a key a heartbeat
+-- does not change.
+drop index if exists tasks_running_heartbeat_idx;
+create index if not exists tasks_in_attempt_idx on tasks (worker_id)
+  where status = 'running' or (status = 'paused' and worker_id is not null);
+
+-- Room on each page for the new versions of its running rows. It applies to pages filled from now
+-- on; pages written before keep what they hold (a running row on a full page moves to a page with
+-- room on its first update, and is HOT from then on), until VACUUM FULL or CLUSTER rewrites them.
+alter table tasks set (fillfactor = 80);
