@@ -7,13 +7,15 @@
 -- this migration tasks_running_heartbeat_idx indexed heartbeat_at, so every heartbeat inserted an
 -- entry into each of the table's 13 indexes.
 --
--- The lease check (rescueLostAttempts) reads attempts in progress, RUNNING or PAUSED mid-attempt,
--- and applies the heartbeat filter to the few rows it finds: this partial index holds exactly
--- those rows (its predicate is IN_ATTEMPT, src/store/lifecycle/states.ts) under a key a heartbeat
--- does not change.
+-- The lease check (rescueLostAttempts) reads attempts in progress, RUNNING or PAUSED mid-attempt
+-- (IN_ATTEMPT, src/store/lifecycle/states.ts), and applies the heartbeat filter to the few rows it
+-- finds: this partial index holds those rows under a key a heartbeat does not change. A task has a
+-- worker exactly while an attempt is in progress (the claim sets it, the attempt's end clears it),
+-- so the predicate is IN_ATTEMPT's consequence without the literal 'paused': a database migrating
+-- from before 0013 adds that enum value in this same transaction, where it cannot be used yet.
 drop index if exists tasks_running_heartbeat_idx;
 create index if not exists tasks_in_attempt_idx on tasks (worker_id)
-  where status = 'running' or (status = 'paused' and worker_id is not null);
+  where status = 'running' or worker_id is not null;
 
 -- Room on each page for the new versions of its running rows. It applies to pages filled from now
 -- on; pages written before keep what they hold (a running row on a full page moves to a page with
