@@ -286,7 +286,13 @@ export interface LostAttempts {
  * matching nothing, and one outcome is ever recorded.
  */
 export async function rescueLostAttempts(db: Kysely<Database>, which: LostAttempts): Promise<TaskRow[]> {
-  const { rows } = await endAttempts({
+  const { rows } = await rescueStatement(which).execute(db);
+  return rows;
+}
+
+/** The statement of rescueLostAttempts (for its query plan: test/migrate-forward.test.ts). */
+export function rescueStatement(which: LostAttempts): RawBuilder<TaskRow> {
+  return endAttempts({
     with: [
       sql`e as (
         select id as e_id, 'lost'::text as e_kind, null::jsonb as e_result, now() as e_retry_at,
@@ -302,6 +308,5 @@ export async function rescueLostAttempts(db: Kysely<Database>, which: LostAttemp
     ],
     from: sql`e`,
     guard: sql`id = e.e_id and ${IN_ATTEMPT}`,
-  }).execute(db);
-  return rows;
+  });
 }
