@@ -225,6 +225,15 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
       }
     }
 
+    // Every process has exited, so every backend has flushed its statistics (issue 25: HOT updates).
+    await db.pool.query("select pg_stat_force_next_flush()");
+    const { rows: updates } = await db.pool.query("select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relname = 'tasks'");
+    const upd = Number(updates[0].n_tup_upd);
+    const hot = Number(updates[0].n_tup_hot_upd);
+    // Transitions change status, which is indexed: never HOT. One history row each, creation aside.
+    const moves = tasks.reduce((n, t) => n + t.history.length - 1, 0);
+    const pct = (part: number, whole: number) => (whole <= 0 ? "n/a" : `${((100 * part) / whole).toFixed(1)} %`);
+
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     const lines = [
       "",
@@ -233,6 +242,7 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
       ...[...byKind].map(([kind, m]) => `  ${kind.padEnd(7)} ${[...m].map(([s, n]) => `${s} ${n}`).join(", ")}`),
       `  attempts rescued from killed workers: ${lostAttempts}`,
       `  history checked: ${tasks.length} tasks, ${violations.length} violations`,
+      `  updates of tasks (pg_stat_user_tables): ${upd}, HOT ${hot} (${pct(hot, upd)}); not transitions (heartbeats): ${upd - moves}, HOT ${pct(hot, upd - moves)}`,
       `  task jobs left: ${before.jobs} (${before.locked} locked) before the reconciler's full pass, ${jobs.jobs} (${jobs.locked} locked) after`,
       ...violations.slice(0, 30).map((v) => `  VIOLATION ${v}`),
       violations.length === 0 ? "PASS" : `FAIL (${violations.length} violations)`,

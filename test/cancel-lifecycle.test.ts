@@ -94,4 +94,32 @@ describe("cancel and retry", () => {
       await worker.end();
     }
   });
+
+  it("a cancel that meets a claim in the opposite lock order is repeated, not answered Internal", async () => {
+    // Scheduled an hour ahead, so no test worker claims it: the "claim" is ours.
+    const task = await createTask(api.client, { runAt: timestampFromDate(new Date(Date.now() + 3_600_000)) });
+    const claim = new pg.Client({ connectionString: api.database.url });
+    await claim.connect();
+    try {
+      // A worker's claim locks the job first, then the task (store/lifecycle claimNextAttempts).
+      await claim.query("begin");
+      await claim.query("select 1 from graphile_worker._private_jobs where key = $1 for update", [`task:${task.id}`]);
+      // The cancel locks the task, then waits to remove the job.
+      const cancelled = api.client.cancelTask({ id: task.id, reason: "deadlocked" });
+      await waitFor(async () => {
+        const { rows } = await api.database.db.pool.query(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%remove_job%'",
+        );
+        return rows[0].n > 0;
+      }, "the cancel to wait for the job's lock");
+      // The claim now wants the task: PostgreSQL finds the deadlock and aborts one of the two.
+      await claim.query("update tasks set priority = priority where id = $1", [String(task.id)]).catch(() => undefined);
+      await claim.query("rollback");
+      const { task: after } = await cancelled;
+      expect(after?.status).toBe(TaskStatus.CANCELLED);
+      expect((await api.client.getTaskHistory({ id: task.id })).history.at(-1)?.details).toBe("cancelled by request: deadlocked");
+    } finally {
+      await claim.end();
+    }
+  });
 });

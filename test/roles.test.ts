@@ -21,15 +21,9 @@ import type { Database } from "../src/store/schema.js";
 import type { Kysely } from "kysely";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, taskRequest } from "./helpers/factory.js";
+import { bearerToken } from "../src/sdk/client.js";
 import { waitFor } from "./helpers/wait.js";
 
-const bearer =
-  (token: string): Interceptor =>
-  (next) =>
-  (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
 
 /** The TASK_API_TOKENS of the server under test: a plain (legacy) entry and one named entry per role. */
 const TOKENS = { legacy: "legacy-secret", reader: "reader-secret-0123456789", operator: "operator-secret-0123456789", admin: "admin-secret-0123456789" };
@@ -41,7 +35,7 @@ let api: TestApi;
 let metrics: Metrics;
 beforeAll(async () => {
   metrics = new Metrics();
-  api = await startTestApi({ config: { apiTokens: CONFIGURED }, interceptors: [bearer(TOKENS.admin)], metrics });
+  api = await startTestApi({ config: { apiTokens: CONFIGURED }, interceptors: [bearerToken(TOKENS.admin)], metrics });
 });
 afterAll(async () => api?.close());
 
@@ -64,7 +58,7 @@ function clients(transport: Transport) {
 }
 type Clients = ReturnType<typeof clients>;
 const as = (token: string | undefined, protocol: keyof typeof protocols = "connect", url = api.server.url) =>
-  clients(protocols[protocol](url, token === undefined ? [] : [bearer(token)]));
+  clients(protocols[protocol](url, token === undefined ? [] : [bearerToken(token)]));
 
 /** Everything a refused call must leave alone, as one digest per table. */
 async function snapshot(db: Kysely<Database>) {

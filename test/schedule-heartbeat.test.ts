@@ -1,38 +1,27 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { runCli } from "./helpers/cli.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { scheduleTasks } from "./helpers/schedules.js";
-import { startServerProcess, type ServerProcess } from "./helpers/server-process.js";
+import { useServerProcesses } from "./helpers/server-process.js";
 import { waitFor } from "./helpers/wait.js";
 
 // The "done when", for real: a five-field schedule on the wall clock with two servers, over
 // two minute ticks (the one test that waits for minutes; the others use seconds-level schedules).
 
-let database: TestDatabase;
-const started: ServerProcess[] = [];
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(async () => {
-  await Promise.all(started.map((p) => p.kill()));
-  await database?.drop();
-});
+const processes = useServerProcesses();
 
 describe("task-cli schedule create heartbeat --cron '* * * * *' --type noop", () => {
   it("creates one task a minute, on the minute, with two servers running; schedule list shows next and last runs", async () => {
-    const [a, b] = await Promise.all([startServerProcess(database.url), startServerProcess(database.url)]);
-    started.push(a!, b!);
-    const worker = await startServerProcess(database.url, ["serve", "-n", "2"]);
-    started.push(worker);
+    const [a, b] = await Promise.all([processes.start(), processes.start()]);
+    const worker = await processes.start(["serve", "-n", "2"]);
     const created = await runCli(["--address", a!.url, "schedule", "create", "heartbeat", "--cron", "* * * * *", "--type", "noop"]);
     expect(created.code, created.stderr).toBe(0);
     const id = /ID\s+(\d+)/.exec(created.stdout)![1]!;
 
-    await waitFor(async () => (await scheduleTasks(database, id)).filter((t) => t.status === "succeeded").length >= 2, "two minute ticks to run", 150_000);
+    await waitFor(async () => (await scheduleTasks(processes.database, id)).filter((t) => t.status === "succeeded").length >= 2, "two minute ticks to run", 150_000);
     const list = await runCli(["--address", b!.url, "schedule", "list"]);
     await runCli(["--address", b!.url, "schedule", "pause", "heartbeat"]);
 
-    const tasks = await scheduleTasks(database, id);
+    const tasks = await scheduleTasks(processes.database, id);
     const ticks = tasks.map((t) => t.scheduled_at.getTime());
     expect(new Set(ticks).size).toBe(ticks.length);
     for (const t of ticks) expect(t % 60_000).toBe(0);

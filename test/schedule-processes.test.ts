@@ -1,29 +1,16 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CatchUpPolicy, OverlapPolicy } from "../src/gen/task/v1/schedule_pb.js";
 import { runCli } from "./helpers/cli.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { scheduleClientFor, scheduleSpec, scheduleTasks } from "./helpers/schedules.js";
-import { startServerProcess, type ServerProcess } from "./helpers/server-process.js";
+import { useServerProcesses } from "./helpers/server-process.js";
 import { waitFor } from "./helpers/wait.js";
 
 // Real processes on the real clock, with seconds-level schedules to keep the run short.
 
-let database: TestDatabase;
-const started: ServerProcess[] = [];
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(async () => {
-  await Promise.all(started.map((p) => p.kill()));
-  await database?.drop();
-});
+const processes = useServerProcesses();
 
-async function server(args?: string[], env?: Record<string, string>): Promise<ServerProcess> {
-  const p = await startServerProcess(database.url, args, env);
-  started.push(p);
-  return p;
-}
+const server = (args?: string[], env?: Record<string, string>) => processes.start(args, env);
 
 /** Asserts the ticks are exactly every `stepMs` from the first to the last: none lost, none twice. */
 function expectContiguous(ticks: Date[], stepMs: number): void {
@@ -40,7 +27,7 @@ describe("schedules across real server processes", () => {
     const created = await runCli(["--address", a.url, "schedule", "create", "heartbeat", "--cron", "*/2 * * * * *", "--type", "noop"]);
     expect(created.stderr).toBe("");
     const id = /ID\s+(\d+)/.exec(created.stdout)![1]!;
-    const count = async () => (await scheduleTasks(database, id)).length;
+    const count = async () => (await scheduleTasks(processes.database, id)).length;
     await waitFor(async () => (await count()) >= 3, "three ticks", 30_000);
 
     await a.kill(); // one server dies without warning; the other carries on, then it comes back
@@ -51,7 +38,7 @@ describe("schedules across real server processes", () => {
     await runCli(["--address", a2.url, "schedule", "pause", "heartbeat"]);
     await sleep(500);
 
-    const tasks = await scheduleTasks(database, id);
+    const tasks = await scheduleTasks(processes.database, id);
     expectContiguous(tasks.map((t) => t.scheduled_at), 2_000);
     // On time: never before the tick, and within a deadline a busy shared machine keeps. How soon
     // after it (a few milliseconds when idle) is a bench figure: npm run bench, "schedule tick → task".
@@ -70,7 +57,7 @@ describe("schedules across real server processes", () => {
     const { schedule } = await schedules.createSchedule({
       spec: scheduleSpec({ name: "every-second", cron: "* * * * * *", catchUp: CatchUpPolicy.BACKFILL, backfillLimit: 100 }),
     });
-    const count = async () => (await scheduleTasks(database, schedule!.id)).length;
+    const count = async () => (await scheduleTasks(processes.database, schedule!.id)).length;
     for (let i = 0; i < 3; i++) {
       const seen = await count();
       await waitFor(async () => (await count()) > seen + 1, "ticks to be created", 30_000);
@@ -82,7 +69,7 @@ describe("schedules across real server processes", () => {
     await waitFor(async () => (await count()) > seen + 2, "ticks after the last restart", 30_000);
     await scheduleClientFor(s.url).pauseSchedule({ name: "every-second" });
     await sleep(300);
-    const tasks = await scheduleTasks(database, schedule!.id);
+    const tasks = await scheduleTasks(processes.database, schedule!.id);
     expect(tasks.length).toBeGreaterThan(8);
     expectContiguous(tasks.map((t) => t.scheduled_at), 1_000);
     await s.stop();
@@ -95,11 +82,11 @@ describe("schedules across real server processes", () => {
     const { schedule } = await schedules.createSchedule({
       spec: scheduleSpec({ name: "slow", cron: "* * * * * *", task: { type: "noop", parameters: { sleep_ms: 2_500 } }, overlap: OverlapPolicy.SKIP }),
     });
-    await waitFor(async () => (await scheduleTasks(database, schedule!.id)).filter((t) => t.status === "succeeded").length >= 2, "two runs to finish", 60_000);
+    await waitFor(async () => (await scheduleTasks(processes.database, schedule!.id)).filter((t) => t.status === "succeeded").length >= 2, "two runs to finish", 60_000);
     const paused = await schedules.pauseSchedule({ name: "slow" });
-    await waitFor(async () => (await scheduleTasks(database, schedule!.id)).every((t) => t.status === "succeeded"), "the last run to finish", 30_000);
+    await waitFor(async () => (await scheduleTasks(processes.database, schedule!.id)).every((t) => t.status === "succeeded"), "the last run to finish", 30_000);
 
-    const { rows } = await database.db.pool.query<{ started_at: Date; finished_at: Date; scheduled_at: Date }>(
+    const { rows } = await processes.database.db.pool.query<{ started_at: Date; finished_at: Date; scheduled_at: Date }>(
       "select started_at, finished_at, scheduled_at from tasks where schedule_id = $1 order by started_at",
       [String(schedule!.id)],
     );

@@ -11,7 +11,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { run, type Job } from "graphile-worker";
 import type { Logger } from "../../src/logger.js";
-import { graphileLogger } from "../../src/worker/graphile-logger.js";
+import { graphileLogger } from "../../src/graphile-logger.js";
 import type { Db } from "../../src/store/db.js";
 import { percentiles, type Percentiles } from "./stats.js";
 

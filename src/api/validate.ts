@@ -1,10 +1,10 @@
-import { createHash } from "node:crypto";
 import { InvalidArgumentError } from "../errors.js";
 import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb.js";
 import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
 import type { NewTask, TaskFilter } from "../store/tasks.js";
 import { DEFAULT_QUEUE } from "../store/queues.js";
 import { durationToMs } from "./convert.js";
+import { fingerprint } from "../fingerprint.js";
 import { findUnstorable, UNSTORABLE_REASON, Violations } from "./fields.js";
 
 export const MAX_PRIORITY = 1000;
@@ -92,17 +92,9 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
 
 /** A stable fingerprint of what a create request asks for (key order does not matter). */
 function requestHash(value: unknown): string {
-  return createHash("sha256").update(canonicalJson(value)).digest("hex");
+  return fingerprint(value);
 }
 
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value && typeof value === "object") {
-    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value) ?? "null";
-}
 
 /** A task id from a request: positive, or InvalidArgument naming the field. */
 export function validateTaskId(id: bigint, field = "id"): string {

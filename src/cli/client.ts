@@ -6,6 +6,7 @@ import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import { TokenService } from "../gen/task/v1/token_pb.js";
 import { AuditService } from "../gen/task/v1/audit_pb.js";
+import { bearerToken } from "../sdk/client.js";
 import { UsageError } from "./io.js";
 
 /** Connection options shared by every command that talks to a server. */
@@ -58,12 +59,6 @@ function transport(options: ClientOptions): Transport {
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new UsageError(`--address: must be http:// or https://`);
   const interceptors: Interceptor[] = [];
-  if (options.token) {
-    const header = `Bearer ${options.token}`;
-    interceptors.push((next) => (req) => {
-      req.header.set("authorization", header);
-      return next(req);
-    });
-  }
+  if (options.token) interceptors.push(bearerToken(options.token));
   return createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors });
 }

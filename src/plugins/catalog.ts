@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import type { Kysely } from "kysely";
@@ -7,6 +6,7 @@ import { InvalidArgumentError, TaskTypeDisabledError, type FieldViolation } from
 import type { Database } from "../store/schema.js";
 import { listTaskTypeVersions, upsertTaskTypes, type TaskTypeVersion, type TaskTypeVersionInput } from "../store/task-types.js";
 import type { PluginRegistry } from "./registry.js";
+import { fingerprint } from "../fingerprint.js";
 import type { PluginDefaults, ResolvedTaskType, TaskType, TaskTypeResolver } from "./types.js";
 
 // ajv-formats is CommonJS with a default export; under NodeNext its callable is `.default`.
@@ -28,7 +28,7 @@ export function describeTaskType(type: TaskType & { defaults: PluginDefaults & {
   const defaults = { timeoutMs: type.defaults.timeoutMs, maxAttempts: type.defaults.maxAttempts, queue: type.defaults.queue ?? null };
   return {
     name: type.name,
-    schemaHash: createHash("sha256").update(canonicalJson({ parameterSchema, defaults })).digest("hex").slice(0, 16),
+    schemaHash: fingerprint({ parameterSchema, defaults }).slice(0, 16),
     description: type.description,
     parameterSchema,
     defaultTimeoutMs: defaults.timeoutMs,
@@ -37,14 +37,6 @@ export function describeTaskType(type: TaskType & { defaults: PluginDefaults & {
   };
 }
 
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value && typeof value === "object") {
-    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value) ?? "null";
-}
 
 /**
  * The version the server validates against: the newest (first registered last) of the versions a

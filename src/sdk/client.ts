@@ -51,6 +51,15 @@ export type TaskClient = Client<typeof TaskService> & {
   waitFor(id: bigint, options?: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal }): Promise<Task>;
 };
 
+/** Sends `Authorization: Bearer <token>` with every call (an API token, or a named token's secret). */
+export function bearerToken(token: string): Interceptor {
+  const header = `Bearer ${token}`;
+  return (next) => (req) => {
+    req.header.set("authorization", header);
+    return next(req);
+  };
+}
+
 /** A client of the task service's API (Connect protocol over HTTP/1.1). */
 export function createTaskClient(options: TaskClientOptions): TaskClient {
   let url: URL;
@@ -61,13 +70,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new TypeError("createTaskClient: address must be http:// or https://");
   const interceptors: Interceptor[] = [];
-  if (options.token) {
-    const header = `Bearer ${options.token}`;
-    interceptors.push((next) => (req) => {
-      req.header.set("authorization", header);
-      return next(req);
-    });
-  }
+  if (options.token) interceptors.push(bearerToken(options.token));
   const transport = createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors });
   const tasks = createClient(TaskService, transport);
   const schedules = createClient(ScheduleService, transport);

@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
+import { retryOnConflict } from "./db.js";
 import type { AuditEventsTable, Database } from "./schema.js";
 
 /**
@@ -79,15 +80,19 @@ export function auditInsert(db: Kysely<Database>, entries: AuditEntry[]) {
 /**
  * Runs `change` in a transaction and writes the audit row `describe` makes of its result in the
  * same transaction (none when it returns undefined: nothing changed). A change that throws rolls
- * back and writes no row.
+ * back and writes no row. The whole transaction is repeated when PostgreSQL aborts it to break a
+ * deadlock (a lifecycle event against a worker's claim): a rolled-back try changed nothing, and the
+ * events' guards make a repeat change only what is still to change.
  */
 export async function audited<T>(db: Kysely<Database>, who: AuditActor, change: (trx: Transaction<Database>) => Promise<T>, describe: (result: T) => AuditChange | AuditChange[] | undefined): Promise<T> {
-  return db.transaction().execute(async (trx) => {
-    const result = await change(trx);
-    const described = describe(result);
-    if (described) await recordAudit(trx, who, Array.isArray(described) ? described : [described]);
-    return result;
-  });
+  return retryOnConflict(() =>
+    db.transaction().execute(async (trx) => {
+      const result = await change(trx);
+      const described = describe(result);
+      if (described) await recordAudit(trx, who, Array.isArray(described) ? described : [described]);
+      return result;
+    }),
+  );
 }
 
 /**

@@ -1,5 +1,4 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
-import { JOB_MAX_ATTEMPTS, queueFlag, RUN_TASK_PREFIX } from "../worker/jobs.js";
 import type { Database } from "./schema.js";
 
 /**
@@ -11,6 +10,36 @@ import type { Database } from "./schema.js";
  * schema (and that no other file in src/ names graphile_worker), so an upgrade that changes them
  * fails a test instead of the claim.
  */
+
+// The job contract: how a task's job is named, flagged and retried.
+
+/**
+ * The graphile-worker task identifier a task's attempts run under: one per (queue, type),
+ * `run:<queue>:<type>`; its payload is `{taskId, attempt}` (store/jobs.ts addJobsOf). A worker
+ * process claims only the identifiers of the queues it serves and the types it has enabled
+ * (store/lifecycle claimNextAttempts), so it never takes a task it cannot run: such a task waits
+ * QUEUED for a worker that can. Neither queue names nor type names contain ':'.
+ */
+export function runTaskIdentifier(queue: string, type: string): string {
+  return `run:${queue}:${type}`;
+}
+
+/** The prefix every runTaskIdentifier starts with (for SQL that selects our jobs: `like 'run:%'`). */
+export const RUN_TASK_PREFIX = "run:";
+
+/**
+ * The graphile-worker job flag a task's job carries for its queue, `queue:<name>`. A worker leaves
+ * the jobs of a limited or held queue out of its batch claim by excluding their flag (queue-gate.ts).
+ */
+export function queueFlag(queue: string): string {
+  return `queue:${queue}`;
+}
+
+/**
+ * graphile-worker's own retries of a job cover infrastructure failures only (the handler threw
+ * because, say, the database went away); task-level retries and backoff are ours.
+ */
+export const JOB_MAX_ATTEMPTS = 10;
 
 /** What this file assumes of graphile-worker's schema: relation -> column -> type (as format_type prints it). */
 export const GRAPHILE_SCHEMA_USED = {
@@ -38,7 +67,7 @@ export function taskJobKey(idColumn: string): RawBuilder<string> {
  * A graphile_worker.job_spec[] built from the rows of `source` (a CTE or table with id, queue, type,
  * run_at, priority and attempts). Our priority is "higher first"; graphile-worker's is "lower
  * first", hence the negation. The job is filed under the task's (queue, type) identifier and
- * flagged with its queue (src/worker/jobs.ts says why).
+ * flagged with its queue (queueFlag says why).
  */
 function jobSpecsFrom(source: string): RawBuilder<unknown> {
   const from = sql.ref(source);

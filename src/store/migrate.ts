@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { runMigrations } from "graphile-worker";
 import { Migrator, sql, type Migration, type MigrationProvider } from "kysely";
 import type { Logger } from "../logger.js";
-import { graphileLogger } from "../worker/graphile-logger.js";
+import { graphileLogger } from "../graphile-logger.js";
 import type { Db } from "./db.js";
 
 /** The folder of numbered SQL migrations shipped with the service. */
@@ -36,15 +36,17 @@ export interface MigrateResult {
 
 /**
  * Brings the database up to date: graphile-worker's schema first (our SQL calls its functions), then
- * ours. Safe to run concurrently from several processes and any number of times.
+ * ours. Safe to run concurrently from several processes and any number of times. `through` (a
+ * migration's name, e.g. "0019_api_tokens") stops after that one: a database at an earlier schema,
+ * for tests and measurements of a later migration (forward only).
  */
-export async function migrate(db: Db, logger: Logger, dir = migrationsDir): Promise<MigrateResult> {
+export async function migrate(db: Db, logger: Logger, dir = migrationsDir, through?: string): Promise<MigrateResult> {
   const lockClient = await db.pool.connect();
   try {
     await lockClient.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
     await runMigrations({ pgPool: db.pool, logger: graphileLogger(logger) });
     const migrator = new Migrator({ db: db.kysely, provider: new SqlFileMigrationProvider(dir) });
-    const { error, results = [] } = await migrator.migrateToLatest();
+    const { error, results = [] } = await (through === undefined ? migrator.migrateToLatest() : migrator.migrateTo(through));
     const applied = results.filter((r) => r.status === "Success").map((r) => r.migrationName);
     if (error) {
       const failed = results.find((r) => r.status === "Error")?.migrationName ?? "unknown";

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import type { Database, TaskRow } from "./schema.js";
 import { forceUnlockWorkers } from "./jobs.js";
-import { forcing, rescueLostAttempts } from "./lifecycle/index.js";
+import { forcing, rescueLostAttempts, type LostAttempts } from "./lifecycle/index.js";
 
 /** How the reconciler judges a worker process dead (issue 17). */
 export interface DeathRule {
@@ -53,11 +53,16 @@ export async function releaseDeadWorkers(db: Kysely<Database>, rule: DeathRule):
  * DeathRule says). At most `limit` per call.
  */
 export async function settleLostAttempts(db: Kysely<Database>, rule: DeathRule & { dead: string[] }, limit: number): Promise<TaskRow[]> {
-  return rescueLostAttempts(db, {
+  return rescueLostAttempts(db, lostAttempts(rule, limit));
+}
+
+/** The attempts settleLostAttempts takes, as the rescue statement's condition. */
+export function lostAttempts(rule: DeathRule & { dead: string[] }, limit: number): LostAttempts {
+  return {
     lost: sql<boolean>`(worker_id = any(${rule.dead}::text[])
       or ${leaseStart("heartbeat_at", rule.since)} < now() - make_interval(secs => ${rule.leaseMs / 1000}))`,
     exited: rule.dead,
     lease: `${Math.round(rule.leaseMs / 1000)}s`,
     limit,
-  });
+  };
 }

@@ -24,7 +24,7 @@ import type { Logger } from "../logger.js";
 import { claimNextAttempts } from "../store/lifecycle/index.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
-import { queueFlag, runTaskIdentifier } from "./jobs.js";
+import { queueFlag, runTaskIdentifier } from "../store/jobs.js";
 import type { QueueGate } from "./queue-gate.js";
 
 /** What the loop needs: how to claim up to `limit` attempts, and how to run one. */

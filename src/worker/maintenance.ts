@@ -12,7 +12,7 @@ import { errorMessage } from "../errors.js";
 import { retryWhileUnavailable } from "../store/db.js";
 import { agePriorities } from "../store/jobs.js";
 import { deleteExpiredTasks } from "../store/retention.js";
-import { graphileLogger } from "./graphile-logger.js";
+import { graphileLogger } from "../graphile-logger.js";
 import { RECONCILE_TASK, type ReconcileResult } from "./reconcile.js";
 import type { WorkerContext, WorkerPart } from "./runner.js";
 

@@ -1,10 +1,10 @@
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Interceptor } from "@connectrpc/connect";
 import type { Page } from "playwright-core";
 import { startTestApi, type TestApi } from "../helpers/api.js";
 import { taskRequest } from "../helpers/factory.js";
+import { bearerToken } from "../../src/sdk/client.js";
 import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone } from "./harness.js";
 
 // A browser, a server and workers on two shared cores: allow for a slow machine.
@@ -17,7 +17,7 @@ let api: TestApi;
 let browser: Browser;
 
 beforeAll(async () => {
-  [api, browser] = await Promise.all([startTestApi({ config: { apiTokens: [TOKEN, `viewer:reader:${READER}`, `ops:operator:${OPERATOR}`] }, interceptors: [bearer(TOKEN)] }), launchBrowser()]);
+  [api, browser] = await Promise.all([startTestApi({ config: { apiTokens: [TOKEN, `viewer:reader:${READER}`, `ops:operator:${OPERATOR}`] }, interceptors: [bearerToken(TOKEN)] }), launchBrowser()]);
 });
 afterAll(async () => {
   await browser?.close();
@@ -77,13 +77,6 @@ describe("dashboard with API tokens", () => {
   });
 });
 
-const bearer =
-  (token: string): Interceptor =>
-  (next) =>
-  (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
 
 /** Signs in through the token prompt and waits until the header says who the dashboard acts as. */
 async function signIn(page: Page, token: string, identity: string): Promise<void> {

@@ -1,3 +1,5 @@
+import { afterAll, beforeAll } from "vitest";
+import { createTestDatabase, type TestDatabase } from "./database.js";
 import { spawnCli, type CliProcess } from "./process.js";
 import { waitFor } from "./wait.js";
 
@@ -32,6 +34,41 @@ export async function startServerProcess(databaseUrl: string, args: string[] = [
     async stop() {
       if (proc.child.exitCode !== null || proc.child.signalCode !== null) return;
       if (!(await exitedOr("SIGTERM", 15_000))) await exitedOr("SIGKILL", 10_000);
+    },
+  };
+}
+
+/** Server processes on a database of their own, for a whole test file. */
+export interface ServerProcesses {
+  /** The file's database (set before the first test). */
+  readonly database: TestDatabase;
+  /** Starts a process (as startServerProcess) that is killed after the file's tests. */
+  start(args?: string[], env?: Record<string, string>): Promise<ServerProcess>;
+}
+
+/**
+ * Registers the hooks of a file whose tests run `task-cli` processes: a fresh database before the
+ * tests, every process it started killed and the database dropped after them.
+ */
+export function useServerProcesses(): ServerProcesses {
+  let database: TestDatabase | undefined;
+  const started: ServerProcess[] = [];
+  beforeAll(async () => {
+    database = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await Promise.all(started.map((p) => p.kill()));
+    await database?.drop();
+  });
+  return {
+    get database() {
+      if (!database) throw new Error("useServerProcesses: the database exists once the file's tests start");
+      return database;
+    },
+    async start(args, env) {
+      const p = await startServerProcess(this.database.url, args, env);
+      started.push(p);
+      return p;
     },
   };
 }

@@ -50,7 +50,7 @@ export async function claimAttempt(db: Db, taskId: string, attempt: number, work
 
 /** What one claim statement of a worker process's fetch loop may take (claimNextAttempts). */
 export interface NextAttempts {
-  /** The graphile-worker task identifiers to take jobs of (src/worker/jobs.ts runTaskIdentifier). */
+  /** The graphile-worker task identifiers to take jobs of (store/jobs.ts runTaskIdentifier). */
   identifiers: string[];
   /** Job flags not to take (queues held or limited, src/worker/queue-gate.ts). */
   forbiddenFlags: string[];
@@ -286,7 +286,13 @@ export interface LostAttempts {
  * matching nothing, and one outcome is ever recorded.
  */
 export async function rescueLostAttempts(db: Kysely<Database>, which: LostAttempts): Promise<TaskRow[]> {
-  const { rows } = await endAttempts({
+  const { rows } = await rescueStatement(which).execute(db);
+  return rows;
+}
+
+/** The statement of rescueLostAttempts (for its query plan: test/migrate-forward.test.ts). */
+export function rescueStatement(which: LostAttempts): RawBuilder<TaskRow> {
+  return endAttempts({
     with: [
       sql`e as (
         select id as e_id, 'lost'::text as e_kind, null::jsonb as e_result, now() as e_retry_at,
@@ -302,6 +308,5 @@ export async function rescueLostAttempts(db: Kysely<Database>, which: LostAttemp
     ],
     from: sql`e`,
     guard: sql`id = e.e_id and ${IN_ATTEMPT}`,
-  }).execute(db);
-  return rows;
+  });
 }

@@ -3,13 +3,27 @@ import { hasRunnableJob } from "../jobs.js";
 import type { Database, TaskRow } from "../schema.js";
 import { FINISHED, FINISHED_LIST, IN_ATTEMPT, STARTABLE, UNFINISHED, WAITING, type FinishedStatus } from "./states.js";
 import { CANCEL_CHANNEL, PAUSE_CHANNEL } from "../channels.js";
+import { retryOnConflict } from "../db.js";
 import { mark, transition } from "./statement.js";
 
 /**
  * The events an operator (API, bulk, schedules) or the reconciler asks for: cancel, pause,
  * resume, retry, finish a pending cancel, requeue an orphan, delete. Each takes ids and applies
- * its guard itself: a task in another state is left exactly as it was.
+ * its guard itself: a task in another state is left exactly as it was. The operator's events
+ * (cancel, pause, resume, retry, delete) are repeated when PostgreSQL aborts them to break a
+ * deadlock (retryOnConflict): a worker's claim locks a job, then its task; these lock a task, then
+ * remove its job, so the two can meet in opposite order. A repeat changes only what the aborted try
+ * did not (the guards), and an aborted statement changed nothing.
  */
+
+/**
+ * retryOnConflict, except inside the caller's transaction (an audited change, store/audit.ts):
+ * there the aborted statement has aborted the whole transaction, so repeating the statement would
+ * only fail again; its owner repeats the transaction instead (audited, bulk.ts).
+ */
+function repeatOnConflict<T>(db: Kysely<Database>, step: () => Promise<T>): Promise<T> {
+  return db.isTransaction ? step() : retryOnConflict(step);
+}
 
 /** Guards, as SQL conditions over tasks: the states each event applies to (bulk actions count and select by these). */
 export const GUARDS = {
@@ -41,24 +55,26 @@ export interface CancelRequest {
  * they are now (requested or CANCELLED), in id order.
  */
 export async function cancelTasks(db: Kysely<Database>, ids: string[], request: CancelRequest): Promise<TaskRow[]> {
-  if (ids.length === 0) return [];
-  const { rows: requested } = await mark({
-    set: sql`cancel_requested_at = coalesce(cancel_requested_at, now()), cancel_reason = coalesce(${request.reason}::text, cancel_reason)`,
-    where: sql`id = any(${ids}::bigint[]) and ${UNFINISHED}`,
-    notify: { channel: CANCEL_CHANNEL, payload: sql<string>`id::text`, when: IN_ATTEMPT },
-  }).execute(db);
-  if (requested.length === 0) return [];
-  const { rows: cancelled } = await transition({
-    change: {
-      set: sql`status = 'cancelled', finished_at = now(), paused_from = null, paused_at = null`,
-      where: sql`id = any(${requested.map((r) => r.id)}::bigint[]) and ${WAITING} and cancel_requested_at is not null`,
-    },
-    details: sql`${request.details}::text || coalesce(': ' || cancel_reason, '')`,
-    removeJob: true,
-  }).execute(db);
-  const byId = new Map(requested.map((r) => [r.id, r]));
-  for (const row of cancelled) byId.set(row.id, row);
-  return [...byId.values()];
+  return repeatOnConflict(db, async () => {
+    if (ids.length === 0) return [];
+    const { rows: requested } = await mark({
+      set: sql`cancel_requested_at = coalesce(cancel_requested_at, now()), cancel_reason = coalesce(${request.reason}::text, cancel_reason)`,
+      where: sql`id = any(${ids}::bigint[]) and ${UNFINISHED}`,
+      notify: { channel: CANCEL_CHANNEL, payload: sql<string>`id::text`, when: IN_ATTEMPT },
+    }).execute(db);
+    if (requested.length === 0) return [];
+    const { rows: cancelled } = await transition({
+      change: {
+        set: sql`status = 'cancelled', finished_at = now(), paused_from = null, paused_at = null`,
+        where: sql`id = any(${requested.map((r) => r.id)}::bigint[]) and ${WAITING} and cancel_requested_at is not null`,
+      },
+      details: sql`${request.details}::text || coalesce(': ' || cancel_reason, '')`,
+      removeJob: true,
+    }).execute(db);
+    const byId = new Map(requested.map((r) => [r.id, r]));
+    for (const row of cancelled) byId.set(row.id, row);
+    return [...byId.values()];
+  });
 }
 
 /**
@@ -97,25 +113,27 @@ export async function finishPendingCancels(db: Kysely<Database>, limit: number):
  * A task whose cancellation is pending is not paused: it is stopping. Returns the rows it paused.
  */
 export async function pauseTasks(db: Kysely<Database>, ids: string[], pausableTypes: string[], details: string): Promise<TaskRow[]> {
-  if (ids.length === 0) return [];
-  const { rows: held } = await transition({
-    change: {
-      set: sql`status = 'paused', paused_from = status, paused_at = now()`,
-      where: sql`id = any(${ids}::bigint[]) and ${STARTABLE}`,
-    },
-    details: sql`${details}::text`,
-    removeJob: true,
-  }).execute(db);
-  if (pausableTypes.length === 0) return held;
-  const { rows: stopped } = await transition({
-    change: {
-      set: sql`status = 'paused', paused_from = 'running', paused_at = now()`,
-      where: sql`id = any(${ids}::bigint[]) and status = 'running' and cancel_requested_at is null and type = any(${pausableTypes}::text[])`,
-    },
-    details: sql`${details} || ' during attempt ' || attempts || ' on ' || coalesce(worker_id, '?')`,
-    notify: { channel: PAUSE_CHANNEL, payload: sql<string>`id::text || ':paused'` },
-  }).execute(db);
-  return [...held, ...stopped].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+  return repeatOnConflict(db, async () => {
+    if (ids.length === 0) return [];
+    const { rows: held } = await transition({
+      change: {
+        set: sql`status = 'paused', paused_from = status, paused_at = now()`,
+        where: sql`id = any(${ids}::bigint[]) and ${STARTABLE}`,
+      },
+      details: sql`${details}::text`,
+      removeJob: true,
+    }).execute(db);
+    if (pausableTypes.length === 0) return held;
+    const { rows: stopped } = await transition({
+      change: {
+        set: sql`status = 'paused', paused_from = 'running', paused_at = now()`,
+        where: sql`id = any(${ids}::bigint[]) and status = 'running' and cancel_requested_at is null and type = any(${pausableTypes}::text[])`,
+      },
+      details: sql`${details} || ' during attempt ' || attempts || ' on ' || coalesce(worker_id, '?')`,
+      notify: { channel: PAUSE_CHANNEL, payload: sql<string>`id::text || ':paused'` },
+    }).execute(db);
+    return [...held, ...stopped].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+  });
 }
 
 /**
@@ -124,20 +142,22 @@ export async function pauseTasks(db: Kysely<Database>, ids: string[], pausableTy
  * stopped one to RUNNING, and its worker is told to continue it. Returns the rows it resumed.
  */
 export async function resumeTasks(db: Kysely<Database>, ids: string[], details: string): Promise<TaskRow[]> {
-  if (ids.length === 0) return [];
-  const { rows } = await transition({
-    change: {
-      // A stopped attempt whose worker was lost meanwhile was detached by the rescue (worker_id
-      // null, paused_from retrying), so worker_id decides, not paused_from alone.
-      set: sql`status = (case when worker_id is not null then 'running' else coalesce(paused_from, 'queued') end)::task_status,
-        paused_from = null, paused_at = null`,
-      where: sql`id = any(${ids}::bigint[]) and ${GUARDS.resume}`,
-    },
-    details: sql`${details}::text || case when status = 'running' then ' (attempt ' || attempts || ' continues)' else '' end`,
-    enqueue: sql<boolean>`status in ('queued', 'retrying')`,
-    notify: { channel: PAUSE_CHANNEL, payload: sql<string>`id::text || ':running'`, when: sql<boolean>`status = 'running'` },
-  }).execute(db);
-  return rows;
+  return repeatOnConflict(db, async () => {
+    if (ids.length === 0) return [];
+    const { rows } = await transition({
+      change: {
+        // A stopped attempt whose worker was lost meanwhile was detached by the rescue (worker_id
+        // null, paused_from retrying), so worker_id decides, not paused_from alone.
+        set: sql`status = (case when worker_id is not null then 'running' else coalesce(paused_from, 'queued') end)::task_status,
+          paused_from = null, paused_at = null`,
+        where: sql`id = any(${ids}::bigint[]) and ${GUARDS.resume}`,
+      },
+      details: sql`${details}::text || case when status = 'running' then ' (attempt ' || attempts || ' continues)' else '' end`,
+      enqueue: sql<boolean>`status in ('queued', 'retrying')`,
+      notify: { channel: PAUSE_CHANNEL, payload: sql<string>`id::text || ':running'`, when: sql<boolean>`status = 'running'` },
+    }).execute(db);
+    return rows;
+  });
 }
 
 /**
@@ -147,18 +167,20 @@ export async function resumeTasks(db: Kysely<Database>, ids: string[], details: 
  * quote a stale reason. `details`: the history line. Returns the rows it re-queued.
  */
 export async function retryTasks(db: Kysely<Database>, ids: string[], details: string, types?: string[]): Promise<TaskRow[]> {
-  if (ids.length === 0 || types?.length === 0) return [];
-  const { rows } = await transition({
-    change: {
-      set: sql`status = 'queued', attempts = 0, lost_attempts = 0, last_error = null, result = null, worker_id = null,
-        heartbeat_at = null, cancel_requested_at = null, cancel_reason = null, started_at = null, finished_at = null,
-        run_at = now()`,
-      where: sql`id = any(${ids}::bigint[]) and ${GUARDS.retry}${types ? sql` and type = any(${types}::text[])` : sql``}`,
-    },
-    details: sql`${details}::text`,
-    enqueue: true,
-  }).execute(db);
-  return rows;
+  return repeatOnConflict(db, async () => {
+    if (ids.length === 0 || types?.length === 0) return [];
+    const { rows } = await transition({
+      change: {
+        set: sql`status = 'queued', attempts = 0, lost_attempts = 0, last_error = null, result = null, worker_id = null,
+          heartbeat_at = null, cancel_requested_at = null, cancel_reason = null, started_at = null, finished_at = null,
+          run_at = now()`,
+        where: sql`id = any(${ids}::bigint[]) and ${GUARDS.retry}${types ? sql` and type = any(${types}::text[])` : sql``}`,
+      },
+      details: sql`${details}::text`,
+      enqueue: true,
+    }).execute(db);
+    return rows;
+  });
 }
 
 /**
@@ -196,12 +218,14 @@ export async function requeueOrphans(db: Kysely<Database>, limit: number): Promi
  * keys cascade); the task_counts delete trigger keeps the counts exact. Returns how many.
  */
 export async function deleteTasks(db: Kysely<Database>, ids: string[]): Promise<number> {
-  if (ids.length === 0) return 0;
-  const { rows } = await sql<{ n: string }>`
-    with deleted as (delete from tasks where id = any(${ids}::bigint[]) and ${GUARDS.delete} returning 1)
-    select count(*) as n from deleted
-  `.execute(db);
-  return Number(rows[0]?.n ?? 0);
+  return repeatOnConflict(db, async () => {
+    if (ids.length === 0) return 0;
+    const { rows } = await sql<{ n: string }>`
+      with deleted as (delete from tasks where id = any(${ids}::bigint[]) and ${GUARDS.delete} returning 1)
+      select count(*) as n from deleted
+    `.execute(db);
+    return Number(rows[0]?.n ?? 0);
+  });
 }
 
 /**

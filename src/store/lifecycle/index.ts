@@ -33,6 +33,7 @@ export {
   recordOutcome,
   recordOutcomes,
   rescueLostAttempts,
+  rescueStatement,
   type AttemptRef,
   type LostAttempts,
   type NextAttempts,

@@ -1,5 +1,5 @@
 import { Logger as GraphileLogger, type LogLevel } from "graphile-worker";
-import type { Logger } from "../logger.js";
+import type { Logger } from "./logger.js";
 
 /**
  * Routes graphile-worker's logging into our structured logger, as a child with its scope fields.
