@@ -117,7 +117,7 @@ describe("cancel and retry", () => {
       await claim.query("rollback");
       const { task: after } = await cancelled;
       expect(after?.status).toBe(TaskStatus.CANCELLED);
-      expect((await api.client.getTaskHistory({ id: task.id })).history.at(-1)?.details).toBe("cancelled by request: deadlocked");
+      expect((await api.client.getTaskHistory({ id: task.id })).history.at(-1)?.details).toBe("cancelled by local (admin): deadlocked");
     } finally {
       await claim.end();
     }
