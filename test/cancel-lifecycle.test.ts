@@ -48,7 +48,7 @@ describe("cancel and retry", () => {
     // Claimed by a worker of our own (not the test workers: the job is an hour away).
     const claimed = await claimAttempt(api.database.db, task!.id, 1, "racer");
     expect(claimed?.status).toBe("running");
-    await cancelTasks(db(), [task!.id], { details: "cancelled by request", reason: "no longer needed" });
+    await cancelTasks(db(), [task!.id], { details: "cancelled by ci (operator)", reason: "no longer needed" });
     const recorded = await recordOutcome(api.database.db, task!.id, 1, "racer", {
       kind: "retrying", error: "boom", retryAt: new Date(Date.now() + 500), details: "attempt 1 failed: boom; retrying in 500ms",
     });

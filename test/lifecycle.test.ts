@@ -85,12 +85,12 @@ const events: Record<string, (task: TaskRow) => Promise<unknown>> = {
   "retryable failure": (task) => end(task, failure("boom")),
   "permanent failure": (task) => end(task, failure("bad input", true)),
   timeout: (task) => end(task, failure("timed out after 1s")),
-  cancel: (task) => cancelTasks(kysely(), [task.id], { details: "cancelled by request", reason: "test" }),
+  cancel: (task) => cancelTasks(kysely(), [task.id], { details: "cancelled by ci (operator)", reason: "test" }),
   "bulk cancel": (task) =>
     applyToBatch(new AuditedBatches(kysely(), { actor: "ci", role: "operator" }, { action: "bulk_cancel" }, "changed"), "cancel", [task.id], { runnableTypes: ["noop"], pausableTypes: ["noop"], reason: null, actor: "ci (operator)" }),
-  pause: (task) => pauseTasks(kysely(), [task.id], ["noop"], "paused by request"),
-  resume: (task) => resumeTasks(kysely(), [task.id], "resumed by request"),
-  retry: (task) => retryTasks(kysely(), [task.id], "manual retry"),
+  pause: (task) => pauseTasks(kysely(), [task.id], ["noop"], "paused by ci (operator)"),
+  resume: (task) => resumeTasks(kysely(), [task.id], "resumed by ci (operator)"),
+  retry: (task) => retryTasks(kysely(), [task.id], "manual retry by ci (operator)"),
   rescue: () => rescueLostAttempts(kysely(), { lost: sql<boolean>`worker_id = ${W}`, exited: [W], lease: "15s", limit: 1_000 }),
   "requeue orphan": async (task) => {
     // An orphan: its job is gone, and it has not changed for a while.
