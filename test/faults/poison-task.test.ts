@@ -43,7 +43,9 @@ describe("poison tasks", () => {
   it("a task that kills its worker by exhausting memory fails after its attempts, saying so; tasks beside it are retried", async () => {
     superviseHogWorker();
     const { tasks: victims } = await api.client.createTasks({
-      tasks: [1, 2].map((i) => ({ name: `beside-${i}`, type: "noop", parameters: { sleep_ms: 2_000 }, maxAttempts: 5 })),
+      // Long enough to be running when the hog's worker dies, however long the heap takes to run
+      // out under load (V8 collects again and again near its limit): 2 s was not, once.
+      tasks: [1, 2].map((i) => ({ name: `beside-${i}`, type: "noop", parameters: { sleep_ms: 20_000 }, maxAttempts: 5 })),
     });
     await waitFor(async () => {
       const { rows } = await api.database.db.pool.query("select count(*)::int as n from tasks where name like 'beside-%' and status = 'running'");
