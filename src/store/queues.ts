@@ -125,7 +125,13 @@ const OLDEST_WAITING_WINDOW = 100;
  */
 export async function oldestWaitingAges(db: Kysely<Database>, queues: string[]): Promise<Map<string, number>> {
   if (queues.length === 0) return new Map();
-  const { rows } = await sql<{ queue: string; age: number | null }>`
+  const { rows } = await oldestWaitingAgesQuery(queues).execute(db);
+  return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+}
+
+/** oldestWaitingAges' statement (exported for its query-plan test). */
+export function oldestWaitingAgesQuery(queues: string[]) {
+  return sql<{ queue: string; age: number | null }>`
     select q.queue, (
       select extract(epoch from now() - min(due) filter (where due <= now())) from (
         select greatest(t.created_at, t.run_at) as due from tasks t
@@ -134,6 +140,5 @@ export async function oldestWaitingAges(db: Kysely<Database>, queues: string[]):
       ) head
     )::float8 as age
     from unnest(${queues}::text[]) as q(queue)
-  `.execute(db);
-  return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+  `;
 }
