@@ -52,27 +52,95 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly createdToStarted = new Histogram({
+    name: "task_service_task_created_to_started_seconds",
+    help: "Time from when an attempt became due (the task's creation, or its run_at if later: a delay or a retry's backoff) to when a worker started it, by queue and type",
+    labelNames: ["queue", "type"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [this.registry],
+  });
+
+  readonly rescuedAttempts = new Counter({
+    name: "task_service_rescued_attempts_total",
+    help: "Attempts whose worker was lost, settled by this process's reconciler, by type and the status they were left in",
+    labelNames: ["type", "outcome"] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
 
   /**
-   * Adds a gauge of tasks per status read from the database at scrape time (an index-only count),
-   * for the process that serves the API.
+   * Adds the gauges read from the database at scrape time, for the process that serves the API:
+   * tasks by status, queue depth and the oldest waiting task's age per queue, live workers and
+   * their slots. Every gauge reads the same snapshot (`read`, cached by the caller), so a scrape
+   * costs one snapshot however many gauges there are.
    */
-  addTaskStatusGauge(count: () => Promise<Map<string, number>>, statuses: readonly string[]): void {
+  addDatabaseGauges(read: () => Promise<DatabaseSnapshot>, statuses: readonly string[]): void {
+    // The database down: every gauge keeps its last values rather than fail the scrape.
+    const snapshot = () => read().catch(() => undefined);
+    const registers = [this.registry];
     new Gauge({
       name: "task_service_tasks",
       help: "Tasks in the database, by status (read at scrape time)",
       labelNames: ["status"] as const,
-      registers: [this.registry],
+      registers,
       async collect() {
-        const counts = await count().catch(() => undefined);
-        if (!counts) return; // database down: keep the last values rather than fail the scrape
-        for (const status of statuses) this.set({ status }, counts.get(status) ?? 0);
+        const s = await snapshot();
+        if (!s) return;
+        for (const status of statuses) this.set({ status }, s.tasksByStatus.get(status) ?? 0);
       },
     });
+    new Gauge({
+      name: "task_service_queue_depth",
+      help: "Tasks waiting for an attempt (queued, or retrying after a failed attempt), by queue and status (read at scrape time)",
+      labelNames: ["queue", "status"] as const,
+      registers,
+      async collect() {
+        const s = await snapshot();
+        if (!s) return;
+        this.reset(); // a queue that has no tasks any more leaves the output
+        for (const q of s.queues) for (const status of WAITING_STATUSES) this.set({ queue: q.queue, status }, q.waiting[status]);
+      },
+    });
+    new Gauge({
+      name: "task_service_queue_oldest_waiting_age_seconds",
+      help: "How long the queue's longest-waiting due task has waited (since its creation, or its run_at if later); 0 when none is due (read at scrape time)",
+      labelNames: ["queue"] as const,
+      registers,
+      async collect() {
+        const s = await snapshot();
+        if (!s) return;
+        this.reset();
+        for (const q of s.queues) this.set({ queue: q.queue }, q.oldestWaitingAgeSeconds);
+      },
+    });
+    const workerGauge = (name: string, help: string, value: (w: DatabaseSnapshot["workers"]) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          const s = await snapshot();
+          if (s) this.set(value(s.workers));
+        },
+      });
+    workerGauge("task_service_workers", "Live worker processes (heartbeat within the lease; read at scrape time)", (w) => w.live);
+    workerGauge("task_service_worker_slots", "Attempt slots of the live worker processes (their concurrency, summed; read at scrape time)", (w) => w.slots);
+    workerGauge("task_service_worker_slots_busy", "Slots of the live worker processes running an attempt, as of their last heartbeat (read at scrape time)", (w) => w.busy);
   }
+}
+
+/** The statuses queue depth reports: a task waiting for its next attempt. */
+export const WAITING_STATUSES = ["queued", "retrying"] as const;
+
+/** What the database gauges show, read at once (src/api/metrics-snapshot.ts). */
+export interface DatabaseSnapshot {
+  tasksByStatus: Map<string, number>;
+  /** Every queue that has tasks. */
+  queues: { queue: string; waiting: Record<(typeof WAITING_STATUSES)[number], number>; oldestWaitingAgeSeconds: number }[];
+  workers: { live: number; slots: number; busy: number };
 }
 
 /** Serves GET /metrics alone, for worker processes that run no API (`serve` with TASK_METRICS_PORT). */

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../src/store/schema.js";
 import { insertSyntheticFinishedTasks } from "../scripts/bench/synthetic-tasks.js";
 import { lastMinutesFinishesQuery } from "../src/store/task-finishes.js";
+import { oldestWaitingAgesQuery } from "../src/store/queues.js";
 import { cappedCountQuery, createdIdWindow, firstIdCreatedFromQuery, listPageQuery, type IdWindow, type TaskFilter } from "../src/store/tasks.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 
@@ -136,6 +137,13 @@ describe("ListTasks query plans", () => {
     expect(scans.filter((n) => !n["Node Type"].startsWith("Index") && n["Node Type"] !== "Bitmap Heap Scan").map((n) => n["Node Type"])).toEqual([]);
     const indexes = nodes.map((n) => n["Index Name"]);
     expect(indexes).toContain("tasks_name_pattern_idx");
+  });
+
+  it("reads each queue's oldest waiting tasks for /metrics from the waiting-tasks index, never scanning tasks", async () => {
+    const { nodes } = await explain(oldestWaitingAgesQuery(["default", "reports"]));
+    const scans = nodes.filter((n) => n["Relation Name"] === "tasks");
+    expect(scans.map((n) => n["Index Name"])).toEqual(["tasks_waiting_queue_idx"]);
+    expect(scans.filter((n) => !n["Node Type"].startsWith("Index")).map((n) => n["Node Type"])).toEqual([]);
   });
 
   it("reads the throughput chart from the per-minute counts, never from tasks", async () => {

@@ -1,4 +1,8 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { QueueService } from "../src/gen/task/v1/queue_pb.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Metrics, startMetricsServer } from "../src/metrics.js";
 import type { Workers } from "../src/worker/runner.js";
@@ -44,6 +48,26 @@ describe("/metrics", () => {
     expect(sample(text, "task_service_tasks", 'status="succeeded"')).toBe(1);
     expect(sample(text, "task_service_tasks", 'status="cancelled"')).toBe(0);
     expect(text).toMatch(/^process_cpu_user_seconds_total \d/m);
+    // Both attempts started: each observed its wait once, by queue and type.
+    expect(sample(text, "task_service_task_created_to_started_seconds_count", 'queue="default",type="noop"')).toBe(2);
+    expect(text).toMatch(/^task_service_workers 1$/m);
+    expect(text).toMatch(/^task_service_worker_slots 4$/m);
+  });
+
+  it("reports queue depth and the oldest waiting task's age per queue, from a paused queue", async () => {
+    const queues = createClient(QueueService, createConnectTransport({ baseUrl: api.server.url, httpVersion: "1.1" }));
+    await queues.pauseQueue({ name: "held" });
+    await api.client.createTask({ name: "w1", type: "noop", queue: "held" });
+    await api.client.createTask({ name: "w2", type: "noop", queue: "held" });
+    // Delayed an hour: waiting, but not due, so it adds to the depth and not to the age.
+    await api.client.createTask({ name: "later", type: "noop", queue: "later", runAt: timestampFromDate(new Date(Date.now() + 3_600_000)) });
+    await new Promise((resolve) => setTimeout(resolve, 5_100)); // past the 5 s cache of the database gauges
+    const text = await (await fetch(`${api.server.url}/metrics`)).text();
+    expect(sample(text, "task_service_queue_depth", 'queue="held",status="queued"')).toBe(2);
+    expect(sample(text, "task_service_queue_depth", 'queue="held",status="retrying"')).toBe(0);
+    expect(sample(text, "task_service_queue_depth", 'queue="later",status="queued"')).toBe(1);
+    expect(sample(text, "task_service_queue_oldest_waiting_age_seconds", 'queue="held"')).toBeGreaterThanOrEqual(5);
+    expect(sample(text, "task_service_queue_oldest_waiting_age_seconds", 'queue="later"')).toBe(0);
   });
 
   it("serves a worker-only process's metrics on their own port", async () => {

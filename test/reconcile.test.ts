@@ -1,6 +1,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
+import { Metrics } from "../src/metrics.js";
 import { reconcile } from "../src/worker/reconcile.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { spawnCli } from "./helpers/process.js";
@@ -123,8 +124,11 @@ describe("reconciler", () => {
       await sqlQuery("update tasks set heartbeat_at = now() - interval '1 hour' where id = $1", [id]);
       // A short lease: the test cluster may have started less than 15 s ago, and leases are not
       // judged across PostgreSQL's downtime (they count from its start at the earliest).
-      const result = await reconcile(api.database.db.kysely, 100, api.database.logger);
+      const metrics = new Metrics();
+      const result = await reconcile(api.database.db.kysely, 100, api.database.logger, undefined, metrics);
       expect(result.lost).toBe(1);
+      // Counted where the rescue happens, with the status the attempt was left in.
+      expect((await metrics.rescuedAttempts.get()).values).toEqual([{ labels: { type: "noop", outcome: "retrying" }, value: 1 }]);
       // Attempt 1's worker finishes later and must not record a second outcome for it.
       await waitFor(async () => (await statusOf(task!.id)) === TaskStatus.SUCCEEDED, "attempt 2 to succeed");
       await waitFor(() => slow.inFlight() === 0, "attempt 1's late finish to be handled");

@@ -21,7 +21,7 @@ export interface QueueServiceDeps {
 }
 
 /** The default lease (config.ts), for deps built without a config. */
-const DEFAULT_LEASE_MS = 15_000;
+export const DEFAULT_LEASE_MS = 15_000;
 
 /** Largest concurrency limit a queue may have. */
 export const MAX_QUEUE_CONCURRENCY = 100_000;

@@ -17,8 +17,9 @@ import { errorMappingInterceptor, routes } from "./routes.js";
 import type { Metrics } from "../metrics.js";
 import { taskStatuses } from "../store/schema.js";
 import { keepTaskCountsFolded } from "../store/task-counts.js";
-import { countTasksByStatus } from "../store/tasks.js";
 import { metricsInterceptor } from "./metrics-interceptor.js";
+import { readDatabaseSnapshot } from "./metrics-snapshot.js";
+import { DEFAULT_LEASE_MS } from "./queue-service.js";
 import { logDownloadHandler } from "./log-download.js";
 import { DEFAULT_FEED_OPTIONS, TaskFeed, type TaskFeedOptions } from "./task-feed.js";
 import type { Listener } from "../store/listen.js";
@@ -52,7 +53,8 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
   > &
     Partial<Pick<Config, "shellRole">> &
     Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
-    Partial<Pick<Config, "corsOrigins">>;
+    Partial<Pick<Config, "corsOrigins">> &
+    Partial<Pick<Config, "leaseMs">>;
 }
 
 /** A listening API server. */
@@ -144,7 +146,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
 }
 
 
-/** How long the tasks-by-status counts behind /metrics are reused. */
+/** How long the database reads behind /metrics (counts, queue depth and age, workers) are reused. */
 const METRICS_COUNT_CACHE_MS = 5_000;
 
 /**
@@ -205,8 +207,9 @@ const HTTP2_PREFACE_START = "PRI";
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
   const events = new TaskEvents(deps.db.kysely, deps.listener, deps.logger);
-  // /metrics needs a reader token when tokens are configured; its counts come from task_counts (constant cost), cached briefly as well.
-  deps.metrics?.addTaskStatusGauge(cachedFor(METRICS_COUNT_CACHE_MS, () => countTasksByStatus(deps.db.kysely)), taskStatuses);
+  // /metrics needs a reader token when tokens are configured; its gauges read task_counts (constant
+  // cost), a bounded probe per waiting queue and the workers table, cached briefly as well.
+  deps.metrics?.addDatabaseGauges(cachedFor(METRICS_COUNT_CACHE_MS, () => readDatabaseSnapshot(deps.db.kysely, deps.config.leaseMs ?? DEFAULT_LEASE_MS)), taskStatuses);
   // Counts, list totals and the gauge above read task_counts plus unfolded deltas; keep those few.
   const countRollup = keepTaskCountsFolded(deps.db.kysely, deps.logger);
   const feed = new TaskFeed(deps.db.kysely, events, deps.logger, {

@@ -112,3 +112,33 @@ export async function heldQueues(db: Kysely<Database>, queues: string[]): Promis
   `.execute(db);
   return { held: rows.filter((r) => r.held).map((r) => r.name), limited: rows.map((r) => r.name) };
 }
+
+/** How many of a queue's first waiting tasks (in creation order) the oldest-waiting probe reads. */
+const OLDEST_WAITING_WINDOW = 100;
+
+/**
+ * For each of `queues`, how many seconds its longest-waiting due task has waited (since it became
+ * due: created, or its run_at if later, as a delay or a retry's backoff sets it), 0 when none is
+ * due, for the metrics. Reads at most the first OLDEST_WAITING_WINDOW waiting tasks of each queue
+ * in id order, from tasks_waiting_queue_idx: never a scan of the queue. Exact unless all of those
+ * are delayed, since a task created later became due later than the first one not delayed.
+ */
+export async function oldestWaitingAges(db: Kysely<Database>, queues: string[]): Promise<Map<string, number>> {
+  if (queues.length === 0) return new Map();
+  const { rows } = await oldestWaitingAgesQuery(queues).execute(db);
+  return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+}
+
+/** oldestWaitingAges' statement (exported for its query-plan test). */
+export function oldestWaitingAgesQuery(queues: string[]) {
+  return sql<{ queue: string; age: number | null }>`
+    select q.queue, (
+      select extract(epoch from now() - min(due) filter (where due <= now())) from (
+        select greatest(t.created_at, t.run_at) as due from tasks t
+        where t.queue = q.queue and t.status in ('queued', 'retrying')
+        order by t.id limit ${OLDEST_WAITING_WINDOW}
+      ) head
+    )::float8 as age
+    from unnest(${queues}::text[]) as q(queue)
+  `;
+}

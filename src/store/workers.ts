@@ -57,3 +57,13 @@ export async function liveSince(db: Kysely<Database>, leaseMs: number): Promise<
 export async function unregisterWorker(db: Kysely<Database>, workerId: string): Promise<void> {
   await db.deleteFrom("workers").where("id", "=", workerId).execute();
 }
+
+/** Live worker processes (heartbeat within `leaseMs`, as listLiveWorkers), their slots and busy slots, summed. */
+export async function workerCapacity(db: Kysely<Database>, leaseMs: number): Promise<{ live: number; slots: number; busy: number }> {
+  const { rows } = await sql<{ live: string; slots: string | null; busy: string | null }>`
+    select count(*) as live, sum(slots) as slots, sum(busy) as busy from workers
+    where heartbeat_at >= now() - make_interval(secs => ${leaseMs / 1000})
+  `.execute(db);
+  const r = rows[0];
+  return { live: Number(r?.live ?? 0), slots: Number(r?.slots ?? 0), busy: Number(r?.busy ?? 0) };
+}

@@ -151,6 +151,7 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     { maxLines: deps.maxLogLinesPerTask, maxBytes: deps.maxLogBytesPerTask ?? DEFAULT_MAX_LOG_BYTES },
     logger,
   );
+  observeCreatedToStarted(deps.metrics, task);
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);
@@ -203,6 +204,17 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
   // recorded at all, the attempt has left the in-flight set, so its lease runs out and the
   // reconciler settles it as lost (the at-least-once case), rather than this worker guessing.
   deps.outcomes.track(settle().catch((err: unknown) => logger.error({ err: errorMessage(err) }, "could not record the attempt's outcome; the reconciler will settle it")));
+}
+
+/**
+ * How long the claimed attempt waited after it became due: from the later of created_at and run_at
+ * (a delay, or a retry's backoff, is not waiting) to started_at, all three on the database's clock
+ * (the claim sets started_at), so a worker's clock does not skew it.
+ */
+function observeCreatedToStarted(metrics: Metrics | undefined, task: TaskRow): void {
+  if (!metrics || !task.started_at) return;
+  const due = Math.max(task.created_at.getTime(), task.run_at.getTime());
+  metrics.createdToStarted.observe({ queue: task.queue, type: task.type }, Math.max(0, task.started_at.getTime() - due) / 1000);
 }
 
 /**

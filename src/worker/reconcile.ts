@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Kysely } from "kysely";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import { finishPendingCancels, requeueOrphans } from "../store/lifecycle/index.js";
 import { releaseDeadWorkers, settleLostAttempts } from "../store/reconcile.js";
 import type { Database } from "../store/schema.js";
@@ -48,7 +49,7 @@ async function exitedWorkers(db: Kysely<Database>): Promise<string[]> {
  * tasks' heartbeats), run every second so a worker process that exited is rescued at once (its
  * liveness lock is free), and a silent one within seconds of its lease running out.
  */
-export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJudgement, logger: Logger): Promise<number> {
+export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJudgement, logger: Logger, metrics?: Metrics): Promise<number> {
   const exited = await exitedWorkers(db);
   const dead = await releaseDeadWorkers(db, { ...judgement, exited });
   if (dead.length > 0) logger.warn({ workerIds: dead, exited }, "forgot worker processes that exited or stopped heartbeating");
@@ -57,6 +58,7 @@ export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJ
     const settled = await settleLostAttempts(db, { ...judgement, exited, dead }, BATCH);
     for (const task of settled) {
       logger.warn({ taskId: task.id, attempt: task.attempts, status: task.status }, "rescued an attempt whose worker was lost");
+      metrics?.rescuedAttempts.inc({ type: task.type, outcome: task.status });
     }
     total += settled.length;
     if (settled.length < BATCH) break;
@@ -70,8 +72,8 @@ export async function rescueLostAttempts(db: Kysely<Database>, judgement: LeaseJ
  * with each other. `since` defaults to the epoch (a one-off pass judges leases from the last
  * heartbeat or PostgreSQL start only).
  */
-export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: Logger, since = new Date(0)): Promise<ReconcileResult> {
-  const lost = await rescueLostAttempts(db, { leaseMs, since }, logger);
+export async function reconcile(db: Kysely<Database>, leaseMs: number, logger: Logger, since = new Date(0), metrics?: Metrics): Promise<ReconcileResult> {
+  const lost = await rescueLostAttempts(db, { leaseMs, since }, logger, metrics);
   const requeued = await requeueOrphans(db, BATCH);
   if (requeued.length > 0) logger.warn({ taskIds: requeued.map((t) => t.id) }, "re-enqueued tasks that had no job");
   const cancelled = await finishPendingCancels(db, BATCH);

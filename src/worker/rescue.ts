@@ -48,7 +48,7 @@ export class Rescue implements WorkerPart {
 
   /** A full reconcile pass (the maintenance cron runs one too), judging leases from this part's start. */
   reconcileAll(): Promise<ReconcileResult> {
-    return reconcile(this.ctx.db.kysely, this.ctx.config.leaseMs, this.ctx.logger, this.judgement?.since);
+    return reconcile(this.ctx.db.kysely, this.ctx.config.leaseMs, this.ctx.logger, this.judgement?.since, this.ctx.metrics);
   }
 
   /** Stops checking; a check in progress finishes first. */
@@ -62,7 +62,7 @@ export class Rescue implements WorkerPart {
     if (this.rescuing || !judgement) return;
     // Spooled outcomes of dead workers first, so a real outcome wins over "worker lost".
     this.rescuing = this.deliverSpooled()
-      .then(() => rescueLostAttempts(ctx.db.kysely, judgement, ctx.logger))
+      .then(() => rescueLostAttempts(ctx.db.kysely, judgement, ctx.logger, ctx.metrics))
       .then(
         () => undefined,
         (err: unknown) => ctx.logger.warn({ err: errorMessage(err) }, "lost-attempt check failed"),

@@ -1,0 +1,27 @@
+import type { Kysely } from "kysely";
+import type { DatabaseSnapshot } from "../metrics.js";
+import { oldestWaitingAges } from "../store/queues.js";
+import type { Database } from "../store/schema.js";
+import { countTaskGroups } from "../store/task-counts.js";
+import { workerCapacity } from "../store/workers.js";
+
+/**
+ * What the API process's database gauges show (Metrics.addDatabaseGauges), in three cheap reads:
+ * the maintained task counts (tasks by status, queue depth), one bounded index probe per queue
+ * with waiting tasks (oldest waiting age), and the workers table. The caller caches it.
+ */
+export async function readDatabaseSnapshot(db: Kysely<Database>, leaseMs: number): Promise<DatabaseSnapshot> {
+  const [groups, workers] = await Promise.all([countTaskGroups(db), workerCapacity(db, leaseMs)]);
+  const tasksByStatus = new Map<string, number>();
+  const queues = new Map<string, DatabaseSnapshot["queues"][number]>();
+  for (const g of groups) {
+    tasksByStatus.set(g.status, (tasksByStatus.get(g.status) ?? 0) + g.count);
+    let q = queues.get(g.queue);
+    if (!q) queues.set(g.queue, (q = { queue: g.queue, waiting: { queued: 0, retrying: 0 }, oldestWaitingAgeSeconds: 0 }));
+    if (g.status === "queued" || g.status === "retrying") q.waiting[g.status] += g.count;
+  }
+  const withWaiting = [...queues.values()].filter((q) => q.waiting.queued + q.waiting.retrying > 0);
+  const ages = await oldestWaitingAges(db, withWaiting.map((q) => q.queue));
+  for (const q of withWaiting) q.oldestWaitingAgeSeconds = ages.get(q.queue) ?? 0;
+  return { tasksByStatus, queues: [...queues.values()], workers };
+}
