@@ -45,6 +45,8 @@ export interface TasksTable {
   /** The task's own retry policy (both or neither); null: the workers' configured one. */
   backoff_base_ms: ColumnType<number | null, number | null | undefined, number | null>;
   backoff_max_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The W3C traceparent of the create (migration 0022); written once, by the create statement. */
+  traceparent: ColumnType<string | null, string | null | undefined, never>;
 }
 
 export interface TaskHistoryTable {
