@@ -13,9 +13,12 @@ import * as incubating from "@opentelemetry/semantic-conventions/incubating";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { TaskService } from "../src/gen/task/v1/task_pb.js";
+import { createLogger } from "../src/logger.js";
+import { runQueryPlugin } from "../src/plugins/run-query.js";
 import { startServices } from "../src/services.js";
 import * as tracing from "../src/tracing.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { createTestDatabase, PLAYGROUND_DATABASE, urlForDatabase, type TestDatabase } from "./helpers/database.js";
+import { pluginContext } from "./helpers/plugin-context.js";
 import { waitFor } from "./helpers/wait.js";
 import { fastWorkerConfig } from "./helpers/workers.js";
 
@@ -154,6 +157,31 @@ describe("traces exported over OTLP/HTTP", () => {
       expect(m![2]).toBe(run!.spanId);
     } finally {
       await receiver.close();
+    }
+  });
+});
+
+describe("run_query", () => {
+  it("runs the statement with the attempt's traceparent as application_name, and only that statement", async () => {
+    const plugin = runQueryPlugin({
+      targets: { playground: urlForDatabase(PLAYGROUND_DATABASE) },
+      writableTargets: [],
+      statementTimeoutMs: 2000,
+      poolSize: 1,
+      maxResultBytes: 1024 * 1024,
+      maxReadBytes: 1024 * 1024,
+      logger: createLogger("silent"),
+    });
+    try {
+      const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+      const query = { target: "playground", sql: "select current_setting('application_name') as name" };
+      const traced = await plugin.run(plugin.parameters.parse(query), { ...pluginContext(), traceparent });
+      expect(traced.rows).toEqual([{ name: traceparent }]);
+      // Set local: the next task on the same pooled connection does not inherit it.
+      const untraced = await plugin.run(plugin.parameters.parse(query), pluginContext());
+      expect(untraced.rows).toEqual([{ name: "task-service run_query" }]);
+    } finally {
+      await plugin.close();
     }
   });
 });
