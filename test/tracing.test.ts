@@ -111,12 +111,19 @@ describe("traces exported over OTLP/HTTP", () => {
       );
       taskId = task!.id;
       await waitFor(async () => (await client.getTask({ id: taskId })).task?.finishedAt !== undefined, "the task to finish");
+      // Each schedule tick starts a trace of its own.
+      const [a, b] = [tracing.tickTraceparent("nightly", new Date()), tracing.tickTraceparent("nightly", new Date())];
+      expect(a).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      expect(tracing.parseTraceparent(a)!.traceId).not.toBe(tracing.parseTraceparent(b)!.traceId);
     } finally {
       // The last stop flushes the buffered spans to the receiver.
       await services.stop();
     }
+    // Stopped, the process traces nothing: a tick gets no traceparent.
+    expect(tracing.tickTraceparent("nightly", new Date())).toBeNull();
     try {
       const spans = receiver.spans;
+      expect(spans.filter((s) => s.name === "schedule nightly")).toHaveLength(2);
       const create = spans.find((s) => s.name === "task.v1.TaskService/CreateTask");
       expect(create, JSON.stringify(spans.map((s) => s.name))).toBeDefined();
       // The create continues the client's trace.
