@@ -7,7 +7,7 @@
  * module is loaded: spans come from @opentelemetry/api's no-op tracer. On, startTracing imports the
  * SDK and an OTLP/HTTP exporter (protobuf or JSON) and registers a global tracer provider.
  */
-import { context, SpanKind, SpanStatusCode, trace, TraceFlags, type Link, type Span, type SpanContext } from "@opentelemetry/api";
+import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Link, type Span, type SpanContext } from "@opentelemetry/api";
 import type { Config } from "./config.js";
 import { errorMessage } from "./errors.js";
 import type { Logger } from "./logger.js";
@@ -170,6 +170,9 @@ export function tracedClaim<T extends object>(queues: readonly string[], claim: 
   };
 }
 
+/** The span of everything while tracing is off (its methods do nothing). */
+const NOOP_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
 /** One attempt's spans: `process <queue>` and its children. */
 export interface AttemptTrace {
   /** The span of the attempt; ended by end(). */
@@ -187,6 +190,8 @@ export interface AttemptTrace {
  * plugin is handed the stored traceparent, so a user's code still joins the create's trace.
  */
 export function startAttemptTrace(task: { id: string; queue: string; type: string; attempts: number; traceparent: string | null }): AttemptTrace {
+  // Off: one small object per attempt, no span, context or link made.
+  if (!tracingActive()) return { span: NOOP_SPAN, child: () => NOOP_SPAN, traceparentOf: () => task.traceparent ?? undefined, end: () => undefined };
   const links: Link[] = [];
   const created = parseTraceparent(task.traceparent);
   if (created) links.push({ context: created, attributes: { "task.link": "create" } });

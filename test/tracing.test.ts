@@ -197,7 +197,7 @@ describe("run_query", () => {
  * Runs a server with workers in a child process with `env` as its whole OTEL_* environment, creates
  * and finishes a shell task, and answers which @opentelemetry modules it loaded (a module resolve hook records them).
  */
-async function childRun(env: Record<string, string>): Promise<string[]> {
+async function childRun(env: Record<string, string>): Promise<{ modules: string[]; taskId: string }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "tracing-"));
   const loaded = path.join(dir, "loaded.txt");
   await writeFile(loaded, "");
@@ -218,16 +218,18 @@ const { createLogger } = await import(${JSON.stringify(path.join(root, "src/logg
 const config = loadConfig({ databaseUrl: ${JSON.stringify(database.url)}, host: "127.0.0.1", port: 0, enableShell: true, pollIntervalMs: 100, workerConcurrency: 1 });
 const services = await startServices(config, createLogger("silent"), { api: true, workers: 1, allowEmbedded: false });
 const client = createClient(TaskService, createConnectTransport({ baseUrl: services.server.url, httpVersion: "1.1" }));
-const { task } = await client.createTask({ name: "untraced", type: "shell", parameters: { command: "true" } }, { headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } });
+const { task } = await client.createTask({ name: "untraced", type: "shell", parameters: { command: 'echo "tp=$TRACEPARENT"' } }, { headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } });
 for (let i = 0; i < 200; i++) {
   if ((await client.getTask({ id: task.id })).task.finishedAt) break;
   await new Promise((r) => setTimeout(r, 100));
 }
 await services.stop();
+console.log(String(task.id));
 `;
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("OTEL_")));
-  await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { cwd: root, env: { ...base, ...env }, timeout: 60_000 });
-  return (await readFile(loaded, "utf8")).split("\n").filter((u) => u.includes("@opentelemetry/"));
+  const { stdout } = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { cwd: root, env: { ...base, ...env }, timeout: 60_000 });
+  const modules = (await readFile(loaded, "utf8")).split("\n").filter((u) => u.includes("@opentelemetry/"));
+  return { modules, taskId: stdout.trim().split("\n").pop()! };
 }
 
 describe("with tracing off", () => {
@@ -235,15 +237,18 @@ describe("with tracing off", () => {
     const receiver = await startReceiver();
     try {
       const sdk = (urls: string[]) => urls.filter((u) => /@opentelemetry\/(sdk-|exporter-|resources|otlp-)/.test(u));
-      const off = await childRun({});
+      const { modules: off, taskId } = await childRun({});
+      // Off, the shell still hands on the create's traceparent, so the command joins the client's trace.
+      const logs = await database.db.kysely.selectFrom("task_logs").select("lines").where("task_id", "=", taskId).execute();
+      expect(logs.flatMap((r) => r.lines.split("\n"))).toContain("tp=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
       expect(off.some((u) => u.includes("@opentelemetry/api/")), "the API is loaded").toBe(true);
       expect(sdk(off)).toEqual([]);
       // `none` wins over an endpoint.
-      const none = await childRun({ OTEL_TRACES_EXPORTER: "none", OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url });
+      const { modules: none } = await childRun({ OTEL_TRACES_EXPORTER: "none", OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url });
       expect(sdk(none)).toEqual([]);
       expect(receiver.posts).toBe(0);
       // The control: the same run with an endpoint loads the SDK and posts spans.
-      const on = await childRun({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" });
+      const { modules: on } = await childRun({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" });
       expect(sdk(on).length).toBeGreaterThan(0);
       expect(receiver.spans.map((s) => s.name)).toContain("process default");
     } finally {
