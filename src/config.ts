@@ -280,6 +280,19 @@ const settings = {
   emailAllowedSenders: setting("TASK_EMAIL_ALLOWED_SENDERS", commaList.default([])),
   /** Trace, debug, info, warn, error, fatal or silent. */
   logLevel: setting("LOG_LEVEL", z.enum(LOG_LEVELS).default("info")),
+  /**
+   * Traces (src/tracing.ts) are exported over OTLP/HTTP when one of the two endpoints is set or
+   * OTEL_TRACES_EXPORTER is `otlp`; `none` turns them off whatever else is set. Off by default.
+   */
+  otelTracesExporter: setting("OTEL_TRACES_EXPORTER", z.enum(["otlp", "none"]).optional()),
+  /** The OTLP/HTTP collector's base URL; traces go to its /v1/traces (default http://localhost:4318). */
+  otelEndpoint: setting("OTEL_EXPORTER_OTLP_ENDPOINT", z.string().url().optional()),
+  /** The full URL traces are posted to; wins over OTEL_EXPORTER_OTLP_ENDPOINT. */
+  otelTracesEndpoint: setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", z.string().url().optional()),
+  /** How spans are encoded: http/protobuf (the OTLP default) or http/json. */
+  otelProtocol: setting("OTEL_EXPORTER_OTLP_PROTOCOL", z.enum(["http/protobuf", "http/json"]).default("http/protobuf")),
+  /** The traced process's service.name. */
+  otelServiceName: setting("OTEL_SERVICE_NAME", z.string().min(1).default("task-service")),
 };
 
 type Schemas<T extends Record<string, { schema: z.ZodType }>> = { [K in keyof T]: T[K]["schema"] };

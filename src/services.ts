@@ -16,6 +16,7 @@ import type { Plugin } from "./plugins/types.js";
 import { ABANDON_AFTER_ABORT_MS } from "./worker/execute-task.js";
 import { startWorkers, type Workers } from "./worker/runner.js";
 import { Scheduler } from "./schedules/scheduler.js";
+import { startTracing } from "./tracing.js";
 import { openDb, retryWhileUnavailable, type Db } from "./store/db.js";
 import { openListener } from "./store/listen.js";
 import { migrate } from "./store/migrate.js";
@@ -124,7 +125,15 @@ export interface Services {
  * liveness, reconciliation, metrics, the type registry, graceful shutdown).
  */
 export async function startServices(config: Config, logger: Logger, set: ServiceSet): Promise<Services> {
-  const runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
+  // Before anything that makes spans; loads no SDK unless OTEL_* settings turn tracing on.
+  const tracing = await startTracing(config, logger);
+  let runtime: Runtime;
+  try {
+    runtime = await openRuntime(config, logger, { allowEmbedded: set.allowEmbedded, migrate: true });
+  } catch (err) {
+    await tracing.stop();
+    throw err;
+  }
   const metrics = new Metrics();
   // The process's one LISTEN connection: the API's watchers, the workers and the scheduler share it.
   const listener = openListener(runtime.databaseUrl, logger);
@@ -162,6 +171,7 @@ export async function startServices(config: Config, logger: Logger, set: Service
     await metricsServer?.close();
     await listener.close();
     await runtime.close();
+    await tracing.stop();
     throw err;
   }
   // Every server and worker process runs the scheduler; the database makes each tick happen once.
@@ -177,6 +187,8 @@ export async function startServices(config: Config, logger: Logger, set: Service
         await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop()]);
         await listener.close();
         await runtime.close();
+        // Last: the spans of the attempts that ended during the stop are exported too.
+        await tracing.stop();
         logger.info("stopped");
       })()),
   };

@@ -11,7 +11,7 @@ const SRC = path.resolve(import.meta.dirname, "../src");
 const CONFIG = path.join(SRC, "config.ts");
 
 /** What looks like one of our variables. */
-const ENV_NAME = /\b(?:TASK_[A-Z0-9_]*[A-Z0-9]|DATABASE_URL|SMTP_[A-Z0-9_]*[A-Z0-9]|LOG_LEVEL)\b/g;
+const ENV_NAME = /\b(?:TASK_[A-Z0-9_]*[A-Z0-9]|DATABASE_URL|SMTP_[A-Z0-9_]*[A-Z0-9]|LOG_LEVEL|OTEL_[A-Z0-9_]*[A-Z0-9])\b/g;
 
 /**
  * Names that look like ours but are no setting: the proto's TaskStatus values (TASK_STATUS_*), a

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import type { Config } from "../config.js";
 import { IdempotencyConflictError, InvalidArgumentError, InvalidTransitionError, TaskNotFoundError, TaskTypeDisabledError } from "../errors.js";
@@ -36,6 +36,7 @@ import { Violations } from "./fields.js";
 import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
 import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { startCreateSpan } from "../tracing.js";
 
 /** GetTaskThroughput's window when the request names none: the last hour. */
 const DEFAULT_THROUGHPUT_MINUTES = 60;
@@ -104,10 +105,23 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     if (type === "shell") requireRole(who, shellRole, "a shell task");
   };
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
-  async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity, actor: AuditActor) {
+  async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity, actor: AuditActor, ctx: HandlerContext) {
+    // The call's span (a child of its traceparent header, or a new trace): its traceparent is stored with each task.
+    const span = startCreateSpan(requests.length > 1 ? "CreateTasks" : "CreateTask", ctx.requestHeader.get("traceparent"), requests.length);
+    try {
+      const results = await createTraced(requests, prefix, who, actor, span.traceparent);
+      span.end();
+      return results;
+    } catch (err) {
+      span.end(err);
+      throw err;
+    }
+  }
+
+  async function createTraced(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity, actor: AuditActor, traceparent: string | null) {
     const tasks = await catalog.withTypes(
       requests.map((req) => req.type),
-      (types) => requests.map((req, i) => validateCreateTask(req, types, prefix(i))),
+      (types) => requests.map((req, i) => ({ ...validateCreateTask(req, types, prefix(i)), traceparent })),
     );
     // After validation (which resolves each task's queue), before anything is written.
     tasks.forEach((task, i) => {
@@ -148,7 +162,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
 
   return {
     async createTask(req, ctx) {
-      const [first] = await createMany([req], () => "", callerOf(ctx), auditActorOf(ctx));
+      const [first] = await createMany([req], () => "", callerOf(ctx), auditActorOf(ctx), ctx);
       return { task: taskToProto(first!.row), created: first!.created };
     },
 
@@ -157,7 +171,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       if (req.tasks.length > config.maxBatchSize) {
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
-      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx));
+      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx), ctx);
       return { tasks: created.map(({ row }) => taskToProto(row)) };
     },
 

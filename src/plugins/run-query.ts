@@ -137,7 +137,11 @@ export function runQueryPlugin(options: RunQueryOptions): RunQueryPlugin {
         ctx.signal.throwIfAborted();
         // One round trip: the timeout is an integer from configuration, never request data.
         const timeoutMs = Math.floor(options.statementTimeoutMs);
-        await client.query(`${params.read_only ? "begin read only" : "begin"}; set local statement_timeout = ${timeoutMs}`);
+        // The attempt's traceparent as the session's application_name (pg_stat_activity, logs with
+        // %a), so database-side traces and logs join it; a W3C traceparent is 55 characters of hex
+        // and dashes, safe to quote and under the name's 63 bytes. Set local: it ends with the transaction.
+        const traced = ctx.traceparent && /^[0-9a-f-]{55}$/.test(ctx.traceparent) ? `; set local application_name = '${ctx.traceparent}'` : "";
+        await client.query(`${params.read_only ? "begin read only" : "begin"}; set local statement_timeout = ${timeoutMs}${traced}`);
         // A server-side cancel between statements would cancel nothing.
         ctx.signal.throwIfAborted();
         const cursor = client.query(corkedCursor(params.sql, params.params));

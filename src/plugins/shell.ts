@@ -18,7 +18,7 @@ export interface ShellOptions {
 const NO_WATCHDOG_SECONDS = 365 * 24 * 3600;
 
 /** The only environment a command sees besides its own `env`: nothing of the service's secrets. */
-function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<string, string> = {}): Record<string, string> {
+function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<string, string> = {}, traceparent?: string): Record<string, string> {
   return {
     PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     HOME: home,
@@ -27,6 +27,8 @@ function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<s
     // Last, so a task's own env cannot disguise which task and attempt it is.
     TASK_ID: taskId,
     TASK_ATTEMPT: String(attempt),
+    // The attempt's trace (W3C Trace Context's variable for processes), so the command's own spans join it.
+    ...(traceparent ? { TRACEPARENT: traceparent } : {}),
   };
 }
 
@@ -78,7 +80,7 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
         const child = spawn(command!, args, {
           // Another user may not be allowed into the service's own working directory.
           cwd: params.cwd ?? (containment.runAs ? os.tmpdir() : undefined),
-          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env),
+          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env, ctx.traceparent),
           detached: true, // new process group, so the whole tree can be signalled
           // stdin is the supervisor's keepalive pipe; the command itself gets /dev/null.
           stdio: ["pipe", "pipe", "pipe"],

@@ -44,6 +44,11 @@ export interface PluginContext {
   lease?: AttemptLease;
   /** Pause and resume requests for this attempt (only plugins that declare `pausable` see any). */
   pause?: PauseSignal;
+  /**
+   * The W3C traceparent of the attempt's `run <type>` span (src/tracing.ts), or the create's when
+   * tracing is off: what the plugin hands on so the work it starts joins the trace.
+   */
+  traceparent?: string;
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
 import type { ScheduleRow } from "../store/schema.js";
 import type { NewTask } from "../store/tasks.js";
+import { tickTraceparent } from "../tracing.js";
 import { renderTemplate } from "./template.js";
 
 /**
@@ -24,5 +25,7 @@ export function tickTask<T extends ResolvedTaskType>(schedule: ScheduleRow, regi
     requestHash: null,
     scheduleId: schedule.id,
     scheduledAt,
+    // Each tick is a trace of its own (none while tracing is off).
+    traceparent: tickTraceparent(schedule.name, scheduledAt),
   };
 }

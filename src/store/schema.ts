@@ -45,6 +45,8 @@ export interface TasksTable {
   /** The task's own retry policy (both or neither); null: the workers' configured one. */
   backoff_base_ms: ColumnType<number | null, number | null | undefined, number | null>;
   backoff_max_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The W3C traceparent of the create (migration 0022); written once, by the create statement. */
+  traceparent: ColumnType<string | null, string | null | undefined, never>;
 }
 
 export interface TaskHistoryTable {
@@ -187,6 +189,7 @@ export const taskColumns = [
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
+  "traceparent",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

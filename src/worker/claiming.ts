@@ -10,6 +10,7 @@ import { claimFor, ClaimLoop } from "./claim-loop.js";
 import { runAttempt, type ExecuteDeps } from "./execute-task.js";
 import { OutcomeWriter } from "./outcome-writer.js";
 import { QueueGate } from "./queue-gate.js";
+import { tracedClaim } from "../tracing.js";
 import type { WorkerContext, WorkerPart } from "./runner.js";
 import { WakeSchedule } from "./wake.js";
 
@@ -60,7 +61,7 @@ export class Claiming implements WorkerPart {
     };
     this.slots = new ClaimLoop({
       slots: config.workerConcurrency,
-      claim: claimFor(db, ctx.workerId, this.gate, ctx.queues, ctx.types),
+      claim: tracedClaim(ctx.queues, claimFor(db, ctx.workerId, this.gate, ctx.queues, ctx.types)),
       run: (task, shutdown) => runAttempt(deps, task, shutdown),
       logger,
     });

@@ -8,6 +8,7 @@ import { afterAttempt, recordOutcome, type AttemptOutcome } from "../store/lifec
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { formatDuration } from "../duration.js";
+import { endSpan, startAttemptTrace } from "../tracing.js";
 import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import type { QueueGate } from "./queue-gate.js";
 import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
@@ -152,6 +153,8 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     logger,
   );
   observeCreatedToStarted(deps.metrics, task);
+  // The attempt's span, `process <queue>`, linked to the create's traceparent; ended once the outcome is recorded.
+  const traced = startAttemptTrace(task);
   let outcome: AttemptOutcome;
   try {
     const plugin = deps.registry.resolve(task.type);
@@ -161,8 +164,16 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     deps.metrics?.attemptsInFlight.inc();
     const pause = plugin.pausable ? entry.pause : undefined;
     // Promise.resolve().then: a plugin that throws synchronously (or returns a non-promise) is handled like one that rejects.
-    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause }));
-    const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).finally(() => {
+    const runSpan = traced.child(`run ${task.type}`, { "task.type": task.type });
+    const traceparent = traced.traceparentOf(runSpan);
+    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause, traceparent }));
+    const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).then(
+      (value) => (endSpan(runSpan), value),
+      (err: unknown) => {
+        endSpan(runSpan, controller.signal.aborted ? controller.signal.reason : err);
+        throw err;
+      },
+    ).finally(() => {
       stopDurationTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
@@ -184,6 +195,19 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
   const stopping = deps.stopping;
   const stop = stopping ? { get aborted() { return shutdown.aborted || stopping.aborted; } } : shutdown;
   const settle = async () => {
+    const recordSpan = traced.child("record outcome", { "task.outcome": outcome.kind });
+    let failed: unknown;
+    try {
+      await settleTraced();
+    } catch (err) {
+      failed = err;
+      throw err;
+    } finally {
+      endSpan(recordSpan, failed);
+      traced.end(failed ?? ("error" in outcome ? outcome.error : undefined));
+    }
+  };
+  const settleTraced = async () => {
     const { recorded, outcome: final } = await recordOrFailWithReason(
       (o) => recordOrSpool(deps, { taskId, attempt, workerId: deps.workerId, outcome: o }, logger, stop),
       outcome,

@@ -20,6 +20,8 @@ export interface NewTask {
   scheduledAt?: Date | null;
   /** The task's own retry policy; undefined/null: the workers' configured one. */
   backoff?: { baseMs: number; maxMs: number } | null;
+  /** The W3C traceparent of the create request or schedule tick (src/tracing.ts); null: none. */
+  traceparent?: string | null;
 }
 
 /**
@@ -47,6 +49,7 @@ export function createTasks(tasks: NewTask[]) {
       scheduled_at: t.scheduledAt?.toISOString() ?? null,
       backoff_base_ms: t.backoff?.baseMs ?? null,
       backoff_max_ms: t.backoff?.maxMs ?? null,
+      traceparent: t.traceparent ?? null,
     })),
   );
   return transition({
@@ -55,12 +58,12 @@ export function createTasks(tasks: NewTask[]) {
         select * from jsonb_to_recordset(${input}::jsonb) as x(
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
           timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
-          schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int))`,
+          schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text))`,
     ],
     change: {
       // status is the column's default, 'queued'.
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms)
-        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent)
+        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent
         from input order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,
