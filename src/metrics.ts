@@ -113,7 +113,7 @@ export class Metrics {
         const s = await snapshot();
         if (!s) return;
         this.reset();
-        for (const q of s.queues) this.set({ queue: q.queue }, q.oldestWaitingAgeSeconds);
+        for (const q of s.queues) if (q.oldestWaitingAgeSeconds !== undefined) this.set({ queue: q.queue }, q.oldestWaitingAgeSeconds);
       },
     });
     const workerGauge = (name: string, help: string, value: (w: DatabaseSnapshot["workers"]) => number) =>
@@ -139,7 +139,7 @@ export const WAITING_STATUSES = ["queued", "retrying"] as const;
 export interface DatabaseSnapshot {
   tasksByStatus: Map<string, number>;
   /** Every queue that has tasks. */
-  queues: { queue: string; waiting: Record<(typeof WAITING_STATUSES)[number], number>; oldestWaitingAgeSeconds: number }[];
+  queues: { queue: string; waiting: Record<(typeof WAITING_STATUSES)[number], number>; oldestWaitingAgeSeconds: number | undefined }[];
   workers: { live: number; slots: number; busy: number };
 }
 

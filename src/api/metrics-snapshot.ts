@@ -22,6 +22,7 @@ export async function readDatabaseSnapshot(db: Kysely<Database>, leaseMs: number
   }
   const withWaiting = [...queues.values()].filter((q) => q.waiting.queued + q.waiting.retrying > 0);
   const ages = await oldestWaitingAges(db, withWaiting.map((q) => q.queue));
-  for (const q of withWaiting) q.oldestWaitingAgeSeconds = ages.get(q.queue) ?? 0;
+  // Unknown while tasks is locked: the gauge leaves those queues out rather than report 0.
+  for (const q of withWaiting) q.oldestWaitingAgeSeconds = ages ? (ages.get(q.queue) ?? 0) : undefined;
   return { tasksByStatus, queues: [...queues.values()], workers };
 }

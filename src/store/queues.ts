@@ -122,12 +122,29 @@ const OLDEST_WAITING_WINDOW = 100;
  * due, for the metrics. Reads at most the first OLDEST_WAITING_WINDOW waiting tasks of each queue
  * in id order, from tasks_waiting_queue_idx: never a scan of the queue. Exact unless all of those
  * are delayed, since a task created later became due later than the first one not delayed.
+ * Unlike the counts, this reads `tasks`: while something holds a lock on it that a read waits
+ * for (a migration, VACUUM FULL), it gives up after OLDEST_WAITING_LOCK_TIMEOUT and returns
+ * undefined, so a scrape answers without the ages instead of hanging behind the lock.
  */
-export async function oldestWaitingAges(db: Kysely<Database>, queues: string[]): Promise<Map<string, number>> {
+export async function oldestWaitingAges(db: Kysely<Database>, queues: string[]): Promise<Map<string, number> | undefined> {
   if (queues.length === 0) return new Map();
-  const { rows } = await oldestWaitingAgesQuery(queues).execute(db);
-  return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+  try {
+    return await db.transaction().execute(async (trx) => {
+      await sql`set local lock_timeout = ${sql.lit(OLDEST_WAITING_LOCK_TIMEOUT)}`.execute(trx);
+      const { rows } = await oldestWaitingAgesQuery(queues).execute(trx);
+      return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+    });
+  } catch (err) {
+    if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return undefined;
+    throw err;
+  }
 }
+
+/** How long the oldest-waiting probe waits for a lock on tasks before a scrape goes without it. */
+const OLDEST_WAITING_LOCK_TIMEOUT = "200ms";
+
+/** SQLSTATE lock_not_available: lock_timeout expired. */
+const LOCK_NOT_AVAILABLE = "55P03";
 
 /** oldestWaitingAges' statement (exported for its query-plan test). */
 export function oldestWaitingAgesQuery(queues: string[]) {
