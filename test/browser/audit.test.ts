@@ -1,4 +1,4 @@
-import type { Browser, Page } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -6,7 +6,7 @@ import { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import { QueueService } from "../../src/gen/task/v1/queue_pb.js";
 import { startTestApi, type TestApi } from "../helpers/api.js";
 import { taskRequest } from "../helpers/factory.js";
-import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone } from "./harness.js";
+import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone, signIn } from "./harness.js";
 
 /** The Audit view: admins see who changed what, filtered by actor, action and time, in the URL; others see no link. */
 
@@ -36,14 +36,6 @@ afterAll(async () => {
   await api?.close();
 });
 
-async function signIn(page: Page, token: string, identity: string): Promise<void> {
-  await page.goto(`${api.server.url}/`);
-  const dialog = page.getByRole("dialog", { name: "API token required" });
-  await dialog.getByLabel("Token").fill(token);
-  await dialog.getByRole("button", { name: "Continue" }).click();
-  await dialog.waitFor({ state: "detached" });
-  await page.getByTestId("identity").getByText(identity).waitFor();
-}
 
 describe("the Audit view", () => {
   it("lists changes newest first with actor, action and resources, filters them in the URL, and is for admins only", async () => {
@@ -57,7 +49,7 @@ describe("the Audit view", () => {
     w.allow(REFUSED);
     const { page } = w;
     try {
-      await signIn(page, ADMIN, "boss · admin");
+      await signIn(page, api.server.url, ADMIN, "boss · admin");
       await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Audit" }).click();
       await page.getByRole("heading", { name: "Audit log" }).waitFor();
       const rows = page.locator("tr[data-audit-id]");
@@ -103,7 +95,7 @@ describe("the Audit view", () => {
     const o = await openPage(browser);
     o.allow(REFUSED);
     try {
-      await signIn(o.page, OPERATOR, "ci · operator");
+      await signIn(o.page, api.server.url, OPERATOR, "ci · operator");
       expect(await o.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Audit" }).count()).toBe(0);
       await o.page.goto(`${api.server.url}/audit`);
       await o.page.getByTestId("identity").waitFor();

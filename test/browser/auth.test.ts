@@ -1,11 +1,10 @@
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Page } from "playwright-core";
 import { startTestApi, type TestApi } from "../helpers/api.js";
 import { taskRequest } from "../helpers/factory.js";
 import { bearerToken } from "../../src/sdk/client.js";
-import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone } from "./harness.js";
+import { expectNoConsoleErrors, launchBrowser, openPage, screenshot, screenshotPhone, signIn } from "./harness.js";
 
 // A browser, a server and workers on two shared cores: allow for a slow machine.
 vi.setConfig({ testTimeout: 180_000 });
@@ -78,15 +77,6 @@ describe("dashboard with API tokens", () => {
 });
 
 
-/** Signs in through the token prompt and waits until the header says who the dashboard acts as. */
-async function signIn(page: Page, token: string, identity: string): Promise<void> {
-  await page.goto(`${api.server.url}/`);
-  const dialog = page.getByRole("dialog", { name: "API token required" });
-  await dialog.getByLabel("Token").fill(token);
-  await dialog.getByRole("button", { name: "Continue" }).click();
-  await dialog.waitFor({ state: "detached" });
-  await page.getByTestId("identity").getByText(identity).waitFor();
-}
 
 describe("dashboard by role", () => {
   it("shows a reader its role and no action it may not take", async () => {
@@ -95,7 +85,7 @@ describe("dashboard by role", () => {
     w.allow(REFUSED);
     const { page } = w;
     try {
-      await signIn(page, READER, "viewer · reader");
+      await signIn(page, api.server.url, READER, "viewer · reader");
       expect(await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New task" }).count()).toBe(0);
 
       await page.goto(`${api.server.url}/tasks`);
@@ -128,7 +118,7 @@ describe("dashboard by role", () => {
     w.allow(REFUSED);
     const { page } = w;
     try {
-      await signIn(page, OPERATOR, "ops · operator");
+      await signIn(page, api.server.url, OPERATOR, "ops · operator");
       await page.goto(`${api.server.url}/tasks/${task!.id}`);
       await page.getByRole("button", { name: "Cancel", exact: true }).waitFor();
       await page.getByRole("button", { name: "Pause", exact: true }).waitFor();
@@ -158,7 +148,7 @@ describe("dashboard by role", () => {
     w.allow(REFUSED);
     const { page } = w;
     try {
-      await signIn(page, TOKEN, "config-1 · admin");
+      await signIn(page, api.server.url, TOKEN, "config-1 · admin");
       await page.goto(`${api.server.url}/tasks`);
       await page.getByRole("checkbox").first().check();
       await page.getByRole("region", { name: "Selected tasks" }).getByRole("button", { name: /^Delete/ }).waitFor();

@@ -129,3 +129,13 @@ export function useDashboardSuite(options: { workers?: Parameters<typeof startTe
   return suite;
 }
 
+
+/** Signs in through the dashboard's token prompt and waits until the header says who it acts as ("ci · operator"). */
+export async function signIn(page: Page, baseUrl: string, token: string, identity: string): Promise<void> {
+  await page.goto(`${baseUrl}/`);
+  const dialog = page.getByRole("dialog", { name: "API token required" });
+  await dialog.getByLabel("Token").fill(token);
+  await dialog.getByRole("button", { name: "Continue" }).click();
+  await dialog.waitFor({ state: "detached" });
+  await page.getByTestId("identity").getByText(identity).waitFor();
+}

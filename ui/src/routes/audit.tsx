@@ -9,6 +9,7 @@ import { formatAbsolute, formatRelative, toDate } from "../format";
 import { useNow } from "../hooks/useNow";
 import { errorText } from "../services/field-errors";
 import { usePermissions } from "../services/permissions";
+import { CursorPager } from "../components/CursorPager";
 import { AUDIT_WINDOWS, auditSearchString, parseAuditSearch, type AuditSearch, type AuditSince } from "./audit.schema";
 
 const PAGE_SIZE = 50;
@@ -134,32 +135,14 @@ function AuditList() {
           </table>
         ))}
       {data && (
-        <nav className="pager" aria-label="Pages">
-          <button type="button" disabled={!search.cursor} onClick={() => go({ ...search, cursor: "" })}>
-            Newest
-          </button>
-          <button
-            type="button"
-            disabled={!search.cursor}
-            onClick={() => {
-              const before = previous.at(-1) ?? "";
-              setPrevious(previous.slice(0, -1));
-              go({ ...search, cursor: before }, { keepPrevious: true });
-            }}
-          >
-            Newer
-          </button>
-          <button
-            type="button"
-            disabled={!data.nextPageToken}
-            onClick={() => {
-              setPrevious([...previous, search.cursor]);
-              go({ ...search, cursor: data.nextPageToken }, { keepPrevious: true });
-            }}
-          >
-            Older
-          </button>
-        </nav>
+        <CursorPager
+          cursor={search.cursor}
+          nextPageToken={data.nextPageToken}
+          previous={previous}
+          setPrevious={setPrevious}
+          goTo={(cursor, keepPrevious) => go({ ...search, cursor }, { keepPrevious })}
+        >
+        </CursorPager>
       )}
       {list.isPending && <p className="muted">Loading the audit log…</p>}
     </>

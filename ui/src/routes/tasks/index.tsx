@@ -17,6 +17,7 @@ import { BULK_ACTIONS, countBulk, runBulk, selectionFor, type BulkAction, type B
 import { controlClient } from "../../services/client";
 import { errorText } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
+import { CursorPager } from "../../components/CursorPager";
 import { PAGE_SIZES, parseSearchText, parseTaskListSearch, taskListSearchString, type TaskListSearch } from "./index.schema";
 
 const HOUR = 3_600_000;
@@ -208,31 +209,13 @@ export function TaskList() {
           ) : (
             <TaskTable tasks={data.tasks} now={now} caption="Tasks, newest first" stale={list.isPlaceholderData} selection={bulkActions.length > 0 ? selection : undefined} />
           )}
-          <nav className="pager" aria-label="Pages">
-            <button type="button" disabled={!search.cursor} onClick={() => go({ ...search, cursor: "" })}>
-              Newest
-            </button>
-            <button
-              type="button"
-              disabled={!search.cursor}
-              onClick={() => {
-                const before = previous.at(-1) ?? "";
-                setPrevious(previous.slice(0, -1));
-                go({ ...search, cursor: before }, { keepPrevious: true });
-              }}
-            >
-              Newer
-            </button>
-            <button
-              type="button"
-              disabled={!data.nextPageToken}
-              onClick={() => {
-                setPrevious([...previous, search.cursor]);
-                go({ ...search, cursor: data.nextPageToken }, { keepPrevious: true });
-              }}
-            >
-              Older
-            </button>
+          <CursorPager
+            cursor={search.cursor}
+            nextPageToken={data.nextPageToken}
+            previous={previous}
+            setPrevious={setPrevious}
+            goTo={(cursor, keepPrevious) => go({ ...search, cursor }, { keepPrevious })}
+          >
             <label className="page-size">
               Per page{" "}
               <select value={search.pageSize} onChange={(e) => filter({ pageSize: Number(e.target.value) })}>
@@ -243,7 +226,7 @@ export function TaskList() {
                 ))}
               </select>
             </label>
-          </nav>
+          </CursorPager>
         </>
       )}
       {list.isPending && <p className="muted">Loading tasks…</p>}
