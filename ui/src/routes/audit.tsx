@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from "react";
-import { useLocation, useSearch } from "wouter";
+import { useSearch } from "wouter";
 import { useQuery } from "@connectrpc/connect-query";
 import { keepPreviousData } from "@tanstack/react-query";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -10,7 +10,8 @@ import { useNow } from "../hooks/useNow";
 import { errorText } from "../services/field-errors";
 import { usePermissions } from "../services/permissions";
 import { CursorPager } from "../components/CursorPager";
-import { AUDIT_WINDOWS, auditSearchString, parseAuditSearch, type AuditSearch, type AuditSince } from "./audit.schema";
+import { useCursorSearch } from "../hooks/useCursorSearch";
+import { AUDIT_WINDOWS, auditSearchString, parseAuditSearch, type AuditSince } from "./audit.schema";
 
 const PAGE_SIZE = 50;
 
@@ -32,16 +33,8 @@ export function AuditLog() {
 
 function AuditList() {
   const search = parseAuditSearch(useSearch());
-  const [, navigate] = useLocation();
   const now = useNow();
-  const [previous, setPrevious] = useState<string[]>([]);
-  const go = (next: AuditSearch, opts: { keepPrevious?: boolean } = {}) => {
-    const qs = auditSearchString(next);
-    if (qs === auditSearchString(search)) return;
-    if (!opts.keepPrevious) setPrevious([]);
-    navigate(qs ? `/audit?${qs}` : "/audit");
-  };
-  const filter = (change: Partial<AuditSearch>) => go({ ...search, ...change, cursor: "" });
+  const { go, filter, pager } = useCursorSearch("/audit", search, auditSearchString);
 
   // The window's start, fixed per filter choice (not per render), so the query key stays put.
   const [sinceAt, setSinceAt] = useState<Date | undefined>();
@@ -135,13 +128,7 @@ function AuditList() {
           </table>
         ))}
       {data && (
-        <CursorPager
-          cursor={search.cursor}
-          nextPageToken={data.nextPageToken}
-          previous={previous}
-          setPrevious={setPrevious}
-          goTo={(cursor, keepPrevious) => go({ ...search, cursor }, { keepPrevious })}
-        >
+        <CursorPager {...pager(data.nextPageToken)}>
         </CursorPager>
       )}
       {list.isPending && <p className="muted">Loading the audit log…</p>}

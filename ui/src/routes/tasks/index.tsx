@@ -1,6 +1,6 @@
 import { usePermissions } from "../../services/permissions";
 import { useEffect, useState, type FormEvent } from "react";
-import { Link, useLocation, useSearch } from "wouter";
+import { Link, useSearch } from "wouter";
 import { useQuery } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -18,6 +18,7 @@ import { controlClient } from "../../services/client";
 import { errorText } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
 import { CursorPager } from "../../components/CursorPager";
+import { useCursorSearch } from "../../hooks/useCursorSearch";
 import { PAGE_SIZES, parseSearchText, parseTaskListSearch, taskListSearchString, type TaskListSearch } from "./index.schema";
 
 const HOUR = 3_600_000;
@@ -39,19 +40,9 @@ export function TaskList() {
   const bulkActions = (Object.keys(BULK_ACTIONS) as BulkAction[]).filter((a) =>
     a === "delete" ? can(TaskControlService, "DeleteTask") : can(TaskControlService, "BulkTasks"),
   );
-  const [, navigate] = useLocation();
   const now = useNow();
-  // Tokens of the pages before this one, for "Newer"; after a reload only "Newest" can go back.
-  const [previous, setPrevious] = useState<string[]>([]);
-
-  const go = (next: TaskListSearch, opts: { keepPrevious?: boolean } = {}) => {
-    const qs = taskListSearchString(next);
-    if (qs === taskListSearchString(search)) return;
-    if (!opts.keepPrevious) setPrevious([]);
-    navigate(qs ? `/tasks?${qs}` : "/tasks");
-  };
   // Any filter change starts again from the newest page.
-  const filter = (change: Partial<TaskListSearch>) => go({ ...search, ...change, cursor: "" });
+  const { go, filter, pager } = useCursorSearch("/tasks", search, taskListSearchString);
 
   const types = useQuery(TaskService.method.listTaskTypes, {});
   const queueList = useQuery(QueueService.method.listQueues, {});
@@ -209,13 +200,7 @@ export function TaskList() {
           ) : (
             <TaskTable tasks={data.tasks} now={now} caption="Tasks, newest first" stale={list.isPlaceholderData} selection={bulkActions.length > 0 ? selection : undefined} />
           )}
-          <CursorPager
-            cursor={search.cursor}
-            nextPageToken={data.nextPageToken}
-            previous={previous}
-            setPrevious={setPrevious}
-            goTo={(cursor, keepPrevious) => go({ ...search, cursor }, { keepPrevious })}
-          >
+          <CursorPager {...pager(data.nextPageToken)}>
             <label className="page-size">
               Per page{" "}
               <select value={search.pageSize} onChange={(e) => filter({ pageSize: Number(e.target.value) })}>
