@@ -37,7 +37,7 @@ afterAll(() => t?.drop());
 const W = "w-lifecycle";
 const kysely = () => t.db.kysely;
 
-const failure = (error: string, permanent = false): AttemptEnding => ({ kind: "failed", error, permanent, retryInMs: 60_000, retryInText: "1m" });
+const failure = (error: string, permanent = false): AttemptEnding => ({ kind: "failed", error, permanent, retryInMs: 60_000 });
 
 async function row(id: string): Promise<TaskRow | undefined> {
   return kysely().selectFrom("tasks").selectAll().where("id", "=", id).executeTakeFirst();

@@ -292,5 +292,5 @@ function failureOutcome(deps: ExecuteDeps, task: TaskRow, err: unknown): Attempt
   // A shutdown is not the task's fault: retry at once elsewhere instead of backing off.
   const policy = task.backoff_base_ms !== null && task.backoff_max_ms !== null ? { baseMs: task.backoff_base_ms, maxMs: task.backoff_max_ms } : deps.backoff;
   const delay = err instanceof AttemptAborted && err.kind === "shutdown" ? 0 : backoffDelayMs({ ...policy, jitter: true }, task.attempts);
-  return afterAttempt(task, { kind: "failed", error: errorMessage(err), permanent, retryInMs: delay, retryInText: formatDuration(delay) });
+  return afterAttempt(task, { kind: "failed", error: errorMessage(err), permanent, retryInMs: delay });
 }

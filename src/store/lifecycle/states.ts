@@ -1,5 +1,6 @@
 import { sql } from "kysely";
 import type { TaskStatus } from "../schema.js";
+import { formatDuration } from "../../duration.js";
 
 /**
  * The states of a task and the decisions that depend on them alone (no database): which statuses
@@ -54,7 +55,7 @@ export type AttemptOutcome =
 export type AttemptEnding =
   | { kind: "succeeded"; result: Record<string, unknown> }
   /** `permanent`: do not retry (PermanentTaskError, invalid parameters, a disabled type). `retryInMs`: the backoff before the next attempt. */
-  | { kind: "failed"; error: string; permanent: boolean; retryInMs: number; retryInText: string }
+  | { kind: "failed"; error: string; permanent: boolean; retryInMs: number }
   | { kind: "cancelled" };
 
 /**
@@ -81,7 +82,7 @@ export function afterAttempt(task: { attempts: number; max_attempts: number }, e
         kind: "retrying",
         error,
         retryAt: new Date(Date.now() + ending.retryInMs),
-        details: `attempt ${attempt} failed: ${error}; ${ending.retryInMs === 0 ? "retrying now" : `retrying in ${ending.retryInText}`}`,
+        details: `attempt ${attempt} failed: ${error}; ${ending.retryInMs === 0 ? "retrying now" : `retrying in ${formatDuration(ending.retryInMs)}`}`,
       };
     }
   }
