@@ -1,6 +1,4 @@
-import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { METHOD_RULES } from "../src/api/roles.js";
@@ -10,26 +8,19 @@ import { loadConfig } from "../src/config.js";
 import { TaskControlService, BulkAction } from "../src/gen/task/v1/control_pb.js";
 import { QueueService, WorkerService } from "../src/gen/task/v1/queue_pb.js";
 import { ScheduleService } from "../src/gen/task/v1/schedule_pb.js";
-import { TaskService, TaskStatus } from "../src/gen/task/v1/task_pb.js";
+import { TaskService } from "../src/gen/task/v1/task_pb.js";
 import { Role, TokenService } from "../src/gen/task/v1/token_pb.js";
 import { AuditService } from "../src/gen/task/v1/audit_pb.js";
 import { ServerReflection as ReflectionV1 } from "../src/gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../src/gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
-import type { Database } from "../src/store/schema.js";
-import type { Kysely } from "kysely";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, taskRequest } from "./helpers/factory.js";
 import { bearerToken } from "../src/sdk/client.js";
+import { clientsAs, CONFIGURED, drain, NAMES, protocols, snapshot, TOKENS, type Clients, type RoleName } from "./helpers/tokens.js";
 import { waitFor } from "./helpers/wait.js";
 
-
-/** The TASK_API_TOKENS of the server under test: a plain (legacy) entry and one named entry per role. */
-const TOKENS = { legacy: "legacy-secret", reader: "reader-secret-0123456789", operator: "operator-secret-0123456789", admin: "admin-secret-0123456789" };
-const CONFIGURED = [TOKENS.legacy, `ro:reader:${TOKENS.reader}`, `op:operator:${TOKENS.operator}`, `boss:admin:${TOKENS.admin}`];
-const NAMES = { reader: "ro", operator: "op", admin: "boss" } as const;
-type RoleName = keyof typeof NAMES;
 
 let api: TestApi;
 let metrics: Metrics;
@@ -39,52 +30,7 @@ beforeAll(async () => {
 });
 afterAll(async () => api?.close());
 
-const protocols = {
-  connect: (url: string, interceptors: Interceptor[]) => createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors }),
-  grpc: (url: string, interceptors: Interceptor[]) => createGrpcTransport({ baseUrl: url, interceptors }),
-};
-
-/** Clients of every API service, over one protocol, presenting one token (none: no header). */
-function clients(transport: Transport) {
-  return {
-    task: createClient(TaskService, transport),
-    control: createClient(TaskControlService, transport),
-    queue: createClient(QueueService, transport),
-    worker: createClient(WorkerService, transport),
-    schedule: createClient(ScheduleService, transport),
-    token: createClient(TokenService, transport),
-    audit: createClient(AuditService, transport),
-  };
-}
-type Clients = ReturnType<typeof clients>;
-const as = (token: string | undefined, protocol: keyof typeof protocols = "connect", url = api.server.url) =>
-  clients(protocols[protocol](url, token === undefined ? [] : [bearerToken(token)]));
-
-/** Everything a refused call must leave alone, as one digest per table. */
-async function snapshot(db: Kysely<Database>) {
-  const { rows } = await sql<Record<string, string | null>>`
-    select
-      (select md5(coalesce(string_agg(id::text || status::text || updated_at::text, ',' order by id), '')) from tasks) as tasks,
-      (select count(*)::text from task_history) as history,
-      (select count(*)::text from graphile_worker.jobs) as jobs,
-      (select md5(coalesce(string_agg(name || paused::text || updated_at::text, ',' order by name), '')) from schedules) as schedules,
-      (select md5(coalesce(string_agg(name || paused::text || coalesce(concurrency, -1)::text, ',' order by name), '')) from queues) as queues,
-      (select md5(coalesce(string_agg(name || coalesce(revoked_at::text, ''), ',' order by name), '')) from api_tokens) as tokens
-  `.execute(db);
-  return rows[0];
-}
-
-/** Reads a server stream until it ends or `ms` pass; a stream that is still open then counts as answered. */
-async function drain(stream: AsyncIterable<unknown>, ac: AbortController, ms = 300): Promise<void> {
-  const timer = setTimeout(() => ac.abort(), ms);
-  try {
-    for await (const _ of stream) break;
-  } catch (err) {
-    if (!(ac.signal.aborted && ConnectError.from(err).code === Code.Canceled)) throw err;
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const as = (token: string | undefined, protocol: keyof typeof protocols = "connect", url = api.server.url) => clientsAs(url, token, protocol);
 
 let unique = 0;
 /** One call per RPC of the API, keyed as in METHOD_RULES. Allowed calls may still fail (NotFound, InvalidArgument): only the role is checked. */
@@ -262,90 +208,6 @@ describe("stored tokens", () => {
       await plugins.close();
     }
   });
-});
-
-describe("a token restricted to a queue", () => {
-  it("sees and touches only that queue's tasks", async () => {
-    const admin = as(TOKENS.admin);
-    const { secret } = await admin.token.createToken({ name: "reports-op", role: Role.OPERATOR, queues: ["reports"] });
-    const mine = (await admin.task.createTask(taskRequest({ name: "in-reports", queue: "reports" }))).task!;
-    const other = (await admin.task.createTask(taskRequest({ name: "in-default" }))).task!;
-    expect(mine.queue).toBe("reports");
-    for (const protocol of ["connect", "grpc"] as const) {
-      const c = as(secret, protocol);
-      const listed = await c.task.listTasks({ pageSize: 1000 });
-      expect(listed.tasks.map((t) => t.queue)).toEqual(listed.tasks.map(() => "reports"));
-      expect(listed.tasks.map((t) => t.id)).toContain(mine.id);
-      expect((await c.task.listTasks({ queues: ["default"] })).tasks).toEqual([]);
-      await expect(c.task.getTask({ id: mine.id })).resolves.toMatchObject({ task: { id: mine.id } });
-      const before = await snapshot(api.database.db.kysely);
-      await expectConnectError(c.task.getTask({ id: other.id }), Code.NotFound, `task ${other.id} not found`);
-      await expectConnectError(c.task.cancelTask({ id: other.id }), Code.NotFound);
-      await expectConnectError(c.control.pauseTask({ id: other.id }), Code.NotFound);
-      await expectConnectError(c.task.getTaskLogs({ id: other.id }), Code.NotFound);
-      await expectConnectError(c.task.getTaskHistory({ id: other.id }), Code.NotFound);
-      const watch = new AbortController();
-      await expectConnectError(drain(c.task.watchTask({ id: other.id }, { signal: watch.signal }), watch, 5_000), Code.NotFound, `task ${other.id} not found`);
-      const mineWatch = new AbortController();
-      await drain(c.task.watchTask({ id: mine.id }, { signal: mineWatch.signal }), mineWatch);
-      await expectConnectError(c.task.createTask(taskRequest()), Code.PermissionDenied, "token reports-op may only use queues reports");
-      await expectConnectError(c.task.createTasks({ tasks: [taskRequest({ queue: "reports" }), taskRequest()] }), Code.PermissionDenied, "tasks[1]");
-      await expectConnectError(c.queue.pauseQueue({ name: "default" }), Code.PermissionDenied, "queue default is not available to token reports-op");
-      await expectConnectError(c.task.getTaskThroughput({}), Code.PermissionDenied, "restricted to queues reports");
-      await expectConnectError(c.worker.listWorkers({}), Code.PermissionDenied);
-      expect(await snapshot(api.database.db.kysely)).toEqual(before);
-      const counts = await c.task.getTaskStatusCounts({});
-      expect(counts.queueCounts.map((q) => q.queue)).toEqual(counts.queueCounts.map(() => "reports"));
-      expect((await c.queue.listQueues({})).queues.map((q) => q.name)).toEqual(["reports"]);
-      const dry = await c.control.bulkTasks({ action: BulkAction.CANCEL, selection: { all: true }, dryRun: true });
-      expect(dry.matched).toBe(BigInt(listed.tasks.length));
-    }
-    const created = await as(secret, "grpc").task.createTask(taskRequest({ queue: "reports" }));
-    expect(created.task?.queue).toBe("reports");
-    await expect(as(secret).task.cancelTask({ id: mine.id })).resolves.toMatchObject({ task: { status: TaskStatus.CANCELLED } });
-    // The log download and /metrics check the same way.
-    const get = (path: string) => fetch(`${api.server.url}${path}`, { headers: { authorization: `Bearer ${secret}` } });
-    expect((await get(`/tasks/${mine.id}/logs`)).status).toBe(200);
-    expect((await get(`/tasks/${other.id}/logs`)).status).toBe(404);
-    const refused = await get("/metrics");
-    expect(refused.status).toBe(403);
-    expect(await refused.text()).toMatch(/restricted to queues reports/);
-  });
-});
-
-describe("a token restricted to a type", () => {
-  it("follows only that type's changes in WatchTasks, and sees only its types", async () => {
-    const admin = as(TOKENS.admin);
-    const { secret } = await admin.token.createToken({ name: "email-watch", role: Role.READER, types: ["send_email"] });
-    const types = await as(secret).task.listTaskTypes({});
-    expect(types.types.map((t) => t.name)).toEqual(["send_email"]);
-    expect((await as(secret).queue.listQueues({})).queues).toEqual([]);
-    const ac = new AbortController();
-    const seen: string[] = [];
-    const reading = (async () => {
-      try {
-        for await (const m of as(secret, "grpc").task.watchTasks({}, { signal: ac.signal })) if (m.event.case === "change") seen.push(m.event.value.task!.type);
-      } catch (err) {
-        if (!ac.signal.aborted) throw err;
-      }
-    })();
-    try {
-      // The stream starts from when it attached: create pairs until one of its type arrives.
-      const later = timestampFromDate(new Date(4_000_000_000_000));
-      await waitFor(
-        async () => {
-          await admin.task.createTasks({ tasks: [taskRequest({ runAt: later }), taskRequest({ type: "send_email", parameters: { to: "a@example.com", subject: "s", body: "b" }, runAt: later })] });
-          return seen.length > 0;
-        },
-        "a send_email change",
-        20_000,
-      );
-      expect(new Set(seen)).toEqual(new Set(["send_email"]));
-    } finally {
-      ac.abort();
-      await reading;
-    }
-  }, 30_000);
 });
 
 describe("the log download and /metrics", () => {
