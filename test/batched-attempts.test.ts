@@ -50,6 +50,31 @@ describe("batched outcomes", () => {
     expect(again).toEqual([undefined]);
   });
 
+  it("an outcome batch adds jobs (and wakes workers) only when it has a retry: one without sends no jobs:insert", async () => {
+    const db = api.database.db;
+    const listener = await db.pool.connect();
+    const heard: string[] = [];
+    listener.on("notification", (n) => n.channel === "jobs:insert" && heard.push(n.payload ?? ""));
+    try {
+      await listener.query('listen "jobs:insert"');
+      // A queue of its own: the retry's job stays pending and must not reach the other tests' claims.
+      const [a, b] = await newTasks(2, "notify-only");
+      for (const taskId of [a!, b!]) expect(await claimAttempt(db, taskId, 1, "w3")).toBeDefined();
+      // Notifications of the creates above arrive before this round trip returns.
+      await listener.query("select 1");
+      heard.length = 0;
+      await recordOutcomes(db, [{ taskId: a!, attempt: 1, workerId: "w3", outcome: { kind: "succeeded", result: {}, details: "attempt 1 succeeded" } }]);
+      await listener.query("select 1");
+      expect(heard).toEqual([]);
+      await recordOutcomes(db, [{ taskId: b!, attempt: 1, workerId: "w3", outcome: { kind: "retrying", error: "boom", retryAt: new Date(), details: "attempt 1 failed: boom; retrying now" } }]);
+      await listener.query("select 1");
+      expect(heard).toHaveLength(1);
+    } finally {
+      await listener.query('unlisten "jobs:insert"').catch(() => {});
+      listener.release();
+    }
+  });
+
   it("a claim statement takes the best waiting jobs, starts each attempt once with its history row and deletes the job; stale, duplicate and foreign jobs start nothing", async () => {
     const db = api.database.db;
     const next = (limit: number) => claimNextAttempts(db, "w1", { identifiers: ["run:claims:noop"], forbiddenFlags: [], limit });
