@@ -17,7 +17,8 @@
  * Each round claims a batch (QUEUED → RUNNING: guarded update, returning the whole task, one history
  * row each) and records its outcome (RUNNING → SUCCEEDED) on one layout, then on the other, in
  * alternating order. Reported: PostgreSQL's execution time per task (pg_stat_statements, so the
- * client and the network are left out), at each batch size, and a list read on each layout.
+ * client and the network are left out), at each batch size, the same ratio of the client's wall time
+ * (round trips included, as a worker sees them), and a list read on each layout.
  * Usage: npx tsx scripts/split-layout.ts [--tasks 200000] [--batches 1,10,50] [--per-batch 2000]
  */
 import { mkdtemp, rm } from "node:fs/promises";
@@ -47,6 +48,7 @@ let cluster = await startEmbeddedPostgres(dir, logger);
   const admin = new pg.Client({ connectionString: cluster.url });
   await admin.connect();
   await admin.query("alter system set shared_preload_libraries = 'pg_stat_statements'");
+  await admin.query("alter system set pg_stat_statements.track_planning = on");
   await admin.end();
   await cluster.stop();
   cluster = await startEmbeddedPostgres(dir, logger);
@@ -119,28 +121,33 @@ try {
   };
 
   const queued: string[] = (await q("select id::text from tasks where status = 'queued' order by id")).rows.map((r) => r.id);
-  const execMs = async (marker: string) =>
-    Number((await q(`select coalesce(sum(total_exec_time), 0) as ms from pg_stat_statements where query like $1`, [`/* ${marker} %`])).rows[0].ms);
-  console.log(`split-layout: ${finished} finished tasks, ${queuedCount} queued; PostgreSQL execution time per task, claim + outcome (pg_stat_statements)`);
-  console.log("  batch   single µs/task   split µs/task   single / split");
+  const statementMs = async (marker: string, column: "total_exec_time" | "total_plan_time") =>
+    Number((await q(`select coalesce(sum(${column}), 0) as ms from pg_stat_statements where query like $1`, [`/* ${marker} %`])).rows[0].ms);
+  console.log(`split-layout: ${finished} finished tasks, ${queuedCount} queued; per task, claim + outcome, single / split (single ÷ split: above 1, the split is cheaper)`);
+  console.log("  batch   execution µs (pg_stat_statements)   planning µs (pg_stat_statements)   client wall, single ÷ split");
   let offset = 0;
-  const results: { batch: number; single: number; split: number }[] = [];
   for (const batch of batches) {
     await q("select pg_stat_statements_reset()");
+    const wall = new Map<object, number>();
     const ids = queued.slice(offset, offset + perBatch);
     offset += perBatch;
     for (let i = 0, round = 0; i < ids.length; i += batch, round++) {
       const chunk = ids.slice(i, i + batch);
       for (const layout of round % 2 === 0 ? [single, split] : [split, single]) {
+        const t0 = performance.now();
         const claimed = await q(layout.claim, [chunk]);
         const recorded = await q(layout.outcome, [chunk]);
+        wall.set(layout, (wall.get(layout) ?? 0) + performance.now() - t0);
         if (claimed.rowCount !== chunk.length || recorded.rowCount !== chunk.length) throw new Error(`a round changed ${claimed.rowCount}/${recorded.rowCount} of ${chunk.length}`);
       }
     }
-    const perTask = async (layout: string) => ((await execMs(`${layout} claim`)) + (await execMs(`${layout} outcome`))) * 1000 / ids.length;
-    const row = { batch, single: await perTask("single"), split: await perTask("split") };
-    results.push(row);
-    console.log(`  ${String(batch).padStart(5)}   ${row.single.toFixed(1).padStart(14)}   ${row.split.toFixed(1).padStart(13)}   ${(row.single / row.split).toFixed(2).padStart(14)}`);
+    const perTask = async (layout: string, column: "total_exec_time" | "total_plan_time") =>
+      ((await statementMs(`${layout} claim`, column)) + (await statementMs(`${layout} outcome`, column))) * 1000 / ids.length;
+    const exec = { single: await perTask("single", "total_exec_time"), split: await perTask("split", "total_exec_time") };
+    const plan = { single: await perTask("single", "total_plan_time"), split: await perTask("split", "total_plan_time") };
+    const wallRatio = wall.get(single)! / wall.get(split)!;
+    const cell = (a: number, b: number, width: number) => `${a.toFixed(0)} / ${b.toFixed(0)} (${(a / b).toFixed(2)})`.padStart(width);
+    console.log(`  ${String(batch).padStart(5)}   ${cell(exec.single, exec.split, 24)}   ${cell(plan.single, plan.split, 24)}   ${wallRatio.toFixed(2).padStart(18)}`);
   }
   const listMs = async (text: string) => {
     const times: number[] = [];

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimNextAttempts } from "../src/store/lifecycle/index.js";
+import { openDb } from "../src/store/db.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 
 /**
@@ -70,5 +71,23 @@ describe("fetches by task identifier", () => {
     );
     expect(plan.indexes).toContain("task_service_jobs_by_task_id");
     expect(plan.blocks).toBeLessThan(20);
+  });
+
+  it("the claim statement keeps one plan per limit instead of planning at every call", async () => {
+    // One connection, so pg_prepared_statements (per session) sees every call.
+    const db = openDb({ connectionString: database.url, max: 1 }, database.logger);
+    try {
+      // Tasks of the backlog's identifier do not exist, so each call drops the jobs it picks: fresh
+      // jobs per call keep the statement picking real rows.
+      for (let call = 0; call < 12; call++) {
+        await claimNextAttempts(db, "w-plans", { identifiers: ["run:backlog:noop"], forbiddenFlags: [], limit: 10 });
+      }
+      const { rows } = await db.pool.query("select name, generic_plans::int, custom_plans::int from pg_prepared_statements where name like 'task_claim_next%'");
+      // PostgreSQL plans a prepared statement for its first five calls' values, then keeps a generic
+      // plan unless that looks costlier: a parameter LIMIT made it look so, and every call re-planned.
+      expect(rows).toEqual([{ name: "task_claim_next_10", generic_plans: 7, custom_plans: 5 }]);
+    } finally {
+      await db.close();
+    }
   });
 });

@@ -91,7 +91,8 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
-  return queryPrepared(db, next.limitedQueue === undefined ? "task_claim_next" : "task_claim_next_limited", transition({
+  // One prepared statement per limit: the limit is a literal in it (store/jobs.ts pickJobs says why).
+  return queryPrepared(db, next.limitedQueue === undefined ? `task_claim_next_${Math.trunc(next.limit)}` : "task_claim_next_limited", transition({
     with: pickJobs({ identifiers: next.identifiers, forbiddenFlags: next.forbiddenFlags, limit: next.limitedQueue === undefined ? next.limit : 1 }, usable),
     change: {
       set: claimSet(workerId),
