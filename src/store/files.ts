@@ -1,0 +1,270 @@
+/**
+ * Files in and out of tasks (migration 0025): inputs uploaded before their task and outputs an
+ * attempt made. Each file is a task_files row, invisible until `complete`, and its bytes, which go
+ * through FileBytes: PostgreSQL chunks (task_file_chunks) here; an object store would implement
+ * the same interface and keep only the row here. Neither side ever holds a whole file in memory.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { sql, type Kysely } from "kysely";
+import { FileTooLargeError, InvalidArgumentError } from "../errors.js";
+import type { Database } from "./schema.js";
+
+/** Bytes per stored chunk: large enough that a 50 MB file is 50 rows, small enough to hold in memory. */
+export const CHUNK_BYTES = 1024 * 1024;
+/** Chunks read per statement when a file is streamed out. */
+const CHUNKS_PER_READ = 4;
+
+/** Whether a file went into a task (an input) or came out of an attempt (an output, an artifact). */
+export type FileDirection = "in" | "out";
+
+/** A complete file as listings show it. */
+export interface TaskFile {
+  id: string;
+  taskId: string;
+  direction: FileDirection;
+  /** The attempt that made an output; 0 for inputs. */
+  attempt: number;
+  name: string;
+  size: number;
+  sha256: string;
+  createdAt: Date;
+}
+
+/** The caps' defaults (TASK_FILES_MAX_TASK_BYTES, TASK_FILES_MAX_TOTAL_BYTES), for processes built without a full Config. */
+export const DEFAULT_FILE_CAPS: FileCaps = { perTaskBytes: 1024 * 1024 * 1024, totalBytes: 50 * 1024 * 1024 * 1024 };
+/** TASK_UPLOAD_TTL_MS's default. */
+export const DEFAULT_UPLOAD_TTL_MS = 3_600_000;
+
+/** The caps a write is held to. */
+export interface FileCaps {
+  /** Bytes one task's files may hold (its inputs, and each attempt's outputs). */
+  perTaskBytes: number;
+  /** Bytes every stored file together may hold. */
+  totalBytes: number;
+}
+
+/**
+ * Where a file's bytes live. `write` stores a stream under a file id, stopping with
+ * FileTooLargeError once more than `maxBytes` came (what was written stays invisible with the
+ * incomplete row, and goes with it); `read` streams them back in order.
+ */
+export interface FileBytes {
+  write(fileId: string, name: string, body: AsyncIterable<Uint8Array>, limit: { bytes: number; cap: FileTooLargeError["cap"] }): Promise<{ size: number; sha256: string }>;
+  read(fileId: string): AsyncIterable<Buffer>;
+}
+
+/** FileBytes in task_file_chunks: 1 MiB rows, written as they fill, read a few at a time. */
+export function postgresFileBytes(db: Kysely<Database>): FileBytes {
+  return {
+    async write(fileId, name, body, limit) {
+      const hash = createHash("sha256");
+      let size = 0;
+      let seq = 0;
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      const flush = async () => {
+        if (pendingBytes === 0) return;
+        const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+        pending = [];
+        pendingBytes = 0;
+        await sql`insert into task_file_chunks (file_id, seq, data) values (${fileId}, ${++seq}, ${data})`.execute(db);
+      };
+      // Iterating a stream asks for the next piece only when this one is handled: the writer's
+      // pace (the database's) holds the sender back, so at most one chunk is in memory.
+      for await (const piece of body) {
+        const buf = Buffer.isBuffer(piece) ? piece : Buffer.from(piece);
+        size += buf.length;
+        if (size > limit.bytes) throw new FileTooLargeError(name, limit.cap, limit.bytes);
+        hash.update(buf);
+        let offset = 0;
+        while (offset < buf.length) {
+          const take = Math.min(CHUNK_BYTES - pendingBytes, buf.length - offset);
+          pending.push(buf.subarray(offset, offset + take));
+          pendingBytes += take;
+          offset += take;
+          if (pendingBytes === CHUNK_BYTES) await flush();
+        }
+      }
+      await flush();
+      return { size, sha256: hash.digest("hex") };
+    },
+    async *read(fileId) {
+      let after = 0;
+      for (;;) {
+        const { rows } = await sql<{ seq: number; data: Buffer }>`
+          select seq, data from task_file_chunks where file_id = ${fileId} and seq > ${after} order by seq limit ${CHUNKS_PER_READ}
+        `.execute(db);
+        for (const row of rows) {
+          after = row.seq;
+          yield row.data;
+        }
+        if (rows.length < CHUNKS_PER_READ) return;
+      }
+    },
+  };
+}
+
+interface FileRow {
+  id: string;
+  task_id: string | null;
+  direction: FileDirection;
+  attempt: number;
+  name: string;
+  size: string;
+  sha256: string | null;
+  created_at: Date;
+}
+
+function toTaskFile(row: FileRow): TaskFile {
+  return { id: row.id, taskId: row.task_id ?? "", direction: row.direction, attempt: row.attempt, name: row.name, size: Number(row.size), sha256: row.sha256 ?? "", createdAt: row.created_at };
+}
+
+/** A file name: one path segment, printable, as a shell task finds it in its directory. */
+const FILE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+/** The rule FILE_NAME checks, for messages. */
+export const FILE_NAME_RULE = "1-128 characters: letters, digits, '_', '.', '-', not starting with '.' or '-'";
+
+/** Whether `name` may name a task's file (inputs and outputs alike). */
+export function isFileName(name: string): boolean {
+  return FILE_NAME.test(name);
+}
+
+/** Bytes held by complete files and by files being written (their size so far is counted at the end). */
+export async function storedBytes(db: Kysely<Database>): Promise<number> {
+  const { rows } = await sql<{ n: string | null }>`select sum(size) as n from task_files`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** Marks files complete (visible) with their size and hash, all together. */
+async function completeFiles(db: Kysely<Database>, files: { id: string; size: number; sha256: string }[]): Promise<void> {
+  if (files.length === 0) return;
+  await sql`
+    update task_files f set complete = true, size = v.size, sha256 = v.sha256
+    from unnest(${files.map((f) => f.id)}::bigint[], ${files.map((f) => f.size)}::bigint[], ${files.map((f) => f.sha256)}::text[]) as v (id, size, sha256)
+    where f.id = v.id
+  `.execute(db);
+}
+
+/** Deletes a file that will not complete (best effort: the sweep deletes what this misses). */
+async function discard(db: Kysely<Database>, id: string): Promise<void> {
+  await sql`delete from task_files where id = ${id} and not complete`.execute(db).catch(() => undefined);
+}
+
+/**
+ * Stores an upload: an input no task has yet. Returns its reference, which CreateTask names
+ * (attachUploads); an upload no task takes within the sweep's age is deleted. Beyond a cap,
+ * FileTooLargeError and nothing kept.
+ */
+export async function storeUpload(db: Kysely<Database>, bytes: FileBytes, name: string, body: AsyncIterable<Uint8Array>, caps: FileCaps): Promise<{ ref: string; size: number; sha256: string }> {
+  const ref = `up_${randomBytes(18).toString("base64url")}`;
+  const room = caps.totalBytes - (await storedBytes(db));
+  const limit = room < caps.perTaskBytes ? { bytes: Math.max(0, room), cap: "total" as const } : { bytes: caps.perTaskBytes, cap: "per-task" as const };
+  const { rows } = await sql<{ id: string }>`
+    insert into task_files (upload_ref, direction, name) values (${ref}, 'in', ${name}) returning id
+  `.execute(db);
+  const id = rows[0]!.id;
+  try {
+    const written = await bytes.write(id, name, body, limit);
+    await completeFiles(db, [{ id, ...written }]);
+    return { ref, ...written };
+  } catch (err) {
+    await discard(db, id);
+    throw err;
+  }
+}
+
+/**
+ * Gives a new task the uploads its CreateTask names, under the names it gives them, in the
+ * create's transaction. Each upload is taken once: a reference that is unknown, incomplete, swept
+ * or already another task's is InvalidArgument, as is a total beyond the per-task cap.
+ */
+export async function attachUploads(trx: Kysely<Database>, taskId: string, files: { name: string; upload: string }[], perTaskBytes: number, field = "files"): Promise<void> {
+  if (files.length === 0) return;
+  const { rows } = await sql<{ upload_ref: string; size: string }>`
+    update task_files f set task_id = ${taskId}, name = v.name
+    from unnest(${files.map((f) => f.upload)}::text[], ${files.map((f) => f.name)}::text[]) as v (ref, name)
+    where f.upload_ref = v.ref and f.task_id is null and f.complete
+    returning f.upload_ref, f.size
+  `.execute(trx);
+  const found = new Set(rows.map((r) => r.upload_ref));
+  const missing = files.flatMap((f, i) => (found.has(f.upload) ? [] : [{ field: `${field}[${i}].upload`, reason: `no upload ${f.upload} is waiting (unknown, expired, or already given to a task)` }]));
+  if (missing.length > 0) throw new InvalidArgumentError(missing);
+  const total = rows.reduce((sum, r) => sum + Number(r.size), 0);
+  if (total > perTaskBytes) throw InvalidArgumentError.of(field, `the files hold ${total} bytes; a task's files may hold at most ${perTaskBytes} (TASK_FILES_MAX_TASK_BYTES)`);
+}
+
+/** A task's complete files, inputs first, then outputs by attempt and name. */
+export async function listTaskFiles(db: Kysely<Database>, taskId: string, direction?: FileDirection): Promise<TaskFile[]> {
+  const { rows } = await sql<FileRow>`
+    select id, task_id, direction, attempt, name, size, sha256, created_at from task_files
+    where task_id = ${taskId} and complete ${direction ? sql`and direction = ${direction}` : sql``}
+    order by direction, attempt, name
+  `.execute(db);
+  return rows.map(toTaskFile);
+}
+
+/** One complete file of a task by name: of `attempt`, or (outputs) of the latest attempt that made one. */
+export async function findTaskFile(db: Kysely<Database>, taskId: string, direction: FileDirection, name: string, attempt?: number): Promise<TaskFile | undefined> {
+  const { rows } = await sql<FileRow>`
+    select id, task_id, direction, attempt, name, size, sha256, created_at from task_files
+    where task_id = ${taskId} and direction = ${direction} and name = ${name} and complete ${attempt === undefined ? sql`` : sql`and attempt = ${attempt}`}
+    order by attempt desc limit 1
+  `.execute(db);
+  return rows[0] ? toTaskFile(rows[0]) : undefined;
+}
+
+/** One output to store: its name and a way to open its bytes. */
+export interface OutputSource {
+  name: string;
+  open(): AsyncIterable<Uint8Array>;
+}
+
+/**
+ * Stores an attempt's outputs, one after the other, and only then makes them visible, all in one
+ * statement: an export cut short (a cap, the worker killed) leaves none of this attempt's files
+ * visible, only incomplete rows the sweep removes. Beyond the per-task cap (all outputs of the
+ * attempt together) or the total cap, FileTooLargeError.
+ */
+export async function storeOutputs(db: Kysely<Database>, bytes: FileBytes, taskId: string, attempt: number, outputs: OutputSource[], caps: FileCaps): Promise<TaskFile[]> {
+  if (outputs.length === 0) return [];
+  const written: { id: string; size: number; sha256: string }[] = [];
+  let used = 0;
+  let room = caps.totalBytes - (await storedBytes(db));
+  try {
+    for (const output of outputs) {
+      const { rows } = await sql<{ id: string }>`
+        insert into task_files (task_id, attempt, direction, name) values (${taskId}, ${attempt}, 'out', ${output.name}) returning id
+      `.execute(db);
+      const id = rows[0]!.id;
+      written.push({ id, size: 0, sha256: "" });
+      const perTask = caps.perTaskBytes - used;
+      const limit = room < perTask ? { bytes: Math.max(0, room), cap: "total" as const } : { bytes: perTask, cap: "per-task" as const };
+      const result = await bytes.write(id, output.name, output.open(), limit);
+      written[written.length - 1] = { id, ...result };
+      used += result.size;
+      room -= result.size;
+    }
+  } catch (err) {
+    for (const w of written) await discard(db, w.id);
+    throw err;
+  }
+  await completeFiles(db, written);
+  return listTaskFiles(db, taskId, "out").then((files) => files.filter((f) => f.attempt === attempt));
+}
+
+/**
+ * Deletes, up to `limit` at a time, files left incomplete (an upload or export cut short) and
+ * uploads no task took, created more than `ageMs` ago. Returns how many went.
+ */
+export async function sweepFiles(db: Kysely<Database>, ageMs: number, limit: number): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    with doomed as (
+      select id from task_files
+      where (not complete or task_id is null) and created_at < now() - make_interval(secs => ${ageMs / 1000})
+      order by created_at limit ${limit}
+    ),
+    deleted as (delete from task_files f using doomed where f.id = doomed.id returning 1)
+    select count(*) as n from deleted
+  `.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
