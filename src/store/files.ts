@@ -43,13 +43,28 @@ export interface FileCaps {
   totalBytes: number;
 }
 
+/** How many bytes a write may take, and the cap that sets it (named in the error beyond it). */
+export interface WriteLimit {
+  bytes: number;
+  cap: FileTooLargeError["cap"];
+  /** The cap's configured size (the limit may be less: what is left of it). */
+  capBytes: number;
+}
+
+/** The tighter of what is left of the per-task cap and of the total cap. */
+function writeLimit(caps: FileCaps, perTaskLeft: number, totalLeft: number): WriteLimit {
+  return totalLeft < perTaskLeft
+    ? { bytes: Math.max(0, totalLeft), cap: "total", capBytes: caps.totalBytes }
+    : { bytes: Math.max(0, perTaskLeft), cap: "per-task", capBytes: caps.perTaskBytes };
+}
+
 /**
  * Where a file's bytes live. `write` stores a stream under a file id, stopping with
  * FileTooLargeError once more than `maxBytes` came (what was written stays invisible with the
  * incomplete row, and goes with it); `read` streams them back in order.
  */
 export interface FileBytes {
-  write(fileId: string, name: string, body: AsyncIterable<Uint8Array>, limit: { bytes: number; cap: FileTooLargeError["cap"] }): Promise<{ size: number; sha256: string }>;
+  write(fileId: string, name: string, body: AsyncIterable<Uint8Array>, limit: WriteLimit): Promise<{ size: number; sha256: string }>;
   read(fileId: string): AsyncIterable<Buffer>;
 }
 
@@ -74,7 +89,7 @@ export function postgresFileBytes(db: Kysely<Database>): FileBytes {
       for await (const piece of body) {
         const buf = Buffer.isBuffer(piece) ? piece : Buffer.from(piece);
         size += buf.length;
-        if (size > limit.bytes) throw new FileTooLargeError(name, limit.cap, limit.bytes);
+        if (size > limit.bytes) throw new FileTooLargeError(name, limit.cap, limit.capBytes);
         hash.update(buf);
         let offset = 0;
         while (offset < buf.length) {
@@ -157,8 +172,7 @@ async function discard(db: Kysely<Database>, id: string): Promise<void> {
  */
 export async function storeUpload(db: Kysely<Database>, bytes: FileBytes, name: string, body: AsyncIterable<Uint8Array>, caps: FileCaps): Promise<{ ref: string; size: number; sha256: string }> {
   const ref = `up_${randomBytes(18).toString("base64url")}`;
-  const room = caps.totalBytes - (await storedBytes(db));
-  const limit = room < caps.perTaskBytes ? { bytes: Math.max(0, room), cap: "total" as const } : { bytes: caps.perTaskBytes, cap: "per-task" as const };
+  const limit = writeLimit(caps, caps.perTaskBytes, caps.totalBytes - (await storedBytes(db)));
   const { rows } = await sql<{ id: string }>`
     insert into task_files (upload_ref, direction, name) values (${ref}, 'in', ${name}) returning id
   `.execute(db);
@@ -237,9 +251,7 @@ export async function storeOutputs(db: Kysely<Database>, bytes: FileBytes, taskI
       `.execute(db);
       const id = rows[0]!.id;
       written.push({ id, size: 0, sha256: "" });
-      const perTask = caps.perTaskBytes - used;
-      const limit = room < perTask ? { bytes: Math.max(0, room), cap: "total" as const } : { bytes: perTask, cap: "per-task" as const };
-      const result = await bytes.write(id, output.name, output.open(), limit);
+      const result = await bytes.write(id, output.name, output.open(), writeLimit(caps, caps.perTaskBytes - used, room));
       written[written.length - 1] = { id, ...result };
       used += result.size;
       room -= result.size;

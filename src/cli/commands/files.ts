@@ -85,11 +85,13 @@ export function registerFileCommands(program: Command, io: CliIO): void {
     .command("get")
     .description("Write an output file of a task to stdout (the latest attempt's unless --attempt): task-cli artifacts get --id 7 report.csv > report.csv")
     .argument("<name>", "the file's name, as `task-cli artifacts --id N` lists it")
-    .addOption(new Option("--id <id>", "task id").makeOptionMandatory())
+    .addOption(new Option("--id <id>", "task id (required)"))
     .option("--attempt <n>", "the attempt that made it")
-    .action(async (name: string, flags: { id: string; attempt?: string }, cmd: Command) => {
-      const g = cmd.optsWithGlobals<GlobalOptions>();
-      const attempt = flags.attempt === undefined ? undefined : parseInteger(flags.attempt, "--attempt", 1, 1_000_000);
-      await pipeToStdout(io, await downloadArtifact(g, parseTaskId(flags.id), name, attempt));
+    .action(async (name: string, _flags: unknown, cmd: Command) => {
+      // `artifacts` has --id too, and takes it wherever it stands: read it merged with the parent's.
+      const g = cmd.optsWithGlobals<GlobalOptions & { id?: string; attempt?: string }>();
+      if (g.id === undefined) throw new UsageError("required option '--id <id>' not specified");
+      const attempt = g.attempt === undefined ? undefined : parseInteger(g.attempt, "--attempt", 1, 1_000_000);
+      await pipeToStdout(io, await downloadArtifact(g, parseTaskId(g.id), name, attempt));
     });
 }
