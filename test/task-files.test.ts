@@ -7,13 +7,13 @@ import path from "node:path";
 import { once } from "node:events";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TaskControlService } from "../src/gen/task/v1/control_pb.js";
-import { TaskFileDirection, TaskService, TaskStatus } from "../src/gen/task/v1/task_pb.js";
+import { TaskFileDirection, TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Role } from "../src/gen/task/v1/token_pb.js";
 import { downloadArtifact, uploadFile } from "../src/sdk/files.js";
-import { sweepFiles } from "../src/store/files.js";
+import { RETENTION_CHUNKS_PER_BATCH, sweepFiles } from "../src/store/files.js";
+import { deleteExpiredTasks } from "../src/store/retention.js";
 import { alive, runningOn, startWorkerProcess } from "./helpers/fault-workers.js";
-import { cliPath, spawnCli, type CliProcess } from "./helpers/process.js";
+import { cliPath, type CliProcess } from "./helpers/process.js";
 import { processesMatching, uniqueSleep } from "./helpers/processes.js";
 import { useServerProcesses, type ServerProcess } from "./helpers/server-process.js";
 import { clientsAs, CONFIGURED, TOKENS } from "./helpers/tokens.js";
@@ -293,4 +293,20 @@ describe("files in and out", () => {
     // Uploading is creating: a reader may not.
     await expect(uploadFile({ address: server.url, token: TOKENS.reader }, "x", Readable.from([Buffer.from("x")]))).rejects.toThrow(/403 permission denied: an upload requires role operator/);
   }, 120_000);
+
+  it("retention deletes finished tasks with their files, the chunks a few MiB a statement", async () => {
+    const { rows: before } = await pool().query<{ chunks: number }>(
+      "select count(*)::int as chunks from task_file_chunks c join task_files f on f.id = c.file_id join tasks t on t.id = f.task_id where t.finished_at is not null",
+    );
+    // The 50 MB import and the 150 MiB export are among them: several statements' worth.
+    expect(before[0]!.chunks).toBeGreaterThan(2 * RETENTION_CHUNKS_PER_BATCH);
+    await new Promise((r) => setTimeout(r, 10));
+    const result = await deleteExpiredTasks(processes.database.db.kysely, { succeededMs: 1, failedMs: 1, cancelledMs: 1 }, 1000);
+    expect(result.fileChunks).toBe(before[0]!.chunks);
+    expect(result.succeeded).toBeGreaterThan(0);
+    const { rows } = await pool().query(
+      "select (select count(*) from task_files f where f.task_id is not null and not exists (select 1 from tasks t where t.id = f.task_id))::int as orphans, (select count(*) from task_file_chunks c join task_files f on f.id = c.file_id join tasks t on t.id = f.task_id where t.finished_at is not null)::int as chunks",
+    );
+    expect(rows[0]).toEqual({ orphans: 0, chunks: 0 });
+  });
 });

@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { sql, type Kysely } from "kysely";
 import { FileTooLargeError, InvalidArgumentError } from "../errors.js";
-import type { Database } from "./schema.js";
+import type { Database, TaskStatus } from "./schema.js";
 
 /** Bytes per stored chunk: large enough that a 50 MB file is 50 rows, small enough to hold in memory. */
 export const CHUNK_BYTES = 1024 * 1024;
@@ -277,6 +277,31 @@ export async function sweepFiles(db: Kysely<Database>, ageMs: number, limit: num
     ),
     deleted as (delete from task_files f using doomed where f.id = doomed.id returning 1)
     select count(*) as n from deleted
+  `.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** File chunks one retention statement deletes (64 MiB): a batch of tasks with large files is emptied in steps. */
+export const RETENTION_CHUNKS_PER_BATCH = 64;
+
+/**
+ * Empties, `limit` chunks at a time, the files of tasks that finished with `status` more than
+ * `ageMs` ago (the tasks retention is about to delete): their files are hidden first (a download
+ * never meets a file half gone), then their chunks deleted. The retention pass calls it until it
+ * returns less than `limit`, so the statement that deletes the tasks cascades to file rows only,
+ * never to gigabytes of chunks. Returns the chunks deleted.
+ */
+export async function deleteExpiredFileChunks(db: Kysely<Database>, status: TaskStatus, ageMs: number, limit = RETENTION_CHUNKS_PER_BATCH): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    with expired_files as (
+      select f.id from tasks t join task_files f on f.task_id = t.id
+      where t.status = ${status}::task_status and t.finished_at < now() - make_interval(secs => ${ageMs / 1000})
+    ),
+    hidden as (update task_files set complete = false where id in (select id from expired_files) and complete returning 1),
+    doomed as (select file_id, seq from task_file_chunks where file_id in (select id from expired_files) limit ${limit}),
+    deleted as (delete from task_file_chunks c using doomed where c.file_id = doomed.file_id and c.seq = doomed.seq returning 1)
+    -- hidden is named here so the reader sees it is meant to run (PostgreSQL runs it regardless).
+    select (select count(*) from deleted) as n, (select count(*) from hidden) as hidden
   `.execute(db);
   return Number(rows[0]?.n ?? 0);
 }
