@@ -182,6 +182,7 @@ describe("files in and out", () => {
   }, 240_000);
 
   it("kill -9 of the worker during the export: no partial file is visible, and the retry exports it whole", async () => {
+    if (!workers.some(alive)) await worker();
     // 150 MiB of output: enough chunks that the export is caught half-way.
     const mib = 150;
     const { task } = await admin().task.createTask({

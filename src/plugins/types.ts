@@ -66,7 +66,7 @@ export interface TaskFiles {
    * Keeps a file as an output of this attempt: written to the attempt's output directory now and
    * stored when the plugin has returned, before the success is recorded (a failed attempt keeps none).
    */
-  artifact(name: string, data: AsyncIterable<Uint8Array> | Uint8Array | string): Promise<void>;
+  artifact(name: string, data: AsyncIterable<Uint8Array | string> | Uint8Array | string): Promise<void>;
   /** A directory holding every input as a file (written on first call): a shell task's $TASK_INPUT_DIR. */
   inputDir(): Promise<string>;
   /** The directory whose files become the attempt's outputs: a shell task's $TASK_OUTPUT_DIR. */

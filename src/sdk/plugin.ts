@@ -42,7 +42,7 @@ export type TaskContext = PluginContext & {
   /** An input file's bytes, streamed from storage. */
   input(name: string): AsyncIterable<Buffer>;
   /** Keeps a file as an output of this attempt (a failed attempt keeps none). */
-  artifact(name: string, data: AsyncIterable<Uint8Array> | Uint8Array | string): Promise<void>;
+  artifact(name: string, data: AsyncIterable<Uint8Array | string> | Uint8Array | string): Promise<void>;
 };
 
 /** The context with its file methods; outside a worker (no ctx.files), they throw saying so. */

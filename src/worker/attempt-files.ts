@@ -84,7 +84,7 @@ export class AttemptFiles implements TaskFiles {
     })());
   }
 
-  async artifact(name: string, data: AsyncIterable<Uint8Array> | Uint8Array | string): Promise<void> {
+  async artifact(name: string, data: AsyncIterable<Uint8Array | string> | Uint8Array | string): Promise<void> {
     if (!isFileName(name)) throw new Error(`artifact ${JSON.stringify(name)}: the name must be ${FILE_NAME_RULE}`);
     const target = path.join(await this.outputDir(), name);
     const source = typeof data === "string" || data instanceof Uint8Array ? Readable.from([Buffer.from(data)]) : Readable.from(data);
