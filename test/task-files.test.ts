@@ -274,6 +274,15 @@ describe("files in and out", () => {
     await expect(make("second")).rejects.toThrow(/files\[0\]\.upload: no upload up_\S+ is waiting \(unknown, expired, or already given to a task\)/);
     const { rows } = await pool().query("select count(*)::int as n from tasks where name = 'second'");
     expect(rows[0].n).toBe(0);
+    // An upload no task takes is swept (after TASK_UPLOAD_TTL_MS; here at once); the task's stays.
+    const untaken = await uploadFile(conn(), "data", Readable.from([Buffer.from("never used\n")]));
+    expect(await sweepFiles(processes.database.db.kysely, 0, 100)).toBe(1);
+    await expect(admin().task.createTask({ name: "late", type: "shell", parameters: { command: "true" } as never, files: [{ name: "rows", upload: untaken.upload }] })).rejects.toThrow(/no upload up_\S+ is waiting/);
+    expect((await admin().task.listTaskFiles({ id: first.id })).files).toHaveLength(1);
+    // A --file without @ is a usage error, before anything is uploaded.
+    const usage = await cli(["task", "create", "x", "--type", "noop", "--file", "data"]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/--file data: expected name=@path, e\.g\. --file data=@rows\.csv/);
   });
 
   it("serves an artifact to the tokens that may read its task, and 404 to one restricted to another queue", async () => {
