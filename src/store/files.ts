@@ -153,11 +153,15 @@ export async function storedBytes(db: Kysely<Database>): Promise<number> {
 /** Marks files complete (visible) with their size and hash, all together. */
 async function completeFiles(db: Kysely<Database>, files: { id: string; size: number; sha256: string }[]): Promise<void> {
   if (files.length === 0) return;
-  await sql`
+  const result = await sql`
     update task_files f set complete = true, size = v.size, sha256 = v.sha256
     from unnest(${files.map((f) => f.id)}::bigint[], ${files.map((f) => f.size)}::bigint[], ${files.map((f) => f.sha256)}::text[]) as v (id, size, sha256)
     where f.id = v.id
   `.execute(db);
+  // A write that outlived TASK_UPLOAD_TTL_MS was swept as abandoned: say so rather than report a file that is gone.
+  if (Number(result.numAffectedRows ?? files.length) !== files.length) {
+    throw new Error(`a file was deleted by the sweep before it was complete: its write took longer than TASK_UPLOAD_TTL_MS`);
+  }
 }
 
 /** Deletes a file that will not complete (best effort: the sweep deletes what this misses). */
