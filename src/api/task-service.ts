@@ -137,7 +137,8 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     // An idempotent replay changes nothing, so only the tasks created now are audited.
     const batch = requests.length > 1;
     const results = keyed || withFiles
-      ? // With idempotency keys, inserting and checking the replays must commit or fail together.
+      ? // With idempotency keys, inserting and checking the replays must commit or fail together; with
+        // files, inserting and taking the uploads.
         await db.transaction().execute(async (trx) => {
           const resolved = await resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx);
           for (const [i, r] of resolved.entries()) {
