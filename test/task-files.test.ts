@@ -274,6 +274,20 @@ describe("files in and out", () => {
     await expect(make("second")).rejects.toThrow(/files\[0\]\.upload: no upload up_\S+ is waiting \(unknown, expired, or already given to a task\)/);
     const { rows } = await pool().query("select count(*)::int as n from tasks where name = 'second'");
     expect(rows[0].n).toBe(0);
+    // A batch is all or nothing: the second task names a taken upload, so the first keeps no task and its upload stays free.
+    const free = await uploadFile(conn(), "data", Readable.from([Buffer.from("2,b,3\n")]));
+    const batch = (second: string) =>
+      admin().task.createTasks({
+        tasks: [
+          { name: "batch-a", type: "shell", parameters: { command: "true" } as never, runAt: { seconds: 4_000_000_000n, nanos: 0 }, files: [{ name: "rows", upload: free.upload }] },
+          { name: "batch-b", type: "shell", parameters: { command: "true" } as never, runAt: { seconds: 4_000_000_000n, nanos: 0 }, files: [{ name: "rows", upload: second }] },
+        ],
+      });
+    await expect(batch(up.upload)).rejects.toThrow(/tasks\[1\]\.files\[0\]\.upload: no upload/);
+    expect((await pool().query("select count(*)::int as n from tasks where name like 'batch-%'")).rows[0].n).toBe(0);
+    const other = await uploadFile(conn(), "data", Readable.from([Buffer.from("4,c,5\n")]));
+    const { tasks } = await batch(other.upload);
+    expect(await Promise.all(tasks.map(async (t) => (await admin().task.listTaskFiles({ id: t.id })).files.map((f) => Number(f.size))))).toEqual([[6], [6]]);
     // An upload no task takes is swept (after TASK_UPLOAD_TTL_MS; here at once); the task's stays.
     const untaken = await uploadFile(conn(), "data", Readable.from([Buffer.from("never used\n")]));
     expect(await sweepFiles(processes.database.db.kysely, 0, 100)).toBe(1);
