@@ -5,6 +5,7 @@ import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
+import http2 from "node:http2";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskFileDirection, TaskStatus } from "../src/gen/task/v1/task_pb.js";
@@ -242,18 +243,21 @@ describe("files in and out", () => {
       TASK_FILES_MAX_TASK_BYTES: "1000",
     });
     const file = path.join(dir, "big.csv");
-    await writeCsv(file, 5_000);
+    await writeCsv(file, 4 * 1024 * 1024);
     // The CLI sends the size first: refused before the body is read.
     const refused = await cli(["--address", small.url, "task", "create", "x", "--type", "shell", "-p", "command=true", "--file", `data=@${file}`]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/upload of data refused: 413 file data refused: a task's files may hold at most 1000 bytes \(TASK_FILES_MAX_TASK_BYTES\)/);
-    // Streamed without a size: refused once the cap is passed.
-    await expect(uploadFile({ address: small.url, token: TOKENS.admin }, "data", Readable.from([Buffer.alloc(600), Buffer.alloc(600)]))).rejects.toThrow(
+    // Streamed without a size: refused once the cap is passed (the rest of the 8 MiB is not stored, and the answer still arrives).
+    const pieces = () => Readable.from(Array.from({ length: 128 }, () => Buffer.alloc(64 * 1024)));
+    await expect(uploadFile({ address: small.url, token: TOKENS.admin }, "data", pieces())).rejects.toThrow(
       /413 file data refused: a task's files may hold at most 1000 bytes/,
     );
-    // The total cap: every file stored counts (the 50 MB import's are still here).
+    // The total cap: every file stored counts; here the files of the tests before already pass it.
     const full = await processes.start(["server", "--port", "0"], { TASK_API_TOKENS: CONFIGURED.join(","), TASK_ENABLE_SHELL: "true", TASK_FILES_MAX_TOTAL_BYTES: "10000" });
-    await expect(uploadFile({ address: full.url, token: TOKENS.admin }, "tiny", Readable.from([Buffer.from("a,b\n")]))).rejects.toThrow(/413 .*total cap of 10000 bytes \(TASK_FILES_MAX_TOTAL_BYTES\)/);
+    await expect(uploadFile({ address: full.url, token: TOKENS.admin }, "tiny", pieces())).rejects.toThrow(/413 .*total cap of 10000 bytes \(TASK_FILES_MAX_TOTAL_BYTES\)/);
+    // Refused before the body is read (no token): the answer arrives all the same.
+    await expect(uploadFile({ address: small.url }, "data", pieces(), 8 * 1024 * 1024)).rejects.toThrow(/upload of data refused: 401/);
     // Outputs: a worker with a small cap fails the attempt, saying why, and keeps none of them.
     await worker({ TASK_QUEUES: "capped", TASK_FILES_MAX_TASK_BYTES: "1000" });
     const { task } = await admin().task.createTask({ name: "too-big", type: "shell", queue: "capped", maxAttempts: 1, parameters: { command: `head -c 5000 /dev/zero > "$TASK_OUTPUT_DIR/out.bin"` } as never });
@@ -297,6 +301,21 @@ describe("files in and out", () => {
     const usage = await cli(["task", "create", "x", "--type", "noop", "--file", "data"]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--file data: expected name=@path, e\.g\. --file data=@rows\.csv/);
+  });
+
+  it("takes uploads over HTTP/2 (h2c) as over HTTP/1.1", async () => {
+    const session = http2.connect(server.url);
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/uploads?name=h2", authorization: `Bearer ${TOKENS.admin}` });
+      stream.end(Buffer.alloc(3 * 1024 * 1024, "y"));
+      const [headers] = (await once(stream, "response")) as [http2.IncomingHttpHeaders];
+      let body = "";
+      for await (const chunk of stream) body += String(chunk);
+      expect(headers[":status"]).toBe(201);
+      expect(JSON.parse(body)).toMatchObject({ name: "h2", size: 3 * 1024 * 1024, sha256: createHash("sha256").update(Buffer.alloc(3 * 1024 * 1024, "y")).digest("hex") });
+    } finally {
+      session.close();
+    }
   });
 
   it("serves an artifact to the tokens that may read its task, and 404 to one restricted to another queue", async () => {

@@ -1,6 +1,7 @@
 import type http from "node:http";
 import type http2 from "node:http2";
 import type { universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import type { Readable } from "node:stream";
 import type { Kysely } from "kysely";
 import { errorMessage, FileTooLargeError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -61,13 +62,12 @@ const UNAUTHENTICATED = { "www-authenticate": 'Bearer realm="task-service"' };
 
 function handleUpload(deps: FileTransferDeps, req: Request, res: Response, url: URL): void {
   const reply = replier(res);
-  // A refusal before the body is read: answer, then close, so a large body is not read to its end.
+  // A refusal answers at once and then discards what is left of the body: closing the connection
+  // with unread data would reset it, and the client would see ECONNRESET instead of the answer.
+  // A client that reads the answer stops sending (ours do); the request timeout bounds one that does not.
   const refuse = (status: number, text: string, headers: Record<string, string> = {}) => {
-    if ("socket" in req && "httpVersionMajor" in req && req.httpVersionMajor === 1) {
-      headers = { ...headers, connection: "close" };
-      res.once("finish", () => req.destroy());
-    }
     reply(status, text, headers);
+    req.resume();
   };
   if (req.method !== "POST") return refuse(405, "method not allowed: use POST", { allow: "POST" });
   const name = url.searchParams.get("name") ?? "upload";
@@ -79,7 +79,9 @@ function handleUpload(deps: FileTransferDeps, req: Request, res: Response, url: 
       const declared = Number(req.headers["content-length"] ?? Number.NaN);
       if (declared > deps.caps.perTaskBytes) return refuse(413, new FileTooLargeError(name, "per-task", deps.caps.perTaskBytes).message);
       try {
-        const stored = await storeUpload(deps.db, deps.bytes, name, req as AsyncIterable<Uint8Array>, deps.caps);
+        // destroyOnReturn false: a write that stops early (a cap) must leave the request readable, to be drained.
+        const body = (req as Readable).iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>;
+        const stored = await storeUpload(deps.db, deps.bytes, name, body, deps.caps);
         res.writeHead(201, { "content-type": "application/json" });
         res.end(`${JSON.stringify({ upload: stored.ref, name, size: stored.size, sha256: stored.sha256 })}\n`);
       } catch (err) {

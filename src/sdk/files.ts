@@ -18,7 +18,7 @@ export interface Upload {
 }
 
 /** Sends one request with a streamed body (or none) and resolves with the response as soon as it starts. */
-function send(options: FileTransferOptions, method: string, pathAndQuery: string, body?: { stream: Readable; size?: number }): Promise<http.IncomingMessage> {
+function send(options: FileTransferOptions, method: string, pathAndQuery: string, body?: { stream: Readable; size?: number }): Promise<{ res: http.IncomingMessage; req: http.ClientRequest }> {
   const url = new URL(pathAndQuery, options.address.endsWith("/") ? options.address : `${options.address}/`);
   const headers: Record<string, string> = {};
   if (options.token) headers.authorization = `Bearer ${options.token}`;
@@ -34,7 +34,7 @@ function send(options: FileTransferOptions, method: string, pathAndQuery: string
       // The server may answer before the body is sent (a refusal): stop sending it.
       body?.stream.unpipe(req);
       body?.stream.destroy();
-      resolve(res);
+      resolve({ res, req });
     });
     // A refused upload's connection is closed by the server once it has answered: not an error then.
     req.on("error", (err) => {
@@ -62,9 +62,13 @@ async function text(res: http.IncomingMessage): Promise<string> {
  */
 export async function uploadFile(options: FileTransferOptions, name: string, data: Readable | AsyncIterable<Uint8Array>, size?: number): Promise<Upload> {
   const stream = data instanceof Readable ? data : Readable.from(data);
-  const res = await send(options, "POST", `uploads?name=${encodeURIComponent(name)}`, { stream, size });
+  const { res, req } = await send(options, "POST", `uploads?name=${encodeURIComponent(name)}`, { stream, size });
   const body = await text(res);
-  if (res.statusCode !== 201) throw new Error(`upload of ${name} refused: ${res.statusCode} ${body}`);
+  if (res.statusCode !== 201) {
+    // Refused before the body was all sent: the connection cannot carry another request.
+    req.destroy();
+    throw new Error(`upload of ${name} refused: ${res.statusCode} ${body}`);
+  }
   return JSON.parse(body) as Upload;
 }
 
@@ -74,7 +78,7 @@ export async function uploadFile(options: FileTransferOptions, name: string, dat
  */
 export async function downloadArtifact(options: FileTransferOptions, taskId: bigint | string, name: string, attempt?: number): Promise<Readable> {
   const query = attempt ? `?attempt=${attempt}` : "";
-  const res = await send(options, "GET", `tasks/${taskId}/artifacts/${encodeURIComponent(name)}${query}`);
+  const { res } = await send(options, "GET", `tasks/${taskId}/artifacts/${encodeURIComponent(name)}${query}`);
   if (res.statusCode !== 200) throw new Error(`artifact ${name} of task ${taskId}: ${res.statusCode} ${await text(res)}`);
   return res;
 }
