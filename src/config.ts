@@ -212,6 +212,12 @@ const settings = {
   maxLogLinesPerTask: setting("TASK_MAX_LOG_LINES", z.coerce.number().int().min(2).default(10_000)),
   /** Output kept per attempt (characters), halved the same way as the lines. */
   maxLogBytesPerTask: setting("TASK_MAX_LOG_BYTES", z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024)),
+  /** Bytes one task's files may hold: its inputs together, and each attempt's outputs together. */
+  filesMaxTaskBytes: setting("TASK_FILES_MAX_TASK_BYTES", z.coerce.number().int().min(1).default(1024 * 1024 * 1024)),
+  /** Bytes every stored file together may hold (inputs, outputs, uploads not yet taken). */
+  filesMaxTotalBytes: setting("TASK_FILES_MAX_TOTAL_BYTES", z.coerce.number().int().min(1).default(50 * 1024 * 1024 * 1024)),
+  /** Uploads no task took, and files left incomplete (a cut-off upload or export), are deleted after this long. */
+  uploadTtlMs: setting("TASK_UPLOAD_TTL_MS", z.coerce.number().int().min(1_000).default(3_600_000)),
   /** After SIGTERM to a shell task's process group, wait this long before SIGKILL. */
   shellKillGraceMs: setting("TASK_SHELL_KILL_GRACE_MS", z.coerce.number().int().min(0).default(5_000)),
   /**

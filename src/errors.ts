@@ -145,3 +145,20 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   if (Array.isArray(nested) && nested.some(isDatabaseUnavailable)) return true;
   return err.cause !== undefined && err.cause !== err && isDatabaseUnavailable(err.cause);
 }
+
+/** A file beyond a size cap (per file, per task, or the total stored): nothing of it is kept. */
+export class FileTooLargeError extends Error {
+  override name = "FileTooLargeError";
+  constructor(
+    readonly name_: string,
+    /** Which cap: "per-task" (TASK_FILES_MAX_TASK_BYTES) or "total" (TASK_FILES_MAX_TOTAL_BYTES). */
+    readonly cap: "per-task" | "total",
+    readonly limitBytes: number,
+  ) {
+    super(
+      cap === "total"
+        ? `file ${name_} refused: the files stored would exceed the total cap of ${limitBytes} bytes (TASK_FILES_MAX_TOTAL_BYTES)`
+        : `file ${name_} refused: a task's files may hold at most ${limitBytes} bytes (TASK_FILES_MAX_TASK_BYTES)`,
+    );
+  }
+}

@@ -54,6 +54,7 @@ const calls: Record<string, (c: Clients) => Promise<unknown>> = {
     return drain(c.task.watchTasks({}, { signal: ac.signal }), ac);
   },
   "task.v1.TaskService/GetTaskThroughput": (c) => c.task.getTaskThroughput({}),
+  "task.v1.TaskService/ListTaskFiles": (c) => c.task.listTaskFiles({ id: 999_999n }),
   "task.v1.TaskControlService/PauseTask": (c) => c.control.pauseTask({ id: 999_999n }),
   "task.v1.TaskControlService/ResumeTask": (c) => c.control.resumeTask({ id: 999_999n }),
   "task.v1.TaskControlService/DeleteTask": (c) => c.control.deleteTask({ id: 999_999n }),

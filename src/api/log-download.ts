@@ -25,7 +25,7 @@ export function formatLogLine(line: Pick<StoredLogLine, "stream" | "line">): str
 }
 
 /** Writes with backpressure: resolves once the response can take more (or is closed). */
-export function write(res: Response, text: string): Promise<void> | undefined {
+export function write(res: Response, text: string | Uint8Array): Promise<void> | undefined {
   if (res.write(text)) return undefined;
   return new Promise((resolve) => {
     const done = () => {

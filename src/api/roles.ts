@@ -44,6 +44,7 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   "task.v1.TaskService/WatchTask": rule("reader", "task"),
   "task.v1.TaskService/WatchTasks": rule("reader", "handler"),
   "task.v1.TaskService/GetTaskThroughput": rule("reader", "refuse"),
+  "task.v1.TaskService/ListTaskFiles": rule("reader", "task"),
   "task.v1.TaskControlService/PauseTask": rule("operator", "task"),
   "task.v1.TaskControlService/ResumeTask": rule("operator", "task"),
   "task.v1.TaskControlService/DeleteTask": rule("admin", "task"),
@@ -80,6 +81,10 @@ export const BULK_DELETE_ROLE: ApiRole = "admin";
 export const HTTP_RULES = {
   /** GET /tasks/{id}/logs: the log download, a read of one task. */
   logDownload: rule("reader", "task"),
+  /** POST /uploads: a file for a task about to be created (creating needs operator; the create checks the restriction). */
+  upload: rule("operator", "allow"),
+  /** GET /tasks/{id}/artifacts/{name}: a file an attempt kept, a read of one task as the log download. */
+  artifactDownload: rule("reader", "task"),
   /** GET /metrics on the API port: counts across every queue and type. */
   metrics: rule("reader", "refuse"),
   /** GET /audit/export: the audit log as NDJSON, as ListAuditEvents. */

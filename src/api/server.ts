@@ -21,6 +21,8 @@ import { metricsInterceptor } from "./metrics-interceptor.js";
 import { readDatabaseSnapshot } from "./metrics-snapshot.js";
 import { DEFAULT_LEASE_MS } from "./queue-service.js";
 import { logDownloadHandler } from "./log-download.js";
+import { fileTransferHandler } from "./file-transfer.js";
+import { DEFAULT_FILE_CAPS, postgresFileBytes } from "../store/files.js";
 import { DEFAULT_FEED_OPTIONS, TaskFeed, type TaskFeedOptions } from "./task-feed.js";
 import type { Listener } from "../store/listen.js";
 import { TaskEvents } from "./task-events.js";
@@ -54,7 +56,8 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
     Partial<Pick<Config, "shellRole">> &
     Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
     Partial<Pick<Config, "corsOrigins">> &
-    Partial<Pick<Config, "leaseMs">>;
+    Partial<Pick<Config, "leaseMs">> &
+    Partial<Pick<Config, "filesMaxTaskBytes" | "filesMaxTotalBytes">>;
 }
 
 /** A listening API server. */
@@ -89,6 +92,13 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
   if (deps.metrics) interceptors.unshift(metricsInterceptor(deps.metrics));
   const dashboard = dashboardHandler();
   const logDownload = logDownloadHandler({ db: deps.db.kysely, events: deps.events, logger: deps.logger, auth });
+  const fileTransfer = fileTransferHandler({
+    db: deps.db.kysely,
+    bytes: postgresFileBytes(deps.db.kysely),
+    caps: { perTaskBytes: deps.config.filesMaxTaskBytes ?? DEFAULT_FILE_CAPS.perTaskBytes, totalBytes: deps.config.filesMaxTotalBytes ?? DEFAULT_FILE_CAPS.totalBytes },
+    logger: deps.logger,
+    auth,
+  });
   const auditExport = auditExportHandler({ db: deps.db.kysely, logger: deps.logger, auth });
   const hostAllowed = hostAllowList(deps.config);
   const handler = connectNodeAdapter({
@@ -127,6 +137,7 @@ export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["co
         return;
       }
       if (logDownload(req, res)) return;
+      if (fileTransfer(req, res)) return;
       if (auditExport(req, res)) return;
       if (dashboard(req, res)) return;
       reply(404, "not found");

@@ -37,6 +37,8 @@ import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
 import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 import { startCreateSpan } from "../tracing.js";
+import { attachUploads, DEFAULT_FILE_CAPS } from "../store/files.js";
+import { listFilesOfTask, validateFileInputs } from "./task-files.js";
 
 /** GetTaskThroughput's window when the request names none: the last hour. */
 const DEFAULT_THROUGHPUT_MINUTES = 60;
@@ -53,7 +55,7 @@ export interface TaskServiceDeps {
   /** The task types registered in PostgreSQL; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
   /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
-  config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs" | "shellRole">>;
+  config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs" | "shellRole" | "filesMaxTaskBytes">>;
   logger: Logger;
   metrics?: Metrics;
 }
@@ -123,18 +125,25 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       requests.map((req) => req.type),
       (types) => requests.map((req, i) => ({ ...validateCreateTask(req, types, prefix(i)), traceparent })),
     );
+    const inputs = requests.map((req, i) => validateFileInputs(req.files, prefix(i)));
     // After validation (which resolves each task's queue), before anything is written.
     tasks.forEach((task, i) => {
       requireTypeAllowed(who, task.type);
       requireTaskScope(who, { type: task.type, queue: task.queue ?? "default" }, prefix(i) && `${prefix(i).slice(0, -1)}: `);
     });
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
+    // Input files are taken from their uploads in the create's transaction: both or neither.
+    const withFiles = inputs.some((files) => files.length > 0);
     // An idempotent replay changes nothing, so only the tasks created now are audited.
     const batch = requests.length > 1;
-    const results = keyed
-      ? // With idempotency keys, inserting and checking the replays must commit or fail together.
+    const results = keyed || withFiles
+      ? // With idempotency keys, inserting and checking the replays must commit or fail together; with
+        // files, inserting and taking the uploads.
         await db.transaction().execute(async (trx) => {
           const resolved = await resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx);
+          for (const [i, r] of resolved.entries()) {
+            if (r.created) await attachUploads(trx, r.row.id, inputs[i]!, config.filesMaxTaskBytes ?? DEFAULT_FILE_CAPS.perTaskBytes, `${prefix(i)}files`);
+          }
           const created = resolved.filter((r) => r.created).map((r) => r.row);
           if (created.length > 0) await recordAudit(trx, actor, [createdChange(created, batch)]);
           return resolved;
@@ -294,6 +303,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     },
 
     getTaskLogs: (req) => getTaskLogs(db, req),
+    listTaskFiles: (req) => listFilesOfTask(db, req),
 
     watchTask: (req, ctx) => watchTask(db, events, req, ctx),
     watchTasks: (req, ctx) => feed.watch(req, ctx),

@@ -1,6 +1,7 @@
 /** Where a command writes. Tests pass buffers; main passes process.stdout/stderr. */
 export interface CliIO {
-  stdout: { write(text: string): unknown };
+  /** Bytes as well as text: `artifacts get` writes a file's bytes (process.stdout takes both; tests collect). */
+  stdout: { write(text: string | Uint8Array): unknown; once?(event: "drain", listener: () => void): unknown };
   stderr: { write(text: string): unknown };
   /** Whether stdout is an interactive terminal (progress bars, colours). */
   isTTY: boolean;

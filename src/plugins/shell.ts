@@ -18,7 +18,7 @@ export interface ShellOptions {
 const NO_WATCHDOG_SECONDS = 365 * 24 * 3600;
 
 /** The only environment a command sees besides its own `env`: nothing of the service's secrets. */
-function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<string, string> = {}, traceparent?: string): Record<string, string> {
+function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<string, string> = {}, traceparent?: string, dirs: Record<string, string> = {}): Record<string, string> {
   return {
     PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     HOME: home,
@@ -27,6 +27,8 @@ function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<s
     // Last, so a task's own env cannot disguise which task and attempt it is.
     TASK_ID: taskId,
     TASK_ATTEMPT: String(attempt),
+    // The task's input files, and where the files to keep go (worker/attempt-files.ts).
+    ...dirs,
     // The attempt's trace (W3C Trace Context's variable for processes), so the command's own spans join it.
     ...(traceparent ? { TRACEPARENT: traceparent } : {}),
   };
@@ -59,7 +61,8 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
  * renewals stop (a stopped or cut-off worker); the command runs as an unprivileged user when the
  * service runs as root. Abort (timeout, cancel, shutdown) sends SIGTERM to the whole group, then
  * SIGKILL after the grace period. When the command exits, anything it left running is killed too.
- * Pause (PauseTask) SIGSTOPs the group and resume SIGCONTs it.
+ * Pause (PauseTask) SIGSTOPs the group and resume SIGCONTs it. In a worker, the task's input files
+ * are in $TASK_INPUT_DIR and the files the command leaves in $TASK_OUTPUT_DIR are kept as outputs.
  * A non-zero exit is a failure.
  */
 export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameters> {
@@ -71,7 +74,9 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
     defaults: { timeoutMs: 300_000, maxAttempts: 3 },
     pausable: true,
     disabledReason: options.enabled ? undefined : "start the service with --enable-shell (or TASK_ENABLE_SHELL=true) to allow it",
-    run(params, ctx) {
+    async run(params, ctx) {
+      // Inputs are on disk before the command starts; outputs are stored after it exits 0.
+      const dirs = ctx.files ? { TASK_INPUT_DIR: await ctx.files.inputDir(), TASK_OUTPUT_DIR: await ctx.files.outputDir() } : undefined;
       return new Promise((resolve, reject) => {
         ctx.signal.throwIfAborted();
         containment ??= detectContainment(options.user);
@@ -80,7 +85,7 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
         const child = spawn(command!, args, {
           // Another user may not be allowed into the service's own working directory.
           cwd: params.cwd ?? (containment.runAs ? os.tmpdir() : undefined),
-          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env, ctx.traceparent),
+          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env, ctx.traceparent, dirs),
           detached: true, // new process group, so the whole tree can be signalled
           // stdin is the supervisor's keepalive pipe; the command itself gets /dev/null.
           stdio: ["pipe", "pipe", "pipe"],

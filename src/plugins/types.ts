@@ -49,6 +49,28 @@ export interface PluginContext {
    * tracing is off: what the plugin hands on so the work it starts joins the trace.
    */
   traceparent?: string;
+  /**
+   * The task's input files and this attempt's outputs (src/worker/attempt-files.ts); absent when a
+   * plugin is called outside a worker.
+   */
+  files?: TaskFiles;
+}
+
+/** A task's input files and the outputs its attempt keeps. */
+export interface TaskFiles {
+  /** The inputs the task was created with (names and sizes). */
+  inputs(): Promise<{ name: string; size: number }[]>;
+  /** An input's bytes, streamed from storage (an Error naming the inputs when there is no such input). */
+  open(name: string): AsyncIterable<Buffer>;
+  /**
+   * Keeps a file as an output of this attempt: written to the attempt's output directory now and
+   * stored when the plugin has returned, before the success is recorded (a failed attempt keeps none).
+   */
+  artifact(name: string, data: AsyncIterable<Uint8Array | string> | Uint8Array | string): Promise<void>;
+  /** A directory holding every input as a file (written on first call): a shell task's $TASK_INPUT_DIR. */
+  inputDir(): Promise<string>;
+  /** The directory whose files become the attempt's outputs: a shell task's $TASK_OUTPUT_DIR. */
+  outputDir(): Promise<string>;
 }
 
 /**

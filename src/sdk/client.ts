@@ -6,6 +6,8 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import type { z } from "zod";
 import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { CreateTaskRequestSchema, TaskService, TaskStatus, type Task } from "../gen/task/v1/task_pb.js";
+import type { Readable } from "node:stream";
+import { downloadArtifact, uploadFile, type Upload } from "./files.js";
 
 /** What createTaskClient takes. */
 export interface TaskClientOptions {
@@ -32,6 +34,8 @@ export interface SubmitOptions {
   timeoutMs?: number;
   runAt?: Date;
   idempotencyKey?: string;
+  /** Input files: a name the task sees ($TASK_INPUT_DIR/<name>, ctx.files.open(name)) → an upload from `upload()`. */
+  files?: Record<string, Upload | string>;
 }
 
 const terminal = new Set([TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED]);
@@ -49,6 +53,10 @@ export type TaskClient = Client<typeof TaskService> & {
   submit<S extends z.ZodType>(type: TypedTaskType<S>, parameters: z.input<S>, options?: SubmitOptions): Promise<Task>;
   /** Polls GetTask until the task is SUCCEEDED, FAILED or CANCELLED (or `timeoutMs` passes: then it throws). */
   waitFor(id: bigint, options?: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal }): Promise<Task>;
+  /** Streams a file to the server (POST /uploads) for a task about to be created; pass the result in SubmitOptions.files or CreateTask's files. */
+  upload(name: string, data: Readable | AsyncIterable<Uint8Array>, size?: number): Promise<Upload>;
+  /** Streams an output file of a task (GET /tasks/{id}/artifacts/{name}), of the latest attempt that kept one unless `attempt` is given. */
+  download(taskId: bigint, name: string, attempt?: number): Promise<Readable>;
 };
 
 /** Sends `Authorization: Bearer <token>` with every call (an API token, or a named token's secret). */
@@ -86,10 +94,13 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
         timeout: opts.timeoutMs === undefined ? undefined : durationFromMs(opts.timeoutMs),
         runAt: opts.runAt === undefined ? undefined : timestampFromDate(opts.runAt),
         idempotencyKey: opts.idempotencyKey ?? "",
+        files: Object.entries(opts.files ?? {}).map(([name, upload]) => ({ name, upload: typeof upload === "string" ? upload : upload.upload })),
       };
       const { task } = await tasks.createTask(request);
       return task!;
     },
+    upload: (name: string, data: Readable | AsyncIterable<Uint8Array>, size?: number) => uploadFile(options, name, data, size),
+    download: (taskId: bigint, name: string, attempt?: number) => downloadArtifact(options, taskId, name, attempt),
     async waitFor(id: bigint, opts: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<Task> {
       const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
       for (;;) {

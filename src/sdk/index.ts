@@ -10,8 +10,9 @@
 export { definePlugin, type PluginDefaultsInput, type PluginDefinition, type TaskContext, type TaskPlugin } from "./plugin.js";
 export { startWorker, type BuiltinTypeName, type StartWorkerOptions, type Worker } from "./worker.js";
 export { createTaskClient, type SubmitOptions, type TaskClient, type TaskClientOptions, type TypedTaskType } from "./client.js";
+export { uploadFile, downloadArtifact, type Upload, type FileTransferOptions } from "./files.js";
 export { PermanentTaskError } from "../errors.js";
-export type { AttemptLease, LogSink as OutputSink } from "../plugins/types.js";
+export type { AttemptLease, LogSink as OutputSink, TaskFiles } from "../plugins/types.js";
 export type { Logger } from "../logger.js";
 export { TaskStatus, type Task, type TaskType } from "../gen/task/v1/task_pb.js";
 export { Code, ConnectError } from "@connectrpc/connect";

@@ -33,8 +33,26 @@ export interface PluginDefinition<S extends z.ZodObject> {
   run(params: z.output<S>, ctx: TaskContext): Promise<Record<string, unknown> | void>;
 }
 
-/** What a plugin's `run` gets for one attempt: the same context the built-in types get. */
-export type TaskContext = PluginContext;
+/**
+ * What a plugin's `run` gets for one attempt: the context the built-in types get, plus its files:
+ * `ctx.input("data")` streams an input file, `ctx.artifact("report.csv", stream)` keeps an output
+ * (stored when run resolves, before the success is recorded; see PluginContext.files for the rest).
+ */
+export type TaskContext = PluginContext & {
+  /** An input file's bytes, streamed from storage. */
+  input(name: string): AsyncIterable<Buffer>;
+  /** Keeps a file as an output of this attempt (a failed attempt keeps none). */
+  artifact(name: string, data: AsyncIterable<Uint8Array | string> | Uint8Array | string): Promise<void>;
+};
+
+/** The context with its file methods; outside a worker (no ctx.files), they throw saying so. */
+function withFiles(ctx: PluginContext): TaskContext {
+  const files = () => {
+    if (!ctx.files) throw new Error("task files need a worker: this plugin was called without one (ctx.files is unset)");
+    return ctx.files;
+  };
+  return { ...ctx, input: (name) => files().open(name), artifact: (name, data) => files().artifact(name, data) };
+}
 
 /** A task type with its code, as startWorker runs it and createTaskClient types requests by it. */
 export interface TaskPlugin<S extends z.ZodObject = z.ZodObject> extends Plugin<S> {
@@ -83,6 +101,6 @@ export function definePlugin<S extends z.ZodObject>(definition: PluginDefinition
     parameters,
     defaults: Object.freeze({ timeoutMs, maxAttempts, ...(defaults.queue === undefined ? {} : { queue: defaults.queue }) }),
     // The result is optional for the plugin's author; the worker stores {} for none.
-    run: async (params: z.output<S>, ctx: TaskContext) => (await run(params, ctx)) ?? {},
+    run: async (params: z.output<S>, ctx: PluginContext) => (await run(params, withFiles(ctx))) ?? {},
   });
 }

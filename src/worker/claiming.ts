@@ -8,6 +8,7 @@
 import { JOBS_INSERT_CHANNEL, QUEUE_CHANNEL, WAKE_CHANNEL } from "../store/channels.js";
 import { claimFor, ClaimLoop } from "./claim-loop.js";
 import { runAttempt, type ExecuteDeps } from "./execute-task.js";
+import { DEFAULT_FILE_CAPS, postgresFileBytes } from "../store/files.js";
 import { OutcomeWriter } from "./outcome-writer.js";
 import { QueueGate } from "./queue-gate.js";
 import { tracedClaim } from "../tracing.js";
@@ -58,6 +59,11 @@ export class Claiming implements WorkerPart {
       metrics: ctx.metrics,
       abandonAfterAbortMs: options.abandonAfterAbortMs,
       queueGate: this.gate,
+      files: {
+        db: db.kysely,
+        bytes: postgresFileBytes(db.kysely),
+        caps: { perTaskBytes: config.filesMaxTaskBytes ?? DEFAULT_FILE_CAPS.perTaskBytes, totalBytes: config.filesMaxTotalBytes ?? DEFAULT_FILE_CAPS.totalBytes },
+      },
     };
     this.slots = new ClaimLoop({
       slots: config.workerConcurrency,

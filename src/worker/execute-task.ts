@@ -15,6 +15,7 @@ import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import type { OutcomeWriter } from "./outcome-writer.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
+import { AttemptFiles, type AttemptFilesDeps } from "./attempt-files.js";
 
 /** Why an attempt was aborted; carried as the AbortSignal's reason. */
 export class AttemptAborted extends Error {
@@ -76,6 +77,8 @@ export interface ExecuteDeps {
    * a slot for ever. Default ABANDON_AFTER_ABORT_MS.
    */
   abandonAfterAbortMs?: number;
+  /** Where task files are stored and their caps; unset: plugins get no `files` (ctx.files). */
+  files?: AttemptFilesDeps;
 }
 
 /** Default of ExecuteDeps.abandonAfterAbortMs: longer than the shell plugin's default kill grace (5 s). */
@@ -152,6 +155,7 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     { maxLines: deps.maxLogLinesPerTask, maxBytes: deps.maxLogBytesPerTask ?? DEFAULT_MAX_LOG_BYTES },
     logger,
   );
+  const files = deps.files ? new AttemptFiles(deps.files, taskId, attempt) : undefined;
   observeCreatedToStarted(deps.metrics, task);
   // The attempt's span, `process <queue>`, linked to the create's traceparent; ended once the outcome is recorded.
   const traced = startAttemptTrace(task);
@@ -166,7 +170,7 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     // Promise.resolve().then: a plugin that throws synchronously (or returns a non-promise) is handled like one that rejects.
     const runSpan = traced.child(`run ${task.type}`, { "task.type": task.type });
     const traceparent = traced.traceparentOf(runSpan);
-    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause, traceparent }));
+    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause, traceparent, files }));
     const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).then(
       (value) => (endSpan(runSpan), value),
       (err: unknown) => {
@@ -177,6 +181,10 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
       stopDurationTimer?.();
       deps.metrics?.attemptsInFlight.dec();
     });
+    // Outputs are stored before the success is recorded: a task seen SUCCEEDED has its files. A
+    // worker killed meanwhile leaves them invisible (store/files.ts), and the retry makes its own.
+    const stored = await files?.store(sink);
+    if (stored?.length) logger.debug({ files: stored.length }, "outputs stored");
     outcome = afterAttempt(task, { kind: "succeeded", result: storableResult(result ?? {}, deps.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES) });
   } catch (err) {
     outcome = failureOutcome(deps, task, controller.signal.aborted ? controller.signal.reason : err);
@@ -185,6 +193,7 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     shutdown.removeEventListener("abort", onShutdown);
     entry.renewed.clear();
     entry.pause.clear();
+    await files?.cleanup().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not remove the attempt's file directories"));
     await sink.close();
   }
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while

@@ -12,6 +12,7 @@ import { errorMessage } from "../errors.js";
 import { retryWhileUnavailable } from "../store/db.js";
 import { agePriorities } from "../store/jobs.js";
 import { deleteExpiredTasks } from "../store/retention.js";
+import { DEFAULT_UPLOAD_TTL_MS, sweepFiles } from "../store/files.js";
 import { graphileLogger } from "../graphile-logger.js";
 import { RECONCILE_TASK, type ReconcileResult } from "./reconcile.js";
 import type { WorkerContext, WorkerPart } from "./runner.js";
@@ -70,6 +71,12 @@ export class Maintenance implements WorkerPart {
           const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs, auditMs: config.auditRetentionMs };
           const result = await deleteExpiredTasks(db.kysely, policy, config.retentionBatchSize, RETENTION_BUDGET_MS, helpers.abortSignal);
           if (result.succeeded + result.failed + result.cancelled + result.auditEvents > 0) logger.info(result, "retention: deleted finished tasks and old audit rows");
+          // Uploads no task took and files left incomplete (an upload or export cut short).
+          let swept = 0;
+          for (let n = config.retentionBatchSize; n === config.retentionBatchSize && !helpers.abortSignal?.aborted; swept += n) {
+            n = await sweepFiles(db.kysely, config.uploadTtlMs ?? DEFAULT_UPLOAD_TTL_MS, config.retentionBatchSize);
+          }
+          if (swept > 0) logger.info({ swept }, "retention: deleted unused uploads and incomplete files");
         },
         [RECONCILE_TASK]: async () => {
           const result = await this.options.reconcile();

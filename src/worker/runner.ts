@@ -63,7 +63,8 @@ export interface WorkerOptions {
     | "spoolDir"
     | "workerQueues"
     | "priorityAgingMs"
-  >;
+  > &
+    Partial<Pick<Config, "filesMaxTaskBytes" | "filesMaxTotalBytes" | "uploadTtlMs">>;
   logger: Logger;
   metrics?: Metrics;
   /** See ExecuteDeps.abandonAfterAbortMs. */

@@ -14,7 +14,9 @@ import {
   TaskStatus,
   CreateTaskRequestSchema,
   TaskBackoffSchema,
+  TaskFileInputSchema,
 } from "../../gen/task/v1/task_pb.js";
+import { parseFileFlag, registerFileCommands, uploadFileFlags } from "./files.js";
 import { BulkAction } from "../../gen/task/v1/control_pb.js";
 import { taskClient } from "../client.js";
 import { addSelectionFlags, isBulk, parseStatus, registerControlCommands, runBulk, type SelectionFlags } from "./control.js";
@@ -42,6 +44,7 @@ interface CreateFlags {
   queue?: string;
   backoffBase?: string;
   backoffMax?: string;
+  file?: string[];
 }
 
 async function buildCreateRequest(name: string, flags: CreateFlags) {
@@ -109,9 +112,14 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--queue <name>", "the queue to wait in (default: default; see `task-cli queue list`)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
+    .option("--file <name=@path>", "an input file, uploaded first (streamed); the task reads it as $TASK_INPUT_DIR/<name>; repeatable", collect)
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const res = await taskClient(g).createTask(await buildCreateRequest(name, flags));
+      const request = await buildCreateRequest(name, flags);
+      // Checked before anything is uploaded; the uploads before the task (CreateTask names them).
+      (flags.file ?? []).forEach(parseFileFlag);
+      request.files = (await uploadFileFlags(g, flags.file ?? [])).map((f) => create(TaskFileInputSchema, f));
+      const res = await taskClient(g).createTask(request);
       printMessage(io, g.output, CreateTaskResponseSchema, res, (r, width) =>
         r.created ? taskTable(r.task, width) : `${taskTable(r.task, width)}\nnot created: idempotency key "${flags.idempotencyKey}" was already used by task ${r.task?.id}; this is that task`,
       );
@@ -200,4 +208,5 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
   addHistoryCommand(task, io);
   addHistoryCommand(program, io);
   registerObserveCommands([task, program], io);
+  registerFileCommands(program, io);
 }

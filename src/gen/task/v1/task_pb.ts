@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uEhQKDGxpdmVfd29ya2VycxgyIAEoBSKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrMBChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFEhEKBGZyb20YRiABKAVIAIgBARIPCgJ0bxhHIAEoBUgBiAEBEhEKBHRhaWwYSCABKAVIAogBARIPCgdhdHRlbXB0GEkgASgFEg4KBnN0cmVhbRhKIAEoCUIHCgVfZnJvbUIFCgNfdG9CBwoFX3RhaWwihQEKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgSEwoLdG90YWxfbGluZXMYRiABKAUSFAoMc3RvcmVkX2xpbmVzGEcgASgFIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKrAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIrMCChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMSDgoGcXVldWVzGDIgAygJEhMKC25hbWVfcHJlZml4GGQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGGYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoRTGlzdFRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBRITCgtwYWdlX251bWJlchgFIAEoBRIZChF0b3RhbF9jb3VudF9leGFjdBgGIAEoCCIjChVHZXRUYXNrSGlzdG9yeVJlcXVlc3QSCgoCaWQYASABKAMiRAoWR2V0VGFza0hpc3RvcnlSZXNwb25zZRIqCgdoaXN0b3J5GAEgAygLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5IhwKGkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0Ir4BChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMSMQoLdHlwZV9jb3VudHMYAyADKAsyHC50YXNrLnYxLlRhc2tUeXBlU3RhdHVzQ291bnQSMwoMcXVldWVfY291bnRzGDIgAygLMh0udGFzay52MS5UYXNrUXVldWVTdGF0dXNDb3VudCJZChRUYXNrUXVldWVTdGF0dXNDb3VudBINCgVxdWV1ZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiVwoTVGFza1R5cGVTdGF0dXNDb3VudBIMCgR0eXBlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIOCgZyZWFzb24YAiABKAkiMQoSQ2FuY2VsVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siHgoQUmV0cnlUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIwChFSZXRyeVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIhYKFExpc3RUYXNrVHlwZXNSZXF1ZXN0IjkKFUxpc3RUYXNrVHlwZXNSZXNwb25zZRIgCgV0eXBlcxgBIAMoCzIRLnRhc2sudjEuVGFza1R5cGUiTgoRV2F0Y2hUYXNrc1JlcXVlc3QSKQoGZmlsdGVyGAEgASgLMhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0Eg4KBmN1cnNvchgCIAEoCSKaAQoSV2F0Y2hUYXNrc1Jlc3BvbnNlEiUKBmNoYW5nZRgBIAEoCzITLnRhc2sudjEuVGFza0NoYW5nZUgAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnRhc2sudjEuV2F0Y2hIZWFydGJlYXRIABImCgZyZXN5bmMYAyABKAsyFC50YXNrLnYxLldhdGNoUmVzeW5jSABCBwoFZXZlbnQi4gIKClRhc2tDaGFuZ2USJgoEa2luZBgBIAEoDjIYLnRhc2sudjEuVGFza0NoYW5nZS5LaW5kEhsKBHRhc2sYAiABKAsyDS50YXNrLnYxLlRhc2sSIwoGc3RhdHVzGAMgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEiwKD3ByZXZpb3VzX3N0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAUgASgFEg8KB2RldGFpbHMYBiABKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAggASgJIloKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEhAKDEtJTkRfQ1JFQVRFRBABEhcKE0tJTkRfU1RBVFVTX0NIQU5HRUQQAhIRCg1LSU5EX0ZJTklTSEVEEAMiSgoOV2F0Y2hIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi0KC1dhdGNoUmVzeW5jEg4KBmN1cnNvchgBIAEoCRIOCgZyZWFzb24YAiABKAkq2gEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQBzLlBwoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESRwoKV2F0Y2hUYXNrcxIaLnRhc2sudjEuV2F0Y2hUYXNrc1JlcXVlc3QaGy50YXNrLnYxLldhdGNoVGFza3NSZXNwb25zZTABEloKEUdldFRhc2tUaHJvdWdocHV0EiEudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlcXVlc3QaIi50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uEhQKDGxpdmVfd29ya2VycxgyIAEoBSKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrMBChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFEhEKBGZyb20YRiABKAVIAIgBARIPCgJ0bxhHIAEoBUgBiAEBEhEKBHRhaWwYSCABKAVIAogBARIPCgdhdHRlbXB0GEkgASgFEg4KBnN0cmVhbRhKIAEoCUIHCgVfZnJvbUIFCgNfdG9CBwoFX3RhaWwihQEKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgSEwoLdG90YWxfbGluZXMYRiABKAUSFAoMc3RvcmVkX2xpbmVzGEcgASgFIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCLSAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmEiUKBWZpbGVzGFogAygLMhYudGFzay52MS5UYXNrRmlsZUlucHV0Ii0KDVRhc2tGaWxlSW5wdXQSDAoEbmFtZRgBIAEoCRIOCgZ1cGxvYWQYAiABKAkivQEKCFRhc2tGaWxlEgwKBG5hbWUYASABKAkSLQoJZGlyZWN0aW9uGAIgASgOMhoudGFzay52MS5UYXNrRmlsZURpcmVjdGlvbhIPCgdhdHRlbXB0GAMgASgFEgwKBHNpemUYBCABKAMSDgoGc2hhMjU2GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWRvd25sb2FkX3BhdGgYByABKAkiUQoUTGlzdFRhc2tGaWxlc1JlcXVlc3QSCgoCaWQYASABKAMSLQoJZGlyZWN0aW9uGAIgASgOMhoudGFzay52MS5UYXNrRmlsZURpcmVjdGlvbiI5ChVMaXN0VGFza0ZpbGVzUmVzcG9uc2USIAoFZmlsZXMYASADKAsyES50YXNrLnYxLlRhc2tGaWxlIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIrMCChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMSDgoGcXVldWVzGDIgAygJEhMKC25hbWVfcHJlZml4GGQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGGYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoRTGlzdFRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBRITCgtwYWdlX251bWJlchgFIAEoBRIZChF0b3RhbF9jb3VudF9leGFjdBgGIAEoCCIjChVHZXRUYXNrSGlzdG9yeVJlcXVlc3QSCgoCaWQYASABKAMiRAoWR2V0VGFza0hpc3RvcnlSZXNwb25zZRIqCgdoaXN0b3J5GAEgAygLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5IhwKGkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0Ir4BChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMSMQoLdHlwZV9jb3VudHMYAyADKAsyHC50YXNrLnYxLlRhc2tUeXBlU3RhdHVzQ291bnQSMwoMcXVldWVfY291bnRzGDIgAygLMh0udGFzay52MS5UYXNrUXVldWVTdGF0dXNDb3VudCJZChRUYXNrUXVldWVTdGF0dXNDb3VudBINCgVxdWV1ZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiVwoTVGFza1R5cGVTdGF0dXNDb3VudBIMCgR0eXBlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIOCgZyZWFzb24YAiABKAkiMQoSQ2FuY2VsVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siHgoQUmV0cnlUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIwChFSZXRyeVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIhYKFExpc3RUYXNrVHlwZXNSZXF1ZXN0IjkKFUxpc3RUYXNrVHlwZXNSZXNwb25zZRIgCgV0eXBlcxgBIAMoCzIRLnRhc2sudjEuVGFza1R5cGUiTgoRV2F0Y2hUYXNrc1JlcXVlc3QSKQoGZmlsdGVyGAEgASgLMhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0Eg4KBmN1cnNvchgCIAEoCSKaAQoSV2F0Y2hUYXNrc1Jlc3BvbnNlEiUKBmNoYW5nZRgBIAEoCzITLnRhc2sudjEuVGFza0NoYW5nZUgAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnRhc2sudjEuV2F0Y2hIZWFydGJlYXRIABImCgZyZXN5bmMYAyABKAsyFC50YXNrLnYxLldhdGNoUmVzeW5jSABCBwoFZXZlbnQi4gIKClRhc2tDaGFuZ2USJgoEa2luZBgBIAEoDjIYLnRhc2sudjEuVGFza0NoYW5nZS5LaW5kEhsKBHRhc2sYAiABKAsyDS50YXNrLnYxLlRhc2sSIwoGc3RhdHVzGAMgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEiwKD3ByZXZpb3VzX3N0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAUgASgFEg8KB2RldGFpbHMYBiABKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAggASgJIloKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEhAKDEtJTkRfQ1JFQVRFRBABEhcKE0tJTkRfU1RBVFVTX0NIQU5HRUQQAhIRCg1LSU5EX0ZJTklTSEVEEAMiSgoOV2F0Y2hIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi0KC1dhdGNoUmVzeW5jEg4KBmN1cnNvchgBIAEoCRIOCgZyZWFzb24YAiABKAkq2gEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQByp3ChFUYXNrRmlsZURpcmVjdGlvbhIjCh9UQVNLX0ZJTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASHQoZVEFTS19GSUxFX0RJUkVDVElPTl9JTlBVVBABEh4KGlRBU0tfRklMRV9ESVJFQ1RJT05fT1VUUFVUEAIytQgKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABEkcKCldhdGNoVGFza3MSGi50YXNrLnYxLldhdGNoVGFza3NSZXF1ZXN0GhsudGFzay52MS5XYXRjaFRhc2tzUmVzcG9uc2UwARJaChFHZXRUYXNrVGhyb3VnaHB1dBIhLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXF1ZXN0GiIudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlc3BvbnNlEk4KDUxpc3RUYXNrRmlsZXMSHS50YXNrLnYxLkxpc3RUYXNrRmlsZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza0ZpbGVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -704,6 +704,15 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
    * @generated from field: task.v1.TaskBackoff backoff = 60;
    */
   backoff?: TaskBackoff | undefined;
+
+  /**
+   * Input files, each an upload (POST /uploads) given to this task under a name: a shell task
+   * reads $TASK_INPUT_DIR/<name>, a plugin ctx.files.open(name). Each upload is taken by one task;
+   * together they are held to TASK_FILES_MAX_TASK_BYTES. At most 20.
+   *
+   * @generated from field: repeated task.v1.TaskFileInput files = 90;
+   */
+  files: TaskFileInput[];
 };
 
 /**
@@ -712,6 +721,135 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
  */
 export const CreateTaskRequestSchema: GenMessage<CreateTaskRequest> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 11);
+
+/**
+ * TaskFileInput names an upload as one of a new task's input files.
+ *
+ * @generated from message task.v1.TaskFileInput
+ */
+export type TaskFileInput = Message<"task.v1.TaskFileInput"> & {
+  /**
+   * The name the task sees: 1-128 characters, letters, digits, "_", ".", "-", not starting with
+   * "." or "-"; unique within the task's inputs.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The reference POST /uploads returned.
+   *
+   * @generated from field: string upload = 2;
+   */
+  upload: string;
+};
+
+/**
+ * Describes the message task.v1.TaskFileInput.
+ * Use `create(TaskFileInputSchema)` to create a new message.
+ */
+export const TaskFileInputSchema: GenMessage<TaskFileInput> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 12);
+
+/**
+ * TaskFile is one stored, complete file of a task.
+ *
+ * @generated from message task.v1.TaskFile
+ */
+export type TaskFile = Message<"task.v1.TaskFile"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: task.v1.TaskFileDirection direction = 2;
+   */
+  direction: TaskFileDirection;
+
+  /**
+   * The attempt that made an output; 0 for inputs.
+   *
+   * @generated from field: int32 attempt = 3;
+   */
+  attempt: number;
+
+  /**
+   * Bytes.
+   *
+   * @generated from field: int64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * Hex SHA-256 of the bytes.
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 6;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Where the bytes are: GET this path on the API (same token as the RPC); empty for inputs.
+   *
+   * @generated from field: string download_path = 7;
+   */
+  downloadPath: string;
+};
+
+/**
+ * Describes the message task.v1.TaskFile.
+ * Use `create(TaskFileSchema)` to create a new message.
+ */
+export const TaskFileSchema: GenMessage<TaskFile> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 13);
+
+/**
+ * @generated from message task.v1.ListTaskFilesRequest
+ */
+export type ListTaskFilesRequest = Message<"task.v1.ListTaskFilesRequest"> & {
+  /**
+   * @generated from field: int64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * Only this direction; unspecified: both.
+   *
+   * @generated from field: task.v1.TaskFileDirection direction = 2;
+   */
+  direction: TaskFileDirection;
+};
+
+/**
+ * Describes the message task.v1.ListTaskFilesRequest.
+ * Use `create(ListTaskFilesRequestSchema)` to create a new message.
+ */
+export const ListTaskFilesRequestSchema: GenMessage<ListTaskFilesRequest> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 14);
+
+/**
+ * @generated from message task.v1.ListTaskFilesResponse
+ */
+export type ListTaskFilesResponse = Message<"task.v1.ListTaskFilesResponse"> & {
+  /**
+   * Inputs first, then outputs by attempt and name.
+   *
+   * @generated from field: repeated task.v1.TaskFile files = 1;
+   */
+  files: TaskFile[];
+};
+
+/**
+ * Describes the message task.v1.ListTaskFilesResponse.
+ * Use `create(ListTaskFilesResponseSchema)` to create a new message.
+ */
+export const ListTaskFilesResponseSchema: GenMessage<ListTaskFilesResponse> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 15);
 
 /**
  * @generated from message task.v1.CreateTaskResponse
@@ -735,7 +873,7 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
  * Use `create(CreateTaskResponseSchema)` to create a new message.
  */
 export const CreateTaskResponseSchema: GenMessage<CreateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 12);
+  messageDesc(file_task_v1_task, 16);
 
 /**
  * @generated from message task.v1.CreateTasksRequest
@@ -752,7 +890,7 @@ export type CreateTasksRequest = Message<"task.v1.CreateTasksRequest"> & {
  * Use `create(CreateTasksRequestSchema)` to create a new message.
  */
 export const CreateTasksRequestSchema: GenMessage<CreateTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 13);
+  messageDesc(file_task_v1_task, 17);
 
 /**
  * @generated from message task.v1.CreateTasksResponse
@@ -771,7 +909,7 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
  * Use `create(CreateTasksResponseSchema)` to create a new message.
  */
 export const CreateTasksResponseSchema: GenMessage<CreateTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 14);
+  messageDesc(file_task_v1_task, 18);
 
 /**
  * @generated from message task.v1.GetTaskRequest
@@ -788,7 +926,7 @@ export type GetTaskRequest = Message<"task.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 15);
+  messageDesc(file_task_v1_task, 19);
 
 /**
  * @generated from message task.v1.GetTaskResponse
@@ -805,7 +943,7 @@ export type GetTaskResponse = Message<"task.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 16);
+  messageDesc(file_task_v1_task, 20);
 
 /**
  * @generated from message task.v1.ListTasksRequest
@@ -897,7 +1035,7 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 17);
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * @generated from message task.v1.ListTasksResponse
@@ -952,7 +1090,7 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 18);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * @generated from message task.v1.GetTaskHistoryRequest
@@ -969,7 +1107,7 @@ export type GetTaskHistoryRequest = Message<"task.v1.GetTaskHistoryRequest"> & {
  * Use `create(GetTaskHistoryRequestSchema)` to create a new message.
  */
 export const GetTaskHistoryRequestSchema: GenMessage<GetTaskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 19);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.GetTaskHistoryResponse
@@ -986,7 +1124,7 @@ export type GetTaskHistoryResponse = Message<"task.v1.GetTaskHistoryResponse"> &
  * Use `create(GetTaskHistoryResponseSchema)` to create a new message.
  */
 export const GetTaskHistoryResponseSchema: GenMessage<GetTaskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 20);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsRequest
@@ -999,7 +1137,7 @@ export type GetTaskStatusCountsRequest = Message<"task.v1.GetTaskStatusCountsReq
  * Use `create(GetTaskStatusCountsRequestSchema)` to create a new message.
  */
 export const GetTaskStatusCountsRequestSchema: GenMessage<GetTaskStatusCountsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsResponse
@@ -1037,7 +1175,7 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  * Use `create(GetTaskStatusCountsResponseSchema)` to create a new message.
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * TaskQueueStatusCount is the number of tasks in one queue in one status.
@@ -1066,7 +1204,7 @@ export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
  * Use `create(TaskQueueStatusCountSchema)` to create a new message.
  */
 export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -1095,7 +1233,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -1119,7 +1257,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -1136,7 +1274,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 30);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -1153,7 +1291,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 31);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -1170,7 +1308,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 32);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -1183,7 +1321,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 33);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1200,7 +1338,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 30);
+  messageDesc(file_task_v1_task, 34);
 
 /**
  * @generated from message task.v1.WatchTasksRequest
@@ -1228,7 +1366,7 @@ export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 31);
+  messageDesc(file_task_v1_task, 35);
 
 /**
  * @generated from message task.v1.WatchTasksResponse
@@ -1268,7 +1406,7 @@ export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 32);
+  messageDesc(file_task_v1_task, 36);
 
 /**
  * @generated from message task.v1.TaskChange
@@ -1326,7 +1464,7 @@ export type TaskChange = Message<"task.v1.TaskChange"> & {
  * Use `create(TaskChangeSchema)` to create a new message.
  */
 export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 33);
+  messageDesc(file_task_v1_task, 37);
 
 /**
  * @generated from enum task.v1.TaskChange.Kind
@@ -1357,7 +1495,7 @@ export enum TaskChange_Kind {
  * Describes the enum task.v1.TaskChange.Kind.
  */
 export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_task, 33, 0);
+  enumDesc(file_task_v1_task, 37, 0);
 
 /**
  * @generated from message task.v1.WatchHeartbeat
@@ -1379,7 +1517,7 @@ export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
  * Use `create(WatchHeartbeatSchema)` to create a new message.
  */
 export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 34);
+  messageDesc(file_task_v1_task, 38);
 
 /**
  * @generated from message task.v1.WatchResync
@@ -1401,7 +1539,7 @@ export type WatchResync = Message<"task.v1.WatchResync"> & {
  * Use `create(WatchResyncSchema)` to create a new message.
  */
 export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 35);
+  messageDesc(file_task_v1_task, 39);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
@@ -1471,6 +1609,38 @@ export enum TaskStatus {
  */
 export const TaskStatusSchema: GenEnum<TaskStatus> = /*@__PURE__*/
   enumDesc(file_task_v1_task, 0);
+
+/**
+ * TaskFileDirection tells a task's input files from its outputs.
+ *
+ * @generated from enum task.v1.TaskFileDirection
+ */
+export enum TaskFileDirection {
+  /**
+   * @generated from enum value: TASK_FILE_DIRECTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Given with CreateTask.
+   *
+   * @generated from enum value: TASK_FILE_DIRECTION_INPUT = 1;
+   */
+  INPUT = 1,
+
+  /**
+   * Kept from an attempt (a shell task's $TASK_OUTPUT_DIR, a plugin's ctx.artifact).
+   *
+   * @generated from enum value: TASK_FILE_DIRECTION_OUTPUT = 2;
+   */
+  OUTPUT = 2,
+}
+
+/**
+ * Describes the enum task.v1.TaskFileDirection.
+ */
+export const TaskFileDirectionSchema: GenEnum<TaskFileDirection> = /*@__PURE__*/
+  enumDesc(file_task_v1_task, 1);
 
 /**
  * TaskService creates, inspects and controls tasks.
@@ -1612,6 +1782,18 @@ export const TaskService: GenService<{
     methodKind: "unary";
     input: typeof GetTaskThroughputRequestSchema;
     output: typeof GetTaskThroughputResponseSchema;
+  },
+  /**
+   * ListTaskFiles lists a task's files with their sizes: the inputs it was created with and the
+   * outputs (artifacts) its attempts kept. Bytes move over plain HTTP beside the API (POST
+   * /uploads, GET /tasks/{id}/artifacts/{name}), never through an RPC, which would buffer them.
+   *
+   * @generated from rpc task.v1.TaskService.ListTaskFiles
+   */
+  listTaskFiles: {
+    methodKind: "unary";
+    input: typeof ListTaskFilesRequestSchema;
+    output: typeof ListTaskFilesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_task_v1_task, 0);

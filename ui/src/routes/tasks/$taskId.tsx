@@ -1,22 +1,24 @@
 import { usePermissions } from "../../services/permissions";
-import { useState, type ReactNode } from "react";
+import { useEffect, useState, type ReactNode } from "react";
 import { Link } from "wouter";
-import { useMutation } from "@connectrpc/connect-query";
+import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { TaskControlService } from "../../../../src/gen/task/v1/control_pb.js";
-import { TaskService, TaskStatus, type Task } from "../../../../src/gen/task/v1/task_pb.js";
+import { TaskService, TaskStatus, type Task, type TaskFile } from "../../../../src/gen/task/v1/task_pb.js";
 import { HistoryTimeline } from "../../components/HistoryTimeline";
 import { JsonView } from "../../components/JsonView";
 import { LogRange } from "../../components/LogRange";
 import { LogTail } from "../../components/LogTail";
 import { StatusBadge } from "../../components/StatusBadge";
+import { TaskFiles } from "../../components/TaskFiles";
 import { canCancel, canPause, canRetry, durationMs, formatAbsolute, formatDuration, formatRelative, isTerminal, toDate } from "../../format";
 import { useNow } from "../../hooks/useNow";
 import { useWatchTask } from "../../hooks/useWatchTask";
 import { errorText } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
 import { downloadTaskLog } from "../../services/task-log";
+import { downloadTaskFile } from "../../services/task-files";
 
 function When({ date, now }: { date: Date | undefined; now: number }) {
   if (!date) return <>—</>;
@@ -142,6 +144,11 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
         </section>
       </div>
 
+      <section aria-labelledby="files-title" className="card">
+        <h2 id="files-title">Files</h2>
+        <FilesPanel id={task.id} status={task.status} attempts={task.attempts} />
+      </section>
+
       <div className="two-columns">
         <section aria-labelledby="params-title" className="card">
           <h2 id="params-title">Parameters</h2>
@@ -175,6 +182,40 @@ function OutputPanel({ id, watchedLines, lastSeq, live }: { id: bigint; watchedL
     <>
       <LogTail lines={watchedLines} lastSeq={lastSeq} live={live} onDownload={download} downloading={downloading} />
       <LogRange id={id} lastSeq={lastSeq} />
+      {problem && (
+        <p className="field-error" role="alert">
+          {problem}
+        </p>
+      )}
+    </>
+  );
+}
+
+/** The task's input and output files (ListTaskFiles), read again when its status or attempt changes (outputs arrive with a success). */
+function FilesPanel({ id, status, attempts }: { id: bigint; status: TaskStatus; attempts: number }) {
+  const files = useQuery(TaskService.method.listTaskFiles, { id });
+  const { refetch } = files;
+  useEffect(() => {
+    void refetch();
+  }, [status, attempts, refetch]);
+  const [downloading, setDownloading] = useState("");
+  const [problem, setProblem] = useState("");
+  async function download(file: TaskFile) {
+    setDownloading(`${file.direction}:${file.attempt}:${file.name}`);
+    setProblem("");
+    try {
+      await downloadTaskFile(file.downloadPath, file.name);
+    } catch (err) {
+      setProblem(`Download failed: ${errorText(err)}`);
+    } finally {
+      setDownloading("");
+    }
+  }
+  if (files.isError) return <p className="field-error" role="alert">Could not list the files: {errorText(files.error)}</p>;
+  if (!files.data) return <p className="muted">Loading…</p>;
+  return (
+    <>
+      <TaskFiles files={files.data.files} onDownload={(f) => void download(f)} downloading={downloading} />
       {problem && (
         <p className="field-error" role="alert">
           {problem}

@@ -10,6 +10,7 @@ import { durationMs, formatDuration, parseDuration } from "../../format";
 import { fieldsFromSchema, fromParameters, inputForViolation, toParameters, type FieldValues } from "../../forms/parameter-fields";
 import { errorText, fieldViolations } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
+import { uploadFile } from "../../services/task-files";
 
 /** The request fields every type has, by the name the server uses in its errors. */
 const COMMON_FIELDS = ["name", "type", "priority", "max_attempts", "timeout", "run_at", "idempotency_key"] as const;
@@ -107,6 +108,9 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
   const [valuesByType, setValuesByType] = useState<Record<string, FieldValues>>(() => (initial.parameters ? { [initial.common.type]: fromParameters(fieldsFromSchema(types.find((t) => t.name === initial.common.type)?.parameterSchema), initial.parameters) } : {}));
   const values = valuesByType[common.type] ?? {};
   const [problems, setProblems] = useState<Problems>(NO_PROBLEMS);
+  // Input files: the name the task sees each by, and the file picked.
+  const [files, setFiles] = useState<{ name: string; file: File | undefined }[]>([]);
+  const [uploading, setUploading] = useState(false);
   const summary = useRef<HTMLDivElement>(null);
 
   const create = useMutation(TaskService.method.createTask, {
@@ -137,7 +141,7 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
     return p;
   }
 
-  function submit(e: FormEvent) {
+  async function submit(e: FormEvent) {
     e.preventDefault();
     const p: Problems = { common: {}, params: {}, form: [] };
     const { parameters, errors } = toParameters(fields, values);
@@ -154,12 +158,28 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
     if (common.timeout.trim() !== "" && timeoutMs === undefined) p.common.timeout = "write a duration such as 30s, 5m or 1h";
     const runAt = common.run_at ? new Date(common.run_at) : undefined;
     if (runAt && Number.isNaN(runAt.getTime())) p.common.run_at = "is not a valid time";
-    if (Object.keys(p.common).length + Object.keys(p.params).length > 0) {
+    files.forEach((f, i) => {
+      if (!f.file) p.form.push(`file ${i + 1}: choose a file`);
+      else if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(f.name)) p.form.push(`file ${i + 1}: the name must be 1-128 letters, digits, '_', '.', '-', not starting with '.' or '-'`);
+    });
+    if (Object.keys(p.common).length + Object.keys(p.params).length + p.form.length > 0) {
       show(p);
       return;
     }
     setProblems(NO_PROBLEMS);
+    // Each file is uploaded first (streamed from disk by the browser); the create names the uploads.
+    const uploads: { name: string; upload: string }[] = [];
+    setUploading(true);
+    try {
+      for (const f of files) uploads.push({ name: f.name, upload: await uploadFile(f.name, f.file!) });
+    } catch (err) {
+      show({ ...NO_PROBLEMS, form: [errorText(err)] });
+      return;
+    } finally {
+      setUploading(false);
+    }
     create.mutate({
+      files: uploads,
       name: common.name,
       type: common.type,
       parameters,
@@ -228,6 +248,31 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
           ))}
         </fieldset>
 
+        <fieldset className="input-files">
+          <legend>Input files</legend>
+          <p className="hint">A shell command reads each as $TASK_INPUT_DIR/&lt;name&gt;; a plugin as ctx.input(name).</p>
+          {files.map((f, i) => (
+            <div className="field file-row" key={i}>
+              <label htmlFor={`file-name-${i}`}>Name</label>
+              <input id={`file-name-${i}`} type="text" autoComplete="off" value={f.name} onChange={(e) => setFiles(files.map((g, j) => (j === i ? { ...g, name: e.target.value } : g)))} />
+              <label htmlFor={`file-${i}`}>File</label>
+              <input
+                id={`file-${i}`}
+                type="file"
+                onChange={(e) => {
+                  const picked = e.target.files?.[0];
+                  setFiles(files.map((g, j) => (j === i ? { name: g.name || (picked?.name.replace(/[^A-Za-z0-9_.-]/g, "_").replace(/^[.-]+/, "") ?? ""), file: picked } : g)));
+                }}
+              />
+              <button type="button" onClick={() => setFiles(files.filter((_, j) => j !== i))}>
+                Remove
+              </button>
+            </div>
+          ))}
+          <button type="button" onClick={() => setFiles([...files, { name: "", file: undefined }])}>
+            Add a file
+          </button>
+        </fieldset>
         <details className="advanced" open={["priority", "max_attempts", "timeout", "run_at", "idempotency_key"].some((f) => problems.common[f as CommonField] || initial.common[f as CommonField])}>
           <summary>Scheduling and retries</summary>
           <Field name="priority" label="Priority" error={problems.common.priority} hint="Higher runs first; -1000 to 1000. Default 0.">
@@ -248,8 +293,8 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
         </details>
 
         <div className="actions">
-          <button type="submit" className="primary" disabled={create.isPending || (type !== undefined && !type.enabled)}>
-            {create.isPending ? "Creating…" : "Create task"}
+          <button type="submit" className="primary" disabled={uploading || create.isPending || (type !== undefined && !type.enabled)}>
+            {uploading ? "Uploading…" : create.isPending ? "Creating…" : "Create task"}
           </button>
           <Link href="/tasks" className="button">
             Cancel

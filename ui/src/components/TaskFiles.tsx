@@ -1,0 +1,59 @@
+import { TaskFileDirection, type TaskFile } from "../../../src/gen/task/v1/task_pb.js";
+
+/** 52428800 → "50.0 MiB". */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/**
+ * A task's files: inputs, then the outputs each attempt kept, with sizes; an output has a download
+ * button (the route saves it through the authenticated download).
+ */
+export function TaskFiles({ files, onDownload, downloading }: { files: TaskFile[]; onDownload: (file: TaskFile) => void; downloading: string }) {
+  if (files.length === 0) return <p className="muted">No files.</p>;
+  return (
+    <table className="task-files" data-testid="task-files">
+      <thead>
+        <tr>
+          <th scope="col">Kind</th>
+          <th scope="col">Attempt</th>
+          <th scope="col">Name</th>
+          <th scope="col">Size</th>
+          <th scope="col">
+            <span className="visually-hidden">Download</span>
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {files.map((f) => {
+          const input = f.direction === TaskFileDirection.INPUT;
+          const key = `${f.direction}:${f.attempt}:${f.name}`;
+          return (
+            <tr key={key}>
+              <td>{input ? "input" : "output"}</td>
+              <td>{input ? "—" : f.attempt}</td>
+              <td>
+                <code>{f.name}</code>
+              </td>
+              <td title={`${f.size} bytes`}>{formatBytes(Number(f.size))}</td>
+              <td>
+                {f.downloadPath && (
+                  <button type="button" disabled={downloading === key} onClick={() => onDownload(f)} aria-label={`Download ${f.name}`}>
+                    {downloading === key ? "Downloading…" : "Download"}
+                  </button>
+                )}
+              </td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
