@@ -260,6 +260,7 @@ async function main() {
             ]),
         row(`CreateTask single at ${createConcurrency}, with its audit row`, `${f(audit.perSec.audited)}/s`, `no audit insert ${f(audit.perSec.noAuditInsert)}/s`, r(audit.auditRowRatio), `${audit.auditRowMsPerCreate >= 0 ? "+" : ""}${audit.auditRowMsPerCreate.toFixed(2)} ms a create`),
         row("  vs the create statement alone", `${f(audit.perSec.audited)}/s`, `statement alone ${f(audit.perSec.statementAlone)}/s`, r(audit.auditedToStatementAlone), "no transaction (before audit)"),
+        `    best of ${audit.rounds} rounds of ${audit.creates}, each: audited ${audit.roundsPerSec.audited.map(f).join(", ")}, no audit insert ${audit.roundsPerSec.noAuditInsert.map(f).join(", ")}, statement alone ${audit.roundsPerSec.statementAlone.map(f).join(", ")}/s`,
         `  create → RUNNING idle           ${formatPercentiles(idle)}`,
         `  graphile-worker add → start     default ${formatPercentiles(gwDefault.addToStartMs)}`,
         `  graphile-worker add → start     batched ${formatPercentiles(gwBatched.addToStartMs)}`,

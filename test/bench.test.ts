@@ -37,6 +37,7 @@ describe("npm run bench", () => {
         /^ {2}drain 40, tracing on \(OTLP to a receiver\) +\d+\/s +tracing off \d+\/s +\d+\.\d\d {2}cost -?\d+ % \(\d+ spans\)$/,
         /^ {4}previous release: [0-9a-f]{7,} \(the commit before src\/tracing\.ts\); best of 2 rounds, each: prev \d+, \d+, off \d+, \d+, on \d+, \d+\/s$/,
         /^ {2}CreateTask single at 8, with its audit row +\d+\/s +no audit insert \d+\/s +\d+\.\d\d {2}[+-][\d.]+ ms a create$/,
+        /^ {4}best of 2 rounds of 20, each: audited \d+, \d+, no audit insert \d+, \d+, statement alone \d+, \d+\/s$/,
         /^ {4}vs the create statement alone +\d+\/s +statement alone \d+\/s +\d+\.\d\d/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,

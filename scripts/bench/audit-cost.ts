@@ -26,6 +26,8 @@ export interface AuditCost {
   concurrency: number;
   rounds: number;
   perSec: { audited: number; noAuditInsert: number; statementAlone: number };
+  /** Each round's rate, per way. */
+  roundsPerSec: { audited: number[]; noAuditInsert: number[]; statementAlone: number[] };
   /** audited / no audit insert: what the audit row itself costs. */
   auditRowRatio: number;
   /** audited / statement alone: what auditing creates costs in all (the transaction and the row). */
@@ -78,6 +80,7 @@ export async function benchAuditCost(o: { clusterUrl: string; total: number; con
       concurrency: o.concurrency,
       rounds: o.rounds,
       perSec,
+      roundsPerSec: rates,
       auditRowRatio: perSec.audited / perSec.noAuditInsert,
       auditedToStatementAlone: perSec.audited / perSec.statementAlone,
       auditRowMsPerCreate: (1000 / perSec.audited - 1000 / perSec.noAuditInsert) * o.concurrency,
