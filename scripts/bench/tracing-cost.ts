@@ -46,7 +46,7 @@ export type TracingCost =
     };
 
 /** The last commit before src/tracing.ts was added, or why it cannot be had (no git, a shallow clone). */
-async function previousRelease(): Promise<{ commit: string; subject: string } | { skipped: string }> {
+export async function previousRelease(): Promise<{ commit: string; subject: string } | { skipped: string }> {
   const git = async (...args: string[]) => (await run("git", args, { cwd: repoRoot })).stdout.trim();
   try {
     const added = (await git("log", "--format=%H", "--diff-filter=A", "--", "src/tracing.ts")).split("\n").at(-1);
@@ -58,7 +58,8 @@ async function previousRelease(): Promise<{ commit: string; subject: string } | 
     }
     return { commit, subject: await git("log", "-1", "--format=%h %s", commit) };
   } catch (err) {
-    return { skipped: `no git history (${err instanceof Error ? err.message.split("\n")[0] : String(err)})` };
+    const stderr = (err as { stderr?: string }).stderr?.trim();
+    return { skipped: `no git history (${stderr || (err instanceof Error ? err.message.split("\n")[0] : String(err))})` };
   }
 }
 
