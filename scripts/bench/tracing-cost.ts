@@ -54,7 +54,7 @@ export async function previousRelease(): Promise<{ commit: string; subject: stri
     const commit = await git("rev-parse", "--verify", "--quiet", `${added}^`).catch(() => "");
     if (!commit) {
       const shallow = (await git("rev-parse", "--is-shallow-repository")) === "true";
-      return { skipped: `the commit before ${added.slice(0, 7)} (tracing) is not in this ${shallow ? "shallow clone" : "repository"}` };
+      return { skipped: `the oldest commit with src/tracing.ts (${added.slice(0, 7)}) has no parent in this ${shallow ? "shallow clone" : "repository"}` };
     }
     return { commit, subject: await git("log", "-1", "--format=%h %s", commit) };
   } catch (err) {
