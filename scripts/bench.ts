@@ -3,7 +3,8 @@
  * graphile-worker with its defaults and with its performance guide's batching; a bare Connect handler
  * doing one INSERT; a bare `pg` pool running `select 1`) run side by side with ours (a real
  * `task-cli server` and `task-cli serve -n N`), so the ratios hold however fast the machine is
- * today. Prints a table (figure, ours, baseline, ratio, target with met / NOT met) and writes the
+ * today. Also what tracing costs a drain, against the previous release (bench/tracing-cost.ts), and
+ * what the audit row costs a single create (bench/audit-cost.ts). Prints a table (figure, ours, baseline, ratio, target with met / NOT met) and writes the
  * same figures as JSON. Asserts nothing.
  * Usage: npm run bench -- --n 5000 --concurrency 10 --json bench-results.json
  * With --scale N, measures reads on an empty database and with N finished tasks instead (bench-scale.ts).
@@ -30,6 +31,8 @@ import { startBareInsertServer, startServeProcess, startServerProcess, type Benc
 import { formatPercentiles } from "./bench/stats.js";
 import { measureRescueLatency, type KillableWorker } from "./faults/rescue-latency.js";
 import { benchWakeups } from "./bench/wakeups.js";
+import { benchTracingCost } from "./bench/tracing-cost.js";
+import { benchAuditCost } from "./bench/audit-cost.js";
 import { compiledBuildIsFresh } from "../bin/freshness.js";
 
 const opts = new Command("bench")
@@ -42,6 +45,8 @@ const opts = new Command("bench")
   .option("--latency-samples <n>", "sequential creates for the idle latency", "200")
   .option("--query-tasks <n>", "run_query tasks of `select 1` (and bare pool statements) for the real-plugin row", "2000")
   .option("--steady-seconds <n>", "length of the steady half-load run", "5")
+  .option("--trace-rounds <n>", "rounds of the tracing drains (previous release, tracing off, on; --n tasks each; 0 skips them)", "2")
+  .option("--audit-rounds <n>", "rounds of single creates with and without the audit row (--singles each)", "2")
   .option("--rescue-trials <n>", "kill -9 trials for the rescue latency (0 skips it)", "3")
   .option("--wakeup-trials <n>", "trials for the queue wake-up latencies (bench/wakeups.ts)", "5")
   .option("--capture-shell-mb <n>", "MiB of `yes` output captured through the shell plugin", "500")
@@ -59,6 +64,8 @@ const opts = new Command("bench")
     latencySamples: string;
     queryTasks: string;
     steadySeconds: string;
+    traceRounds: string;
+    auditRounds: string;
     rescueTrials: string;
     wakeupTrials: string;
     captureLines: string;
@@ -161,6 +168,11 @@ async function main() {
     const query = await queryDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-query"), concurrency, total: queryTasks, batch, registered: registered(db) });
     const bareQueryPerSec = await bareSelectOne(cluster.url, queryTasks, concurrency);
 
+    // Tracing's cost on the drain, against the previous release; the audit row's on single creates.
+    const traceRounds = Number(opts.traceRounds);
+    const tracing = traceRounds > 0 ? await benchTracingCost({ clusterUrl: cluster.url, dir, n: N, concurrency, batch, rounds: traceRounds, logger }) : { skipped: "--trace-rounds 0" };
+    const audit = await benchAuditCost({ clusterUrl: cluster.url, total: singles, concurrency: createConcurrency, rounds: Number(opts.auditRounds), logger });
+
     const anyId = await lastTaskId(db);
     const cliSeconds = await cliGetSeconds(server.url, anyId, 7);
     const trials = Number(opts.rescueTrials);
@@ -206,6 +218,8 @@ async function main() {
       steadyStartMs: { perSec: steadyRate, ...steady },
       // noopDrainRatio: the no-op drain against the same bare pool, the ceiling of `ratio` (a run_query attempt cannot cost less than a no-op).
       runQuery: { tasks: queryTasks, perSec: query.perSec, barePoolPerSec: bareQueryPerSec, ratio: query.perSec / bareQueryPerSec, noopDrainRatio: drainPerSec / bareQueryPerSec },
+      tracing,
+      auditCost: audit,
       peakRssMb: { serve: serveRssMb, serveRunQuery: query.serveRssMb, server: serverRssMb },
       cliTaskGetSeconds: cliSeconds,
       rescue: rescued,
@@ -237,6 +251,16 @@ async function main() {
         row(`CreateTasks bulk (${batch} per call)`, `${f(bulkPerSec)}/s`, "", "", ""),
         row(`run_query \`select 1\`, ${queryTasks} (serve -n ${concurrency})`, `${f(query.perSec)}/s`, `bare pg pool ${f(bareQueryPerSec)}/s`, r(figures.runQuery.ratio), `≥ 0.5 ${met(targets.runQuery)}`),
         row("  its ceiling: the no-op drain vs the same pool", `${f(drainPerSec)}/s`, `bare pg pool ${f(bareQueryPerSec)}/s`, r(figures.runQuery.noopDrainRatio), ""),
+        ...("skipped" in tracing
+          ? [row(`drain ${N}, tracing off vs previous release`, `skipped: ${tracing.skipped}`, "", "", "")]
+          : [
+              row(`drain ${N}, tracing off (serve -n ${concurrency})`, `${f(tracing.best.off)}/s`, `prev release ${f(tracing.best.previous)}/s`, r(tracing.offToPrevious), `within noise (±${(tracing.noise * 100).toFixed(0)} %): ${tracing.withinNoise ? "yes" : "NO"}`),
+              row(`drain ${N}, tracing on (OTLP to a receiver)`, `${f(tracing.best.on)}/s`, `tracing off ${f(tracing.best.off)}/s`, r(tracing.onToOff), `cost ${((1 - tracing.onToOff) * 100).toFixed(0)} % (${tracing.spans} spans)`),
+              `    previous release: ${tracing.previousRelease.subject.split(" ")[0]} (the commit before src/tracing.ts); best of ${tracing.rounds} rounds, each: prev ${tracing.perSec.previous.map(f).join(", ")}, off ${tracing.perSec.off.map(f).join(", ")}, on ${tracing.perSec.on.map(f).join(", ")}/s`,
+            ]),
+        row(`CreateTask single at ${createConcurrency}, with its audit row`, `${f(audit.perSec.audited)}/s`, `no audit insert ${f(audit.perSec.noAuditInsert)}/s`, r(audit.auditRowRatio), `${audit.auditRowMsPerCreate >= 0 ? "+" : ""}${audit.auditRowMsPerCreate.toFixed(2)} ms a create`),
+        row("  vs the create statement alone", `${f(audit.perSec.audited)}/s`, `statement alone ${f(audit.perSec.statementAlone)}/s`, r(audit.auditedToStatementAlone), "no transaction (before audit)"),
+        `    best of ${audit.rounds} rounds of ${audit.creates}, each: audited ${audit.roundsPerSec.audited.map(f).join(", ")}, no audit insert ${audit.roundsPerSec.noAuditInsert.map(f).join(", ")}, statement alone ${audit.roundsPerSec.statementAlone.map(f).join(", ")}/s`,
         `  create → RUNNING idle           ${formatPercentiles(idle)}`,
         `  graphile-worker add → start     default ${formatPercentiles(gwDefault.addToStartMs)}`,
         `  graphile-worker add → start     batched ${formatPercentiles(gwBatched.addToStartMs)}`,

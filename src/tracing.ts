@@ -7,10 +7,11 @@
  * module is loaded: spans come from @opentelemetry/api's no-op tracer. On, startTracing imports the
  * SDK and an OTLP/HTTP exporter (protobuf or JSON) and registers a global tracer provider.
  */
-import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Link, type Span, type SpanContext } from "@opentelemetry/api";
+import { context, diag, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Link, type Span, type SpanContext } from "@opentelemetry/api";
 import type { Config } from "./config.js";
 import { errorMessage } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { diagLevelOf, diagLoggerOf } from "./tracing-diag.js";
 
 /**
  * Messaging attributes (semantic conventions, "development" status, so copied here rather than
@@ -61,6 +62,8 @@ export function tracerOf() {
 export async function startTracing(config: TracingConfig, logger: Logger): Promise<{ stop(): Promise<void>; flush(): Promise<void> }> {
   if (!tracingEnabled(config)) return { stop: async () => undefined, flush: async () => undefined };
   if (!registered) {
+    // The SDK's own failures (a collector that is down) go to our log, at our level, not nowhere.
+    diag.setLogger(diagLoggerOf(logger.child({ component: "otel" })), { logLevel: diagLevelOf(logger.level), suppressOverrideMessage: true });
     // Imported here, only when tracing is on: a process without OTEL_* settings never loads the SDK.
     const [{ BasicTracerProvider, BatchSpanProcessor }, { resourceFromAttributes }, { ATTR_SERVICE_NAME }] = await Promise.all([
       import("@opentelemetry/sdk-trace-base"),
@@ -94,6 +97,7 @@ export async function startTracing(config: TracingConfig, logger: Logger): Promi
       trace.disable();
       tracer = trace.getTracer(TRACER_NAME);
       await mine.shutdown().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not export the last spans"));
+      diag.disable();
     },
   };
 }

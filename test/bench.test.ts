@@ -33,6 +33,12 @@ describe("npm run bench", () => {
         /CreateTask single, concurrency 8 +\d+\/s +bare INSERT \d+\/s +\d+\.\d\d {2}≥ 1\.0 (met|NOT met)$/,
         /run_query `select 1`, 20 \(serve -n 2\) +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d {2}≥ 0\.5 (met|NOT met)$/,
         /^ {4}its ceiling: the no-op drain vs the same pool +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d/,
+        /^ {2}drain 40, tracing off \(serve -n 2\) +\d+\/s +prev release \d+\/s +\d+\.\d\d {2}within noise \(±\d+ %\): (yes|NO)$/,
+        /^ {2}drain 40, tracing on \(OTLP to a receiver\) +\d+\/s +tracing off \d+\/s +\d+\.\d\d {2}cost -?\d+ % \(\d+ spans\)$/,
+        /^ {4}previous release: [0-9a-f]{7,} \(the commit before src\/tracing\.ts\); best of 2 rounds, each: prev \d+, \d+, off \d+, \d+, on \d+, \d+\/s$/,
+        /^ {2}CreateTask single at 8, with its audit row +\d+\/s +no audit insert \d+\/s +\d+\.\d\d {2}[+-][\d.]+ ms a create$/,
+        /^ {4}best of 2 rounds of 20, each: audited \d+, \d+, no audit insert \d+, \d+, statement alone \d+, \d+\/s$/,
+        /^ {4}vs the create statement alone +\d+\/s +statement alone \d+\/s +\d+\.\d\d/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
         /graphile-worker add → start +batched p50 [\d.]+ .*\(n=5\)/,
@@ -66,6 +72,11 @@ describe("npm run bench", () => {
       for (const name of timings) expect(typeof figures.targets[name].met, name).toBe("boolean");
       expect(figures.idleStartMs.n).toBe(5);
       expect(figures.peakRssMb.serve).toBeGreaterThan(0);
+      // Tracing on really traced: a process, run and outcome span per attempt at least, all received.
+      expect(figures.tracing.perSec.on).toHaveLength(2);
+      expect(figures.tracing.spans).toBeGreaterThanOrEqual(3 * 40 * 2);
+      expect(figures.tracing.offToPrevious).toBeCloseTo(figures.tracing.best.off / figures.tracing.best.previous, 6);
+      expect(figures.auditCost.auditRowRatio).toBeCloseTo(figures.auditCost.perSec.audited / figures.auditCost.perSec.noAuditInsert, 6);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

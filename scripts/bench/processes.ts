@@ -10,7 +10,9 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { cliNodeFlags } from "../../bin/node-flags.js";
 
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
+/** The repository's root (this checkout). */
+export const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
+const root = repoRoot;
 /** The CLI entry point operators run. */
 export const cliPath = path.join(root, "bin/task-cli.js");
 
@@ -77,15 +79,16 @@ export async function startServerProcess(databaseUrl: string, dataDir: string, e
   return { ...wrap(child), url };
 }
 
-/** `task-cli serve -n <concurrency>`, once its workers are registered (liveness lock held). */
+/** `task-cli serve -n <concurrency>` (of `cli`: another release's, tracing-cost.ts), once its workers are registered (liveness lock held). */
 export async function startServeProcess(
   databaseUrl: string,
   dataDir: string,
   concurrency: number,
   registered: (pid: number) => Promise<boolean>,
   extraEnv: Record<string, string> = {},
+  cli = cliPath,
 ): Promise<BenchProcess> {
-  const child = spawn(process.execPath, [...cliNodeFlags(), cliPath, "serve", "-n", String(concurrency)], {
+  const child = spawn(process.execPath, [...cliNodeFlags(), cli, "serve", "-n", String(concurrency)], {
     env: serviceEnv(databaseUrl, { ...extraEnv, TASK_DATA_DIR: dataDir }),
     stdio: ["ignore", "ignore", "inherit"],
   });

@@ -79,7 +79,7 @@ export function catalogFor(deps: Pick<TaskServiceDeps, "db" | "registry" | "cata
 const DEFAULT_LIVE_MS = 15_000;
 
 /** The audit row of created tasks: their ids, and what they are (never their parameters, which may hold secrets). */
-function createdChange(rows: TaskRow[], batch = false): AuditChange {
+export function createdChange(rows: TaskRow[], batch = false): AuditChange {
   const tasks = rows.map((r) => r.id);
   if (!batch) {
     const [r] = rows;
