@@ -175,6 +175,8 @@ const settings = {
   retainFailedMs: setting("TASK_RETAIN_FAILED_MS", z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000)),
   /** The same for CANCELLED tasks (`--retain-cancelled`); 0 keeps them. */
   retainCancelledMs: setting("TASK_RETAIN_CANCELLED_MS", z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000)),
+  /** The same for EXPIRED tasks (`--retain-expired`); 0 keeps them. */
+  retainExpiredMs: setting("TASK_RETAIN_EXPIRED_MS", z.coerce.number().int().min(0).default(30 * 24 * 3600 * 1000)),
   /**
    * Audit rows (src/store/audit.ts) older than this are deleted by the retention pass: a duration
    * ("90d", "12h") or a number of seconds; 0 keeps them forever.

@@ -1,4 +1,7 @@
 import { readdir, readFile } from "node:fs/promises";
+import { FINISHED_TASK_STATUSES } from "../src/finished-statuses.js";
+import { statusToProto } from "../src/api/convert.js";
+import { FINISHED_STATUSES } from "../src/store/lifecycle/states.js";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 
@@ -102,5 +105,11 @@ describe("one owner of the lifecycle", () => {
     // The owner is where the writes are (so the scan sees them at all): statement.ts builds every
     // update and history row; create.ts inserts tasks, control.ts deletes them.
     expect(owners.sort()).toEqual(["control.ts", "create.ts", "statement.ts"].map((f) => OWNER + f));
+  });
+});
+
+describe("the finished statuses", () => {
+  it("the clients' copy (src/finished-statuses.ts) names the lifecycle's finished statuses, no more, no fewer", () => {
+    expect([...FINISHED_TASK_STATUSES].sort()).toEqual(FINISHED_STATUSES.map(statusToProto).sort());
   });
 });

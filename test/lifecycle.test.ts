@@ -6,7 +6,9 @@ import {
   afterAttempt,
   cancelTasks,
   claimAttempt,
+  claimNextAttempts,
   deleteTasks,
+  expireOverdue,
   finishPendingCancels,
   heartbeat,
   pauseTasks,
@@ -75,7 +77,17 @@ const states: Record<string, () => Promise<TaskRow>> = {
   succeeded: async () => (await end(await running(), { kind: "succeeded", result: { ok: true } }))!,
   failed: async () => (await end(await running(), failure("bad input", true)))!,
   cancelled: async () => (await cancelTasks(kysely(), [(await create()).id], { details: "cancelled", reason: null }))[0]!,
+  expired: async () => {
+    const task = await create();
+    await pastDeadline(task.id);
+    return (await expireOverdue(kysely(), 1_000)).find((r) => r.id === task.id)!;
+  },
 };
+
+/** Gives a task an expiry whose deadline has passed (as if created with expire_after and left waiting). */
+async function pastDeadline(id: string): Promise<void> {
+  await sql`update tasks set expire_after_ms = 1000, expires_at = now() - interval '1 second' where id = ${id}`.execute(kysely());
+}
 
 /** Each event as its callers ask for it. */
 const events: Record<string, (task: TaskRow) => Promise<unknown>> = {
@@ -100,6 +112,10 @@ const events: Record<string, (task: TaskRow) => Promise<unknown>> = {
   },
   "finish pending cancel": () => finishPendingCancels(kysely(), 1_000),
   delete: (task) => deleteTasks(kysely(), [task.id]),
+  expire: async (task) => {
+    await pastDeadline(task.id);
+    return expireOverdue(kysely(), 1_000);
+  },
 };
 
 type Expected = string | "mark" | "gone" | "-";
@@ -107,17 +123,18 @@ const columns = Object.keys(events);
 
 // prettier-ignore
 const table: Record<string, Expected[]> = {
-  //                          claim      heartbeat success      retryable    permanent timeout      cancel       bulk cancel  pause     resume     retry     rescue       requeue    finish cancel delete
-  "queued":                  ["running", "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "paused", "-",       "-",      "-",         "queued",  "-",          "-"],
-  "queued, cancel pending":  ["-",       "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "-",      "-",       "-",      "-",         "-",       "cancelled",  "-"],
-  "retrying":                ["running", "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "paused", "-",       "-",      "-",         "retrying", "-",         "-"],
-  "running":                 ["-",       "mark",   "succeeded", "retrying",  "failed", "retrying",  "mark",      "mark",      "paused", "-",       "-",      "retrying",  "-",       "-",          "-"],
-  "running, cancel pending": ["-",       "mark",   "succeeded", "cancelled", "failed", "cancelled", "mark",      "mark",      "-",      "-",       "-",      "cancelled", "-",       "-",          "-"],
-  "paused (held)":           ["-",       "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "-",      "queued",  "-",      "-",         "-",       "-",          "-"],
-  "paused (mid-attempt)":    ["-",       "mark",   "succeeded", "paused",    "failed", "paused",    "mark",      "mark",      "-",      "running", "-",      "paused",    "-",       "-",          "-"],
-  "succeeded":               ["-",       "-",      "-",         "-",         "-",      "-",         "-",         "-",         "-",      "-",       "-",      "-",         "-",       "-",          "gone"],
-  "failed":                  ["-",       "-",      "-",         "-",         "-",      "-",         "-",         "-",         "-",      "-",       "queued", "-",         "-",       "-",          "gone"],
-  "cancelled":               ["-",       "-",      "-",         "-",         "-",      "-",         "-",         "-",         "-",      "-",       "queued", "-",         "-",       "-",          "gone"],
+  //                          claim      heartbeat success      retryable    permanent timeout      cancel       bulk cancel  pause     resume     retry     rescue       requeue    finish cancel delete expire
+  "queued":                  ["running", "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "paused", "-",       "-",      "-",         "queued",  "-",          "-", "expired"],
+  "queued, cancel pending":  ["-",       "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "-",      "-",       "-",      "-",         "-",       "cancelled",  "-", "-"],
+  "retrying":                ["running", "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "paused", "-",       "-",      "-",         "retrying", "-",         "-", "-"],
+  "running":                 ["-",       "mark",   "succeeded", "retrying",  "failed", "retrying",  "mark",      "mark",      "paused", "-",       "-",      "retrying",  "-",       "-",          "-", "-"],
+  "running, cancel pending": ["-",       "mark",   "succeeded", "cancelled", "failed", "cancelled", "mark",      "mark",      "-",      "-",       "-",      "cancelled", "-",       "-",          "-", "-"],
+  "paused (held)":           ["-",       "-",      "-",         "-",         "-",      "-",         "cancelled", "cancelled", "-",      "queued",  "-",      "-",         "-",       "-",          "-", "expired"],
+  "paused (mid-attempt)":    ["-",       "mark",   "succeeded", "paused",    "failed", "paused",    "mark",      "mark",      "-",      "running", "-",      "paused",    "-",       "-",          "-", "-"],
+  "succeeded":               ["-",       "-",      "-",         "-",         "-",      "-",         "-",         "-",         "-",      "-",       "-",      "-",         "-",       "-",          "gone", "-"],
+  "failed":                  ["-",       "-",      "-",         "-",         "-",      "-",         "-",         "-",         "-",      "-",       "queued", "-",         "-",       "-",          "gone", "-"],
+  "cancelled":               ["-",       "-",      "-",         "-",         "-",      "-",         "-",         "-",         "-",      "-",       "queued", "-",         "-",       "-",          "gone", "-"],
+  "expired":                 ["-",       "-",      "-",         "-",         "-",      "-",         "-",         "-",         "-",      "-",       "queued", "-",         "-",       "-",          "gone", "-"],
 };
 
 async function historyOf(id: string) {
@@ -153,8 +170,9 @@ describe("the task state machine", () => {
     const after = { row: await row(task.id), history: await historyOf(task.id), job: await jobOf(task.id) };
     if (expected === "-") {
       // Refused: nothing changed. (The orphan's preparation, done before the event, is undone in the snapshot's terms.)
-      if (event === "requeue orphan") {
-        expect({ ...after.row, updated_at: null }).toEqual({ ...before.row, updated_at: null });
+      if (event === "requeue orphan" || event === "expire") {
+        const prepared = { updated_at: null, expires_at: null, expire_after_ms: null };
+        expect({ ...after.row, ...prepared }).toEqual({ ...before.row, ...prepared });
         expect(after.history).toEqual(before.history);
         return;
       }
@@ -177,5 +195,19 @@ describe("the task state machine", () => {
     expect(after.history.at(-1)).toMatchObject({ status: expected, attempt: after.row!.attempts });
     // The wake-ups: a task waits with exactly one pending job, and has none otherwise.
     expect(after.job !== null, `job after ${event}`).toBe(expected === "queued" || expected === "retrying");
+  });
+
+  it("a claim never starts a task past its deadline, by id or from its job; the expiry records it", async () => {
+    const task = await create();
+    await pastDeadline(task.id);
+    expect(await claimAttempt(t.db, task.id, 1, W)).toBeUndefined();
+    // The batch claim finds its job, starts nothing and drops the job.
+    await sql`update tasks set queue = 'past-deadline' where id = ${task.id}`.execute(kysely());
+    await sql`select graphile_worker.add_job('run:past-deadline:noop', json_build_object('taskId', ${task.id}::text, 'attempt', 1))`.execute(kysely());
+    expect(await claimNextAttempts(t.db, W, { identifiers: ["run:past-deadline:noop"], forbiddenFlags: [], limit: 10 })).toEqual([]);
+    expect((await row(task.id))!.status).toBe("queued");
+    const [expired] = await expireOverdue(kysely(), 1_000);
+    expect(expired).toMatchObject({ id: task.id, status: "expired" });
+    expect((await historyOf(task.id)).at(-1)!.details).toMatch(/^expired: not started by its deadline \S+ \(expire after 1\.0 s\)$/);
   });
 });

@@ -24,6 +24,7 @@ const toProto: Record<StoredStatus, TaskStatus> = {
   succeeded: TaskStatus.SUCCEEDED,
   failed: TaskStatus.FAILED,
   cancelled: TaskStatus.CANCELLED,
+  expired: TaskStatus.EXPIRED,
 };
 
 /** Ids newest first of the fixtures that match. */

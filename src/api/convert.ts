@@ -18,6 +18,7 @@ const toProto: Record<TaskStatus, ProtoStatus> = {
   succeeded: ProtoStatus.SUCCEEDED,
   failed: ProtoStatus.FAILED,
   cancelled: ProtoStatus.CANCELLED,
+  expired: ProtoStatus.EXPIRED,
 };
 const fromProto = new Map(Object.entries(toProto).map(([k, v]) => [v, k as TaskStatus]));
 
@@ -71,6 +72,8 @@ export function taskToProto(row: TaskRow): Task {
         ? create(TaskBackoffSchema, { base: durationFromMs(row.backoff_base_ms), max: durationFromMs(row.backoff_max_ms) })
         : undefined,
     pausedAt: row.status === "paused" ? optionalTimestamp(row.paused_at) : undefined,
+    expireAfter: row.expire_after_ms !== null ? durationFromMs(row.expire_after_ms) : undefined,
+    expiresAt: optionalTimestamp(row.expires_at),
   });
 }
 

@@ -1,4 +1,4 @@
-import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
 import { MAX_REASON_LENGTH, MAX_TEXT_LENGTH, queueNameProblem } from "../field-rules.js";
 import type { TaskStatus as ProtoStatus } from "../gen/task/v1/task_pb.js";
@@ -11,6 +11,9 @@ import { statusFromProto } from "./convert.js";
  * PostgreSQL can store", "a time between 1970 and 9999") is written once and says the same thing
  * wherever it applies. Validators collect into one Violations and throw once, with every problem.
  */
+
+/** Longest expire_after of a task or a queue's default. */
+export const MAX_EXPIRE_AFTER_MS = 366 * 24 * 3600 * 1000;
 
 /** Most values a list filter of statuses, types or queues may carry. */
 export const MAX_FILTER_VALUES = 100;
@@ -90,6 +93,17 @@ export class Violations {
     const problem = queueNameProblem(name);
     if (problem) this.add(field, problem);
     return problem === undefined;
+  }
+
+  /** An expiry (expire_after): whole milliseconds from 1 s to MAX_EXPIRE_AFTER_MS; null when unset, undefined when refused. */
+  expireAfter(field: string, d: Duration | undefined): number | null | undefined {
+    if (!d) return null;
+    const ms = Number(d.seconds) * 1000 + d.nanos / 1_000_000;
+    if (!Number.isInteger(ms) || ms < 1000 || ms > MAX_EXPIRE_AFTER_MS) {
+      this.add(field, "must be a whole number of milliseconds from 1s to 366d (unset: no expiry)");
+      return undefined;
+    }
+    return ms;
   }
 
   /** A time between 1970 and 9999 with valid nanos, as a Date; undefined when unset or refused. */

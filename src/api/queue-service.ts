@@ -27,7 +27,7 @@ export const DEFAULT_LEASE_MS = 15_000;
 export const MAX_QUEUE_CONCURRENCY = 100_000;
 
 /** The settings UpdateQueue may change, by update_mask path. */
-const UPDATABLE = ["concurrency", "paused"] as const;
+const UPDATABLE = ["concurrency", "paused", "expire_after"] as const;
 
 /** A queue as the API message. */
 export function queueToProto(q: QueueView, now: Date): Queue {
@@ -35,6 +35,7 @@ export function queueToProto(q: QueueView, now: Date): Queue {
     name: q.name,
     paused: q.paused,
     concurrency: q.concurrency ?? undefined,
+    expireAfter: q.expireAfterMs !== null ? durationFromMs(q.expireAfterMs) : undefined,
     running: BigInt(q.running),
     waiting: BigInt(q.waiting),
     oldestWaitingAge: q.oldestWaitingSince ? durationFromMs(Math.max(0, now.getTime() - q.oldestWaitingSince.getTime())) : undefined,
@@ -59,6 +60,9 @@ export function validateUpdateQueue(req: UpdateQueueRequest): { name: string; ch
       change.concurrency = limit ?? null;
     } else if (path === "paused") {
       change.paused = req.settings?.paused ?? false;
+    } else if (path === "expire_after") {
+      const ms = v.expireAfter("settings.expire_after", req.settings?.expireAfter);
+      if (ms !== undefined) change.expireAfterMs = ms;
     } else {
       v.add("update_mask", `unknown queue setting "${path.slice(0, 100)}" (settings: ${UPDATABLE.join(", ")})`);
     }

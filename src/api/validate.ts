@@ -40,6 +40,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
   v.text(`${prefix}idempotency_key`, req.idempotencyKey);
   if (req.queue !== "") v.queueName(`${prefix}queue`, req.queue);
   const runAt = v.time(`${prefix}run_at`, req.runAt) ?? null;
+  const expireAfterMs = v.expireAfter(`${prefix}expire_after`, req.expireAfter);
   let backoff: { baseMs: number; maxMs: number } | null = null;
   if (req.backoff) {
     const baseMs = req.backoff.base ? durationToMs(req.backoff.base) : Number.NaN;
@@ -78,6 +79,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     queue,
     idempotencyKey,
     backoff,
+    expireAfterMs: expireAfterMs ?? null,
     requestHash:
       idempotencyKey === null
         ? null
@@ -85,6 +87,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
             name, type: req.type, parameters, priority: req.priority, maxAttempts, timeoutMs: resolvedTimeout, runAt: runAt?.toISOString() ?? null,
             // Only when set (backoff) or not the default (queue), so keys stored before either existed still match their replays.
             ...(backoff ? { backoff } : {}),
+            ...(expireAfterMs ? { expireAfterMs } : {}),
             ...(queue === DEFAULT_QUEUE ? {} : { queue }),
           }),
   };

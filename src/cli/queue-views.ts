@@ -35,6 +35,7 @@ export function queueTable(q: Queue | undefined): string {
     ["Queue", q.name],
     ["Paused", q.paused ? "yes: no new attempts start" : "no"],
     ["Limit", limitText(q)],
+    ["Expiry", q.expireAfter ? `tasks not started ${formatDuration(Math.round(durationToMs(q.expireAfter)))} after they are due end EXPIRED (unless they set their own)` : "none"],
     ["Running", q.running.toString()],
     ["Waiting", q.waiting.toString()],
     ["Workers", String(q.workers)],

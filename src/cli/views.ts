@@ -7,6 +7,7 @@ import type {
   ListTaskTypesResponse,
   Task,
 } from "../gen/task/v1/task_pb.js";
+import { TaskStatus } from "../gen/task/v1/task_pb.js";
 import { DEFAULT_COLUMNS } from "./io.js";
 import { humanTime, isoTime, keyValueTable, makeTable, statusName, truncate } from "./output.js";
 
@@ -40,6 +41,10 @@ export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): stri
   if (task.pausedAt) rows.push(["Paused", `${isoTime(task.pausedAt)} (${humanTime(task.pausedAt)}); \`task-cli task resume --id ${task.id}\` continues it`]);
   if (task.backoff?.base && task.backoff.max) {
     rows.push(["Backoff", `${formatDuration(durationToMs(task.backoff.base))} doubling, at most ${formatDuration(durationToMs(task.backoff.max))}`]);
+  }
+  if (task.expireAfter && task.expiresAt) {
+    const verb = task.status === TaskStatus.EXPIRED ? "expired" : task.startedAt ? "started in time; would have expired" : "expires if not started by";
+    rows.push(["Expiry", `${formatDuration(durationToMs(task.expireAfter))} after due: ${verb} ${isoTime(task.expiresAt)} (${humanTime(task.expiresAt)})`]);
   }
   if (task.result) rows.push(["Result", truncate(JSON.stringify(task.result), value)]);
   if (task.lastError) rows.push(["Last error", truncate(task.lastError, value)]);

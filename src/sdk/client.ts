@@ -6,6 +6,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import type { z } from "zod";
 import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { CreateTaskRequestSchema, TaskService, TaskStatus, type Task } from "../gen/task/v1/task_pb.js";
+import { FINISHED_TASK_STATUSES } from "../finished-statuses.js";
 import type { Readable } from "node:stream";
 import { downloadArtifact, uploadFile, type Upload } from "./files.js";
 
@@ -34,11 +35,13 @@ export interface SubmitOptions {
   timeoutMs?: number;
   runAt?: Date;
   idempotencyKey?: string;
+  /** Milliseconds: end EXPIRED if not started this long after it is due (1 s to 366 d); unset: the queue's default, or never. */
+  expireAfterMs?: number;
   /** Input files: a name the task sees ($TASK_INPUT_DIR/<name>, ctx.files.open(name)) → an upload from `upload()`. */
   files?: Record<string, Upload | string>;
 }
 
-const terminal = new Set([TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED]);
+const terminal = FINISHED_TASK_STATUSES;
 
 /**
  * The generated Connect client of TaskService (every RPC, typed by the proto), plus the schedules
@@ -94,6 +97,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
         timeout: opts.timeoutMs === undefined ? undefined : durationFromMs(opts.timeoutMs),
         runAt: opts.runAt === undefined ? undefined : timestampFromDate(opts.runAt),
         idempotencyKey: opts.idempotencyKey ?? "",
+        expireAfter: opts.expireAfterMs === undefined ? undefined : durationFromMs(opts.expireAfterMs),
         files: Object.entries(opts.files ?? {}).map(([name, upload]) => ({ name, upload: typeof upload === "string" ? upload : upload.upload })),
       };
       const { task } = await tasks.createTask(request);

@@ -46,11 +46,19 @@ export async function migrate(db: Db, logger: Logger, dir = migrationsDir, throu
     await lockClient.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
     await runMigrations({ pgPool: db.pool, logger: graphileLogger(logger) });
     const migrator = new Migrator({ db: db.kysely, provider: new SqlFileMigrationProvider(dir) });
-    const { error, results = [] } = await (through === undefined ? migrator.migrateToLatest() : migrator.migrateTo(through));
-    const applied = results.filter((r) => r.status === "Success").map((r) => r.migrationName);
-    if (error) {
-      const failed = results.find((r) => r.status === "Error")?.migrationName ?? "unknown";
-      throw new Error(`migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    // One transaction per migration, not one for all that are pending: an enum value added by one
+    // migration (ALTER TYPE ... ADD VALUE) cannot be used before it commits, and a later migration
+    // may need it (0027 adds 'expired', 0028 indexes it). Each migration still applies whole or not.
+    const applied: string[] = [];
+    for (;;) {
+      if (through !== undefined && (applied.at(-1) === through || (await isApplied(migrator, through)))) break;
+      const { error, results = [] } = await migrator.migrateUp();
+      applied.push(...results.filter((r) => r.status === "Success").map((r) => r.migrationName));
+      if (error) {
+        const failed = results.find((r) => r.status === "Error")?.migrationName ?? "unknown";
+        throw new Error(`migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      }
+      if (results.length === 0) break;
     }
     if (applied.length > 0) logger.info({ applied }, "migrations applied");
     return { applied };
@@ -58,4 +66,11 @@ export async function migrate(db: Db, logger: Logger, dir = migrationsDir, throu
     await lockClient.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => undefined);
     lockClient.release();
   }
+}
+
+/** Whether the named migration has been applied (a `through` target already reached). */
+async function isApplied(migrator: Migrator, name: string): Promise<boolean> {
+  const all = await migrator.getMigrations();
+  if (!all.some((m) => m.name === name)) throw new Error(`no migration named ${name}`);
+  return all.some((m) => m.name === name && m.executedAt !== undefined);
 }

@@ -17,6 +17,8 @@ export interface QueueView {
   paused: boolean;
   /** null: unlimited. */
   concurrency: number | null;
+  /** The expiry of its tasks created without one; null: none. */
+  expireAfterMs: number | null;
   running: number;
   /** QUEUED and RETRYING tasks. */
   waiting: number;
@@ -37,6 +39,7 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     name: string;
     paused: boolean | null;
     concurrency: number | null;
+    expire_after_ms: number | null;
     running: string;
     waiting: string;
     oldest: Date | null;
@@ -52,7 +55,7 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     ),
     live as (select unnest(queues) as queue, count(*) as n from workers where heartbeat_at >= ${liveSince} group by 1),
     names as (select queue as name from counts union select name from queues union select queue from live)
-    select names.name, q.paused, q.concurrency, q.updated_at,
+    select names.name, q.paused, q.concurrency, q.expire_after_ms, q.updated_at,
       coalesce((select sum(n) from counts where counts.queue = names.name and status = 'running'), 0) as running,
       coalesce((select sum(n) from counts where counts.queue = names.name and status in ('queued', 'retrying')), 0) as waiting,
       (select least(t.run_at, now()) from tasks t where t.queue = names.name and t.status in ('queued', 'retrying') order by t.id limit 1) as oldest,
@@ -64,6 +67,7 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     name: r.name,
     paused: r.paused ?? false,
     concurrency: r.concurrency,
+    expireAfterMs: r.expire_after_ms,
     running: Number(r.running),
     waiting: Number(r.waiting),
     oldestWaitingSince: r.oldest,
@@ -77,6 +81,8 @@ export interface QueueChange {
   /** null: unlimited. */
   concurrency?: number | null;
   paused?: boolean;
+  /** null: no default expiry. */
+  expireAfterMs?: number | null;
 }
 
 /**
@@ -86,12 +92,15 @@ export interface QueueChange {
 export async function updateQueue(db: Kysely<Database>, name: string, change: QueueChange): Promise<void> {
   const setConcurrency = change.concurrency !== undefined;
   const setPaused = change.paused !== undefined;
+  const setExpiry = change.expireAfterMs !== undefined;
   await sql`
     with changed as (
-      insert into queues (name, concurrency, paused) values (${name}, ${change.concurrency ?? null}::int, coalesce(${change.paused ?? null}::boolean, false))
+      insert into queues (name, concurrency, paused, expire_after_ms)
+        values (${name}, ${change.concurrency ?? null}::int, coalesce(${change.paused ?? null}::boolean, false), ${change.expireAfterMs ?? null}::int)
       on conflict (name) do update set
         concurrency = case when ${setConcurrency}::boolean then excluded.concurrency else queues.concurrency end,
         paused = case when ${setPaused}::boolean then excluded.paused else queues.paused end,
+        expire_after_ms = case when ${setExpiry}::boolean then excluded.expire_after_ms else queues.expire_after_ms end,
         updated_at = now()
       returning name
     )

@@ -9,6 +9,8 @@ export interface RetentionPolicy {
   succeededMs: number;
   failedMs: number;
   cancelledMs: number;
+  /** Unset: kept. */
+  expiredMs?: number;
 }
 
 /** What one retention pass deleted, per outcome. */
@@ -16,6 +18,7 @@ export interface RetentionResult {
   succeeded: number;
   failed: number;
   cancelled: number;
+  expired: number;
   /** Audit rows older than the audit retention. */
   auditEvents: number;
   /** Chunks of the expired tasks' files, deleted before the tasks (RETENTION_CHUNKS_PER_BATCH a statement). */
@@ -41,9 +44,9 @@ export async function deleteExpiredTasks(
   budgetMs = 60_000,
   stop?: AbortSignal,
 ): Promise<RetentionResult> {
-  const result: RetentionResult = { succeeded: 0, failed: 0, cancelled: 0, auditEvents: 0, fileChunks: 0, batches: 0 };
+  const result: RetentionResult = { succeeded: 0, failed: 0, cancelled: 0, expired: 0, auditEvents: 0, fileChunks: 0, batches: 0 };
   const deadline = Date.now() + budgetMs;
-  const ages = { succeeded: policy.succeededMs, failed: policy.failedMs, cancelled: policy.cancelledMs };
+  const ages = { succeeded: policy.succeededMs, failed: policy.failedMs, cancelled: policy.cancelledMs, expired: policy.expiredMs ?? 0 };
   const audit = new AuditedBatches(db, RETENTION_ACTOR, { action: "retention_run", parameters: { ...policy } }, "succeeded");
   for (const status of FINISHED_STATUSES) {
     if (ages[status] <= 0) continue;

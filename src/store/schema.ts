@@ -1,7 +1,7 @@
 import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
 
 /** Task statuses as stored in the task_status enum. */
-export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled", "paused"] as const;
+export const taskStatuses = ["queued", "running", "retrying", "succeeded", "failed", "cancelled", "paused", "expired"] as const;
 export type TaskStatus = (typeof taskStatuses)[number];
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -47,6 +47,9 @@ export interface TasksTable {
   backoff_max_ms: ColumnType<number | null, number | null | undefined, number | null>;
   /** The W3C traceparent of the create (migration 0022); written once, by the create statement. */
   traceparent: ColumnType<string | null, string | null | undefined, never>;
+  /** Expiry (migration 0028): how long the task may wait for its first start, and the deadline that makes (created or retried + that). */
+  expire_after_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  expires_at: NullableTimestamp;
 }
 
 export interface TaskHistoryTable {
@@ -189,7 +192,7 @@ export const taskColumns = [
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
-  "traceparent",
+  "traceparent", "expire_after_ms", "expires_at",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

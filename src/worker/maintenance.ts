@@ -68,7 +68,7 @@ export class Maintenance implements WorkerPart {
       ].join("\n"),
       taskList: {
         [RETENTION_TASK]: async (_payload, helpers) => {
-          const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs, auditMs: config.auditRetentionMs };
+          const policy = { succeededMs: config.retainSucceededMs, failedMs: config.retainFailedMs, cancelledMs: config.retainCancelledMs, expiredMs: config.retainExpiredMs, auditMs: config.auditRetentionMs };
           const result = await deleteExpiredTasks(db.kysely, policy, config.retentionBatchSize, RETENTION_BUDGET_MS, helpers.abortSignal);
           if (result.succeeded + result.failed + result.cancelled + result.auditEvents > 0) logger.info(result, "retention: deleted finished tasks and old audit rows");
           // Uploads no task took and files left incomplete (an upload or export cut short).

@@ -16,6 +16,7 @@ import { surviveLostCompletions } from "./lost-completions.js";
 import { Maintenance } from "./maintenance.js";
 import { OutcomeSpool } from "./outcome-spool.js";
 import { Rescue } from "./rescue.js";
+import { Expiry } from "./expiry.js";
 
 /** A running worker process's pool. */
 export interface Workers {
@@ -56,6 +57,7 @@ export interface WorkerOptions {
     | "retainSucceededMs"
     | "retainFailedMs"
     | "retainCancelledMs"
+    | "retainExpiredMs"
     | "retentionCron"
     | "retentionBatchSize"
     | "auditRetentionMs"
@@ -120,7 +122,7 @@ export interface WorkerContext {
 
 /**
  * Starts a worker process's parts, each with one job: fencing (liveness lock, heartbeat, abort of
- * attempts no longer ours), rescue (lost attempts, spooled outcomes), maintenance (graphile-worker's
+ * attempts no longer ours), rescue (lost attempts, spooled outcomes), expiry (tasks past their deadline), maintenance (graphile-worker's
  * cron jobs: reconcile, retention) and, once those are up, claiming (the slots running attempts).
  * They stop in reverse order, so the slots drain while heartbeats still renew their leases. Uses
  * its own pool, sized for the concurrency.
@@ -159,6 +161,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
   };
   const claiming = new Claiming(ctx, { watchdogMs, abandonAfterAbortMs: options.abandonAfterAbortMs });
   const rescue = new Rescue(ctx);
+  const expiry = new Expiry(ctx);
   // A new graphile-worker id is reported at once, so a reconciler can release its locks if this process dies.
   const maintenance = new Maintenance(ctx, { reconcile: () => rescue.reconcileAll(), idsChanged: () => fencing.beatNow() });
   const fencing = new Fencing(ctx, { served, renewalRttMs, busy: () => claiming.running, graphileIds: () => [...maintenance.graphileIds] });
@@ -171,7 +174,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     stopSurviving();
   };
   try {
-    for (const part of [fencing, rescue, together(maintenance, claiming)]) {
+    for (const part of [fencing, rescue, expiry, together(maintenance, claiming)]) {
       started.push(part);
       await part.start();
     }

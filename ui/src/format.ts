@@ -1,6 +1,7 @@
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { formatDuration as format } from "../../src/duration.js";
+import { FINISHED_TASK_STATUSES } from "../../src/finished-statuses.js";
 import { TaskStatus } from "../../src/gen/task/v1/task_pb.js";
 
 /** Statuses in lifecycle order, without UNSPECIFIED. */
@@ -12,6 +13,7 @@ export const STATUSES: TaskStatus[] = [
   TaskStatus.FAILED,
   TaskStatus.CANCELLED,
   TaskStatus.PAUSED,
+  TaskStatus.EXPIRED,
 ];
 
 /** "QUEUED" for TaskStatus.QUEUED. */
@@ -25,7 +27,7 @@ export function statusFromName(name: string): TaskStatus | undefined {
   return STATUSES.find((s) => TaskStatus[s] === upper);
 }
 
-const TERMINAL = new Set([TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED]);
+const TERMINAL = FINISHED_TASK_STATUSES;
 
 /** Whether a task in this status is finished. */
 export function isTerminal(status: TaskStatus): boolean {
@@ -39,7 +41,7 @@ export function canCancel(status: TaskStatus): boolean {
 
 /** Whether the API accepts RetryTask for this status. */
 export function canRetry(status: TaskStatus): boolean {
-  return status === TaskStatus.FAILED || status === TaskStatus.CANCELLED;
+  return status === TaskStatus.FAILED || status === TaskStatus.CANCELLED || status === TaskStatus.EXPIRED;
 }
 
 /** Whether PauseTask may apply in this status (a running task only if its plugin can pause: the server says). */

@@ -4,7 +4,8 @@ import { queueClient, taskClient, workerClient } from "../client.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { parseInteger } from "../parse.js";
+import { parseDurationFlag, parseInteger } from "../parse.js";
+import { durationFromMs } from "../../api/convert.js";
 import type { GlobalOptions } from "../program.js";
 import { queueListTable, queueTable, workerListTable } from "../queue-views.js";
 
@@ -23,16 +24,24 @@ export function registerQueueCommands(program: Command, io: CliIO): void {
 
   queue
     .command("set")
-    .description("Change a queue's settings: --concurrency N (most RUNNING at once across all workers) or --unlimited")
+    .description("Change a queue's settings: --concurrency N (most RUNNING at once across all workers) or --unlimited; --expire-after D or --no-expiry")
     .argument("<name>", "the queue")
     .option("--concurrency <n>", "most tasks of the queue RUNNING at once, across every worker process (0 or more)")
     .option("--unlimited", "remove the concurrency limit")
-    .action(async (name: string, flags: { concurrency?: string; unlimited?: boolean }, cmd: Command) => {
+    .option("--expire-after <duration>", "tasks created in the queue without --expire-after end EXPIRED if not started this long after they are due, e.g. 10m")
+    .option("--no-expiry", "remove the queue's default expiry")
+    .action(async (name: string, flags: { concurrency?: string; unlimited?: boolean; expireAfter?: string; expiry?: boolean }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       if (flags.concurrency !== undefined && flags.unlimited) throw new UsageError("--concurrency and --unlimited cannot be combined");
-      if (flags.concurrency === undefined && !flags.unlimited) throw new UsageError("name a setting: --concurrency N or --unlimited");
+      const noExpiry = flags.expiry === false;
+      if (flags.expireAfter !== undefined && noExpiry) throw new UsageError("--expire-after and --no-expiry cannot be combined");
+      const limit = flags.concurrency !== undefined || flags.unlimited;
+      const expiry = flags.expireAfter !== undefined || noExpiry;
+      if (!limit && !expiry) throw new UsageError("name a setting: --concurrency N or --unlimited, --expire-after D or --no-expiry");
       const concurrency = flags.concurrency === undefined ? undefined : parseInteger(flags.concurrency, "--concurrency", 0, 100_000);
-      const res = await queueClient(g).updateQueue({ name, settings: { concurrency }, updateMask: { paths: ["concurrency"] } });
+      const expireAfter = flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after"));
+      const paths = [...(limit ? ["concurrency"] : []), ...(expiry ? ["expire_after"] : [])];
+      const res = await queueClient(g).updateQueue({ name, settings: { concurrency, expireAfter }, updateMask: { paths } });
       printMessage(io, g.output, UpdateQueueResponseSchema, res, (r) => queueTable(r.queue));
     });
 

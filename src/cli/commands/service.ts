@@ -23,6 +23,7 @@ interface ServerFlags {
   retainSucceeded?: string;
   retainFailed?: string;
   retainCancelled?: string;
+  retainExpired?: string;
 }
 
 /** A retention flag: a duration, or 0 / "forever" to keep those tasks. */
@@ -37,7 +38,8 @@ function addRetentionFlags(cmd: Command): Command {
   return cmd
     .option("--retain-succeeded <duration>", `delete SUCCEEDED tasks this long after they finished, e.g. 7d; 0 keeps them (env ${configEnvNames.retainSucceededMs} in ms, default 7d)`)
     .option("--retain-failed <duration>", `the same for FAILED tasks (env ${configEnvNames.retainFailedMs} in ms, default 30d)`)
-    .option("--retain-cancelled <duration>", `the same for CANCELLED tasks (env ${configEnvNames.retainCancelledMs} in ms, default 30d)`);
+    .option("--retain-cancelled <duration>", `the same for CANCELLED tasks (env ${configEnvNames.retainCancelledMs} in ms, default 30d)`)
+    .option("--retain-expired <duration>", `the same for EXPIRED tasks (env ${configEnvNames.retainExpiredMs} in ms, default 30d)`);
 }
 
 /** Parses a port flag strictly: a bad value is an error, never a silent default. */
@@ -79,6 +81,7 @@ function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOver
     retainSucceededMs: parseRetention(flags.retainSucceeded, "--retain-succeeded"),
     retainFailedMs: parseRetention(flags.retainFailed, "--retain-failed"),
     retainCancelledMs: parseRetention(flags.retainCancelled, "--retain-cancelled"),
+    retainExpiredMs: parseRetention(flags.retainExpired, "--retain-expired"),
     logLevel: globals.logLevel as ConfigOverrides["logLevel"],
   };
 }

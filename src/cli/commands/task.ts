@@ -44,6 +44,7 @@ interface CreateFlags {
   queue?: string;
   backoffBase?: string;
   backoffMax?: string;
+  expireAfter?: string;
   file?: string[];
 }
 
@@ -64,6 +65,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     idempotencyKey: flags.idempotencyKey ?? "",
     queue: flags.queue ?? "",
     backoff: backoffFrom(flags),
+    expireAfter: flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after")),
   });
 }
 
@@ -112,6 +114,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--queue <name>", "the queue to wait in (default: default; see `task-cli queue list`)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
+    .option("--expire-after <duration>", "end EXPIRED if not started this long after it is due, e.g. 10m (1s-366d; default: the queue's, else never)")
     .option("--file <name=@path>", "an input file, uploaded first (streamed); the task reads it as $TASK_INPUT_DIR/<name>; repeatable", collect)
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();

@@ -2,6 +2,7 @@ import type { Client } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TaskStatus, type CreateTaskRequest, type Task, type TaskService } from "../../gen/task/v1/task_pb.js";
+import { FINISHED_TASK_STATUSES } from "../../finished-statuses.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CreateTaskRequestSchema } from "../../gen/task/v1/task_pb.js";
 
@@ -47,7 +48,7 @@ export interface LoadResult {
   timedOut: boolean;
 }
 
-const terminal = new Set([TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED]);
+const terminal = FINISHED_TASK_STATUSES;
 const POLL_MS = 200;
 const IDS_PER_LIST = 1000;
 

@@ -16,7 +16,9 @@ import { transition } from "./statement.js";
 /** The claim's guard over tasks `t` for attempt `attempt`: waiting for exactly it, no cancel pending. */
 function waitingFor(t: string, attempt: RawBuilder<unknown>): RawBuilder<boolean> {
   const col = (c: string) => sql.ref(`${t}.${c}`);
-  return sql<boolean>`(${col("status")} in ('queued', 'retrying') and ${col("attempts")} = ${attempt} - 1 and ${col("cancel_requested_at")} is null)`;
+  // Past its deadline a task is never started: the expiry part records it EXPIRED (control.ts expireOverdue).
+  return sql<boolean>`(${col("status")} in ('queued', 'retrying') and ${col("attempts")} = ${attempt} - 1 and ${col("cancel_requested_at")} is null
+    and (${col("expires_at")} is null or ${col("expires_at")} > now()))`;
 }
 
 /** The claim's SET list: the attempt starts, owned by `workerId`. */

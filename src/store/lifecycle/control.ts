@@ -32,7 +32,10 @@ export const GUARDS = {
   /** Pause: waiting (QUEUED, RETRYING) or RUNNING, no cancel pending; a running one only if its plugin can pause (pauseTasks). */
   pause: sql<boolean>`(status in ('queued', 'retrying', 'running') and cancel_requested_at is null)`,
   resume: sql<boolean>`(status = 'paused')`,
-  retry: sql<boolean>`(status in ('failed', 'cancelled'))`,
+  retry: sql<boolean>`(status in ('failed', 'cancelled', 'expired'))`,
+  /** Expire: never started (QUEUED, or PAUSED while waiting, with no attempt yet), no cancel pending, past its deadline. */
+  expire: sql<boolean>`(status in ('queued', 'paused') and attempts = 0 and worker_id is null and cancel_requested_at is null
+    and expires_at is not null and expires_at <= now())`,
   delete: FINISHED,
 } as const;
 
@@ -161,10 +164,11 @@ export async function resumeTasks(db: Kysely<Database>, ids: string[], details: 
 }
 
 /**
- * Event `retry`: FAILED or CANCELLED tasks among `ids` (of `types`, when given: those this server
- * runs) go back to QUEUED with their attempts reset, their job enqueued. Everything an earlier run
- * left (result, error, owner, a cancel request and its reason) is cleared, so a later cancel cannot
- * quote a stale reason. `details`: the history line. Returns the rows it re-queued.
+ * Event `retry`: FAILED, CANCELLED or EXPIRED tasks among `ids` (of `types`, when given: those this
+ * server runs) go back to QUEUED with their attempts reset, their job enqueued, and a new deadline
+ * if they have an expiry (now + expire_after). Everything an earlier run left (result, error, owner,
+ * a cancel request and its reason) is cleared, so a later cancel cannot quote a stale reason.
+ * `details`: the history line. Returns the rows it re-queued.
  */
 export async function retryTasks(db: Kysely<Database>, ids: string[], details: string, types?: string[]): Promise<TaskRow[]> {
   return repeatOnConflict(db, async () => {
@@ -173,7 +177,7 @@ export async function retryTasks(db: Kysely<Database>, ids: string[], details: s
       change: {
         set: sql`status = 'queued', attempts = 0, lost_attempts = 0, last_error = null, result = null, worker_id = null,
           heartbeat_at = null, cancel_requested_at = null, cancel_reason = null, started_at = null, finished_at = null,
-          run_at = now()`,
+          run_at = now(), expires_at = now() + expire_after_ms * interval '1 millisecond'`,
         where: sql`id = any(${ids}::bigint[]) and ${GUARDS.retry}${types ? sql` and type = any(${types}::text[])` : sql``}`,
       },
       details: sql`${details}::text`,
@@ -196,6 +200,7 @@ export async function requeueOrphans(db: Kysely<Database>, limit: number): Promi
         select t.id as orphan_id from tasks t
         where t.status in ('queued', 'retrying') and t.cancel_requested_at is null
           and t.updated_at < now() - interval '5 seconds'
+          and (t.expires_at is null or t.expires_at > now()) -- the expiry part ends it instead
           and not ${hasRunnableJob("t.id")}
         order by t.id
         limit ${limit}
@@ -226,6 +231,46 @@ export async function deleteTasks(db: Kysely<Database>, ids: string[]): Promise<
     `.execute(db);
     return Number(rows[0]?.n ?? 0);
   });
+}
+
+/**
+ * Event `expire` (-> EXPIRED): up to `limit` tasks that were never started and are past their
+ * deadline (GUARDS.expire), earliest deadline first, each with a history row saying how long it
+ * waited; their pending jobs are removed. A claim never starts such a task (attempt.ts), so of the
+ * two racing, one wins. Rows another transaction holds are skipped (the next pass takes them).
+ */
+export async function expireOverdue(db: Kysely<Database>, limit: number): Promise<TaskRow[]> {
+  const { rows } = await transition({
+    with: [
+      sql`overdue as (
+        select t.id as overdue_id from tasks t
+        where ${GUARDS.expire}
+        order by t.expires_at
+        limit ${limit}
+        for update of t skip locked)`,
+    ],
+    change: {
+      set: sql`status = 'expired', finished_at = now(), paused_from = null, paused_at = null,
+        last_error = 'not started within ' || (expire_after_ms / 1000.0)::numeric(12, 1)::text || ' s of when it was due'`,
+      from: sql`overdue`,
+      where: sql`id = overdue_id and ${GUARDS.expire}`,
+    },
+    details: sql`'expired: not started by its deadline ' || to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+      || ' (expire after ' || (expire_after_ms / 1000.0)::numeric(12, 1)::text || ' s)'`,
+    removeJob: true,
+  }).execute(db);
+  return rows;
+}
+
+/**
+ * How long until the earliest deadline of a task that may still expire (GUARDS.expire without the
+ * time), in milliseconds on the database's clock (0 if already past), or null if none has one.
+ */
+export async function msToNextExpiry(db: Kysely<Database>): Promise<number | null> {
+  const { rows } = await sql<{ ms: number | null }>`
+    select greatest(0, extract(epoch from min(expires_at) - now()) * 1000)::float8 as ms from tasks
+    where expires_at is not null and attempts = 0 and status in ('queued', 'paused')`.execute(db);
+  return rows[0]?.ms ?? null;
 }
 
 /**

@@ -22,6 +22,8 @@ export interface NewTask {
   backoff?: { baseMs: number; maxMs: number } | null;
   /** The W3C traceparent of the create request or schedule tick (src/tracing.ts); null: none. */
   traceparent?: string | null;
+  /** Expire the task if it has not started this long after it is due; undefined/null: the queue's default, or never. */
+  expireAfterMs?: number | null;
 }
 
 /**
@@ -50,6 +52,7 @@ export function createTasks(tasks: NewTask[]) {
       backoff_base_ms: t.backoff?.baseMs ?? null,
       backoff_max_ms: t.backoff?.maxMs ?? null,
       traceparent: t.traceparent ?? null,
+      expire_after_ms: t.expireAfterMs ?? null,
     })),
   );
   return transition({
@@ -58,13 +61,20 @@ export function createTasks(tasks: NewTask[]) {
         select * from jsonb_to_recordset(${input}::jsonb) as x(
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
           timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
-          schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text))`,
+          schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text,
+          expire_after_ms int))`,
+      // A queue's default expiry, for tasks created without one.
+      sql`timed as (
+        select input.*, coalesce(input.expire_after_ms, (select q.expire_after_ms from queues q where q.name = input.queue)) as expire_ms
+        from input)`,
     ],
     change: {
       // status is the column's default, 'queued'.
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent)
-        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent
-        from input order by ord
+      // The deadline counts from when the task is due: its run_at, or now.
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at)
+        select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent,
+          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond'
+        from timed order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,
     },

@@ -15,9 +15,10 @@
  * | cancel    | unfinished                             | CANCELLED if waiting; else a request | job removed; task_cancel to workers   | control.ts   |
  * | pause     | QUEUED, RETRYING; RUNNING if pausable  | PAUSED                               | job removed; task_pause to workers    | control.ts   |
  * | resume    | PAUSED                                 | where it was (QUEUED, RETRYING, RUNNING) | job added; task_pause to workers  | control.ts   |
- * | retry     | FAILED, CANCELLED                      | QUEUED (attempts reset)              | job added                             | control.ts   |
+ * | retry     | FAILED, CANCELLED, EXPIRED             | QUEUED (attempts reset, new deadline)| job added                             | control.ts   |
+ * | expire    | QUEUED, PAUSED held, never started, past its deadline | EXPIRED               | job removed                           | control.ts   |
  * | requeue   | QUEUED, RETRYING without a job         | same                                 | job added                             | control.ts   |
- * | delete    | SUCCEEDED, FAILED, CANCELLED           | (gone, with its history)             |                                       | control.ts   |
+ * | delete    | SUCCEEDED, FAILED, CANCELLED, EXPIRED  | (gone, with its history)             |                                       | control.ts   |
  *
  * What an attempt's ending becomes is decided once: afterAttempt (states.ts) applies the task's
  * retry policy to what the worker saw, and endAttempts (attempt.ts) what the row's state makes of
@@ -45,7 +46,9 @@ export {
   cancelTasks,
   deleteExpired,
   deleteTasks,
+  expireOverdue,
   finishPendingCancels,
+  msToNextExpiry,
   GUARDS,
   pauseTasks,
   requeueOrphans,

@@ -12,7 +12,7 @@ import { formatDuration } from "../../duration.js";
 export { taskStatuses, type TaskStatus } from "../schema.js";
 
 /** Statuses a task never leaves on its own (it may be retried or deleted): the ONE list of them. */
-export const FINISHED_STATUSES = ["succeeded", "failed", "cancelled"] as const satisfies readonly TaskStatus[];
+export const FINISHED_STATUSES = ["succeeded", "failed", "cancelled", "expired"] as const satisfies readonly TaskStatus[];
 export type FinishedStatus = (typeof FINISHED_STATUSES)[number];
 
 /** Whether a status is finished (FINISHED_STATUSES). */
@@ -21,8 +21,8 @@ export function isFinished(status: TaskStatus): status is FinishedStatus {
 }
 
 /**
- * `('succeeded', 'failed', 'cancelled')` as literal SQL (not bound), so a condition on it matches
- * the partial indexes whose predicate spells the same list (migrations 0011, 0013).
+ * `('succeeded', 'failed', 'cancelled', 'expired')` as literal SQL (not bound), so a condition on it
+ * matches the partial indexes whose predicate spells the same list (migration 0028).
  */
 export const FINISHED_LIST = sql.raw(`(${FINISHED_STATUSES.map((s) => `'${s}'`).join(", ")})`);
 
