@@ -97,6 +97,7 @@ describe("reading tasks", () => {
       "TASK_STATUS_FAILED",
       "TASK_STATUS_CANCELLED",
       "TASK_STATUS_PAUSED",
+      "TASK_STATUS_EXPIRED",
     ]);
     const table = await cli("task", "s");
     expect(table.stdout).toMatch(/CANCELLED\s+0/);

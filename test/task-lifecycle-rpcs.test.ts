@@ -37,7 +37,7 @@ describe("GetTask and GetTaskHistory", () => {
 describe("GetTaskStatusCounts", () => {
   it("counts every status in enum order, zeros included", async () => {
     const before = await api.client.getTaskStatusCounts({});
-    const statuses = [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PAUSED];
+    const statuses = [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PAUSED, TaskStatus.EXPIRED];
     expect(before.counts.map((c) => c.status)).toEqual(statuses);
 
     await createTask(api.client);
