@@ -10,6 +10,8 @@ import {
   TaskTypeStatusCountSchema,
   TaskTypeVersionSchema,
   TaskQueueStatusCountSchema,
+  ShellCheckFindingSchema,
+  ShellCheckLevel,
   type CreateTaskRequest,
 } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
@@ -37,6 +39,28 @@ import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
 import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 import { startCreateSpan } from "../tracing.js";
+import { DEFAULT_SHELL_CHECK, ShellChecker, type ShellFinding } from "./shell-check.js";
+
+/** The checker a service's creates use, from its config (defaults where unset). */
+function shellCheckerFor(config: TaskServiceDeps["config"], logger: Logger): ShellChecker {
+  return new ShellChecker(
+    {
+      ...DEFAULT_SHELL_CHECK,
+      timeoutMs: config.shellCheckTimeoutMs ?? DEFAULT_SHELL_CHECK.timeoutMs,
+      concurrency: config.shellCheckConcurrency ?? DEFAULT_SHELL_CHECK.concurrency,
+      waitMs: config.shellCheckWaitMs ?? DEFAULT_SHELL_CHECK.waitMs,
+      shellcheck: config.shellcheck ?? DEFAULT_SHELL_CHECK.shellcheck,
+    },
+    logger,
+  );
+}
+
+const FINDING_LEVELS = { error: ShellCheckLevel.ERROR, warning: ShellCheckLevel.WARNING, info: ShellCheckLevel.INFO, style: ShellCheckLevel.STYLE } as const;
+
+/** A shellcheck finding as the API returns it. */
+function findingToProto(f: ShellFinding) {
+  return create(ShellCheckFindingSchema, { field: f.field, line: f.line, column: f.column, level: FINDING_LEVELS[f.level], code: f.code, message: f.message });
+}
 
 /** GetTaskThroughput's window when the request names none: the last hour. */
 const DEFAULT_THROUGHPUT_MINUTES = 60;
@@ -53,7 +77,8 @@ export interface TaskServiceDeps {
   /** The task types registered in PostgreSQL; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
   /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
-  config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs" | "shellRole">>;
+  config: Pick<Config, "maxBatchSize"> &
+    Partial<Pick<Config, "leaseMs" | "shellRole" | "shellCheckTimeoutMs" | "shellCheckConcurrency" | "shellCheckWaitMs" | "shellcheck">>;
   logger: Logger;
   metrics?: Metrics;
 }
@@ -100,6 +125,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   );
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   const shellRole = config.shellRole ?? "admin";
+  const shellChecker = shellCheckerFor(config, logger);
   /** Throws PermissionDenied unless the caller may run tasks of this type (shell needs the shell role). */
   const requireTypeAllowed = (who: Identity, type: string) => {
     if (type === "shell") requireRole(who, shellRole, "a shell task");
@@ -128,6 +154,15 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       requireTypeAllowed(who, task.type);
       requireTaskScope(who, { type: task.type, queue: task.queue ?? "default" }, prefix(i) && `${prefix(i).slice(0, -1)}: `);
     });
+    // Shell commands are parsed (bash -n) and linted (shellcheck) before anything is written, and
+    // only for callers allowed to create them (each check is a child process: see shell-check.ts).
+    const warnings = (
+      await Promise.all(
+        tasks.map((task, i) =>
+          task.type === "shell" ? shellChecker.check(String(task.parameters.command), `${prefix(i)}parameters.command`, requests[i]!.strictShellCheck) : [],
+        ),
+      )
+    ).flat();
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     // An idempotent replay changes nothing, so only the tasks created now are audited.
     const batch = requests.length > 1;
@@ -143,7 +178,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         ? [{ row: await singles.write({ task: tasks[0]!, actor }), created: true }]
         : (await insertTasksAudited(pair, tasks, (rows) => [{ who: actor, change: createdChange(rows, true) }])).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
-    return results;
+    return { results, warnings };
   }
 
   async function resolveIdempotent(tasks: NewTask[], inserted: TaskRow[], trx: Kysely<Database>) {
@@ -162,8 +197,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
 
   return {
     async createTask(req, ctx) {
-      const [first] = await createMany([req], () => "", callerOf(ctx), auditActorOf(ctx), ctx);
-      return { task: taskToProto(first!.row), created: first!.created };
+      const { results, warnings } = await createMany([req], () => "", callerOf(ctx), auditActorOf(ctx), ctx);
+      const [first] = results;
+      return { task: taskToProto(first!.row), created: first!.created, warnings: warnings.map(findingToProto) };
     },
 
     async createTasks(req, ctx) {
@@ -171,8 +207,8 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       if (req.tasks.length > config.maxBatchSize) {
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
-      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx), ctx);
-      return { tasks: created.map(({ row }) => taskToProto(row)) };
+      const { results, warnings } = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx), ctx);
+      return { tasks: results.map(({ row }) => taskToProto(row)), warnings: warnings.map(findingToProto) };
     },
 
     async getTask(req) {

@@ -14,6 +14,7 @@ import {
   TaskStatus,
   CreateTaskRequestSchema,
   TaskBackoffSchema,
+  ShellCheckLevel,
 } from "../../gen/task/v1/task_pb.js";
 import { BulkAction } from "../../gen/task/v1/control_pb.js";
 import { taskClient } from "../client.js";
@@ -42,6 +43,7 @@ interface CreateFlags {
   queue?: string;
   backoffBase?: string;
   backoffMax?: string;
+  strict?: boolean;
 }
 
 async function buildCreateRequest(name: string, flags: CreateFlags) {
@@ -61,6 +63,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     idempotencyKey: flags.idempotencyKey ?? "",
     queue: flags.queue ?? "",
     backoff: backoffFrom(flags),
+    strictShellCheck: flags.strict ?? false,
   });
 }
 
@@ -109,9 +112,12 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--queue <name>", "the queue to wait in (default: default; see `task-cli queue list`)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
+    .option("--strict", "shell: refuse the command when shellcheck reports an error-level finding (its warnings are printed either way)")
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const res = await taskClient(g).createTask(await buildCreateRequest(name, flags));
+      // On stderr, so `-o json` output and scripts reading the id stay clean.
+      for (const w of res.warnings) io.stderr.write(`warning: ${w.field} line ${w.line}:${w.column}: ${w.message} [${w.code}, ${ShellCheckLevel[w.level].toLowerCase()}]\n`);
       printMessage(io, g.output, CreateTaskResponseSchema, res, (r, width) =>
         r.created ? taskTable(r.task, width) : `${taskTable(r.task, width)}\nnot created: idempotency key "${flags.idempotencyKey}" was already used by task ${r.task?.id}; this is that task`,
       );

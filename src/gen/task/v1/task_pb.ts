@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uEhQKDGxpdmVfd29ya2VycxgyIAEoBSKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrMBChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFEhEKBGZyb20YRiABKAVIAIgBARIPCgJ0bxhHIAEoBUgBiAEBEhEKBHRhaWwYSCABKAVIAogBARIPCgdhdHRlbXB0GEkgASgFEg4KBnN0cmVhbRhKIAEoCUIHCgVfZnJvbUIFCgNfdG9CBwoFX3RhaWwihQEKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgSEwoLdG90YWxfbGluZXMYRiABKAUSFAoMc3RvcmVkX2xpbmVzGEcgASgFIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKrAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmIkIKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCIzChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIi4KD0dldFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIrMCChBMaXN0VGFza3NSZXF1ZXN0EiUKCHN0YXR1c2VzGAEgAygOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBXR5cGVzGAIgAygJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhMKC3BhZ2VfbnVtYmVyGAUgASgFEgsKA2lkcxgGIAMoAxIUCgxzY2hlZHVsZV9pZHMYKCADKAMSDgoGcXVldWVzGDIgAygJEhMKC25hbWVfcHJlZml4GGQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGGYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoRTGlzdFRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBRITCgtwYWdlX251bWJlchgFIAEoBRIZChF0b3RhbF9jb3VudF9leGFjdBgGIAEoCCIjChVHZXRUYXNrSGlzdG9yeVJlcXVlc3QSCgoCaWQYASABKAMiRAoWR2V0VGFza0hpc3RvcnlSZXNwb25zZRIqCgdoaXN0b3J5GAEgAygLMhkudGFzay52MS5UYXNrSGlzdG9yeUVudHJ5IhwKGkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0Ir4BChtHZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USKAoGY291bnRzGAEgAygLMhgudGFzay52MS5UYXNrU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAMSMQoLdHlwZV9jb3VudHMYAyADKAsyHC50YXNrLnYxLlRhc2tUeXBlU3RhdHVzQ291bnQSMwoMcXVldWVfY291bnRzGDIgAygLMh0udGFzay52MS5UYXNrUXVldWVTdGF0dXNDb3VudCJZChRUYXNrUXVldWVTdGF0dXNDb3VudBINCgVxdWV1ZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiVwoTVGFza1R5cGVTdGF0dXNDb3VudBIMCgR0eXBlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAxIOCgZyZWFzb24YAiABKAkiMQoSQ2FuY2VsVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siHgoQUmV0cnlUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIwChFSZXRyeVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIhYKFExpc3RUYXNrVHlwZXNSZXF1ZXN0IjkKFUxpc3RUYXNrVHlwZXNSZXNwb25zZRIgCgV0eXBlcxgBIAMoCzIRLnRhc2sudjEuVGFza1R5cGUiTgoRV2F0Y2hUYXNrc1JlcXVlc3QSKQoGZmlsdGVyGAEgASgLMhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0Eg4KBmN1cnNvchgCIAEoCSKaAQoSV2F0Y2hUYXNrc1Jlc3BvbnNlEiUKBmNoYW5nZRgBIAEoCzITLnRhc2sudjEuVGFza0NoYW5nZUgAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnRhc2sudjEuV2F0Y2hIZWFydGJlYXRIABImCgZyZXN5bmMYAyABKAsyFC50YXNrLnYxLldhdGNoUmVzeW5jSABCBwoFZXZlbnQi4gIKClRhc2tDaGFuZ2USJgoEa2luZBgBIAEoDjIYLnRhc2sudjEuVGFza0NoYW5nZS5LaW5kEhsKBHRhc2sYAiABKAsyDS50YXNrLnYxLlRhc2sSIwoGc3RhdHVzGAMgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEiwKD3ByZXZpb3VzX3N0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAUgASgFEg8KB2RldGFpbHMYBiABKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAggASgJIloKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEhAKDEtJTkRfQ1JFQVRFRBABEhcKE0tJTkRfU1RBVFVTX0NIQU5HRUQQAhIRCg1LSU5EX0ZJTklTSEVEEAMiSgoOV2F0Y2hIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi0KC1dhdGNoUmVzeW5jEg4KBmN1cnNvchgBIAEoCRIOCgZyZWFzb24YAiABKAkq2gEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQBzLlBwoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESRwoKV2F0Y2hUYXNrcxIaLnRhc2sudjEuV2F0Y2hUYXNrc1JlcXVlc3QaGy50YXNrLnYxLldhdGNoVGFza3NSZXNwb25zZTABEloKEUdldFRhc2tUaHJvdWdocHV0EiEudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlcXVlc3QaIi50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i1QUKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uEhQKDGxpdmVfd29ya2VycxgyIAEoBSKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrMBChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFEhEKBGZyb20YRiABKAVIAIgBARIPCgJ0bxhHIAEoBUgBiAEBEhEKBHRhaWwYSCABKAVIAogBARIPCgdhdHRlbXB0GEkgASgFEg4KBnN0cmVhbRhKIAEoCUIHCgVfZnJvbUIFCgNfdG9CBwoFX3RhaWwihQEKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgSEwoLdG90YWxfbGluZXMYRiABKAUSFAoMc3RvcmVkX2xpbmVzGEcgASgFIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCLHAgoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmEhoKEnN0cmljdF9zaGVsbF9jaGVjaxgoIAEoCCJwChJDcmVhdGVUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzaxIPCgdjcmVhdGVkGAIgASgIEiwKCHdhcm5pbmdzGCggAygLMhoudGFzay52MS5TaGVsbENoZWNrRmluZGluZyKIAQoRU2hlbGxDaGVja0ZpbmRpbmcSDQoFZmllbGQYASABKAkSDAoEbGluZRgCIAEoBRIOCgZjb2x1bW4YAyABKAUSJwoFbGV2ZWwYBCABKA4yGC50YXNrLnYxLlNoZWxsQ2hlY2tMZXZlbBIMCgRjb2RlGAUgASgJEg8KB21lc3NhZ2UYBiABKAkiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCJhChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEiwKCHdhcm5pbmdzGCggAygLMhoudGFzay52MS5TaGVsbENoZWNrRmluZGluZyIcCg5HZXRUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIuCg9HZXRUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayKzAgoQTGlzdFRhc2tzUmVxdWVzdBIlCghzdGF0dXNlcxgBIAMoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgV0eXBlcxgCIAMoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRITCgtwYWdlX251bWJlchgFIAEoBRILCgNpZHMYBiADKAMSFAoMc2NoZWR1bGVfaWRzGCggAygDEg4KBnF1ZXVlcxgyIAMoCRITCgtuYW1lX3ByZWZpeBhkIAEoCRIxCg1jcmVhdGVkX2FmdGVyGGUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRhmIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiogEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUSGQoRdG90YWxfY291bnRfZXhhY3QYBiABKAgiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCK+AQobR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEigKBmNvdW50cxgBIAMoCzIYLnRhc2sudjEuVGFza1N0YXR1c0NvdW50Eg0KBXRvdGFsGAIgASgDEjEKC3R5cGVfY291bnRzGAMgAygLMhwudGFzay52MS5UYXNrVHlwZVN0YXR1c0NvdW50EjMKDHF1ZXVlX2NvdW50cxgyIAMoCzIdLnRhc2sudjEuVGFza1F1ZXVlU3RhdHVzQ291bnQiWQoUVGFza1F1ZXVlU3RhdHVzQ291bnQSDQoFcXVldWUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIlcKE1Rhc2tUeXBlU3RhdHVzQ291bnQSDAoEdHlwZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlIk4KEVdhdGNoVGFza3NSZXF1ZXN0EikKBmZpbHRlchgBIAEoCzIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBIOCgZjdXJzb3IYAiABKAkimgEKEldhdGNoVGFza3NSZXNwb25zZRIlCgZjaGFuZ2UYASABKAsyEy50YXNrLnYxLlRhc2tDaGFuZ2VIABIsCgloZWFydGJlYXQYAiABKAsyFy50YXNrLnYxLldhdGNoSGVhcnRiZWF0SAASJgoGcmVzeW5jGAMgASgLMhQudGFzay52MS5XYXRjaFJlc3luY0gAQgcKBWV2ZW50IuICCgpUYXNrQ2hhbmdlEiYKBGtpbmQYASABKA4yGC50YXNrLnYxLlRhc2tDaGFuZ2UuS2luZBIbCgR0YXNrGAIgASgLMg0udGFzay52MS5UYXNrEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIsCg9wcmV2aW91c19zdGF0dXMYBCABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgFIAEoBRIPCgdkZXRhaWxzGAYgASgJEi4KCmNoYW5nZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgIIAEoCSJaCgRLaW5kEhQKEEtJTkRfVU5TUEVDSUZJRUQQABIQCgxLSU5EX0NSRUFURUQQARIXChNLSU5EX1NUQVRVU19DSEFOR0VEEAISEQoNS0lORF9GSU5JU0hFRBADIkoKDldhdGNoSGVhcnRiZWF0Eg4KBmN1cnNvchgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCItCgtXYXRjaFJlc3luYxIOCgZjdXJzb3IYASABKAkSDgoGcmVhc29uGAIgASgJKtoBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFUVVNfUVVFVUVEEAESFwoTVEFTS19TVEFUVVNfUlVOTklORxACEhgKFFRBU0tfU1RBVFVTX1JFVFJZSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYSFgoSVEFTS19TVEFUVVNfUEFVU0VEEAcqqQEKD1NoZWxsQ2hlY2tMZXZlbBIhCh1TSEVMTF9DSEVDS19MRVZFTF9VTlNQRUNJRklFRBAAEhsKF1NIRUxMX0NIRUNLX0xFVkVMX0VSUk9SEAESHQoZU0hFTExfQ0hFQ0tfTEVWRUxfV0FSTklORxACEhoKFlNIRUxMX0NIRUNLX0xFVkVMX0lORk8QAxIbChdTSEVMTF9DSEVDS19MRVZFTF9TVFlMRRAEMuUHCgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJHCgpXYXRjaFRhc2tzEhoudGFzay52MS5XYXRjaFRhc2tzUmVxdWVzdBobLnRhc2sudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAESWgoRR2V0VGFza1Rocm91Z2hwdXQSIS50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVxdWVzdBoiLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -704,6 +704,15 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
    * @generated from field: task.v1.TaskBackoff backoff = 60;
    */
   backoff?: TaskBackoff | undefined;
+
+  /**
+   * A shell task only: refuse the command (INVALID_ARGUMENT) when shellcheck reports an
+   * error-level finding. Unset: findings only come back as warnings. Syntax errors (bash -n) are
+   * always refused.
+   *
+   * @generated from field: bool strict_shell_check = 40;
+   */
+  strictShellCheck: boolean;
 };
 
 /**
@@ -728,6 +737,14 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
    * @generated from field: bool created = 2;
    */
   created: boolean;
+
+  /**
+   * What shellcheck found in a shell task's command (when the server has shellcheck installed);
+   * the task was created anyway.
+   *
+   * @generated from field: repeated task.v1.ShellCheckFinding warnings = 40;
+   */
+  warnings: ShellCheckFinding[];
 };
 
 /**
@@ -736,6 +753,57 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
  */
 export const CreateTaskResponseSchema: GenMessage<CreateTaskResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 12);
+
+/**
+ * ShellCheckFinding is one thing shellcheck found in a shell task's command.
+ *
+ * @generated from message task.v1.ShellCheckFinding
+ */
+export type ShellCheckFinding = Message<"task.v1.ShellCheckFinding"> & {
+  /**
+   * The request field holding the command, e.g. "parameters.command" or
+   * "tasks[2].parameters.command" in a CreateTasks batch.
+   *
+   * @generated from field: string field = 1;
+   */
+  field: string;
+
+  /**
+   * 1-based line and column in the command.
+   *
+   * @generated from field: int32 line = 2;
+   */
+  line: number;
+
+  /**
+   * @generated from field: int32 column = 3;
+   */
+  column: number;
+
+  /**
+   * @generated from field: task.v1.ShellCheckLevel level = 4;
+   */
+  level: ShellCheckLevel;
+
+  /**
+   * shellcheck's code, e.g. "SC2086" (see https://www.shellcheck.net/wiki/SC2086).
+   *
+   * @generated from field: string code = 5;
+   */
+  code: string;
+
+  /**
+   * @generated from field: string message = 6;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message task.v1.ShellCheckFinding.
+ * Use `create(ShellCheckFindingSchema)` to create a new message.
+ */
+export const ShellCheckFindingSchema: GenMessage<ShellCheckFinding> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 13);
 
 /**
  * @generated from message task.v1.CreateTasksRequest
@@ -752,7 +820,7 @@ export type CreateTasksRequest = Message<"task.v1.CreateTasksRequest"> & {
  * Use `create(CreateTasksRequestSchema)` to create a new message.
  */
 export const CreateTasksRequestSchema: GenMessage<CreateTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 13);
+  messageDesc(file_task_v1_task, 14);
 
 /**
  * @generated from message task.v1.CreateTasksResponse
@@ -764,6 +832,13 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
    * @generated from field: repeated task.v1.Task tasks = 1;
    */
   tasks: Task[];
+
+  /**
+   * shellcheck's findings in the batch's shell commands; each names its task by `field`.
+   *
+   * @generated from field: repeated task.v1.ShellCheckFinding warnings = 40;
+   */
+  warnings: ShellCheckFinding[];
 };
 
 /**
@@ -771,7 +846,7 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
  * Use `create(CreateTasksResponseSchema)` to create a new message.
  */
 export const CreateTasksResponseSchema: GenMessage<CreateTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 14);
+  messageDesc(file_task_v1_task, 15);
 
 /**
  * @generated from message task.v1.GetTaskRequest
@@ -788,7 +863,7 @@ export type GetTaskRequest = Message<"task.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 15);
+  messageDesc(file_task_v1_task, 16);
 
 /**
  * @generated from message task.v1.GetTaskResponse
@@ -805,7 +880,7 @@ export type GetTaskResponse = Message<"task.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 16);
+  messageDesc(file_task_v1_task, 17);
 
 /**
  * @generated from message task.v1.ListTasksRequest
@@ -897,7 +972,7 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 17);
+  messageDesc(file_task_v1_task, 18);
 
 /**
  * @generated from message task.v1.ListTasksResponse
@@ -952,7 +1027,7 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 18);
+  messageDesc(file_task_v1_task, 19);
 
 /**
  * @generated from message task.v1.GetTaskHistoryRequest
@@ -969,7 +1044,7 @@ export type GetTaskHistoryRequest = Message<"task.v1.GetTaskHistoryRequest"> & {
  * Use `create(GetTaskHistoryRequestSchema)` to create a new message.
  */
 export const GetTaskHistoryRequestSchema: GenMessage<GetTaskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 19);
+  messageDesc(file_task_v1_task, 20);
 
 /**
  * @generated from message task.v1.GetTaskHistoryResponse
@@ -986,7 +1061,7 @@ export type GetTaskHistoryResponse = Message<"task.v1.GetTaskHistoryResponse"> &
  * Use `create(GetTaskHistoryResponseSchema)` to create a new message.
  */
 export const GetTaskHistoryResponseSchema: GenMessage<GetTaskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 20);
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsRequest
@@ -999,7 +1074,7 @@ export type GetTaskStatusCountsRequest = Message<"task.v1.GetTaskStatusCountsReq
  * Use `create(GetTaskStatusCountsRequestSchema)` to create a new message.
  */
 export const GetTaskStatusCountsRequestSchema: GenMessage<GetTaskStatusCountsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsResponse
@@ -1037,7 +1112,7 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  * Use `create(GetTaskStatusCountsResponseSchema)` to create a new message.
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * TaskQueueStatusCount is the number of tasks in one queue in one status.
@@ -1066,7 +1141,7 @@ export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
  * Use `create(TaskQueueStatusCountSchema)` to create a new message.
  */
 export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -1095,7 +1170,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -1119,7 +1194,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -1136,7 +1211,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -1153,7 +1228,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -1170,7 +1245,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -1183,7 +1258,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 30);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1200,7 +1275,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 30);
+  messageDesc(file_task_v1_task, 31);
 
 /**
  * @generated from message task.v1.WatchTasksRequest
@@ -1228,7 +1303,7 @@ export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 31);
+  messageDesc(file_task_v1_task, 32);
 
 /**
  * @generated from message task.v1.WatchTasksResponse
@@ -1268,7 +1343,7 @@ export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 32);
+  messageDesc(file_task_v1_task, 33);
 
 /**
  * @generated from message task.v1.TaskChange
@@ -1326,7 +1401,7 @@ export type TaskChange = Message<"task.v1.TaskChange"> & {
  * Use `create(TaskChangeSchema)` to create a new message.
  */
 export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 33);
+  messageDesc(file_task_v1_task, 34);
 
 /**
  * @generated from enum task.v1.TaskChange.Kind
@@ -1357,7 +1432,7 @@ export enum TaskChange_Kind {
  * Describes the enum task.v1.TaskChange.Kind.
  */
 export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_task, 33, 0);
+  enumDesc(file_task_v1_task, 34, 0);
 
 /**
  * @generated from message task.v1.WatchHeartbeat
@@ -1379,7 +1454,7 @@ export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
  * Use `create(WatchHeartbeatSchema)` to create a new message.
  */
 export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 34);
+  messageDesc(file_task_v1_task, 35);
 
 /**
  * @generated from message task.v1.WatchResync
@@ -1401,7 +1476,7 @@ export type WatchResync = Message<"task.v1.WatchResync"> & {
  * Use `create(WatchResyncSchema)` to create a new message.
  */
 export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 35);
+  messageDesc(file_task_v1_task, 36);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
@@ -1471,6 +1546,44 @@ export enum TaskStatus {
  */
 export const TaskStatusSchema: GenEnum<TaskStatus> = /*@__PURE__*/
   enumDesc(file_task_v1_task, 0);
+
+/**
+ * ShellCheckLevel is how serious a shellcheck finding is.
+ *
+ * @generated from enum task.v1.ShellCheckLevel
+ */
+export enum ShellCheckLevel {
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_ERROR = 1;
+   */
+  ERROR = 1,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_WARNING = 2;
+   */
+  WARNING = 2,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_INFO = 3;
+   */
+  INFO = 3,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_STYLE = 4;
+   */
+  STYLE = 4,
+}
+
+/**
+ * Describes the enum task.v1.ShellCheckLevel.
+ */
+export const ShellCheckLevelSchema: GenEnum<ShellCheckLevel> = /*@__PURE__*/
+  enumDesc(file_task_v1_task, 1);
 
 /**
  * TaskService creates, inspects and controls tasks.
