@@ -283,7 +283,7 @@ describe("the create-time check of shell commands is bounded (issue 29)", () => 
       );
       // Twenty at once against one slot and no wait: the rest are turned away at once, not queued.
       const outcomes = await Promise.allSettled(
-        Array.from({ length: 20 }, () => bounded.client.createTask({ name: "slow", type: "shell", parameters: { command: slowToParse } })),
+        Array.from({ length: 20 }, (_, i) => bounded.client.createTask({ name: "slow", type: "shell", parameters: { command: `${slowToParse} # ${i}` } })),
       );
       const codes = outcomes.map((o) => (o.status === "rejected" ? Code[(o.reason as { code: Code }).code] : "created"));
       expect(codes).not.toContain("created");

@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
-import { InvalidArgumentError, ServerBusyError } from "../errors.js";
+import { createHash } from "node:crypto";
+import { InvalidArgumentError, ServerBusyError, type FieldViolation } from "../errors.js";
 import type { Logger } from "../logger.js";
 
 /** How serious a shellcheck finding is (its own four levels). */
@@ -17,7 +18,7 @@ export interface ShellFinding {
   message: string;
 }
 
-/** Bounds of the create-time check (config: TASK_SHELL_CHECK_*). */
+/** Bounds of the create-time check (config.ts: shellCheckTimeoutMs and the settings after it). */
 export interface ShellCheckOptions {
   /** Each child (bash -n, shellcheck) is SIGKILLed after this long. */
   timeoutMs: number;
@@ -112,6 +113,15 @@ class Slots {
   }
 }
 
+/** A checked command: why it is refused, or shellcheck's findings (without the field). */
+interface Verdict {
+  refused?: string;
+  findings: Omit<ShellFinding, "field">[];
+}
+
+/** Verdicts kept, so a batch or a repeated create of the same command runs no process. */
+const RECENT_VERDICTS = 500;
+
 const LEVELS = new Set<string>(["error", "warning", "info", "style"]);
 
 /** "bash: -c: line 3: syntax error near unexpected token `fi'" -> line 3 and what bash said. */
@@ -132,6 +142,8 @@ function syntaxError(stderr: string): string {
 export class ShellChecker {
   private readonly slots: Slots;
   private shellcheckPath: string | false | undefined;
+  /** Verdicts of recently checked commands, by hash (oldest first). */
+  private readonly recent = new Map<string, Verdict>();
 
   constructor(
     private readonly options: ShellCheckOptions,
@@ -151,47 +163,90 @@ export class ShellChecker {
   }
 
   /**
-   * Checks `command` (held by the request field `field`): throws InvalidArgumentError naming the
-   * line of a syntax error (or, with `strict`, shellcheck's error-level findings), ServerBusyError
-   * when the checks are all busy; otherwise resolves with shellcheck's findings (none without it).
+   * Checks the shell commands of one request (a CreateTasks batch may hold many, often the same):
+   * each distinct command once (and a command checked recently not again), at most `concurrency`
+   * of them at a time, each in a slot shared with every other request. Throws InvalidArgumentError
+   * naming each refused command's field and line (a syntax error; with `strict`, shellcheck's
+   * error-level findings), ServerBusyError when no slot freed in time; otherwise resolves with
+   * shellcheck's findings (none without it), each naming its field.
    */
-  async check(command: string, field: string, strict = false): Promise<ShellFinding[]> {
-    if (Buffer.byteLength(command) > this.options.maxBytes) {
-      throw InvalidArgumentError.of(field, `is too long to check (at most ${this.options.maxBytes} bytes)`);
+  async checkAll(items: Array<{ command: string; field: string; strict: boolean }>): Promise<ShellFinding[]> {
+    const distinct = [...new Set(items.map((i) => i.command))];
+    const results = new Map<string, Verdict>();
+    let next = 0;
+    const run = async () => {
+      while (next < distinct.length) {
+        const command = distinct[next++]!;
+        results.set(command, await this.verdict(command));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.options.concurrency, distinct.length) }, run));
+    const violations: FieldViolation[] = [];
+    const findings: ShellFinding[] = [];
+    for (const { command, field, strict } of items) {
+      const v = results.get(command)!;
+      if (v.refused !== undefined) {
+        violations.push({ field, reason: v.refused });
+        continue;
+      }
+      const errors = v.findings.filter((f) => f.level === "error");
+      if (strict && errors.length > 0) {
+        for (const f of errors) violations.push({ field, reason: `line ${f.line}: ${f.message} (shellcheck ${f.code}; refused by strict_shell_check)` });
+        continue;
+      }
+      findings.push(...v.findings.map((f) => ({ ...f, field })));
+    }
+    if (violations.length > 0) throw new InvalidArgumentError(violations);
+    return findings;
+  }
+
+  /** One command's verdict, from the recent ones or checked now in a shared slot. */
+  private async verdict(command: string): Promise<Verdict> {
+    if (Buffer.byteLength(command) > this.options.maxBytes) return { refused: `is too long to check (at most ${this.options.maxBytes} bytes)`, findings: [] };
+    const key = createHash("sha256").update(command).digest("base64");
+    const known = this.recent.get(key);
+    if (known) {
+      // Most recently used last, so the oldest is the first to go.
+      this.recent.delete(key);
+      this.recent.set(key, known);
+      return known;
     }
     const release = await this.slots.acquire(this.options.waitMs);
     if (!release) throw new ServerBusyError(`too many shell commands being checked at once (at most ${this.options.concurrency}); retry shortly`);
+    let verdict: Verdict;
+    let transient: boolean;
     try {
-      await this.parse(command, field);
-      const findings = this.hasShellcheck() ? await this.lint(command, field) : [];
-      const errors = findings.filter((f) => f.level === "error");
-      if (strict && errors.length > 0) {
-        throw new InvalidArgumentError(errors.map((f) => ({ field, reason: `line ${f.line}: ${f.message} (shellcheck ${f.code}; refused by strict_shell_check)` })));
-      }
-      return findings;
+      const parsed = await this.parse(command);
+      transient = parsed.transient;
+      verdict = { refused: parsed.refused, findings: parsed.refused === undefined && this.hasShellcheck() ? await this.lint(command) : [] };
     } finally {
       release();
     }
+    // A timeout may be the machine's load rather than the command (or bash could not start): checked afresh next time.
+    if (transient) return verdict;
+    this.recent.set(key, verdict);
+    if (this.recent.size > RECENT_VERDICTS) this.recent.delete(this.recent.keys().next().value!);
+    return verdict;
   }
 
-  /** bash -n: a syntax error is InvalidArgument with its line. */
-  private async parse(command: string, field: string): Promise<void> {
+  /** bash -n: why the command is refused (a syntax error, with its line), or undefined. */
+  private async parse(command: string): Promise<{ refused?: string; transient: boolean }> {
     const r = await runChild("bash", ["-n", "-c", command], undefined, this.options.timeoutMs);
-    if (r.timedOut) throw InvalidArgumentError.of(field, `could not be parsed within ${this.options.timeoutMs} ms (bash -n): simplify it, or run a script file`);
-    if (r.code === 0) return;
+    if (r.timedOut) return { refused: `could not be parsed within ${this.options.timeoutMs} ms (bash -n): simplify it, or run a script file`, transient: true };
+    if (r.code === 0) return { transient: false };
     if (r.code === null && r.signal === null) {
       // bash could not be started: not the command's fault, and not a reason to refuse it.
       this.logger?.warn({ err: r.stderr }, "bash -n could not run: shell command not checked");
-      return;
+      return { transient: true };
     }
     if (r.signal !== null || (r.code !== null && r.code > 128)) {
-      throw InvalidArgumentError.of(field, `could not be parsed: bash -n crashed on it (${r.signal ?? `exit ${r.code}`}), e.g. nesting too deep`);
+      return { refused: `could not be parsed: bash -n crashed on it (${r.signal ?? `exit ${r.code}`}), e.g. nesting too deep`, transient: false };
     }
-    throw InvalidArgumentError.of(field, `has a syntax error at ${syntaxError(r.stderr)}`);
+    return { refused: `has a syntax error at ${syntaxError(r.stderr)}`, transient: false };
   }
 
   /** shellcheck's findings; none when it fails or times out (it never blocks a command that bash accepts). */
-  private async lint(command: string, field: string): Promise<ShellFinding[]> {
+  private async lint(command: string): Promise<Omit<ShellFinding, "field">[]> {
     const r = await runChild("shellcheck", ["--shell=bash", "--format=json1", "-"], command, this.options.timeoutMs);
     // 0: nothing found, 1: findings; anything else is shellcheck failing.
     if (r.timedOut || (r.code !== 0 && r.code !== 1)) {
@@ -201,7 +256,6 @@ export class ShellChecker {
     try {
       const parsed = JSON.parse(r.stdout) as { comments?: Array<{ line: number; column: number; level: string; code: number; message: string }> };
       return (parsed.comments ?? []).map((c) => ({
-        field,
         line: c.line,
         column: c.column,
         level: (LEVELS.has(c.level) ? c.level : "info") as ShellFindingLevel,
