@@ -23,6 +23,7 @@ import { listTaskHistory } from "../store/task-history.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
 import { listLiveWorkers } from "../store/workers.js";
+import { findProgress } from "../store/task-progress.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasksAudited, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
@@ -156,13 +157,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     });
     // Shell commands are parsed (bash -n) and linted (shellcheck) before anything is written, and
     // only for callers allowed to create them (each check is a child process: see shell-check.ts).
-    const warnings = (
-      await Promise.all(
-        tasks.map((task, i) =>
-          task.type === "shell" ? shellChecker.check(String(task.parameters.command), `${prefix(i)}parameters.command`, requests[i]!.strictShellCheck) : [],
-        ),
-      )
-    ).flat();
+    const warnings = await shellChecker.checkAll(
+      tasks.flatMap((task, i) => (task.type === "shell" ? [{ command: String(task.parameters.command), field: `${prefix(i)}parameters.command`, strict: requests[i]!.strictShellCheck }] : [])),
+    );
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     // An idempotent replay changes nothing, so only the tasks created now are audited.
     const batch = requests.length > 1;
@@ -215,7 +212,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const id = validateTaskId(req.id);
       const row = await findTask(db, id);
       if (!row) throw new TaskNotFoundError(id);
-      return { task: taskToProto(row) };
+      return { task: taskToProto(row, (await findProgress(db, [id])).get(id)) };
     },
 
     async listTasks(req, ctx) {
@@ -227,8 +224,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const { rows, total, totalExact } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
       const page = rows.slice(0, filter.pageSize);
       const last = page.at(-1);
+      const progress = await findProgress(db, page.filter((r) => r.attempts > 0).map((r) => r.id));
       return {
-        tasks: page.map(taskToProto),
+        tasks: page.map((row) => taskToProto(row, progress.get(row.id))),
         nextPageToken: rows.length > filter.pageSize && last ? encodePageToken(last.id) : "",
         totalCount: BigInt(total),
         totalCountExact: totalExact,

@@ -12,6 +12,7 @@ import { endSpan, startAttemptTrace } from "../tracing.js";
 import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import type { QueueGate } from "./queue-gate.js";
 import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
+import { AttemptProgress } from "./progress.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import type { OutcomeWriter } from "./outcome-writer.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
@@ -76,6 +77,8 @@ export interface ExecuteDeps {
    * a slot for ever. Default ABANDON_AFTER_ABORT_MS.
    */
   abandonAfterAbortMs?: number;
+  /** At most one progress write per task per this long (default PROGRESS_INTERVAL_MS, 1 s). */
+  progressIntervalMs?: number;
 }
 
 /** Default of ExecuteDeps.abandonAfterAbortMs: longer than the shell plugin's default kill grace (5 s). */
@@ -152,6 +155,8 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     { maxLines: deps.maxLogLinesPerTask, maxBytes: deps.maxLogBytesPerTask ?? DEFAULT_MAX_LOG_BYTES },
     logger,
   );
+  // Throttled to about one write a second; close() below writes the last report before the outcome.
+  const progress = new AttemptProgress(deps.db, taskId, attempt, logger, deps.progressIntervalMs);
   observeCreatedToStarted(deps.metrics, task);
   // The attempt's span, `process <queue>`, linked to the create's traceparent; ended once the outcome is recorded.
   const traced = startAttemptTrace(task);
@@ -166,7 +171,17 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     // Promise.resolve().then: a plugin that throws synchronously (or returns a non-promise) is handled like one that rejects.
     const runSpan = traced.child(`run ${task.type}`, { "task.type": task.type });
     const traceparent = traced.traceparentOf(runSpan);
-    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause, traceparent }));
+    const running = Promise.resolve().then(() => plugin.run(params, {
+        signal: controller.signal,
+        taskId,
+        attempt,
+        logger,
+        output: sink,
+        lease,
+        pause,
+        traceparent,
+        progress: (fraction, message) => progress.report(fraction, message),
+      }));
     const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).then(
       (value) => (endSpan(runSpan), value),
       (err: unknown) => {
@@ -186,6 +201,7 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     entry.renewed.clear();
     entry.pause.clear();
     await sink.close();
+    await progress.close();
   }
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
   // the database is away and just after it returns (the outcome is still on its way). An outcome the

@@ -1,0 +1,71 @@
+import { errorMessage } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { Db } from "../store/db.js";
+import { MAX_PROGRESS_MESSAGE, saveProgress } from "../store/task-progress.js";
+
+/** At most one progress write per task per this interval, whatever the plugin sends. */
+export const PROGRESS_INTERVAL_MS = 1_000;
+
+/**
+ * The progress of one attempt, throttled: the first report is written at once, later ones at most
+ * once per `intervalMs` (the latest wins; those in between are dropped), and close() writes the
+ * last one that is still pending, so the final value always lands when the attempt ends. A write
+ * that fails is logged and dropped: progress never fails an attempt.
+ */
+export class AttemptProgress {
+  private pending: { fraction: number; message: string } | undefined;
+  private lastWriteAt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private writing: Promise<void> | undefined;
+  private closed = false;
+  /** Rows written (for tests and the benchmark). */
+  writes = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly taskId: string,
+    private readonly attempt: number,
+    private readonly logger: Logger,
+    private readonly intervalMs = PROGRESS_INTERVAL_MS,
+  ) {}
+
+  /** ctx.progress: `fraction` from 0 to 1 (clamped), `message` optional (cut to 500 characters). */
+  report(fraction: number, message = ""): void {
+    if (typeof fraction !== "number" || !Number.isFinite(fraction)) throw new TypeError(`progress: fraction must be a number from 0 to 1, got ${String(fraction)}`);
+    if (this.closed) return;
+    this.pending = { fraction: Math.min(1, Math.max(0, fraction)), message: String(message).slice(0, MAX_PROGRESS_MESSAGE) };
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer || this.writing) return; // the pending value goes with the next write
+    const wait = this.lastWriteAt + this.intervalMs - Date.now();
+    if (wait <= 0) void this.flush();
+    else this.timer = setTimeout(() => void this.flush(), wait);
+  }
+
+  private flush(): Promise<void> {
+    this.timer = undefined;
+    const value = this.pending;
+    if (!value) return Promise.resolve();
+    this.pending = undefined;
+    this.lastWriteAt = Date.now();
+    this.writes++;
+    this.writing = saveProgress(this.db.kysely, this.taskId, this.attempt, value.fraction, value.message)
+      .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, "could not store the task's progress"))
+      .finally(() => {
+        this.writing = undefined;
+        if (this.pending && !this.closed) this.schedule();
+      });
+    return this.writing;
+  }
+
+  /** The attempt ended: writes the last pending report now (once the one in flight is done). */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.writing;
+    await this.flush();
+  }
+}
