@@ -25,6 +25,7 @@ import { benchCapture, benchShellCapture } from "./bench-capture.js";
 import { benchScale } from "./bench-scale.js";
 import { graphileBaseline } from "./bench/graphile-baseline.js";
 import { bareSelectOne, queryDrain, queryTargetEnv } from "./bench/plugins.js";
+import { progressDrain } from "./bench/progress.js";
 import { cliGetSeconds, createBulk, createSingles, drainRate, endToEnd, idleLatency, lastTaskId, steadyLatency, untilDrained } from "./bench/ours.js";
 import { startBareInsertServer, startServeProcess, startServerProcess, type BenchProcess } from "./bench/processes.js";
 import { formatPercentiles } from "./bench/stats.js";
@@ -40,6 +41,7 @@ const opts = new Command("bench")
   .option("--singles <n>", "single CreateTask calls per round (two rounds, each against the bare handler)", "2000")
   .option("--create-concurrency <n>", "single CreateTask calls in flight", "8")
   .option("--latency-samples <n>", "sequential creates for the idle latency", "200")
+  .option("--progress-tasks <n>", "no-op tasks per drain of the progress row (10 reports each, against none)", "2000")
   .option("--query-tasks <n>", "run_query tasks of `select 1` (and bare pool statements) for the real-plugin row", "2000")
   .option("--steady-seconds <n>", "length of the steady half-load run", "5")
   .option("--rescue-trials <n>", "kill -9 trials for the rescue latency (0 skips it)", "3")
@@ -58,6 +60,7 @@ const opts = new Command("bench")
     createConcurrency: string;
     latencySamples: string;
     queryTasks: string;
+    progressTasks: string;
     steadySeconds: string;
     rescueTrials: string;
     wakeupTrials: string;
@@ -160,6 +163,8 @@ async function main() {
     const queryTasks = Number(opts.queryTasks);
     const query = await queryDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-query"), concurrency, total: queryTasks, batch, registered: registered(db) });
     const bareQueryPerSec = await bareSelectOne(cluster.url, queryTasks, concurrency);
+    // What reporting progress costs: no-ops reporting 10 times against plain no-ops.
+    const progress = await progressDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-progress"), concurrency, total: Number(opts.progressTasks), batch, registered: registered(db) });
 
     const anyId = await lastTaskId(db);
     const cliSeconds = await cliGetSeconds(server.url, anyId, 7);
@@ -206,6 +211,7 @@ async function main() {
       steadyStartMs: { perSec: steadyRate, ...steady },
       // noopDrainRatio: the no-op drain against the same bare pool, the ceiling of `ratio` (a run_query attempt cannot cost less than a no-op).
       runQuery: { tasks: queryTasks, perSec: query.perSec, barePoolPerSec: bareQueryPerSec, ratio: query.perSec / bareQueryPerSec, noopDrainRatio: drainPerSec / bareQueryPerSec },
+      progress,
       peakRssMb: { serve: serveRssMb, serveRunQuery: query.serveRssMb, server: serverRssMb },
       cliTaskGetSeconds: cliSeconds,
       rescue: rescued,
@@ -237,6 +243,7 @@ async function main() {
         row(`CreateTasks bulk (${batch} per call)`, `${f(bulkPerSec)}/s`, "", "", ""),
         row(`run_query \`select 1\`, ${queryTasks} (serve -n ${concurrency})`, `${f(query.perSec)}/s`, `bare pg pool ${f(bareQueryPerSec)}/s`, r(figures.runQuery.ratio), `≥ 0.5 ${met(targets.runQuery)}`),
         row("  its ceiling: the no-op drain vs the same pool", `${f(drainPerSec)}/s`, `bare pg pool ${f(bareQueryPerSec)}/s`, r(figures.runQuery.noopDrainRatio), ""),
+        row(`no-ops reporting progress 10×, ${progress.tasks}`, `${f(progress.progressPerSec)}/s`, `plain no-ops ${f(progress.plainPerSec)}/s`, r(progress.ratio), `(no target; ${progress.writesPerTask.toFixed(1)} progress writes a task)`),
         `  create → RUNNING idle           ${formatPercentiles(idle)}`,
         `  graphile-worker add → start     default ${formatPercentiles(gwDefault.addToStartMs)}`,
         `  graphile-worker add → start     batched ${formatPercentiles(gwBatched.addToStartMs)}`,

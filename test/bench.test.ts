@@ -17,7 +17,7 @@ describe("npm run bench", () => {
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
-          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
         ],
         { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
       );
@@ -33,6 +33,7 @@ describe("npm run bench", () => {
         /CreateTask single, concurrency 8 +\d+\/s +bare INSERT \d+\/s +\d+\.\d\d {2}≥ 1\.0 (met|NOT met)$/,
         /run_query `select 1`, 20 \(serve -n 2\) +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d {2}≥ 0\.5 (met|NOT met)$/,
         /^ {4}its ceiling: the no-op drain vs the same pool +\d+\/s +bare pg pool \d+\/s +\d+\.\d\d/,
+        /no-ops reporting progress 10×, 20 +\d+\/s +plain no-ops \d+\/s +\d+\.\d\d {2}\(no target; [\d.]+ progress writes a task\)$/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
         /graphile-worker add → start +batched p50 [\d.]+ .*\(n=5\)/,
@@ -66,6 +67,10 @@ describe("npm run bench", () => {
       for (const name of timings) expect(typeof figures.targets[name].met, name).toBe("boolean");
       expect(figures.idleStartMs.n).toBe(5);
       expect(figures.peakRssMb.serve).toBeGreaterThan(0);
+      expect(figures.progress.ratio).toBeCloseTo(figures.progress.progressPerSec / figures.progress.plainPerSec, 6);
+      // Ten reports in a tight loop are stored as the first and the last: throttled, never ten.
+      expect(figures.progress.writesPerTask).toBeGreaterThan(0);
+      expect(figures.progress.writesPerTask).toBeLessThanOrEqual(3);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
