@@ -76,6 +76,9 @@ describe("a shell task reports progress through $TASK_PROGRESS", () => {
       expect(midway.progress!.attempt).toBe(1);
       const listed = (await api.client.listTasks({ ids: [id] })).tasks[0]!;
       expect(listed.progress?.fraction).toBeGreaterThan(0);
+      // task-cli task list puts the percentage next to RUNNING.
+      const list = await runCli(["--address", api.server.url, "task", "list"]);
+      expect(list.stdout).toMatch(new RegExp(`${id}\\s.*RUNNING \\d+%`));
       await watching;
       const done = (await api.client.getTask({ id })).task!;
       expect(done.status).toBe(TaskStatus.SUCCEEDED);
