@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,6 +10,7 @@ import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { spawnCli } from "./helpers/process.js";
 import { waitFor } from "./helpers/wait.js";
+import { startTestWorkers } from "./helpers/workers.js";
 
 let api: TestApi;
 beforeAll(async () => {
@@ -104,6 +105,29 @@ describe("a shell task reports progress through $TASK_PROGRESS", () => {
       worker.child.kill("SIGKILL");
     }
   }, 60_000);
+});
+
+describe("the $TASK_PROGRESS file is the command's, read with care", () => {
+  it("a symlink the command puts in its place, to a file only the worker could read, is not followed", async () => {
+    // A secret of the service's user (root in the tests; commands then run as nobody).
+    const secrets = await mkdtemp(path.join(os.tmpdir(), "progress-secret-"));
+    const secret = path.join(secrets, "secret");
+    await writeFile(secret, "0.77 the worker's secret\n", { mode: 0o600 });
+    const workers = await startTestWorkers(api.database);
+    try {
+      const command = `echo "0.25 mine" > "$TASK_PROGRESS"; sleep 1.5; ln -sf ${secret} "$TASK_PROGRESS.link" && mv -f "$TASK_PROGRESS.link" "$TASK_PROGRESS"; sleep 1.5`;
+      const { task } = await api.client.createTask({ name: "sneaky", type: "shell", parameters: { command } });
+      const done = await waitFor(async () => {
+        const t = (await api.client.getTask({ id: task!.id })).task!;
+        return t.status === TaskStatus.SUCCEEDED || t.status === TaskStatus.FAILED ? t : undefined;
+      }, "the sneaky task to finish");
+      expect(done.status, done.lastError).toBe(TaskStatus.SUCCEEDED);
+      expect(done.progress).toMatchObject({ fraction: 0.25, message: "mine" });
+    } finally {
+      await workers.stop();
+      await rm(secrets, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe("ctx.progress in an SDK plugin", () => {

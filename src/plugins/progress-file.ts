@@ -1,3 +1,4 @@
+import { constants } from "node:fs";
 import { chown, mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -34,6 +35,8 @@ export class ProgressFile {
   private constructor(
     private readonly dir: string,
     readonly path: string,
+    /** The uid the file must belong to: the command's user. */
+    private readonly owner: number,
     private readonly onProgress: (fraction: number, message: string) => void,
   ) {}
 
@@ -46,7 +49,7 @@ export class ProgressFile {
       await chown(dir, runAs.uid, runAs.gid);
       await chown(file, runAs.uid, runAs.gid);
     }
-    const progress = new ProgressFile(dir, file, onProgress);
+    const progress = new ProgressFile(dir, file, runAs?.uid ?? (await stat(file)).uid, onProgress);
     progress.timer = setInterval(() => progress.poll(false), PROGRESS_FILE_POLL_MS);
     return progress;
   }
@@ -58,15 +61,18 @@ export class ProgressFile {
 
   /** Reads the file's last complete line (at the end, an unterminated last line counts too). */
   private async read(final: boolean): Promise<void> {
-    const info = await stat(this.path);
-    const key = `${info.size}:${info.mtimeMs}`;
-    if (key === this.seen && !final) return;
-    this.seen = key;
-    if (info.size === 0) return;
-    const length = Math.min(TAIL_BYTES, info.size);
-    const handle = await open(this.path, "r");
+    // The command owns the directory and may replace the file: never follow a link it planted to
+    // a file of the worker's (a symlink: O_NOFOLLOW; a hard link: not owned by the command's user).
+    const handle = await open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     let text: string;
     try {
+      const info = await handle.stat();
+      if (!info.isFile() || info.uid !== this.owner) return;
+      const key = `${info.size}:${info.mtimeMs}`;
+      if (key === this.seen && !final) return;
+      this.seen = key;
+      if (info.size === 0) return;
+      const length = Math.min(TAIL_BYTES, info.size);
       const buffer = Buffer.alloc(length);
       const { bytesRead } = await handle.read(buffer, 0, length, info.size - length);
       text = buffer.subarray(0, bytesRead).toString("utf8");
