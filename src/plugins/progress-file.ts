@@ -1,5 +1,5 @@
-import { constants } from "node:fs";
-import { chown, mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
+import { chownSync, constants, mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { open, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
@@ -40,17 +40,20 @@ export class ProgressFile {
     private readonly onProgress: (fraction: number, message: string) => void,
   ) {}
 
-  /** Creates the file (for `runAs`, when commands run as another user) and starts polling it. */
-  static async create(onProgress: (fraction: number, message: string) => void, runAs?: { uid: number; gid: number }): Promise<ProgressFile> {
-    const dir = await mkdtemp(path.join(os.tmpdir(), "task-progress-"));
+  /**
+   * Creates the file (for `runAs`, when commands run as another user) and starts polling it.
+   * Synchronous (a few system calls), so the shell plugin can make it as it starts the command.
+   */
+  static create(onProgress: (fraction: number, message: string) => void, runAs?: { uid: number; gid: number }): ProgressFile {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "task-progress-"));
     const file = path.join(dir, "progress");
-    await writeFile(file, "", { mode: 0o600 });
+    writeFileSync(file, "", { mode: 0o600 });
     if (runAs) {
-      await chown(dir, runAs.uid, runAs.gid);
-      await chown(file, runAs.uid, runAs.gid);
+      chownSync(dir, runAs.uid, runAs.gid);
+      chownSync(file, runAs.uid, runAs.gid);
     }
-    const progress = new ProgressFile(dir, file, runAs?.uid ?? (await stat(file)).uid, onProgress);
-    progress.timer = setInterval(() => progress.poll(false), PROGRESS_FILE_POLL_MS);
+    const progress = new ProgressFile(dir, file, runAs?.uid ?? statSync(file).uid, onProgress);
+    progress.timer = setInterval(() => void progress.poll(false), PROGRESS_FILE_POLL_MS);
     return progress;
   }
 

@@ -3,9 +3,8 @@ import os from "node:os";
 import { readLines, type ReadStats } from "./line-reader.js";
 import { containedArgv, detectContainment, type Containment } from "./shell-containment.js";
 import { shellParameters } from "./schemas.js";
-import type { z } from "zod";
 import { ProgressFile } from "./progress-file.js";
-import { isCaptureSink, type Plugin, type PluginContext } from "./types.js";
+import { isCaptureSink, type Plugin } from "./types.js";
 
 /** Options of the shell plugin. */
 export interface ShellOptions {
@@ -75,105 +74,92 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
     defaults: { timeoutMs: 300_000, maxAttempts: 3 },
     pausable: true,
     disabledReason: options.enabled ? undefined : "start the service with --enable-shell (or TASK_ENABLE_SHELL=true) to allow it",
-    async run(params, ctx) {
-      ctx.signal.throwIfAborted();
-      containment ??= detectContainment(options.user);
-      const progressFile = ctx.progress ? await ProgressFile.create(ctx.progress, containment.runAs) : undefined;
-      try {
-        return await runContained(containment, options, params, ctx, progressFile?.path);
-      } finally {
-        await progressFile?.close();
-      }
+    run(params, ctx) {
+      return new Promise((resolve, reject) => {
+        ctx.signal.throwIfAborted();
+        containment ??= detectContainment(options.user);
+        // $TASK_PROGRESS: polled while the command runs, and read a last time before the attempt settles.
+        const progressFile = ctx.progress ? ProgressFile.create(ctx.progress, containment.runAs) : undefined;
+        const settle = (done: () => void) => void (progressFile ? progressFile.close().then(done) : done());
+        const watchdogMs = ctx.lease?.watchdogMs;
+        const [command, ...args] = containedArgv(containment, watchdogMs === undefined ? NO_WATCHDOG_SECONDS : watchdogMs / 1000, params.command);
+        const child = spawn(command!, args, {
+          // Another user may not be allowed into the service's own working directory.
+          cwd: params.cwd ?? (containment.runAs ? os.tmpdir() : undefined),
+          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env, ctx.traceparent, progressFile?.path),
+          detached: true, // new process group, so the whole tree can be signalled
+          // stdin is the supervisor's keepalive pipe; the command itself gets /dev/null.
+          stdio: ["pipe", "pipe", "pipe"],
+        });
+        const pid = child.pid;
+        // Each renewal of the lease feeds the supervisor's watchdog one byte. Writing after the
+        // supervisor exited fails with EPIPE, which is expected.
+        child.stdin!.on("error", () => {});
+        let lastRenewal = Date.now();
+        const stopRenewals = ctx.lease?.onRenew(() => {
+          lastRenewal = Date.now();
+          if (child.stdin!.writable) child.stdin!.write(".");
+        });
+        let killTimer: NodeJS.Timeout | undefined;
+        // Pause stops the whole group, supervisor included (SIGSTOP cannot be caught); resume
+        // continues it. The supervisor's watchdog tells a stop from a silent worker (see
+        // shell-supervisor.sh), and the worker keeps renewing the lease while paused.
+        const stopPauses = ctx.pause?.onChange((paused) => {
+          if (pid === undefined) return;
+          ctx.logger.info({ pid, paused }, paused ? "pausing shell process group (SIGSTOP)" : "resuming shell process group (SIGCONT)");
+          signalGroup(pid, paused ? "SIGSTOP" : "SIGCONT");
+        });
+        if (ctx.pause?.paused && pid !== undefined) signalGroup(pid, "SIGSTOP");
+        const onAbort = () => {
+          if (pid === undefined) return;
+          ctx.logger.info({ pid }, "terminating shell process group");
+          signalGroup(pid, "SIGTERM");
+          // A paused (stopped) group only acts on SIGTERM once continued.
+          signalGroup(pid, "SIGCONT");
+          killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), options.killGraceMs);
+        };
+        ctx.signal.addEventListener("abort", onAbort, { once: true });
+        // Backpressure: when storing falls behind, the pipe is paused and the command blocks on
+        // its writes. Past the sink's head, chunks go to it raw (only a tail is kept).
+        const output = ctx.output;
+        const capture = isCaptureSink(output) ? output : undefined;
+        const read = { stdout: undefined as ReadStats | undefined, stderr: undefined as ReadStats | undefined };
+        for (const stream of ["stdout", "stderr"] as const) {
+          read[stream] = readLines(child[stream], {
+            line: (line) => output.write(stream, line),
+            drain: output.drain ? () => output.drain!() : undefined,
+            tailOnly: capture ? () => capture.tailOnly() : undefined,
+            raw: capture ? (chunk, newlines) => capture.raw(stream, chunk, newlines) : undefined,
+          });
+        }
+        // The leader exited: stop whatever it left behind in its group.
+        child.once("exit", () => {
+          if (pid !== undefined) signalGroup(pid, "SIGKILL");
+        });
+        child.once("error", (err) => {
+          stopRenewals?.();
+          stopPauses?.();
+          ctx.signal.removeEventListener("abort", onAbort);
+          clearTimeout(killTimer);
+          settle(() => reject(err));
+        });
+        child.once("close", (code, signal) => settle(() => {
+          stopRenewals?.();
+          stopPauses?.();
+          child.stdin!.destroy();
+          ctx.signal.removeEventListener("abort", onAbort);
+          clearTimeout(killTimer);
+          if (ctx.signal.aborted) return reject(ctx.signal.reason);
+          const summary = { exit_code: code, stdout_lines: read.stdout?.lines ?? 0, stderr_lines: read.stderr?.lines ?? 0 };
+          const lastStderr = read.stderr?.lastLine() ?? "";
+          if (code === 0) return resolve(summary);
+          if (watchdogMs !== undefined && Date.now() - lastRenewal >= watchdogMs) {
+            return reject(new Error(`stopped by its watchdog: the worker had not renewed the lease for ${Math.round((Date.now() - lastRenewal) / 1000)}s`));
+          }
+          const why = describeExit(code, signal);
+          reject(new Error(lastStderr ? `${why}: ${lastStderr.slice(0, 500)}` : why));
+        }));
+      });
     },
   };
-}
-
-/** Runs one attempt's command under its supervisor (see shellPlugin). */
-function runContained(
-  containment: Containment,
-  options: ShellOptions,
-  params: z.output<typeof shellParameters>,
-  ctx: PluginContext,
-  progressPath: string | undefined,
-): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const watchdogMs = ctx.lease?.watchdogMs;
-    const [command, ...args] = containedArgv(containment, watchdogMs === undefined ? NO_WATCHDOG_SECONDS : watchdogMs / 1000, params.command);
-    const child = spawn(command!, args, {
-      // Another user may not be allowed into the service's own working directory.
-      cwd: params.cwd ?? (containment.runAs ? os.tmpdir() : undefined),
-      env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env, ctx.traceparent, progressPath),
-      detached: true, // new process group, so the whole tree can be signalled
-      // stdin is the supervisor's keepalive pipe; the command itself gets /dev/null.
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    const pid = child.pid;
-    // Each renewal of the lease feeds the supervisor's watchdog one byte. Writing after the
-    // supervisor exited fails with EPIPE, which is expected.
-    child.stdin!.on("error", () => {});
-    let lastRenewal = Date.now();
-    const stopRenewals = ctx.lease?.onRenew(() => {
-      lastRenewal = Date.now();
-      if (child.stdin!.writable) child.stdin!.write(".");
-    });
-    let killTimer: NodeJS.Timeout | undefined;
-    // Pause stops the whole group, supervisor included (SIGSTOP cannot be caught); resume
-    // continues it. The supervisor's watchdog tells a stop from a silent worker (see
-    // shell-supervisor.sh), and the worker keeps renewing the lease while paused.
-    const stopPauses = ctx.pause?.onChange((paused) => {
-      if (pid === undefined) return;
-      ctx.logger.info({ pid, paused }, paused ? "pausing shell process group (SIGSTOP)" : "resuming shell process group (SIGCONT)");
-      signalGroup(pid, paused ? "SIGSTOP" : "SIGCONT");
-    });
-    if (ctx.pause?.paused && pid !== undefined) signalGroup(pid, "SIGSTOP");
-    const onAbort = () => {
-      if (pid === undefined) return;
-      ctx.logger.info({ pid }, "terminating shell process group");
-      signalGroup(pid, "SIGTERM");
-      // A paused (stopped) group only acts on SIGTERM once continued.
-      signalGroup(pid, "SIGCONT");
-      killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), options.killGraceMs);
-    };
-    ctx.signal.addEventListener("abort", onAbort, { once: true });
-    // Backpressure: when storing falls behind, the pipe is paused and the command blocks on
-    // its writes. Past the sink's head, chunks go to it raw (only a tail is kept).
-    const output = ctx.output;
-    const capture = isCaptureSink(output) ? output : undefined;
-    const read = { stdout: undefined as ReadStats | undefined, stderr: undefined as ReadStats | undefined };
-    for (const stream of ["stdout", "stderr"] as const) {
-      read[stream] = readLines(child[stream], {
-        line: (line) => output.write(stream, line),
-        drain: output.drain ? () => output.drain!() : undefined,
-        tailOnly: capture ? () => capture.tailOnly() : undefined,
-        raw: capture ? (chunk, newlines) => capture.raw(stream, chunk, newlines) : undefined,
-      });
-    }
-    // The leader exited: stop whatever it left behind in its group.
-    child.once("exit", () => {
-      if (pid !== undefined) signalGroup(pid, "SIGKILL");
-    });
-    child.once("error", (err) => {
-      stopRenewals?.();
-      stopPauses?.();
-      ctx.signal.removeEventListener("abort", onAbort);
-      clearTimeout(killTimer);
-      reject(err);
-    });
-    child.once("close", (code, signal) => {
-      stopRenewals?.();
-      stopPauses?.();
-      child.stdin!.destroy();
-      ctx.signal.removeEventListener("abort", onAbort);
-      clearTimeout(killTimer);
-      if (ctx.signal.aborted) return reject(ctx.signal.reason);
-      const summary = { exit_code: code, stdout_lines: read.stdout?.lines ?? 0, stderr_lines: read.stderr?.lines ?? 0 };
-      const lastStderr = read.stderr?.lastLine() ?? "";
-      if (code === 0) return resolve(summary);
-      if (watchdogMs !== undefined && Date.now() - lastRenewal >= watchdogMs) {
-        return reject(new Error(`stopped by its watchdog: the worker had not renewed the lease for ${Math.round((Date.now() - lastRenewal) / 1000)}s`));
-      }
-      const why = describeExit(code, signal);
-      reject(new Error(lastStderr ? `${why}: ${lastStderr.slice(0, 500)}` : why));
-    });
-  });
 }
