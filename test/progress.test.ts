@@ -98,6 +98,10 @@ describe("a shell task reports progress through $TASK_PROGRESS", () => {
       // task-cli: `watch` prints plain lines off a terminal, `task get` shows it.
       const watchOut = await runCli(["--address", api.server.url, "watch", "--id", id.toString()]);
       expect(watchOut.stdout).toMatch(/PROGRESS\s+100% all 6 steps/);
+      // On a terminal, a bar (drawn on stderr, so stdout stays the history).
+      const watchTty = await runCli(["--address", api.server.url, "watch", "--id", id.toString()], { columns: 100 });
+      expect(watchTty.stderr).toMatch(/\u2588{10,} 100% all 6 steps/);
+      expect(watchTty.stdout).not.toContain("PROGRESS");
       const getOut = await runCli(["--address", api.server.url, "task", "get", "--id", id.toString()]);
       expect(getOut.stdout).toMatch(/Progress\s+│?\s*100% all 6 steps/);
     } finally {

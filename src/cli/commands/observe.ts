@@ -72,7 +72,7 @@ async function follow(
 }
 
 /**
- * How `watch` shows progress: a bar (cli-progress, on stderr) on a terminal, paused while other
+ * How `watch` shows progress: a bar (cli-progress, on stderr) on a terminal, stopped while other
  * lines print; otherwise one plain line per change on stdout.
  */
 function progressDisplay(io: CliIO): { show(p: TaskProgress): void; pause(): void } {
@@ -82,11 +82,13 @@ function progressDisplay(io: CliIO): { show(p: TaskProgress): void; pause(): voi
   // Loaded here, not at start-up: only an interactive watch draws a bar.
   const cliProgress = createRequire(import.meta.url)("cli-progress") as typeof import("cli-progress");
   let bar: InstanceType<typeof cliProgress.SingleBar> | undefined;
+  // The injected stderr, as the terminal stream cli-progress draws on (it needs only these).
+  const terminal = { isTTY: true, columns: io.columns, write: (text: string) => (io.stderr.write(text), true) };
   return {
     show(p) {
       const payload = { text: progressText(p) };
       if (!bar) {
-        bar = new cliProgress.SingleBar({ format: "{bar} {text}", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+        bar = new cliProgress.SingleBar({ format: "{bar} {text}", stream: terminal as unknown as NodeJS.WriteStream, hideCursor: true }, cliProgress.Presets.shades_classic);
         bar.start(1000, Math.round(p.fraction * 1000), payload);
       } else bar.update(Math.round(p.fraction * 1000), payload);
     },
