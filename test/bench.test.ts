@@ -68,9 +68,10 @@ describe("npm run bench", () => {
       expect(figures.idleStartMs.n).toBe(5);
       expect(figures.peakRssMb.serve).toBeGreaterThan(0);
       expect(figures.progress.ratio).toBeCloseTo(figures.progress.progressPerSec / figures.progress.plainPerSec, 6);
-      // Ten reports in a tight loop are stored as the first and the last: throttled, never ten.
+      // Ten reports in a tight loop, in an attempt shorter than the throttle's second, are stored once
+      // (at its end); twice at most if a loaded machine stretches an attempt past the second. Never ten.
       expect(figures.progress.writesPerTask).toBeGreaterThan(0);
-      expect(figures.progress.writesPerTask).toBeLessThanOrEqual(3);
+      expect(figures.progress.writesPerTask).toBeLessThanOrEqual(2);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,8 +1,8 @@
 /**
  * What progress reporting costs: no-op tasks that report progress 10 times each (ctx.progress, in a
- * tight loop: the worker stores the first report and the last, throttled to one write a second per
- * task) drained against the same no-op tasks without progress, each by a new `serve -n N`, in the
- * same run. A figure, not a target.
+ * tight loop: throttled to one write a second per task from the attempt's start, and the last report
+ * written at its end, so such a short attempt writes once) drained against the same no-op tasks
+ * without progress, each by a new `serve -n N`, in the same run. A figure, not a target.
  */
 import type { Client } from "@connectrpc/connect";
 import type { TaskService } from "../../src/gen/task/v1/task_pb.js";

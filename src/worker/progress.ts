@@ -7,14 +7,16 @@ import { MAX_PROGRESS_MESSAGE, saveProgress } from "../store/task-progress.js";
 export const PROGRESS_INTERVAL_MS = 1_000;
 
 /**
- * The progress of one attempt, throttled: the first report is written at once, later ones at most
- * once per `intervalMs` (the latest wins; those in between are dropped), and close() writes the
- * last one that is still pending, so the final value always lands when the attempt ends. A write
- * that fails is logged and dropped: progress never fails an attempt.
+ * The progress of one attempt, throttled: at most one write per `intervalMs`, counted from the
+ * attempt's start (the latest report wins; those in between are dropped), and close() writes the
+ * last one that is still pending, so the final value always lands when the attempt ends. An attempt
+ * shorter than the interval thus writes once, at its end, however often it reports. A write that
+ * fails is logged and dropped: progress never fails an attempt.
  */
 export class AttemptProgress {
   private pending: { fraction: number; message: string } | undefined;
-  private lastWriteAt = 0;
+  /** The attempt's start counts as a write: the first one waits out the interval too. */
+  private lastWriteAt = Date.now();
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> | undefined;
   private closed = false;
