@@ -7,11 +7,16 @@ export const MAX_PROGRESS_MESSAGE = 500;
 /**
  * Stores an attempt's latest progress: overwrites the task's row, keeping the attempt's first report
  * (the rate is measured from it) unless this is a new attempt. One statement; callers throttle.
+ *
+ * Committed asynchronously: the FROM item sets synchronous_commit off for this statement's own
+ * transaction (set_config(..., true) lasts until its commit, which it governs), so a report never
+ * waits for a WAL flush. Progress is a hint: a crash may lose the last reports, never a task's state.
  */
 export async function saveProgress(db: Kysely<Database>, taskId: string, attempt: number, fraction: number, message: string): Promise<void> {
   await sql`
     insert into task_progress as p (task_id, attempt, fraction, message, first_fraction, first_at, updated_at)
-    values (${taskId}, ${attempt}, ${fraction}, ${message}, ${fraction}, now(), now())
+    select ${taskId}, ${attempt}, ${fraction}, ${message}, ${fraction}, now(), now()
+    from (select set_config('synchronous_commit', 'off', true)) as async_commit
     on conflict (task_id) do update set
       attempt = excluded.attempt,
       fraction = excluded.fraction,
