@@ -104,6 +104,10 @@ describe("shellcheck's findings come back with the created task", () => {
     expect(res.code).toBe(0);
     expect(JSON.parse(res.stdout).created).toBe(true);
     expect(res.stderr).toMatch(/^warning: parameters\.command line 1:1: Use 'cd \.\.\. \|\| exit'.* \[SC2164, warning\]$/m);
+    const broken = await cli("task", "create", "broken", "--type", "shell", "-p", 'command=echo "unterminated');
+    expect(broken.code).not.toBe(0);
+    // As the README shows it.
+    expect(broken.stderr).toBe("error: InvalidArgument: parameters.command: has a syntax error at line 1: unexpected EOF while looking for matching `\"'\n");
     const strict = await cli("task", "create", "lint", "--type", "shell", "-p", "command=[ 1 = 1]", "--strict");
     expect(strict.code).not.toBe(0);
     expect(strict.stderr).toMatch(/SC1020; refused by strict_shell_check/);
