@@ -84,6 +84,18 @@ describe("shellcheck's findings come back with the created task", () => {
     expect(res.warnings.find((w) => w.code === "SC2115")?.level).toBe(ShellCheckLevel.WARNING);
   });
 
+  it("in a batch, each names its task's field", async () => {
+    const res = await api.client.createTasks({
+      tasks: [
+        { name: "clean", type: "shell", parameters: { command: 'echo "ok"' } },
+        { name: "noop", type: "noop" },
+        { name: "lint", type: "shell", parameters: { command: "cd /tmp" } },
+      ],
+    });
+    expect(res.tasks).toHaveLength(3);
+    expect(res.warnings.map((w) => `${w.field} ${w.code}`)).toEqual(["tasks[2].parameters.command SC2164"]);
+  });
+
   it("a clean command has none", async () => {
     expect((await shell('echo "hello"')).warnings).toEqual([]);
   });
