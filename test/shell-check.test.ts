@@ -6,6 +6,7 @@ import { ShellCheckLevel } from "../src/gen/task/v1/task_pb.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { expectConnectError, rowCounts } from "./helpers/factory.js";
+import { scheduleClientFor, scheduleSpec } from "./helpers/schedules.js";
 
 let api: TestApi;
 beforeAll(async () => {
@@ -62,6 +63,22 @@ describe("a shell command is parsed (bash -n) when the task is created", () => {
       });
       expect(res.created, command).toBe(true);
     }
+  });
+
+  it("a schedule's shell template is checked the same way", async () => {
+    const schedules = scheduleClientFor(api.server.url);
+    await expectConnectError(
+      schedules.createSchedule({ spec: scheduleSpec({ name: "broken-nightly", task: { type: "shell", parameters: { command: "if true; then echo {{scheduled_at}}" } } }) }),
+      Code.InvalidArgument,
+      /^task\.parameters\.command: has a syntax error at line \d+: syntax error: unexpected end of file/,
+    );
+    const { schedule } = await schedules.createSchedule({ spec: scheduleSpec({ name: "nightly", task: { type: "shell", parameters: { command: "echo {{scheduled_at}}" } } }) });
+    expect(schedule?.spec?.name).toBe("nightly");
+    await expectConnectError(
+      schedules.updateSchedule({ name: "nightly", spec: scheduleSpec({ name: "nightly", task: { type: "shell", parameters: { command: "done" } } }) }),
+      Code.InvalidArgument,
+      /task\.parameters\.command: has a syntax error/,
+    );
   });
 
   it("does not run the command, and the check sees none of the server's environment", async () => {

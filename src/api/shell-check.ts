@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { InvalidArgumentError, ServerBusyError, type FieldViolation } from "../errors.js";
+import type { Config } from "../config.js";
 import type { Logger } from "../logger.js";
 
 /** How serious a shellcheck finding is (its own four levels). */
@@ -266,4 +267,18 @@ export class ShellChecker {
       return [];
     }
   }
+}
+
+/** A checker with the configured bounds (the defaults where unset). */
+export function shellCheckerFor(config: Partial<Pick<Config, "shellCheckTimeoutMs" | "shellCheckConcurrency" | "shellCheckWaitMs" | "shellcheck">>, logger?: Logger): ShellChecker {
+  return new ShellChecker(
+    {
+      ...DEFAULT_SHELL_CHECK,
+      timeoutMs: config.shellCheckTimeoutMs ?? DEFAULT_SHELL_CHECK.timeoutMs,
+      concurrency: config.shellCheckConcurrency ?? DEFAULT_SHELL_CHECK.concurrency,
+      waitMs: config.shellCheckWaitMs ?? DEFAULT_SHELL_CHECK.waitMs,
+      shellcheck: config.shellcheck ?? DEFAULT_SHELL_CHECK.shellcheck,
+    },
+    logger,
+  );
 }

@@ -40,21 +40,7 @@ import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
 import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 import { startCreateSpan } from "../tracing.js";
-import { DEFAULT_SHELL_CHECK, ShellChecker, type ShellFinding } from "./shell-check.js";
-
-/** The checker a service's creates use, from its config (defaults where unset). */
-function shellCheckerFor(config: TaskServiceDeps["config"], logger: Logger): ShellChecker {
-  return new ShellChecker(
-    {
-      ...DEFAULT_SHELL_CHECK,
-      timeoutMs: config.shellCheckTimeoutMs ?? DEFAULT_SHELL_CHECK.timeoutMs,
-      concurrency: config.shellCheckConcurrency ?? DEFAULT_SHELL_CHECK.concurrency,
-      waitMs: config.shellCheckWaitMs ?? DEFAULT_SHELL_CHECK.waitMs,
-      shellcheck: config.shellcheck ?? DEFAULT_SHELL_CHECK.shellcheck,
-    },
-    logger,
-  );
-}
+import { shellCheckerFor, type ShellChecker, type ShellFinding } from "./shell-check.js";
 
 const FINDING_LEVELS = { error: ShellCheckLevel.ERROR, warning: ShellCheckLevel.WARNING, info: ShellCheckLevel.INFO, style: ShellCheckLevel.STYLE } as const;
 
@@ -82,6 +68,8 @@ export interface TaskServiceDeps {
     Partial<Pick<Config, "leaseMs" | "shellRole" | "shellCheckTimeoutMs" | "shellCheckConcurrency" | "shellCheckWaitMs" | "shellcheck">>;
   logger: Logger;
   metrics?: Metrics;
+  /** Checks shell commands at create (one per server: its concurrency cap is the server's); made from `config` when absent. */
+  shellChecker?: ShellChecker;
 }
 
 /** Throws TaskTypeDisabledError (FailedPrecondition) unless tasks of `type` can be queued here. */
@@ -126,7 +114,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   );
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   const shellRole = config.shellRole ?? "admin";
-  const shellChecker = shellCheckerFor(config, logger);
+  const shellChecker = deps.shellChecker ?? shellCheckerFor(config, logger);
   /** Throws PermissionDenied unless the caller may run tasks of this type (shell needs the shell role). */
   const requireTypeAllowed = (who: Identity, type: string) => {
     if (type === "shell") requireRole(who, shellRole, "a shell task");
