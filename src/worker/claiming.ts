@@ -9,6 +9,7 @@ import { JOBS_INSERT_CHANNEL, QUEUE_CHANNEL, WAKE_CHANNEL } from "../store/chann
 import { claimFor, ClaimLoop } from "./claim-loop.js";
 import { runAttempt, type ExecuteDeps } from "./execute-task.js";
 import { OutcomeWriter } from "./outcome-writer.js";
+import { ProgressWriter } from "./progress.js";
 import { QueueGate } from "./queue-gate.js";
 import { tracedClaim } from "../tracing.js";
 import type { WorkerContext, WorkerPart } from "./runner.js";
@@ -54,6 +55,7 @@ export class Claiming implements WorkerPart {
       watchdogMs: options.watchdogMs,
       spool: ctx.spool,
       outcomes: this.outcomes,
+      progress: new ProgressWriter(db),
       stopping: this.stopping.signal,
       metrics: ctx.metrics,
       abandonAfterAbortMs: options.abandonAfterAbortMs,

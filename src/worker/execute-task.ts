@@ -12,7 +12,7 @@ import { endSpan, startAttemptTrace } from "../tracing.js";
 import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import type { QueueGate } from "./queue-gate.js";
 import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
-import { AttemptProgress } from "./progress.js";
+import { AttemptProgress, ProgressWriter } from "./progress.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import type { OutcomeWriter } from "./outcome-writer.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
@@ -79,6 +79,8 @@ export interface ExecuteDeps {
   abandonAfterAbortMs?: number;
   /** At most one progress write per task per this long (default PROGRESS_INTERVAL_MS, 1 s). */
   progressIntervalMs?: number;
+  /** Batches the process's progress writes; one per attempt when absent. */
+  progress?: ProgressWriter;
 }
 
 /** Default of ExecuteDeps.abandonAfterAbortMs: longer than the shell plugin's default kill grace (5 s). */
@@ -155,8 +157,9 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     { maxLines: deps.maxLogLinesPerTask, maxBytes: deps.maxLogBytesPerTask ?? DEFAULT_MAX_LOG_BYTES },
     logger,
   );
-  // Throttled to about one write a second; close() below writes the last report before the outcome.
-  const progress = new AttemptProgress(deps.db, taskId, attempt, logger, deps.progressIntervalMs);
+  // Throttled to about one write a second; its last report is stored before the outcome is recorded.
+  const progress = new AttemptProgress(deps.progress ?? new ProgressWriter(deps.db), taskId, attempt, logger, deps.progressIntervalMs);
+  let progressStored: Promise<void> = Promise.resolve();
   observeCreatedToStarted(deps.metrics, task);
   // The attempt's span, `process <queue>`, linked to the create's traceparent; ended once the outcome is recorded.
   const traced = startAttemptTrace(task);
@@ -201,7 +204,8 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     entry.renewed.clear();
     entry.pause.clear();
     await sink.close();
-    await progress.close();
+    // Not awaited here: the slot is free before the last report is stored (settle awaits it).
+    progressStored = progress.close();
   }
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
   // the database is away and just after it returns (the outcome is still on its way). An outcome the
@@ -224,6 +228,8 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     }
   };
   const settleTraced = async () => {
+    // The last progress report lands before the outcome (it never fails: errors are logged).
+    await progressStored;
     const { recorded, outcome: final } = await recordOrFailWithReason(
       (o) => recordOrSpool(deps, { taskId, attempt, workerId: deps.workerId, outcome: o }, logger, stop),
       outcome,

@@ -1,10 +1,29 @@
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Db } from "../store/db.js";
-import { MAX_PROGRESS_MESSAGE, saveProgress } from "../store/task-progress.js";
+import { GroupCommit } from "../store/group-commit.js";
+import { MAX_PROGRESS_MESSAGE, saveProgress, type ProgressWrite } from "../store/task-progress.js";
 
 /** At most one progress write per task per this interval, whatever the plugin sends. */
 export const PROGRESS_INTERVAL_MS = 1_000;
+
+/**
+ * A worker process's progress writes: the reports of all its attempts that are due at once go in
+ * one statement (group commit), so the last reports of many short attempts ending together cost
+ * one round trip, not one each.
+ */
+export class ProgressWriter {
+  private readonly batches: GroupCommit<ProgressWrite, void>;
+
+  constructor(db: Db) {
+    this.batches = new GroupCommit(async (writes) => (await saveProgress(db.kysely, writes), writes.map(() => undefined)), { maxBatch: 500, maxInFlight: 1 });
+  }
+
+  /** Stores one report with the next batch. */
+  write(report: ProgressWrite): Promise<void> {
+    return this.batches.write(report);
+  }
+}
 
 /**
  * The progress of one attempt, throttled: at most one write per `intervalMs`, counted from the
@@ -24,7 +43,7 @@ export class AttemptProgress {
   writes = 0;
 
   constructor(
-    private readonly db: Db,
+    private readonly writer: ProgressWriter,
     private readonly taskId: string,
     private readonly attempt: number,
     private readonly logger: Logger,
@@ -53,7 +72,8 @@ export class AttemptProgress {
     this.pending = undefined;
     this.lastWriteAt = Date.now();
     this.writes++;
-    this.writing = saveProgress(this.db.kysely, this.taskId, this.attempt, value.fraction, value.message)
+    this.writing = this.writer
+      .write({ taskId: this.taskId, attempt: this.attempt, fraction: value.fraction, message: value.message })
       .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, "could not store the task's progress"))
       .finally(() => {
         this.writing = undefined;
