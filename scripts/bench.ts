@@ -26,6 +26,7 @@ import { benchCapture, benchShellCapture } from "./bench-capture.js";
 import { benchScale } from "./bench-scale.js";
 import { graphileBaseline } from "./bench/graphile-baseline.js";
 import { bareSelectOne, queryDrain, queryTargetEnv } from "./bench/plugins.js";
+import { progressDrain } from "./bench/progress.js";
 import { cliGetSeconds, createBulk, createSingles, drainRate, endToEnd, idleLatency, lastTaskId, steadyLatency, untilDrained } from "./bench/ours.js";
 import { startBareInsertServer, startServeProcess, startServerProcess, type BenchProcess } from "./bench/processes.js";
 import { formatPercentiles } from "./bench/stats.js";
@@ -43,6 +44,7 @@ const opts = new Command("bench")
   .option("--singles <n>", "single CreateTask calls per round (two rounds, each against the bare handler)", "2000")
   .option("--create-concurrency <n>", "single CreateTask calls in flight", "8")
   .option("--latency-samples <n>", "sequential creates for the idle latency", "200")
+  .option("--progress-tasks <n>", "no-op tasks per drain of the progress row (10 reports each, against none)", "2000")
   .option("--query-tasks <n>", "run_query tasks of `select 1` (and bare pool statements) for the real-plugin row", "2000")
   .option("--steady-seconds <n>", "length of the steady half-load run", "5")
   .option("--trace-rounds <n>", "rounds of the tracing drains (previous release, tracing off, on; --n tasks each; 0 skips them)", "2")
@@ -63,6 +65,7 @@ const opts = new Command("bench")
     createConcurrency: string;
     latencySamples: string;
     queryTasks: string;
+    progressTasks: string;
     steadySeconds: string;
     traceRounds: string;
     auditRounds: string;
@@ -167,6 +170,8 @@ async function main() {
     const queryTasks = Number(opts.queryTasks);
     const query = await queryDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-query"), concurrency, total: queryTasks, batch, registered: registered(db) });
     const bareQueryPerSec = await bareSelectOne(cluster.url, queryTasks, concurrency);
+    // What reporting progress costs: no-ops reporting 10 times against plain no-ops.
+    const progress = await progressDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-progress"), concurrency, total: Number(opts.progressTasks), batch, registered: registered(db) });
 
     // Tracing's cost on the drain, against the previous release; the audit row's on single creates.
     const traceRounds = Number(opts.traceRounds);
@@ -220,6 +225,7 @@ async function main() {
       runQuery: { tasks: queryTasks, perSec: query.perSec, barePoolPerSec: bareQueryPerSec, ratio: query.perSec / bareQueryPerSec, noopDrainRatio: drainPerSec / bareQueryPerSec },
       tracing,
       auditCost: audit,
+      progress,
       peakRssMb: { serve: serveRssMb, serveRunQuery: query.serveRssMb, server: serverRssMb },
       cliTaskGetSeconds: cliSeconds,
       rescue: rescued,
@@ -261,6 +267,7 @@ async function main() {
         row(`CreateTask single at ${createConcurrency}, with its audit row`, `${f(audit.perSec.audited)}/s`, `no audit insert ${f(audit.perSec.noAuditInsert)}/s`, r(audit.auditRowRatio), `${audit.auditRowMsPerCreate >= 0 ? "+" : ""}${audit.auditRowMsPerCreate.toFixed(2)} ms a create`),
         row("  vs the create statement alone", `${f(audit.perSec.audited)}/s`, `statement alone ${f(audit.perSec.statementAlone)}/s`, r(audit.auditedToStatementAlone), "no transaction (before audit)"),
         `    best of ${audit.rounds} rounds of ${audit.creates}, each: audited ${audit.roundsPerSec.audited.map(f).join(", ")}, no audit insert ${audit.roundsPerSec.noAuditInsert.map(f).join(", ")}, statement alone ${audit.roundsPerSec.statementAlone.map(f).join(", ")}/s`,
+        row(`no-ops reporting progress 10×, ${progress.tasks}`, `${f(progress.progressPerSec)}/s`, `plain no-ops ${f(progress.plainPerSec)}/s`, r(progress.ratio), `(no target; ${progress.writesPerTask.toFixed(1)} progress writes a task)`),
         `  create → RUNNING idle           ${formatPercentiles(idle)}`,
         `  graphile-worker add → start     default ${formatPercentiles(gwDefault.addToStartMs)}`,
         `  graphile-worker add → start     batched ${formatPercentiles(gwBatched.addToStartMs)}`,

@@ -1,7 +1,8 @@
 #!/bin/sh
 # What the tests need beyond npm packages, from Debian: Chromium for the dashboard's browser tests,
 # unzip for scripts/k8s-tools.sh (helm and kubectl), docker-compose 1.29 for the compose `config`
-# check, Prometheus for test/prometheus.test.ts (PromQL over the service's metrics). `npm test` runs
+# check, Prometheus for test/prometheus.test.ts (PromQL over the service's metrics), shellcheck for the
+# create-time check of shell commands (test/shell-check.test.ts). `npm test` runs
 # this first (pretest) and so does .ci/run: as root with apt-get it installs what is missing;
 # otherwise it says what to install and goes on (those tests then say so too).
 missing=""
@@ -9,6 +10,7 @@ command -v chromium >/dev/null 2>&1 || [ -n "$CHROMIUM_PATH" ] || missing="$miss
 command -v unzip >/dev/null 2>&1 || missing="$missing unzip"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 [ -x /usr/bin/prometheus ] || missing="$missing prometheus"
+command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test-prereqs: installing$missing"

@@ -227,6 +227,14 @@ const settings = {
    * when the service runs as root, otherwise the service's own user (switching needs root).
    */
   shellUser: setting("TASK_SHELL_USER", z.string().min(1).optional()),
+  /** Each create-time check of a shell command (bash -n, shellcheck) is killed after this long. */
+  shellCheckTimeoutMs: setting("TASK_SHELL_CHECK_TIMEOUT_MS", z.coerce.number().int().min(1).max(60_000).default(2_000)),
+  /** Shell command checks running at once in one API process (each is a child process). */
+  shellCheckConcurrency: setting("TASK_SHELL_CHECK_CONCURRENCY", z.coerce.number().int().min(1).max(256).default(4)),
+  /** How long a create waits for a free check slot before it fails with ResourceExhausted. */
+  shellCheckWaitMs: setting("TASK_SHELL_CHECK_WAIT_MS", z.coerce.number().int().min(0).max(60_000).default(1_000)),
+  /** Run shellcheck (when installed) on shell commands at create, returning its findings as warnings. */
+  shellcheck: setting("TASK_SHELLCHECK", envBoolean.default(true)),
   /**
    * Where a worker keeps outcomes it could not record yet (the database was away),
    * so a restart does not lose them (default DATA_DIR/spool).

@@ -104,6 +104,11 @@ export class PermissionDeniedError extends Error {
   override name = "PermissionDeniedError";
 }
 
+/** The server is at a capacity limit for this kind of request; ResourceExhausted (retry shortly). */
+export class ServerBusyError extends Error {
+  override name = "ServerBusyError";
+}
+
 /** A failure that retrying cannot fix (e.g. invalid parameters): the task goes straight to FAILED. */
 export class PermanentTaskError extends Error {
   override name = "PermanentTaskError";

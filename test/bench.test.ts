@@ -17,7 +17,7 @@ describe("npm run bench", () => {
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
-          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
         ],
         { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
       );
@@ -39,6 +39,7 @@ describe("npm run bench", () => {
         /^ {2}CreateTask single at 8, with its audit row +\d+\/s +no audit insert \d+\/s +\d+\.\d\d {2}[+-][\d.]+ ms a create$/,
         /^ {4}best of 2 rounds of 20, each: audited \d+, \d+, no audit insert \d+, \d+, statement alone \d+, \d+\/s$/,
         /^ {4}vs the create statement alone +\d+\/s +statement alone \d+\/s +\d+\.\d\d/,
+        /no-ops reporting progress 10×, 20 +\d+\/s +plain no-ops \d+\/s +\d+\.\d\d {2}\(no target; [\d.]+ progress writes a task\)$/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
         /graphile-worker add → start +batched p50 [\d.]+ .*\(n=5\)/,
@@ -77,6 +78,11 @@ describe("npm run bench", () => {
       expect(figures.tracing.spans).toBeGreaterThanOrEqual(3 * 40 * 2);
       expect(figures.tracing.offToPrevious).toBeCloseTo(figures.tracing.best.off / figures.tracing.best.previous, 6);
       expect(figures.auditCost.auditRowRatio).toBeCloseTo(figures.auditCost.perSec.audited / figures.auditCost.perSec.noAuditInsert, 6);
+      expect(figures.progress.ratio).toBeCloseTo(figures.progress.progressPerSec / figures.progress.plainPerSec, 6);
+      // Ten reports in a tight loop, in an attempt shorter than the throttle's second, are stored once
+      // (at its end); twice at most if a loaded machine stretches an attempt past the second. Never ten.
+      expect(figures.progress.writesPerTask).toBeGreaterThan(0);
+      expect(figures.progress.writesPerTask).toBeLessThanOrEqual(2);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -17,7 +17,7 @@ const ENV_NAME = /\b(?:TASK_[A-Z0-9_]*[A-Z0-9]|DATABASE_URL|SMTP_[A-Z0-9_]*[A-Z0
  * Names that look like ours but are no setting: the proto's TaskStatus values (TASK_STATUS_*), a
  * constant's name, and the variables the shell plugin gives the commands it runs (never read here).
  */
-const NOT_SETTINGS = /^(?:TASK_STATUS_\w*|TASK_EVENTS_CHANNEL|TASK_ID|TASK_ATTEMPT|TASK_INPUT_DIR|TASK_OUTPUT_DIR)$/;
+const NOT_SETTINGS = /^(?:TASK_STATUS_\w*|TASK_EVENTS_CHANNEL|TASK_ID|TASK_ATTEMPT|TASK_INPUT_DIR|TASK_OUTPUT_DIR|TASK_PROGRESS)$/;
 
 async function sourceFiles(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -255,6 +255,47 @@ describe("unauthenticated health and metrics cost little (item 5)", () => {
   });
 });
 
+describe("the create-time check of shell commands is bounded (issue 29)", () => {
+  /** 60 KB that bash -n takes tens of milliseconds to parse (nested command substitutions in quotes). */
+  const slowToParse = `echo "$(${'echo "$(:)";'.repeat(5_000)})"`;
+
+  it("an oversized command is refused before any process starts", async () => {
+    const started = Date.now();
+    await expectConnectError(
+      api.client.createTask({ name: "big", type: "shell", parameters: { command: "#".repeat(70_000) } }),
+      Code.InvalidArgument,
+      /parameters\.command: .*65536/,
+    );
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it("a command that keeps bash -n busy past the timeout is cut off and refused; past the concurrency cap, ResourceExhausted", async () => {
+    expect(slowToParse.length).toBeLessThanOrEqual(65_536);
+    // The default server parses it (a valid command is never blocked by default).
+    expect((await api.client.createTask({ name: "slow", type: "shell", parameters: { command: slowToParse } })).created).toBe(true);
+    const bounded = await startTestApi({ config: { shellCheckTimeoutMs: 5, shellCheckConcurrency: 1, shellCheckWaitMs: 0 } });
+    try {
+      const before = await rowCounts(bounded.database.db.kysely);
+      await expectConnectError(
+        bounded.client.createTask({ name: "slow", type: "shell", parameters: { command: slowToParse } }),
+        Code.InvalidArgument,
+        /parameters\.command: could not be parsed within 5 ms/,
+      );
+      // Twenty at once against one slot and no wait: the rest are turned away at once, not queued.
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 20 }, (_, i) => bounded.client.createTask({ name: "slow", type: "shell", parameters: { command: `${slowToParse} # ${i}` } })),
+      );
+      const codes = outcomes.map((o) => (o.status === "rejected" ? Code[(o.reason as { code: Code }).code] : "created"));
+      expect(codes).not.toContain("created");
+      expect(codes).toContain("ResourceExhausted");
+      expect(codes.filter((c) => c !== "ResourceExhausted" && c !== "InvalidArgument")).toEqual([]);
+      expect(await rowCounts(bounded.database.db.kysely)).toEqual(before);
+    } finally {
+      await bounded.close();
+    }
+  });
+});
+
 describe("small ones (item 15)", () => {
   it("a send_email sender outside the allow-list is rejected when the task is created", async () => {
     await expectConnectError(

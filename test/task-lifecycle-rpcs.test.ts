@@ -48,7 +48,7 @@ describe("GetTaskStatusCounts", () => {
     const after = await api.client.getTaskStatusCounts({});
     expect(after.counts.map((c) => c.status)).toEqual(statuses);
     const delta = after.counts.map((c, i) => Number(c.count - before.counts[i]!.count));
-    expect(delta).toEqual([1, 0, 0, 0, 1, 1, 0]);
+    expect(delta).toEqual([1, 0, 0, 0, 1, 1, 0, 0]);
     expect(after.total).toBe(before.total + 3n);
     expect(after.total).toBe(after.counts.reduce((sum, c) => sum + c.count, 0n));
   });

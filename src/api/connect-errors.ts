@@ -8,6 +8,7 @@ import {
   PermissionDeniedError,
   ScheduleExistsError,
   ScheduleNotFoundError,
+  ServerBusyError,
   TaskNotFoundError,
   TaskTypeDisabledError,
   TokenExistsError,
@@ -33,6 +34,7 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
   }
   if (err instanceof PermissionDeniedError) return new ConnectError(err.message, Code.PermissionDenied);
   if (err instanceof IdempotencyConflictError || err instanceof ScheduleExistsError || err instanceof TokenExistsError) return new ConnectError(err.message, Code.AlreadyExists);
+  if (err instanceof ServerBusyError) return new ConnectError(err.message, Code.ResourceExhausted);
   if (isDatabaseUnavailable(err)) {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "database unavailable");
     return new ConnectError("database unavailable, try again shortly", Code.Unavailable);

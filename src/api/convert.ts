@@ -4,11 +4,13 @@ import {
   TaskBackoffSchema,
   TaskHistoryEntrySchema,
   TaskSchema,
+  TaskProgressSchema,
   TaskStatus as ProtoStatus,
   type Task,
+  type TaskProgress,
   type TaskHistoryEntry,
 } from "../gen/task/v1/task_pb.js";
-import type { TaskHistoryRow, TaskRow, TaskStatus } from "../store/schema.js";
+import type { TaskHistoryRow, TaskProgressRow, TaskRow, TaskStatus } from "../store/schema.js";
 
 const toProto: Record<TaskStatus, ProtoStatus> = {
   queued: ProtoStatus.QUEUED,
@@ -45,7 +47,7 @@ export function durationToMs(d: Duration): number {
 const optionalTimestamp = (d: Date | null) => (d ? timestampFromDate(d) : undefined);
 
 /** A task row as the API message; every timestamp the row has is filled. */
-export function taskToProto(row: TaskRow): Task {
+export function taskToProto(row: TaskRow, progress?: TaskProgressRow): Task {
   return create(TaskSchema, {
     id: BigInt(row.id),
     name: row.name,
@@ -74,6 +76,25 @@ export function taskToProto(row: TaskRow): Task {
     pausedAt: row.status === "paused" ? optionalTimestamp(row.paused_at) : undefined,
     expireAfter: row.expire_after_ms !== null ? durationFromMs(row.expire_after_ms) : undefined,
     expiresAt: optionalTimestamp(row.expires_at),
+    // Only the current attempt's: after a retry, the previous attempt's bar would mislead.
+    progress: progress && progress.attempt === row.attempts ? progressToProto(progress) : undefined,
+  });
+}
+
+/**
+ * A progress row as the API message, with the rate (average since the attempt's first report: the
+ * trend, less jumpy than the last interval) and the time left at that rate.
+ */
+export function progressToProto(p: TaskProgressRow): TaskProgress {
+  const seconds = (p.updated_at.getTime() - p.first_at.getTime()) / 1000;
+  const rate = seconds >= 1 && p.fraction > p.first_fraction ? (p.fraction - p.first_fraction) / seconds : 0;
+  return create(TaskProgressSchema, {
+    attempt: p.attempt,
+    fraction: p.fraction,
+    message: p.message,
+    updatedAt: timestampFromDate(p.updated_at),
+    ratePerSecond: rate,
+    estimatedRemaining: rate > 0 ? durationFromMs(Math.round(((1 - p.fraction) / rate) * 1000)) : undefined,
   });
 }
 

@@ -17,6 +17,7 @@ import { createQueueService, createWorkerService } from "./queue-service.js";
 import { createScheduleService } from "./schedule-service.js";
 import { createTaskControlService } from "./task-control-service.js";
 import { createTokenService } from "./token-service.js";
+import { shellCheckerFor } from "./shell-check.js";
 import { catalogFor, createTaskService, type TaskServiceDeps } from "./task-service.js";
 
 /** Maps whatever a handler throws to a Connect error, in one place. */
@@ -51,7 +52,8 @@ export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerS
 /** Registers every service on a router. */
 export function routes(deps: TaskServiceDeps & { health: HealthOptions; auth: Authenticator }): (router: ConnectRouter) => void {
   // One catalog (and its cache) for every service.
-  const withCatalog = { ...deps, catalog: catalogFor(deps) };
+  // And one shell command checker, so creates and schedules share its concurrency cap.
+  const withCatalog = { ...deps, catalog: catalogFor(deps), shellChecker: deps.shellChecker ?? shellCheckerFor(deps.config, deps.logger) };
   return (router) => {
     router.service(TaskService, createTaskService(withCatalog));
     router.service(ScheduleService, createScheduleService(withCatalog));

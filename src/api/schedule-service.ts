@@ -6,6 +6,7 @@ import type { Config } from "../config.js";
 import type { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import { catalogFor } from "./task-service.js";
+import { shellCheckerFor, type ShellChecker } from "./shell-check.js";
 import { CronSchedule } from "../schedules/cron.js";
 import { systemClock, type Clock } from "../schedules/scheduler.js";
 import { tickTask } from "../schedules/tick-task.js";
@@ -34,10 +35,12 @@ export interface ScheduleServiceDeps {
   registry: PluginRegistry;
   /** The task types registered in PostgreSQL; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
-  config?: Partial<Pick<Config, "leaseMs" | "maxBatchSize">>;
+  config?: Partial<Pick<Config, "leaseMs" | "maxBatchSize" | "shellCheckTimeoutMs" | "shellCheckConcurrency" | "shellCheckWaitMs" | "shellcheck">>;
   logger: Logger;
   /** Where "now" comes from for first ticks and triggers; the scheduler's clock in tests. */
   clock?: Clock;
+  /** Checks a shell template's command (bash -n), as CreateTask does; made from `config` when absent. */
+  shellChecker?: ShellChecker;
 }
 
 const DEFAULT_PAGE_SIZE = 100;
@@ -54,6 +57,11 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
   const { db: pair, clock = systemClock } = deps;
   const db = pair.kysely;
   const catalog = catalogFor({ ...deps, config: { maxBatchSize: 0, ...deps.config } });
+  const shellChecker = deps.shellChecker ?? shellCheckerFor(deps.config ?? {}, deps.logger);
+  /** A shell template's command must parse, or every tick would make a task that fails (warnings are not kept). */
+  const checkTemplate = async (schedule: NewSchedule) => {
+    if (schedule.type === "shell") await shellChecker.checkAll([{ command: String(schedule.parameters.command), field: "task.parameters.command", strict: false }]);
+  };
 
   async function existing(name: string) {
     const row = await findSchedule(db, validateScheduleName(name));
@@ -69,6 +77,7 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
   return {
     async createSchedule(req, ctx) {
       const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
+      await checkTemplate(schedule);
       const row = await audited(db, auditActorOf(ctx), (trx) => insertSchedule(trx, schedule, nextRunAt), () => ({ action: "schedule_create", resources: { schedule: schedule.name }, parameters: scheduleParameters(schedule) }));
       return { schedule: scheduleToProto(row) };
     },
@@ -100,6 +109,7 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
     async updateSchedule(req, ctx) {
       const name = validateScheduleName(req.name);
       const { schedule, nextRunAt } = await catalog.withTypes([req.spec?.task?.type ?? ""], (types) => validateScheduleSpec(req.spec, types, clock.now()));
+      await checkTemplate(schedule);
       const result = await audited(db, auditActorOf(ctx), async (trx) => {
         const replaced = await replaceSchedule(trx, name, schedule, nextRunAt);
         if (!replaced) throw new ScheduleNotFoundError(name);

@@ -53,7 +53,7 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
     | "allowedHosts"
     | "maxHealthWatchers"
   > &
-    Partial<Pick<Config, "shellRole">> &
+    Partial<Pick<Config, "shellRole" | "shellCheckTimeoutMs" | "shellCheckConcurrency" | "shellCheckWaitMs" | "shellcheck">> &
     Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
     Partial<Pick<Config, "corsOrigins">> &
     Partial<Pick<Config, "leaseMs">> &

@@ -9,6 +9,7 @@ import type { Database, TaskRow } from "../store/schema.js";
 import { isFinished } from "../store/lifecycle/index.js";
 import { compareCursors, decodeCursor, encodeCursor, feedHorizon, readFeed, rowCursor, type FeedCursor, type FeedRow } from "../store/task-feed.js";
 import { findListedTasks, type TaskFilter } from "../store/tasks.js";
+import { databaseNow, findProgress, progressSince } from "../store/task-progress.js";
 import { statusToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
 import { callerOf } from "./identity.js";
@@ -82,6 +83,23 @@ class Watcher {
     }
   }
 
+  /**
+   * Progress reports from the shared reader: sent to a stream that is following (not catching up,
+   * not due a resync), never replayed, and not moving `seen` (they are no feed rows).
+   */
+  offerProgress(changes: Change[]): void {
+    if (this.held || this.resyncAt) return;
+    for (const c of changes) {
+      if (!matches(this.filter, c)) continue;
+      this.queue.push(c.message);
+      if (this.queue.length > this.maxQueued) {
+        this.queue = [];
+        this.resyncAt = this.seen;
+      }
+    }
+    this.notify();
+  }
+
   /** Catching up is over: what the shared reader delivered meanwhile follows (overlaps skipped). */
   release(): void {
     const held = this.held ?? [];
@@ -143,6 +161,8 @@ export class TaskFeed {
   private running: Promise<void> | undefined;
   private stop = new AbortController();
   private unsubscribe: (() => Promise<void>) | undefined;
+  /** Progress reported after this (the database's clock) is still to be sent. */
+  private progressAt: Date | undefined;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -176,6 +196,7 @@ export class TaskFeed {
       this.stop = new AbortController();
       this.unsubscribe = await this.events.subscribe("0");
       this.cursor = (await feedHorizon(this.db)).cursor;
+      this.progressAt = await databaseNow(this.db);
       this.running = this.loop(this.stop.signal).finally(() => (this.running = undefined));
     });
   }
@@ -200,6 +221,8 @@ export class TaskFeed {
         this.cursor = upTo;
         for (const w of this.watchers) w.offer(changes, upTo);
         if (full) continue;
+        const progress = await this.readProgress();
+        for (const w of this.watchers) w.offerProgress(progress);
       } catch (err) {
         this.logger.warn({ err: errorMessage(err) }, "could not read the task change feed; retrying");
       }
@@ -207,11 +230,48 @@ export class TaskFeed {
     }
   }
 
+  /**
+   * Progress reported since the last read, as KIND_PROGRESS changes. Polled with the feed (every
+   * `pollMs` at most, and whenever history wakes it), so a stream sees a running task's progress
+   * about as often as workers store it (once a second). Best effort: a report whose transaction
+   * commits after a later one was read is skipped, and the task's next report replaces it anyway.
+   */
+  private async readProgress(): Promise<Change[]> {
+    const rows = await progressSince(this.db, this.progressAt!, this.options.batchRows);
+    const last = rows.at(-1);
+    if (!last) return [];
+    this.progressAt = last.updated_at;
+    const tasks = new Map((await findListedTasks(this.db, [...new Set(rows.map((r) => r.task_id))])).map((t) => [t.id, t]));
+    const cursor = this.cursor!;
+    const changes: Change[] = [];
+    for (const p of rows) {
+      const task = tasks.get(p.task_id);
+      if (!task || p.attempt !== task.attempts) continue;
+      const row: FeedRow = { id: "0", xid: "0", task_id: task.id, status: task.status, previous_status: null, attempt: p.attempt, details: "", created_at: p.updated_at };
+      const message = create(WatchTasksResponseSchema, {
+        event: {
+          case: "change",
+          value: create(TaskChangeSchema, {
+            kind: TaskChange_Kind.PROGRESS,
+            task: taskToProto(task, p),
+            status: statusToProto(task.status),
+            attempt: p.attempt,
+            changedAt: timestampFromDate(p.updated_at),
+            cursor: encodeCursor(cursor),
+          }),
+        },
+      });
+      changes.push({ cursor, row, task, message });
+    }
+    return changes;
+  }
+
   /** Feed rows after `after` as changes, and the position reached. */
   async read(after: FeedCursor): Promise<{ changes: Change[]; upTo: FeedCursor; full: boolean }> {
     const { rows, horizon } = await readFeed(this.db, after, this.options.batchRows);
     const full = rows.length === this.options.batchRows;
     const tasks = new Map((await findListedTasks(this.db, [...new Set(rows.map((r) => r.task_id))])).map((t) => [t.id, t]));
+    const progress = await findProgress(this.db, [...tasks.values()].filter((t) => t.attempts > 0).map((t) => t.id));
     const changes: Change[] = [];
     for (const row of rows) {
       const task = tasks.get(row.task_id);
@@ -223,7 +283,7 @@ export class TaskFeed {
           case: "change",
           value: create(TaskChangeSchema, {
             kind,
-            task: taskToProto(task),
+            task: taskToProto(task, progress.get(task.id)),
             status: statusToProto(row.status),
             previousStatus: row.previous_status ? statusToProto(row.previous_status) : undefined,
             attempt: row.attempt,

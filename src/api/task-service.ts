@@ -10,6 +10,8 @@ import {
   TaskTypeStatusCountSchema,
   TaskTypeVersionSchema,
   TaskQueueStatusCountSchema,
+  ShellCheckFindingSchema,
+  ShellCheckLevel,
   type CreateTaskRequest,
 } from "../gen/task/v1/task_pb.js";
 import type { Logger } from "../logger.js";
@@ -21,6 +23,7 @@ import { listTaskHistory } from "../store/task-history.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
 import { listLiveWorkers } from "../store/workers.js";
+import { findProgress } from "../store/task-progress.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
 import { findTask, findTasksByIdempotencyKeys, insertTasksAudited, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
@@ -39,6 +42,14 @@ import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId 
 import { startCreateSpan } from "../tracing.js";
 import { attachUploads, DEFAULT_FILE_CAPS } from "../store/files.js";
 import { listFilesOfTask, validateFileInputs } from "./task-files.js";
+import { shellCheckerFor, type ShellChecker, type ShellFinding } from "./shell-check.js";
+
+const FINDING_LEVELS = { error: ShellCheckLevel.ERROR, warning: ShellCheckLevel.WARNING, info: ShellCheckLevel.INFO, style: ShellCheckLevel.STYLE } as const;
+
+/** A shellcheck finding as the API returns it. */
+function findingToProto(f: ShellFinding) {
+  return create(ShellCheckFindingSchema, { field: f.field, line: f.line, column: f.column, level: FINDING_LEVELS[f.level], code: f.code, message: f.message });
+}
 
 /** GetTaskThroughput's window when the request names none: the last hour. */
 const DEFAULT_THROUGHPUT_MINUTES = 60;
@@ -55,9 +66,12 @@ export interface TaskServiceDeps {
   /** The task types registered in PostgreSQL; built over `registry` when not given. */
   catalog?: TaskTypeCatalog;
   /** leaseMs: how recent a worker's heartbeat must be for it to count as live (default 15 s). */
-  config: Pick<Config, "maxBatchSize"> & Partial<Pick<Config, "leaseMs" | "shellRole" | "filesMaxTaskBytes">>;
+  config: Pick<Config, "maxBatchSize"> &
+    Partial<Pick<Config, "leaseMs" | "shellRole" | "filesMaxTaskBytes" | "shellCheckTimeoutMs" | "shellCheckConcurrency" | "shellCheckWaitMs" | "shellcheck">>;
   logger: Logger;
   metrics?: Metrics;
+  /** Checks shell commands at create (one per server: its concurrency cap is the server's); made from `config` when absent. */
+  shellChecker?: ShellChecker;
 }
 
 /** Throws TaskTypeDisabledError (FailedPrecondition) unless tasks of `type` can be queued here. */
@@ -102,6 +116,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   );
   const feed = sharedFeed ?? new TaskFeed(db, events, logger);
   const shellRole = config.shellRole ?? "admin";
+  const shellChecker = deps.shellChecker ?? shellCheckerFor(config, logger);
   /** Throws PermissionDenied unless the caller may run tasks of this type (shell needs the shell role). */
   const requireTypeAllowed = (who: Identity, type: string) => {
     if (type === "shell") requireRole(who, shellRole, "a shell task");
@@ -131,6 +146,11 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       requireTypeAllowed(who, task.type);
       requireTaskScope(who, { type: task.type, queue: task.queue ?? "default" }, prefix(i) && `${prefix(i).slice(0, -1)}: `);
     });
+    // Shell commands are parsed (bash -n) and linted (shellcheck) before anything is written, and
+    // only for callers allowed to create them (each check is a child process: see shell-check.ts).
+    const warnings = await shellChecker.checkAll(
+      tasks.flatMap((task, i) => (task.type === "shell" ? [{ command: String(task.parameters.command), field: `${prefix(i)}parameters.command`, strict: requests[i]!.strictShellCheck }] : [])),
+    );
     const keyed = tasks.some((t) => t.idempotencyKey !== null);
     // Input files are taken from their uploads in the create's transaction: both or neither.
     const withFiles = inputs.some((files) => files.length > 0);
@@ -152,7 +172,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         ? [{ row: await singles.write({ task: tasks[0]!, actor }), created: true }]
         : (await insertTasksAudited(pair, tasks, (rows) => [{ who: actor, change: createdChange(rows, true) }])).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
-    return results;
+    return { results, warnings };
   }
 
   async function resolveIdempotent(tasks: NewTask[], inserted: TaskRow[], trx: Kysely<Database>) {
@@ -171,8 +191,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
 
   return {
     async createTask(req, ctx) {
-      const [first] = await createMany([req], () => "", callerOf(ctx), auditActorOf(ctx), ctx);
-      return { task: taskToProto(first!.row), created: first!.created };
+      const { results, warnings } = await createMany([req], () => "", callerOf(ctx), auditActorOf(ctx), ctx);
+      const [first] = results;
+      return { task: taskToProto(first!.row), created: first!.created, warnings: warnings.map(findingToProto) };
     },
 
     async createTasks(req, ctx) {
@@ -180,15 +201,15 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       if (req.tasks.length > config.maxBatchSize) {
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
-      const created = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx), ctx);
-      return { tasks: created.map(({ row }) => taskToProto(row)) };
+      const { results, warnings } = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx), ctx);
+      return { tasks: results.map(({ row }) => taskToProto(row)), warnings: warnings.map(findingToProto) };
     },
 
     async getTask(req) {
       const id = validateTaskId(req.id);
       const row = await findTask(db, id);
       if (!row) throw new TaskNotFoundError(id);
-      return { task: taskToProto(row) };
+      return { task: taskToProto(row, (await findProgress(db, [id])).get(id)) };
     },
 
     async listTasks(req, ctx) {
@@ -200,8 +221,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const { rows, total, totalExact } = await listTasks(db, { ...filter, limit: filter.pageSize + 1 });
       const page = rows.slice(0, filter.pageSize);
       const last = page.at(-1);
+      const progress = await findProgress(db, page.filter((r) => r.attempts > 0).map((r) => r.id));
       return {
-        tasks: page.map(taskToProto),
+        tasks: page.map((row) => taskToProto(row, progress.get(row.id))),
         nextPageToken: rows.length > filter.pageSize && last ? encodePageToken(last.id) : "",
         totalCount: BigInt(total),
         totalCountExact: totalExact,

@@ -17,6 +17,7 @@ import { isFinished } from "../store/lifecycle/index.js";
 import { listTaskHistory } from "../store/task-history.js";
 import { countLogLines, listLogLines, readLogRange, readLogTail, type LogFilter, type StoredLogLine } from "../store/task-logs.js";
 import { findTask } from "../store/tasks.js";
+import { findProgress } from "../store/task-progress.js";
 import { historyToProto, taskToProto } from "./convert.js";
 import type { TaskEvents } from "./task-events.js";
 import { Violations } from "./fields.js";
@@ -117,9 +118,12 @@ export async function* watchTask(db: Kysely<Database>, events: TaskEvents, req: 
       if (!task) throw new TaskNotFoundError(id);
       const history = await listTaskHistory(db, id, lastHistoryId);
       const lines = req.includeLogs ? await listLogLines(db, id, lastSeq, DEFAULT_LOG_LIMIT) : [];
-      if (task.updated_at.getTime() !== lastUpdated) {
-        lastUpdated = task.updated_at.getTime();
-        yield create(WatchTaskResponseSchema, { event: { case: "task", value: taskToProto(task) } });
+      const progress = (await findProgress(db, [id])).get(id);
+      // A new task message when the task row or its progress changed.
+      const updated = Math.max(task.updated_at.getTime(), progress?.updated_at.getTime() ?? 0);
+      if (updated !== lastUpdated) {
+        lastUpdated = updated;
+        yield create(WatchTaskResponseSchema, { event: { case: "task", value: taskToProto(task, progress) } });
       }
       // Interleave history and output in the order they were stored (output first on a tie: it is
       // flushed before the outcome is recorded).

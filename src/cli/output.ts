@@ -2,7 +2,8 @@ import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf"
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import Table from "cli-table3";
 import { createRequire } from "node:module";
-import { TaskStatus } from "../gen/task/v1/task_pb.js";
+import { TaskStatus, type TaskProgress } from "../gen/task/v1/task_pb.js";
+import { formatDuration } from "../duration.js";
 import type { CliIO } from "./io.js";
 import { DEFAULT_COLUMNS, UsageError } from "./io.js";
 
@@ -94,4 +95,15 @@ export function humanTime(ts: Timestamp | undefined, now = Date.now()): string {
 /** An ISO timestamp, or "-". */
 export function isoTime(ts: Timestamp | undefined): string {
   return ts ? timestampDate(ts).toISOString() : "-";
+}
+
+/** "42%", "42% 4,200 of 10,000 rows", with the rate and time left when the server has a trend. */
+export function progressText(p: TaskProgress): string {
+  const parts = [`${Math.floor(p.fraction * 100)}%`];
+  if (p.message) parts.push(p.message);
+  if (p.estimatedRemaining) {
+    const left = Number(p.estimatedRemaining.seconds) * 1000 + Math.round(p.estimatedRemaining.nanos / 1e6);
+    parts.push(`(${(p.ratePerSecond * 100).toFixed(p.ratePerSecond >= 0.1 ? 0 : 2)}%/s, ~${formatDuration(left)} left)`);
+  }
+  return parts.join(" ");
 }

@@ -1,15 +1,15 @@
 import { durationToMs } from "../api/convert.js";
 import { formatDuration } from "../duration.js";
-import type {
-  GetTaskHistoryResponse,
-  GetTaskStatusCountsResponse,
-  ListTasksResponse,
-  ListTaskTypesResponse,
-  Task,
+import {
+  TaskStatus,
+  type GetTaskHistoryResponse,
+  type GetTaskStatusCountsResponse,
+  type ListTasksResponse,
+  type ListTaskTypesResponse,
+  type Task,
 } from "../gen/task/v1/task_pb.js";
-import { TaskStatus } from "../gen/task/v1/task_pb.js";
 import { DEFAULT_COLUMNS } from "./io.js";
-import { humanTime, isoTime, keyValueTable, makeTable, statusName, truncate } from "./output.js";
+import { humanTime, isoTime, keyValueTable, makeTable, progressText, statusName, truncate } from "./output.js";
 
 /**
  * Columns a table row spends besides its flexible columns: the fixed columns' widths, plus each
@@ -38,6 +38,7 @@ export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): stri
     ["Started", task.startedAt ? `${isoTime(task.startedAt)} (${humanTime(task.startedAt)})` : "-"],
     ["Finished", task.finishedAt ? `${isoTime(task.finishedAt)} (${humanTime(task.finishedAt)})` : "-"],
   ];
+  if (task.progress) rows.push(["Progress", truncate(progressText(task.progress), value)]);
   if (task.pausedAt) rows.push(["Paused", `${isoTime(task.pausedAt)} (${humanTime(task.pausedAt)}); \`task-cli task resume --id ${task.id}\` continues it`]);
   if (task.backoff?.base && task.backoff.max) {
     rows.push(["Backoff", `${formatDuration(durationToMs(task.backoff.base))} doubling, at most ${formatDuration(durationToMs(task.backoff.max))}`]);
@@ -55,10 +56,12 @@ export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): stri
 /** A page of tasks, one line each, with the total and how to get the next page. */
 export function taskListTable(res: ListTasksResponse, width = DEFAULT_COLUMNS): string {
   const table = makeTable(["ID", "NAME", "TYPE", "STATUS", "ATTEMPTS", "CREATED", "UPDATED"]);
-  // ID, TYPE, STATUS, ATTEMPTS, CREATED, UPDATED take at most 6, 12, 9, 8, 8, 8: the name gets the rest.
-  const name = Math.max(16, width - overhead([6, 12, 9, 8, 8, 8], 7));
+  // ID, TYPE, STATUS, ATTEMPTS, CREATED, UPDATED take at most 6, 12, 13, 8, 8, 8: the name gets the rest.
+  // A running task's status carries its progress ("RUNNING 42%").
+  const name = Math.max(16, width - overhead([6, 12, 13, 8, 8, 8], 7));
   for (const t of res.tasks) {
-    table.push([t.id.toString(), truncate(t.name, name), truncate(t.type, 12), statusName(t.status), `${t.attempts}/${t.maxAttempts}`, humanTime(t.createdAt), humanTime(t.updatedAt)]);
+    const status = t.progress && (t.status === TaskStatus.RUNNING || t.status === TaskStatus.PAUSED) ? `${statusName(t.status)} ${Math.floor(t.progress.fraction * 100)}%` : statusName(t.status);
+    table.push([t.id.toString(), truncate(t.name, name), truncate(t.type, 12), status, `${t.attempts}/${t.maxAttempts}`, humanTime(t.createdAt), humanTime(t.updatedAt)]);
   }
   const page = res.pageNumber > 0 ? `page ${res.pageNumber}, ` : "";
   const footer = `${res.tasks.length} shown (${page}${res.totalCount} total)`;

@@ -72,4 +72,5 @@ export const shellParameters = z.strictObject({
 export const noopParameters = z.strictObject({
   sleep_ms: z.number().int().min(0).max(3_600_000).default(0).describe("how long to wait before finishing"),
   fail: z.string().min(1).optional().describe("fail every attempt with this message"),
+  progress_steps: z.number().int().min(0).max(1000).optional().describe("report progress this many times, spread over sleep_ms (the benchmark's progress row)"),
 });

@@ -3,6 +3,7 @@ import os from "node:os";
 import { readLines, type ReadStats } from "./line-reader.js";
 import { containedArgv, detectContainment, type Containment } from "./shell-containment.js";
 import { shellParameters } from "./schemas.js";
+import { ProgressFile } from "./progress-file.js";
 import { isCaptureSink, type Plugin } from "./types.js";
 
 /** Options of the shell plugin. */
@@ -18,7 +19,7 @@ export interface ShellOptions {
 const NO_WATCHDOG_SECONDS = 365 * 24 * 3600;
 
 /** The only environment a command sees besides its own `env`: nothing of the service's secrets. */
-function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<string, string> = {}, traceparent?: string, dirs: Record<string, string> = {}): Record<string, string> {
+function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<string, string> = {}, traceparent?: string, dirs: Record<string, string> = {}, progressPath = "/dev/null"): Record<string, string> {
   return {
     PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     HOME: home,
@@ -29,6 +30,8 @@ function cleanEnv(taskId: string, attempt: number, home: string, extra: Record<s
     TASK_ATTEMPT: String(attempt),
     // The task's input files, and where the files to keep go (worker/attempt-files.ts).
     ...dirs,
+    // Lines `FRACTION [MESSAGE]` written here are the attempt's progress (progress-file.ts).
+    TASK_PROGRESS: progressPath,
     // The attempt's trace (W3C Trace Context's variable for processes), so the command's own spans join it.
     ...(traceparent ? { TRACEPARENT: traceparent } : {}),
   };
@@ -80,12 +83,15 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
       return new Promise((resolve, reject) => {
         ctx.signal.throwIfAborted();
         containment ??= detectContainment(options.user);
+        // $TASK_PROGRESS: polled while the command runs, and read a last time before the attempt settles.
+        const progressFile = ctx.progress ? ProgressFile.create(ctx.progress, containment.runAs) : undefined;
+        const settle = (done: () => void) => void (progressFile ? progressFile.close().then(done) : done());
         const watchdogMs = ctx.lease?.watchdogMs;
         const [command, ...args] = containedArgv(containment, watchdogMs === undefined ? NO_WATCHDOG_SECONDS : watchdogMs / 1000, params.command);
         const child = spawn(command!, args, {
           // Another user may not be allowed into the service's own working directory.
           cwd: params.cwd ?? (containment.runAs ? os.tmpdir() : undefined),
-          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env, ctx.traceparent, dirs),
+          env: cleanEnv(ctx.taskId, ctx.attempt, containment.runAs ? os.tmpdir() : os.homedir(), params.env, ctx.traceparent, dirs, progressFile?.path),
           detached: true, // new process group, so the whole tree can be signalled
           // stdin is the supervisor's keepalive pipe; the command itself gets /dev/null.
           stdio: ["pipe", "pipe", "pipe"],
@@ -140,9 +146,9 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
           stopPauses?.();
           ctx.signal.removeEventListener("abort", onAbort);
           clearTimeout(killTimer);
-          reject(err);
+          settle(() => reject(err));
         });
-        child.once("close", (code, signal) => {
+        child.once("close", (code, signal) => settle(() => {
           stopRenewals?.();
           stopPauses?.();
           child.stdin!.destroy();
@@ -157,7 +163,7 @@ export function shellPlugin(options: ShellOptions): Plugin<typeof shellParameter
           }
           const why = describeExit(code, signal);
           reject(new Error(lastStderr ? `${why}: ${lastStderr.slice(0, 500)}` : why));
-        });
+        }));
       });
     },
   };

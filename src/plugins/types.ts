@@ -50,6 +50,12 @@ export interface PluginContext {
    */
   traceparent?: string;
   /**
+   * Reports how far the attempt has come: `fraction` from 0 to 1, and what it means ("4,200 of
+   * 10,000 rows"). Call it as often as is convenient: the worker stores about one report a second
+   * per task (the last one always). Absent when nothing stores progress (a plugin called directly).
+   */
+  progress?: (fraction: number, message?: string) => void;
+  /**
    * The task's input files and this attempt's outputs (src/worker/attempt-files.ts); absent when a
    * plugin is called outside a worker.
    */

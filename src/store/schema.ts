@@ -102,6 +102,19 @@ export interface QueuesTable {
   updated_at: Generated<Date>;
 }
 
+/** The progress of a task's current attempt (migration 0024): one row per task, overwritten. */
+export interface TaskProgressTable {
+  task_id: string;
+  attempt: number;
+  /** 0..1. */
+  fraction: number;
+  message: string;
+  /** The attempt's first report, for the rate. */
+  first_fraction: number;
+  first_at: Date;
+  updated_at: Date;
+}
+
 export interface TaskWatchersTable {
   task_id: string;
   server_id: string;
@@ -176,11 +189,14 @@ export interface Database {
   task_history: TaskHistoryTable;
   task_logs: TaskLogsTable;
   task_watchers: TaskWatchersTable;
+  task_progress: TaskProgressTable;
   workers: WorkersTable;
   queues: QueuesTable;
 }
 
 export type TaskRow = Selectable<TasksTable>;
+
+export type TaskProgressRow = Selectable<TaskProgressTable>;
 
 /**
  * Every column of tasks, for RETURNING lists. Prepared statements name their columns instead of

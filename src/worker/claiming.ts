@@ -10,6 +10,7 @@ import { claimFor, ClaimLoop } from "./claim-loop.js";
 import { runAttempt, type ExecuteDeps } from "./execute-task.js";
 import { DEFAULT_FILE_CAPS, postgresFileBytes } from "../store/files.js";
 import { OutcomeWriter } from "./outcome-writer.js";
+import { ProgressWriter } from "./progress.js";
 import { QueueGate } from "./queue-gate.js";
 import { tracedClaim } from "../tracing.js";
 import type { WorkerContext, WorkerPart } from "./runner.js";
@@ -55,6 +56,7 @@ export class Claiming implements WorkerPart {
       watchdogMs: options.watchdogMs,
       spool: ctx.spool,
       outcomes: this.outcomes,
+      progress: new ProgressWriter(db),
       stopping: this.stopping.signal,
       metrics: ctx.metrics,
       abandonAfterAbortMs: options.abandonAfterAbortMs,

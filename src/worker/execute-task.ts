@@ -12,6 +12,7 @@ import { endSpan, startAttemptTrace } from "../tracing.js";
 import { AttemptPause, pausableTimeout } from "./attempt-pause.js";
 import type { QueueGate } from "./queue-gate.js";
 import { DEFAULT_MAX_LOG_BYTES, TaskLogSink } from "./log-sink.js";
+import { AttemptProgress, ProgressWriter } from "./progress.js";
 import type { OutcomeSpool, SpooledOutcome } from "./outcome-spool.js";
 import type { OutcomeWriter } from "./outcome-writer.js";
 import { DEFAULT_MAX_RESULT_BYTES, recordOrFailWithReason, storableResult } from "./result.js";
@@ -79,6 +80,10 @@ export interface ExecuteDeps {
   abandonAfterAbortMs?: number;
   /** Where task files are stored and their caps; unset: plugins get no `files` (ctx.files). */
   files?: AttemptFilesDeps;
+  /** At most one progress write per task per this long (default PROGRESS_INTERVAL_MS, 1 s). */
+  progressIntervalMs?: number;
+  /** Batches the process's progress writes; one per attempt when absent. */
+  progress?: ProgressWriter;
 }
 
 /** Default of ExecuteDeps.abandonAfterAbortMs: longer than the shell plugin's default kill grace (5 s). */
@@ -156,6 +161,9 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     logger,
   );
   const files = deps.files ? new AttemptFiles(deps.files, taskId, attempt) : undefined;
+  // Throttled to about one write a second; its last report is stored before the outcome is recorded.
+  const progress = new AttemptProgress(deps.progress ?? new ProgressWriter(deps.db), taskId, attempt, logger, deps.progressIntervalMs);
+  let progressStored: Promise<void> = Promise.resolve();
   observeCreatedToStarted(deps.metrics, task);
   // The attempt's span, `process <queue>`, linked to the create's traceparent; ended once the outcome is recorded.
   const traced = startAttemptTrace(task);
@@ -170,7 +178,18 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     // Promise.resolve().then: a plugin that throws synchronously (or returns a non-promise) is handled like one that rejects.
     const runSpan = traced.child(`run ${task.type}`, { "task.type": task.type });
     const traceparent = traced.traceparentOf(runSpan);
-    const running = Promise.resolve().then(() => plugin.run(params, { signal: controller.signal, taskId, attempt, logger, output: sink, lease, pause, traceparent, files }));
+    const running = Promise.resolve().then(() => plugin.run(params, {
+        signal: controller.signal,
+        taskId,
+        attempt,
+        logger,
+        output: sink,
+        lease,
+        pause,
+        traceparent,
+        progress: (fraction, message) => progress.report(fraction, message),
+        files,
+      }));
     const result = await settleOrAbandon(controller.signal, running, deps.abandonAfterAbortMs ?? ABANDON_AFTER_ABORT_MS, logger).then(
       (value) => (endSpan(runSpan), value),
       (err: unknown) => {
@@ -195,6 +214,8 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     entry.pause.clear();
     await files?.cleanup().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, "could not remove the attempt's file directories"));
     await sink.close();
+    // Not awaited here: the slot is free before the last report is stored (settle awaits it).
+    progressStored = progress.close();
   }
   // The attempt stays in flight until its outcome is recorded, so heartbeats keep its lease while
   // the database is away and just after it returns (the outcome is still on its way). An outcome the
@@ -217,6 +238,8 @@ async function runClaimed(deps: ExecuteDeps, task: TaskRow, logger: Logger, shut
     }
   };
   const settleTraced = async () => {
+    // The last progress report lands before the outcome (it never fails: errors are logged).
+    await progressStored;
     const { recorded, outcome: final } = await recordOrFailWithReason(
       (o) => recordOrSpool(deps, { taskId, attempt, workerId: deps.workerId, outcome: o }, logger, stop),
       outcome,

@@ -3,11 +3,11 @@ import { ListTasksResponseSchema, TaskChange_Kind, WatchTasksResponseSchema, Tas
 import { Backoff, sleep } from "../../backoff.js";
 import { taskClient } from "../client.js";
 import type { CliIO } from "../io.js";
-import { isoTime, statusName } from "../output.js";
+import { isoTime, progressText, statusName } from "../output.js";
 import type { GlobalOptions } from "../program.js";
 import { taskListTable } from "../views.js";
 
-const KIND = { [TaskChange_Kind.CREATED]: "created", [TaskChange_Kind.STATUS_CHANGED]: "changed", [TaskChange_Kind.FINISHED]: "finished", [TaskChange_Kind.UNSPECIFIED]: "changed" };
+const KIND = { [TaskChange_Kind.CREATED]: "created", [TaskChange_Kind.STATUS_CHANGED]: "changed", [TaskChange_Kind.FINISHED]: "finished", [TaskChange_Kind.PROGRESS]: "progress", [TaskChange_Kind.UNSPECIFIED]: "changed" };
 /** A redraw of the table at most this often. */
 const REDRAW_MS = 200;
 
@@ -82,6 +82,10 @@ export async function watchTaskList(io: CliIO, g: GlobalOptions, filter: { statu
           redraw();
         } else {
           const from = change.previousStatus ? `${statusName(change.previousStatus)} -> ` : "";
+          if (change.kind === TaskChange_Kind.PROGRESS) {
+            io.stdout.write(`${isoTime(change.changedAt)}  ${KIND[change.kind].padEnd(8)}  ${t.id}  ${t.name}  ${t.progress ? progressText(t.progress) : ""}\n`);
+            continue;
+          }
           io.stdout.write(`${isoTime(change.changedAt)}  ${KIND[change.kind].padEnd(8)}  ${t.id}  ${t.name}  ${from}${statusName(change.status)}  ${change.details}\n`);
         }
       }

@@ -1,9 +1,10 @@
 import { toJson } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
-import { TaskLogLineSchema, TaskStatus, WatchTaskResponseSchema, type TaskLogLine } from "../../gen/task/v1/task_pb.js";
+import { createRequire } from "node:module";
+import { TaskLogLineSchema, TaskStatus, WatchTaskResponseSchema, type TaskLogLine, type TaskProgress } from "../../gen/task/v1/task_pb.js";
 import { taskClient } from "../client.js";
 import type { CliIO } from "../io.js";
-import { isoTime, statusName } from "../output.js";
+import { isoTime, progressText, statusName } from "../output.js";
 import { parseInteger, parseTaskId } from "../parse.js";
 import { UsageError } from "../io.js";
 import type { GlobalOptions } from "../program.js";
@@ -38,12 +39,19 @@ async function follow(
   // Lines already printed (a --tail or range before following) and filters are skipped here.
   const wanted = (line: TaskLogLine) =>
     line.seq > (show.afterSeq ?? 0) && (!show.attempt || line.attempt === show.attempt) && (!show.stream || line.stream === show.stream);
+  const bar = show.history && g.output === "table" ? progressDisplay(io) : undefined;
+  let lastProgress: string | undefined;
   for await (const res of taskClient(g).watchTask({ id, includeLogs: show.logs })) {
     const { event } = res;
     if (event.case === "task") {
       final = event.value.status;
       lastError = event.value.lastError;
+      const p = event.value.progress;
+      const key = p && `${p.attempt}:${p.fraction}:${p.message}`;
+      if (p && bar && key !== lastProgress) bar.show(p);
+      lastProgress = key;
     }
+    if (event.case !== "task") bar?.pause();
     if (g.output !== "table") {
       if (event.case === "log" ? show.logs && wanted(event.value) : show.history) {
         io.stdout.write(`${JSON.stringify(toJson(WatchTaskResponseSchema, res))}\n`);
@@ -57,9 +65,38 @@ async function follow(
       io.stdout.write(`${formatLine(event.value)}\n`);
     }
   }
+  bar?.pause();
   if (final !== TaskStatus.SUCCEEDED) {
     throw new TaskDidNotSucceed(`task ${id} is ${statusName(final)}${lastError ? `: ${lastError}` : ""}`);
   }
+}
+
+/**
+ * How `watch` shows progress: a bar (cli-progress, on stderr) on a terminal, stopped while other
+ * lines print; otherwise one plain line per change on stdout.
+ */
+function progressDisplay(io: CliIO): { show(p: TaskProgress): void; pause(): void } {
+  if (!io.isTTY) {
+    return { show: (p) => void io.stdout.write(`${isoTime(p.updatedAt)}  ${"PROGRESS".padEnd(9)}  ${progressText(p)}\n`), pause: () => undefined };
+  }
+  // Loaded here, not at start-up: only an interactive watch draws a bar.
+  const cliProgress = createRequire(import.meta.url)("cli-progress") as typeof import("cli-progress");
+  let bar: InstanceType<typeof cliProgress.SingleBar> | undefined;
+  // The injected stderr, as the terminal stream cli-progress draws on (it needs only these).
+  const terminal = { isTTY: true, columns: io.columns, write: (text: string) => (io.stderr.write(text), true) };
+  return {
+    show(p) {
+      const payload = { text: progressText(p) };
+      if (!bar) {
+        bar = new cliProgress.SingleBar({ format: "{bar} {text}", stream: terminal as unknown as NodeJS.WriteStream, hideCursor: true }, cliProgress.Presets.shades_classic);
+        bar.start(1000, Math.round(p.fraction * 1000), payload);
+      } else bar.update(Math.round(p.fraction * 1000), payload);
+    },
+    pause() {
+      bar?.stop();
+      bar = undefined;
+    },
+  };
 }
 
 /** Registers `logs` and `watch`, at the top level and under `task`. */

@@ -15,6 +15,7 @@ import {
   CreateTaskRequestSchema,
   TaskBackoffSchema,
   TaskFileInputSchema,
+  ShellCheckLevel,
 } from "../../gen/task/v1/task_pb.js";
 import { parseFileFlag, registerFileCommands, uploadFileFlags } from "./files.js";
 import { BulkAction } from "../../gen/task/v1/control_pb.js";
@@ -46,6 +47,7 @@ interface CreateFlags {
   backoffMax?: string;
   expireAfter?: string;
   file?: string[];
+  strict?: boolean;
 }
 
 async function buildCreateRequest(name: string, flags: CreateFlags) {
@@ -66,6 +68,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     queue: flags.queue ?? "",
     backoff: backoffFrom(flags),
     expireAfter: flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after")),
+    strictShellCheck: flags.strict ?? false,
   });
 }
 
@@ -116,6 +119,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
     .option("--expire-after <duration>", "end EXPIRED if not started this long after it is due, e.g. 10m (1s-366d; default: the queue's, else never)")
     .option("--file <name=@path>", "an input file, uploaded first (streamed); the task reads it as $TASK_INPUT_DIR/<name>; repeatable", collect)
+    .option("--strict", "shell: refuse the command when shellcheck reports an error-level finding (its warnings are printed either way)")
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const request = await buildCreateRequest(name, flags);
@@ -123,6 +127,8 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
       (flags.file ?? []).forEach(parseFileFlag);
       request.files = (await uploadFileFlags(g, flags.file ?? [])).map((f) => create(TaskFileInputSchema, f));
       const res = await taskClient(g).createTask(request);
+      // On stderr, so `-o json` output and scripts reading the id stay clean.
+      for (const w of res.warnings) io.stderr.write(`warning: ${w.field} line ${w.line}:${w.column}: ${w.message} [${w.code}, ${ShellCheckLevel[w.level].toLowerCase()}]\n`);
       printMessage(io, g.output, CreateTaskResponseSchema, res, (r, width) =>
         r.created ? taskTable(r.task, width) : `${taskTable(r.task, width)}\nnot created: idempotency key "${flags.idempotencyKey}" was already used by task ${r.task?.id}; this is that task`,
       );

@@ -1,6 +1,7 @@
 import { Link } from "wouter";
-import type { Task } from "../../../src/gen/task/v1/task_pb.js";
+import { TaskStatus, type Task } from "../../../src/gen/task/v1/task_pb.js";
 import { formatAbsolute, formatRelative, toDate } from "../format";
+import { ProgressBar } from "./ProgressBar";
 import { StatusBadge } from "./StatusBadge";
 
 function When({ date, now }: { date: Date | undefined; now: number }) {
@@ -78,6 +79,7 @@ export function TaskTable({ tasks, now, caption, stale = false, selection }: { t
             <td data-label="Queue">{t.queue || "default"}</td>
             <td data-label="Status">
               <StatusBadge status={t.status} />
+              {t.progress && (t.status === TaskStatus.RUNNING || t.status === TaskStatus.PAUSED) && <ProgressBar progress={t.progress} />}
             </td>
             <td data-label="Attempts">
               {t.attempts}/{t.maxAttempts}

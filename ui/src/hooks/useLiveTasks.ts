@@ -3,7 +3,7 @@ import { keepPreviousData, useQueryClient } from "@tanstack/react-query";
 import { createConnectQueryKey, useQuery } from "@connectrpc/connect-query";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ScheduleService } from "../../../src/gen/task/v1/schedule_pb.js";
-import { TaskService, type ListTasksRequestSchema } from "../../../src/gen/task/v1/task_pb.js";
+import { TaskChange_Kind, TaskService, type ListTasksRequestSchema } from "../../../src/gen/task/v1/task_pb.js";
 import { subscribeTaskChanges, useTaskStreamState } from "../services/task-stream";
 
 /**
@@ -31,12 +31,16 @@ function useTaskChanges(): { refetchInterval: number | false } {
   const state = useTaskStreamState();
   useEffect(() => {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let counts = false;
     const refresh = () => {
       timer = undefined;
       void queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: TaskService.method.listTasks, cardinality: undefined }) });
-      void queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: TaskService.method.getTaskStatusCounts, cardinality: undefined }) });
+      if (counts) void queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: TaskService.method.getTaskStatusCounts, cardinality: undefined }) });
+      counts = false;
     };
-    return subscribeTaskChanges(() => {
+    return subscribeTaskChanges((change) => {
+      // Progress moves the list's bars but no count.
+      if (change === "resync" || change.kind !== TaskChange_Kind.PROGRESS) counts = true;
       timer ??= setTimeout(refresh, CHANGE_DEBOUNCE_MS);
     });
   }, [queryClient]);

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24itgYKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgxleHBpcmVfYWZ0ZXIYZCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoKZXhwaXJlc19hdBhlIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipgEKEFRhc2tIaXN0b3J5RW50cnkSCgoCaWQYASABKAMSDwoHdGFza19pZBgCIAEoAxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgEIAEoBRIPCgdkZXRhaWxzGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItICCghUYXNrVHlwZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEjEKEHBhcmFtZXRlcl9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB2VuYWJsZWQYBCABKAgSHAoUZGVmYXVsdF9tYXhfYXR0ZW1wdHMYBSABKAUSMgoPZGVmYXVsdF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnNlcnZlZBhQIAEoCBIPCgd3b3JrZXJzGFEgAygJEhMKC3NjaGVtYV9oYXNoGFIgASgJEhUKDWRlZmF1bHRfcXVldWUYUyABKAkSKgoIdmVyc2lvbnMYVCADKAsyGC50YXNrLnYxLlRhc2tUeXBlVmVyc2lvbhIUCgxsaXZlX3dvcmtlcnMYMiABKAUirgEKD1Rhc2tUeXBlVmVyc2lvbhITCgtzY2hlbWFfaGFzaBgBIAEoCRIxCg1yZWdpc3RlcmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd3b3JrZXJzGAMgAygJEg8KB2N1cnJlbnQYBCABKAgSMQoQcGFyYW1ldGVyX3NjaGVtYRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiRQoPVGFza1N0YXR1c0NvdW50EiMKBnN0YXR1cxgBIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgCIAEoAyJ5CgtUYXNrTG9nTGluZRILCgNzZXEYASABKAUSDwoHYXR0ZW1wdBgCIAEoBRIOCgZzdHJlYW0YAyABKAkSDAoEbGluZRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKzAQoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBRIRCgRmcm9tGEYgASgFSACIAQESDwoCdG8YRyABKAVIAYgBARIRCgR0YWlsGEggASgFSAKIAQESDwoHYXR0ZW1wdBhJIAEoBRIOCgZzdHJlYW0YSiABKAlCBwoFX2Zyb21CBQoDX3RvQgcKBV90YWlsIoUBChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIEhMKC3RvdGFsX2xpbmVzGEYgASgFEhQKDHN0b3JlZF9saW5lcxhHIAEoBSI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQigwMKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRINCgVxdWV1ZRgyIAEoCRIlCgdiYWNrb2ZmGDwgASgLMhQudGFzay52MS5UYXNrQmFja29mZhIlCgVmaWxlcxhaIAMoCzIWLnRhc2sudjEuVGFza0ZpbGVJbnB1dBIvCgxleHBpcmVfYWZ0ZXIYZCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iLQoNVGFza0ZpbGVJbnB1dBIMCgRuYW1lGAEgASgJEg4KBnVwbG9hZBgCIAEoCSK9AQoIVGFza0ZpbGUSDAoEbmFtZRgBIAEoCRItCglkaXJlY3Rpb24YAiABKA4yGi50YXNrLnYxLlRhc2tGaWxlRGlyZWN0aW9uEg8KB2F0dGVtcHQYAyABKAUSDAoEc2l6ZRgEIAEoAxIOCgZzaGEyNTYYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZG93bmxvYWRfcGF0aBgHIAEoCSJRChRMaXN0VGFza0ZpbGVzUmVxdWVzdBIKCgJpZBgBIAEoAxItCglkaXJlY3Rpb24YAiABKA4yGi50YXNrLnYxLlRhc2tGaWxlRGlyZWN0aW9uIjkKFUxpc3RUYXNrRmlsZXNSZXNwb25zZRIgCgVmaWxlcxgBIAMoCzIRLnRhc2sudjEuVGFza0ZpbGUiQgoSQ3JlYXRlVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sSDwoHY3JlYXRlZBgCIAEoCCI/ChJDcmVhdGVUYXNrc1JlcXVlc3QSKQoFdGFza3MYASADKAsyGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0IjMKE0NyZWF0ZVRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2siHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siswIKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAxIOCgZxdWV1ZXMYMiADKAkSEwoLbmFtZV9wcmVmaXgYZCABKAkSMQoNY3JlYXRlZF9hZnRlchhlIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYZiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QivgEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudBIzCgxxdWV1ZV9jb3VudHMYMiADKAsyHS50YXNrLnYxLlRhc2tRdWV1ZVN0YXR1c0NvdW50IlkKFFRhc2tRdWV1ZVN0YXR1c0NvdW50Eg0KBXF1ZXVlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCLiAgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkiWgoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAyJKCg5XYXRjaEhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoLV2F0Y2hSZXN5bmMSDgoGY3Vyc29yGAEgASgJEg4KBnJlYXNvbhgCIAEoCSrzAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEhYKElRBU0tfU1RBVFVTX1BBVVNFRBAHEhcKE1RBU0tfU1RBVFVTX0VYUElSRUQQCCp3ChFUYXNrRmlsZURpcmVjdGlvbhIjCh9UQVNLX0ZJTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASHQoZVEFTS19GSUxFX0RJUkVDVElPTl9JTlBVVBABEh4KGlRBU0tfRklMRV9ESVJFQ1RJT05fT1VUUFVUEAIytQgKC1Rhc2tTZXJ2aWNlEkUKCkNyZWF0ZVRhc2sSGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhsudGFzay52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoLQ3JlYXRlVGFza3MSGy50YXNrLnYxLkNyZWF0ZVRhc2tzUmVxdWVzdBocLnRhc2sudjEuQ3JlYXRlVGFza3NSZXNwb25zZRI8CgdHZXRUYXNrEhcudGFzay52MS5HZXRUYXNrUmVxdWVzdBoYLnRhc2sudjEuR2V0VGFza1Jlc3BvbnNlEkIKCUxpc3RUYXNrcxIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBoaLnRhc2sudjEuTGlzdFRhc2tzUmVzcG9uc2USUQoOR2V0VGFza0hpc3RvcnkSHi50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVxdWVzdBofLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXNwb25zZRJgChNHZXRUYXNrU3RhdHVzQ291bnRzEiMudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdBokLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEkUKCkNhbmNlbFRhc2sSGi50YXNrLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhsudGFzay52MS5DYW5jZWxUYXNrUmVzcG9uc2USQgoJUmV0cnlUYXNrEhkudGFzay52MS5SZXRyeVRhc2tSZXF1ZXN0GhoudGFzay52MS5SZXRyeVRhc2tSZXNwb25zZRJOCg1MaXN0VGFza1R5cGVzEh0udGFzay52MS5MaXN0VGFza1R5cGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEkgKC0dldFRhc2tMb2dzEhsudGFzay52MS5HZXRUYXNrTG9nc1JlcXVlc3QaHC50YXNrLnYxLkdldFRhc2tMb2dzUmVzcG9uc2USRAoJV2F0Y2hUYXNrEhkudGFzay52MS5XYXRjaFRhc2tSZXF1ZXN0GhoudGFzay52MS5XYXRjaFRhc2tSZXNwb25zZTABEkcKCldhdGNoVGFza3MSGi50YXNrLnYxLldhdGNoVGFza3NSZXF1ZXN0GhsudGFzay52MS5XYXRjaFRhc2tzUmVzcG9uc2UwARJaChFHZXRUYXNrVGhyb3VnaHB1dBIhLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXF1ZXN0GiIudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlc3BvbnNlEk4KDUxpc3RUYXNrRmlsZXMSHS50YXNrLnYxLkxpc3RUYXNrRmlsZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza0ZpbGVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i3wYKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgxleHBpcmVfYWZ0ZXIYZCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoKZXhwaXJlc19hdBhlIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoIcHJvZ3Jlc3MYKiABKAsyFS50YXNrLnYxLlRhc2tQcm9ncmVzcyLDAQoMVGFza1Byb2dyZXNzEg8KB2F0dGVtcHQYASABKAUSEAoIZnJhY3Rpb24YAiABKAESDwoHbWVzc2FnZRgDIAEoCRIuCgp1cGRhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9yYXRlX3Blcl9zZWNvbmQYBSABKAESNgoTZXN0aW1hdGVkX3JlbWFpbmluZxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKmAQoQVGFza0hpc3RvcnlFbnRyeRIKCgJpZBgBIAEoAxIPCgd0YXNrX2lkGAIgASgDEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIPCgdhdHRlbXB0GAQgASgFEg8KB2RldGFpbHMYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKCFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMQoQcGFyYW1ldGVyX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHZW5hYmxlZBgEIAEoCBIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIyCg9kZWZhdWx0X3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc2VydmVkGFAgASgIEg8KB3dvcmtlcnMYUSADKAkSEwoLc2NoZW1hX2hhc2gYUiABKAkSFQoNZGVmYXVsdF9xdWV1ZRhTIAEoCRIqCgh2ZXJzaW9ucxhUIAMoCzIYLnRhc2sudjEuVGFza1R5cGVWZXJzaW9uEhQKDGxpdmVfd29ya2VycxgyIAEoBSKuAQoPVGFza1R5cGVWZXJzaW9uEhMKC3NjaGVtYV9oYXNoGAEgASgJEjEKDXJlZ2lzdGVyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3dvcmtlcnMYAyADKAkSDwoHY3VycmVudBgEIAEoCBIxChBwYXJhbWV0ZXJfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCg9UYXNrU3RhdHVzQ291bnQSIwoGc3RhdHVzGAEgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAIgASgDInkKC1Rhc2tMb2dMaW5lEgsKA3NlcRgBIAEoBRIPCgdhdHRlbXB0GAIgASgFEg4KBnN0cmVhbRgDIAEoCRIMCgRsaW5lGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrMBChJHZXRUYXNrTG9nc1JlcXVlc3QSCgoCaWQYASABKAMSEQoJYWZ0ZXJfc2VxGAIgASgFEg0KBWxpbWl0GAMgASgFEhEKBGZyb20YRiABKAVIAIgBARIPCgJ0bxhHIAEoBUgBiAEBEhEKBHRhaWwYSCABKAVIAogBARIPCgdhdHRlbXB0GEkgASgFEg4KBnN0cmVhbRhKIAEoCUIHCgVfZnJvbUIFCgNfdG9CBwoFX3RhaWwihQEKE0dldFRhc2tMb2dzUmVzcG9uc2USIwoFbGluZXMYASADKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lEhAKCGxhc3Rfc2VxGAIgASgFEgwKBG1vcmUYAyABKAgSEwoLdG90YWxfbGluZXMYRiABKAUSFAoMc3RvcmVkX2xpbmVzGEcgASgFIjQKEFdhdGNoVGFza1JlcXVlc3QSCgoCaWQYASABKAMSFAoMaW5jbHVkZV9sb2dzGAIgASgIIo4BChFXYXRjaFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrSAASLAoHaGlzdG9yeRgCIAEoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeUgAEiMKA2xvZxgDIAEoCzIULnRhc2sudjEuVGFza0xvZ0xpbmVIAEIHCgVldmVudCKfAwoRQ3JlYXRlVGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHByaW9yaXR5GAQgASgFEhQKDG1heF9hdHRlbXB0cxgFIAEoBRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnJ1bl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEg0KBXF1ZXVlGDIgASgJEiUKB2JhY2tvZmYYPCABKAsyFC50YXNrLnYxLlRhc2tCYWNrb2ZmEhoKEnN0cmljdF9zaGVsbF9jaGVjaxgoIAEoCBIlCgVmaWxlcxhaIAMoCzIWLnRhc2sudjEuVGFza0ZpbGVJbnB1dBIvCgxleHBpcmVfYWZ0ZXIYZCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iLQoNVGFza0ZpbGVJbnB1dBIMCgRuYW1lGAEgASgJEg4KBnVwbG9hZBgCIAEoCSK9AQoIVGFza0ZpbGUSDAoEbmFtZRgBIAEoCRItCglkaXJlY3Rpb24YAiABKA4yGi50YXNrLnYxLlRhc2tGaWxlRGlyZWN0aW9uEg8KB2F0dGVtcHQYAyABKAUSDAoEc2l6ZRgEIAEoAxIOCgZzaGEyNTYYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZG93bmxvYWRfcGF0aBgHIAEoCSJRChRMaXN0VGFza0ZpbGVzUmVxdWVzdBIKCgJpZBgBIAEoAxItCglkaXJlY3Rpb24YAiABKA4yGi50YXNrLnYxLlRhc2tGaWxlRGlyZWN0aW9uIjkKFUxpc3RUYXNrRmlsZXNSZXNwb25zZRIgCgVmaWxlcxgBIAMoCzIRLnRhc2sudjEuVGFza0ZpbGUicAoSQ3JlYXRlVGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2sSDwoHY3JlYXRlZBgCIAEoCBIsCgh3YXJuaW5ncxgoIAMoCzIaLnRhc2sudjEuU2hlbGxDaGVja0ZpbmRpbmciiAEKEVNoZWxsQ2hlY2tGaW5kaW5nEg0KBWZpZWxkGAEgASgJEgwKBGxpbmUYAiABKAUSDgoGY29sdW1uGAMgASgFEicKBWxldmVsGAQgASgOMhgudGFzay52MS5TaGVsbENoZWNrTGV2ZWwSDAoEY29kZRgFIAEoCRIPCgdtZXNzYWdlGAYgASgJIj8KEkNyZWF0ZVRhc2tzUmVxdWVzdBIpCgV0YXNrcxgBIAMoCzIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QiYQoTQ3JlYXRlVGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIsCgh3YXJuaW5ncxgoIAMoCzIaLnRhc2sudjEuU2hlbGxDaGVja0ZpbmRpbmciHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siswIKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAxIOCgZxdWV1ZXMYMiADKAkSEwoLbmFtZV9wcmVmaXgYZCABKAkSMQoNY3JlYXRlZF9hZnRlchhlIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYZiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QivgEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudBIzCgxxdWV1ZV9jb3VudHMYMiADKAsyHS50YXNrLnYxLlRhc2tRdWV1ZVN0YXR1c0NvdW50IlkKFFRhc2tRdWV1ZVN0YXR1c0NvdW50Eg0KBXF1ZXVlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCL1AgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkibQoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAxIRCg1LSU5EX1BST0dSRVNTEAQiSgoOV2F0Y2hIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi0KC1dhdGNoUmVzeW5jEg4KBmN1cnNvchgBIAEoCRIOCgZyZWFzb24YAiABKAkq8wEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQBxIXChNUQVNLX1NUQVRVU19FWFBJUkVEEAgqdwoRVGFza0ZpbGVEaXJlY3Rpb24SIwofVEFTS19GSUxFX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEh0KGVRBU0tfRklMRV9ESVJFQ1RJT05fSU5QVVQQARIeChpUQVNLX0ZJTEVfRElSRUNUSU9OX09VVFBVVBACKqkBCg9TaGVsbENoZWNrTGV2ZWwSIQodU0hFTExfQ0hFQ0tfTEVWRUxfVU5TUEVDSUZJRUQQABIbChdTSEVMTF9DSEVDS19MRVZFTF9FUlJPUhABEh0KGVNIRUxMX0NIRUNLX0xFVkVMX1dBUk5JTkcQAhIaChZTSEVMTF9DSEVDS19MRVZFTF9JTkZPEAMSGwoXU0hFTExfQ0hFQ0tfTEVWRUxfU1RZTEUQBDK1CAoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESRwoKV2F0Y2hUYXNrcxIaLnRhc2sudjEuV2F0Y2hUYXNrc1JlcXVlc3QaGy50YXNrLnYxLldhdGNoVGFza3NSZXNwb25zZTABEloKEUdldFRhc2tUaHJvdWdocHV0EiEudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlcXVlc3QaIi50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVzcG9uc2USTgoNTGlzdFRhc2tGaWxlcxIdLnRhc2sudjEuTGlzdFRhc2tGaWxlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrRmlsZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -205,6 +205,14 @@ export type Task = Message<"task.v1.Task"> & {
    * @generated from field: google.protobuf.Timestamp expires_at = 101;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * The latest progress the current attempt reported (ctx.progress in a plugin, $TASK_PROGRESS in a
+   * shell command); unset when it reported none.
+   *
+   * @generated from field: task.v1.TaskProgress progress = 42;
+   */
+  progress?: TaskProgress | undefined;
 };
 
 /**
@@ -213,6 +221,63 @@ export type Task = Message<"task.v1.Task"> & {
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 1);
+
+/**
+ * TaskProgress is how far an attempt says it has come. Stored at most about once a second per task
+ * (the last report always lands when the attempt ends).
+ *
+ * @generated from message task.v1.TaskProgress
+ */
+export type TaskProgress = Message<"task.v1.TaskProgress"> & {
+  /**
+   * The attempt that reported it.
+   *
+   * @generated from field: int32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * 0 to 1.
+   *
+   * @generated from field: double fraction = 2;
+   */
+  fraction: number;
+
+  /**
+   * What the task said with it, e.g. "4,200 of 10,000 rows" (at most 500 characters).
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * When it was reported.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 4;
+   */
+  updatedAt?: Timestamp | undefined;
+
+  /**
+   * The average rate since the attempt's first report, in fraction per second (0 while unknown).
+   *
+   * @generated from field: double rate_per_second = 5;
+   */
+  ratePerSecond: number;
+
+  /**
+   * At that rate, the time left to reach 1; unset while the rate is unknown.
+   *
+   * @generated from field: google.protobuf.Duration estimated_remaining = 6;
+   */
+  estimatedRemaining?: Duration | undefined;
+};
+
+/**
+ * Describes the message task.v1.TaskProgress.
+ * Use `create(TaskProgressSchema)` to create a new message.
+ */
+export const TaskProgressSchema: GenMessage<TaskProgress> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 2);
 
 /**
  * TaskHistoryEntry is one state change of a task, in the order it happened.
@@ -260,7 +325,7 @@ export type TaskHistoryEntry = Message<"task.v1.TaskHistoryEntry"> & {
  * Use `create(TaskHistoryEntrySchema)` to create a new message.
  */
 export const TaskHistoryEntrySchema: GenMessage<TaskHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 2);
+  messageDesc(file_task_v1_task, 3);
 
 /**
  * TaskType describes a registered plugin.
@@ -352,7 +417,7 @@ export type TaskType = Message<"task.v1.TaskType"> & {
  * Use `create(TaskTypeSchema)` to create a new message.
  */
 export const TaskTypeSchema: GenMessage<TaskType> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 3);
+  messageDesc(file_task_v1_task, 4);
 
 /**
  * TaskTypeVersion is one registered version of a task type (docs/design/task-types.md).
@@ -397,7 +462,7 @@ export type TaskTypeVersion = Message<"task.v1.TaskTypeVersion"> & {
  * Use `create(TaskTypeVersionSchema)` to create a new message.
  */
 export const TaskTypeVersionSchema: GenMessage<TaskTypeVersion> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 4);
+  messageDesc(file_task_v1_task, 5);
 
 /**
  * TaskStatusCount is the number of tasks in one status.
@@ -421,7 +486,7 @@ export type TaskStatusCount = Message<"task.v1.TaskStatusCount"> & {
  * Use `create(TaskStatusCountSchema)` to create a new message.
  */
 export const TaskStatusCountSchema: GenMessage<TaskStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 5);
+  messageDesc(file_task_v1_task, 6);
 
 /**
  * TaskLogLine is one line of a task's output.
@@ -464,7 +529,7 @@ export type TaskLogLine = Message<"task.v1.TaskLogLine"> & {
  * Use `create(TaskLogLineSchema)` to create a new message.
  */
 export const TaskLogLineSchema: GenMessage<TaskLogLine> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 6);
+  messageDesc(file_task_v1_task, 7);
 
 /**
  * @generated from message task.v1.GetTaskLogsRequest
@@ -529,7 +594,7 @@ export type GetTaskLogsRequest = Message<"task.v1.GetTaskLogsRequest"> & {
  * Use `create(GetTaskLogsRequestSchema)` to create a new message.
  */
 export const GetTaskLogsRequestSchema: GenMessage<GetTaskLogsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 7);
+  messageDesc(file_task_v1_task, 8);
 
 /**
  * @generated from message task.v1.GetTaskLogsResponse
@@ -575,7 +640,7 @@ export type GetTaskLogsResponse = Message<"task.v1.GetTaskLogsResponse"> & {
  * Use `create(GetTaskLogsResponseSchema)` to create a new message.
  */
 export const GetTaskLogsResponseSchema: GenMessage<GetTaskLogsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 8);
+  messageDesc(file_task_v1_task, 9);
 
 /**
  * @generated from message task.v1.WatchTaskRequest
@@ -599,7 +664,7 @@ export type WatchTaskRequest = Message<"task.v1.WatchTaskRequest"> & {
  * Use `create(WatchTaskRequestSchema)` to create a new message.
  */
 export const WatchTaskRequestSchema: GenMessage<WatchTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 9);
+  messageDesc(file_task_v1_task, 10);
 
 /**
  * @generated from message task.v1.WatchTaskResponse
@@ -640,7 +705,7 @@ export type WatchTaskResponse = Message<"task.v1.WatchTaskResponse"> & {
  * Use `create(WatchTaskResponseSchema)` to create a new message.
  */
 export const WatchTaskResponseSchema: GenMessage<WatchTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 10);
+  messageDesc(file_task_v1_task, 11);
 
 /**
  * @generated from message task.v1.CreateTaskRequest
@@ -720,6 +785,15 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
   backoff?: TaskBackoff | undefined;
 
   /**
+   * A shell task only: refuse the command (INVALID_ARGUMENT) when shellcheck reports an
+   * error-level finding. Unset: findings only come back as warnings. Syntax errors (bash -n) are
+   * always refused.
+   *
+   * @generated from field: bool strict_shell_check = 40;
+   */
+  strictShellCheck: boolean;
+
+  /**
    * Input files, each an upload (POST /uploads) given to this task under a name: a shell task
    * reads $TASK_INPUT_DIR/<name>, a plugin ctx.files.open(name). Each upload is taken by one task;
    * together they are held to TASK_FILES_MAX_TASK_BYTES. At most 20.
@@ -742,7 +816,7 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
  * Use `create(CreateTaskRequestSchema)` to create a new message.
  */
 export const CreateTaskRequestSchema: GenMessage<CreateTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 11);
+  messageDesc(file_task_v1_task, 12);
 
 /**
  * TaskFileInput names an upload as one of a new task's input files.
@@ -771,7 +845,7 @@ export type TaskFileInput = Message<"task.v1.TaskFileInput"> & {
  * Use `create(TaskFileInputSchema)` to create a new message.
  */
 export const TaskFileInputSchema: GenMessage<TaskFileInput> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 12);
+  messageDesc(file_task_v1_task, 13);
 
 /**
  * TaskFile is one stored, complete file of a task.
@@ -828,7 +902,7 @@ export type TaskFile = Message<"task.v1.TaskFile"> & {
  * Use `create(TaskFileSchema)` to create a new message.
  */
 export const TaskFileSchema: GenMessage<TaskFile> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 13);
+  messageDesc(file_task_v1_task, 14);
 
 /**
  * @generated from message task.v1.ListTaskFilesRequest
@@ -852,7 +926,7 @@ export type ListTaskFilesRequest = Message<"task.v1.ListTaskFilesRequest"> & {
  * Use `create(ListTaskFilesRequestSchema)` to create a new message.
  */
 export const ListTaskFilesRequestSchema: GenMessage<ListTaskFilesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 14);
+  messageDesc(file_task_v1_task, 15);
 
 /**
  * @generated from message task.v1.ListTaskFilesResponse
@@ -871,7 +945,7 @@ export type ListTaskFilesResponse = Message<"task.v1.ListTaskFilesResponse"> & {
  * Use `create(ListTaskFilesResponseSchema)` to create a new message.
  */
 export const ListTaskFilesResponseSchema: GenMessage<ListTaskFilesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 15);
+  messageDesc(file_task_v1_task, 16);
 
 /**
  * @generated from message task.v1.CreateTaskResponse
@@ -888,6 +962,14 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
    * @generated from field: bool created = 2;
    */
   created: boolean;
+
+  /**
+   * What shellcheck found in a shell task's command (when the server has shellcheck installed);
+   * the task was created anyway.
+   *
+   * @generated from field: repeated task.v1.ShellCheckFinding warnings = 40;
+   */
+  warnings: ShellCheckFinding[];
 };
 
 /**
@@ -895,7 +977,58 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
  * Use `create(CreateTaskResponseSchema)` to create a new message.
  */
 export const CreateTaskResponseSchema: GenMessage<CreateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 16);
+  messageDesc(file_task_v1_task, 17);
+
+/**
+ * ShellCheckFinding is one thing shellcheck found in a shell task's command.
+ *
+ * @generated from message task.v1.ShellCheckFinding
+ */
+export type ShellCheckFinding = Message<"task.v1.ShellCheckFinding"> & {
+  /**
+   * The request field holding the command, e.g. "parameters.command" or
+   * "tasks[2].parameters.command" in a CreateTasks batch.
+   *
+   * @generated from field: string field = 1;
+   */
+  field: string;
+
+  /**
+   * 1-based line and column in the command.
+   *
+   * @generated from field: int32 line = 2;
+   */
+  line: number;
+
+  /**
+   * @generated from field: int32 column = 3;
+   */
+  column: number;
+
+  /**
+   * @generated from field: task.v1.ShellCheckLevel level = 4;
+   */
+  level: ShellCheckLevel;
+
+  /**
+   * shellcheck's code, e.g. "SC2086" (see https://www.shellcheck.net/wiki/SC2086).
+   *
+   * @generated from field: string code = 5;
+   */
+  code: string;
+
+  /**
+   * @generated from field: string message = 6;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message task.v1.ShellCheckFinding.
+ * Use `create(ShellCheckFindingSchema)` to create a new message.
+ */
+export const ShellCheckFindingSchema: GenMessage<ShellCheckFinding> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 18);
 
 /**
  * @generated from message task.v1.CreateTasksRequest
@@ -912,7 +1045,7 @@ export type CreateTasksRequest = Message<"task.v1.CreateTasksRequest"> & {
  * Use `create(CreateTasksRequestSchema)` to create a new message.
  */
 export const CreateTasksRequestSchema: GenMessage<CreateTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 17);
+  messageDesc(file_task_v1_task, 19);
 
 /**
  * @generated from message task.v1.CreateTasksResponse
@@ -924,6 +1057,13 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
    * @generated from field: repeated task.v1.Task tasks = 1;
    */
   tasks: Task[];
+
+  /**
+   * shellcheck's findings in the batch's shell commands; each names its task by `field`.
+   *
+   * @generated from field: repeated task.v1.ShellCheckFinding warnings = 40;
+   */
+  warnings: ShellCheckFinding[];
 };
 
 /**
@@ -931,7 +1071,7 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
  * Use `create(CreateTasksResponseSchema)` to create a new message.
  */
 export const CreateTasksResponseSchema: GenMessage<CreateTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 18);
+  messageDesc(file_task_v1_task, 20);
 
 /**
  * @generated from message task.v1.GetTaskRequest
@@ -948,7 +1088,7 @@ export type GetTaskRequest = Message<"task.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 19);
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * @generated from message task.v1.GetTaskResponse
@@ -965,7 +1105,7 @@ export type GetTaskResponse = Message<"task.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 20);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * @generated from message task.v1.ListTasksRequest
@@ -1057,7 +1197,7 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.ListTasksResponse
@@ -1112,7 +1252,7 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.GetTaskHistoryRequest
@@ -1129,7 +1269,7 @@ export type GetTaskHistoryRequest = Message<"task.v1.GetTaskHistoryRequest"> & {
  * Use `create(GetTaskHistoryRequestSchema)` to create a new message.
  */
 export const GetTaskHistoryRequestSchema: GenMessage<GetTaskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.GetTaskHistoryResponse
@@ -1146,7 +1286,7 @@ export type GetTaskHistoryResponse = Message<"task.v1.GetTaskHistoryResponse"> &
  * Use `create(GetTaskHistoryResponseSchema)` to create a new message.
  */
 export const GetTaskHistoryResponseSchema: GenMessage<GetTaskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsRequest
@@ -1159,7 +1299,7 @@ export type GetTaskStatusCountsRequest = Message<"task.v1.GetTaskStatusCountsReq
  * Use `create(GetTaskStatusCountsRequestSchema)` to create a new message.
  */
 export const GetTaskStatusCountsRequestSchema: GenMessage<GetTaskStatusCountsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsResponse
@@ -1197,7 +1337,7 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  * Use `create(GetTaskStatusCountsResponseSchema)` to create a new message.
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * TaskQueueStatusCount is the number of tasks in one queue in one status.
@@ -1226,7 +1366,7 @@ export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
  * Use `create(TaskQueueStatusCountSchema)` to create a new message.
  */
 export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -1255,7 +1395,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 30);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -1279,7 +1419,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 31);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -1296,7 +1436,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 30);
+  messageDesc(file_task_v1_task, 32);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -1313,7 +1453,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 31);
+  messageDesc(file_task_v1_task, 33);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -1330,7 +1470,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 32);
+  messageDesc(file_task_v1_task, 34);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -1343,7 +1483,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 33);
+  messageDesc(file_task_v1_task, 35);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1360,7 +1500,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 34);
+  messageDesc(file_task_v1_task, 36);
 
 /**
  * @generated from message task.v1.WatchTasksRequest
@@ -1388,7 +1528,7 @@ export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 35);
+  messageDesc(file_task_v1_task, 37);
 
 /**
  * @generated from message task.v1.WatchTasksResponse
@@ -1428,7 +1568,7 @@ export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 36);
+  messageDesc(file_task_v1_task, 38);
 
 /**
  * @generated from message task.v1.TaskChange
@@ -1486,7 +1626,7 @@ export type TaskChange = Message<"task.v1.TaskChange"> & {
  * Use `create(TaskChangeSchema)` to create a new message.
  */
 export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 37);
+  messageDesc(file_task_v1_task, 39);
 
 /**
  * @generated from enum task.v1.TaskChange.Kind
@@ -1511,13 +1651,21 @@ export enum TaskChange_Kind {
    * @generated from enum value: KIND_FINISHED = 3;
    */
   FINISHED = 3,
+
+  /**
+   * The task's progress changed (task.progress); not a state change: status, previous_status and
+   * details are unset, and cursor is the stream's position (progress is not replayed on resume).
+   *
+   * @generated from enum value: KIND_PROGRESS = 4;
+   */
+  PROGRESS = 4,
 }
 
 /**
  * Describes the enum task.v1.TaskChange.Kind.
  */
 export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_task, 37, 0);
+  enumDesc(file_task_v1_task, 39, 0);
 
 /**
  * @generated from message task.v1.WatchHeartbeat
@@ -1539,7 +1687,7 @@ export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
  * Use `create(WatchHeartbeatSchema)` to create a new message.
  */
 export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 38);
+  messageDesc(file_task_v1_task, 40);
 
 /**
  * @generated from message task.v1.WatchResync
@@ -1561,7 +1709,7 @@ export type WatchResync = Message<"task.v1.WatchResync"> & {
  * Use `create(WatchResyncSchema)` to create a new message.
  */
 export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 39);
+  messageDesc(file_task_v1_task, 41);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
@@ -1671,6 +1819,44 @@ export enum TaskFileDirection {
  */
 export const TaskFileDirectionSchema: GenEnum<TaskFileDirection> = /*@__PURE__*/
   enumDesc(file_task_v1_task, 1);
+
+/**
+ * ShellCheckLevel is how serious a shellcheck finding is.
+ *
+ * @generated from enum task.v1.ShellCheckLevel
+ */
+export enum ShellCheckLevel {
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_ERROR = 1;
+   */
+  ERROR = 1,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_WARNING = 2;
+   */
+  WARNING = 2,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_INFO = 3;
+   */
+  INFO = 3,
+
+  /**
+   * @generated from enum value: SHELL_CHECK_LEVEL_STYLE = 4;
+   */
+  STYLE = 4,
+}
+
+/**
+ * Describes the enum task.v1.ShellCheckLevel.
+ */
+export const ShellCheckLevelSchema: GenEnum<ShellCheckLevel> = /*@__PURE__*/
+  enumDesc(file_task_v1_task, 2);
 
 /**
  * TaskService creates, inspects and controls tasks.

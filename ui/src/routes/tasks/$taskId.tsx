@@ -10,6 +10,7 @@ import { HistoryTimeline } from "../../components/HistoryTimeline";
 import { JsonView } from "../../components/JsonView";
 import { LogRange } from "../../components/LogRange";
 import { LogTail } from "../../components/LogTail";
+import { ProgressBar } from "../../components/ProgressBar";
 import { StatusBadge } from "../../components/StatusBadge";
 import { TaskFiles } from "../../components/TaskFiles";
 import { canCancel, canPause, canRetry, durationMs, formatAbsolute, formatDuration, formatRelative, isTerminal, toDate } from "../../format";
@@ -96,6 +97,9 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
         <h2 id="summary-title" className="visually-hidden">
           Summary
         </h2>
+        {task.progress && (
+          <ProgressBar progress={task.progress} detailed />
+        )}
         <dl className="summary">
           <Item term="Type">{task.type}</Item>
           <Item term="Attempts">
