@@ -35,9 +35,10 @@ ENV NODE_ENV=production \
 WORKDIR /app
 
 # tini as PID 1: it forwards signals and reaps the orphans that shell tasks can leave behind
-# (node as PID 1 would let them pile up as zombies).
+# (node as PID 1 would let them pile up as zombies). shellcheck: the server returns its findings on
+# a shell task's command at create (bash -n alone checks only the syntax).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini \
+ && apt-get install -y --no-install-recommends tini shellcheck \
  && rm -rf /var/lib/apt/lists/*
 
 COPY package.json package-lock.json ./

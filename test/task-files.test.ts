@@ -82,11 +82,20 @@ function sha256(file: string): string {
 }
 
 /** The import the Done-when test runs: count rows, wait (the pause lands here), transform every row into the export. */
+/**
+ * The import: counts the rows, reads them all reporting its progress to $TASK_PROGRESS every 20,000
+ * rows (the first half of the bar), waits at `sleep <marker>` (the pause point), then exports the
+ * transformed rows (the second half).
+ */
 function importCommand(marker: string): string {
   return [
-    `wc -l < "$TASK_INPUT_DIR/data" > "$TASK_OUTPUT_DIR/count.txt"`,
+    `total=$(wc -l < "$TASK_INPUT_DIR/data")`,
+    `echo "$total" > "$TASK_OUTPUT_DIR/count.txt"`,
+    `awk -v total="$total" 'NR % 20000 == 0 { printf "%.3f imported %d of %d rows\\n", NR / total / 2, NR, total > ENVIRON["TASK_PROGRESS"]; fflush(ENVIRON["TASK_PROGRESS"]) }' "$TASK_INPUT_DIR/data"`,
+    `echo "0.5 imported $total rows; exporting" > "$TASK_PROGRESS"`,
     `sleep ${marker}`,
     `awk -F, 'BEGIN { OFS = "," } { print $1, toupper($2), $3 * 2 }' "$TASK_INPUT_DIR/data" > "$TASK_OUTPUT_DIR/result.csv"`,
+    `echo "1 exported $total rows" > "$TASK_PROGRESS"`,
   ].join(" && ");
 }
 
@@ -120,7 +129,7 @@ async function fileRows(taskId: bigint) {
 }
 
 describe("files in and out", () => {
-  it("imports a 50 MB CSV uploaded with the task, pauses and resumes it, and exports a result downloaded byte for byte", async () => {
+  it("imports a 50 MB CSV uploaded with the task reporting its progress, pauses and resumes it, and exports a result downloaded byte for byte", async () => {
     await worker();
     const csv = path.join(dir, "rows.csv");
     await writeCsv(csv, 50 * 1024 * 1024);
@@ -138,7 +147,14 @@ describe("files in and out", () => {
     const [sleeper] = await waitFor(() => processesMatching(marker).length > 0 && processesMatching(marker), "the import to reach its pause point", 60_000);
     const control = clientsAs(server.url, TOKENS.admin).control;
     await control.pauseTask({ id });
-    await waitForStatus(id, TaskStatus.PAUSED);
+    const paused = await waitForStatus(id, TaskStatus.PAUSED);
+    // Its progress through the import, as the worker read it from $TASK_PROGRESS (stored about once a second).
+    const midway = await waitFor(async () => {
+      const p = (await statusOf(id)).progress;
+      return p && p.fraction === 0.5 && p;
+    }, "the import's progress to reach the pause point", 10_000);
+    expect(midway).toMatchObject({ attempt: 1, message: expect.stringMatching(/^imported \d+ rows; exporting$/) });
+    expect(paused.progress === undefined || paused.progress.fraction <= 0.5).toBe(true);
     await waitFor(() => processState(sleeper!) === "T", "the import's processes to stop");
     await new Promise((r) => setTimeout(r, 1_000));
     expect(processState(sleeper!)).toBe("T");
@@ -149,6 +165,8 @@ describe("files in and out", () => {
     expect(watched.code).toBe(0);
     const task = await statusOf(id);
     expect(task.status).toBe(TaskStatus.SUCCEEDED);
+    // The last report lands with the outcome.
+    expect(task.progress).toMatchObject({ attempt: 1, fraction: 1, message: expect.stringMatching(/^exported \d+ rows$/) });
 
     // What the same awk makes of the same rows, here: the export must be exactly that.
     const expected = path.join(dir, "expected.csv");
