@@ -38,7 +38,7 @@ describe.each(protocols)("over %s", (protocol) => {
     expect(history.map((h) => h.details)).toEqual(["created", `cancelled by local (admin): ${protocol}`]);
 
     const counts = await client().getTaskStatusCounts({});
-    expect(counts.counts).toHaveLength(7);
+    expect(counts.counts).toHaveLength(8);
     const types = await client().listTaskTypes({});
     expect(types.types.map((t) => t.name)).toContain("shell");
   });

@@ -65,7 +65,9 @@ describe("ListTasks query plans", () => {
     { name: "ids", filter: () => ({ ids: ["5", "17", "40000", "59999"] }), indexes: ["tasks_pkey"] },
     { name: "a page token half-way down", filter: async () => ({ beforeId: await deepId() }), indexes: ["tasks_pkey"] },
     { name: "a page token with a status", filter: async () => ({ beforeId: await deepId(), statuses: ["failed"] }), indexes: ["tasks_status_id_idx"] },
-    { name: "page 100 by number", filter: () => ({ offset: 4950, statuses: ["succeeded"] }), indexes: ["tasks_status_id_idx"] },
+    // Nine tasks in ten succeeded: reading the primary key backwards and skipping the rest costs about
+    // what the status index does, and the planner takes either; what matters is that neither scans tasks.
+    { name: "page 100 by number", filter: () => ({ offset: 4950, statuses: ["succeeded"] }), indexes: [] },
   ];
 
   for (const c of cases) {

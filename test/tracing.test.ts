@@ -254,5 +254,6 @@ describe("with tracing off", () => {
     } finally {
       await receiver.close();
     }
-  });
+    // Two child runs, each starting PostgreSQL work and a worker: a loaded machine needs more than the default minute.
+  }, 150_000);
 });

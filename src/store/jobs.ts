@@ -86,7 +86,7 @@ function jobSpecsFrom(source: string): RawBuilder<unknown> {
 /**
  * A SELECT that adds the next attempt's job of every row of `source` (a CTE's body; run it inside
  * the caller's statement). add_jobs is not called when `source` is empty: it would still notify
- * `jobs:insert` (its count null), waking every worker's fetch for nothing; an outcome batch with no
+ * JOBS_INSERT_CHANNEL (its count null), waking every worker's fetch for nothing; an outcome batch with no
  * retry in it did that once per flush (a third as much database time as the claims, wasted).
  */
 export function addJobsOf(source: string): RawBuilder<unknown> {
