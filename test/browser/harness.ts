@@ -6,7 +6,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from "playwrig
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { DEFAULT_DASHBOARD_DIR } from "../../src/api/dashboard.js";
 import type { Workers } from "../../src/worker/runner.js";
-import { startTestApi, type TestApi } from "../helpers/api.js";
+import { startTestApi, type TestApi, type TestApiOptions } from "../helpers/api.js";
 import { startTestWorkers } from "../helpers/workers.js";
 
 /** Debian's Chromium (`apt-get install chromium`); playwright-core downloads nothing. */
@@ -106,11 +106,11 @@ export interface DashboardSuite {
   page: Page;
 }
 
-/** Registers the hooks of a dashboard test file (see DashboardSuite); `workers` configures its workers. */
-export function useDashboardSuite(options: { workers?: Parameters<typeof startTestWorkers>[1] } = {}): DashboardSuite {
+/** Registers the hooks of a dashboard test file (see DashboardSuite); `api` configures its server (e.g. tokens), `workers` its workers. */
+export function useDashboardSuite(options: { api?: TestApiOptions; workers?: Parameters<typeof startTestWorkers>[1] } = {}): DashboardSuite {
   const suite = {} as DashboardSuite;
   beforeAll(async () => {
-    [suite.api, suite.browser] = await Promise.all([startTestApi(), launchBrowser()]);
+    [suite.api, suite.browser] = await Promise.all([startTestApi(options.api), launchBrowser()]);
     suite.workers = await startTestWorkers(suite.api.database, options.workers);
   });
   afterAll(async () => {

@@ -14,7 +14,8 @@ export function formatBytes(n: number): string {
 
 /**
  * A task's files: inputs, then the outputs each attempt kept, with sizes; an output has a download
- * button (the route saves it through the authenticated download).
+ * button (the route saves it through the authenticated download). On a phone each file is a card
+ * (data-label names its values), as the task list's rows are.
  */
 export function TaskFiles({ files, onDownload, downloading }: { files: TaskFile[]; onDownload: (file: TaskFile) => void; downloading: string }) {
   if (files.length === 0) return <p className="muted">No files.</p>;
@@ -37,13 +38,13 @@ export function TaskFiles({ files, onDownload, downloading }: { files: TaskFile[
           const key = `${f.direction}:${f.attempt}:${f.name}`;
           return (
             <tr key={key}>
-              <td>{input ? "input" : "output"}</td>
-              <td>{input ? "—" : f.attempt}</td>
-              <td>
+              <td data-label="Kind">{input ? "input" : "output"}</td>
+              <td data-label="Attempt">{input ? "—" : f.attempt}</td>
+              <td data-label="Name">
                 <code>{f.name}</code>
               </td>
-              <td title={`${f.size} bytes`}>{formatBytes(Number(f.size))}</td>
-              <td>
+              <td data-label="Size" className="file-size" title={`${f.size} bytes`}>{formatBytes(Number(f.size))}</td>
+              <td data-label="">
                 {f.downloadPath && (
                   <button type="button" disabled={downloading === key} onClick={() => onDownload(f)} aria-label={`Download ${f.name}`}>
                     {downloading === key ? "Downloading…" : "Download"}
