@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile } from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -10,6 +9,7 @@ import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { createTask, setTaskRow } from "./helpers/factory.js";
 import { cliPath } from "./helpers/process.js";
+import { closedPort } from "./helpers/ports.js";
 
 const execFileAsync = promisify(execFile);
 let api: TestApi;
@@ -19,14 +19,6 @@ beforeAll(async () => {
 afterAll(async () => api?.close());
 const cli = (...args: string[]) => runCli(["--address", api.server.url, ...args]);
 
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe("tables use the terminal's width", () => {
   it("a wide terminal shows every type's description and whole history details", async () => {

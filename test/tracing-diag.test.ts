@@ -1,7 +1,6 @@
 // OpenTelemetry's diagnostics go through the project's logger while tracing is on: an exporter
 // pointed at a closed port logs its failure (not silently dropped), and a failure that repeats is
 // held back for a window (not one line per export).
-import net from "node:net";
 import { Writable } from "node:stream";
 import { DiagLogLevel } from "@opentelemetry/api";
 import { pino } from "pino";
@@ -10,6 +9,7 @@ import { loadConfig } from "../src/config.js";
 import { startTracing, tracerOf } from "../src/tracing.js";
 import { diagLevelOf, diagLoggerOf } from "../src/tracing-diag.js";
 import { waitFor } from "./helpers/wait.js";
+import { closedPort } from "./helpers/ports.js";
 
 interface Line {
   level: number;
@@ -31,14 +31,6 @@ function capturedLogger(level: string) {
   return { logger: pino({ level }, sink), lines };
 }
 
-/** A port on loopback that nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe("OpenTelemetry's diagnostics", () => {
   it("log an export to a closed port through the project's logger", async () => {

@@ -9,6 +9,7 @@ import { UsageError } from "../io.js";
 import { isoTime, makeTable, printMessage } from "../output.js";
 import { parseInteger, parseTaskId } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
+import { formatBytes } from "../../bytes.js";
 
 /** `--file name=@path`: the name the task sees and the local file to upload. */
 export function parseFileFlag(flag: string): { name: string; path: string } {
@@ -35,19 +36,6 @@ export async function uploadFileFlags(options: ClientOptions, flags: string[]): 
     files.push({ name, upload: stored.upload });
   }
   return files;
-}
-
-const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-
-/** 52428800 → "50.0 MiB". */
-export function formatBytes(n: number): string {
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** The files of a task as a table: direction, attempt, name, size, when. */

@@ -3,7 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import { cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { TaskFileDirection, TaskFileSchema } from "../../../src/gen/task/v1/task_pb.js";
-import { formatBytes, TaskFiles } from "./TaskFiles";
+import { formatBytes } from "../../../src/bytes.js";
+import { TaskFiles } from "./TaskFiles";
 
 afterEach(cleanup);
 

@@ -1,16 +1,5 @@
+import { formatBytes } from "../../../src/bytes.js";
 import { TaskFileDirection, type TaskFile } from "../../../src/gen/task/v1/task_pb.js";
-
-/** 52428800 → "50.0 MiB". */
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
 
 /**
  * A task's files: inputs, then the outputs each attempt kept, with sizes; an output has a download
