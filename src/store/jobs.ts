@@ -36,6 +36,13 @@ export function queueFlag(queue: string): string {
 }
 
 /**
+ * The job flag of a keyed task's job (tasks.key set). The batch claim takes no job with it: keyed
+ * tasks are claimed in their keys' turn order (claimKeyedAttempts), or one at a time in a limited
+ * queue, where the key's gate counts its RUNNING tasks.
+ */
+export const KEYED_FLAG = "keyed";
+
+/**
  * graphile-worker's own retries of a job cover infrastructure failures only (the handler threw
  * because, say, the database went away); task-level retries and backoff are ours.
  */
@@ -65,7 +72,7 @@ export function taskJobKey(idColumn: string): RawBuilder<string> {
 
 /**
  * A graphile_worker.job_spec[] built from the rows of `source` (a CTE or table with id, queue, type,
- * run_at, priority and attempts). Our priority is "higher first"; graphile-worker's is "lower
+ * run_at, priority, attempts and key). Our priority is "higher first"; graphile-worker's is "lower
  * first", hence the negation. The job is filed under the task's (queue, type) identifier and
  * flagged with its queue (queueFlag says why).
  */
@@ -80,6 +87,7 @@ function jobSpecsFrom(source: string): RawBuilder<unknown> {
       ${taskJobKey("s.id")},
       (-s.priority)::smallint,
       array[${queueFlag("")}::text || s.queue] /* = [queueFlag(queue)] */
+        || case when s.key is not null then array[${KEYED_FLAG}::text] else array[]::text[] end
     )::graphile_worker.job_spec) from ${from} as s)`;
 }
 
@@ -147,6 +155,20 @@ export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder
         delete from graphile_worker._private_jobs d using picked p
         where d.id = p.c_job and not (${usable}))`,
   ];
+}
+
+/**
+ * The keyed claim's CTE `keyjobs` over `source` (a CTE of candidate tasks with k_id, in the
+ * claim's order): each candidate with its task's available job as c_job, locked FOR UPDATE SKIP
+ * LOCKED, so concurrent claims never take the same job; a candidate whose job another claim holds,
+ * or that has none, is left out. Looked up by the job key (graphile-worker's unique index on it).
+ */
+export function lockJobsOfTasks(source: string): RawBuilder<unknown> {
+  return sql`keyjobs as (
+    select j.id as c_job, k.* from ${sql.ref(source)} k
+    join graphile_worker._private_jobs j on j.key = ${taskJobKey("k.k_id")}
+    where j.is_available = true and j.run_at <= now()
+    for update of j skip locked)`;
 }
 
 /** A data-modifying CTE body that deletes the jobs whose ids `source.column` holds (the jobs a claim took). */

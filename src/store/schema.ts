@@ -47,6 +47,10 @@ export interface TasksTable {
   backoff_max_ms: ColumnType<number | null, number | null | undefined, number | null>;
   /** The W3C traceparent of the create (migration 0022); written once, by the create statement. */
   traceparent: ColumnType<string | null, string | null | undefined, never>;
+  /** What the task competes for within its queue (migration 0026): per-key limits and turns; null: unkeyed. */
+  key: ColumnType<string | null, string | null | undefined, never>;
+  /** Its place in its key's round-robin (src/store/lifecycle/create.ts); null for unkeyed tasks. */
+  key_turn: ColumnType<string | null, string | null | undefined, never>;
 }
 
 export interface TaskHistoryTable {
@@ -97,6 +101,12 @@ export interface QueuesTable {
   concurrency: number | null;
   paused: ColumnType<boolean, boolean | undefined, boolean>;
   updated_at: Generated<Date>;
+  /** Derives a key for tasks created without one (src/key-template.ts); null: none. */
+  key_template: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Most RUNNING tasks per key; null: unlimited. */
+  key_concurrency: ColumnType<number | null, number | null | undefined, number | null>;
+  /** Limits of named keys, overriding key_concurrency. */
+  key_limits: ColumnType<Record<string, number>, Record<string, number> | undefined, Record<string, number>>;
 }
 
 export interface TaskWatchersTable {
@@ -189,7 +199,7 @@ export const taskColumns = [
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
-  "traceparent",
+  "traceparent", "key", "key_turn",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

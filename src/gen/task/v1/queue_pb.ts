@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/queue.proto.
  */
 export const file_task_v1_queue: GenFile = /*@__PURE__*/
-  fileDesc("ChN0YXNrL3YxL3F1ZXVlLnByb3RvEgd0YXNrLnYxIukBCgVRdWV1ZRIMCgRuYW1lGAEgASgJEg4KBnBhdXNlZBgCIAEoCBIYCgtjb25jdXJyZW5jeRgDIAEoBUgAiAEBEg8KB3J1bm5pbmcYBCABKAMSDwoHd2FpdGluZxgFIAEoAxI1ChJvbGRlc3Rfd2FpdGluZ19hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHd29ya2VycxgHIAEoBRIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIOCgxfY29uY3VycmVuY3kiSQoNUXVldWVTZXR0aW5ncxIYCgtjb25jdXJyZW5jeRgBIAEoBUgAiAEBEg4KBnBhdXNlZBgCIAEoCEIOCgxfY29uY3VycmVuY3kiEwoRTGlzdFF1ZXVlc1JlcXVlc3QiNAoSTGlzdFF1ZXVlc1Jlc3BvbnNlEh4KBnF1ZXVlcxgBIAMoCzIOLnRhc2sudjEuUXVldWUifQoSVXBkYXRlUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSKAoIc2V0dGluZ3MYAiABKAsyFi50YXNrLnYxLlF1ZXVlU2V0dGluZ3MSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjQKE1VwZGF0ZVF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi50YXNrLnYxLlF1ZXVlIiEKEVBhdXNlUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiMwoSUGF1c2VRdWV1ZVJlc3BvbnNlEh0KBXF1ZXVlGAEgASgLMg4udGFzay52MS5RdWV1ZSIiChJSZXN1bWVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI0ChNSZXN1bWVRdWV1ZVJlc3BvbnNlEh0KBXF1ZXVlGAEgASgLMg4udGFzay52MS5RdWV1ZSLSAQoGV29ya2VyEgoKAmlkGAEgASgJEgwKBGhvc3QYAiABKAkSCwoDcGlkGAMgASgFEg0KBXNsb3RzGAQgASgFEgwKBGJ1c3kYBSABKAUSDQoFdHlwZXMYBiADKAkSDgoGcXVldWVzGAcgAygJEi4KCnN0YXJ0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIUChJMaXN0V29ya2Vyc1JlcXVlc3QiNwoTTGlzdFdvcmtlcnNSZXNwb25zZRIgCgd3b3JrZXJzGAEgAygLMg8udGFzay52MS5Xb3JrZXIysAIKDFF1ZXVlU2VydmljZRJFCgpMaXN0UXVldWVzEhoudGFzay52MS5MaXN0UXVldWVzUmVxdWVzdBobLnRhc2sudjEuTGlzdFF1ZXVlc1Jlc3BvbnNlEkgKC1VwZGF0ZVF1ZXVlEhsudGFzay52MS5VcGRhdGVRdWV1ZVJlcXVlc3QaHC50YXNrLnYxLlVwZGF0ZVF1ZXVlUmVzcG9uc2USRQoKUGF1c2VRdWV1ZRIaLnRhc2sudjEuUGF1c2VRdWV1ZVJlcXVlc3QaGy50YXNrLnYxLlBhdXNlUXVldWVSZXNwb25zZRJICgtSZXN1bWVRdWV1ZRIbLnRhc2sudjEuUmVzdW1lUXVldWVSZXF1ZXN0GhwudGFzay52MS5SZXN1bWVRdWV1ZVJlc3BvbnNlMlkKDVdvcmtlclNlcnZpY2USSAoLTGlzdFdvcmtlcnMSGy50YXNrLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBocLnRhc2sudjEuTGlzdFdvcmtlcnNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChN0YXNrL3YxL3F1ZXVlLnByb3RvEgd0YXNrLnYxIr0DCgVRdWV1ZRIMCgRuYW1lGAEgASgJEg4KBnBhdXNlZBgCIAEoCBIYCgtjb25jdXJyZW5jeRgDIAEoBUgAiAEBEg8KB3J1bm5pbmcYBCABKAMSDwoHd2FpdGluZxgFIAEoAxI1ChJvbGRlc3Rfd2FpdGluZ19hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHd29ya2VycxgHIAEoBRIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxrZXlfdGVtcGxhdGUYRiABKAkSHAoPa2V5X2NvbmN1cnJlbmN5GEcgASgFSAGIAQESMQoKa2V5X2xpbWl0cxhIIAMoCzIdLnRhc2sudjEuUXVldWUuS2V5TGltaXRzRW50cnkSJQoHa2V5X3VzZRhJIAMoCzIULnRhc2sudjEuUXVldWVLZXlVc2UaMAoOS2V5TGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4AUIOCgxfY29uY3VycmVuY3lCEgoQX2tleV9jb25jdXJyZW5jeSJaCgtRdWV1ZUtleVVzZRILCgNrZXkYASABKAkSDwoHcnVubmluZxgCIAEoAxIPCgd3YWl0aW5nGAMgASgDEhIKBWxpbWl0GAQgASgFSACIAQFCCAoGX2xpbWl0Iv4BCg1RdWV1ZVNldHRpbmdzEhgKC2NvbmN1cnJlbmN5GAEgASgFSACIAQESDgoGcGF1c2VkGAIgASgIEhQKDGtleV90ZW1wbGF0ZRhGIAEoCRIcCg9rZXlfY29uY3VycmVuY3kYRyABKAVIAYgBARI5CgprZXlfbGltaXRzGEggAygLMiUudGFzay52MS5RdWV1ZVNldHRpbmdzLktleUxpbWl0c0VudHJ5GjAKDktleUxpbWl0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAFCDgoMX2NvbmN1cnJlbmN5QhIKEF9rZXlfY29uY3VycmVuY3kiEwoRTGlzdFF1ZXVlc1JlcXVlc3QiNAoSTGlzdFF1ZXVlc1Jlc3BvbnNlEh4KBnF1ZXVlcxgBIAMoCzIOLnRhc2sudjEuUXVldWUifQoSVXBkYXRlUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSKAoIc2V0dGluZ3MYAiABKAsyFi50YXNrLnYxLlF1ZXVlU2V0dGluZ3MSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIh8KD0dldFF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIjEKEEdldFF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi50YXNrLnYxLlF1ZXVlIjQKE1VwZGF0ZVF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi50YXNrLnYxLlF1ZXVlIiEKEVBhdXNlUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiMwoSUGF1c2VRdWV1ZVJlc3BvbnNlEh0KBXF1ZXVlGAEgASgLMg4udGFzay52MS5RdWV1ZSIiChJSZXN1bWVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI0ChNSZXN1bWVRdWV1ZVJlc3BvbnNlEh0KBXF1ZXVlGAEgASgLMg4udGFzay52MS5RdWV1ZSLSAQoGV29ya2VyEgoKAmlkGAEgASgJEgwKBGhvc3QYAiABKAkSCwoDcGlkGAMgASgFEg0KBXNsb3RzGAQgASgFEgwKBGJ1c3kYBSABKAUSDQoFdHlwZXMYBiADKAkSDgoGcXVldWVzGAcgAygJEi4KCnN0YXJ0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIUChJMaXN0V29ya2Vyc1JlcXVlc3QiNwoTTGlzdFdvcmtlcnNSZXNwb25zZRIgCgd3b3JrZXJzGAEgAygLMg8udGFzay52MS5Xb3JrZXIy8QIKDFF1ZXVlU2VydmljZRJFCgpMaXN0UXVldWVzEhoudGFzay52MS5MaXN0UXVldWVzUmVxdWVzdBobLnRhc2sudjEuTGlzdFF1ZXVlc1Jlc3BvbnNlEj8KCEdldFF1ZXVlEhgudGFzay52MS5HZXRRdWV1ZVJlcXVlc3QaGS50YXNrLnYxLkdldFF1ZXVlUmVzcG9uc2USSAoLVXBkYXRlUXVldWUSGy50YXNrLnYxLlVwZGF0ZVF1ZXVlUmVxdWVzdBocLnRhc2sudjEuVXBkYXRlUXVldWVSZXNwb25zZRJFCgpQYXVzZVF1ZXVlEhoudGFzay52MS5QYXVzZVF1ZXVlUmVxdWVzdBobLnRhc2sudjEuUGF1c2VRdWV1ZVJlc3BvbnNlEkgKC1Jlc3VtZVF1ZXVlEhsudGFzay52MS5SZXN1bWVRdWV1ZVJlcXVlc3QaHC50YXNrLnYxLlJlc3VtZVF1ZXVlUmVzcG9uc2UyWQoNV29ya2VyU2VydmljZRJICgtMaXN0V29ya2VycxIbLnRhc2sudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GhwudGFzay52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Queue is a named queue of tasks with its settings and what waits and runs in it. A queue exists
@@ -78,6 +78,35 @@ export type Queue = Message<"task.v1.Queue"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 8;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Derives the key of a task created without one, e.g. "{{params.to | domain}}"; empty: none.
+   *
+   * @generated from field: string key_template = 70;
+   */
+  keyTemplate: string;
+
+  /**
+   * Most tasks of one key RUNNING at once across all worker processes; unset: unlimited.
+   *
+   * @generated from field: optional int32 key_concurrency = 71;
+   */
+  keyConcurrency?: number | undefined;
+
+  /**
+   * Limits of named keys, overriding key_concurrency.
+   *
+   * @generated from field: map<string, int32> key_limits = 72;
+   */
+  keyLimits: { [key: string]: number };
+
+  /**
+   * GetQueue only, when the queue has limits per key: RUNNING tasks of each key that has some,
+   * or waits, with its limit; the busiest first, at most 100.
+   *
+   * @generated from field: repeated task.v1.QueueKeyUse key_use = 73;
+   */
+  keyUse: QueueKeyUse[];
 };
 
 /**
@@ -86,6 +115,46 @@ export type Queue = Message<"task.v1.Queue"> & {
  */
 export const QueueSchema: GenMessage<Queue> = /*@__PURE__*/
   messageDesc(file_task_v1_queue, 0);
+
+/**
+ * QueueKeyUse is one key's use of its limit.
+ *
+ * @generated from message task.v1.QueueKeyUse
+ */
+export type QueueKeyUse = Message<"task.v1.QueueKeyUse"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Tasks of the key RUNNING now.
+   *
+   * @generated from field: int64 running = 2;
+   */
+  running: bigint;
+
+  /**
+   * Tasks of the key QUEUED or RETRYING.
+   *
+   * @generated from field: int64 waiting = 3;
+   */
+  waiting: bigint;
+
+  /**
+   * Its limit; unset: unlimited.
+   *
+   * @generated from field: optional int32 limit = 4;
+   */
+  limit?: number | undefined;
+};
+
+/**
+ * Describes the message task.v1.QueueKeyUse.
+ * Use `create(QueueKeyUseSchema)` to create a new message.
+ */
+export const QueueKeyUseSchema: GenMessage<QueueKeyUse> = /*@__PURE__*/
+  messageDesc(file_task_v1_queue, 1);
 
 /**
  * QueueSettings are the settings UpdateQueue changes (those named in its update_mask).
@@ -106,6 +175,28 @@ export type QueueSettings = Message<"task.v1.QueueSettings"> & {
    * @generated from field: bool paused = 2;
    */
   paused: boolean;
+
+  /**
+   * Derives the key of a task created without one: literal text and {{params.PATH | FILTER}}
+   * parts (filters: domain, lower, upper, trim); empty: none. Checked when set.
+   *
+   * @generated from field: string key_template = 70;
+   */
+  keyTemplate: string;
+
+  /**
+   * Most tasks of one key RUNNING at once, 0 or more; unset: unlimited.
+   *
+   * @generated from field: optional int32 key_concurrency = 71;
+   */
+  keyConcurrency?: number | undefined;
+
+  /**
+   * Limits of named keys (0 or more), overriding key_concurrency; replaces the queue's whole map.
+   *
+   * @generated from field: map<string, int32> key_limits = 72;
+   */
+  keyLimits: { [key: string]: number };
 };
 
 /**
@@ -113,7 +204,7 @@ export type QueueSettings = Message<"task.v1.QueueSettings"> & {
  * Use `create(QueueSettingsSchema)` to create a new message.
  */
 export const QueueSettingsSchema: GenMessage<QueueSettings> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 1);
+  messageDesc(file_task_v1_queue, 2);
 
 /**
  * @generated from message task.v1.ListQueuesRequest
@@ -126,7 +217,7 @@ export type ListQueuesRequest = Message<"task.v1.ListQueuesRequest"> & {
  * Use `create(ListQueuesRequestSchema)` to create a new message.
  */
 export const ListQueuesRequestSchema: GenMessage<ListQueuesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 2);
+  messageDesc(file_task_v1_queue, 3);
 
 /**
  * @generated from message task.v1.ListQueuesResponse
@@ -145,7 +236,7 @@ export type ListQueuesResponse = Message<"task.v1.ListQueuesResponse"> & {
  * Use `create(ListQueuesResponseSchema)` to create a new message.
  */
 export const ListQueuesResponseSchema: GenMessage<ListQueuesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 3);
+  messageDesc(file_task_v1_queue, 4);
 
 /**
  * @generated from message task.v1.UpdateQueueRequest
@@ -166,7 +257,8 @@ export type UpdateQueueRequest = Message<"task.v1.UpdateQueueRequest"> & {
   settings?: QueueSettings | undefined;
 
   /**
-   * Which settings to change: "concurrency" (unset in settings: unlimited) and/or "paused".
+   * Which settings to change: "concurrency" (unset in settings: unlimited), "paused",
+   * "key_template" (empty: none), "key_concurrency" (unset: unlimited), "key_limits".
    * Required; any other path is INVALID_ARGUMENT and nothing changes.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 3;
@@ -179,7 +271,43 @@ export type UpdateQueueRequest = Message<"task.v1.UpdateQueueRequest"> & {
  * Use `create(UpdateQueueRequestSchema)` to create a new message.
  */
 export const UpdateQueueRequestSchema: GenMessage<UpdateQueueRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 4);
+  messageDesc(file_task_v1_queue, 5);
+
+/**
+ * @generated from message task.v1.GetQueueRequest
+ */
+export type GetQueueRequest = Message<"task.v1.GetQueueRequest"> & {
+  /**
+   * The queue; one without tasks or settings is shown with its defaults.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message task.v1.GetQueueRequest.
+ * Use `create(GetQueueRequestSchema)` to create a new message.
+ */
+export const GetQueueRequestSchema: GenMessage<GetQueueRequest> = /*@__PURE__*/
+  messageDesc(file_task_v1_queue, 6);
+
+/**
+ * @generated from message task.v1.GetQueueResponse
+ */
+export type GetQueueResponse = Message<"task.v1.GetQueueResponse"> & {
+  /**
+   * @generated from field: task.v1.Queue queue = 1;
+   */
+  queue?: Queue | undefined;
+};
+
+/**
+ * Describes the message task.v1.GetQueueResponse.
+ * Use `create(GetQueueResponseSchema)` to create a new message.
+ */
+export const GetQueueResponseSchema: GenMessage<GetQueueResponse> = /*@__PURE__*/
+  messageDesc(file_task_v1_queue, 7);
 
 /**
  * @generated from message task.v1.UpdateQueueResponse
@@ -196,7 +324,7 @@ export type UpdateQueueResponse = Message<"task.v1.UpdateQueueResponse"> & {
  * Use `create(UpdateQueueResponseSchema)` to create a new message.
  */
 export const UpdateQueueResponseSchema: GenMessage<UpdateQueueResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 5);
+  messageDesc(file_task_v1_queue, 8);
 
 /**
  * @generated from message task.v1.PauseQueueRequest
@@ -213,7 +341,7 @@ export type PauseQueueRequest = Message<"task.v1.PauseQueueRequest"> & {
  * Use `create(PauseQueueRequestSchema)` to create a new message.
  */
 export const PauseQueueRequestSchema: GenMessage<PauseQueueRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 6);
+  messageDesc(file_task_v1_queue, 9);
 
 /**
  * @generated from message task.v1.PauseQueueResponse
@@ -230,7 +358,7 @@ export type PauseQueueResponse = Message<"task.v1.PauseQueueResponse"> & {
  * Use `create(PauseQueueResponseSchema)` to create a new message.
  */
 export const PauseQueueResponseSchema: GenMessage<PauseQueueResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 7);
+  messageDesc(file_task_v1_queue, 10);
 
 /**
  * @generated from message task.v1.ResumeQueueRequest
@@ -247,7 +375,7 @@ export type ResumeQueueRequest = Message<"task.v1.ResumeQueueRequest"> & {
  * Use `create(ResumeQueueRequestSchema)` to create a new message.
  */
 export const ResumeQueueRequestSchema: GenMessage<ResumeQueueRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 8);
+  messageDesc(file_task_v1_queue, 11);
 
 /**
  * @generated from message task.v1.ResumeQueueResponse
@@ -264,7 +392,7 @@ export type ResumeQueueResponse = Message<"task.v1.ResumeQueueResponse"> & {
  * Use `create(ResumeQueueResponseSchema)` to create a new message.
  */
 export const ResumeQueueResponseSchema: GenMessage<ResumeQueueResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 9);
+  messageDesc(file_task_v1_queue, 12);
 
 /**
  * Worker is one live worker process.
@@ -333,7 +461,7 @@ export type Worker = Message<"task.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 10);
+  messageDesc(file_task_v1_queue, 13);
 
 /**
  * @generated from message task.v1.ListWorkersRequest
@@ -346,7 +474,7 @@ export type ListWorkersRequest = Message<"task.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 11);
+  messageDesc(file_task_v1_queue, 14);
 
 /**
  * @generated from message task.v1.ListWorkersResponse
@@ -363,7 +491,7 @@ export type ListWorkersResponse = Message<"task.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 12);
+  messageDesc(file_task_v1_queue, 15);
 
 /**
  * QueueService lists queues and changes their settings.
@@ -383,7 +511,18 @@ export const QueueService: GenService<{
     output: typeof ListQueuesResponseSchema;
   },
   /**
-   * UpdateQueue changes the settings named in update_mask ("concurrency", "paused").
+   * GetQueue shows one queue, with each key's use of its limit (key_use).
+   *
+   * @generated from rpc task.v1.QueueService.GetQueue
+   */
+  getQueue: {
+    methodKind: "unary";
+    input: typeof GetQueueRequestSchema;
+    output: typeof GetQueueResponseSchema;
+  },
+  /**
+   * UpdateQueue changes the settings named in update_mask ("concurrency", "paused",
+   * "key_template", "key_concurrency", "key_limits").
    *
    * @generated from rpc task.v1.QueueService.UpdateQueue
    */
