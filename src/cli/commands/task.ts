@@ -42,6 +42,7 @@ interface CreateFlags {
   delay?: string;
   idempotencyKey?: string;
   queue?: string;
+  key?: string;
   backoffBase?: string;
   backoffMax?: string;
   file?: string[];
@@ -63,6 +64,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     runAt: runAt ? timestampFromDate(runAt) : undefined,
     idempotencyKey: flags.idempotencyKey ?? "",
     queue: flags.queue ?? "",
+    key: flags.key ?? "",
     backoff: backoffFrom(flags),
   });
 }
@@ -110,6 +112,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--delay <duration>", "not before this long from now, e.g. 5m")
     .option("--idempotency-key <key>", "repeat-safe key: the same key and request return the same task")
     .option("--queue <name>", "the queue to wait in (default: default; see `task-cli queue list`)")
+    .option("--key <key>", "what the task competes for in its queue (a tenant, a host): the queue's limit per key and fair turns apply (default: the queue's key template)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
     .option("--file <name=@path>", "an input file, uploaded first (streamed); the task reads it as $TASK_INPUT_DIR/<name>; repeatable", collect)
