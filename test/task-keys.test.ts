@@ -3,7 +3,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QueueService } from "../src/gen/task/v1/queue_pb.js";
 import { claimKeyedAttempts, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
-import { KEYED_FLAG, runTaskIdentifier } from "../src/store/jobs.js";
+import { keyedRunTaskIdentifier, runTaskIdentifier } from "../src/store/jobs.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 
 // Keys (issue 27): set at create or derived from the queue's template, refused when bad with
@@ -34,12 +34,12 @@ async function createKeyed(queue: string, key: string, n: number, priority = 0):
 }
 
 describe("keys at create", () => {
-  it("a key given at create is stored, shown, and flags the task's job", async () => {
+  it("a key given at create is stored, shown, and files the task's job apart from unkeyed ones", async () => {
     const { task } = await api.client.createTask({ name: "k", type: "shell", parameters: { command: "true" }, queue: "keys-given", key: "acme" });
     expect(task!.key).toBe("acme");
     expect((await api.client.getTask({ id: task!.id })).task!.key).toBe("acme");
-    const { rows } = await pool().query("select flags from graphile_worker.jobs where key = $1", [`task:${task!.id}`]);
-    expect(Object.keys(rows[0].flags)).toContain(KEYED_FLAG);
+    const { rows } = await pool().query("select task_identifier from graphile_worker.jobs where key = $1", [`task:${task!.id}`]);
+    expect(rows[0].task_identifier).toBe(keyedRunTaskIdentifier("keys-given", "shell"));
   });
 
   it("a queue's key template derives the key from the parameters; a key given at create wins", async () => {
@@ -85,7 +85,9 @@ describe("keys at create", () => {
 describe("the keyed claim", () => {
   it("takes no keyed task in the unkeyed batch", async () => {
     await createKeyed("batch-only", "acme", 3);
-    const claimed = await claimNextAttempts(api.database.db, "w-batch", { identifiers: [runTaskIdentifier("batch-only", "shell")], forbiddenFlags: [], limit: 10 });
+    // Even named with the keyed identifier, the batch refuses them in SQL.
+    const identifiers = [runTaskIdentifier("batch-only", "shell"), keyedRunTaskIdentifier("batch-only", "shell")];
+    const claimed = await claimNextAttempts(api.database.db, "w-batch", { identifiers, forbiddenFlags: [], limit: 10 });
     expect(claimed).toEqual([]);
     expect(await count("select count(*)::int as n from tasks where queue = 'batch-only' and status = 'queued'")).toBe(3);
   });

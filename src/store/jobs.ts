@@ -36,11 +36,18 @@ export function queueFlag(queue: string): string {
 }
 
 /**
- * The job flag of a keyed task's job (tasks.key set). The batch claim takes no job with it: keyed
- * tasks are claimed in their keys' turn order (claimKeyedAttempts), or one at a time in a limited
- * queue, where the key's gate counts its RUNNING tasks.
+ * The graphile-worker task identifier of a keyed task's job (tasks.key set), `run:<queue>:<type>:keyed`:
+ * apart from the unkeyed jobs of its (queue, type), so the batch claim, which reads the jobs of
+ * the identifiers it is given, never reads keyed jobs (a backlog of them would otherwise be read
+ * and refused at every batch). Keyed tasks are claimed in their keys' turns (claimKeyedAttempts,
+ * which finds their jobs by job key), or one at a time in a limited queue, where the key's gate
+ * counts its RUNNING tasks.
  */
-export const KEYED_FLAG = "keyed";
+export function keyedRunTaskIdentifier(queue: string, type: string): string {
+  return `${runTaskIdentifier(queue, type)}${KEYED_SUFFIX}`;
+}
+
+const KEYED_SUFFIX = ":keyed";
 
 /**
  * graphile-worker's own retries of a job cover infrastructure failures only (the handler threw
@@ -73,13 +80,14 @@ export function taskJobKey(idColumn: string): RawBuilder<string> {
 /**
  * A graphile_worker.job_spec[] built from the rows of `source` (a CTE or table with id, queue, type,
  * run_at, priority, attempts and key). Our priority is "higher first"; graphile-worker's is "lower
- * first", hence the negation. The job is filed under the task's (queue, type) identifier and
- * flagged with its queue (queueFlag says why).
+ * first", hence the negation. The job is filed under the task's (queue, type) identifier (a keyed
+ * task's under its keyed one) and flagged with its queue (queueFlag says why).
  */
 function jobSpecsFrom(source: string): RawBuilder<unknown> {
   const from = sql.ref(source);
   return sql`(select array_agg(row(
-      ${RUN_TASK_PREFIX}::text || s.queue || ':' || s.type /* = runTaskIdentifier(queue, type) */,
+      ${RUN_TASK_PREFIX}::text || s.queue || ':' || s.type
+        || case when s.key is not null then ${KEYED_SUFFIX}::text else '' end /* = runTaskIdentifier or keyedRunTaskIdentifier */,
       json_build_object('taskId', s.id::text, 'attempt', s.attempts + 1),
       null::text,
       s.run_at,
@@ -87,7 +95,6 @@ function jobSpecsFrom(source: string): RawBuilder<unknown> {
       ${taskJobKey("s.id")},
       (-s.priority)::smallint,
       array[${queueFlag("")}::text || s.queue] /* = [queueFlag(queue)] */
-        || case when s.key is not null then array[${KEYED_FLAG}::text] else array[]::text[] end
     )::graphile_worker.job_spec) from ${from} as s)`;
 }
 

@@ -24,8 +24,8 @@ import type { Logger } from "../logger.js";
 import { claimKeyedAttempts, claimNextAttempts } from "../store/lifecycle/index.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
-import { KEYED_FLAG, queueFlag, runTaskIdentifier } from "../store/jobs.js";
-import { KEYED_TURNS, type QueueGate } from "./queue-gate.js";
+import { keyedRunTaskIdentifier, queueFlag, runTaskIdentifier } from "../store/jobs.js";
+import { KEYED_TURNS, UNKEYED_BATCH, type QueueGate } from "./queue-gate.js";
 
 /** What the loop needs: how to claim up to `limit` attempts, and how to run one. */
 export interface ClaimLoopOptions {
@@ -147,15 +147,21 @@ export class ClaimLoop {
  * in one batch, then their keyed tasks in their keys' turns (one statement), then each key-limited
  * queue's keyed tasks (one statement each), then each limited queue's one statement at a time while
  * slots remain (its gate admits one per statement); held queues not at all, and a claim that had
- * less to start than asked not again until woken (see QueueGate). The keyed claims run only while
- * slots remain, so a process with no keyed tasks pays one empty statement per wake-up at most.
+ * less to start than asked (the batch included) not again until woken (see QueueGate). The keyed
+ * claims run only while slots remain, so a process with no keyed tasks pays one empty statement
+ * per wake-up at most, and one draining keyed tasks does not ask the batch each time.
  */
 export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[]): (limit: number) => Promise<TaskRow[]> {
-  const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
-  const all = [...byQueue.values()].flat();
+  // A limited queue's claim takes its keyed jobs too (its gates hold the key's limit); the batch only unkeyed ones.
+  const byQueue = new Map(queues.map((q) => [q, types.flatMap((t) => [runTaskIdentifier(q, t), keyedRunTaskIdentifier(q, t)])]));
+  const all = queues.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
   return async (limit) => {
     const view = await gate.current();
-    const claimed = await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: [...view.limited.map(queueFlag), KEYED_FLAG], limit });
+    const claimed: TaskRow[] = [];
+    if (!gate.isQuiet(UNKEYED_BATCH)) {
+      claimed.push(...(await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: view.limited.map(queueFlag), limit })));
+      if (claimed.length < limit) gate.quiet(UNKEYED_BATCH);
+    }
     const keyed = async (name: string, keyedQueues: string[], keyLimited: boolean) => {
       const want = limit - claimed.length;
       if (want <= 0 || keyedQueues.length === 0 || gate.isQuiet(name)) return;

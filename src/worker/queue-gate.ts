@@ -20,6 +20,9 @@ export interface QueueView {
 /** The quiet-set name of the keyed claim of the queues without key limits (not a queue name: they have no '*'). */
 export const KEYED_TURNS = "*keyed";
 
+/** The quiet-set name of the batch claim of unkeyed tasks. */
+export const UNKEYED_BATCH = "*batch";
+
 /**
  * A worker process's view of which of its queues are limited (a concurrency limit, or paused) and
  * which of those are held (paused, or at their limit). The fetch loop takes the jobs of unlimited
@@ -65,8 +68,8 @@ export class QueueGate {
   /**
    * A limited queue whose claim started nothing (empty, or full): not asked again until something
    * may have changed it (wake, invalidate), so the slots of other queues freeing up do not cost a
-   * statement per limited queue each. The same for a key-limited queue's keyed claim, and for
-   * KEYED_TURNS, the keyed claim of the other queues.
+   * statement per limited queue each. The same for a key-limited queue's keyed claim, for
+   * KEYED_TURNS, the keyed claim of the other queues, and for UNKEYED_BATCH, the batch.
    */
   quiet(queue: string): void {
     this.quietQueues.add(queue);
