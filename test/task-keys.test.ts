@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QueueService } from "../src/gen/task/v1/queue_pb.js";
 import { claimKeyedAttempts, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
 import { keyedRunTaskIdentifier, runTaskIdentifier } from "../src/store/jobs.js";
+import { openDb } from "../src/store/db.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 
 // Keys (issue 27): set at create or derived from the queue's template, refused when bad with
@@ -133,5 +134,26 @@ describe("the keyed claim", () => {
     expect(byKey(after)).toEqual({ a: 1 });
     // The batch and the unkeyed claim refuse them in SQL whatever the caller asks.
     expect(await claimKeyedAttempts(api.database.db, "w-key", { queues: ["per-key"], types: ["shell"], limit: 20 })).toEqual([]);
+  });
+
+  it("the keyed claim statements keep one generic plan per limit (their limits are literals, as the batch's)", async () => {
+    await queues().updateQueue({ name: "plans-limited", settings: { keyConcurrency: 1 }, updateMask: { paths: ["key_concurrency"] } });
+    // One connection, so pg_prepared_statements (per session) sees every call.
+    const db = openDb({ connectionString: api.database.url, max: 1 }, api.database.logger);
+    try {
+      for (let call = 0; call < 12; call++) {
+        await createKeyed("plans", `k${call % 3}`, 2);
+        await createKeyed("plans-limited", `k${call}`, 1);
+        await claimKeyedAttempts(db, "w-plans", { queues: ["plans"], types: ["shell"], limit: 3 });
+        await claimKeyedAttempts(db, "w-plans", { queues: ["plans-limited"], types: ["shell"], limit: 3, keyLimited: true });
+      }
+      const { rows } = await db.pool.query("select name, generic_plans::int, custom_plans::int from pg_prepared_statements where name like 'task_claim_keyed%' order by name");
+      expect(rows).toEqual([
+        { name: "task_claim_keyed_3_1", generic_plans: 7, custom_plans: 5 },
+        { name: "task_claim_keyed_limited_3", generic_plans: 7, custom_plans: 5 },
+      ]);
+    } finally {
+      await db.close();
+    }
   });
 });

@@ -34,6 +34,10 @@ export interface SubmitOptions {
   timeoutMs?: number;
   runAt?: Date;
   idempotencyKey?: string;
+  /** The queue to wait in (default: the type's default queue, else "default"). */
+  queue?: string;
+  /** What the task competes for in its queue (a tenant, a host): its limit per key and fair turns apply (default: the queue's key template). */
+  key?: string;
   /** Input files: a name the task sees ($TASK_INPUT_DIR/<name>, ctx.files.open(name)) → an upload from `upload()`. */
   files?: Record<string, Upload | string>;
 }
@@ -94,6 +98,8 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
         timeout: opts.timeoutMs === undefined ? undefined : durationFromMs(opts.timeoutMs),
         runAt: opts.runAt === undefined ? undefined : timestampFromDate(opts.runAt),
         idempotencyKey: opts.idempotencyKey ?? "",
+        queue: opts.queue ?? "",
+        key: opts.key ?? "",
         files: Object.entries(opts.files ?? {}).map(([name, upload]) => ({ name, upload: typeof upload === "string" ? upload : upload.upload })),
       };
       const { task } = await tasks.createTask(request);

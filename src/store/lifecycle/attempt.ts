@@ -182,7 +182,9 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
               < coalesce((q.key_limits ->> keys.k)::int, q.key_concurrency))
         order by ${order} limit ${sql.lit(2 * n)})`
     : sql`cand as (
-        select h.* from unnest(${next.queues}::text[]) as s(queue)
+        -- VALUES, not unnest(array): the planner then knows how many queues there are, and keeps a
+        -- generic plan (with unnest's default estimate of 10 rows it re-planned at every call).
+        select h.* from (values ${sql.join(next.queues.map((q) => sql`(${q}::text)`))}) as s(queue)
         cross join lateral (
           select ${keyedCandidate} from tasks t
           where t.queue = s.queue and ${keyedWaiting(next.types)}
@@ -201,7 +203,9 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
     ? sql`tasks.queue = ${next.queues[0]}::text and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
     : sql`not exists (select 1 from queues q where q.name = tasks.queue
         and (q.paused or q.concurrency is not null or q.key_concurrency is not null or q.key_limits <> '{}'::jsonb))`;
-  return queryPrepared(db, `task_claim_keyed_${next.keyLimited ? "limited_" : ""}${n}`, transition({
+  // One prepared statement per limit (and, for the turns, per number of queues: see VALUES above).
+  const name = next.keyLimited ? `task_claim_keyed_limited_${n}` : `task_claim_keyed_${n}_${next.queues.length}`;
+  return queryPrepared(db, name, transition({
     with: [candidates, lockJobsOfTasks("cand"), ...limits],
     change: {
       set: claimSet(workerId),
