@@ -20,6 +20,9 @@ create index tasks_key_waiting_idx on tasks (queue, key, priority desc, key_turn
 -- A key's RUNNING tasks, counted by its gate.
 create index tasks_key_running_idx on tasks (queue, key) where key is not null and status = 'running';
 
+-- A schedule's task template may carry the key its ticks' tasks get (null: the queue's template, or none).
+alter table schedules add column key text check (key is null or (length(key) between 1 and 200 and key !~ '[[:cntrl:]]'));
+
 alter table queues
   -- Derives the key of a task created without one: {{params.to | domain}} (src/key-template.ts).
   add column key_template text check (key_template is null or length(key_template) between 1 and 200),

@@ -2,6 +2,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QueueService } from "../src/gen/task/v1/queue_pb.js";
+import { ScheduleService } from "../src/gen/task/v1/schedule_pb.js";
 import { claimKeyedAttempts, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
 import { keyedRunTaskIdentifier, runTaskIdentifier } from "../src/store/jobs.js";
 import { openDb } from "../src/store/db.js";
@@ -50,6 +51,16 @@ describe("keys at create", () => {
     const { task: given } = await api.client.createTask({ name: "t", type: "shell", parameters: { command: "x@y.z" }, queue: "emails", key: "mine" });
     expect(given!.key).toBe("mine");
     expect((await queues().getQueue({ name: "emails" })).queue!.keyTemplate).toBe("{{params.command | domain}}");
+  });
+
+  it("a schedule's task template carries a key to each tick's task", async () => {
+    const schedules = createClient(ScheduleService, createConnectTransport({ baseUrl: api.server.url, httpVersion: "1.1" }));
+    const spec = { name: "keyed-nightly", cron: "0 3 * * *", task: { type: "shell", parameters: { command: "true" }, key: "tenant-9" } };
+    const { schedule } = await schedules.createSchedule({ spec });
+    expect(schedule!.spec!.task!.key).toBe("tenant-9");
+    const { task } = await schedules.triggerSchedule({ name: "keyed-nightly" });
+    expect(task!.key).toBe("tenant-9");
+    await refused(schedules.createSchedule({ spec: { ...spec, name: "bad-key", task: { ...spec.task, key: "a\u0007" } } }));
   });
 
   it("bad keys, templates and limits are InvalidArgument naming the field, and nothing is written", async () => {

@@ -140,6 +140,8 @@ export interface SchedulesTable {
   last_error: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+  /** The key of each tick's task (migration 0026); null: none given. */
+  key: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** API token roles, least first: each includes the ones before it (src/api/roles.ts). */
