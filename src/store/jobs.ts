@@ -172,8 +172,8 @@ export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder
  */
 export function lockJobsOfTasks(source: string): RawBuilder<unknown> {
   return sql`keyjobs as (
-    select j.id as c_job, k.* from ${sql.ref(source)} k
-    join graphile_worker._private_jobs j on j.key = ${taskJobKey("k.k_id")}
+    select j.id as c_job, cand.* from ${sql.ref(source)} cand
+    join graphile_worker._private_jobs j on j.key = ${taskJobKey("cand.k_id")}
     where j.is_available = true and j.run_at <= now()
     for update of j skip locked)`;
 }
