@@ -6,6 +6,7 @@ import { ScheduleService } from "../src/gen/task/v1/schedule_pb.js";
 import { claimKeyedAttempts, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
 import { keyedRunTaskIdentifier, runTaskIdentifier } from "../src/store/jobs.js";
 import { openDb } from "../src/store/db.js";
+import { waitsByReason } from "../src/store/queues.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 
 // Keys (issue 27): set at create or derived from the queue's template, refused when bad with
@@ -136,6 +137,8 @@ describe("the keyed claim", () => {
     // A task over its limit says why it waits.
     const { rows } = await pool().query("select id from tasks where queue = 'per-key' and key = 'a' and status = 'queued' limit 1");
     expect((await api.client.getTask({ id: BigInt(rows[0].id) })).task!.waitReason).toBe("key a at its limit 2");
+    // /metrics counts them by reason.
+    expect((await waitsByReason(api.database.db.kysely)).filter((w) => w.queue === "per-key")).toEqual([{ queue: "per-key", reason: "key_limit", waiting: 15 }]);
     const { queue } = await queues().getQueue({ name: "per-key" });
     expect(queue!.keyUse.find((k) => k.key === "big")).toMatchObject({ running: 3n, waiting: 7n, limit: 3 });
     // One of a's attempts ends: exactly one more of a starts.

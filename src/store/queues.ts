@@ -204,6 +204,39 @@ export async function heldQueues(db: Kysely<Database>, queues: string[]): Promis
   };
 }
 
+/** Why waiting tasks are held, as the metrics count them (waitReason says the same of one task). */
+export type WaitReason = "queue_paused" | "queue_limit" | "key_limit";
+
+/**
+ * Waiting tasks (QUEUED, RETRYING) held by a limit or a pause, by queue and reason: every waiting
+ * task of a paused queue, or of one whose RUNNING tasks reach its limit; and the waiting tasks of
+ * keys at their limit. Reads only queues with such settings: their counts of RUNNING tasks and,
+ * for a key-limited queue, its waiting keyed tasks grouped by key (the partial indexes of keyed
+ * tasks; a scan of that queue's keyed backlog, so its cost grows with it).
+ */
+export async function waitsByReason(db: Kysely<Database>): Promise<{ queue: string; reason: WaitReason; waiting: number }[]> {
+  const { rows } = await sql<{ queue: string; reason: WaitReason; waiting: string }>`
+    with held as (
+      select q.name as queue, case when q.paused then 'queue_paused' else 'queue_limit' end as reason
+      from queues q
+      where q.paused or (q.concurrency is not null and (select count(*) from tasks t where t.queue = q.name and t.status = 'running') >= q.concurrency)
+    ),
+    keyed as (
+      select t.queue, t.key, count(*) as waiting from tasks t join queues q on q.name = t.queue
+      where t.key is not null and t.status in ('queued', 'retrying') and (q.key_concurrency is not null or q.key_limits <> '{}'::jsonb)
+        and t.queue not in (select queue from held)
+      group by t.queue, t.key
+    )
+    select h.queue, h.reason, (select count(*) from tasks t where t.queue = h.queue and t.status in ('queued', 'retrying')) as waiting from held h
+    union all
+    select k.queue, 'key_limit', sum(k.waiting) from keyed k join queues q on q.name = k.queue
+    where coalesce((q.key_limits ->> k.key)::int, q.key_concurrency)
+      <= (select count(*) from tasks r where r.queue = k.queue and r.key = k.key and r.key is not null and r.status = 'running')
+    group by k.queue
+  `.execute(db);
+  return rows.map((r) => ({ queue: r.queue, reason: r.reason, waiting: Number(r.waiting) }));
+}
+
 /** How many of a queue's first waiting tasks (in creation order) the oldest-waiting probe reads. */
 const OLDEST_WAITING_WINDOW = 100;
 
