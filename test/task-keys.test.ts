@@ -150,6 +150,26 @@ describe("the keyed claim", () => {
     expect(await claimKeyedAttempts(api.database.db, "w-key", { queues: ["per-key"], types: ["shell"], limit: 20 })).toEqual([]);
   });
 
+  it("in a queue with a concurrency limit too, both limits hold and a full key does not block the others", async () => {
+    await queues().updateQueue({ name: "both", settings: { concurrency: 3, keyConcurrency: 2 }, updateMask: { paths: ["concurrency", "key_concurrency"] } });
+    await createKeyed("both", "a", 5);
+    await createKeyed("both", "b", 5);
+    const one = () => claimKeyedAttempts(api.database.db, "w-both", { queues: ["both"], types: ["shell"], limit: 1, keyLimited: true, queueLimited: true });
+    const keys: string[] = [];
+    for (let i = 0; i < 6; i++) keys.push(...(await one()).map((t) => t.key!));
+    // Turns: a, b, then a again (a's second turn) would make a 2 and b 1; the queue's limit stops at 3.
+    expect(keys).toHaveLength(3);
+    expect(keys.filter((k) => k === "a").length).toBeLessThanOrEqual(2);
+    expect(keys.filter((k) => k === "b").length).toBeLessThanOrEqual(2);
+    // A batch or an unkeyed limited claim never takes them.
+    expect(await claimNextAttempts(api.database.db, "w-both", { identifiers: [runTaskIdentifier("both", "shell"), keyedRunTaskIdentifier("both", "shell")], forbiddenFlags: [], limit: 1, limitedQueue: "both" })).toEqual([]);
+    // The queue's limit raised: key a is full at 2 and first in turn, b still starts.
+    await queues().updateQueue({ name: "both", settings: { concurrency: 10 }, updateMask: { paths: ["concurrency"] } });
+    const running = async (key: string) => count("select count(*)::int as n from tasks where queue = 'both' and key = $1 and status = 'running'", [key]);
+    for (let i = 0; i < 4; i++) await one();
+    expect([await running("a"), await running("b")]).toEqual([2, 2]);
+  });
+
   it("the keyed claim statements keep one generic plan per limit (their limits are literals, as the batch's)", async () => {
     await queues().updateQueue({ name: "plans-limited", settings: { keyConcurrency: 1 }, updateMask: { paths: ["key_concurrency"] } });
     // One connection, so pg_prepared_statements (per session) sees every call.

@@ -24,7 +24,7 @@ import type { Logger } from "../logger.js";
 import { claimKeyedAttempts, claimNextAttempts } from "../store/lifecycle/index.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
-import { keyedRunTaskIdentifier, queueFlag, runTaskIdentifier } from "../store/jobs.js";
+import { queueFlag, runTaskIdentifier } from "../store/jobs.js";
 import { KEYED_TURNS, UNKEYED_BATCH, type QueueGate } from "./queue-gate.js";
 
 /** What the loop needs: how to claim up to `limit` attempts, and how to run one. */
@@ -152,9 +152,9 @@ export class ClaimLoop {
  * per wake-up at most, and one draining keyed tasks does not ask the batch each time.
  */
 export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[]): (limit: number) => Promise<TaskRow[]> {
-  // A limited queue's claim takes its keyed jobs too (its gates hold the key's limit); the batch only unkeyed ones.
-  const byQueue = new Map(queues.map((q) => [q, types.flatMap((t) => [runTaskIdentifier(q, t), keyedRunTaskIdentifier(q, t)])]));
-  const all = queues.flatMap((q) => types.map((t) => runTaskIdentifier(q, t)));
+  // Unkeyed jobs only: keyed tasks are claimed by claimKeyedAttempts, which finds their jobs by job key.
+  const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
+  const all = [...byQueue.values()].flat();
   return async (limit) => {
     const view = await gate.current();
     const claimed: TaskRow[] = [];
@@ -174,15 +174,23 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
     for (const queue of view.limited) {
       if (view.held.has(queue) || gate.isQuiet(queue)) continue;
       const identifiers = byQueue.get(queue) ?? [];
-      while (claimed.length < limit) {
-        const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
-        if (!one) {
-          // Nothing waiting, or the queue is full: not asked again until a job may have arrived or a slot freed.
-          gate.quiet(queue);
-          break;
+      // Its unkeyed and keyed tasks by turns, one per statement each (the gates admit one per statement).
+      let unkeyedLeft = true;
+      let keyedLeft = true;
+      while (claimed.length < limit && (unkeyedLeft || keyedLeft)) {
+        if (unkeyedLeft) {
+          const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
+          if (one) claimed.push(one);
+          else unkeyedLeft = false;
         }
-        claimed.push(one);
+        if (keyedLeft && claimed.length < limit) {
+          const [one] = await claimKeyedAttempts(db, workerId, { queues: [queue], types, limit: 1, keyLimited: true, queueLimited: true });
+          if (one) claimed.push(one);
+          else keyedLeft = false;
+        }
       }
+      // Nothing waiting, or the queue (or every waiting key) is full: not asked again until a job may have arrived or a slot freed.
+      if (!unkeyedLeft && !keyedLeft) gate.quiet(queue);
     }
     return claimed;
   };

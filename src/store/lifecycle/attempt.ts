@@ -83,17 +83,16 @@ export interface NextAttempts {
  * moment, and starts them at once (nothing waits in a local queue, where a job fetched earlier
  * would start before better ones that arrived after it).
  *
- * Keyed tasks (tasks.key set) are not taken by a batch (their jobs carry KEYED_FLAG, and the gate
- * refuses them in SQL): claimKeyedAttempts takes them in their keys' turns. In a limited queue they
- * are claimed one at a time here, where task_key_admits also holds their key's limit (their keys
- * do not take turns there: the queue's jobs go in priority and due order).
+ * Keyed tasks (tasks.key set) are not taken here (their jobs have their own task identifier, and
+ * the gate refuses them in SQL): claimKeyedAttempts takes them in their keys' turns, in a limited
+ * queue one at a time through both the queue's gate and the key's.
  */
 export async function claimNextAttempts(db: Db, workerId: string, next: NextAttempts): Promise<TaskRow[]> {
   if (next.limit <= 0) return [];
-  // A batch takes no keyed task (claimKeyedAttempts does); a limited queue's claim counts the key too.
+  // Neither takes a keyed task: claimKeyedAttempts does (with queueLimited in a limited queue).
   const gate = next.limitedQueue === undefined
     ? sql`tasks.key is null and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
-    : sql`tasks.queue = ${next.limitedQueue}::text and task_queue_admits(tasks.queue) and task_key_admits(tasks.queue, tasks.key)`;
+    : sql`tasks.queue = ${next.limitedQueue}::text and tasks.key is null and task_queue_admits(tasks.queue)`;
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
@@ -124,6 +123,11 @@ export interface KeyedAttempts {
   /** Most attempts to start (the process's free slots). */
   limit: number;
   keyLimited?: boolean;
+  /**
+   * With keyLimited: the queue has a concurrency limit (or is paused), so at most one task is
+   * started (limit 1), admitted by the queue's gate (task_queue_admits) as well as its key's.
+   */
+  queueLimited?: boolean;
 }
 
 /** The columns of a keyed claim's candidate, from tasks `t`. */
@@ -156,7 +160,8 @@ const keyedWaiting = (types: string[]) =>
  * in SQL (claimNextAttempts' limited claim takes them).
  */
 export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAttempts): Promise<TaskRow[]> {
-  const n = Math.trunc(next.limit);
+  // A limited queue's gate counts its RUNNING tasks once per statement: one task per statement.
+  const n = next.queueLimited ? Math.min(1, Math.trunc(next.limit)) : Math.trunc(next.limit);
   if (n <= 0 || next.queues.length === 0) return [];
   const order = sql`k_priority desc, k_turn, k_id`;
   // Literals, not parameters, as in pickJobs (store/jobs.ts says why): one prepared statement per limit.
@@ -194,17 +199,24 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
     ? [
         sql`ranked as (select kj.*, row_number() over (partition by kj.k_queue, kj.k_key order by ${order}) as k_rank from keyjobs kj)`,
         // The gate: called once, for every key among the candidates (see migration 0026's hazard note).
-        sql`slots as (select * from task_key_slots((select array_agg(k_queue) from ranked), (select array_agg(k_key) from ranked)))`,
+        // In a limited queue the queue's gate runs first (lateral), so every claim locks the queue's
+        // row before a key's, as claimAttempt does: no two claims take them in opposite orders.
+        next.queueLimited
+          ? sql`slots as (select s.* from (select task_queue_admits(${next.queues[0]}::text) as ok) qg
+              cross join lateral task_key_slots((select array_agg(k_queue) from ranked), (select array_agg(k_key) from ranked)) s where qg.ok)`
+          : sql`slots as (select * from task_key_slots((select array_agg(k_queue) from ranked), (select array_agg(k_key) from ranked)))`,
         sql`chosen as (select r.* from ranked r join slots g on g.slot_queue = r.k_queue and g.slot_key = r.k_key
           where r.k_rank <= g.slot_free order by ${order} limit ${lim})`,
       ]
     : [sql`chosen as (select * from keyjobs)`];
-  const gate = next.keyLimited
+  const gate = next.queueLimited
+    ? sql`tasks.queue = ${next.queues[0]}::text`
+    : next.keyLimited
     ? sql`tasks.queue = ${next.queues[0]}::text and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
     : sql`not exists (select 1 from queues q where q.name = tasks.queue
         and (q.paused or q.concurrency is not null or q.key_concurrency is not null or q.key_limits <> '{}'::jsonb))`;
   // One prepared statement per limit (and, for the turns, per number of queues: see VALUES above).
-  const name = next.keyLimited ? `task_claim_keyed_limited_${n}` : `task_claim_keyed_${n}_${next.queues.length}`;
+  const name = next.queueLimited ? "task_claim_keyed_queue_limited" : next.keyLimited ? `task_claim_keyed_limited_${n}` : `task_claim_keyed_${n}_${next.queues.length}`;
   return queryPrepared(db, name, transition({
     with: [candidates, lockJobsOfTasks("cand"), ...limits],
     change: {
