@@ -120,6 +120,42 @@ describe("a limit per key across worker processes", () => {
   }, 180_000);
 });
 
+describe("a queue limit and a limit per key together", () => {
+  it("limit 4 per queue and 1 per key over 8 keys, 3 processes: neither is ever exceeded by the tasks' marks", async () => {
+    const set = await cli("queue", "set", "mixed", "--concurrency", "4", "--key-concurrency", "1");
+    expect(set.code, set.stderr).toBe(0);
+    await workers(3, ["-n", "4", "--queues", "mixed"]);
+    const marks = path.join(dir, "mixed-marks");
+    await writeFile(marks, "");
+    await chmod(marks, 0o666);
+    const keys = Array.from({ length: 8 }, (_, i) => `tenant-${i}`);
+    const { tasks } = await api.client.createTasks({
+      tasks: keys.flatMap((key) =>
+        Array.from({ length: 3 }, (_, i) => ({
+          name: `${key}-${i}`,
+          type: "shell",
+          queue: "mixed",
+          key,
+          parameters: { command: `echo "${key} start $(date +%s%N)" >> ${marks}; sleep 0.5; echo "${key} end $(date +%s%N)" >> ${marks}` },
+        })),
+      ),
+    });
+    await waitFor(async () => (await count("select count(*)::int as n from tasks where queue = 'mixed' and status = 'succeeded'")) === tasks.length, "every mixed task to succeed", 120_000);
+    const all: { at: bigint; start: boolean }[] = [];
+    const byKey = new Map<string, { at: bigint; start: boolean }[]>();
+    for (const line of (await readFile(marks, "utf8")).trim().split("\n")) {
+      const [key, what, at] = line.split(" ");
+      const mark = { at: BigInt(at!), start: what === "start" };
+      all.push(mark);
+      byKey.set(key!, [...(byKey.get(key!) ?? []), mark]);
+    }
+    expect(peakOverlap(all)).toBeLessThanOrEqual(4);
+    expect(Math.max(...keys.map((key) => peakOverlap(byKey.get(key)!)))).toBe(1);
+    expect(await count("select count(*)::int as n from tasks where queue = 'mixed' and attempts <> 1")).toBe(0);
+    await stopAll();
+  }, 180_000);
+});
+
 describe("fair turns between keys across worker processes", () => {
   it("key A enqueues 20,000 tasks, then key B 20: B's all start within 2 s", async () => {
     await workers(3, ["-n", "4", "--queues", "tenants"]);
