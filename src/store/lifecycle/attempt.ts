@@ -156,8 +156,9 @@ const keyedWaiting = (types: string[]) =>
  *
  * A task over its key's limit stays QUEUED, its job untouched (no attempt burnt); it is started by
  * the next claim after a slot of its key frees (the process whose attempt ended claims at once).
- * The guards of claimNextAttempts hold here too, and a paused or limited queue's tasks are refused
- * in SQL (claimNextAttempts' limited claim takes them).
+ * The guards of claimNextAttempts hold here too. A paused or limited queue's tasks are refused in
+ * SQL unless `queueLimited` says the queue is one: then at most one task starts per statement, and
+ * only if task_queue_admits lets it (locking the queue's row before any key's).
  */
 export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAttempts): Promise<TaskRow[]> {
   // A limited queue's gate counts its RUNNING tasks once per statement: one task per statement.
