@@ -116,6 +116,18 @@ export class Metrics {
         for (const q of s.queues) if (q.oldestWaitingAgeSeconds !== undefined) this.set({ queue: q.queue }, q.oldestWaitingAgeSeconds);
       },
     });
+    new Gauge({
+      name: "task_service_tasks_waiting_on_limit",
+      help: "Waiting tasks held by a pause or a limit, by queue and reason: queue_paused, queue_limit (its RUNNING tasks at its limit), key_limit (their key at its limit) (read at scrape time)",
+      labelNames: ["queue", "reason"] as const,
+      registers,
+      async collect() {
+        const s = await snapshot();
+        if (!s) return;
+        this.reset();
+        for (const w of s.waits) this.set({ queue: w.queue, reason: w.reason }, w.waiting);
+      },
+    });
     const workerGauge = (name: string, help: string, value: (w: DatabaseSnapshot["workers"]) => number) =>
       new Gauge({
         name,
@@ -141,6 +153,8 @@ export interface DatabaseSnapshot {
   /** Every queue that has tasks. */
   queues: { queue: string; waiting: Record<(typeof WAITING_STATUSES)[number], number>; oldestWaitingAgeSeconds: number | undefined }[];
   workers: { live: number; slots: number; busy: number };
+  /** Waiting tasks held by a pause or a limit (store/queues.ts waitsByReason). */
+  waits: { queue: string; reason: string; waiting: number }[];
 }
 
 /** Serves GET /metrics alone, for worker processes that run no API (`serve` with TASK_METRICS_PORT). */

@@ -39,6 +39,7 @@ describe("npm run bench", () => {
         /^ {2}CreateTask single at 8, with its audit row +\d+\/s +no audit insert \d+\/s +\d+\.\d\d {2}[+-][\d.]+ ms a create$/,
         /^ {4}best of 2 rounds of 20, each: audited \d+, \d+, no audit insert \d+, \d+, statement alone \d+, \d+\/s$/,
         /^ {4}vs the create statement alone +\d+\/s +statement alone \d+\/s +\d+\.\d\d/,
+        /^ {2}drain with 20 keys, no limit hit +\d+\/s +no keys \d+\/s +\d+\.\d\d {2}≥ 0\.8 (met|NOT met)$/,
         /no-ops reporting progress 10×, 20 +\d+\/s +plain no-ops \d+\/s +\d+\.\d\d {2}\(no target; [\d.]+ progress writes a task\)$/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
@@ -47,7 +48,7 @@ describe("npm run bench", () => {
         /create → RUNNING at \d+\/s +p50/,
         /peak RSS +serve -n 2 \d+ MB \(no-ops \d+, run_query \d+\) \(target ≤ 100 MB (met|NOT met)\)/,
         /task-cli task get +[\d.]+ s wall, median of 7; node -e 0: [\d.]+ s; ratio [\d.]+ \(target ≤ 2\.0 (met|NOT met)\)/,
-        /^ {2}targets: \d+ of 12 met$/,
+        /^ {2}targets: \d+ of 13 met$/,
         /rescue after kill -9 .*1 trial.*target each ≤ 2000 ms/,
         /queue resume → last of 3 started +p50 [\d.]+ .*target max < 1500 ms/,
         /limited queue create → start +p50 [\d.]+ .*target max < 2000 ms/,
@@ -66,7 +67,7 @@ describe("npm run bench", () => {
       expect(figures.runQuery.ratio).toBeCloseTo(figures.runQuery.perSec / figures.runQuery.barePoolPerSec, 6);
       expect(figures.graphileBatched.settings).toEqual({ concurrentJobs: 2, maxPoolSize: 3, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 });
       expect(figures.graphileDefault.addToStartMs.n).toBe(5);
-      const ratios = ["createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "runQuery", "serveRss", "taskGet"];
+      const ratios = ["createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "keyedDrain", "runQuery", "serveRss", "taskGet"];
       const timings = ["limited queue create → start", "queue resume → start", "rescue", "schedule tick → task"];
       expect(Object.keys(figures.targets).sort()).toEqual([...ratios, ...timings].sort());
       for (const name of ratios) expect(typeof figures.targets[name].met === "boolean" && Number.isFinite(figures.targets[name].value), name).toBe(true);

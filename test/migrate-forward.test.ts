@@ -92,7 +92,7 @@ beforeAll(async () => {
      where h.present order by t.id`,
   );
   // The next attempt's job of every waiting task (paused tasks have none).
-  await sql`with waiting as (select id, queue, type, run_at, priority, attempts from tasks where status in ('queued', 'retrying')) ${addJobsOf("waiting")}`.execute(db.kysely);
+  await sql`with waiting as (select id, queue, type, run_at, priority, attempts, null::text as key from tasks where status in ('queued', 'retrying')) ${addJobsOf("waiting")}`.execute(db.kysely);
   await db.pool.query("vacuum analyze tasks, task_history");
   console.log(`migrate-forward: filled ${TASKS} tasks at ${FROM} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }, 300_000);

@@ -60,6 +60,7 @@ const calls: Record<string, (c: Clients) => Promise<unknown>> = {
   "task.v1.TaskControlService/DeleteTask": (c) => c.control.deleteTask({ id: 999_999n }),
   "task.v1.TaskControlService/BulkTasks": (c) => c.control.bulkTasks({ action: BulkAction.CANCEL, selection: { ids: [999_999n] } }),
   "task.v1.QueueService/ListQueues": (c) => c.queue.listQueues({}),
+  "task.v1.QueueService/GetQueue": (c) => c.queue.getQueue({ name: "roles-q" }),
   "task.v1.QueueService/UpdateQueue": (c) => c.queue.updateQueue({ name: "roles-q", settings: { concurrency: 3 }, updateMask: { paths: ["concurrency"] } }),
   "task.v1.QueueService/PauseQueue": (c) => c.queue.pauseQueue({ name: "roles-q" }),
   "task.v1.QueueService/ResumeQueue": (c) => c.queue.resumeQueue({ name: "roles-q" }),

@@ -69,6 +69,7 @@ export function taskToProto(row: TaskRow, progress?: TaskProgressRow): Task {
     scheduleId: row.schedule_id ? BigInt(row.schedule_id) : 0n,
     scheduledAt: optionalTimestamp(row.scheduled_at),
     queue: row.queue,
+    key: row.key ?? "",
     backoff:
       row.backoff_base_ms !== null && row.backoff_max_ms !== null
         ? create(TaskBackoffSchema, { base: durationFromMs(row.backoff_base_ms), max: durationFromMs(row.backoff_max_ms) })

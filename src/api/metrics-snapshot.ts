@@ -1,17 +1,18 @@
 import type { Kysely } from "kysely";
 import type { DatabaseSnapshot } from "../metrics.js";
-import { oldestWaitingAges } from "../store/queues.js";
+import { oldestWaitingAges, waitsByReason } from "../store/queues.js";
 import type { Database } from "../store/schema.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { workerCapacity } from "../store/workers.js";
 
 /**
- * What the API process's database gauges show (Metrics.addDatabaseGauges), in three cheap reads:
- * the maintained task counts (tasks by status, queue depth), one bounded index probe per queue
- * with waiting tasks (oldest waiting age), and the workers table. The caller caches it.
+ * What the API process's database gauges show (Metrics.addDatabaseGauges), in four reads: the
+ * maintained task counts (tasks by status, queue depth), one bounded index probe per queue with
+ * waiting tasks (oldest waiting age), the workers table, and the waits held by a limit or a pause
+ * (waitsByReason: only queues with such settings). The caller caches it.
  */
 export async function readDatabaseSnapshot(db: Kysely<Database>, leaseMs: number): Promise<DatabaseSnapshot> {
-  const [groups, workers] = await Promise.all([countTaskGroups(db), workerCapacity(db, leaseMs)]);
+  const [groups, workers, waits] = await Promise.all([countTaskGroups(db), workerCapacity(db, leaseMs), waitsByReason(db)]);
   const tasksByStatus = new Map<string, number>();
   const queues = new Map<string, DatabaseSnapshot["queues"][number]>();
   for (const g of groups) {
@@ -24,5 +25,5 @@ export async function readDatabaseSnapshot(db: Kysely<Database>, leaseMs: number
   const ages = await oldestWaitingAges(db, withWaiting.map((q) => q.queue));
   // Unknown while tasks is locked: the gauge leaves those queues out rather than report 0.
   for (const q of withWaiting) q.oldestWaitingAgeSeconds = ages ? (ages.get(q.queue) ?? 0) : undefined;
-  return { tasksByStatus, queues: [...queues.values()], workers };
+  return { tasksByStatus, queues: [...queues.values()], workers, waits };
 }

@@ -3,9 +3,10 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Config } from "../config.js";
 import { InvalidArgumentError } from "../errors.js";
-import { QueueSchema, QueueService, WorkerSchema, WorkerService, type Queue, type UpdateQueueRequest } from "../gen/task/v1/queue_pb.js";
+import { QueueKeyUseSchema, QueueSchema, QueueService, WorkerSchema, WorkerService, type Queue, type UpdateQueueRequest } from "../gen/task/v1/queue_pb.js";
+import { keyProblem, parseKeyTemplate } from "../key-template.js";
 import type { Db } from "../store/db.js";
-import { listQueues, updateQueue, type QueueChange, type QueueView } from "../store/queues.js";
+import { keyUse, listQueues, updateQueue, type KeyUse, type QueueChange, type QueueView } from "../store/queues.js";
 import { listLiveWorkers, liveSince } from "../store/workers.js";
 import { durationFromMs } from "./convert.js";
 import { Violations } from "./fields.js";
@@ -27,11 +28,18 @@ export const DEFAULT_LEASE_MS = 15_000;
 export const MAX_QUEUE_CONCURRENCY = 100_000;
 
 /** The settings UpdateQueue may change, by update_mask path. */
-const UPDATABLE = ["concurrency", "paused", "expire_after"] as const;
+const UPDATABLE = ["concurrency", "paused", "expire_after", "key_template", "key_concurrency", "key_limits"] as const;
 
-/** A queue as the API message. */
-export function queueToProto(q: QueueView, now: Date): Queue {
+/** Most named keys a queue may give limits of its own. */
+export const MAX_KEY_LIMITS = 1000;
+
+/** A queue as the API message (with its keys' use, for GetQueue). */
+export function queueToProto(q: QueueView, now: Date, keys: KeyUse[] = []): Queue {
   return create(QueueSchema, {
+    keyTemplate: q.keyTemplate ?? "",
+    keyConcurrency: q.keyConcurrency ?? undefined,
+    keyLimits: q.keyLimits,
+    keyUse: keys.map((k) => create(QueueKeyUseSchema, { key: k.key, running: BigInt(k.running), waiting: BigInt(k.waiting), limit: k.limit ?? undefined })),
     name: q.name,
     paused: q.paused,
     concurrency: q.concurrency ?? undefined,
@@ -63,6 +71,29 @@ export function validateUpdateQueue(req: UpdateQueueRequest): { name: string; ch
     } else if (path === "expire_after") {
       const ms = v.expireAfter("settings.expire_after", req.settings?.expireAfter);
       if (ms !== undefined) change.expireAfterMs = ms;
+    } else if (path === "key_template") {
+      const template = req.settings?.keyTemplate ?? "";
+      try {
+        if (template !== "") parseKeyTemplate(template);
+        change.keyTemplate = template === "" ? null : template;
+      } catch (err) {
+        v.add("settings.key_template", (err as Error).message);
+      }
+    } else if (path === "key_concurrency") {
+      const limit = req.settings?.keyConcurrency;
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 0 || limit > MAX_QUEUE_CONCURRENCY)) {
+        v.add("settings.key_concurrency", `must be between 0 and ${MAX_QUEUE_CONCURRENCY} (unset: unlimited)`);
+      }
+      change.keyConcurrency = limit ?? null;
+    } else if (path === "key_limits") {
+      const limits = req.settings?.keyLimits ?? {};
+      if (Object.keys(limits).length > MAX_KEY_LIMITS) v.add("settings.key_limits", `must name at most ${MAX_KEY_LIMITS} keys`);
+      for (const [key, limit] of Object.entries(limits)) {
+        const problem = keyProblem(key);
+        if (problem) v.add(`settings.key_limits["${key.slice(0, 40)}"]`, `the key ${problem}`);
+        else if (!Number.isInteger(limit) || limit < 0 || limit > MAX_QUEUE_CONCURRENCY) v.add(`settings.key_limits["${key.slice(0, 40)}"]`, `must be between 0 and ${MAX_QUEUE_CONCURRENCY}`);
+      }
+      change.keyLimits = { ...limits };
     } else {
       v.add("update_mask", `unknown queue setting "${path.slice(0, 100)}" (settings: ${UPDATABLE.join(", ")})`);
     }
@@ -103,6 +134,14 @@ export function createQueueService({ db: pair, config }: QueueServiceDeps): Serv
       // A token restricted to queues sees those; one restricted only to types sees none (a queue's counts span every type).
       const visible = (q: Queue) => (who.queues.length > 0 ? who.queues.includes(q.name) : who.types.length === 0);
       return { queues: (await all()).filter(visible) };
+    },
+    async getQueue(req) {
+      const name = validateQueueName(req.name);
+      const since = await liveSince(db, leaseMs);
+      const queue = (await listQueues(db, since)).find((q) => q.name === name);
+      if (!queue) return { queue: create(QueueSchema, { name }) };
+      const keyed = queue.keyConcurrency !== null || Object.keys(queue.keyLimits).length > 0;
+      return { queue: queueToProto(queue, new Date(since.getTime() + leaseMs), keyed ? await keyUse(db, name) : []) };
     },
     async updateQueue(req, ctx) {
       const { name, change } = validateUpdateQueue(req);

@@ -51,6 +51,7 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   // BULK_ACTION_DELETE needs admin as well: see BULK_DELETE_ROLE.
   "task.v1.TaskControlService/BulkTasks": rule("operator", "handler"),
   "task.v1.QueueService/ListQueues": rule("reader", "handler"),
+  "task.v1.QueueService/GetQueue": rule("reader", "queue"),
   "task.v1.QueueService/UpdateQueue": rule("admin", "queue"),
   "task.v1.QueueService/PauseQueue": rule("operator", "queue"),
   "task.v1.QueueService/ResumeQueue": rule("operator", "queue"),

@@ -53,6 +53,7 @@ export function scheduleToProto(row: ScheduleRow | ScheduleView): Schedule {
         priority: row.priority,
         maxAttempts: row.max_attempts,
         timeout: row.timeout_ms === null ? undefined : durationFromMs(row.timeout_ms),
+        key: row.key ?? "",
       }),
       paused: row.paused,
       catchUp: catchUpToProto[row.catch_up],

@@ -75,6 +75,7 @@ export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleS
       priority: template.priority,
       maxAttempts: template.maxAttempts,
       timeout: template.timeout,
+      key: template.key,
     });
     try {
       resolved = validateCreateTask(request, registry, "task.");
@@ -100,6 +101,7 @@ export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleS
       catchUp: catchUp!,
       backfillLimit: spec.backfillLimit,
       overlap: overlap!,
+      key: template!.key === "" ? null : template!.key,
     },
     nextRunAt: spec.paused ? null : firstTick!,
   };

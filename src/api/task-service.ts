@@ -38,7 +38,8 @@ import { getTaskLogs, watchTask } from "./task-watch.js";
 import { Violations } from "./fields.js";
 import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
-import { encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { deriveKeys, encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { keyTemplates, waitReason } from "../store/queues.js";
 import { startCreateSpan } from "../tracing.js";
 import { attachUploads, DEFAULT_FILE_CAPS } from "../store/files.js";
 import { listFilesOfTask, validateFileInputs } from "./task-files.js";
@@ -121,6 +122,21 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   const requireTypeAllowed = (who: Identity, type: string) => {
     if (type === "shell") requireRole(who, shellRole, "a shell task");
   };
+  // Queues' key templates, read at most once a second per queue (a changed template applies to the
+  // tasks created from a second later), so a create does not cost a read of queues each time.
+  const templateCache = new Map<string, { template: string | undefined; at: number }>();
+  async function templatesOf(queues: string[]): Promise<Map<string, string>> {
+    const now = Date.now();
+    const stale = queues.filter((q) => (templateCache.get(q)?.at ?? -Infinity) < now - KEY_TEMPLATE_TTL_MS);
+    if (stale.length > 0) {
+      const read = await keyTemplates(db, stale);
+      for (const q of stale) templateCache.set(q, { template: read.get(q), at: now });
+    }
+    return new Map(queues.flatMap((q) => {
+      const template = templateCache.get(q)?.template;
+      return template === undefined ? [] : [[q, template] as const];
+    }));
+  }
   /** Inserts validated tasks atomically and resolves idempotent replays; rows in request order. */
   async function createMany(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity, actor: AuditActor, ctx: HandlerContext) {
     // The call's span (a child of its traceparent header, or a new trace): its traceparent is stored with each task.
@@ -136,10 +152,13 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
   }
 
   async function createTraced(requests: CreateTaskRequest[], prefix: (i: number) => string, who: Identity, actor: AuditActor, traceparent: string | null) {
-    const tasks = await catalog.withTypes(
+    const validated = await catalog.withTypes(
       requests.map((req) => req.type),
       (types) => requests.map((req, i) => ({ ...validateCreateTask(req, types, prefix(i)), traceparent })),
     );
+    // Keys from the queues' templates (one read, of the queues that have one) for tasks created without one.
+    const unkeyedQueues = [...new Set(validated.filter((t) => !t.key).map((t) => t.queue ?? "default"))];
+    const tasks = deriveKeys(validated, await templatesOf(unkeyedQueues), prefix);
     const inputs = requests.map((req, i) => validateFileInputs(req.files, prefix(i)));
     // After validation (which resolves each task's queue), before anything is written.
     tasks.forEach((task, i) => {
@@ -209,7 +228,10 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const id = validateTaskId(req.id);
       const row = await findTask(db, id);
       if (!row) throw new TaskNotFoundError(id);
-      return { task: taskToProto(row, (await findProgress(db, [id])).get(id)) };
+      const task = taskToProto(row, (await findProgress(db, [id])).get(id));
+      // What holds a waiting task (its queue or its key at a limit, a pause): one read of its queue's row.
+      if (row.status === "queued" || row.status === "retrying") task.waitReason = (await waitReason(db, row.queue, row.key)) ?? "";
+      return { task };
     },
 
     async listTasks(req, ctx) {
@@ -362,3 +384,6 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     },
   };
 }
+
+/** How long a create trusts the key templates it read. */
+const KEY_TEMPLATE_TTL_MS = 1000;

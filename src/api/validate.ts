@@ -6,6 +6,7 @@ import { DEFAULT_QUEUE } from "../store/queues.js";
 import { durationToMs } from "./convert.js";
 import { fingerprint } from "../fingerprint.js";
 import { findUnstorable, UNSTORABLE_REASON, Violations } from "./fields.js";
+import { evaluateKeyTemplate, keyProblem, parseKeyTemplate } from "../key-template.js";
 
 export const MAX_PRIORITY = 1000;
 export const MAX_ATTEMPTS_LIMIT = 100;
@@ -38,6 +39,8 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     if (!(timeoutMs >= 1) || timeoutMs > MAX_TIMEOUT_MS) v.add(`${prefix}timeout`, "must be between 1ms and 24h");
   }
   v.text(`${prefix}idempotency_key`, req.idempotencyKey);
+  const keyIssue = req.key === "" ? undefined : keyProblem(req.key);
+  if (keyIssue) v.add(`${prefix}key`, `the key ${keyIssue}`);
   if (req.queue !== "") v.queueName(`${prefix}queue`, req.queue);
   const runAt = v.time(`${prefix}run_at`, req.runAt) ?? null;
   const expireAfterMs = v.expireAfter(`${prefix}expire_after`, req.expireAfter);
@@ -80,6 +83,8 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     idempotencyKey,
     backoff,
     expireAfterMs: expireAfterMs ?? null,
+    // Empty: derived later from the queue's key template, if it has one (deriveKeys).
+    key: req.key === "" ? null : req.key,
     requestHash:
       idempotencyKey === null
         ? null
@@ -89,8 +94,31 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
             ...(backoff ? { backoff } : {}),
             ...(expireAfterMs ? { expireAfterMs } : {}),
             ...(queue === DEFAULT_QUEUE ? {} : { queue }),
+            ...(req.key === "" ? {} : { key: req.key }),
           }),
   };
+}
+
+/**
+ * Gives each task created without a key the key its queue's template derives from its parameters
+ * (`templates`: by queue, store/queues.ts keyTemplates). A value the template needs that is
+ * missing refuses the whole request, naming the parameter, before anything is written.
+ */
+export function deriveKeys(tasks: NewTask[], templates: Map<string, string>, prefix: (i: number) => string): NewTask[] {
+  if (templates.size === 0) return tasks;
+  const v = new Violations();
+  const derived = tasks.map((task, i) => {
+    const source = task.key ? undefined : templates.get(task.queue ?? DEFAULT_QUEUE);
+    if (source === undefined) return task;
+    const result = evaluateKeyTemplate(parseKeyTemplate(source), task.parameters, `${prefix(i)}parameters`);
+    if ("error" in result) {
+      v.add(result.field, result.error);
+      return task;
+    }
+    return { ...task, key: result.key };
+  });
+  v.throwIfAny();
+  return derived;
 }
 
 /** A stable fingerprint of what a create request asks for (key order does not matter). */

@@ -39,7 +39,20 @@ export function queueTable(q: Queue | undefined): string {
     ["Running", q.running.toString()],
     ["Waiting", q.waiting.toString()],
     ["Workers", String(q.workers)],
-  ]);
+    ...(q.keyTemplate ? [["Key template", q.keyTemplate] as [string, string]] : []),
+    ...(q.keyConcurrency !== undefined ? [["Limit per key", String(q.keyConcurrency)] as [string, string]] : []),
+    ...(Object.keys(q.keyLimits).length > 0
+      ? [["Key limits", Object.entries(q.keyLimits).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k}=${n}`).join(" ")] as [string, string]]
+      : []),
+  ]) + keyUseTable(q);
+}
+
+/** Each key's use of its limit (GetQueue), after the queue's lines; nothing for a queue without key limits. */
+function keyUseTable(q: Queue): string {
+  if (q.keyUse.length === 0) return "";
+  const table = makeTable(["KEY", "RUNNING", "LIMIT", "WAITING"]);
+  for (const k of q.keyUse) table.push([k.key, k.running.toString(), k.limit === undefined ? "unlimited" : String(k.limit), k.waiting.toString()]);
+  return `\n${table.toString()}`;
 }
 
 /**

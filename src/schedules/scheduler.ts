@@ -23,6 +23,8 @@ import { actorText, recordAudit, type AuditActor } from "../store/audit.js";
 import { candidateCount, MISSED_AFTER_MS, ticksToRun } from "./catch-up.js";
 import { CronSchedule } from "./cron.js";
 import { tickTask } from "./tick-task.js";
+import { evaluateKeyTemplate, parseKeyTemplate } from "../key-template.js";
+import { keyTemplates } from "../store/queues.js";
 
 /** Where the scheduler reads the time; tests inject a fixed or stepped one. */
 export interface Clock {
@@ -243,6 +245,16 @@ export class Scheduler {
     let task;
     try {
       task = await this.catalog.withTypes([schedule.type], (types) => tickTask(schedule, types, tick));
+      if (!task.key) {
+        // Without a key of its own, the tick's task gets the one its queue's key template derives.
+        const queue = task.queue ?? "default";
+        const template = (await keyTemplates(trx, [queue])).get(queue);
+        if (template !== undefined) {
+          const derived = evaluateKeyTemplate(parseKeyTemplate(template), task.parameters, "task.parameters");
+          if ("error" in derived) throw InvalidArgumentError.of(derived.field, derived.error);
+          task = { ...task, key: derived.key };
+        }
+      }
     } catch (err) {
       if (err instanceof InvalidArgumentError || err instanceof TaskTypeDisabledError) {
         await auditCancelled();

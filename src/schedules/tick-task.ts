@@ -27,5 +27,6 @@ export function tickTask<T extends ResolvedTaskType>(schedule: ScheduleRow, regi
     scheduledAt,
     // Each tick is a trace of its own (none while tracing is off).
     traceparent: tickTraceparent(schedule.name, scheduledAt),
+    key: schedule.key,
   };
 }

@@ -37,6 +37,10 @@ export interface SubmitOptions {
   idempotencyKey?: string;
   /** Milliseconds: end EXPIRED if not started this long after it is due (1 s to 366 d); unset: the queue's default, or never. */
   expireAfterMs?: number;
+  /** The queue to wait in (default: the type's default queue, else "default"). */
+  queue?: string;
+  /** What the task competes for in its queue (a tenant, a host): its limit per key and fair turns apply (default: the queue's key template). */
+  key?: string;
   /** Input files: a name the task sees ($TASK_INPUT_DIR/<name>, ctx.files.open(name)) → an upload from `upload()`. */
   files?: Record<string, Upload | string>;
 }
@@ -98,6 +102,8 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
         runAt: opts.runAt === undefined ? undefined : timestampFromDate(opts.runAt),
         idempotencyKey: opts.idempotencyKey ?? "",
         expireAfter: opts.expireAfterMs === undefined ? undefined : durationFromMs(opts.expireAfterMs),
+        queue: opts.queue ?? "",
+        key: opts.key ?? "",
         files: Object.entries(opts.files ?? {}).map(([name, upload]) => ({ name, upload: typeof upload === "string" ? upload : upload.upload })),
       };
       const { task } = await tasks.createTask(request);

@@ -36,6 +36,20 @@ export function queueFlag(queue: string): string {
 }
 
 /**
+ * The graphile-worker task identifier of a keyed task's job (tasks.key set), `run:<queue>:<type>:keyed`:
+ * apart from the unkeyed jobs of its (queue, type), so the batch claim, which reads the jobs of
+ * the identifiers it is given, never reads keyed jobs (a backlog of them would otherwise be read
+ * and refused at every batch). Keyed tasks are claimed in their keys' turns (claimKeyedAttempts,
+ * which finds their jobs by job key), or one at a time in a limited queue, where the key's gate
+ * counts its RUNNING tasks.
+ */
+export function keyedRunTaskIdentifier(queue: string, type: string): string {
+  return `${runTaskIdentifier(queue, type)}${KEYED_SUFFIX}`;
+}
+
+const KEYED_SUFFIX = ":keyed";
+
+/**
  * graphile-worker's own retries of a job cover infrastructure failures only (the handler threw
  * because, say, the database went away); task-level retries and backoff are ours.
  */
@@ -65,14 +79,15 @@ export function taskJobKey(idColumn: string): RawBuilder<string> {
 
 /**
  * A graphile_worker.job_spec[] built from the rows of `source` (a CTE or table with id, queue, type,
- * run_at, priority and attempts). Our priority is "higher first"; graphile-worker's is "lower
- * first", hence the negation. The job is filed under the task's (queue, type) identifier and
- * flagged with its queue (queueFlag says why).
+ * run_at, priority, attempts and key). Our priority is "higher first"; graphile-worker's is "lower
+ * first", hence the negation. The job is filed under the task's (queue, type) identifier (a keyed
+ * task's under its keyed one) and flagged with its queue (queueFlag says why).
  */
 function jobSpecsFrom(source: string): RawBuilder<unknown> {
   const from = sql.ref(source);
   return sql`(select array_agg(row(
-      ${RUN_TASK_PREFIX}::text || s.queue || ':' || s.type /* = runTaskIdentifier(queue, type) */,
+      ${RUN_TASK_PREFIX}::text || s.queue || ':' || s.type
+        || case when s.key is not null then ${KEYED_SUFFIX}::text else '' end /* = runTaskIdentifier or keyedRunTaskIdentifier */,
       json_build_object('taskId', s.id::text, 'attempt', s.attempts + 1),
       null::text,
       s.run_at,
@@ -147,6 +162,20 @@ export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder
         delete from graphile_worker._private_jobs d using picked p
         where d.id = p.c_job and not (${usable}))`,
   ];
+}
+
+/**
+ * The keyed claim's CTE `keyjobs` over `source` (a CTE of candidate tasks with k_id, in the
+ * claim's order): each candidate with its task's available job as c_job, locked FOR UPDATE SKIP
+ * LOCKED, so concurrent claims never take the same job; a candidate whose job another claim holds,
+ * or that has none, is left out. Looked up by the job key (graphile-worker's unique index on it).
+ */
+export function lockJobsOfTasks(source: string): RawBuilder<unknown> {
+  return sql`keyjobs as (
+    select j.id as c_job, cand.* from ${sql.ref(source)} cand
+    join graphile_worker._private_jobs j on j.key = ${taskJobKey("cand.k_id")}
+    where j.is_available = true and j.run_at <= now()
+    for update of j skip locked)`;
 }
 
 /** A data-modifying CTE body that deletes the jobs whose ids `source.column` holds (the jobs a claim took). */

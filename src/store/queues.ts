@@ -27,6 +27,11 @@ export interface QueueView {
   /** Live worker processes serving the queue. */
   workers: number;
   updatedAt: Date | null;
+  keyTemplate: string | null;
+  /** Most RUNNING per key; null: unlimited. */
+  keyConcurrency: number | null;
+  /** Limits of named keys, overriding keyConcurrency. */
+  keyLimits: Record<string, number>;
 }
 
 /**
@@ -45,6 +50,9 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     oldest: Date | null;
     workers: string;
     updated_at: Date | null;
+    key_template: string | null;
+    key_concurrency: number | null;
+    key_limits: Record<string, number> | null;
   }>`
     with counts as (
       select queue, status, sum(n) as n from (
@@ -55,7 +63,7 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     ),
     live as (select unnest(queues) as queue, count(*) as n from workers where heartbeat_at >= ${liveSince} group by 1),
     names as (select queue as name from counts union select name from queues union select queue from live)
-    select names.name, q.paused, q.concurrency, q.expire_after_ms, q.updated_at,
+    select names.name, q.paused, q.concurrency, q.expire_after_ms, q.updated_at, q.key_template, q.key_concurrency, q.key_limits,
       coalesce((select sum(n) from counts where counts.queue = names.name and status = 'running'), 0) as running,
       coalesce((select sum(n) from counts where counts.queue = names.name and status in ('queued', 'retrying')), 0) as waiting,
       (select least(t.run_at, now()) from tasks t where t.queue = names.name and t.status in ('queued', 'retrying') order by t.id limit 1) as oldest,
@@ -73,7 +81,69 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     oldestWaitingSince: r.oldest,
     workers: Number(r.workers),
     updatedAt: r.updated_at,
+    keyTemplate: r.key_template,
+    keyConcurrency: r.key_concurrency,
+    keyLimits: r.key_limits ?? {},
   }));
+}
+
+/** One key's use of its limit (GetQueue). */
+export interface KeyUse {
+  key: string;
+  running: number;
+  waiting: number;
+  /** null: unlimited. */
+  limit: number | null;
+}
+
+/** Most keys keyUse reports. */
+export const KEY_USE_LIMIT = 100;
+
+/**
+ * The keys of `queue` with tasks RUNNING (the busiest first) and then those with tasks waiting, at
+ * most KEY_USE_LIMIT, each with its limit: reads the partial indexes of keyed tasks only.
+ */
+export async function keyUse(db: Kysely<Database>, queue: string): Promise<KeyUse[]> {
+  const { rows } = await sql<{ key: string; running: string; waiting: string; lim: number | null }>`
+    with use as (
+      select key, count(*) filter (where status = 'running') as running, count(*) filter (where status <> 'running') as waiting
+      from tasks where queue = ${queue} and key is not null and status in ('running', 'queued', 'retrying')
+      group by key
+    )
+    select use.key, use.running, use.waiting, coalesce((q.key_limits ->> use.key)::int, q.key_concurrency) as lim
+    from use left join queues q on q.name = ${queue}
+    order by use.running desc, use.waiting desc, use.key limit ${KEY_USE_LIMIT}
+  `.execute(db);
+  return rows.map((r) => ({ key: r.key, running: Number(r.running), waiting: Number(r.waiting), limit: r.lim }));
+}
+
+/** The key templates of those of `queues` that have one, by queue (the create path derives keys with them). */
+export async function keyTemplates(db: Kysely<Database>, queues: string[]): Promise<Map<string, string>> {
+  if (queues.length === 0) return new Map();
+  const { rows } = await sql<{ name: string; key_template: string }>`
+    select name, key_template from queues where name = any(${queues}::text[]) and key_template is not null
+  `.execute(db);
+  return new Map(rows.map((r) => [r.name, r.key_template]));
+}
+
+/**
+ * Why a waiting task of `queue` (with `key`) does not run yet, if its queue or key holds it: the
+ * queue is paused, at its limit, or the key at its limit (GetTask's wait_reason); undefined otherwise.
+ */
+export async function waitReason(db: Kysely<Database>, queue: string, key: string | null): Promise<string | undefined> {
+  const { rows } = await sql<{ paused: boolean; concurrency: number | null; running: string; key_limit: number | null; key_running: string }>`
+    select q.paused, q.concurrency,
+      case when q.concurrency is not null then (select count(*) from tasks t where t.queue = q.name and t.status = 'running') else 0 end as running,
+      coalesce((q.key_limits ->> ${key}::text)::int, q.key_concurrency) as key_limit,
+      case when ${key}::text is not null then (select count(*) from tasks t where t.queue = q.name and t.key = ${key}::text and t.key is not null and t.status = 'running') else 0 end as key_running
+    from queues q where q.name = ${queue}
+  `.execute(db);
+  const q = rows[0];
+  if (!q) return undefined;
+  if (q.paused) return `queue ${queue} paused`;
+  if (q.concurrency !== null && Number(q.running) >= q.concurrency) return `queue ${queue} at its limit ${q.concurrency}`;
+  if (key !== null && q.key_limit !== null && Number(q.key_running) >= q.key_limit) return `key ${key} at its limit ${q.key_limit}`;
+  return undefined;
 }
 
 /** A change to a queue's settings; undefined fields stay as they are. */
@@ -83,6 +153,12 @@ export interface QueueChange {
   paused?: boolean;
   /** null: no default expiry. */
   expireAfterMs?: number | null;
+  /** null: none. */
+  keyTemplate?: string | null;
+  /** null: unlimited. */
+  keyConcurrency?: number | null;
+  /** Replaces the whole map. */
+  keyLimits?: Record<string, number>;
 }
 
 /**
@@ -93,14 +169,21 @@ export async function updateQueue(db: Kysely<Database>, name: string, change: Qu
   const setConcurrency = change.concurrency !== undefined;
   const setPaused = change.paused !== undefined;
   const setExpiry = change.expireAfterMs !== undefined;
+  const setTemplate = change.keyTemplate !== undefined;
+  const setKeyConcurrency = change.keyConcurrency !== undefined;
+  const setKeyLimits = change.keyLimits !== undefined;
   await sql`
     with changed as (
-      insert into queues (name, concurrency, paused, expire_after_ms)
-        values (${name}, ${change.concurrency ?? null}::int, coalesce(${change.paused ?? null}::boolean, false), ${change.expireAfterMs ?? null}::int)
+      insert into queues (name, concurrency, paused, expire_after_ms, key_template, key_concurrency, key_limits)
+      values (${name}, ${change.concurrency ?? null}::int, coalesce(${change.paused ?? null}::boolean, false), ${change.expireAfterMs ?? null}::int,
+        ${change.keyTemplate ?? null}::text, ${change.keyConcurrency ?? null}::int, ${JSON.stringify(change.keyLimits ?? {})}::jsonb)
       on conflict (name) do update set
         concurrency = case when ${setConcurrency}::boolean then excluded.concurrency else queues.concurrency end,
         paused = case when ${setPaused}::boolean then excluded.paused else queues.paused end,
         expire_after_ms = case when ${setExpiry}::boolean then excluded.expire_after_ms else queues.expire_after_ms end,
+        key_template = case when ${setTemplate}::boolean then excluded.key_template else queues.key_template end,
+        key_concurrency = case when ${setKeyConcurrency}::boolean then excluded.key_concurrency else queues.key_concurrency end,
+        key_limits = case when ${setKeyLimits}::boolean then excluded.key_limits else queues.key_limits end,
         updated_at = now()
       returning name
     )
@@ -111,15 +194,55 @@ export async function updateQueue(db: Kysely<Database>, name: string, change: Qu
 /**
  * Of `queues`, those that may not start an attempt now: paused, or limited with their RUNNING tasks
  * at the limit. A worker forbids their jobs' flags so it does not fetch them (src/worker/queue-gate.ts).
- * Advisory only: the claim's gate (task_queue_admits) is what guarantees the limit.
+ * `keyLimited`: those (not paused nor limited) with a limit per key, whose keyed tasks the worker
+ * claims queue by queue (claimKeyedAttempts). Advisory only: the claim's gates (task_queue_admits,
+ * task_key_slots) are what guarantee the limits.
  */
-export async function heldQueues(db: Kysely<Database>, queues: string[]): Promise<{ held: string[]; limited: string[] }> {
-  const { rows } = await sql<{ name: string; held: boolean }>`
-    select q.name, q.paused or (q.concurrency is not null
+export async function heldQueues(db: Kysely<Database>, queues: string[]): Promise<{ held: string[]; limited: string[]; keyLimited: string[] }> {
+  const { rows } = await sql<{ name: string; held: boolean; limited: boolean }>`
+    select q.name, q.paused or q.concurrency is not null as limited, q.paused or (q.concurrency is not null
         and (select count(*) from tasks t where t.queue = q.name and t.status = 'running') >= q.concurrency) as held
-    from queues q where q.name = any(${queues}::text[]) and (q.paused or q.concurrency is not null)
+    from queues q where q.name = any(${queues}::text[])
+      and (q.paused or q.concurrency is not null or q.key_concurrency is not null or q.key_limits <> '{}'::jsonb)
   `.execute(db);
-  return { held: rows.filter((r) => r.held).map((r) => r.name), limited: rows.map((r) => r.name) };
+  return {
+    held: rows.filter((r) => r.held).map((r) => r.name),
+    limited: rows.filter((r) => r.limited).map((r) => r.name),
+    keyLimited: rows.filter((r) => !r.limited).map((r) => r.name),
+  };
+}
+
+/** Why waiting tasks are held, as the metrics count them (waitReason says the same of one task). */
+export type WaitReason = "queue_paused" | "queue_limit" | "key_limit";
+
+/**
+ * Waiting tasks (QUEUED, RETRYING) held by a limit or a pause, by queue and reason: every waiting
+ * task of a paused queue, or of one whose RUNNING tasks reach its limit; and the waiting tasks of
+ * keys at their limit. Reads only queues with such settings: their counts of RUNNING tasks and,
+ * for a key-limited queue, its waiting keyed tasks grouped by key (the partial indexes of keyed
+ * tasks; a scan of that queue's keyed backlog, so its cost grows with it).
+ */
+export async function waitsByReason(db: Kysely<Database>): Promise<{ queue: string; reason: WaitReason; waiting: number }[]> {
+  const { rows } = await sql<{ queue: string; reason: WaitReason; waiting: string }>`
+    with held as (
+      select q.name as queue, case when q.paused then 'queue_paused' else 'queue_limit' end as reason
+      from queues q
+      where q.paused or (q.concurrency is not null and (select count(*) from tasks t where t.queue = q.name and t.status = 'running') >= q.concurrency)
+    ),
+    keyed as (
+      select t.queue, t.key, count(*) as waiting from tasks t join queues q on q.name = t.queue
+      where t.key is not null and t.status in ('queued', 'retrying') and (q.key_concurrency is not null or q.key_limits <> '{}'::jsonb)
+        and t.queue not in (select queue from held)
+      group by t.queue, t.key
+    )
+    select h.queue, h.reason, (select count(*) from tasks t where t.queue = h.queue and t.status in ('queued', 'retrying')) as waiting from held h
+    union all
+    select k.queue, 'key_limit', sum(k.waiting) from keyed k join queues q on q.name = k.queue
+    where coalesce((q.key_limits ->> k.key)::int, q.key_concurrency)
+      <= (select count(*) from tasks r where r.queue = k.queue and r.key = k.key and r.key is not null and r.status = 'running')
+    group by k.queue
+  `.execute(db);
+  return rows.map((r) => ({ queue: r.queue, reason: r.reason, waiting: Number(r.waiting) }));
 }
 
 /** How many of a queue's first waiting tasks (in creation order) the oldest-waiting probe reads. */

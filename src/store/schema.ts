@@ -50,6 +50,10 @@ export interface TasksTable {
   /** Expiry (migration 0028): how long the task may wait for its first start, and the deadline that makes (created or retried + that). */
   expire_after_ms: ColumnType<number | null, number | null | undefined, number | null>;
   expires_at: NullableTimestamp;
+  /** What the task competes for within its queue (migration 0026): per-key limits and turns; null: unkeyed. */
+  key: ColumnType<string | null, string | null | undefined, never>;
+  /** Its place in its key's round-robin (src/store/lifecycle/create.ts); null for unkeyed tasks. */
+  key_turn: ColumnType<string | null, string | null | undefined, never>;
 }
 
 export interface TaskHistoryTable {
@@ -100,6 +104,12 @@ export interface QueuesTable {
   concurrency: number | null;
   paused: ColumnType<boolean, boolean | undefined, boolean>;
   updated_at: Generated<Date>;
+  /** Derives a key for tasks created without one (src/key-template.ts); null: none. */
+  key_template: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Most RUNNING tasks per key; null: unlimited. */
+  key_concurrency: ColumnType<number | null, number | null | undefined, number | null>;
+  /** Limits of named keys, overriding key_concurrency. */
+  key_limits: ColumnType<Record<string, number>, Record<string, number> | undefined, Record<string, number>>;
 }
 
 /** The progress of a task's current attempt (migration 0024): one row per task, overwritten. */
@@ -146,6 +156,8 @@ export interface SchedulesTable {
   last_error: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+  /** The key of each tick's task (migration 0026); null: none given. */
+  key: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** API token roles, least first: each includes the ones before it (src/api/roles.ts). */
@@ -208,7 +220,7 @@ export const taskColumns = [
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
-  "traceparent", "expire_after_ms", "expires_at",
+  "traceparent", "expire_after_ms", "expires_at", "key", "key_turn",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

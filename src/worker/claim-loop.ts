@@ -21,11 +21,11 @@ import { setMaxListeners } from "node:events";
 import { Backoff } from "../backoff.js";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { claimNextAttempts } from "../store/lifecycle/index.js";
+import { claimKeyedAttempts, claimNextAttempts } from "../store/lifecycle/index.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { queueFlag, runTaskIdentifier } from "../store/jobs.js";
-import type { QueueGate } from "./queue-gate.js";
+import { KEYED_TURNS, UNKEYED_BATCH, type QueueGate } from "./queue-gate.js";
 
 /** What the loop needs: how to claim up to `limit` attempts, and how to run one. */
 export interface ClaimLoopOptions {
@@ -143,29 +143,54 @@ export class ClaimLoop {
 }
 
 /**
- * The claim of a process that serves `queues` and runs `types`: the unlimited queues' jobs in one
- * batch, then each limited queue's one statement at a time while slots remain (its gate admits one
- * per statement), held queues not at all, and a limited queue that had nothing to start not again
- * until woken (see QueueGate).
+ * The claim of a process that serves `queues` and runs `types`: the unlimited queues' unkeyed jobs
+ * in one batch, then their keyed tasks in their keys' turns (one statement), then each key-limited
+ * queue's keyed tasks (one statement each), then each limited queue's one statement at a time while
+ * slots remain (its gate admits one per statement); held queues not at all, and a claim that had
+ * less to start than asked (the batch included) not again until woken (see QueueGate). The keyed
+ * claims run only while slots remain, so a process with no keyed tasks pays one empty statement
+ * per wake-up at most, and one draining keyed tasks does not ask the batch each time.
  */
 export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[]): (limit: number) => Promise<TaskRow[]> {
+  // Unkeyed jobs only: keyed tasks are claimed by claimKeyedAttempts, which finds their jobs by job key.
   const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
   const all = [...byQueue.values()].flat();
   return async (limit) => {
     const view = await gate.current();
-    const claimed = await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: view.limited.map(queueFlag), limit });
+    const claimed: TaskRow[] = [];
+    if (!gate.isQuiet(UNKEYED_BATCH)) {
+      claimed.push(...(await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: view.limited.map(queueFlag), limit })));
+      if (claimed.length < limit) gate.quiet(UNKEYED_BATCH);
+    }
+    const keyed = async (name: string, keyedQueues: string[], keyLimited: boolean) => {
+      const want = limit - claimed.length;
+      if (want <= 0 || keyedQueues.length === 0 || gate.isQuiet(name)) return;
+      const got = await claimKeyedAttempts(db, workerId, { queues: keyedQueues, types, limit: want, keyLimited });
+      claimed.push(...got);
+      if (got.length < want) gate.quiet(name);
+    };
+    await keyed(KEYED_TURNS, queues.filter((q) => !view.limited.includes(q) && !view.keyLimited.includes(q)), false);
+    for (const queue of view.keyLimited) await keyed(queue, [queue], true);
     for (const queue of view.limited) {
       if (view.held.has(queue) || gate.isQuiet(queue)) continue;
       const identifiers = byQueue.get(queue) ?? [];
-      while (claimed.length < limit) {
-        const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
-        if (!one) {
-          // Nothing waiting, or the queue is full: not asked again until a job may have arrived or a slot freed.
-          gate.quiet(queue);
-          break;
+      // Its unkeyed and keyed tasks by turns, one per statement each (the gates admit one per statement).
+      let unkeyedLeft = true;
+      let keyedLeft = true;
+      while (claimed.length < limit && (unkeyedLeft || keyedLeft)) {
+        if (unkeyedLeft) {
+          const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
+          if (one) claimed.push(one);
+          else unkeyedLeft = false;
         }
-        claimed.push(one);
+        if (keyedLeft && claimed.length < limit) {
+          const [one] = await claimKeyedAttempts(db, workerId, { queues: [queue], types, limit: 1, keyLimited: true, queueLimited: true });
+          if (one) claimed.push(one);
+          else keyedLeft = false;
+        }
       }
+      // Nothing waiting, or the queue (or every waiting key) is full: not asked again until a job may have arrived or a slot freed.
+      if (!unkeyedLeft && !keyedLeft) gate.quiet(queue);
     }
     return claimed;
   };

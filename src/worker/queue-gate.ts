@@ -13,7 +13,15 @@ export interface QueueView {
   limited: string[];
   /** Of those, the ones that may start nothing now (paused, or at their limit): not fetched at all. */
   held: Set<string>;
+  /** Queues (not paused nor limited) with a limit per key: their keyed tasks are claimed queue by queue. */
+  keyLimited: string[];
 }
+
+/** The quiet-set name of the keyed claim of the queues without key limits (not a queue name: they have no '*'). */
+export const KEYED_TURNS = "*keyed";
+
+/** The quiet-set name of the batch claim of unkeyed tasks. */
+export const UNKEYED_BATCH = "*batch";
 
 /**
  * A worker process's view of which of its queues are limited (a concurrency limit, or paused) and
@@ -26,7 +34,7 @@ export interface QueueView {
  * queue) is what guarantees limits and pauses.
  */
 export class QueueGate {
-  private view: QueueView = { limited: [], held: new Set() };
+  private view: QueueView = { limited: [], held: new Set(), keyLimited: [] };
   private fetchedAt = 0;
   private pending: Promise<QueueView> | undefined;
   private readonly quietQueues = new Set<string>();
@@ -43,9 +51,12 @@ export class QueueGate {
     return (this.pending ??= this.refresh().finally(() => (this.pending = undefined)));
   }
 
-  /** Whether the queue had a concurrency limit or was paused at the last refresh. */
+  /**
+   * Whether the queue had a concurrency limit, a limit per key, or was paused at the last refresh:
+   * its attempts' outcomes are recorded before their slot is given back, and their end wakes the claim.
+   */
   isLimited(queue: string): boolean {
-    return this.view.limited.includes(queue);
+    return this.view.limited.includes(queue) || this.view.keyLimited.includes(queue);
   }
 
   /** Forget the view: the next fetch reads it again (and asks every limited queue again). */
@@ -57,7 +68,8 @@ export class QueueGate {
   /**
    * A limited queue whose claim started nothing (empty, or full): not asked again until something
    * may have changed it (wake, invalidate), so the slots of other queues freeing up do not cost a
-   * statement per limited queue each.
+   * statement per limited queue each. The same for a key-limited queue's keyed claim, for
+   * KEYED_TURNS, the keyed claim of the other queues, and for UNKEYED_BATCH, the batch.
    */
   quiet(queue: string): void {
     this.quietQueues.add(queue);
@@ -74,8 +86,8 @@ export class QueueGate {
 
   private async refresh(): Promise<QueueView> {
     try {
-      const { held, limited } = await heldQueues(this.db, this.queues);
-      this.view = { limited, held: new Set(held) };
+      const { held, limited, keyLimited } = await heldQueues(this.db, this.queues);
+      this.view = { limited, held: new Set(held), keyLimited };
       this.fetchedAt = Date.now();
     } catch (err) {
       // Keep the last view; the fetch itself reports the outage.

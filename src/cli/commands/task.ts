@@ -43,6 +43,7 @@ interface CreateFlags {
   delay?: string;
   idempotencyKey?: string;
   queue?: string;
+  key?: string;
   backoffBase?: string;
   backoffMax?: string;
   expireAfter?: string;
@@ -66,6 +67,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     runAt: runAt ? timestampFromDate(runAt) : undefined,
     idempotencyKey: flags.idempotencyKey ?? "",
     queue: flags.queue ?? "",
+    key: flags.key ?? "",
     backoff: backoffFrom(flags),
     expireAfter: flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after")),
     strictShellCheck: flags.strict ?? false,
@@ -115,6 +117,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--delay <duration>", "not before this long from now, e.g. 5m")
     .option("--idempotency-key <key>", "repeat-safe key: the same key and request return the same task")
     .option("--queue <name>", "the queue to wait in (default: default; see `task-cli queue list`)")
+    .option("--key <key>", "what the task competes for in its queue (a tenant, a host): the queue's limit per key and fair turns apply (default: the queue's key template)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
     .option("--expire-after <duration>", "end EXPIRED if not started this long after it is due, e.g. 10m (1s-366d; default: the queue's, else never)")

@@ -1,6 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from "kysely";
 import { queryPrepared, type Db } from "../db.js";
-import { pickJobs } from "../jobs.js";
+import { lockJobsOfTasks, pickJobs } from "../jobs.js";
 import type { Database, TaskRow } from "../schema.js";
 import { FINISHED_LIST, IN_ATTEMPT, type AttemptOutcome } from "./states.js";
 import { transition } from "./statement.js";
@@ -34,15 +34,15 @@ const claimDetails = (workerId: string) => sql`'attempt ' || attempts || ' start
  * is not waiting for exactly this attempt, a cancel is pending, or its queue's gate refuses it:
  * task_queue_admits(queue) (migration 0012) says no when the queue is paused, or has a
  * concurrency limit that its RUNNING tasks already reach; for a limited queue it locks the
- * queue's row, so claims racing for its last slot go one after the other. Workers claim through
- * claimNextAttempts.
+ * queue's row, so claims racing for its last slot go one after the other; task_key_admits does the
+ * same for the task's key (migration 0026). Workers claim through claimNextAttempts.
  */
 export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string): Promise<TaskRow | undefined> {
   const rows = await queryPrepared(db, "task_claim_attempt", transition({
     change: {
       set: claimSet(workerId),
       // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
-      where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)} and task_queue_admits(queue)`,
+      where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)} and task_queue_admits(queue) and task_key_admits(queue, key)`,
     },
     details: claimDetails(workerId),
     removeJob: true,
@@ -84,12 +84,17 @@ export interface NextAttempts {
  * Priority holds without a re-check: the statement takes the best jobs the process may run at that
  * moment, and starts them at once (nothing waits in a local queue, where a job fetched earlier
  * would start before better ones that arrived after it).
+ *
+ * Keyed tasks (tasks.key set) are not taken here (their jobs have their own task identifier, and
+ * the gate refuses them in SQL): claimKeyedAttempts takes them in their keys' turns, in a limited
+ * queue one at a time through both the queue's gate and the key's.
  */
 export async function claimNextAttempts(db: Db, workerId: string, next: NextAttempts): Promise<TaskRow[]> {
   if (next.limit <= 0) return [];
+  // Neither takes a keyed task: claimKeyedAttempts does (with queueLimited in a limited queue).
   const gate = next.limitedQueue === undefined
-    ? sql`not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
-    : sql`tasks.queue = ${next.limitedQueue}::text and task_queue_admits(tasks.queue)`;
+    ? sql`tasks.key is null and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
+    : sql`tasks.queue = ${next.limitedQueue}::text and tasks.key is null and task_queue_admits(tasks.queue)`;
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
@@ -102,6 +107,125 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
       from: sql`(select distinct on (c_id) * from picked where c_id is not null order by c_id, c_job) as c`,
       // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
       where: sql`tasks.id = c.c_id and ${waitingFor("tasks", sql`c.c_attempt`)} and ${gate}`,
+    },
+    details: claimDetails(workerId),
+    takeJob: sql`c.c_job`,
+  }));
+}
+
+/** What one keyed claim statement may take (claimKeyedAttempts). */
+export interface KeyedAttempts {
+  /**
+   * The queues to take keyed tasks of: queues without key limits (each key takes turns), or
+   * exactly one queue with key limits (keyLimited), whose keys are also held to their limits.
+   */
+  queues: string[];
+  /** The task types this process runs. */
+  types: string[];
+  /** Most attempts to start (the process's free slots). */
+  limit: number;
+  keyLimited?: boolean;
+  /**
+   * With keyLimited: the queue has a concurrency limit (or is paused), so at most one task is
+   * started (limit 1), admitted by the queue's gate (task_queue_admits) as well as its key's.
+   */
+  queueLimited?: boolean;
+}
+
+/** The columns of a keyed claim's candidate, from tasks `t`. */
+const keyedCandidate = sql`t.id as k_id, t.queue as k_queue, t.key as k_key, t.attempts + 1 as k_attempt, t.priority as k_priority, t.key_turn as k_turn`;
+
+/** A keyed task of tasks `t` that may start now, by what the claim itself can check. */
+const keyedWaiting = (types: string[]) =>
+  sql`t.key is not null and t.status in ('queued', 'retrying') and t.run_at <= now() and t.type = any(${types}::text[]) and t.cancel_requested_at is null`;
+
+/**
+ * Event `claim` of keyed tasks (tasks.key set, migration 0026), fetch and claim in ONE statement
+ * as claimNextAttempts does, in the keys' turn order: by priority, then key_turn (the task's
+ * place in its key's round-robin, given at create, see lifecycle/create.ts), then id. So within a
+ * priority the keys take turns, and a key with a backlog of 20,000 does not make a key with 20
+ * wait for it.
+ *
+ * For queues without key limits the candidates are the first tasks of each queue in that order
+ * (tasks_keyed_waiting_idx): a drain costs about what the unkeyed batch costs. For a queue with
+ * key limits (`keyLimited`, one queue) the candidates are the first tasks of each of its keys
+ * whose RUNNING tasks are below the limit: one probe per key with waiting tasks (a loose scan of
+ * tasks_key_waiting_idx), so a full key's backlog is never read, and cannot block another key.
+ * Then the key's gate, task_key_slots (migration 0026): it locks each limited key in order and
+ * counts its RUNNING tasks afresh, and the statement starts at most that many of the key: never
+ * more than the limit across processes, even for a moment (a claim racing for the key's last slot
+ * waits for the other's commit, and then sees it).
+ *
+ * A task over its key's limit stays QUEUED, its job untouched (no attempt burnt); it is started by
+ * the next claim after a slot of its key frees (the process whose attempt ended claims at once).
+ * The guards of claimNextAttempts hold here too. A paused or limited queue's tasks are refused in
+ * SQL unless `queueLimited` says the queue is one: then at most one task starts per statement, and
+ * only if task_queue_admits lets it (locking the queue's row before any key's).
+ */
+export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAttempts): Promise<TaskRow[]> {
+  // A limited queue's gate counts its RUNNING tasks once per statement: one task per statement.
+  const n = next.queueLimited ? Math.min(1, Math.trunc(next.limit)) : Math.trunc(next.limit);
+  if (n <= 0 || next.queues.length === 0) return [];
+  const order = sql`k_priority desc, k_turn, k_id`;
+  // Literals, not parameters, as in pickJobs (store/jobs.ts says why): one prepared statement per limit.
+  const lim = sql.lit(n);
+  const candidates = next.keyLimited
+    ? sql`cand as (
+        with recursive keys(k) as (
+          (select t.key from tasks t where t.queue = ${next.queues[0]}::text and t.key is not null and t.status in ('queued', 'retrying') order by t.key limit 1)
+          union all
+          select (select t.key from tasks t where t.queue = ${next.queues[0]}::text and t.key is not null and t.status in ('queued', 'retrying') and t.key > keys.k order by t.key limit 1)
+          from keys where keys.k is not null
+        )
+        select h.* from keys
+        left join queues q on q.name = ${next.queues[0]}::text
+        cross join lateral (
+          select ${keyedCandidate} from tasks t
+          where t.queue = ${next.queues[0]}::text and t.key = keys.k and ${keyedWaiting(next.types)}
+          order by t.priority desc, t.key_turn, t.id limit ${lim}) h
+        where keys.k is not null
+          -- Advisory (the statement's snapshot): skips full keys cheaply; task_key_slots decides.
+          and (coalesce((q.key_limits ->> keys.k)::int, q.key_concurrency) is null
+            or (select count(*) from tasks r where r.queue = ${next.queues[0]}::text and r.key = keys.k and r.key is not null and r.status = 'running')
+              < coalesce((q.key_limits ->> keys.k)::int, q.key_concurrency))
+        order by ${order} limit ${sql.lit(2 * n)})`
+    : sql`cand as (
+        -- VALUES, not unnest(array): the planner then knows how many queues there are, and keeps a
+        -- generic plan (with unnest's default estimate of 10 rows it re-planned at every call).
+        select h.* from (values ${sql.join(next.queues.map((q) => sql`(${q}::text)`))}) as s(queue)
+        cross join lateral (
+          select ${keyedCandidate} from tasks t
+          where t.queue = s.queue and ${keyedWaiting(next.types)}
+          order by t.priority desc, t.key_turn, t.id limit ${lim}) h
+        order by ${order} limit ${lim})`;
+  const limits = next.keyLimited
+    ? [
+        sql`ranked as (select kj.*, row_number() over (partition by kj.k_queue, kj.k_key order by ${order}) as k_rank from keyjobs kj)`,
+        // The gate: called once, for every key among the candidates (see migration 0026's hazard note).
+        // In a limited queue the queue's gate runs first (lateral), so every claim locks the queue's
+        // row before a key's, as claimAttempt does: no two claims take them in opposite orders.
+        next.queueLimited
+          ? sql`slots as (select s.* from (select task_queue_admits(${next.queues[0]}::text) as ok) qg
+              cross join lateral task_key_slots((select array_agg(k_queue) from ranked), (select array_agg(k_key) from ranked)) s where qg.ok)`
+          : sql`slots as (select * from task_key_slots((select array_agg(k_queue) from ranked), (select array_agg(k_key) from ranked)))`,
+        sql`chosen as (select r.* from ranked r join slots g on g.slot_queue = r.k_queue and g.slot_key = r.k_key
+          where r.k_rank <= g.slot_free order by ${order} limit ${lim})`,
+      ]
+    : [sql`chosen as (select * from keyjobs)`];
+  const gate = next.queueLimited
+    ? sql`tasks.queue = ${next.queues[0]}::text`
+    : next.keyLimited
+    ? sql`tasks.queue = ${next.queues[0]}::text and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
+    : sql`not exists (select 1 from queues q where q.name = tasks.queue
+        and (q.paused or q.concurrency is not null or q.key_concurrency is not null or q.key_limits <> '{}'::jsonb))`;
+  // One prepared statement per limit (and, for the turns, per number of queues: see VALUES above).
+  const name = next.queueLimited ? "task_claim_keyed_queue_limited" : next.keyLimited ? `task_claim_keyed_limited_${n}` : `task_claim_keyed_${n}_${next.queues.length}`;
+  return queryPrepared(db, name, transition({
+    with: [candidates, lockJobsOfTasks("cand"), ...limits],
+    change: {
+      set: claimSet(workerId),
+      from: sql`chosen as c`,
+      where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and tasks.key is not null and ${gate}`,
     },
     details: claimDetails(workerId),
     takeJob: sql`c.c_job`,

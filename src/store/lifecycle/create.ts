@@ -24,6 +24,28 @@ export interface NewTask {
   traceparent?: string | null;
   /** Expire the task if it has not started this long after it is due; undefined/null: the queue's default, or never. */
   expireAfterMs?: number | null;
+  /** What the task competes for in its queue (per-key limits, turns); null/undefined: unkeyed. */
+  key?: string | null;
+}
+
+/**
+ * The `turned` CTE: `input` with each keyed task's key_turn, its place in its key's round-robin
+ * (start-time fair queueing): within its queue and priority, a key's tasks take turns after its
+ * last waiting one, and a key with none waiting starts at the queue's clock, the turn of the first
+ * task in claim order. The keyed claim takes tasks in turn order, so when key A has 20,000 tasks
+ * waiting (turns c..c+19,999) and key B adds 20, B's get turns c..c+19 and start among A's next
+ * 20, not after all of them. Two probes of partial indexes per key and statement; unkeyed tasks
+ * (key_turn null) cost nothing. Concurrent creates may share a turn: ties go by id, so fairness is
+ * approximate under such races, never violated by more than the racing batch.
+ */
+function keyTurns() {
+  const waiting = sql`h.key is not null and h.status in ('queued', 'retrying') and h.queue = i.queue and h.priority = i.priority`;
+  return sql`turned as (
+    select i.*, case when i.key is not null then greatest(
+        coalesce((select h.key_turn from tasks h where ${waiting} order by h.priority desc, h.key_turn limit 1), 0),
+        coalesce((select h.key_turn + 1 from tasks h where ${waiting} and h.key = i.key order by h.priority desc, h.key_turn desc limit 1), 0)
+      ) + row_number() over (partition by i.queue, i.key, i.priority order by i.ord) - 1 end as key_turn
+    from input i)`;
 }
 
 /**
@@ -53,6 +75,7 @@ export function createTasks(tasks: NewTask[]) {
       backoff_max_ms: t.backoff?.maxMs ?? null,
       traceparent: t.traceparent ?? null,
       expire_after_ms: t.expireAfterMs ?? null,
+      key: t.key ?? null,
     })),
   );
   return transition({
@@ -62,18 +85,19 @@ export function createTasks(tasks: NewTask[]) {
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
           timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
           schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text,
-          expire_after_ms int))`,
+          expire_after_ms int, key text))`,
+      keyTurns(),
       // A queue's default expiry, for tasks created without one.
       sql`timed as (
-        select input.*, coalesce(input.expire_after_ms, (select q.expire_after_ms from queues q where q.name = input.queue)) as expire_ms
-        from input)`,
+        select turned.*, coalesce(turned.expire_after_ms, (select q.expire_after_ms from queues q where q.name = turned.queue)) as expire_ms
+        from turned)`,
     ],
     change: {
       // status is the column's default, 'queued'.
       // The deadline counts from when the task is due: its run_at, or now.
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at)
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at, key, key_turn)
         select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent,
-          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond'
+          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond', key, key_turn
         from timed order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,

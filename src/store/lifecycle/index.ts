@@ -29,6 +29,7 @@ export { forcing } from "./statement.js";
 export { createTasks, type NewTask } from "./create.js";
 export {
   claimAttempt,
+  claimKeyedAttempts,
   claimNextAttempts,
   heartbeat,
   recordOutcome,
@@ -36,6 +37,7 @@ export {
   rescueLostAttempts,
   rescueStatement,
   type AttemptRef,
+  type KeyedAttempts,
   type LostAttempts,
   type NextAttempts,
   type OutcomeRecord,

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/queue.proto.
  */
 export const file_task_v1_queue: GenFile = /*@__PURE__*/
-  fileDesc("ChN0YXNrL3YxL3F1ZXVlLnByb3RvEgd0YXNrLnYxIpoCCgVRdWV1ZRIMCgRuYW1lGAEgASgJEg4KBnBhdXNlZBgCIAEoCBIYCgtjb25jdXJyZW5jeRgDIAEoBUgAiAEBEg8KB3J1bm5pbmcYBCABKAMSDwoHd2FpdGluZxgFIAEoAxI1ChJvbGRlc3Rfd2FpdGluZ19hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHd29ya2VycxgHIAEoBRIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgxleHBpcmVfYWZ0ZXIYZCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDgoMX2NvbmN1cnJlbmN5InoKDVF1ZXVlU2V0dGluZ3MSGAoLY29uY3VycmVuY3kYASABKAVIAIgBARIOCgZwYXVzZWQYAiABKAgSLwoMZXhwaXJlX2FmdGVyGGQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg4KDF9jb25jdXJyZW5jeSITChFMaXN0UXVldWVzUmVxdWVzdCI0ChJMaXN0UXVldWVzUmVzcG9uc2USHgoGcXVldWVzGAEgAygLMg4udGFzay52MS5RdWV1ZSJ9ChJVcGRhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIoCghzZXR0aW5ncxgCIAEoCzIWLnRhc2sudjEuUXVldWVTZXR0aW5ncxIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNAoTVXBkYXRlUXVldWVSZXNwb25zZRIdCgVxdWV1ZRgBIAEoCzIOLnRhc2sudjEuUXVldWUiIQoRUGF1c2VRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIzChJQYXVzZVF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi50YXNrLnYxLlF1ZXVlIiIKElJlc3VtZVF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIjQKE1Jlc3VtZVF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi50YXNrLnYxLlF1ZXVlItIBCgZXb3JrZXISCgoCaWQYASABKAkSDAoEaG9zdBgCIAEoCRILCgNwaWQYAyABKAUSDQoFc2xvdHMYBCABKAUSDAoEYnVzeRgFIAEoBRINCgV0eXBlcxgGIAMoCRIOCgZxdWV1ZXMYByADKAkSLgoKc3RhcnRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhQKEkxpc3RXb3JrZXJzUmVxdWVzdCI3ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiAKB3dvcmtlcnMYASADKAsyDy50YXNrLnYxLldvcmtlcjKwAgoMUXVldWVTZXJ2aWNlEkUKCkxpc3RRdWV1ZXMSGi50YXNrLnYxLkxpc3RRdWV1ZXNSZXF1ZXN0GhsudGFzay52MS5MaXN0UXVldWVzUmVzcG9uc2USSAoLVXBkYXRlUXVldWUSGy50YXNrLnYxLlVwZGF0ZVF1ZXVlUmVxdWVzdBocLnRhc2sudjEuVXBkYXRlUXVldWVSZXNwb25zZRJFCgpQYXVzZVF1ZXVlEhoudGFzay52MS5QYXVzZVF1ZXVlUmVxdWVzdBobLnRhc2sudjEuUGF1c2VRdWV1ZVJlc3BvbnNlEkgKC1Jlc3VtZVF1ZXVlEhsudGFzay52MS5SZXN1bWVRdWV1ZVJlcXVlc3QaHC50YXNrLnYxLlJlc3VtZVF1ZXVlUmVzcG9uc2UyWQoNV29ya2VyU2VydmljZRJICgtMaXN0V29ya2VycxIbLnRhc2sudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GhwudGFzay52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChN0YXNrL3YxL3F1ZXVlLnByb3RvEgd0YXNrLnYxIu4DCgVRdWV1ZRIMCgRuYW1lGAEgASgJEg4KBnBhdXNlZBgCIAEoCBIYCgtjb25jdXJyZW5jeRgDIAEoBUgAiAEBEg8KB3J1bm5pbmcYBCABKAMSDwoHd2FpdGluZxgFIAEoAxI1ChJvbGRlc3Rfd2FpdGluZ19hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHd29ya2VycxgHIAEoBRIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgxleHBpcmVfYWZ0ZXIYZCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMa2V5X3RlbXBsYXRlGEYgASgJEhwKD2tleV9jb25jdXJyZW5jeRhHIAEoBUgBiAEBEjEKCmtleV9saW1pdHMYSCADKAsyHS50YXNrLnYxLlF1ZXVlLktleUxpbWl0c0VudHJ5EiUKB2tleV91c2UYSSADKAsyFC50YXNrLnYxLlF1ZXVlS2V5VXNlGjAKDktleUxpbWl0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAFCDgoMX2NvbmN1cnJlbmN5QhIKEF9rZXlfY29uY3VycmVuY3kiWgoLUXVldWVLZXlVc2USCwoDa2V5GAEgASgJEg8KB3J1bm5pbmcYAiABKAMSDwoHd2FpdGluZxgDIAEoAxISCgVsaW1pdBgEIAEoBUgAiAEBQggKBl9saW1pdCKvAgoNUXVldWVTZXR0aW5ncxIYCgtjb25jdXJyZW5jeRgBIAEoBUgAiAEBEg4KBnBhdXNlZBgCIAEoCBIvCgxleHBpcmVfYWZ0ZXIYZCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMa2V5X3RlbXBsYXRlGEYgASgJEhwKD2tleV9jb25jdXJyZW5jeRhHIAEoBUgBiAEBEjkKCmtleV9saW1pdHMYSCADKAsyJS50YXNrLnYxLlF1ZXVlU2V0dGluZ3MuS2V5TGltaXRzRW50cnkaMAoOS2V5TGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4AUIOCgxfY29uY3VycmVuY3lCEgoQX2tleV9jb25jdXJyZW5jeSITChFMaXN0UXVldWVzUmVxdWVzdCI0ChJMaXN0UXVldWVzUmVzcG9uc2USHgoGcXVldWVzGAEgAygLMg4udGFzay52MS5RdWV1ZSJ9ChJVcGRhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIoCghzZXR0aW5ncxgCIAEoCzIWLnRhc2sudjEuUXVldWVTZXR0aW5ncxIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siHwoPR2V0UXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiMQoQR2V0UXVldWVSZXNwb25zZRIdCgVxdWV1ZRgBIAEoCzIOLnRhc2sudjEuUXVldWUiNAoTVXBkYXRlUXVldWVSZXNwb25zZRIdCgVxdWV1ZRgBIAEoCzIOLnRhc2sudjEuUXVldWUiIQoRUGF1c2VRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIzChJQYXVzZVF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi50YXNrLnYxLlF1ZXVlIiIKElJlc3VtZVF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIjQKE1Jlc3VtZVF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi50YXNrLnYxLlF1ZXVlItIBCgZXb3JrZXISCgoCaWQYASABKAkSDAoEaG9zdBgCIAEoCRILCgNwaWQYAyABKAUSDQoFc2xvdHMYBCABKAUSDAoEYnVzeRgFIAEoBRINCgV0eXBlcxgGIAMoCRIOCgZxdWV1ZXMYByADKAkSLgoKc3RhcnRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhQKEkxpc3RXb3JrZXJzUmVxdWVzdCI3ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiAKB3dvcmtlcnMYASADKAsyDy50YXNrLnYxLldvcmtlcjLxAgoMUXVldWVTZXJ2aWNlEkUKCkxpc3RRdWV1ZXMSGi50YXNrLnYxLkxpc3RRdWV1ZXNSZXF1ZXN0GhsudGFzay52MS5MaXN0UXVldWVzUmVzcG9uc2USPwoIR2V0UXVldWUSGC50YXNrLnYxLkdldFF1ZXVlUmVxdWVzdBoZLnRhc2sudjEuR2V0UXVldWVSZXNwb25zZRJICgtVcGRhdGVRdWV1ZRIbLnRhc2sudjEuVXBkYXRlUXVldWVSZXF1ZXN0GhwudGFzay52MS5VcGRhdGVRdWV1ZVJlc3BvbnNlEkUKClBhdXNlUXVldWUSGi50YXNrLnYxLlBhdXNlUXVldWVSZXF1ZXN0GhsudGFzay52MS5QYXVzZVF1ZXVlUmVzcG9uc2USSAoLUmVzdW1lUXVldWUSGy50YXNrLnYxLlJlc3VtZVF1ZXVlUmVxdWVzdBocLnRhc2sudjEuUmVzdW1lUXVldWVSZXNwb25zZTJZCg1Xb3JrZXJTZXJ2aWNlEkgKC0xpc3RXb3JrZXJzEhsudGFzay52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHC50YXNrLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Queue is a named queue of tasks with its settings and what waits and runs in it. A queue exists
@@ -85,6 +85,35 @@ export type Queue = Message<"task.v1.Queue"> & {
    * @generated from field: google.protobuf.Duration expire_after = 100;
    */
   expireAfter?: Duration | undefined;
+
+  /**
+   * Derives the key of a task created without one, e.g. "{{params.to | domain}}"; empty: none.
+   *
+   * @generated from field: string key_template = 70;
+   */
+  keyTemplate: string;
+
+  /**
+   * Most tasks of one key RUNNING at once across all worker processes; unset: unlimited.
+   *
+   * @generated from field: optional int32 key_concurrency = 71;
+   */
+  keyConcurrency?: number | undefined;
+
+  /**
+   * Limits of named keys, overriding key_concurrency.
+   *
+   * @generated from field: map<string, int32> key_limits = 72;
+   */
+  keyLimits: { [key: string]: number };
+
+  /**
+   * GetQueue only, when the queue has limits per key: RUNNING tasks of each key that has some,
+   * or waits, with its limit; the busiest first, at most 100.
+   *
+   * @generated from field: repeated task.v1.QueueKeyUse key_use = 73;
+   */
+  keyUse: QueueKeyUse[];
 };
 
 /**
@@ -93,6 +122,46 @@ export type Queue = Message<"task.v1.Queue"> & {
  */
 export const QueueSchema: GenMessage<Queue> = /*@__PURE__*/
   messageDesc(file_task_v1_queue, 0);
+
+/**
+ * QueueKeyUse is one key's use of its limit.
+ *
+ * @generated from message task.v1.QueueKeyUse
+ */
+export type QueueKeyUse = Message<"task.v1.QueueKeyUse"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Tasks of the key RUNNING now.
+   *
+   * @generated from field: int64 running = 2;
+   */
+  running: bigint;
+
+  /**
+   * Tasks of the key QUEUED or RETRYING.
+   *
+   * @generated from field: int64 waiting = 3;
+   */
+  waiting: bigint;
+
+  /**
+   * Its limit; unset: unlimited.
+   *
+   * @generated from field: optional int32 limit = 4;
+   */
+  limit?: number | undefined;
+};
+
+/**
+ * Describes the message task.v1.QueueKeyUse.
+ * Use `create(QueueKeyUseSchema)` to create a new message.
+ */
+export const QueueKeyUseSchema: GenMessage<QueueKeyUse> = /*@__PURE__*/
+  messageDesc(file_task_v1_queue, 1);
 
 /**
  * QueueSettings are the settings UpdateQueue changes (those named in its update_mask).
@@ -121,6 +190,28 @@ export type QueueSettings = Message<"task.v1.QueueSettings"> & {
    * @generated from field: google.protobuf.Duration expire_after = 100;
    */
   expireAfter?: Duration | undefined;
+
+  /**
+   * Derives the key of a task created without one: literal text and {{params.PATH | FILTER}}
+   * parts (filters: domain, lower, upper, trim); empty: none. Checked when set.
+   *
+   * @generated from field: string key_template = 70;
+   */
+  keyTemplate: string;
+
+  /**
+   * Most tasks of one key RUNNING at once, 0 or more; unset: unlimited.
+   *
+   * @generated from field: optional int32 key_concurrency = 71;
+   */
+  keyConcurrency?: number | undefined;
+
+  /**
+   * Limits of named keys (0 or more), overriding key_concurrency; replaces the queue's whole map.
+   *
+   * @generated from field: map<string, int32> key_limits = 72;
+   */
+  keyLimits: { [key: string]: number };
 };
 
 /**
@@ -128,7 +219,7 @@ export type QueueSettings = Message<"task.v1.QueueSettings"> & {
  * Use `create(QueueSettingsSchema)` to create a new message.
  */
 export const QueueSettingsSchema: GenMessage<QueueSettings> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 1);
+  messageDesc(file_task_v1_queue, 2);
 
 /**
  * @generated from message task.v1.ListQueuesRequest
@@ -141,7 +232,7 @@ export type ListQueuesRequest = Message<"task.v1.ListQueuesRequest"> & {
  * Use `create(ListQueuesRequestSchema)` to create a new message.
  */
 export const ListQueuesRequestSchema: GenMessage<ListQueuesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 2);
+  messageDesc(file_task_v1_queue, 3);
 
 /**
  * @generated from message task.v1.ListQueuesResponse
@@ -160,7 +251,7 @@ export type ListQueuesResponse = Message<"task.v1.ListQueuesResponse"> & {
  * Use `create(ListQueuesResponseSchema)` to create a new message.
  */
 export const ListQueuesResponseSchema: GenMessage<ListQueuesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 3);
+  messageDesc(file_task_v1_queue, 4);
 
 /**
  * @generated from message task.v1.UpdateQueueRequest
@@ -181,7 +272,8 @@ export type UpdateQueueRequest = Message<"task.v1.UpdateQueueRequest"> & {
   settings?: QueueSettings | undefined;
 
   /**
-   * Which settings to change: "concurrency" (unset in settings: unlimited) and/or "paused".
+   * Which settings to change: "concurrency" (unset in settings: unlimited), "paused",
+   * "key_template" (empty: none), "key_concurrency" (unset: unlimited), "key_limits".
    * Required; any other path is INVALID_ARGUMENT and nothing changes.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 3;
@@ -194,7 +286,43 @@ export type UpdateQueueRequest = Message<"task.v1.UpdateQueueRequest"> & {
  * Use `create(UpdateQueueRequestSchema)` to create a new message.
  */
 export const UpdateQueueRequestSchema: GenMessage<UpdateQueueRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 4);
+  messageDesc(file_task_v1_queue, 5);
+
+/**
+ * @generated from message task.v1.GetQueueRequest
+ */
+export type GetQueueRequest = Message<"task.v1.GetQueueRequest"> & {
+  /**
+   * The queue; one without tasks or settings is shown with its defaults.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message task.v1.GetQueueRequest.
+ * Use `create(GetQueueRequestSchema)` to create a new message.
+ */
+export const GetQueueRequestSchema: GenMessage<GetQueueRequest> = /*@__PURE__*/
+  messageDesc(file_task_v1_queue, 6);
+
+/**
+ * @generated from message task.v1.GetQueueResponse
+ */
+export type GetQueueResponse = Message<"task.v1.GetQueueResponse"> & {
+  /**
+   * @generated from field: task.v1.Queue queue = 1;
+   */
+  queue?: Queue | undefined;
+};
+
+/**
+ * Describes the message task.v1.GetQueueResponse.
+ * Use `create(GetQueueResponseSchema)` to create a new message.
+ */
+export const GetQueueResponseSchema: GenMessage<GetQueueResponse> = /*@__PURE__*/
+  messageDesc(file_task_v1_queue, 7);
 
 /**
  * @generated from message task.v1.UpdateQueueResponse
@@ -211,7 +339,7 @@ export type UpdateQueueResponse = Message<"task.v1.UpdateQueueResponse"> & {
  * Use `create(UpdateQueueResponseSchema)` to create a new message.
  */
 export const UpdateQueueResponseSchema: GenMessage<UpdateQueueResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 5);
+  messageDesc(file_task_v1_queue, 8);
 
 /**
  * @generated from message task.v1.PauseQueueRequest
@@ -228,7 +356,7 @@ export type PauseQueueRequest = Message<"task.v1.PauseQueueRequest"> & {
  * Use `create(PauseQueueRequestSchema)` to create a new message.
  */
 export const PauseQueueRequestSchema: GenMessage<PauseQueueRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 6);
+  messageDesc(file_task_v1_queue, 9);
 
 /**
  * @generated from message task.v1.PauseQueueResponse
@@ -245,7 +373,7 @@ export type PauseQueueResponse = Message<"task.v1.PauseQueueResponse"> & {
  * Use `create(PauseQueueResponseSchema)` to create a new message.
  */
 export const PauseQueueResponseSchema: GenMessage<PauseQueueResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 7);
+  messageDesc(file_task_v1_queue, 10);
 
 /**
  * @generated from message task.v1.ResumeQueueRequest
@@ -262,7 +390,7 @@ export type ResumeQueueRequest = Message<"task.v1.ResumeQueueRequest"> & {
  * Use `create(ResumeQueueRequestSchema)` to create a new message.
  */
 export const ResumeQueueRequestSchema: GenMessage<ResumeQueueRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 8);
+  messageDesc(file_task_v1_queue, 11);
 
 /**
  * @generated from message task.v1.ResumeQueueResponse
@@ -279,7 +407,7 @@ export type ResumeQueueResponse = Message<"task.v1.ResumeQueueResponse"> & {
  * Use `create(ResumeQueueResponseSchema)` to create a new message.
  */
 export const ResumeQueueResponseSchema: GenMessage<ResumeQueueResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 9);
+  messageDesc(file_task_v1_queue, 12);
 
 /**
  * Worker is one live worker process.
@@ -348,7 +476,7 @@ export type Worker = Message<"task.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 10);
+  messageDesc(file_task_v1_queue, 13);
 
 /**
  * @generated from message task.v1.ListWorkersRequest
@@ -361,7 +489,7 @@ export type ListWorkersRequest = Message<"task.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 11);
+  messageDesc(file_task_v1_queue, 14);
 
 /**
  * @generated from message task.v1.ListWorkersResponse
@@ -378,7 +506,7 @@ export type ListWorkersResponse = Message<"task.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_queue, 12);
+  messageDesc(file_task_v1_queue, 15);
 
 /**
  * QueueService lists queues and changes their settings.
@@ -398,7 +526,18 @@ export const QueueService: GenService<{
     output: typeof ListQueuesResponseSchema;
   },
   /**
-   * UpdateQueue changes the settings named in update_mask ("concurrency", "paused").
+   * GetQueue shows one queue, with each key's use of its limit (key_use).
+   *
+   * @generated from rpc task.v1.QueueService.GetQueue
+   */
+  getQueue: {
+    methodKind: "unary";
+    input: typeof GetQueueRequestSchema;
+    output: typeof GetQueueResponseSchema;
+  },
+  /**
+   * UpdateQueue changes the settings named in update_mask ("concurrency", "paused",
+   * "key_template", "key_concurrency", "key_limits").
    *
    * @generated from rpc task.v1.QueueService.UpdateQueue
    */

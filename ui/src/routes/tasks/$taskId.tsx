@@ -124,6 +124,12 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
               <code>{task.idempotencyKey}</code>
             </Item>
           )}
+          {task.key && (
+            <Item term="Key">
+              <code>{task.key}</code>
+            </Item>
+          )}
+          {task.waitReason && <Item term="Waiting for">{task.waitReason}</Item>}
         </dl>
       </section>
 

@@ -13,10 +13,10 @@ import { invalidateTaskLists } from "../../services/task-keys";
 import { uploadFile } from "../../services/task-files";
 
 /** The request fields every type has, by the name the server uses in its errors. */
-const COMMON_FIELDS = ["name", "type", "priority", "max_attempts", "timeout", "run_at", "idempotency_key"] as const;
+const COMMON_FIELDS = ["name", "type", "priority", "max_attempts", "timeout", "run_at", "idempotency_key", "key"] as const;
 type CommonField = (typeof COMMON_FIELDS)[number];
 type Common = Record<CommonField, string>;
-const EMPTY_COMMON: Common = { name: "", type: "", priority: "", max_attempts: "", timeout: "", run_at: "", idempotency_key: "" };
+const EMPTY_COMMON: Common = { name: "", type: "", priority: "", max_attempts: "", timeout: "", run_at: "", idempotency_key: "", key: "" };
 
 interface Problems {
   common: Partial<Record<CommonField, string>>;
@@ -89,6 +89,7 @@ export function NewTask() {
           priority: original && original.priority !== 0 ? String(original.priority) : "",
           max_attempts: original ? String(original.maxAttempts) : "",
           timeout: original?.timeout ? formatDuration(durationMs(original.timeout)) : "",
+          key: original?.key ?? "",
         },
         parameters: original?.parameters,
         cloneOf: original ? original.id : undefined,
@@ -188,6 +189,7 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
       timeout: timeoutMs === undefined ? undefined : { seconds: BigInt(Math.floor(timeoutMs / 1000)), nanos: Math.round((timeoutMs % 1000) * 1e6) },
       runAt: runAt ? timestampFromDate(runAt) : undefined,
       idempotencyKey: common.idempotency_key,
+      key: common.key.trim(),
     });
   }
 
@@ -273,7 +275,7 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
             Add a file
           </button>
         </fieldset>
-        <details className="advanced" open={["priority", "max_attempts", "timeout", "run_at", "idempotency_key"].some((f) => problems.common[f as CommonField] || initial.common[f as CommonField])}>
+        <details className="advanced" open={["priority", "max_attempts", "timeout", "run_at", "idempotency_key", "key"].some((f) => problems.common[f as CommonField] || initial.common[f as CommonField])}>
           <summary>Scheduling and retries</summary>
           <Field name="priority" label="Priority" error={problems.common.priority} hint="Higher runs first; -1000 to 1000. Default 0.">
             <input {...described("priority", problems, true)} type="text" inputMode="numeric" value={common.priority} onChange={set("priority")} placeholder="0" />
@@ -289,6 +291,9 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
           </Field>
           <Field name="idempotency_key" label="Idempotency key" error={problems.common.idempotency_key} hint="Repeating a request with the same key returns the same task.">
             <input {...described("idempotency_key", problems, true)} type="text" autoComplete="off" value={common.idempotency_key} onChange={set("idempotency_key")} />
+          </Field>
+          <Field name="key" label="Key" error={problems.common.key} hint="What the task competes for in its queue (a tenant, a host): the queue's limit per key and fair turns apply. Empty: the queue's key template, if any.">
+            <input {...described("key", problems, true)} type="text" autoComplete="off" value={common.key} onChange={set("key")} />
           </Field>
         </details>
 
