@@ -66,7 +66,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   const { db, logger } = deps;
   const heartbeatIntervalMs = deps.config.heartbeatIntervalMs ?? 3_000;
   const leaseMs = deps.config.leaseMs ?? 15_000;
-  const timing = { ...DEFAULT_SESSION_TIMING, ...deps.timing };
+  // An unacknowledged start is taken back well within the lease, which would otherwise rescue it.
+  const timing = { ...DEFAULT_SESSION_TIMING, ackMs: Math.min(DEFAULT_SESSION_TIMING.ackMs, Math.floor(leaseMs / 2)), ...deps.timing };
   const sessions = new AgentSessions(deps.listener);
 
   const registrationOf = async (agentId: string): Promise<AgentRegistration> => {

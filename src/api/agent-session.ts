@@ -27,7 +27,7 @@ import { QueueGate } from "../worker/queue-gate.js";
 
 /** Timings of an agent session. */
 export interface SessionTiming {
-  /** A start not acknowledged within this is taken back and retried. */
+  /** A start not acknowledged within this is taken back and retried (default: 5 s, or half the lease if that is less). */
   ackMs: number;
   /** Claims are tried at least this often while slots are free (notifications wake them sooner). */
   pollMs: number;

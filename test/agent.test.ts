@@ -1,0 +1,190 @@
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AgentService } from "../src/gen/task/v1/agent_pb.js";
+import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
+import { Role } from "../src/gen/task/v1/token_pb.js";
+import { bearerToken } from "../src/sdk/client.js";
+import type { Workers } from "../src/worker/runner.js";
+import { startTestApi, type TestApi } from "./helpers/api.js";
+import { expectConnectError, taskRequest } from "./helpers/factory.js";
+import { spawnCli, type CliProcess } from "./helpers/process.js";
+import { clientsAs, CONFIGURED, TOKENS } from "./helpers/tokens.js";
+import { waitFor } from "./helpers/wait.js";
+import { startTestWorkers } from "./helpers/workers.js";
+
+// Remote agents (issue 26): real `task-cli agent` processes with no DATABASE_URL, a real API server
+// over HTTP/1.1 and h2c, and database workers of queue `default` only (they run the reconciler that
+// rescues an agent's lost attempts; the agents serve queue `remote`).
+
+const TIMING = { leaseMs: 4_000, heartbeatIntervalMs: 500 };
+let api: TestApi;
+let workers: Workers;
+const agents: CliProcess[] = [];
+const admin = () => clientsAs(api.server.url, TOKENS.admin);
+
+beforeAll(async () => {
+  api = await startTestApi({ config: { apiTokens: CONFIGURED, ...TIMING }, interceptors: [bearerToken(TOKENS.admin)] });
+  workers = await startTestWorkers(api.database, { ...TIMING, workerQueues: ["default"] });
+});
+afterAll(async () => {
+  for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill("SIGKILL");
+  await workers?.stop();
+  await api?.close();
+});
+
+async function agentToken(name: string, queues: string[] = ["remote"]): Promise<string> {
+  return (await admin().token.createToken({ name, role: Role.AGENT, queues })).secret;
+}
+
+/** Starts `task-cli agent` with an environment that holds no database URL, and waits until it registered. */
+async function startAgent(token: string, args: string[] = []): Promise<CliProcess> {
+  const env = { LOG_LEVEL: "info", TASK_TOKEN: token };
+  expect(Object.keys(env).some((k) => k.includes("DATABASE"))).toBe(false);
+  const proc = spawnCli(["agent", "--server", api.server.url, "--enable-shell", "-n", "4", ...args], env);
+  agents.push(proc);
+  await waitFor(() => proc.output().includes('"msg":"agent registered"'), `the agent to register:\n${proc.output()}`, 60_000);
+  return proc;
+}
+
+async function waitStatus(id: bigint, status: TaskStatus, ms = 30_000): Promise<Task> {
+  return waitFor(async () => {
+    const t = (await api.client.getTask({ id })).task!;
+    return t.status === status ? t : undefined;
+  }, `task ${id} to be ${TaskStatus[status]}`, ms);
+}
+
+const shell = (command: string, extra: Record<string, unknown> = {}) => taskRequest({ type: "shell", queue: "remote", parameters: { command }, ...extra });
+
+describe("a remote agent", () => {
+  it("runs noop and shell tasks to SUCCEEDED over HTTP/1.1 and HTTP/2, with its output stored", async () => {
+    for (const [name, args] of [["h1", []], ["h2", ["--http2"]]] as const) {
+      const agent = await startAgent(await agentToken(`agent-${name}`), ["--name", `eu-${name}`, ...args]);
+      const noop = (await api.client.createTask(taskRequest({ type: "noop", queue: "remote", name: `noop-${name}` }))).task!;
+      const sh = (await api.client.createTask(shell(`echo hello from ${name}; echo oops >&2`))).task!;
+      await waitStatus(noop.id, TaskStatus.SUCCEEDED);
+      const done = await waitStatus(sh.id, TaskStatus.SUCCEEDED);
+      expect(done.attempts).toBe(1);
+      const logs = await api.client.getTaskLogs({ id: sh.id });
+      expect(logs.lines.map((l) => l.line)).toEqual(expect.arrayContaining([`hello from ${name}`, "oops"]));
+      const { workers: listed } = await admin().worker.listWorkers({});
+      const row = listed.find((w) => w.id.startsWith(`agent:agent-${name}:eu-${name}:`));
+      expect(row?.queues).toEqual(["remote"]);
+      expect(row?.types).toContain("shell");
+      agent.child.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
+    }
+  }, 120_000);
+
+  it("stops a running task when it is cancelled", async () => {
+    const agent = await startAgent(await agentToken("agent-cancel"), ["--name", "canceller"]);
+    const task = (await api.client.createTask(shell("echo started; sleep 60"))).task!;
+    await waitFor(async () => (await api.client.getTaskLogs({ id: task.id })).lines.some((l) => l.line === "started"), "the shell to start");
+    const asked = Date.now();
+    await api.client.cancelTask({ id: task.id, reason: "enough" });
+    await waitStatus(task.id, TaskStatus.CANCELLED, 15_000);
+    const { history } = await api.client.getTaskHistory({ id: task.id });
+    expect(history.at(-1)?.details).toMatch(/cancelled by request while running/);
+    expect(Date.now() - asked).toBeLessThan(10_000);
+    agent.child.kill("SIGTERM");
+    await agent.exited;
+  }, 60_000);
+
+  it("after kill -9 of the agent mid-task, the task is retried by another agent and succeeds once", async () => {
+    const token = await agentToken("agent-crash");
+    const first = await startAgent(token, ["--name", "doomed"]);
+    const task = (await api.client.createTask(shell("echo begin; sleep 3; echo end", { maxAttempts: 3 }))).task!;
+    await waitFor(async () => (await api.client.getTaskLogs({ id: task.id })).lines.some((l) => l.line === "begin"), "the first attempt to start");
+    first.child.kill("SIGKILL");
+    const killedAt = Date.now();
+    await first.exited;
+    const second = await startAgent(token, ["--name", "rescuer"]);
+    const done = await waitStatus(task.id, TaskStatus.SUCCEEDED, 40_000);
+    expect(done.attempts).toBe(2);
+    const { history } = await api.client.getTaskHistory({ id: task.id });
+    const details = history.map((h) => h.details);
+    expect(details.filter((d) => /succeeded/.test(d))).toHaveLength(1);
+    expect(details.some((d) => /attempt 1 lost: worker agent:agent-crash:doomed:/.test(d))).toBe(true);
+    expect(details.some((d) => /attempt 2 started on agent:agent-crash:rescuer:/.test(d))).toBe(true);
+    // The lease (4 s here; TASK_LEASE_MS, 15 s by default) plus the reconciler's second.
+    expect(Date.now() - killedAt).toBeLessThan(4_000 + 15_000);
+    second.child.kill("SIGTERM");
+    await second.exited;
+  }, 90_000);
+});
+
+describe("AgentService", () => {
+  const agentClient = (token: string, httpVersion: "1.1" | "2" = "1.1") =>
+    createClient(AgentService, createConnectTransport({ baseUrl: api.server.url, httpVersion, interceptors: [bearerToken(token)] }));
+
+  it("refuses an agent token everywhere but AgentService, and bad Register input", async () => {
+    const token = await agentToken("agent-scope");
+    const other = clientsAs(api.server.url, token);
+    await expectConnectError(other.task.listTasks({}), Code.PermissionDenied);
+    await expectConnectError(other.task.createTask(taskRequest({ queue: "remote" })), Code.PermissionDenied);
+    await expectConnectError(other.token.whoAmI({}), Code.PermissionDenied);
+    const agent = agentClient(token);
+    await expectConnectError(agent.register({ name: "x", slots: 0, types: ["noop"] }), Code.InvalidArgument, /slots/);
+    await expectConnectError(agent.register({ name: "Bad Name", slots: 1, types: ["noop"] }), Code.InvalidArgument, /name/);
+    await expectConnectError(agent.register({ name: "x", slots: 1, types: [] }), Code.InvalidArgument, /types/);
+    // The token fixes the queues: the agent cannot widen them.
+    await expectConnectError(agent.register({ name: "x", slots: 1, types: ["noop"], queues: ["default"] }), Code.PermissionDenied, /outside/);
+    const { agentId } = await agent.register({ name: "x", slots: 1, types: ["noop"] });
+    // Another token cannot act as this agent.
+    const intruder = agentClient(await agentToken("agent-intruder"));
+    await expectConnectError(intruder.heartbeat({ agentId, attempts: [] }), Code.PermissionDenied);
+    // A reader token cannot call AgentService at all.
+    await expectConnectError(agentClient(TOKENS.reader).register({ name: "x", slots: 1, types: ["noop"] }), Code.PermissionDenied);
+  });
+
+  it("takes back a start the agent never acknowledges, and a late outcome records nothing", async () => {
+    const agent = agentClient(await agentToken("agent-silent", ["silent"]), "2");
+    const { agentId } = await agent.register({ name: "mute", slots: 1, types: ["noop"] });
+    const task = (await api.client.createTask(taskRequest({ type: "noop", queue: "silent" }))).task!;
+    const ac = new AbortController();
+    const stream = agent.assignments({ agentId }, { signal: ac.signal })[Symbol.asyncIterator]();
+    let start;
+    while (!start) {
+      const m = await stream.next();
+      if (m.value?.kind.case === "start") start = m.value.kind.value;
+    }
+    expect(start.taskId).toBe(task.id);
+    // The agent stays alive (it beats) but never names the attempt, as if the start were lost on the
+    // stream: within the ack time (5 s, or half the lease: 2 s here) it is taken back, before the lease would.
+    const beats = setInterval(() => void agent.heartbeat({ agentId, attempts: [] }).catch(() => undefined), 300);
+    // (The session may then claim it again for this agent, as attempt 2: the same fate awaits it.)
+    const details = await waitFor(async () => {
+      const { history } = await api.client.getTaskHistory({ id: task.id });
+      const text = history.map((h) => h.details).join("\n");
+      return /attempt 1 lost/.test(text) ? text : undefined;
+    }, "the start to be taken back", 15_000);
+    clearInterval(beats);
+    expect(details).toMatch(/attempt 1 lost: .* sent no heartbeat for 2s \(its assignment was not acknowledged\); retrying now/);
+    // The agent's outcome for the attempt it lost is refused, and its heartbeat does not own it.
+    const beat = await agent.heartbeat({ agentId, attempts: [{ taskId: task.id, attempt: 1 }] });
+    expect(beat.owned).toEqual([]);
+    const late = await agent.reportOutcomes({ agentId, results: [{ taskId: task.id, attempt: 1, kind: 1, resultJson: "{}" }] });
+    expect(late.recorded).toEqual([false]);
+    ac.abort();
+  }, 40_000);
+
+  it("ends a revoked token's stream within seconds", async () => {
+    const token = await agentToken("agent-revoked", ["revoked"]);
+    const agent = agentClient(token);
+    const { agentId } = await agent.register({ name: "soon-gone", slots: 1, types: ["noop"] });
+    const ended = (async () => {
+      try {
+        for await (const _ of agent.assignments({ agentId })) void _;
+        return "ended";
+      } catch (err) {
+        return ConnectError.from(err).code;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    const revokedAt = Date.now();
+    await admin().token.revokeToken({ name: "agent-revoked" });
+    expect(await ended).toBe(Code.Unauthenticated);
+    expect(Date.now() - revokedAt).toBeLessThan(5_000);
+  }, 20_000);
+});
