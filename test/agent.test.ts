@@ -6,6 +6,7 @@ import { AgentService } from "../src/gen/task/v1/agent_pb.js";
 import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
 import { Role } from "../src/gen/task/v1/token_pb.js";
 import { bearerToken } from "../src/sdk/client.js";
+import { definePlugin, startAgent as startSdkAgent, z } from "../src/sdk/index.js";
 import type { Workers } from "../src/worker/runner.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, taskRequest } from "./helpers/factory.js";
@@ -112,6 +113,34 @@ describe("a remote agent", () => {
     second.child.kill("SIGTERM");
     await second.exited;
   }, 90_000);
+});
+
+describe("startAgent (SDK)", () => {
+  it("runs a custom type that only the agent knows: its type joins the catalog, its output and result are stored", async () => {
+    const greet = definePlugin({
+      name: "agent_greet",
+      description: "Says hello from an agent",
+      parameters: z.object({ who: z.string().min(1) }),
+      defaults: { queue: "remote" },
+      run: async ({ who }, ctx) => {
+        ctx.output.write("stdout", `hello ${who}`);
+        return { greeted: who };
+      },
+    });
+    const agent = startSdkAgent({ server: api.server.url, token: await agentToken("agent-sdk"), plugins: [greet], name: "sdk", slots: 2, logLevel: "warn" });
+    try {
+      await waitFor(() => agent.agentId, "the SDK agent to register");
+      // Checked at create against the schema the agent registered.
+      await expectConnectError(api.client.createTask({ name: "bad", type: "agent_greet", parameters: { who: "" } }), Code.InvalidArgument, /who/);
+      const task = (await api.client.createTask({ name: "greet", type: "agent_greet", parameters: { who: "eu" } })).task!;
+      expect(task.queue).toBe("remote");
+      const done = await waitStatus(task.id, TaskStatus.SUCCEEDED);
+      expect(done.result).toEqual({ greeted: "eu" });
+      expect((await api.client.getTaskLogs({ id: task.id })).lines.map((l) => l.line)).toEqual(["hello eu"]);
+    } finally {
+      await agent.stop();
+    }
+  }, 60_000);
 });
 
 describe("AgentService", () => {

@@ -24,6 +24,7 @@ import type { PluginRegistry } from "../plugins/registry.js";
 import type { LogSink, Plugin } from "../plugins/types.js";
 import { AttemptPause } from "../worker/attempt-pause.js";
 import { AttemptAborted } from "../worker/execute-task.js";
+import { describeTaskType } from "../plugins/catalog.js";
 import { runAgentAttempt, type AgentAttempt } from "./attempt.js";
 
 /** What an agent needs. */
@@ -130,6 +131,10 @@ class AgentRuntime {
           queues: this.options.queues ?? [],
           version: this.options.version ?? "",
           agentId: this.agentId ?? "",
+          typeDescriptions: this.enabled().map((p) => {
+            const d = describeTaskType(p);
+            return { name: d.name, description: d.description, parameterSchemaJson: JSON.stringify(d.parameterSchema), defaultTimeoutMs: BigInt(d.defaultTimeoutMs), defaultMaxAttempts: d.defaultMaxAttempts, defaultQueue: d.defaultQueue ?? "" };
+          }),
         });
         const first = this.agentId === undefined;
         this.agentId = reg.agentId;
@@ -192,7 +197,11 @@ class AgentRuntime {
 
   /** The types the agent runs: its plugins, less those disabled here (shell without --enable-shell). */
   private types(): string[] {
-    return this.options.registry.list().filter((p) => p.disabledReason === undefined).map((p) => p.name);
+    return this.enabled().map((p) => p.name);
+  }
+
+  private enabled(): Plugin[] {
+    return this.options.registry.list().filter((p) => p.disabledReason === undefined);
   }
 
   /** How long an attempt may go unrenewed before the agent stops it: the lease less two heartbeats. */

@@ -13,7 +13,9 @@ import { backoffDelayMs } from "../backoff.js";
 import type { Config } from "../config.js";
 import { formatDuration } from "../duration.js";
 import { InvalidArgumentError, PermissionDeniedError } from "../errors.js";
-import { AgentService, AttemptResult_Kind, type AttemptResult } from "../gen/task/v1/agent_pb.js";
+import { AgentService, AttemptResult_Kind, type AgentTaskType, type AttemptResult } from "../gen/task/v1/agent_pb.js";
+import { fingerprint } from "../fingerprint.js";
+import { registerWorkerTypes, type TaskTypeVersionInput } from "../store/task-types.js";
 import type { Logger } from "../logger.js";
 import { findAgentRegistration, attemptsHeldBy, type AgentRegistration } from "../store/agents.js";
 import type { Db } from "../store/db.js";
@@ -106,6 +108,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         host: `${req.name} (agent${req.version ? ` ${req.version}` : ""})`,
         pid: null,
       });
+      const described = describedTypes(req.typeDescriptions, types);
+      // Its types join the catalog like a worker process's, so tasks of a type only agents run can be created.
+      if (described.length > 0) await registerWorkerTypes(db.kysely, agentId, described);
       logger.info({ agentId, queues: served, types, slots: req.slots, version: req.version }, "agent registered");
       return { agentId, queues: served, heartbeatIntervalMs, leaseMs };
     },
@@ -183,6 +188,43 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       return { stored };
     },
   };
+}
+
+/** The type descriptions of a Register, checked: one per type it runs, or none at all. */
+function describedTypes(descriptions: readonly AgentTaskType[], types: string[]): TaskTypeVersionInput[] {
+  if (descriptions.length === 0) return [];
+  const v = new Violations();
+  const out: TaskTypeVersionInput[] = [];
+  descriptions.forEach((d, i) => {
+    const field = `type_descriptions[${i}]`;
+    let parameterSchema: unknown;
+    try {
+      parameterSchema = JSON.parse(d.parameterSchemaJson);
+    } catch {
+      parameterSchema = undefined;
+    }
+    if (!types.includes(d.name)) v.add(`${field}.name`, `"${d.name.slice(0, 64)}" is not one of the agent's types`);
+    if (parameterSchema === null || typeof parameterSchema !== "object" || Array.isArray(parameterSchema)) v.add(`${field}.parameter_schema_json`, "must be a JSON Schema object");
+    if (!(d.defaultTimeoutMs > 0n)) v.add(`${field}.default_timeout_ms`, "must be more than 0");
+    if (!(d.defaultMaxAttempts >= 1)) v.add(`${field}.default_max_attempts`, "must be 1 or more");
+    if (d.defaultQueue !== "") v.queueName(`${field}.default_queue`, d.defaultQueue);
+    v.text(`${field}.description`, d.description, 2_000);
+    const defaults = { timeoutMs: Number(d.defaultTimeoutMs), maxAttempts: d.defaultMaxAttempts, queue: d.defaultQueue || null };
+    out.push({
+      name: d.name,
+      // As describeTaskType computes it, so an agent and a worker with the same plugin share a version.
+      schemaHash: fingerprint({ parameterSchema, defaults }).slice(0, 16),
+      description: d.description,
+      parameterSchema: parameterSchema as Record<string, unknown>,
+      defaultTimeoutMs: defaults.timeoutMs,
+      defaultMaxAttempts: defaults.maxAttempts,
+      defaultQueue: defaults.queue,
+    });
+  });
+  const missing = types.filter((t) => !descriptions.some((d) => d.name === t));
+  if (missing.length > 0) v.add("type_descriptions", `must describe every type the agent runs, or none (missing: ${missing.join(", ")})`);
+  v.throwIfAny();
+  return out;
 }
 
 /** Attempt references of a request, checked (positive ids and attempts). */

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/agent.proto.
  */
 export const file_task_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChN0YXNrL3YxL2FnZW50LnByb3RvEgd0YXNrLnYxInUKFFJlZ2lzdGVyQWdlbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFc2xvdHMYAiABKAUSDQoFdHlwZXMYAyADKAkSDgoGcXVldWVzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSEAoIYWdlbnRfaWQYBiABKAkiagoVUmVnaXN0ZXJBZ2VudFJlc3BvbnNlEhAKCGFnZW50X2lkGAEgASgJEg4KBnF1ZXVlcxgCIAMoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAyABKAUSEAoIbGVhc2VfbXMYBCABKAUiJgoSQXNzaWdubWVudHNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJItEBCgpBc3NpZ25tZW50EiYKBXN0YXJ0GAEgASgLMhUudGFzay52MS5BdHRlbXB0U3RhcnRIABIoCgZjYW5jZWwYAiABKAsyFi50YXNrLnYxLkF0dGVtcHRTaWduYWxIABInCgVwYXVzZRgDIAEoCzIWLnRhc2sudjEuQXR0ZW1wdFNpZ25hbEgAEigKBnJlc3VtZRgEIAEoCzIWLnRhc2sudjEuQXR0ZW1wdFNpZ25hbEgAEhYKDHBpbmdfdW5peF9tcxgFIAEoA0gAQgYKBGtpbmQiiAEKDEF0dGVtcHRTdGFydBIPCgd0YXNrX2lkGAEgASgDEg8KB2F0dGVtcHQYAiABKAUSDAoEdHlwZRgDIAEoCRIXCg9wYXJhbWV0ZXJzX2pzb24YBCABKAkSEgoKdGltZW91dF9tcxgFIAEoAxINCgVxdWV1ZRgGIAEoCRIMCgRuYW1lGAcgASgJIjEKDUF0dGVtcHRTaWduYWwSDwoHdGFza19pZBgBIAEoAxIPCgdhdHRlbXB0GAIgASgFIi4KCkF0dGVtcHRSZWYSDwoHdGFza19pZBgBIAEoAxIPCgdhdHRlbXB0GAIgASgFIl4KFUFnZW50SGVhcnRiZWF0UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIlCghhdHRlbXB0cxgCIAMoCzITLnRhc2sudjEuQXR0ZW1wdFJlZhIMCgRidXN5GAMgASgFIloKDE93bmVkQXR0ZW1wdBIPCgd0YXNrX2lkGAEgASgDEg8KB2F0dGVtcHQYAiABKAUSGAoQY2FuY2VsX3JlcXVlc3RlZBgDIAEoCBIOCgZwYXVzZWQYBCABKAgiPgoWQWdlbnRIZWFydGJlYXRSZXNwb25zZRIkCgVvd25lZBgBIAMoCzIVLnRhc2sudjEuT3duZWRBdHRlbXB0IpQCCg1BdHRlbXB0UmVzdWx0Eg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBRIpCgRraW5kGAMgASgOMhsudGFzay52MS5BdHRlbXB0UmVzdWx0LktpbmQSEwoLcmVzdWx0X2pzb24YBCABKAkSDQoFZXJyb3IYBSABKAkSEQoJcGVybWFuZW50GAYgASgIIn8KBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEhIKDktJTkRfU1VDQ0VFREVEEAESDwoLS0lORF9GQUlMRUQQAhISCg5LSU5EX1RJTUVEX09VVBADEhIKDktJTkRfQ0FOQ0VMTEVEEAQSFAoQS0lORF9JTlRFUlJVUFRFRBAFIlIKFVJlcG9ydE91dGNvbWVzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRInCgdyZXN1bHRzGAIgAygLMhYudGFzay52MS5BdHRlbXB0UmVzdWx0IioKFlJlcG9ydE91dGNvbWVzUmVzcG9uc2USEAoIcmVjb3JkZWQYASADKAgiJwoHTG9nTGluZRIOCgZzdHJlYW0YASABKAkSDAoEbGluZRgCIAEoCSJNCghMb2dCYXRjaBIPCgd0YXNrX2lkGAEgASgDEg8KB2F0dGVtcHQYAiABKAUSHwoFbGluZXMYAyADKAsyEC50YXNrLnYxLkxvZ0xpbmUiSQoRQXBwZW5kTG9nc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSIgoHYmF0Y2hlcxgCIAMoCzIRLnRhc2sudjEuTG9nQmF0Y2giJAoSQXBwZW5kTG9nc1Jlc3BvbnNlEg4KBnN0b3JlZBgBIAMoCDKEAwoMQWdlbnRTZXJ2aWNlEkkKCFJlZ2lzdGVyEh0udGFzay52MS5SZWdpc3RlckFnZW50UmVxdWVzdBoeLnRhc2sudjEuUmVnaXN0ZXJBZ2VudFJlc3BvbnNlEkEKC0Fzc2lnbm1lbnRzEhsudGFzay52MS5Bc3NpZ25tZW50c1JlcXVlc3QaEy50YXNrLnYxLkFzc2lnbm1lbnQwARJMCglIZWFydGJlYXQSHi50YXNrLnYxLkFnZW50SGVhcnRiZWF0UmVxdWVzdBofLnRhc2sudjEuQWdlbnRIZWFydGJlYXRSZXNwb25zZRJRCg5SZXBvcnRPdXRjb21lcxIeLnRhc2sudjEuUmVwb3J0T3V0Y29tZXNSZXF1ZXN0Gh8udGFzay52MS5SZXBvcnRPdXRjb21lc1Jlc3BvbnNlEkUKCkFwcGVuZExvZ3MSGi50YXNrLnYxLkFwcGVuZExvZ3NSZXF1ZXN0GhsudGFzay52MS5BcHBlbmRMb2dzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChN0YXNrL3YxL2FnZW50LnByb3RvEgd0YXNrLnYxIqgBChRSZWdpc3RlckFnZW50UmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBXNsb3RzGAIgASgFEg0KBXR5cGVzGAMgAygJEg4KBnF1ZXVlcxgEIAMoCRIPCgd2ZXJzaW9uGAUgASgJEhAKCGFnZW50X2lkGAYgASgJEjEKEXR5cGVfZGVzY3JpcHRpb25zGAcgAygLMhYudGFzay52MS5BZ2VudFRhc2tUeXBlIqIBCg1BZ2VudFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSHQoVcGFyYW1ldGVyX3NjaGVtYV9qc29uGAMgASgJEhoKEmRlZmF1bHRfdGltZW91dF9tcxgEIAEoAxIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIVCg1kZWZhdWx0X3F1ZXVlGAYgASgJImoKFVJlZ2lzdGVyQWdlbnRSZXNwb25zZRIQCghhZ2VudF9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAMgASgFEhAKCGxlYXNlX21zGAQgASgFIiYKEkFzc2lnbm1lbnRzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSLRAQoKQXNzaWdubWVudBImCgVzdGFydBgBIAEoCzIVLnRhc2sudjEuQXR0ZW1wdFN0YXJ0SAASKAoGY2FuY2VsGAIgASgLMhYudGFzay52MS5BdHRlbXB0U2lnbmFsSAASJwoFcGF1c2UYAyABKAsyFi50YXNrLnYxLkF0dGVtcHRTaWduYWxIABIoCgZyZXN1bWUYBCABKAsyFi50YXNrLnYxLkF0dGVtcHRTaWduYWxIABIWCgxwaW5nX3VuaXhfbXMYBSABKANIAEIGCgRraW5kIogBCgxBdHRlbXB0U3RhcnQSDwoHdGFza19pZBgBIAEoAxIPCgdhdHRlbXB0GAIgASgFEgwKBHR5cGUYAyABKAkSFwoPcGFyYW1ldGVyc19qc29uGAQgASgJEhIKCnRpbWVvdXRfbXMYBSABKAMSDQoFcXVldWUYBiABKAkSDAoEbmFtZRgHIAEoCSIxCg1BdHRlbXB0U2lnbmFsEg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBSIuCgpBdHRlbXB0UmVmEg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBSJeChVBZ2VudEhlYXJ0YmVhdFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSJQoIYXR0ZW1wdHMYAiADKAsyEy50YXNrLnYxLkF0dGVtcHRSZWYSDAoEYnVzeRgDIAEoBSJaCgxPd25lZEF0dGVtcHQSDwoHdGFza19pZBgBIAEoAxIPCgdhdHRlbXB0GAIgASgFEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAyABKAgSDgoGcGF1c2VkGAQgASgIIj4KFkFnZW50SGVhcnRiZWF0UmVzcG9uc2USJAoFb3duZWQYASADKAsyFS50YXNrLnYxLk93bmVkQXR0ZW1wdCKUAgoNQXR0ZW1wdFJlc3VsdBIPCgd0YXNrX2lkGAEgASgDEg8KB2F0dGVtcHQYAiABKAUSKQoEa2luZBgDIAEoDjIbLnRhc2sudjEuQXR0ZW1wdFJlc3VsdC5LaW5kEhMKC3Jlc3VsdF9qc29uGAQgASgJEg0KBWVycm9yGAUgASgJEhEKCXBlcm1hbmVudBgGIAEoCCJ/CgRLaW5kEhQKEEtJTkRfVU5TUEVDSUZJRUQQABISCg5LSU5EX1NVQ0NFRURFRBABEg8KC0tJTkRfRkFJTEVEEAISEgoOS0lORF9USU1FRF9PVVQQAxISCg5LSU5EX0NBTkNFTExFRBAEEhQKEEtJTkRfSU5URVJSVVBURUQQBSJSChVSZXBvcnRPdXRjb21lc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSJwoHcmVzdWx0cxgCIAMoCzIWLnRhc2sudjEuQXR0ZW1wdFJlc3VsdCIqChZSZXBvcnRPdXRjb21lc1Jlc3BvbnNlEhAKCHJlY29yZGVkGAEgAygIIicKB0xvZ0xpbmUSDgoGc3RyZWFtGAEgASgJEgwKBGxpbmUYAiABKAkiTQoITG9nQmF0Y2gSDwoHdGFza19pZBgBIAEoAxIPCgdhdHRlbXB0GAIgASgFEh8KBWxpbmVzGAMgAygLMhAudGFzay52MS5Mb2dMaW5lIkkKEUFwcGVuZExvZ3NSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEiIKB2JhdGNoZXMYAiADKAsyES50YXNrLnYxLkxvZ0JhdGNoIiQKEkFwcGVuZExvZ3NSZXNwb25zZRIOCgZzdG9yZWQYASADKAgyhAMKDEFnZW50U2VydmljZRJJCghSZWdpc3RlchIdLnRhc2sudjEuUmVnaXN0ZXJBZ2VudFJlcXVlc3QaHi50YXNrLnYxLlJlZ2lzdGVyQWdlbnRSZXNwb25zZRJBCgtBc3NpZ25tZW50cxIbLnRhc2sudjEuQXNzaWdubWVudHNSZXF1ZXN0GhMudGFzay52MS5Bc3NpZ25tZW50MAESTAoJSGVhcnRiZWF0Eh4udGFzay52MS5BZ2VudEhlYXJ0YmVhdFJlcXVlc3QaHy50YXNrLnYxLkFnZW50SGVhcnRiZWF0UmVzcG9uc2USUQoOUmVwb3J0T3V0Y29tZXMSHi50YXNrLnYxLlJlcG9ydE91dGNvbWVzUmVxdWVzdBofLnRhc2sudjEuUmVwb3J0T3V0Y29tZXNSZXNwb25zZRJFCgpBcHBlbmRMb2dzEhoudGFzay52MS5BcHBlbmRMb2dzUmVxdWVzdBobLnRhc2sudjEuQXBwZW5kTG9nc1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message task.v1.RegisterAgentRequest
@@ -57,6 +57,14 @@ export type RegisterAgentRequest = Message<"task.v1.RegisterAgentRequest"> & {
    * @generated from field: string agent_id = 6;
    */
   agentId: string;
+
+  /**
+   * Descriptions of the types it runs, so tasks of a type only agents run can be created and checked:
+   * one per type, named in `types`.
+   *
+   * @generated from field: repeated task.v1.AgentTaskType type_descriptions = 7;
+   */
+  typeDescriptions: AgentTaskType[];
 };
 
 /**
@@ -65,6 +73,54 @@ export type RegisterAgentRequest = Message<"task.v1.RegisterAgentRequest"> & {
  */
 export const RegisterAgentRequestSchema: GenMessage<RegisterAgentRequest> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 0);
+
+/**
+ * AgentTaskType describes a task type an agent runs, as a worker process registers its own.
+ *
+ * @generated from message task.v1.AgentTaskType
+ */
+export type AgentTaskType = Message<"task.v1.AgentTaskType"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * The JSON Schema of its parameters, as JSON.
+   *
+   * @generated from field: string parameter_schema_json = 3;
+   */
+  parameterSchemaJson: string;
+
+  /**
+   * @generated from field: int64 default_timeout_ms = 4;
+   */
+  defaultTimeoutMs: bigint;
+
+  /**
+   * @generated from field: int32 default_max_attempts = 5;
+   */
+  defaultMaxAttempts: number;
+
+  /**
+   * Empty: `default`.
+   *
+   * @generated from field: string default_queue = 6;
+   */
+  defaultQueue: string;
+};
+
+/**
+ * Describes the message task.v1.AgentTaskType.
+ * Use `create(AgentTaskTypeSchema)` to create a new message.
+ */
+export const AgentTaskTypeSchema: GenMessage<AgentTaskType> = /*@__PURE__*/
+  messageDesc(file_task_v1_agent, 1);
 
 /**
  * @generated from message task.v1.RegisterAgentResponse
@@ -105,7 +161,7 @@ export type RegisterAgentResponse = Message<"task.v1.RegisterAgentResponse"> & {
  * Use `create(RegisterAgentResponseSchema)` to create a new message.
  */
 export const RegisterAgentResponseSchema: GenMessage<RegisterAgentResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 1);
+  messageDesc(file_task_v1_agent, 2);
 
 /**
  * @generated from message task.v1.AssignmentsRequest
@@ -122,7 +178,7 @@ export type AssignmentsRequest = Message<"task.v1.AssignmentsRequest"> & {
  * Use `create(AssignmentsRequestSchema)` to create a new message.
  */
 export const AssignmentsRequestSchema: GenMessage<AssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 2);
+  messageDesc(file_task_v1_agent, 3);
 
 /**
  * Assignment is one message of the stream.
@@ -174,7 +230,7 @@ export type Assignment = Message<"task.v1.Assignment"> & {
  * Use `create(AssignmentSchema)` to create a new message.
  */
 export const AssignmentSchema: GenMessage<Assignment> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 3);
+  messageDesc(file_task_v1_agent, 4);
 
 /**
  * AttemptStart is an attempt claimed for the agent: it is RUNNING and the agent's.
@@ -227,7 +283,7 @@ export type AttemptStart = Message<"task.v1.AttemptStart"> & {
  * Use `create(AttemptStartSchema)` to create a new message.
  */
 export const AttemptStartSchema: GenMessage<AttemptStart> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 4);
+  messageDesc(file_task_v1_agent, 5);
 
 /**
  * AttemptSignal names a running attempt a cancel, pause or resume is for.
@@ -251,7 +307,7 @@ export type AttemptSignal = Message<"task.v1.AttemptSignal"> & {
  * Use `create(AttemptSignalSchema)` to create a new message.
  */
 export const AttemptSignalSchema: GenMessage<AttemptSignal> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 5);
+  messageDesc(file_task_v1_agent, 6);
 
 /**
  * AttemptRef names one attempt.
@@ -275,7 +331,7 @@ export type AttemptRef = Message<"task.v1.AttemptRef"> & {
  * Use `create(AttemptRefSchema)` to create a new message.
  */
 export const AttemptRefSchema: GenMessage<AttemptRef> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 6);
+  messageDesc(file_task_v1_agent, 7);
 
 /**
  * @generated from message task.v1.AgentHeartbeatRequest
@@ -306,7 +362,7 @@ export type AgentHeartbeatRequest = Message<"task.v1.AgentHeartbeatRequest"> & {
  * Use `create(AgentHeartbeatRequestSchema)` to create a new message.
  */
 export const AgentHeartbeatRequestSchema: GenMessage<AgentHeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 7);
+  messageDesc(file_task_v1_agent, 8);
 
 /**
  * OwnedAttempt is an attempt the heartbeat renewed.
@@ -340,7 +396,7 @@ export type OwnedAttempt = Message<"task.v1.OwnedAttempt"> & {
  * Use `create(OwnedAttemptSchema)` to create a new message.
  */
 export const OwnedAttemptSchema: GenMessage<OwnedAttempt> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 8);
+  messageDesc(file_task_v1_agent, 9);
 
 /**
  * @generated from message task.v1.AgentHeartbeatResponse
@@ -359,7 +415,7 @@ export type AgentHeartbeatResponse = Message<"task.v1.AgentHeartbeatResponse"> &
  * Use `create(AgentHeartbeatResponseSchema)` to create a new message.
  */
 export const AgentHeartbeatResponseSchema: GenMessage<AgentHeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 9);
+  messageDesc(file_task_v1_agent, 10);
 
 /**
  * AttemptResult is how the agent saw an attempt end; the server decides what it becomes (retry or not).
@@ -409,7 +465,7 @@ export type AttemptResult = Message<"task.v1.AttemptResult"> & {
  * Use `create(AttemptResultSchema)` to create a new message.
  */
 export const AttemptResultSchema: GenMessage<AttemptResult> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 10);
+  messageDesc(file_task_v1_agent, 11);
 
 /**
  * @generated from enum task.v1.AttemptResult.Kind
@@ -454,7 +510,7 @@ export enum AttemptResult_Kind {
  * Describes the enum task.v1.AttemptResult.Kind.
  */
 export const AttemptResult_KindSchema: GenEnum<AttemptResult_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_agent, 10, 0);
+  enumDesc(file_task_v1_agent, 11, 0);
 
 /**
  * @generated from message task.v1.ReportOutcomesRequest
@@ -478,7 +534,7 @@ export type ReportOutcomesRequest = Message<"task.v1.ReportOutcomesRequest"> & {
  * Use `create(ReportOutcomesRequestSchema)` to create a new message.
  */
 export const ReportOutcomesRequestSchema: GenMessage<ReportOutcomesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 11);
+  messageDesc(file_task_v1_agent, 12);
 
 /**
  * @generated from message task.v1.ReportOutcomesResponse
@@ -497,7 +553,7 @@ export type ReportOutcomesResponse = Message<"task.v1.ReportOutcomesResponse"> &
  * Use `create(ReportOutcomesResponseSchema)` to create a new message.
  */
 export const ReportOutcomesResponseSchema: GenMessage<ReportOutcomesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 12);
+  messageDesc(file_task_v1_agent, 13);
 
 /**
  * LogLine is one output line.
@@ -523,7 +579,7 @@ export type LogLine = Message<"task.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 13);
+  messageDesc(file_task_v1_agent, 14);
 
 /**
  * LogBatch is output of one attempt, in order.
@@ -552,7 +608,7 @@ export type LogBatch = Message<"task.v1.LogBatch"> & {
  * Use `create(LogBatchSchema)` to create a new message.
  */
 export const LogBatchSchema: GenMessage<LogBatch> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 14);
+  messageDesc(file_task_v1_agent, 15);
 
 /**
  * @generated from message task.v1.AppendLogsRequest
@@ -574,7 +630,7 @@ export type AppendLogsRequest = Message<"task.v1.AppendLogsRequest"> & {
  * Use `create(AppendLogsRequestSchema)` to create a new message.
  */
 export const AppendLogsRequestSchema: GenMessage<AppendLogsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 15);
+  messageDesc(file_task_v1_agent, 16);
 
 /**
  * @generated from message task.v1.AppendLogsResponse
@@ -593,7 +649,7 @@ export type AppendLogsResponse = Message<"task.v1.AppendLogsResponse"> & {
  * Use `create(AppendLogsResponseSchema)` to create a new message.
  */
 export const AppendLogsResponseSchema: GenMessage<AppendLogsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_agent, 16);
+  messageDesc(file_task_v1_agent, 17);
 
 /**
  * AgentService is how a remote agent (`task-cli agent`, the SDK's startAgent) runs tasks without
