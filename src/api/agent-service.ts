@@ -17,7 +17,7 @@ import { AgentService, AttemptResult_Kind, type AgentTaskType, type AttemptResul
 import { fingerprint } from "../fingerprint.js";
 import { registerWorkerTypes, type TaskTypeVersionInput } from "../store/task-types.js";
 import type { Logger } from "../logger.js";
-import { findAgentRegistration, attemptsHeldBy, type AgentRegistration } from "../store/agents.js";
+import { attemptsHeldBy, attemptsOf, findAgentRegistration, type AgentRegistration } from "../store/agents.js";
 import type { Db } from "../store/db.js";
 import { afterAttempt, heartbeat, recordOutcomes, type AttemptOutcome, type AttemptRef, type OutcomeRecord } from "../store/lifecycle/index.js";
 import type { Listener } from "../store/listen.js";
@@ -125,6 +125,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         const result = await deps.auth.authenticate(header);
         return "problem" in result ? new ConnectError(`the agent's token is no longer valid: ${result.problem}`, Code.Unauthenticated) : undefined;
       });
+      // A reconnection: what the agent still runs fills its slots.
+      session.seed(await attemptsOf(db.kysely, req.agentId));
       sessions.add(session);
       logger.info({ agentId: req.agentId }, "agent stream opened");
       try {

@@ -72,6 +72,14 @@ export class AgentSession {
     this.claim = claimFor(db, agentId, this.gate, registration.queues, registration.types);
   }
 
+  /**
+   * Attempts the agent already holds (from an earlier stream: a reconnection): they take slots, as
+   * acknowledged, until the agent reports them or a heartbeat shows they are gone.
+   */
+  seed(held: AttemptRef[]): void {
+    for (const a of held) this.sent.set(key(a), { ...a, sentAt: Date.now(), acked: true });
+  }
+
   /** There may be work (a job inserted, a queue changed, a slot freed): claim soon. */
   nudge(queueChanged = false): void {
     if (queueChanged) this.gate.invalidate();

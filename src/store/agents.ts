@@ -48,3 +48,9 @@ export async function attemptsHeldBy(db: Kysely<Database>, agentId: string, atte
   `.execute(db);
   return new Set(rows.map((r) => `${r.id}:${r.attempts}`));
 }
+
+/** The attempts running (or paused mid-attempt) under `agentId` now: what a new stream of the agent starts with as taken slots. */
+export async function attemptsOf(db: Kysely<Database>, agentId: string): Promise<AttemptRef[]> {
+  const { rows } = await sql<{ id: string; attempts: number }>`select id, attempts from tasks where worker_id = ${agentId} and ${IN_ATTEMPT}`.execute(db);
+  return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts }));
+}
