@@ -1,6 +1,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Code, ConnectError } from "@connectrpc/connect";
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService } from "../src/gen/task/v1/agent_pb.js";
 import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
@@ -113,6 +114,42 @@ describe("a remote agent", () => {
     second.child.kill("SIGTERM");
     await second.exited;
   }, 90_000);
+});
+
+describe("a remote agent behind a proxy the test controls", () => {
+  it("keeps its running attempt across a dropped connection: it reconnects, the attempt succeeds once", async () => {
+    const target = new URL(api.server.url);
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(Number(target.port), target.hostname);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on("close", () => sockets.delete(s));
+        s.on("error", () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const proxied = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    try {
+      const proc = spawnCli(["agent", "--server", proxied, "--enable-shell", "-n", "2", "--name", "flaky"], { LOG_LEVEL: "info", TASK_TOKEN: await agentToken("agent-flaky") });
+      agents.push(proc);
+      await waitFor(() => proc.output().includes('"msg":"agent registered"'), "the agent to register", 60_000);
+      const task = (await api.client.createTask(shell("echo before; sleep 3; echo after"))).task!;
+      await waitFor(async () => (await api.client.getTaskLogs({ id: task.id })).lines.some((l) => l.line === "before"), "the attempt to start");
+      // Every connection through the proxy is cut: the stream and any call in flight fail.
+      sockets.forEach((s) => s.destroy());
+      const done = await waitStatus(task.id, TaskStatus.SUCCEEDED, 30_000);
+      expect(done.attempts).toBe(1);
+      expect((await api.client.getTaskLogs({ id: task.id })).lines.map((l) => l.line)).toEqual(["before", "after"]);
+      expect(proc.output()).toMatch(/reconnecting/);
+      proc.child.kill("SIGTERM");
+      await proc.exited;
+    } finally {
+      sockets.forEach((s) => s.destroy());
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  }, 60_000);
 });
 
 describe("startAgent (SDK)", () => {
