@@ -93,6 +93,26 @@ describe("a remote agent", () => {
     await agent.exited;
   }, 60_000);
 
+  it("stops a paused shell task's process and continues it on resume", async () => {
+    const agent = await startAgent(await agentToken("agent-pause"), ["--name", "pauser"]);
+    // Prints a counter every 200 ms: while paused (SIGSTOP), no line may appear.
+    const task = (await api.client.createTask(shell("for i in $(seq 15); do echo $i; sleep 0.2; done"))).task!;
+    const lines = async () => (await api.client.getTaskLogs({ id: task.id })).lines.length;
+    await waitFor(async () => (await lines()) >= 2, "the counter to start");
+    await admin().control.pauseTask({ id: task.id });
+    await waitStatus(task.id, TaskStatus.PAUSED);
+    await new Promise((r) => setTimeout(r, 700));
+    const held = await lines();
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await lines()).toBe(held);
+    await admin().control.resumeTask({ id: task.id });
+    const done = await waitStatus(task.id, TaskStatus.SUCCEEDED);
+    expect(done.attempts).toBe(1);
+    expect(await lines()).toBe(15);
+    agent.child.kill("SIGTERM");
+    await agent.exited;
+  }, 60_000);
+
   it("after kill -9 of the agent mid-task, the task is retried by another agent and succeeds once", async () => {
     const token = await agentToken("agent-crash");
     const first = await startAgent(token, ["--name", "doomed"]);
