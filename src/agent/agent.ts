@@ -82,6 +82,8 @@ class AgentRuntime {
   /** Output not yet sent, per attempt, in order. */
   private readonly lines = new Map<string, { taskId: bigint; attempt: number; lines: LogLine[]; dropped: number }>();
   private stopping = false;
+  /** Ends a reconnection wait at stop. */
+  private readonly stopped = new AbortController();
   private stream: AbortController | undefined;
   private lastMessageAt = Date.now();
   private pingMs = 5_000;
@@ -161,13 +163,14 @@ class AgentRuntime {
         if (this.stopping) break;
         this.logger.warn({ err: errorMessage(err) }, "agent connection failed; reconnecting");
       }
-      if (!this.stopping) await sleep(backoff.failed());
+      if (!this.stopping) await sleep(backoff.failed(), this.stopped.signal);
     }
   }
 
   private startAttempt(start: AttemptStart): void {
     const k = key(start);
-    if (this.running.has(k)) return;
+    // Not started while stopping: the next heartbeat leaves it unacknowledged, and the server takes it back.
+    if (this.running.has(k) || this.stopping) return;
     const attempt: AgentAttempt = { start, controller: new AbortController(), pause: new AttemptPause(), renewed: new Set(), renewedAt: Date.now() };
     this.running.set(k, attempt);
     // The next heartbeat acknowledges the start: send it now rather than at the interval.
@@ -300,6 +303,7 @@ class AgentRuntime {
   private async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.stopped.abort();
     this.stream?.abort();
     for (const a of this.running.values()) a.controller.abort(new AttemptAborted("shutdown", "interrupted: the agent shut down"));
     await Promise.allSettled([...this.attemptsDone]);
