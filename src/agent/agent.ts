@@ -76,6 +76,7 @@ class AgentRuntime {
   private agentId: string | undefined;
   private heartbeatMs = 3_000;
   private leaseMs = 15_000;
+  private ackMs = 5_000;
   private readonly running = new Map<string, AgentAttempt>();
   /** Outcomes not yet accepted, in order. */
   private readonly outcomes = new Map<string, AttemptResult>();
@@ -89,6 +90,7 @@ class AgentRuntime {
   private pingMs = 5_000;
   private timers: NodeJS.Timeout[] = [];
   private beating: Promise<void> | undefined;
+  private beatAgain = false;
   private flushing: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private readonly attemptsDone = new Set<Promise<void>>();
@@ -142,6 +144,7 @@ class AgentRuntime {
         this.agentId = reg.agentId;
         this.heartbeatMs = reg.heartbeatIntervalMs || this.heartbeatMs;
         this.leaseMs = reg.leaseMs || this.leaseMs;
+        this.ackMs = reg.ackMs || this.ackMs;
         if (first) {
           this.timers.push(setInterval(() => this.beatNow(), this.heartbeatMs));
           this.logger.info({ agentId: reg.agentId, queues: reg.queues, slots: this.options.slots, types: this.types() }, "agent registered");
@@ -171,7 +174,7 @@ class AgentRuntime {
     const k = key(start);
     // Not started while stopping: the next heartbeat leaves it unacknowledged, and the server takes it back.
     if (this.running.has(k) || this.stopping) return;
-    const attempt: AgentAttempt = { start, controller: new AbortController(), pause: new AttemptPause(), renewed: new Set(), renewedAt: Date.now() };
+    const attempt: AgentAttempt = { start, controller: new AbortController(), pause: new AttemptPause(), renewed: new Set(), renewedAt: Date.now(), acked: false };
     this.running.set(k, attempt);
     // The next heartbeat acknowledges the start: send it now rather than at the interval.
     this.beatNow();
@@ -212,8 +215,19 @@ class AgentRuntime {
     return Math.max(1_000, this.leaseMs - 2 * this.heartbeatMs);
   }
 
+  /** Beats now; if a beat is in flight, once more right after it (a start it did not name must be acknowledged soon). */
   private beatNow(): void {
-    this.beating ??= this.beatOnce().finally(() => (this.beating = undefined));
+    if (this.beating) {
+      this.beatAgain = true;
+      return;
+    }
+    this.beating = this.beatOnce().finally(() => {
+      this.beating = undefined;
+      if (this.beatAgain) {
+        this.beatAgain = false;
+        this.beatNow();
+      }
+    });
   }
 
   private async beatOnce(): Promise<void> {
@@ -236,6 +250,7 @@ class AgentRuntime {
         if (o.cancelRequested) a.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
         if (o.paused !== a.pause.paused && a.pause.changedAt < sentAt) a.pause.set(o.paused);
         a.renewedAt = sentAt;
+        a.acked = true;
         a.renewed.forEach((renew) => renew());
       }
     } catch (err) {
@@ -247,7 +262,9 @@ class AgentRuntime {
   private watchdog(): void {
     const now = Date.now();
     for (const a of this.running.values()) {
-      if (now - a.renewedAt > this.watchdogMs() && !a.controller.signal.aborted) {
+      // A start not yet acknowledged may be taken back ackMs after the server sent it: stopped at half that.
+      const limit = a.acked ? this.watchdogMs() : this.ackMs / 2;
+      if (now - a.renewedAt > limit && !a.controller.signal.aborted) {
         this.logger.warn({ taskId: a.start.taskId.toString() }, "no heartbeat renewed the attempt in time: stopping it before the control plane may retry it elsewhere");
         a.controller.abort(new AttemptAborted("lost", "aborted: the agent could not renew its lease"));
       }

@@ -25,6 +25,8 @@ export interface AgentAttempt {
   renewed: Set<() => void>;
   /** When the attempt was last renewed (or received), on the agent's clock. */
   renewedAt: number;
+  /** A heartbeat renewed it: the server knows the agent has it (until then it may take it back). */
+  acked: boolean;
 }
 
 /** How long a plugin may take to stop after its signal fired before the attempt ends without it. */

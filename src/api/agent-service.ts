@@ -112,7 +112,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       // Its types join the catalog like a worker process's, so tasks of a type only agents run can be created.
       if (described.length > 0) await registerWorkerTypes(db.kysely, agentId, described);
       logger.info({ agentId, queues: served, types, slots: req.slots, version: req.version }, "agent registered");
-      return { agentId, queues: served, heartbeatIntervalMs, leaseMs };
+      return { agentId, queues: served, heartbeatIntervalMs, leaseMs, ackMs: timing.ackMs };
     },
 
     async *assignments(req, ctx) {

@@ -177,9 +177,14 @@ export class AgentSession {
       clearInterval(acks);
       clearInterval(recheck);
       signal.removeEventListener("abort", onAbort);
-      // Starts the agent may never have seen go back at once; acknowledged attempts stay the agent's
+      // Starts not yet acknowledged go back when their ack time is up, unless a heartbeat (through a
+      // new stream, on any replica) acknowledges them first; acknowledged attempts stay the agent's
       // (it may reconnect within their lease) and are left to the lease.
-      await this.takeBackLate(0);
+      const unacked = [...this.sent.values()].filter((s) => !s.acked);
+      if (unacked.length > 0) {
+        const dueMs = Math.max(0, Math.max(...unacked.map((s) => s.sentAt)) + this.timing.ackMs - Date.now());
+        setTimeout(() => void this.takeBackLate(0), dueMs).unref();
+      }
     }
   }
 
@@ -214,7 +219,11 @@ export class AgentSession {
     this.wake?.();
   }
 
-  /** Takes back the starts not acknowledged within `ackMs` (0: every unacknowledged one). */
+  /**
+   * Takes back the starts not acknowledged within `ackMs` (0: every unacknowledged one, once the
+   * stream has ended and their ack time is up). The agent stops a start it could not acknowledge
+   * within half the ack time, so the two never overlap.
+   */
   private async takeBackLate(ackMs = this.timing.ackMs): Promise<void> {
     const now = Date.now();
     const late = [...this.sent.values()].filter((s) => !s.acked && now - s.sentAt >= ackMs);
@@ -222,6 +231,9 @@ export class AgentSession {
     late.forEach((s) => this.sent.delete(key(s)));
     try {
       const taken = await takeBackUnacknowledged(this.db.kysely, this.agentId, late, this.timing.ackMs);
+      // Not taken: a heartbeat acknowledged it meanwhile (perhaps on another replica); it keeps its slot.
+      const back = new Set(taken.map((t) => t.id));
+      for (const s of late) if (!back.has(s.taskId)) this.sent.set(key(s), { ...s, acked: true });
       if (taken.length > 0) this.logger.warn({ agentId: this.agentId, tasks: taken.map((t) => t.id) }, "took back assignments the agent did not acknowledge");
     } catch (err) {
       // The lease still rescues them (the reconciler).

@@ -30,7 +30,9 @@ export async function findAgentRegistration(db: Kysely<Database>, agentId: strin
 export async function takeBackUnacknowledged(db: Kysely<Database>, agentId: string, attempts: AttemptRef[], ackMs: number): Promise<TaskRow[]> {
   if (attempts.length === 0) return [];
   return rescueLostAttempts(db, {
-    lost: sql<boolean>`(worker_id = ${agentId} and (id, attempts) in (
+    // heartbeat_at = started_at: no heartbeat has renewed the attempt since its claim (a heartbeat
+    // on any replica acknowledges it), so only starts the agent never acknowledged are taken.
+    lost: sql<boolean>`(worker_id = ${agentId} and heartbeat_at = started_at and (id, attempts) in (
       select * from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[])))`,
     exited: [],
     lease: `${Math.round(ackMs / 1000)}s (its assignment was not acknowledged)`,
