@@ -3,7 +3,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { Code, ConnectError } from "@connectrpc/connect";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentService } from "../src/gen/task/v1/agent_pb.js";
+import { AgentService, AttemptResult_Kind } from "../src/gen/task/v1/agent_pb.js";
 import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
 import { Role } from "../src/gen/task/v1/token_pb.js";
 import { bearerToken } from "../src/sdk/client.js";
@@ -254,6 +254,36 @@ describe("AgentService", () => {
     expect(late.recorded).toEqual([false]);
     ac.abort();
   }, 40_000);
+
+  it("stores a log batch sent twice once, in order, and records the outcome of an acknowledged attempt", async () => {
+    const agent = agentClient(await agentToken("agent-direct", ["direct"]));
+    const { agentId } = await agent.register({ name: "direct", slots: 1, types: ["noop"] });
+    const task = (await api.client.createTask(taskRequest({ type: "noop", queue: "direct" }))).task!;
+    const ac = new AbortController();
+    const stream = agent.assignments({ agentId }, { signal: ac.signal })[Symbol.asyncIterator]();
+    let start;
+    while (!start) {
+      const m = await stream.next();
+      if (m.value?.kind.case === "start") start = m.value.kind.value;
+    }
+    const ref = { taskId: task.id, attempt: start.attempt };
+    expect((await agent.heartbeat({ agentId, attempts: [ref] })).owned).toHaveLength(1);
+    const line = (text: string) => ({ stream: "stdout", line: text });
+    const first = { ...ref, firstLine: 0n, lines: [line("one"), line("two")] };
+    expect((await agent.appendLogs({ agentId, batches: [first] })).stored).toEqual([true]);
+    // Its answer was lost: the agent sends it again, with the next lines after it.
+    await agent.appendLogs({ agentId, batches: [first] });
+    await agent.appendLogs({ agentId, batches: [{ ...ref, firstLine: 2n, lines: [line("three")] }] });
+    expect((await api.client.getTaskLogs({ id: task.id })).lines.map((l) => l.line)).toEqual(["one", "two", "three"]);
+    await expectConnectError(agent.appendLogs({ agentId, batches: [{ ...ref, lines: [{ stream: "nope", line: "x" }] }] }), Code.InvalidArgument, /stream/);
+    const outcome = { ...ref, kind: AttemptResult_Kind.SUCCEEDED, resultJson: '{"ok":true}' };
+    expect((await agent.reportOutcomes({ agentId, results: [outcome] })).recorded).toEqual([true]);
+    expect((await agent.reportOutcomes({ agentId, results: [outcome] })).recorded).toEqual([false]);
+    expect((await agent.appendLogs({ agentId, batches: [{ ...ref, firstLine: 3n, lines: [line("late")] }] })).stored).toEqual([false]);
+    const done = await waitStatus(task.id, TaskStatus.SUCCEEDED, 5_000);
+    expect(done.result).toEqual({ ok: true });
+    ac.abort();
+  });
 
   it("ends a revoked token's stream within seconds", async () => {
     const token = await agentToken("agent-revoked", ["revoked"]);

@@ -82,6 +82,8 @@ class AgentRuntime {
   private readonly outcomes = new Map<string, AttemptResult>();
   /** Output not yet sent, per attempt, in order. */
   private readonly lines = new Map<string, { taskId: bigint; attempt: number; lines: LogLine[]; dropped: number }>();
+  /** Lines of each attempt the server has taken (a batch says where it starts, so a resent one is stored once). */
+  private readonly linesSent = new Map<string, number>();
   private stopping = false;
   /** Ends a reconnection wait at stop. */
   private readonly stopped = new AbortController();
@@ -292,10 +294,11 @@ class AgentRuntime {
             b.dropped = 0;
           }
           if (b.lines.length === 0) this.lines.delete(k);
-          return { taskId: b.taskId, attempt: b.attempt, lines, k, b };
+          return { taskId: b.taskId, attempt: b.attempt, lines, firstLine: BigInt(this.linesSent.get(k) ?? 0), k, b };
         });
         try {
           await this.client.appendLogs({ agentId: this.agentId, batches });
+          for (const { k, lines } of batches) if (this.running.has(k) || this.outcomes.has(k)) this.linesSent.set(k, (this.linesSent.get(k) ?? 0) + lines.length);
         } catch (err) {
           // Put them back in front, in order.
           for (const { k, b, lines } of batches) {
@@ -310,6 +313,7 @@ class AgentRuntime {
       const answer = await this.client.reportOutcomes({ agentId: this.agentId, results: ready.map(([, r]) => r) });
       ready.forEach(([k, r], i) => {
         this.outcomes.delete(k);
+        this.linesSent.delete(k);
         if (!answer.recorded[i]) this.logger.warn({ taskId: r.taskId.toString(), attempt: r.attempt }, "outcome not recorded: the attempt was no longer this agent's");
       });
     } catch (err) {

@@ -17,7 +17,7 @@ import { AgentService, AttemptResult_Kind, type AgentTaskType, type AttemptResul
 import { fingerprint } from "../fingerprint.js";
 import { registerWorkerTypes, type TaskTypeVersionInput } from "../store/task-types.js";
 import type { Logger } from "../logger.js";
-import { attemptsHeldBy, attemptsOf, findAgentRegistration, type AgentRegistration } from "../store/agents.js";
+import { attemptLineCount, attemptsHeldBy, attemptsOf, findAgentRegistration, type AgentRegistration } from "../store/agents.js";
 import type { Db } from "../store/db.js";
 import { afterAttempt, heartbeat, recordOutcomes, type AttemptOutcome, type AttemptRef, type OutcomeRecord } from "../store/lifecycle/index.js";
 import type { Listener } from "../store/listen.js";
@@ -182,8 +182,11 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       // In order, one batch after the other: a task's lines are numbered as they arrive.
       for (const [i, b] of req.batches.entries()) {
         const ok = held.has(`${named[i]!.taskId}:${named[i]!.attempt}`);
-        if (ok && b.lines.length > 0) {
-          await appendLogLines(db.kysely, named[i]!.taskId, b.attempt, b.lines.map((l) => ({ stream: l.stream as LogStream, line: l.line.slice(0, MAX_LINE_CHARS) })));
+        // A batch sent again (its answer was lost): what is already stored is skipped.
+        const skip = ok && b.lines.length > 0 ? Math.max(0, (await attemptLineCount(db.kysely, named[i]!.taskId, b.attempt)) - Number(b.firstLine)) : 0;
+        if (ok && b.lines.length > skip) {
+          const fresh = b.lines.slice(skip).map((l) => ({ stream: l.stream as LogStream, line: l.line.slice(0, MAX_LINE_CHARS) }));
+          await appendLogLines(db.kysely, named[i]!.taskId, b.attempt, fresh);
         }
         stored.push(ok);
       }

@@ -56,3 +56,11 @@ export async function attemptsOf(db: Kysely<Database>, agentId: string): Promise
   const { rows } = await sql<{ id: string; attempts: number }>`select id, attempts from tasks where worker_id = ${agentId} and ${IN_ATTEMPT}`.execute(db);
   return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts }));
 }
+
+/** How many output lines an attempt has stored (AppendLogs skips what a resent batch repeats). */
+export async function attemptLineCount(db: Kysely<Database>, taskId: string, attempt: number): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    select coalesce(sum(last_seq - first_seq + 1), 0) as n from task_logs where task_id = ${taskId} and attempt = ${attempt}
+  `.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
