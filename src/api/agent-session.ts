@@ -14,7 +14,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { errorMessage } from "../errors.js";
-import { AssignmentSchema, type Assignment } from "../gen/task/v1/agent_pb.js";
+import { AssignmentsResponseSchema, type AssignmentsResponse as Assignment } from "../gen/task/v1/agent_pb.js";
 import type { Logger } from "../logger.js";
 import { takeBackUnacknowledged, type AgentRegistration } from "../store/agents.js";
 import { CANCEL_CHANNEL, JOBS_INSERT_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL } from "../store/channels.js";
@@ -92,7 +92,7 @@ export class AgentSession {
   signal(taskId: string, kind: "cancel" | "pause" | "resume"): void {
     for (const s of this.sent.values()) {
       if (s.taskId !== taskId) continue;
-      this.push(create(AssignmentSchema, { kind: { case: kind, value: { taskId: BigInt(s.taskId), attempt: s.attempt } } }));
+      this.push(create(AssignmentsResponseSchema, { kind: { case: kind, value: { taskId: BigInt(s.taskId), attempt: s.attempt } } }));
     }
   }
 
@@ -160,7 +160,7 @@ export class AgentSession {
         }
         const waitMs = Math.max(0, lastSent + this.timing.pingMs - Date.now());
         if (waitMs === 0) {
-          this.push(create(AssignmentSchema, { kind: { case: "pingUnixMs", value: BigInt(Date.now()) } }));
+          this.push(create(AssignmentsResponseSchema, { kind: { case: "pingUnixMs", value: BigInt(Date.now()) } }));
           continue;
         }
         await new Promise<void>((resolve) => {
@@ -197,7 +197,7 @@ export class AgentSession {
   private start(task: TaskRow): void {
     this.sent.set(key({ taskId: task.id, attempt: task.attempts }), { taskId: task.id, attempt: task.attempts, sentAt: Date.now(), acked: false });
     this.push(
-      create(AssignmentSchema, {
+      create(AssignmentsResponseSchema, {
         kind: {
           case: "start",
           value: {

@@ -10,12 +10,12 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/agent.proto.
  */
 export const file_task_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChN0YXNrL3YxL2FnZW50LnByb3RvEgd0YXNrLnYxIqgBChRSZWdpc3RlckFnZW50UmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBXNsb3RzGAIgASgFEg0KBXR5cGVzGAMgAygJEg4KBnF1ZXVlcxgEIAMoCRIPCgd2ZXJzaW9uGAUgASgJEhAKCGFnZW50X2lkGAYgASgJEjEKEXR5cGVfZGVzY3JpcHRpb25zGAcgAygLMhYudGFzay52MS5BZ2VudFRhc2tUeXBlIqIBCg1BZ2VudFRhc2tUeXBlEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSHQoVcGFyYW1ldGVyX3NjaGVtYV9qc29uGAMgASgJEhoKEmRlZmF1bHRfdGltZW91dF9tcxgEIAEoAxIcChRkZWZhdWx0X21heF9hdHRlbXB0cxgFIAEoBRIVCg1kZWZhdWx0X3F1ZXVlGAYgASgJInoKFVJlZ2lzdGVyQWdlbnRSZXNwb25zZRIQCghhZ2VudF9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAMgASgFEhAKCGxlYXNlX21zGAQgASgFEg4KBmFja19tcxgFIAEoBSImChJBc3NpZ25tZW50c1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAki0QEKCkFzc2lnbm1lbnQSJgoFc3RhcnQYASABKAsyFS50YXNrLnYxLkF0dGVtcHRTdGFydEgAEigKBmNhbmNlbBgCIAEoCzIWLnRhc2sudjEuQXR0ZW1wdFNpZ25hbEgAEicKBXBhdXNlGAMgASgLMhYudGFzay52MS5BdHRlbXB0U2lnbmFsSAASKAoGcmVzdW1lGAQgASgLMhYudGFzay52MS5BdHRlbXB0U2lnbmFsSAASFgoMcGluZ191bml4X21zGAUgASgDSABCBgoEa2luZCKIAQoMQXR0ZW1wdFN0YXJ0Eg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBRIMCgR0eXBlGAMgASgJEhcKD3BhcmFtZXRlcnNfanNvbhgEIAEoCRISCgp0aW1lb3V0X21zGAUgASgDEg0KBXF1ZXVlGAYgASgJEgwKBG5hbWUYByABKAkiMQoNQXR0ZW1wdFNpZ25hbBIPCgd0YXNrX2lkGAEgASgDEg8KB2F0dGVtcHQYAiABKAUiLgoKQXR0ZW1wdFJlZhIPCgd0YXNrX2lkGAEgASgDEg8KB2F0dGVtcHQYAiABKAUiXgoVQWdlbnRIZWFydGJlYXRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEiUKCGF0dGVtcHRzGAIgAygLMhMudGFzay52MS5BdHRlbXB0UmVmEgwKBGJ1c3kYAyABKAUiWgoMT3duZWRBdHRlbXB0Eg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBRIYChBjYW5jZWxfcmVxdWVzdGVkGAMgASgIEg4KBnBhdXNlZBgEIAEoCCI+ChZBZ2VudEhlYXJ0YmVhdFJlc3BvbnNlEiQKBW93bmVkGAEgAygLMhUudGFzay52MS5Pd25lZEF0dGVtcHQilAIKDUF0dGVtcHRSZXN1bHQSDwoHdGFza19pZBgBIAEoAxIPCgdhdHRlbXB0GAIgASgFEikKBGtpbmQYAyABKA4yGy50YXNrLnYxLkF0dGVtcHRSZXN1bHQuS2luZBITCgtyZXN1bHRfanNvbhgEIAEoCRINCgVlcnJvchgFIAEoCRIRCglwZXJtYW5lbnQYBiABKAgifwoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEgoOS0lORF9TVUNDRUVERUQQARIPCgtLSU5EX0ZBSUxFRBACEhIKDktJTkRfVElNRURfT1VUEAMSEgoOS0lORF9DQU5DRUxMRUQQBBIUChBLSU5EX0lOVEVSUlVQVEVEEAUiUgoVUmVwb3J0T3V0Y29tZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEicKB3Jlc3VsdHMYAiADKAsyFi50YXNrLnYxLkF0dGVtcHRSZXN1bHQiKgoWUmVwb3J0T3V0Y29tZXNSZXNwb25zZRIQCghyZWNvcmRlZBgBIAMoCCInCgdMb2dMaW5lEg4KBnN0cmVhbRgBIAEoCRIMCgRsaW5lGAIgASgJImEKCExvZ0JhdGNoEg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBRIfCgVsaW5lcxgDIAMoCzIQLnRhc2sudjEuTG9nTGluZRISCgpmaXJzdF9saW5lGAQgASgDIkkKEUFwcGVuZExvZ3NSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEiIKB2JhdGNoZXMYAiADKAsyES50YXNrLnYxLkxvZ0JhdGNoIiQKEkFwcGVuZExvZ3NSZXNwb25zZRIOCgZzdG9yZWQYASADKAgyhAMKDEFnZW50U2VydmljZRJJCghSZWdpc3RlchIdLnRhc2sudjEuUmVnaXN0ZXJBZ2VudFJlcXVlc3QaHi50YXNrLnYxLlJlZ2lzdGVyQWdlbnRSZXNwb25zZRJBCgtBc3NpZ25tZW50cxIbLnRhc2sudjEuQXNzaWdubWVudHNSZXF1ZXN0GhMudGFzay52MS5Bc3NpZ25tZW50MAESTAoJSGVhcnRiZWF0Eh4udGFzay52MS5BZ2VudEhlYXJ0YmVhdFJlcXVlc3QaHy50YXNrLnYxLkFnZW50SGVhcnRiZWF0UmVzcG9uc2USUQoOUmVwb3J0T3V0Y29tZXMSHi50YXNrLnYxLlJlcG9ydE91dGNvbWVzUmVxdWVzdBofLnRhc2sudjEuUmVwb3J0T3V0Y29tZXNSZXNwb25zZRJFCgpBcHBlbmRMb2dzEhoudGFzay52MS5BcHBlbmRMb2dzUmVxdWVzdBobLnRhc2sudjEuQXBwZW5kTG9nc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChN0YXNrL3YxL2FnZW50LnByb3RvEgd0YXNrLnYxIqMBCg9SZWdpc3RlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVzbG90cxgCIAEoBRINCgV0eXBlcxgDIAMoCRIOCgZxdWV1ZXMYBCADKAkSDwoHdmVyc2lvbhgFIAEoCRIQCghhZ2VudF9pZBgGIAEoCRIxChF0eXBlX2Rlc2NyaXB0aW9ucxgHIAMoCzIWLnRhc2sudjEuQWdlbnRUYXNrVHlwZSKiAQoNQWdlbnRUYXNrVHlwZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEh0KFXBhcmFtZXRlcl9zY2hlbWFfanNvbhgDIAEoCRIaChJkZWZhdWx0X3RpbWVvdXRfbXMYBCABKAMSHAoUZGVmYXVsdF9tYXhfYXR0ZW1wdHMYBSABKAUSFQoNZGVmYXVsdF9xdWV1ZRgGIAEoCSJ1ChBSZWdpc3RlclJlc3BvbnNlEhAKCGFnZW50X2lkGAEgASgJEg4KBnF1ZXVlcxgCIAMoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAyABKAUSEAoIbGVhc2VfbXMYBCABKAUSDgoGYWNrX21zGAUgASgFIiYKEkFzc2lnbm1lbnRzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSLaAQoTQXNzaWdubWVudHNSZXNwb25zZRImCgVzdGFydBgBIAEoCzIVLnRhc2sudjEuQXR0ZW1wdFN0YXJ0SAASKAoGY2FuY2VsGAIgASgLMhYudGFzay52MS5BdHRlbXB0U2lnbmFsSAASJwoFcGF1c2UYAyABKAsyFi50YXNrLnYxLkF0dGVtcHRTaWduYWxIABIoCgZyZXN1bWUYBCABKAsyFi50YXNrLnYxLkF0dGVtcHRTaWduYWxIABIWCgxwaW5nX3VuaXhfbXMYBSABKANIAEIGCgRraW5kIogBCgxBdHRlbXB0U3RhcnQSDwoHdGFza19pZBgBIAEoAxIPCgdhdHRlbXB0GAIgASgFEgwKBHR5cGUYAyABKAkSFwoPcGFyYW1ldGVyc19qc29uGAQgASgJEhIKCnRpbWVvdXRfbXMYBSABKAMSDQoFcXVldWUYBiABKAkSDAoEbmFtZRgHIAEoCSIxCg1BdHRlbXB0U2lnbmFsEg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBSIuCgpBdHRlbXB0UmVmEg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBSJZChBIZWFydGJlYXRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEiUKCGF0dGVtcHRzGAIgAygLMhMudGFzay52MS5BdHRlbXB0UmVmEgwKBGJ1c3kYAyABKAUiWgoMT3duZWRBdHRlbXB0Eg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBRIYChBjYW5jZWxfcmVxdWVzdGVkGAMgASgIEg4KBnBhdXNlZBgEIAEoCCI5ChFIZWFydGJlYXRSZXNwb25zZRIkCgVvd25lZBgBIAMoCzIVLnRhc2sudjEuT3duZWRBdHRlbXB0IpQCCg1BdHRlbXB0UmVzdWx0Eg8KB3Rhc2tfaWQYASABKAMSDwoHYXR0ZW1wdBgCIAEoBRIpCgRraW5kGAMgASgOMhsudGFzay52MS5BdHRlbXB0UmVzdWx0LktpbmQSEwoLcmVzdWx0X2pzb24YBCABKAkSDQoFZXJyb3IYBSABKAkSEQoJcGVybWFuZW50GAYgASgIIn8KBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEhIKDktJTkRfU1VDQ0VFREVEEAESDwoLS0lORF9GQUlMRUQQAhISCg5LSU5EX1RJTUVEX09VVBADEhIKDktJTkRfQ0FOQ0VMTEVEEAQSFAoQS0lORF9JTlRFUlJVUFRFRBAFIlIKFVJlcG9ydE91dGNvbWVzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRInCgdyZXN1bHRzGAIgAygLMhYudGFzay52MS5BdHRlbXB0UmVzdWx0IioKFlJlcG9ydE91dGNvbWVzUmVzcG9uc2USEAoIcmVjb3JkZWQYASADKAgiJwoHTG9nTGluZRIOCgZzdHJlYW0YASABKAkSDAoEbGluZRgCIAEoCSJhCghMb2dCYXRjaBIPCgd0YXNrX2lkGAEgASgDEg8KB2F0dGVtcHQYAiABKAUSHwoFbGluZXMYAyADKAsyEC50YXNrLnYxLkxvZ0xpbmUSEgoKZmlyc3RfbGluZRgEIAEoAyJJChFBcHBlbmRMb2dzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIiCgdiYXRjaGVzGAIgAygLMhEudGFzay52MS5Mb2dCYXRjaCIkChJBcHBlbmRMb2dzUmVzcG9uc2USDgoGc3RvcmVkGAEgAygIMvkCCgxBZ2VudFNlcnZpY2USPwoIUmVnaXN0ZXISGC50YXNrLnYxLlJlZ2lzdGVyUmVxdWVzdBoZLnRhc2sudjEuUmVnaXN0ZXJSZXNwb25zZRJKCgtBc3NpZ25tZW50cxIbLnRhc2sudjEuQXNzaWdubWVudHNSZXF1ZXN0GhwudGFzay52MS5Bc3NpZ25tZW50c1Jlc3BvbnNlMAESQgoJSGVhcnRiZWF0EhkudGFzay52MS5IZWFydGJlYXRSZXF1ZXN0GhoudGFzay52MS5IZWFydGJlYXRSZXNwb25zZRJRCg5SZXBvcnRPdXRjb21lcxIeLnRhc2sudjEuUmVwb3J0T3V0Y29tZXNSZXF1ZXN0Gh8udGFzay52MS5SZXBvcnRPdXRjb21lc1Jlc3BvbnNlEkUKCkFwcGVuZExvZ3MSGi50YXNrLnYxLkFwcGVuZExvZ3NSZXF1ZXN0GhsudGFzay52MS5BcHBlbmRMb2dzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
- * @generated from message task.v1.RegisterAgentRequest
+ * @generated from message task.v1.RegisterRequest
  */
-export type RegisterAgentRequest = Message<"task.v1.RegisterAgentRequest"> & {
+export type RegisterRequest = Message<"task.v1.RegisterRequest"> & {
   /**
    * The agent's name as operators see it: 1-64 characters a-z, 0-9, "_", "-", ".".
    *
@@ -68,10 +68,10 @@ export type RegisterAgentRequest = Message<"task.v1.RegisterAgentRequest"> & {
 };
 
 /**
- * Describes the message task.v1.RegisterAgentRequest.
- * Use `create(RegisterAgentRequestSchema)` to create a new message.
+ * Describes the message task.v1.RegisterRequest.
+ * Use `create(RegisterRequestSchema)` to create a new message.
  */
-export const RegisterAgentRequestSchema: GenMessage<RegisterAgentRequest> = /*@__PURE__*/
+export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 0);
 
 /**
@@ -123,9 +123,9 @@ export const AgentTaskTypeSchema: GenMessage<AgentTaskType> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 1);
 
 /**
- * @generated from message task.v1.RegisterAgentResponse
+ * @generated from message task.v1.RegisterResponse
  */
-export type RegisterAgentResponse = Message<"task.v1.RegisterAgentResponse"> & {
+export type RegisterResponse = Message<"task.v1.RegisterResponse"> & {
   /**
    * The agent's id: its worker id (ListWorkers) and what every other call names.
    *
@@ -166,10 +166,10 @@ export type RegisterAgentResponse = Message<"task.v1.RegisterAgentResponse"> & {
 };
 
 /**
- * Describes the message task.v1.RegisterAgentResponse.
- * Use `create(RegisterAgentResponseSchema)` to create a new message.
+ * Describes the message task.v1.RegisterResponse.
+ * Use `create(RegisterResponseSchema)` to create a new message.
  */
-export const RegisterAgentResponseSchema: GenMessage<RegisterAgentResponse> = /*@__PURE__*/
+export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 2);
 
 /**
@@ -190,13 +190,13 @@ export const AssignmentsRequestSchema: GenMessage<AssignmentsRequest> = /*@__PUR
   messageDesc(file_task_v1_agent, 3);
 
 /**
- * Assignment is one message of the stream.
+ * AssignmentsResponse is one message of the Assignments stream.
  *
- * @generated from message task.v1.Assignment
+ * @generated from message task.v1.AssignmentsResponse
  */
-export type Assignment = Message<"task.v1.Assignment"> & {
+export type AssignmentsResponse = Message<"task.v1.AssignmentsResponse"> & {
   /**
-   * @generated from oneof task.v1.Assignment.kind
+   * @generated from oneof task.v1.AssignmentsResponse.kind
    */
   kind: {
     /**
@@ -235,10 +235,10 @@ export type Assignment = Message<"task.v1.Assignment"> & {
 };
 
 /**
- * Describes the message task.v1.Assignment.
- * Use `create(AssignmentSchema)` to create a new message.
+ * Describes the message task.v1.AssignmentsResponse.
+ * Use `create(AssignmentsResponseSchema)` to create a new message.
  */
-export const AssignmentSchema: GenMessage<Assignment> = /*@__PURE__*/
+export const AssignmentsResponseSchema: GenMessage<AssignmentsResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 4);
 
 /**
@@ -343,9 +343,9 @@ export const AttemptRefSchema: GenMessage<AttemptRef> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 7);
 
 /**
- * @generated from message task.v1.AgentHeartbeatRequest
+ * @generated from message task.v1.HeartbeatRequest
  */
-export type AgentHeartbeatRequest = Message<"task.v1.AgentHeartbeatRequest"> & {
+export type HeartbeatRequest = Message<"task.v1.HeartbeatRequest"> & {
   /**
    * @generated from field: string agent_id = 1;
    */
@@ -367,10 +367,10 @@ export type AgentHeartbeatRequest = Message<"task.v1.AgentHeartbeatRequest"> & {
 };
 
 /**
- * Describes the message task.v1.AgentHeartbeatRequest.
- * Use `create(AgentHeartbeatRequestSchema)` to create a new message.
+ * Describes the message task.v1.HeartbeatRequest.
+ * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
-export const AgentHeartbeatRequestSchema: GenMessage<AgentHeartbeatRequest> = /*@__PURE__*/
+export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 8);
 
 /**
@@ -408,9 +408,9 @@ export const OwnedAttemptSchema: GenMessage<OwnedAttempt> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 9);
 
 /**
- * @generated from message task.v1.AgentHeartbeatResponse
+ * @generated from message task.v1.HeartbeatResponse
  */
-export type AgentHeartbeatResponse = Message<"task.v1.AgentHeartbeatResponse"> & {
+export type HeartbeatResponse = Message<"task.v1.HeartbeatResponse"> & {
   /**
    * The attempts still the agent's; any other it runs must be stopped at once.
    *
@@ -420,10 +420,10 @@ export type AgentHeartbeatResponse = Message<"task.v1.AgentHeartbeatResponse"> &
 };
 
 /**
- * Describes the message task.v1.AgentHeartbeatResponse.
- * Use `create(AgentHeartbeatResponseSchema)` to create a new message.
+ * Describes the message task.v1.HeartbeatResponse.
+ * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
-export const AgentHeartbeatResponseSchema: GenMessage<AgentHeartbeatResponse> = /*@__PURE__*/
+export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
   messageDesc(file_task_v1_agent, 10);
 
 /**
@@ -686,8 +686,8 @@ export const AgentService: GenService<{
    */
   register: {
     methodKind: "unary";
-    input: typeof RegisterAgentRequestSchema;
-    output: typeof RegisterAgentResponseSchema;
+    input: typeof RegisterRequestSchema;
+    output: typeof RegisterResponseSchema;
   },
   /**
    * Assignments streams the attempts the server claimed for the agent as its slots free up, and the
@@ -699,7 +699,7 @@ export const AgentService: GenService<{
   assignments: {
     methodKind: "server_streaming";
     input: typeof AssignmentsRequestSchema;
-    output: typeof AssignmentSchema;
+    output: typeof AssignmentsResponseSchema;
   },
   /**
    * Heartbeat renews the leases of the agent's attempts (and acknowledges new ones) and returns those
@@ -709,8 +709,8 @@ export const AgentService: GenService<{
    */
   heartbeat: {
     methodKind: "unary";
-    input: typeof AgentHeartbeatRequestSchema;
-    output: typeof AgentHeartbeatResponseSchema;
+    input: typeof HeartbeatRequestSchema;
+    output: typeof HeartbeatResponseSchema;
   },
   /**
    * ReportOutcomes records how attempts ended, each guarded: an attempt no longer the agent's records nothing.
