@@ -28,6 +28,7 @@ describe.each(["grpc-v1", "grpc-v1alpha"])("gRPC server reflection (%s)", (refle
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+        "task.v1.AgentService",
         "task.v1.AuditService",
         "task.v1.QueueService",
         "task.v1.ScheduleService",

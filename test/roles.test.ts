@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { METHOD_RULES } from "../src/api/roles.js";
+import { METHOD_RULES, roleAllows } from "../src/api/roles.js";
 import { API_SERVICES } from "../src/api/routes.js";
 import { startApiServer, type ApiServer } from "../src/api/server.js";
 import { loadConfig } from "../src/config.js";
@@ -79,6 +79,14 @@ const calls: Record<string, (c: Clients) => Promise<unknown>> = {
   "task.v1.TokenService/RevokeToken": (c) => c.token.revokeToken({ name: "none" }),
   "task.v1.TokenService/WhoAmI": (c) => c.token.whoAmI({}),
   "task.v1.AuditService/ListAuditEvents": (c) => c.audit.listAuditEvents({}),
+  "task.v1.AgentService/Register": (c) => c.agent.register({ name: "roles-agent", slots: 1, types: ["noop"] }),
+  "task.v1.AgentService/Assignments": (c) => {
+    const ac = new AbortController();
+    return drain(c.agent.assignments({ agentId: "agent:boss:none" }, { signal: ac.signal }), ac);
+  },
+  "task.v1.AgentService/Heartbeat": (c) => c.agent.heartbeat({ agentId: "agent:boss:none" }),
+  "task.v1.AgentService/ReportOutcomes": (c) => c.agent.reportOutcomes({ agentId: "agent:boss:none" }),
+  "task.v1.AgentService/AppendLogs": (c) => c.agent.appendLogs({ agentId: "agent:boss:none" }),
 };
 
 describe("the role table", () => {
@@ -96,10 +104,9 @@ describe("the role table", () => {
 describe.each(Object.keys(protocols) as (keyof typeof protocols)[])("each role over %s", (protocol) => {
   it.each(Object.keys(NAMES) as RoleName[])("%s: allowed calls pass, refused ones are PermissionDenied naming the role and change nothing", async (role) => {
     const c = as(TOKENS[role], protocol);
-    const ranks = ["reader", "operator", "admin"];
     for (const [method, call] of Object.entries(calls)) {
       const needed = METHOD_RULES[method]!.role;
-      if (ranks.indexOf(role) >= ranks.indexOf(needed)) {
+      if (roleAllows(role, needed)) {
         const code = await call(c).then(
           () => undefined,
           (err: unknown) => ConnectError.from(err).code,

@@ -2,8 +2,13 @@ import { PermissionDeniedError } from "../errors.js";
 import { apiRoles, type ApiRole } from "../store/schema.js";
 import type { Identity } from "./identity.js";
 
-/** Whether `held` includes `needed` (admin includes operator includes reader). */
+/**
+ * Whether `held` includes `needed` (admin includes operator includes reader). An agent token is
+ * good for AgentService alone, and AgentService takes an agent token or an admin (the local caller
+ * of a server without tokens, or an operator's own agent).
+ */
 export function roleAllows(held: ApiRole, needed: ApiRole): boolean {
+  if (held === "agent" || needed === "agent") return held === needed || (needed === "agent" && held === "admin");
   return apiRoles.indexOf(held) >= apiRoles.indexOf(needed);
 }
 
@@ -70,6 +75,12 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   "task.v1.TokenService/WhoAmI": rule("reader", "allow"),
   // Who did what, across every queue: admins only (it names tokens and client addresses).
   "task.v1.AuditService/ListAuditEvents": rule("admin", "refuse"),
+  // Remote agents (issue 26): an agent token, fixed to its queues by the handler (agent-service.ts).
+  "task.v1.AgentService/Register": rule("agent", "allow"),
+  "task.v1.AgentService/Assignments": rule("agent", "allow"),
+  "task.v1.AgentService/Heartbeat": rule("agent", "allow"),
+  "task.v1.AgentService/ReportOutcomes": rule("agent", "allow"),
+  "task.v1.AgentService/AppendLogs": rule("agent", "allow"),
   // The API's schema, which is no secret; needs a token like every other RPC.
   "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": rule("reader", "allow"),
   "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": rule("reader", "allow"),

@@ -6,6 +6,9 @@ import { file_task_v1_schedule, ScheduleService } from "../gen/task/v1/schedule_
 import { file_task_v1_task, TaskService } from "../gen/task/v1/task_pb.js";
 import { file_task_v1_token, TokenService } from "../gen/task/v1/token_pb.js";
 import { AuditService, file_task_v1_audit } from "../gen/task/v1/audit_pb.js";
+import { AgentService, file_task_v1_agent } from "../gen/task/v1/agent_pb.js";
+import { createAgentService, type AgentServiceDeps } from "./agent-service.js";
+import type { Listener } from "../store/listen.js";
 import { createAuditService } from "./audit-service.js";
 import type { Authenticator } from "./auth.js";
 import type { Logger } from "../logger.js";
@@ -47,10 +50,12 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 }
 
 /** The API's own services (health and reflection aside); roles.ts has a rule for each of their methods. */
-export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerService, TaskControlService, TokenService, AuditService] as const;
+export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerService, TaskControlService, TokenService, AuditService, AgentService] as const;
 
 /** Registers every service on a router. */
-export function routes(deps: TaskServiceDeps & { health: HealthOptions; auth: Authenticator }): (router: ConnectRouter) => void {
+export function routes(
+  deps: TaskServiceDeps & { health: HealthOptions; auth: Authenticator; listener?: Listener; config: AgentServiceDeps["config"]; agentTiming?: AgentServiceDeps["timing"] },
+): (router: ConnectRouter) => void {
   // One catalog (and its cache) for every service.
   // And one shell command checker, so creates and schedules share its concurrency cap.
   const withCatalog = { ...deps, catalog: catalogFor(deps), shellChecker: deps.shellChecker ?? shellCheckerFor(deps.config, deps.logger) };
@@ -62,10 +67,11 @@ export function routes(deps: TaskServiceDeps & { health: HealthOptions; auth: Au
     router.service(TaskControlService, createTaskControlService(withCatalog));
     router.service(TokenService, createTokenService(deps));
     router.service(AuditService, createAuditService(deps));
+    router.service(AgentService, createAgentService({ db: deps.db, auth: deps.auth, listener: deps.listener, logger: deps.logger, config: deps.config, timing: deps.agentTiming }));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,
-      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_task_v1_token, file_task_v1_audit, file_grpc_health_v1_health],
+      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_task_v1_token, file_task_v1_audit, file_task_v1_agent, file_grpc_health_v1_health],
       [...API_SERVICES.map((s) => s.typeName), Health.typeName],
     );
     // Last: it wraps the handlers registered above.

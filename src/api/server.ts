@@ -27,6 +27,7 @@ import { DEFAULT_FEED_OPTIONS, TaskFeed, type TaskFeedOptions } from "./task-fee
 import type { Listener } from "../store/listen.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
+import type { SessionTiming } from "./agent-session.js";
 
 /** What the API server needs. */
 export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> {
@@ -57,7 +58,10 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
     Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
     Partial<Pick<Config, "corsOrigins">> &
     Partial<Pick<Config, "leaseMs">> &
-    Partial<Pick<Config, "filesMaxTaskBytes" | "filesMaxTotalBytes">>;
+    Partial<Pick<Config, "filesMaxTaskBytes" | "filesMaxTotalBytes">> &
+    Partial<Pick<Config, "heartbeatIntervalMs" | "backoffBaseMs" | "backoffMaxMs" | "maxResultBytes">>;
+  /** AgentService session timings (tests shorten them; agent-session.ts DEFAULT_SESSION_TIMING). */
+  agentTiming?: Partial<SessionTiming>;
 }
 
 /** A listening API server. */
@@ -84,7 +88,7 @@ type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
  * The request handler: Connect, gRPC and gRPC-Web routes, plus /healthz (the process is up) and
  * /readyz (the database answers).
  */
-export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics }): Handler {
+export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics; listener?: Listener; agentTiming?: Partial<SessionTiming> }): Handler {
   // Every request is authenticated, tokens configured or not: without them a request that sends no
   // token is `local` (admin), and one that sends a token is that token, with its role.
   const auth = new Authenticator(deps.db.kysely, deps.config.apiTokens, deps.logger);

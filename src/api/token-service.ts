@@ -23,12 +23,12 @@ const SECRET_PREFIX = "tsk_";
 
 /** A role as the API enum. */
 export function roleToProto(role: ApiRole): Role {
-  return { reader: Role.READER, operator: Role.OPERATOR, admin: Role.ADMIN }[role];
+  return { reader: Role.READER, operator: Role.OPERATOR, admin: Role.ADMIN, agent: Role.AGENT }[role];
 }
 
 /** An API enum as a role; undefined for UNSPECIFIED or an unknown number. */
 export function roleFromProto(role: Role): ApiRole | undefined {
-  return ({ [Role.READER]: "reader", [Role.OPERATOR]: "operator", [Role.ADMIN]: "admin" } as Partial<Record<Role, ApiRole>>)[role];
+  return ({ [Role.READER]: "reader", [Role.OPERATOR]: "operator", [Role.ADMIN]: "admin", [Role.AGENT]: "agent" } as Partial<Record<Role, ApiRole>>)[role];
 }
 
 function rowToProto(row: ApiTokenRow): ApiToken {
@@ -75,7 +75,7 @@ export function createTokenService({ db: pair, auth, config }: TokenServiceDeps)
       if (req.name === "") v.add("name", "is required");
       else if (!/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(req.name)) v.add("name", `"${req.name.slice(0, 64)}" is not a token name: 1-64 of a-z, 0-9, "_", "-", ".", starting with a letter or digit`);
       const role = roleFromProto(req.role);
-      if (!role) v.add("role", "must be ROLE_READER, ROLE_OPERATOR or ROLE_ADMIN");
+      if (!role) v.add("role", "must be ROLE_READER, ROLE_OPERATOR, ROLE_ADMIN or ROLE_AGENT");
       let expiresAt: Date | null = null;
       if (req.expiresIn) {
         const ms = durationToMs(req.expiresIn);

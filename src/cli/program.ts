@@ -7,6 +7,7 @@ import { registerServiceCommands } from "./commands/service.js";
 import { registerTaskCommands } from "./commands/task.js";
 import { registerTokenCommands } from "./commands/token.js";
 import { registerAuditCommand } from "./commands/audit.js";
+import { registerAgentCommands } from "./commands/agent.js";
 import type { CliIO } from "./io.js";
 import { parseOutputFormat, type OutputFormat } from "./output.js";
 
@@ -37,5 +38,6 @@ export function buildProgram(io: CliIO): Command {
   registerQueueCommands(program, io);
   registerTokenCommands(program, io);
   registerAuditCommand(program, io);
+  registerAgentCommands(program, io);
   return program;
 }

@@ -69,7 +69,7 @@ export function workerListTable(res: ListWorkersResponse, types: ListTaskTypesRe
       table.push([
         truncate(w.id, flexible),
         truncate(w.host, 20),
-        String(w.pid),
+        w.pid ? String(w.pid) : "-",
         `${w.busy}/${w.slots}`,
         truncate(w.queues.join(","), flexible),
         truncate(w.types.join(","), flexible),

@@ -4,11 +4,13 @@
  *
  * - definePlugin: declare a task type (name, zod parameter schema, defaults, run).
  * - startWorker: run a worker process serving your types (as `task-cli serve` runs the built-ins).
+ * - startAgent: run your types on a remote agent: no database, only the server's address and an agent token.
  * - PermanentTaskError: throw it from run to fail a task without retrying.
  * - createTaskClient: the typed Connect client of the API.
  */
 export { definePlugin, type PluginDefaultsInput, type PluginDefinition, type TaskContext, type TaskPlugin } from "./plugin.js";
 export { startWorker, type BuiltinTypeName, type StartWorkerOptions, type Worker } from "./worker.js";
+export { startAgent, type Agent, type StartAgentOptions } from "./agent.js";
 export { createTaskClient, type SubmitOptions, type TaskClient, type TaskClientOptions, type TypedTaskType } from "./client.js";
 export { uploadFile, downloadArtifact, type Upload, type FileTransferOptions } from "./files.js";
 export { PermanentTaskError } from "../errors.js";

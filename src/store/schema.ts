@@ -160,8 +160,11 @@ export interface SchedulesTable {
   key: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
-/** API token roles, least first: each includes the ones before it (src/api/roles.ts). */
-export const apiRoles = ["reader", "operator", "admin"] as const;
+/**
+ * API token roles, least first: each of reader, operator and admin includes the ones before it;
+ * agent (a remote agent, migration 0029) stands apart: it may call AgentService only (src/api/roles.ts).
+ */
+export const apiRoles = ["reader", "operator", "admin", "agent"] as const;
 export type ApiRole = (typeof apiRoles)[number];
 
 export interface ApiTokensTable {

@@ -7,6 +7,7 @@ import { ScheduleService } from "../../src/gen/task/v1/schedule_pb.js";
 import { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import { TokenService } from "../../src/gen/task/v1/token_pb.js";
 import { AuditService } from "../../src/gen/task/v1/audit_pb.js";
+import { AgentService } from "../../src/gen/task/v1/agent_pb.js";
 import type { Database } from "../../src/store/schema.js";
 import { bearerToken } from "../../src/sdk/client.js";
 
@@ -34,6 +35,7 @@ export function clients(transport: Transport) {
     schedule: createClient(ScheduleService, transport),
     token: createClient(TokenService, transport),
     audit: createClient(AuditService, transport),
+    agent: createClient(AgentService, transport),
   };
 }
 export type Clients = ReturnType<typeof clients>;

@@ -9,7 +9,7 @@ import { humanTime, keyValueTable, makeTable, printMessage } from "../output.js"
 import { parseDurationFlag } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
-const ROLE_NAMES: Record<string, Role> = { reader: Role.READER, operator: Role.OPERATOR, admin: Role.ADMIN };
+const ROLE_NAMES: Record<string, Role> = { reader: Role.READER, operator: Role.OPERATOR, admin: Role.ADMIN, agent: Role.AGENT };
 
 /** A role's name as people type it. */
 export function roleName(role: Role): string {

@@ -1,0 +1,341 @@
+/**
+ * A remote agent (issue 26, `task-cli agent`, the SDK's startAgent): runs task attempts it receives
+ * from the control plane over AgentService, with no database credentials.
+ *
+ * - Connection: Register, then follow the Assignments stream; when it fails, ends, or stays silent
+ *   for three ping intervals (a stalled stream), reconnect with backoff and jitter, registering again
+ *   under the same id so running attempts stay the agent's.
+ * - Heartbeats: every interval (and at once after a start, which acknowledges it) name every attempt
+ *   the agent holds (running, or whose outcome is not yet reported); one the answer leaves out is no
+ *   longer the agent's and is aborted at once (fencing). An attempt not renewed for `lease - 2
+ *   heartbeats` (the control plane unreachable) is aborted too, before the lease lets the control
+ *   plane hand it to someone else.
+ * - Output lines and outcomes are batched (every FLUSH_MS), an attempt's lines before its outcome,
+ *   and kept while the control plane is unreachable.
+ */
+import { create } from "@bufbuild/protobuf";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { Backoff, sleep } from "../backoff.js";
+import { errorMessage } from "../errors.js";
+import { AgentService, type AttemptResult, type AttemptStart, type LogLine, LogLineSchema } from "../gen/task/v1/agent_pb.js";
+import type { Logger } from "../logger.js";
+import type { PluginRegistry } from "../plugins/registry.js";
+import type { LogSink, Plugin } from "../plugins/types.js";
+import { AttemptPause } from "../worker/attempt-pause.js";
+import { AttemptAborted } from "../worker/execute-task.js";
+import { describeTaskType } from "../plugins/catalog.js";
+import { runAgentAttempt, type AgentAttempt } from "./attempt.js";
+
+/** What an agent needs. */
+export interface AgentOptions {
+  /** The control plane's API address, e.g. https://tasks.example.com or http://127.0.0.1:8080. */
+  server: string;
+  /** An agent token (`task-cli agent token create`); empty for a server without tokens. */
+  token?: string;
+  /** The agent's name, as operators see it (default: the host name). */
+  name: string;
+  registry: PluginRegistry<Plugin>;
+  /** Attempts run at once. */
+  slots: number;
+  /** The queues to serve (empty: the token's, or `default`). */
+  queues?: string[];
+  /** HTTP/2 (h2c for http://) instead of HTTP/1.1. */
+  http2?: boolean;
+  version?: string;
+  logger: Logger;
+}
+
+/** A running agent. */
+export interface Agent {
+  /** The agent's worker id, once registered. */
+  readonly agentId: string | undefined;
+  /** Attempts running now. */
+  inFlight(): number;
+  /** Stops taking work, interrupts running attempts (they are retried elsewhere), reports them and closes. */
+  stop(): Promise<void>;
+}
+
+/** Outcomes and log lines are sent this often. */
+const FLUSH_MS = 100;
+/** Lines kept per attempt while they cannot be sent; past it the newest are counted, not kept. */
+const MAX_BUFFERED_LINES = 100_000;
+/** Reconnection waits (equal jitter). */
+const RECONNECT = { baseMs: 250, maxMs: 10_000, jitter: true };
+
+const key = (a: { taskId: bigint; attempt: number }) => `${a.taskId}:${a.attempt}`;
+
+/** Starts an agent; it runs until stop(). */
+export function startAgent(options: AgentOptions): Agent {
+  return new AgentRuntime(options).begin();
+}
+
+class AgentRuntime {
+  private readonly client: Client<typeof AgentService>;
+  private readonly logger: Logger;
+  private agentId: string | undefined;
+  private heartbeatMs = 3_000;
+  private leaseMs = 15_000;
+  private ackMs = 5_000;
+  private readonly running = new Map<string, AgentAttempt>();
+  /** Outcomes not yet accepted, in order. */
+  private readonly outcomes = new Map<string, AttemptResult>();
+  /** Output not yet sent, per attempt, in order. */
+  private readonly lines = new Map<string, { taskId: bigint; attempt: number; lines: LogLine[]; dropped: number }>();
+  /** Lines of each attempt the server has taken (a batch says where it starts, so a resent one is stored once). */
+  private readonly linesSent = new Map<string, number>();
+  private stopping = false;
+  /** Ends a reconnection wait at stop. */
+  private readonly stopped = new AbortController();
+  private stream: AbortController | undefined;
+  private lastMessageAt = Date.now();
+  private pingMs = 5_000;
+  private timers: NodeJS.Timeout[] = [];
+  private beating: Promise<void> | undefined;
+  private beatAgain = false;
+  private flushing: Promise<void> | undefined;
+  private loop: Promise<void> | undefined;
+  private readonly attemptsDone = new Set<Promise<void>>();
+
+  constructor(private readonly options: AgentOptions) {
+    this.logger = options.logger.child({ component: "agent" });
+    const interceptors: Interceptor[] = [];
+    if (options.token) {
+      const header = `Bearer ${options.token}`;
+      interceptors.push((next) => (req) => (req.header.set("authorization", header), next(req)));
+    }
+    this.client = createClient(
+      AgentService,
+      createConnectTransport({ baseUrl: options.server.replace(/\/$/, ""), httpVersion: options.http2 ? "2" : "1.1", interceptors }),
+    );
+  }
+
+  begin(): Agent {
+    this.loop = this.connectLoop();
+    this.timers.push(
+      setInterval(() => this.flush(), FLUSH_MS),
+      setInterval(() => this.watchdog(), 500),
+    );
+    const self = this;
+    return {
+      get agentId() {
+        return self.agentId;
+      },
+      inFlight: () => this.running.size,
+      stop: () => this.stop(),
+    };
+  }
+
+  private async connectLoop(): Promise<void> {
+    const backoff = new Backoff(RECONNECT);
+    while (!this.stopping) {
+      try {
+        const reg = await this.client.register({
+          name: this.options.name,
+          slots: this.options.slots,
+          types: this.types(),
+          queues: this.options.queues ?? [],
+          version: this.options.version ?? "",
+          agentId: this.agentId ?? "",
+          typeDescriptions: this.enabled().map((p) => {
+            const d = describeTaskType(p);
+            return { name: d.name, description: d.description, parameterSchemaJson: JSON.stringify(d.parameterSchema), defaultTimeoutMs: BigInt(d.defaultTimeoutMs), defaultMaxAttempts: d.defaultMaxAttempts, defaultQueue: d.defaultQueue ?? "" };
+          }),
+        });
+        const first = this.agentId === undefined;
+        this.agentId = reg.agentId;
+        this.heartbeatMs = reg.heartbeatIntervalMs || this.heartbeatMs;
+        this.leaseMs = reg.leaseMs || this.leaseMs;
+        this.ackMs = reg.ackMs || this.ackMs;
+        if (first) {
+          this.timers.push(setInterval(() => this.beatNow(), this.heartbeatMs));
+          this.logger.info({ agentId: reg.agentId, queues: reg.queues, slots: this.options.slots, types: this.types() }, "agent registered");
+        }
+        // A reconnection: say at once which attempts are still ours.
+        this.beatNow();
+        this.stream = new AbortController();
+        this.lastMessageAt = Date.now();
+        for await (const message of this.client.assignments({ agentId: reg.agentId }, { signal: this.stream.signal })) {
+          this.lastMessageAt = Date.now();
+          backoff.succeeded();
+          const kind = message.kind;
+          if (kind.case === "start") this.startAttempt(kind.value);
+          else if (kind.case === "cancel") this.running.get(key(kind.value))?.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
+          else if (kind.case === "pause" || kind.case === "resume") this.running.get(key(kind.value))?.pause.set(kind.case === "pause");
+        }
+        if (!this.stopping) this.logger.warn("the assignment stream ended; reconnecting");
+      } catch (err) {
+        if (this.stopping) break;
+        this.logger.warn({ err: errorMessage(err) }, "agent connection failed; reconnecting");
+      }
+      if (!this.stopping) await sleep(backoff.failed(), this.stopped.signal);
+    }
+  }
+
+  private startAttempt(start: AttemptStart): void {
+    const k = key(start);
+    // Not started while stopping: the next heartbeat leaves it unacknowledged, and the server takes it back.
+    if (this.running.has(k) || this.stopping) return;
+    const attempt: AgentAttempt = { start, controller: new AbortController(), pause: new AttemptPause(), renewed: new Set(), renewedAt: Date.now(), acked: false };
+    this.running.set(k, attempt);
+    // The next heartbeat acknowledges the start: send it now rather than at the interval.
+    this.beatNow();
+    const logger = this.logger.child({ taskId: start.taskId.toString(), attempt: start.attempt });
+    const output: LogSink = { write: (stream, line) => this.addLine(start, stream, line) };
+    const done = runAgentAttempt(this.options.registry, attempt, output, this.watchdogMs(), logger)
+      .then((result) => {
+        if (result) this.outcomes.set(k, result);
+      })
+      .catch((err: unknown) => logger.error({ err: errorMessage(err) }, "an attempt ended with an unexpected error"))
+      .finally(() => {
+        this.running.delete(k);
+        this.attemptsDone.delete(done);
+      });
+    this.attemptsDone.add(done);
+  }
+
+  private addLine(ref: { taskId: bigint; attempt: number }, stream: "stdout" | "stderr" | "system", line: string): boolean {
+    const k = key(ref);
+    let buffered = this.lines.get(k);
+    if (!buffered) this.lines.set(k, (buffered = { taskId: ref.taskId, attempt: ref.attempt, lines: [], dropped: 0 }));
+    if (buffered.lines.length >= MAX_BUFFERED_LINES) buffered.dropped++;
+    else buffered.lines.push(create(LogLineSchema, { stream, line }));
+    return true;
+  }
+
+  /** The types the agent runs: its plugins, less those disabled here (shell without --enable-shell). */
+  private types(): string[] {
+    return this.enabled().map((p) => p.name);
+  }
+
+  private enabled(): Plugin[] {
+    return this.options.registry.list().filter((p) => p.disabledReason === undefined);
+  }
+
+  /** How long an attempt may go unrenewed before the agent stops it: the lease less two heartbeats. */
+  private watchdogMs(): number {
+    return Math.max(1_000, this.leaseMs - 2 * this.heartbeatMs);
+  }
+
+  /** Beats now; if a beat is in flight, once more right after it (a start it did not name must be acknowledged soon). */
+  private beatNow(): void {
+    if (this.beating) {
+      this.beatAgain = true;
+      return;
+    }
+    this.beating = this.beatOnce().finally(() => {
+      this.beating = undefined;
+      if (this.beatAgain) {
+        this.beatAgain = false;
+        this.beatNow();
+      }
+    });
+  }
+
+  private async beatOnce(): Promise<void> {
+    if (!this.agentId) return;
+    const snapshot = [...this.running.values()];
+    const named = [...snapshot.map((a) => ({ taskId: a.start.taskId, attempt: a.start.attempt })), ...[...this.outcomes.values()].map((o) => ({ taskId: o.taskId, attempt: o.attempt }))];
+    const sentAt = Date.now();
+    try {
+      const answer = await this.client.heartbeat({ agentId: this.agentId, attempts: named, busy: this.running.size }, { timeoutMs: this.heartbeatMs * 2 });
+      const owned = new Map(answer.owned.map((o) => [key(o), o]));
+      for (const a of snapshot) {
+        const o = owned.get(key(a.start));
+        if (!o) {
+          if (!a.controller.signal.aborted) {
+            this.logger.warn({ taskId: a.start.taskId.toString(), attempt: a.start.attempt }, "aborting an attempt that is no longer this agent's");
+            a.controller.abort(new AttemptAborted("lost", "aborted: the attempt was no longer this agent's"));
+          }
+          continue;
+        }
+        if (o.cancelRequested) a.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
+        if (o.paused !== a.pause.paused && a.pause.changedAt < sentAt) a.pause.set(o.paused);
+        a.renewedAt = sentAt;
+        a.acked = true;
+        a.renewed.forEach((renew) => renew());
+      }
+    } catch (err) {
+      this.logger.warn({ err: errorMessage(err) }, "heartbeat failed");
+    }
+  }
+
+  /** Stops attempts that went unrenewed for too long, and a stream that went silent. */
+  private watchdog(): void {
+    const now = Date.now();
+    for (const a of this.running.values()) {
+      // A start not yet acknowledged may be taken back ackMs after the server sent it: stopped at half that.
+      const limit = a.acked ? this.watchdogMs() : this.ackMs / 2;
+      if (now - a.renewedAt > limit && !a.controller.signal.aborted) {
+        this.logger.warn({ taskId: a.start.taskId.toString() }, "no heartbeat renewed the attempt in time: stopping it before the control plane may retry it elsewhere");
+        a.controller.abort(new AttemptAborted("lost", "aborted: the agent could not renew its lease"));
+      }
+    }
+    if (this.stream && now - this.lastMessageAt > 3 * this.pingMs) {
+      this.logger.warn("the assignment stream went silent; reconnecting");
+      this.stream.abort();
+      this.stream = undefined;
+    }
+  }
+
+  private flush(): Promise<void> {
+    return (this.flushing ??= this.flushOnce().finally(() => (this.flushing = undefined)));
+  }
+
+  /** Sends buffered lines, then the outcomes of attempts whose lines are all sent. */
+  private async flushOnce(): Promise<void> {
+    if (!this.agentId) return;
+    try {
+      if (this.lines.size > 0) {
+        const batches = [...this.lines.entries()].slice(0, 500).map(([k, b]) => {
+          const lines = b.lines.splice(0, 5_000);
+          if (b.dropped > 0 && b.lines.length === 0) {
+            lines.push(create(LogLineSchema, { stream: "system", line: `[${b.dropped} lines not kept: the agent could not send them in time]` }));
+            b.dropped = 0;
+          }
+          if (b.lines.length === 0) this.lines.delete(k);
+          return { taskId: b.taskId, attempt: b.attempt, lines, firstLine: BigInt(this.linesSent.get(k) ?? 0), k, b };
+        });
+        try {
+          await this.client.appendLogs({ agentId: this.agentId, batches });
+          for (const { k, lines } of batches) if (this.running.has(k) || this.outcomes.has(k)) this.linesSent.set(k, (this.linesSent.get(k) ?? 0) + lines.length);
+        } catch (err) {
+          // Put them back in front, in order.
+          for (const { k, b, lines } of batches) {
+            b.lines.unshift(...lines);
+            this.lines.set(k, b);
+          }
+          throw err;
+        }
+      }
+      const ready = [...this.outcomes.entries()].filter(([k]) => !this.lines.has(k)).slice(0, 500);
+      if (ready.length === 0) return;
+      const answer = await this.client.reportOutcomes({ agentId: this.agentId, results: ready.map(([, r]) => r) });
+      ready.forEach(([k, r], i) => {
+        this.outcomes.delete(k);
+        this.linesSent.delete(k);
+        if (!answer.recorded[i]) this.logger.warn({ taskId: r.taskId.toString(), attempt: r.attempt }, "outcome not recorded: the attempt was no longer this agent's");
+      });
+    } catch (err) {
+      this.logger.warn({ err: errorMessage(err) }, "could not send output or outcomes; keeping them");
+    }
+  }
+
+  private async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.stopped.abort();
+    this.stream?.abort();
+    for (const a of this.running.values()) a.controller.abort(new AttemptAborted("shutdown", "interrupted: the agent shut down"));
+    await Promise.allSettled([...this.attemptsDone]);
+    // Report what ended, for a few seconds at most.
+    const deadline = Date.now() + 5_000;
+    while ((this.outcomes.size > 0 || this.lines.size > 0) && Date.now() < deadline) {
+      await this.flush();
+      if (this.outcomes.size > 0 || this.lines.size > 0) await sleep(200);
+    }
+    this.timers.forEach((t) => clearInterval(t));
+    await this.loop;
+    this.logger.info("agent stopped");
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * The server's side of one agent's Assignments stream (issue 26): it claims attempts for the agent
+ * with the same fenced claim the worker processes use (claimFor → store/lifecycle claimNextAttempts,
+ * under the agent's worker id), as its slots free up, and sends each as a start; it forwards cancels
+ * and pauses of the attempts it sent; it takes back a start the agent does not acknowledge (by
+ * naming it in a Heartbeat) within ackMs; and it pings, so an agent can tell a stalled stream from a
+ * quiet one.
+ *
+ * What it knows of the agent's slots is this process's view: the starts it sent, less those the
+ * agent reported (ReportOutcomes) or that a heartbeat showed were no longer the agent's. Those calls
+ * reach it through AgentSessions when they land on this replica; behind a load balancer that sends
+ * them elsewhere, the heartbeat that follows (which lists what the agent still holds) corrects it.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { errorMessage } from "../errors.js";
+import { AssignmentsResponseSchema, type AssignmentsResponse as Assignment } from "../gen/task/v1/agent_pb.js";
+import type { Logger } from "../logger.js";
+import { takeBackUnacknowledged, type AgentRegistration } from "../store/agents.js";
+import { CANCEL_CHANNEL, JOBS_INSERT_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL } from "../store/channels.js";
+import type { Db } from "../store/db.js";
+import type { AttemptRef, OwnedAttempt } from "../store/lifecycle/index.js";
+import type { Listener } from "../store/listen.js";
+import type { TaskRow } from "../store/schema.js";
+import { claimFor } from "../worker/claim-loop.js";
+import { QueueGate } from "../worker/queue-gate.js";
+
+/** Timings of an agent session. */
+export interface SessionTiming {
+  /** A start not acknowledged within this is taken back and retried (default: 5 s, or half the lease if that is less). */
+  ackMs: number;
+  /** Claims are tried at least this often while slots are free (notifications wake them sooner). */
+  pollMs: number;
+  /** A ping is sent after this long without another message. */
+  pingMs: number;
+  /** The caller's token is checked again this often: a revoked token's stream ends within about this. */
+  recheckMs: number;
+}
+
+/** Defaults: an unacknowledged start comes back within about 5 s; a revoked token's stream ends within about 2 s. */
+export const DEFAULT_SESSION_TIMING: SessionTiming = { ackMs: 5_000, pollMs: 1_000, pingMs: 5_000, recheckMs: 2_000 };
+
+interface Sent {
+  taskId: string;
+  attempt: number;
+  sentAt: number;
+  acked: boolean;
+}
+
+const key = (a: AttemptRef) => `${a.taskId}:${a.attempt}`;
+
+/** One agent's stream; see the module comment. */
+export class AgentSession {
+  readonly sent = new Map<string, Sent>();
+  private readonly outbox: Assignment[] = [];
+  private wanted = true;
+  private wake: (() => void) | undefined;
+  private failure: Error | undefined;
+  private readonly claim: (limit: number) => Promise<TaskRow[]>;
+  private readonly gate: QueueGate;
+
+  constructor(
+    private readonly db: Db,
+    readonly agentId: string,
+    readonly registration: AgentRegistration,
+    private readonly timing: SessionTiming,
+    private readonly logger: Logger,
+    /** Resolves to an error once the caller's token is no longer valid (revoked, expired). */
+    private readonly stillAuthorized: () => Promise<Error | undefined>,
+  ) {
+    this.gate = new QueueGate(db.kysely, registration.queues, logger);
+    this.claim = claimFor(db, agentId, this.gate, registration.queues, registration.types);
+  }
+
+  /**
+   * Attempts the agent already holds (from an earlier stream: a reconnection): they take slots, as
+   * acknowledged, until the agent reports them or a heartbeat shows they are gone.
+   */
+  seed(held: AttemptRef[]): void {
+    for (const a of held) this.sent.set(key(a), { ...a, sentAt: Date.now(), acked: true });
+  }
+
+  /** There may be work (a job inserted, a queue changed, a slot freed): claim soon. */
+  nudge(queueChanged = false): void {
+    if (queueChanged) this.gate.invalidate();
+    this.gate.wake();
+    this.wanted = true;
+    this.wake?.();
+  }
+
+  /** A cancel, pause or resume of a task: forwarded if one of its attempts was sent here. */
+  signal(taskId: string, kind: "cancel" | "pause" | "resume"): void {
+    for (const s of this.sent.values()) {
+      if (s.taskId !== taskId) continue;
+      this.push(create(AssignmentsResponseSchema, { kind: { case: kind, value: { taskId: BigInt(s.taskId), attempt: s.attempt } } }));
+    }
+  }
+
+  /**
+   * A heartbeat of this agent was answered: the attempts it named and still owns are acknowledged;
+   * those it named but no longer owns, and acknowledged ones it no longer names (reported), free
+   * their slots.
+   */
+  heartbeatAnswered(named: AttemptRef[], owned: OwnedAttempt[]): void {
+    const namedKeys = new Set(named.map(key));
+    const ownedKeys = new Set(owned.map(key));
+    let freed = false;
+    for (const [k, s] of this.sent) {
+      if (ownedKeys.has(k)) s.acked = true;
+      else if (namedKeys.has(k) || s.acked) {
+        this.sent.delete(k);
+        freed = true;
+      }
+    }
+    if (freed) this.nudge();
+  }
+
+  /** Outcomes of these attempts were reported: their slots are free. */
+  ended(attempts: AttemptRef[]): void {
+    let freed = false;
+    for (const a of attempts) freed = this.sent.delete(key(a)) || freed;
+    if (freed) this.nudge();
+  }
+
+  /** The stream's messages until `signal` fires (the agent went away) or the session fails. */
+  async *messages(signal: AbortSignal): AsyncGenerator<Assignment> {
+    const onAbort = () => this.wake?.();
+    signal.addEventListener("abort", onAbort, { once: true });
+    const poll = setInterval(() => this.nudge(), this.timing.pollMs);
+    const acks = setInterval(() => void this.takeBackLate(), Math.min(1_000, this.timing.ackMs));
+    const recheck = setInterval(() => {
+      this.stillAuthorized().then(
+        (err) => err && this.fail(err),
+        (err: unknown) => this.logger.warn({ err: errorMessage(err) }, "could not check the agent's token again"),
+      );
+    }, this.timing.recheckMs);
+    let lastSent = Date.now();
+    try {
+      while (!signal.aborted) {
+        if (this.failure) throw this.failure;
+        const next = this.outbox.shift();
+        if (next) {
+          lastSent = Date.now();
+          yield next;
+          continue;
+        }
+        const free = this.registration.slots - this.sent.size;
+        if (this.wanted && free > 0) {
+          this.wanted = false;
+          let tasks: TaskRow[] = [];
+          try {
+            tasks = await this.claim(free);
+          } catch (err) {
+            // The database may be away: the poll tries again.
+            this.logger.warn({ err: errorMessage(err) }, "claiming for an agent failed");
+          }
+          for (const t of tasks) this.start(t);
+          if (tasks.length >= free) this.wanted = true;
+          continue;
+        }
+        const waitMs = Math.max(0, lastSent + this.timing.pingMs - Date.now());
+        if (waitMs === 0) {
+          this.push(create(AssignmentsResponseSchema, { kind: { case: "pingUnixMs", value: BigInt(Date.now()) } }));
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, waitMs);
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wake = undefined;
+      }
+    } finally {
+      clearInterval(poll);
+      clearInterval(acks);
+      clearInterval(recheck);
+      signal.removeEventListener("abort", onAbort);
+      // Starts not yet acknowledged go back when their ack time is up, unless a heartbeat (through a
+      // new stream, on any replica) acknowledges them first; acknowledged attempts stay the agent's
+      // (it may reconnect within their lease) and are left to the lease.
+      const unacked = [...this.sent.values()].filter((s) => !s.acked);
+      if (unacked.length > 0) {
+        const dueMs = Math.max(0, Math.max(...unacked.map((s) => s.sentAt)) + this.timing.ackMs - Date.now());
+        setTimeout(() => void this.takeBackLate(0), dueMs).unref();
+      }
+    }
+  }
+
+  /** Ends the stream with `err` (the token was revoked). */
+  fail(err: Error): void {
+    this.failure = err;
+    this.wake?.();
+  }
+
+  private start(task: TaskRow): void {
+    this.sent.set(key({ taskId: task.id, attempt: task.attempts }), { taskId: task.id, attempt: task.attempts, sentAt: Date.now(), acked: false });
+    this.push(
+      create(AssignmentsResponseSchema, {
+        kind: {
+          case: "start",
+          value: {
+            taskId: BigInt(task.id),
+            attempt: task.attempts,
+            type: task.type,
+            parametersJson: JSON.stringify(task.parameters ?? {}),
+            timeoutMs: BigInt(task.timeout_ms),
+            queue: task.queue,
+            name: task.name ?? "",
+          },
+        },
+      }),
+    );
+  }
+
+  private push(message: Assignment): void {
+    this.outbox.push(message);
+    this.wake?.();
+  }
+
+  /**
+   * Takes back the starts not acknowledged within `ackMs` (0: every unacknowledged one, once the
+   * stream has ended and their ack time is up). The agent stops a start it could not acknowledge
+   * within half the ack time, so the two never overlap.
+   */
+  private async takeBackLate(ackMs = this.timing.ackMs): Promise<void> {
+    const now = Date.now();
+    const late = [...this.sent.values()].filter((s) => !s.acked && now - s.sentAt >= ackMs);
+    if (late.length === 0) return;
+    late.forEach((s) => this.sent.delete(key(s)));
+    try {
+      const taken = await takeBackUnacknowledged(this.db.kysely, this.agentId, late, this.timing.ackMs);
+      // Not taken: a heartbeat acknowledged it meanwhile (perhaps on another replica); it keeps its slot.
+      const back = new Set(taken.map((t) => t.id));
+      for (const s of late) if (!back.has(s.taskId)) this.sent.set(key(s), { ...s, acked: true });
+      if (taken.length > 0) this.logger.warn({ agentId: this.agentId, tasks: taken.map((t) => t.id) }, "took back assignments the agent did not acknowledge");
+    } catch (err) {
+      // The lease still rescues them (the reconciler).
+      this.logger.warn({ err: errorMessage(err) }, "could not take back unacknowledged assignments; the lease will");
+    }
+    this.nudge();
+  }
+}
+
+/** The agent sessions of this server process, and the notifications they share. */
+export class AgentSessions {
+  private readonly sessions = new Map<string, AgentSession>();
+  private unsubscribe: (() => void)[] = [];
+
+  constructor(private readonly listener: Listener | undefined) {}
+
+  /** Connected agents (this replica). */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get(agentId: string): AgentSession | undefined {
+    return this.sessions.get(agentId);
+  }
+
+  /** Adds a session; a second stream of one agent replaces the first (which ends). */
+  add(session: AgentSession): void {
+    this.sessions.get(session.agentId)?.fail(new ConnectError("another stream of this agent replaced this one", Code.Aborted));
+    this.sessions.set(session.agentId, session);
+    if (this.listener && this.unsubscribe.length === 0) {
+      const l = this.listener;
+      const all = (fn: (s: AgentSession) => void) => () => this.sessions.forEach(fn);
+      this.unsubscribe.push(
+        l.subscribe(JOBS_INSERT_CHANNEL, all((s) => s.nudge()), all((s) => s.nudge())),
+        l.subscribe(QUEUE_CHANNEL, all((s) => s.nudge(true))),
+        l.subscribe(CANCEL_CHANNEL, (taskId) => this.sessions.forEach((s) => s.signal(taskId, "cancel"))),
+        l.subscribe(PAUSE_CHANNEL, (payload) => {
+          const [taskId, status] = payload.split(":");
+          this.sessions.forEach((s) => s.signal(taskId!, status === "paused" ? "pause" : "resume"));
+        }),
+      );
+    }
+  }
+
+  /** Removes a session once its stream ended (unless a newer one replaced it). */
+  remove(session: AgentSession): void {
+    if (this.sessions.get(session.agentId) === session) this.sessions.delete(session.agentId);
+    if (this.sessions.size === 0) {
+      this.unsubscribe.forEach((end) => end());
+      this.unsubscribe = [];
+    }
+  }
+}
