@@ -56,7 +56,7 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
       ]);
       const logger = createLogger(config.logLevel);
       const plugins = builtinPlugins(config, logger);
-      const running = startAgent({ server, token: g.token, name, registry: plugins.registry, slots, queues: list(flags.queues), http2: flags.http2, version: process.env.npm_package_version, logger });
+      const running = startAgent({ server, token: g.token, name, registry: plugins.registry, slots, queues: list(flags.queues), http2: flags.http2, logger });
       io.stdout.write(`agent ${name} connecting to ${server} (${slots} slots)\n`);
       await waitForShutdownSignal(logger);
       await running.stop();
