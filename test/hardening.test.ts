@@ -222,9 +222,11 @@ describe("unauthenticated health and metrics cost little (item 5)", () => {
       for (const s of streams) expect((await s.next()).value?.status).toBeDefined();
       const extra = health.watch({ service: "" })[Symbol.asyncIterator]();
       await expect(extra.next()).rejects.toMatchObject({ code: Code.ResourceExhausted });
-      // 60 watchers over one 5-second poll interval: one query per poll, not one per watcher.
+      // 60 watchers over one 5-second poll interval: one query per poll, not one per watcher (60 or more).
+      // The server's own background work (the counts fold every 2 s) takes connections too, more often on
+      // a loaded machine, so the bound leaves room for it and still fails at one query per watcher.
       await new Promise((resolve) => setTimeout(resolve, 6_000));
-      expect(acquired).toBeLessThan(10);
+      expect(acquired).toBeLessThan(20);
     } finally {
       controller.abort();
       await capped.close();
