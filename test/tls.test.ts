@@ -12,6 +12,8 @@ import { startApiServer } from "../src/api/server.js";
 import { TaskService, TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Metrics } from "../src/metrics.js";
 import { builtinPlugins } from "../src/plugins/builtin.js";
+import { Readable } from "node:stream";
+import { createTaskClient, z } from "../src/sdk/index.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { taskRequest } from "./helpers/factory.js";
@@ -102,6 +104,19 @@ describe("the API over TLS", () => {
     expect((await grpc.getTask({ id: task!.id })).task?.status).toBe(TaskStatus.QUEUED);
     const web = createClient(TaskService, createGrpcWebTransport({ baseUrl: api.server.url, httpVersion: "1.1", nodeOptions: { ca } }));
     expect((await web.getTask({ id: task!.id })).task?.name).toBe("over-grpc");
+  });
+});
+
+describe("the SDK over TLS", () => {
+  it("createTaskClient with ca (a path, or the PEM text) calls the API and uploads a file", async () => {
+    for (const trust of [file("ca.pem"), ca.toString()]) {
+      const client = createTaskClient({ address: api.server.url, ca: trust });
+      const upload = await client.upload("in.txt", Readable.from([Buffer.from("hello over tls")]));
+      expect(upload.size).toBe(14);
+      const task = await client.submit({ name: "noop", parameters: z.object({}) }, {}, { name: "from-sdk", files: { "in.txt": upload } });
+      expect((await client.getTask({ id: task.id })).task?.name).toBe("from-sdk");
+    }
+    await expect(createTaskClient({ address: api.server.url }).getTask({ id: 1n })).rejects.toThrow(/certificate/);
   });
 });
 
