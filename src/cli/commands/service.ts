@@ -147,7 +147,8 @@ function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, wo
   // runtime.config has the embedded playground among its query targets; the line reproduces this
   // process's worker settings, so an attached worker runs what the built-in ones run.
   lines.push(`attach more workers: ${attachCommand(runtime.config, runtime.databaseUrl, workers || 10)}`);
-  if (server) lines.push(`try: task-cli --address ${server.url} task create hello --type noop`);
+  // Over TLS with a private CA, the client needs that CA too (its path is not known here).
+  if (server) lines.push(`try: task-cli --address ${server.url}${server.url.startsWith("https:") ? " --ca CA.pem" : ""} task create hello --type noop`);
   io.stdout.write(`${lines.join("\n")}\n`);
 }
 
