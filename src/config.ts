@@ -99,6 +99,13 @@ const settings = {
       })
       .default([]),
   ),
+  /**
+   * PEM certificate chain the API serves over HTTPS (with TASK_TLS_KEY): HTTP/2 by ALPN and
+   * HTTP/1.1 on the one port. Unset: plain HTTP (and h2c). Read at start; a renewal needs a restart.
+   */
+  tlsCert: setting("TASK_TLS_CERT", z.string().min(1).optional()),
+  /** PEM private key of TASK_TLS_CERT. */
+  tlsKey: setting("TASK_TLS_KEY", z.string().min(1).optional()),
   /** Allow a non-loopback listen address without API tokens. */
   allowInsecure: setting("TASK_ALLOW_INSECURE", envBoolean.default(false)),
   /**
@@ -336,6 +343,8 @@ export const clientEnvNames = {
   address: "TASK_ADDRESS",
   /** --token: bearer token sent to the server, one of its TASK_API_TOKENS. */
   token: "TASK_TOKEN",
+  /** --ca: PEM file of the CA that signed the server's certificate, trusted for https:// addresses (default: Node's trust store). */
+  ca: "TASK_CA",
 } as const;
 
 /** A setting's variable as `env` (default: this process's) gives it; undefined when unset or empty, which loadConfig ignores. */

@@ -26,6 +26,7 @@ import { AttemptPause } from "../worker/attempt-pause.js";
 import { AttemptAborted } from "../worker/execute-task.js";
 import { describeTaskType } from "../plugins/catalog.js";
 import { runAgentAttempt, type AgentAttempt } from "./attempt.js";
+import { readCa } from "../tls.js";
 
 /** What an agent needs. */
 export interface AgentOptions {
@@ -42,6 +43,8 @@ export interface AgentOptions {
   queues?: string[];
   /** HTTP/2 (h2c for http://) instead of HTTP/1.1. */
   http2?: boolean;
+  /** The CA to trust for an https:// server: a PEM file's path or its text (default: Node's trust store). */
+  ca?: string | Buffer;
   version?: string;
   logger: Logger;
 }
@@ -104,9 +107,14 @@ class AgentRuntime {
       const header = `Bearer ${options.token}`;
       interceptors.push((next) => (req) => (req.header.set("authorization", header), next(req)));
     }
+    // Read once, at start: a missing CA file fails startAgent rather than every reconnection.
+    const ca = options.server.startsWith("https:") ? readCa(options.ca) : undefined;
+    const baseUrl = options.server.replace(/\/$/, "");
     this.client = createClient(
       AgentService,
-      createConnectTransport({ baseUrl: options.server.replace(/\/$/, ""), httpVersion: options.http2 ? "2" : "1.1", interceptors }),
+      options.http2
+        ? createConnectTransport({ baseUrl, httpVersion: "2", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) })
+        : createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) }),
     );
   }
 

@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { sql } from "kysely";
 import { isLoopbackHost, type Config } from "../config.js";
@@ -28,6 +29,7 @@ import type { Listener } from "../store/listen.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
 import type { SessionTiming } from "./agent-session.js";
+import { loadServerTls } from "../tls.js";
 
 /** What the API server needs. */
 export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> {
@@ -57,6 +59,7 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
     Partial<Pick<Config, "shellRole" | "shellCheckTimeoutMs" | "shellCheckConcurrency" | "shellCheckWaitMs" | "shellcheck">> &
     Partial<Pick<Config, "watchHeartbeatMs" | "watchMaxQueued">> &
     Partial<Pick<Config, "corsOrigins">> &
+    Partial<Pick<Config, "tlsCert" | "tlsKey">> &
     Partial<Pick<Config, "leaseMs">> &
     Partial<Pick<Config, "filesMaxTaskBytes" | "filesMaxTotalBytes">> &
     Partial<Pick<Config, "heartbeatIntervalMs" | "backoffBaseMs" | "backoffMaxMs" | "maxResultBytes">>;
@@ -66,7 +69,7 @@ export interface ApiServerDeps extends Omit<TaskServiceDeps, "events" | "feed"> 
 
 /** A listening API server. */
 export interface ApiServer {
-  /** Base URL, e.g. http://127.0.0.1:8080. */
+  /** Base URL, e.g. http://127.0.0.1:8080 (https:// with TLS). */
   url: string;
   port: number;
   close(): Promise<void>;
@@ -217,10 +220,13 @@ const HTTP2_PREFACE_START = "PRI";
 
 /**
  * Starts the API on one port for HTTP/1.1 and cleartext HTTP/2 (h2c with prior knowledge, as gRPC
- * clients use): the first bytes of each connection decide which server takes it.
+ * clients use), or, with a certificate and key, for both over TLS (ALPN offers h2 and http/1.1):
+ * the first bytes of each connection (decrypted) decide which server takes it.
  */
 export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   checkListenSecurity(deps.config);
+  // First: a missing or bad certificate fails the start before anything else is running.
+  const serverTls = loadServerTls(deps.config.tlsCert, deps.config.tlsKey);
   const events = new TaskEvents(deps.db.kysely, deps.listener, deps.logger);
   // /metrics needs a reader token when tokens are configured; its gauges read task_counts (constant
   // cost), a bounded probe per waiting queue and the workers table, cached briefly as well.
@@ -236,7 +242,7 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   const handler = withCors(buildHandler({ ...deps, events, feed }), deps.config.corsOrigins ?? []);
   const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
-  const front = net.createServer((socket) => {
+  const onConnection = (socket: net.Socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     // A connection that says nothing at all is closed like one that never finishes its headers.
@@ -255,7 +261,12 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
       }
     });
     socket.on("error", () => socket.destroy());
-  });
+  };
+  // With TLS, the handshake must end within the header timeout too; a client that fails it (an
+  // unknown CA, plain HTTP sent to the TLS port) is dropped by tls.Server.
+  const front: net.Server = serverTls
+    ? tls.createServer({ ...serverTls, ALPNProtocols: ["h2", "http/1.1"], handshakeTimeout: deps.config.httpHeadersTimeoutMs }, onConnection)
+    : net.createServer(onConnection);
   // Beyond this, connections are closed as they are accepted, before they can exhaust file descriptors.
   front.maxConnections = deps.config.httpMaxConnections;
   await new Promise<void>((resolve, reject) => {
@@ -264,8 +275,8 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
   });
   const port = (front.address() as net.AddressInfo).port;
   const host = deps.config.host.includes(":") ? `[${deps.config.host}]` : deps.config.host;
-  const url = `http://${host}:${port}`;
-  deps.logger.info({ url, auth: deps.config.apiTokens.length > 0 }, "API listening");
+  const url = `${serverTls ? "https" : "http"}://${host}:${port}`;
+  deps.logger.info({ url, auth: deps.config.apiTokens.length > 0, tls: serverTls !== undefined }, "API listening");
   let closing: Promise<void> | undefined;
   return {
     url,

@@ -8,14 +8,17 @@ import { TokenService } from "../gen/task/v1/token_pb.js";
 import { AuditService } from "../gen/task/v1/audit_pb.js";
 import { bearerToken } from "../sdk/client.js";
 import { UsageError } from "./io.js";
+import { readCa } from "../tls.js";
 
 /** Connection options shared by every command that talks to a server. */
 export interface ClientOptions {
   address: string;
   token?: string;
+  /** A PEM file of the CA to trust for https:// addresses (--ca). */
+  ca?: string;
 }
 
-/** A TaskService client for the configured address (Connect protocol; HTTP/1.1 or h2c). */
+/** A TaskService client for the configured address (Connect protocol over HTTP/1.1, plain or TLS). */
 export function taskClient(options: ClientOptions): Client<typeof TaskService> {
   return createClient(TaskService, transport(options));
 }
@@ -60,5 +63,6 @@ function transport(options: ClientOptions): Transport {
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new UsageError(`--address: must be http:// or https://`);
   const interceptors: Interceptor[] = [];
   if (options.token) interceptors.push(bearerToken(options.token));
-  return createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors });
+  const ca = url.protocol === "https:" ? readCa(options.ca) : undefined;
+  return createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) });
 }

@@ -13,6 +13,11 @@ export interface FailureContext {
 function hintFor(err: ConnectError, context: FailureContext): string | undefined {
   if (err.code === Code.Unauthenticated) return `pass --token or set ${clientEnvNames.token} to one of the server's ${configEnvNames.apiTokens} or a token from \`task-cli token create\``;
   if (err.code === Code.PermissionDenied && /requires role/.test(err.rawMessage)) return "`task-cli whoami` shows the token's role; an admin can make a token with the role needed (`task-cli token create`)";
+  // Node's TLS errors (unable to verify the first certificate, self-signed certificate in chain, ...)
+  // reach here under various codes (Internal, Unavailable) depending on the protocol.
+  if (/certificate|CERT_|self.signed/i.test(err.rawMessage)) {
+    return `the server's TLS certificate is not trusted here: pass --ca FILE (${clientEnvNames.ca}) with the CA certificate that signed it`;
+  }
   if (err.code === Code.Unavailable && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ECONNRESET/.test(err.rawMessage)) {
     return `is the server running at ${context.address ?? "the --address"}? start it with \`task-cli up\`, or point --address (${clientEnvNames.address}) at it`;
   }

@@ -15,6 +15,8 @@ import { parseOutputFormat, type OutputFormat } from "./output.js";
 export interface GlobalOptions {
   address: string;
   token?: string;
+  /** A PEM file of the CA to trust for https:// addresses. */
+  ca?: string;
   logLevel: string;
   output: OutputFormat;
 }
@@ -29,6 +31,7 @@ export function buildProgram(io: CliIO): Command {
     .exitOverride()
     .addOption(new Option("--address <url>", "API address of a running server").env(clientEnvNames.address).default("http://127.0.0.1:8080"))
     .addOption(new Option("--token <token>", "bearer token sent to the server").env(clientEnvNames.token))
+    .addOption(new Option("--ca <file>", "PEM file of the CA that signed the server's certificate, trusted for https:// addresses (default: Node's trust store)").env(clientEnvNames.ca))
     .addOption(new Option("--log-level <level>", "log level for server-side commands").env(configEnvNames.logLevel).choices(LOG_LEVELS).default("info"))
     .addOption(new Option("-o, --output <format>", "output format: table, json or yaml").default("table").argParser(parseOutputFormat));
   registerServiceCommands(program, io);

@@ -29,6 +29,8 @@ export interface StartAgentOptions {
   enableShell?: boolean;
   /** HTTP/2 (h2c on http://) instead of HTTP/1.1. */
   http2?: boolean;
+  /** The CA to trust for an https:// server: a PEM file's path or its text (default: Node's trust store). */
+  ca?: string | Buffer;
   logger?: Logger;
   logLevel?: (typeof LOG_LEVELS)[number];
 }
@@ -56,6 +58,7 @@ export function startAgent(options: StartAgentOptions): Agent {
     slots: options.slots ?? 10,
     queues: options.queues,
     http2: options.http2,
+    ca: options.ca,
     logger,
   });
   return {

@@ -9,6 +9,7 @@ import { CreateTaskRequestSchema, TaskService, TaskStatus, type Task } from "../
 import { FINISHED_TASK_STATUSES } from "../finished-statuses.js";
 import type { Readable } from "node:stream";
 import { downloadArtifact, uploadFile, type Upload } from "./files.js";
+import { readCa } from "../tls.js";
 
 /** What createTaskClient takes. */
 export interface TaskClientOptions {
@@ -16,6 +17,8 @@ export interface TaskClientOptions {
   address: string;
   /** An API token (TASK_API_TOKENS), sent as a bearer token. */
   token?: string;
+  /** The CA to trust for an https:// address: a PEM file's path or its text (default: Node's trust store). */
+  ca?: string | Buffer;
 }
 
 /** A task type as the client needs it to type requests: a plugin from definePlugin has this shape. */
@@ -75,7 +78,7 @@ export function bearerToken(token: string): Interceptor {
   };
 }
 
-/** A client of the task service's API (Connect protocol over HTTP/1.1). */
+/** A client of the task service's API (Connect protocol over HTTP/1.1, plain or TLS). */
 export function createTaskClient(options: TaskClientOptions): TaskClient {
   let url: URL;
   try {
@@ -86,7 +89,10 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new TypeError("createTaskClient: address must be http:// or https://");
   const interceptors: Interceptor[] = [];
   if (options.token) interceptors.push(bearerToken(options.token));
-  const transport = createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors });
+  // Read once here: a missing CA file fails createTaskClient, not the first call.
+  const ca = url.protocol === "https:" ? readCa(options.ca) : undefined;
+  const transport = createConnectTransport({ baseUrl: url.toString().replace(/\/$/, ""), httpVersion: "1.1", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) });
+  const fileOptions = { ...options, ca };
   const tasks = createClient(TaskService, transport);
   const schedules = createClient(ScheduleService, transport);
   return Object.assign(tasks, {
@@ -109,8 +115,8 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
       const { task } = await tasks.createTask(request);
       return task!;
     },
-    upload: (name: string, data: Readable | AsyncIterable<Uint8Array>, size?: number) => uploadFile(options, name, data, size),
-    download: (taskId: bigint, name: string, attempt?: number) => downloadArtifact(options, taskId, name, attempt),
+    upload: (name: string, data: Readable | AsyncIterable<Uint8Array>, size?: number) => uploadFile(fileOptions, name, data, size),
+    download: (taskId: bigint, name: string, attempt?: number) => downloadArtifact(fileOptions, taskId, name, attempt),
     async waitFor(id: bigint, opts: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<Task> {
       const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
       for (;;) {

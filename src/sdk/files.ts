@@ -1,6 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import { Readable } from "node:stream";
+import { readCa } from "../tls.js";
 
 /** Where the API is and how to sign in: what createTaskClient and task-cli take. */
 export interface FileTransferOptions {
@@ -8,6 +9,8 @@ export interface FileTransferOptions {
   address: string;
   /** An API token, sent as a bearer token. */
   token?: string;
+  /** The CA to trust for an https:// address: a PEM file's path or its text (default: Node's trust store). */
+  ca?: string | Buffer;
 }
 
 /** A stored upload: pass `upload` in CreateTask's `files` ({ name, upload }). */
@@ -27,7 +30,7 @@ function send(options: FileTransferOptions, method: string, pathAndQuery: string
     if (body.size !== undefined) headers["content-length"] = String(body.size);
   }
   return new Promise((resolve, reject) => {
-    const req = (url.protocol === "https:" ? https : http).request(url, { method, headers });
+    const req = url.protocol === "https:" ? https.request(url, { method, headers, ca: readCa(options.ca) }) : http.request(url, { method, headers });
     let answered = false;
     req.once("response", (res) => {
       answered = true;
@@ -47,6 +50,11 @@ function send(options: FileTransferOptions, method: string, pathAndQuery: string
     });
     body.stream.pipe(req);
   });
+}
+
+/** GET a path of the API and resolve with the response as it starts (its body streams): the audit export. */
+export async function openDownload(options: FileTransferOptions, pathAndQuery: string): Promise<http.IncomingMessage> {
+  return (await send(options, "GET", pathAndQuery)).res;
 }
 
 async function text(res: http.IncomingMessage): Promise<string> {

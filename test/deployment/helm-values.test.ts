@@ -56,6 +56,8 @@ const badValues: { values: JsonObject; names: string }[] = [
   { values: { ...external, worker: { autoscaling: { enabled: true, minReplicas: 5, maxReplicas: 2 } } }, names: "worker.autoscaling.minReplicas" },
   { values: { ...external, worker: { metricsPort: 0 }, serviceMonitor: { enabled: true } }, names: "worker.metricsPort" },
   { values: { ...external, postgresql: { enabled: true } }, names: "postgresql.enabled" },
+  { values: { ...external, server: { tls: { enabled: true } } }, names: "server.tls.secretName" },
+  { values: { server: { tls: { enabled: "yes" } } }, names: "/server/tls/enabled" },
   { values: { postgresql: { enabled: true }, queryTargets: { playground: "postgres://p:p@elsewhere/playground" } }, names: "queryTargets.playground" },
 ];
 

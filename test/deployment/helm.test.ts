@@ -15,6 +15,7 @@ const valueSets: Record<string, { values: JsonObject[]; extra?: string[] }> = {
   "an existing Secret": { values: [{ existingSecret: { name: "task-secrets" } }] },
   "insecure, shell on": { values: [external, { server: { allowInsecure: true }, enableShell: true }] },
   "worker HPA": { values: [external, { worker: { autoscaling: { enabled: true } } }] },
+  "TLS from a Secret, scraped over HTTPS": { values: [external, { server: { tls: { enabled: true, secretName: "task-api-tls" } }, serviceMonitor: { enabled: true } }] },
   everything: {
     values: [
       external,
@@ -75,6 +76,7 @@ describe("helm template", () => {
   });
 
   describe.each(Object.entries(valueSets))("with %s", (_, { values, extra }) => {
+    const tls = values.some((v) => at(v, "server", "tls", "enabled") === true);
     let objects: JsonObject[] = [];
     beforeAll(async () => {
       const rendered = await render(values, extra);
@@ -140,9 +142,21 @@ describe("helm template", () => {
     it("has a server with probes and tokens or the insecure switch, and workers with a long enough grace period", () => {
       const server = named(objects, "Deployment", "-server");
       const [container] = containers(server);
-      expect(container!.args).toEqual(["server", "--host", "0.0.0.0"]);
+      const certificate = ["--tls-cert", "/etc/task-service/tls/tls.crt", "--tls-key", "/etc/task-service/tls/tls.key"];
+      expect(container!.args).toEqual(["server", "--host", "0.0.0.0", ...(tls ? certificate : [])]);
       expect(at(container, "readinessProbe", "httpGet", "path")).toBe("/readyz");
       expect(at(container, "livenessProbe", "httpGet", "path")).toBe("/healthz");
+      for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) expect(at(container, probe, "httpGet", "scheme"), probe).toBe(tls ? "HTTPS" : undefined);
+      // The certificate's Secret is mounted where --tls-cert/--tls-key point, read-only, in the server only.
+      const mount = ((container!.volumeMounts as JsonObject[]) ?? []).find((m) => m.mountPath === "/etc/task-service/tls");
+      expect(mount && { readOnly: mount.readOnly, secret: at(((podSpec(server).volumes as JsonObject[]) ?? []).find((v) => v.name === mount.name), "secret", "secretName") }).toEqual(
+        tls ? { readOnly: true, secret: "task-api-tls" } : undefined,
+      );
+      if (tls) {
+        const monitor = objects.find((o) => o.kind === "ServiceMonitor" && String(at(o, "metadata", "name")).endsWith("-server"));
+        expect(at(monitor, "spec", "endpoints", 0, "scheme")).toBe("https");
+        expect(at(monitor, "spec", "endpoints", 0, "tlsConfig", "ca", "secret")).toEqual({ name: "task-api-tls", key: "ca.crt" });
+      }
       const env = envOf(container!);
       expect(env.has("TASK_API_TOKENS") || env.get("TASK_ALLOW_INSECURE")?.value === "true").toBe(true);
       const worker = named(objects, "Deployment", "-worker");
@@ -163,7 +177,11 @@ describe("helm template", () => {
       expect(calls[0]).toEqual(["-o", "json", "task", "create", "helm-test", "--type", "noop"]);
       expect(parseCli(calls[1]!).opts).toMatchObject({ id: "1" });
       const service = named(objects, "Service", "task-service");
-      expect(envOf(c!).get("TASK_ADDRESS")!.value).toBe(`http://${at(service, "metadata", "name")}:${at(service, "spec", "ports", 0, "port")}`);
+      expect(envOf(c!).get("TASK_ADDRESS")!.value).toBe(`${tls ? "https" : "http"}://${at(service, "metadata", "name")}:${at(service, "spec", "ports", 0, "port")}`);
+      // Over TLS it trusts the CA of the server's Secret, and mounts nothing else of it (no private key).
+      expect(envOf(c!).get("TASK_CA")?.value).toBe(tls ? "/etc/task-service/tls/ca.crt" : undefined);
+      const secretVolume = ((podSpec(tests[0]!).volumes as JsonObject[]) ?? []).find((v) => v.secret);
+      expect(at(secretVolume, "secret", "items")).toEqual(tls ? [{ key: "ca.crt", path: "ca.crt" }] : undefined);
     });
   });
 });

@@ -20,7 +20,7 @@ export async function startServerProcess(databaseUrl: string, args: string[] = [
   const url =
     args[0] === "serve"
       ? (await waitFor(() => proc.output().includes(`"msg":"workers started"`) || undefined, "the worker to start", 60_000), "")
-      : await waitFor(() => /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"API listening"/.exec(proc.output())?.[1], "the server to listen", 60_000);
+      : await waitFor(() => /"url":"(https?:\/\/[^"]+)"[^\n]*"msg":"API listening"/.exec(proc.output())?.[1], "the server to listen", 60_000);
   const exitedOr = async (signal: NodeJS.Signals, ms: number) => {
     proc.child.kill(signal);
     return Promise.race([proc.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);

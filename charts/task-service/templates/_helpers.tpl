@@ -109,6 +109,9 @@ naming the value to set. (values.schema.json has already checked each value's ty
 {{- if gt (int .Values.worker.keda.minReplicaCount) (int .Values.worker.keda.maxReplicaCount) }}
 {{- fail "task-service: worker.keda.minReplicaCount is above worker.keda.maxReplicaCount" }}
 {{- end }}
+{{- if and .Values.server.tls.enabled (not .Values.server.tls.secretName) }}
+{{- fail "task-service: server.tls.enabled needs server.tls.secretName, a kubernetes.io/tls Secret with tls.crt and tls.key" }}
+{{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.worker.metricsPort) }}
 {{- fail "task-service: serviceMonitor.enabled scrapes the workers' metrics: set worker.metricsPort" }}
 {{- end }}

@@ -3,6 +3,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ListAuditEventsResponseSchema } from "../../gen/task/v1/audit_pb.js";
 import { describeAuditResources } from "../../audit-text.js";
 import { auditClient, type ClientOptions } from "../client.js";
+import { openDownload } from "../../sdk/files.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { makeTable, printMessage } from "../output.js";
@@ -23,11 +24,14 @@ const repeat = (value: string, previous: string[] = []) => [...previous, ...valu
 
 /** Streams GET /audit/export to stdout as it arrives (NDJSON). */
 async function exportAudit(io: CliIO, g: ClientOptions, query: URLSearchParams): Promise<void> {
-  const url = `${g.address.replace(/\/$/, "")}/audit/export?${query.toString()}`;
-  const res = await fetch(url, { headers: g.token ? { authorization: `Bearer ${g.token}` } : {} });
-  if (!res.ok || !res.body) throw new Error(`the audit export failed: ${res.status} ${(await res.text()).trim()}`);
+  const res = await openDownload(g, `audit/export?${query.toString()}`);
+  if (res.statusCode !== 200) {
+    let body = "";
+    for await (const chunk of res) body += String(chunk);
+    throw new Error(`the audit export failed: ${res.statusCode} ${body.trim()}`);
+  }
   const decoder = new TextDecoder();
-  for await (const chunk of res.body as AsyncIterable<Uint8Array>) io.stdout.write(decoder.decode(chunk, { stream: true }));
+  for await (const chunk of res as AsyncIterable<Uint8Array>) io.stdout.write(decoder.decode(chunk, { stream: true }));
   const rest = decoder.decode();
   if (rest) io.stdout.write(rest);
 }

@@ -9,6 +9,7 @@ import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { collect, parseDurationFlag, parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
+import { loadServerTls } from "../../tls.js";
 
 interface ServerFlags {
   host?: string;
@@ -17,6 +18,8 @@ interface ServerFlags {
   apiToken?: string[];
   insecure?: boolean;
   corsOrigin?: string[];
+  tlsCert?: string;
+  tlsKey?: string;
   enableShell?: boolean;
   shellRole?: string;
   queues?: string;
@@ -57,13 +60,15 @@ function addServerFlags(cmd: Command): Command {
     .option("--data-dir <dir>", `embedded PostgreSQL data directory when DATABASE_URL is unset (env ${configEnvNames.dataDir}, default ./.task)`)
     .option("--api-token <token>", `accept this bearer token; repeatable (env ${configEnvNames.apiTokens}, comma-separated)`, collect)
     .option("--insecure", `allow a non-loopback --host without API tokens (env ${configEnvNames.allowInsecure})`)
+    .option("--tls-cert <file>", `serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain; needs --tls-key (env ${configEnvNames.tlsCert})`)
+    .option("--tls-key <file>", `the PEM private key of --tls-cert (env ${configEnvNames.tlsKey})`)
     .option("--cors-origin <origin>", `let browser pages on this origin call the API; repeatable, * for any (env ${configEnvNames.corsOrigins}, comma-separated)`, collect)
     .option("--enable-shell", `allow shell tasks: remote code execution by design (env ${configEnvNames.enableShell})`)
     .option("--shell-role <role>", `the least role that may create shell tasks: operator or admin (env ${configEnvNames.shellRole}, default admin)`);
 }
 
 function serverOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOverrides {
-  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure, corsOrigins: flags.corsOrigin, shellRole: parseShellRole(flags.shellRole) };
+  return { ...workerOverrides(flags, globals), host: flags.host, port: flags.port === undefined ? undefined : parsePort(flags.port), apiTokens: flags.apiToken, allowInsecure: flags.insecure, tlsCert: flags.tlsCert, tlsKey: flags.tlsKey, corsOrigins: flags.corsOrigin, shellRole: parseShellRole(flags.shellRole) };
 }
 
 /** --shell-role: operator or admin; anything else is a usage error. */
@@ -113,7 +118,11 @@ async function ensurePortFree(host: string, port: number): Promise<void> {
  */
 async function runServices(io: CliIO, overrides: ConfigOverrides, set: ServiceSet & { announce: boolean }): Promise<void> {
   const config = loadConfig({ ...overrides, workerConcurrency: set.workers });
-  if (set.api) await ensurePortFree(config.host, config.port);
+  if (set.api) {
+    // A bad certificate or key fails here, before PostgreSQL starts (the server reads them again).
+    loadServerTls(config.tlsCert, config.tlsKey);
+    await ensurePortFree(config.host, config.port);
+  }
   // Loaded only now: the client commands (`task get`, ...) do not load the server, the workers and
   // the database drivers at start-up.
   const [{ createLogger }, { startServices, waitForShutdownSignal }] = await Promise.all([import("../../logger.js"), import("../../services.js")]);
@@ -138,14 +147,15 @@ function announce(io: CliIO, runtime: Runtime, server: ApiServer | undefined, wo
   // runtime.config has the embedded playground among its query targets; the line reproduces this
   // process's worker settings, so an attached worker runs what the built-in ones run.
   lines.push(`attach more workers: ${attachCommand(runtime.config, runtime.databaseUrl, workers || 10)}`);
-  if (server) lines.push(`try: task-cli --address ${server.url} task create hello --type noop`);
+  // Over TLS with a private CA, the client needs that CA too (its path is not known here).
+  if (server) lines.push(`try: task-cli --address ${server.url}${server.url.startsWith("https:") ? " --ca CA.pem" : ""} task create hello --type noop`);
   io.stdout.write(`${lines.join("\n")}\n`);
 }
 
 /** Registers `server`, `up` and `migrate`. */
 export function registerServiceCommands(program: Command, io: CliIO): void {
   const names = (keys: (keyof typeof configEnvNames)[]) => keys.map((k) => configEnvNames[k]).join(", ");
-  const envHelp = `\nEnvironment: ${names(["databaseUrl", "host", "port", "dataDir", "apiTokens", "allowInsecure", "enableShell", "shellRole"])},\n${names([
+  const envHelp = `\nEnvironment: ${names(["databaseUrl", "host", "port", "dataDir", "apiTokens", "allowInsecure", "tlsCert", "tlsKey", "enableShell", "shellRole"])},\n${names([
     "workerConcurrency", "metricsPort", "backoffBaseMs", "backoffMaxMs", "shutdownGraceMs", "smtpUrl", "smtpFrom", "queryTargets", "logLevel",
   ])}\n(see the README's configuration table).`;
 
