@@ -26,7 +26,7 @@ import { listLiveWorkers } from "../store/workers.js";
 import { findProgress } from "../store/task-progress.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
-import { findTask, findTasksByIdempotencyKeys, insertTasksAudited, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { findTask, findTasks, findTasksByIdempotencyKeys, findUniqueHolders, insertTasksAudited, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
 import { actorText, audited, recordAudit, type AuditActor, type AuditChange } from "../store/audit.js";
 import { auditActorOf } from "./audit-context.js";
 import { cancelTasks, retryTasks } from "../store/lifecycle/index.js";
@@ -38,7 +38,7 @@ import { getTaskLogs, watchTask } from "./task-watch.js";
 import { Violations } from "./fields.js";
 import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
-import { deriveKeys, encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { deriveKeys, encodePageToken, requireUniqueKeys, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 import { keyTemplates, waitReason } from "../store/queues.js";
 import { startCreateSpan } from "../tracing.js";
 import { attachUploads, DEFAULT_FILE_CAPS } from "../store/files.js";
@@ -159,6 +159,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     // Keys from the queues' templates (one read, of the queues that have one) for tasks created without one.
     const unkeyedQueues = [...new Set(validated.filter((t) => !t.key).map((t) => t.queue ?? "default"))];
     const tasks = deriveKeys(validated, await templatesOf(unkeyedQueues), prefix);
+    requireUniqueKeys(tasks, prefix);
     const inputs = requests.map((req, i) => validateFileInputs(req.files, prefix(i)));
     // After validation (which resolves each task's queue), before anything is written.
     tasks.forEach((task, i) => {
@@ -170,16 +171,18 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     const warnings = await shellChecker.checkAll(
       tasks.flatMap((task, i) => (task.type === "shell" ? [{ command: String(task.parameters.command), field: `${prefix(i)}parameters.command`, strict: requests[i]!.strictShellCheck }] : [])),
     );
-    const keyed = tasks.some((t) => t.idempotencyKey !== null);
+    const keyed = tasks.some((t) => t.idempotencyKey !== null || t.uniqueWhile);
     // Input files are taken from their uploads in the create's transaction: both or neither.
     const withFiles = inputs.some((files) => files.length > 0);
-    // An idempotent replay changes nothing, so only the tasks created now are audited.
+    // An idempotent replay, or a create answered by unique_while, changes nothing, so only the tasks
+    // created now are audited.
     const batch = requests.length > 1;
     const results = keyed || withFiles
-      ? // With idempotency keys, inserting and checking the replays must commit or fail together; with
-        // files, inserting and taking the uploads.
+      ? // With idempotency keys or unique_while, inserting and checking the replays (or the unique
+        // holders, under their keys' locks) must commit or fail together; with files, inserting and
+        // taking the uploads.
         await db.transaction().execute(async (trx) => {
-          const resolved = await resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx);
+          const resolved = await insertUnique(tasks, trx);
           for (const [i, r] of resolved.entries()) {
             if (r.created) await attachUploads(trx, r.row.id, inputs[i]!, config.filesMaxTaskBytes ?? DEFAULT_FILE_CAPS.perTaskBytes, `${prefix(i)}files`);
           }
@@ -192,6 +195,40 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         : (await insertTasksAudited(pair, tasks, (rows) => [{ who: actor, change: createdChange(rows, true) }])).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return { results, warnings };
+  }
+
+  /**
+   * Inserts the tasks that unique_while lets through (none of its queue and key holds it, and it is
+   * the first of them in this batch), resolving idempotent replays; the others are answered, not
+   * created, by the task that holds their key (an older one, or the first of the batch).
+   */
+  async function insertUnique(tasks: NewTask[], trx: Kysely<Database>): Promise<{ row: TaskRow; created: boolean }[]> {
+    // Takes the keys' locks, held until commit: see findUniqueHolders.
+    const holders = await findUniqueHolders(trx, tasks);
+    const firstOfKey = new Map<string, number>();
+    const answeredBy = tasks.map((t, i): { holder: string } | { batchMate: number } | undefined => {
+      if (!t.uniqueWhile) return undefined;
+      if (holders[i]) return { holder: holders[i] };
+      const slot = `${t.queue ?? "default"}\u001f${t.key}`;
+      const first = firstOfKey.get(slot);
+      if (first !== undefined) return { batchMate: first };
+      firstOfKey.set(slot, i);
+      return undefined;
+    });
+    const toInsert = tasks.flatMap((t, i) => (answeredBy[i] === undefined ? [i] : []));
+    const inserted = await resolveIdempotent(toInsert.map((i) => tasks[i]!), await insertTasksInTransaction(trx, toInsert.map((i) => tasks[i]!)), trx);
+    const results: ({ row: TaskRow; created: boolean } | undefined)[] = tasks.map(() => undefined);
+    toInsert.forEach((i, n) => (results[i] = inserted[n]));
+    const held = [...new Set(answeredBy.flatMap((a) => (a && "holder" in a ? [a.holder] : [])))];
+    const heldRows = new Map((await findTasks(trx, held)).map((row) => [row.id, row]));
+    return answeredBy.map((a, i) => {
+      if (a === undefined) return results[i]!;
+      const row = "holder" in a ? heldRows.get(a.holder) : results[a.batchMate]?.row;
+      // The holder is locked against a new create, not against delete: a finished unique task
+      // deleted meanwhile (retention) would vanish; say so rather than answer with nothing.
+      if (!row) throw new Error(`the task ${"holder" in a ? a.holder : "of the batch"} holding unique_while's key is gone`);
+      return { row, created: false };
+    });
   }
 
   async function resolveIdempotent(tasks: NewTask[], inserted: TaskRow[], trx: Kysely<Database>) {
@@ -221,7 +258,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
       const { results, warnings } = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx), ctx);
-      return { tasks: results.map(({ row }) => taskToProto(row)), warnings: warnings.map(findingToProto) };
+      return { tasks: results.map(({ row }) => taskToProto(row)), created: results.map(({ created }) => created), warnings: warnings.map(findingToProto) };
     },
 
     async getTask(req) {
