@@ -1,6 +1,8 @@
 import { Code } from "@connectrpc/connect";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "../src/sdk/index.js";
+import { createTaskClient } from "../src/sdk/client.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { expectConnectError, rowCounts, taskRequest } from "./helpers/factory.js";
@@ -108,6 +110,17 @@ describe("unique_while refusals", () => {
     await expectConnectError(api.client.createTask({ ...taskRequest(), ...key, ...unique }), Code.InvalidArgument, message);
     await expectConnectError(api.client.createTasks({ tasks: [taskRequest(), { ...taskRequest(), ...key, ...unique }] }), Code.InvalidArgument, `tasks[1].${message}`);
     expect(await rowCounts(api.database.db.kysely)).toEqual(before);
+  });
+});
+
+describe("the SDK's submit", () => {
+  it("passes uniqueWhile: a second submit of the key returns the first task", async () => {
+    const client = createTaskClient({ address: api.server.url });
+    const noop = { name: "noop", parameters: z.object({}) };
+    const first = await client.submit(noop, {}, { key: "sdk-key", uniqueWhile: "unfinished" });
+    const second = await client.submit(noop, {}, { key: "sdk-key", uniqueWhile: { windowMs: 60_000 } });
+    expect(second.id).toBe(first.id);
+    expect(await idsOfKey("sdk-key")).toEqual([String(first.id)]);
   });
 });
 
