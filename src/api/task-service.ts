@@ -1,8 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { Kysely } from "kysely";
 import type { Config } from "../config.js";
-import { IdempotencyConflictError, InvalidArgumentError, InvalidTransitionError, TaskNotFoundError, TaskTypeDisabledError } from "../errors.js";
+import { InvalidArgumentError, InvalidTransitionError, TaskNotFoundError, TaskTypeDisabledError } from "../errors.js";
 import {
   TaskService,
   TaskStatusCountSchema,
@@ -18,7 +17,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
-import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
+import { taskStatuses, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
@@ -26,7 +25,8 @@ import { listLiveWorkers } from "../store/workers.js";
 import { findProgress } from "../store/task-progress.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
-import { findTask, findTasks, findTasksByIdempotencyKeys, findUniqueHolders, insertTasksAudited, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { findTask, insertTasksAudited, listTasks, type NewTask } from "../store/tasks.js";
+import { insertUnique } from "./create-resolve.js";
 import { actorText, audited, recordAudit, type AuditActor, type AuditChange } from "../store/audit.js";
 import { auditActorOf } from "./audit-context.js";
 import { cancelTasks, retryTasks } from "../store/lifecycle/index.js";
@@ -195,54 +195,6 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         : (await insertTasksAudited(pair, tasks, (rows) => [{ who: actor, change: createdChange(rows, true) }])).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return { results, warnings };
-  }
-
-  /**
-   * Inserts the tasks that unique_while lets through (none of its queue and key holds it, and it is
-   * the first of them in this batch), resolving idempotent replays; the others are answered, not
-   * created, by the task that holds their key (an older one, or the first of the batch).
-   */
-  async function insertUnique(tasks: NewTask[], trx: Kysely<Database>): Promise<{ row: TaskRow; created: boolean }[]> {
-    // Takes the keys' locks, held until commit: see findUniqueHolders.
-    const holders = await findUniqueHolders(trx, tasks);
-    const firstOfKey = new Map<string, number>();
-    const answeredBy = tasks.map((t, i): { holder: string } | { batchMate: number } | undefined => {
-      if (!t.uniqueWhile) return undefined;
-      if (holders[i]) return { holder: holders[i] };
-      const slot = `${t.queue ?? "default"}\u001f${t.key}`;
-      const first = firstOfKey.get(slot);
-      if (first !== undefined) return { batchMate: first };
-      firstOfKey.set(slot, i);
-      return undefined;
-    });
-    const toInsert = tasks.flatMap((t, i) => (answeredBy[i] === undefined ? [i] : []));
-    const inserted = await resolveIdempotent(toInsert.map((i) => tasks[i]!), await insertTasksInTransaction(trx, toInsert.map((i) => tasks[i]!)), trx);
-    const results: ({ row: TaskRow; created: boolean } | undefined)[] = tasks.map(() => undefined);
-    toInsert.forEach((i, n) => (results[i] = inserted[n]));
-    const held = [...new Set(answeredBy.flatMap((a) => (a && "holder" in a ? [a.holder] : [])))];
-    const heldRows = new Map((await findTasks(trx, held)).map((row) => [row.id, row]));
-    return answeredBy.map((a, i) => {
-      if (a === undefined) return results[i]!;
-      const row = "holder" in a ? heldRows.get(a.holder) : results[a.batchMate]?.row;
-      // The holder is locked against a new create, not against delete: a finished unique task
-      // deleted meanwhile (retention) would vanish; say so rather than answer with nothing.
-      if (!row) throw new Error(`the task ${"holder" in a ? a.holder : "of the batch"} holding unique_while's key is gone`);
-      return { row, created: false };
-    });
-  }
-
-  async function resolveIdempotent(tasks: NewTask[], inserted: TaskRow[], trx: Kysely<Database>) {
-    const keys = [...new Set(tasks.flatMap((t) => (t.idempotencyKey === null ? [] : [t.idempotencyKey])))];
-    const byKey = new Map((await findTasksByIdempotencyKeys(trx, keys)).map((row) => [row.idempotency_key!, row]));
-    const insertedIds = new Set(inserted.map((row) => row.id));
-    const unkeyed = inserted.filter((row) => row.idempotency_key === null);
-    let next = 0;
-    return tasks.map((task) => {
-      if (task.idempotencyKey === null) return { row: unkeyed[next++]!, created: true };
-      const row = byKey.get(task.idempotencyKey)!;
-      if (row.request_hash !== task.requestHash) throw new IdempotencyConflictError(task.idempotencyKey, row.id);
-      return { row, created: insertedIds.has(row.id) };
-    });
   }
 
   return {
