@@ -1,8 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { Kysely } from "kysely";
 import type { Config } from "../config.js";
-import { IdempotencyConflictError, InvalidArgumentError, InvalidTransitionError, TaskNotFoundError, TaskTypeDisabledError } from "../errors.js";
+import { InvalidArgumentError, InvalidTransitionError, TaskNotFoundError, TaskTypeDisabledError } from "../errors.js";
 import {
   TaskService,
   TaskStatusCountSchema,
@@ -18,7 +17,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { TaskTypeCatalog } from "../plugins/catalog.js";
 import type { PluginRegistry } from "../plugins/registry.js";
-import { taskStatuses, type Database, type TaskRow } from "../store/schema.js";
+import { taskStatuses, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
@@ -26,7 +25,8 @@ import { listLiveWorkers } from "../store/workers.js";
 import { findProgress } from "../store/task-progress.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
-import { findTask, findTasksByIdempotencyKeys, insertTasksAudited, insertTasksInTransaction, listTasks, type NewTask } from "../store/tasks.js";
+import { findTask, insertTasksAudited, listTasks, type NewTask } from "../store/tasks.js";
+import { insertUnique } from "./create-resolve.js";
 import { actorText, audited, recordAudit, type AuditActor, type AuditChange } from "../store/audit.js";
 import { auditActorOf } from "./audit-context.js";
 import { cancelTasks, retryTasks } from "../store/lifecycle/index.js";
@@ -38,7 +38,7 @@ import { getTaskLogs, watchTask } from "./task-watch.js";
 import { Violations } from "./fields.js";
 import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
-import { deriveKeys, encodePageToken, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { deriveKeys, encodePageToken, requireUniqueKeys, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 import { keyTemplates, waitReason } from "../store/queues.js";
 import { startCreateSpan } from "../tracing.js";
 import { attachUploads, DEFAULT_FILE_CAPS } from "../store/files.js";
@@ -159,6 +159,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     // Keys from the queues' templates (one read, of the queues that have one) for tasks created without one.
     const unkeyedQueues = [...new Set(validated.filter((t) => !t.key).map((t) => t.queue ?? "default"))];
     const tasks = deriveKeys(validated, await templatesOf(unkeyedQueues), prefix);
+    requireUniqueKeys(tasks, prefix);
     const inputs = requests.map((req, i) => validateFileInputs(req.files, prefix(i)));
     // After validation (which resolves each task's queue), before anything is written.
     tasks.forEach((task, i) => {
@@ -170,16 +171,18 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     const warnings = await shellChecker.checkAll(
       tasks.flatMap((task, i) => (task.type === "shell" ? [{ command: String(task.parameters.command), field: `${prefix(i)}parameters.command`, strict: requests[i]!.strictShellCheck }] : [])),
     );
-    const keyed = tasks.some((t) => t.idempotencyKey !== null);
+    const keyed = tasks.some((t) => t.idempotencyKey !== null || t.uniqueWhile);
     // Input files are taken from their uploads in the create's transaction: both or neither.
     const withFiles = inputs.some((files) => files.length > 0);
-    // An idempotent replay changes nothing, so only the tasks created now are audited.
+    // An idempotent replay, or a create answered by unique_while, changes nothing, so only the tasks
+    // created now are audited.
     const batch = requests.length > 1;
     const results = keyed || withFiles
-      ? // With idempotency keys, inserting and checking the replays must commit or fail together; with
-        // files, inserting and taking the uploads.
+      ? // With idempotency keys or unique_while, inserting and checking the replays (or the unique
+        // holders, under their keys' locks) must commit or fail together; with files, inserting and
+        // taking the uploads.
         await db.transaction().execute(async (trx) => {
-          const resolved = await resolveIdempotent(tasks, await insertTasksInTransaction(trx, tasks), trx);
+          const resolved = await insertUnique(tasks, trx);
           for (const [i, r] of resolved.entries()) {
             if (r.created) await attachUploads(trx, r.row.id, inputs[i]!, config.filesMaxTaskBytes ?? DEFAULT_FILE_CAPS.perTaskBytes, `${prefix(i)}files`);
           }
@@ -192,20 +195,6 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         : (await insertTasksAudited(pair, tasks, (rows) => [{ who: actor, change: createdChange(rows, true) }])).map((row) => ({ row, created: true }));
     for (const { row, created } of results) if (created) metrics?.tasksCreated.inc({ type: row.type });
     return { results, warnings };
-  }
-
-  async function resolveIdempotent(tasks: NewTask[], inserted: TaskRow[], trx: Kysely<Database>) {
-    const keys = [...new Set(tasks.flatMap((t) => (t.idempotencyKey === null ? [] : [t.idempotencyKey])))];
-    const byKey = new Map((await findTasksByIdempotencyKeys(trx, keys)).map((row) => [row.idempotency_key!, row]));
-    const insertedIds = new Set(inserted.map((row) => row.id));
-    const unkeyed = inserted.filter((row) => row.idempotency_key === null);
-    let next = 0;
-    return tasks.map((task) => {
-      if (task.idempotencyKey === null) return { row: unkeyed[next++]!, created: true };
-      const row = byKey.get(task.idempotencyKey)!;
-      if (row.request_hash !== task.requestHash) throw new IdempotencyConflictError(task.idempotencyKey, row.id);
-      return { row, created: insertedIds.has(row.id) };
-    });
   }
 
   return {
@@ -221,7 +210,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         throw InvalidArgumentError.of("tasks", `must contain at most ${config.maxBatchSize} tasks`);
       }
       const { results, warnings } = await createMany(req.tasks, (i) => `tasks[${i}].`, callerOf(ctx), auditActorOf(ctx), ctx);
-      return { tasks: results.map(({ row }) => taskToProto(row)), warnings: warnings.map(findingToProto) };
+      return { tasks: results.map(({ row }) => taskToProto(row)), created: results.map(({ created }) => created), warnings: warnings.map(findingToProto) };
     },
 
     async getTask(req) {

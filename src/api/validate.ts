@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from "../errors.js";
 import type { CreateTaskRequest, ListTasksRequest } from "../gen/task/v1/task_pb.js";
 import type { ResolvedTaskType, TaskTypeResolver } from "../plugins/types.js";
-import type { NewTask, TaskFilter } from "../store/tasks.js";
+import type { NewTask, TaskFilter, UniqueWhile } from "../store/tasks.js";
 import { DEFAULT_QUEUE } from "../store/queues.js";
 import { durationToMs } from "./convert.js";
 import { fingerprint } from "../fingerprint.js";
@@ -17,6 +17,8 @@ export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 1000;
 /** page_number skips the rows before its page, so deep pages cost their depth: past this, use page_token. */
 export const MAX_PAGE_NUMBER_OFFSET = 100_000;
+/** Longest unique_while window (as expire_after's). */
+export const MAX_UNIQUE_WINDOW_MS = 366 * 24 * 3600 * 1000;
 const MAX_PARAMETERS_BYTES = 256 * 1024;
 
 /**
@@ -44,6 +46,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
   if (req.queue !== "") v.queueName(`${prefix}queue`, req.queue);
   const runAt = v.time(`${prefix}run_at`, req.runAt) ?? null;
   const expireAfterMs = v.expireAfter(`${prefix}expire_after`, req.expireAfter);
+  const uniqueWhile = uniqueWhileOf(v, `${prefix}unique_while`, req);
   let backoff: { baseMs: number; maxMs: number } | null = null;
   if (req.backoff) {
     const baseMs = req.backoff.base ? durationToMs(req.backoff.base) : Number.NaN;
@@ -85,6 +88,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     expireAfterMs: expireAfterMs ?? null,
     // Empty: derived later from the queue's key template, if it has one (deriveKeys).
     key: req.key === "" ? null : req.key,
+    uniqueWhile,
     requestHash:
       idempotencyKey === null
         ? null
@@ -95,6 +99,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
             ...(expireAfterMs ? { expireAfterMs } : {}),
             ...(queue === DEFAULT_QUEUE ? {} : { queue }),
             ...(req.key === "" ? {} : { key: req.key }),
+            ...(uniqueWhile ? { uniqueWhile } : {}),
           }),
   };
 }
@@ -119,6 +124,33 @@ export function deriveKeys(tasks: NewTask[], templates: Map<string, string>, pre
   });
   v.throwIfAny();
   return derived;
+}
+
+/** unique_while: unset (null), "while unfinished", or a window of 1 s to 366 d; refusals go to `v`. */
+function uniqueWhileOf(v: Violations, field: string, req: CreateTaskRequest): UniqueWhile | null {
+  const mode = req.uniqueWhile?.mode;
+  if (!req.uniqueWhile) return null;
+  if (mode?.case === "unfinished" && mode.value) return { unfinished: true };
+  if (mode?.case === "window") {
+    const windowMs = durationToMs(mode.value);
+    if (Number.isInteger(windowMs) && windowMs >= 1000 && windowMs <= MAX_UNIQUE_WINDOW_MS) return { windowMs };
+    v.add(`${field}.window`, "must be a whole number of milliseconds from 1s to 366d");
+    return null;
+  }
+  v.add(field, "must set unfinished (true) or window");
+  return null;
+}
+
+/**
+ * unique_while needs a key (given, or derived from the queue's template): after deriveKeys, before
+ * anything is written; InvalidArgument naming each task without one.
+ */
+export function requireUniqueKeys(tasks: NewTask[], prefix: (i: number) => string): void {
+  const v = new Violations();
+  tasks.forEach((t, i) => {
+    if (t.uniqueWhile && !t.key) v.add(`${prefix(i)}unique_while`, "needs a key: set key (or give the queue a key template)");
+  });
+  v.throwIfAny();
 }
 
 /** A stable fingerprint of what a create request asks for (key order does not matter). */

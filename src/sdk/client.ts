@@ -44,6 +44,12 @@ export interface SubmitOptions {
   queue?: string;
   /** What the task competes for in its queue (a tenant, a host): its limit per key and fair turns apply (default: the queue's key template). */
   key?: string;
+  /**
+   * Debounce/dedupe (needs `key`, or the queue's key template): while the queue's unique task of
+   * this key is unfinished ("unfinished"), or for `windowMs` after it was created, a submit answers
+   * with that task instead of creating one (CreateTask's `created` says which; submit returns the task).
+   */
+  uniqueWhile?: "unfinished" | { windowMs: number };
   /** Input files: a name the task sees ($TASK_INPUT_DIR/<name>, ctx.files.open(name)) → an upload from `upload()`. */
   files?: Record<string, Upload | string>;
 }
@@ -110,6 +116,10 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
         expireAfter: opts.expireAfterMs === undefined ? undefined : durationFromMs(opts.expireAfterMs),
         queue: opts.queue ?? "",
         key: opts.key ?? "",
+        uniqueWhile:
+          opts.uniqueWhile === undefined ? undefined
+          : opts.uniqueWhile === "unfinished" ? { mode: { case: "unfinished", value: true } }
+          : { mode: { case: "window", value: durationFromMs(opts.uniqueWhile.windowMs) } },
         files: Object.entries(opts.files ?? {}).map(([name, upload]) => ({ name, upload: typeof upload === "string" ? upload : upload.upload })),
       };
       const { task } = await tasks.createTask(request);

@@ -54,6 +54,8 @@ export interface TasksTable {
   key: ColumnType<string | null, string | null | undefined, never>;
   /** Its place in its key's round-robin (src/store/lifecycle/create.ts); null for unkeyed tasks. */
   key_turn: ColumnType<string | null, string | null | undefined, never>;
+  /** Created with unique_while (migration 0030): answers later such creates of its queue and key. */
+  key_unique: ColumnType<boolean, boolean | undefined, never>;
 }
 
 export interface TaskHistoryTable {
@@ -223,7 +225,7 @@ export const taskColumns = [
   "idempotency_key", "request_hash", "result", "last_error", "worker_id", "heartbeat_at",
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
-  "traceparent", "expire_after_ms", "expires_at", "key", "key_turn",
+  "traceparent", "expire_after_ms", "expires_at", "key", "key_turn", "key_unique",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

@@ -8,7 +8,8 @@ import { createTasks, type NewTask } from "./lifecycle/create.js";
 /** Counts per status come from the maintained counts (task-counts.ts), never from counting tasks. */
 export { countTasksByStatus } from "./task-counts.js";
 
-export type { NewTask } from "./lifecycle/create.js";
+export type { NewTask, UniqueWhile } from "./lifecycle/create.js";
+export { findUniqueHolders } from "./lifecycle/create.js";
 
 /**
  * Creates tasks (lifecycle event `create`, see lifecycle/create.ts): one statement inserts them,
@@ -42,6 +43,12 @@ export async function insertTasksInTransaction(trx: Kysely<Database>, tasks: New
 export async function findTasksByIdempotencyKeys(db: Kysely<Database>, keys: string[]): Promise<TaskRow[]> {
   if (keys.length === 0) return [];
   return db.selectFrom("tasks").selectAll().where("idempotency_key", "in", keys).execute();
+}
+
+/** Tasks by id (those that exist), in no particular order. */
+export async function findTasks(db: Kysely<Database>, ids: string[]): Promise<TaskRow[]> {
+  if (ids.length === 0) return [];
+  return db.selectFrom("tasks").selectAll().where("id", "in", ids).execute();
 }
 
 /** One task, or undefined. */

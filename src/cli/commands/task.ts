@@ -14,6 +14,8 @@ import {
   TaskStatus,
   CreateTaskRequestSchema,
   TaskBackoffSchema,
+  UniqueWhileSchema,
+  type CreateTaskResponse,
   TaskFileInputSchema,
   ShellCheckLevel,
 } from "../../gen/task/v1/task_pb.js";
@@ -47,6 +49,7 @@ interface CreateFlags {
   backoffBase?: string;
   backoffMax?: string;
   expireAfter?: string;
+  uniqueWhile?: string;
   file?: string[];
   strict?: boolean;
 }
@@ -71,7 +74,28 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     backoff: backoffFrom(flags),
     expireAfter: flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after")),
     strictShellCheck: flags.strict ?? false,
+    uniqueWhile: uniqueWhileFrom(flags.uniqueWhile),
   });
+}
+
+/** --unique-while unfinished | <duration>. */
+function uniqueWhileFrom(value: string | undefined) {
+  if (value === undefined) return undefined;
+  if (value === "unfinished") return create(UniqueWhileSchema, { mode: { case: "unfinished", value: true } });
+  return create(UniqueWhileSchema, { mode: { case: "window", value: durationFromMs(parseDurationFlag(value, "--unique-while")) } });
+}
+
+/** What `task create` says besides the task: whether it was created, and if not, what answered instead. */
+function createdNote(res: CreateTaskResponse, flags: CreateFlags): string {
+  const id = res.task?.id;
+  if (!res.created && flags.idempotencyKey !== undefined && res.task?.idempotencyKey === flags.idempotencyKey) {
+    return `not created: idempotency key "${flags.idempotencyKey}" was already used by task ${id}; this is that task`;
+  }
+  if (flags.uniqueWhile === undefined) return "";
+  const held = flags.uniqueWhile === "unfinished" ? "is unfinished" : `was created less than ${flags.uniqueWhile} ago`;
+  return res.created
+    ? `created: no task of key "${res.task?.key}" held it (--unique-while ${flags.uniqueWhile})`
+    : `not created: task ${id} of key "${res.task?.key}" in queue ${res.task?.queue} ${held} (--unique-while); this is that task`;
 }
 
 /** --backoff-base and --backoff-max, given together or not at all. */
@@ -121,6 +145,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
     .option("--expire-after <duration>", "end EXPIRED if not started this long after it is due, e.g. 10m (1s-366d; default: the queue's, else never)")
+    .option("--unique-while <unfinished|duration>", "with a key: answer with the queue's task of this key instead of creating one, while it is unfinished or for this long after it was created (1s-366d), e.g. 10m")
     .option("--file <name=@path>", "an input file, uploaded first (streamed); the task reads it as $TASK_INPUT_DIR/<name>; repeatable", collect)
     .option("--strict", "shell: refuse the command when shellcheck reports an error-level finding (its warnings are printed either way)")
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
@@ -133,7 +158,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
       // On stderr, so `-o json` output and scripts reading the id stay clean.
       for (const w of res.warnings) io.stderr.write(`warning: ${w.field} line ${w.line}:${w.column}: ${w.message} [${w.code}, ${ShellCheckLevel[w.level].toLowerCase()}]\n`);
       printMessage(io, g.output, CreateTaskResponseSchema, res, (r, width) =>
-        r.created ? taskTable(r.task, width) : `${taskTable(r.task, width)}\nnot created: idempotency key "${flags.idempotencyKey}" was already used by task ${r.task?.id}; this is that task`,
+        [taskTable(r.task, width), createdNote(r, flags)].filter((s) => s !== "").join("\n"),
       );
     });
 

@@ -1,4 +1,5 @@
-import { sql } from "kysely";
+import { sql, type Kysely } from "kysely";
+import type { Database } from "../schema.js";
 import { transition } from "./statement.js";
 
 /** A validated task to insert. */
@@ -26,7 +27,16 @@ export interface NewTask {
   expireAfterMs?: number | null;
   /** What the task competes for in its queue (per-key limits, turns); null/undefined: unkeyed. */
   key?: string | null;
+  /**
+   * Debounce/dedupe (needs `key`): answered by an existing unique task of its queue and key while
+   * that one is unfinished, or created less than `windowMs` ago; null/undefined: not unique.
+   * The caller checks with findUniqueHolders first, in the same transaction.
+   */
+  uniqueWhile?: UniqueWhile | null;
 }
+
+/** How long a unique task answers later creates of its queue and key. */
+export type UniqueWhile = { unfinished: true } | { windowMs: number };
 
 /**
  * The `turned` CTE: `input` with each keyed task's key_turn, its place in its key's round-robin
@@ -76,6 +86,7 @@ export function createTasks(tasks: NewTask[]) {
       traceparent: t.traceparent ?? null,
       expire_after_ms: t.expireAfterMs ?? null,
       key: t.key ?? null,
+      key_unique: t.uniqueWhile != null,
     })),
   );
   return transition({
@@ -85,7 +96,7 @@ export function createTasks(tasks: NewTask[]) {
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
           timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
           schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text,
-          expire_after_ms int, key text))`,
+          expire_after_ms int, key text, key_unique boolean))`,
       keyTurns(),
       // A queue's default expiry, for tasks created without one.
       sql`timed as (
@@ -95,9 +106,9 @@ export function createTasks(tasks: NewTask[]) {
     change: {
       // status is the column's default, 'queued'.
       // The deadline counts from when the task is due: its run_at, or now.
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at, key, key_turn)
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at, key, key_turn, key_unique)
         select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent,
-          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond', key, key_turn
+          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond', key, key_turn, key_unique
         from timed order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,
@@ -107,4 +118,22 @@ export function createTasks(tasks: NewTask[]) {
       else 'created' end`,
     enqueue: true,
   });
+}
+
+/**
+ * For each task (in order): the id of the existing task that answers its unique_while, or null
+ * (not unique, or none found: it may be created). Locks each (queue, key) it checks until the
+ * transaction ends, so `trx` must be the transaction that then inserts the tasks: a concurrent
+ * create of the same key waits for it and then sees what it inserted (migration 0030, the hazard
+ * on task_unique_holders). Tasks of the same key within one call are the caller's to pair up.
+ */
+export async function findUniqueHolders(trx: Kysely<Database>, tasks: NewTask[]): Promise<(string | null)[]> {
+  const unique = tasks.flatMap((t, i) => (t.uniqueWhile != null && t.key != null ? [{ t, i }] : []));
+  const holders: (string | null)[] = tasks.map(() => null);
+  if (unique.length === 0) return holders;
+  const { rows } = await sql<{ ord: number; holder: string | null }>`select ord, holder from task_unique_holders(
+      ${unique.map(({ t }) => t.queue ?? "default")}::text[], ${unique.map(({ t }) => t.key)}::text[],
+      ${unique.map(({ t }) => ("windowMs" in t.uniqueWhile! ? t.uniqueWhile.windowMs : null))}::bigint[])`.execute(trx);
+  for (const { ord, holder } of rows) holders[unique[ord]!.i] = holder;
+  return holders;
 }

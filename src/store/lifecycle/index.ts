@@ -26,7 +26,7 @@
  */
 export * from "./states.js";
 export { forcing } from "./statement.js";
-export { createTasks, type NewTask } from "./create.js";
+export { createTasks, findUniqueHolders, type NewTask, type UniqueWhile } from "./create.js";
 export {
   claimAttempt,
   claimKeyedAttempts,

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file task/v1/task.proto.
  */
 export const file_task_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24igQcKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNrZXkYRiABKAkSEwoLd2FpdF9yZWFzb24YRyABKAkSLwoMZXhwaXJlX2FmdGVyGGQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KCmV4cGlyZXNfYXQYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKCHByb2dyZXNzGCogASgLMhUudGFzay52MS5UYXNrUHJvZ3Jlc3MiwwEKDFRhc2tQcm9ncmVzcxIPCgdhdHRlbXB0GAEgASgFEhAKCGZyYWN0aW9uGAIgASgBEg8KB21lc3NhZ2UYAyABKAkSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmF0ZV9wZXJfc2Vjb25kGAUgASgBEjYKE2VzdGltYXRlZF9yZW1haW5pbmcYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ipgEKEFRhc2tIaXN0b3J5RW50cnkSCgoCaWQYASABKAMSDwoHdGFza19pZBgCIAEoAxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgEIAEoBRIPCgdkZXRhaWxzGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItICCghUYXNrVHlwZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEjEKEHBhcmFtZXRlcl9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB2VuYWJsZWQYBCABKAgSHAoUZGVmYXVsdF9tYXhfYXR0ZW1wdHMYBSABKAUSMgoPZGVmYXVsdF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnNlcnZlZBhQIAEoCBIPCgd3b3JrZXJzGFEgAygJEhMKC3NjaGVtYV9oYXNoGFIgASgJEhUKDWRlZmF1bHRfcXVldWUYUyABKAkSKgoIdmVyc2lvbnMYVCADKAsyGC50YXNrLnYxLlRhc2tUeXBlVmVyc2lvbhIUCgxsaXZlX3dvcmtlcnMYMiABKAUirgEKD1Rhc2tUeXBlVmVyc2lvbhITCgtzY2hlbWFfaGFzaBgBIAEoCRIxCg1yZWdpc3RlcmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd3b3JrZXJzGAMgAygJEg8KB2N1cnJlbnQYBCABKAgSMQoQcGFyYW1ldGVyX3NjaGVtYRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiRQoPVGFza1N0YXR1c0NvdW50EiMKBnN0YXR1cxgBIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgCIAEoAyJ5CgtUYXNrTG9nTGluZRILCgNzZXEYASABKAUSDwoHYXR0ZW1wdBgCIAEoBRIOCgZzdHJlYW0YAyABKAkSDAoEbGluZRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKzAQoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBRIRCgRmcm9tGEYgASgFSACIAQESDwoCdG8YRyABKAVIAYgBARIRCgR0YWlsGEggASgFSAKIAQESDwoHYXR0ZW1wdBhJIAEoBRIOCgZzdHJlYW0YSiABKAlCBwoFX2Zyb21CBQoDX3RvQgcKBV90YWlsIoUBChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIEhMKC3RvdGFsX2xpbmVzGEYgASgFEhQKDHN0b3JlZF9saW5lcxhHIAEoBSI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQirAMKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRINCgVxdWV1ZRgyIAEoCRIlCgdiYWNrb2ZmGDwgASgLMhQudGFzay52MS5UYXNrQmFja29mZhIaChJzdHJpY3Rfc2hlbGxfY2hlY2sYKCABKAgSJQoFZmlsZXMYWiADKAsyFi50YXNrLnYxLlRhc2tGaWxlSW5wdXQSLwoMZXhwaXJlX2FmdGVyGGQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgsKA2tleRhGIAEoCSItCg1UYXNrRmlsZUlucHV0EgwKBG5hbWUYASABKAkSDgoGdXBsb2FkGAIgASgJIr0BCghUYXNrRmlsZRIMCgRuYW1lGAEgASgJEi0KCWRpcmVjdGlvbhgCIAEoDjIaLnRhc2sudjEuVGFza0ZpbGVEaXJlY3Rpb24SDwoHYXR0ZW1wdBgDIAEoBRIMCgRzaXplGAQgASgDEg4KBnNoYTI1NhgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1kb3dubG9hZF9wYXRoGAcgASgJIlEKFExpc3RUYXNrRmlsZXNSZXF1ZXN0EgoKAmlkGAEgASgDEi0KCWRpcmVjdGlvbhgCIAEoDjIaLnRhc2sudjEuVGFza0ZpbGVEaXJlY3Rpb24iOQoVTGlzdFRhc2tGaWxlc1Jlc3BvbnNlEiAKBWZpbGVzGAEgAygLMhEudGFzay52MS5UYXNrRmlsZSJwChJDcmVhdGVUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzaxIPCgdjcmVhdGVkGAIgASgIEiwKCHdhcm5pbmdzGCggAygLMhoudGFzay52MS5TaGVsbENoZWNrRmluZGluZyKIAQoRU2hlbGxDaGVja0ZpbmRpbmcSDQoFZmllbGQYASABKAkSDAoEbGluZRgCIAEoBRIOCgZjb2x1bW4YAyABKAUSJwoFbGV2ZWwYBCABKA4yGC50YXNrLnYxLlNoZWxsQ2hlY2tMZXZlbBIMCgRjb2RlGAUgASgJEg8KB21lc3NhZ2UYBiABKAkiPwoSQ3JlYXRlVGFza3NSZXF1ZXN0EikKBXRhc2tzGAEgAygLMhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdCJhChNDcmVhdGVUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEiwKCHdhcm5pbmdzGCggAygLMhoudGFzay52MS5TaGVsbENoZWNrRmluZGluZyIcCg5HZXRUYXNrUmVxdWVzdBIKCgJpZBgBIAEoAyIuCg9HZXRUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayKzAgoQTGlzdFRhc2tzUmVxdWVzdBIlCghzdGF0dXNlcxgBIAMoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgV0eXBlcxgCIAMoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRITCgtwYWdlX251bWJlchgFIAEoBRILCgNpZHMYBiADKAMSFAoMc2NoZWR1bGVfaWRzGCggAygDEg4KBnF1ZXVlcxgyIAMoCRITCgtuYW1lX3ByZWZpeBhkIAEoCRIxCg1jcmVhdGVkX2FmdGVyGGUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRhmIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiogEKEUxpc3RUYXNrc1Jlc3BvbnNlEhwKBXRhc2tzGAEgAygLMg0udGFzay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUSEwoLcGFnZV9udW1iZXIYBSABKAUSGQoRdG90YWxfY291bnRfZXhhY3QYBiABKAgiIwoVR2V0VGFza0hpc3RvcnlSZXF1ZXN0EgoKAmlkGAEgASgDIkQKFkdldFRhc2tIaXN0b3J5UmVzcG9uc2USKgoHaGlzdG9yeRgBIAMoCzIZLnRhc2sudjEuVGFza0hpc3RvcnlFbnRyeSIcChpHZXRUYXNrU3RhdHVzQ291bnRzUmVxdWVzdCK+AQobR2V0VGFza1N0YXR1c0NvdW50c1Jlc3BvbnNlEigKBmNvdW50cxgBIAMoCzIYLnRhc2sudjEuVGFza1N0YXR1c0NvdW50Eg0KBXRvdGFsGAIgASgDEjEKC3R5cGVfY291bnRzGAMgAygLMhwudGFzay52MS5UYXNrVHlwZVN0YXR1c0NvdW50EjMKDHF1ZXVlX2NvdW50cxgyIAMoCzIdLnRhc2sudjEuVGFza1F1ZXVlU3RhdHVzQ291bnQiWQoUVGFza1F1ZXVlU3RhdHVzQ291bnQSDQoFcXVldWUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIlcKE1Rhc2tUeXBlU3RhdHVzQ291bnQSDAoEdHlwZRgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFY291bnQYAyABKAMiLwoRQ2FuY2VsVGFza1JlcXVlc3QSCgoCaWQYASABKAMSDgoGcmVhc29uGAIgASgJIjEKEkNhbmNlbFRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAMiMAoRUmV0cnlUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIWChRMaXN0VGFza1R5cGVzUmVxdWVzdCI5ChVMaXN0VGFza1R5cGVzUmVzcG9uc2USIAoFdHlwZXMYASADKAsyES50YXNrLnYxLlRhc2tUeXBlIk4KEVdhdGNoVGFza3NSZXF1ZXN0EikKBmZpbHRlchgBIAEoCzIZLnRhc2sudjEuTGlzdFRhc2tzUmVxdWVzdBIOCgZjdXJzb3IYAiABKAkimgEKEldhdGNoVGFza3NSZXNwb25zZRIlCgZjaGFuZ2UYASABKAsyEy50YXNrLnYxLlRhc2tDaGFuZ2VIABIsCgloZWFydGJlYXQYAiABKAsyFy50YXNrLnYxLldhdGNoSGVhcnRiZWF0SAASJgoGcmVzeW5jGAMgASgLMhQudGFzay52MS5XYXRjaFJlc3luY0gAQgcKBWV2ZW50IvUCCgpUYXNrQ2hhbmdlEiYKBGtpbmQYASABKA4yGC50YXNrLnYxLlRhc2tDaGFuZ2UuS2luZBIbCgR0YXNrGAIgASgLMg0udGFzay52MS5UYXNrEiMKBnN0YXR1cxgDIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIsCg9wcmV2aW91c19zdGF0dXMYBCABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgFIAEoBRIPCgdkZXRhaWxzGAYgASgJEi4KCmNoYW5nZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgIIAEoCSJtCgRLaW5kEhQKEEtJTkRfVU5TUEVDSUZJRUQQABIQCgxLSU5EX0NSRUFURUQQARIXChNLSU5EX1NUQVRVU19DSEFOR0VEEAISEQoNS0lORF9GSU5JU0hFRBADEhEKDUtJTkRfUFJPR1JFU1MQBCJKCg5XYXRjaEhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLQoLV2F0Y2hSZXN5bmMSDgoGY3Vyc29yGAEgASgJEg4KBnJlYXNvbhgCIAEoCSrzAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVFVTX1FVRVVFRBABEhcKE1RBU0tfU1RBVFVTX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRVU19SRVRSWUlORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEhYKElRBU0tfU1RBVFVTX1BBVVNFRBAHEhcKE1RBU0tfU1RBVFVTX0VYUElSRUQQCCp3ChFUYXNrRmlsZURpcmVjdGlvbhIjCh9UQVNLX0ZJTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASHQoZVEFTS19GSUxFX0RJUkVDVElPTl9JTlBVVBABEh4KGlRBU0tfRklMRV9ESVJFQ1RJT05fT1VUUFVUEAIqqQEKD1NoZWxsQ2hlY2tMZXZlbBIhCh1TSEVMTF9DSEVDS19MRVZFTF9VTlNQRUNJRklFRBAAEhsKF1NIRUxMX0NIRUNLX0xFVkVMX0VSUk9SEAESHQoZU0hFTExfQ0hFQ0tfTEVWRUxfV0FSTklORxACEhoKFlNIRUxMX0NIRUNLX0xFVkVMX0lORk8QAxIbChdTSEVMTF9DSEVDS19MRVZFTF9TVFlMRRAEMrUICgtUYXNrU2VydmljZRJFCgpDcmVhdGVUYXNrEhoudGFzay52MS5DcmVhdGVUYXNrUmVxdWVzdBobLnRhc2sudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKC0NyZWF0ZVRhc2tzEhsudGFzay52MS5DcmVhdGVUYXNrc1JlcXVlc3QaHC50YXNrLnYxLkNyZWF0ZVRhc2tzUmVzcG9uc2USPAoHR2V0VGFzaxIXLnRhc2sudjEuR2V0VGFza1JlcXVlc3QaGC50YXNrLnYxLkdldFRhc2tSZXNwb25zZRJCCglMaXN0VGFza3MSGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QaGi50YXNrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlElEKDkdldFRhc2tIaXN0b3J5Eh4udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlcXVlc3QaHy50YXNrLnYxLkdldFRhc2tIaXN0b3J5UmVzcG9uc2USYAoTR2V0VGFza1N0YXR1c0NvdW50cxIjLnRhc2sudjEuR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QaJC50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRJFCgpDYW5jZWxUYXNrEhoudGFzay52MS5DYW5jZWxUYXNrUmVxdWVzdBobLnRhc2sudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkIKCVJldHJ5VGFzaxIZLnRhc2sudjEuUmV0cnlUYXNrUmVxdWVzdBoaLnRhc2sudjEuUmV0cnlUYXNrUmVzcG9uc2USTgoNTGlzdFRhc2tUeXBlcxIdLnRhc2sudjEuTGlzdFRhc2tUeXBlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXNwb25zZRJICgtHZXRUYXNrTG9ncxIbLnRhc2sudjEuR2V0VGFza0xvZ3NSZXF1ZXN0GhwudGFzay52MS5HZXRUYXNrTG9nc1Jlc3BvbnNlEkQKCVdhdGNoVGFzaxIZLnRhc2sudjEuV2F0Y2hUYXNrUmVxdWVzdBoaLnRhc2sudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJHCgpXYXRjaFRhc2tzEhoudGFzay52MS5XYXRjaFRhc2tzUmVxdWVzdBobLnRhc2sudjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAESWgoRR2V0VGFza1Rocm91Z2hwdXQSIS50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVxdWVzdBoiLnRhc2sudjEuR2V0VGFza1Rocm91Z2hwdXRSZXNwb25zZRJOCg1MaXN0VGFza0ZpbGVzEh0udGFzay52MS5MaXN0VGFza0ZpbGVzUmVxdWVzdBoeLnRhc2sudjEuTGlzdFRhc2tGaWxlc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
+  fileDesc("ChJ0YXNrL3YxL3Rhc2sucHJvdG8SB3Rhc2sudjEiXgoLVGFza0JhY2tvZmYSJwoEYmFzZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNtYXgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24igQcKBFRhc2sSCgoCaWQYASABKAMSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEiMKBnN0YXR1cxgEIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgGIAEoBRIQCghhdHRlbXB0cxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSKgoHdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBnJlc3VsdBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKbGFzdF9lcnJvchgMIAEoCRIuCgpjcmVhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GBEgASgJEhMKC3NjaGVkdWxlX2lkGCggASgDEjAKDHNjaGVkdWxlZF9hdBgpIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYMiABKAkSJQoHYmFja29mZhg8IAEoCzIULnRhc2sudjEuVGFza0JhY2tvZmYSLQoJcGF1c2VkX2F0GD0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNrZXkYRiABKAkSEwoLd2FpdF9yZWFzb24YRyABKAkSLwoMZXhwaXJlX2FmdGVyGGQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KCmV4cGlyZXNfYXQYZSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKCHByb2dyZXNzGCogASgLMhUudGFzay52MS5UYXNrUHJvZ3Jlc3MiwwEKDFRhc2tQcm9ncmVzcxIPCgdhdHRlbXB0GAEgASgFEhAKCGZyYWN0aW9uGAIgASgBEg8KB21lc3NhZ2UYAyABKAkSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmF0ZV9wZXJfc2Vjb25kGAUgASgBEjYKE2VzdGltYXRlZF9yZW1haW5pbmcYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ipgEKEFRhc2tIaXN0b3J5RW50cnkSCgoCaWQYASABKAMSDwoHdGFza19pZBgCIAEoAxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDwoHYXR0ZW1wdBgEIAEoBRIPCgdkZXRhaWxzGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItICCghUYXNrVHlwZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEjEKEHBhcmFtZXRlcl9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB2VuYWJsZWQYBCABKAgSHAoUZGVmYXVsdF9tYXhfYXR0ZW1wdHMYBSABKAUSMgoPZGVmYXVsdF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnNlcnZlZBhQIAEoCBIPCgd3b3JrZXJzGFEgAygJEhMKC3NjaGVtYV9oYXNoGFIgASgJEhUKDWRlZmF1bHRfcXVldWUYUyABKAkSKgoIdmVyc2lvbnMYVCADKAsyGC50YXNrLnYxLlRhc2tUeXBlVmVyc2lvbhIUCgxsaXZlX3dvcmtlcnMYMiABKAUirgEKD1Rhc2tUeXBlVmVyc2lvbhITCgtzY2hlbWFfaGFzaBgBIAEoCRIxCg1yZWdpc3RlcmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd3b3JrZXJzGAMgAygJEg8KB2N1cnJlbnQYBCABKAgSMQoQcGFyYW1ldGVyX3NjaGVtYRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiRQoPVGFza1N0YXR1c0NvdW50EiMKBnN0YXR1cxgBIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgCIAEoAyJ5CgtUYXNrTG9nTGluZRILCgNzZXEYASABKAUSDwoHYXR0ZW1wdBgCIAEoBRIOCgZzdHJlYW0YAyABKAkSDAoEbGluZRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKzAQoSR2V0VGFza0xvZ3NSZXF1ZXN0EgoKAmlkGAEgASgDEhEKCWFmdGVyX3NlcRgCIAEoBRINCgVsaW1pdBgDIAEoBRIRCgRmcm9tGEYgASgFSACIAQESDwoCdG8YRyABKAVIAYgBARIRCgR0YWlsGEggASgFSAKIAQESDwoHYXR0ZW1wdBhJIAEoBRIOCgZzdHJlYW0YSiABKAlCBwoFX2Zyb21CBQoDX3RvQgcKBV90YWlsIoUBChNHZXRUYXNrTG9nc1Jlc3BvbnNlEiMKBWxpbmVzGAEgAygLMhQudGFzay52MS5UYXNrTG9nTGluZRIQCghsYXN0X3NlcRgCIAEoBRIMCgRtb3JlGAMgASgIEhMKC3RvdGFsX2xpbmVzGEYgASgFEhQKDHN0b3JlZF9saW5lcxhHIAEoBSI0ChBXYXRjaFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEhQKDGluY2x1ZGVfbG9ncxgCIAEoCCKOAQoRV2F0Y2hUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFza0gAEiwKB2hpc3RvcnkYAiABKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnlIABIjCgNsb2cYAyABKAsyFC50YXNrLnYxLlRhc2tMb2dMaW5lSABCBwoFZXZlbnQi2AMKEUNyZWF0ZVRhc2tSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRINCgVxdWV1ZRgyIAEoCRIlCgdiYWNrb2ZmGDwgASgLMhQudGFzay52MS5UYXNrQmFja29mZhIaChJzdHJpY3Rfc2hlbGxfY2hlY2sYKCABKAgSJQoFZmlsZXMYWiADKAsyFi50YXNrLnYxLlRhc2tGaWxlSW5wdXQSLwoMZXhwaXJlX2FmdGVyGGQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgsKA2tleRhGIAEoCRIqCgx1bmlxdWVfd2hpbGUYbiABKAsyFC50YXNrLnYxLlVuaXF1ZVdoaWxlIlgKC1VuaXF1ZVdoaWxlEhQKCnVuZmluaXNoZWQYASABKAhIABIrCgZ3aW5kb3cYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IAEIGCgRtb2RlIi0KDVRhc2tGaWxlSW5wdXQSDAoEbmFtZRgBIAEoCRIOCgZ1cGxvYWQYAiABKAkivQEKCFRhc2tGaWxlEgwKBG5hbWUYASABKAkSLQoJZGlyZWN0aW9uGAIgASgOMhoudGFzay52MS5UYXNrRmlsZURpcmVjdGlvbhIPCgdhdHRlbXB0GAMgASgFEgwKBHNpemUYBCABKAMSDgoGc2hhMjU2GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWRvd25sb2FkX3BhdGgYByABKAkiUQoUTGlzdFRhc2tGaWxlc1JlcXVlc3QSCgoCaWQYASABKAMSLQoJZGlyZWN0aW9uGAIgASgOMhoudGFzay52MS5UYXNrRmlsZURpcmVjdGlvbiI5ChVMaXN0VGFza0ZpbGVzUmVzcG9uc2USIAoFZmlsZXMYASADKAsyES50YXNrLnYxLlRhc2tGaWxlInAKEkNyZWF0ZVRhc2tSZXNwb25zZRIbCgR0YXNrGAEgASgLMg0udGFzay52MS5UYXNrEg8KB2NyZWF0ZWQYAiABKAgSLAoId2FybmluZ3MYKCADKAsyGi50YXNrLnYxLlNoZWxsQ2hlY2tGaW5kaW5nIogBChFTaGVsbENoZWNrRmluZGluZxINCgVmaWVsZBgBIAEoCRIMCgRsaW5lGAIgASgFEg4KBmNvbHVtbhgDIAEoBRInCgVsZXZlbBgEIAEoDjIYLnRhc2sudjEuU2hlbGxDaGVja0xldmVsEgwKBGNvZGUYBSABKAkSDwoHbWVzc2FnZRgGIAEoCSI/ChJDcmVhdGVUYXNrc1JlcXVlc3QSKQoFdGFza3MYASADKAsyGi50YXNrLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0InIKE0NyZWF0ZVRhc2tzUmVzcG9uc2USHAoFdGFza3MYASADKAsyDS50YXNrLnYxLlRhc2sSLAoId2FybmluZ3MYKCADKAsyGi50YXNrLnYxLlNoZWxsQ2hlY2tGaW5kaW5nEg8KB2NyZWF0ZWQYbiADKAgiHAoOR2V0VGFza1JlcXVlc3QSCgoCaWQYASABKAMiLgoPR2V0VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siswIKEExpc3RUYXNrc1JlcXVlc3QSJQoIc3RhdHVzZXMYASADKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSDQoFdHlwZXMYAiADKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEwoLcGFnZV9udW1iZXIYBSABKAUSCwoDaWRzGAYgAygDEhQKDHNjaGVkdWxlX2lkcxgoIAMoAxIOCgZxdWV1ZXMYMiADKAkSEwoLbmFtZV9wcmVmaXgYZCABKAkSMQoNY3JlYXRlZF9hZnRlchhlIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYZiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqIBChFMaXN0VGFza3NSZXNwb25zZRIcCgV0YXNrcxgBIAMoCzINLnRhc2sudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFEhMKC3BhZ2VfbnVtYmVyGAUgASgFEhkKEXRvdGFsX2NvdW50X2V4YWN0GAYgASgIIiMKFUdldFRhc2tIaXN0b3J5UmVxdWVzdBIKCgJpZBgBIAEoAyJEChZHZXRUYXNrSGlzdG9yeVJlc3BvbnNlEioKB2hpc3RvcnkYASADKAsyGS50YXNrLnYxLlRhc2tIaXN0b3J5RW50cnkiHAoaR2V0VGFza1N0YXR1c0NvdW50c1JlcXVlc3QivgEKG0dldFRhc2tTdGF0dXNDb3VudHNSZXNwb25zZRIoCgZjb3VudHMYASADKAsyGC50YXNrLnYxLlRhc2tTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoAxIxCgt0eXBlX2NvdW50cxgDIAMoCzIcLnRhc2sudjEuVGFza1R5cGVTdGF0dXNDb3VudBIzCgxxdWV1ZV9jb3VudHMYMiADKAsyHS50YXNrLnYxLlRhc2tRdWV1ZVN0YXR1c0NvdW50IlkKFFRhc2tRdWV1ZVN0YXR1c0NvdW50Eg0KBXF1ZXVlGAEgASgJEiMKBnN0YXR1cxgCIAEoDjITLnRhc2sudjEuVGFza1N0YXR1cxINCgVjb3VudBgDIAEoAyJXChNUYXNrVHlwZVN0YXR1c0NvdW50EgwKBHR5cGUYASABKAkSIwoGc3RhdHVzGAIgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg0KBWNvdW50GAMgASgDIi8KEUNhbmNlbFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDEg4KBnJlYXNvbhgCIAEoCSIxChJDYW5jZWxUYXNrUmVzcG9uc2USGwoEdGFzaxgBIAEoCzINLnRhc2sudjEuVGFzayIeChBSZXRyeVRhc2tSZXF1ZXN0EgoKAmlkGAEgASgDIjAKEVJldHJ5VGFza1Jlc3BvbnNlEhsKBHRhc2sYASABKAsyDS50YXNrLnYxLlRhc2siFgoUTGlzdFRhc2tUeXBlc1JlcXVlc3QiOQoVTGlzdFRhc2tUeXBlc1Jlc3BvbnNlEiAKBXR5cGVzGAEgAygLMhEudGFzay52MS5UYXNrVHlwZSJOChFXYXRjaFRhc2tzUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS50YXNrLnYxLkxpc3RUYXNrc1JlcXVlc3QSDgoGY3Vyc29yGAIgASgJIpoBChJXYXRjaFRhc2tzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgLMhMudGFzay52MS5UYXNrQ2hhbmdlSAASLAoJaGVhcnRiZWF0GAIgASgLMhcudGFzay52MS5XYXRjaEhlYXJ0YmVhdEgAEiYKBnJlc3luYxgDIAEoCzIULnRhc2sudjEuV2F0Y2hSZXN5bmNIAEIHCgVldmVudCL1AgoKVGFza0NoYW5nZRImCgRraW5kGAEgASgOMhgudGFzay52MS5UYXNrQ2hhbmdlLktpbmQSGwoEdGFzaxgCIAEoCzINLnRhc2sudjEuVGFzaxIjCgZzdGF0dXMYAyABKA4yEy50YXNrLnYxLlRhc2tTdGF0dXMSLAoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhMudGFzay52MS5UYXNrU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSDwoHZGV0YWlscxgGIAEoCRIuCgpjaGFuZ2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYCCABKAkibQoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASEAoMS0lORF9DUkVBVEVEEAESFwoTS0lORF9TVEFUVVNfQ0hBTkdFRBACEhEKDUtJTkRfRklOSVNIRUQQAxIRCg1LSU5EX1BST0dSRVNTEAQiSgoOV2F0Y2hIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi0KC1dhdGNoUmVzeW5jEg4KBmN1cnNvchgBIAEoCRIOCgZyZWFzb24YAiABKAkq8wEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRVU19RVUVVRUQQARIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAISGAoUVEFTS19TVEFUVVNfUkVUUllJTkcQAxIZChVUQVNLX1NUQVRVU19TVUNDRUVERUQQBBIWChJUQVNLX1NUQVRVU19GQUlMRUQQBRIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBhIWChJUQVNLX1NUQVRVU19QQVVTRUQQBxIXChNUQVNLX1NUQVRVU19FWFBJUkVEEAgqdwoRVGFza0ZpbGVEaXJlY3Rpb24SIwofVEFTS19GSUxFX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEh0KGVRBU0tfRklMRV9ESVJFQ1RJT05fSU5QVVQQARIeChpUQVNLX0ZJTEVfRElSRUNUSU9OX09VVFBVVBACKqkBCg9TaGVsbENoZWNrTGV2ZWwSIQodU0hFTExfQ0hFQ0tfTEVWRUxfVU5TUEVDSUZJRUQQABIbChdTSEVMTF9DSEVDS19MRVZFTF9FUlJPUhABEh0KGVNIRUxMX0NIRUNLX0xFVkVMX1dBUk5JTkcQAhIaChZTSEVMTF9DSEVDS19MRVZFTF9JTkZPEAMSGwoXU0hFTExfQ0hFQ0tfTEVWRUxfU1RZTEUQBDK1CAoLVGFza1NlcnZpY2USRQoKQ3JlYXRlVGFzaxIaLnRhc2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaGy50YXNrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgtDcmVhdGVUYXNrcxIbLnRhc2sudjEuQ3JlYXRlVGFza3NSZXF1ZXN0GhwudGFzay52MS5DcmVhdGVUYXNrc1Jlc3BvbnNlEjwKB0dldFRhc2sSFy50YXNrLnYxLkdldFRhc2tSZXF1ZXN0GhgudGFzay52MS5HZXRUYXNrUmVzcG9uc2USQgoJTGlzdFRhc2tzEhkudGFzay52MS5MaXN0VGFza3NSZXF1ZXN0GhoudGFzay52MS5MaXN0VGFza3NSZXNwb25zZRJRCg5HZXRUYXNrSGlzdG9yeRIeLnRhc2sudjEuR2V0VGFza0hpc3RvcnlSZXF1ZXN0Gh8udGFzay52MS5HZXRUYXNrSGlzdG9yeVJlc3BvbnNlEmAKE0dldFRhc2tTdGF0dXNDb3VudHMSIy50YXNrLnYxLkdldFRhc2tTdGF0dXNDb3VudHNSZXF1ZXN0GiQudGFzay52MS5HZXRUYXNrU3RhdHVzQ291bnRzUmVzcG9uc2USRQoKQ2FuY2VsVGFzaxIaLnRhc2sudjEuQ2FuY2VsVGFza1JlcXVlc3QaGy50YXNrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJCCglSZXRyeVRhc2sSGS50YXNrLnYxLlJldHJ5VGFza1JlcXVlc3QaGi50YXNrLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KDUxpc3RUYXNrVHlwZXMSHS50YXNrLnYxLkxpc3RUYXNrVHlwZXNSZXF1ZXN0Gh4udGFzay52MS5MaXN0VGFza1R5cGVzUmVzcG9uc2USSAoLR2V0VGFza0xvZ3MSGy50YXNrLnYxLkdldFRhc2tMb2dzUmVxdWVzdBocLnRhc2sudjEuR2V0VGFza0xvZ3NSZXNwb25zZRJECglXYXRjaFRhc2sSGS50YXNrLnYxLldhdGNoVGFza1JlcXVlc3QaGi50YXNrLnYxLldhdGNoVGFza1Jlc3BvbnNlMAESRwoKV2F0Y2hUYXNrcxIaLnRhc2sudjEuV2F0Y2hUYXNrc1JlcXVlc3QaGy50YXNrLnYxLldhdGNoVGFza3NSZXNwb25zZTABEloKEUdldFRhc2tUaHJvdWdocHV0EiEudGFzay52MS5HZXRUYXNrVGhyb3VnaHB1dFJlcXVlc3QaIi50YXNrLnYxLkdldFRhc2tUaHJvdWdocHV0UmVzcG9uc2USTgoNTGlzdFRhc2tGaWxlcxIdLnRhc2sudjEuTGlzdFRhc2tGaWxlc1JlcXVlc3QaHi50YXNrLnYxLkxpc3RUYXNrRmlsZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_task_v1_throughput]);
 
 /**
  * TaskBackoff is a task's own retry delay policy: the delay before the attempt after attempt n is
@@ -834,6 +834,17 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
    * @generated from field: string key = 70;
    */
   key: string;
+
+  /**
+   * Debounce and dedupe: no second task of this key in this queue while one is unfinished, or
+   * within a window since the last one was created (docs/design/queues.md "Unique while"). A create
+   * that finds one answers with that task and created = false (CreateTasksResponse.created), writes
+   * nothing and audits nothing. Needs `key` (or the queue's key template): else INVALID_ARGUMENT.
+   * Only tasks created with unique_while count. Unset: no such check.
+   *
+   * @generated from field: task.v1.UniqueWhile unique_while = 110;
+   */
+  uniqueWhile?: UniqueWhile | undefined;
 };
 
 /**
@@ -842,6 +853,42 @@ export type CreateTaskRequest = Message<"task.v1.CreateTaskRequest"> & {
  */
 export const CreateTaskRequestSchema: GenMessage<CreateTaskRequest> = /*@__PURE__*/
   messageDesc(file_task_v1_task, 12);
+
+/**
+ * UniqueWhile says how long a task created with it answers later creates of its queue and key.
+ *
+ * @generated from message task.v1.UniqueWhile
+ */
+export type UniqueWhile = Message<"task.v1.UniqueWhile"> & {
+  /**
+   * @generated from oneof task.v1.UniqueWhile.mode
+   */
+  mode: {
+    /**
+     * While it is waiting, running or paused (not yet SUCCEEDED, FAILED, CANCELLED or EXPIRED).
+     * Must be true when chosen.
+     *
+     * @generated from field: bool unfinished = 1;
+     */
+    value: boolean;
+    case: "unfinished";
+  } | {
+    /**
+     * For this long after it was created: 1 s to 366 days (a debounce window).
+     *
+     * @generated from field: google.protobuf.Duration window = 2;
+     */
+    value: Duration;
+    case: "window";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message task.v1.UniqueWhile.
+ * Use `create(UniqueWhileSchema)` to create a new message.
+ */
+export const UniqueWhileSchema: GenMessage<UniqueWhile> = /*@__PURE__*/
+  messageDesc(file_task_v1_task, 13);
 
 /**
  * TaskFileInput names an upload as one of a new task's input files.
@@ -870,7 +917,7 @@ export type TaskFileInput = Message<"task.v1.TaskFileInput"> & {
  * Use `create(TaskFileInputSchema)` to create a new message.
  */
 export const TaskFileInputSchema: GenMessage<TaskFileInput> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 13);
+  messageDesc(file_task_v1_task, 14);
 
 /**
  * TaskFile is one stored, complete file of a task.
@@ -927,7 +974,7 @@ export type TaskFile = Message<"task.v1.TaskFile"> & {
  * Use `create(TaskFileSchema)` to create a new message.
  */
 export const TaskFileSchema: GenMessage<TaskFile> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 14);
+  messageDesc(file_task_v1_task, 15);
 
 /**
  * @generated from message task.v1.ListTaskFilesRequest
@@ -951,7 +998,7 @@ export type ListTaskFilesRequest = Message<"task.v1.ListTaskFilesRequest"> & {
  * Use `create(ListTaskFilesRequestSchema)` to create a new message.
  */
 export const ListTaskFilesRequestSchema: GenMessage<ListTaskFilesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 15);
+  messageDesc(file_task_v1_task, 16);
 
 /**
  * @generated from message task.v1.ListTaskFilesResponse
@@ -970,7 +1017,7 @@ export type ListTaskFilesResponse = Message<"task.v1.ListTaskFilesResponse"> & {
  * Use `create(ListTaskFilesResponseSchema)` to create a new message.
  */
 export const ListTaskFilesResponseSchema: GenMessage<ListTaskFilesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 16);
+  messageDesc(file_task_v1_task, 17);
 
 /**
  * @generated from message task.v1.CreateTaskResponse
@@ -982,7 +1029,8 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
   task?: Task | undefined;
 
   /**
-   * False when an earlier request with the same idempotency key made the task.
+   * False when an existing task answers the request: an earlier request with the same
+   * idempotency key made it, or unique_while found it (then nothing was written).
    *
    * @generated from field: bool created = 2;
    */
@@ -1002,7 +1050,7 @@ export type CreateTaskResponse = Message<"task.v1.CreateTaskResponse"> & {
  * Use `create(CreateTaskResponseSchema)` to create a new message.
  */
 export const CreateTaskResponseSchema: GenMessage<CreateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 17);
+  messageDesc(file_task_v1_task, 18);
 
 /**
  * ShellCheckFinding is one thing shellcheck found in a shell task's command.
@@ -1053,7 +1101,7 @@ export type ShellCheckFinding = Message<"task.v1.ShellCheckFinding"> & {
  * Use `create(ShellCheckFindingSchema)` to create a new message.
  */
 export const ShellCheckFindingSchema: GenMessage<ShellCheckFinding> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 18);
+  messageDesc(file_task_v1_task, 19);
 
 /**
  * @generated from message task.v1.CreateTasksRequest
@@ -1070,7 +1118,7 @@ export type CreateTasksRequest = Message<"task.v1.CreateTasksRequest"> & {
  * Use `create(CreateTasksRequestSchema)` to create a new message.
  */
 export const CreateTasksRequestSchema: GenMessage<CreateTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 19);
+  messageDesc(file_task_v1_task, 20);
 
 /**
  * @generated from message task.v1.CreateTasksResponse
@@ -1089,6 +1137,14 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
    * @generated from field: repeated task.v1.ShellCheckFinding warnings = 40;
    */
   warnings: ShellCheckFinding[];
+
+  /**
+   * Per task, in the order of the request: false when an existing task answered it (its
+   * idempotency key was used before, or unique_while found one, possibly earlier in this batch).
+   *
+   * @generated from field: repeated bool created = 110;
+   */
+  created: boolean[];
 };
 
 /**
@@ -1096,7 +1152,7 @@ export type CreateTasksResponse = Message<"task.v1.CreateTasksResponse"> & {
  * Use `create(CreateTasksResponseSchema)` to create a new message.
  */
 export const CreateTasksResponseSchema: GenMessage<CreateTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 20);
+  messageDesc(file_task_v1_task, 21);
 
 /**
  * @generated from message task.v1.GetTaskRequest
@@ -1113,7 +1169,7 @@ export type GetTaskRequest = Message<"task.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 21);
+  messageDesc(file_task_v1_task, 22);
 
 /**
  * @generated from message task.v1.GetTaskResponse
@@ -1130,7 +1186,7 @@ export type GetTaskResponse = Message<"task.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 22);
+  messageDesc(file_task_v1_task, 23);
 
 /**
  * @generated from message task.v1.ListTasksRequest
@@ -1222,7 +1278,7 @@ export type ListTasksRequest = Message<"task.v1.ListTasksRequest"> & {
  * Use `create(ListTasksRequestSchema)` to create a new message.
  */
 export const ListTasksRequestSchema: GenMessage<ListTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 23);
+  messageDesc(file_task_v1_task, 24);
 
 /**
  * @generated from message task.v1.ListTasksResponse
@@ -1277,7 +1333,7 @@ export type ListTasksResponse = Message<"task.v1.ListTasksResponse"> & {
  * Use `create(ListTasksResponseSchema)` to create a new message.
  */
 export const ListTasksResponseSchema: GenMessage<ListTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 24);
+  messageDesc(file_task_v1_task, 25);
 
 /**
  * @generated from message task.v1.GetTaskHistoryRequest
@@ -1294,7 +1350,7 @@ export type GetTaskHistoryRequest = Message<"task.v1.GetTaskHistoryRequest"> & {
  * Use `create(GetTaskHistoryRequestSchema)` to create a new message.
  */
 export const GetTaskHistoryRequestSchema: GenMessage<GetTaskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 25);
+  messageDesc(file_task_v1_task, 26);
 
 /**
  * @generated from message task.v1.GetTaskHistoryResponse
@@ -1311,7 +1367,7 @@ export type GetTaskHistoryResponse = Message<"task.v1.GetTaskHistoryResponse"> &
  * Use `create(GetTaskHistoryResponseSchema)` to create a new message.
  */
 export const GetTaskHistoryResponseSchema: GenMessage<GetTaskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 26);
+  messageDesc(file_task_v1_task, 27);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsRequest
@@ -1324,7 +1380,7 @@ export type GetTaskStatusCountsRequest = Message<"task.v1.GetTaskStatusCountsReq
  * Use `create(GetTaskStatusCountsRequestSchema)` to create a new message.
  */
 export const GetTaskStatusCountsRequestSchema: GenMessage<GetTaskStatusCountsRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 27);
+  messageDesc(file_task_v1_task, 28);
 
 /**
  * @generated from message task.v1.GetTaskStatusCountsResponse
@@ -1362,7 +1418,7 @@ export type GetTaskStatusCountsResponse = Message<"task.v1.GetTaskStatusCountsRe
  * Use `create(GetTaskStatusCountsResponseSchema)` to create a new message.
  */
 export const GetTaskStatusCountsResponseSchema: GenMessage<GetTaskStatusCountsResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 28);
+  messageDesc(file_task_v1_task, 29);
 
 /**
  * TaskQueueStatusCount is the number of tasks in one queue in one status.
@@ -1391,7 +1447,7 @@ export type TaskQueueStatusCount = Message<"task.v1.TaskQueueStatusCount"> & {
  * Use `create(TaskQueueStatusCountSchema)` to create a new message.
  */
 export const TaskQueueStatusCountSchema: GenMessage<TaskQueueStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 29);
+  messageDesc(file_task_v1_task, 30);
 
 /**
  * TaskTypeStatusCount is the number of tasks of one type in one status.
@@ -1420,7 +1476,7 @@ export type TaskTypeStatusCount = Message<"task.v1.TaskTypeStatusCount"> & {
  * Use `create(TaskTypeStatusCountSchema)` to create a new message.
  */
 export const TaskTypeStatusCountSchema: GenMessage<TaskTypeStatusCount> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 30);
+  messageDesc(file_task_v1_task, 31);
 
 /**
  * @generated from message task.v1.CancelTaskRequest
@@ -1444,7 +1500,7 @@ export type CancelTaskRequest = Message<"task.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 31);
+  messageDesc(file_task_v1_task, 32);
 
 /**
  * @generated from message task.v1.CancelTaskResponse
@@ -1461,7 +1517,7 @@ export type CancelTaskResponse = Message<"task.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 32);
+  messageDesc(file_task_v1_task, 33);
 
 /**
  * @generated from message task.v1.RetryTaskRequest
@@ -1478,7 +1534,7 @@ export type RetryTaskRequest = Message<"task.v1.RetryTaskRequest"> & {
  * Use `create(RetryTaskRequestSchema)` to create a new message.
  */
 export const RetryTaskRequestSchema: GenMessage<RetryTaskRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 33);
+  messageDesc(file_task_v1_task, 34);
 
 /**
  * @generated from message task.v1.RetryTaskResponse
@@ -1495,7 +1551,7 @@ export type RetryTaskResponse = Message<"task.v1.RetryTaskResponse"> & {
  * Use `create(RetryTaskResponseSchema)` to create a new message.
  */
 export const RetryTaskResponseSchema: GenMessage<RetryTaskResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 34);
+  messageDesc(file_task_v1_task, 35);
 
 /**
  * @generated from message task.v1.ListTaskTypesRequest
@@ -1508,7 +1564,7 @@ export type ListTaskTypesRequest = Message<"task.v1.ListTaskTypesRequest"> & {
  * Use `create(ListTaskTypesRequestSchema)` to create a new message.
  */
 export const ListTaskTypesRequestSchema: GenMessage<ListTaskTypesRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 35);
+  messageDesc(file_task_v1_task, 36);
 
 /**
  * @generated from message task.v1.ListTaskTypesResponse
@@ -1525,7 +1581,7 @@ export type ListTaskTypesResponse = Message<"task.v1.ListTaskTypesResponse"> & {
  * Use `create(ListTaskTypesResponseSchema)` to create a new message.
  */
 export const ListTaskTypesResponseSchema: GenMessage<ListTaskTypesResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 36);
+  messageDesc(file_task_v1_task, 37);
 
 /**
  * @generated from message task.v1.WatchTasksRequest
@@ -1553,7 +1609,7 @@ export type WatchTasksRequest = Message<"task.v1.WatchTasksRequest"> & {
  * Use `create(WatchTasksRequestSchema)` to create a new message.
  */
 export const WatchTasksRequestSchema: GenMessage<WatchTasksRequest> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 37);
+  messageDesc(file_task_v1_task, 38);
 
 /**
  * @generated from message task.v1.WatchTasksResponse
@@ -1593,7 +1649,7 @@ export type WatchTasksResponse = Message<"task.v1.WatchTasksResponse"> & {
  * Use `create(WatchTasksResponseSchema)` to create a new message.
  */
 export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 38);
+  messageDesc(file_task_v1_task, 39);
 
 /**
  * @generated from message task.v1.TaskChange
@@ -1651,7 +1707,7 @@ export type TaskChange = Message<"task.v1.TaskChange"> & {
  * Use `create(TaskChangeSchema)` to create a new message.
  */
 export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 39);
+  messageDesc(file_task_v1_task, 40);
 
 /**
  * @generated from enum task.v1.TaskChange.Kind
@@ -1690,7 +1746,7 @@ export enum TaskChange_Kind {
  * Describes the enum task.v1.TaskChange.Kind.
  */
 export const TaskChange_KindSchema: GenEnum<TaskChange_Kind> = /*@__PURE__*/
-  enumDesc(file_task_v1_task, 39, 0);
+  enumDesc(file_task_v1_task, 40, 0);
 
 /**
  * @generated from message task.v1.WatchHeartbeat
@@ -1712,7 +1768,7 @@ export type WatchHeartbeat = Message<"task.v1.WatchHeartbeat"> & {
  * Use `create(WatchHeartbeatSchema)` to create a new message.
  */
 export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 40);
+  messageDesc(file_task_v1_task, 41);
 
 /**
  * @generated from message task.v1.WatchResync
@@ -1734,7 +1790,7 @@ export type WatchResync = Message<"task.v1.WatchResync"> & {
  * Use `create(WatchResyncSchema)` to create a new message.
  */
 export const WatchResyncSchema: GenMessage<WatchResync> = /*@__PURE__*/
-  messageDesc(file_task_v1_task, 41);
+  messageDesc(file_task_v1_task, 42);
 
 /**
  * TaskStatus is where a task is in its lifecycle. SUCCEEDED, FAILED and
