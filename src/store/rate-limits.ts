@@ -1,4 +1,5 @@
 import { sql, type Kysely } from "kysely";
+import { QUEUE_CHANNEL } from "./channels.js";
 import type { Database } from "./schema.js";
 
 /** A named rate limit (migration 0031): `rate` units per `periodMs`, at most `burst` at once. */
@@ -51,12 +52,15 @@ export async function setRateLimit(db: Kysely<Database>, l: RateLimit): Promise<
       per_key = excluded.per_key, queue = excluded.queue, task_type = excluded.task_type, updated_at = now()
     returning *`.execute(db);
   await sql`update rate_limit_buckets set tokens = least(tokens, ${l.burst}) where limit_name = ${l.name}`.execute(db);
+  // Workers read their limits again at once (queue-gate.ts), as on a queue's change; sent at commit.
+  await sql`select pg_notify(${QUEUE_CHANNEL}, ${l.name})`.execute(db);
   return fromRow(rows[0]!);
 }
 
 /** Deletes limit `name` and its buckets; whether it existed. */
 export async function deleteRateLimit(db: Kysely<Database>, name: string): Promise<boolean> {
   const { rows } = await sql<{ name: string }>`delete from rate_limits where name = ${name} returning name`.execute(db);
+  if (rows.length > 0) await sql`select pg_notify(${QUEUE_CHANNEL}, ${name})`.execute(db);
   return rows.length > 0;
 }
 
