@@ -88,6 +88,14 @@ export class TokenExistsError extends Error {
   }
 }
 
+/** A rate limit name that does not exist (migration 0031). */
+export class RateLimitNotFoundError extends Error {
+  override name = "RateLimitNotFoundError";
+  constructor(readonly limitName: string) {
+    super(`rate limit "${limitName}" not found`);
+  }
+}
+
 /** An API token name that does not exist among the stored tokens. */
 export class TokenNotFoundError extends Error {
   override name = "TokenNotFoundError";

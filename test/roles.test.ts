@@ -87,6 +87,9 @@ const calls: Record<string, (c: Clients) => Promise<unknown>> = {
   "task.v1.AgentService/Heartbeat": (c) => c.agent.heartbeat({ agentId: "agent:boss:none" }),
   "task.v1.AgentService/ReportOutcomes": (c) => c.agent.reportOutcomes({ agentId: "agent:boss:none" }),
   "task.v1.AgentService/AppendLogs": (c) => c.agent.appendLogs({ agentId: "agent:boss:none" }),
+  "task.v1.RateLimitService/SetRateLimit": (c) => c.limit.setRateLimit({ limit: { name: `roles-${++unique}`, rate: 1, period: { seconds: 60n }, burst: 1, queue: `roles-q${unique}` } }),
+  "task.v1.RateLimitService/ListRateLimits": (c) => c.limit.listRateLimits({}),
+  "task.v1.RateLimitService/DeleteRateLimit": (c) => c.limit.deleteRateLimit({ name: "roles-none" }),
 };
 
 describe("the role table", () => {

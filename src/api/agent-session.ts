@@ -58,6 +58,8 @@ export class AgentSession {
   private failure: Error | undefined;
   private readonly claim: (limit: number) => Promise<TaskRow[]>;
   private readonly gate: QueueGate;
+  private unitDue: NodeJS.Timeout | undefined;
+  private unitDueAt = 0;
 
   constructor(
     private readonly db: Db,
@@ -68,8 +70,18 @@ export class AgentSession {
     /** Resolves to an error once the caller's token is no longer valid (revoked, expired). */
     private readonly stillAuthorized: () => Promise<Error | undefined>,
   ) {
-    this.gate = new QueueGate(db.kysely, registration.queues, logger);
-    this.claim = claimFor(db, agentId, this.gate, registration.queues, registration.types);
+    this.gate = new QueueGate(db.kysely, registration.queues, logger, registration.types);
+    // A rate limit out of units: claim again when its next unit is due (the poll is the fallback).
+    this.claim = claimFor(db, agentId, this.gate, registration.queues, registration.types, (at) => {
+      if (this.unitDue && this.unitDueAt <= at) return;
+      clearTimeout(this.unitDue);
+      this.unitDueAt = at;
+      this.unitDue = setTimeout(() => {
+        this.unitDue = undefined;
+        this.nudge();
+      }, Math.max(0, at - Date.now()) + 5);
+      this.unitDue.unref();
+    });
   }
 
   /**
@@ -174,6 +186,7 @@ export class AgentSession {
       }
     } finally {
       clearInterval(poll);
+      clearTimeout(this.unitDue);
       clearInterval(acks);
       clearInterval(recheck);
       signal.removeEventListener("abort", onAbort);

@@ -13,6 +13,7 @@ import {
   TaskTypeDisabledError,
   TokenExistsError,
   TokenNotFoundError,
+  RateLimitNotFoundError,
 } from "../errors.js";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
 import type { Logger } from "../logger.js";
@@ -28,7 +29,7 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
     const fieldViolations = err.violations.map((v) => ({ field: v.field, description: v.reason }));
     return new ConnectError(err.message, Code.InvalidArgument, undefined, [{ desc: BadRequestSchema, value: { fieldViolations } }]);
   }
-  if (err instanceof TaskNotFoundError || err instanceof ScheduleNotFoundError || err instanceof TokenNotFoundError) return new ConnectError(err.message, Code.NotFound);
+  if (err instanceof TaskNotFoundError || err instanceof ScheduleNotFoundError || err instanceof TokenNotFoundError || err instanceof RateLimitNotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof InvalidTransitionError || err instanceof TaskTypeDisabledError || err instanceof NotPausableError) {
     return new ConnectError(err.message, Code.FailedPrecondition);
   }

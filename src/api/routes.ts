@@ -7,6 +7,8 @@ import { file_task_v1_task, TaskService } from "../gen/task/v1/task_pb.js";
 import { file_task_v1_token, TokenService } from "../gen/task/v1/token_pb.js";
 import { AuditService, file_task_v1_audit } from "../gen/task/v1/audit_pb.js";
 import { AgentService, file_task_v1_agent } from "../gen/task/v1/agent_pb.js";
+import { file_task_v1_limit, RateLimitService } from "../gen/task/v1/limit_pb.js";
+import { createRateLimitService } from "./limit-service.js";
 import { createAgentService, type AgentServiceDeps } from "./agent-service.js";
 import type { Listener } from "../store/listen.js";
 import { createAuditService } from "./audit-service.js";
@@ -50,7 +52,7 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
 }
 
 /** The API's own services (health and reflection aside); roles.ts has a rule for each of their methods. */
-export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerService, TaskControlService, TokenService, AuditService, AgentService] as const;
+export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerService, TaskControlService, TokenService, AuditService, AgentService, RateLimitService] as const;
 
 /** Registers every service on a router. */
 export function routes(
@@ -68,10 +70,11 @@ export function routes(
     router.service(TokenService, createTokenService(deps));
     router.service(AuditService, createAuditService(deps));
     router.service(AgentService, createAgentService({ db: deps.db, auth: deps.auth, listener: deps.listener, logger: deps.logger, config: deps.config, timing: deps.agentTiming }));
+    router.service(RateLimitService, createRateLimitService(deps));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(
       router,
-      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_task_v1_token, file_task_v1_audit, file_task_v1_agent, file_grpc_health_v1_health],
+      [file_task_v1_task, file_task_v1_schedule, file_task_v1_queue, file_task_v1_control, file_task_v1_token, file_task_v1_audit, file_task_v1_agent, file_task_v1_limit, file_grpc_health_v1_health],
       [...API_SERVICES.map((s) => s.typeName), Health.typeName],
     );
     // Last: it wraps the handlers registered above.

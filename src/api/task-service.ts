@@ -40,6 +40,7 @@ import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
 import { deriveKeys, encodePageToken, requireUniqueKeys, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 import { keyTemplates, waitReason } from "../store/queues.js";
+import { rateWaitReason } from "../store/rate-limits.js";
 import { startCreateSpan } from "../tracing.js";
 import { attachUploads, DEFAULT_FILE_CAPS } from "../store/files.js";
 import { listFilesOfTask, validateFileInputs } from "./task-files.js";
@@ -219,7 +220,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       if (!row) throw new TaskNotFoundError(id);
       const task = taskToProto(row, (await findProgress(db, [id])).get(id));
       // What holds a waiting task (its queue or its key at a limit, a pause): one read of its queue's row.
-      if (row.status === "queued" || row.status === "retrying") task.waitReason = (await waitReason(db, row.queue, row.key)) ?? "";
+      if (row.status === "queued" || row.status === "retrying") {
+        task.waitReason = (await waitReason(db, row.queue, row.key)) ?? (await rateWaitReason(db, row.queue, row.type, row.key)) ?? "";
+      }
       return { task };
     },
 

@@ -6,6 +6,7 @@ import { ScheduleService } from "../gen/task/v1/schedule_pb.js";
 import { TaskService } from "../gen/task/v1/task_pb.js";
 import { TokenService } from "../gen/task/v1/token_pb.js";
 import { AuditService } from "../gen/task/v1/audit_pb.js";
+import { RateLimitService } from "../gen/task/v1/limit_pb.js";
 import { bearerToken } from "../sdk/client.js";
 import { UsageError } from "./io.js";
 import { readCa } from "../tls.js";
@@ -36,6 +37,11 @@ export function scheduleClient(options: ClientOptions): Client<typeof ScheduleSe
 /** A QueueService client for the configured address. */
 export function queueClient(options: ClientOptions): Client<typeof QueueService> {
   return createClient(QueueService, transport(options));
+}
+
+/** A RateLimitService client for the configured address. */
+export function limitClient(options: ClientOptions): Client<typeof RateLimitService> {
+  return createClient(RateLimitService, transport(options));
 }
 
 /** A WorkerService client for the configured address. */

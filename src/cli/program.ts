@@ -2,6 +2,7 @@ import { Command, Option } from "commander";
 import { clientEnvNames, configEnvNames, LOG_LEVELS } from "../config.js";
 import { registerEnd2EndCommand } from "./commands/end2end.js";
 import { registerQueueCommands } from "./commands/queue.js";
+import { registerLimitCommands } from "./commands/limit.js";
 import { registerScheduleCommands } from "./commands/schedule.js";
 import { registerServiceCommands } from "./commands/service.js";
 import { registerTaskCommands } from "./commands/task.js";
@@ -39,6 +40,7 @@ export function buildProgram(io: CliIO): Command {
   registerEnd2EndCommand(program, io);
   registerScheduleCommands(program, io);
   registerQueueCommands(program, io);
+  registerLimitCommands(program, io);
   registerTokenCommands(program, io);
   registerAuditCommand(program, io);
   registerAgentCommands(program, io);

@@ -21,7 +21,8 @@ import { setMaxListeners } from "node:events";
 import { Backoff } from "../backoff.js";
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { claimKeyedAttempts, claimNextAttempts } from "../store/lifecycle/index.js";
+import { claimKeyedAttempts, claimNextAttempts, claimRateLimitedAttempt } from "../store/lifecycle/index.js";
+import { msToNextUnit } from "../store/rate-limits.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
 import { queueFlag, runTaskIdentifier } from "../store/jobs.js";
@@ -151,15 +152,19 @@ export class ClaimLoop {
  * claims run only while slots remain, so a process with no keyed tasks pays one empty statement
  * per wake-up at most, and one draining keyed tasks does not ask the batch each time.
  */
-export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[]): (limit: number) => Promise<TaskRow[]> {
+export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[], wakeAt: (epochMs: number) => void = () => {}): (limit: number) => Promise<TaskRow[]> {
   // Unkeyed jobs only: keyed tasks are claimed by claimKeyedAttempts, which finds their jobs by job key.
   const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
   const all = [...byQueue.values()].flat();
   return async (limit) => {
     const view = await gate.current();
     const claimed: TaskRow[] = [];
+    // Tasks under a rate limit are left out of the batch (their queue's flag, their type's identifiers): the SQL refuses them anyway.
+    const rateQueues = view.rateLimits.flatMap((l) => (l.queue === null ? [] : [l.queue]));
+    const rateTypes = new Set(view.rateLimits.flatMap((l) => (l.taskType === null ? [] : [l.taskType])));
+    const identifiers = rateTypes.size === 0 ? all : queues.flatMap((q) => types.filter((t) => !rateTypes.has(t)).map((t) => runTaskIdentifier(q, t)));
     if (!gate.isQuiet(UNKEYED_BATCH)) {
-      claimed.push(...(await claimNextAttempts(db, workerId, { identifiers: all, forbiddenFlags: view.limited.map(queueFlag), limit })));
+      claimed.push(...(await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [...view.limited, ...rateQueues].map(queueFlag), limit })));
       if (claimed.length < limit) gate.quiet(UNKEYED_BATCH);
     }
     const keyed = async (name: string, keyedQueues: string[], keyLimited: boolean) => {
@@ -191,6 +196,20 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
       }
       // Nothing waiting, or the queue (or every waiting key) is full: not asked again until a job may have arrived or a slot freed.
       if (!unkeyedLeft && !keyedLeft) gate.quiet(queue);
+    }
+    // Each rate limit's tasks, one per statement, each taking a unit of its bucket; out of units (or
+    // nothing waiting): quiet until woken, and a wake-up scheduled for its next unit.
+    for (const rate of view.rateLimits) {
+      const name = `*rate:${rate.name}`;
+      if (gate.isQuiet(name)) continue;
+      let one: TaskRow | undefined;
+      while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types }))) claimed.push(one);
+      if (claimed.length < limit) {
+        gate.quiet(name);
+        const ms = await msToNextUnit(db.kysely, rate.name, queues, types);
+        // A unit there but nothing started (its queue or key full, its job held by another claim): an attempt ending wakes it.
+        if (ms !== undefined && ms > 0) wakeAt(Date.now() + ms);
+      }
     }
     return claimed;
   };

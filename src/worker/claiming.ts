@@ -40,7 +40,7 @@ export class Claiming implements WorkerPart {
     options: ClaimingOptions,
   ) {
     const { config, db, logger } = ctx;
-    this.gate = new QueueGate(db.kysely, ctx.queues, logger);
+    this.gate = new QueueGate(db.kysely, ctx.queues, logger, ctx.types);
     // Outcomes are recorded write-behind, in batches (outcome-writer.ts).
     this.outcomes = new OutcomeWriter(db, config.outcomeFlushMs);
     const deps: ExecuteDeps = {
@@ -69,7 +69,8 @@ export class Claiming implements WorkerPart {
     };
     this.slots = new ClaimLoop({
       slots: config.workerConcurrency,
-      claim: tracedClaim(ctx.queues, claimFor(db, ctx.workerId, this.gate, ctx.queues, ctx.types)),
+      // A rate limit out of units: woken when its next unit is due (the WakeSchedule), not polled.
+      claim: tracedClaim(ctx.queues, claimFor(db, ctx.workerId, this.gate, ctx.queues, ctx.types, (at) => this.wake.add(at))),
       run: (task, shutdown) => runAttempt(deps, task, shutdown),
       logger,
     });

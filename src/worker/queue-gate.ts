@@ -2,6 +2,7 @@ import type { Kysely } from "kysely";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { heldQueues } from "../store/queues.js";
+import { rateLimitsOf, type RateLimit } from "../store/rate-limits.js";
 import type { Database } from "../store/schema.js";
 
 /** How long a worker process trusts its view of which queues are held (paused or full). */
@@ -15,6 +16,8 @@ export interface QueueView {
   held: Set<string>;
   /** Queues (not paused nor limited) with a limit per key: their keyed tasks are claimed queue by queue. */
   keyLimited: string[];
+  /** Rate limits over any of the process's queues or types: their tasks are claimed one per statement, each taking a unit. */
+  rateLimits: RateLimit[];
 }
 
 /** The quiet-set name of the keyed claim of the queues without key limits (not a queue name: they have no '*'). */
@@ -34,7 +37,7 @@ export const UNKEYED_BATCH = "*batch";
  * queue) is what guarantees limits and pauses.
  */
 export class QueueGate {
-  private view: QueueView = { limited: [], held: new Set(), keyLimited: [] };
+  private view: QueueView = { limited: [], held: new Set(), keyLimited: [], rateLimits: [] };
   private fetchedAt = 0;
   private pending: Promise<QueueView> | undefined;
   private readonly quietQueues = new Set<string>();
@@ -43,6 +46,7 @@ export class QueueGate {
     private readonly db: Kysely<Database>,
     private readonly queues: string[],
     private readonly logger: Logger,
+    private readonly types: string[] = [],
   ) {}
 
   /** The view, read again when it is older than HELD_QUEUES_TTL_MS (or was invalidated). */
@@ -56,7 +60,7 @@ export class QueueGate {
    * its attempts' outcomes are recorded before their slot is given back, and their end wakes the claim.
    */
   isLimited(queue: string): boolean {
-    return this.view.limited.includes(queue) || this.view.keyLimited.includes(queue);
+    return this.view.limited.includes(queue) || this.view.keyLimited.includes(queue) || this.view.rateLimits.some((l) => l.queue === queue);
   }
 
   /** Forget the view: the next fetch reads it again (and asks every limited queue again). */
@@ -86,8 +90,8 @@ export class QueueGate {
 
   private async refresh(): Promise<QueueView> {
     try {
-      const { held, limited, keyLimited } = await heldQueues(this.db, this.queues);
-      this.view = { limited, held: new Set(held), keyLimited };
+      const [{ held, limited, keyLimited }, rateLimits] = await Promise.all([heldQueues(this.db, this.queues), rateLimitsOf(this.db, this.queues, this.types)]);
+      this.view = { limited, held: new Set(held), keyLimited, rateLimits };
       this.fetchedAt = Date.now();
     } catch (err) {
       // Keep the last view; the fetch itself reports the outage.

@@ -8,6 +8,7 @@ import { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import { TokenService } from "../../src/gen/task/v1/token_pb.js";
 import { AuditService } from "../../src/gen/task/v1/audit_pb.js";
 import { AgentService } from "../../src/gen/task/v1/agent_pb.js";
+import { RateLimitService } from "../../src/gen/task/v1/limit_pb.js";
 import type { Database } from "../../src/store/schema.js";
 import { bearerToken } from "../../src/sdk/client.js";
 
@@ -36,6 +37,7 @@ export function clients(transport: Transport) {
     token: createClient(TokenService, transport),
     audit: createClient(AuditService, transport),
     agent: createClient(AgentService, transport),
+    limit: createClient(RateLimitService, transport),
   };
 }
 export type Clients = ReturnType<typeof clients>;
@@ -53,7 +55,8 @@ export async function snapshot(db: Kysely<Database>) {
       (select count(*)::text from graphile_worker.jobs) as jobs,
       (select md5(coalesce(string_agg(name || paused::text || updated_at::text, ',' order by name), '')) from schedules) as schedules,
       (select md5(coalesce(string_agg(name || paused::text || coalesce(concurrency, -1)::text, ',' order by name), '')) from queues) as queues,
-      (select md5(coalesce(string_agg(name || coalesce(revoked_at::text, ''), ',' order by name), '')) from api_tokens) as tokens
+      (select md5(coalesce(string_agg(name || coalesce(revoked_at::text, ''), ',' order by name), '')) from api_tokens) as tokens,
+      (select md5(coalesce(string_agg(name || rate::text || burst::text || updated_at::text, ',' order by name), '')) from rate_limits) as rate_limits
   `.execute(db);
   return rows[0];
 }

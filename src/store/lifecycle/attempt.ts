@@ -35,14 +35,16 @@ const claimDetails = (workerId: string) => sql`'attempt ' || attempts || ' start
  * task_queue_admits(queue) (migration 0012) says no when the queue is paused, or has a
  * concurrency limit that its RUNNING tasks already reach; for a limited queue it locks the
  * queue's row, so claims racing for its last slot go one after the other; task_key_admits does the
- * same for the task's key (migration 0026). Workers claim through claimNextAttempts.
+ * same for the task's key (migration 0026), task_rate_take takes a unit of its rate limit (0031).
+ * Workers claim through claimNextAttempts.
  */
 export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string): Promise<TaskRow | undefined> {
   const rows = await queryPrepared(db, "task_claim_attempt", transition({
     change: {
       set: claimSet(workerId),
       // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
-      where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)} and task_queue_admits(queue) and task_key_admits(queue, key)`,
+      where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)} and task_queue_admits(queue) and task_key_admits(queue, key)
+        and task_rate_take(task_rate_limit_of(queue, type), key)`,
     },
     details: claimDetails(workerId),
     removeJob: true,
@@ -93,8 +95,8 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
   if (next.limit <= 0) return [];
   // Neither takes a keyed task: claimKeyedAttempts does (with queueLimited in a limited queue).
   const gate = next.limitedQueue === undefined
-    ? sql`tasks.key is null and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null))`
-    : sql`tasks.queue = ${next.limitedQueue}::text and tasks.key is null and task_queue_admits(tasks.queue)`;
+    ? sql`tasks.key is null and not exists (select 1 from queues q where q.name = tasks.queue and (q.paused or q.concurrency is not null)) and ${notRateLimited}`
+    : sql`tasks.queue = ${next.limitedQueue}::text and tasks.key is null and ${notRateLimited} and task_queue_admits(tasks.queue)`;
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
@@ -137,7 +139,15 @@ const keyedCandidate = sql`t.id as k_id, t.queue as k_queue, t.key as k_key, t.a
 
 /** A keyed task of tasks `t` that may start now, by what the claim itself can check. */
 const keyedWaiting = (types: string[]) =>
-  sql`t.key is not null and t.status in ('queued', 'retrying') and t.run_at <= now() and t.type = any(${types}::text[]) and t.cancel_requested_at is null`;
+  sql`t.key is not null and t.status in ('queued', 'retrying') and t.run_at <= now() and t.type = any(${types}::text[]) and t.cancel_requested_at is null
+    and not exists (select 1 from rate_limits l where l.queue = t.queue or l.task_type = t.type)`;
+
+/**
+ * The other claims' refusal of a task under a rate limit (migration 0031): such a task is started
+ * only by claimRateLimitedAttempt, which takes its unit. Two probes of a table of a few rows (its
+ * unique indexes on queue and on type) per task claimed.
+ */
+const notRateLimited = sql`not exists (select 1 from rate_limits l where l.queue = tasks.queue or l.task_type = tasks.type)`;
 
 /**
  * Event `claim` of keyed tasks (tasks.key set, migration 0026), fetch and claim in ONE statement
@@ -225,11 +235,63 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
     change: {
       set: claimSet(workerId),
       from: sql`chosen as c`,
-      where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and tasks.key is not null and ${gate}`,
+      where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and tasks.key is not null and ${notRateLimited} and ${gate}`,
     },
     details: claimDetails(workerId),
     takeJob: sql`c.c_job`,
   }));
+}
+
+/** What one rate-limited claim statement may take (claimRateLimitedAttempt). */
+export interface RateLimitedAttempt {
+  /** The rate limit (rate_limits.name, migration 0031). */
+  limit: string;
+  /** The queues this process serves. */
+  queues: string[];
+  /** The task types this process runs. */
+  types: string[];
+}
+
+/**
+ * Event `claim` of ONE task under rate limit `limit` (migration 0031), fetch and claim in one
+ * statement, as the limited queue's path does: the candidates are the best waiting tasks of the
+ * limit's scope that this process serves (priority, then id; with --per-key only those whose key's
+ * bucket has a unit, by the statement's snapshot, so a key out of units does not block the
+ * others), their jobs locked SKIP LOCKED; the best one is started only if task_rate_take takes a
+ * unit of its bucket under the bucket's row lock (so the limit holds across every process and
+ * agent), and its queue's and key's gates admit it (task_queue_admits, task_key_admits). A task
+ * refused stays QUEUED with its job (no attempt burnt); a unit refused is not taken.
+ *
+ * Cost: one statement per start and one bucket row lock, a point of serialisation for the limit's
+ * claims; the candidates are read from the waiting tasks of the limit's queue (or type), sorted.
+ * Keys do not take turns here: a rate-limited task is started in priority order.
+ */
+export async function claimRateLimitedAttempt(db: Db, workerId: string, next: RateLimitedAttempt): Promise<TaskRow | undefined> {
+  if (next.queues.length === 0 || next.types.length === 0) return undefined;
+  const rows = await queryPrepared(db, "task_claim_rate_limited", transition({
+    with: [
+      sql`lim as (select * from rate_limits where name = ${next.limit}::text)`,
+      sql`cand as (
+        select t.id as k_id, t.attempts + 1 as k_attempt, t.priority as k_priority from tasks t, lim
+        where t.status in ('queued', 'retrying') and t.run_at <= now() and t.cancel_requested_at is null
+          and t.queue = any(${next.queues}::text[]) and t.type = any(${next.types}::text[])
+          and (t.queue = lim.queue or (t.type = lim.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue)))
+          and (not lim.per_key or (select p.tokens from task_rate_peek(lim.name, t.key) p) >= 1)
+        order by t.priority desc, t.id limit 4)`,
+      lockJobsOfTasks("cand"),
+      sql`chosen as (select * from keyjobs order by k_priority desc, k_id limit 1)`,
+    ],
+    change: {
+      set: claimSet(workerId),
+      from: sql`chosen as c`,
+      // The gates last, the bucket's after the queue's and the key's: a unit is taken only for a task that starts.
+      where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and task_rate_limit_of(tasks.queue, tasks.type) = ${next.limit}::text
+        and task_queue_admits(tasks.queue) and task_key_admits(tasks.queue, tasks.key) and task_rate_take(${next.limit}::text, tasks.key)`,
+    },
+    details: claimDetails(workerId),
+    takeJob: sql`c.c_job`,
+  }));
+  return rows[0];
 }
 
 /** A running attempt, as a heartbeat names it. */

@@ -30,6 +30,7 @@ export { createTasks, findUniqueHolders, type NewTask, type UniqueWhile } from "
 export {
   claimAttempt,
   claimKeyedAttempts,
+  claimRateLimitedAttempt,
   claimNextAttempts,
   heartbeat,
   recordOutcome,
@@ -40,6 +41,7 @@ export {
   type KeyedAttempts,
   type LostAttempts,
   type NextAttempts,
+  type RateLimitedAttempt,
   type OutcomeRecord,
   type OwnedAttempt,
   type WorkerInfo,

@@ -1,0 +1,110 @@
+import { sql, type Kysely } from "kysely";
+import { QUEUE_CHANNEL } from "./channels.js";
+import type { Database } from "./schema.js";
+
+/** A named rate limit (migration 0031): `rate` units per `periodMs`, at most `burst` at once. */
+export interface RateLimit {
+  name: string;
+  rate: number;
+  periodMs: number;
+  burst: number;
+  /** One bucket per task key. */
+  perKey: boolean;
+  /** The scope: exactly one of queue and taskType. */
+  queue: string | null;
+  taskType: string | null;
+}
+
+/** A limit as `limit list` shows it. */
+export interface RateLimitView extends RateLimit {
+  /** Units in the bucket now (the unkeyed bucket for a limit per key). */
+  tokens: number;
+  /** Buckets of the limit (keys seen, for a limit per key). */
+  buckets: number;
+  /** Tasks of its scope QUEUED or RETRYING. */
+  waiting: number;
+}
+
+interface LimitRow {
+  name: string;
+  rate: number;
+  period_ms: number;
+  burst: number;
+  per_key: boolean;
+  queue: string | null;
+  task_type: string | null;
+}
+
+const fromRow = (r: LimitRow): RateLimit => ({ name: r.name, rate: r.rate, periodMs: r.period_ms, burst: r.burst, perKey: r.per_key, queue: r.queue, taskType: r.task_type });
+
+/**
+ * Creates or replaces limit `l` (its bucket state is kept, clamped to the new burst). Returns
+ * undefined when another limit already has its scope (one limit per queue, one per type).
+ */
+export async function setRateLimit(db: Kysely<Database>, l: RateLimit): Promise<RateLimit | undefined> {
+  const { rows: clash } = await sql<{ name: string }>`
+    select name from rate_limits where name <> ${l.name} and (queue = ${l.queue}::text or task_type = ${l.taskType}::text)`.execute(db);
+  if (clash.length > 0) return undefined;
+  const { rows } = await sql<LimitRow>`
+    insert into rate_limits (name, rate, period_ms, burst, per_key, queue, task_type)
+    values (${l.name}, ${l.rate}, ${l.periodMs}, ${l.burst}, ${l.perKey}, ${l.queue}, ${l.taskType})
+    on conflict (name) do update set rate = excluded.rate, period_ms = excluded.period_ms, burst = excluded.burst,
+      per_key = excluded.per_key, queue = excluded.queue, task_type = excluded.task_type, updated_at = now()
+    returning *`.execute(db);
+  await sql`update rate_limit_buckets set tokens = least(tokens, ${l.burst}) where limit_name = ${l.name}`.execute(db);
+  // Workers read their limits again at once (queue-gate.ts), as on a queue's change; sent at commit.
+  await sql`select pg_notify(${QUEUE_CHANNEL}, ${l.name})`.execute(db);
+  return fromRow(rows[0]!);
+}
+
+/** Deletes limit `name` and its buckets; whether it existed. */
+export async function deleteRateLimit(db: Kysely<Database>, name: string): Promise<boolean> {
+  const { rows } = await sql<{ name: string }>`delete from rate_limits where name = ${name} returning name`.execute(db);
+  if (rows.length > 0) await sql`select pg_notify(${QUEUE_CHANNEL}, ${name})`.execute(db);
+  return rows.length > 0;
+}
+
+/** Every limit with its use now, by name. */
+export async function listRateLimits(db: Kysely<Database>): Promise<RateLimitView[]> {
+  const { rows } = await sql<LimitRow & { tokens: number; buckets: string; waiting: string }>`
+    select l.*, (select p.tokens from task_rate_peek(l.name, null) p) as tokens,
+      (select count(*) from rate_limit_buckets b where b.limit_name = l.name) as buckets,
+      (select count(*) from tasks t where t.status in ('queued', 'retrying')
+        and (t.queue = l.queue or (t.type = l.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue)))) as waiting
+    from rate_limits l order by l.name`.execute(db);
+  return rows.map((r) => ({ ...fromRow(r), tokens: Number(r.tokens), buckets: Number(r.buckets), waiting: Number(r.waiting) }));
+}
+
+/** The limits whose scope is one of `queues` or `types` (a worker process's claim asks for them), by name. */
+export async function rateLimitsOf(db: Kysely<Database>, queues: string[], types: string[]): Promise<RateLimit[]> {
+  const { rows } = await sql<LimitRow>`
+    select * from rate_limits where queue = any(${queues}::text[]) or task_type = any(${types}::text[]) order by name`.execute(db);
+  return rows.map(fromRow);
+}
+
+/**
+ * Ms until limit `name` has a unit again, for its waiting tasks this process may start: the
+ * soonest of their keys' buckets for a limit per key; undefined when none waits.
+ */
+export async function msToNextUnit(db: Kysely<Database>, name: string, queues: string[], types: string[]): Promise<number | undefined> {
+  const { rows } = await sql<{ ms: number | null }>`
+    select min(p.next_unit_ms) as ms from (
+      select distinct case when l.per_key then coalesce(t.key, '') else '' end as k, l.name
+      from rate_limits l join tasks t on t.status in ('queued', 'retrying') and t.run_at <= now()
+        and t.queue = any(${queues}::text[]) and t.type = any(${types}::text[])
+        and task_rate_limit_of(t.queue, t.type) = l.name
+      where l.name = ${name}) w
+    cross join lateral task_rate_peek(w.name, w.k) p`.execute(db);
+  const ms = rows[0]?.ms;
+  return ms === null || ms === undefined ? undefined : Number(ms);
+}
+
+/** Why a waiting task of (queue, type, key) waits on its rate limit ("rate limit smtp: next unit in 1.2 s"); undefined when it has a unit. */
+export async function rateWaitReason(db: Kysely<Database>, queue: string, type: string, key: string | null): Promise<string | undefined> {
+  const { rows } = await sql<{ name: string; next_unit_ms: number }>`
+    select l.name, p.next_unit_ms from rate_limits l cross join lateral task_rate_peek(l.name, ${key}::text) p
+    where l.name = task_rate_limit_of(${queue}::text, ${type}::text)`.execute(db);
+  const r = rows[0];
+  if (!r || r.next_unit_ms <= 0) return undefined;
+  return `rate limit ${r.name}: next unit in ${(Math.ceil(r.next_unit_ms / 100) / 10).toFixed(1)} s`;
+}
