@@ -31,6 +31,7 @@ describe.each(["grpc-v1", "grpc-v1alpha"])("gRPC server reflection (%s)", (refle
         "task.v1.AgentService",
         "task.v1.AuditService",
         "task.v1.QueueService",
+        "task.v1.RateLimitService",
         "task.v1.ScheduleService",
         "task.v1.TaskControlService",
         "task.v1.TaskService",
