@@ -22,7 +22,9 @@ create index tasks_key_unique_unfinished_idx on tasks (queue, key, id)
 -- committed before it got the lock; the lock (transaction-scoped, advisory: a key has no row to
 -- lock) is held until the create commits, so the next create of that key sees this one. Call it
 -- in the create's transaction BEFORE inserting. Keys are locked in (queue, key) order, so two
--- creates locking overlapping keys cannot deadlock on them.
+-- creates locking overlapping keys cannot deadlock on them. The holder's row is locked FOR KEY
+-- SHARE until the create commits: retention (which takes its rows FOR UPDATE SKIP LOCKED) passes it
+-- by, so the task the create answers with cannot vanish before the create reads it.
 create or replace function task_unique_holders(qs text[], ks text[], windows_ms bigint[])
   returns table (ord integer, holder bigint)
   language plpgsql volatile as $$
@@ -40,11 +42,13 @@ begin
     if r.w is null then
       select t.id into holder from tasks t
         where t.queue = r.q and t.key = r.k and t.key_unique and t.status not in ('succeeded', 'failed', 'cancelled', 'expired')
-        order by t.id desc limit 1;
+        order by t.id desc limit 1
+        for key share of t;
     else
       -- Only the newest: ids grow with creation, so one index probe, however many the key made before.
       select t.id, t.created_at into newest from tasks t
-        where t.queue = r.q and t.key = r.k and t.key_unique order by t.id desc limit 1;
+        where t.queue = r.q and t.key = r.k and t.key_unique order by t.id desc limit 1
+        for key share of t;
       if found and newest.created_at > now() - r.w * interval '1 millisecond' then
         holder := newest.id;
       end if;

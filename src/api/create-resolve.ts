@@ -35,8 +35,8 @@ export async function insertUnique(tasks: NewTask[], trx: Kysely<Database>): Pro
   return answeredBy.map((a, i) => {
     if (a === undefined) return results[i]!;
     const row = "holder" in a ? heldRows.get(a.holder) : results[a.batchMate]?.row;
-    // The holder is locked against a new create, not against delete: a finished unique task
-    // deleted meanwhile (retention) would vanish; say so rather than answer with nothing.
+    // The holder's row is locked (task_unique_holders, migration 0030) until this create commits, so
+    // retention cannot delete it meanwhile; a delete by hand that got there first is said so here.
     if (!row) throw new Error(`the task ${"holder" in a ? a.holder : "of the batch"} holding unique_while's key is gone`);
     return { row, created: false };
   });
