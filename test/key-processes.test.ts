@@ -2,42 +2,27 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { useWorkerProcesses } from "./helpers/worker-processes.js";
 import { runCli } from "./helpers/cli.js";
-import { alive, startWorkerProcess } from "./helpers/fault-workers.js";
-import type { CliProcess } from "./helpers/process.js";
 import { waitFor } from "./helpers/wait.js";
 
 // Real worker processes (task-cli serve) racing for keys: the limit per key holds across them, as
 // the tasks' own start and end marks show, and keys take turns (issue 27's targets).
-let api: TestApi;
+const suite = useWorkerProcesses();
 let dir: string;
-const started: CliProcess[] = [];
 beforeAll(async () => {
-  api = await startTestApi();
   dir = await mkdtemp(path.join(os.tmpdir(), "task-keys-"));
 });
 afterAll(async () => {
-  for (const p of started) if (alive(p)) p.child.kill("SIGKILL");
-  await api?.close();
   await rm(dir, { recursive: true, force: true });
 });
 
-const pool = () => api.database.db.pool;
-const cli = (...args: string[]) => runCli(["--address", api.server.url, ...args]);
+const pool = () => suite.api.database.db.pool;
+const cli = (...args: string[]) => runCli(["--address", suite.api.server.url, ...args]);
 async function workers(n: number, args: string[]): Promise<void> {
-  const list = await Promise.all(Array.from({ length: n }, () => startWorkerProcess(pool(), api.database.url, {}, args)));
-  started.push(...list);
+  await Promise.all(Array.from({ length: n }, () => suite.start({}, args)));
 }
-async function stopAll(): Promise<void> {
-  await Promise.all(
-    started.splice(0).map(async (p) => {
-      if (!alive(p)) return;
-      p.child.kill("SIGTERM");
-      await p.exited;
-    }),
-  );
-}
+const stopAll = () => suite.stopAll();
 const count = async (sql: string, values: unknown[] = []) => (await pool().query(sql, values)).rows[0].n as number;
 
 /** The most tasks of one key whose [start, end] marks overlap at any moment. */
@@ -67,7 +52,7 @@ describe("a limit per key across worker processes", () => {
     await chmod(marks, 0o666);
     const keys = Array.from({ length: 20 }, (_, i) => `host-${i}.example`);
     const perKey = 4;
-    const { tasks } = await api.client.createTasks({
+    const { tasks } = await suite.api.client.createTasks({
       tasks: keys.flatMap((key) =>
         Array.from({ length: perKey }, (_, i) => ({
           name: `${key}-${i}`,
@@ -129,7 +114,7 @@ describe("a queue limit and a limit per key together", () => {
     await writeFile(marks, "");
     await chmod(marks, 0o666);
     const keys = Array.from({ length: 8 }, (_, i) => `tenant-${i}`);
-    const { tasks } = await api.client.createTasks({
+    const { tasks } = await suite.api.client.createTasks({
       tasks: keys.flatMap((key) =>
         Array.from({ length: 3 }, (_, i) => ({
           name: `${key}-${i}`,
@@ -160,7 +145,7 @@ describe("fair turns between keys across worker processes", () => {
   it("key A enqueues 20,000 tasks, then key B 20: B's start in turns with A's, not after A's backlog", async () => {
     await workers(3, ["-n", "4", "--queues", "tenants"]);
     const create = (key: string, n: number, from = 0) =>
-      api.client.createTasks({ tasks: Array.from({ length: n }, (_, i) => ({ name: `${key}-${from + i}`, type: "shell", queue: "tenants", key, parameters: { command: "true" } })) });
+      suite.api.client.createTasks({ tasks: Array.from({ length: n }, (_, i) => ({ name: `${key}-${from + i}`, type: "shell", queue: "tenants", key, parameters: { command: "true" } })) });
     for (let i = 0; i < 20_000; i += 5_000) await create("a", 5_000, i);
     // A's backlog is draining when B arrives.
     await waitFor(async () => (await count("select count(*)::int as n from tasks where queue = 'tenants' and status = 'succeeded'")) >= 20, "some of A's tasks to finish", 60_000);

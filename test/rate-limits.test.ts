@@ -1,30 +1,20 @@
 import { Code } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RateLimitService } from "../src/gen/task/v1/limit_pb.js";
-import { startTestApi, type TestApi } from "./helpers/api.js";
+import { useWorkerProcesses } from "./helpers/worker-processes.js";
 import { runCli } from "./helpers/cli.js";
 import { expectConnectError } from "./helpers/factory.js";
-import { alive, startWorkerProcess } from "./helpers/fault-workers.js";
-import type { CliProcess } from "./helpers/process.js";
 import { waitFor } from "./helpers/wait.js";
 
 // Named rate limits (issue 27 item 3): validated and audited changes, what a waiting task says, and
 // real worker processes sharing one limit, whose starts never exceed rate + burst over any window.
-let api: TestApi;
-const started: CliProcess[] = [];
-beforeAll(async () => {
-  api = await startTestApi();
-});
-afterAll(async () => {
-  for (const p of started) if (alive(p)) p.child.kill("SIGKILL");
-  await api?.close();
-});
+const suite = useWorkerProcesses();
 
-const pool = () => api.database.db.pool;
-const cli = (...args: string[]) => runCli(["--address", api.server.url, ...args]);
-const limits = () => createClient(RateLimitService, createConnectTransport({ baseUrl: api.server.url, httpVersion: "1.1" }));
+const pool = () => suite.api.database.db.pool;
+const cli = (...args: string[]) => runCli(["--address", suite.api.server.url, ...args]);
+const limits = () => createClient(RateLimitService, createConnectTransport({ baseUrl: suite.api.server.url, httpVersion: "1.1" }));
 const count = async (text: string, values: unknown[] = []) => (await pool().query(text, values)).rows[0].n as number;
 
 describe("setting a limit", () => {
@@ -62,17 +52,17 @@ describe("setting a limit", () => {
     const bad = await cli("limit", "set", "x", "--rate", "fast", "--queue", "q");
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/expected N\/PERIOD/);
-    const { task } = await api.client.createTask({ name: "held", type: "noop", queue: "slowq", parameters: {} });
+    const { task } = await suite.api.client.createTask({ name: "held", type: "noop", queue: "slowq", parameters: {} });
     // No worker runs here: take the bucket's one unit as a claim would.
     expect((await pool().query("select task_rate_take('slow', null) as ok")).rows[0].ok).toBe(true);
     expect((await pool().query("select task_rate_take('slow', null) as ok")).rows[0].ok).toBe(false);
-    const got = await api.client.getTask({ id: task!.id });
+    const got = await suite.api.client.getTask({ id: task!.id });
     expect(got.task?.waitReason).toMatch(/^rate limit slow: next unit in 3[56]\d\d\.\d s$/);
     const list = await cli("limit", "list");
     expect(list.stdout).toMatch(/LIMIT\s+SCOPE\s+RATE\s+BURST\s+PER KEY\s+TOKENS LEFT\s+WAITING/);
     expect(list.stdout).toMatch(/slow\s+queue slowq\s+1\/1h\s+1\s+no\s+0\.0\s+1/);
     expect((await cli("limit", "delete", "slow")).stdout).toMatch(/rate limit slow deleted/);
-    expect((await api.client.getTask({ id: task!.id })).task?.waitReason).toBe("");
+    expect((await suite.api.client.getTask({ id: task!.id })).task?.waitReason).toBe("");
   });
 });
 
@@ -98,10 +88,10 @@ describe("a rate limit across worker processes", () => {
     expect(set.code, set.stderr).toBe(0);
     // The poll is a minute: a unit coming due is found by the wake-up the worker schedules for it, not by polling.
     await Promise.all(
-      Array.from({ length: 3 }, async () => started.push(await startWorkerProcess(pool(), api.database.url, { TASK_POLL_INTERVAL_MS: "60000" }, ["-n", "8", "--queues", "mail"]))),
+      Array.from({ length: 3 }, () => suite.start({ TASK_POLL_INTERVAL_MS: "60000" }, ["-n", "8", "--queues", "mail"])),
     );
     const total = 55;
-    await api.client.createTasks({
+    await suite.api.client.createTasks({
       tasks: Array.from({ length: total }, (_, i) => ({ name: `mail-${i}`, type: "shell", queue: "mail", parameters: { command: "true" } })),
     });
     await waitFor(async () => (await count("select count(*)::int as n from tasks where queue = 'mail' and status = 'succeeded'")) === total, "every mail task to succeed", 120_000);
@@ -119,6 +109,6 @@ describe("a rate limit across worker processes", () => {
        where t.queue = 'mail' and h.status = 'running'`,
     );
     expect(ran).toBeGreaterThan(1);
-    await Promise.all(started.splice(0).map(async (p) => { p.child.kill("SIGTERM"); await p.exited; }));
+    await suite.stopAll();
   }, 180_000);
 });

@@ -1,36 +1,23 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { TaskStatus } from "../../src/gen/task/v1/task_pb.js";
 import { checkTaskHistory } from "../../scripts/chaos/check-history.js";
-import { startTestApi, type TestApi } from "../helpers/api.js";
-import { alive, startWorkerProcess } from "../helpers/fault-workers.js";
+import { useWorkerProcesses } from "../helpers/worker-processes.js";
 import type { CliProcess } from "../helpers/process.js";
 import { waitFor } from "../helpers/wait.js";
 
 // Outcomes are recorded write-behind (src/worker/outcome-writer.ts): a worker killed between an
 // attempt's end and the flush of its outcome must lose nothing and record nothing twice.
-let api: TestApi;
-const started: CliProcess[] = [];
-beforeAll(async () => {
-  api = await startTestApi();
-});
-afterAll(async () => {
-  for (const p of started) if (alive(p)) p.child.kill("SIGKILL");
-  await api?.close();
-});
+const suite = useWorkerProcesses();
 
-const pool = () => api.database.db.pool;
-async function worker(env: Record<string, string> = {}): Promise<CliProcess> {
-  const w = await startWorkerProcess(pool(), api.database.url, env);
-  started.push(w);
-  return w;
-}
+const pool = () => suite.api.database.db.pool;
+const worker = (env: Record<string, string> = {}): Promise<CliProcess> => suite.start(env);
 
 describe("write-behind outcomes", () => {
   it("kill -9 with outcomes not yet flushed: every task is retried and succeeds once, with a legal history", async () => {
     // A flush a minute away: the attempts end, their outcomes wait in memory. (Their jobs are gone
     // from the claim on; the worker's heartbeat says when none of its slots is busy any more.)
     const victim = await worker({ TASK_OUTCOME_FLUSH_MS: "60000" });
-    const { tasks } = await api.client.createTasks({ tasks: Array.from({ length: 12 }, (_, i) => ({ name: `unflushed-${i}`, type: "noop" })) });
+    const { tasks } = await suite.api.client.createTasks({ tasks: Array.from({ length: 12 }, (_, i) => ({ name: `unflushed-${i}`, type: "noop" })) });
     const ids = tasks.map((t) => String(t.id));
     await waitFor(async () => {
       const { rows } = await pool().query(
@@ -59,7 +46,7 @@ describe("write-behind outcomes", () => {
     );
     for (const id of ids) {
       const own = history.filter((h) => h.task_id === id);
-      const task = (await api.client.getTask({ id: BigInt(id) })).task!;
+      const task = (await suite.api.client.getTask({ id: BigInt(id) })).task!;
       expect(task.status).toBe(TaskStatus.SUCCEEDED);
       expect(checkTaskHistory({ id, status: "succeeded", attempts: task.attempts, history: own })).toEqual([]);
       // Attempt 1 ran on the killed worker (its outcome died with it), attempt 2 succeeded; once.
@@ -72,7 +59,7 @@ describe("write-behind outcomes", () => {
 
   it("a stopping worker flushes the outcomes it holds before it exits", async () => {
     const w = await worker({ TASK_OUTCOME_FLUSH_MS: "60000" });
-    const { tasks } = await api.client.createTasks({ tasks: Array.from({ length: 5 }, (_, i) => ({ name: `flushed-at-stop-${i}`, type: "noop" })) });
+    const { tasks } = await suite.api.client.createTasks({ tasks: Array.from({ length: 5 }, (_, i) => ({ name: `flushed-at-stop-${i}`, type: "noop" })) });
     const ids = tasks.map((t) => String(t.id));
     await waitFor(async () => {
       const { rows } = await pool().query(
