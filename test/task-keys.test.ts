@@ -182,10 +182,12 @@ describe("the keyed claim", () => {
         await claimKeyedAttempts(db, "w-plans", { queues: ["plans-limited"], types: ["shell"], limit: 3, keyLimited: true });
       }
       const { rows } = await db.pool.query("select name, generic_plans::int, custom_plans::int from pg_prepared_statements where name like 'task_claim_keyed%' order by name");
-      expect(rows).toEqual([
-        { name: "task_claim_keyed_3_1", generic_plans: 7, custom_plans: 5 },
-        { name: "task_claim_keyed_limited_3", generic_plans: 7, custom_plans: 5 },
-      ]);
+      // The batch's keyed claim keeps its generic plan. The key-limited one's choice depends on the
+      // statistics of the moment (a suite run once planned it custom all 12 times): it is only required
+      // to be one prepared statement, not re-prepared per call.
+      expect(rows.map((r) => r.name)).toEqual(["task_claim_keyed_3_1", "task_claim_keyed_limited_3"]);
+      expect(rows[0]).toEqual({ name: "task_claim_keyed_3_1", generic_plans: 7, custom_plans: 5 });
+      expect(rows[1].generic_plans + rows[1].custom_plans).toBe(12);
     } finally {
       await db.close();
     }
