@@ -157,6 +157,8 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
   const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
   const all = [...byQueue.values()].flat();
   return async (limit) => {
+    // Wakes after this point (a job inserted meanwhile) keep a queue that finds nothing from going quiet.
+    const since = gate.wakeCount;
     const view = await gate.current();
     const claimed: TaskRow[] = [];
     // Tasks under a rate limit are left out of the batch (their queue's flag, their type's identifiers): the SQL refuses them anyway.
@@ -165,14 +167,14 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
     const identifiers = rateTypes.size === 0 ? all : queues.flatMap((q) => types.filter((t) => !rateTypes.has(t)).map((t) => runTaskIdentifier(q, t)));
     if (!gate.isQuiet(UNKEYED_BATCH)) {
       claimed.push(...(await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [...view.limited, ...rateQueues].map(queueFlag), limit })));
-      if (claimed.length < limit) gate.quiet(UNKEYED_BATCH);
+      if (claimed.length < limit) gate.quiet(UNKEYED_BATCH, since);
     }
     const keyed = async (name: string, keyedQueues: string[], keyLimited: boolean) => {
       const want = limit - claimed.length;
       if (want <= 0 || keyedQueues.length === 0 || gate.isQuiet(name)) return;
       const got = await claimKeyedAttempts(db, workerId, { queues: keyedQueues, types, limit: want, keyLimited });
       claimed.push(...got);
-      if (got.length < want) gate.quiet(name);
+      if (got.length < want) gate.quiet(name, since);
     };
     await keyed(KEYED_TURNS, queues.filter((q) => !view.limited.includes(q) && !view.keyLimited.includes(q)), false);
     for (const queue of view.keyLimited) await keyed(queue, [queue], true);
@@ -195,7 +197,7 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
         }
       }
       // Nothing waiting, or the queue (or every waiting key) is full: not asked again until a job may have arrived or a slot freed.
-      if (!unkeyedLeft && !keyedLeft) gate.quiet(queue);
+      if (!unkeyedLeft && !keyedLeft) gate.quiet(queue, since);
     }
     // Each rate limit's tasks, one per statement, each taking a unit of its bucket; out of units (or
     // nothing waiting): quiet until woken, and a wake-up scheduled for its next unit.
@@ -205,7 +207,7 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
       let one: TaskRow | undefined;
       while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types }))) claimed.push(one);
       if (claimed.length < limit) {
-        gate.quiet(name);
+        gate.quiet(name, since);
         const ms = await msToNextUnit(db.kysely, rate.name, queues, types);
         // A unit there but nothing started (its queue or key full, its job held by another claim): an attempt ending wakes it.
         if (ms !== undefined && ms > 0) wakeAt(Date.now() + ms);

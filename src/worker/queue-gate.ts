@@ -41,6 +41,7 @@ export class QueueGate {
   private fetchedAt = 0;
   private pending: Promise<QueueView> | undefined;
   private readonly quietQueues = new Set<string>();
+  private wakes = 0;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -66,6 +67,7 @@ export class QueueGate {
   /** Forget the view: the next fetch reads it again (and asks every limited queue again). */
   invalidate(): void {
     this.fetchedAt = 0;
+    this.wakes++;
     this.quietQueues.clear();
   }
 
@@ -75,8 +77,16 @@ export class QueueGate {
    * statement per limited queue each. The same for a key-limited queue's keyed claim, for
    * KEYED_TURNS, the keyed claim of the other queues, and for UNKEYED_BATCH, the batch.
    */
-  quiet(queue: string): void {
+  quiet(queue: string, since: number): void {
+    // A wake that came while the claim that found nothing was in flight may have been for this
+    // queue: the claim's answer predates it, so the queue stays to be asked again.
+    if (since !== this.wakes) return;
     this.quietQueues.add(queue);
+  }
+
+  /** Wakes so far: a claim notes it before its statements and passes it to quiet(). */
+  get wakeCount(): number {
+    return this.wakes;
   }
 
   isQuiet(queue: string): boolean {
@@ -85,6 +95,7 @@ export class QueueGate {
 
   /** Jobs may have arrived or come due (a notification, a due time, the poll): ask every limited queue again. */
   wake(): void {
+    this.wakes++;
     this.quietQueues.clear();
   }
 
