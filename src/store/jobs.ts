@@ -125,7 +125,7 @@ export function hasRunnableJob(idColumn: string): RawBuilder<boolean> {
     where j.key = ${taskJobKey(idColumn)} and (j.locked_at is not null or j.attempts < j.max_attempts))`;
 }
 
-/** What one claim statement takes (see claimNextAttempts in lifecycle/attempt.ts). */
+/** What one claim statement takes (see claimNextAttempts in lifecycle/claim.ts). */
 export interface JobPick {
   identifiers: string[];
   forbiddenFlags: string[];

@@ -236,7 +236,7 @@ export async function deleteTasks(db: Kysely<Database>, ids: string[]): Promise<
 /**
  * Event `expire` (-> EXPIRED): up to `limit` tasks that were never started and are past their
  * deadline (GUARDS.expire), earliest deadline first, each with a history row saying how long it
- * waited; their pending jobs are removed. A claim never starts such a task (attempt.ts), so of the
+ * waited; their pending jobs are removed. A claim never starts such a task (claim.ts), so of the
  * two racing, one wins. Rows another transaction holds are skipped (the next pass takes them).
  */
 export async function expireOverdue(db: Kysely<Database>, limit: number): Promise<TaskRow[]> {

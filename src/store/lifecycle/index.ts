@@ -8,7 +8,7 @@
  * | event     | from                                   | to                                   | wake-ups                              | where        |
  * |-----------|----------------------------------------|--------------------------------------|---------------------------------------|--------------|
  * | create    | (none)                                 | QUEUED                               | job added (due-time wake if later)    | create.ts    |
- * | claim     | QUEUED, RETRYING (no cancel pending)   | RUNNING                              | job taken (deleted)                   | attempt.ts   |
+ * | claim     | QUEUED, RETRYING (no cancel pending)   | RUNNING                              | job taken (deleted)                   | claim.ts     |
  * | heartbeat | RUNNING, PAUSED mid-attempt (owner)    | same (no history row)                |                                       | attempt.ts   |
  * | outcome   | RUNNING, PAUSED mid-attempt (owner)    | SUCCEEDED, RETRYING, FAILED, CANCELLED, PAUSED held | next job for RETRYING  | attempt.ts   |
  * | rescue    | RUNNING, PAUSED mid-attempt (dead)     | RETRYING, FAILED, CANCELLED, PAUSED held | next job for RETRYING             | attempt.ts   |
@@ -32,16 +32,18 @@ export {
   claimKeyedAttempts,
   claimRateLimitedAttempt,
   claimNextAttempts,
+  type KeyedAttempts,
+  type NextAttempts,
+  type RateLimitedAttempt,
+} from "./claim.js";
+export {
   heartbeat,
   recordOutcome,
   recordOutcomes,
   rescueLostAttempts,
   rescueStatement,
   type AttemptRef,
-  type KeyedAttempts,
   type LostAttempts,
-  type NextAttempts,
-  type RateLimitedAttempt,
   type OutcomeRecord,
   type OwnedAttempt,
   type WorkerInfo,
