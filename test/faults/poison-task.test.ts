@@ -29,12 +29,18 @@ function superviseHogWorker(): void {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: api.database.url, ...faultWorkerEnv, LOG_LEVEL: "error" },
     stdio: ["ignore", "ignore", "pipe"],
   });
+  // V8's out-of-memory line is followed by a native stack trace that can be longer than any tail
+  // kept here: the line is looked for as the output arrives (across chunk boundaries), not at exit.
   let err = "";
-  child.stderr!.on("data", (c: Buffer) => (err = (err + c.toString()).slice(-2000)));
+  let outOfMemory = false;
+  child.stderr!.on("data", (c: Buffer) => {
+    err = (err + c.toString()).slice(-2000);
+    outOfMemory ||= /heap out of memory|Reached heap limit/i.test(err);
+  });
   current = child;
   child.once("exit", (code, signal) => {
     if (stopped) return;
-    exits.push(`${code ?? signal}: ${/heap out of memory|Reached heap limit/i.test(err) ? "out of memory" : err.slice(-300)}`);
+    exits.push(`${code ?? signal}: ${outOfMemory ? "out of memory" : err.slice(-300)}`);
     superviseHogWorker();
   });
 }
@@ -71,7 +77,7 @@ describe("poison tasks", () => {
     // The database can see the third worker gone (its liveness lock released) before this process
     // hears the child's exit: wait for the exit, then look at what each said.
     await waitFor(() => exits.length >= 3, "the third worker exit to be reported", 10_000);
-    expect(exits.filter((e) => e.includes("out of memory")).length).toBeGreaterThanOrEqual(3);
+    expect(exits.filter((e) => e.includes("out of memory")).length, exits.join("\n")).toBeGreaterThanOrEqual(3);
     const { history } = await api.client.getTaskHistory({ id: hog });
     expect(history.at(-1)?.details).toMatch(/^attempt 3 lost: worker \S+ exited; giving up: worker lost on each of 3 attempts; possibly out of memory$/);
 
@@ -79,7 +85,9 @@ describe("poison tasks", () => {
     for (const v of victims) {
       await waitFor(async () => (await api.client.getTask({ id: v.id })).task?.status === TaskStatus.SUCCEEDED, `${v.name} to succeed`, 60_000);
       const h = (await api.client.getTaskHistory({ id: v.id })).history;
-      expect(h.some((row) => / lost: worker \S+ exited; retrying now$/.test(row.details))).toBe(true);
+      // Lost with its worker: seen exited, or (under load, when the dying worker stalls past its
+      // lease first) by the lease; either way retried, not failed.
+      expect(h.some((row) => / lost: .+; retrying now$/.test(row.details)), h.map((row) => row.details).join("\n")).toBe(true);
     }
   }, 240_000);
 });
