@@ -147,7 +147,7 @@ export interface JobPick {
   /**
    * The claiming process's labels (sorted "key=value" pairs) and the labeled identifiers it reads
    * (labeledRunTaskIdentifier): a job of those is taken only if its task's labels are among the
-   * process's. Absent or empty: no labeled job is read (the statement is the one without labels).
+   * process's. Absent: no labeled job is read (the statement is the one without labels).
    */
   labels?: { pairs: string[]; identifiers: string[] };
 }
@@ -168,7 +168,7 @@ export interface JobPick {
  */
 export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder<unknown>[] {
   const ids = (identifiers: string[]) => sql`array(select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${identifiers}::text[]))`;
-  const labeled = pick.labels !== undefined && pick.labels.pairs.length > 0 && pick.labels.identifiers.length > 0 ? pick.labels : undefined;
+  const labeled = pick.labels;
   const served = labeled === undefined
     ? sql`j.task_id = any(${ids(pick.identifiers)})`
     : sql`(j.task_id = any(${ids(pick.identifiers)}) or (j.task_id = any(${ids(labeled.identifiers)})

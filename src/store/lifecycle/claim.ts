@@ -122,10 +122,12 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
-  const labels = next.labels !== undefined && next.labels.length > 0 ? { pairs: next.labels, identifiers: next.labeledIdentifiers ?? [] } : undefined;
+  // Labeled jobs are read only with both the labels and identifiers to read them under.
+  const labeled = next.labels !== undefined && next.labels.length > 0 && (next.labeledIdentifiers ?? []).length > 0;
+  const labels = labeled ? { pairs: next.labels!, identifiers: next.labeledIdentifiers! } : undefined;
   // One prepared statement per limit: the limit is a literal in it (store/jobs.ts pickJobs says why).
   const name = next.limitedQueue === undefined ? `task_claim_next_${Math.trunc(next.limit)}` : "task_claim_next_limited";
-  return queryPrepared(db, `${name}${labeledName(next.labels)}`, transition({
+  return queryPrepared(db, `${name}${labeled ? "_l" : ""}`, transition({
     with: pickJobs({ identifiers: next.identifiers, forbiddenFlags: next.forbiddenFlags, limit: next.limitedQueue === undefined ? next.limit : 1, labels }, usable),
     change: {
       set: claimSet(workerId),
