@@ -1,10 +1,14 @@
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService } from "../src/gen/task/v1/agent_pb.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Role } from "../src/gen/task/v1/token_pb.js";
 import { bearerToken } from "../src/sdk/client.js";
+import { createTaskClient, definePlugin, startWorker, z } from "../src/sdk/index.js";
 import { claimAttempt, claimKeyedAttempts, claimNextAttempts } from "../src/store/lifecycle/index.js";
 import { labeledRunTaskIdentifier, runTaskIdentifier } from "../src/store/jobs.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
@@ -190,6 +194,39 @@ describe("bad labels", () => {
     const code = await bad.exited;
     expect(code).not.toBe(0);
     expect(bad.output()).toMatch(/not a label key/);
+  });
+});
+
+describe("a schedule's labels", () => {
+  it("go to each tick's task, and bad ones are refused with nothing stored", async () => {
+    const spec = (labels: Record<string, string>) => ({ name: `routed-${Object.keys(labels).length}`, cron: "@daily", task: { type: "noop", labels } });
+    const { schedule } = await admin().schedule.createSchedule({ spec: spec({ region: "ap" }) });
+    expect(schedule!.spec!.task!.labels).toEqual({ region: "ap" });
+    const { task } = await admin().schedule.triggerSchedule({ name: schedule!.spec!.name });
+    expect(task!.labels).toEqual({ region: "ap" });
+    const shown = await cli("schedule", "get", schedule!.spec!.name);
+    expect(shown.stdout).toMatch(/Runs on\s+workers with labels region=ap/);
+    await expectConnectError(admin().schedule.createSchedule({ spec: spec({ region: "a p", zone: "1" }) }), Code.InvalidArgument, /task\.labels/);
+    expect((await pool().query("select count(*)::int as n from schedules")).rows[0].n).toBe(1);
+  });
+});
+
+describe("the SDK", () => {
+  it("startWorker({ labels }) runs what client.submit(..., { labels }) routes to it", async () => {
+    const echo = definePlugin({ name: "sdk_echo", description: "Returns its input", parameters: z.object({ n: z.number() }), async run(p) { return { n: p.n }; } });
+    const spoolDir = path.join(os.tmpdir(), `labels-spool-${api.database.name}`);
+    const worker = await startWorker({ databaseUrl: api.database.url, plugins: [echo], labels: { region: "sdk" }, logLevel: "silent", env: {}, spoolDir, queues: ["sdk"] });
+    try {
+      const client = createTaskClient({ address: api.server.url, token: TOKENS.admin });
+      const task = await client.submit(echo, { n: 1 }, { queue: "sdk", labels: { region: "sdk" } });
+      expect(task.labels).toEqual({ region: "sdk" });
+      await allSucceeded([task.id], "the SDK task to succeed");
+      expect(await ranOn([task.id])).toEqual(new Map([[String(task.id), [worker.workerId]]]));
+      expect((await pool().query("select labels from workers where id = $1", [worker.workerId])).rows[0].labels).toEqual(["region=sdk"]);
+    } finally {
+      await worker.stop();
+      await rm(spoolDir, { recursive: true, force: true });
+    }
   });
 });
 
