@@ -9,7 +9,7 @@ import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Role } from "../src/gen/task/v1/token_pb.js";
 import { bearerToken } from "../src/sdk/client.js";
 import { createTaskClient, definePlugin, startWorker, z } from "../src/sdk/index.js";
-import { claimAttempt, claimKeyedAttempts, claimNextAttempts } from "../src/store/lifecycle/index.js";
+import { claimAttempt, claimKeyedAttempts, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
 import { labeledRunTaskIdentifier, runTaskIdentifier } from "../src/store/jobs.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
@@ -256,5 +256,14 @@ describe("the claim's label filter (guard)", () => {
     expect(got.map((t) => t.id)).toEqual([task!.id.toString()]);
     const gotKeyed = await claimKeyedAttempts(db(), "guard-w2", { queues: ["guard"], types: ["noop"], limit: 4, labels: both });
     expect(gotKeyed.map((t) => t.id)).toEqual([keyed!.id.toString()]);
+
+    // A retry's job is filed under the labeled identifier again, so it stays routed.
+    const jobOf = async (id: bigint) => (await pool().query("select task_identifier from graphile_worker.jobs where key = $1", [`task:${id}`])).rows[0]?.task_identifier;
+    const [retried] = await recordOutcomes(db(), [{ taskId: task!.id.toString(), attempt: 1, workerId: "guard-w2", outcome: { kind: "retrying", error: "x", details: "failed", retryAt: new Date() } }]);
+    expect(retried?.status).toBe("retrying");
+    expect(await jobOf(task!.id)).toBe(labeledRunTaskIdentifier("guard", "noop"));
+    expect(await claimNextAttempts(db(), "guard-w1", { identifiers: [runTaskIdentifier("guard", "noop")], labeledIdentifiers: [labeledRunTaskIdentifier("guard", "noop")], labels: ["region=us"], forbiddenFlags: [], limit: 4 })).toEqual([]);
+    const again = await claimNextAttempts(db(), "guard-w2", { identifiers: [runTaskIdentifier("guard", "noop")], labeledIdentifiers: [labeledRunTaskIdentifier("guard", "noop")], labels: both, forbiddenFlags: [], limit: 4 });
+    expect(again.map((t) => [t.id, t.attempts])).toEqual([[task!.id.toString(), 2]]);
   });
 });
