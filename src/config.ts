@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { parseDuration } from "./duration.js";
 import { QUEUE_NAME_PATTERN, QUEUE_NAME_RULE } from "./field-rules.js";
+import { labelPairs, parseLabels } from "./labels.js";
 
 /** How a boolean environment variable is spelled: 1/true/yes/on or 0/false/no/off. */
 const envBoolean = z
@@ -147,6 +148,25 @@ const settings = {
     commaList
       .pipe(z.array(z.string().regex(QUEUE_NAME_PATTERN, `each queue name is ${QUEUE_NAME_RULE}`)).min(1, "name at least one queue"))
       .default(["default"]),
+  ),
+  /**
+   * A worker process's labels (`serve --labels region=eu,gpu=true`), comma-separated key=value
+   * pairs: it claims tasks whose labels are all among them, and tasks without labels. Default none
+   * (only tasks without labels). Stored as sorted "key=value" pairs (src/labels.ts).
+   */
+  workerLabels: setting(
+    "TASK_WORKER_LABELS",
+    z
+      .union([z.array(z.string()), z.string()])
+      .transform((v, ctx) => {
+        try {
+          return labelPairs(parseLabels(Array.isArray(v) ? v.join(",") : v));
+        } catch (err) {
+          ctx.addIssue({ code: "custom", message: (err as Error).message });
+          return z.NEVER;
+        }
+      })
+      .default([]),
   ),
   /**
    * A waiting task's effective priority rises by 1 for every this many ms it

@@ -90,4 +90,18 @@ describe("fetches by task identifier", () => {
       await db.close();
     }
   });
+
+  it("so does a labeled worker's, which also reads its labeled identifiers' jobs (routing by labels)", async () => {
+    const db = openDb({ connectionString: database.url, max: 1 }, database.logger);
+    try {
+      const labeled = { labels: ["region=eu"], labeledIdentifiers: ["run:backlog:noop:on"] };
+      for (let call = 0; call < 12; call++) {
+        await claimNextAttempts(db, "w-plans-l", { identifiers: ["run:backlog:noop"], forbiddenFlags: [], limit: 10, ...labeled });
+      }
+      const { rows } = await db.pool.query("select name, generic_plans::int, custom_plans::int from pg_prepared_statements where name like 'task_claim_next%'");
+      expect(rows).toEqual([{ name: "task_claim_next_10_l", generic_plans: 7, custom_plans: 5 }]);
+    } finally {
+      await db.close();
+    }
+  });
 });

@@ -41,6 +41,8 @@ export interface AgentOptions {
   slots: number;
   /** The queues to serve (empty: the token's, or `default`). */
   queues?: string[];
+  /** Its labels: it claims tasks whose labels are all among them (empty: the token's labels). */
+  labels?: Record<string, string>;
   /** HTTP/2 (h2c for http://) instead of HTTP/1.1. */
   http2?: boolean;
   /** The CA to trust for an https:// server: a PEM file's path or its text (default: Node's trust store). */
@@ -143,6 +145,7 @@ class AgentRuntime {
           slots: this.options.slots,
           types: this.types(),
           queues: this.options.queues ?? [],
+          labels: this.options.labels ?? {},
           version: this.options.version ?? "",
           agentId: this.agentId ?? "",
           typeDescriptions: this.enabled().map((p) => {
@@ -157,7 +160,7 @@ class AgentRuntime {
         this.ackMs = reg.ackMs || this.ackMs;
         if (first) {
           this.timers.push(setInterval(() => this.beatNow(), this.heartbeatMs));
-          this.logger.info({ agentId: reg.agentId, queues: reg.queues, slots: this.options.slots, types: this.types() }, "agent registered");
+          this.logger.info({ agentId: reg.agentId, queues: reg.queues, labels: reg.labels, slots: this.options.slots, types: this.types() }, "agent registered");
         }
         // A reconnection: say at once which attempts are still ours.
         this.beatNow();

@@ -30,6 +30,7 @@ import { AgentSession, AgentSessions, DEFAULT_SESSION_TIMING, type SessionTiming
 import type { Authenticator } from "./auth.js";
 import { Violations } from "./fields.js";
 import { callerOf, type Identity } from "./identity.js";
+import { labelsOf } from "../labels.js";
 
 /** What the agent handlers need. */
 export interface AgentServiceDeps {
@@ -90,6 +91,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       else if (req.types.length > 100) v.add("types", "must list at most 100 task types");
       else req.types.forEach((t, i) => TYPE.test(t) || v.add(`types[${i}]`, `"${t.slice(0, 64)}" is not a task type name`));
       const queues = v.queues("queues", req.queues);
+      const asked = v.labels("labels", req.labels);
       v.text("version", req.version, 100);
       if (req.agentId !== "" && !req.agentId.startsWith(`${idPrefix(who)}${req.name}:`)) v.add("agent_id", "is not an id this token registered under this name");
       v.throwIfAny();
@@ -99,6 +101,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       const types = who.types.length > 0 ? req.types.filter((t) => who.types.includes(t)) : req.types;
       if (types.length === 0) throw new PermissionDeniedError(`none of the agent's types is among token ${who.name}'s types (${who.types.join(", ")})`);
       const served = [...new Set(queues.length > 0 ? queues : who.queues.length > 0 ? who.queues : [DEFAULT_QUEUE])].sort();
+      const labels = agentLabels(who, asked);
       const agentId = req.agentId || `${idPrefix(who)}${req.name}:${randomBytes(6).toString("hex")}`;
       await heartbeat(db.kysely, agentId, [], [], {
         types: [...new Set(types)].sort(),
@@ -107,12 +110,13 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         busy: 0,
         host: `${req.name} (agent${req.version ? ` ${req.version}` : ""})`,
         pid: null,
+        labels,
       });
       const described = describedTypes(req.typeDescriptions, types);
       // Its types join the catalog like a worker process's, so tasks of a type only agents run can be created.
       if (described.length > 0) await registerWorkerTypes(db.kysely, agentId, described);
-      logger.info({ agentId, queues: served, types, slots: req.slots, version: req.version }, "agent registered");
-      return { agentId, queues: served, heartbeatIntervalMs, leaseMs, ackMs: timing.ackMs };
+      logger.info({ agentId, queues: served, types, slots: req.slots, version: req.version, labels }, "agent registered");
+      return { agentId, queues: served, heartbeatIntervalMs, leaseMs, ackMs: timing.ackMs, labels: labelsOf(labels) };
     },
 
     async *assignments(req, ctx) {
@@ -193,6 +197,20 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       return { stored };
     },
   };
+}
+
+/**
+ * The labels an agent registers with: those it asked for, or its token's when it asked for none. A
+ * token with labels fixes them: the agent may drop some (claiming less), never add one, since a
+ * label is what lets it claim a task (PermissionDenied, nothing written). A token without labels
+ * (or the local caller) lets the agent have any.
+ */
+function agentLabels(who: Identity, asked: string[]): string[] {
+  const allowed = who.labels ?? [];
+  if (asked.length === 0) return allowed;
+  const outside = allowed.length > 0 ? asked.filter((l) => !allowed.includes(l)) : [];
+  if (outside.length > 0) throw new PermissionDeniedError(`labels ${outside.join(", ")} are outside token ${who.name}'s labels (${allowed.join(", ")})`);
+  return asked;
 }
 
 /** The type descriptions of a Register, checked: one per type it runs, or none at all. */

@@ -81,7 +81,7 @@ export class AgentSession {
         this.nudge();
       }, Math.max(0, at - Date.now()) + 5);
       this.unitDue.unref();
-    });
+    }, registration.labels);
   }
 
   /**

@@ -99,7 +99,7 @@ export class Authenticator {
       this.cache.delete(key);
       return undefined;
     }
-    const identity: Identity = { name: row.name, role: row.role, local: false, source: "database", queues: row.queues, types: row.types };
+    const identity: Identity = { name: row.name, role: row.role, local: false, source: "database", queues: row.queues, types: row.types, labels: row.labels };
     const lastUsedAt = row.last_used_at?.getTime() ?? null;
     if (this.cache.size >= TOKEN_CACHE_MAX) this.cache.clear();
     this.cache.set(key, { identity, id: row.id, expiresAt: row.expires_at?.getTime() ?? null, lastUsedAt, checkedAt: now });

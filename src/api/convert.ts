@@ -11,6 +11,7 @@ import {
   type TaskHistoryEntry,
 } from "../gen/task/v1/task_pb.js";
 import type { TaskHistoryRow, TaskProgressRow, TaskRow, TaskStatus } from "../store/schema.js";
+import { labelsOf } from "../labels.js";
 
 const toProto: Record<TaskStatus, ProtoStatus> = {
   queued: ProtoStatus.QUEUED,
@@ -77,6 +78,7 @@ export function taskToProto(row: TaskRow, progress?: TaskProgressRow): Task {
     pausedAt: row.status === "paused" ? optionalTimestamp(row.paused_at) : undefined,
     expireAfter: row.expire_after_ms !== null ? durationFromMs(row.expire_after_ms) : undefined,
     expiresAt: optionalTimestamp(row.expires_at),
+    labels: labelsOf(row.labels),
     // Only the current attempt's: after a retry, the previous attempt's bar would mislead.
     progress: progress && progress.attempt === row.attempts ? progressToProto(progress) : undefined,
   });

@@ -1,3 +1,4 @@
+import { labelPairs, labelProblems } from "../labels.js";
 import { timestampDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
 import { MAX_REASON_LENGTH, MAX_TEXT_LENGTH, queueNameProblem } from "../field-rules.js";
@@ -159,6 +160,13 @@ export class Violations {
     if (values.length > MAX_FILTER_VALUES) this.add(field, `must list at most ${MAX_FILTER_VALUES} queues`);
     else values.forEach((q, i) => this.queueName(`${field}[${i}]`, q) && out.push(q));
     return out;
+  }
+
+  /** Routing labels (a map from the API): the sorted "key=value" pairs the database stores; empty when any is invalid. */
+  labels(field: string, labels: Readonly<Record<string, string>>): string[] {
+    const problems = labelProblems(labels);
+    problems.forEach((p) => this.add(field, p));
+    return problems.length > 0 ? [] : labelPairs(labels);
   }
 
   /** Ids of tasks or schedules: at most `max` (`tooMany` says what to do instead), each positive. The valid ones. */

@@ -18,6 +18,8 @@ export interface Identity {
   queues: string[];
   /** The task types it may see and touch; empty: every type. */
   types: string[];
+  /** An agent token's labels (sorted "key=value" pairs): its agents may have these or fewer; absent or empty: any. */
+  labels?: string[];
 }
 
 /** The caller of a server without tokens (loopback only, or --insecure). */

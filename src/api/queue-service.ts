@@ -3,11 +3,12 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Config } from "../config.js";
 import { InvalidArgumentError } from "../errors.js";
-import { QueueKeyUseSchema, QueueSchema, QueueService, WorkerSchema, WorkerService, type Queue, type UpdateQueueRequest } from "../gen/task/v1/queue_pb.js";
+import { QueueKeyUseSchema, QueueSchema, QueueService, UnmatchedLabelsSchema, WorkerSchema, WorkerService, type Queue, type UpdateQueueRequest } from "../gen/task/v1/queue_pb.js";
 import { keyProblem, parseKeyTemplate } from "../key-template.js";
 import type { Db } from "../store/db.js";
 import { keyUse, listQueues, updateQueue, type KeyUse, type QueueChange, type QueueView } from "../store/queues.js";
-import { listLiveWorkers, liveSince } from "../store/workers.js";
+import { listLiveWorkers, liveSince, unmatchedLabels } from "../store/workers.js";
+import { labelsOf } from "../labels.js";
 import { durationFromMs } from "./convert.js";
 import { Violations } from "./fields.js";
 import { callerOf } from "./identity.js";
@@ -162,7 +163,9 @@ export function createWorkerService({ db: pair, config }: QueueServiceDeps): Ser
   return {
     async listWorkers() {
       const workers = await listLiveWorkers(pair.kysely, leaseMs);
+      const unmatched = await unmatchedLabels(pair.kysely, leaseMs);
       return {
+        unmatched: unmatched.map((u) => create(UnmatchedLabelsSchema, { labels: labelsOf(u.labels), waiting: BigInt(u.waiting) })),
         workers: workers.map((w) =>
           create(WorkerSchema, {
             id: w.id,
@@ -172,6 +175,7 @@ export function createWorkerService({ db: pair, config }: QueueServiceDeps): Ser
             busy: w.busy,
             types: w.types,
             queues: w.queues,
+            labels: labelsOf(w.labels),
             startedAt: timestampFromDate(w.startedAt),
             lastHeartbeatAt: timestampFromDate(w.heartbeatAt),
           }),

@@ -1,3 +1,4 @@
+import { labelsOf } from "../labels.js";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
@@ -54,6 +55,7 @@ export function scheduleToProto(row: ScheduleRow | ScheduleView): Schedule {
         maxAttempts: row.max_attempts,
         timeout: row.timeout_ms === null ? undefined : durationFromMs(row.timeout_ms),
         key: row.key ?? "",
+        labels: labelsOf(row.labels),
       }),
       paused: row.paused,
       catchUp: catchUpToProto[row.catch_up],

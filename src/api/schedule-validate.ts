@@ -76,6 +76,7 @@ export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleS
       maxAttempts: template.maxAttempts,
       timeout: template.timeout,
       key: template.key,
+      labels: template.labels,
     });
     try {
       resolved = validateCreateTask(request, registry, "task.");
@@ -102,6 +103,7 @@ export function validateScheduleSpec<T extends ResolvedTaskType>(spec: ScheduleS
       backfillLimit: spec.backfillLimit,
       overlap: overlap!,
       key: template!.key === "" ? null : template!.key,
+      labels: resolved!.labels ?? null,
     },
     nextRunAt: spec.paused ? null : firstTick!,
   };

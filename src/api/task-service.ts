@@ -21,7 +21,7 @@ import { taskStatuses, type TaskRow } from "../store/schema.js";
 import { listTaskHistory } from "../store/task-history.js";
 import { countTaskGroups } from "../store/task-counts.js";
 import { FINISHES_KEPT_MINUTES, lastMinutesFinishes } from "../store/task-finishes.js";
-import { listLiveWorkers } from "../store/workers.js";
+import { listLiveWorkers, someWorkerHasLabels } from "../store/workers.js";
 import { findProgress } from "../store/task-progress.js";
 import type { Db } from "../store/db.js";
 import { GroupCommit } from "../store/group-commit.js";
@@ -221,7 +221,11 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const task = taskToProto(row, (await findProgress(db, [id])).get(id));
       // What holds a waiting task (its queue or its key at a limit, a pause): one read of its queue's row.
       if (row.status === "queued" || row.status === "retrying") {
-        task.waitReason = (await waitReason(db, row.queue, row.key)) ?? (await rateWaitReason(db, row.queue, row.type, row.key)) ?? "";
+        // Labels no live worker has come first: freeing the queue or the key would not start it.
+        const unroutable = row.labels !== null && !(await someWorkerHasLabels(db, row.labels, config.leaseMs ?? DEFAULT_LIVE_MS));
+        task.waitReason = unroutable
+          ? `no live worker or agent has labels ${row.labels!.join(",")}`
+          : (await waitReason(db, row.queue, row.key)) ?? (await rateWaitReason(db, row.queue, row.type, row.key)) ?? "";
       }
       return { task };
     },

@@ -5,6 +5,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { configEnvNames, type Config } from "../config.js";
 import { InvalidArgumentError, TokenExistsError } from "../errors.js";
 import { ApiTokenSchema, Role, TokenService, type ApiToken } from "../gen/task/v1/token_pb.js";
+import { labelsOf } from "../labels.js";
 import { audited } from "../store/audit.js";
 import { auditActorOf } from "./audit-context.js";
 import { insertApiToken, listApiTokens, revokeApiToken, type ApiTokenRow } from "../store/api-tokens.js";
@@ -38,6 +39,7 @@ function rowToProto(row: ApiTokenRow): ApiToken {
     role: roleToProto(row.role),
     queues: row.queues,
     types: row.types,
+    labels: labelsOf(row.labels),
     createdAt: ts(row.created_at),
     expiresAt: ts(row.expires_at),
     revokedAt: ts(row.revoked_at),
@@ -84,14 +86,16 @@ export function createTokenService({ db: pair, auth, config }: TokenServiceDeps)
       }
       const queues = v.queues("queues", req.queues);
       const types = v.types("types", req.types);
+      const labels = v.labels("labels", req.labels);
+      if (labels.length > 0 && role !== "agent") v.add("labels", "only an agent token (ROLE_AGENT) has labels");
       v.throwIfAny();
       if (auth.configuredIdentities().some((c) => c.name === req.name)) throw new TokenExistsError(req.name);
       const secret = SECRET_PREFIX + randomBytes(32).toString("base64url");
       // The audit row names the token and its settings, never its secret.
-      const row = await audited(db, auditActorOf(ctx), (trx) => insertApiToken(trx, { name: req.name, role: role!, tokenHash: tokenDigest(secret), queues, types, expiresAt }), (r) => ({
+      const row = await audited(db, auditActorOf(ctx), (trx) => insertApiToken(trx, { name: req.name, role: role!, tokenHash: tokenDigest(secret), queues, types, labels, expiresAt }), (r) => ({
         action: "token_create",
         resources: { token: r.name },
-        parameters: { role: r.role, queues: r.queues, types: r.types, expiresAt: r.expires_at?.toISOString() ?? null },
+        parameters: { role: r.role, queues: r.queues, types: r.types, ...(r.labels.length > 0 ? { labels: r.labels } : {}), expiresAt: r.expires_at?.toISOString() ?? null },
       }));
       return { token: rowToProto(row), secret };
     },

@@ -47,6 +47,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
   const runAt = v.time(`${prefix}run_at`, req.runAt) ?? null;
   const expireAfterMs = v.expireAfter(`${prefix}expire_after`, req.expireAfter);
   const uniqueWhile = uniqueWhileOf(v, `${prefix}unique_while`, req);
+  const labels = v.labels(`${prefix}labels`, req.labels);
   let backoff: { baseMs: number; maxMs: number } | null = null;
   if (req.backoff) {
     const baseMs = req.backoff.base ? durationToMs(req.backoff.base) : Number.NaN;
@@ -89,6 +90,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     // Empty: derived later from the queue's key template, if it has one (deriveKeys).
     key: req.key === "" ? null : req.key,
     uniqueWhile,
+    labels: labels.length > 0 ? labels : null,
     requestHash:
       idempotencyKey === null
         ? null
@@ -100,6 +102,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
             ...(queue === DEFAULT_QUEUE ? {} : { queue }),
             ...(req.key === "" ? {} : { key: req.key }),
             ...(uniqueWhile ? { uniqueWhile } : {}),
+            ...(labels.length > 0 ? { labels } : {}),
           }),
   };
 }

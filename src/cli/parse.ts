@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parseDuration } from "../duration.js";
+import { parseLabels } from "../labels.js";
 import { UsageError } from "./io.js";
 
 /** Commander's accumulator for a repeatable option. */
@@ -81,4 +82,14 @@ export async function parseParameterFlags(flags: { paramsJson?: string; param?: 
     parameters = parseJsonObject(text, "--params-json");
   }
   return { ...parameters, ...parseKeyValues(flags.param ?? []) };
+}
+
+/** A labels flag ("k=v,k=v"), checked here so a typo is a usage error before anything is sent; undefined when not given. */
+export function labelsFlag(value: string | undefined, flag: string): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseLabels(value);
+  } catch (err) {
+    throw new UsageError(`${flag}: ${(err as Error).message}`);
+  }
 }

@@ -1,3 +1,4 @@
+import { formatLabels } from "../labels.js";
 import { durationToMs } from "../api/convert.js";
 import { formatDuration } from "../duration.js";
 import type { ListQueuesResponse, ListWorkersResponse, Queue } from "../gen/task/v1/queue_pb.js";
@@ -63,8 +64,8 @@ export function workerListTable(res: ListWorkersResponse, types: ListTaskTypesRe
   const lines: string[] = [];
   if (res.workers.length === 0) lines.push("no live workers (start one with `task-cli serve`)");
   else {
-    const table = makeTable(["ID", "HOST", "PID", "BUSY", "QUEUES", "TYPES", "HEARTBEAT"]);
-    const flexible = Math.max(20, Math.floor((width - 60) / 3));
+    const table = makeTable(["ID", "HOST", "PID", "BUSY", "QUEUES", "TYPES", "LABELS", "HEARTBEAT"]);
+    const flexible = Math.max(20, Math.floor((width - 64) / 4));
     for (const w of res.workers) {
       table.push([
         truncate(w.id, flexible),
@@ -73,6 +74,7 @@ export function workerListTable(res: ListWorkersResponse, types: ListTaskTypesRe
         `${w.busy}/${w.slots}`,
         truncate(w.queues.join(","), flexible),
         truncate(w.types.join(","), flexible),
+        truncate(formatLabels(w.labels) || "-", flexible),
         humanTime(w.lastHeartbeatAt),
       ]);
     }
@@ -80,5 +82,11 @@ export function workerListTable(res: ListWorkersResponse, types: ListTaskTypesRe
   }
   const unserved = (types?.types ?? []).filter((t) => t.liveWorkers === 0).map((t) => t.name);
   if (unserved.length > 0) lines.push(`no live worker runs: ${unserved.join(", ")} (their tasks wait QUEUED)`);
+  // Tasks that require labels no live worker or agent has: they wait until one with those labels starts.
+  const unmatched = res.unmatched.reduce((n, u) => n + Number(u.waiting), 0);
+  if (unmatched > 0) {
+    const sets = res.unmatched.map((u) => `${formatLabels(u.labels)} (${u.waiting})`).join(", ");
+    lines.push(`${unmatched} waiting task${unmatched === 1 ? "" : "s"} require labels no live worker or agent has: ${sets}`);
+  }
   return lines.join("\n");
 }

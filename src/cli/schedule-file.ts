@@ -23,6 +23,8 @@ const entrySchema = z.strictObject({
   backfill_limit: z.number().int().optional(),
   overlap: z.enum(Object.keys(overlapPolicies) as [string, ...string[]]).optional(),
   paused: z.boolean().optional(),
+  // The labels each tick's task requires, as a map (region: eu); checked by the server.
+  labels: z.record(z.string(), z.string()).optional(),
 });
 
 const fileSchema = z.union([z.strictObject({ schedules: z.array(entrySchema) }), z.array(entrySchema)]);
@@ -42,6 +44,7 @@ export interface SpecInput {
   backfillLimit?: number;
   overlap?: string;
   paused?: boolean;
+  labels?: Record<string, string>;
 }
 
 /** Builds the API's ScheduleSpec; policy names are checked here, everything else by the server. */
@@ -60,6 +63,7 @@ export function buildSpec(input: SpecInput, where: string): ScheduleSpec {
       priority: input.priority ?? 0,
       maxAttempts: input.maxAttempts ?? 0,
       timeout: input.timeoutMs === undefined ? undefined : durationFromMs(input.timeoutMs),
+      labels: input.labels ?? {},
     },
     paused: input.paused ?? false,
     catchUp,
@@ -105,6 +109,7 @@ export function parseScheduleFile(text: string, file: string): ScheduleSpec[] {
         backfillLimit: e.backfill_limit,
         overlap: e.overlap,
         paused: e.paused,
+        labels: e.labels,
       },
       where,
     );

@@ -1,3 +1,4 @@
+import { formatLabels } from "../labels.js";
 import { durationToMs } from "../api/convert.js";
 import { formatDuration } from "../duration.js";
 import { CatchUpPolicy, OverlapPolicy, type ListSchedulesResponse, type Schedule } from "../gen/task/v1/schedule_pb.js";
@@ -54,6 +55,7 @@ export function scheduleTable(s: Schedule | undefined, recent: Task[] = []): str
     ["Priority", String(task?.priority ?? 0)],
     ["Max attempts", task?.maxAttempts ? String(task.maxAttempts) : "type default"],
     ["Timeout", task?.timeout ? formatDuration(durationToMs(task.timeout)) : "type default"],
+    ...(task && Object.keys(task.labels).length > 0 ? [["Runs on", `workers with labels ${formatLabels(task.labels)}`] as [string, string]] : []),
     ["Catch-up", spec.catchUp === CatchUpPolicy.BACKFILL ? `backfill (up to ${spec.backfillLimit})` : catchUpName(spec.catchUp)],
     ["Overlap", overlapName(spec.overlap)],
     ["Paused", spec.paused ? "yes" : "no"],

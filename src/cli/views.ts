@@ -1,5 +1,6 @@
 import { durationToMs } from "../api/convert.js";
 import { formatDuration } from "../duration.js";
+import { formatLabels } from "../labels.js";
 import {
   TaskStatus,
   type GetTaskHistoryResponse,
@@ -29,6 +30,7 @@ export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): stri
     ["Type", task.type],
     ["Queue", task.queue || "default"],
     ...(task.key ? [["Key", task.key] as [string, string]] : []),
+    ...(Object.keys(task.labels).length > 0 ? [["Runs on", `workers with labels ${formatLabels(task.labels)}`] as [string, string]] : []),
     ["Status", statusName(task.status)],
     ...(task.waitReason ? [["Waiting for", task.waitReason] as [string, string]] : []),
     ["Attempts", `${task.attempts}/${task.maxAttempts}`],

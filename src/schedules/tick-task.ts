@@ -28,5 +28,6 @@ export function tickTask<T extends ResolvedTaskType>(schedule: ScheduleRow, regi
     // Each tick is a trace of its own (none while tracing is off).
     traceparent: tickTraceparent(schedule.name, scheduledAt),
     key: schedule.key,
+    labels: schedule.labels,
   };
 }

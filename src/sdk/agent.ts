@@ -24,6 +24,8 @@ export interface StartAgentOptions {
   slots?: number;
   /** The queues to serve (default: the token's, or `default`). */
   queues?: string[];
+  /** Its labels, e.g. `{ region: "eu" }`: it runs tasks whose labels are all among them, and tasks without labels (default: its token's labels). */
+  labels?: Record<string, string>;
   /** Run built-in types too: true for all, or a list (shell still needs `enableShell`). Their settings (SMTP, run_query targets) come from this process's environment. */
   builtins?: boolean | BuiltinTypeName[];
   enableShell?: boolean;
@@ -57,6 +59,7 @@ export function startAgent(options: StartAgentOptions): Agent {
     registry,
     slots: options.slots ?? 10,
     queues: options.queues,
+    labels: options.labels,
     http2: options.http2,
     ca: options.ca,
     logger,

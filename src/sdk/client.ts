@@ -50,6 +50,8 @@ export interface SubmitOptions {
    * with that task instead of creating one (CreateTask's `created` says which; submit returns the task).
    */
   uniqueWhile?: "unfinished" | { windowMs: number };
+  /** Run only on a worker or agent with these labels, e.g. `{ region: "eu" }` (its `labels`, `serve --labels`); default: any. */
+  labels?: Record<string, string>;
   /** Input files: a name the task sees ($TASK_INPUT_DIR/<name>, ctx.files.open(name)) → an upload from `upload()`. */
   files?: Record<string, Upload | string>;
 }
@@ -116,6 +118,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
         expireAfter: opts.expireAfterMs === undefined ? undefined : durationFromMs(opts.expireAfterMs),
         queue: opts.queue ?? "",
         key: opts.key ?? "",
+        labels: opts.labels ?? {},
         uniqueWhile:
           opts.uniqueWhile === undefined ? undefined
           : opts.uniqueWhile === "unfinished" ? { mode: { case: "unfinished", value: true } }

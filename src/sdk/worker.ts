@@ -1,3 +1,4 @@
+import { formatLabels } from "../labels.js";
 import { envSetting, loadConfig, type ConfigOverrides, type LOG_LEVELS } from "../config.js";
 import { createLogger, type Logger } from "../logger.js";
 import { PluginRegistry } from "../plugins/registry.js";
@@ -27,6 +28,11 @@ export interface StartWorkerOptions {
    * `plugins`, so a plugin's tasks, which go to its default queue, are fetched by its own worker).
    */
   queues?: string[];
+  /**
+   * The worker's labels, e.g. `{ region: "eu" }`: it runs tasks whose labels are all among them,
+   * and tasks without labels (default: TASK_WORKER_LABELS, else none).
+   */
+  labels?: Record<string, string>;
   /** Run shell tasks (with builtins including shell). */
   enableShell?: boolean;
   /** Serve Prometheus metrics on this port (default none, or TASK_METRICS_PORT). */
@@ -83,6 +89,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<Worker> 
     ...options.config,
     databaseUrl: options.databaseUrl,
     ...(options.concurrency === undefined ? {} : { workerConcurrency: options.concurrency }),
+    ...(options.labels === undefined ? {} : { workerLabels: formatLabels(options.labels) }),
     ...(options.enableShell === undefined ? {} : { enableShell: options.enableShell }),
     ...(options.metricsPort === undefined ? {} : { metricsPort: options.metricsPort }),
     ...(options.shutdownGraceMs === undefined ? {} : { shutdownGraceMs: options.shutdownGraceMs }),

@@ -13,11 +13,13 @@ export interface AgentRegistration {
   queues: string[];
   slots: number;
   host: string | null;
+  /** Its labels (sorted "key=value" pairs, migration 0032). */
+  labels: string[];
 }
 
 /** The registration an agent's worker row records, or undefined if it has none (never registered, or judged dead). */
 export async function findAgentRegistration(db: Kysely<Database>, agentId: string): Promise<AgentRegistration | undefined> {
-  const { rows } = await sql<AgentRegistration>`select types, queues, slots, host from workers where id = ${agentId}`.execute(db);
+  const { rows } = await sql<AgentRegistration>`select types, queues, slots, host, labels from workers where id = ${agentId}`.execute(db);
   return rows[0];
 }
 

@@ -13,17 +13,19 @@ export interface NewApiToken {
   tokenHash: Buffer;
   queues: string[];
   types: string[];
+  /** An agent token's labels (sorted "key=value" pairs); empty: any. */
+  labels?: string[];
   expiresAt: Date | null;
 }
 
-const columns = ["id", "name", "role", "queues", "types", "created_at", "expires_at", "revoked_at", "last_used_at"] as const;
+const columns = ["id", "name", "role", "queues", "types", "labels", "created_at", "expires_at", "revoked_at", "last_used_at"] as const;
 
 /** Stores a new token; a taken name (revoked ones included) is TokenExistsError and stores nothing. */
 export async function insertApiToken(db: Kysely<Database>, token: NewApiToken): Promise<ApiTokenRow> {
   try {
     return await db
       .insertInto("api_tokens")
-      .values({ name: token.name, role: token.role, token_hash: token.tokenHash, queues: token.queues, types: token.types, expires_at: token.expiresAt, revoked_at: null, last_used_at: null })
+      .values({ name: token.name, role: token.role, token_hash: token.tokenHash, queues: token.queues, types: token.types, labels: token.labels ?? [], expires_at: token.expiresAt, revoked_at: null, last_used_at: null })
       .returning(columns)
       .executeTakeFirstOrThrow();
   } catch (err) {

@@ -22,6 +22,8 @@ export interface NewSchedule {
   overlap: OverlapPolicy;
   /** The key of each tick's task; null: none given. */
   key: string | null;
+  /** The labels each tick's task requires (sorted "key=value" pairs); null/undefined: none. */
+  labels?: string[] | null;
 }
 
 /** A schedule with the status of the latest task it created. */
@@ -42,6 +44,7 @@ function columns(s: NewSchedule) {
     backfill_limit: s.backfillLimit,
     overlap: s.overlap,
     key: s.key,
+    labels: s.labels && s.labels.length > 0 ? s.labels : null,
   };
 }
 
@@ -106,15 +109,15 @@ export async function replaceSchedule(
         name = ${c.name}, cron = ${c.cron}, time_zone = ${c.time_zone}, type = ${c.type},
         parameters = ${c.parameters}::jsonb, priority = ${c.priority}, max_attempts = ${c.max_attempts},
         timeout_ms = ${c.timeout_ms}, paused = ${c.paused}, catch_up = ${c.catch_up},
-        backfill_limit = ${c.backfill_limit}, overlap = ${c.overlap}, key = ${c.key}::text, updated_at = now(),
+        backfill_limit = ${c.backfill_limit}, overlap = ${c.overlap}, key = ${c.key}::text, labels = ${c.labels}::text[], updated_at = now(),
         next_run_at = case
           when (cron, time_zone, paused) is distinct from (${c.cron}, ${c.time_zone}, ${c.paused}) then ${nextRunAt}::timestamptz
           else next_run_at end
       where name = ${currentName}
-        and (name, cron, time_zone, type, parameters, priority, max_attempts, timeout_ms, paused, catch_up, backfill_limit, overlap, key)
+        and (name, cron, time_zone, type, parameters, priority, max_attempts, timeout_ms, paused, catch_up, backfill_limit, overlap, key, labels)
           is distinct from
             (${c.name}, ${c.cron}, ${c.time_zone}, ${c.type}, ${c.parameters}::jsonb, ${c.priority}, ${c.max_attempts},
-             ${c.timeout_ms}::integer, ${c.paused}, ${c.catch_up}, ${c.backfill_limit}, ${c.overlap}, ${c.key}::text)
+             ${c.timeout_ms}::integer, ${c.paused}, ${c.catch_up}, ${c.backfill_limit}, ${c.overlap}, ${c.key}::text, ${c.labels}::text[])
       returning *
     `.execute(db),
   );

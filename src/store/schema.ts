@@ -56,6 +56,8 @@ export interface TasksTable {
   key_turn: ColumnType<string | null, string | null | undefined, never>;
   /** Created with unique_while (migration 0030): answers later such creates of its queue and key. */
   key_unique: ColumnType<boolean, boolean | undefined, never>;
+  /** The labels a worker must have to claim it (migration 0032, sorted "key=value" pairs); null: runs anywhere. */
+  labels: ColumnType<string[] | null, string[] | null | undefined, never>;
 }
 
 export interface TaskHistoryTable {
@@ -96,6 +98,8 @@ export interface WorkersTable {
   queues: ColumnType<string[], string[] | undefined, string[]>;
   slots: ColumnType<number, number | undefined, number>;
   busy: ColumnType<number, number | undefined, number>;
+  /** Its labels (migration 0032, sorted "key=value" pairs): it claims tasks whose labels are among them. */
+  labels: ColumnType<string[], string[] | undefined, string[]>;
   host: string | null;
   pid: number | null;
 }
@@ -160,6 +164,8 @@ export interface SchedulesTable {
   updated_at: Timestamp;
   /** The key of each tick's task (migration 0026); null: none given. */
   key: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The labels each tick's task requires (migration 0032); null: none. */
+  labels: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
 }
 
 /**
@@ -176,6 +182,8 @@ export interface ApiTokensTable {
   token_hash: Buffer;
   queues: Generated<string[]>;
   types: Generated<string[]>;
+  /** An agent token's labels (migration 0032): its agents may have these or fewer; empty: any. */
+  labels: Generated<string[]>;
   created_at: Generated<Date>;
   expires_at: Date | null;
   revoked_at: Date | null;
@@ -226,6 +234,7 @@ export const taskColumns = [
   "cancel_requested_at", "cancel_reason", "created_at", "updated_at", "started_at", "finished_at",
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
   "traceparent", "expire_after_ms", "expires_at", "key", "key_turn", "key_unique",
+  "labels",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

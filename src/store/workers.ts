@@ -10,6 +10,8 @@ export interface WorkerView {
   busy: number;
   types: string[];
   queues: string[];
+  /** Its labels (sorted "key=value" pairs). */
+  labels: string[];
   startedAt: Date;
   heartbeatAt: Date;
 }
@@ -27,10 +29,11 @@ export async function listLiveWorkers(db: Kysely<Database>, leaseMs: number): Pr
     busy: number;
     types: string[];
     queues: string[];
+    labels: string[];
     started_at: Date;
     heartbeat_at: Date;
   }>`
-    select id, host, pid, slots, busy, types, queues, started_at, heartbeat_at from workers
+    select id, host, pid, slots, busy, types, queues, labels, started_at, heartbeat_at from workers
     where heartbeat_at >= now() - make_interval(secs => ${leaseMs / 1000})
     order by id
   `.execute(db);
@@ -42,6 +45,7 @@ export async function listLiveWorkers(db: Kysely<Database>, leaseMs: number): Pr
     busy: r.busy,
     types: r.types,
     queues: r.queues,
+    labels: r.labels,
     startedAt: r.started_at,
     heartbeatAt: r.heartbeat_at,
   }));
@@ -66,4 +70,27 @@ export async function workerCapacity(db: Kysely<Database>, leaseMs: number): Pro
   `.execute(db);
   const r = rows[0];
   return { live: Number(r?.live ?? 0), slots: Number(r?.slots ?? 0), busy: Number(r?.busy ?? 0) };
+}
+
+/**
+ * Waiting tasks (QUEUED, RETRYING) whose labels no live worker or agent (heartbeat within
+ * `leaseMs`) has, by label set, most first: what ListWorkers reports as nobody's. Reads only the
+ * waiting labeled tasks (tasks_labeled_waiting_idx) and, per label set, the live workers' rows.
+ */
+export async function unmatchedLabels(db: Kysely<Database>, leaseMs: number, limit = 50): Promise<{ labels: string[]; waiting: number }[]> {
+  const { rows } = await sql<{ labels: string[]; waiting: string }>`
+    select t.labels, count(*) as waiting from tasks t
+    where t.labels is not null and t.status in ('queued', 'retrying')
+      and not exists (select 1 from workers w where w.heartbeat_at >= now() - make_interval(secs => ${leaseMs / 1000}) and t.labels <@ w.labels)
+    group by t.labels order by count(*) desc, t.labels limit ${limit}
+  `.execute(db);
+  return rows.map((r) => ({ labels: r.labels, waiting: Number(r.waiting) }));
+}
+
+/** Whether some live worker or agent (heartbeat within `leaseMs`) has every one of `labels` (a waiting task's wait reason). */
+export async function someWorkerHasLabels(db: Kysely<Database>, labels: string[], leaseMs: number): Promise<boolean> {
+  const { rows } = await sql<{ any: boolean }>`
+    select exists (select 1 from workers w where w.heartbeat_at >= now() - make_interval(secs => ${leaseMs / 1000}) and ${labels}::text[] <@ w.labels) as any
+  `.execute(db);
+  return rows[0]?.any ?? false;
 }

@@ -25,7 +25,7 @@ import { claimKeyedAttempts, claimNextAttempts, claimRateLimitedAttempt } from "
 import { msToNextUnit } from "../store/rate-limits.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
-import { queueFlag, runTaskIdentifier } from "../store/jobs.js";
+import { labeledRunTaskIdentifier, queueFlag, runTaskIdentifier } from "../store/jobs.js";
 import { KEYED_TURNS, UNKEYED_BATCH, type QueueGate } from "./queue-gate.js";
 
 /** What the loop needs: how to claim up to `limit` attempts, and how to run one. */
@@ -151,11 +151,24 @@ export class ClaimLoop {
  * less to start than asked (the batch included) not again until woken (see QueueGate). The keyed
  * claims run only while slots remain, so a process with no keyed tasks pays one empty statement
  * per wake-up at most, and one draining keyed tasks does not ask the batch each time.
+ *
+ * `labels` (sorted "key=value" pairs, src/labels.ts): every statement takes only tasks whose
+ * required labels are among them (none: only tasks without labels, whose jobs alone it reads).
  */
-export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: string[], types: string[], wakeAt: (epochMs: number) => void = () => {}): (limit: number) => Promise<TaskRow[]> {
+export function claimFor(
+  db: Db,
+  workerId: string,
+  gate: QueueGate,
+  queues: string[],
+  types: string[],
+  wakeAt: (epochMs: number) => void = () => {},
+  labels: string[] = [],
+): (limit: number) => Promise<TaskRow[]> {
   // Unkeyed jobs only: keyed tasks are claimed by claimKeyedAttempts, which finds their jobs by job key.
   const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
   const all = [...byQueue.values()].flat();
+  // A process with labels also reads the labeled jobs of its queues and types (checked against their tasks' labels).
+  const onLabels = (qs: string[], ts: string[]) => (labels.length === 0 ? {} : { labels, labeledIdentifiers: qs.flatMap((q) => ts.map((t) => labeledRunTaskIdentifier(q, t))) });
   return async (limit) => {
     // Wakes after this point (a job inserted meanwhile) keep a queue that finds nothing from going quiet.
     const since = gate.wakeCount;
@@ -165,14 +178,16 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
     const rateQueues = view.rateLimits.flatMap((l) => (l.queue === null ? [] : [l.queue]));
     const rateTypes = new Set(view.rateLimits.flatMap((l) => (l.taskType === null ? [] : [l.taskType])));
     const identifiers = rateTypes.size === 0 ? all : queues.flatMap((q) => types.filter((t) => !rateTypes.has(t)).map((t) => runTaskIdentifier(q, t)));
+    const unrated = types.filter((t) => !rateTypes.has(t));
     if (!gate.isQuiet(UNKEYED_BATCH)) {
-      claimed.push(...(await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [...view.limited, ...rateQueues].map(queueFlag), limit })));
+      const batch = { identifiers, forbiddenFlags: [...view.limited, ...rateQueues].map(queueFlag), limit, ...onLabels(queues, unrated) };
+      claimed.push(...(await claimNextAttempts(db, workerId, batch)));
       if (claimed.length < limit) gate.quiet(UNKEYED_BATCH, since);
     }
     const keyed = async (name: string, keyedQueues: string[], keyLimited: boolean) => {
       const want = limit - claimed.length;
       if (want <= 0 || keyedQueues.length === 0 || gate.isQuiet(name)) return;
-      const got = await claimKeyedAttempts(db, workerId, { queues: keyedQueues, types, limit: want, keyLimited });
+      const got = await claimKeyedAttempts(db, workerId, { queues: keyedQueues, types, limit: want, keyLimited, labels });
       claimed.push(...got);
       if (got.length < want) gate.quiet(name, since);
     };
@@ -186,12 +201,12 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
       let keyedLeft = true;
       while (claimed.length < limit && (unkeyedLeft || keyedLeft)) {
         if (unkeyedLeft) {
-          const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue });
+          const [one] = await claimNextAttempts(db, workerId, { identifiers, forbiddenFlags: [], limit: 1, limitedQueue: queue, ...onLabels([queue], types) });
           if (one) claimed.push(one);
           else unkeyedLeft = false;
         }
         if (keyedLeft && claimed.length < limit) {
-          const [one] = await claimKeyedAttempts(db, workerId, { queues: [queue], types, limit: 1, keyLimited: true, queueLimited: true });
+          const [one] = await claimKeyedAttempts(db, workerId, { queues: [queue], types, limit: 1, keyLimited: true, queueLimited: true, labels });
           if (one) claimed.push(one);
           else keyedLeft = false;
         }
@@ -205,7 +220,7 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
       const name = `*rate:${rate.name}`;
       if (gate.isQuiet(name)) continue;
       let one: TaskRow | undefined;
-      while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types }))) claimed.push(one);
+      while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types, labels }))) claimed.push(one);
       if (claimed.length < limit) {
         gate.quiet(name, since);
         const ms = await msToNextUnit(db.kysely, rate.name, queues, types);

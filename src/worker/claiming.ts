@@ -70,7 +70,7 @@ export class Claiming implements WorkerPart {
     this.slots = new ClaimLoop({
       slots: config.workerConcurrency,
       // A rate limit out of units: woken when its next unit is due (the WakeSchedule), not polled.
-      claim: tracedClaim(ctx.queues, claimFor(db, ctx.workerId, this.gate, ctx.queues, ctx.types, (at) => this.wake.add(at))),
+      claim: tracedClaim(ctx.queues, claimFor(db, ctx.workerId, this.gate, ctx.queues, ctx.types, (at) => this.wake.add(at), ctx.labels)),
       run: (task, shutdown) => runAttempt(deps, task, shutdown),
       logger,
     });

@@ -107,6 +107,7 @@ export class Fencing implements WorkerPart {
         busy: this.options.busy(),
         host: os.hostname(),
         pid: process.pid,
+        labels: ctx.labels,
       });
       const fresh = Date.now() - sentAt <= this.options.renewalRttMs;
       const mine = new Map(owned.map((o) => [`${o.taskId}:${o.attempt}`, o]));

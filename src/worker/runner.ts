@@ -66,7 +66,7 @@ export interface WorkerOptions {
     | "workerQueues"
     | "priorityAgingMs"
   > &
-    Partial<Pick<Config, "filesMaxTaskBytes" | "filesMaxTotalBytes" | "uploadTtlMs">>;
+    Partial<Pick<Config, "workerLabels" | "filesMaxTaskBytes" | "filesMaxTotalBytes" | "uploadTtlMs">>;
   logger: Logger;
   metrics?: Metrics;
   /** See ExecuteDeps.abandonAfterAbortMs. */
@@ -111,6 +111,8 @@ export interface WorkerContext {
   /** The queues this process serves and the task types it runs. */
   queues: string[];
   types: string[];
+  /** Its labels (sorted "key=value" pairs): it claims tasks whose labels are all among them. */
+  labels: string[];
   /**
    * Attempts running in this process, by `taskId:attempt`: claiming adds them, fencing renews,
    * aborts, cancels and pauses them.
@@ -156,6 +158,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     // task this process cannot run is never taken by it.
     queues: [...new Set(config.workerQueues)].sort(),
     types: enabled.map((p) => p.name),
+    labels: config.workerLabels ?? [],
     inFlight: new Map(),
     spool: new OutcomeSpool(config.spoolDir ?? path.join(config.dataDir, "spool"), logger),
   };
@@ -182,7 +185,7 @@ export async function startWorkers(options: WorkerOptions): Promise<Workers> {
     await stopAll();
     throw err;
   }
-  logger.info({ concurrency: config.workerConcurrency, queues: ctx.queues, types: ctx.types }, "workers started");
+  logger.info({ concurrency: config.workerConcurrency, queues: ctx.queues, types: ctx.types, labels: ctx.labels }, "workers started");
   let stopping: Promise<void> | undefined;
   return {
     workerId,

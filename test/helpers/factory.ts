@@ -17,6 +17,8 @@ export interface CreateTaskInput {
   runAt?: Timestamp;
   idempotencyKey?: string;
   queue?: string;
+  key?: string;
+  labels?: Record<string, string>;
 }
 
 let sequence = 0;

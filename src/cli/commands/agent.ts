@@ -3,10 +3,11 @@ import { Command } from "commander";
 import { configEnvNames, loadConfig } from "../../config.js";
 import { CreateTokenResponseSchema, ListTokensResponseSchema, RevokeTokenResponseSchema, Role } from "../../gen/task/v1/token_pb.js";
 import { tokenClient } from "../client.js";
+import { formatLabels } from "../../labels.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { humanTime, makeTable, printMessage } from "../output.js";
-import { parseInteger } from "../parse.js";
+import { labelsFlag, parseInteger } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 
 /** Comma-separated values of a flag, blanks dropped. */
@@ -17,6 +18,7 @@ interface AgentFlags {
   name?: string;
   slots?: string;
   queues?: string;
+  labels?: string;
   enableShell?: boolean;
   http2?: boolean;
 }
@@ -33,6 +35,7 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
     .option("--name <name>", "the agent's name as `workers` shows it (default: this host's name)")
     .option("-n, --slots <n>", `tasks run at once (env ${configEnvNames.workerConcurrency}, default 10)`)
     .option("--queues <names>", "queues to serve, comma-separated (default: the token's queues, or default)")
+    .option("--labels <k=v,...>", "the agent's labels: it claims tasks whose labels (task create --on) are all among them (default: the token's labels)")
     .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`)
     .option("--http2", "use HTTP/2 (h2c on http://) instead of HTTP/1.1")
     .addHelpText("after", `\nThe token is --token (env TASK_TOKEN): create one with \`task-cli agent token create --name NAME\`.\nFor an https:// server whose certificate a private CA signed, pass --ca FILE (env TASK_CA).\nrun_query targets, SMTP and the outbox are this machine's own settings (${configEnvNames.queryTargets}, ${configEnvNames.smtpUrl}, ...); DATABASE_URL is not used.`)
@@ -46,6 +49,7 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
         throw new UsageError(`--server: "${server}" is not an http:// or https:// URL`);
       }
       const config = loadConfig({ enableShell: flags.enableShell, logLevel: g.logLevel as never });
+      const labels = labelsFlag(flags.labels, "--labels");
       const slots = flags.slots === undefined ? config.workerConcurrency : parseInteger(flags.slots, "--slots", 1, 1000);
       const name = flags.name ?? (os.hostname().toLowerCase().replace(/[^a-z0-9_.-]/g, "-").replace(/^[^a-z0-9]+/, "") || "agent");
       const [{ createLogger }, { builtinPlugins }, { startAgent }, { waitForShutdownSignal }] = await Promise.all([
@@ -56,7 +60,7 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
       ]);
       const logger = createLogger(config.logLevel);
       const plugins = builtinPlugins(config, logger);
-      const running = startAgent({ server, token: g.token, ca: g.ca, name, registry: plugins.registry, slots, queues: list(flags.queues), http2: flags.http2, logger });
+      const running = startAgent({ server, token: g.token, ca: g.ca, name, registry: plugins.registry, slots, queues: list(flags.queues), labels, http2: flags.http2, logger });
       io.stdout.write(`agent ${name} connecting to ${server} (${slots} slots)\n`);
       await waitForShutdownSignal(logger);
       await running.stop();
@@ -69,11 +73,13 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
     .description("Create an agent token and print it, the only time it is shown (the server keeps only its hash)")
     .requiredOption("--name <name>", "a unique name (a-z, 0-9, _ - .)")
     .option("--queues <names>", "the only queues its agents may claim, comma-separated (default: every queue)")
-    .action(async (flags: { name: string; queues?: string }, cmd: Command) => {
+    .option("--labels <k=v,...>", "the labels its agents have (they may drop some, never add one), e.g. region=eu (default: any)")
+    .action(async (flags: { name: string; queues?: string; labels?: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const res = await tokenClient(g).createToken({ name: flags.name, role: Role.AGENT, queues: list(flags.queues), types: [] });
+      const labels = labelsFlag(flags.labels, "--labels") ?? {};
+      const res = await tokenClient(g).createToken({ name: flags.name, role: Role.AGENT, queues: list(flags.queues), types: [], labels });
       printMessage(io, g.output, CreateTokenResponseSchema, res, (r) =>
-        `agent token ${r.token?.name} (queues: ${r.token?.queues.join(", ") || "all"})\n\nThe token (shown only now; keep it in a secret store):\n${r.secret}`);
+        `agent token ${r.token?.name} (queues: ${r.token?.queues.join(", ") || "all"}; labels: ${formatLabels(r.token?.labels ?? {}) || "any"})\n\nThe token (shown only now; keep it in a secret store):\n${r.secret}`);
     });
   token
     .command("list")
@@ -85,9 +91,9 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
       res.tokens = res.tokens.filter((t) => t.role === Role.AGENT);
       printMessage(io, g.output, ListTokensResponseSchema, res, (r) => {
         if (r.tokens.length === 0) return "no agent tokens";
-        const table = makeTable(["NAME", "QUEUES", "CREATED", "LAST USED", "STATE"]);
+        const table = makeTable(["NAME", "QUEUES", "LABELS", "CREATED", "LAST USED", "STATE"]);
         for (const t of r.tokens) {
-          table.push([t.name, t.queues.join(",") || "all", t.createdAt ? humanTime(t.createdAt) : "-", t.lastUsedAt ? humanTime(t.lastUsedAt) : "never", t.revokedAt ? `revoked ${humanTime(t.revokedAt)}` : "active"]);
+          table.push([t.name, t.queues.join(",") || "all", formatLabels(t.labels) || "any", t.createdAt ? humanTime(t.createdAt) : "-", t.lastUsedAt ? humanTime(t.lastUsedAt) : "never", t.revokedAt ? `revoked ${humanTime(t.revokedAt)}` : "active"]);
         }
         return table.toString();
       });

@@ -14,7 +14,7 @@ import { scheduleClient, taskClient, type ClientOptions } from "../client.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { collect, parseDurationFlag, parseInteger, parseParameterFlags } from "../parse.js";
+import { collect, labelsFlag, parseDurationFlag, parseInteger, parseParameterFlags } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { buildSpec, catchUpPolicies, overlapPolicies, parseScheduleFile } from "../schedule-file.js";
 import { scheduleListTable, scheduleTable } from "../schedule-views.js";
@@ -33,6 +33,7 @@ interface CreateFlags {
   backfill?: string;
   overlap?: string;
   paused?: boolean;
+  on?: string;
 }
 
 /** Every schedule on the server, following pages. */
@@ -104,6 +105,7 @@ async function createFlagsToSpec(name: string, flags: CreateFlags) {
       backfillLimit: flags.backfill === undefined ? undefined : parseInteger(flags.backfill, "--backfill", 1, 1000),
       overlap: flags.overlap,
       paused: flags.paused,
+      labels: labelsFlag(flags.on, "--on"),
     },
     "--",
   );
@@ -130,6 +132,7 @@ export function registerScheduleCommands(program: Command, io: CliIO): void {
     .option("--backfill <n>", "with --catch-up backfill: run up to N missed ticks")
     .option("--overlap <policy>", `while the previous task is unfinished: ${Object.keys(overlapPolicies).join(", ")} (default allow)`)
     .option("--paused", "create it paused")
+    .option("--on <k=v,...>", "its tasks run only on a worker or agent with these labels, e.g. region=eu (default: any)")
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = globals(cmd);
       const res = await scheduleClient(g).createSchedule({ spec: await createFlagsToSpec(name, flags) });

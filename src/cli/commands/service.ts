@@ -23,6 +23,7 @@ interface ServerFlags {
   enableShell?: boolean;
   shellRole?: string;
   queues?: string;
+  labels?: string;
   retainSucceeded?: string;
   retainFailed?: string;
   retainCancelled?: string;
@@ -83,6 +84,7 @@ function workerOverrides(flags: ServerFlags, globals: GlobalOptions): ConfigOver
     dataDir: flags.dataDir,
     enableShell: flags.enableShell,
     workerQueues: flags.queues,
+    workerLabels: flags.labels,
     retainSucceededMs: parseRetention(flags.retainSucceeded, "--retain-succeeded"),
     retainFailedMs: parseRetention(flags.retainFailed, "--retain-failed"),
     retainCancelledMs: parseRetention(flags.retainCancelled, "--retain-cancelled"),
@@ -174,6 +176,7 @@ export function registerServiceCommands(program: Command, io: CliIO): void {
       .description("Run everything on this machine: an embedded PostgreSQL (unless DATABASE_URL is set), the API server and workers. Prints the address and the database URL.")
       .option("--workers <n>", `worker concurrency in this process; 0 runs the API alone (env ${configEnvNames.workerConcurrency}, default 10)`)
       .option("--queues <names>", `queues the built-in workers serve, comma-separated (env ${configEnvNames.workerQueues}, default: default)`)
+      .option("--labels <k=v,...>", `the built-in workers' labels: they claim tasks whose labels (task create --on) are all among them (env ${configEnvNames.workerLabels}, default: none)`)
       .addHelpText("after", envHelp),
   ).action(async (flags: ServerFlags & { workers?: string }, cmd: Command) => {
     const overrides = serverOverrides(flags, cmd.optsWithGlobals<GlobalOptions>());
@@ -186,7 +189,8 @@ export function registerServiceCommands(program: Command, io: CliIO): void {
     .description("Run workers that execute tasks (needs DATABASE_URL; `up` prints one). Any number of worker processes may share a database.")
     .option("-n, --concurrency <n>", `tasks run at once (env ${configEnvNames.workerConcurrency}, default 10)`)
     .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`)
-    .option("--queues <names>", `queues to serve, comma-separated; tasks of other queues are left to other workers (env ${configEnvNames.workerQueues}, default: default)`);
+    .option("--queues <names>", `queues to serve, comma-separated; tasks of other queues are left to other workers (env ${configEnvNames.workerQueues}, default: default)`)
+    .option("--labels <k=v,...>", `this worker's labels, e.g. region=eu,gpu=true: it claims tasks whose labels (task create --on) are all among them, and tasks without labels (env ${configEnvNames.workerLabels}, default: none)`);
   addRetentionFlags(serve)
     .addHelpText("after", envHelp)
     .action(async (flags: ServerFlags & { concurrency?: string }, cmd: Command) => {

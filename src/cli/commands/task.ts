@@ -28,7 +28,7 @@ import { registerObserveCommands } from "./observe.js";
 import type { CliIO } from "../io.js";
 import { UsageError } from "../io.js";
 import { printMessage } from "../output.js";
-import { collect, parseDurationFlag, parseInteger, parseParameterFlags, parseTaskId, parseTime } from "../parse.js";
+import { collect, labelsFlag, parseDurationFlag, parseInteger, parseParameterFlags, parseTaskId, parseTime } from "../parse.js";
 import type { GlobalOptions } from "../program.js";
 import { historyTable, statusCountsTable, taskListTable, taskTable, taskTypesTable } from "../views.js";
 
@@ -46,6 +46,7 @@ interface CreateFlags {
   idempotencyKey?: string;
   queue?: string;
   key?: string;
+  on?: string;
   backoffBase?: string;
   backoffMax?: string;
   expireAfter?: string;
@@ -71,6 +72,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     idempotencyKey: flags.idempotencyKey ?? "",
     queue: flags.queue ?? "",
     key: flags.key ?? "",
+    labels: labelsFlag(flags.on, "--on") ?? {},
     backoff: backoffFrom(flags),
     expireAfter: flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after")),
     strictShellCheck: flags.strict ?? false,
@@ -142,6 +144,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--idempotency-key <key>", "repeat-safe key: the same key and request return the same task")
     .option("--queue <name>", "the queue to wait in (default: default; see `task-cli queue list`)")
     .option("--key <key>", "what the task competes for in its queue (a tenant, a host): the queue's limit per key and fair turns apply (default: the queue's key template)")
+    .option("--on <k=v,...>", "run only on a worker or agent with these labels (serve --labels, agent --labels), e.g. region=eu,gpu=true (default: any)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
     .option("--expire-after <duration>", "end EXPIRED if not started this long after it is due, e.g. 10m (1s-366d; default: the queue's, else never)")

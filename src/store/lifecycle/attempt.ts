@@ -26,6 +26,8 @@ export interface WorkerInfo {
   busy: number;
   host: string | null;
   pid: number | null;
+  /** Its labels (sorted "key=value" pairs, migration 0032); absent: none. */
+  labels?: string[];
 }
 
 /** What a heartbeat learned about one attempt that is still this worker's. */
@@ -53,10 +55,12 @@ export async function heartbeat(
 ): Promise<OwnedAttempt[]> {
   const { rows } = await sql<{ id: string; attempts: number; cancel_requested_at: Date | null; paused: boolean }>`
     with alive as (
-      insert into workers (id, graphile_ids, types, queues, slots, busy, host, pid)
-      values (${workerId}, ${graphileIds}::text[], ${info.types}::text[], ${info.queues}::text[], ${info.slots}::int, ${info.busy}::int, ${info.host}::text, ${info.pid}::int)
+      insert into workers (id, graphile_ids, types, queues, slots, busy, host, pid, labels)
+      values (${workerId}, ${graphileIds}::text[], ${info.types}::text[], ${info.queues}::text[], ${info.slots}::int, ${info.busy}::int, ${info.host}::text, ${info.pid}::int,
+        ${info.labels ?? []}::text[])
       on conflict (id) do update set graphile_ids = excluded.graphile_ids, heartbeat_at = now(),
-        types = excluded.types, queues = excluded.queues, slots = excluded.slots, busy = excluded.busy, host = excluded.host, pid = excluded.pid
+        types = excluded.types, queues = excluded.queues, slots = excluded.slots, busy = excluded.busy, host = excluded.host, pid = excluded.pid,
+        labels = excluded.labels
     )
     update tasks t set heartbeat_at = now()
     from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[]) as a(id, attempt)

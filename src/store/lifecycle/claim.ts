@@ -19,6 +19,23 @@ function waitingFor(t: string, attempt: RawBuilder<unknown>): RawBuilder<boolean
     and (${col("expires_at")} is null or ${col("expires_at")} > now()))`;
 }
 
+/**
+ * Routing by labels (migration 0032): the claim's check that tasks `t` may run on a process with
+ * labels `pairs` (sorted "key=value"): the task requires no labels, or only labels among them. For
+ * an unlabeled task it is one null test; every claim statement applies it (claimAttempt with the
+ * labels on the claimer's worker row).
+ */
+function labelsAllow(t: string, pairs: RawBuilder<unknown>): RawBuilder<boolean> {
+  const labels = sql.ref(`${t}.labels`);
+  return sql<boolean>`(${labels} is null or ${labels} <@ ${pairs})`;
+}
+
+/** A process's labels as a SQL value (none: an empty array). */
+const pairsOf = (labels: string[] | undefined) => sql`${labels ?? []}::text[]`;
+
+/** The suffix of a claim's prepared statement name for a process with labels (its SQL differs). */
+const labeledName = (labels: string[] | undefined) => (labels !== undefined && labels.length > 0 ? "_l" : "");
+
 /** The claim's SET list: the attempt starts, owned by `workerId`. */
 const claimSet = (workerId: string) => sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, heartbeat_at = now(), started_at = now()`;
 
@@ -34,6 +51,7 @@ const claimDetails = (workerId: string) => sql`'attempt ' || attempts || ' start
  * concurrency limit that its RUNNING tasks already reach; for a limited queue it locks the
  * queue's row, so claims racing for its last slot go one after the other; task_key_admits does the
  * same for the task's key (migration 0026), task_rate_take takes a unit of its rate limit (0031).
+ * A task that requires labels is claimed only if the claimer's worker row has them (0032).
  * Workers claim through claimNextAttempts.
  */
 export async function claimAttempt(db: Db, taskId: string, attempt: number, workerId: string): Promise<TaskRow | undefined> {
@@ -41,7 +59,9 @@ export async function claimAttempt(db: Db, taskId: string, attempt: number, work
     change: {
       set: claimSet(workerId),
       // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
-      where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)} and task_queue_admits(queue) and task_key_admits(queue, key)
+      where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)}
+        and ${labelsAllow("tasks", sql`coalesce((select w.labels from workers w where w.id = ${workerId}), '{}')`)}
+        and task_queue_admits(queue) and task_key_admits(queue, key)
         and task_rate_take(task_rate_limit_of(queue, type), key)`,
     },
     details: claimDetails(workerId),
@@ -63,6 +83,10 @@ export interface NextAttempts {
    * queue's gate (task_queue_admits). Without it, only tasks of queues with neither are started.
    */
   limitedQueue?: string;
+  /** The process's labels (sorted "key=value" pairs); with them, its labeled identifiers are read too. */
+  labels?: string[];
+  /** The labeled identifiers it reads (store/jobs.ts labeledRunTaskIdentifier), with `labels`. */
+  labeledIdentifiers?: string[];
 }
 
 /**
@@ -98,15 +122,19 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
+  // Labeled jobs are read only with both the labels and identifiers to read them under.
+  const labeled = next.labels !== undefined && next.labels.length > 0 && (next.labeledIdentifiers ?? []).length > 0;
+  const labels = labeled ? { pairs: next.labels!, identifiers: next.labeledIdentifiers! } : undefined;
   // One prepared statement per limit: the limit is a literal in it (store/jobs.ts pickJobs says why).
-  return queryPrepared(db, next.limitedQueue === undefined ? `task_claim_next_${Math.trunc(next.limit)}` : "task_claim_next_limited", transition({
-    with: pickJobs({ identifiers: next.identifiers, forbiddenFlags: next.forbiddenFlags, limit: next.limitedQueue === undefined ? next.limit : 1 }, usable),
+  const name = next.limitedQueue === undefined ? `task_claim_next_${Math.trunc(next.limit)}` : "task_claim_next_limited";
+  return queryPrepared(db, `${name}${labeled ? "_l" : ""}`, transition({
+    with: pickJobs({ identifiers: next.identifiers, forbiddenFlags: next.forbiddenFlags, limit: next.limitedQueue === undefined ? next.limit : 1, labels }, usable),
     change: {
       set: claimSet(workerId),
       // One job per task (duplicates of an attempt: the oldest wins; the rest are dropped as stale by the next fetch).
       from: sql`(select distinct on (c_id) * from picked where c_id is not null order by c_id, c_job) as c`,
       // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
-      where: sql`tasks.id = c.c_id and ${waitingFor("tasks", sql`c.c_attempt`)} and ${gate}`,
+      where: sql`tasks.id = c.c_id and ${waitingFor("tasks", sql`c.c_attempt`)} and ${labelsAllow("tasks", pairsOf(next.labels))} and ${gate}`,
     },
     details: claimDetails(workerId),
     takeJob: sql`c.c_job`,
@@ -130,15 +158,17 @@ export interface KeyedAttempts {
    * started (limit 1), admitted by the queue's gate (task_queue_admits) as well as its key's.
    */
   queueLimited?: boolean;
+  /** The process's labels (sorted "key=value" pairs): a labeled task is a candidate only if they include its labels. */
+  labels?: string[];
 }
 
 /** The columns of a keyed claim's candidate, from tasks `t`. */
 const keyedCandidate = sql`t.id as k_id, t.queue as k_queue, t.key as k_key, t.attempts + 1 as k_attempt, t.priority as k_priority, t.key_turn as k_turn`;
 
 /** A keyed task of tasks `t` that may start now, by what the claim itself can check. */
-const keyedWaiting = (types: string[]) =>
+const keyedWaiting = (types: string[], labels: string[] | undefined) =>
   sql`t.key is not null and t.status in ('queued', 'retrying') and t.run_at <= now() and t.type = any(${types}::text[]) and t.cancel_requested_at is null
-    and not exists (select 1 from rate_limits l where l.queue = t.queue or l.task_type = t.type)`;
+    and not exists (select 1 from rate_limits l where l.queue = t.queue or l.task_type = t.type) and ${labelsAllow("t", pairsOf(labels))}`;
 
 /**
  * The other claims' refusal of a task under a rate limit (migration 0031): such a task is started
@@ -189,7 +219,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         left join queues q on q.name = ${next.queues[0]}::text
         cross join lateral (
           select ${keyedCandidate} from tasks t
-          where t.queue = ${next.queues[0]}::text and t.key = keys.k and ${keyedWaiting(next.types)}
+          where t.queue = ${next.queues[0]}::text and t.key = keys.k and ${keyedWaiting(next.types, next.labels)}
           order by t.priority desc, t.key_turn, t.id limit ${lim}) h
         where keys.k is not null
           -- Advisory (the statement's snapshot): skips full keys cheaply; task_key_slots decides.
@@ -203,7 +233,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         select h.* from (values ${sql.join(next.queues.map((q) => sql`(${q}::text)`))}) as s(queue)
         cross join lateral (
           select ${keyedCandidate} from tasks t
-          where t.queue = s.queue and ${keyedWaiting(next.types)}
+          where t.queue = s.queue and ${keyedWaiting(next.types, next.labels)}
           order by t.priority desc, t.key_turn, t.id limit ${lim}) h
         order by ${order} limit ${lim})`;
   const limits = next.keyLimited
@@ -228,12 +258,13 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         and (q.paused or q.concurrency is not null or q.key_concurrency is not null or q.key_limits <> '{}'::jsonb))`;
   // One prepared statement per limit (and, for the turns, per number of queues: see VALUES above).
   const name = next.queueLimited ? "task_claim_keyed_queue_limited" : next.keyLimited ? `task_claim_keyed_limited_${n}` : `task_claim_keyed_${n}_${next.queues.length}`;
-  return queryPrepared(db, name, transition({
+  return queryPrepared(db, `${name}${labeledName(next.labels)}`, transition({
     with: [candidates, lockJobsOfTasks("cand"), ...limits],
     change: {
       set: claimSet(workerId),
       from: sql`chosen as c`,
-      where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and tasks.key is not null and ${notRateLimited} and ${gate}`,
+      where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and tasks.key is not null and ${notRateLimited}
+        and ${labelsAllow("tasks", pairsOf(next.labels))} and ${gate}`,
     },
     details: claimDetails(workerId),
     takeJob: sql`c.c_job`,
@@ -248,6 +279,8 @@ export interface RateLimitedAttempt {
   queues: string[];
   /** The task types this process runs. */
   types: string[];
+  /** The process's labels (sorted "key=value" pairs), as in NextAttempts. */
+  labels?: string[];
 }
 
 /**
@@ -266,7 +299,7 @@ export interface RateLimitedAttempt {
  */
 export async function claimRateLimitedAttempt(db: Db, workerId: string, next: RateLimitedAttempt): Promise<TaskRow | undefined> {
   if (next.queues.length === 0 || next.types.length === 0) return undefined;
-  const rows = await queryPrepared(db, "task_claim_rate_limited", transition({
+  const rows = await queryPrepared(db, `task_claim_rate_limited${labeledName(next.labels)}`, transition({
     with: [
       sql`lim as (select * from rate_limits where name = ${next.limit}::text)`,
       sql`cand as (
@@ -274,7 +307,7 @@ export async function claimRateLimitedAttempt(db: Db, workerId: string, next: Ra
         where t.status in ('queued', 'retrying') and t.run_at <= now() and t.cancel_requested_at is null
           and t.queue = any(${next.queues}::text[]) and t.type = any(${next.types}::text[])
           and (t.queue = lim.queue or (t.type = lim.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue)))
-          and (not lim.per_key or (select p.tokens from task_rate_peek(lim.name, t.key) p) >= 1)
+          and (not lim.per_key or (select p.tokens from task_rate_peek(lim.name, t.key) p) >= 1) and ${labelsAllow("t", pairsOf(next.labels))}
         order by t.priority desc, t.id limit 4)`,
       lockJobsOfTasks("cand"),
       sql`chosen as (select * from keyjobs order by k_priority desc, k_id limit 1)`,
@@ -284,6 +317,7 @@ export async function claimRateLimitedAttempt(db: Db, workerId: string, next: Ra
       from: sql`chosen as c`,
       // The gates last, the bucket's after the queue's and the key's: a unit is taken only for a task that starts.
       where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and task_rate_limit_of(tasks.queue, tasks.type) = ${next.limit}::text
+        and ${labelsAllow("tasks", pairsOf(next.labels))}
         and task_queue_admits(tasks.queue) and task_key_admits(tasks.queue, tasks.key) and task_rate_take(${next.limit}::text, tasks.key)`,
     },
     details: claimDetails(workerId),

@@ -33,6 +33,8 @@ export interface NewTask {
    * The caller checks with findUniqueHolders first, in the same transaction.
    */
   uniqueWhile?: UniqueWhile | null;
+  /** The labels a worker must have to claim it (sorted "key=value" pairs, src/labels.ts); null/undefined/empty: any worker. */
+  labels?: string[] | null;
 }
 
 /** How long a unique task answers later creates of its queue and key. */
@@ -87,6 +89,7 @@ export function createTasks(tasks: NewTask[]) {
       expire_after_ms: t.expireAfterMs ?? null,
       key: t.key ?? null,
       key_unique: t.uniqueWhile != null,
+      labels: t.labels && t.labels.length > 0 ? t.labels : null,
     })),
   );
   return transition({
@@ -96,7 +99,7 @@ export function createTasks(tasks: NewTask[]) {
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
           timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
           schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text,
-          expire_after_ms int, key text, key_unique boolean))`,
+          expire_after_ms int, key text, key_unique boolean, labels text[]))`,
       keyTurns(),
       // A queue's default expiry, for tasks created without one.
       sql`timed as (
@@ -106,9 +109,9 @@ export function createTasks(tasks: NewTask[]) {
     change: {
       // status is the column's default, 'queued'.
       // The deadline counts from when the task is due: its run_at, or now.
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at, key, key_turn, key_unique)
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at, key, key_turn, key_unique, labels)
         select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent,
-          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond', key, key_turn, key_unique
+          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond', key, key_turn, key_unique, labels
         from timed order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,

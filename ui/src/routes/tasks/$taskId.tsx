@@ -18,6 +18,7 @@ import { useNow } from "../../hooks/useNow";
 import { useWatchTask } from "../../hooks/useWatchTask";
 import { errorText } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
+import { formatLabels } from "../../../../src/labels.js";
 import { downloadTaskLog } from "../../services/task-log";
 import { downloadTaskFile } from "../../services/task-files";
 
@@ -127,6 +128,11 @@ function WatchedTaskDetail({ id }: { id: bigint }) {
           {task.key && (
             <Item term="Key">
               <code>{task.key}</code>
+            </Item>
+          )}
+          {Object.keys(task.labels).length > 0 && (
+            <Item term="Runs on">
+              workers with labels <code>{formatLabels(task.labels)}</code>
             </Item>
           )}
           {task.waitReason && <Item term="Waiting for">{task.waitReason}</Item>}

@@ -11,12 +11,13 @@ import { fieldsFromSchema, fromParameters, inputForViolation, toParameters, type
 import { errorText, fieldViolations } from "../../services/field-errors";
 import { invalidateTaskLists } from "../../services/task-keys";
 import { uploadFile } from "../../services/task-files";
+import { formatLabels, parseLabels } from "../../../../src/labels.js";
 
 /** The request fields every type has, by the name the server uses in its errors. */
-const COMMON_FIELDS = ["name", "type", "priority", "max_attempts", "timeout", "run_at", "idempotency_key", "key"] as const;
+const COMMON_FIELDS = ["name", "type", "priority", "max_attempts", "timeout", "run_at", "idempotency_key", "key", "labels"] as const;
 type CommonField = (typeof COMMON_FIELDS)[number];
 type Common = Record<CommonField, string>;
-const EMPTY_COMMON: Common = { name: "", type: "", priority: "", max_attempts: "", timeout: "", run_at: "", idempotency_key: "", key: "" };
+const EMPTY_COMMON: Common = { name: "", type: "", priority: "", max_attempts: "", timeout: "", run_at: "", idempotency_key: "", key: "", labels: "" };
 
 interface Problems {
   common: Partial<Record<CommonField, string>>;
@@ -90,6 +91,7 @@ export function NewTask() {
           max_attempts: original ? String(original.maxAttempts) : "",
           timeout: original?.timeout ? formatDuration(durationMs(original.timeout)) : "",
           key: original?.key ?? "",
+          labels: original ? formatLabels(original.labels) : "",
         },
         parameters: original?.parameters,
         cloneOf: original ? original.id : undefined,
@@ -159,6 +161,13 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
     if (common.timeout.trim() !== "" && timeoutMs === undefined) p.common.timeout = "write a duration such as 30s, 5m or 1h";
     const runAt = common.run_at ? new Date(common.run_at) : undefined;
     if (runAt && Number.isNaN(runAt.getTime())) p.common.run_at = "is not a valid time";
+    // The rules of src/labels.ts, as the server applies them: a problem is shown before anything is sent.
+    let labels: Record<string, string> = {};
+    try {
+      labels = parseLabels(common.labels);
+    } catch (err) {
+      p.common.labels = (err as Error).message;
+    }
     files.forEach((f, i) => {
       if (!f.file) p.form.push(`file ${i + 1}: choose a file`);
       else if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(f.name)) p.form.push(`file ${i + 1}: the name must be 1-128 letters, digits, '_', '.', '-', not starting with '.' or '-'`);
@@ -190,6 +199,7 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
       runAt: runAt ? timestampFromDate(runAt) : undefined,
       idempotencyKey: common.idempotency_key,
       key: common.key.trim(),
+      labels,
     });
   }
 
@@ -275,7 +285,7 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
             Add a file
           </button>
         </fieldset>
-        <details className="advanced" open={["priority", "max_attempts", "timeout", "run_at", "idempotency_key", "key"].some((f) => problems.common[f as CommonField] || initial.common[f as CommonField])}>
+        <details className="advanced" open={["priority", "max_attempts", "timeout", "run_at", "idempotency_key", "key", "labels"].some((f) => problems.common[f as CommonField] || initial.common[f as CommonField])}>
           <summary>Scheduling and retries</summary>
           <Field name="priority" label="Priority" error={problems.common.priority} hint="Higher runs first; -1000 to 1000. Default 0.">
             <input {...described("priority", problems, true)} type="text" inputMode="numeric" value={common.priority} onChange={set("priority")} placeholder="0" />
@@ -294,6 +304,9 @@ function CreateForm({ types, initial }: { types: TaskType[]; initial: { common: 
           </Field>
           <Field name="key" label="Key" error={problems.common.key} hint="What the task competes for in its queue (a tenant, a host): the queue's limit per key and fair turns apply. Empty: the queue's key template, if any.">
             <input {...described("key", problems, true)} type="text" autoComplete="off" value={common.key} onChange={set("key")} />
+          </Field>
+          <Field name="labels" label="Runs on (labels)" error={problems.common.labels} hint="key=value pairs, comma-separated, e.g. region=eu,gpu=true: only a worker or agent with all of them runs the task. Empty: any worker.">
+            <input {...described("labels", problems, true)} type="text" autoComplete="off" value={common.labels} onChange={set("labels")} placeholder="region=eu" />
           </Field>
         </details>
 
