@@ -42,7 +42,7 @@ export async function claimAttempt(db: Db, taskId: string, attempt: number, work
       set: claimSet(workerId),
       // The queue gate comes last: it may lock the queue's row, which only a claimable task should do.
       where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)} and task_queue_admits(queue) and task_key_admits(queue, key)
-        and task_rate_take(task_rate_limit_of(queue, type), key)`,
+        and task_rate_take(task_rate_limit_of(queue, type), key, units)`,
     },
     details: claimDetails(workerId),
     removeJob: true,
@@ -133,7 +133,7 @@ export interface KeyedAttempts {
 }
 
 /** The columns of a keyed claim's candidate, from tasks `t`. */
-const keyedCandidate = sql`t.id as k_id, t.queue as k_queue, t.key as k_key, t.attempts + 1 as k_attempt, t.priority as k_priority, t.key_turn as k_turn`;
+const keyedCandidate = sql`t.id as k_id, t.queue as k_queue, t.key as k_key, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority, t.key_turn as k_turn`;
 
 /** A keyed task of tasks `t` that may start now, by what the claim itself can check. */
 const keyedWaiting = (types: string[]) =>
@@ -190,7 +190,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         cross join lateral (
           select ${keyedCandidate} from tasks t
           where t.queue = ${next.queues[0]}::text and t.key = keys.k and ${keyedWaiting(next.types)}
-          order by t.priority desc, t.key_turn, t.id limit ${lim}) h
+          order by (t.priority + t.age_boost) desc, t.key_turn, t.id limit ${lim}) h
         where keys.k is not null
           -- Advisory (the statement's snapshot): skips full keys cheaply; task_key_slots decides.
           and (coalesce((q.key_limits ->> keys.k)::int, q.key_concurrency) is null
@@ -204,7 +204,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         cross join lateral (
           select ${keyedCandidate} from tasks t
           where t.queue = s.queue and ${keyedWaiting(next.types)}
-          order by t.priority desc, t.key_turn, t.id limit ${lim}) h
+          order by (t.priority + t.age_boost) desc, t.key_turn, t.id limit ${lim}) h
         order by ${order} limit ${lim})`;
   const limits = next.keyLimited
     ? [
@@ -269,22 +269,34 @@ export async function claimRateLimitedAttempt(db: Db, workerId: string, next: Ra
   const rows = await queryPrepared(db, "task_claim_rate_limited", transition({
     with: [
       sql`lim as (select * from rate_limits where name = ${next.limit}::text)`,
-      sql`cand as (
-        select t.id as k_id, t.attempts + 1 as k_attempt, t.priority as k_priority from tasks t, lim
+      sql`scope as (
+        select t.id, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority, t.queue, t.key, t.key_turn, t.units from tasks t, lim
         where t.status in ('queued', 'retrying') and t.run_at <= now() and t.cancel_requested_at is null
           and t.queue = any(${next.queues}::text[]) and t.type = any(${next.types}::text[])
-          and (t.queue = lim.queue or (t.type = lim.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue)))
-          and (not lim.per_key or (select p.tokens from task_rate_peek(lim.name, t.key) p) >= 1)
-        order by t.priority desc, t.id limit 4)`,
+          and (t.queue = lim.queue or (t.type = lim.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue))))`,
+      // Keys take turns (key_turn, as in claimKeyedAttempts); an unkeyed task has no turn and stands
+      // at its queue's clock (the first keyed turn of its level), so between unkeyed tasks and the
+      // keys' current round the older goes first.
+      sql`turns as (
+        select s.*, coalesce(s.key_turn, min(s.key_turn) over (partition by s.queue, s.k_priority), 0) as k_turn,
+          row_number() over (partition by s.key order by s.k_priority desc, coalesce(s.key_turn, 0), s.id) as k_rank
+        from scope s)`,
+      // Per key: each key's first task only, if its key's bucket holds its units (by the statement's
+      // snapshot), so a key out of units blocks neither the others nor, by a smaller task of its
+      // own passing it, its own first task.
+      sql`cand as (
+        select u.id as k_id, u.k_attempt, u.k_priority, u.k_turn from turns u, lim
+        where not lim.per_key or (u.k_rank = 1 and (select p.tokens from task_rate_peek(lim.name, u.key) p) >= u.units)
+        order by u.k_priority desc, u.k_turn, u.id limit 4)`,
       lockJobsOfTasks("cand"),
-      sql`chosen as (select * from keyjobs order by k_priority desc, k_id limit 1)`,
+      sql`chosen as (select * from keyjobs order by k_priority desc, k_turn, k_id limit 1)`,
     ],
     change: {
       set: claimSet(workerId),
       from: sql`chosen as c`,
       // The gates last, the bucket's after the queue's and the key's: a unit is taken only for a task that starts.
       where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and task_rate_limit_of(tasks.queue, tasks.type) = ${next.limit}::text
-        and task_queue_admits(tasks.queue) and task_key_admits(tasks.queue, tasks.key) and task_rate_take(${next.limit}::text, tasks.key)`,
+        and task_queue_admits(tasks.queue) and task_key_admits(tasks.queue, tasks.key) and task_rate_take(${next.limit}::text, tasks.key, tasks.units)`,
     },
     details: claimDetails(workerId),
     takeJob: sql`c.c_job`,
