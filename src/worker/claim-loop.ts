@@ -205,7 +205,7 @@ export function claimFor(db: Db, workerId: string, gate: QueueGate, queues: stri
       const name = `*rate:${rate.name}`;
       if (gate.isQuiet(name)) continue;
       let one: TaskRow | undefined;
-      while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types }))) claimed.push(one);
+      while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types, perKey: rate.perKey }))) claimed.push(one);
       if (claimed.length < limit) {
         gate.quiet(name, since);
         const ms = await msToNextUnit(db.kysely, rate.name, queues, types);

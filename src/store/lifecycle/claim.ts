@@ -248,47 +248,85 @@ export interface RateLimitedAttempt {
   queues: string[];
   /** The task types this process runs. */
   types: string[];
+  /**
+   * The limit's per_key as the caller last read it: chooses how candidates are found. The bucket
+   * taken is always the one the limit names in the database, so a stale view costs a start, never
+   * the limit.
+   */
+  perKey?: boolean;
 }
 
 /**
- * Event `claim` of ONE task under rate limit `limit` (migration 0031), fetch and claim in one
- * statement, as the limited queue's path does: the candidates are the best waiting tasks of the
- * limit's scope that this process serves (priority, then id; with --per-key only those whose key's
- * bucket has a unit, by the statement's snapshot, so a key out of units does not block the
- * others), their jobs locked SKIP LOCKED; the best one is started only if task_rate_take takes a
- * unit of its bucket under the bucket's row lock (so the limit holds across every process and
- * agent), and its queue's and key's gates admit it (task_queue_admits, task_key_admits). A task
- * refused stays QUEUED with its job (no attempt burnt); a unit refused is not taken.
+ * Event `claim` of ONE task under rate limit `limit` (migrations 0031, 0033), fetch and claim in
+ * one statement, as the limited queue's path does: the candidates are the first waiting tasks of the
+ * limit's scope that this process serves, in the keyed claim's order (priority + age_boost, then
+ * key_turn, then id: keys take turns within the limit, with their weights), their jobs locked SKIP
+ * LOCKED; the first one is started only if task_rate_take takes all its units from its bucket under
+ * the bucket's row lock (so the limit holds across every process and agent), and its queue's and
+ * key's gates admit it (task_queue_admits, task_key_admits). A task refused stays QUEUED with its
+ * job (no attempt burnt); units refused are not taken, and no task behind it is tried instead, so
+ * a task needing many units is not starved by smaller ones after it.
+ *
+ * An unkeyed task has no turn: it stands at its queue's clock (the first waiting keyed turn of its
+ * level), so between unkeyed tasks and the keys' current round the older goes first. With
+ * `perKey`, only each key's first task is a candidate, and only if its key's bucket holds its units
+ * by the statement's snapshot: a key out of units blocks neither the others nor, by a smaller task
+ * of its own passing it, its own first task.
  *
  * Cost: one statement per start and one bucket row lock, a point of serialisation for the limit's
- * claims; the candidates are read from the waiting tasks of the limit's queue (or type), sorted.
- * Keys do not take turns here: a rate-limited task is started in priority order.
+ * claims. Without `perKey` the keyed candidates are read from tasks_keyed_waiting_idx (the first 4
+ * per queue served) and the unkeyed ones are the first 4 of the scope's unkeyed waiting tasks
+ * (sorted); with `perKey`, every waiting task of the scope is read and ranked per key.
  */
 export async function claimRateLimitedAttempt(db: Db, workerId: string, next: RateLimitedAttempt): Promise<TaskRow | undefined> {
   if (next.queues.length === 0 || next.types.length === 0) return undefined;
-  const rows = await queryPrepared(db, "task_claim_rate_limited", transition({
+  const inScope = (t: string) => {
+    const col = (c: string) => sql.ref(`${t}.${c}`);
+    return sql`${col("status")} in ('queued', 'retrying') and ${col("run_at")} <= now() and ${col("cancel_requested_at")} is null and ${col("type")} = any(${next.types}::text[])
+      and (${col("queue")} = lim.queue or (${col("type")} = lim.task_type and not exists (select 1 from rate_limits o where o.queue = ${col("queue")})))`;
+  };
+  const candidate = sql`t.id as k_id, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority`;
+  // The turn an unkeyed task of queue `q` and effective priority `p` stands at: its level's clock.
+  const clock = (q: RawBuilder<unknown>, p: RawBuilder<unknown>) =>
+    sql`coalesce((select h.key_turn from tasks h where h.key is not null and h.status in ('queued', 'retrying') and h.queue = ${q}
+      and (h.priority + h.age_boost) = ${p} order by (h.priority + h.age_boost) desc, h.key_turn limit 1), 0)`;
+  const candidates = next.perKey
+    ? [
+        sql`scope as (
+          select t.id, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority, t.queue, t.key, t.key_turn, t.units from tasks t, lim
+          where t.queue = any(${next.queues}::text[]) and ${inScope("t")})`,
+        sql`turns as (
+          select s.*, coalesce(s.key_turn, min(s.key_turn) over (partition by s.queue, s.k_priority), 0) as k_turn,
+            row_number() over (partition by s.key order by s.k_priority desc, coalesce(s.key_turn, 0), s.id) as k_rank
+          from scope s)`,
+        sql`cand as (
+          select u.id as k_id, u.k_attempt, u.k_priority, u.k_turn from turns u, lim
+          where u.k_rank = 1 and (select p.tokens from task_rate_peek(lim.name, u.key) p) >= u.units
+          order by u.k_priority desc, u.k_turn, u.id limit 4)`,
+      ]
+    : [
+        // VALUES, not unnest: one generic plan per number of queues (as claimKeyedAttempts).
+        sql`cand as (
+          select c.* from (
+            select h.* from (values ${sql.join(next.queues.map((q) => sql`(${q}::text)`))}) as s(queue) cross join lim
+            cross join lateral (
+              select ${candidate}, t.key_turn as k_turn from tasks t
+              where t.queue = s.queue and t.key is not null and ${inScope("t")}
+              order by (t.priority + t.age_boost) desc, t.key_turn, t.id limit 4) h
+            union all
+            select u.k_id, u.k_attempt, u.k_priority, ${clock(sql`u.queue`, sql`u.k_priority`)} as k_turn from (
+              select ${candidate}, t.queue from tasks t, lim
+              where t.key is null and t.queue = any(${next.queues}::text[]) and ${inScope("t")}
+              order by t.priority desc, t.id limit 4) u
+          ) c
+          order by c.k_priority desc, c.k_turn, c.k_id limit 4)`,
+      ];
+  const name = next.perKey ? "task_claim_rate_limited_per_key" : `task_claim_rate_limited_${next.queues.length}`;
+  const rows = await queryPrepared(db, name, transition({
     with: [
       sql`lim as (select * from rate_limits where name = ${next.limit}::text)`,
-      sql`scope as (
-        select t.id, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority, t.queue, t.key, t.key_turn, t.units from tasks t, lim
-        where t.status in ('queued', 'retrying') and t.run_at <= now() and t.cancel_requested_at is null
-          and t.queue = any(${next.queues}::text[]) and t.type = any(${next.types}::text[])
-          and (t.queue = lim.queue or (t.type = lim.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue))))`,
-      // Keys take turns (key_turn, as in claimKeyedAttempts); an unkeyed task has no turn and stands
-      // at its queue's clock (the first keyed turn of its level), so between unkeyed tasks and the
-      // keys' current round the older goes first.
-      sql`turns as (
-        select s.*, coalesce(s.key_turn, min(s.key_turn) over (partition by s.queue, s.k_priority), 0) as k_turn,
-          row_number() over (partition by s.key order by s.k_priority desc, coalesce(s.key_turn, 0), s.id) as k_rank
-        from scope s)`,
-      // Per key: each key's first task only, if its key's bucket holds its units (by the statement's
-      // snapshot), so a key out of units blocks neither the others nor, by a smaller task of its
-      // own passing it, its own first task.
-      sql`cand as (
-        select u.id as k_id, u.k_attempt, u.k_priority, u.k_turn from turns u, lim
-        where not lim.per_key or (u.k_rank = 1 and (select p.tokens from task_rate_peek(lim.name, u.key) p) >= u.units)
-        order by u.k_priority desc, u.k_turn, u.id limit 4)`,
-      lockJobsOfTasks("cand"),
+      ...candidates,
+    lockJobsOfTasks("cand"),
       sql`chosen as (select * from keyjobs order by k_priority desc, k_turn, k_id limit 1)`,
     ],
     change: {
