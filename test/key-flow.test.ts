@@ -108,6 +108,23 @@ describe("units of a rate limit", () => {
   });
 });
 
+describe("units of a rate limit per key", () => {
+  it("a key whose first task lacks its units waits without blocking the other keys, and its smaller tasks do not pass it", async () => {
+    await limits().setRateLimit({ limit: { name: "pk", rate: 1, period: { seconds: 3600n }, burst: 2, perKey: true, queue: "pkq" } });
+    const [a1] = await createKeyed("pkq", "a", 1, { units: 1 });
+    const [a2] = await createKeyed("pkq", "a", 1, { units: 2 });
+    const [a3] = await createKeyed("pkq", "a", 1, { units: 1 });
+    await createKeyed("pkq", "b", 2, { units: 1 });
+    const claim = () => claimRateLimitedAttempt(api.database.db, "w-pk", { limit: "pk", queues: ["pkq"], types: ["shell"], perKey: true });
+    const started = [];
+    for (let one = await claim(); one; one = await claim()) started.push(one);
+    // a: 1 unit taken, 1 left, its next task needs 2: a waits (a3 does not pass it); b takes both of its own.
+    expect(started.map((t) => t.key)).toEqual(["a", "b", "b"]);
+    expect(started[0]!.id).toBe(String(a1));
+    expect(await count("select count(*)::int as n from tasks where id = any($1::bigint[]) and status = 'queued'", [[String(a2), String(a3)]])).toBe(2);
+  });
+});
+
 describe("keys take turns within a rate limit", () => {
   it("20 tasks of B created after 100 of A all start within the next 40 units, not after A's backlog", async () => {
     await limits().setRateLimit({ limit: { name: "turns", rate: 10_000, period: { seconds: 1n }, burst: 10_000, queue: "rturns" } });
