@@ -71,6 +71,7 @@ export function taskToProto(row: TaskRow, progress?: TaskProgressRow): Task {
     scheduledAt: optionalTimestamp(row.scheduled_at),
     queue: row.queue,
     key: row.key ?? "",
+    units: row.units,
     backoff:
       row.backoff_base_ms !== null && row.backoff_max_ms !== null
         ? create(TaskBackoffSchema, { base: durationFromMs(row.backoff_base_ms), max: durationFromMs(row.backoff_max_ms) })

@@ -29,7 +29,10 @@ export const DEFAULT_LEASE_MS = 15_000;
 export const MAX_QUEUE_CONCURRENCY = 100_000;
 
 /** The settings UpdateQueue may change, by update_mask path. */
-const UPDATABLE = ["concurrency", "paused", "expire_after", "key_template", "key_concurrency", "key_limits"] as const;
+const UPDATABLE = ["concurrency", "paused", "expire_after", "key_template", "key_concurrency", "key_limits", "key_weights"] as const;
+
+/** Largest weight of a key in the turns (migration 0033: a weight-w key steps round(1000 / w) turns per task). */
+export const MAX_KEY_WEIGHT = 1000;
 
 /** Most named keys a queue may give limits of its own. */
 export const MAX_KEY_LIMITS = 1000;
@@ -40,6 +43,7 @@ export function queueToProto(q: QueueView, now: Date, keys: KeyUse[] = []): Queu
     keyTemplate: q.keyTemplate ?? "",
     keyConcurrency: q.keyConcurrency ?? undefined,
     keyLimits: q.keyLimits,
+    keyWeights: q.keyWeights,
     keyUse: keys.map((k) => create(QueueKeyUseSchema, { key: k.key, running: BigInt(k.running), waiting: BigInt(k.waiting), limit: k.limit ?? undefined })),
     name: q.name,
     paused: q.paused,
@@ -95,6 +99,15 @@ export function validateUpdateQueue(req: UpdateQueueRequest): { name: string; ch
         else if (!Number.isInteger(limit) || limit < 0 || limit > MAX_QUEUE_CONCURRENCY) v.add(`settings.key_limits["${key.slice(0, 40)}"]`, `must be between 0 and ${MAX_QUEUE_CONCURRENCY}`);
       }
       change.keyLimits = { ...limits };
+    } else if (path === "key_weights") {
+      const weights = req.settings?.keyWeights ?? {};
+      if (Object.keys(weights).length > MAX_KEY_LIMITS) v.add("settings.key_weights", `must name at most ${MAX_KEY_LIMITS} keys`);
+      for (const [key, weight] of Object.entries(weights)) {
+        const problem = keyProblem(key);
+        if (problem) v.add(`settings.key_weights["${key.slice(0, 40)}"]`, `the key ${problem}`);
+        else if (!Number.isInteger(weight) || weight < 1 || weight > MAX_KEY_WEIGHT) v.add(`settings.key_weights["${key.slice(0, 40)}"]`, `must be between 1 and ${MAX_KEY_WEIGHT}`);
+      }
+      change.keyWeights = { ...weights };
     } else {
       v.add("update_mask", `unknown queue setting "${path.slice(0, 100)}" (settings: ${UPDATABLE.join(", ")})`);
     }

@@ -38,9 +38,9 @@ import { getTaskLogs, watchTask } from "./task-watch.js";
 import { Violations } from "./fields.js";
 import { callerOf, type Identity } from "./identity.js";
 import { canSeeTask, narrowFilter, requireRole, requireTaskScope } from "./roles.js";
-import { deriveKeys, encodePageToken, requireUniqueKeys, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
+import { deriveKeys, encodePageToken, requireUniqueKeys, requireUnitsFit, validateCreateTask, validateListTasks, validateTaskId } from "./validate.js";
 import { keyTemplates, waitReason } from "../store/queues.js";
-import { rateWaitReason } from "../store/rate-limits.js";
+import { limitsOf, rateWaitReason } from "../store/rate-limits.js";
 import { startCreateSpan } from "../tracing.js";
 import { attachUploads, DEFAULT_FILE_CAPS } from "../store/files.js";
 import { listFilesOfTask, validateFileInputs } from "./task-files.js";
@@ -161,6 +161,9 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     const unkeyedQueues = [...new Set(validated.filter((t) => !t.key).map((t) => t.queue ?? "default"))];
     const tasks = deriveKeys(validated, await templatesOf(unkeyedQueues), prefix);
     requireUniqueKeys(tasks, prefix);
+    // Units beyond 1 must fit the burst of the task's rate limit: one read, only when a task asks for more.
+    const big = tasks.filter((t) => (t.units ?? 1) > 1);
+    if (big.length > 0) requireUnitsFit(tasks, await limitsOf(db, big.map((t) => ({ queue: t.queue ?? "default", type: t.type }))), prefix);
     const inputs = requests.map((req, i) => validateFileInputs(req.files, prefix(i)));
     // After validation (which resolves each task's queue), before anything is written.
     tasks.forEach((task, i) => {
@@ -225,7 +228,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
         const unroutable = row.labels !== null && !(await someWorkerHasLabels(db, row.labels, config.leaseMs ?? DEFAULT_LIVE_MS));
         task.waitReason = unroutable
           ? `no live worker or agent has labels ${row.labels!.join(",")}`
-          : (await waitReason(db, row.queue, row.key)) ?? (await rateWaitReason(db, row.queue, row.type, row.key)) ?? "";
+          : (await waitReason(db, row.queue, row.key)) ?? (await rateWaitReason(db, row.queue, row.type, row.key, row.units)) ?? "";
       }
       return { task };
     },

@@ -48,6 +48,8 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
   const expireAfterMs = v.expireAfter(`${prefix}expire_after`, req.expireAfter);
   const uniqueWhile = uniqueWhileOf(v, `${prefix}unique_while`, req);
   const labels = v.labels(`${prefix}labels`, req.labels);
+  const units = req.units === 0 ? 1 : req.units;
+  if (!Number.isInteger(units) || units < 1 || units > MAX_TASK_UNITS) v.add(`${prefix}units`, `must be between 1 and ${MAX_TASK_UNITS} (0 for 1)`);
   let backoff: { baseMs: number; maxMs: number } | null = null;
   if (req.backoff) {
     const baseMs = req.backoff.base ? durationToMs(req.backoff.base) : Number.NaN;
@@ -91,6 +93,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
     key: req.key === "" ? null : req.key,
     uniqueWhile,
     labels: labels.length > 0 ? labels : null,
+    units,
     requestHash:
       idempotencyKey === null
         ? null
@@ -103,6 +106,7 @@ export function validateCreateTask<T extends ResolvedTaskType>(req: CreateTaskRe
             ...(req.key === "" ? {} : { key: req.key }),
             ...(uniqueWhile ? { uniqueWhile } : {}),
             ...(labels.length > 0 ? { labels } : {}),
+            ...(units === 1 ? {} : { units }),
           }),
   };
 }
@@ -152,6 +156,24 @@ export function requireUniqueKeys(tasks: NewTask[], prefix: (i: number) => strin
   const v = new Violations();
   tasks.forEach((t, i) => {
     if (t.uniqueWhile && !t.key) v.add(`${prefix(i)}unique_while`, "needs a key: set key (or give the queue a key template)");
+  });
+  v.throwIfAny();
+}
+
+/** Most units a task may take from its rate limit (the largest burst a limit may have, migration 0031). */
+export const MAX_TASK_UNITS = 1_000_000;
+
+/**
+ * A task's units must fit in the burst of the rate limit it is under when created (`limits`: by
+ * "queue\u001ftype", store/rate-limits.ts limitsOf), else it could never start: InvalidArgument
+ * naming each, before anything is written. A limit changed later is not checked against waiting
+ * tasks: those wait, and their wait_reason says so.
+ */
+export function requireUnitsFit(tasks: NewTask[], limits: Map<string, { name: string; burst: number }>, prefix: (i: number) => string): void {
+  const v = new Violations();
+  tasks.forEach((t, i) => {
+    const limit = limits.get(`${t.queue ?? DEFAULT_QUEUE}\u001f${t.type}`);
+    if (limit && (t.units ?? 1) > limit.burst) v.add(`${prefix(i)}units`, `must be at most ${limit.burst}, the burst of rate limit ${limit.name}`);
   });
   v.throwIfAny();
 }

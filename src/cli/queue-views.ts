@@ -45,6 +45,9 @@ export function queueTable(q: Queue | undefined): string {
     ...(Object.keys(q.keyLimits).length > 0
       ? [["Key limits", Object.entries(q.keyLimits).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k}=${n}`).join(" ")] as [string, string]]
       : []),
+    ...(Object.keys(q.keyWeights).length > 0
+      ? [["Key weights", Object.entries(q.keyWeights).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k}=${n}`).join(" ")] as [string, string]]
+      : []),
   ]) + keyUseTable(q);
 }
 

@@ -31,6 +31,7 @@ export function taskTable(task: Task | undefined, width = DEFAULT_COLUMNS): stri
     ["Queue", task.queue || "default"],
     ...(task.key ? [["Key", task.key] as [string, string]] : []),
     ...(Object.keys(task.labels).length > 0 ? [["Runs on", `workers with labels ${formatLabels(task.labels)}`] as [string, string]] : []),
+    ...(task.units > 1 ? [["Units", String(task.units)] as [string, string]] : []),
     ["Status", statusName(task.status)],
     ...(task.waitReason ? [["Waiting for", task.waitReason] as [string, string]] : []),
     ["Attempts", `${task.attempts}/${task.maxAttempts}`],

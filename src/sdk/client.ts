@@ -44,6 +44,8 @@ export interface SubmitOptions {
   queue?: string;
   /** What the task competes for in its queue (a tenant, a host): its limit per key and fair turns apply (default: the queue's key template). */
   key?: string;
+  /** Units of its rate limit the task takes when it starts (default 1; at most the limit's burst). */
+  units?: number;
   /**
    * Debounce/dedupe (needs `key`, or the queue's key template): while the queue's unique task of
    * this key is unfinished ("unfinished"), or for `windowMs` after it was created, a submit answers
@@ -119,6 +121,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
         queue: opts.queue ?? "",
         key: opts.key ?? "",
         labels: opts.labels ?? {},
+        units: opts.units ?? 0,
         uniqueWhile:
           opts.uniqueWhile === undefined ? undefined
           : opts.uniqueWhile === "unfinished" ? { mode: { case: "unfinished", value: true } }

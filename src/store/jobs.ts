@@ -249,6 +249,32 @@ export async function agePriorities(db: Kysely<Database>, agingMs: number, limit
   return Number(rows[0]?.n ?? 0);
 }
 
+/**
+ * Priority aging of keyed tasks (migration 0033): the keyed claims order by the task's own
+ * priority + age_boost, not by its job's priority (they read the tasks, in their keys' turns), so
+ * the reconcile pass writes the same age into age_boost: floor(time due / agingMs), only improving,
+ * the longest-waiting first, at most `limit` per pass. It reads every keyed waiting task (the
+ * partial index tasks_keyed_waiting_idx; unkeyed tasks are not read). Returns how many it changed.
+ */
+export async function ageKeyedTasks(db: Kysely<Database>, agingMs: number, limit = 5_000): Promise<number> {
+  if (agingMs <= 0) return 0;
+  const { rows } = await sql<{ n: string }>`
+    with aged as (
+      select t.id, a.boost from tasks t
+      cross join lateral (select least(1000000, floor(extract(epoch from now() - t.run_at) * 1000 / ${agingMs}::int))::int as boost) a
+      where t.key is not null and t.status in ('queued', 'retrying') and a.boost > t.age_boost
+      order by t.run_at
+      limit ${limit}
+    ),
+    changed as (
+      update tasks t set age_boost = aged.boost from aged where t.id = aged.id and t.key is not null and t.status in ('queued', 'retrying') and t.age_boost < aged.boost
+      returning 1
+    )
+    select count(*) as n from changed
+  `.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
 /** graphile-worker task jobs (run:<queue>:<type>) still present, and how many of them are locked. */
 export async function pendingJobCounts(db: Kysely<Database>): Promise<{ jobs: number; locked: number }> {
   const { rows } = await sql<{ jobs: number; locked: number }>`

@@ -32,6 +32,8 @@ export interface QueueView {
   keyConcurrency: number | null;
   /** Limits of named keys, overriding keyConcurrency. */
   keyLimits: Record<string, number>;
+  /** Weights of named keys in the turns (a key not named weighs 1). */
+  keyWeights: Record<string, number>;
 }
 
 /**
@@ -53,6 +55,7 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     key_template: string | null;
     key_concurrency: number | null;
     key_limits: Record<string, number> | null;
+    key_weights: Record<string, number> | null;
   }>`
     with counts as (
       select queue, status, sum(n) as n from (
@@ -63,7 +66,7 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     ),
     live as (select unnest(queues) as queue, count(*) as n from workers where heartbeat_at >= ${liveSince} group by 1),
     names as (select queue as name from counts union select name from queues union select queue from live)
-    select names.name, q.paused, q.concurrency, q.expire_after_ms, q.updated_at, q.key_template, q.key_concurrency, q.key_limits,
+    select names.name, q.paused, q.concurrency, q.expire_after_ms, q.updated_at, q.key_template, q.key_concurrency, q.key_limits, q.key_weights,
       coalesce((select sum(n) from counts where counts.queue = names.name and status = 'running'), 0) as running,
       coalesce((select sum(n) from counts where counts.queue = names.name and status in ('queued', 'retrying')), 0) as waiting,
       (select least(t.run_at, now()) from tasks t where t.queue = names.name and t.status in ('queued', 'retrying') order by t.id limit 1) as oldest,
@@ -84,6 +87,7 @@ export async function listQueues(db: Kysely<Database>, liveSince: Date): Promise
     keyTemplate: r.key_template,
     keyConcurrency: r.key_concurrency,
     keyLimits: r.key_limits ?? {},
+    keyWeights: r.key_weights ?? {},
   }));
 }
 
@@ -159,6 +163,8 @@ export interface QueueChange {
   keyConcurrency?: number | null;
   /** Replaces the whole map. */
   keyLimits?: Record<string, number>;
+  /** Replaces the whole map; applies to tasks created after the change. */
+  keyWeights?: Record<string, number>;
 }
 
 /**
@@ -172,11 +178,13 @@ export async function updateQueue(db: Kysely<Database>, name: string, change: Qu
   const setTemplate = change.keyTemplate !== undefined;
   const setKeyConcurrency = change.keyConcurrency !== undefined;
   const setKeyLimits = change.keyLimits !== undefined;
+  const setKeyWeights = change.keyWeights !== undefined;
   await sql`
     with changed as (
-      insert into queues (name, concurrency, paused, expire_after_ms, key_template, key_concurrency, key_limits)
+      insert into queues (name, concurrency, paused, expire_after_ms, key_template, key_concurrency, key_limits, key_weights)
       values (${name}, ${change.concurrency ?? null}::int, coalesce(${change.paused ?? null}::boolean, false), ${change.expireAfterMs ?? null}::int,
-        ${change.keyTemplate ?? null}::text, ${change.keyConcurrency ?? null}::int, ${JSON.stringify(change.keyLimits ?? {})}::jsonb)
+        ${change.keyTemplate ?? null}::text, ${change.keyConcurrency ?? null}::int, ${JSON.stringify(change.keyLimits ?? {})}::jsonb,
+        ${JSON.stringify(change.keyWeights ?? {})}::jsonb)
       on conflict (name) do update set
         concurrency = case when ${setConcurrency}::boolean then excluded.concurrency else queues.concurrency end,
         paused = case when ${setPaused}::boolean then excluded.paused else queues.paused end,
@@ -184,6 +192,7 @@ export async function updateQueue(db: Kysely<Database>, name: string, change: Qu
         key_template = case when ${setTemplate}::boolean then excluded.key_template else queues.key_template end,
         key_concurrency = case when ${setKeyConcurrency}::boolean then excluded.key_concurrency else queues.key_concurrency end,
         key_limits = case when ${setKeyLimits}::boolean then excluded.key_limits else queues.key_limits end,
+        key_weights = case when ${setKeyWeights}::boolean then excluded.key_weights else queues.key_weights end,
         updated_at = now()
       returning name
     )

@@ -75,6 +75,20 @@ export async function listRateLimits(db: Kysely<Database>): Promise<RateLimitVie
   return rows.map((r) => ({ ...fromRow(r), tokens: Number(r.tokens), buckets: Number(r.buckets), waiting: Number(r.waiting) }));
 }
 
+/**
+ * The limit each (queue, type) pair is under (its queue's, else its type's), by "queue\u001ftype":
+ * the create's check that a task's units fit its burst. Pairs under no limit are absent.
+ */
+export async function limitsOf(db: Kysely<Database>, pairs: { queue: string; type: string }[]): Promise<Map<string, { name: string; burst: number }>> {
+  const out = new Map<string, { name: string; burst: number }>();
+  if (pairs.length === 0) return out;
+  const { rows } = await sql<{ queue: string; type: string; name: string; burst: number }>`
+    select p.queue, p.type, l.name, l.burst from unnest(${pairs.map((p) => p.queue)}::text[], ${pairs.map((p) => p.type)}::text[]) as p(queue, type)
+    join rate_limits l on l.name = task_rate_limit_of(p.queue, p.type)`.execute(db);
+  for (const r of rows) out.set(`${r.queue}\u001f${r.type}`, { name: r.name, burst: Number(r.burst) });
+  return out;
+}
+
 /** The limits whose scope is one of `queues` or `types` (a worker process's claim asks for them), by name. */
 export async function rateLimitsOf(db: Kysely<Database>, queues: string[], types: string[]): Promise<RateLimit[]> {
   const { rows } = await sql<LimitRow>`
@@ -83,28 +97,39 @@ export async function rateLimitsOf(db: Kysely<Database>, queues: string[], types
 }
 
 /**
- * Ms until limit `name` has a unit again, for its waiting tasks this process may start: the
- * soonest of their keys' buckets for a limit per key; undefined when none waits.
+ * Ms until limit `name` holds the units of one of its waiting tasks this process may start, where
+ * that is later than now: the soonest over their buckets (one per key for a limit per key) and the
+ * units they need. A task needing more units than another waits at the head of its turn (the claim
+ * does not pass it), so the claim may be refused while a smaller task's units are there: the wake
+ * is then at the next need met, not at once. Undefined when none waits, or every need is met now
+ * (then what holds them is a queue's or key's slot, and an attempt ending wakes the claim).
  */
 export async function msToNextUnit(db: Kysely<Database>, name: string, queues: string[], types: string[]): Promise<number | undefined> {
   const { rows } = await sql<{ ms: number | null }>`
-    select min(p.next_unit_ms) as ms from (
-      select distinct case when l.per_key then coalesce(t.key, '') else '' end as k, l.name
+    select min(p.next_unit_ms) filter (where p.next_unit_ms > 0) as ms from (
+      select distinct case when l.per_key then coalesce(t.key, '') else '' end as k, l.name, t.units
       from rate_limits l join tasks t on t.status in ('queued', 'retrying') and t.run_at <= now()
         and t.queue = any(${queues}::text[]) and t.type = any(${types}::text[])
         and task_rate_limit_of(t.queue, t.type) = l.name
       where l.name = ${name}) w
-    cross join lateral task_rate_peek(w.name, w.k) p`.execute(db);
+    cross join lateral task_rate_peek(w.name, w.k, w.units) p`.execute(db);
   const ms = rows[0]?.ms;
   return ms === null || ms === undefined ? undefined : Number(ms);
 }
 
-/** Why a waiting task of (queue, type, key) waits on its rate limit ("rate limit smtp: next unit in 1.2 s"); undefined when it has a unit. */
-export async function rateWaitReason(db: Kysely<Database>, queue: string, type: string, key: string | null): Promise<string | undefined> {
-  const { rows } = await sql<{ name: string; next_unit_ms: number }>`
-    select l.name, p.next_unit_ms from rate_limits l cross join lateral task_rate_peek(l.name, ${key}::text) p
+/**
+ * Why a waiting task of (queue, type, key) needing `units` waits on its rate limit ("rate limit
+ * smtp: next unit in 1.2 s", "rate limit smtp: 5 units in 2.0 s", "rate limit smtp: needs 50
+ * units, burst 20"); undefined when its units are there.
+ */
+export async function rateWaitReason(db: Kysely<Database>, queue: string, type: string, key: string | null, units = 1): Promise<string | undefined> {
+  const { rows } = await sql<{ name: string; burst: number; next_unit_ms: number | null }>`
+    select l.name, l.burst, p.next_unit_ms from rate_limits l cross join lateral task_rate_peek(l.name, ${key}::text, ${units}::int) p
     where l.name = task_rate_limit_of(${queue}::text, ${type}::text)`.execute(db);
   const r = rows[0];
-  if (!r || r.next_unit_ms <= 0) return undefined;
-  return `rate limit ${r.name}: next unit in ${(Math.ceil(r.next_unit_ms / 100) / 10).toFixed(1)} s`;
+  if (!r) return undefined;
+  if (r.next_unit_ms === null) return `rate limit ${r.name}: needs ${units} units, burst ${r.burst}`;
+  if (r.next_unit_ms <= 0) return undefined;
+  const when = `in ${(Math.ceil(r.next_unit_ms / 100) / 10).toFixed(1)} s`;
+  return units === 1 ? `rate limit ${r.name}: next unit ${when}` : `rate limit ${r.name}: ${units} units ${when}`;
 }

@@ -58,6 +58,10 @@ export interface TasksTable {
   key_unique: ColumnType<boolean, boolean | undefined, never>;
   /** The labels a worker must have to claim it (migration 0032, sorted "key=value" pairs); null: runs anywhere. */
   labels: ColumnType<string[] | null, string[] | null | undefined, never>;
+  /** Units of its rate limit the task takes when it starts (migration 0033). */
+  units: ColumnType<number, number | undefined, never>;
+  /** What a keyed task has aged while waiting (migration 0033): the keyed claims order by priority + age_boost. */
+  age_boost: ColumnType<number, number | undefined, number>;
 }
 
 export interface TaskHistoryTable {
@@ -116,6 +120,8 @@ export interface QueuesTable {
   key_concurrency: ColumnType<number | null, number | null | undefined, number | null>;
   /** Limits of named keys, overriding key_concurrency. */
   key_limits: ColumnType<Record<string, number>, Record<string, number> | undefined, Record<string, number>>;
+  /** Weights of named keys in the turns (migration 0033); a key not named weighs 1. */
+  key_weights: ColumnType<Record<string, number>, Record<string, number> | undefined, Record<string, number>>;
 }
 
 /** The progress of a task's current attempt (migration 0024): one row per task, overwritten. */
@@ -235,6 +241,7 @@ export const taskColumns = [
   "schedule_id", "scheduled_at", "paused_from", "paused_at", "backoff_base_ms", "backoff_max_ms", "queue",
   "traceparent", "expire_after_ms", "expires_at", "key", "key_turn", "key_unique",
   "labels",
+  "units",
 ] as const satisfies readonly (keyof TasksTable)[];
 export type NewTaskRow = Insertable<TasksTable>;
 export type TaskHistoryRow = Selectable<TaskHistoryTable>;

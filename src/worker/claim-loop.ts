@@ -220,7 +220,7 @@ export function claimFor(
       const name = `*rate:${rate.name}`;
       if (gate.isQuiet(name)) continue;
       let one: TaskRow | undefined;
-      while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types, labels }))) claimed.push(one);
+      while (claimed.length < limit && (one = await claimRateLimitedAttempt(db, workerId, { limit: rate.name, queues, types, labels, perKey: rate.perKey }))) claimed.push(one);
       if (claimed.length < limit) {
         gate.quiet(name, since);
         const ms = await msToNextUnit(db.kysely, rate.name, queues, types);

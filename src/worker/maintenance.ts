@@ -10,7 +10,7 @@ import { EventEmitter } from "node:events";
 import { run, type Runner, type WorkerEvents } from "graphile-worker";
 import { errorMessage } from "../errors.js";
 import { retryWhileUnavailable } from "../store/db.js";
-import { agePriorities } from "../store/jobs.js";
+import { ageKeyedTasks, agePriorities } from "../store/jobs.js";
 import { deleteExpiredTasks } from "../store/retention.js";
 import { DEFAULT_UPLOAD_TTL_MS, sweepFiles } from "../store/files.js";
 import { graphileLogger } from "../graphile-logger.js";
@@ -81,7 +81,8 @@ export class Maintenance implements WorkerPart {
         [RECONCILE_TASK]: async () => {
           const result = await this.options.reconcile();
           const aged = await agePriorities(db.kysely, config.priorityAgingMs);
-          logger.debug({ ...result, aged }, "reconcile pass");
+          const agedKeyed = await ageKeyedTasks(db.kysely, config.priorityAgingMs);
+          logger.debug({ ...result, aged, agedKeyed }, "reconcile pass");
         },
       },
     }), "starting graphile-worker", Number.POSITIVE_INFINITY, logger);

@@ -15,6 +15,7 @@ interface SetFlags {
   unlimited?: boolean;
   keyConcurrency?: string;
   keyLimit?: string[];
+  keyWeight?: string[];
   keyTemplate?: string;
   expireAfter?: string;
   /** false with --no-expiry. */
@@ -58,6 +59,7 @@ export function registerQueueCommands(program: Command, io: CliIO): void {
     .option("--unlimited", "remove the concurrency limit")
     .option("--key-concurrency <n>", "most tasks of one key RUNNING at once, across every worker process (0 or more; `none`: unlimited)")
     .option("--key-limit <key=n>", "the limit of one named key, overriding --key-concurrency; repeatable; replaces the queue's named limits (`--key-limit none` clears them)", collectFlag)
+    .option("--key-weight <key=w>", "the weight of one named key in the turns between keys (1-1000, default 1): weight 3 starts 3 tasks per 1 of a weight-1 key while both wait; repeatable; replaces the queue's weights (`--key-weight none` clears them)", collectFlag)
     .option("--key-template <template>", "derive the key of tasks created without one, e.g. '{{params.to | domain}}' (filters: domain, lower, upper, trim; `none`: no template)")
     .option("--expire-after <duration>", "tasks created in the queue without --expire-after end EXPIRED if not started this long after they are due, e.g. 10m")
     .option("--no-expiry", "remove the queue's default expiry")
@@ -70,10 +72,11 @@ export function registerQueueCommands(program: Command, io: CliIO): void {
       if (flags.concurrency !== undefined || flags.unlimited) paths.push("concurrency");
       if (flags.keyConcurrency !== undefined) paths.push("key_concurrency");
       if (flags.keyLimit !== undefined) paths.push("key_limits");
+      if (flags.keyWeight !== undefined) paths.push("key_weights");
       if (flags.keyTemplate !== undefined) paths.push("key_template");
       if (flags.expireAfter !== undefined || noExpiry) paths.push("expire_after");
       if (paths.length === 0) {
-        throw new UsageError("name a setting: --key-concurrency N, --key-limit KEY=N, --key-template T, --concurrency N or --unlimited, --expire-after D or --no-expiry");
+        throw new UsageError("name a setting: --key-concurrency N, --key-limit KEY=N, --key-weight KEY=W, --key-template T, --concurrency N or --unlimited, --expire-after D or --no-expiry");
       }
       const concurrency = flags.concurrency === undefined ? undefined : parseInteger(flags.concurrency, "--concurrency", 0, 100_000);
       const keyConcurrency = flags.keyConcurrency === undefined || flags.keyConcurrency === "none" ? undefined : parseInteger(flags.keyConcurrency, "--key-concurrency", 0, 100_000);
@@ -84,9 +87,16 @@ export function registerQueueCommands(program: Command, io: CliIO): void {
         if (eq <= 0) throw new UsageError(`--key-limit ${item}: expected KEY=N`);
         keyLimits[item.slice(0, eq)] = parseInteger(item.slice(eq + 1), `--key-limit ${item.slice(0, eq)}`, 0, 100_000);
       }
+      const keyWeights: Record<string, number> = {};
+      for (const item of flags.keyWeight ?? []) {
+        if (item === "none") continue;
+        const eq = item.lastIndexOf("=");
+        if (eq <= 0) throw new UsageError(`--key-weight ${item}: expected KEY=W`);
+        keyWeights[item.slice(0, eq)] = parseInteger(item.slice(eq + 1), `--key-weight ${item.slice(0, eq)}`, 1, 1000);
+      }
       const keyTemplate = flags.keyTemplate === "none" ? "" : (flags.keyTemplate ?? "");
       const expireAfter = flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after"));
-      const res = await queueClient(g).updateQueue({ name, settings: { concurrency, keyConcurrency, keyLimits, keyTemplate, expireAfter }, updateMask: { paths } });
+      const res = await queueClient(g).updateQueue({ name, settings: { concurrency, keyConcurrency, keyLimits, keyWeights, keyTemplate, expireAfter }, updateMask: { paths } });
       printMessage(io, g.output, UpdateQueueResponseSchema, res, (r) => queueTable(r.queue));
     });
 

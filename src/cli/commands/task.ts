@@ -51,6 +51,7 @@ interface CreateFlags {
   backoffMax?: string;
   expireAfter?: string;
   uniqueWhile?: string;
+  units?: string;
   file?: string[];
   strict?: boolean;
 }
@@ -77,6 +78,7 @@ async function buildCreateRequest(name: string, flags: CreateFlags) {
     expireAfter: flags.expireAfter === undefined ? undefined : durationFromMs(parseDurationFlag(flags.expireAfter, "--expire-after")),
     strictShellCheck: flags.strict ?? false,
     uniqueWhile: uniqueWhileFrom(flags.uniqueWhile),
+    units: flags.units === undefined ? 0 : parseInteger(flags.units, "--units", 1, 1_000_000),
   });
 }
 
@@ -147,6 +149,7 @@ export function registerTaskCommands(program: Command, io: CliIO): void {
     .option("--on <k=v,...>", "run only on a worker or agent with these labels (serve --labels, agent --labels), e.g. region=eu,gpu=true (default: any)")
     .option("--backoff-base <duration>", "this task's delay before its first retry, doubling each attempt (with --backoff-max; default: the workers')")
     .option("--backoff-max <duration>", "this task's longest delay between attempts (with --backoff-base)")
+    .option("--units <n>", "units of its rate limit the task takes when it starts (default 1; at most the limit's burst)")
     .option("--expire-after <duration>", "end EXPIRED if not started this long after it is due, e.g. 10m (1s-366d; default: the queue's, else never)")
     .option("--unique-while <unfinished|duration>", "with a key: answer with the queue's task of this key instead of creating one, while it is unfinished or for this long after it was created (1s-366d), e.g. 10m")
     .option("--file <name=@path>", "an input file, uploaded first (streamed); the task reads it as $TASK_INPUT_DIR/<name>; repeatable", collect)

@@ -62,7 +62,7 @@ export async function claimAttempt(db: Db, taskId: string, attempt: number, work
       where: sql`id = ${taskId} and ${waitingFor("tasks", sql`${attempt}::int`)}
         and ${labelsAllow("tasks", sql`coalesce((select w.labels from workers w where w.id = ${workerId}), '{}')`)}
         and task_queue_admits(queue) and task_key_admits(queue, key)
-        and task_rate_take(task_rate_limit_of(queue, type), key)`,
+        and task_rate_take(task_rate_limit_of(queue, type), key, units)`,
     },
     details: claimDetails(workerId),
     removeJob: true,
@@ -163,7 +163,7 @@ export interface KeyedAttempts {
 }
 
 /** The columns of a keyed claim's candidate, from tasks `t`. */
-const keyedCandidate = sql`t.id as k_id, t.queue as k_queue, t.key as k_key, t.attempts + 1 as k_attempt, t.priority as k_priority, t.key_turn as k_turn`;
+const keyedCandidate = sql`t.id as k_id, t.queue as k_queue, t.key as k_key, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority, t.key_turn as k_turn`;
 
 /** A keyed task of tasks `t` that may start now, by what the claim itself can check. */
 const keyedWaiting = (types: string[], labels: string[] | undefined) =>
@@ -220,7 +220,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         cross join lateral (
           select ${keyedCandidate} from tasks t
           where t.queue = ${next.queues[0]}::text and t.key = keys.k and ${keyedWaiting(next.types, next.labels)}
-          order by t.priority desc, t.key_turn, t.id limit ${lim}) h
+          order by (t.priority + t.age_boost) desc, t.key_turn, t.id limit ${lim}) h
         where keys.k is not null
           -- Advisory (the statement's snapshot): skips full keys cheaply; task_key_slots decides.
           and (coalesce((q.key_limits ->> keys.k)::int, q.key_concurrency) is null
@@ -234,7 +234,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         cross join lateral (
           select ${keyedCandidate} from tasks t
           where t.queue = s.queue and ${keyedWaiting(next.types, next.labels)}
-          order by t.priority desc, t.key_turn, t.id limit ${lim}) h
+          order by (t.priority + t.age_boost) desc, t.key_turn, t.id limit ${lim}) h
         order by ${order} limit ${lim})`;
   const limits = next.keyLimited
     ? [
@@ -281,36 +281,86 @@ export interface RateLimitedAttempt {
   types: string[];
   /** The process's labels (sorted "key=value" pairs), as in NextAttempts. */
   labels?: string[];
+  /**
+   * The limit's per_key as the caller last read it: chooses how candidates are found. The bucket
+   * taken is always the one the limit names in the database, so a stale view costs a start, never
+   * the limit.
+   */
+  perKey?: boolean;
 }
 
 /**
- * Event `claim` of ONE task under rate limit `limit` (migration 0031), fetch and claim in one
- * statement, as the limited queue's path does: the candidates are the best waiting tasks of the
- * limit's scope that this process serves (priority, then id; with --per-key only those whose key's
- * bucket has a unit, by the statement's snapshot, so a key out of units does not block the
- * others), their jobs locked SKIP LOCKED; the best one is started only if task_rate_take takes a
- * unit of its bucket under the bucket's row lock (so the limit holds across every process and
- * agent), and its queue's and key's gates admit it (task_queue_admits, task_key_admits). A task
- * refused stays QUEUED with its job (no attempt burnt); a unit refused is not taken.
+ * Event `claim` of ONE task under rate limit `limit` (migrations 0031, 0033), fetch and claim in
+ * one statement, as the limited queue's path does: the candidates are the first waiting tasks of the
+ * limit's scope that this process serves, in the keyed claim's order (priority + age_boost, then
+ * key_turn, then id: keys take turns within the limit, with their weights), their jobs locked SKIP
+ * LOCKED; the first one is started only if task_rate_take takes all its units from its bucket under
+ * the bucket's row lock (so the limit holds across every process and agent), and its queue's and
+ * key's gates admit it (task_queue_admits, task_key_admits). A task refused stays QUEUED with its
+ * job (no attempt burnt); units refused are not taken, and no task behind it is tried instead, so
+ * a task needing many units is not starved by smaller ones after it.
+ *
+ * An unkeyed task has no turn: it stands at its queue's clock (the first waiting keyed turn of its
+ * level), so between unkeyed tasks and the keys' current round the older goes first. With
+ * `perKey`, only each key's first task is a candidate, and only if its key's bucket holds its units
+ * by the statement's snapshot: a key out of units blocks neither the others nor, by a smaller task
+ * of its own passing it, its own first task.
  *
  * Cost: one statement per start and one bucket row lock, a point of serialisation for the limit's
- * claims; the candidates are read from the waiting tasks of the limit's queue (or type), sorted.
- * Keys do not take turns here: a rate-limited task is started in priority order.
+ * claims. Without `perKey` the keyed candidates are read from tasks_keyed_waiting_idx (the first 4
+ * per queue served) and the unkeyed ones are the first 4 of the scope's unkeyed waiting tasks
+ * (sorted); with `perKey`, every waiting task of the scope is read and ranked per key.
  */
 export async function claimRateLimitedAttempt(db: Db, workerId: string, next: RateLimitedAttempt): Promise<TaskRow | undefined> {
   if (next.queues.length === 0 || next.types.length === 0) return undefined;
-  const rows = await queryPrepared(db, `task_claim_rate_limited${labeledName(next.labels)}`, transition({
+  const inScope = (t: string) => {
+    const col = (c: string) => sql.ref(`${t}.${c}`);
+    return sql`${col("status")} in ('queued', 'retrying') and ${col("run_at")} <= now() and ${col("cancel_requested_at")} is null and ${col("type")} = any(${next.types}::text[])
+      and ${labelsAllow(t, pairsOf(next.labels))} and (${col("queue")} = lim.queue or (${col("type")} = lim.task_type and not exists (select 1 from rate_limits o where o.queue = ${col("queue")})))`;
+  };
+  const candidate = sql`t.id as k_id, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority`;
+  // The turn an unkeyed task of queue `q` and effective priority `p` stands at: its level's clock.
+  const clock = (q: RawBuilder<unknown>, p: RawBuilder<unknown>) =>
+    sql`coalesce((select h.key_turn from tasks h where h.key is not null and h.status in ('queued', 'retrying') and h.queue = ${q}
+      and (h.priority + h.age_boost) = ${p} order by (h.priority + h.age_boost) desc, h.key_turn limit 1), 0)`;
+  const candidates = next.perKey
+    ? [
+        sql`scope as (
+          select t.id, t.attempts + 1 as k_attempt, t.priority + t.age_boost as k_priority, t.queue, t.key, t.key_turn, t.units from tasks t, lim
+          where t.queue = any(${next.queues}::text[]) and ${inScope("t")})`,
+        sql`turns as (
+          select s.*, coalesce(s.key_turn, min(s.key_turn) over (partition by s.queue, s.k_priority), 0) as k_turn,
+            row_number() over (partition by s.key order by s.k_priority desc, coalesce(s.key_turn, 0), s.id) as k_rank
+          from scope s)`,
+        sql`cand as (
+          select u.id as k_id, u.k_attempt, u.k_priority, u.k_turn from turns u, lim
+          where u.k_rank = 1 and (select p.tokens from task_rate_peek(lim.name, u.key) p) >= u.units
+          order by u.k_priority desc, u.k_turn, u.id limit 4)`,
+      ]
+    : [
+        // VALUES, not unnest: one generic plan per number of queues (as claimKeyedAttempts).
+        sql`cand as (
+          select c.* from (
+            select h.* from (values ${sql.join(next.queues.map((q) => sql`(${q}::text)`))}) as s(queue) cross join lim
+            cross join lateral (
+              select ${candidate}, t.key_turn as k_turn from tasks t
+              where t.queue = s.queue and t.key is not null and ${inScope("t")}
+              order by (t.priority + t.age_boost) desc, t.key_turn, t.id limit 4) h
+            union all
+            select u.k_id, u.k_attempt, u.k_priority, ${clock(sql`u.queue`, sql`u.k_priority`)} as k_turn from (
+              select ${candidate}, t.queue from tasks t, lim
+              where t.key is null and t.queue = any(${next.queues}::text[]) and ${inScope("t")}
+              order by t.priority desc, t.id limit 4) u
+          ) c
+          order by c.k_priority desc, c.k_turn, c.k_id limit 4)`,
+      ];
+  const name = `${next.perKey ? "task_claim_rate_limited_per_key" : `task_claim_rate_limited_${next.queues.length}`}${labeledName(next.labels)}`;
+  const rows = await queryPrepared(db, name, transition({
     with: [
       sql`lim as (select * from rate_limits where name = ${next.limit}::text)`,
-      sql`cand as (
-        select t.id as k_id, t.attempts + 1 as k_attempt, t.priority as k_priority from tasks t, lim
-        where t.status in ('queued', 'retrying') and t.run_at <= now() and t.cancel_requested_at is null
-          and t.queue = any(${next.queues}::text[]) and t.type = any(${next.types}::text[])
-          and (t.queue = lim.queue or (t.type = lim.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue)))
-          and (not lim.per_key or (select p.tokens from task_rate_peek(lim.name, t.key) p) >= 1) and ${labelsAllow("t", pairsOf(next.labels))}
-        order by t.priority desc, t.id limit 4)`,
+      ...candidates,
       lockJobsOfTasks("cand"),
-      sql`chosen as (select * from keyjobs order by k_priority desc, k_id limit 1)`,
+      sql`chosen as (select * from keyjobs order by k_priority desc, k_turn, k_id limit 1)`,
     ],
     change: {
       set: claimSet(workerId),
@@ -318,7 +368,7 @@ export async function claimRateLimitedAttempt(db: Db, workerId: string, next: Ra
       // The gates last, the bucket's after the queue's and the key's: a unit is taken only for a task that starts.
       where: sql`tasks.id = c.k_id and ${waitingFor("tasks", sql`c.k_attempt`)} and task_rate_limit_of(tasks.queue, tasks.type) = ${next.limit}::text
         and ${labelsAllow("tasks", pairsOf(next.labels))}
-        and task_queue_admits(tasks.queue) and task_key_admits(tasks.queue, tasks.key) and task_rate_take(${next.limit}::text, tasks.key)`,
+        and task_queue_admits(tasks.queue) and task_key_admits(tasks.queue, tasks.key) and task_rate_take(${next.limit}::text, tasks.key, tasks.units)`,
     },
     details: claimDetails(workerId),
     takeJob: sql`c.c_job`,

@@ -35,29 +35,44 @@ export interface NewTask {
   uniqueWhile?: UniqueWhile | null;
   /** The labels a worker must have to claim it (sorted "key=value" pairs, src/labels.ts); null/undefined/empty: any worker. */
   labels?: string[] | null;
+  /** Units of its rate limit the task takes when it starts (1..1,000,000); undefined: 1. */
+  units?: number;
 }
 
 /** How long a unique task answers later creates of its queue and key. */
 export type UniqueWhile = { unfinished: true } | { windowMs: number };
 
+/** Turns a key of weight 1 steps per task; a key of weight w steps round(TURN_UNIT / w) (migration 0033). */
+export const TURN_UNIT = 1000;
+
 /**
  * The `turned` CTE: `input` with each keyed task's key_turn, its place in its key's round-robin
- * (start-time fair queueing): within its queue and priority, a key's tasks take turns after its
- * last waiting one, and a key with none waiting starts at the queue's clock, the turn of the first
- * task in claim order. The keyed claim takes tasks in turn order, so when key A has 20,000 tasks
- * waiting (turns c..c+19,999) and key B adds 20, B's get turns c..c+19 and start among A's next
- * 20, not after all of them. Two probes of partial indexes per key and statement; unkeyed tasks
- * (key_turn null) cost nothing. Concurrent creates may share a turn: ties go by id, so fairness is
- * approximate under such races, never violated by more than the racing batch.
+ * (start-time fair queueing, weighted): within its queue and priority, a key's tasks take turns
+ * after its last waiting one, each round(TURN_UNIT / weight) turns after the one before (the
+ * weight from queues.key_weights, 1 when the key is not named there), and a key with none waiting
+ * starts at the queue's clock, the turn of the first task in claim order. The keyed claim takes
+ * tasks in turn order, so when key A has 20,000 tasks waiting (turns c, c+1000, ...) and key B adds
+ * 20, B's get turns c, c+1000, ... and start among A's next 20, not after all of them; with weight 3,
+ * A's tasks are 333 turns apart and A starts 3 for each of B's. The level is the effective priority
+ * (priority + age_boost), the claim's order. Two probes of partial indexes per key and statement,
+ * and one of queues for the weight; unkeyed tasks (key_turn null) cost nothing. Concurrent creates
+ * may share a turn: ties go by id, so fairness is approximate under such races, never violated by
+ * more than the racing batch.
  */
 function keyTurns() {
-  const waiting = sql`h.key is not null and h.status in ('queued', 'retrying') and h.queue = i.queue and h.priority = i.priority`;
-  return sql`turned as (
-    select i.*, case when i.key is not null then greatest(
-        coalesce((select h.key_turn from tasks h where ${waiting} order by h.priority desc, h.key_turn limit 1), 0),
-        coalesce((select h.key_turn + 1 from tasks h where ${waiting} and h.key = i.key order by h.priority desc, h.key_turn desc limit 1), 0)
-      ) + row_number() over (partition by i.queue, i.key, i.priority order by i.ord) - 1 end as key_turn
-    from input i)`;
+  const waiting = sql`h.key is not null and h.status in ('queued', 'retrying') and h.queue = i.queue and (h.priority + h.age_boost) = i.priority`;
+  return [
+    sql`weighted as (
+      select x.*, case when x.key is not null then greatest(1, round(${sql.lit(TURN_UNIT)}::numeric
+        / coalesce((select (q.key_weights ->> x.key)::int from queues q where q.name = x.queue), 1)))::bigint end as key_step
+      from input x)`,
+    sql`turned as (
+      select i.*, case when i.key is not null then greatest(
+          coalesce((select h.key_turn from tasks h where ${waiting} order by (h.priority + h.age_boost) desc, h.key_turn limit 1), 0),
+          coalesce((select h.key_turn + i.key_step from tasks h where ${waiting} and h.key = i.key order by (h.priority + h.age_boost) desc, h.key_turn desc limit 1), 0)
+        ) + (row_number() over (partition by i.queue, i.key, i.priority order by i.ord) - 1) * i.key_step end as key_turn
+      from weighted i)`,
+  ];
 }
 
 /**
@@ -90,6 +105,7 @@ export function createTasks(tasks: NewTask[]) {
       key: t.key ?? null,
       key_unique: t.uniqueWhile != null,
       labels: t.labels && t.labels.length > 0 ? t.labels : null,
+      units: t.units ?? 1,
     })),
   );
   return transition({
@@ -99,8 +115,8 @@ export function createTasks(tasks: NewTask[]) {
           ord int, name text, type text, parameters jsonb, priority int, max_attempts int,
           timeout_ms int, run_at timestamptz, queue text, idempotency_key text, request_hash text,
           schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text,
-          expire_after_ms int, key text, key_unique boolean, labels text[]))`,
-      keyTurns(),
+          expire_after_ms int, key text, key_unique boolean, labels text[], units int))`,
+      ...keyTurns(),
       // A queue's default expiry, for tasks created without one.
       sql`timed as (
         select turned.*, coalesce(turned.expire_after_ms, (select q.expire_after_ms from queues q where q.name = turned.queue)) as expire_ms
@@ -109,9 +125,9 @@ export function createTasks(tasks: NewTask[]) {
     change: {
       // status is the column's default, 'queued'.
       // The deadline counts from when the task is due: its run_at, or now.
-      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at, key, key_turn, key_unique, labels)
+      insert: sql`insert into tasks (name, type, parameters, priority, max_attempts, timeout_ms, run_at, queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent, expire_after_ms, expires_at, key, key_turn, key_unique, labels, units)
         select name, type, parameters, priority, max_attempts, timeout_ms, coalesce(run_at, now()), queue, idempotency_key, request_hash, schedule_id, scheduled_at, backoff_base_ms, backoff_max_ms, traceparent,
-          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond', key, key_turn, key_unique, labels
+          expire_ms, greatest(coalesce(run_at, now()), now()) + expire_ms * interval '1 millisecond', key, key_turn, key_unique, labels, units
         from timed order by ord
         /* No conflict target: both the idempotency key and the schedule tick key mean "already there". */
         on conflict do nothing`,
