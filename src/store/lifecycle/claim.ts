@@ -33,9 +33,6 @@ function labelsAllow(t: string, pairs: RawBuilder<unknown>): RawBuilder<boolean>
 /** A process's labels as a SQL value (none: an empty array). */
 const pairsOf = (labels: string[] | undefined) => sql`${labels ?? []}::text[]`;
 
-/** The suffix of a claim's prepared statement name for a process with labels (its SQL differs). */
-const labeledName = (labels: string[] | undefined) => (labels !== undefined && labels.length > 0 ? "_l" : "");
-
 /** The claim's SET list: the attempt starts, owned by `workerId`. */
 const claimSet = (workerId: string) => sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, heartbeat_at = now(), started_at = now()`;
 
@@ -122,7 +119,8 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
-  // Labeled jobs are read only with both the labels and identifiers to read them under.
+  // Labeled jobs are read only with both the labels and identifiers to read them under; that
+  // statement's SQL differs, so it has its own prepared name (the other claims bind the labels).
   const labeled = next.labels !== undefined && next.labels.length > 0 && (next.labeledIdentifiers ?? []).length > 0;
   const labels = labeled ? { pairs: next.labels!, identifiers: next.labeledIdentifiers! } : undefined;
   // One prepared statement per limit: the limit is a literal in it (store/jobs.ts pickJobs says why).
@@ -258,7 +256,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         and (q.paused or q.concurrency is not null or q.key_concurrency is not null or q.key_limits <> '{}'::jsonb))`;
   // One prepared statement per limit (and, for the turns, per number of queues: see VALUES above).
   const name = next.queueLimited ? "task_claim_keyed_queue_limited" : next.keyLimited ? `task_claim_keyed_limited_${n}` : `task_claim_keyed_${n}_${next.queues.length}`;
-  return queryPrepared(db, `${name}${labeledName(next.labels)}`, transition({
+  return queryPrepared(db, name, transition({
     with: [candidates, lockJobsOfTasks("cand"), ...limits],
     change: {
       set: claimSet(workerId),
@@ -299,7 +297,7 @@ export interface RateLimitedAttempt {
  */
 export async function claimRateLimitedAttempt(db: Db, workerId: string, next: RateLimitedAttempt): Promise<TaskRow | undefined> {
   if (next.queues.length === 0 || next.types.length === 0) return undefined;
-  const rows = await queryPrepared(db, `task_claim_rate_limited${labeledName(next.labels)}`, transition({
+  const rows = await queryPrepared(db, "task_claim_rate_limited", transition({
     with: [
       sql`lim as (select * from rate_limits where name = ${next.limit}::text)`,
       sql`cand as (
