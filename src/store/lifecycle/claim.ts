@@ -80,10 +80,10 @@ export interface NextAttempts {
    * queue's gate (task_queue_admits). Without it, only tasks of queues with neither are started.
    */
   limitedQueue?: string;
-  /** The process's labels (sorted "key=value" pairs); with them, its labeled identifiers are read too. */
+  /** The process's labels (sorted "key=value" pairs); with them, the labeled jobs it may run are read too. */
   labels?: string[];
-  /** The labeled identifiers it reads (store/jobs.ts labeledRunTaskIdentifier), with `labels`. */
-  labeledIdentifiers?: string[];
+  /** The prefixes of the labeled identifiers of its queues and types (store/jobs.ts labeledRunTaskPrefix), with `labels`. */
+  labeledPrefixes?: string[];
 }
 
 /**
@@ -119,10 +119,10 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
-  // Labeled jobs are read only with both the labels and identifiers to read them under; that
+  // Labeled jobs are read only with both the labels and the prefixes to read them under; that
   // statement's SQL differs, so it has its own prepared name (the other claims bind the labels).
-  const labeled = next.labels !== undefined && next.labels.length > 0 && (next.labeledIdentifiers ?? []).length > 0;
-  const labels = labeled ? { pairs: next.labels!, identifiers: next.labeledIdentifiers! } : undefined;
+  const labeled = next.labels !== undefined && next.labels.length > 0 && (next.labeledPrefixes ?? []).length > 0;
+  const labels = labeled ? { pairs: next.labels!, prefixes: next.labeledPrefixes! } : undefined;
   // One prepared statement per limit: the limit is a literal in it (store/jobs.ts pickJobs says why).
   const name = next.limitedQueue === undefined ? `task_claim_next_${Math.trunc(next.limit)}` : "task_claim_next_limited";
   return queryPrepared(db, `${name}${labeled ? "_l" : ""}`, transition({
