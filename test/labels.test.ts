@@ -8,7 +8,7 @@ import { AgentService } from "../src/gen/task/v1/agent_pb.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Role } from "../src/gen/task/v1/token_pb.js";
 import { bearerToken } from "../src/sdk/client.js";
-import { createTaskClient, definePlugin, startWorker, z } from "../src/sdk/index.js";
+import { createTaskClient, definePlugin, startAgent as startSdkAgent, startWorker, z } from "../src/sdk/index.js";
 import { claimAttempt, claimKeyedAttempts, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
 import { labeledRunTaskPrefix, runTaskIdentifier } from "../src/store/jobs.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
@@ -226,6 +226,23 @@ describe("the SDK", () => {
     } finally {
       await worker.stop();
       await rm(spoolDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the SDK's startAgent", () => {
+  it("registers with its labels and runs the tasks routed to them", async () => {
+    const echo = definePlugin({ name: "sdk_agent_echo", description: "Returns its input", parameters: z.object({ n: z.number() }), async run(p) { return { n: p.n }; } });
+    const token = (await admin().token.createToken({ name: "sdk-agent", role: Role.AGENT })).secret;
+    const agent = startSdkAgent({ server: api.server.url, token, name: "sdk-agent", plugins: [echo], labels: { region: "sdk2" }, queues: ["sdk2"], logLevel: "silent" });
+    try {
+      await waitFor(() => agent.agentId, "the SDK agent to register");
+      const client = createTaskClient({ address: api.server.url, token: TOKENS.admin });
+      const task = await client.submit(echo, { n: 2 }, { queue: "sdk2", labels: { region: "sdk2" } });
+      await allSucceeded([task.id], "the SDK agent's task to succeed");
+      expect(await ranOn([task.id])).toEqual(new Map([[String(task.id), [agent.agentId!]]]));
+    } finally {
+      await agent.stop();
     }
   });
 });
