@@ -3,9 +3,24 @@
 -- requires" is `task.labels <@ worker.labels`.
 --
 -- tasks.labels: the labels a worker or agent must have to claim the task; null: it runs anywhere
--- (never an empty array). An unkeyed labeled task's job is filed under `run:<queue>:<type>:on`
--- (store/jobs.ts labeledRunTaskIdentifier), which only workers with labels read.
+-- (never an empty array). An unkeyed labeled task's job is filed under
+-- `run:<queue>:<type>:on:<task_label_set_id(labels)>` (store/jobs.ts labeledRunTaskPrefix), one
+-- identifier per label set: a claimer reads only the identifiers of the sets it has every label of.
 alter table tasks add column labels text[];
+
+-- Every label set a task has required, by its id: how a claimer finds the labeled identifiers it
+-- may read (those of the sets contained in its labels) without reading the jobs of the others.
+-- Written by the create statement (lifecycle/create.ts); a few rows, one per distinct set.
+create table task_label_sets (
+  id text primary key,
+  labels text[] not null unique
+);
+
+-- A label set's id in job identifiers: 16 hex digits of the md5 of its sorted pairs. graphile-worker
+-- caps an identifier at 128 characters; a collision would only make a claimer read jobs whose
+-- tasks' labels the claim's own check then refuses.
+create function task_label_set_id(labels text[]) returns text
+  language sql immutable as $$ select left(md5(array_to_string(labels, ',')), 16) $$;
 -- A schedule's tasks require these labels; null: none.
 alter table schedules add column labels text[];
 -- The labels a worker process (serve --labels) or agent (agent --labels) has; empty: none.

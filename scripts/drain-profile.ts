@@ -6,7 +6,8 @@
  * Run it with `node --cpu-prof --import tsx` to see the worker's side.
  * Usage: npx tsx scripts/drain-profile.ts [--tasks 5000] [--slots 10] [--labels region=eu] [--task-labels region=eu]
  * (--labels: the worker's labels; --task-labels: what every task requires, so a routed drain can be
- * set beside an unrouted one).
+ * set beside an unrouted one; --unmatched N: N tasks, created first, that require a label the worker
+ * lacks, left waiting ahead of the drained ones: what a labeled worker pays for them).
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
@@ -29,8 +30,10 @@ const opts = new Command("drain-profile")
   .option("--slots <n>", "worker slots", "10")
   .option("--labels <k=v,...>", "the worker's labels (serve --labels)", "")
   .option("--task-labels <k=v,...>", "the labels every task requires (task create --on)", "")
+  .option("--unmatched <n>", "tasks created first that require a label no worker has (they stay waiting)", "0")
   .parse()
-  .opts<{ tasks: string; slots: string; labels: string; taskLabels: string }>();
+  .opts<{ tasks: string; slots: string; labels: string; taskLabels: string; unmatched: string }>();
+const UNMATCHED = Number(opts.unmatched);
 const taskLabels = labelPairs(parseLabels(opts.taskLabels));
 const TASKS = Number(opts.tasks);
 const logger = createLogger("silent");
@@ -49,6 +52,9 @@ try {
   await migrate(db, logger);
   await db.pool.query("create extension if not exists pg_stat_statements");
   const noop = (name: string): NewTask => ({ name, type: "noop", parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 3_600_000, runAt: null, idempotencyKey: null, requestHash: null, labels: taskLabels });
+  for (let i = 0; i < UNMATCHED; i += 500) {
+    await insertTasks(db, Array.from({ length: Math.min(500, UNMATCHED - i) }, (_, j) => ({ ...noop(`unmatched-${i + j}`), labels: [...taskLabels, "nobody=1"].sort() })));
+  }
   for (let i = 0; i < TASKS; i += 500) await insertTasks(db, Array.from({ length: Math.min(500, TASKS - i) }, (_, j) => noop(`drain-${i + j}`)));
   await db.pool.query("vacuum analyze");
   // Let the creates' statistics land before the starting point.
@@ -73,7 +79,7 @@ try {
   await plugins.close();
   await sleep(1_000);
   const after = await stats();
-  const routed = opts.labels || opts.taskLabels ? ` (worker labels ${opts.labels || "none"}, task labels ${opts.taskLabels || "none"})` : "";
+  const routed = opts.labels || opts.taskLabels ? ` (worker labels ${opts.labels || "none"}, task labels ${opts.taskLabels || "none"}${UNMATCHED ? `, ${UNMATCHED} unmatched waiting ahead` : ""})` : "";
   console.log(`drain: ${TASKS} no-op tasks${routed}, ${opts.slots} slots, ${seconds.toFixed(2)} s = ${(TASKS / seconds).toFixed(0)}/s; this process's CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s`);
   console.log(`per task: ${Object.keys(before).map((k) => `${k} ${((Number(after[k]) - Number(before[k])) / TASKS).toFixed(2)}`).join(", ")}`);
   const { rows } = await db.pool.query(`select calls, plans, round(total_exec_time::numeric, 1) as exec_ms, round(total_plan_time::numeric, 1) as plan_ms,

@@ -94,7 +94,7 @@ describe("fetches by task identifier", () => {
   it("so does a labeled worker's, which also reads its labeled identifiers' jobs (routing by labels)", async () => {
     const db = openDb({ connectionString: database.url, max: 1 }, database.logger);
     try {
-      const labeled = { labels: ["region=eu"], labeledIdentifiers: ["run:backlog:noop:on"] };
+      const labeled = { labels: ["region=eu"], labeledPrefixes: ["run:backlog:noop:on:"] };
       for (let call = 0; call < 12; call++) {
         await claimNextAttempts(db, "w-plans-l", { identifiers: ["run:backlog:noop"], forbiddenFlags: [], limit: 10, ...labeled });
       }

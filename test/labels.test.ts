@@ -8,9 +8,9 @@ import { AgentService } from "../src/gen/task/v1/agent_pb.js";
 import { TaskStatus } from "../src/gen/task/v1/task_pb.js";
 import { Role } from "../src/gen/task/v1/token_pb.js";
 import { bearerToken } from "../src/sdk/client.js";
-import { createTaskClient, definePlugin, startWorker, z } from "../src/sdk/index.js";
+import { createTaskClient, definePlugin, startAgent as startSdkAgent, startWorker, z } from "../src/sdk/index.js";
 import { claimAttempt, claimKeyedAttempts, claimNextAttempts, recordOutcomes } from "../src/store/lifecycle/index.js";
-import { labeledRunTaskIdentifier, runTaskIdentifier } from "../src/store/jobs.js";
+import { labeledRunTaskPrefix, runTaskIdentifier } from "../src/store/jobs.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { runCli } from "./helpers/cli.js";
 import { expectConnectError, taskRequest } from "./helpers/factory.js";
@@ -230,6 +230,23 @@ describe("the SDK", () => {
   });
 });
 
+describe("the SDK's startAgent", () => {
+  it("registers with its labels and runs the tasks routed to them", async () => {
+    const echo = definePlugin({ name: "sdk_agent_echo", description: "Returns its input", parameters: z.object({ n: z.number() }), async run(p) { return { n: p.n }; } });
+    const token = (await admin().token.createToken({ name: "sdk-agent", role: Role.AGENT })).secret;
+    const agent = startSdkAgent({ server: api.server.url, token, name: "sdk-agent", plugins: [echo], labels: { region: "sdk2" }, queues: ["sdk2"], logLevel: "silent" });
+    try {
+      await waitFor(() => agent.agentId, "the SDK agent to register");
+      const client = createTaskClient({ address: api.server.url, token: TOKENS.admin });
+      const task = await client.submit(echo, { n: 2 }, { queue: "sdk2", labels: { region: "sdk2" } });
+      await allSucceeded([task.id], "the SDK agent's task to succeed");
+      expect(await ranOn([task.id])).toEqual(new Map([[String(task.id), [agent.agentId!]]]));
+    } finally {
+      await agent.stop();
+    }
+  });
+});
+
 describe("the claim's label filter (guard)", () => {
   // Queue `guard`: no process above serves it, so only these direct claims touch its tasks.
   const labeled = (labels: Record<string, string>, extra: Record<string, unknown> = {}) => api.client.createTask(taskRequest({ queue: "guard", labels, ...extra }));
@@ -239,7 +256,10 @@ describe("the claim's label filter (guard)", () => {
     const { task } = await labeled({ region: "eu", gpu: "true" });
     const { task: keyed } = await labeled({ region: "eu" }, { key: "k1" });
     // The labeled job's identifier given as a plain one: only the statement's own check stands in the way.
-    const handed = { identifiers: [runTaskIdentifier("guard", "noop"), labeledRunTaskIdentifier("guard", "noop")], forbiddenFlags: [], limit: 4 };
+    // The job's identifier: its (queue, type)'s labeled prefix and its label set's id.
+    const setId = (await pool().query("select task_label_set_id($1::text[]) as id", [["gpu=true", "region=eu"]])).rows[0].id as string;
+    const identifier = `${labeledRunTaskPrefix("guard", "noop")}${setId}`;
+    const handed = { identifiers: [runTaskIdentifier("guard", "noop"), identifier], forbiddenFlags: [], limit: 4 };
     expect(await claimNextAttempts(db(), "guard-w1", handed)).toEqual([]);
     expect(await claimNextAttempts(db(), "guard-w1", { ...handed, labels: ["region=eu"] })).toEqual([]);
     expect(await claimKeyedAttempts(db(), "guard-w1", { queues: ["guard"], types: ["noop"], limit: 4 })).toEqual([]);
@@ -252,7 +272,7 @@ describe("the claim's label filter (guard)", () => {
 
     // With the labels (and more), each is started.
     const both = ["gpu=true", "region=eu", "zone=1"];
-    const got = await claimNextAttempts(db(), "guard-w2", { identifiers: [runTaskIdentifier("guard", "noop")], labeledIdentifiers: [labeledRunTaskIdentifier("guard", "noop")], labels: both, forbiddenFlags: [], limit: 4 });
+    const got = await claimNextAttempts(db(), "guard-w2", { identifiers: [runTaskIdentifier("guard", "noop")], labeledPrefixes: [labeledRunTaskPrefix("guard", "noop")], labels: both, forbiddenFlags: [], limit: 4 });
     expect(got.map((t) => t.id)).toEqual([task!.id.toString()]);
     const gotKeyed = await claimKeyedAttempts(db(), "guard-w2", { queues: ["guard"], types: ["noop"], limit: 4, labels: both });
     expect(gotKeyed.map((t) => t.id)).toEqual([keyed!.id.toString()]);
@@ -261,9 +281,9 @@ describe("the claim's label filter (guard)", () => {
     const jobOf = async (id: bigint) => (await pool().query("select task_identifier from graphile_worker.jobs where key = $1", [`task:${id}`])).rows[0]?.task_identifier;
     const [retried] = await recordOutcomes(db(), [{ taskId: task!.id.toString(), attempt: 1, workerId: "guard-w2", outcome: { kind: "retrying", error: "x", details: "failed", retryAt: new Date() } }]);
     expect(retried?.status).toBe("retrying");
-    expect(await jobOf(task!.id)).toBe(labeledRunTaskIdentifier("guard", "noop"));
-    expect(await claimNextAttempts(db(), "guard-w1", { identifiers: [runTaskIdentifier("guard", "noop")], labeledIdentifiers: [labeledRunTaskIdentifier("guard", "noop")], labels: ["region=us"], forbiddenFlags: [], limit: 4 })).toEqual([]);
-    const again = await claimNextAttempts(db(), "guard-w2", { identifiers: [runTaskIdentifier("guard", "noop")], labeledIdentifiers: [labeledRunTaskIdentifier("guard", "noop")], labels: both, forbiddenFlags: [], limit: 4 });
+    expect(await jobOf(task!.id)).toBe(identifier);
+    expect(await claimNextAttempts(db(), "guard-w1", { identifiers: [runTaskIdentifier("guard", "noop")], labeledPrefixes: [labeledRunTaskPrefix("guard", "noop")], labels: ["region=us"], forbiddenFlags: [], limit: 4 })).toEqual([]);
+    const again = await claimNextAttempts(db(), "guard-w2", { identifiers: [runTaskIdentifier("guard", "noop")], labeledPrefixes: [labeledRunTaskPrefix("guard", "noop")], labels: both, forbiddenFlags: [], limit: 4 });
     expect(again.map((t) => [t.id, t.attempts])).toEqual([[task!.id.toString(), 2]]);
   });
 });

@@ -50,17 +50,19 @@ export function keyedRunTaskIdentifier(queue: string, type: string): string {
 const KEYED_SUFFIX = ":keyed";
 
 /**
- * The graphile-worker task identifier of an unkeyed labeled task's job (tasks.labels set, migration
- * 0032), `run:<queue>:<type>:on`: apart from the unlabeled jobs of its (queue, type), so a process
- * without labels never reads them (its claim costs what it did before labels existed), and one with
- * labels reads them with a check of the task's labels (pickJobs). A keyed labeled task keeps its
+ * The prefix of the graphile-worker task identifiers of unkeyed labeled tasks' jobs (tasks.labels
+ * set, migration 0032), `run:<queue>:<type>:on:`, followed by the id of the task's label set
+ * (task_label_set_id): one identifier per (queue, type, label set), apart from the unlabeled jobs
+ * of its (queue, type). A process without labels never reads them (its claim costs what it did
+ * before labels existed); one with labels reads the identifiers of the label sets it has every
+ * label of (pickJobs), so jobs it may not run are never read at all. A keyed labeled task keeps its
  * keyed identifier: the keyed claim reads tasks, and checks the labels there.
  */
-export function labeledRunTaskIdentifier(queue: string, type: string): string {
-  return `${runTaskIdentifier(queue, type)}${LABELED_SUFFIX}`;
+export function labeledRunTaskPrefix(queue: string, type: string): string {
+  return `${runTaskIdentifier(queue, type)}${LABELED_INFIX}`;
 }
 
-const LABELED_SUFFIX = ":on";
+const LABELED_INFIX = ":on:";
 
 /**
  * graphile-worker's own retries of a job cover infrastructure failures only (the handler threw
@@ -100,8 +102,8 @@ function jobSpecsFrom(source: string): RawBuilder<unknown> {
   const from = sql.ref(source);
   return sql`(select array_agg(row(
       ${RUN_TASK_PREFIX}::text || s.queue || ':' || s.type
-        || case when s.key is not null then ${KEYED_SUFFIX}::text when s.labels is not null then ${LABELED_SUFFIX}::text else '' end
-        /* = runTaskIdentifier, keyedRunTaskIdentifier or labeledRunTaskIdentifier */,
+        || case when s.key is not null then ${KEYED_SUFFIX}::text when s.labels is not null then ${LABELED_INFIX}::text || task_label_set_id(s.labels) else '' end
+        /* = runTaskIdentifier, keyedRunTaskIdentifier or labeledRunTaskPrefix + the label set's id */,
       json_build_object('taskId', s.id::text, 'attempt', s.attempts + 1),
       null::text,
       s.run_at,
@@ -145,11 +147,11 @@ export interface JobPick {
   forbiddenFlags: string[];
   limit: number;
   /**
-   * The claiming process's labels (sorted "key=value" pairs) and the labeled identifiers it reads
-   * (labeledRunTaskIdentifier): a job of those is taken only if its task's labels are among the
-   * process's. Absent: no labeled job is read (the statement is the one without labels).
+   * The claiming process's labels (sorted "key=value" pairs) and the prefixes of the labeled
+   * identifiers it reads (labeledRunTaskPrefix): it reads the jobs of every label set among its
+   * labels. Absent: no labeled job is read (the statement is the one without labels).
    */
-  labels?: { pairs: string[]; identifiers: string[] };
+  labels?: { pairs: string[]; prefixes: string[] };
 }
 
 /**
@@ -160,22 +162,15 @@ export interface JobPick {
  * p.c_attempt) does not hold: a stale or duplicate job, deleted unused as graphile-worker would
  * have completed it. A payload we did not write names no task (c_id null).
  *
- * With `labels`, the jobs of the labeled identifiers are read too, each checked against its task's
- * labels (one probe of the task's primary key per labeled job read) BEFORE the limit, so jobs the
- * process may not run never fill its batch; they stay where they are, unlocked. Their cost: a
- * labeled process re-reads the unmatched labeled jobs of its queues and types that are ahead of
- * what it can run, at each claim (docs/design/routing.md).
+ * With `labels`, the jobs of the labeled identifiers whose label set is among the process's labels
+ * are read too (the sets from task_label_sets, a few rows, once per statement): jobs it may not run
+ * are not read, so they can neither fill its batch nor cost it a read (docs/design/routing.md).
  */
 export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder<unknown>[] {
-  const ids = (identifiers: string[]) => sql`array(select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${identifiers}::text[]))`;
   const labeled = pick.labels;
-  const served = labeled === undefined
-    ? sql`j.task_id = any(${ids(pick.identifiers)})`
-    : // The task's labels by a scalar subquery, probed per labeled job read: an EXISTS under the OR
-      // was planned as a hashed subplan that read every waiting labeled task at each claim (6x the
-      // claim's time in a drain of labeled tasks).
-      sql`(j.task_id = any(${ids(pick.identifiers)}) or (j.task_id = any(${ids(labeled.identifiers)})
-          and coalesce((select lt.labels <@ ${labeled.pairs}::text[] from tasks lt where lt.id = (j.payload->>'taskId')::bigint), false)))`;
+  const wanted = labeled === undefined
+    ? sql`${pick.identifiers}::text[]`
+    : sql`${pick.identifiers}::text[] || array(select p || ls.id from unnest(${labeled.prefixes}::text[]) p cross join task_label_sets ls where ls.labels <@ ${labeled.pairs}::text[])`;
   return [
     sql`picked as (
         select j.id as c_job,
@@ -183,7 +178,7 @@ export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder
           case when json_typeof(j.payload->'attempt') = 'number' then (j.payload->>'attempt')::numeric end as c_attempt
         from graphile_worker._private_jobs j
         where j.is_available = true and j.run_at <= now()
-          and ${served}
+          and j.task_id = any(array(select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${wanted})))
           and (j.flags is null or not (j.flags ?| ${pick.forbiddenFlags}::text[]))
         -- graphile-worker's order (its jobs_main_index): a tie-break on id would read a whole batch of equal rows.
         order by j.priority, j.run_at

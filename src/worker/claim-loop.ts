@@ -25,7 +25,7 @@ import { claimKeyedAttempts, claimNextAttempts, claimRateLimitedAttempt } from "
 import { msToNextUnit } from "../store/rate-limits.js";
 import { OUTAGE_BACKOFF, type Db } from "../store/db.js";
 import type { TaskRow } from "../store/schema.js";
-import { labeledRunTaskIdentifier, queueFlag, runTaskIdentifier } from "../store/jobs.js";
+import { labeledRunTaskPrefix, queueFlag, runTaskIdentifier } from "../store/jobs.js";
 import { KEYED_TURNS, UNKEYED_BATCH, type QueueGate } from "./queue-gate.js";
 
 /** What the loop needs: how to claim up to `limit` attempts, and how to run one. */
@@ -167,8 +167,8 @@ export function claimFor(
   // Unkeyed jobs only: keyed tasks are claimed by claimKeyedAttempts, which finds their jobs by job key.
   const byQueue = new Map(queues.map((q) => [q, types.map((t) => runTaskIdentifier(q, t))]));
   const all = [...byQueue.values()].flat();
-  // A process with labels also reads the labeled jobs of its queues and types (checked against their tasks' labels).
-  const onLabels = (qs: string[], ts: string[]) => (labels.length === 0 ? {} : { labels, labeledIdentifiers: qs.flatMap((q) => ts.map((t) => labeledRunTaskIdentifier(q, t))) });
+  // A process with labels also reads the labeled jobs of its queues and types whose labels it has.
+  const onLabels = (qs: string[], ts: string[]) => (labels.length === 0 ? {} : { labels, labeledPrefixes: qs.flatMap((q) => ts.map((t) => labeledRunTaskPrefix(q, t))) });
   return async (limit) => {
     // Wakes after this point (a job inserted meanwhile) keep a queue that finds nothing from going quiet.
     const since = gate.wakeCount;

@@ -33,9 +33,6 @@ function labelsAllow(t: string, pairs: RawBuilder<unknown>): RawBuilder<boolean>
 /** A process's labels as a SQL value (none: an empty array). */
 const pairsOf = (labels: string[] | undefined) => sql`${labels ?? []}::text[]`;
 
-/** The suffix of a claim's prepared statement name for a process with labels (its SQL differs). */
-const labeledName = (labels: string[] | undefined) => (labels !== undefined && labels.length > 0 ? "_l" : "");
-
 /** The claim's SET list: the attempt starts, owned by `workerId`. */
 const claimSet = (workerId: string) => sql`status = 'running', attempts = attempts + 1, worker_id = ${workerId}, heartbeat_at = now(), started_at = now()`;
 
@@ -83,10 +80,10 @@ export interface NextAttempts {
    * queue's gate (task_queue_admits). Without it, only tasks of queues with neither are started.
    */
   limitedQueue?: string;
-  /** The process's labels (sorted "key=value" pairs); with them, its labeled identifiers are read too. */
+  /** The process's labels (sorted "key=value" pairs); with them, the labeled jobs it may run are read too. */
   labels?: string[];
-  /** The labeled identifiers it reads (store/jobs.ts labeledRunTaskIdentifier), with `labels`. */
-  labeledIdentifiers?: string[];
+  /** The prefixes of the labeled identifiers of its queues and types (store/jobs.ts labeledRunTaskPrefix), with `labels`. */
+  labeledPrefixes?: string[];
 }
 
 /**
@@ -122,9 +119,10 @@ export async function claimNextAttempts(db: Db, workerId: string, next: NextAtte
   // Every CTE reads the statement's snapshot: a task claimed below still looks waiting to `dropped`,
   // so only jobs no claim could use are dropped there (the claimed ones go with takeJob).
   const usable = sql<boolean>`exists (select 1 from tasks t where t.id = p.c_id and ${waitingFor("t", sql`p.c_attempt`)})`;
-  // Labeled jobs are read only with both the labels and identifiers to read them under.
-  const labeled = next.labels !== undefined && next.labels.length > 0 && (next.labeledIdentifiers ?? []).length > 0;
-  const labels = labeled ? { pairs: next.labels!, identifiers: next.labeledIdentifiers! } : undefined;
+  // Labeled jobs are read only with both the labels and the prefixes to read them under; that
+  // statement's SQL differs, so it has its own prepared name (the other claims bind the labels).
+  const labeled = next.labels !== undefined && next.labels.length > 0 && (next.labeledPrefixes ?? []).length > 0;
+  const labels = labeled ? { pairs: next.labels!, prefixes: next.labeledPrefixes! } : undefined;
   // One prepared statement per limit: the limit is a literal in it (store/jobs.ts pickJobs says why).
   const name = next.limitedQueue === undefined ? `task_claim_next_${Math.trunc(next.limit)}` : "task_claim_next_limited";
   return queryPrepared(db, `${name}${labeled ? "_l" : ""}`, transition({
@@ -258,7 +256,7 @@ export async function claimKeyedAttempts(db: Db, workerId: string, next: KeyedAt
         and (q.paused or q.concurrency is not null or q.key_concurrency is not null or q.key_limits <> '{}'::jsonb))`;
   // One prepared statement per limit (and, for the turns, per number of queues: see VALUES above).
   const name = next.queueLimited ? "task_claim_keyed_queue_limited" : next.keyLimited ? `task_claim_keyed_limited_${n}` : `task_claim_keyed_${n}_${next.queues.length}`;
-  return queryPrepared(db, `${name}${labeledName(next.labels)}`, transition({
+  return queryPrepared(db, name, transition({
     with: [candidates, lockJobsOfTasks("cand"), ...limits],
     change: {
       set: claimSet(workerId),
@@ -354,7 +352,7 @@ export async function claimRateLimitedAttempt(db: Db, workerId: string, next: Ra
           ) c
           order by c.k_priority desc, c.k_turn, c.k_id limit 4)`,
       ];
-  const name = `${next.perKey ? "task_claim_rate_limited_per_key" : `task_claim_rate_limited_${next.queues.length}`}${labeledName(next.labels)}`;
+  const name = next.perKey ? "task_claim_rate_limited_per_key" : `task_claim_rate_limited_${next.queues.length}`;
   const rows = await queryPrepared(db, name, transition({
     with: [
       sql`lim as (select * from rate_limits where name = ${next.limit}::text)`,

@@ -117,6 +117,12 @@ export function createTasks(tasks: NewTask[]) {
           schedule_id bigint, scheduled_at timestamptz, backoff_base_ms int, backoff_max_ms int, traceparent text,
           expire_after_ms int, key text, key_unique boolean, labels text[], units int))`,
       ...keyTurns(),
+      // Each label set a task requires, kept once: claimers find the labeled job identifiers they may
+      // read by it (store/jobs.ts pickJobs). Data-modifying, so it runs without being read.
+      sql`label_sets as (
+        insert into task_label_sets (id, labels)
+        select distinct task_label_set_id(labels), labels from input where labels is not null
+        on conflict do nothing)`,
       // A queue's default expiry, for tasks created without one.
       sql`timed as (
         select turned.*, coalesce(turned.expire_after_ms, (select q.expire_after_ms from queues q where q.name = turned.queue)) as expire_ms
