@@ -229,15 +229,7 @@ export async function waitsByReason(db: Kysely<Database>): Promise<{ queue: stri
   if (!limited[0]?.any) return [];
   // This reads tasks: behind a lock a read waits for (a migration, VACUUM FULL) it gives up, as
   // oldestWaitingAges does, and the gauge is left out of that scrape.
-  try {
-    return await db.transaction().execute(async (trx) => {
-      await sql`set local lock_timeout = ${sql.lit(OLDEST_WAITING_LOCK_TIMEOUT)}`.execute(trx);
-      return waitsByReasonIn(trx);
-    });
-  } catch (err) {
-    if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return [];
-    throw err;
-  }
+  return (await behindLockTimeout(db, waitsByReasonIn)) ?? [];
 }
 
 async function waitsByReasonIn(db: Kysely<Database>): Promise<{ queue: string; reason: WaitReason; waiting: number }[]> {
@@ -273,25 +265,36 @@ const OLDEST_WAITING_WINDOW = 100;
  * in id order, from tasks_waiting_queue_idx: never a scan of the queue. Exact unless all of those
  * are delayed, since a task created later became due later than the first one not delayed.
  * Unlike the counts, this reads `tasks`: while something holds a lock on it that a read waits
- * for (a migration, VACUUM FULL), it gives up after OLDEST_WAITING_LOCK_TIMEOUT and returns
+ * for (a migration, VACUUM FULL), it gives up after SCRAPE_LOCK_TIMEOUT and returns
  * undefined, so a scrape answers without the ages instead of hanging behind the lock.
  */
 export async function oldestWaitingAges(db: Kysely<Database>, queues: string[]): Promise<Map<string, number> | undefined> {
   if (queues.length === 0) return new Map();
+  return behindLockTimeout(db, async (trx) => {
+    const { rows } = await oldestWaitingAgesQuery(queues).execute(trx);
+    return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+  });
+}
+
+/** How long a scrape's read waits for a lock on what it reads before the scrape goes without it. */
+const SCRAPE_LOCK_TIMEOUT = "200ms";
+
+/**
+ * Runs `read` in a transaction whose lock_timeout is SCRAPE_LOCK_TIMEOUT: undefined if it had to
+ * wait longer for a lock (a migration, VACUUM FULL), so a /metrics scrape answers without it
+ * instead of hanging behind the lock.
+ */
+export async function behindLockTimeout<T>(db: Kysely<Database>, read: (trx: Kysely<Database>) => Promise<T>): Promise<T | undefined> {
   try {
     return await db.transaction().execute(async (trx) => {
-      await sql`set local lock_timeout = ${sql.lit(OLDEST_WAITING_LOCK_TIMEOUT)}`.execute(trx);
-      const { rows } = await oldestWaitingAgesQuery(queues).execute(trx);
-      return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+      await sql`set local lock_timeout = ${sql.lit(SCRAPE_LOCK_TIMEOUT)}`.execute(trx);
+      return read(trx);
     });
   } catch (err) {
     if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return undefined;
     throw err;
   }
 }
-
-/** How long the oldest-waiting probe waits for a lock on tasks before a scrape goes without it. */
-const OLDEST_WAITING_LOCK_TIMEOUT = "200ms";
 
 /** SQLSTATE lock_not_available: lock_timeout expired. */
 const LOCK_NOT_AVAILABLE = "55P03";
