@@ -1,5 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import { QUEUE_CHANNEL } from "./channels.js";
+import { rateHoldReason } from "./queues.js";
 import type { Database } from "./schema.js";
 
 /** A named rate limit (migration 0031): `rate` units per `periodMs`, at most `burst` at once. */
@@ -89,6 +90,12 @@ export async function listRateLimits(db: Kysely<Database>): Promise<RateLimitVie
   return rows.map((r) => ({ ...fromRow(r), tokens: Number(r.tokens), buckets: Number(r.buckets), waiting: Number(r.waiting) }));
 }
 
+/** Whether `queue` has a rate limit of its own with a bucket per key (GetQueue then shows each key's use). */
+export async function hasPerKeyRateLimit(db: Kysely<Database>, queue: string): Promise<boolean> {
+  const { rows } = await sql`select 1 from rate_limits where queue = ${queue} and per_key`.execute(db);
+  return rows.length > 0;
+}
+
 /** The limits whose scope is one of `queues` or `types` (a worker process's claim asks for them), by name. */
 export async function rateLimitsOf(db: Kysely<Database>, queues: string[], types: string[]): Promise<RateLimit[]> {
   const { rows } = await sql<LimitRow>`
@@ -119,6 +126,5 @@ export async function rateWaitReason(db: Kysely<Database>, queue: string, type: 
     select l.name, p.next_unit_ms from rate_limits l cross join lateral task_rate_peek(l.name, ${key}::text) p
     where l.name = task_rate_limit_of(${queue}::text, ${type}::text)`.execute(db);
   const r = rows[0];
-  if (!r || r.next_unit_ms <= 0) return undefined;
-  return `rate limit ${r.name}: next unit in ${(Math.ceil(r.next_unit_ms / 100) / 10).toFixed(1)} s`;
+  return r ? rateHoldReason(r.name, r.next_unit_ms) : undefined;
 }
