@@ -9,7 +9,8 @@
  * Usage: npm run bench -- --n 5000 --concurrency 10 --json bench-results.json
  * With --scale N, measures reads on an empty database and with N finished tasks instead (bench-scale.ts).
  * With --keys-only, runs only the flow-control drains: with keys and under a rate limit never hit against
- * the drain without either, and a rate limit that is hit (bench/keys.ts).
+ * the drain without either, and a rate limit that is hit (bench/keys.ts); with --flow-creates-only, what
+ * a key, an expiry and unique_while cost a single create (bench/flow-creates.ts).
  */
 import { execFile } from "node:child_process";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -37,6 +38,7 @@ import { benchWakeups } from "./bench/wakeups.js";
 import { benchTracingCost } from "./bench/tracing-cost.js";
 import { benchAuditCost } from "./bench/audit-cost.js";
 import { flowDrainLines, flowDrains } from "./bench/keys.js";
+import { flowCreateLines, flowCreates } from "./bench/flow-creates.js";
 import { compiledBuildIsFresh } from "../bin/freshness.js";
 
 const opts = new Command("bench")
@@ -61,6 +63,7 @@ const opts = new Command("bench")
   .option("--keys <n>", "keys the keyed drain's tasks are spread over", "20")
   .option("--key-rounds <n>", "rounds of the flow-control drains (none, keyed, under a limit never hit; --n tasks each)", "5")
   .option("--keys-only", "instead: only the flow-control drains (bench/keys.ts)")
+  .option("--flow-creates-only", "instead: only what a key, an expiry and unique_while cost a create (bench/flow-creates.ts)")
   .parse()
   .opts<{
     n: string;
@@ -84,6 +87,7 @@ const opts = new Command("bench")
     keys: string;
     keyRounds: string;
     keysOnly?: boolean;
+    flowCreatesOnly?: boolean;
   }>();
 const N = Number(opts.tasks ?? opts.n);
 const concurrency = Number(opts.concurrency);
@@ -148,6 +152,13 @@ async function main() {
     const bareClient = clientFor(bare.url);
     const flowFigures = () =>
       flowDrains(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-keys"), concurrency, tasks: N, batch, keys: Number(opts.keys), rounds: Number(opts.keyRounds), registered: registered(db) });
+    const flowCreateFigures = () =>
+      flowCreates(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-creates"), creates: singles, concurrency: createConcurrency, rounds: Number(opts.keyRounds), registered: registered(db) });
+    if (opts.flowCreatesOnly) {
+      const lines = flowCreateLines(await flowCreateFigures(), row);
+      process.stdout.write([`flow control at create: ${singles} single creates a kind a round`, row("figure", "ours", "baseline", "ratio", "target"), ...lines, ""].join("\n"));
+      return;
+    }
     if (opts.keysOnly) {
       const lines = flowDrainLines(await flowFigures(), row, (ok) => (ok ? "met" : "NOT met"));
       process.stdout.write([`flow control: ${N} no-ops a drain, serve -n ${concurrency}`, row("figure", "ours", "baseline", "ratio", "target"), ...lines, ""].join("\n"));
@@ -187,6 +198,7 @@ async function main() {
     await serve.stop();
 
     const flow = await flowFigures();
+    const flowCreated = await flowCreateFigures();
 
     // A real plugin: run_query tasks against a bare pool, one after the other.
     const queryTasks = Number(opts.queryTasks);
@@ -243,6 +255,7 @@ async function main() {
       endToEnd: { perSec: endToEndPerSec, ratioToBatched: endToEndPerSec / gwBatched.drainPerSec, ratioToDefault: endToEndPerSec / gwDefault.drainPerSec },
       createTasksBulkPerSec: bulkPerSec,
       flowDrains: flow,
+      flowCreates: flowCreated,
       createTaskSingle: { concurrency: createConcurrency, perSec: single, rounds: singleRates, bareInsertPerSec: bareBest, bareRounds: bareRates, ratio: single / bareBest },
       idleStartMs: idle,
       steadyStartMs: { perSec: steadyRate, ...steady },
@@ -275,6 +288,7 @@ async function main() {
         row(`drain ${queued} pre-created (serve -n ${concurrency})`, `${f(drainPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.drain.ratioToBatched), `≥ 0.4 ${met(targets.drain)}`),
         row("drain vs graphile-worker defaults", `${f(drainPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.drain.ratioToDefault), ""),
         ...flowDrainLines(flow, row, (ok) => met({ met: ok })),
+        ...flowCreateLines(flowCreated, row),
         row("end to end: CreateTasks + drain", `${f(endToEndPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.endToEnd.ratioToBatched), `≥ 0.3 ${met(targets.endToEnd)}`),
         row("end to end vs graphile-worker defaults", `${f(endToEndPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.endToEnd.ratioToDefault), ""),
         row(`CreateTask single, concurrency ${createConcurrency}`, `${f(single)}/s`, `bare INSERT ${f(bareBest)}/s`, r(figures.createTaskSingle.ratio), `≥ 1.0 ${met(targets.createTaskSingle)}`),
