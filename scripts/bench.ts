@@ -8,7 +8,9 @@
  * same figures as JSON. Asserts nothing.
  * Usage: npm run bench -- --n 5000 --concurrency 10 --json bench-results.json
  * With --scale N, measures reads on an empty database and with N finished tasks instead (bench-scale.ts).
- * With --keys-only, runs only the keyed drain against the drain without keys (bench/keys.ts).
+ * With --keys-only, runs only the flow-control drains: with keys and under a rate limit never hit against
+ * the drain without either, and a rate limit that is hit (bench/keys.ts); with --flow-creates-only, what
+ * a key, an expiry and unique_while cost a single create (bench/flow-creates.ts).
  */
 import { execFile } from "node:child_process";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -35,7 +37,8 @@ import { measureRescueLatency, type KillableWorker } from "./faults/rescue-laten
 import { benchWakeups } from "./bench/wakeups.js";
 import { benchTracingCost } from "./bench/tracing-cost.js";
 import { benchAuditCost } from "./bench/audit-cost.js";
-import { keyedDrain } from "./bench/keys.js";
+import { flowDrainLines, flowDrains } from "./bench/keys.js";
+import { flowCreateLines, flowCreates } from "./bench/flow-creates.js";
 import { compiledBuildIsFresh } from "../bin/freshness.js";
 
 const opts = new Command("bench")
@@ -58,7 +61,9 @@ const opts = new Command("bench")
   .option("--json <file>", "where to write the figures as JSON", "bench-results.json")
   .option("--scale <n>", "instead: time reads on an empty database and with N finished tasks")
   .option("--keys <n>", "keys the keyed drain's tasks are spread over", "20")
-  .option("--keys-only", "instead: only the drain with keys against the drain without (bench/keys.ts)")
+  .option("--key-rounds <n>", "rounds of the flow-control drains (none, keyed, under a limit never hit; --n tasks each)", "5")
+  .option("--keys-only", "instead: only the flow-control drains (bench/keys.ts)")
+  .option("--flow-creates-only", "instead: only what a key, an expiry and unique_while cost a create (bench/flow-creates.ts)")
   .parse()
   .opts<{
     n: string;
@@ -80,7 +85,9 @@ const opts = new Command("bench")
     json: string;
     scale?: string;
     keys: string;
+    keyRounds: string;
     keysOnly?: boolean;
+    flowCreatesOnly?: boolean;
   }>();
 const N = Number(opts.tasks ?? opts.n);
 const concurrency = Number(opts.concurrency);
@@ -88,6 +95,10 @@ const batch = Number(opts.batch);
 const singles = Number(opts.singles);
 const createConcurrency = Number(opts.createConcurrency);
 const logger = createLogger("silent");
+
+/** One line of the printed table: figure, ours, baseline, ratio, target. */
+const row = (figure: string, ours: string, baseline: string, ratio: string, goal: string) =>
+  `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${goal}`.trimEnd();
 
 function clientFor(url: string) {
   return createClient(TaskService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
@@ -139,11 +150,18 @@ async function main() {
     started.push(bare);
     const client = clientFor(server.url);
     const bareClient = clientFor(bare.url);
-    const keyedDrainFigures = () =>
-      keyedDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-keys"), concurrency, tasks: N, batch, keys: Number(opts.keys), rounds: 3, registered: registered(db) });
+    const flowFigures = () =>
+      flowDrains(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-keys"), concurrency, tasks: N, batch, keys: Number(opts.keys), rounds: Number(opts.keyRounds), registered: registered(db) });
+    const flowCreateFigures = () =>
+      flowCreates(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-creates"), creates: singles, concurrency: createConcurrency, rounds: Number(opts.keyRounds), registered: registered(db) });
+    if (opts.flowCreatesOnly) {
+      const lines = flowCreateLines(await flowCreateFigures(), row);
+      process.stdout.write([`flow control at create: ${singles} single creates a kind a round`, row("figure", "ours", "baseline", "ratio", "target"), ...lines, ""].join("\n"));
+      return;
+    }
     if (opts.keysOnly) {
-      const k = await keyedDrainFigures();
-      process.stdout.write(`keyed drain: ${k.tasks} no-ops over ${k.keys} keys, no limit hit: ${k.keyedPerSec.toFixed(0)}/s; without keys ${k.unkeyedPerSec.toFixed(0)}/s; ratio ${k.ratio.toFixed(2)} (target ≥ 0.8 ${k.ratio >= 0.8 ? "met" : "NOT met"}); rounds ${JSON.stringify(k.rounds.map((r) => ({ unkeyed: Math.round(r.unkeyed), keyed: Math.round(r.keyed) })))}\n`);
+      const lines = flowDrainLines(await flowFigures(), row, (ok) => (ok ? "met" : "NOT met"));
+      process.stdout.write([`flow control: ${N} no-ops a drain, serve -n ${concurrency}`, row("figure", "ours", "baseline", "ratio", "target"), ...lines, ""].join("\n"));
       return;
     }
     // Warm both up, then alternate rounds so that a noisy neighbour hurts both alike; best round each.
@@ -179,7 +197,8 @@ async function main() {
     const serverRssMb = await server.peakRssMb();
     await serve.stop();
 
-    const keyed = await keyedDrainFigures();
+    const flow = await flowFigures();
+    const flowCreated = await flowCreateFigures();
 
     // A real plugin: run_query tasks against a bare pool, one after the other.
     const queryTasks = Number(opts.queryTasks);
@@ -218,7 +237,8 @@ async function main() {
       serveRss: target(serveRssPeakMb, 100, true),
       taskGet: target(cliSeconds.cli / cliSeconds.bareNode, 2, true),
       runQuery: target(query.perSec / bareQueryPerSec, 0.5),
-      keyedDrain: target(keyed.ratio, 0.8),
+      keyedDrain: target(flow.keyed.median, 0.8),
+      rateLimitUse: { ...target(flow.hit.ratio, 0.95), met: flow.hit.ratio >= 0.95 && flow.hit.ratio <= 1 },
       // Timings the tests used to assert (test/faults/worker-faults, queues-workers, schedule-processes).
       ...(rescued ? { rescue: target(Math.max(...rescued.trials), 2_000, true) } : {}),
       ...Object.fromEntries(wakeups.targets.map(([name, met]) => [name, { met }])),
@@ -234,7 +254,8 @@ async function main() {
       drain: { tasks: queued, perSec: drainPerSec, ratioToBatched: drainPerSec / gwBatched.drainPerSec, ratioToDefault: drainPerSec / gwDefault.drainPerSec },
       endToEnd: { perSec: endToEndPerSec, ratioToBatched: endToEndPerSec / gwBatched.drainPerSec, ratioToDefault: endToEndPerSec / gwDefault.drainPerSec },
       createTasksBulkPerSec: bulkPerSec,
-      keyedDrain: keyed,
+      flowDrains: flow,
+      flowCreates: flowCreated,
       createTaskSingle: { concurrency: createConcurrency, perSec: single, rounds: singleRates, bareInsertPerSec: bareBest, bareRounds: bareRates, ratio: single / bareBest },
       idleStartMs: idle,
       steadyStartMs: { perSec: steadyRate, ...steady },
@@ -258,8 +279,6 @@ async function main() {
       .filter(([, t]) => !t.met)
       .map(([name]) => name);
     const met = (t: { met: boolean }) => (t.met ? "met" : "NOT met");
-    const row = (figure: string, ours: string, baseline: string, ratio: string, goal: string) =>
-      `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${goal}`.trimEnd();
     const settings = (s: Record<string, unknown>) => JSON.stringify(s).replaceAll('"', "");
     process.stdout.write(
       [
@@ -268,7 +287,8 @@ async function main() {
         row("figure", "ours", "baseline", "ratio", "target"),
         row(`drain ${queued} pre-created (serve -n ${concurrency})`, `${f(drainPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.drain.ratioToBatched), `≥ 0.4 ${met(targets.drain)}`),
         row("drain vs graphile-worker defaults", `${f(drainPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.drain.ratioToDefault), ""),
-        row(`drain with ${keyed.keys} keys, no limit hit`, `${f(keyed.keyedPerSec)}/s`, `no keys ${f(keyed.unkeyedPerSec)}/s`, r(keyed.ratio), `≥ 0.8 ${met(targets.keyedDrain)}`),
+        ...flowDrainLines(flow, row, (ok) => met({ met: ok })),
+        ...flowCreateLines(flowCreated, row),
         row("end to end: CreateTasks + drain", `${f(endToEndPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.endToEnd.ratioToBatched), `≥ 0.3 ${met(targets.endToEnd)}`),
         row("end to end vs graphile-worker defaults", `${f(endToEndPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.endToEnd.ratioToDefault), ""),
         row(`CreateTask single, concurrency ${createConcurrency}`, `${f(single)}/s`, `bare INSERT ${f(bareBest)}/s`, r(figures.createTaskSingle.ratio), `≥ 1.0 ${met(targets.createTaskSingle)}`),

@@ -128,6 +128,29 @@ export class Metrics {
         for (const w of s.waits) this.set({ queue: w.queue, reason: w.reason }, w.waiting);
       },
     });
+    const limitGauge = (name: string, help: string, value: (l: DatabaseSnapshot["rateLimits"][number]) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["limit"] as const,
+        registers,
+        async collect() {
+          const s = await snapshot();
+          if (!s) return;
+          this.reset(); // a deleted limit leaves the output
+          for (const l of s.rateLimits) this.set({ limit: l.name }, value(l));
+        },
+      });
+    limitGauge(
+      "task_service_rate_limit_tasks_waiting",
+      "Tasks QUEUED or RETRYING under a rate limit (its queue's, or its type's in a queue without one), by limit (read at scrape time)",
+      (l) => l.waiting,
+    );
+    limitGauge(
+      "task_service_rate_limit_tokens",
+      "Units left in a rate limit's bucket now, by limit; for a limit per key, in its emptiest key's bucket (read at scrape time). Below 1: its waiting tasks wait for the next unit",
+      (l) => l.tokens,
+    );
     const workerGauge = (name: string, help: string, value: (w: DatabaseSnapshot["workers"]) => number) =>
       new Gauge({
         name,
@@ -155,6 +178,8 @@ export interface DatabaseSnapshot {
   workers: { live: number; slots: number; busy: number };
   /** Waiting tasks held by a pause or a limit (store/queues.ts waitsByReason). */
   waits: { queue: string; reason: string; waiting: number }[];
+  /** Each rate limit's use (store/rate-limits.ts listRateLimits). */
+  rateLimits: { name: string; tokens: number; waiting: number }[];
 }
 
 /** Serves GET /metrics alone, for worker processes that run no API (`serve` with TASK_METRICS_PORT). */

@@ -17,7 +17,7 @@ describe("npm run bench", () => {
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
-          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--key-rounds", "2", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
         ],
         { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
       );
@@ -40,6 +40,13 @@ describe("npm run bench", () => {
         /^ {4}best of 2 rounds of 20, each: audited \d+, \d+, no audit insert \d+, \d+, statement alone \d+, \d+\/s$/,
         /^ {4}vs the create statement alone +\d+\/s +statement alone \d+\/s +\d+\.\d\d/,
         /^ {2}drain with 20 keys, no limit hit +\d+\/s +no keys \d+\/s +\d+\.\d\d {2}≥ 0\.8 (met|NOT met)$/,
+        /^ {4}under a rate limit never hit \(40 a drain\) +\d+\/s +no limit \d+\/s +\d+\.\d\d {2}\(no target; a claim statement a start\)$/,
+        /^ {4}medians of 2 rounds of 40 \(order rotating\), ratios keyed \d+\.\d\d-\d+\.\d\d, limited \d+\.\d\d-\d+\.\d\d; each round none\/keyed\/limited: \d+\/\d+\/\d+, \d+\/\d+\/\d+\/s$/,
+        /^ {2}CreateTask single at 8, with a key +\d+\/s +plain \d+\/s +\d+\.\d\d {2}\(no target; rounds \d+\.\d\d-\d+\.\d\d\)$/,
+        /^ {4}with expire_after +\d+\/s +plain \d+\/s +\d+\.\d\d {2}\(no target; rounds \d+\.\d\d-\d+\.\d\d\)$/,
+        /^ {4}with unique_while \(a window, new keys\) +\d+\/s +plain \d+\/s +\d+\.\d\d {2}\(no target; rounds \d+\.\d\d-\d+\.\d\d\)$/,
+        /^ {4}medians of 2 rounds of 20 each \(order rotating\); each round plain\/keyed\/expiring\/unique: \d+\/\d+\/\d+\/\d+, \d+\/\d+\/\d+\/\d+\/s$/,
+        /^ {2}rate limit hit: 20\/s burst 5, 40 tasks +40 started +allowed [\d.]+ +\d+\.\d\d {2}≥ 0\.95, ≤ 1\.00 (met|NOT met) \(busiest second \d+ ≤ 25\)$/,
         /no-ops reporting progress 10×, 20 +\d+\/s +plain no-ops \d+\/s +\d+\.\d\d {2}\(no target; [\d.]+ progress writes a task\)$/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
@@ -48,7 +55,7 @@ describe("npm run bench", () => {
         /create → RUNNING at \d+\/s +p50/,
         /peak RSS +serve -n 2 \d+ MB \(no-ops \d+, run_query \d+\) \(target ≤ 100 MB (met|NOT met)\)/,
         /task-cli task get +[\d.]+ s wall, median of 7; node -e 0: [\d.]+ s; ratio [\d.]+ \(target ≤ 2\.0 (met|NOT met)\)/,
-        /^ {2}targets: \d+ of 13 met$/,
+        /^ {2}targets: \d+ of 14 met$/,
         /rescue after kill -9 .*1 trial.*target each ≤ 2000 ms/,
         /queue resume → last of 3 started +p50 [\d.]+ .*target max < 1500 ms/,
         /limited queue create → start +p50 [\d.]+ .*target max < 2000 ms/,
@@ -67,7 +74,7 @@ describe("npm run bench", () => {
       expect(figures.runQuery.ratio).toBeCloseTo(figures.runQuery.perSec / figures.runQuery.barePoolPerSec, 6);
       expect(figures.graphileBatched.settings).toEqual({ concurrentJobs: 2, maxPoolSize: 3, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 });
       expect(figures.graphileDefault.addToStartMs.n).toBe(5);
-      const ratios = ["createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "keyedDrain", "runQuery", "serveRss", "taskGet"];
+      const ratios = ["createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "keyedDrain", "rateLimitUse", "runQuery", "serveRss", "taskGet"];
       const timings = ["limited queue create → start", "queue resume → start", "rescue", "schedule tick → task"];
       expect(Object.keys(figures.targets).sort()).toEqual([...ratios, ...timings].sort());
       for (const name of ratios) expect(typeof figures.targets[name].met === "boolean" && Number.isFinite(figures.targets[name].value), name).toBe(true);

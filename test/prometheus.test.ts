@@ -7,6 +7,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RateLimitService } from "../src/gen/task/v1/limit_pb.js";
 import { QueueService } from "../src/gen/task/v1/queue_pb.js";
 import { Metrics, startMetricsServer } from "../src/metrics.js";
 import type { Workers } from "../src/worker/runner.js";
@@ -17,8 +18,8 @@ import { startTestWorkers } from "./helpers/workers.js";
 /**
  * A real Prometheus (Debian's `prometheus`, installed by scripts/test-prereqs.sh) scrapes the API
  * server's /metrics (with a reader token, as tokens are configured) and a worker's own metrics port
- * every second, and answers PromQL for what an operator watches: queue depth and the
- * created-to-started p99.
+ * every second, and answers PromQL for what an operator watches: queue depth, tasks waiting on a
+ * spent rate limit, and the created-to-started p99.
  */
 
 const PROMETHEUS = "/usr/bin/prometheus";
@@ -110,14 +111,19 @@ afterAll(async () => {
 });
 
 describe("a real Prometheus scraping the server and a worker", () => {
-  it("answers PromQL for queue depth, the oldest waiting task's age and the created-to-started p99", async () => {
+  it("answers PromQL for queue depth, the oldest waiting task's age, waits on a rate limit and the created-to-started p99", async () => {
     try {
       // Both targets up: the API's /metrics took the reader token.
       await waitFor(async () => (await query("up == 1")).length === 2, "both targets to be scraped");
 
-      const queues = createClient(QueueService, createConnectTransport({ baseUrl: api.server.url, httpVersion: "1.1", interceptors: [asAdmin] }));
+      const transport = createConnectTransport({ baseUrl: api.server.url, httpVersion: "1.1", interceptors: [asAdmin] });
+      const queues = createClient(QueueService, transport);
       await queues.pauseQueue({ name: "held" });
       for (let i = 0; i < 3; i++) await api.client.createTask({ name: `held-${i}`, type: "noop", queue: "held" });
+      // A rate limit of one unit an hour whose unit is spent (taken as a claim takes it), over a queue no worker serves.
+      await createClient(RateLimitService, transport).setRateLimit({ limit: { name: "hourly", rate: 1, period: { seconds: 3600n }, burst: 1, queue: "hourly-q" } });
+      for (let i = 0; i < 2; i++) await api.client.createTask({ name: `hourly-${i}`, type: "noop", queue: "hourly-q" });
+      await api.database.db.pool.query("select task_rate_take('hourly', null)");
       // Delayed: each attempt starts 3 s after creation, but its wait counts from run_at.
       const soon = timestampFromDate(new Date(Date.now() + 3_000));
       await api.client.createTasks({ tasks: Array.from({ length: 5 }, (_, i) => ({ name: `later-${i}`, type: "noop", runAt: soon })) });
@@ -128,6 +134,13 @@ describe("a real Prometheus scraping the server and a worker", () => {
 
       const depth = await waitFor(() => finiteValue('task_service_queue_depth{queue="held",status="queued"}'), "the held queue's depth", 20_000);
       expect(depth).toBe(3);
+      // What waits on the rate limit, and that it has no unit to give: the alert an operator writes.
+      const onLimit = await waitFor(
+        () => finiteValue('task_service_rate_limit_tasks_waiting{limit="hourly"} and on (limit) task_service_rate_limit_tokens < 1'),
+        "the tasks waiting on the spent rate limit",
+        20_000,
+      );
+      expect(onLimit).toBe(2);
       const age = await waitFor(async () => {
         const v = await finiteValue('task_service_queue_oldest_waiting_age_seconds{queue="held"}');
         return v !== undefined && v > 0 ? v : undefined;

@@ -6,6 +6,7 @@ import { RateLimitService } from "../src/gen/task/v1/limit_pb.js";
 import { useWorkerProcesses } from "./helpers/worker-processes.js";
 import { runCli } from "./helpers/cli.js";
 import { expectConnectError } from "./helpers/factory.js";
+import { peakInWindow } from "./helpers/start-windows.js";
 import { waitFor } from "./helpers/wait.js";
 
 // Named rate limits (issue 27 item 3): validated and audited changes, what a waiting task says, and
@@ -64,19 +65,26 @@ describe("setting a limit", () => {
     expect((await cli("limit", "delete", "slow")).stdout).toMatch(/rate limit slow deleted/);
     expect((await suite.api.client.getTask({ id: task!.id })).task?.waitReason).toBe("");
   });
-});
 
-/** The most of `starts` (ms) in any window [t, t + windowMs] starting at a start. */
-function peakInWindow(starts: number[], windowMs: number): number {
-  const s = [...starts].sort((a, b) => a - b);
-  let peak = 0;
-  let j = 0;
-  for (let i = 0; i < s.length; i++) {
-    while (j < s.length && s[j]! <= s[i]! + windowMs) j++;
-    peak = Math.max(peak, j - i);
-  }
-  return peak;
-}
+  it("a limit per key: queue get shows each key's use and which keys wait for a unit; limit list the emptiest key's tokens", async () => {
+    expect((await cli("limit", "set", "crm", "--rate", "1/h", "--burst", "1", "--queue", "crmq", "--per-key")).code).toBe(0);
+    await suite.api.client.createTasks({
+      tasks: [
+        { name: "a1", type: "noop", queue: "crmq", key: "acme" },
+        { name: "a2", type: "noop", queue: "crmq", key: "acme" },
+        { name: "b1", type: "noop", queue: "crmq", key: "bolt" },
+      ],
+    });
+    // No worker serves crmq: acme's one unit is taken as a claim would take it; bolt's bucket is full.
+    await pool().query("select task_rate_take('crm', 'acme')");
+    const shown = await cli("queue", "get", "crmq");
+    expect(shown.stdout).toMatch(/KEY\s+RUNNING\s+LIMIT\s+WAITING\s+WAITING FOR/);
+    expect(shown.stdout).toMatch(/acme\s+0\s+unlimited\s+2\s+rate limit crm: next unit in 3[56]\d\d\.\d s/);
+    expect(shown.stdout).toMatch(/bolt\s+0\s+unlimited\s+1\s+-/);
+    expect((await cli("limit", "list")).stdout).toMatch(/crm\s+queue crmq\s+1\/1h\s+1\s+yes \(1 keys\)\s+0\.0\s+3/);
+    expect((await cli("limit", "delete", "crm")).code).toBe(0);
+  });
+});
 
 describe("a rate limit across worker processes", () => {
   // The target (60/min, burst 10, over 5 minutes) scaled down in time, not in shape: 120/min, burst

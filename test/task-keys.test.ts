@@ -140,7 +140,9 @@ describe("the keyed claim", () => {
     // /metrics counts them by reason.
     expect((await waitsByReason(api.database.db.kysely)).filter((w) => w.queue === "per-key")).toEqual([{ queue: "per-key", reason: "key_limit", waiting: 15 }]);
     const { queue } = await queues().getQueue({ name: "per-key" });
-    expect(queue!.keyUse.find((k) => k.key === "big")).toMatchObject({ running: 3n, waiting: 7n, limit: 3 });
+    expect(queue!.keyUse.find((k) => k.key === "big")).toMatchObject({ running: 3n, waiting: 7n, limit: 3, waitReason: "key big at its limit 3" });
+    // c has nothing waiting: nothing holds it.
+    expect(queue!.keyUse.find((k) => k.key === "c")).toMatchObject({ running: 1n, waiting: 0n, waitReason: "" });
     // One of a's attempts ends: exactly one more of a starts.
     const ended = got.find((t) => t.key === "a")!;
     await recordOutcomes(api.database.db, [{ taskId: ended.id, attempt: ended.attempts, workerId: "w-key", outcome: { kind: "succeeded", result: {}, details: "done" } }]);

@@ -1,59 +1,150 @@
 /**
- * What keys cost the drain (issue 27: "drain of tasks with a key and no limit hit ≥ 0.8× the
- * drain without keys, in the same bench run"): N pre-created no-ops drained by one fresh serve
- * process, without keys and then with keys (spread over `keys` keys, no limit: each key takes
- * turns), `rounds` times in alternating order so that the machine's load hurts both alike; best round each.
+ * What flow control costs the drain (issue 27: "drain of tasks with a key and no limit hit ≥ 0.8× the
+ * drain without keys, in the same bench run"), and what a rate limit costs and delivers.
+ *
+ * Three drains of N pre-created no-ops, each by one fresh serve process: without keys (`none`), with
+ * keys spread over `keys` keys and no limit (`keyed`: the keys take turns), and under a rate limit so
+ * large it is never hit (`limited`: one claim statement per start, through the bucket). One round runs
+ * all three, in an order that rotates from round to round (the first drain after a pause tends to run
+ * slower), and each round gives its own ratios keyed/none and limited/none: drains next to each other
+ * see about the same load, where the same drain ranged 4x over a few minutes on the shared machine.
+ * The figures are the medians of those ratios, with their spread (lowest, highest).
+ *
+ * The drain under the limit never hit has at most LIMITED_TASKS tasks a round (it runs several times
+ * slower); its rate is per second all the same.
+ *
+ * Then a limit that is hit: `hit.tasks` no-ops under 20/s with burst 5, and the starts counted
+ * against what the limit allowed between the first start and the last (burst + rate × that time):
+ * used ≤ allowed is the guarantee, used near allowed says the waiting workers wake in time.
  */
 import type { Client } from "@connectrpc/connect";
 import type { TaskService } from "../../src/gen/task/v1/task_pb.js";
 import type { Db } from "../../src/store/db.js";
+import { deleteRateLimit, setRateLimit } from "../../src/store/rate-limits.js";
 import { drainRate, lastTaskId, untilDrained } from "./ours.js";
 import { startServeProcess } from "./processes.js";
+import { median } from "./stats.js";
 
-/** Both drains' best rates (tasks per second) and their ratio. */
-export interface KeyedDrain {
-  tasks: number;
-  keys: number;
-  unkeyedPerSec: number;
-  keyedPerSec: number;
-  rounds: { unkeyed: number; keyed: number }[];
-  ratio: number;
+/** A ratio's median over the rounds, and its spread. */
+export interface RatioSpread {
+  median: number;
+  low: number;
+  high: number;
 }
 
+/** The drains' figures (tasks per second) and their ratios to the drain without keys or limits. */
+export interface FlowDrains {
+  tasks: number;
+  /** Tasks of each drain under the limit never hit. */
+  limitedTasks: number;
+  keys: number;
+  /** Each round's three rates, in the order they ran. */
+  rounds: { order: Kind[]; none: number; keyed: number; limited: number }[];
+  /** Medians of the rounds' rates. */
+  perSec: { none: number; keyed: number; limited: number };
+  /** keyed / none, round by round. */
+  keyed: RatioSpread;
+  /** limited / none, round by round. */
+  limited: RatioSpread;
+  /** The limit that is hit. */
+  hit: { tasks: number; rate: number; burst: number; seconds: number; allowed: number; used: number; ratio: number; peakSecond: number };
+}
+
+type Kind = "none" | "keyed" | "limited";
+
+/** The queue each drain's tasks are in (the limit never hit covers `bench-rate`). */
+const QUEUE: Record<Kind, string> = { none: "bench-keys", keyed: "bench-keys", limited: "bench-rate" };
+/** Well below what the limited claim path starts a second (see `limited`), so the limit is what paces it. */
+const HIT = { queue: "bench-hit", rate: 20, burst: 5, seconds: 10 };
+/** The drain under a limit never hit starts one task per statement: at most this many a round keep the rounds short. */
+const LIMITED_TASKS = 1_000;
+
+const spread = (values: number[]): RatioSpread => ({ median: median(values), low: Math.min(...values), high: Math.max(...values) });
+
 /** Runs the comparison (see the module comment). */
-export async function keyedDrain(
+export async function flowDrains(
   db: Db,
   client: Client<typeof TaskService>,
   o: { databaseUrl: string; dataDir: string; concurrency: number; tasks: number; batch: number; keys: number; rounds: number; registered: (pid: number) => Promise<boolean> },
-): Promise<KeyedDrain> {
-  const drain = async (keyed: boolean, round: number): Promise<number> => {
-    const after = await lastTaskId(db);
-    for (let i = 0; i < o.tasks; i += o.batch) {
-      const n = Math.min(o.batch, o.tasks - i);
-      await client.createTasks({
-        tasks: Array.from({ length: n }, (_, j) => ({ name: `keys-${round}-${i + j}`, type: "noop", queue: "bench-keys", key: keyed ? `tenant-${(i + j) % o.keys}` : "" })),
-      });
+): Promise<FlowDrains> {
+  const create = async (total: number, queue: string, prefix: string, key: (i: number) => string) => {
+    for (let i = 0; i < total; i += o.batch) {
+      const n = Math.min(o.batch, total - i);
+      await client.createTasks({ tasks: Array.from({ length: n }, (_, j) => ({ name: `${prefix}-${i + j}`, type: "noop", queue, key: key(i + j) })) });
     }
-    const serve = await startServeProcess(o.databaseUrl, `${o.dataDir}-${keyed ? "keyed" : "plain"}-${round}`, o.concurrency, o.registered, { TASK_QUEUES: "bench-keys" });
+  };
+  const serveUntilDrained = async (queue: string, dataDir: string) => {
+    const serve = await startServeProcess(o.databaseUrl, dataDir, o.concurrency, o.registered, { TASK_QUEUES: queue });
     try {
       await untilDrained(db);
     } finally {
       await serve.stop();
     }
+  };
+  const drain = async (kind: Kind, round: number): Promise<number> => {
+    const after = await lastTaskId(db);
+    await create(kind === "limited" ? Math.min(o.tasks, LIMITED_TASKS) : o.tasks, QUEUE[kind], `${kind}-${round}`, (i) => (kind === "keyed" ? `tenant-${i % o.keys}` : ""));
+    await serveUntilDrained(QUEUE[kind], `${o.dataDir}-${kind}-${round}`);
     return drainRate(db, after);
   };
-  const rounds: { unkeyed: number; keyed: number }[] = [];
-  // The order alternates: the first drain after a pause tends to run slower (a cold cache, the load of what ran before).
-  for (let round = 0; round < o.rounds; round++) {
-    if (round % 2 === 0) {
-      const unkeyed = await drain(false, round);
-      rounds.push({ unkeyed, keyed: await drain(true, round) });
-    } else {
-      const keyed = await drain(true, round);
-      rounds.push({ unkeyed: await drain(false, round), keyed });
+
+  // Never hit: a million a second, a million at once.
+  await setRateLimit(db.kysely, { name: "bench-never-hit", rate: 1_000_000, periodMs: 1_000, burst: 1_000_000, perKey: false, queue: QUEUE.limited, taskType: null });
+  await setRateLimit(db.kysely, { name: "bench-hit", rate: HIT.rate, periodMs: 1_000, burst: HIT.burst, perKey: false, queue: HIT.queue, taskType: null });
+  try {
+    const kinds: Kind[] = ["none", "keyed", "limited"];
+    const rounds: FlowDrains["rounds"] = [];
+    for (let round = 0; round < o.rounds; round++) {
+      const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
+      const rates: Partial<Record<Kind, number>> = {};
+      for (const kind of order) rates[kind] = await drain(kind, round);
+      rounds.push({ order, none: rates.none!, keyed: rates.keyed!, limited: rates.limited! });
     }
+
+    const hitTasks = Math.min(o.tasks, HIT.rate * HIT.seconds);
+    const after = await lastTaskId(db);
+    await create(hitTasks, HIT.queue, "hit", () => "");
+    await serveUntilDrained(HIT.queue, `${o.dataDir}-hit`);
+    const { rows } = await db.pool.query("select extract(epoch from started_at) * 1000 as at from tasks where id > $1 and queue = $2 order by started_at", [after, HIT.queue]);
+    const starts = rows.map((r) => Number(r.at));
+    const seconds = (starts.at(-1)! - starts[0]!) / 1000;
+    const allowed = HIT.burst + HIT.rate * seconds;
+    let peakSecond = 0;
+    for (let i = 0, j = 0; i < starts.length; i++) {
+      while (j < starts.length && starts[j]! <= starts[i]! + 1_000) j++;
+      peakSecond = Math.max(peakSecond, j - i);
+    }
+    return {
+      tasks: o.tasks,
+      limitedTasks: Math.min(o.tasks, LIMITED_TASKS),
+      keys: o.keys,
+      rounds,
+      perSec: { none: median(rounds.map((r) => r.none)), keyed: median(rounds.map((r) => r.keyed)), limited: median(rounds.map((r) => r.limited)) },
+      keyed: spread(rounds.map((r) => r.keyed / r.none)),
+      limited: spread(rounds.map((r) => r.limited / r.none)),
+      hit: { tasks: starts.length, rate: HIT.rate, burst: HIT.burst, seconds, allowed, used: starts.length, ratio: starts.length / allowed, peakSecond },
+    };
+  } finally {
+    await deleteRateLimit(db.kysely, "bench-never-hit");
+    await deleteRateLimit(db.kysely, "bench-hit");
   }
-  const unkeyedPerSec = Math.max(...rounds.map((r) => r.unkeyed));
-  const keyedPerSec = Math.max(...rounds.map((r) => r.keyed));
-  return { tasks: o.tasks, keys: o.keys, unkeyedPerSec, keyedPerSec, rounds, ratio: keyedPerSec / unkeyedPerSec };
+}
+
+/** The bench's lines for these figures (the table's rows are `row(figure, ours, baseline, ratio, goal)`). */
+export function flowDrainLines(f: FlowDrains, row: (figure: string, ours: string, baseline: string, ratio: string, goal: string) => string, met: (ok: boolean) => string): string[] {
+  const n = (v: number) => v.toFixed(0);
+  const r = (v: number) => v.toFixed(2);
+  const range = (s: RatioSpread) => `${r(s.low)}-${r(s.high)}`;
+  return [
+    row(`drain with ${f.keys} keys, no limit hit`, `${n(f.perSec.keyed)}/s`, `no keys ${n(f.perSec.none)}/s`, r(f.keyed.median), `≥ 0.8 ${met(f.keyed.median >= 0.8)}`),
+    row(`  under a rate limit never hit (${f.limitedTasks} a drain)`, `${n(f.perSec.limited)}/s`, `no limit ${n(f.perSec.none)}/s`, r(f.limited.median), "(no target; a claim statement a start)"),
+    `    medians of ${f.rounds.length} rounds of ${f.tasks} (order rotating), ratios keyed ${range(f.keyed)}, limited ${range(f.limited)}; each round none/keyed/limited: ${f.rounds.map((x) => `${n(x.none)}/${n(x.keyed)}/${n(x.limited)}`).join(", ")}/s`,
+    row(
+      `rate limit hit: ${f.hit.rate}/s burst ${f.hit.burst}, ${f.hit.tasks} tasks`,
+      `${f.hit.used} started`,
+      `allowed ${f.hit.allowed.toFixed(1)}`,
+      r(f.hit.ratio),
+      `≥ 0.95, ≤ 1.00 ${met(f.hit.ratio >= 0.95 && f.hit.ratio <= 1)} (busiest second ${f.hit.peakSecond} ≤ ${f.hit.burst + f.hit.rate})`,
+    ),
+  ];
 }

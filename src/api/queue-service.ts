@@ -7,6 +7,7 @@ import { QueueKeyUseSchema, QueueSchema, QueueService, UnmatchedLabelsSchema, Wo
 import { keyProblem, parseKeyTemplate } from "../key-template.js";
 import type { Db } from "../store/db.js";
 import { keyUse, listQueues, updateQueue, type KeyUse, type QueueChange, type QueueView } from "../store/queues.js";
+import { hasPerKeyRateLimit } from "../store/rate-limits.js";
 import { listLiveWorkers, liveSince, unmatchedLabels } from "../store/workers.js";
 import { labelsOf } from "../labels.js";
 import { durationFromMs } from "./convert.js";
@@ -44,7 +45,9 @@ export function queueToProto(q: QueueView, now: Date, keys: KeyUse[] = []): Queu
     keyConcurrency: q.keyConcurrency ?? undefined,
     keyLimits: q.keyLimits,
     keyWeights: q.keyWeights,
-    keyUse: keys.map((k) => create(QueueKeyUseSchema, { key: k.key, running: BigInt(k.running), waiting: BigInt(k.waiting), limit: k.limit ?? undefined })),
+    keyUse: keys.map((k) =>
+      create(QueueKeyUseSchema, { key: k.key, running: BigInt(k.running), waiting: BigInt(k.waiting), limit: k.limit ?? undefined, waitReason: k.waitReason ?? "" }),
+    ),
     name: q.name,
     paused: q.paused,
     concurrency: q.concurrency ?? undefined,
@@ -154,7 +157,7 @@ export function createQueueService({ db: pair, config }: QueueServiceDeps): Serv
       const since = await liveSince(db, leaseMs);
       const queue = (await listQueues(db, since)).find((q) => q.name === name);
       if (!queue) return { queue: create(QueueSchema, { name }) };
-      const keyed = queue.keyConcurrency !== null || Object.keys(queue.keyLimits).length > 0;
+      const keyed = queue.keyConcurrency !== null || Object.keys(queue.keyLimits).length > 0 || (await hasPerKeyRateLimit(db, name));
       return { queue: queueToProto(queue, new Date(since.getTime() + leaseMs), keyed ? await keyUse(db, name) : []) };
     },
     async updateQueue(req, ctx) {

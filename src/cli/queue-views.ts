@@ -54,8 +54,8 @@ export function queueTable(q: Queue | undefined): string {
 /** Each key's use of its limit (GetQueue), after the queue's lines; nothing for a queue without key limits. */
 function keyUseTable(q: Queue): string {
   if (q.keyUse.length === 0) return "";
-  const table = makeTable(["KEY", "RUNNING", "LIMIT", "WAITING"]);
-  for (const k of q.keyUse) table.push([k.key, k.running.toString(), k.limit === undefined ? "unlimited" : String(k.limit), k.waiting.toString()]);
+  const table = makeTable(["KEY", "RUNNING", "LIMIT", "WAITING", "WAITING FOR"]);
+  for (const k of q.keyUse) table.push([k.key, k.running.toString(), k.limit === undefined ? "unlimited" : String(k.limit), k.waiting.toString(), k.waitReason || "-"]);
   return `\n${table.toString()}`;
 }
 

@@ -98,6 +98,8 @@ export interface KeyUse {
   waiting: number;
   /** null: unlimited. */
   limit: number | null;
+  /** Why its waiting tasks wait, when a pause or a limit holds them (waitReason's words); undefined otherwise. */
+  waitReason: string | undefined;
 }
 
 /** Most keys keyUse reports. */
@@ -105,20 +107,70 @@ export const KEY_USE_LIMIT = 100;
 
 /**
  * The keys of `queue` with tasks RUNNING (the busiest first) and then those with tasks waiting, at
- * most KEY_USE_LIMIT, each with its limit: reads the partial indexes of keyed tasks only.
+ * most KEY_USE_LIMIT, each with its limit and what holds its waiting tasks: the queue (paused, at
+ * its limit), the key at its limit, or the queue's rate limit with no unit for the key. Reads the
+ * partial indexes of keyed tasks, the queue's RUNNING count when it has a limit, and one bucket per
+ * key (task_rate_peek, no lock) when the queue has a rate limit.
  */
 export async function keyUse(db: Kysely<Database>, queue: string): Promise<KeyUse[]> {
-  const { rows } = await sql<{ key: string; running: string; waiting: string; lim: number | null }>`
+  const { rows } = await sql<{
+    key: string;
+    running: string;
+    waiting: string;
+    lim: number | null;
+    paused: boolean | null;
+    concurrency: number | null;
+    queue_running: string;
+    rate_limit: string | null;
+    next_unit_ms: number | null;
+  }>`
     with use as (
       select key, count(*) filter (where status = 'running') as running, count(*) filter (where status <> 'running') as waiting
       from tasks where queue = ${queue} and key is not null and status in ('running', 'queued', 'retrying')
       group by key
-    )
-    select use.key, use.running, use.waiting, coalesce((q.key_limits ->> use.key)::int, q.key_concurrency) as lim
-    from use left join queues q on q.name = ${queue}
-    order by use.running desc, use.waiting desc, use.key limit ${KEY_USE_LIMIT}
+    ),
+    shown as (
+      select use.key, use.running, use.waiting, coalesce((q.key_limits ->> use.key)::int, q.key_concurrency) as lim, q.paused, q.concurrency
+      from use left join queues q on q.name = ${queue}
+      order by use.running desc, use.waiting desc, use.key limit ${KEY_USE_LIMIT}
+    ),
+    limited as (select name from rate_limits where queue = ${queue})
+    select shown.*,
+      case when (select concurrency from queues where name = ${queue}) is not null
+        then (select count(*) from tasks t where t.queue = ${queue} and t.status = 'running') else 0 end as queue_running,
+      (select name from limited) as rate_limit,
+      (select p.next_unit_ms from limited l cross join lateral task_rate_peek(l.name, shown.key) p) as next_unit_ms
+    from shown order by shown.running desc, shown.waiting desc, shown.key
   `.execute(db);
-  return rows.map((r) => ({ key: r.key, running: Number(r.running), waiting: Number(r.waiting), limit: r.lim }));
+  return rows.map((r) => {
+    const waiting = Number(r.waiting);
+    const held =
+      holdReason(queue, { paused: r.paused ?? false, concurrency: r.concurrency, running: Number(r.queue_running) }, r.key, { limit: r.lim, running: Number(r.running) }) ??
+      (r.rate_limit !== null && r.next_unit_ms !== null ? rateHoldReason(r.rate_limit, r.next_unit_ms) : undefined);
+    return { key: r.key, running: Number(r.running), waiting, limit: r.lim, waitReason: waiting > 0 ? held : undefined };
+  });
+}
+
+/**
+ * What holds a waiting task of `queue` (with `key`) by its queue's settings and its key's limit,
+ * in the words GetTask's wait_reason and GetQueue's key_use use; undefined: nothing of these.
+ */
+function holdReason(
+  queue: string,
+  q: { paused: boolean; concurrency: number | null; running: number },
+  key: string | null,
+  k: { limit: number | null; running: number },
+): string | undefined {
+  if (q.paused) return `queue ${queue} paused`;
+  if (q.concurrency !== null && q.running >= q.concurrency) return `queue ${queue} at its limit ${q.concurrency}`;
+  if (key !== null && k.limit !== null && k.running >= k.limit) return `key ${key} at its limit ${k.limit}`;
+  return undefined;
+}
+
+/** "rate limit smtp: next unit in 1.2 s", when the bucket has no whole unit; undefined when it has one. */
+export function rateHoldReason(limit: string, nextUnitMs: number): string | undefined {
+  if (nextUnitMs <= 0) return undefined;
+  return `rate limit ${limit}: next unit in ${(Math.ceil(nextUnitMs / 100) / 10).toFixed(1)} s`;
 }
 
 /** The key templates of those of `queues` that have one, by queue (the create path derives keys with them). */
@@ -144,10 +196,7 @@ export async function waitReason(db: Kysely<Database>, queue: string, key: strin
   `.execute(db);
   const q = rows[0];
   if (!q) return undefined;
-  if (q.paused) return `queue ${queue} paused`;
-  if (q.concurrency !== null && Number(q.running) >= q.concurrency) return `queue ${queue} at its limit ${q.concurrency}`;
-  if (key !== null && q.key_limit !== null && Number(q.key_running) >= q.key_limit) return `key ${key} at its limit ${q.key_limit}`;
-  return undefined;
+  return holdReason(queue, { paused: q.paused, concurrency: q.concurrency, running: Number(q.running) }, key, { limit: q.key_limit, running: Number(q.key_running) });
 }
 
 /** A change to a queue's settings; undefined fields stay as they are. */
@@ -238,15 +287,7 @@ export async function waitsByReason(db: Kysely<Database>): Promise<{ queue: stri
   if (!limited[0]?.any) return [];
   // This reads tasks: behind a lock a read waits for (a migration, VACUUM FULL) it gives up, as
   // oldestWaitingAges does, and the gauge is left out of that scrape.
-  try {
-    return await db.transaction().execute(async (trx) => {
-      await sql`set local lock_timeout = ${sql.lit(OLDEST_WAITING_LOCK_TIMEOUT)}`.execute(trx);
-      return waitsByReasonIn(trx);
-    });
-  } catch (err) {
-    if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return [];
-    throw err;
-  }
+  return (await behindLockTimeout(db, waitsByReasonIn)) ?? [];
 }
 
 async function waitsByReasonIn(db: Kysely<Database>): Promise<{ queue: string; reason: WaitReason; waiting: number }[]> {
@@ -282,25 +323,36 @@ const OLDEST_WAITING_WINDOW = 100;
  * in id order, from tasks_waiting_queue_idx: never a scan of the queue. Exact unless all of those
  * are delayed, since a task created later became due later than the first one not delayed.
  * Unlike the counts, this reads `tasks`: while something holds a lock on it that a read waits
- * for (a migration, VACUUM FULL), it gives up after OLDEST_WAITING_LOCK_TIMEOUT and returns
+ * for (a migration, VACUUM FULL), it gives up after SCRAPE_LOCK_TIMEOUT and returns
  * undefined, so a scrape answers without the ages instead of hanging behind the lock.
  */
 export async function oldestWaitingAges(db: Kysely<Database>, queues: string[]): Promise<Map<string, number> | undefined> {
   if (queues.length === 0) return new Map();
+  return behindLockTimeout(db, async (trx) => {
+    const { rows } = await oldestWaitingAgesQuery(queues).execute(trx);
+    return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+  });
+}
+
+/** How long a scrape's read waits for a lock on what it reads before the scrape goes without it. */
+const SCRAPE_LOCK_TIMEOUT = "200ms";
+
+/**
+ * Runs `read` in a transaction whose lock_timeout is SCRAPE_LOCK_TIMEOUT: undefined if it had to
+ * wait longer for a lock (a migration, VACUUM FULL), so a /metrics scrape answers without it
+ * instead of hanging behind the lock.
+ */
+export async function behindLockTimeout<T>(db: Kysely<Database>, read: (trx: Kysely<Database>) => Promise<T>): Promise<T | undefined> {
   try {
     return await db.transaction().execute(async (trx) => {
-      await sql`set local lock_timeout = ${sql.lit(OLDEST_WAITING_LOCK_TIMEOUT)}`.execute(trx);
-      const { rows } = await oldestWaitingAgesQuery(queues).execute(trx);
-      return new Map(rows.map((r) => [r.queue, Math.max(0, r.age ?? 0)]));
+      await sql`set local lock_timeout = ${sql.lit(SCRAPE_LOCK_TIMEOUT)}`.execute(trx);
+      return read(trx);
     });
   } catch (err) {
     if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return undefined;
     throw err;
   }
 }
-
-/** How long the oldest-waiting probe waits for a lock on tasks before a scrape goes without it. */
-const OLDEST_WAITING_LOCK_TIMEOUT = "200ms";
 
 /** SQLSTATE lock_not_available: lock_timeout expired. */
 const LOCK_NOT_AVAILABLE = "55P03";

@@ -1,5 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import { QUEUE_CHANNEL } from "./channels.js";
+import { rateHoldReason } from "./queues.js";
 import type { Database } from "./schema.js";
 
 /** A named rate limit (migration 0031): `rate` units per `periodMs`, at most `burst` at once. */
@@ -15,9 +16,9 @@ export interface RateLimit {
   taskType: string | null;
 }
 
-/** A limit as `limit list` shows it. */
+/** A limit as `limit list`, the dashboard and /metrics show it. */
 export interface RateLimitView extends RateLimit {
-  /** Units in the bucket now (the unkeyed bucket for a limit per key). */
+  /** Units in the bucket now; for a limit per key, in its emptiest key's bucket (burst when no key has one). */
   tokens: number;
   /** Buckets of the limit (keys seen, for a limit per key). */
   buckets: number;
@@ -64,13 +65,27 @@ export async function deleteRateLimit(db: Kysely<Database>, name: string): Promi
   return rows.length > 0;
 }
 
-/** Every limit with its use now, by name. */
+/**
+ * Every limit with its use now, by name. Reads no task row: the waiting tasks come from the
+ * maintained counts (task_counts and its deltas, by queue, type and status), the tokens from the
+ * buckets (task_rate_peek, no lock), so /metrics can read it at every scrape.
+ */
 export async function listRateLimits(db: Kysely<Database>): Promise<RateLimitView[]> {
   const { rows } = await sql<LimitRow & { tokens: number; buckets: string; waiting: string }>`
-    select l.*, (select p.tokens from task_rate_peek(l.name, null) p) as tokens,
+    with waiting as (
+      select queue, type, sum(n) as n from (
+        select queue, type, count as n from task_counts where status in ('queued', 'retrying')
+        union all
+        select queue, type, delta from task_count_deltas where status in ('queued', 'retrying')
+      ) c group by queue, type
+    )
+    select l.*,
+      case when l.per_key
+        then coalesce((select min(p.tokens) from rate_limit_buckets b cross join lateral task_rate_peek(l.name, b.key) p where b.limit_name = l.name), l.burst)
+        else (select p.tokens from task_rate_peek(l.name, null) p) end as tokens,
       (select count(*) from rate_limit_buckets b where b.limit_name = l.name) as buckets,
-      (select count(*) from tasks t where t.status in ('queued', 'retrying')
-        and (t.queue = l.queue or (t.type = l.task_type and not exists (select 1 from rate_limits o where o.queue = t.queue)))) as waiting
+      (select coalesce(sum(w.n), 0) from waiting w
+        where w.queue = l.queue or (w.type = l.task_type and not exists (select 1 from rate_limits o where o.queue = w.queue))) as waiting
     from rate_limits l order by l.name`.execute(db);
   return rows.map((r) => ({ ...fromRow(r), tokens: Number(r.tokens), buckets: Number(r.buckets), waiting: Number(r.waiting) }));
 }
@@ -87,6 +102,12 @@ export async function limitsOf(db: Kysely<Database>, pairs: { queue: string; typ
     join rate_limits l on l.name = task_rate_limit_of(p.queue, p.type)`.execute(db);
   for (const r of rows) out.set(`${r.queue}\u001f${r.type}`, { name: r.name, burst: Number(r.burst) });
   return out;
+}
+
+/** Whether `queue` has a rate limit of its own with a bucket per key (GetQueue then shows each key's use). */
+export async function hasPerKeyRateLimit(db: Kysely<Database>, queue: string): Promise<boolean> {
+  const { rows } = await sql`select 1 from rate_limits where queue = ${queue} and per_key`.execute(db);
+  return rows.length > 0;
 }
 
 /** The limits whose scope is one of `queues` or `types` (a worker process's claim asks for them), by name. */

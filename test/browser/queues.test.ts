@@ -1,4 +1,5 @@
 import { beforeAll, describe, expect, it, vi } from "vitest";
+import { RateLimitService } from "../../src/gen/task/v1/limit_pb.js";
 import { QueueService, WorkerService } from "../../src/gen/task/v1/queue_pb.js";
 import { TaskStatus } from "../../src/gen/task/v1/task_pb.js";
 import { createClient } from "@connectrpc/connect";
@@ -7,17 +8,19 @@ import { createTask } from "../helpers/factory.js";
 import { waitFor } from "../helpers/wait.js";
 import { screenshot, screenshotPhone, useDashboardSuite } from "./harness.js";
 
-/** The queues and workers view: pause/resume a queue, set its concurrency limit, see live workers; the queue filter. */
+/** The queues and workers view: pause/resume a queue, set its concurrency limit, see live workers, each limit's use; the queue filter. */
 
 vi.setConfig({ testTimeout: 180_000 });
 
-const suite = useDashboardSuite({ workers: { workerQueues: ["default", "mailq"] } });
+const suite = useDashboardSuite({ workers: { workerQueues: ["default", "mailq", "keyq"] } });
 let queues: ReturnType<typeof createClient<typeof QueueService>>;
 let workerClient: ReturnType<typeof createClient<typeof WorkerService>>;
+let limits: ReturnType<typeof createClient<typeof RateLimitService>>;
 beforeAll(() => {
   const transport = createConnectTransport({ baseUrl: suite.api.server.url, httpVersion: "1.1" });
   queues = createClient(QueueService, transport);
   workerClient = createClient(WorkerService, transport);
+  limits = createClient(RateLimitService, transport);
 });
 
 const url = (path: string) => `${suite.api.server.url}${path}`;
@@ -70,6 +73,51 @@ describe("queues and workers", () => {
     await suite.page.goto(url("/"));
     await suite.page.getByTestId("workers-alive").getByText(/^1 worker alive, \d+ of \d+ slots busy\.$/).waitFor();
     await suite.page.locator('[data-testid=queue-summary] tr[data-queue="mailq"]').waitFor();
+  });
+
+  it("shows each rate limit's use, and each key of a key-limited queue: running against its limit, waiting and why", async () => {
+    await suite.page.goto(url("/queues"));
+    await suite.page.getByText("No rate limits.").waitFor();
+    // A limit of one unit an hour over a queue no worker serves, its unit spent as a claim spends it.
+    await limits.setRateLimit({ limit: { name: "hourly", rate: 1, period: { seconds: 3600n }, burst: 1, queue: "rlq" } });
+    await limits.setRateLimit({ limit: { name: "quick", rate: 60, period: { seconds: 60n }, burst: 10, taskType: "send_email" } });
+    for (let i = 0; i < 2; i++) await suite.api.client.createTask({ name: `rl-${i}`, type: "noop", queue: "rlq" });
+    await suite.api.database.db.pool.query("select task_rate_take('hourly', null)");
+    // One task of acme at a time: the second of acme waits for the first's slot; bolt's runs.
+    await queues.updateQueue({ name: "keyq", settings: { keyConcurrency: 1 }, updateMask: { paths: ["key_concurrency"] } });
+    const long = { type: "noop", queue: "keyq", parameters: { sleep_ms: 30_000 } };
+    const started = [
+      await suite.api.client.createTask({ name: "acme-1", key: "acme", ...long }),
+      await suite.api.client.createTask({ name: "acme-2", key: "acme", ...long }),
+      await suite.api.client.createTask({ name: "bolt-1", key: "bolt", ...long }),
+    ].map((r) => r.task!.id);
+    await waitFor(async () => (await queueNamed("keyq"))?.running === 2n, "acme-1 and bolt-1 to run");
+
+    const hourly = suite.page.locator('.limit-table tr[data-limit="hourly"]');
+    await hourly.getByTestId("tokens").getByText("0.0").waitFor();
+    expect(await hourly.getByTestId("waiting").textContent()).toBe("2");
+    expect(await hourly.getByTestId("rate").textContent()).toBe("1/h");
+    const quick = suite.page.locator('.limit-table tr[data-limit="quick"]');
+    expect(await quick.locator('td[data-label="Scope"]').textContent()).toBe("type send_email");
+    expect(await quick.getByTestId("tokens").textContent()).toBe("10.0");
+    expect(await quick.getByTestId("rate").textContent()).toBe("60/min");
+
+    const keys = suite.page.locator('[data-key-use="keyq"]');
+    await keys.getByRole("heading", { name: "Keys of keyq" }).waitFor();
+    const acme = keys.locator('tr[data-key="acme"]');
+    await acme.getByTestId("wait-reason").getByText("key acme at its limit 1").waitFor();
+    expect(await acme.getByTestId("running").textContent()).toBe("1 of 1");
+    expect(await acme.getByTestId("waiting").textContent()).toBe("1");
+    const bolt = keys.locator('tr[data-key="bolt"]');
+    expect(await bolt.getByTestId("running").textContent()).toBe("1 of 1");
+    expect(await bolt.getByTestId("wait-reason").textContent()).toBe("—");
+    await screenshot(suite.page, "queues-limits-desktop");
+    await screenshotPhone(suite.browser, url("/queues"), "queues-limits-phone", (p) => p.locator('[data-key-use="keyq"] tr[data-key="acme"]').waitFor());
+
+    // Deleted, the limit leaves the page; the long tasks are cancelled.
+    await limits.deleteRateLimit({ name: "quick" });
+    await quick.waitFor({ state: "detached" });
+    for (const id of started) await suite.api.client.cancelTask({ id });
   });
 
   it("filters the tasks view by queue, in the URL, with a queue column", async () => {

@@ -1,8 +1,9 @@
 import { createConnectQueryKey, useQuery } from "@connectrpc/connect-query";
 import type { QueryClient } from "@tanstack/react-query";
+import { RateLimitService } from "../../../src/gen/task/v1/limit_pb.js";
 import { QueueService, WorkerService } from "../../../src/gen/task/v1/queue_pb.js";
 
-export { QueueService };
+export { QueueService, RateLimitService };
 
 /**
  * How often queues and workers are re-read while the page is visible. Their figures (running,
@@ -21,6 +22,16 @@ export function useLiveQueues() {
 /** The live worker processes, kept current. */
 export function useLiveWorkers() {
   return useQuery(WorkerService.method.listWorkers, {}, live);
+}
+
+/** The rate limits with their use (tokens left, tasks waiting), kept current; only when the caller may list them. */
+export function useLiveRateLimits(enabled: boolean) {
+  return useQuery(RateLimitService.method.listRateLimits, {}, { ...live, enabled });
+}
+
+/** One queue with each key's use of its limits (GetQueue's key_use), kept current. */
+export function useLiveKeyUse(queue: string) {
+  return useQuery(QueueService.method.getQueue, { name: queue }, live);
 }
 
 /** After a queue's settings change: the queues list. */

@@ -5,15 +5,22 @@ import { useMutation } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import type { Queue, Worker } from "../../../src/gen/task/v1/queue_pb.js";
 import { durationMs, formatAbsolute, formatDuration, formatRelative, toDate } from "../format";
-import { invalidateQueues, QueueService, useLiveQueues, useLiveWorkers } from "../hooks/useLiveQueues";
+import { KeyUseTable, RateLimitTable } from "../components/LimitTables";
+import { invalidateQueues, QueueService, RateLimitService, useLiveKeyUse, useLiveQueues, useLiveRateLimits, useLiveWorkers } from "../hooks/useLiveQueues";
 import { useNow } from "../hooks/useNow";
 import { errorText } from "../services/field-errors";
 
-/** Queues (pause/resume, concurrency limit, what waits and runs) and the live worker processes. */
+/** Queues (pause/resume, concurrency limit, what waits and runs), their limits' use, and the live worker processes. */
 export function QueueList() {
   const now = useNow();
   const queues = useLiveQueues();
   const workers = useLiveWorkers();
+  const { can } = usePermissions();
+  const limits = useLiveRateLimits(can(RateLimitService, "ListRateLimits"));
+  // Queues with limits per key (their own, or a rate limit per key): each key's use is shown.
+  const keyed = (queues.data?.queues ?? []).filter(
+    (q) => q.keyConcurrency !== undefined || Object.keys(q.keyLimits).length > 0 || limits.data?.limits.some((l) => l.perKey && l.queue === q.name),
+  );
   return (
     <>
       <h1>Queues and workers</h1>
@@ -31,6 +38,21 @@ export function QueueList() {
             <QueueTable queues={queues.data.queues} />
           ))}
       </section>
+      {limits.data && (
+        <section aria-labelledby="limits-title">
+          <h2 id="limits-title">Rate limits</h2>
+          {limits.data.limits.length === 0 ? (
+            <p className="empty">
+              No rate limits. <code>task-cli limit set NAME --rate 100/min --burst 20 --queue Q</code> sets one.
+            </p>
+          ) : (
+            <RateLimitTable limits={limits.data.limits} />
+          )}
+        </section>
+      )}
+      {keyed.map((q) => (
+        <KeyUseSection key={q.name} queue={q.name} />
+      ))}
       <section aria-labelledby="workers-title">
         <h2 id="workers-title">Workers</h2>
         {workers.isError && !workers.data && (
@@ -41,6 +63,24 @@ export function QueueList() {
         {workers.data && <WorkerTable workers={workers.data.workers} now={now} />}
       </section>
     </>
+  );
+}
+
+/** One queue's keys: RUNNING against their limit, waiting, and what holds them. */
+function KeyUseSection({ queue }: { queue: string }) {
+  const got = useLiveKeyUse(queue);
+  const keys = got.data?.queue?.keyUse ?? [];
+  const id = `keys-${queue}-title`;
+  return (
+    <section aria-labelledby={id} data-key-use={queue}>
+      <h2 id={id}>Keys of {queue}</h2>
+      {got.isError && !got.data && (
+        <p className="error-box" role="alert">
+          Could not load the keys of {queue}: {errorText(got.error)}
+        </p>
+      )}
+      {got.data && (keys.length === 0 ? <p className="empty">No key has tasks running or waiting.</p> : <KeyUseTable queue={queue} keys={keys} />)}
+    </section>
   );
 }
 

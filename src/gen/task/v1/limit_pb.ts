@@ -72,7 +72,8 @@ export type RateLimit = Message<"task.v1.RateLimit"> & {
   taskType: string;
 
   /**
-   * Output only: units in the bucket now (for a limit per key, the bucket of tasks without a key).
+   * Output only: units in the bucket now (for a limit per key, in its emptiest key's bucket; burst
+   * while no key has taken a unit).
    *
    * @generated from field: double tokens = 8;
    */
