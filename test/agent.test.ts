@@ -1,7 +1,10 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { mkdtempSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService, AttemptResult_Kind } from "../src/gen/task/v1/agent_pb.js";
 import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
@@ -44,7 +47,7 @@ async function agentToken(name: string, queues: string[] = ["remote"]): Promise<
 async function startAgent(token: string, args: string[] = []): Promise<CliProcess> {
   const env = { LOG_LEVEL: "info", TASK_TOKEN: token };
   expect(Object.keys(env).some((k) => k.includes("DATABASE"))).toBe(false);
-  const proc = spawnCli(["agent", "--server", api.server.url, "--enable-shell", "-n", "4", ...args], env);
+  const proc = spawnCli(["agent", "--server", api.server.url, "--enable-shell", "-n", "4", "--spool-dir", mkdtempSync(path.join(os.tmpdir(), "agent-spool-")), ...args], env);
   agents.push(proc);
   await waitFor(() => proc.output().includes('"msg":"agent registered"'), `the agent to register:\n${proc.output()}`, 60_000);
   return proc;
@@ -152,7 +155,7 @@ describe("a remote agent behind a proxy the test controls", () => {
     await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
     const proxied = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
     try {
-      const proc = spawnCli(["agent", "--server", proxied, "--enable-shell", "-n", "2", "--name", "flaky"], { LOG_LEVEL: "info", TASK_TOKEN: await agentToken("agent-flaky") });
+      const proc = spawnCli(["agent", "--server", proxied, "--enable-shell", "-n", "2", "--name", "flaky", "--spool-dir", mkdtempSync(path.join(os.tmpdir(), "agent-spool-"))], { LOG_LEVEL: "info", TASK_TOKEN: await agentToken("agent-flaky") });
       agents.push(proc);
       await waitFor(() => proc.output().includes('"msg":"agent registered"'), "the agent to register", 60_000);
       const task = (await api.client.createTask(shell("echo before; sleep 3; echo after"))).task!;
@@ -184,7 +187,7 @@ describe("startAgent (SDK)", () => {
         return { greeted: who };
       },
     });
-    const agent = startSdkAgent({ server: api.server.url, token: await agentToken("agent-sdk"), plugins: [greet], name: "sdk", slots: 2, logLevel: "warn" });
+    const agent = startSdkAgent({ server: api.server.url, token: await agentToken("agent-sdk"), plugins: [greet], name: "sdk", slots: 2, logLevel: "warn", spoolDir: mkdtempSync(path.join(os.tmpdir(), "agent-spool-")) });
     try {
       await waitFor(() => agent.agentId, "the SDK agent to register");
       // Checked at create against the schema the agent registered.

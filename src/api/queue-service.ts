@@ -174,6 +174,10 @@ export function createWorkerService({ db: pair, config }: QueueServiceDeps): Ser
             queues: w.queues,
             startedAt: timestampFromDate(w.startedAt),
             lastHeartbeatAt: timestampFromDate(w.heartbeatAt),
+            agentName: w.agentName ?? "",
+            address: w.address ?? "",
+            replica: w.replica ?? "",
+            version: w.version ?? "",
           }),
         ),
       };

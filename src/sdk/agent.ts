@@ -31,6 +31,8 @@ export interface StartAgentOptions {
   http2?: boolean;
   /** The CA to trust for an https:// server: a PEM file's path or its text (default: Node's trust store). */
   ca?: string | Buffer;
+  /** Where outcomes wait until the server accepts them, kept across restarts (default: the OS temp dir's task-agent/NAME). */
+  spoolDir?: string;
   logger?: Logger;
   logLevel?: (typeof LOG_LEVELS)[number];
 }
@@ -59,6 +61,8 @@ export function startAgent(options: StartAgentOptions): Agent {
     queues: options.queues,
     http2: options.http2,
     ca: options.ca,
+    spoolDir: options.spoolDir ?? config.agentSpoolDir,
+    version: config.version,
     logger,
   });
   return {

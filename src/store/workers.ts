@@ -12,6 +12,11 @@ export interface WorkerView {
   queues: string[];
   startedAt: Date;
   heartbeatAt: Date;
+  /** Remote agents only (null for worker processes): see AgentStream in agents.ts. */
+  agentName: string | null;
+  address: string | null;
+  replica: string | null;
+  version: string | null;
 }
 
 /**
@@ -29,8 +34,12 @@ export async function listLiveWorkers(db: Kysely<Database>, leaseMs: number): Pr
     queues: string[];
     started_at: Date;
     heartbeat_at: Date;
+    agent_name: string | null;
+    address: string | null;
+    replica: string | null;
+    version: string | null;
   }>`
-    select id, host, pid, slots, busy, types, queues, started_at, heartbeat_at from workers
+    select id, host, pid, slots, busy, types, queues, started_at, heartbeat_at, agent_name, address, replica, version from workers
     where heartbeat_at >= now() - make_interval(secs => ${leaseMs / 1000})
     order by id
   `.execute(db);
@@ -44,6 +53,10 @@ export async function listLiveWorkers(db: Kysely<Database>, leaseMs: number): Pr
     queues: r.queues,
     startedAt: r.started_at,
     heartbeatAt: r.heartbeat_at,
+    agentName: r.agent_name,
+    address: r.address,
+    replica: r.replica,
+    version: r.version,
   }));
 }
 
