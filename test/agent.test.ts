@@ -2,7 +2,6 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { mkdtempSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +17,7 @@ import { spawnCli, type CliProcess } from "./helpers/process.js";
 import { clientsAs, CONFIGURED, TOKENS } from "./helpers/tokens.js";
 import { waitFor } from "./helpers/wait.js";
 import { startTestWorkers } from "./helpers/workers.js";
+import { startTcpProxy } from "./helpers/tcp-proxy.js";
 
 // Remote agents (issue 26): real `task-cli agent` processes with no DATABASE_URL, a real API server
 // over HTTP/1.1 and h2c, and database workers of queue `default` only (they run the reconciler that
@@ -141,27 +141,15 @@ describe("a remote agent", () => {
 
 describe("a remote agent behind a proxy the test controls", () => {
   it("keeps its running attempt across a dropped connection: it reconnects, the attempt succeeds once", async () => {
-    const target = new URL(api.server.url);
-    const sockets = new Set<net.Socket>();
-    const proxy = net.createServer((client) => {
-      const upstream = net.connect(Number(target.port), target.hostname);
-      for (const s of [client, upstream]) {
-        sockets.add(s);
-        s.on("close", () => sockets.delete(s));
-        s.on("error", () => undefined);
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    const proxied = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const proxy = await startTcpProxy([api.server.url]);
     try {
-      const proc = spawnCli(["agent", "--server", proxied, "--enable-shell", "-n", "2", "--name", "flaky", "--spool-dir", mkdtempSync(path.join(os.tmpdir(), "agent-spool-"))], { LOG_LEVEL: "info", TASK_TOKEN: await agentToken("agent-flaky") });
+      const proc = spawnCli(["agent", "--server", proxy.url, "--enable-shell", "-n", "2", "--name", "flaky", "--spool-dir", mkdtempSync(path.join(os.tmpdir(), "agent-spool-"))], { LOG_LEVEL: "info", TASK_TOKEN: await agentToken("agent-flaky") });
       agents.push(proc);
       await waitFor(() => proc.output().includes('"msg":"agent registered"'), "the agent to register", 60_000);
       const task = (await api.client.createTask(shell("echo before; sleep 3; echo after"))).task!;
       await waitFor(async () => (await api.client.getTaskLogs({ id: task.id })).lines.some((l) => l.line === "before"), "the attempt to start");
       // Every connection through the proxy is cut: the stream and any call in flight fail.
-      sockets.forEach((s) => s.destroy());
+      proxy.drop();
       const done = await waitStatus(task.id, TaskStatus.SUCCEEDED, 30_000);
       expect(done.attempts).toBe(1);
       expect((await api.client.getTaskLogs({ id: task.id })).lines.map((l) => l.line)).toEqual(["before", "after"]);
@@ -169,8 +157,7 @@ describe("a remote agent behind a proxy the test controls", () => {
       proc.child.kill("SIGTERM");
       await proc.exited;
     } finally {
-      sockets.forEach((s) => s.destroy());
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   }, 60_000);
 });
