@@ -212,7 +212,7 @@ export class AgentSession {
           this.wanted = false;
           let tasks: TaskRow[] = [];
           try {
-            const { claimed, held, free } = await claimWithinSlots(this.db, this.agentId, this.registration.slots, (n) => this.claim(n));
+            const { claimed, held, free } = await claimWithinSlots(this.db, this.agentId, this.registration.slots, this.timing.stopMs, (n) => this.claim(n));
             tasks = claimed;
             this.forgetEnded(held);
             if (free > 0 && tasks.length >= free) this.wanted = true;

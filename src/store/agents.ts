@@ -89,12 +89,14 @@ const AGENT_CLAIM_LOCK_SPACE = 1634168436;
  * Runs `claim` with the number of slots `agentId` has free as the database sees it (its slots less
  * the attempts it holds, on any replica), under an advisory lock per agent, so two replicas that
  * each have a stream of the agent (a reconnection not yet noticed) never claim past its slots
- * together: the second waits until the first's claim has committed, and counts it.
+ * together: the second waits until the first's claim has committed, and counts it. An agent whose
+ * last heartbeat (on any replica) is older than `freshMs` gets nothing.
  */
 export async function claimWithinSlots<T>(
   db: Db,
   agentId: string,
   slots: number,
+  freshMs: number,
   claim: (free: number) => Promise<T[]>,
 ): Promise<{ claimed: T[]; held: AttemptRef[]; free: number }> {
   const client = await db.pool.connect();
@@ -105,7 +107,11 @@ export async function claimWithinSlots<T>(
       const q = sql<{ id: string; attempts: number }>`select id, attempts from tasks where worker_id = ${agentId} and ${IN_ATTEMPT}`.compile(db.kysely);
       const { rows } = await client.query<{ id: string; attempts: number }>(q.sql, [...q.parameters]);
       const held = rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts }));
-      const free = slots - held.length;
+      // An agent whose heartbeats stopped (stopped, starved, cut off behind a stream that looks open)
+      // gets no new work: it would not acknowledge it, and the start would come back only after ackMs.
+      const f = sql<{ fresh: boolean }>`select exists (select 1 from workers where id = ${agentId} and heartbeat_at > now() - make_interval(secs => ${freshMs / 1000})) as fresh`.compile(db.kysely);
+      const fresh = (await client.query<{ fresh: boolean }>(f.sql, [...f.parameters])).rows[0]?.fresh ?? false;
+      const free = fresh ? slots - held.length : 0;
       return { claimed: free > 0 ? await claim(free) : [], held, free };
     } finally {
       await client.query("select pg_advisory_unlock($1, hashtext($2))", [AGENT_CLAIM_LOCK_SPACE, agentId]).catch(() => (broken = true));
