@@ -79,14 +79,19 @@ async function allLines(id: bigint): Promise<string[]> {
   }
 }
 
-/** A shell task that writes "<attempt> <ns>" to DIR/<task id> every 200 ms for `ticks` ticks. */
-function tickingTask(dir: string, queue: string, ticks: number) {
+/**
+ * A shell task that writes "<attempt> <ns>" to DIR/<task id> every 200 ms: `firstTicks` ticks on
+ * its first attempt (long enough to outlast a cut and a slow agent start), 10 on later ones.
+ */
+function tickingTask(dir: string, queue: string, firstTicks: number) {
   return {
     name: `ticks-${Math.random().toString(36).slice(2, 8)}`,
     type: "shell",
     queue,
     maxAttempts: 5,
-    parameters: { command: `for i in $(seq ${ticks}); do echo "$TASK_ATTEMPT $(date +%s%N)" >> ${dir}/$TASK_ID; sleep 0.2; done; echo done` },
+    parameters: {
+      command: `n=10; [ "$TASK_ATTEMPT" = 1 ] && n=${firstTicks}; for i in $(seq $n); do echo "$TASK_ATTEMPT $(date +%s%N)" >> ${dir}/$TASK_ID; sleep 0.2; done; echo done`,
+    },
   };
 }
 
@@ -149,7 +154,7 @@ describe("agent liveness without a worker process", () => {
     const proxy = await startTcpProxy([s1.url]);
     try {
       const cut = await startAgent(proxy.url, "cut-off", "cut");
-      const tasks = await Promise.all([0, 1].map(async () => (await api.task.createTask(tickingTask(dir, "cut", 50))).task!));
+      const tasks = await Promise.all([0, 1].map(async () => (await api.task.createTask(tickingTask(dir, "cut", 400))).task!));
       await waitFor(() => tasks.every((t) => existsSync(path.join(dir, String(t.id)))), "both tasks to tick on the agent behind the proxy");
       const other = await startAgent(s2.url, "cut-other", "cut");
       // The servers see the stream end at once; the agent reaches no replica.
@@ -181,7 +186,7 @@ describe("agent liveness without a worker process", () => {
   it("SIGSTOP of an agent past its lease: the copies never overlap, each task ends with one outcome", async () => {
     const dir = markerDir();
     const frozen = await startAgent(s1.url, "frozen", "stop");
-    const task = (await api.task.createTask(tickingTask(dir, "stop", 60))).task!;
+    const task = (await api.task.createTask(tickingTask(dir, "stop", 400))).task!;
     await waitFor(() => existsSync(path.join(dir, String(task.id))), "the task to tick");
     const other = await startAgent(s2.url, "thawed-other", "stop");
     frozen.child.kill("SIGSTOP");

@@ -229,6 +229,8 @@ class AgentRuntime {
       .finally(() => {
         this.running.delete(k);
         this.attemptsDone.delete(done);
+        // Fenced (nothing to report) with all its lines sent: nothing more to keep.
+        if (!this.outcomes.has(k) && !this.lines.get(k)?.buffer.size) this.lines.delete(k);
       });
     this.attemptsDone.add(done);
   }

@@ -28,7 +28,8 @@ import { DEFAULT_FEED_OPTIONS, TaskFeed, type TaskFeedOptions } from "./task-fee
 import type { Listener } from "../store/listen.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
-import { AgentSessions, type SessionTiming } from "./agent-session.js";
+import { AgentSessions } from "./agent-session.js";
+import type { SessionTiming } from "./agent-timing.js";
 import { loadServerTls } from "../tls.js";
 
 /** What the API server needs. */
