@@ -42,6 +42,8 @@ const key = (a: AttemptRef) => `${a.taskId}:${a.attempt}`;
 /** One agent's stream; see the module comment. */
 export class AgentSession {
   readonly sent = new Map<string, Sent>();
+  /** A newer stream of the agent (on this replica) replaced this one: the agent is alive, its leases stay. */
+  replaced = false;
   private readonly outbox: Assignment[] = [];
   private wanted = true;
   private wake: (() => void) | undefined;
@@ -193,9 +195,6 @@ export class AgentSession {
     }
   }
 
-  /** A newer stream of the agent (on this replica) replaced this one: the agent is alive, its leases stay. */
-  replaced = false;
-
   /**
    * The stream ended (the agent died, stopped, or the network to it failed): its acknowledged
    * attempts lapse graceMs from now unless a heartbeat renews them, and those not renewed by then
@@ -299,7 +298,6 @@ export class AgentSessions {
     return this.sessions.get(agentId);
   }
 
-  /** Adds a session; a second stream of one agent replaces the first (which ends). */
   /** Assignments sent to this replica's agents and not yet seen ended (acknowledged or not). */
   inFlight(): number {
     let n = 0;
@@ -307,6 +305,7 @@ export class AgentSessions {
     return n;
   }
 
+  /** Adds a session; a second stream of one agent replaces the first (which ends, leaving the leases alone). */
   add(session: AgentSession): void {
     const previous = this.sessions.get(session.agentId);
     if (previous) {
