@@ -131,6 +131,9 @@ describe("agent liveness without a worker process", () => {
     for (let trial = 0; trial < 5; trial++) {
       const task = (await api.task.createTask({ name: `kill-${trial}`, type: "shell", queue: "kill", maxAttempts: 3, parameters: { command: "echo up; sleep 60" } })).task!;
       const first = await waitFor(() => attemptStarted(task.id, 1), "the first attempt to start");
+      // Its output arrived, so the agent has acknowledged the start: the kill measures the grace, not the 5 s take-back of an unacknowledged start.
+      await waitFor(async () => (await api.task.getTaskLogs({ id: task.id })).lines.some((l) => l.line === "up"), "the first attempt's output");
+      await new Promise((r) => setTimeout(r, 300));
       const victim = (Object.keys(procs) as (keyof typeof spools)[]).find((n) => first.on.includes(`:${n}:`))!;
       procs[victim]!.child.kill("SIGKILL");
       const killedAt = Date.now();
