@@ -99,6 +99,31 @@ export async function claimWithinSlots<T>(
   freshMs: number,
   claim: (free: number) => Promise<T[]>,
 ): Promise<{ claimed: T[]; held: AttemptRef[]; free: number }> {
+  // Hazard: the lock's connection is held while the claim takes others from the same pool; with
+  // every connection held by a waiting lock holder, no claim could run. At most a third of the
+  // pool holds agent claim locks at once.
+  const gate = (lockHolders.get(db.pool) ?? lockHolders.set(db.pool, { active: 0, waiting: [] }).get(db.pool))!;
+  const limit = Math.max(1, Math.floor((db.pool.options.max ?? 10) / 3));
+  while (gate.active >= limit) await new Promise<void>((resolve) => gate.waiting.push(resolve));
+  gate.active++;
+  try {
+    return await claimUnderLock(db, agentId, slots, freshMs, claim);
+  } finally {
+    gate.active--;
+    gate.waiting.shift()?.();
+  }
+}
+
+/** Agent claim locks held per pool, and the claims waiting for a turn (see claimWithinSlots). */
+const lockHolders = new WeakMap<object, { active: number; waiting: (() => void)[] }>();
+
+async function claimUnderLock<T>(
+  db: Db,
+  agentId: string,
+  slots: number,
+  freshMs: number,
+  claim: (free: number) => Promise<T[]>,
+): Promise<{ claimed: T[]; held: AttemptRef[]; free: number }> {
   const client = await db.pool.connect();
   let broken = false;
   try {
