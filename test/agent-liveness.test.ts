@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
@@ -178,8 +178,9 @@ describe("agent liveness without a worker process", () => {
         const gaps = checkNoOverlap(dir, t.id);
         console.log(`network cut: task ${t.id}: attempt 1's last tick to attempt 2's first: ${gaps.join(", ")} ms`);
       }
-      // The cut-off agent stopped its copies itself, before the grace was over.
-      expect(cut.output()).toMatch(/no heartbeat renewed the attempt in time/);
+      // The cut-off agent's copies stopped (its watchdog, or the shell supervisor's first) and their outcomes were refused once it was back.
+      await waitFor(() => /outcome refused/.test(cut.output()), "the cut-off agent's outcomes to be refused");
+      expect(cut.output()).toMatch(/attempt 1 is over: the task is on attempt 2/);
       await Promise.all([stop(cut), stop(other)]);
     } finally {
       await proxy.close();
@@ -211,9 +212,13 @@ describe("agent liveness without a worker process", () => {
     const proxy = await startTcpProxy([s1.url]);
     try {
       const agent = await startAgent(proxy.url, "gap", "gap", undefined, 1);
-      const task = (await api.task.createTask({ name: "gap", type: "shell", queue: "gap", parameters: { command: "echo first; sleep 1; seq 1 12000; echo last" } })).task!;
+      const go = markerDir();
+      // The rest of the output waits for the test's go, given once the network is held.
+      const command = `echo first; while [ ! -e ${go}/go ]; do sleep 0.1; done; seq 1 12000; echo last`;
+      const task = (await api.task.createTask({ name: "gap", type: "shell", queue: "gap", parameters: { command } })).task!;
       await waitFor(async () => (await api.task.getTaskLogs({ id: task.id })).lines.length > 0, "the first line");
       proxy.hold();
+      writeFileSync(path.join(go, "go"), "");
       const names = () => readdirSync(agent.spoolDir);
       await waitFor(() => names().some((n) => n.startsWith("lines-")), "lines past the memory cap to go to disk", 15_000);
       await waitFor(() => names().some((n) => n.startsWith("outcome-")), "the outcome to be spooled", 15_000);
@@ -233,9 +238,12 @@ describe("agent liveness without a worker process", () => {
     const proxy = await startTcpProxy([s1.url]);
     try {
       const agent = await startAgent(proxy.url, "phoenix", "phoenix", undefined, 1);
-      const task = (await api.task.createTask({ name: "phoenix", type: "shell", queue: "phoenix", parameters: { command: "echo started; sleep 1; echo finished" } })).task!;
+      const go = markerDir();
+      const command = `echo started; while [ ! -e ${go}/go ]; do sleep 0.1; done; echo finished`;
+      const task = (await api.task.createTask({ name: "phoenix", type: "shell", queue: "phoenix", parameters: { command } })).task!;
       await waitFor(async () => (await api.task.getTaskLogs({ id: task.id })).lines.length > 0, "the first line");
       proxy.hold();
+      writeFileSync(path.join(go, "go"), "");
       await waitFor(() => readdirSync(agent.spoolDir).some((n) => n.startsWith("outcome-")), "the outcome to be spooled", 15_000);
       agent.child.kill("SIGKILL");
       await agent.exited;
