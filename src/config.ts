@@ -1,7 +1,11 @@
+import { createRequire } from "node:module";
 import { z } from "zod";
 import { parseDuration } from "./duration.js";
 import { QUEUE_NAME_PATTERN, QUEUE_NAME_RULE } from "./field-rules.js";
 import { labelPairs, parseLabels } from "./labels.js";
+
+/** package.json's version: one directory up from both src/config.ts and dist/config.js. */
+const PACKAGE_VERSION = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
 
 /** How a boolean environment variable is spelled: 1/true/yes/on or 0/false/no/off. */
 const envBoolean = z
@@ -267,6 +271,14 @@ const settings = {
    * so a restart does not lose them (default DATA_DIR/spool).
    */
   spoolDir: setting("TASK_SPOOL_DIR", z.string().min(1).optional()),
+  /**
+   * Where a remote agent (`task-cli agent`) keeps outcomes (and output past its memory cap) until
+   * the control plane accepts them, and its id, so a restart reports them (default: the OS
+   * temporary directory's task-agent/NAME).
+   */
+  agentSpoolDir: setting("TASK_AGENT_SPOOL_DIR", z.string().min(1).optional()),
+  /** The version agents report (`workers` shows it): this build's package version unless set. */
+  version: setting("TASK_VERSION", z.string().min(1).max(100).default(PACKAGE_VERSION)),
   /** E.g. smtp://user:pass@host:587. Unset: send_email writes .eml files to the outbox. */
   smtpUrl: setting("SMTP_URL", z.string().url().optional()),
   /** Sender used when a send_email task gives none. */

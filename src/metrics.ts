@@ -72,6 +72,29 @@ export class Metrics {
   }
 
   /**
+   * Adds the agent gauges of a process that serves AgentService: agents with an assignment stream
+   * open to this process, and the assignments it sent them that have not ended (acknowledged or not).
+   */
+  addAgentGauges(read: () => { connected: number; inFlight: number }): void {
+    new Gauge({
+      name: "task_service_agents_connected",
+      help: "Remote agents with an assignment stream open to this server process",
+      registers: [this.registry],
+      collect() {
+        this.set(read().connected);
+      },
+    });
+    new Gauge({
+      name: "task_service_agent_assignments_in_flight",
+      help: "Attempts this server process assigned to its connected agents that have not ended yet",
+      registers: [this.registry],
+      collect() {
+        this.set(read().inFlight);
+      },
+    });
+  }
+
+  /**
    * Adds the gauges read from the database at scrape time, for the process that serves the API:
    * tasks by status, queue depth and the oldest waiting task's age per queue, live workers and
    * their slots. Every gauge reads the same snapshot (`read`, cached by the caller), so a scrape

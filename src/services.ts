@@ -15,6 +15,7 @@ import type { PluginRegistry } from "./plugins/registry.js";
 import type { Plugin } from "./plugins/types.js";
 import { ABANDON_AFTER_ABORT_MS } from "./worker/execute-task.js";
 import { startWorkers, type Workers } from "./worker/runner.js";
+import type { Upkeep } from "./api/upkeep.js";
 import { Scheduler } from "./schedules/scheduler.js";
 import { startTracing } from "./tracing.js";
 import { openDb, retryWhileUnavailable, type Db } from "./store/db.js";
@@ -140,6 +141,7 @@ export async function startServices(config: Config, logger: Logger, set: Service
   let server: ApiServer | undefined;
   let metricsServer: { close(): Promise<void> } | undefined;
   let workers: Workers | undefined;
+  let upkeep: Upkeep | undefined;
   let registry: PluginRegistry<Plugin>;
   let catalog: TaskTypeCatalog;
   try {
@@ -149,6 +151,12 @@ export async function startServices(config: Config, logger: Logger, set: Service
       // Imported here: a worker-only process (`serve`, startWorker) never loads the API server's code.
       const { startApiServer } = await import("./api/server.js");
       server = await startApiServer({ db: runtime.db, listener, registry, catalog, config: runtime.config, logger, metrics });
+      // A server without workers in its process rescues, expires and runs the cron jobs itself, so
+      // servers and remote agents alone (no `serve`) are a whole deployment (api/upkeep.ts).
+      if (set.workers === 0) {
+        const { startUpkeep } = await import("./api/upkeep.js");
+        upkeep = await startUpkeep({ db: runtime.db, config: runtime.config, logger, metrics });
+      }
     } else if (config.metricsPort > 0) {
       const started = await startMetricsServer(metrics, config.host, config.metricsPort);
       logger.info({ url: started.url }, "metrics listening");
@@ -167,6 +175,7 @@ export async function startServices(config: Config, logger: Logger, set: Service
       });
     }
   } catch (err) {
+    await upkeep?.stop();
     await server?.close();
     await metricsServer?.close();
     await listener.close();
@@ -184,7 +193,7 @@ export async function startServices(config: Config, logger: Logger, set: Service
     workers,
     stop: () =>
       (stopping ??= (async () => {
-        await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop()]);
+        await Promise.all([server?.close(), metricsServer?.close(), workers?.stop(), scheduler.stop(), upkeep?.stop()]);
         await listener.close();
         await runtime.close();
         // Last: the spans of the attempts that ended during the stop are exported too.

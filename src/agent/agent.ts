@@ -7,18 +7,21 @@
  *   under the same id so running attempts stay the agent's.
  * - Heartbeats: every interval (and at once after a start, which acknowledges it) name every attempt
  *   the agent holds (running, or whose outcome is not yet reported); one the answer leaves out is no
- *   longer the agent's and is aborted at once (fencing). An attempt not renewed for `lease - 2
- *   heartbeats` (the control plane unreachable) is aborted too, before the lease lets the control
- *   plane hand it to someone else.
+ *   longer the agent's and is aborted at once (fencing). An answer renews only if it came back
+ *   within the renewal RTT of sending; an attempt no answer renewed for `stop` (RegisterResponse
+ *   stop_ms, 3 s by default) is stopped and reported interrupted, whether or not the stream looks
+ *   alive: a server that saw the stream end retries it only `grace` (6 s) later, one that did not a
+ *   lease later (docs/design/fencing.md, "Agents"). A shell attempt's supervisor kills it on the same
+ *   rule, so a stopped (SIGSTOP) or starved agent cannot keep it running either.
  * - Output lines and outcomes are batched (every FLUSH_MS), an attempt's lines before its outcome,
- *   and kept while the control plane is unreachable.
+ *   and kept while the control plane is unreachable: outcomes on disk (spool.ts) until accepted,
+ *   surviving a restart; lines in memory up to a cap, then on disk (output-buffer.ts).
  */
-import { create } from "@bufbuild/protobuf";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Backoff, sleep } from "../backoff.js";
 import { errorMessage } from "../errors.js";
-import { AgentService, type AttemptResult, type AttemptStart, type LogLine, LogLineSchema } from "../gen/task/v1/agent_pb.js";
+import { AgentService, type AttemptStart } from "../gen/task/v1/agent_pb.js";
 import type { Logger } from "../logger.js";
 import type { PluginRegistry } from "../plugins/registry.js";
 import type { LogSink, Plugin } from "../plugins/types.js";
@@ -26,6 +29,8 @@ import { AttemptPause } from "../worker/attempt-pause.js";
 import { AttemptAborted } from "../worker/execute-task.js";
 import { describeTaskType } from "../plugins/catalog.js";
 import { runAgentAttempt, type AgentAttempt } from "./attempt.js";
+import { OutputBuffer } from "./output-buffer.js";
+import { AgentSpool, defaultAgentSpoolDir, type SpooledResult } from "./spool.js";
 import { readCa } from "../tls.js";
 
 /** What an agent needs. */
@@ -48,6 +53,8 @@ export interface AgentOptions {
   /** The CA to trust for an https:// server: a PEM file's path or its text (default: Node's trust store). */
   ca?: string | Buffer;
   version?: string;
+  /** Where outcomes (and output past the memory cap) wait until the control plane accepts them; default: defaultAgentSpoolDir(name). */
+  spoolDir?: string;
   logger: Logger;
 }
 
@@ -63,8 +70,8 @@ export interface Agent {
 
 /** Outcomes and log lines are sent this often. */
 const FLUSH_MS = 100;
-/** Lines kept per attempt while they cannot be sent; past it the newest are counted, not kept. */
-const MAX_BUFFERED_LINES = 100_000;
+/** Most lines sent per attempt in one AppendLogs (the server's MAX_LOG_LINES_PER_BATCH). */
+const LINES_PER_BATCH = 5_000;
 /** Reconnection waits (equal jitter). */
 const RECONNECT = { baseMs: 250, maxMs: 10_000, jitter: true };
 
@@ -79,16 +86,17 @@ class AgentRuntime {
   private readonly client: Client<typeof AgentService>;
   private readonly logger: Logger;
   private agentId: string | undefined;
-  private heartbeatMs = 3_000;
-  private leaseMs = 15_000;
+  private heartbeatMs = 1_000;
   private ackMs = 5_000;
+  private stopMs = 3_000;
+  private renewalRttMs = 1_000;
+  private registered = false;
   private readonly running = new Map<string, AgentAttempt>();
-  /** Outcomes not yet accepted, in order. */
-  private readonly outcomes = new Map<string, AttemptResult>();
-  /** Output not yet sent, per attempt, in order. */
-  private readonly lines = new Map<string, { taskId: bigint; attempt: number; lines: LogLine[]; dropped: number }>();
-  /** Lines of each attempt the server has taken (a batch says where it starts, so a resent one is stored once). */
-  private readonly linesSent = new Map<string, number>();
+  /** Outcomes not yet accepted (also on disk), in order, with the agent id they belong to. */
+  private readonly outcomes = new Map<string, SpooledResult>();
+  /** Output not yet sent, per attempt, in order; kept until the attempt's outcome is reported. */
+  private readonly lines = new Map<string, { taskId: bigint; attempt: number; buffer: OutputBuffer }>();
+  private readonly spool: AgentSpool;
   private stopping = false;
   /** Ends a reconnection wait at stop. */
   private readonly stopped = new AbortController();
@@ -104,6 +112,12 @@ class AgentRuntime {
 
   constructor(private readonly options: AgentOptions) {
     this.logger = options.logger.child({ component: "agent" });
+    this.spool = new AgentSpool(options.spoolDir ?? defaultAgentSpoolDir(options.name), this.logger);
+    // Fails startAgent when another live agent uses the directory (it would share the id).
+    this.spool.open();
+    this.agentId = this.spool.savedAgentId();
+    for (const entry of this.spool.loadOutcomes()) this.outcomes.set(key(entry.result), entry);
+    if (this.outcomes.size > 0) this.logger.info({ outcomes: this.outcomes.size, spool: this.spool.dir }, "reporting outcomes an earlier run of this agent left in its spool");
     const interceptors: Interceptor[] = [];
     if (options.token) {
       const header = `Bearer ${options.token}`;
@@ -153,11 +167,15 @@ class AgentRuntime {
             return { name: d.name, description: d.description, parameterSchemaJson: JSON.stringify(d.parameterSchema), defaultTimeoutMs: BigInt(d.defaultTimeoutMs), defaultMaxAttempts: d.defaultMaxAttempts, defaultQueue: d.defaultQueue ?? "" };
           }),
         });
-        const first = this.agentId === undefined;
+        const first = !this.registered;
+        this.registered = true;
+        if (reg.agentId !== this.agentId) this.spool.saveAgentId(reg.agentId);
         this.agentId = reg.agentId;
         this.heartbeatMs = reg.heartbeatIntervalMs || this.heartbeatMs;
-        this.leaseMs = reg.leaseMs || this.leaseMs;
         this.ackMs = reg.ackMs || this.ackMs;
+        // A server from before stop_ms: stop well within its lease.
+        this.stopMs = reg.stopMs || Math.max(1_000, (reg.leaseMs || 15_000) - 2 * this.heartbeatMs);
+        this.renewalRttMs = reg.renewalRttMs || this.heartbeatMs;
         if (first) {
           this.timers.push(setInterval(() => this.beatNow(), this.heartbeatMs));
           this.logger.info({ agentId: reg.agentId, queues: reg.queues, labels: reg.labels, slots: this.options.slots, types: this.types() }, "agent registered");
@@ -177,6 +195,14 @@ class AgentRuntime {
         if (!this.stopping) this.logger.warn("the assignment stream ended; reconnecting");
       } catch (err) {
         if (this.stopping) break;
+        const e = ConnectError.from(err);
+        if (!this.registered && e.code === Code.InvalidArgument && /agent_id/.test(e.rawMessage)) {
+          // The saved id is not this token's (or this name's): register anew; its spooled outcomes are refused with the reason.
+          this.logger.warn({ agentId: this.agentId, err: e.rawMessage }, "the spool's agent id is not this agent's; registering a new one");
+          this.agentId = undefined;
+          this.spool.saveAgentId(undefined);
+          continue;
+        }
         this.logger.warn({ err: errorMessage(err) }, "agent connection failed; reconnecting");
       }
       if (!this.stopping) await sleep(backoff.failed(), this.stopped.signal);
@@ -193,14 +219,21 @@ class AgentRuntime {
     this.beatNow();
     const logger = this.logger.child({ taskId: start.taskId.toString(), attempt: start.attempt });
     const output: LogSink = { write: (stream, line) => this.addLine(start, stream, line) };
-    const done = runAgentAttempt(this.options.registry, attempt, output, this.watchdogMs(), logger)
+    const agentId = this.agentId!;
+    const done = runAgentAttempt(this.options.registry, attempt, output, this.stopMs, logger)
       .then((result) => {
-        if (result) this.outcomes.set(k, result);
+        if (!result) return;
+        // On disk before it is sent: a restart reports it.
+        const entry = { agentId, result };
+        this.spool.saveOutcome(entry);
+        this.outcomes.set(k, entry);
       })
       .catch((err: unknown) => logger.error({ err: errorMessage(err) }, "an attempt ended with an unexpected error"))
       .finally(() => {
         this.running.delete(k);
         this.attemptsDone.delete(done);
+        // Fenced (nothing to report) with all its lines sent: nothing more to keep.
+        if (!this.outcomes.has(k) && !this.lines.get(k)?.buffer.size) this.lines.delete(k);
       });
     this.attemptsDone.add(done);
   }
@@ -208,9 +241,12 @@ class AgentRuntime {
   private addLine(ref: { taskId: bigint; attempt: number }, stream: "stdout" | "stderr" | "system", line: string): boolean {
     const k = key(ref);
     let buffered = this.lines.get(k);
-    if (!buffered) this.lines.set(k, (buffered = { taskId: ref.taskId, attempt: ref.attempt, lines: [], dropped: 0 }));
-    if (buffered.lines.length >= MAX_BUFFERED_LINES) buffered.dropped++;
-    else buffered.lines.push(create(LogLineSchema, { stream, line }));
+    if (!buffered) this.lines.set(k, (buffered = { taskId: ref.taskId, attempt: ref.attempt, buffer: new OutputBuffer(this.spool.dir, ref.taskId, ref.attempt) }));
+    try {
+      buffered.buffer.add(stream, line);
+    } catch (err) {
+      this.logger.error({ err: errorMessage(err), taskId: ref.taskId.toString() }, "could not keep an output line on disk");
+    }
     return true;
   }
 
@@ -221,11 +257,6 @@ class AgentRuntime {
 
   private enabled(): Plugin[] {
     return this.options.registry.list().filter((p) => p.disabledReason === undefined);
-  }
-
-  /** How long an attempt may go unrenewed before the agent stops it: the lease less two heartbeats. */
-  private watchdogMs(): number {
-    return Math.max(1_000, this.leaseMs - 2 * this.heartbeatMs);
   }
 
   /** Beats now; if a beat is in flight, once more right after it (a start it did not name must be acknowledged soon). */
@@ -246,10 +277,15 @@ class AgentRuntime {
   private async beatOnce(): Promise<void> {
     if (!this.agentId) return;
     const snapshot = [...this.running.values()];
-    const named = [...snapshot.map((a) => ({ taskId: a.start.taskId, attempt: a.start.attempt })), ...[...this.outcomes.values()].map((o) => ({ taskId: o.taskId, attempt: o.attempt }))];
+    const agentId = this.agentId;
+    const reporting = [...this.outcomes.values()].filter((o) => o.agentId === agentId).map((o) => ({ taskId: o.result.taskId, attempt: o.result.attempt }));
+    const named = [...snapshot.map((a) => ({ taskId: a.start.taskId, attempt: a.start.attempt })), ...reporting];
     const sentAt = Date.now();
     try {
-      const answer = await this.client.heartbeat({ agentId: this.agentId, attempts: named, busy: this.running.size }, { timeoutMs: this.heartbeatMs * 2 });
+      const answer = await this.client.heartbeat({ agentId, attempts: named, busy: this.running.size }, { timeoutMs: this.heartbeatMs * 2 });
+      // A late answer fences (an attempt it leaves out is not ours) but does not renew: the
+      // attempt's lease may have been judged from a heartbeat_at older than our send time + RTT.
+      const renews = Date.now() - sentAt <= this.renewalRttMs;
       const owned = new Map(answer.owned.map((o) => [key(o), o]));
       for (const a of snapshot) {
         const o = owned.get(key(a.start));
@@ -262,8 +298,9 @@ class AgentRuntime {
         }
         if (o.cancelRequested) a.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
         if (o.paused !== a.pause.paused && a.pause.changedAt < sentAt) a.pause.set(o.paused);
-        a.renewedAt = sentAt;
         a.acked = true;
+        if (!renews) continue;
+        a.renewedAt = Math.max(a.renewedAt, sentAt);
         a.renewed.forEach((renew) => renew());
       }
     } catch (err) {
@@ -276,10 +313,11 @@ class AgentRuntime {
     const now = Date.now();
     for (const a of this.running.values()) {
       // A start not yet acknowledged may be taken back ackMs after the server sent it: stopped at half that.
-      const limit = a.acked ? this.watchdogMs() : this.ackMs / 2;
+      const limit = a.acked ? this.stopMs : this.ackMs / 2;
       if (now - a.renewedAt > limit && !a.controller.signal.aborted) {
         this.logger.warn({ taskId: a.start.taskId.toString() }, "no heartbeat renewed the attempt in time: stopping it before the control plane may retry it elsewhere");
-        a.controller.abort(new AttemptAborted("lost", "aborted: the agent could not renew its lease"));
+        // Reported as interrupted (retried at once) if it is still ours when the control plane is back.
+        a.controller.abort(new AttemptAborted("shutdown", `interrupted: the agent could not renew its lease for ${limit} ms (control plane unreachable)`));
       }
     }
     if (this.stream && now - this.lastMessageAt > 3 * this.pingMs) {
@@ -296,37 +334,50 @@ class AgentRuntime {
   /** Sends buffered lines, then the outcomes of attempts whose lines are all sent. */
   private async flushOnce(): Promise<void> {
     if (!this.agentId) return;
+    const agentId = this.agentId;
     try {
-      if (this.lines.size > 0) {
-        const batches = [...this.lines.entries()].slice(0, 500).map(([k, b]) => {
-          const lines = b.lines.splice(0, 5_000);
-          if (b.dropped > 0 && b.lines.length === 0) {
-            lines.push(create(LogLineSchema, { stream: "system", line: `[${b.dropped} lines not kept: the agent could not send them in time]` }));
-            b.dropped = 0;
-          }
-          if (b.lines.length === 0) this.lines.delete(k);
-          return { taskId: b.taskId, attempt: b.attempt, lines, firstLine: BigInt(this.linesSent.get(k) ?? 0), k, b };
-        });
+      const pending = [...this.lines.entries()].filter(([, b]) => b.buffer.size > 0).slice(0, 500);
+      if (pending.length > 0) {
+        const batches = pending.map(([k, b]) => ({ k, b, taken: b.buffer.take(LINES_PER_BATCH) }));
         try {
-          await this.client.appendLogs({ agentId: this.agentId, batches });
-          for (const { k, lines } of batches) if (this.running.has(k) || this.outcomes.has(k)) this.linesSent.set(k, (this.linesSent.get(k) ?? 0) + lines.length);
+          const answer = await this.client.appendLogs({
+            agentId,
+            batches: batches.map(({ b, taken }) => ({ taskId: b.taskId, attempt: b.attempt, firstLine: BigInt(taken[0]?.n ?? 0), lines: taken.map(({ stream, line }) => ({ stream, line })) })),
+          });
+          // Not stored: the attempt is no longer ours, and nor are its lines.
+          batches.forEach(({ k, b }, i) => {
+            if (answer.stored[i]) return;
+            b.buffer.discard();
+            if (!this.running.has(k)) this.lines.delete(k);
+          });
         } catch (err) {
-          // Put them back in front, in order.
-          for (const { k, b, lines } of batches) {
-            b.lines.unshift(...lines);
-            this.lines.set(k, b);
-          }
+          // Back in front, in order.
+          for (const { b, taken } of batches) b.buffer.giveBack(taken);
           throw err;
         }
       }
-      const ready = [...this.outcomes.entries()].filter(([k]) => !this.lines.has(k)).slice(0, 500);
-      if (ready.length === 0) return;
-      const answer = await this.client.reportOutcomes({ agentId: this.agentId, results: ready.map(([, r]) => r) });
-      ready.forEach(([k, r], i) => {
-        this.outcomes.delete(k);
-        this.linesSent.delete(k);
-        if (!answer.recorded[i]) this.logger.warn({ taskId: r.taskId.toString(), attempt: r.attempt }, "outcome not recorded: the attempt was no longer this agent's");
-      });
+      const ready = [...this.outcomes.entries()].filter(([k]) => !(this.lines.get(k)?.buffer.size ?? 0)).slice(0, 500);
+      // Each agent id's outcomes in a call of their own (an earlier run's may have another).
+      for (const owner of new Set(ready.map(([, o]) => o.agentId))) {
+        const mine = ready.filter(([, o]) => o.agentId === owner);
+        let answer;
+        try {
+          answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) });
+        } catch (err) {
+          const e = ConnectError.from(err);
+          if (owner === agentId || (e.code !== Code.PermissionDenied && e.code !== Code.InvalidArgument)) throw err;
+          // An earlier run's outcomes under an id this token may not use: refused for good.
+          answer = { recorded: mine.map(() => false), reasons: mine.map(() => e.rawMessage) };
+        }
+        mine.forEach(([k, o], i) => {
+          this.outcomes.delete(k);
+          this.lines.delete(k);
+          this.spool.removeOutcome(o.result);
+          if (!answer.recorded[i]) {
+            this.logger.warn({ taskId: o.result.taskId.toString(), attempt: o.result.attempt, reason: answer.reasons[i] ?? "" }, "outcome refused: the attempt was no longer this agent's");
+          }
+        });
+      }
     } catch (err) {
       this.logger.warn({ err: errorMessage(err) }, "could not send output or outcomes; keeping them");
     }
@@ -341,12 +392,14 @@ class AgentRuntime {
     await Promise.allSettled([...this.attemptsDone]);
     // Report what ended, for a few seconds at most.
     const deadline = Date.now() + 5_000;
-    while ((this.outcomes.size > 0 || this.lines.size > 0) && Date.now() < deadline) {
+    while (this.outcomes.size > 0 && Date.now() < deadline) {
       await this.flush();
-      if (this.outcomes.size > 0 || this.lines.size > 0) await sleep(200);
+      if (this.outcomes.size > 0) await sleep(200);
     }
     this.timers.forEach((t) => clearInterval(t));
     await this.loop;
+    // What is still unsent stays in the spool for the next run; the lock goes.
+    this.spool.close();
     this.logger.info("agent stopped");
   }
 }

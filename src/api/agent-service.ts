@@ -3,21 +3,25 @@
  * and hold no database credentials. An agent is a worker to the lifecycle: it registers as a row in
  * `workers`, its attempts are claimed under its id by the workers' fenced claim (agent-session.ts),
  * its Heartbeat is heartbeat() for its attempts, and its outcomes go through recordOutcomes with its
- * id, so a late or duplicate outcome records nothing. Its liveness is its heartbeat: an agent that
- * stops beating loses its attempts to the reconciler after the lease (TASK_LEASE_MS).
+ * id, so a late or duplicate outcome records nothing. Its liveness is its stream and its heartbeat:
+ * when its stream ends, its attempts are retried after a short grace unless a heartbeat renews
+ * them (agent-session.ts); an agent that stops beating with its stream open (stopped, partitioned
+ * behind a proxy that keeps the connection) loses them after the lease (TASK_LEASE_MS), to the
+ * reconciler that every server process runs (agent-upkeep.ts).
  */
 import { randomBytes } from "node:crypto";
+import os from "node:os";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { backoffDelayMs } from "../backoff.js";
 import type { Config } from "../config.js";
 import { formatDuration } from "../duration.js";
-import { InvalidArgumentError, PermissionDeniedError } from "../errors.js";
+import { errorMessage, InvalidArgumentError, PermissionDeniedError } from "../errors.js";
 import { AgentService, AttemptResult_Kind, type AgentTaskType, type AttemptResult } from "../gen/task/v1/agent_pb.js";
 import { fingerprint } from "../fingerprint.js";
 import { registerWorkerTypes, type TaskTypeVersionInput } from "../store/task-types.js";
 import type { Logger } from "../logger.js";
-import { attemptLineCount, attemptsHeldBy, attemptsOf, findAgentRegistration, type AgentRegistration } from "../store/agents.js";
+import { attemptLineCount, attemptsHeldBy, attemptsOf, findAgentRegistration, recordAgentDetails, type AgentRegistration } from "../store/agents.js";
 import type { Db } from "../store/db.js";
 import { afterAttempt, heartbeat, recordOutcomes, type AttemptOutcome, type AttemptRef, type OutcomeRecord } from "../store/lifecycle/index.js";
 import type { Listener } from "../store/listen.js";
@@ -26,7 +30,9 @@ import type { TaskRow } from "../store/schema.js";
 import { appendLogLines, type LogStream } from "../store/task-logs.js";
 import { findTask } from "../store/tasks.js";
 import { DEFAULT_MAX_RESULT_BYTES, storableResult } from "../worker/result.js";
-import { AgentSession, AgentSessions, DEFAULT_SESSION_TIMING, type SessionTiming } from "./agent-session.js";
+import { AgentSession, AgentSessions } from "./agent-session.js";
+import { agentTiming, type SessionTiming } from "./agent-timing.js";
+import { requestInfoKey } from "./audit-context.js";
 import type { Authenticator } from "./auth.js";
 import { Violations } from "./fields.js";
 import { callerOf, type Identity } from "./identity.js";
@@ -41,6 +47,8 @@ export interface AgentServiceDeps {
   config: Partial<Pick<Config, "heartbeatIntervalMs" | "leaseMs" | "backoffBaseMs" | "backoffMaxMs" | "maxResultBytes">>;
   /** Overrides of the session timings (tests). */
   timing?: Partial<SessionTiming>;
+  /** This process's agent sessions (the /metrics gauges read them); default: a new set. */
+  sessions?: AgentSessions;
 }
 
 /** Most results in one ReportOutcomes, batches in one AppendLogs, lines in one batch. */
@@ -67,11 +75,9 @@ const STREAMS = new Set<LogStream>(["stdout", "stderr", "system"]);
 /** The AgentService handlers; see the module comment. */
 export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof AgentService> {
   const { db, logger } = deps;
-  const heartbeatIntervalMs = deps.config.heartbeatIntervalMs ?? 3_000;
   const leaseMs = deps.config.leaseMs ?? 15_000;
-  // An unacknowledged start is taken back well within the lease, which would otherwise rescue it.
-  const timing = { ...DEFAULT_SESSION_TIMING, ackMs: Math.min(DEFAULT_SESSION_TIMING.ackMs, Math.floor(leaseMs / 2)), ...deps.timing };
-  const sessions = new AgentSessions(deps.listener);
+  const timing = agentTiming(leaseMs, deps.config.heartbeatIntervalMs ?? 3_000, deps.timing);
+  const sessions = deps.sessions ?? new AgentSessions(deps.listener);
 
   const registrationOf = async (agentId: string): Promise<AgentRegistration> => {
     const local = sessions.get(agentId)?.registration;
@@ -112,11 +118,22 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         pid: null,
         labels,
       });
+      await recordAgentDetails(db.kysely, agentId, { agentName: req.name, version: req.version });
       const described = describedTypes(req.typeDescriptions, types);
       // Its types join the catalog like a worker process's, so tasks of a type only agents run can be created.
       if (described.length > 0) await registerWorkerTypes(db.kysely, agentId, described);
       logger.info({ agentId, queues: served, types, slots: req.slots, version: req.version, labels }, "agent registered");
-      return { agentId, queues: served, heartbeatIntervalMs, leaseMs, ackMs: timing.ackMs, labels: labelsOf(labels) };
+      return {
+        agentId,
+        queues: served,
+        heartbeatIntervalMs: timing.heartbeatMs,
+        leaseMs,
+        ackMs: timing.ackMs,
+        stopMs: timing.stopMs,
+        graceMs: timing.graceMs,
+        renewalRttMs: timing.renewalRttMs,
+        labels: labelsOf(labels),
+      };
     },
 
     async *assignments(req, ctx) {
@@ -132,6 +149,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       // A reconnection: what the agent still runs fills its slots.
       session.seed(await attemptsOf(db.kysely, req.agentId));
       sessions.add(session);
+      const address = ctx.values.get(requestInfoKey).clientAddress ?? "";
+      await recordAgentDetails(db.kysely, req.agentId, { address, replica: REPLICA }).catch((err: unknown) =>
+        logger.warn({ err: errorMessage(err) }, "could not record where the agent's stream is held"),
+      );
       logger.info({ agentId: req.agentId }, "agent stream opened");
       try {
         yield* session.messages(ctx.signal);
@@ -157,17 +178,21 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       if (req.results.length > MAX_AGENT_BATCH) throw InvalidArgumentError.of("results", `must list at most ${MAX_AGENT_BATCH} results`);
       const named = refs("results", req.results);
       const records: (OutcomeRecord | undefined)[] = [];
+      const reasons: string[] = [];
       for (const [i, r] of req.results.entries()) {
         const task = await findTask(db.kysely, named[i]!.taskId);
         // Not the agent's attempt (any more): nothing to record; recordOutcomes would refuse it too.
-        if (!task || task.worker_id !== req.agentId || task.attempts !== r.attempt) records.push(undefined);
+        const refused = refusal(task, req.agentId, r.attempt);
+        reasons.push(refused);
+        if (refused !== "" || !task) records.push(undefined);
         else records.push({ taskId: task.id, attempt: r.attempt, workerId: req.agentId, outcome: outcomeOf(task, r, deps.config, i) });
       }
       const wanted = records.filter((r): r is OutcomeRecord => r !== undefined);
       const recorded = await recordOutcomes(db, wanted);
       const byKey = new Map(wanted.map((w, i) => [`${w.taskId}:${w.attempt}`, recorded[i] !== undefined]));
       sessions.get(req.agentId)?.ended(named);
-      return { recorded: named.map((n) => byKey.get(`${n.taskId}:${n.attempt}`) ?? false) };
+      const ok = named.map((n) => byKey.get(`${n.taskId}:${n.attempt}`) ?? false);
+      return { recorded: ok, reasons: ok.map((yes, i) => (yes ? "" : reasons[i] || "the attempt was settled meanwhile (no longer the agent's)")) };
     },
 
     async appendLogs(req, ctx) {
@@ -211,6 +236,19 @@ function agentLabels(who: Identity, asked: string[]): string[] {
   const outside = allowed.length > 0 ? asked.filter((l) => !allowed.includes(l)) : [];
   if (outside.length > 0) throw new PermissionDeniedError(`labels ${outside.join(", ")} are outside token ${who.name}'s labels (${allowed.join(", ")})`);
   return asked;
+}
+
+/** This server process, as ListWorkers names the replica holding an agent's stream. */
+const REPLICA = `${os.hostname()}:${process.pid}`;
+
+/** Why an outcome for `attempt` of `task` from `agentId` cannot be recorded, or "" if it can. */
+function refusal(task: TaskRow | undefined, agentId: string, attempt: number): string {
+  if (!task) return "the task no longer exists";
+  if (task.attempts !== attempt) return `attempt ${attempt} is over: the task is on attempt ${task.attempts} (${task.status})`;
+  if (task.worker_id !== agentId) {
+    return `attempt ${attempt} is no longer this agent's: the task is ${task.status}${task.last_error ? ` (${task.last_error})` : ""}`;
+  }
+  return "";
 }
 
 /** The type descriptions of a Register, checked: one per type it runs, or none at all. */

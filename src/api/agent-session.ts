@@ -6,39 +6,29 @@
  * naming it in a Heartbeat) within ackMs; and it pings, so an agent can tell a stalled stream from a
  * quiet one.
  *
- * What it knows of the agent's slots is this process's view: the starts it sent, less those the
- * agent reported (ReportOutcomes) or that a heartbeat showed were no longer the agent's. Those calls
- * reach it through AgentSessions when they land on this replica; behind a load balancer that sends
- * them elsewhere, the heartbeat that follows (which lists what the agent still holds) corrects it.
+ * The agent's free slots are what the database says it holds, on any replica (claimWithinSlots,
+ * under a lock per agent), not this process's view: an agent whose calls land on other replicas,
+ * or that has a second stream elsewhere for a moment, never gets more than its slots.
+ *
+ * Liveness (docs/design/fencing.md, "Agents"): when the stream ends (the agent died, or the network
+ * to it failed) the server shortens the leases of the agent's acknowledged attempts to graceMs
+ * (shortenLeases) and rescues, graceMs later, those no heartbeat renewed meanwhile; the agent stops
+ * every attempt no heartbeat answer renewed within stopMs (< graceMs), so the two never overlap.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { errorMessage } from "../errors.js";
 import { AssignmentsResponseSchema, type AssignmentsResponse as Assignment } from "../gen/task/v1/agent_pb.js";
 import type { Logger } from "../logger.js";
-import { takeBackUnacknowledged, type AgentRegistration } from "../store/agents.js";
+import { claimWithinSlots, rescueLapsedAgentAttempts, takeBackUnacknowledged, type AgentRegistration } from "../store/agents.js";
 import { CANCEL_CHANNEL, JOBS_INSERT_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL } from "../store/channels.js";
 import type { Db } from "../store/db.js";
-import type { AttemptRef, OwnedAttempt } from "../store/lifecycle/index.js";
+import { shortenLeases, type AttemptRef, type OwnedAttempt } from "../store/lifecycle/index.js";
 import type { Listener } from "../store/listen.js";
 import type { TaskRow } from "../store/schema.js";
 import { claimFor } from "../worker/claim-loop.js";
+import type { SessionTiming } from "./agent-timing.js";
 import { QueueGate } from "../worker/queue-gate.js";
-
-/** Timings of an agent session. */
-export interface SessionTiming {
-  /** A start not acknowledged within this is taken back and retried (default: 5 s, or half the lease if that is less). */
-  ackMs: number;
-  /** Claims are tried at least this often while slots are free (notifications wake them sooner). */
-  pollMs: number;
-  /** A ping is sent after this long without another message. */
-  pingMs: number;
-  /** The caller's token is checked again this often: a revoked token's stream ends within about this. */
-  recheckMs: number;
-}
-
-/** Defaults: an unacknowledged start comes back within about 5 s; a revoked token's stream ends within about 2 s. */
-export const DEFAULT_SESSION_TIMING: SessionTiming = { ackMs: 5_000, pollMs: 1_000, pingMs: 5_000, recheckMs: 2_000 };
 
 interface Sent {
   taskId: string;
@@ -52,6 +42,8 @@ const key = (a: AttemptRef) => `${a.taskId}:${a.attempt}`;
 /** One agent's stream; see the module comment. */
 export class AgentSession {
   readonly sent = new Map<string, Sent>();
+  /** A newer stream of the agent (on this replica) replaced this one: the agent is alive, its leases stay. */
+  replaced = false;
   private readonly outbox: Assignment[] = [];
   private wanted = true;
   private wake: (() => void) | undefined;
@@ -156,18 +148,19 @@ export class AgentSession {
           yield next;
           continue;
         }
-        const free = this.registration.slots - this.sent.size;
-        if (this.wanted && free > 0) {
+        if (this.wanted) {
           this.wanted = false;
           let tasks: TaskRow[] = [];
           try {
-            tasks = await this.claim(free);
+            const { claimed, held, free } = await claimWithinSlots(this.db, this.agentId, this.registration.slots, this.timing.stopMs, (n) => this.claim(n));
+            tasks = claimed;
+            this.forgetEnded(held);
+            if (free > 0 && tasks.length >= free) this.wanted = true;
           } catch (err) {
             // The database may be away: the poll tries again.
             this.logger.warn({ err: errorMessage(err) }, "claiming for an agent failed");
           }
           for (const t of tasks) this.start(t);
-          if (tasks.length >= free) this.wanted = true;
           continue;
         }
         const waitMs = Math.max(0, lastSent + this.timing.pingMs - Date.now());
@@ -198,7 +191,40 @@ export class AgentSession {
         const dueMs = Math.max(0, Math.max(...unacked.map((s) => s.sentAt)) + this.timing.ackMs - Date.now());
         setTimeout(() => void this.takeBackLate(0), dueMs).unref();
       }
+      if (!this.replaced) void this.streamEnded();
     }
+  }
+
+  /**
+   * The stream ended (the agent died, stopped, or the network to it failed): its acknowledged
+   * attempts lapse graceMs from now unless a heartbeat renews them, and those not renewed by then
+   * are rescued at once. The agent stops each attempt no heartbeat answer renewed within stopMs
+   * (< graceMs), so by then its copy has stopped.
+   */
+  private async streamEnded(): Promise<void> {
+    const { leaseMs, graceMs } = this.timing;
+    try {
+      const shortened = await shortenLeases(this.db.kysely, this.agentId, leaseMs, graceMs);
+      if (shortened.length === 0) return;
+      this.logger.info({ agentId: this.agentId, attempts: shortened.length, graceMs }, "agent stream ended: its attempts are retried after the grace unless it renews them");
+    } catch (err) {
+      // The lease still rescues them (the reconciler).
+      this.logger.warn({ err: errorMessage(err) }, "could not shorten the leases of an agent whose stream ended; the lease will rescue them");
+      return;
+    }
+    // A moment past the grace: the statement compares with its own now().
+    setTimeout(() => {
+      rescueLapsedAgentAttempts(this.db.kysely, this.agentId, leaseMs, graceMs).then(
+        (rescued) => rescued.length > 0 && this.logger.warn({ agentId: this.agentId, tasks: rescued.map((t) => t.id) }, "rescued the attempts of an agent whose stream ended"),
+        (err: unknown) => this.logger.warn({ err: errorMessage(err) }, "could not rescue an agent's attempts after its stream ended; the reconciler will"),
+      );
+    }, graceMs + 50).unref();
+  }
+
+  /** Acknowledged attempts the database no longer gives the agent (reported, or settled elsewhere) free their place. */
+  private forgetEnded(held: AttemptRef[]): void {
+    const holds = new Set(held.map(key));
+    for (const [k, s] of this.sent) if (s.acked && !holds.has(k)) this.sent.delete(k);
   }
 
   /** Ends the stream with `err` (the token was revoked). */
@@ -272,9 +298,20 @@ export class AgentSessions {
     return this.sessions.get(agentId);
   }
 
-  /** Adds a session; a second stream of one agent replaces the first (which ends). */
+  /** Assignments sent to this replica's agents and not yet seen ended (acknowledged or not). */
+  inFlight(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) n += s.sent.size;
+    return n;
+  }
+
+  /** Adds a session; a second stream of one agent replaces the first (which ends, leaving the leases alone). */
   add(session: AgentSession): void {
-    this.sessions.get(session.agentId)?.fail(new ConnectError("another stream of this agent replaced this one", Code.Aborted));
+    const previous = this.sessions.get(session.agentId);
+    if (previous) {
+      previous.replaced = true;
+      previous.fail(new ConnectError("another stream of this agent replaced this one", Code.Aborted));
+    }
     this.sessions.set(session.agentId, session);
     if (this.listener && this.unsubscribe.length === 0) {
       const l = this.listener;

@@ -194,6 +194,10 @@ export function createWorkerService({ db: pair, config }: QueueServiceDeps): Ser
             labels: labelsOf(w.labels),
             startedAt: timestampFromDate(w.startedAt),
             lastHeartbeatAt: timestampFromDate(w.heartbeatAt),
+            agentName: w.agentName ?? "",
+            address: w.address ?? "",
+            replica: w.replica ?? "",
+            version: w.version ?? "",
           }),
         ),
       };

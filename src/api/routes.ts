@@ -56,7 +56,14 @@ export const API_SERVICES = [TaskService, ScheduleService, QueueService, WorkerS
 
 /** Registers every service on a router. */
 export function routes(
-  deps: TaskServiceDeps & { health: HealthOptions; auth: Authenticator; listener?: Listener; config: AgentServiceDeps["config"]; agentTiming?: AgentServiceDeps["timing"] },
+  deps: TaskServiceDeps & {
+    health: HealthOptions;
+    auth: Authenticator;
+    listener?: Listener;
+    config: AgentServiceDeps["config"];
+    agentTiming?: AgentServiceDeps["timing"];
+    agentSessions?: AgentServiceDeps["sessions"];
+  },
 ): (router: ConnectRouter) => void {
   // One catalog (and its cache) for every service.
   // And one shell command checker, so creates and schedules share its concurrency cap.
@@ -69,7 +76,7 @@ export function routes(
     router.service(TaskControlService, createTaskControlService(withCatalog));
     router.service(TokenService, createTokenService(deps));
     router.service(AuditService, createAuditService(deps));
-    router.service(AgentService, createAgentService({ db: deps.db, auth: deps.auth, listener: deps.listener, logger: deps.logger, config: deps.config, timing: deps.agentTiming }));
+    router.service(AgentService, createAgentService({ db: deps.db, auth: deps.auth, listener: deps.listener, logger: deps.logger, config: deps.config, timing: deps.agentTiming, sessions: deps.agentSessions }));
     router.service(RateLimitService, createRateLimitService(deps));
     router.service(Health, createHealthService(deps.db.kysely, deps.health));
     registerReflection(

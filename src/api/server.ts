@@ -28,7 +28,8 @@ import { DEFAULT_FEED_OPTIONS, TaskFeed, type TaskFeedOptions } from "./task-fee
 import type { Listener } from "../store/listen.js";
 import { TaskEvents } from "./task-events.js";
 import type { TaskServiceDeps } from "./task-service.js";
-import type { SessionTiming } from "./agent-session.js";
+import { AgentSessions } from "./agent-session.js";
+import type { SessionTiming } from "./agent-timing.js";
 import { loadServerTls } from "../tls.js";
 
 /** What the API server needs. */
@@ -91,7 +92,9 @@ type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
  * The request handler: Connect, gRPC and gRPC-Web routes, plus /healthz (the process is up) and
  * /readyz (the database answers).
  */
-export function buildHandler(deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics; listener?: Listener; agentTiming?: Partial<SessionTiming> }): Handler {
+export function buildHandler(
+  deps: TaskServiceDeps & { config: ApiServerDeps["config"]; metrics?: Metrics; listener?: Listener; agentTiming?: Partial<SessionTiming>; agentSessions?: AgentSessions },
+): Handler {
   // Every request is authenticated, tokens configured or not: without them a request that sends no
   // token is `local` (admin), and one that sends a token is that token, with its role.
   const auth = new Authenticator(deps.db.kysely, deps.config.apiTokens, deps.logger);
@@ -239,7 +242,10 @@ export async function startApiServer(deps: ApiServerDeps): Promise<ApiServer> {
     maxQueued: deps.config.watchMaxQueued ?? DEFAULT_FEED_OPTIONS.maxQueued,
     ...deps.feedOptions,
   });
-  const handler = withCors(buildHandler({ ...deps, events, feed }), deps.config.corsOrigins ?? []);
+  // This process's agent streams, shared by AgentService and the /metrics agent gauges.
+  const agentSessions = new AgentSessions(deps.listener);
+  deps.metrics?.addAgentGauges(() => ({ connected: agentSessions.size, inFlight: agentSessions.inFlight() }));
+  const handler = withCors(buildHandler({ ...deps, events, feed, agentSessions }), deps.config.corsOrigins ?? []);
   const { h1, h2, sessions } = createProtocolServers(deps.config, handler);
   const sockets = new Set<net.Socket>();
   const onConnection = (socket: net.Socket) => {

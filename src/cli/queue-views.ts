@@ -82,6 +82,8 @@ export function workerListTable(res: ListWorkersResponse, types: ListTaskTypesRe
       ]);
     }
     lines.push(table.toString());
+    const agents = res.workers.filter((w) => w.agentName !== "");
+    if (agents.length > 0) lines.push(agentTable(agents));
   }
   const unserved = (types?.types ?? []).filter((t) => t.liveWorkers === 0).map((t) => t.name);
   if (unserved.length > 0) lines.push(`no live worker runs: ${unserved.join(", ")} (their tasks wait QUEUED)`);
@@ -92,4 +94,13 @@ export function workerListTable(res: ListWorkersResponse, types: ListTaskTypesRe
     lines.push(`${unmatched} waiting task${unmatched === 1 ? "" : "s"} require labels no live worker or agent has: ${sets}`);
   }
   return lines.join("\n");
+}
+
+/** The remote agents among the live workers: where each is connected from and to, its version and last heartbeat. */
+function agentTable(agents: ListWorkersResponse["workers"]): string {
+  const table = makeTable(["AGENT", "ADDRESS", "REPLICA", "VERSION", "SLOTS IN USE", "LAST SEEN"]);
+  for (const a of agents) {
+    table.push([truncate(a.agentName, 30), a.address || "-", truncate(a.replica || "-", 30), a.version || "-", `${a.busy}/${a.slots}`, humanTime(a.lastHeartbeatAt)]);
+  }
+  return `agents:\n${table.toString()}`;
 }

@@ -33,6 +33,8 @@ export interface StartAgentOptions {
   http2?: boolean;
   /** The CA to trust for an https:// server: a PEM file's path or its text (default: Node's trust store). */
   ca?: string | Buffer;
+  /** Where outcomes wait until the server accepts them, kept across restarts (default: the OS temp dir's task-agent/NAME). */
+  spoolDir?: string;
   logger?: Logger;
   logLevel?: (typeof LOG_LEVELS)[number];
 }
@@ -62,6 +64,8 @@ export function startAgent(options: StartAgentOptions): Agent {
     labels: options.labels,
     http2: options.http2,
     ca: options.ca,
+    spoolDir: options.spoolDir ?? config.agentSpoolDir,
+    version: config.version,
     logger,
   });
   return {

@@ -4,6 +4,7 @@
  * liveness lock (lock_key null), so the reconciler judges it by its heartbeat alone (the lease).
  */
 import { sql, type Kysely } from "kysely";
+import type { Db } from "./db.js";
 import { IN_ATTEMPT, rescueLostAttempts, type AttemptRef } from "./lifecycle/index.js";
 import type { Database, TaskRow } from "./schema.js";
 
@@ -65,4 +66,110 @@ export async function attemptLineCount(db: Kysely<Database>, taskId: string, att
     select coalesce(sum(last_seq - first_seq + 1), 0) as n from task_logs where task_id = ${taskId} and attempt = ${attempt}
   `.execute(db);
   return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Rescues the attempts of `agentId` whose lease has lapsed (heartbeat_at older than `leaseMs`), at
+ * once and for this agent only: the replica that saw the agent's stream end runs it when the grace
+ * it gave them (shortenLeases) is over. An attempt a heartbeat renewed meanwhile is not taken.
+ * Unlike the reconciler's rule, no reconciler start is waited for: the shortened lease was set by
+ * this server, which was up to see the stream end.
+ */
+export async function rescueLapsedAgentAttempts(db: Kysely<Database>, agentId: string, leaseMs: number, graceMs: number): Promise<TaskRow[]> {
+  return rescueLostAttempts(db, {
+    lost: sql<boolean>`(worker_id = ${agentId} and heartbeat_at < now() - make_interval(secs => ${leaseMs / 1000}))`,
+    exited: [],
+    lease: `${Math.round(graceMs / 1000)}s after its assignment stream ended`,
+    limit: 1_000,
+  });
+}
+
+/** The first key of the advisory lock that serialises the claims made for one agent, across replicas ('agnt'). */
+const AGENT_CLAIM_LOCK_SPACE = 1634168436;
+
+/**
+ * Runs `claim` with the number of slots `agentId` has free as the database sees it (its slots less
+ * the attempts it holds, on any replica), under an advisory lock per agent, so two replicas that
+ * each have a stream of the agent (a reconnection not yet noticed) never claim past its slots
+ * together: the second waits until the first's claim has committed, and counts it. An agent whose
+ * last heartbeat (on any replica) is older than `freshMs` gets nothing.
+ */
+export async function claimWithinSlots<T>(
+  db: Db,
+  agentId: string,
+  slots: number,
+  freshMs: number,
+  claim: (free: number) => Promise<T[]>,
+): Promise<{ claimed: T[]; held: AttemptRef[]; free: number }> {
+  // Hazard: the lock's connection is held while the claim takes others from the same pool; with
+  // every connection held by a waiting lock holder, no claim could run. At most a third of the
+  // pool holds agent claim locks at once.
+  const gate = (lockHolders.get(db.pool) ?? lockHolders.set(db.pool, { active: 0, waiting: [] }).get(db.pool))!;
+  const limit = Math.max(1, Math.floor((db.pool.options.max ?? 10) / 3));
+  while (gate.active >= limit) await new Promise<void>((resolve) => gate.waiting.push(resolve));
+  gate.active++;
+  try {
+    return await claimUnderLock(db, agentId, slots, freshMs, claim);
+  } finally {
+    gate.active--;
+    gate.waiting.shift()?.();
+  }
+}
+
+/** Agent claim locks held per pool, and the claims waiting for a turn (see claimWithinSlots). */
+const lockHolders = new WeakMap<object, { active: number; waiting: (() => void)[] }>();
+
+async function claimUnderLock<T>(
+  db: Db,
+  agentId: string,
+  slots: number,
+  freshMs: number,
+  claim: (free: number) => Promise<T[]>,
+): Promise<{ claimed: T[]; held: AttemptRef[]; free: number }> {
+  const client = await db.pool.connect();
+  let broken = false;
+  try {
+    await client.query("select pg_advisory_lock($1, hashtext($2))", [AGENT_CLAIM_LOCK_SPACE, agentId]);
+    try {
+      const q = sql<{ id: string; attempts: number }>`select id, attempts from tasks where worker_id = ${agentId} and ${IN_ATTEMPT}`.compile(db.kysely);
+      const { rows } = await client.query<{ id: string; attempts: number }>(q.sql, [...q.parameters]);
+      const held = rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts }));
+      // An agent whose heartbeats stopped (stopped, starved, cut off behind a stream that looks open)
+      // gets no new work: it would not acknowledge it, and the start would come back only after ackMs.
+      const f = sql<{ fresh: boolean }>`select exists (select 1 from workers where id = ${agentId} and heartbeat_at > now() - make_interval(secs => ${freshMs / 1000})) as fresh`.compile(db.kysely);
+      const fresh = (await client.query<{ fresh: boolean }>(f.sql, [...f.parameters])).rows[0]?.fresh ?? false;
+      const free = fresh ? slots - held.length : 0;
+      return { claimed: free > 0 ? await claim(free) : [], held, free };
+    } finally {
+      await client.query("select pg_advisory_unlock($1, hashtext($2))", [AGENT_CLAIM_LOCK_SPACE, agentId]).catch(() => (broken = true));
+    }
+  } catch (err) {
+    broken = true;
+    throw err;
+  } finally {
+    // A connection whose unlock may not have run is closed, which releases its session lock.
+    client.release(broken);
+  }
+}
+
+/** What ListWorkers shows of an agent beyond a worker's fields: set at Register (name, version) and when a stream opens (address, replica). */
+export interface AgentDetails {
+  agentName?: string;
+  /** The peer address its stream comes from. */
+  address?: string;
+  /** The replica holding its stream (host and pid). */
+  replica?: string;
+  version?: string;
+}
+
+/** Records what ListWorkers shows of an agent (the fields given; a new stream replaces the last's). */
+export async function recordAgentDetails(db: Kysely<Database>, agentId: string, details: AgentDetails): Promise<void> {
+  const set = {
+    ...(details.agentName !== undefined ? { agent_name: details.agentName } : {}),
+    ...(details.address !== undefined ? { address: details.address || null } : {}),
+    ...(details.replica !== undefined ? { replica: details.replica } : {}),
+    ...(details.version !== undefined ? { version: details.version || null } : {}),
+  };
+  if (Object.keys(set).length === 0) return;
+  await db.updateTable("workers").set(set).where("id", "=", agentId).execute();
 }

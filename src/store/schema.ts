@@ -106,6 +106,11 @@ export interface WorkersTable {
   labels: ColumnType<string[], string[] | undefined, string[]>;
   host: string | null;
   pid: number | null;
+  /** A remote agent's name, stream address, replica and version (migration 0034); null for worker processes. */
+  agent_name: ColumnType<string | null, string | null | undefined, string | null>;
+  address: ColumnType<string | null, string | null | undefined, string | null>;
+  replica: ColumnType<string | null, string | null | undefined, string | null>;
+  version: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Settings of a named queue (migration 0012); a queue without a row has the defaults. */

@@ -14,6 +14,11 @@ export interface WorkerView {
   labels: string[];
   startedAt: Date;
   heartbeatAt: Date;
+  /** Remote agents only (null for worker processes): see AgentStream in agents.ts. */
+  agentName: string | null;
+  address: string | null;
+  replica: string | null;
+  version: string | null;
 }
 
 /**
@@ -32,8 +37,12 @@ export async function listLiveWorkers(db: Kysely<Database>, leaseMs: number): Pr
     labels: string[];
     started_at: Date;
     heartbeat_at: Date;
+    agent_name: string | null;
+    address: string | null;
+    replica: string | null;
+    version: string | null;
   }>`
-    select id, host, pid, slots, busy, types, queues, labels, started_at, heartbeat_at from workers
+    select id, host, pid, slots, busy, types, queues, labels, started_at, heartbeat_at, agent_name, address, replica, version from workers
     where heartbeat_at >= now() - make_interval(secs => ${leaseMs / 1000})
     order by id
   `.execute(db);
@@ -48,6 +57,10 @@ export async function listLiveWorkers(db: Kysely<Database>, leaseMs: number): Pr
     labels: r.labels,
     startedAt: r.started_at,
     heartbeatAt: r.heartbeat_at,
+    agentName: r.agent_name,
+    address: r.address,
+    replica: r.replica,
+    version: r.version,
   }));
 }
 

@@ -4,7 +4,8 @@
  * claim never starts such a task (store/lifecycle claimNextAttempts), so this part only has to say
  * so, with the history row and the job removed. It sleeps until the earliest deadline it knows of,
  * at most EXPIRY_CHECK_MS, so a task created meanwhile with a nearer deadline is caught in time.
- * Every worker process runs it; two passes racing skip each other's rows.
+ * Every worker process runs it, and every API server process (api/upkeep.ts); two passes racing
+ * skip each other's rows.
  */
 import { errorMessage, isDatabaseUnavailable } from "../errors.js";
 import { expireOverdue, msToNextExpiry } from "../store/lifecycle/index.js";
@@ -21,7 +22,7 @@ export class Expiry implements WorkerPart {
   private pass: Promise<void> | undefined;
   private stopped = false;
 
-  constructor(private readonly ctx: WorkerContext) {}
+  constructor(private readonly ctx: Pick<WorkerContext, "db" | "logger">) {}
 
   async start(): Promise<void> {
     this.schedule(0);

@@ -38,7 +38,7 @@ export class Maintenance implements WorkerPart {
   private runner: Runner | undefined;
 
   constructor(
-    private readonly ctx: WorkerContext,
+    private readonly ctx: Pick<WorkerContext, "db" | "logger" | "config">,
     private readonly options: MaintenanceOptions,
   ) {}
 

@@ -21,6 +21,7 @@ interface AgentFlags {
   labels?: string;
   enableShell?: boolean;
   http2?: boolean;
+  spoolDir?: string;
 }
 
 /**
@@ -38,6 +39,7 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
     .option("--labels <k=v,...>", "the agent's labels: it claims tasks whose labels (task create --on) are all among them (default: the token's labels)")
     .option("--enable-shell", `run shell tasks (env ${configEnvNames.enableShell})`)
     .option("--http2", "use HTTP/2 (h2c on http://) instead of HTTP/1.1")
+    .option("--spool-dir <dir>", `where outcomes (and output past the memory cap) wait until the server accepts them, kept across restarts (env ${configEnvNames.agentSpoolDir}, default: the OS temp dir's task-agent/NAME)`)
     .addHelpText("after", `\nThe token is --token (env TASK_TOKEN): create one with \`task-cli agent token create --name NAME\`.\nFor an https:// server whose certificate a private CA signed, pass --ca FILE (env TASK_CA).\nrun_query targets, SMTP and the outbox are this machine's own settings (${configEnvNames.queryTargets}, ${configEnvNames.smtpUrl}, ...); DATABASE_URL is not used.`)
     .action(async (flags: AgentFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
@@ -60,7 +62,8 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
       ]);
       const logger = createLogger(config.logLevel);
       const plugins = builtinPlugins(config, logger);
-      const running = startAgent({ server, token: g.token, ca: g.ca, name, registry: plugins.registry, slots, queues: list(flags.queues), labels, http2: flags.http2, logger });
+      const spoolDir = flags.spoolDir ?? config.agentSpoolDir;
+      const running = startAgent({ server, token: g.token, ca: g.ca, name, registry: plugins.registry, slots, queues: list(flags.queues), labels, http2: flags.http2, spoolDir, version: config.version, logger });
       io.stdout.write(`agent ${name} connecting to ${server} (${slots} slots)\n`);
       await waitForShutdownSignal(logger);
       await running.stop();

@@ -221,3 +221,21 @@ export function rescueStatement(which: LostAttempts): RawBuilder<TaskRow> {
     guard: sql`id = e.e_id and ${IN_ATTEMPT}`,
   });
 }
+
+/**
+ * Event `heartbeat`'s counterpart when an agent's assignment stream ends (no change of state, no
+ * history row): the worker's attempts that a heartbeat acknowledged (heartbeat_at past started_at)
+ * lapse `graceMs` from now instead of a full lease later, unless a heartbeat renews them meanwhile
+ * (which sets heartbeat_at to now again: the agent is alive). A lease already nearer is left alone.
+ * Unacknowledged starts keep heartbeat_at = started_at, so the take-back still finds them.
+ * Returns the attempts it shortened.
+ */
+export async function shortenLeases(db: Kysely<Database>, workerId: string, leaseMs: number, graceMs: number): Promise<AttemptRef[]> {
+  const { rows } = await sql<{ id: string; attempts: number }>`
+    update tasks set heartbeat_at = now() - make_interval(secs => ${(leaseMs - graceMs) / 1000})
+    where worker_id = ${workerId} and ${IN_ATTEMPT} and heartbeat_at <> started_at
+      and heartbeat_at > now() - make_interval(secs => ${(leaseMs - graceMs) / 1000})
+    returning id, attempts
+  `.execute(db);
+  return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts }));
+}

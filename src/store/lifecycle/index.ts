@@ -9,7 +9,7 @@
  * |-----------|----------------------------------------|--------------------------------------|---------------------------------------|--------------|
  * | create    | (none)                                 | QUEUED                               | job added (due-time wake if later)    | create.ts    |
  * | claim     | QUEUED, RETRYING (no cancel pending)   | RUNNING                              | job taken (deleted)                   | claim.ts     |
- * | heartbeat | RUNNING, PAUSED mid-attempt (owner)    | same (no history row)                |                                       | attempt.ts   |
+ * | heartbeat | RUNNING, PAUSED mid-attempt (owner)    | same (no history row; shortenLeases: an agent's stream ended) |              | attempt.ts   |
  * | outcome   | RUNNING, PAUSED mid-attempt (owner)    | SUCCEEDED, RETRYING, FAILED, CANCELLED, PAUSED held | next job for RETRYING  | attempt.ts   |
  * | rescue    | RUNNING, PAUSED mid-attempt (dead)     | RETRYING, FAILED, CANCELLED, PAUSED held | next job for RETRYING             | attempt.ts   |
  * | cancel    | unfinished                             | CANCELLED if waiting; else a request | job removed; task_cancel to workers   | control.ts   |
@@ -42,6 +42,7 @@ export {
   recordOutcomes,
   rescueLostAttempts,
   rescueStatement,
+  shortenLeases,
   type AttemptRef,
   type LostAttempts,
   type OutcomeRecord,

@@ -203,7 +203,7 @@ function ConcurrencyForm({ queue, onProblem }: { queue: Queue; onProblem(text: s
   );
 }
 
-/** The live worker processes: where they run, how busy, what they serve. */
+/** The live worker processes and remote agents: where they run (an agent: its address and replica), how busy, what they serve. */
 export function WorkerTable({ workers, now }: { workers: Worker[]; now: number }) {
   if (workers.length === 0) return <p className="empty">No worker is running. Start one with <code>task-cli serve</code>.</p>;
   return (
@@ -226,7 +226,16 @@ export function WorkerTable({ workers, now }: { workers: Worker[]; now: number }
           return (
             <tr key={w.id} data-worker={w.id}>
               <td data-label="Worker" className="name-cell">
-                <code>{w.host}</code> pid {w.pid}
+                {w.agentName ? (
+                  // A remote agent: where its stream comes from and which replica holds it.
+                  <>
+                    <code>{w.agentName}</code> agent{w.version ? ` ${w.version}` : ""} <span className="tag">from {w.address || "?"} via {w.replica || "?"}</span>
+                  </>
+                ) : (
+                  <>
+                    <code>{w.host}</code> pid {w.pid}
+                  </>
+                )}
               </td>
               <td data-label="Busy">
                 {w.busy} of {w.slots}
