@@ -126,8 +126,9 @@ async function main(): Promise<number> {
     const { secret } = await createClient(TokenService, transport(0)).createToken({ name: "chaos-agents", role: Role.AGENT });
     await procs.startAgents(agentCount, secret);
     log(`seed ${seed}; 2 replicas (ports ${procs.replicas.map((r) => r.port).join(", ")}), ${agentCount} agents x ${options.slots} slots behind proxies, ${total} tasks, ${kills} agent kills, a ${cutMs} ms cut`);
-    // Tasks are created and watched through replica 1; replica 0 is the one restarted.
-    const client = createClient(TaskService, transport(1));
+    // Tasks are created and watched through the replica that is not restarted.
+    const clients = [0, 1].map((i) => createClient(TaskService, transport(i)));
+    let active = 1;
 
     const batches: TaskInit[][] = [];
     for (let i = 0; i < total; i += 250) batches.push(Array.from({ length: Math.min(250, total - i) }, (_, j) => makeTask(run, i + j, markDir, script)));
@@ -135,7 +136,7 @@ async function main(): Promise<number> {
       for (const batch of batches) {
         for (let wait = 200; ; wait = Math.min(wait * 2, 3_000)) {
           try {
-            await client.createTasks({ tasks: batch as CreateTaskRequest[] });
+            await clients[active]!.createTasks({ tasks: batch as CreateTaskRequest[] });
             break;
           } catch (err) {
             if (!(err instanceof ConnectError) || (err.code !== Code.Unavailable && err.code !== Code.Internal)) throw err;
@@ -178,10 +179,14 @@ async function main(): Promise<number> {
         procs.startAgent(agent, secret);
       }
       if (!restarted && killed >= Math.min(1, kills)) {
-        log(`kill -9 replica 0 (port ${procs.replicas[0]!.port}); back in 1.5 s`);
-        await procs.replicas[0]!.restart(1_500);
+        // The replica more agents are connected to (through their proxies), so the restart moves agents.
+        const load = procs.replicas.map((_, i) => procs.agents.reduce((n, a) => n + a.proxies[i]!.connections, 0));
+        const victim = load[0]! >= load[1]! ? 0 : 1;
+        active = 1 - victim;
+        log(`kill -9 replica ${victim} (port ${procs.replicas[victim]!.port}, ${load[victim]} agent connections; the other has ${load[active]}); back in 1.5 s`);
+        await procs.replicas[victim]!.restart(1_500);
         restarted = true;
-        log("replica 0 is back");
+        log(`replica ${victim} is back`);
       } else if (!cut && killed >= Math.min(2, kills)) {
         const agent = await busyAgent();
         log(`cutting ${agent.name}'s network for ${cutMs} ms`);
@@ -196,7 +201,7 @@ async function main(): Promise<number> {
 
     for (let lastReport = 0; ; await sleep(500)) {
       checkAlive();
-      const counts = await client.getTaskStatusCounts({}).catch(() => undefined);
+      const counts = await clients[active]!.getTaskStatusCounts({}).catch(() => undefined);
       if (counts) {
         const done = counts.counts.filter((c) => [TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED].includes(c.status)).reduce((n, c) => n + Number(c.count), 0);
         if (Date.now() - lastReport > 5_000) {

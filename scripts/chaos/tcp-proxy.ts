@@ -50,6 +50,11 @@ export class TcpProxy {
     upstream.pipe(client);
   }
 
+  /** Connections open through the proxy now (each counts its two sockets once). */
+  get connections(): number {
+    return Math.floor(this.sockets.size / 2);
+  }
+
   /** Stops forwarding: open connections go silent, new ones hang. */
   cut(): void {
     this.cutNow = true;
