@@ -9,6 +9,7 @@
  * Usage: npm run bench -- --n 5000 --concurrency 10 --json bench-results.json
  * With --scale N, measures reads on an empty database and with N finished tasks instead (bench-scale.ts).
  * With --keys-only, runs only the keyed drain against the drain without keys (bench/keys.ts).
+ * With --agents-only, runs only the remote agents' rows against database workers (bench/agents.ts).
  */
 import { execFile } from "node:child_process";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -36,6 +37,7 @@ import { benchWakeups } from "./bench/wakeups.js";
 import { benchTracingCost } from "./bench/tracing-cost.js";
 import { benchAuditCost } from "./bench/audit-cost.js";
 import { keyedDrain } from "./bench/keys.js";
+import { benchAgents, type AgentBenchFigures } from "./bench/agents.js";
 import { compiledBuildIsFresh } from "../bin/freshness.js";
 
 const opts = new Command("bench")
@@ -59,6 +61,9 @@ const opts = new Command("bench")
   .option("--scale <n>", "instead: time reads on an empty database and with N finished tasks")
   .option("--keys <n>", "keys the keyed drain's tasks are spread over", "20")
   .option("--keys-only", "instead: only the drain with keys against the drain without (bench/keys.ts)")
+  .option("--agent-tasks <n>", "no-ops per drain of the agents' rows (2 agents against 2 serve processes, --concurrency slots in all)", "2000")
+  .option("--agent-rounds <n>", "alternating drain rounds of the agents' rows", "2")
+  .option("--agents-only", "instead: only the remote agents' rows (bench/agents.ts)")
   .parse()
   .opts<{
     n: string;
@@ -81,6 +86,9 @@ const opts = new Command("bench")
     scale?: string;
     keys: string;
     keysOnly?: boolean;
+    agentTasks: string;
+    agentRounds: string;
+    agentsOnly?: boolean;
   }>();
 const N = Number(opts.tasks ?? opts.n);
 const concurrency = Number(opts.concurrency);
@@ -141,6 +149,23 @@ async function main() {
     const bareClient = clientFor(bare.url);
     const keyedDrainFigures = () =>
       keyedDrain(db, client, { databaseUrl: cluster.url, dataDir: path.join(dir, "serve-keys"), concurrency, tasks: N, batch, keys: Number(opts.keys), rounds: 3, registered: registered(db) });
+    const agentFigures = () =>
+      benchAgents(db, client, {
+        databaseUrl: cluster.url,
+        serverUrl: server.url,
+        dataDir: path.join(dir, "serve-agents"),
+        concurrency,
+        tasks: Number(opts.agentTasks),
+        batch,
+        rounds: Number(opts.agentRounds),
+        latencySamples: Math.min(100, latencySamples),
+        registered: registered(db),
+      });
+    if (opts.agentsOnly) {
+      const a = await agentFigures();
+      process.stdout.write(`${agentRows(a).join("\n")}\n`);
+      return;
+    }
     if (opts.keysOnly) {
       const k = await keyedDrainFigures();
       process.stdout.write(`keyed drain: ${k.tasks} no-ops over ${k.keys} keys, no limit hit: ${k.keyedPerSec.toFixed(0)}/s; without keys ${k.unkeyedPerSec.toFixed(0)}/s; ratio ${k.ratio.toFixed(2)} (target ≥ 0.8 ${k.ratio >= 0.8 ? "met" : "NOT met"}); rounds ${JSON.stringify(k.rounds.map((r) => ({ unkeyed: Math.round(r.unkeyed), keyed: Math.round(r.keyed) })))}\n`);
@@ -180,6 +205,7 @@ async function main() {
     await serve.stop();
 
     const keyed = await keyedDrainFigures();
+    const agents = await agentFigures();
 
     // A real plugin: run_query tasks against a bare pool, one after the other.
     const queryTasks = Number(opts.queryTasks);
@@ -219,6 +245,8 @@ async function main() {
       taskGet: target(cliSeconds.cli / cliSeconds.bareNode, 2, true),
       runQuery: target(query.perSec / bareQueryPerSec, 0.5),
       keyedDrain: target(keyed.ratio, 0.8),
+      agentDrain: target(agents.ratio, 0.5),
+      agentIdleP50: target(agents.idleP50Ratio, 2, true),
       // Timings the tests used to assert (test/faults/worker-faults, queues-workers, schedule-processes).
       ...(rescued ? { rescue: target(Math.max(...rescued.trials), 2_000, true) } : {}),
       ...Object.fromEntries(wakeups.targets.map(([name, met]) => [name, { met }])),
@@ -235,6 +263,7 @@ async function main() {
       endToEnd: { perSec: endToEndPerSec, ratioToBatched: endToEndPerSec / gwBatched.drainPerSec, ratioToDefault: endToEndPerSec / gwDefault.drainPerSec },
       createTasksBulkPerSec: bulkPerSec,
       keyedDrain: keyed,
+      agents,
       createTaskSingle: { concurrency: createConcurrency, perSec: single, rounds: singleRates, bareInsertPerSec: bareBest, bareRounds: bareRates, ratio: single / bareBest },
       idleStartMs: idle,
       steadyStartMs: { perSec: steadyRate, ...steady },
@@ -269,6 +298,7 @@ async function main() {
         row(`drain ${queued} pre-created (serve -n ${concurrency})`, `${f(drainPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.drain.ratioToBatched), `≥ 0.4 ${met(targets.drain)}`),
         row("drain vs graphile-worker defaults", `${f(drainPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.drain.ratioToDefault), ""),
         row(`drain with ${keyed.keys} keys, no limit hit`, `${f(keyed.keyedPerSec)}/s`, `no keys ${f(keyed.unkeyedPerSec)}/s`, r(keyed.ratio), `≥ 0.8 ${met(targets.keyedDrain)}`),
+        ...agentRows(agents),
         row("end to end: CreateTasks + drain", `${f(endToEndPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.endToEnd.ratioToBatched), `≥ 0.3 ${met(targets.endToEnd)}`),
         row("end to end vs graphile-worker defaults", `${f(endToEndPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.endToEnd.ratioToDefault), ""),
         row(`CreateTask single, concurrency ${createConcurrency}`, `${f(single)}/s`, `bare INSERT ${f(bareBest)}/s`, r(figures.createTaskSingle.ratio), `≥ 1.0 ${met(targets.createTaskSingle)}`),
@@ -313,6 +343,19 @@ async function main() {
     await cluster.stop();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The agents' rows (issue 26): drain through 2 agents vs the same slots as database workers, idle create → RUNNING. */
+function agentRows(a: AgentBenchFigures): string[] {
+  const met = (ok: boolean) => (ok ? "met" : "NOT met");
+  const pad = (figure: string, ours: string, baseline: string, ratio: string, goal: string) =>
+    `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${goal}`.trimEnd();
+  return [
+    pad(`drain ${a.tasks} through 2 agents x ${a.slotsEach}`, `${a.agentPerSec.toFixed(0)}/s`, `2 serve -n ${a.slotsEach} ${a.workerPerSec.toFixed(0)}/s`, a.ratio.toFixed(2), `≥ 0.5 ${met(a.ratio >= 0.5)}`),
+    `    best of ${a.rounds.length} alternating rounds, each: agents ${a.rounds.map((r) => r.agents.toFixed(0)).join(", ")}, serve ${a.rounds.map((r) => r.workers.toFixed(0)).join(", ")}/s; claim → outcome p50: agents ${a.heldMs.agents.map((v) => v.toFixed(0)).join(", ")}, serve ${a.heldMs.workers.map((v) => v.toFixed(0)).join(", ")} ms`,
+    pad("create → RUNNING idle p50, agent", `${a.agentIdle.p50.toFixed(1)} ms`, `serve ${a.workerIdle.p50.toFixed(1)} ms`, a.idleP50Ratio.toFixed(2), `≤ 2.0 ${met(a.idleP50Ratio <= 2)}`),
+    `    agent ${formatPercentiles(a.agentIdle)}; serve ${formatPercentiles(a.workerIdle)}`,
+  ];
 }
 
 main().then(
