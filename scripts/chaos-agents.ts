@@ -128,6 +128,11 @@ async function main(): Promise<number> {
     const transport = (i: number) => createConnectTransport({ baseUrl: procs.replicas[i]!.url, httpVersion: "1.1", interceptors: [bearerToken(ADMIN)] });
     const { secret } = await createClient(TokenService, transport(0)).createToken({ name: "chaos-agents", role: Role.AGENT });
     await procs.startAgents(agentCount, secret);
+    // The chaos starts once every agent has registered, so it hits agents at work.
+    for (const until = Date.now() + 120_000; (await registeredAgents(cluster.url)) < agentCount; await sleep(250)) {
+      if (procs.died) throw new Error(procs.died);
+      if (Date.now() > until) throw new Error("the agents did not register within 2 minutes");
+    }
     log(`seed ${seed}; 2 replicas (ports ${procs.replicas.map((r) => r.port).join(", ")}), ${agentCount} agents x ${options.slots} slots behind proxies, ${total} tasks, ${kills} agent kills, a ${cutMs} ms cut`);
     // Tasks are created and watched through the replica that is not restarted.
     const clients = [0, 1].map((i) => createClient(TaskService, transport(i)));
@@ -184,6 +189,9 @@ async function main(): Promise<number> {
       if (!restarted && killed >= Math.min(1, kills)) {
         // The replica more agents are connected to (through their proxies), so the restart moves agents.
         const load = procs.replicas.map((_, i) => procs.agents.reduce((n, a) => n + a.proxies[i]!.connections, 0));
+        for (const until = Date.now() + 20_000; load[0]! + load[1]! === 0 && Date.now() < until; await sleep(200)) {
+          procs.replicas.forEach((_, i) => (load[i] = procs.agents.reduce((n, a) => n + a.proxies[i]!.connections, 0)));
+        }
         const victim = load[0]! >= load[1]! ? 0 : 1;
         active = 1 - victim;
         log(`kill -9 replica ${victim} (port ${procs.replicas[victim]!.port}, ${load[victim]} agent connections; the other has ${load[active]}); back in 1.5 s`);
@@ -228,6 +236,18 @@ async function main(): Promise<number> {
     await rm(pgDir, { recursive: true, force: true });
   }
   return exitCode;
+}
+
+/** Live agent registrations (the `workers` rows of this run's agent token). */
+async function registeredAgents(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: number }>("select count(*)::int as n from workers where id like 'agent:chaos-agents:%'");
+    return rows[0]!.n;
+  } finally {
+    await client.end();
+  }
 }
 
 /** The names of agents with RUNNING attempts (agent worker ids are `agent:TOKEN:NAME:RANDOM`). */
