@@ -64,8 +64,11 @@ export interface Agent {
   stop(): Promise<void>;
 }
 
-/** Outcomes and log lines are sent this often. */
-const FLUSH_MS = 100;
+/**
+ * Outcomes and log lines are sent this often (a tick with nothing to send sends nothing). Short: the
+ * server frees an agent's slot, and claims its next task, only when the outcome arrives.
+ */
+const FLUSH_MS = 25;
 /** Lines kept per attempt while they cannot be sent; past it the newest are counted, not kept. */
 const MAX_BUFFERED_LINES = 100_000;
 /** Reconnection waits (equal jitter). */
