@@ -147,7 +147,9 @@ async function main(): Promise<number> {
             await clients[active]!.createTasks({ tasks: batch as CreateTaskRequest[] });
             break;
           } catch (err) {
-            if (!(err instanceof ConnectError) || (err.code !== Code.Unavailable && err.code !== Code.Internal)) throw err;
+            // The replica restart cuts calls in flight (Unavailable, Aborted: socket hang up); the
+            // idempotency keys make a retry (on the other replica, once `active` moved) safe.
+            if (!(err instanceof ConnectError) || ![Code.Unavailable, Code.Internal, Code.Aborted, Code.Unknown].includes(err.code)) throw err;
             await sleep(wait);
           }
         }
