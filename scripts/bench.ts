@@ -11,6 +11,7 @@
  * With --keys-only, runs only the flow-control drains: with keys and under a rate limit never hit against
  * the drain without either, and a rate limit that is hit (bench/keys.ts); with --flow-creates-only, what
  * a key, an expiry and unique_while cost a single create (bench/flow-creates.ts).
+ * With --agents-only, runs only the remote agents' rows against database workers (bench/agents.ts).
  */
 import { execFile } from "node:child_process";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -39,6 +40,7 @@ import { benchTracingCost } from "./bench/tracing-cost.js";
 import { benchAuditCost } from "./bench/audit-cost.js";
 import { flowDrainLines, flowDrains } from "./bench/keys.js";
 import { flowCreateLines, flowCreates } from "./bench/flow-creates.js";
+import { benchAgents, type AgentBenchFigures } from "./bench/agents.js";
 import { compiledBuildIsFresh } from "../bin/freshness.js";
 
 const opts = new Command("bench")
@@ -64,6 +66,9 @@ const opts = new Command("bench")
   .option("--key-rounds <n>", "rounds of the flow-control drains (none, keyed, under a limit never hit; --n tasks each)", "5")
   .option("--keys-only", "instead: only the flow-control drains (bench/keys.ts)")
   .option("--flow-creates-only", "instead: only what a key, an expiry and unique_while cost a create (bench/flow-creates.ts)")
+  .option("--agent-tasks <n>", "no-ops per drain of the agents' rows (2 agents against 2 serve processes, --concurrency slots in all)", "2000")
+  .option("--agent-rounds <n>", "alternating drain rounds of the agents' rows", "2")
+  .option("--agents-only", "instead: only the remote agents' rows (bench/agents.ts)")
   .parse()
   .opts<{
     n: string;
@@ -88,6 +93,9 @@ const opts = new Command("bench")
     keyRounds: string;
     keysOnly?: boolean;
     flowCreatesOnly?: boolean;
+    agentTasks: string;
+    agentRounds: string;
+    agentsOnly?: boolean;
   }>();
 const N = Number(opts.tasks ?? opts.n);
 const concurrency = Number(opts.concurrency);
@@ -159,6 +167,23 @@ async function main() {
       process.stdout.write([`flow control at create: ${singles} single creates a kind a round`, row("figure", "ours", "baseline", "ratio", "target"), ...lines, ""].join("\n"));
       return;
     }
+    const agentFigures = () =>
+      benchAgents(db, client, {
+        databaseUrl: cluster.url,
+        serverUrl: server.url,
+        dataDir: path.join(dir, "serve-agents"),
+        concurrency,
+        tasks: Number(opts.agentTasks),
+        batch,
+        rounds: Number(opts.agentRounds),
+        latencySamples: Math.min(100, latencySamples),
+        registered: registered(db),
+      });
+    if (opts.agentsOnly) {
+      const a = await agentFigures();
+      process.stdout.write(`${agentRows(a).join("\n")}\n`);
+      return;
+    }
     if (opts.keysOnly) {
       const lines = flowDrainLines(await flowFigures(), row, (ok) => (ok ? "met" : "NOT met"));
       process.stdout.write([`flow control: ${N} no-ops a drain, serve -n ${concurrency}`, row("figure", "ours", "baseline", "ratio", "target"), ...lines, ""].join("\n"));
@@ -199,6 +224,7 @@ async function main() {
 
     const flow = await flowFigures();
     const flowCreated = await flowCreateFigures();
+    const agents = await agentFigures();
 
     // A real plugin: run_query tasks against a bare pool, one after the other.
     const queryTasks = Number(opts.queryTasks);
@@ -239,6 +265,8 @@ async function main() {
       runQuery: target(query.perSec / bareQueryPerSec, 0.5),
       keyedDrain: target(flow.keyed.median, 0.8),
       rateLimitUse: { ...target(flow.hit.ratio, 0.95), met: flow.hit.ratio >= 0.95 && flow.hit.ratio <= 1 },
+      agentDrain: target(agents.ratio, 0.5),
+      agentIdleP50: target(agents.idleP50Ratio, 2, true),
       // Timings the tests used to assert (test/faults/worker-faults, queues-workers, schedule-processes).
       ...(rescued ? { rescue: target(Math.max(...rescued.trials), 2_000, true) } : {}),
       ...Object.fromEntries(wakeups.targets.map(([name, met]) => [name, { met }])),
@@ -256,6 +284,7 @@ async function main() {
       createTasksBulkPerSec: bulkPerSec,
       flowDrains: flow,
       flowCreates: flowCreated,
+      agents,
       createTaskSingle: { concurrency: createConcurrency, perSec: single, rounds: singleRates, bareInsertPerSec: bareBest, bareRounds: bareRates, ratio: single / bareBest },
       idleStartMs: idle,
       steadyStartMs: { perSec: steadyRate, ...steady },
@@ -289,6 +318,7 @@ async function main() {
         row("drain vs graphile-worker defaults", `${f(drainPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.drain.ratioToDefault), ""),
         ...flowDrainLines(flow, row, (ok) => met({ met: ok })),
         ...flowCreateLines(flowCreated, row),
+        ...agentRows(agents),
         row("end to end: CreateTasks + drain", `${f(endToEndPerSec)}/s`, `gw batched ${f(gwBatched.drainPerSec)}/s`, r(figures.endToEnd.ratioToBatched), `≥ 0.3 ${met(targets.endToEnd)}`),
         row("end to end vs graphile-worker defaults", `${f(endToEndPerSec)}/s`, `gw default ${f(gwDefault.drainPerSec)}/s`, r(figures.endToEnd.ratioToDefault), ""),
         row(`CreateTask single, concurrency ${createConcurrency}`, `${f(single)}/s`, `bare INSERT ${f(bareBest)}/s`, r(figures.createTaskSingle.ratio), `≥ 1.0 ${met(targets.createTaskSingle)}`),
@@ -333,6 +363,19 @@ async function main() {
     await cluster.stop();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The agents' rows (issue 26): drain through 2 agents vs the same slots as database workers, idle create → RUNNING. */
+function agentRows(a: AgentBenchFigures): string[] {
+  const met = (ok: boolean) => (ok ? "met" : "NOT met");
+  const pad = (figure: string, ours: string, baseline: string, ratio: string, goal: string) =>
+    `  ${figure.padEnd(44)} ${ours.padStart(14)} ${baseline.padStart(24)} ${ratio.padStart(6)}  ${goal}`.trimEnd();
+  return [
+    pad(`drain ${a.tasks} through 2 agents x ${a.slotsEach}`, `${a.agentPerSec.toFixed(0)}/s`, `2 serve -n ${a.slotsEach} ${a.workerPerSec.toFixed(0)}/s`, a.ratio.toFixed(2), `≥ 0.5 ${met(a.ratio >= 0.5)}`),
+    `    best of ${a.rounds.length} alternating rounds, each: agents ${a.rounds.map((r) => r.agents.toFixed(0)).join(", ")}, serve ${a.rounds.map((r) => r.workers.toFixed(0)).join(", ")}/s; claim → outcome p50: agents ${a.heldMs.agents.map((v) => v.toFixed(0)).join(", ")}, serve ${a.heldMs.workers.map((v) => v.toFixed(0)).join(", ")} ms`,
+    pad("create → RUNNING idle p50, agent", `${a.agentIdle.p50.toFixed(1)} ms`, `serve ${a.workerIdle.p50.toFixed(1)} ms`, a.idleP50Ratio.toFixed(2), `≤ 2.0 ${met(a.idleP50Ratio <= 2)}`),
+    `    agent ${formatPercentiles(a.agentIdle)}; serve ${formatPercentiles(a.workerIdle)}`,
+  ];
 }
 
 main().then(

@@ -17,7 +17,7 @@ describe("npm run bench", () => {
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
-          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--key-rounds", "2", "--capture-lines", "2000", "--capture-shell-mb", "1", "--json", json],
+          ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--key-rounds", "2", "--capture-lines", "2000", "--capture-shell-mb", "1", "--agent-tasks", "20", "--agent-rounds", "1", "--json", json],
         ],
         { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
       );
@@ -55,7 +55,9 @@ describe("npm run bench", () => {
         /create → RUNNING at \d+\/s +p50/,
         /peak RSS +serve -n 2 \d+ MB \(no-ops \d+, run_query \d+\) \(target ≤ 100 MB (met|NOT met)\)/,
         /task-cli task get +[\d.]+ s wall, median of 7; node -e 0: [\d.]+ s; ratio [\d.]+ \(target ≤ 2\.0 (met|NOT met)\)/,
-        /^ {2}targets: \d+ of 14 met$/,
+        /^ {2}targets: \d+ of 16 met$/,
+        /^ {2}drain 20 through 2 agents x 1 +\d+\/s +2 serve -n 1 \d+\/s +\d+\.\d\d {2}≥ 0\.5 (met|NOT met)$/,
+        /^ {2}create → RUNNING idle p50, agent +[\d.]+ ms +serve [\d.]+ ms +\d+\.\d\d {2}≤ 2\.0 (met|NOT met)$/,
         /rescue after kill -9 .*1 trial.*target each ≤ 2000 ms/,
         /queue resume → last of 3 started +p50 [\d.]+ .*target max < 1500 ms/,
         /limited queue create → start +p50 [\d.]+ .*target max < 2000 ms/,
@@ -74,12 +76,14 @@ describe("npm run bench", () => {
       expect(figures.runQuery.ratio).toBeCloseTo(figures.runQuery.perSec / figures.runQuery.barePoolPerSec, 6);
       expect(figures.graphileBatched.settings).toEqual({ concurrentJobs: 2, maxPoolSize: 3, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 });
       expect(figures.graphileDefault.addToStartMs.n).toBe(5);
-      const ratios = ["createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "keyedDrain", "rateLimitUse", "runQuery", "serveRss", "taskGet"];
+      const ratios = ["agentDrain", "agentIdleP50", "createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "keyedDrain", "rateLimitUse", "runQuery", "serveRss", "taskGet"];
       const timings = ["limited queue create → start", "queue resume → start", "rescue", "schedule tick → task"];
       expect(Object.keys(figures.targets).sort()).toEqual([...ratios, ...timings].sort());
       for (const name of ratios) expect(typeof figures.targets[name].met === "boolean" && Number.isFinite(figures.targets[name].value), name).toBe(true);
       for (const name of timings) expect(typeof figures.targets[name].met, name).toBe("boolean");
       expect(figures.idleStartMs.n).toBe(5);
+      expect(figures.agents.ratio).toBeCloseTo(figures.agents.agentPerSec / figures.agents.workerPerSec, 6);
+      expect(figures.agents.agentIdle.n).toBe(5);
       expect(figures.peakRssMb.serve).toBeGreaterThan(0);
       // Tracing on really traced: a process, run and outcome span per attempt at least, all received.
       expect(figures.tracing.perSec.on).toHaveLength(2);

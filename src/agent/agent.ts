@@ -4,7 +4,9 @@
  *
  * - Connection: Register, then follow the Assignments stream; when it fails, ends, or stays silent
  *   for three ping intervals (a stalled stream), reconnect with backoff and jitter, registering again
- *   under the same id so running attempts stay the agent's.
+ *   under the same id so running attempts stay the agent's. Given several control-plane addresses
+ *   (replicas on one database), each reconnection tries the next one: every call (heartbeats,
+ *   outcomes) follows the address the stream uses, and a replica's restart moves the agent to another.
  * - Heartbeats: every interval (and at once after a start, which acknowledges it) name every attempt
  *   the agent holds (running, or whose outcome is not yet reported); one the answer leaves out is no
  *   longer the agent's and is aborted at once (fencing). An answer renews only if it came back
@@ -35,8 +37,11 @@ import { readCa } from "../tls.js";
 
 /** What an agent needs. */
 export interface AgentOptions {
-  /** The control plane's API address, e.g. https://tasks.example.com or http://127.0.0.1:8080. */
-  server: string;
+  /**
+   * The control plane's API address, e.g. https://tasks.example.com or http://127.0.0.1:8080; or
+   * several replicas' addresses, comma-separated (or as a list), tried in turn on reconnection.
+   */
+  server: string | string[];
   /** An agent token (`task-cli agent token create`); empty for a server without tokens. */
   token?: string;
   /** The agent's name, as operators see it (default: the host name). */
@@ -68,8 +73,11 @@ export interface Agent {
   stop(): Promise<void>;
 }
 
-/** Outcomes and log lines are sent this often. */
-const FLUSH_MS = 100;
+/**
+ * Outcomes and log lines are sent this often (a tick with nothing to send sends nothing). Short: the
+ * server frees an agent's slot, and claims its next task, only when the outcome arrives.
+ */
+const FLUSH_MS = 25;
 /** Most lines sent per attempt in one AppendLogs (the server's MAX_LOG_LINES_PER_BATCH). */
 const LINES_PER_BATCH = 5_000;
 /** Reconnection waits (equal jitter). */
@@ -82,8 +90,15 @@ export function startAgent(options: AgentOptions): Agent {
   return new AgentRuntime(options).begin();
 }
 
+/** The addresses in `server` (comma-separated or a list), without trailing slashes. */
+export function serverAddresses(server: string | string[]): string[] {
+  return (Array.isArray(server) ? server : server.split(",")).map((s) => s.trim().replace(/\/$/, "")).filter(Boolean);
+}
+
 class AgentRuntime {
-  private readonly client: Client<typeof AgentService>;
+  /** One client per control-plane address; `current` is the one the stream and every call use. */
+  private readonly clients: Client<typeof AgentService>[];
+  private current = 0;
   private readonly logger: Logger;
   private agentId: string | undefined;
   private heartbeatMs = 1_000;
@@ -123,15 +138,25 @@ class AgentRuntime {
       const header = `Bearer ${options.token}`;
       interceptors.push((next) => (req) => (req.header.set("authorization", header), next(req)));
     }
+    const addresses = serverAddresses(options.server);
+    if (addresses.length === 0) throw new TypeError("startAgent: server names no address");
     // Read once, at start: a missing CA file fails startAgent rather than every reconnection.
-    const ca = options.server.startsWith("https:") ? readCa(options.ca) : undefined;
-    const baseUrl = options.server.replace(/\/$/, "");
-    this.client = createClient(
-      AgentService,
-      options.http2
-        ? createConnectTransport({ baseUrl, httpVersion: "2", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) })
-        : createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) }),
+    const ca = addresses.some((a) => a.startsWith("https:")) ? readCa(options.ca) : undefined;
+    this.clients = addresses.map((baseUrl) =>
+      createClient(
+        AgentService,
+        options.http2
+          ? createConnectTransport({ baseUrl, httpVersion: "2", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) })
+          : createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors, ...(ca ? { nodeOptions: { ca } } : {}) }),
+      ),
     );
+    // Agents given the same list spread over it rather than all starting on the first address.
+    this.current = Math.floor(Math.random() * addresses.length);
+  }
+
+  /** The client of the address in use. */
+  private get client(): Client<typeof AgentService> {
+    return this.clients[this.current]!;
   }
 
   begin(): Agent {
@@ -205,6 +230,8 @@ class AgentRuntime {
         }
         this.logger.warn({ err: errorMessage(err) }, "agent connection failed; reconnecting");
       }
+      // The next address (if there are several): the replica that failed may be restarting.
+      this.current = (this.current + 1) % this.clients.length;
       if (!this.stopping) await sleep(backoff.failed(), this.stopped.signal);
     }
   }

@@ -12,7 +12,7 @@ export type { Agent } from "../agent/agent.js";
 
 /** What startAgent takes. */
 export interface StartAgentOptions {
-  /** The task service's API address, e.g. https://tasks.example.com. */
+  /** The task service's API address, e.g. https://tasks.example.com; or several replicas', comma-separated, tried in turn on reconnection. */
   server: string;
   /** An agent token (`task-cli agent token create`); leave out for a server without tokens. */
   token?: string;

@@ -32,7 +32,7 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
   const agent = program
     .command("agent")
     .description("Run a remote agent: it dials the server's API with an agent token, receives tasks and runs them here; it needs no database credentials")
-    .option("--server <url>", "the server's API address (default: --address)")
+    .option("--server <urls>", "the server's API address, or several replicas' addresses comma-separated, tried in turn on reconnection (default: --address)")
     .option("--name <name>", "the agent's name as `workers` shows it (default: this host's name)")
     .option("-n, --slots <n>", `tasks run at once (env ${configEnvNames.workerConcurrency}, default 10)`)
     .option("--queues <names>", "queues to serve, comma-separated (default: the token's queues, or default)")
@@ -44,11 +44,15 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
     .action(async (flags: AgentFlags, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const server = flags.server ?? g.address;
-      try {
-        const url = new URL(server);
-        if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error();
-      } catch {
-        throw new UsageError(`--server: "${server}" is not an http:// or https:// URL`);
+      const addresses = list(server);
+      if (addresses.length === 0) throw new UsageError("--server: no address given");
+      for (const address of addresses) {
+        try {
+          const url = new URL(address);
+          if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error();
+        } catch {
+          throw new UsageError(`--server: "${address}" is not an http:// or https:// URL`);
+        }
       }
       const config = loadConfig({ enableShell: flags.enableShell, logLevel: g.logLevel as never });
       const labels = labelsFlag(flags.labels, "--labels");
@@ -63,8 +67,8 @@ export function registerAgentCommands(program: Command, io: CliIO): void {
       const logger = createLogger(config.logLevel);
       const plugins = builtinPlugins(config, logger);
       const spoolDir = flags.spoolDir ?? config.agentSpoolDir;
-      const running = startAgent({ server, token: g.token, ca: g.ca, name, registry: plugins.registry, slots, queues: list(flags.queues), labels, http2: flags.http2, spoolDir, version: config.version, logger });
-      io.stdout.write(`agent ${name} connecting to ${server} (${slots} slots)\n`);
+      const running = startAgent({ server: addresses, token: g.token, ca: g.ca, name, registry: plugins.registry, slots, queues: list(flags.queues), labels, http2: flags.http2, spoolDir, version: config.version, logger });
+      io.stdout.write(`agent ${name} connecting to ${addresses.join(", ")} (${slots} slots)\n`);
       await waitForShutdownSignal(logger);
       await running.stop();
       await plugins.close();
