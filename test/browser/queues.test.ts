@@ -12,7 +12,7 @@ import { screenshot, screenshotPhone, useDashboardSuite } from "./harness.js";
 
 vi.setConfig({ testTimeout: 180_000 });
 
-const suite = useDashboardSuite({ workers: { workerQueues: ["default", "mailq", "keyq"] } });
+const suite = useDashboardSuite({ workers: { workerQueues: ["default", "mailq", "keyq"], workerLabels: ["zone=a"] } });
 let queues: ReturnType<typeof createClient<typeof QueueService>>;
 let workerClient: ReturnType<typeof createClient<typeof WorkerService>>;
 let limits: ReturnType<typeof createClient<typeof RateLimitService>>;
@@ -40,6 +40,12 @@ describe("queues and workers", () => {
     const [worker] = (await workerClient.listWorkers({})).workers;
     expect(worker).toBeDefined();
     await suite.page.locator(`tr[data-worker="${worker!.id}"]`).getByText(`pid ${worker!.pid}`).waitFor();
+    // Its labels, and a task whose labels no live worker has, counted under the table.
+    await suite.page.locator(`tr[data-worker="${worker!.id}"]`).getByText("zone=a").waitFor();
+    const stranded = await createTask(suite.api.client, { name: "stranded", queue: "mailq", labels: { zone: "b" } });
+    await suite.page.locator("[data-unmatched-labels]").getByText("zone=b (1)").waitFor();
+    await suite.api.client.cancelTask({ id: stranded.id });
+    await suite.page.locator("[data-unmatched-labels]").waitFor({ state: "detached" });
 
     await row.getByRole("button", { name: "Pause" }).click();
     await row.getByTestId("paused").waitFor();

@@ -61,6 +61,12 @@ export function QueueList() {
           </p>
         )}
         {workers.data && <WorkerTable workers={workers.data.workers} now={now} />}
+        {workers.data && workers.data.unmatched.length > 0 && (
+          <p className="error-box" role="status" data-unmatched-labels>
+            Waiting tasks that no live worker or agent has the labels for:{" "}
+            {workers.data.unmatched.map((u) => `${pairs(u.labels)} (${u.waiting})`).join("; ")}
+          </p>
+        )}
       </section>
     </>
   );
@@ -203,6 +209,12 @@ function ConcurrencyForm({ queue, onProblem }: { queue: Queue; onProblem(text: s
   );
 }
 
+/** Labels as the CLI writes them: k=v pairs, comma-separated. */
+const pairs = (labels: Record<string, string>) =>
+  Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+
 /** The live worker processes and remote agents: where they run (an agent: its address and replica), how busy, what they serve. */
 export function WorkerTable({ workers, now }: { workers: Worker[]; now: number }) {
   if (workers.length === 0) return <p className="empty">No worker is running. Start one with <code>task-cli serve</code>.</p>;
@@ -213,6 +225,7 @@ export function WorkerTable({ workers, now }: { workers: Worker[]; now: number }
         <tr>
           <th scope="col">Worker</th>
           <th scope="col">Busy</th>
+          <th scope="col">Labels</th>
           <th scope="col">Queues</th>
           <th scope="col">Types</th>
           <th scope="col">Started</th>
@@ -240,6 +253,7 @@ export function WorkerTable({ workers, now }: { workers: Worker[]; now: number }
               <td data-label="Busy">
                 {w.busy} of {w.slots}
               </td>
+              <td data-label="Labels">{Object.keys(w.labels).length ? <code>{pairs(w.labels)}</code> : "—"}</td>
               <td data-label="Queues">{w.queues.length ? w.queues.join(", ") : "all"}</td>
               <td data-label="Types">{w.types.join(", ")}</td>
               <td data-label="Started">{started ? <time dateTime={started.toISOString()} title={formatAbsolute(started)}>{formatRelative(started, now)}</time> : "—"}</td>
