@@ -203,9 +203,10 @@ async function main(): Promise<number> {
       } else if (!cut && killed >= Math.min(2, kills)) {
         const agent = await busyAgent();
         log(`cutting ${agent.name}'s network for ${cutMs} ms`);
-        agent.proxies.forEach((p) => p.cut());
+        agent.proxies.forEach((p) => p.hold());
         await sleep(cutMs);
-        agent.proxies.forEach((p) => p.heal());
+        // Forwarding again, the connections held through the cut closed (as TCP would after it).
+        agent.proxies.forEach((p) => (p.drop(), p.restore()));
         cut = true;
         log(`${agent.name}'s network is back`);
       }

@@ -8,7 +8,7 @@ import { AgentService, AttemptResult_Kind, type AttemptStart } from "../src/gen/
 import { TaskStatus, type Task } from "../src/gen/task/v1/task_pb.js";
 import { spawnCli, type CliProcess } from "./helpers/process.js";
 import { useServerProcesses, type ServerProcess } from "./helpers/server-process.js";
-import { startTcpProxy } from "./helpers/tcp-proxy.js";
+import { startTcpProxy } from "../scripts/chaos/tcp-proxy.js";
 import { clientsAs, type Clients } from "./helpers/tokens.js";
 import { waitFor } from "./helpers/wait.js";
 

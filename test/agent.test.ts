@@ -17,7 +17,7 @@ import { spawnCli, type CliProcess } from "./helpers/process.js";
 import { clientsAs, CONFIGURED, TOKENS } from "./helpers/tokens.js";
 import { waitFor } from "./helpers/wait.js";
 import { startTestWorkers } from "./helpers/workers.js";
-import { startTcpProxy } from "./helpers/tcp-proxy.js";
+import { startTcpProxy } from "../scripts/chaos/tcp-proxy.js";
 
 // Remote agents (issue 26): real `task-cli agent` processes with no DATABASE_URL, a real API server
 // over HTTP/1.1 and h2c, and database workers of queue `default` only (they run the reconciler that

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { TcpProxy } from "./tcp-proxy.js";
+import { startTcpProxy, type TcpProxy } from "./tcp-proxy.js";
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/task-cli.js");
 
@@ -131,8 +131,7 @@ export class AgentChaosProcesses {
   /** Creates the agents' proxies (one per replica each) and starts their processes. */
   async startAgents(count: number, token: string): Promise<void> {
     for (let i = 0; i < count; i++) {
-      const proxies = this.replicas.map((r) => new TcpProxy("127.0.0.1", r.port));
-      await Promise.all(proxies.map((p) => p.start()));
+      const proxies = await Promise.all(this.replicas.map((r) => startTcpProxy([`http://127.0.0.1:${r.port}`])));
       const agent: ChaosAgent = { name: `chaos-agent-${i}`, proxies, proc: undefined, reconnects: 0 };
       this.agents.push(agent);
       this.startAgent(agent, token);
@@ -141,7 +140,7 @@ export class AgentChaosProcesses {
 
   /** Starts the agent's process: both its proxies as its server list, no database in its environment. */
   startAgent(agent: ChaosAgent, token: string): void {
-    const servers = agent.proxies.map((p) => `http://127.0.0.1:${p.port}`).join(",");
+    const servers = agent.proxies.map((p) => p.url).join(",");
     const proc = this.spawn(["agent", "--server", servers, "--name", agent.name, "-n", String(this.slots), "--enable-shell"], { TASK_TOKEN: token, LOG_LEVEL: "warn", TASK_SHELL_KILL_GRACE_MS: "500" }, false);
     // Its log (stderr) is counted, not shown: a cut or a kill makes many expected warnings.
     let pending = "";

@@ -1,84 +1,101 @@
 import net from "node:net";
 
 /**
- * A TCP proxy that a chaos run or a test owns, between an agent and one control-plane replica, so
- * it can cut the network without touching either process. `cut()` stops forwarding as a partition
- * does: bytes on open connections go nowhere and new connections are accepted but never reach the
- * server (the agent sees silence, not a reset); `heal()` forwards again, closing what was held (as
- * TCP would after a long partition), so the agent reconnects.
+ * A TCP proxy that a test or a chaos run owns, in front of one or more API servers, so it can cut the
+ * network without touching either side (test/agent*.test.ts, scripts/chaos-agents.ts).
  */
-export class TcpProxy {
-  private readonly sockets = new Set<net.Socket>();
-  private readonly held = new Set<net.Socket>();
-  private cutNow = false;
-  private server: net.Server | undefined;
-  port = 0;
+export interface TcpProxy {
+  /** http://127.0.0.1:PORT */
+  url: string;
+  /** Connections accepted so far (each goes to the next target in turn). */
+  readonly accepted: number;
+  /** Connections open through the proxy now. */
+  readonly connections: number;
+  /** Closes every open connection (both sides see it end at once). */
+  drop(): void;
+  /**
+   * Stops forwarding, as a network that went silent: open connections stay open but carry nothing
+   * (one side closing is not passed on), new ones are accepted and held. `drop` first to make the
+   * servers see the old ones end.
+   */
+  hold(): void;
+  /** Forwards again (held connections included). */
+  restore(): void;
+  close(): Promise<void>;
+}
 
-  constructor(
-    private readonly targetHost: string,
-    private readonly targetPort: number,
-  ) {}
-
-  /** Listens on a free loopback port; resolves with the proxy's http:// address. */
-  async start(): Promise<string> {
-    this.server = net.createServer((client) => this.accept(client));
-    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
-    this.port = (this.server.address() as net.AddressInfo).port;
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  private track(s: net.Socket): void {
-    this.sockets.add(s);
-    s.on("close", () => (this.sockets.delete(s), this.held.delete(s)));
-    s.on("error", () => undefined);
-  }
-
-  private accept(client: net.Socket): void {
-    this.track(client);
-    if (this.cutNow) {
-      // Accepted and left hanging: what a client sees behind a partition that drops packets.
-      client.pause();
-      this.held.add(client);
-      return;
+/**
+ * Starts a proxy on 127.0.0.1 that forwards each connection to the next of `targets` (base URLs),
+ * round-robin, so an agent's calls over HTTP/1.1 (one connection each, as the pool has them) land
+ * on different replicas.
+ */
+export async function startTcpProxy(targets: string[]): Promise<TcpProxy> {
+  const upstreams = targets.map((t) => new URL(t));
+  const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
+  let held = false;
+  let accepted = 0;
+  const forward = (pair: { client: net.Socket; upstream: net.Socket }) => {
+    pair.client.pipe(pair.upstream);
+    pair.upstream.pipe(pair.client);
+  };
+  const stopForwarding = (pair: { client: net.Socket; upstream: net.Socket }) => {
+    pair.client.unpipe(pair.upstream);
+    pair.upstream.unpipe(pair.client);
+    pair.client.pause();
+    pair.upstream.pause();
+  };
+  const server = net.createServer((client) => {
+    const target = upstreams[accepted++ % upstreams.length]!;
+    const upstream = net.connect(Number(target.port), target.hostname);
+    const pair = { client, upstream };
+    pairs.add(pair);
+    for (const s of [client, upstream]) {
+      s.on("error", () => undefined);
+      // While held, one side closing is not passed on (nothing crosses a silent network): the
+      // other side stays open until restore or drop.
+      s.on("close", () => {
+        if (held) return;
+        pairs.delete(pair);
+        client.destroy();
+        upstream.destroy();
+      });
     }
-    const upstream = net.connect(this.targetPort, this.targetHost);
-    this.track(upstream);
-    // A side that closes closes the other (a replica killed: its agents see the reset at once).
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    client.pipe(upstream);
-    upstream.pipe(client);
-  }
-
-  /** Connections open through the proxy now (each counts its two sockets once). */
-  get connections(): number {
-    return Math.floor(this.sockets.size / 2);
-  }
-
-  /** Stops forwarding: open connections go silent, new ones hang. */
-  cut(): void {
-    this.cutNow = true;
-    for (const s of this.sockets) {
-      s.unpipe();
-      s.pause();
-      this.held.add(s);
+    if (held) client.pause();
+    else forward(pair);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const drop = () => {
+    for (const p of pairs) {
+      p.client.destroy();
+      p.upstream.destroy();
     }
-  }
-
-  /** Forwards again; the connections held during the cut are closed. */
-  heal(): void {
-    this.cutNow = false;
-    for (const s of this.held) s.destroy();
-    this.held.clear();
-  }
-
-  /** Closes every connection now (a reset, not a partition). */
-  drop(): void {
-    for (const s of this.sockets) s.destroy();
-  }
-
-  async close(): Promise<void> {
-    this.drop();
-    await new Promise((resolve) => this.server?.close(resolve) ?? resolve(undefined));
-  }
+  };
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    get accepted() {
+      return accepted;
+    },
+    get connections() {
+      return [...pairs].filter((p) => !p.client.destroyed && !p.upstream.destroyed).length;
+    },
+    drop,
+    hold() {
+      held = true;
+      pairs.forEach(stopForwarding);
+    },
+    restore() {
+      held = false;
+      for (const p of pairs) {
+        if (p.client.destroyed || p.upstream.destroyed) {
+          pairs.delete(p);
+          p.client.destroy();
+          p.upstream.destroy();
+        } else forward(p);
+      }
+    },
+    async close() {
+      drop();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
