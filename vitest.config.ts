@@ -17,6 +17,12 @@ const startFirst = [
   "test/schedule-heartbeat.test.ts",
   "test/schedule-processes.test.ts",
   "test/bench.test.ts",
+  // Real agent, server and worker processes that mostly wait on leases and grace periods.
+  "test/agent-liveness.test.ts",
+  "test/agent.test.ts",
+  "test/key-processes.test.ts",
+  "test/labels.test.ts",
+  "test/flow-processes.test.ts",
   "test/task-logs-range.test.ts",
   "test/faults/worker-faults.test.ts",
   "test/readme.test.ts",

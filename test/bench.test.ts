@@ -19,7 +19,7 @@ describe("npm run bench", () => {
           "scripts/bench.ts",
           ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--key-rounds", "2", "--capture-lines", "2000", "--capture-shell-mb", "1", "--agent-tasks", "20", "--agent-rounds", "1", "--json", json],
         ],
-        { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 240_000 },
+        { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 480_000 },
       );
       expect(stderr).toBe("");
       const lines = stdout.trimEnd().split("\n");
@@ -98,5 +98,5 @@ describe("npm run bench", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-  }, 300_000);
+  }, 540_000);
 });

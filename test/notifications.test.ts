@@ -130,11 +130,13 @@ describe("one listener connection", () => {
     } finally {
       await worker.stop();
     }
-    // An API server process (`task-cli server`): WatchTask wake-ups and the scheduler share one listener.
+    // An API server process (`task-cli server`): WatchTask wake-ups and the scheduler share one
+    // listener; with no workers in it, its upkeep's graphile-worker (the cron jobs, api/upkeep.ts)
+    // LISTENs on a client of its pool, as a worker process's does.
     const server = await startServices(config, logger, { api: true, workers: 0, allowEmbedded: false });
     try {
-      await waitFor(async () => (await listeningConnections()).length >= 1, "the server's LISTEN connection");
-      expect(await listeningConnections()).toEqual(["task-service listener"]);
+      await waitFor(async () => (await listeningConnections()).length >= 2, "the server's LISTEN connections");
+      expect(await listeningConnections()).toEqual(["task-service", "task-service listener"]);
     } finally {
       await server.stop();
     }
