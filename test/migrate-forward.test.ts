@@ -5,7 +5,7 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { openDb, type Db } from "../src/store/db.js";
-import { addJobsOf } from "../src/store/jobs.js";
+import { JOB_MAX_ATTEMPTS, queueFlag, RUN_TASK_PREFIX, taskJobKey } from "../src/store/jobs.js";
 import { claimNextAttempts, heartbeat, rescueStatement, type AttemptRef } from "../src/store/lifecycle/index.js";
 import { migrate, migrationsDir } from "../src/store/migrate.js";
 import { lostAttempts, settleLostAttempts } from "../src/store/reconcile.js";
@@ -91,8 +91,12 @@ beforeAll(async () => {
                                 (t.status, t.attempts, 'now ' || t.status, t.status not in ('queued', 'running'))) as h(status, attempt, details, present)
      where h.present order by t.id`,
   );
-  // The next attempt's job of every waiting task (paused tasks have none).
-  await sql`with waiting as (select id, queue, type, run_at, priority, attempts, null::text as key from tasks where status in ('queued', 'retrying')) ${addJobsOf("waiting")}`.execute(db.kysely);
+  // The next attempt's job of every waiting task (paused tasks have none), as 0019's code added it
+  // (store/jobs.ts addJobsOf now names functions later migrations add, such as labels' sets).
+  await sql`select graphile_worker.add_jobs((select array_agg(row(
+      ${RUN_TASK_PREFIX}::text || t.queue || ':' || t.type, json_build_object('taskId', t.id::text, 'attempt', t.attempts + 1),
+      null::text, t.run_at, ${JOB_MAX_ATTEMPTS}::smallint, ${taskJobKey("t.id")}, (-t.priority)::smallint, array[${queueFlag("")}::text || t.queue]
+    )::graphile_worker.job_spec) from tasks t where t.status in ('queued', 'retrying')))`.execute(db.kysely);
   await db.pool.query("vacuum analyze tasks, task_history");
   console.log(`migrate-forward: filled ${TASKS} tasks at ${FROM} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }, 300_000);
