@@ -60,6 +60,8 @@ export interface AgentOptions {
   version?: string;
   /** Where outcomes (and output past the memory cap) wait until the control plane accepts them; default: defaultAgentSpoolDir(name). */
   spoolDir?: string;
+  /** Deadline of each unary call but Heartbeat (which has its own, twice its interval); default CALL_TIMEOUT_MS. */
+  callTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -80,6 +82,13 @@ export interface Agent {
 const FLUSH_MS = 25;
 /** Most lines sent per attempt in one AppendLogs (the server's MAX_LOG_LINES_PER_BATCH). */
 const LINES_PER_BATCH = 5_000;
+/**
+ * Deadline of Register, ReportOutcomes and AppendLogs. Without one, a call behind a network that
+ * drops packets waits until the connection closes (minutes), and the reconnection loop (or the
+ * flush) waits with it. Each is safe to repeat: Register under the same id, an outcome recorded
+ * once (a repeat is refused), a log batch from its first line (what is stored is skipped).
+ */
+export const CALL_TIMEOUT_MS = 10_000;
 /** Reconnection waits (equal jitter). */
 const RECONNECT = { baseMs: 250, maxMs: 10_000, jitter: true };
 
@@ -105,6 +114,7 @@ class AgentRuntime {
   private ackMs = 5_000;
   private stopMs = 3_000;
   private renewalRttMs = 1_000;
+  private readonly callTimeoutMs: number;
   private registered = false;
   private readonly running = new Map<string, AgentAttempt>();
   /** Outcomes not yet accepted (also on disk), in order, with the agent id they belong to. */
@@ -127,6 +137,7 @@ class AgentRuntime {
 
   constructor(private readonly options: AgentOptions) {
     this.logger = options.logger.child({ component: "agent" });
+    this.callTimeoutMs = options.callTimeoutMs ?? CALL_TIMEOUT_MS;
     this.spool = new AgentSpool(options.spoolDir ?? defaultAgentSpoolDir(options.name), this.logger);
     // Fails startAgent when another live agent uses the directory (it would share the id).
     this.spool.open();
@@ -191,7 +202,7 @@ class AgentRuntime {
             const d = describeTaskType(p);
             return { name: d.name, description: d.description, parameterSchemaJson: JSON.stringify(d.parameterSchema), defaultTimeoutMs: BigInt(d.defaultTimeoutMs), defaultMaxAttempts: d.defaultMaxAttempts, defaultQueue: d.defaultQueue ?? "" };
           }),
-        });
+        }, { timeoutMs: this.callTimeoutMs, signal: this.stopped.signal });
         const first = !this.registered;
         this.registered = true;
         if (reg.agentId !== this.agentId) this.spool.saveAgentId(reg.agentId);
@@ -370,7 +381,7 @@ class AgentRuntime {
           const answer = await this.client.appendLogs({
             agentId,
             batches: batches.map(({ b, taken }) => ({ taskId: b.taskId, attempt: b.attempt, firstLine: BigInt(taken[0]?.n ?? 0), lines: taken.map(({ stream, line }) => ({ stream, line })) })),
-          });
+          }, { timeoutMs: this.callTimeoutMs });
           // Not stored: the attempt is no longer ours, and nor are its lines.
           batches.forEach(({ k, b }, i) => {
             if (answer.stored[i]) return;
@@ -389,7 +400,7 @@ class AgentRuntime {
         const mine = ready.filter(([, o]) => o.agentId === owner);
         let answer;
         try {
-          answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) });
+          answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) }, { timeoutMs: this.callTimeoutMs });
         } catch (err) {
           const e = ConnectError.from(err);
           if (owner === agentId || (e.code !== Code.PermissionDenied && e.code !== Code.InvalidArgument)) throw err;
