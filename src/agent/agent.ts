@@ -7,7 +7,7 @@
  *   under the same id so running attempts stay the agent's. Given several control-plane addresses
  *   (replicas on one database), each reconnection tries the next one: every call (heartbeats,
  *   outcomes) follows the address the stream uses, and a replica's restart moves the agent to another.
- * - Heartbeats: every interval (and at once after a start, which acknowledges it) name every attempt
+ * - Heartbeats: every interval (and ACK_DELAY_MS after a start still running, which acknowledges it) name every attempt
  *   the agent holds (running, or whose outcome is not yet reported); one the answer leaves out is no
  *   longer the agent's and is aborted at once (fencing). An answer renews only if it came back
  *   within the renewal RTT of sending; an attempt no answer renewed for `stop` (RegisterResponse
@@ -60,6 +60,8 @@ export interface AgentOptions {
   version?: string;
   /** Where outcomes (and output past the memory cap) wait until the control plane accepts them; default: defaultAgentSpoolDir(name). */
   spoolDir?: string;
+  /** Deadline of each unary call but Heartbeat (which has its own, twice its interval); default CALL_TIMEOUT_MS. */
+  callTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -75,11 +77,29 @@ export interface Agent {
 
 /**
  * Outcomes and log lines are sent this often (a tick with nothing to send sends nothing). Short: the
- * server frees an agent's slot, and claims its next task, only when the outcome arrives.
+ * server frees an agent's slot, and claims its next task, only when the outcome arrives. (Sending
+ * each outcome as soon as its attempt ends was measured slower under load: smaller batches, more
+ * calls and more claims for the same work.)
  */
 const FLUSH_MS = 25;
 /** Most lines sent per attempt in one AppendLogs (the server's MAX_LOG_LINES_PER_BATCH). */
 const LINES_PER_BATCH = 5_000;
+/**
+ * Deadline of Register, ReportOutcomes and AppendLogs. Without one, a call behind a network that
+ * drops packets waits until the connection closes (minutes), and the reconnection loop (or the
+ * flush) waits with it. Each is safe to repeat: Register under the same id, an outcome recorded
+ * once (a repeat is refused), a log batch from its first line (what is stored is skipped).
+ */
+export const CALL_TIMEOUT_MS = 10_000;
+/**
+ * A start is acknowledged by the first heartbeat that names it, sent this long after the start
+ * (one beat for the starts of a batch) rather than at once: the server takes a start back only
+ * after ackMs (5 s) and the agent stops an unacknowledged one at half that, so the ack has seconds
+ * to spare. An attempt whose outcome is reported first needs no ack (the report frees its slot):
+ * a short task costs no heartbeat of its own, and its outcome does not wait for the heartbeat's
+ * row locks.
+ */
+const ACK_DELAY_MS = 100;
 /** Reconnection waits (equal jitter). */
 const RECONNECT = { baseMs: 250, maxMs: 10_000, jitter: true };
 
@@ -105,6 +125,7 @@ class AgentRuntime {
   private ackMs = 5_000;
   private stopMs = 3_000;
   private renewalRttMs = 1_000;
+  private readonly callTimeoutMs: number;
   private registered = false;
   private readonly running = new Map<string, AgentAttempt>();
   /** Outcomes not yet accepted (also on disk), in order, with the agent id they belong to. */
@@ -121,12 +142,14 @@ class AgentRuntime {
   private timers: NodeJS.Timeout[] = [];
   private beating: Promise<void> | undefined;
   private beatAgain = false;
+  private ackDue: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private readonly attemptsDone = new Set<Promise<void>>();
 
   constructor(private readonly options: AgentOptions) {
     this.logger = options.logger.child({ component: "agent" });
+    this.callTimeoutMs = options.callTimeoutMs ?? CALL_TIMEOUT_MS;
     this.spool = new AgentSpool(options.spoolDir ?? defaultAgentSpoolDir(options.name), this.logger);
     // Fails startAgent when another live agent uses the directory (it would share the id).
     this.spool.open();
@@ -191,7 +214,7 @@ class AgentRuntime {
             const d = describeTaskType(p);
             return { name: d.name, description: d.description, parameterSchemaJson: JSON.stringify(d.parameterSchema), defaultTimeoutMs: BigInt(d.defaultTimeoutMs), defaultMaxAttempts: d.defaultMaxAttempts, defaultQueue: d.defaultQueue ?? "" };
           }),
-        });
+        }, { timeoutMs: this.callTimeoutMs, signal: this.stopped.signal });
         const first = !this.registered;
         this.registered = true;
         if (reg.agentId !== this.agentId) this.spool.saveAgentId(reg.agentId);
@@ -242,8 +265,8 @@ class AgentRuntime {
     if (this.running.has(k) || this.stopping) return;
     const attempt: AgentAttempt = { start, controller: new AbortController(), pause: new AttemptPause(), renewed: new Set(), renewedAt: Date.now(), acked: false };
     this.running.set(k, attempt);
-    // The next heartbeat acknowledges the start: send it now rather than at the interval.
-    this.beatNow();
+    // The next heartbeat acknowledges the start: send it soon rather than at the interval.
+    this.ackSoon();
     const logger = this.logger.child({ taskId: start.taskId.toString(), attempt: start.attempt });
     const output: LogSink = { write: (stream, line) => this.addLine(start, stream, line) };
     const agentId = this.agentId!;
@@ -284,6 +307,16 @@ class AgentRuntime {
 
   private enabled(): Plugin[] {
     return this.options.registry.list().filter((p) => p.disabledReason === undefined);
+  }
+
+  /** Beats ACK_DELAY_MS from now if an attempt is still unacknowledged then (see ACK_DELAY_MS). */
+  private ackSoon(): void {
+    if (this.ackDue) return;
+    this.ackDue = setTimeout(() => {
+      this.ackDue = undefined;
+      if ([...this.running.values()].some((a) => !a.acked)) this.beatNow();
+    }, ACK_DELAY_MS);
+    this.ackDue.unref();
   }
 
   /** Beats now; if a beat is in flight, once more right after it (a start it did not name must be acknowledged soon). */
@@ -370,7 +403,7 @@ class AgentRuntime {
           const answer = await this.client.appendLogs({
             agentId,
             batches: batches.map(({ b, taken }) => ({ taskId: b.taskId, attempt: b.attempt, firstLine: BigInt(taken[0]?.n ?? 0), lines: taken.map(({ stream, line }) => ({ stream, line })) })),
-          });
+          }, { timeoutMs: this.callTimeoutMs });
           // Not stored: the attempt is no longer ours, and nor are its lines.
           batches.forEach(({ k, b }, i) => {
             if (answer.stored[i]) return;
@@ -389,7 +422,7 @@ class AgentRuntime {
         const mine = ready.filter(([, o]) => o.agentId === owner);
         let answer;
         try {
-          answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) });
+          answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) }, { timeoutMs: this.callTimeoutMs });
         } catch (err) {
           const e = ConnectError.from(err);
           if (owner === agentId || (e.code !== Code.PermissionDenied && e.code !== Code.InvalidArgument)) throw err;
@@ -424,6 +457,7 @@ class AgentRuntime {
       if (this.outcomes.size > 0) await sleep(200);
     }
     this.timers.forEach((t) => clearInterval(t));
+    clearTimeout(this.ackDue);
     await this.loop;
     // What is still unsent stays in the spool for the next run; the lock goes.
     this.spool.close();

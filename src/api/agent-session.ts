@@ -35,6 +35,8 @@ interface Sent {
   attempt: number;
   sentAt: number;
   acked: boolean;
+  /** Its task's queue (undefined: held from an earlier stream, not known here). */
+  queue?: string;
 }
 
 const key = (a: AttemptRef) => `${a.taskId}:${a.attempt}`;
@@ -84,10 +86,21 @@ export class AgentSession {
     for (const a of held) this.sent.set(key(a), { ...a, sentAt: Date.now(), acked: true });
   }
 
-  /** There may be work (a job inserted, a queue changed, a slot freed): claim soon. */
+  /** There may be work (a job inserted, a queue changed, the poll): claim soon, asking every queue again. */
   nudge(queueChanged = false): void {
     if (queueChanged) this.gate.invalidate();
     this.gate.wake();
+    this.slotFreed();
+  }
+
+  /**
+   * A slot freed: claim soon. Queues found empty stay quiet (as a worker process's claim loop
+   * leaves them), so the claim that refills the slot is one statement, not one per queue kind;
+   * new jobs wake them (nudge).
+   */
+  private slotFreed(freed: Sent[] = []): void {
+    // A limited queue's slot freed (or one of unknown queue): its claim may start something now.
+    if (freed.some((s) => s.queue === undefined || this.gate.isLimited(s.queue))) this.gate.invalidate();
     this.wanted = true;
     this.wake?.();
   }
@@ -108,22 +121,25 @@ export class AgentSession {
   heartbeatAnswered(named: AttemptRef[], owned: OwnedAttempt[]): void {
     const namedKeys = new Set(named.map(key));
     const ownedKeys = new Set(owned.map(key));
-    let freed = false;
+    const freed: Sent[] = [];
     for (const [k, s] of this.sent) {
       if (ownedKeys.has(k)) s.acked = true;
       else if (namedKeys.has(k) || s.acked) {
         this.sent.delete(k);
-        freed = true;
+        freed.push(s);
       }
     }
-    if (freed) this.nudge();
+    if (freed.length > 0) this.slotFreed(freed);
   }
 
   /** Outcomes of these attempts were reported: their slots are free. */
   ended(attempts: AttemptRef[]): void {
-    let freed = false;
-    for (const a of attempts) freed = this.sent.delete(key(a)) || freed;
-    if (freed) this.nudge();
+    const freed: Sent[] = [];
+    for (const a of attempts) {
+      const s = this.sent.get(key(a));
+      if (s && this.sent.delete(key(a))) freed.push(s);
+    }
+    if (freed.length > 0) this.slotFreed(freed);
   }
 
   /** The stream's messages until `signal` fires (the agent went away) or the session fails. */
@@ -234,7 +250,7 @@ export class AgentSession {
   }
 
   private start(task: TaskRow): void {
-    this.sent.set(key({ taskId: task.id, attempt: task.attempts }), { taskId: task.id, attempt: task.attempts, sentAt: Date.now(), acked: false });
+    this.sent.set(key({ taskId: task.id, attempt: task.attempts }), { taskId: task.id, attempt: task.attempts, sentAt: Date.now(), acked: false, queue: task.queue });
     this.push(
       create(AssignmentsResponseSchema, {
         kind: {

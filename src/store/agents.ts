@@ -131,14 +131,17 @@ async function claimUnderLock<T>(
   try {
     await client.query("select pg_advisory_lock($1, hashtext($2))", [AGENT_CLAIM_LOCK_SPACE, agentId]);
     try {
-      const q = sql<{ id: string; attempts: number }>`select id, attempts from tasks where worker_id = ${agentId} and ${IN_ATTEMPT}`.compile(db.kysely);
-      const { rows } = await client.query<{ id: string; attempts: number }>(q.sql, [...q.parameters]);
-      const held = rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts }));
-      // An agent whose heartbeats stopped (stopped, starved, cut off behind a stream that looks open)
-      // gets no new work: it would not acknowledge it, and the start would come back only after ackMs.
-      const f = sql<{ fresh: boolean }>`select exists (select 1 from workers where id = ${agentId} and heartbeat_at > now() - make_interval(secs => ${freshMs / 1000})) as fresh`.compile(db.kysely);
-      const fresh = (await client.query<{ fresh: boolean }>(f.sql, [...f.parameters])).rows[0]?.fresh ?? false;
-      const free = fresh ? slots - held.length : 0;
+      // One statement, after the lock (its snapshot then counts every claim committed before):
+      // the attempts the agent holds, and whether its heartbeats are fresh. An agent whose
+      // heartbeats stopped (stopped, starved, cut off behind a stream that looks open) gets no new
+      // work: it would not acknowledge it, and the start would come back only after ackMs.
+      const q = sql<{ ids: string[]; attempts: number[]; fresh: boolean }>`
+        select coalesce(array_agg(id), '{}') as ids, coalesce(array_agg(attempts), '{}') as attempts,
+          exists (select 1 from workers where id = ${agentId} and heartbeat_at > now() - make_interval(secs => ${freshMs / 1000})) as fresh
+        from tasks where worker_id = ${agentId} and ${IN_ATTEMPT}`.compile(db.kysely);
+      const row = (await client.query<{ ids: string[]; attempts: number[]; fresh: boolean }>(q.sql, [...q.parameters])).rows[0];
+      const held = (row?.ids ?? []).map((id, i) => ({ taskId: String(id), attempt: row!.attempts[i]! }));
+      const free = row?.fresh ? slots - held.length : 0;
       return { claimed: free > 0 ? await claim(free) : [], held, free };
     } finally {
       await client.query("select pg_advisory_unlock($1, hashtext($2))", [AGENT_CLAIM_LOCK_SPACE, agentId]).catch(() => (broken = true));

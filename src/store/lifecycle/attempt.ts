@@ -62,12 +62,27 @@ export async function heartbeat(
         types = excluded.types, queues = excluded.queues, slots = excluded.slots, busy = excluded.busy, host = excluded.host, pid = excluded.pid,
         labels = excluded.labels
     )
+,
+    a as (select * from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[]) as a(id, attempt)),
+    locked as (${lockInIdOrder(sql`id in (select id from a) and worker_id = ${workerId} and ${IN_ATTEMPT}`)})
     update tasks t set heartbeat_at = now()
-    from unnest(${attempts.map((a) => a.taskId)}::bigint[], ${attempts.map((a) => a.attempt)}::int[]) as a(id, attempt)
-    where t.id = a.id and t.attempts = a.attempt and ${IN_ATTEMPT} and t.worker_id = ${workerId}
+    from a, locked
+    where t.id = a.id and t.id = locked.locked_id and t.attempts = a.attempt and ${IN_ATTEMPT} and t.worker_id = ${workerId}
     returning t.id, t.attempts, t.cancel_requested_at, t.status = 'paused' as paused
   `.execute(db);
   return rows.map((r) => ({ taskId: String(r.id), attempt: r.attempts, cancelRequested: r.cancel_requested_at !== null, paused: r.paused }));
+}
+
+/**
+ * A CTE body that locks the tasks rows matching `where` in id order (FOR UPDATE), as
+ * `locked_id`. HAZARD: every statement that locks several running attempts' rows and may wait
+ * (heartbeat, outcome, shortened leases) must take them through this, so all take them in ONE
+ * order; an UPDATE ... FROM locks in its join's order, which follows its input, and two such
+ * statements over the same rows in different orders deadlock (40P01, seen between an agent's
+ * Heartbeat and ReportOutcomes). The UPDATE that follows joins it, so it finds its rows locked.
+ */
+function lockInIdOrder(where: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`select id as locked_id from tasks where ${where} order by id for update`;
 }
 
 /**
@@ -169,8 +184,12 @@ export async function recordOutcomes(db: Db, records: OutcomeRecord[]): Promise<
     })),
   );
   const rows = await queryPrepared(db, "task_record_outcomes", endAttempts({
-    from: sql`jsonb_to_recordset(${input}::jsonb) as e(e_id bigint, e_attempt int, e_worker text, e_kind text,
-        e_result jsonb, e_error text, e_retry_at timestamptz, e_details text)`,
+    with: [
+      sql`e as (select * from jsonb_to_recordset(${input}::jsonb) as e(e_id bigint, e_attempt int, e_worker text, e_kind text,
+        e_result jsonb, e_error text, e_retry_at timestamptz, e_details text))`,
+      sql`locked as (${lockInIdOrder(sql`id in (select e_id from e) and ${IN_ATTEMPT}`)})`,
+    ],
+    from: sql`e join locked on locked.locked_id = e.e_id`,
     guard: sql`id = e.e_id and ${IN_ATTEMPT} and attempts = e.e_attempt and worker_id = e.e_worker`,
   }));
   const byAttempt = new Map(rows.map((row) => [`${row.id}:${row.attempts}`, row]));
@@ -232,8 +251,10 @@ export function rescueStatement(which: LostAttempts): RawBuilder<TaskRow> {
  */
 export async function shortenLeases(db: Kysely<Database>, workerId: string, leaseMs: number, graceMs: number): Promise<AttemptRef[]> {
   const { rows } = await sql<{ id: string; attempts: number }>`
+    with locked as (${lockInIdOrder(sql`worker_id = ${workerId} and ${IN_ATTEMPT}`)})
     update tasks set heartbeat_at = now() - make_interval(secs => ${(leaseMs - graceMs) / 1000})
-    where worker_id = ${workerId} and ${IN_ATTEMPT} and heartbeat_at <> started_at
+    from locked
+    where id = locked.locked_id and worker_id = ${workerId} and ${IN_ATTEMPT} and heartbeat_at <> started_at
       and heartbeat_at > now() - make_interval(secs => ${(leaseMs - graceMs) / 1000})
     returning id, attempts
   `.execute(db);
