@@ -265,6 +265,7 @@ async function main() {
       runQuery: target(query.perSec / bareQueryPerSec, 0.5),
       keyedDrain: target(flow.keyed.median, 0.8),
       rateLimitUse: { ...target(flow.hit.ratio, 0.95), met: flow.hit.ratio >= 0.95 && flow.hit.ratio <= 1 },
+      fairness: target(flow.fairness.seconds, 2, true),
       agentDrain: target(agents.ratio, 0.5),
       agentIdleP50: target(agents.idleP50Ratio, 2, true),
       // Timings the tests used to assert (test/faults/worker-faults, queues-workers, schedule-processes).

@@ -47,6 +47,7 @@ describe("npm run bench", () => {
         /^ {4}with unique_while \(a window, new keys\) +\d+\/s +plain \d+\/s +\d+\.\d\d {2}\(no target; rounds \d+\.\d\d-\d+\.\d\d\)$/,
         /^ {4}medians of 2 rounds of 20 each \(order rotating\); each round plain\/keyed\/expiring\/unique: \d+\/\d+\/\d+\/\d+, \d+\/\d+\/\d+\/\d+\/s$/,
         /^ {2}rate limit hit: 20\/s burst 5, 40 tasks +40 started +allowed [\d.]+ +\d+\.\d\d {2}≥ 0\.95, ≤ 1\.00 (met|NOT met) \(busiest second \d+ ≤ 25\)$/,
+        /^ {2}fairness: 20 of key B after 160 of A +[\d.]+ s +\d+ of A meanwhile +≤ 2 s (met|NOT met)$/,
         /no-ops reporting progress 10×, 20 +\d+\/s +plain no-ops \d+\/s +\d+\.\d\d {2}\(no target; [\d.]+ progress writes a task\)$/,
         /create → RUNNING idle +p50 [\d.]+ \/ p90 [\d.]+ \/ p99 [\d.]+/,
         /graphile-worker add → start +default p50 [\d.]+ .*\(n=5\)/,
@@ -55,7 +56,7 @@ describe("npm run bench", () => {
         /create → RUNNING at \d+\/s +p50/,
         /peak RSS +serve -n 2 \d+ MB \(no-ops \d+, run_query \d+\) \(target ≤ 100 MB (met|NOT met)\)/,
         /task-cli task get +[\d.]+ s wall, median of 7; node -e 0: [\d.]+ s; ratio [\d.]+ \(target ≤ 2\.0 (met|NOT met)\)/,
-        /^ {2}targets: \d+ of 16 met$/,
+        /^ {2}targets: \d+ of 17 met$/,
         /^ {2}drain 20 through 2 agents x 1 +\d+\/s +2 serve -n 1 \d+\/s +\d+\.\d\d {2}≥ 0\.5 (met|NOT met)$/,
         /^ {2}create → RUNNING idle p50, agent +[\d.]+ ms +serve [\d.]+ ms +\d+\.\d\d {2}≤ 2\.0 (met|NOT met)$/,
         /rescue after kill -9 .*1 trial.*target each ≤ 2000 ms/,
@@ -76,7 +77,7 @@ describe("npm run bench", () => {
       expect(figures.runQuery.ratio).toBeCloseTo(figures.runQuery.perSec / figures.runQuery.barePoolPerSec, 6);
       expect(figures.graphileBatched.settings).toEqual({ concurrentJobs: 2, maxPoolSize: 3, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 });
       expect(figures.graphileDefault.addToStartMs.n).toBe(5);
-      const ratios = ["agentDrain", "agentIdleP50", "createTaskSingle", "drain", "endToEnd", "idleP50", "idleP99", "keyedDrain", "rateLimitUse", "runQuery", "serveRss", "taskGet"];
+      const ratios = ["agentDrain", "agentIdleP50", "createTaskSingle", "drain", "endToEnd", "fairness", "idleP50", "idleP99", "keyedDrain", "rateLimitUse", "runQuery", "serveRss", "taskGet"];
       const timings = ["limited queue create → start", "queue resume → start", "rescue", "schedule tick → task"];
       expect(Object.keys(figures.targets).sort()).toEqual([...ratios, ...timings].sort());
       for (const name of ratios) expect(typeof figures.targets[name].met === "boolean" && Number.isFinite(figures.targets[name].value), name).toBe(true);

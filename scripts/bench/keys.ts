@@ -16,6 +16,12 @@
  * Then a limit that is hit: `hit.tasks` no-ops under 20/s with burst 5, and the starts counted
  * against what the limit allowed between the first start and the last (burst + rate × that time):
  * used ≤ allowed is the guarantee, used near allowed says the waiting workers wake in time.
+ *
+ * Last, fairness (issue 27: "key A enqueues 20,000 tasks, then key B enqueues 20; B's tasks all start
+ * within 2 s"): `fairness.backlog` no-ops of key A (4 × N, at most 20,000), a serve process draining
+ * them, then 20 of key B in one call; the figure is from B's create to its last start, on the
+ * database's clock, and how many of A's started meanwhile. The test (test/key-processes.test.ts)
+ * asserts the turns; the time is a measurement, so it is here.
  */
 import type { Client } from "@connectrpc/connect";
 import type { TaskService } from "../../src/gen/task/v1/task_pb.js";
@@ -46,6 +52,8 @@ export interface FlowDrains {
   keyed: RatioSpread;
   /** limited / none, round by round. */
   limited: RatioSpread;
+  /** Key B's 20 tasks after key A's backlog: seconds from their create to the last one's start. */
+  fairness: { backlog: number; seconds: number; aMeanwhile: number };
   /** The limit that is hit. */
   hit: { tasks: number; rate: number; burst: number; seconds: number; allowed: number; used: number; ratio: number; peakSecond: number };
 }
@@ -58,6 +66,8 @@ const QUEUE: Record<Kind, string> = { none: "bench-keys", keyed: "bench-keys", l
 const HIT = { queue: "bench-hit", rate: 20, burst: 5, seconds: 10 };
 /** The drain under a limit never hit starts one task per statement: at most this many a round keep the rounds short. */
 const LIMITED_TASKS = 1_000;
+/** Key B's tasks, created after key A's backlog. */
+const FAIR_B = 20;
 
 const spread = (values: number[]): RatioSpread => ({ median: median(values), low: Math.min(...values), high: Math.max(...values) });
 
@@ -114,7 +124,9 @@ export async function flowDrains(
       while (j < starts.length && starts[j]! <= starts[i]! + 1_000) j++;
       peakSecond = Math.max(peakSecond, j - i);
     }
+    const fairness = await fairTurns(db, client, o, create);
     return {
+      fairness,
       tasks: o.tasks,
       limitedTasks: Math.min(o.tasks, LIMITED_TASKS),
       keys: o.keys,
@@ -127,6 +139,45 @@ export async function flowDrains(
   } finally {
     await deleteRateLimit(db.kysely, "bench-never-hit");
     await deleteRateLimit(db.kysely, "bench-hit");
+  }
+}
+
+/** The fairness figure (see the module comment): A's backlog drained by one serve process, B's 20 created while it runs. */
+async function fairTurns(
+  db: Db,
+  client: Client<typeof TaskService>,
+  o: { databaseUrl: string; dataDir: string; concurrency: number; tasks: number; registered: (pid: number) => Promise<boolean> },
+  create: (total: number, queue: string, prefix: string, key: (i: number) => string) => Promise<void>,
+): Promise<FlowDrains["fairness"]> {
+  const queue = "bench-fair";
+  const backlog = Math.min(20_000, 4 * o.tasks);
+  const after = await lastTaskId(db);
+  await create(backlog, queue, "fair-a", () => "A");
+  const serve = await startServeProcess(o.databaseUrl, `${o.dataDir}-fair`, o.concurrency, o.registered, { TASK_QUEUES: queue });
+  try {
+    // A's drain is under way: a few of its tasks have started.
+    const started = async () => Number((await db.pool.query("select count(*) as n from tasks where id > $1 and started_at is not null", [after])).rows[0].n);
+    while ((await started()) < Math.min(backlog / 2, 2 * o.concurrency)) await new Promise((r) => setTimeout(r, 5));
+    const { tasks } = await client.createTasks({ tasks: Array.from({ length: FAIR_B }, (_, i) => ({ name: `fair-b-${i}`, type: "noop", queue, key: "B" })) });
+    const ids = tasks.map((t) => t.id.toString());
+    const measure = async () =>
+      (
+        await db.pool.query(
+          `select count(*) filter (where started_at is null) as waiting, extract(epoch from max(started_at) - min(created_at)) as s,
+                  (select count(*) from tasks a where a.id > $2 and a.key = 'A' and a.started_at > min(b.created_at) and a.started_at <= max(b.started_at)) as a_meanwhile
+           from tasks b where b.id = any($1::bigint[])`,
+          [ids, after],
+        )
+      ).rows[0];
+    let row = await measure();
+    while (Number(row.waiting) > 0) {
+      await new Promise((r) => setTimeout(r, 10));
+      row = await measure();
+    }
+    await untilDrained(db);
+    return { backlog, seconds: Number(row.s), aMeanwhile: Number(row.a_meanwhile) };
+  } finally {
+    await serve.stop();
   }
 }
 
@@ -146,5 +197,6 @@ export function flowDrainLines(f: FlowDrains, row: (figure: string, ours: string
       r(f.hit.ratio),
       `≥ 0.95, ≤ 1.00 ${met(f.hit.ratio >= 0.95 && f.hit.ratio <= 1)} (busiest second ${f.hit.peakSecond} ≤ ${f.hit.burst + f.hit.rate})`,
     ),
+    row(`fairness: ${FAIR_B} of key B after ${f.fairness.backlog} of A`, `${f.fairness.seconds.toFixed(2)} s`, `${f.fairness.aMeanwhile} of A meanwhile`, "", `≤ 2 s ${met(f.fairness.seconds <= 2)}`),
   ];
 }
