@@ -1,25 +1,49 @@
-import { execFile } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 
-const execFileAsync = promisify(execFile);
+/**
+ * Runs the bench in its own process group, and on a timeout (or a failed test) kills the whole group:
+ * a SIGTERM to the bench alone left its server, serve processes and PostgreSQL running.
+ */
+function runBench(args: string[], timeoutMs: number): Promise<{ stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, args, { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  const killGroup = () => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  };
+  const timer = setTimeout(killGroup, timeoutMs);
+  return new Promise((resolve, reject) => {
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      killGroup(); // anything it left behind
+      if (code === 0) resolve({ stdout, stderr });
+      else reject(new Error(`bench exited ${code ?? signal} (timeout ${timeoutMs} ms)\n${stderr.slice(-2000)}\n${stdout.slice(-2000)}`));
+    });
+  });
+}
 
 describe("npm run bench", () => {
   it("prints its table and writes the same figures as JSON, with the baselines measured in the same run", async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), "bench-test-"));
     const json = path.join(dir, "bench.json");
     try {
-      const { stdout, stderr } = await execFileAsync(
-        process.execPath,
+      const { stdout, stderr } = await runBench(
         [
           path.resolve("node_modules/tsx/dist/cli.mjs"),
           "scripts/bench.ts",
           ...["--n", "40", "--concurrency", "2", "--batch", "20", "--singles", "20", "--latency-samples", "5", "--query-tasks", "20", "--progress-tasks", "20", "--steady-seconds", "1", "--rescue-trials", "1", "--wakeup-trials", "1", "--key-rounds", "2", "--capture-lines", "2000", "--capture-shell-mb", "1", "--agent-tasks", "20", "--agent-rounds", "1", "--json", json],
         ],
-        { env: { PATH: process.env.PATH, HOME: process.env.HOME, CI: "true" }, timeout: 480_000 },
+        480_000,
       );
       expect(stderr).toBe("");
       const lines = stdout.trimEnd().split("\n");
