@@ -1,5 +1,6 @@
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { mkdtempSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -234,7 +235,7 @@ describe("the SDK's startAgent", () => {
   it("registers with its labels and runs the tasks routed to them", async () => {
     const echo = definePlugin({ name: "sdk_agent_echo", description: "Returns its input", parameters: z.object({ n: z.number() }), async run(p) { return { n: p.n }; } });
     const token = (await admin().token.createToken({ name: "sdk-agent", role: Role.AGENT })).secret;
-    const agent = startSdkAgent({ server: api.server.url, token, name: "sdk-agent", plugins: [echo], labels: { region: "sdk2" }, queues: ["sdk2"], logLevel: "silent" });
+    const agent = startSdkAgent({ server: api.server.url, token, name: "sdk-agent", plugins: [echo], labels: { region: "sdk2" }, queues: ["sdk2"], logLevel: "silent", spoolDir: mkdtempSync(path.join(os.tmpdir(), "agent-spool-")) });
     try {
       await waitFor(() => agent.agentId, "the SDK agent to register");
       const client = createTaskClient({ address: api.server.url, token: TOKENS.admin });

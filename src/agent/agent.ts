@@ -190,8 +190,9 @@ class AgentRuntime {
     );
     const self = this;
     return {
+      // Only once the control plane answered a Register: the id read from the spool is a claim until then.
       get agentId() {
-        return self.agentId;
+        return self.registered ? self.agentId : undefined;
       },
       inFlight: () => this.running.size,
       stop: () => this.stop(),
