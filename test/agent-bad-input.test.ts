@@ -14,6 +14,7 @@ import { definePlugin, startAgent, z } from "../src/sdk/index.js";
 import { startTestApi, type TestApi } from "./helpers/api.js";
 import { expectConnectError, taskRequest } from "./helpers/factory.js";
 import { clientsAs, CONFIGURED, TOKENS } from "./helpers/tokens.js";
+import { firstStart } from "./helpers/agent-stream.js";
 import { waitFor } from "./helpers/wait.js";
 
 // Issue 26, "Bad input": oversized batches, outcomes and lines for attempts the agent does not hold,
@@ -47,12 +48,7 @@ async function holdOne(name: string, queue: string) {
   const { agentId } = await agent.register({ name, slots: 1, types: ["noop"] });
   const task = (await api.client.createTask(taskRequest({ type: "noop", queue, parameters: { sleep_ms: 60_000 } }))).task!;
   const ac = new AbortController();
-  const stream = agent.assignments({ agentId }, { signal: ac.signal })[Symbol.asyncIterator]();
-  let start;
-  while (!start) {
-    const m = await stream.next();
-    if (m.value?.kind.case === "start") start = m.value.kind.value;
-  }
+  const start = await firstStart(agent, agentId, ac.signal);
   const ref = { taskId: task.id, attempt: start.attempt };
   expect((await agent.heartbeat({ agentId, attempts: [ref] })).owned).toHaveLength(1);
   return { agent, agentId, ref, close: () => ac.abort() };

@@ -17,6 +17,7 @@ import { spawnCli, type CliProcess } from "./helpers/process.js";
 import { clientsAs, CONFIGURED, TOKENS } from "./helpers/tokens.js";
 import { waitFor } from "./helpers/wait.js";
 import { startTestWorkers } from "./helpers/workers.js";
+import { firstStart } from "./helpers/agent-stream.js";
 import { startTcpProxy } from "../scripts/chaos/tcp-proxy.js";
 
 // Remote agents (issue 26): real `task-cli agent` processes with no DATABASE_URL, a real API server
@@ -223,12 +224,7 @@ describe("AgentService", () => {
     const { agentId } = await agent.register({ name: "mute", slots: 1, types: ["noop"] });
     const task = (await api.client.createTask(taskRequest({ type: "noop", queue: "silent" }))).task!;
     const ac = new AbortController();
-    const stream = agent.assignments({ agentId }, { signal: ac.signal })[Symbol.asyncIterator]();
-    let start;
-    while (!start) {
-      const m = await stream.next();
-      if (m.value?.kind.case === "start") start = m.value.kind.value;
-    }
+    const start = await firstStart(agent, agentId, ac.signal);
     expect(start.taskId).toBe(task.id);
     // The agent stays alive (it beats) but never names the attempt, as if the start were lost on the
     // stream: within the ack time (5 s, or half the lease: 2 s here) it is taken back, before the lease would.
@@ -254,12 +250,7 @@ describe("AgentService", () => {
     const { agentId } = await agent.register({ name: "direct", slots: 1, types: ["noop"] });
     const task = (await api.client.createTask(taskRequest({ type: "noop", queue: "direct" }))).task!;
     const ac = new AbortController();
-    const stream = agent.assignments({ agentId }, { signal: ac.signal })[Symbol.asyncIterator]();
-    let start;
-    while (!start) {
-      const m = await stream.next();
-      if (m.value?.kind.case === "start") start = m.value.kind.value;
-    }
+    const start = await firstStart(agent, agentId, ac.signal);
     const ref = { taskId: task.id, attempt: start.attempt };
     expect((await agent.heartbeat({ agentId, attempts: [ref] })).owned).toHaveLength(1);
     const line = (text: string) => ({ stream: "stdout", line: text });
