@@ -1,23 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { chaosEnv, cli } from "./processes.js";
 import { startTcpProxy, type TcpProxy } from "./tcp-proxy.js";
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/task-cli.js");
-
-/** The control plane's settings: short lease and frequent checks, so the run converges quickly. */
-const serverEnv = {
-  TASK_ENABLE_SHELL: "true",
-  TASK_LEASE_MS: "4000",
-  TASK_HEARTBEAT_MS: "500",
-  TASK_RECONCILE_INTERVAL_MS: "1000",
-  TASK_BACKOFF_BASE_MS: "100",
-  TASK_BACKOFF_MAX_MS: "2000",
-  TASK_POLL_INTERVAL_MS: "500",
-  TASK_SHUTDOWN_GRACE_MS: "3000",
-  LOG_LEVEL: "error",
-};
+/** The control plane's settings: the chaos run's (short lease, frequent checks), with a lease above the agents' 3 s stop time. */
+const serverEnv = { ...chaosEnv, TASK_LEASE_MS: "4000" };
 
 /** A free loopback port (a replica restarts on the same one, behind the same proxies). */
 export async function freePort(): Promise<number> {

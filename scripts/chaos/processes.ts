@@ -3,10 +3,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/task-cli.js");
+export const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/task-cli.js");
 
 /** Settings that make the chaos run converge quickly: short lease, frequent checks, quick retries. */
-const chaosEnv = {
+export const chaosEnv = {
   TASK_ENABLE_SHELL: "true",
   TASK_LEASE_MS: "3000",
   TASK_HEARTBEAT_MS: "500",
