@@ -167,10 +167,14 @@ function holdReason(
   return undefined;
 }
 
-/** "rate limit smtp: next unit in 1.2 s", when the bucket has no whole unit; undefined when it has one. */
-export function rateHoldReason(limit: string, nextUnitMs: number): string | undefined {
+/**
+ * "rate limit smtp: next unit in 1.2 s" ("…: 5 units in 1.2 s" for a task of several units), when
+ * the bucket does not hold them yet; undefined when it does.
+ */
+export function rateHoldReason(limit: string, nextUnitMs: number, units = 1): string | undefined {
   if (nextUnitMs <= 0) return undefined;
-  return `rate limit ${limit}: next unit in ${(Math.ceil(nextUnitMs / 100) / 10).toFixed(1)} s`;
+  const when = `in ${(Math.ceil(nextUnitMs / 100) / 10).toFixed(1)} s`;
+  return units === 1 ? `rate limit ${limit}: next unit ${when}` : `rate limit ${limit}: ${units} units ${when}`;
 }
 
 /** The key templates of those of `queues` that have one, by queue (the create path derives keys with them). */

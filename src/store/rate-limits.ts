@@ -150,7 +150,5 @@ export async function rateWaitReason(db: Kysely<Database>, queue: string, type: 
   const r = rows[0];
   if (!r) return undefined;
   if (r.next_unit_ms === null) return `rate limit ${r.name}: needs ${units} units, burst ${r.burst}`;
-  if (r.next_unit_ms <= 0) return undefined;
-  const when = `in ${(Math.ceil(r.next_unit_ms / 100) / 10).toFixed(1)} s`;
-  return units === 1 ? `rate limit ${r.name}: next unit ${when}` : `rate limit ${r.name}: ${units} units ${when}`;
+  return rateHoldReason(r.name, r.next_unit_ms, units);
 }
