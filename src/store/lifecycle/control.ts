@@ -265,12 +265,15 @@ export async function expireOverdue(db: Kysely<Database>, limit: number): Promis
 /**
  * How long until the earliest deadline of a task that may still expire (GUARDS.expire without the
  * time), in milliseconds on the database's clock (0 if already past), or null if none has one.
+ * (Not greatest(0, …) in SQL: greatest ignores a null, so "no deadline" would read as "due now", and
+ * every process's expiry part would ask again every few milliseconds.)
  */
 export async function msToNextExpiry(db: Kysely<Database>): Promise<number | null> {
   const { rows } = await sql<{ ms: number | null }>`
-    select greatest(0, extract(epoch from min(expires_at) - now()) * 1000)::float8 as ms from tasks
-    where expires_at is not null and attempts = 0 and status in ('queued', 'paused')`.execute(db);
-  return rows[0]?.ms ?? null;
+    select (extract(epoch from min(expires_at) - now()) * 1000)::float8 as ms from tasks
+    where expires_at is not null and attempts = 0 and status in ('queued', 'paused') and worker_id is null and cancel_requested_at is null`.execute(db);
+  const ms = rows[0]?.ms ?? null;
+  return ms === null ? null : Math.max(0, ms);
 }
 
 /**
