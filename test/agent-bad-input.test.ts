@@ -146,6 +146,8 @@ describe("AgentService bad input", () => {
     }, "starts to be sent to the mute agent");
     // It stops beating: no more work for it, and what it was sent comes back.
     clearInterval(beats);
+    // The stream's headers go with its first start, which may reach us a moment after the claim commits.
+    await waitFor(() => response !== undefined, "the stream's response headers");
     expect(response?.statusCode).toBe(200);
     const t0 = Date.now();
     await api.client.getTask({ id: tasks[0]!.id });

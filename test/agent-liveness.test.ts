@@ -213,8 +213,10 @@ describe("agent liveness without a worker process", () => {
     try {
       const agent = await startAgent(proxy.url, "gap", "gap", undefined, 1);
       const go = markerDir();
-      // The rest of the output waits for the test's go, given once the network is held.
-      const command = `echo first; while [ ! -e ${go}/go ]; do sleep 0.1; done; seq 1 12000; echo last`;
+      // The rest of the output waits for the test's go, given once the network is held. Its first
+      // line goes into a call the held network never answers, so the 11,999 after it pile up past
+      // the memory cap (10,000) however fast they come.
+      const command = `echo first; while [ ! -e ${go}/go ]; do sleep 0.1; done; seq 1 1; sleep 0.5; seq 2 12000; echo last`;
       const task = (await api.task.createTask({ name: "gap", type: "shell", queue: "gap", parameters: { command } })).task!;
       await waitFor(async () => (await api.task.getTaskLogs({ id: task.id })).lines.length > 0, "the first line");
       proxy.hold();

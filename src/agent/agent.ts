@@ -15,8 +15,9 @@
  *   alive: a server that saw the stream end retries it only `grace` (6 s) later, one that did not a
  *   lease later (docs/design/fencing.md, "Agents"). A shell attempt's supervisor kills it on the same
  *   rule, so a stopped (SIGSTOP) or starved agent cannot keep it running either.
- * - Output lines and outcomes are batched (every FLUSH_MS), an attempt's lines before its outcome,
- *   and kept while the control plane is unreachable: outcomes on disk (spool.ts) until accepted,
+ * - Outcomes are reported as attempts end, those that end in one turn of the event loop together
+ *   (the starts of one claim end together), one call at a time; output lines are batched (every
+ *   FLUSH_MS), an attempt's lines before its outcome. Both are kept while the control plane is unreachable: outcomes on disk (spool.ts) until accepted,
  *   surviving a restart; lines in memory up to a cap, then on disk (output-buffer.ts).
  */
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
@@ -76,10 +77,9 @@ export interface Agent {
 }
 
 /**
- * Outcomes and log lines are sent this often (a tick with nothing to send sends nothing). Short: the
- * server frees an agent's slot, and claims its next task, only when the outcome arrives. (Sending
- * each outcome as soon as its attempt ends was measured slower under load: smaller batches, more
- * calls and more claims for the same work.)
+ * Log lines (and outcomes a failed call left) are sent this often; a tick with nothing to send
+ * sends nothing. An outcome goes at once (flushSoon): the server frees an agent's slot, and claims
+ * its next task, only when the outcome arrives.
  */
 const FLUSH_MS = 25;
 /** Most lines sent per attempt in one AppendLogs (the server's MAX_LOG_LINES_PER_BATCH). */
@@ -143,7 +143,11 @@ class AgentRuntime {
   private beating: Promise<void> | undefined;
   private beatAgain = false;
   private ackDue: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
+  private sendingLines: Promise<void> | undefined;
+  /** Attempts whose lines are in an AppendLogs not yet answered: their outcomes wait for it. */
+  private readonly linesInFlight = new Set<string>();
+  private flushDue: NodeJS.Immediate | undefined;
+  private reporting: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private readonly attemptsDone = new Set<Promise<void>>();
 
@@ -278,6 +282,7 @@ class AgentRuntime {
         const entry = { agentId, result };
         this.spool.saveOutcome(entry);
         this.outcomes.set(k, entry);
+        this.flushSoon();
       })
       .catch((err: unknown) => logger.error({ err: errorMessage(err) }, "an attempt ended with an unexpected error"))
       .finally(() => {
@@ -388,60 +393,102 @@ class AgentRuntime {
     }
   }
 
-  private flush(): Promise<void> {
-    return (this.flushing ??= this.flushOnce().finally(() => (this.flushing = undefined)));
+  /**
+   * An outcome is ready: report it after the current turn of the event loop, with the others that
+   * end in it (the starts of one claim arrive together, and short attempts end together).
+   */
+  private flushSoon(): void {
+    if (this.flushDue) return;
+    this.flushDue = setImmediate(() => {
+      this.flushDue = undefined;
+      void this.flush();
+    });
   }
 
   /** Sends buffered lines, then the outcomes of attempts whose lines are all sent. */
-  private async flushOnce(): Promise<void> {
+  private async flush(): Promise<void> {
+    await this.sendLines();
+    await this.report();
+  }
+
+  /** Sends buffered lines; one call at a time (a task's lines are numbered in the order they arrive). */
+  private sendLines(): Promise<void> {
+    return (this.sendingLines ??= this.sendLinesOnce().finally(() => (this.sendingLines = undefined)));
+  }
+
+  private async sendLinesOnce(): Promise<void> {
     if (!this.agentId) return;
     const agentId = this.agentId;
+    const pending = [...this.lines.entries()].filter(([, b]) => b.buffer.size > 0).slice(0, 500);
+    if (pending.length === 0) return;
+    const batches = pending.map(([k, b]) => ({ k, b, taken: b.buffer.take(LINES_PER_BATCH) }));
+    batches.forEach(({ k }) => this.linesInFlight.add(k));
     try {
-      const pending = [...this.lines.entries()].filter(([, b]) => b.buffer.size > 0).slice(0, 500);
-      if (pending.length > 0) {
-        const batches = pending.map(([k, b]) => ({ k, b, taken: b.buffer.take(LINES_PER_BATCH) }));
-        try {
-          const answer = await this.client.appendLogs({
-            agentId,
-            batches: batches.map(({ b, taken }) => ({ taskId: b.taskId, attempt: b.attempt, firstLine: BigInt(taken[0]?.n ?? 0), lines: taken.map(({ stream, line }) => ({ stream, line })) })),
-          }, { timeoutMs: this.callTimeoutMs });
-          // Not stored: the attempt is no longer ours, and nor are its lines.
-          batches.forEach(({ k, b }, i) => {
-            if (answer.stored[i]) return;
-            b.buffer.discard();
-            if (!this.running.has(k)) this.lines.delete(k);
-          });
-        } catch (err) {
-          // Back in front, in order.
-          for (const { b, taken } of batches) b.buffer.giveBack(taken);
-          throw err;
-        }
-      }
-      const ready = [...this.outcomes.entries()].filter(([k]) => !(this.lines.get(k)?.buffer.size ?? 0)).slice(0, 500);
-      // Each agent id's outcomes in a call of their own (an earlier run's may have another).
-      for (const owner of new Set(ready.map(([, o]) => o.agentId))) {
-        const mine = ready.filter(([, o]) => o.agentId === owner);
-        let answer;
-        try {
-          answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) }, { timeoutMs: this.callTimeoutMs });
-        } catch (err) {
-          const e = ConnectError.from(err);
-          if (owner === agentId || (e.code !== Code.PermissionDenied && e.code !== Code.InvalidArgument)) throw err;
-          // An earlier run's outcomes under an id this token may not use: refused for good.
-          answer = { recorded: mine.map(() => false), reasons: mine.map(() => e.rawMessage) };
-        }
-        mine.forEach(([k, o], i) => {
-          this.outcomes.delete(k);
-          this.lines.delete(k);
-          this.spool.removeOutcome(o.result);
-          if (!answer.recorded[i]) {
-            this.logger.warn({ taskId: o.result.taskId.toString(), attempt: o.result.attempt, reason: answer.reasons[i] ?? "" }, "outcome refused: the attempt was no longer this agent's");
-          }
-        });
-      }
+      const answer = await this.client.appendLogs({
+        agentId,
+        batches: batches.map(({ b, taken }) => ({ taskId: b.taskId, attempt: b.attempt, firstLine: BigInt(taken[0]?.n ?? 0), lines: taken.map(({ stream, line }) => ({ stream, line })) })),
+      }, { timeoutMs: this.callTimeoutMs });
+      // Not stored: the attempt is no longer ours, and nor are its lines.
+      batches.forEach(({ k, b }, i) => {
+        if (answer.stored[i]) return;
+        b.buffer.discard();
+        if (!this.running.has(k)) this.lines.delete(k);
+      });
     } catch (err) {
-      this.logger.warn({ err: errorMessage(err) }, "could not send output or outcomes; keeping them");
+      // Back in front, in order.
+      for (const { b, taken } of batches) b.buffer.giveBack(taken);
+      this.logger.warn({ err: errorMessage(err) }, "could not send output; keeping it");
+    } finally {
+      batches.forEach(({ k }) => this.linesInFlight.delete(k));
     }
+  }
+
+  /**
+   * Reports the outcomes whose lines are all sent, one call at a time. The server claims a slot's
+   * next task when its outcome arrives, so what ends while a call is in flight goes as soon as it
+   * is answered, not at the next tick (after a failed call, at the next tick).
+   */
+  private report(): Promise<void> {
+    return (this.reporting ??= this.reportReady().then((sent) => {
+      this.reporting = undefined;
+      if (sent && this.readyOutcomes().length > 0) void this.flush();
+    }));
+  }
+
+  /** Outcomes whose attempt's lines are all stored: none waiting, none in a call not yet answered. */
+  private readyOutcomes(): [string, SpooledResult][] {
+    return [...this.outcomes.entries()].filter(([k]) => !this.linesInFlight.has(k) && !(this.lines.get(k)?.buffer.size ?? 0));
+  }
+
+  /** One call per agent id among the ready outcomes (an earlier run's may have another); false if a call failed. */
+  private async reportReady(): Promise<boolean> {
+    const agentId = this.agentId;
+    if (!agentId) return false;
+    const ready = this.readyOutcomes().slice(0, 500);
+    for (const owner of new Set(ready.map(([, o]) => o.agentId))) {
+      const mine = ready.filter(([, o]) => o.agentId === owner);
+      let answer;
+      try {
+        answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) }, { timeoutMs: this.callTimeoutMs });
+      } catch (err) {
+        const e = ConnectError.from(err);
+        if (owner === agentId || (e.code !== Code.PermissionDenied && e.code !== Code.InvalidArgument)) {
+          this.logger.warn({ err: errorMessage(err) }, "could not report outcomes; keeping them");
+          return false;
+        }
+        // An earlier run's outcomes under an id this token may not use: refused for good.
+        answer = { recorded: mine.map(() => false), reasons: mine.map(() => e.rawMessage) };
+      }
+      mine.forEach(([k, o], i) => {
+        this.outcomes.delete(k);
+        this.lines.delete(k);
+        this.spool.removeOutcome(o.result);
+        if (!answer.recorded[i]) {
+          this.logger.warn({ taskId: o.result.taskId.toString(), attempt: o.result.attempt, reason: answer.reasons[i] ?? "" }, "outcome refused: the attempt was no longer this agent's");
+        }
+      });
+    }
+    return true;
   }
 
   private async stop(): Promise<void> {

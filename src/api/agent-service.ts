@@ -17,7 +17,7 @@ import { backoffDelayMs } from "../backoff.js";
 import type { Config } from "../config.js";
 import { formatDuration } from "../duration.js";
 import { errorMessage, InvalidArgumentError, PermissionDeniedError } from "../errors.js";
-import { AgentService, AttemptResult_Kind, type AgentTaskType, type AttemptResult } from "../gen/task/v1/agent_pb.js";
+import { AgentService, AttemptResult_Kind, type AgentTaskType, type AttemptResult, type ReportOutcomesRequest } from "../gen/task/v1/agent_pb.js";
 import { fingerprint } from "../fingerprint.js";
 import { registerWorkerTypes, type TaskTypeVersionInput } from "../store/task-types.js";
 import type { Logger } from "../logger.js";
@@ -86,6 +86,39 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     if (!stored) throw new ConnectError(`agent ${agentId} is not registered (or was judged dead): register again`, Code.FailedPrecondition);
     return stored;
   };
+
+  /**
+   * Records the reported outcomes of attempts the agent still holds; the answer says which were
+   * recorded, and why not. An outcome is made from its task's row as this stream's claim returned
+   * it (`claimed`), read only for attempts claimed elsewhere (an earlier stream, another replica):
+   * recordOutcomes records nothing for an attempt that is no longer the agent's, and the reason is
+   * read then.
+   */
+  async function record(req: ReportOutcomesRequest, named: AttemptRef[], claimed: Map<string, TaskRow>): Promise<{ recorded: boolean[]; reasons: string[] }> {
+    const records: (OutcomeRecord | undefined)[] = [];
+    const reasons: string[] = [];
+    // One read for the batch, of the rows not at hand: a read per result made a batch of 5 take
+    // 15-85 ms on a busy database, and the agent sends its next batch only after this one's answer.
+    const unknown = [...new Set(named.filter((n) => !claimed.has(`${n.taskId}:${n.attempt}`)).map((n) => n.taskId))];
+    const read = new Map((unknown.length > 0 ? await findTasks(db.kysely, unknown) : []).map((t) => [t.id, t]));
+    for (const [i, r] of req.results.entries()) {
+      const ref = named[i]!;
+      const task = claimed.get(`${ref.taskId}:${ref.attempt}`) ?? read.get(ref.taskId);
+      // Not the agent's attempt (any more): nothing to record; recordOutcomes would refuse it too.
+      const refused = refusal(task, req.agentId, r.attempt);
+      reasons.push(refused);
+      if (refused !== "" || !task) records.push(undefined);
+      else records.push({ taskId: task.id, attempt: r.attempt, workerId: req.agentId, outcome: outcomeOf(task, r, deps.config, i) });
+    }
+    const wanted = records.filter((r): r is OutcomeRecord => r !== undefined);
+    const recorded = await recordOutcomes(db, wanted);
+    const byKey = new Map(wanted.map((w, i) => [`${w.taskId}:${w.attempt}`, recorded[i] !== undefined]));
+    const ok = named.map((n) => byKey.get(`${n.taskId}:${n.attempt}`) ?? false);
+    // Refused though its claimed row said it was ours: say why, as the row reads now.
+    const settled = named.filter((n, i) => !ok[i] && reasons[i] === "");
+    const now = new Map((settled.length > 0 ? await findTasks(db.kysely, settled.map((n) => n.taskId)) : []).map((t) => [t.id, t]));
+    return { recorded: ok, reasons: ok.map((yes, i) => (yes ? "" : reasons[i] || refusal(now.get(named[i]!.taskId), req.agentId, named[i]!.attempt) || "the attempt was settled meanwhile (no longer the agent's)")) };
+  }
 
   return {
     async register(req, ctx) {
@@ -177,25 +210,14 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       requireOwnAgent(who, req.agentId);
       if (req.results.length > MAX_AGENT_BATCH) throw InvalidArgumentError.of("results", `must list at most ${MAX_AGENT_BATCH} results`);
       const named = refs("results", req.results);
-      const records: (OutcomeRecord | undefined)[] = [];
-      const reasons: string[] = [];
-      // One read for the batch: a read per result made a batch of 5 take 15-85 ms on a busy
-      // database, and the agent sends its next batch only after this one's answer.
-      const tasks = new Map((await findTasks(db.kysely, [...new Set(named.map((n) => n.taskId))])).map((t) => [t.id, t]));
-      for (const [i, r] of req.results.entries()) {
-        const task = tasks.get(named[i]!.taskId);
-        // Not the agent's attempt (any more): nothing to record; recordOutcomes would refuse it too.
-        const refused = refusal(task, req.agentId, r.attempt);
-        reasons.push(refused);
-        if (refused !== "" || !task) records.push(undefined);
-        else records.push({ taskId: task.id, attempt: r.attempt, workerId: req.agentId, outcome: outcomeOf(task, r, deps.config, i) });
+      // The agent runs these no more: their slots go to the next claim while the outcomes are recorded.
+      const session = sessions.get(req.agentId);
+      const claimed = session?.ended(named) ?? new Map<string, TaskRow>();
+      try {
+        return await record(req, named, claimed);
+      } finally {
+        session?.recorded(named);
       }
-      const wanted = records.filter((r): r is OutcomeRecord => r !== undefined);
-      const recorded = await recordOutcomes(db, wanted);
-      const byKey = new Map(wanted.map((w, i) => [`${w.taskId}:${w.attempt}`, recorded[i] !== undefined]));
-      sessions.get(req.agentId)?.ended(named);
-      const ok = named.map((n) => byKey.get(`${n.taskId}:${n.attempt}`) ?? false);
-      return { recorded: ok, reasons: ok.map((yes, i) => (yes ? "" : reasons[i] || "the attempt was settled meanwhile (no longer the agent's)")) };
     },
 
     async appendLogs(req, ctx) {

@@ -37,6 +37,8 @@ interface Sent {
   acked: boolean;
   /** Its task's queue (undefined: held from an earlier stream, not known here). */
   queue?: string;
+  /** Its task's row as the claim returned it (undefined: held from an earlier stream). */
+  row?: TaskRow;
 }
 
 const key = (a: AttemptRef) => `${a.taskId}:${a.attempt}`;
@@ -44,6 +46,8 @@ const key = (a: AttemptRef) => `${a.taskId}:${a.attempt}`;
 /** One agent's stream; see the module comment. */
 export class AgentSession {
   readonly sent = new Map<string, Sent>();
+  /** Attempts the agent reported ended whose outcomes are being recorded (ended → recorded). */
+  private readonly reported = new Set<string>();
   /** A newer stream of the agent (on this replica) replaced this one: the agent is alive, its leases stay. */
   replaced = false;
   private readonly outbox: Assignment[] = [];
@@ -132,14 +136,27 @@ export class AgentSession {
     if (freed.length > 0) this.slotFreed(freed);
   }
 
-  /** Outcomes of these attempts were reported: their slots are free. */
-  ended(attempts: AttemptRef[]): void {
+  /**
+   * The agent reported these attempts ended: their slots are free now, while their outcomes are
+   * being recorded (the claim does not count them, though the database still does until then).
+   * Returns the task rows this stream's claims returned for them (what their outcomes are made of).
+   */
+  ended(attempts: AttemptRef[]): Map<string, TaskRow> {
     const freed: Sent[] = [];
+    const rows = new Map<string, TaskRow>();
     for (const a of attempts) {
+      this.reported.add(key(a));
       const s = this.sent.get(key(a));
       if (s && this.sent.delete(key(a))) freed.push(s);
+      if (s?.row) rows.set(key(a), s.row);
     }
     if (freed.length > 0) this.slotFreed(freed);
+    return rows;
+  }
+
+  /** The outcomes of these attempts were recorded (or refused): the database's count is right again. */
+  recorded(attempts: AttemptRef[]): void {
+    for (const a of attempts) this.reported.delete(key(a));
   }
 
   /** The stream's messages until `signal` fires (the agent went away) or the session fails. */
@@ -166,9 +183,12 @@ export class AgentSession {
         }
         if (this.wanted) {
           this.wanted = false;
+          // Full as this stream sees it: the database counts at least these (a stale entry, one
+          // settled elsewhere, goes at the agent's next heartbeat), so asking it would find no slot.
+          if (this.sent.size >= this.registration.slots) continue;
           let tasks: TaskRow[] = [];
           try {
-            const { claimed, held, free } = await claimWithinSlots(this.db, this.agentId, this.registration.slots, this.timing.stopMs, (n) => this.claim(n));
+            const { claimed, held, free } = await claimWithinSlots(this.db, this.agentId, this.registration.slots, this.timing.stopMs, (n) => this.claim(n), new Set(this.reported));
             tasks = claimed;
             this.forgetEnded(held);
             if (free > 0 && tasks.length >= free) this.wanted = true;
@@ -250,7 +270,7 @@ export class AgentSession {
   }
 
   private start(task: TaskRow): void {
-    this.sent.set(key({ taskId: task.id, attempt: task.attempts }), { taskId: task.id, attempt: task.attempts, sentAt: Date.now(), acked: false, queue: task.queue });
+    this.sent.set(key({ taskId: task.id, attempt: task.attempts }), { taskId: task.id, attempt: task.attempts, sentAt: Date.now(), acked: false, queue: task.queue, row: task });
     this.push(
       create(AssignmentsResponseSchema, {
         kind: {

@@ -7,6 +7,7 @@ import { sql, type Kysely } from "kysely";
 import type { Db } from "./db.js";
 import { IN_ATTEMPT, rescueLostAttempts, type AttemptRef } from "./lifecycle/index.js";
 import type { Database, TaskRow } from "./schema.js";
+import type { QueryResult } from "pg";
 
 /** What an agent registered: the types it runs, the queues it serves and its slots. */
 export interface AgentRegistration {
@@ -92,7 +93,9 @@ const AGENT_CLAIM_LOCK_SPACE = 1634168436;
  * the attempts it holds, on any replica), under an advisory lock per agent, so two replicas that
  * each have a stream of the agent (a reconnection not yet noticed) never claim past its slots
  * together: the second waits until the first's claim has committed, and counts it. An agent whose
- * last heartbeat (on any replica) is older than `freshMs` gets nothing.
+ * last heartbeat (on any replica) is older than `freshMs` gets nothing. `ended` are attempts the
+ * agent has reported ended whose outcomes may not be recorded yet: they run no more, so they take
+ * no slot (the claim need not wait for their outcomes' transaction).
  */
 export async function claimWithinSlots<T>(
   db: Db,
@@ -100,6 +103,7 @@ export async function claimWithinSlots<T>(
   slots: number,
   freshMs: number,
   claim: (free: number) => Promise<T[]>,
+  ended: ReadonlySet<string> = new Set(),
 ): Promise<{ claimed: T[]; held: AttemptRef[]; free: number }> {
   // Hazard: the lock's connection is held while the claim takes others from the same pool; with
   // every connection held by a waiting lock holder, no claim could run. At most a third of the
@@ -108,51 +112,54 @@ export async function claimWithinSlots<T>(
   const limit = Math.max(1, Math.floor((db.pool.options.max ?? 10) / 3));
   while (gate.active >= limit) await new Promise<void>((resolve) => gate.waiting.push(resolve));
   gate.active++;
+  const client = await db.pool.connect().catch((err: unknown) => {
+    leave(gate);
+    throw err;
+  });
+  let locked = false;
   try {
-    return await claimUnderLock(db, agentId, slots, freshMs, claim);
+    // The lock, then (a statement of its own, so its snapshot counts every claim committed before
+    // the lock was granted) the attempts the agent holds and whether its heartbeats are fresh, in
+    // one round trip: a simple query's statements each take their own snapshot. An agent whose
+    // heartbeats stopped (stopped, starved, cut off behind a stream that looks open) gets no new
+    // work: it would not acknowledge it, and the start would come back only after ackMs.
+    const agent = client.escapeLiteral(agentId);
+    const count = sql<HeldRow>`
+      select coalesce(array_agg(id), '{}') as ids, coalesce(array_agg(attempts), '{}') as attempts,
+        exists (select 1 from workers where id = ${sql.raw(agent)} and heartbeat_at > now() - make_interval(secs => ${sql.lit(freshMs / 1000)})) as fresh
+      from tasks where worker_id = ${sql.raw(agent)} and ${IN_ATTEMPT}`.compile(db.kysely);
+    if (count.parameters.length > 0) throw new Error("claimWithinSlots: the held count must be a simple query, without parameters");
+    const results = (await client.query(`select pg_advisory_lock(${AGENT_CLAIM_LOCK_SPACE}, hashtext(${agent})); ${count.sql}`)) as unknown as QueryResult<HeldRow>[];
+    locked = true;
+    const row = results[1]?.rows[0];
+    const held = (row?.ids ?? []).map((id, i) => ({ taskId: String(id), attempt: row!.attempts[i]! }));
+    const running = held.filter((a) => !ended.has(`${a.taskId}:${a.attempt}`)).length;
+    const free = row?.fresh ? slots - running : 0;
+    return { claimed: free > 0 ? await claim(free) : [], held, free };
   } finally {
-    gate.active--;
-    gate.waiting.shift()?.();
+    // The claim has committed: its starts may go while the lock is released (a next claim for the
+    // agent waits for it in pg_advisory_lock). A connection whose unlock may not have run is
+    // closed, which releases its session lock.
+    const unlock = locked ? client.query(`select pg_advisory_unlock(${AGENT_CLAIM_LOCK_SPACE}, hashtext(${client.escapeLiteral(agentId)}))`) : Promise.reject(new Error("not locked"));
+    void unlock.then(
+      () => client.release(),
+      () => client.release(true),
+    ).finally(() => leave(gate));
   }
+}
+
+interface HeldRow {
+  ids: string[];
+  attempts: number[];
+  fresh: boolean;
 }
 
 /** Agent claim locks held per pool, and the claims waiting for a turn (see claimWithinSlots). */
 const lockHolders = new WeakMap<object, { active: number; waiting: (() => void)[] }>();
 
-async function claimUnderLock<T>(
-  db: Db,
-  agentId: string,
-  slots: number,
-  freshMs: number,
-  claim: (free: number) => Promise<T[]>,
-): Promise<{ claimed: T[]; held: AttemptRef[]; free: number }> {
-  const client = await db.pool.connect();
-  let broken = false;
-  try {
-    await client.query("select pg_advisory_lock($1, hashtext($2))", [AGENT_CLAIM_LOCK_SPACE, agentId]);
-    try {
-      // One statement, after the lock (its snapshot then counts every claim committed before):
-      // the attempts the agent holds, and whether its heartbeats are fresh. An agent whose
-      // heartbeats stopped (stopped, starved, cut off behind a stream that looks open) gets no new
-      // work: it would not acknowledge it, and the start would come back only after ackMs.
-      const q = sql<{ ids: string[]; attempts: number[]; fresh: boolean }>`
-        select coalesce(array_agg(id), '{}') as ids, coalesce(array_agg(attempts), '{}') as attempts,
-          exists (select 1 from workers where id = ${agentId} and heartbeat_at > now() - make_interval(secs => ${freshMs / 1000})) as fresh
-        from tasks where worker_id = ${agentId} and ${IN_ATTEMPT}`.compile(db.kysely);
-      const row = (await client.query<{ ids: string[]; attempts: number[]; fresh: boolean }>(q.sql, [...q.parameters])).rows[0];
-      const held = (row?.ids ?? []).map((id, i) => ({ taskId: String(id), attempt: row!.attempts[i]! }));
-      const free = row?.fresh ? slots - held.length : 0;
-      return { claimed: free > 0 ? await claim(free) : [], held, free };
-    } finally {
-      await client.query("select pg_advisory_unlock($1, hashtext($2))", [AGENT_CLAIM_LOCK_SPACE, agentId]).catch(() => (broken = true));
-    }
-  } catch (err) {
-    broken = true;
-    throw err;
-  } finally {
-    // A connection whose unlock may not have run is closed, which releases its session lock.
-    client.release(broken);
-  }
+function leave(gate: { active: number; waiting: (() => void)[] }): void {
+  gate.active--;
+  gate.waiting.shift()?.();
 }
 
 /** What ListWorkers shows of an agent beyond a worker's fields: set at Register (name, version) and when a stream opens (address, replica). */
