@@ -15,10 +15,7 @@
  *   alive: a server that saw the stream end retries it only `grace` (6 s) later, one that did not a
  *   lease later (docs/design/fencing.md, "Agents"). A shell attempt's supervisor kills it on the same
  *   rule, so a stopped (SIGSTOP) or starved agent cannot keep it running either.
- * - Outcomes are reported as attempts end, those that end in one turn of the event loop together
- *   (the starts of one claim end together), one call at a time; output lines are batched (every
- *   FLUSH_MS), an attempt's lines before its outcome. Both are kept while the control plane is unreachable: outcomes on disk (spool.ts) until accepted,
- *   surviving a restart; lines in memory up to a cap, then on disk (output-buffer.ts).
+ * - Outcomes and output lines: reported by reporter.ts (its module comment says how).
  */
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -32,8 +29,8 @@ import { AttemptPause } from "../worker/attempt-pause.js";
 import { AttemptAborted } from "../worker/execute-task.js";
 import { describeTaskType } from "../plugins/catalog.js";
 import { runAgentAttempt, type AgentAttempt } from "./attempt.js";
-import { OutputBuffer } from "./output-buffer.js";
-import { AgentSpool, defaultAgentSpoolDir, type SpooledResult } from "./spool.js";
+import { AgentReporter, attemptKey } from "./reporter.js";
+import { AgentSpool, defaultAgentSpoolDir } from "./spool.js";
 import { readCa } from "../tls.js";
 
 /** What an agent needs. */
@@ -78,12 +75,10 @@ export interface Agent {
 
 /**
  * Log lines (and outcomes a failed call left) are sent this often; a tick with nothing to send
- * sends nothing. An outcome goes at once (flushSoon): the server frees an agent's slot, and claims
- * its next task, only when the outcome arrives.
+ * sends nothing. An outcome goes at once (reporter.ts, flushSoon): the server frees an agent's
+ * slot, and claims its next task, only when the outcome arrives.
  */
 const FLUSH_MS = 25;
-/** Most lines sent per attempt in one AppendLogs (the server's MAX_LOG_LINES_PER_BATCH). */
-const LINES_PER_BATCH = 5_000;
 /**
  * Deadline of Register, ReportOutcomes and AppendLogs. Without one, a call behind a network that
  * drops packets waits until the connection closes (minutes), and the reconnection loop (or the
@@ -102,8 +97,6 @@ export const CALL_TIMEOUT_MS = 10_000;
 const ACK_DELAY_MS = 100;
 /** Reconnection waits (equal jitter). */
 const RECONNECT = { baseMs: 250, maxMs: 10_000, jitter: true };
-
-const key = (a: { taskId: bigint; attempt: number }) => `${a.taskId}:${a.attempt}`;
 
 /** Starts an agent; it runs until stop(). */
 export function startAgent(options: AgentOptions): Agent {
@@ -128,11 +121,9 @@ class AgentRuntime {
   private readonly callTimeoutMs: number;
   private registered = false;
   private readonly running = new Map<string, AgentAttempt>();
-  /** Outcomes not yet accepted (also on disk), in order, with the agent id they belong to. */
-  private readonly outcomes = new Map<string, SpooledResult>();
-  /** Output not yet sent, per attempt, in order; kept until the attempt's outcome is reported. */
-  private readonly lines = new Map<string, { taskId: bigint; attempt: number; buffer: OutputBuffer }>();
   private readonly spool: AgentSpool;
+  /** Output lines and outcomes not yet accepted by the control plane. */
+  private readonly reporter: AgentReporter;
   private stopping = false;
   /** Ends a reconnection wait at stop. */
   private readonly stopped = new AbortController();
@@ -143,11 +134,6 @@ class AgentRuntime {
   private beating: Promise<void> | undefined;
   private beatAgain = false;
   private ackDue: NodeJS.Timeout | undefined;
-  private sendingLines: Promise<void> | undefined;
-  /** Attempts whose lines are in an AppendLogs not yet answered: their outcomes wait for it. */
-  private readonly linesInFlight = new Set<string>();
-  private flushDue: NodeJS.Immediate | undefined;
-  private reporting: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private readonly attemptsDone = new Set<Promise<void>>();
 
@@ -158,8 +144,15 @@ class AgentRuntime {
     // Fails startAgent when another live agent uses the directory (it would share the id).
     this.spool.open();
     this.agentId = this.spool.savedAgentId();
-    for (const entry of this.spool.loadOutcomes()) this.outcomes.set(key(entry.result), entry);
-    if (this.outcomes.size > 0) this.logger.info({ outcomes: this.outcomes.size, spool: this.spool.dir }, "reporting outcomes an earlier run of this agent left in its spool");
+    this.reporter = new AgentReporter({
+      client: () => this.client,
+      agentId: () => this.agentId,
+      spool: this.spool,
+      logger: this.logger,
+      callTimeoutMs: this.callTimeoutMs,
+      isRunning: (k) => this.running.has(k),
+    });
+    this.reporter.loadSpooled();
     const interceptors: Interceptor[] = [];
     if (options.token) {
       const header = `Bearer ${options.token}`;
@@ -189,7 +182,7 @@ class AgentRuntime {
   begin(): Agent {
     this.loop = this.connectLoop();
     this.timers.push(
-      setInterval(() => this.flush(), FLUSH_MS),
+      setInterval(() => this.reporter.flush(), FLUSH_MS),
       setInterval(() => this.watchdog(), 500),
     );
     const self = this;
@@ -242,8 +235,8 @@ class AgentRuntime {
           backoff.succeeded();
           const kind = message.kind;
           if (kind.case === "start") this.startAttempt(kind.value);
-          else if (kind.case === "cancel") this.running.get(key(kind.value))?.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
-          else if (kind.case === "pause" || kind.case === "resume") this.running.get(key(kind.value))?.pause.set(kind.case === "pause");
+          else if (kind.case === "cancel") this.running.get(attemptKey(kind.value))?.controller.abort(new AttemptAborted("cancel", "cancelled by request"));
+          else if (kind.case === "pause" || kind.case === "resume") this.running.get(attemptKey(kind.value))?.pause.set(kind.case === "pause");
         }
         if (!this.stopping) this.logger.warn("the assignment stream ended; reconnecting");
       } catch (err) {
@@ -265,7 +258,7 @@ class AgentRuntime {
   }
 
   private startAttempt(start: AttemptStart): void {
-    const k = key(start);
+    const k = attemptKey(start);
     // Not started while stopping: the next heartbeat leaves it unacknowledged, and the server takes it back.
     if (this.running.has(k) || this.stopping) return;
     const attempt: AgentAttempt = { start, controller: new AbortController(), pause: new AttemptPause(), renewed: new Set(), renewedAt: Date.now(), acked: false };
@@ -273,7 +266,7 @@ class AgentRuntime {
     // The next heartbeat acknowledges the start: send it soon rather than at the interval.
     this.ackSoon();
     const logger = this.logger.child({ taskId: start.taskId.toString(), attempt: start.attempt });
-    const output: LogSink = { write: (stream, line) => this.addLine(start, stream, line) };
+    const output: LogSink = { write: (stream, line) => this.reporter.addLine(start, stream, line) };
     const agentId = this.agentId!;
     const done = runAgentAttempt(this.options.registry, attempt, output, this.stopMs, logger)
       .then((result) => {
@@ -281,29 +274,15 @@ class AgentRuntime {
         // On disk before it is sent: a restart reports it.
         const entry = { agentId, result };
         this.spool.saveOutcome(entry);
-        this.outcomes.set(k, entry);
-        this.flushSoon();
+        this.reporter.addOutcome(k, entry);
       })
       .catch((err: unknown) => logger.error({ err: errorMessage(err) }, "an attempt ended with an unexpected error"))
       .finally(() => {
         this.running.delete(k);
         this.attemptsDone.delete(done);
-        // Fenced (nothing to report) with all its lines sent: nothing more to keep.
-        if (!this.outcomes.has(k) && !this.lines.get(k)?.buffer.size) this.lines.delete(k);
+        this.reporter.forgetIfDone(k);
       });
     this.attemptsDone.add(done);
-  }
-
-  private addLine(ref: { taskId: bigint; attempt: number }, stream: "stdout" | "stderr" | "system", line: string): boolean {
-    const k = key(ref);
-    let buffered = this.lines.get(k);
-    if (!buffered) this.lines.set(k, (buffered = { taskId: ref.taskId, attempt: ref.attempt, buffer: new OutputBuffer(this.spool.dir, ref.taskId, ref.attempt) }));
-    try {
-      buffered.buffer.add(stream, line);
-    } catch (err) {
-      this.logger.error({ err: errorMessage(err), taskId: ref.taskId.toString() }, "could not keep an output line on disk");
-    }
-    return true;
   }
 
   /** The types the agent runs: its plugins, less those disabled here (shell without --enable-shell). */
@@ -344,7 +323,7 @@ class AgentRuntime {
     if (!this.agentId) return;
     const snapshot = [...this.running.values()];
     const agentId = this.agentId;
-    const reporting = [...this.outcomes.values()].filter((o) => o.agentId === agentId).map((o) => ({ taskId: o.result.taskId, attempt: o.result.attempt }));
+    const reporting = this.reporter.unreported(agentId);
     const named = [...snapshot.map((a) => ({ taskId: a.start.taskId, attempt: a.start.attempt })), ...reporting];
     const sentAt = Date.now();
     try {
@@ -352,9 +331,9 @@ class AgentRuntime {
       // A late answer fences (an attempt it leaves out is not ours) but does not renew: the
       // attempt's lease may have been judged from a heartbeat_at older than our send time + RTT.
       const renews = Date.now() - sentAt <= this.renewalRttMs;
-      const owned = new Map(answer.owned.map((o) => [key(o), o]));
+      const owned = new Map(answer.owned.map((o) => [attemptKey(o), o]));
       for (const a of snapshot) {
-        const o = owned.get(key(a.start));
+        const o = owned.get(attemptKey(a.start));
         if (!o) {
           if (!a.controller.signal.aborted) {
             this.logger.warn({ taskId: a.start.taskId.toString(), attempt: a.start.attempt }, "aborting an attempt that is no longer this agent's");
@@ -393,104 +372,6 @@ class AgentRuntime {
     }
   }
 
-  /**
-   * An outcome is ready: report it after the current turn of the event loop, with the others that
-   * end in it (the starts of one claim arrive together, and short attempts end together).
-   */
-  private flushSoon(): void {
-    if (this.flushDue) return;
-    this.flushDue = setImmediate(() => {
-      this.flushDue = undefined;
-      void this.flush();
-    });
-  }
-
-  /** Sends buffered lines, then the outcomes of attempts whose lines are all sent. */
-  private async flush(): Promise<void> {
-    await this.sendLines();
-    await this.report();
-  }
-
-  /** Sends buffered lines; one call at a time (a task's lines are numbered in the order they arrive). */
-  private sendLines(): Promise<void> {
-    return (this.sendingLines ??= this.sendLinesOnce().finally(() => (this.sendingLines = undefined)));
-  }
-
-  private async sendLinesOnce(): Promise<void> {
-    if (!this.agentId) return;
-    const agentId = this.agentId;
-    const pending = [...this.lines.entries()].filter(([, b]) => b.buffer.size > 0).slice(0, 500);
-    if (pending.length === 0) return;
-    const batches = pending.map(([k, b]) => ({ k, b, taken: b.buffer.take(LINES_PER_BATCH) }));
-    batches.forEach(({ k }) => this.linesInFlight.add(k));
-    try {
-      const answer = await this.client.appendLogs({
-        agentId,
-        batches: batches.map(({ b, taken }) => ({ taskId: b.taskId, attempt: b.attempt, firstLine: BigInt(taken[0]?.n ?? 0), lines: taken.map(({ stream, line }) => ({ stream, line })) })),
-      }, { timeoutMs: this.callTimeoutMs });
-      // Not stored: the attempt is no longer ours, and nor are its lines.
-      batches.forEach(({ k, b }, i) => {
-        if (answer.stored[i]) return;
-        b.buffer.discard();
-        if (!this.running.has(k)) this.lines.delete(k);
-      });
-    } catch (err) {
-      // Back in front, in order.
-      for (const { b, taken } of batches) b.buffer.giveBack(taken);
-      this.logger.warn({ err: errorMessage(err) }, "could not send output; keeping it");
-    } finally {
-      batches.forEach(({ k }) => this.linesInFlight.delete(k));
-    }
-  }
-
-  /**
-   * Reports the outcomes whose lines are all sent, one call at a time. The server claims a slot's
-   * next task when its outcome arrives, so what ends while a call is in flight goes as soon as it
-   * is answered, not at the next tick (after a failed call, at the next tick).
-   */
-  private report(): Promise<void> {
-    return (this.reporting ??= this.reportReady().then((sent) => {
-      this.reporting = undefined;
-      if (sent && this.readyOutcomes().length > 0) void this.flush();
-    }));
-  }
-
-  /** Outcomes whose attempt's lines are all stored: none waiting, none in a call not yet answered. */
-  private readyOutcomes(): [string, SpooledResult][] {
-    return [...this.outcomes.entries()].filter(([k]) => !this.linesInFlight.has(k) && !(this.lines.get(k)?.buffer.size ?? 0));
-  }
-
-  /** One call per agent id among the ready outcomes (an earlier run's may have another); false if a call failed. */
-  private async reportReady(): Promise<boolean> {
-    const agentId = this.agentId;
-    if (!agentId) return false;
-    const ready = this.readyOutcomes().slice(0, 500);
-    for (const owner of new Set(ready.map(([, o]) => o.agentId))) {
-      const mine = ready.filter(([, o]) => o.agentId === owner);
-      let answer;
-      try {
-        answer = await this.client.reportOutcomes({ agentId: owner, results: mine.map(([, o]) => o.result) }, { timeoutMs: this.callTimeoutMs });
-      } catch (err) {
-        const e = ConnectError.from(err);
-        if (owner === agentId || (e.code !== Code.PermissionDenied && e.code !== Code.InvalidArgument)) {
-          this.logger.warn({ err: errorMessage(err) }, "could not report outcomes; keeping them");
-          return false;
-        }
-        // An earlier run's outcomes under an id this token may not use: refused for good.
-        answer = { recorded: mine.map(() => false), reasons: mine.map(() => e.rawMessage) };
-      }
-      mine.forEach(([k, o], i) => {
-        this.outcomes.delete(k);
-        this.lines.delete(k);
-        this.spool.removeOutcome(o.result);
-        if (!answer.recorded[i]) {
-          this.logger.warn({ taskId: o.result.taskId.toString(), attempt: o.result.attempt, reason: answer.reasons[i] ?? "" }, "outcome refused: the attempt was no longer this agent's");
-        }
-      });
-    }
-    return true;
-  }
-
   private async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -500,9 +381,9 @@ class AgentRuntime {
     await Promise.allSettled([...this.attemptsDone]);
     // Report what ended, for a few seconds at most.
     const deadline = Date.now() + 5_000;
-    while (this.outcomes.size > 0 && Date.now() < deadline) {
-      await this.flush();
-      if (this.outcomes.size > 0) await sleep(200);
+    while (this.reporter.hasOutcomes() && Date.now() < deadline) {
+      await this.reporter.flush();
+      if (this.reporter.hasOutcomes()) await sleep(200);
     }
     this.timers.forEach((t) => clearInterval(t));
     clearTimeout(this.ackDue);
