@@ -176,18 +176,11 @@ export function pickJobs(pick: JobPick, usable: RawBuilder<boolean>): RawBuilder
         select j.id as c_job,
           case when j.payload->>'taskId' ~ '^[0-9]{1,18}$' then (j.payload->>'taskId')::bigint end as c_id,
           case when json_typeof(j.payload->'attempt') = 'number' then (j.payload->>'attempt')::numeric end as c_attempt
-        from graphile_worker._private_jobs j
-        where j.is_available = true and j.run_at <= now()
-          and j.task_id = any(array(select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${wanted})))
-          and (j.flags is null or not (j.flags ?| ${pick.forbiddenFlags}::text[]))
-        -- graphile-worker's order (its jobs_main_index): a tie-break on id would read a whole batch of equal rows.
-        order by j.priority, j.run_at
-        -- A literal, not a parameter: a generic plan of a parameter limit assumes a tenth of the
-        -- jobs and hash-joins whole tables (3-6x slower to run), so PostgreSQL re-planned the
-        -- claim at every call (a millisecond, as long as running it). With the literal, each limit
-        -- is its own prepared statement (claimNextAttempts names it) and its generic plan is kept.
-        limit ${sql.lit(Math.trunc(pick.limit))}
-        for update of j skip locked)`,
+        -- Each identifier's jobs in graphile-worker's order (priority, then due time), read through
+        -- its index whatever the statistics say (migration 0035). The limit is a literal: each limit
+        -- is its own prepared statement (claimNextAttempts names it), whose generic plan is kept.
+        from task_pick_jobs(array(select gt.id from graphile_worker._private_tasks gt where gt.identifier = any(${wanted})),
+          ${pick.forbiddenFlags}::text[], ${sql.lit(Math.trunc(pick.limit))}) j)`,
     sql`dropped as (
         delete from graphile_worker._private_jobs d using picked p
         where d.id = p.c_job and not (${usable}))`,
