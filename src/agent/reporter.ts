@@ -3,8 +3,9 @@
  *
  * - Outcomes are reported as attempts end, those that end in one turn of the event loop together
  *   (the starts of one claim end together), one call at a time; output lines are batched (every
- *   FLUSH_MS, agent.ts), an attempt's lines before its outcome. Both are kept while the control plane is unreachable: outcomes on disk (spool.ts) until accepted,
- *   surviving a restart; lines in memory up to a cap, then on disk (output-buffer.ts).
+ *   FLUSH_MS, agent.ts), an attempt's lines before its outcome.
+ * - Both are kept while the control plane is unreachable: outcomes on disk (spool.ts) until
+ *   accepted, surviving a restart; lines in memory up to a cap, then on disk (output-buffer.ts).
  */
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { errorMessage } from "../errors.js";
@@ -101,10 +102,18 @@ export class AgentReporter {
     });
   }
 
-  /** Sends buffered lines, then the outcomes of attempts whose lines are all sent. */
+  /**
+   * Sends buffered lines, then the outcomes of attempts whose lines are all sent. Never rejects:
+   * what could not be sent (the control plane away, a spool file unreadable) is kept for the next
+   * flush (the FLUSH_MS tick calls it without waiting).
+   */
   async flush(): Promise<void> {
-    await this.sendLines();
-    await this.report();
+    try {
+      await this.sendLines();
+      await this.report();
+    } catch (err) {
+      this.deps.logger.warn({ err: errorMessage(err) }, "could not send output or outcomes; keeping them");
+    }
   }
 
   /** Sends buffered lines; one call at a time (a task's lines are numbered in the order they arrive). */
@@ -145,8 +154,7 @@ export class AgentReporter {
    * is answered, not at the next tick (after a failed call, at the next tick).
    */
   private report(): Promise<void> {
-    return (this.reporting ??= this.reportReady().then((sent) => {
-      this.reporting = undefined;
+    return (this.reporting ??= this.reportReady().finally(() => (this.reporting = undefined)).then((sent) => {
       if (sent && this.readyOutcomes().length > 0) void this.flush();
     }));
   }

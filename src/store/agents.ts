@@ -116,6 +116,7 @@ export async function claimWithinSlots<T>(
     leave(gate);
     throw err;
   });
+  const agent = client.escapeLiteral(agentId);
   let locked = false;
   try {
     // The lock, then (a statement of its own, so its snapshot counts every claim committed before
@@ -123,7 +124,6 @@ export async function claimWithinSlots<T>(
     // one round trip: a simple query's statements each take their own snapshot. An agent whose
     // heartbeats stopped (stopped, starved, cut off behind a stream that looks open) gets no new
     // work: it would not acknowledge it, and the start would come back only after ackMs.
-    const agent = client.escapeLiteral(agentId);
     const count = sql<HeldRow>`
       select coalesce(array_agg(id), '{}') as ids, coalesce(array_agg(attempts), '{}') as attempts,
         exists (select 1 from workers where id = ${sql.raw(agent)} and heartbeat_at > now() - make_interval(secs => ${sql.lit(freshMs / 1000)})) as fresh
@@ -140,11 +140,8 @@ export async function claimWithinSlots<T>(
     // The claim has committed: its starts may go while the lock is released (a next claim for the
     // agent waits for it in pg_advisory_lock). A connection whose unlock may not have run is
     // closed, which releases its session lock.
-    const unlock = locked ? client.query(`select pg_advisory_unlock(${AGENT_CLAIM_LOCK_SPACE}, hashtext(${client.escapeLiteral(agentId)}))`) : Promise.reject(new Error("not locked"));
-    void unlock.then(
-      () => client.release(),
-      () => client.release(true),
-    ).finally(() => leave(gate));
+    const unlocked = locked ? client.query(`select pg_advisory_unlock(${AGENT_CLAIM_LOCK_SPACE}, hashtext(${agent}))`).then(() => true, () => false) : Promise.resolve(false);
+    void unlocked.then((ok) => client.release(!ok)).finally(() => leave(gate));
   }
 }
 
