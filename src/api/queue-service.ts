@@ -95,21 +95,11 @@ export function validateUpdateQueue(req: UpdateQueueRequest): { name: string; ch
       change.keyConcurrency = limit ?? null;
     } else if (path === "key_limits") {
       const limits = req.settings?.keyLimits ?? {};
-      if (Object.keys(limits).length > MAX_KEY_LIMITS) v.add("settings.key_limits", `must name at most ${MAX_KEY_LIMITS} keys`);
-      for (const [key, limit] of Object.entries(limits)) {
-        const problem = keyProblem(key);
-        if (problem) v.add(`settings.key_limits["${key.slice(0, 40)}"]`, `the key ${problem}`);
-        else if (!Number.isInteger(limit) || limit < 0 || limit > MAX_QUEUE_CONCURRENCY) v.add(`settings.key_limits["${key.slice(0, 40)}"]`, `must be between 0 and ${MAX_QUEUE_CONCURRENCY}`);
-      }
+      checkPerKey(v, "key_limits", limits, 0, MAX_QUEUE_CONCURRENCY);
       change.keyLimits = { ...limits };
     } else if (path === "key_weights") {
       const weights = req.settings?.keyWeights ?? {};
-      if (Object.keys(weights).length > MAX_KEY_LIMITS) v.add("settings.key_weights", `must name at most ${MAX_KEY_LIMITS} keys`);
-      for (const [key, weight] of Object.entries(weights)) {
-        const problem = keyProblem(key);
-        if (problem) v.add(`settings.key_weights["${key.slice(0, 40)}"]`, `the key ${problem}`);
-        else if (!Number.isInteger(weight) || weight < 1 || weight > MAX_KEY_WEIGHT) v.add(`settings.key_weights["${key.slice(0, 40)}"]`, `must be between 1 and ${MAX_KEY_WEIGHT}`);
-      }
+      checkPerKey(v, "key_weights", weights, 1, MAX_KEY_WEIGHT);
       change.keyWeights = { ...weights };
     } else {
       v.add("update_mask", `unknown queue setting "${path.slice(0, 100)}" (settings: ${UPDATABLE.join(", ")})`);
@@ -120,6 +110,17 @@ export function validateUpdateQueue(req: UpdateQueueRequest): { name: string; ch
 }
 
 /** A queue name from a request, or InvalidArgument. */
+/** A per-key setting (key_limits, key_weights): at most MAX_KEY_LIMITS keys, each a valid key with an integer value in [min, max]. */
+function checkPerKey(v: Violations, field: string, values: Record<string, number>, min: number, max: number): void {
+  if (Object.keys(values).length > MAX_KEY_LIMITS) v.add(`settings.${field}`, `must name at most ${MAX_KEY_LIMITS} keys`);
+  for (const [key, value] of Object.entries(values)) {
+    const at = `settings.${field}["${key.slice(0, 40)}"]`;
+    const problem = keyProblem(key);
+    if (problem) v.add(at, `the key ${problem}`);
+    else if (!Number.isInteger(value) || value < min || value > max) v.add(at, `must be between ${min} and ${max}`);
+  }
+}
+
 function validateQueueName(name: string, field = "name"): string {
   const v = new Violations();
   v.queueName(field, name);
