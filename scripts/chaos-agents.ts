@@ -23,13 +23,12 @@ import { Role, TokenService } from "../src/gen/task/v1/token_pb.js";
 import { createLogger } from "../src/logger.js";
 import { bearerToken } from "../src/sdk/client.js";
 import { openDb } from "../src/store/db.js";
-import { leftoverJobs, pendingJobCounts } from "../src/store/jobs.js";
 import { migrate } from "../src/store/migrate.js";
-import { reconcile } from "../src/worker/reconcile.js";
 import { AgentChaosProcesses, type ChaosAgent } from "./chaos/agent-processes.js";
 import { loadTasksWithHistory } from "./chaos/audit.js";
 import { checkTaskHistory } from "./chaos/check-history.js";
 import { overlaps, readMarkers } from "./chaos/markers.js";
+import { checkJobsLeft, exitWith, verdictLines } from "./chaos/verdict.js";
 
 const options = new Command("chaos-agents")
   .option("--tasks <n>", "tasks to create", "2000")
@@ -299,12 +298,7 @@ async function audit(url: string, run: string, markDir: string, chaos: { killed:
     for (const m of markers) runsByTask.set(m.taskId, (runsByTask.get(m.taskId) ?? 0) + 1);
     const attemptsRun = tasks.reduce((n, t) => n + t.attempts, 0);
 
-    await reconcile(db.kysely, 3_000, logger);
-    const jobs = await pendingJobCounts(db.kysely);
-    if (jobs.jobs > 0) {
-      violations.push(`${jobs.jobs} task jobs left (${jobs.locked} locked)`);
-      for (const j of (await leftoverJobs(db.kysely)).slice(0, 10)) violations.push(`job ${j.job_id} left: task ${j.task_id ?? "?"} ${j.task_status ?? "missing"}`);
-    }
+    const { after: jobs } = await checkJobsLeft(db.kysely, logger, violations);
     const lines = [
       "",
       `agent chaos report (seed ${seed}): ${tasks.length} tasks, 2 replicas, ${agentCount} agents x ${options.slots}, ${chaos.killed} agent kill -9, ${chaos.restarted ? 1 : 0} replica restart, ${chaos.cut ? 1 : 0} network cut of ${cutMs} ms, ${((Date.now() - started) / 1000).toFixed(1)}s`,
@@ -312,8 +306,7 @@ async function audit(url: string, run: string, markDir: string, chaos: { killed:
       `  attempts: ${attemptsRun} recorded, ${markers.length} runs left markers (${runsByTask.size} tasks); ${lostAttempts} attempts rescued from killed or cut agents; agents reconnected ${chaos.reconnects} times`,
       `  lost: ${lost}, recorded twice: ${twice}, overlapping copies: ${overlapping.length}`,
       `  task jobs left after the reconciler's full pass: ${jobs.jobs}`,
-      ...violations.slice(0, 30).map((v) => `  VIOLATION ${v}`),
-      violations.length === 0 ? "PASS" : `FAIL (${violations.length} violations)`,
+      ...verdictLines(violations),
     ];
     process.stdout.write(`${lines.join("\n")}\n`);
     return violations.length === 0 ? 0 : 1;
@@ -322,10 +315,4 @@ async function audit(url: string, run: string, markDir: string, chaos: { killed:
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`chaos:agents: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+exitWith("chaos:agents", main);

@@ -18,12 +18,11 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CreateTaskRequestSchema } from "../src/gen/task/v1/task_pb.js";
 import { createLogger } from "../src/logger.js";
 import { loadTasksWithHistory } from "./chaos/audit.js";
-import { leftoverJobs, pendingJobCounts } from "../src/store/jobs.js";
 import { openDb } from "../src/store/db.js";
 import { migrate } from "../src/store/migrate.js";
-import { reconcile } from "../src/worker/reconcile.js";
 import { checkTaskHistory } from "./chaos/check-history.js";
 import { ChaosProcesses } from "./chaos/processes.js";
+import { checkJobsLeft, exitWith, verdictLines } from "./chaos/verdict.js";
 
 const options = new Command("chaos")
   .option("--tasks <n>", "tasks to create", "5000")
@@ -213,17 +212,7 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
     if (killed > 0 && lostAttempts === 0) violations.push(`${killed} kill -9 rescued no attempt: the kills missed the work`);
     // Every process has stopped; the reconciler's full pass (each minute in a deployment) clears
     // what lost completions left. After it, no job may be left.
-    const before = await pendingJobCounts(db.kysely);
-    await reconcile(db.kysely, 3_000, logger);
-    const jobs = await pendingJobCounts(db.kysely);
-    if (jobs.jobs > 0) {
-      violations.push(`${jobs.jobs} task jobs left (${jobs.locked} locked)`);
-      for (const j of await leftoverJobs(db.kysely)) {
-        violations.push(
-          `job ${j.job_id} left: task ${j.task_id ?? "?"} ${j.task_status ?? "missing"}, job attempts ${j.attempts}, run_at ${j.run_at.toISOString()}, locked_by ${j.locked_by ?? "-"}, last_error ${JSON.stringify(j.last_error?.slice(0, 200) ?? null)}`,
-        );
-      }
-    }
+    const { before, after: jobs } = await checkJobsLeft(db.kysely, logger, violations);
 
     // Every process has exited, so every backend has flushed its statistics (issue 25: HOT updates).
     await db.pool.query("select pg_stat_force_next_flush()");
@@ -244,8 +233,7 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
       `  history checked: ${tasks.length} tasks, ${violations.length} violations`,
       `  updates of tasks (pg_stat_user_tables): ${upd}, HOT ${hot} (${pct(hot, upd)}); not transitions (heartbeats): ${upd - moves}, HOT ${pct(hot, upd - moves)}`,
       `  task jobs left: ${before.jobs} (${before.locked} locked) before the reconciler's full pass, ${jobs.jobs} (${jobs.locked} locked) after`,
-      ...violations.slice(0, 30).map((v) => `  VIOLATION ${v}`),
-      violations.length === 0 ? "PASS" : `FAIL (${violations.length} violations)`,
+      ...verdictLines(violations),
     ];
     process.stdout.write(`${lines.join("\n")}\n`);
     return violations.length === 0 ? 0 : 1;
@@ -254,10 +242,4 @@ async function audit(url: string, run: string, killed: number, restarted: boolea
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`chaos: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+exitWith("chaos", main);
